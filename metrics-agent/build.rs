@@ -1,0 +1,19 @@
+//! Builds the kernel programs (`metrics-ebpf`) for the BPF target with the
+//! nightly toolchain and bpf-linker, so the agent can embed the object.
+
+use std::{env, path::PathBuf, process::Command};
+
+fn main() -> anyhow::Result<()> {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let ebpf_dir = manifest_dir.join("../metrics-ebpf").canonicalize()?;
+    let common_dir = manifest_dir.join("../metrics-common").canonicalize()?;
+    println!("cargo:rerun-if-changed={}", common_dir.display());
+    if Command::new("bpf-linker").arg("--version").output().is_err() {
+        anyhow::bail!("bpf-linker is not on PATH: run `cargo xtask setup` first (see README)");
+    }
+    let root_dir = ebpf_dir.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
+    aya_build::build_ebpf(
+        [aya_build::Package { name: "metrics-ebpf", root_dir, ..Default::default() }],
+        aya_build::Toolchain::Nightly,
+    )
+}

@@ -1,0 +1,45 @@
+//! Command-line interface (clap derive); the doc comments are the help text.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+/// eBPF observability agent for LLM API proxies.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "info", env = "METRICS_AGENT_LOG")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to a proxy and serve its metrics until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Print the effective configuration (file < environment < flags) as TOML.
+    Config(RunArgs),
+}
+
+/// Settings of `run`; each may also come from the `--config` file.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    /// Trace every process running this executable, including ones started later.
+    #[arg(long, env = "METRICS_AGENT_EXE", conflicts_with = "pid")]
+    pub exe: Option<PathBuf>,
+    /// Trace this process and the processes it forks.
+    #[arg(long, env = "METRICS_AGENT_PID")]
+    pub pid: Option<u32>,
+    /// An upstream provider as NAME=HOST:PORT (repeatable). Hostnames are
+    /// resolved at start and re-resolved periodically.
+    #[arg(long = "provider", value_name = "NAME=HOST:PORT")]
+    pub providers: Vec<String>,
+    /// TOML configuration file with the same settings.
+    #[arg(long, env = "METRICS_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the metrics endpoint [default: 127.0.0.1:9464].
+    #[arg(long, env = "METRICS_AGENT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+}

@@ -1,0 +1,244 @@
+//! The Prometheus collector: reads the kernel's per-CPU counter maps at
+//! scrape time, sums them over CPUs and encodes them (prometheus-client).
+//! Metric meanings are documented in docs/metrics.md.
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
+};
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use metrics_common::{
+    conn::ConnState,
+    counters as c,
+    histogram::{HIST_BUCKETS, bucket_upper_micros},
+    maps as names,
+    probes::HIT_NAMES,
+};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet},
+    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    registry::Unit,
+};
+
+use crate::kernel::Kernel;
+
+/// The kernel's counter maps, owned by the collector.
+pub struct CounterMaps {
+    counters: PerCpuArray<MapData, u64>,
+    provider_requests: PerCpuArray<MapData, u64>,
+    provider_failed: PerCpuArray<MapData, u64>,
+    provider_latency_sum: PerCpuArray<MapData, u64>,
+    provider_histogram: PerCpuArray<MapData, u64>,
+    request_histogram: PerCpuArray<MapData, u64>,
+    ttfb_histogram: PerCpuArray<MapData, u64>,
+    probe_hits: PerCpuArray<MapData, u64>,
+}
+
+impl CounterMaps {
+    pub fn take(kernel: &mut Kernel) -> anyhow::Result<Self> {
+        let mut take = |name: &str| -> anyhow::Result<PerCpuArray<MapData, u64>> {
+            Ok(PerCpuArray::try_from(kernel.take_map(name)?)?)
+        };
+        Ok(Self {
+            counters: take(names::COUNTERS)?,
+            provider_requests: take(names::PROVIDER_REQUESTS)?,
+            provider_failed: take(names::PROVIDER_FAILED)?,
+            provider_latency_sum: take(names::PROVIDER_LATENCY_SUM_US)?,
+            provider_histogram: take(names::PROVIDER_HISTOGRAM)?,
+            request_histogram: take(names::REQUEST_HISTOGRAM)?,
+            ttfb_histogram: take(names::TTFB_HISTOGRAM)?,
+            probe_hits: take(names::PROBE_HITS)?,
+        })
+    }
+}
+
+impl std::fmt::Debug for CounterMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CounterMaps")
+    }
+}
+
+/// Every slot of a per-CPU array, summed over CPUs.
+fn sums(map: &PerCpuArray<MapData, u64>) -> Vec<u64> {
+    map.iter().map(|v| v.map(|per_cpu| per_cpu.iter().copied().sum()).unwrap_or(0)).collect()
+}
+
+/// Agent-side gauges and counters shared with the tracer task.
+#[derive(Debug, Default)]
+pub struct AgentStats {
+    pub traced_processes: AtomicU64,
+    pub attach_failures: AtomicU64,
+    pub preexisting_connections: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct HotPathCollector {
+    pub maps: CounterMaps,
+    pub conns: Arc<Mutex<BpfHashMap<MapData, u64, ConnState>>>,
+    /// (slot, label) of every provider, `other` last.
+    pub providers: Vec<(u32, String)>,
+    pub stats: Arc<AgentStats>,
+}
+
+type R = Result<(), std::fmt::Error>;
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, unit: Option<&Unit>, v: u64) -> R {
+    ConstCounter::new(v).encode(e.encode_descriptor(name, help, unit, ConstCounter::new(0u64).metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> R {
+    ConstGauge::new(v).encode(e.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?)
+}
+
+/// A counter family with one label.
+fn labelled_counters(e: &mut DescriptorEncoder, name: &str, help: &str, unit: Option<&Unit>, label: &str, values: &[(&str, u64)]) -> R {
+    let mut m = e.encode_descriptor(name, help, unit, ConstCounter::new(0u64).metric_type())?;
+    for (value, v) in values {
+        ConstCounter::new(*v).encode(m.encode_family(&[(label, *value)])?)?;
+    }
+    Ok(())
+}
+
+/// Histogram buckets from log2 microsecond slots: (upper bound in seconds, count).
+fn seconds_buckets(slots: &[u64]) -> Vec<(f64, u64)> {
+    (0..HIST_BUCKETS)
+        .map(|b| {
+            let upper = bucket_upper_micros(b).map(|us| us as f64 / 1e6).unwrap_or(f64::MAX);
+            (upper, slots.get(b as usize).copied().unwrap_or(0))
+        })
+        .collect()
+}
+
+fn histogram_type() -> prometheus_client::metrics::MetricType {
+    prometheus_client::metrics::MetricType::Histogram
+}
+
+impl Collector for HotPathCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> R {
+        let k = sums(&self.maps.counters);
+        let at = |slot: u32| k.get(slot as usize).copied().unwrap_or(0);
+        counter(&mut e, "llm_proxy_requests", "HTTP requests the proxy received from clients.", None, at(c::REQUESTS_TOTAL))?;
+        counter(
+            &mut e,
+            "llm_proxy_requests_failed",
+            "Client requests answered with status >= 400 or whose connection closed before a complete response.",
+            None,
+            at(c::REQUESTS_FAILED),
+        )?;
+        labelled_counters(
+            &mut e,
+            "llm_proxy_responses",
+            "Finished client requests by response status class (none: closed before a status line).",
+            None,
+            "class",
+            &[
+                ("2xx", at(c::RESPONSES_2XX)),
+                ("3xx", at(c::RESPONSES_3XX)),
+                ("4xx", at(c::RESPONSES_4XX)),
+                ("5xx", at(c::RESPONSES_5XX)),
+                ("none", at(c::RESPONSES_NONE)),
+            ],
+        )?;
+        labelled_counters(
+            &mut e,
+            "llm_proxy_bytes_received",
+            "Bytes the proxy read from traced TCP connections, by side.",
+            None,
+            "side",
+            &[
+                ("client", at(c::BYTES_RECEIVED_CLIENT)),
+                ("upstream", at(c::BYTES_RECEIVED_UPSTREAM)),
+                ("unknown", at(c::BYTES_RECEIVED_UNKNOWN)),
+            ],
+        )?;
+        labelled_counters(
+            &mut e,
+            "llm_proxy_bytes_sent",
+            "Bytes the proxy wrote to traced TCP connections, by side.",
+            None,
+            "side",
+            &[
+                ("client", at(c::BYTES_SENT_CLIENT)),
+                ("upstream", at(c::BYTES_SENT_UPSTREAM)),
+                ("unknown", at(c::BYTES_SENT_UNKNOWN)),
+            ],
+        )?;
+        labelled_counters(
+            &mut e,
+            "llm_proxy_connections_opened",
+            "TCP connections the proxy accepted (client) or opened (upstream) while traced.",
+            None,
+            "side",
+            &[("client", at(c::CONNECTIONS_ACCEPTED)), ("upstream", at(c::CONNECTIONS_CONNECTED))],
+        )?;
+        counter(&mut e, "llm_proxy_connections_closed", "Traced connections the proxy closed.", None, at(c::CONNECTIONS_CLOSED))?;
+
+        let req = sums(&self.maps.provider_requests);
+        let failed = sums(&self.maps.provider_failed);
+        let lat = sums(&self.maps.provider_latency_sum);
+        let hist = sums(&self.maps.provider_histogram);
+        let per_provider = |v: &[u64]| -> Vec<(&str, u64)> {
+            self.providers.iter().map(|(slot, name)| (name.as_str(), v.get(*slot as usize).copied().unwrap_or(0))).collect()
+        };
+        labelled_counters(&mut e, "llm_proxy_provider_requests", "Requests the proxy sent upstream, by provider.", None, "provider", &per_provider(&req))?;
+        labelled_counters(
+            &mut e,
+            "llm_proxy_provider_requests_failed",
+            "Upstream requests answered with status >= 400 or cut short, by provider.",
+            None,
+            "provider",
+            &per_provider(&failed),
+        )?;
+        {
+            let mut m = e.encode_descriptor(
+                "llm_proxy_provider_request_duration",
+                "Upstream request duration, first request byte written to last response byte read, by provider.",
+                Some(&Unit::Seconds),
+                histogram_type(),
+            )?;
+            for (slot, name) in &self.providers {
+                let start = (*slot * HIST_BUCKETS) as usize;
+                let slots = hist.get(start..start + HIST_BUCKETS as usize).unwrap_or(&[]);
+                let count = slots.iter().sum();
+                let sum = lat.get(*slot as usize).copied().unwrap_or(0) as f64 / 1e6;
+                m.encode_family(&[("provider", name.as_str())])?.encode_histogram::<NoLabelSet>(sum, count, &seconds_buckets(slots), None)?;
+            }
+        }
+        for (name, help, map, sum_slot) in [
+            (
+                "llm_proxy_request_duration",
+                "Client request duration, first request byte received to last response byte sent.",
+                &self.maps.request_histogram,
+                c::REQUEST_DURATION_SUM_US,
+            ),
+            (
+                "llm_proxy_time_to_first_byte",
+                "Client request time to first byte, first request byte received to first response byte sent.",
+                &self.maps.ttfb_histogram,
+                c::TTFB_SUM_US,
+            ),
+        ] {
+            let slots = sums(map);
+            let count = slots.iter().sum();
+            let m = e.encode_descriptor(name, help, Some(&Unit::Seconds), histogram_type())?;
+            let mut m = m;
+            m.encode_histogram::<NoLabelSet>(at(sum_slot) as f64 / 1e6, count, &seconds_buckets(&slots), None)?;
+        }
+
+        gauge(&mut e, "metrics_agent_traced_processes", "Processes the agent's uprobes are attached to.", self.stats.traced_processes.load(Ordering::Relaxed) as i64)?;
+        let tracked = self.conns.lock().map(|m| m.keys().count()).unwrap_or(0);
+        gauge(&mut e, "metrics_agent_tracked_connections", "Connections in the kernel's connection table.", tracked as i64)?;
+        counter(&mut e, "metrics_agent_unclassified_bytes", "Bytes on traced connections that are not HTTP/1.x (TLS ciphertext, HTTP/2, other).", None, at(c::UNCLASSIFIED_BYTES))?;
+        counter(&mut e, "metrics_agent_unclassified_connections", "Traced connections whose first bytes were not HTTP/1.x.", None, at(c::UNCLASSIFIED_CONNECTIONS))?;
+        counter(&mut e, "metrics_agent_preexisting_connections", "Connections found open when the agent attached to a process.", None, self.stats.preexisting_connections.load(Ordering::Relaxed))?;
+        counter(&mut e, "metrics_agent_framing_lost", "Responses whose end the kernel could not find (parse budget exhausted or malformed framing).", None, at(c::FRAMING_LOST))?;
+        counter(&mut e, "metrics_agent_process_events_dropped", "Process fork/exec/exit events lost because their ring buffer was full.", None, at(c::PROC_EVENTS_DROPPED))?;
+        counter(&mut e, "metrics_agent_attach_failures", "Target processes the agent failed to attach to.", None, self.stats.attach_failures.load(Ordering::Relaxed))?;
+        let hits = sums(&self.maps.probe_hits);
+        let hit_values: Vec<(&str, u64)> = HIT_NAMES.iter().enumerate().map(|(i, n)| (*n, hits.get(i).copied().unwrap_or(0))).collect();
+        labelled_counters(&mut e, "metrics_agent_probe_hits", "Uprobe hits in traced processes, by probe; each costs the proxy one trap.", None, "probe", &hit_values)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+//! Effective configuration: the TOML file, overridden by environment
+//! variables and flags (clap merges those two), validated once.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::{cli::RunArgs, providers::ProviderSpec};
+
+/// The configuration file. Every field is optional; flags override it.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Executable to trace (every process running it).
+    pub exe: Option<PathBuf>,
+    /// Process to trace (and its forks).
+    pub pid: Option<u32>,
+    /// Providers: name = "host:port".
+    #[serde(default)]
+    pub providers: BTreeMap<String, String>,
+    /// Metrics endpoint address.
+    pub listen: Option<SocketAddr>,
+    /// How often provider hostnames are resolved again.
+    pub resolve_interval_seconds: Option<u64>,
+}
+
+/// What to trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    Exe(PathBuf),
+    Pid(u32),
+}
+
+/// Validated settings of `run`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub target: TargetSpec,
+    pub providers: Vec<ProviderSpec>,
+    pub listen: SocketAddr,
+    pub resolve_interval_seconds: u64,
+}
+
+pub fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
+pub fn default_resolve_interval_seconds() -> u64 {
+    60
+}
+
+impl Config {
+    pub fn from_args(args: &RunArgs) -> Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    anyhow::anyhow!("config file {}: {}", path.display(), e.message().replace('\n', " "))
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let target = match (&args.exe, args.pid, &file.exe, file.pid) {
+            (Some(exe), None, ..) => TargetSpec::Exe(exe.clone()),
+            (None, Some(pid), ..) => TargetSpec::Pid(pid),
+            (None, None, Some(exe), None) => TargetSpec::Exe(exe.clone()),
+            (None, None, None, Some(pid)) => TargetSpec::Pid(pid),
+            (None, None, Some(_), Some(_)) => bail!("config file sets both exe and pid: keep one"),
+            (None, None, None, None) => bail!("nothing to trace: pass --exe PATH or --pid PID"),
+            (Some(_), Some(_), ..) => bail!("--exe and --pid are exclusive: pass one"),
+        };
+        let mut providers = Vec::new();
+        if args.providers.is_empty() {
+            for (name, addr) in &file.providers {
+                providers.push(ProviderSpec::parse(&format!("{name}={addr}"))?);
+            }
+        } else {
+            for spec in &args.providers {
+                providers.push(ProviderSpec::parse(spec)?);
+            }
+        }
+        ProviderSpec::check_unique(&providers)?;
+        Ok(Self {
+            target,
+            providers,
+            listen: args.listen.or(file.listen).unwrap_or_else(default_listen),
+            resolve_interval_seconds: file
+                .resolve_interval_seconds
+                .unwrap_or_else(default_resolve_interval_seconds)
+                .max(1),
+        })
+    }
+
+    fn to_file(&self) -> FileConfig {
+        let (exe, pid) = match &self.target {
+            TargetSpec::Exe(p) => (Some(p.clone()), None),
+            TargetSpec::Pid(p) => (None, Some(*p)),
+        };
+        FileConfig {
+            exe,
+            pid,
+            providers: self.providers.iter().map(|p| (p.name.clone(), p.address())).collect(),
+            listen: Some(self.listen),
+            resolve_interval_seconds: Some(self.resolve_interval_seconds),
+        }
+    }
+}
+
+/// `metrics-agent config`: prints what `run` would use.
+pub fn print_effective(args: RunArgs) -> Result<()> {
+    let config = Config::from_args(&args)?;
+    print!("{}", toml::to_string(&config.to_file())?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(f: impl FnOnce(&mut RunArgs)) -> RunArgs {
+        let mut a = RunArgs::default();
+        f(&mut a);
+        a
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = std::env::temp_dir().join(format!("ma-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, "exe = \"/usr/sbin/nginx\"\nlisten = \"127.0.0.1:1\"\n[providers]\nopenai = \"api.openai.com:443\"\n").unwrap();
+        let c = Config::from_args(&args(|a| {
+            a.config = Some(path.clone());
+            a.listen = Some("127.0.0.1:2".parse().unwrap());
+        }))
+        .unwrap();
+        assert_eq!(c.target, TargetSpec::Exe("/usr/sbin/nginx".into()));
+        assert_eq!(c.listen.port(), 2);
+        assert_eq!(c.providers[0].name, "openai");
+        let c = Config::from_args(&args(|a| {
+            a.config = Some(path.clone());
+            a.pid = Some(7);
+        }))
+        .unwrap();
+        assert_eq!(c.target, TargetSpec::Pid(7), "a flag replaces the file's target");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_in_one_line() {
+        let dir = std::env::temp_dir().join(format!("ma-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, "exe = \"/bin/true\"\nlisten_addr = 3\n").unwrap();
+        let err = Config::from_args(&args(|a| a.config = Some(path.clone()))).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("unknown field `listen_addr`"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_target_is_required() {
+        let err = Config::from_args(&RunArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("--exe PATH or --pid PID"));
+    }
+}

@@ -1,0 +1,195 @@
+//! Loading the embedded eBPF object, attaching the process tracepoints and
+//! attaching/detaching the libc uprobes of each target process.
+
+use std::{
+    collections::{HashMap, HashSet},
+    num::NonZeroU32,
+    path::PathBuf,
+};
+
+use anyhow::{Context, Result, anyhow};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap as BpfHashMap, MapData, ProgramArray},
+    programs::{TracePoint, UProbe, uprobe::UProbeLinkId, uprobe::UProbeScope},
+};
+use metrics_common::maps as names;
+
+use crate::libc_symbols;
+
+/// One hooked libc function: its entry program and, if any, its return program.
+struct Hook {
+    symbol: &'static str,
+    entry: &'static str,
+    ret: Option<&'static str>,
+}
+
+const fn hook(symbol: &'static str, entry: &'static str, ret: Option<&'static str>) -> Hook {
+    Hook { symbol, entry, ret }
+}
+
+const DATA: Option<&str> = Some("return_data");
+
+/// Every hooked function (see `metrics-ebpf/src/*.rs` for the prototypes).
+const HOOKS: &[Hook] = &[
+    hook("read", "enter_read", DATA),
+    hook("recv", "enter_read", DATA),
+    hook("recvfrom", "enter_read", DATA),
+    hook("write", "enter_write", DATA),
+    hook("send", "enter_write", DATA),
+    hook("sendto", "enter_write", DATA),
+    hook("readv", "enter_readv", DATA),
+    hook("writev", "enter_writev", DATA),
+    hook("recvmsg", "enter_recvmsg", DATA),
+    hook("sendmsg", "enter_sendmsg", DATA),
+    hook("sendfile", "enter_sendfile", DATA),
+    hook("sendfile64", "enter_sendfile", DATA),
+    hook("accept", "enter_accept", Some("return_accept")),
+    hook("accept4", "enter_accept", Some("return_accept")),
+    hook("connect", "enter_connect", None),
+    hook("close", "enter_close", None),
+];
+
+/// Functions a libc must have for the agent to work.
+const REQUIRED: &[&str] = &["read", "write", "close", "connect", "accept4"];
+
+/// The loaded programs and the links of every traced process.
+pub struct Kernel {
+    ebpf: Ebpf,
+    links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// Symbol offsets per libc path, computed once.
+    offsets: HashMap<PathBuf, HashMap<String, u64>>,
+    targets: BpfHashMap<MapData, u32, u32>,
+}
+
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/metrics-ebpf"));
+
+impl Kernel {
+    /// Loads every program into the kernel (verifying them) without attaching.
+    pub fn load() -> Result<Self> {
+        let mut ebpf = Ebpf::load(EBPF_OBJECT).context("loading the eBPF object failed")?;
+        let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+        for name in names {
+            let program = ebpf.program_mut(&name).expect("listed program");
+            let loaded = match program {
+                aya::programs::Program::UProbe(p) => p.load(),
+                aya::programs::Program::TracePoint(p) => p.load(),
+                _ => continue,
+            };
+            loaded.with_context(|| format!("the kernel rejected program {name}"))?;
+        }
+        let continuation = ebpf.program(names::CONTINUE_PROGRAM).ok_or_else(|| anyhow!("no continuation program"))?;
+        let fd = continuation.fd()?.try_clone()?;
+        let mut jump = ProgramArray::try_from(ebpf.map_mut(names::CONTINUE).ok_or_else(|| anyhow!("no CONTINUE map"))?)?;
+        jump.set(0, &fd, 0).context("installing the parser continuation")?;
+        let targets = BpfHashMap::try_from(ebpf.take_map(names::TARGETS).ok_or_else(|| anyhow!("no TARGETS map"))?)?;
+        Ok(Self { ebpf, links: HashMap::new(), offsets: HashMap::new(), targets })
+    }
+
+    pub fn take_map(&mut self, name: &str) -> Result<aya::maps::Map> {
+        self.ebpf.take_map(name).ok_or_else(|| anyhow!("the eBPF object has no map {name}"))
+    }
+
+    /// Writes a slot of the `CONFIG` array.
+    pub fn set_config(&mut self, slot: u32, value: u32) -> Result<()> {
+        let mut config: Array<&mut MapData, u32> =
+            Array::try_from(self.ebpf.map_mut(names::CONFIG).ok_or_else(|| anyhow!("no CONFIG map"))?)?;
+        config.set(slot, value, 0)?;
+        Ok(())
+    }
+
+    /// Reports new processes whose comm is `comm` (for `--exe` targets).
+    pub fn watch_comm(&mut self, comm: [u8; 16]) -> Result<()> {
+        let mut watch: Array<&mut MapData, [u8; 16]> =
+            Array::try_from(self.ebpf.map_mut(names::WATCH_COMM).ok_or_else(|| anyhow!("no WATCH_COMM map"))?)?;
+        watch.set(0, comm, 0)?;
+        self.set_config(names::config::WATCH_EXEC, 1)
+    }
+
+    /// Attaches the fork, exec and exit tracepoints.
+    pub fn attach_tracepoints(&mut self) -> Result<()> {
+        for (program, event) in
+            [("on_fork", "sched_process_fork"), ("on_exec", "sched_process_exec"), ("on_exit", "sched_process_exit")]
+        {
+            let tp: &mut TracePoint = self
+                .ebpf
+                .program_mut(program)
+                .ok_or_else(|| anyhow!("no program {program}"))?
+                .try_into()?;
+            tp.attach("sched", event).with_context(|| format!("attaching tracepoint sched/{event}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn is_traced(&self, pid: u32) -> bool {
+        self.links.contains_key(&pid)
+    }
+
+    pub fn traced(&self) -> impl Iterator<Item = u32> + '_ {
+        self.links.keys().copied()
+    }
+
+    /// Marks `pid` as a target and attaches every hook to its libc, scoped to it.
+    pub fn attach_process(&mut self, pid: u32) -> Result<usize> {
+        if self.is_traced(pid) {
+            return Ok(0);
+        }
+        let libc = libc_symbols::libc_of(pid)?;
+        let key = std::fs::canonicalize(&libc).unwrap_or_else(|_| libc.clone());
+        if !self.offsets.contains_key(&key) {
+            let wanted: Vec<&str> = HOOKS.iter().map(|h| h.symbol).collect();
+            let found = libc_symbols::symbol_offsets(&libc, &wanted)?;
+            if let Some(missing) = REQUIRED.iter().find(|s| !found.contains_key(**s)) {
+                anyhow::bail!("{} has no symbol {missing}: unsupported C library", libc.display());
+            }
+            self.offsets.insert(key.clone(), found);
+        }
+        let offsets = &self.offsets[&key];
+        self.targets.insert(pid, 0, 0).context("adding to the TARGETS map")?;
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
+        let mut links = Vec::new();
+        let mut done: HashSet<(u64, &str)> = HashSet::new();
+        let mut result = Ok(());
+        'hooks: for hook in HOOKS {
+            let Some(&offset) = offsets.get(hook.symbol) else { continue };
+            for program in [Some(hook.entry), hook.ret].into_iter().flatten() {
+                if !done.insert((offset, program)) {
+                    continue; // an alias of a function already hooked
+                }
+                let probe: &mut UProbe = self.ebpf.program_mut(program).expect("program exists").try_into()?;
+                match probe.attach(offset, &libc, scope) {
+                    Ok(link) => links.push((program, link)),
+                    Err(e) => {
+                        result = Err(anyhow!(e).context(format!("attaching {program} to {} in process {pid}", hook.symbol)));
+                        break 'hooks;
+                    }
+                }
+            }
+        }
+        let attached = links.len();
+        self.links.insert(pid, links);
+        if let Err(e) = result {
+            self.detach_process(pid);
+            return Err(e);
+        }
+        Ok(attached)
+    }
+
+    /// Detaches the hooks of `pid` (it exited or stopped being a target).
+    pub fn detach_process(&mut self, pid: u32) {
+        let _ = self.targets.remove(&pid);
+        for (program, link) in self.links.remove(&pid).unwrap_or_default() {
+            if let Some(Ok(probe)) = self.ebpf.program_mut(program).map(<&mut UProbe>::try_from) {
+                let _ = probe.detach(link);
+            }
+        }
+    }
+
+    /// Detaches everything (also done by dropping).
+    pub fn detach_all(&mut self) {
+        let pids: Vec<u32> = self.links.keys().copied().collect();
+        for pid in pids {
+            self.detach_process(pid);
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! `metrics-agent`: attaches to an unmodified LLM API proxy with uprobes and
+//! serves exact per-provider request, failure, byte and latency counters.
+
+mod cli;
+mod collector;
+mod config;
+mod http;
+mod kernel;
+mod libc_symbols;
+mod preflight;
+mod proc_events;
+mod providers;
+mod run;
+mod sockets;
+mod target;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(cli.log_level.as_str()))
+        .format_timestamp_millis()
+        .init();
+    let result = match cli.command {
+        cli::Command::Run(args) => run::run(args),
+        cli::Command::Config(args) => config::print_effective(args),
+    };
+    if let Err(err) = result {
+        // One line: the context chain, outermost first.
+        let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+        eprintln!("error: {}", chain.join(": "));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,126 @@
+//! `metrics-agent run`: preflight, load and attach, serve `/metrics`, follow
+//! process events, and detach everything on SIGINT or SIGTERM.
+
+use std::{
+    io::ErrorKind,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Result, anyhow};
+use aya::maps::{HashMap as BpfHashMap, RingBuf};
+use metrics_common::{events::ProcEvent, maps as names};
+use prometheus_client::registry::Registry;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+
+use crate::{
+    cli::RunArgs,
+    collector::{AgentStats, CounterMaps, HotPathCollector},
+    config::Config,
+    http, kernel::Kernel,
+    preflight,
+    proc_events::Tracer,
+    providers::{self, AddressTable},
+    target::Target,
+};
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let config = Config::from_args(&args)?;
+    let target = Target::resolve(&config.target)?;
+    preflight::check()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(run_async(config, target))
+}
+
+async fn run_async(config: Config, target: Target) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| match e.kind() {
+        ErrorKind::AddrInUse => anyhow!("listen address {} is already in use: pass another with --listen ADDR", config.listen),
+        _ => anyhow!("cannot listen on {}: {e}", config.listen),
+    })?;
+
+    let mut kernel = Kernel::load()?;
+    kernel.set_config(names::config::FORK_CHILD_PID_OFFSET, preflight::fork_child_pid_offset()?)?;
+    if let Target::Exe { comm, .. } = &target {
+        kernel.watch_comm(*comm)?;
+    }
+    let mut provider_map = BpfHashMap::try_from(kernel.take_map(names::PROVIDER_ADDRS)?)?;
+    let table = AddressTable::default();
+    for failure in providers::resolve_all(&config.providers, &mut provider_map, &table).await {
+        log::warn!("{failure} (retrying every {} s)", config.resolve_interval_seconds);
+    }
+    let conns = Arc::new(Mutex::new(BpfHashMap::try_from(kernel.take_map(names::CONNS)?)?));
+    let ring = RingBuf::try_from(kernel.take_map(names::PROC_EVENTS)?)?;
+    let stats = Arc::new(AgentStats::default());
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(HotPathCollector {
+        maps: CounterMaps::take(&mut kernel)?,
+        conns: conns.clone(),
+        providers: providers::slot_names(&config.providers),
+        stats: stats.clone(),
+    }));
+
+    // Follow process events before looking for targets, so none starts unseen.
+    // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
+    let mut ring = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow!("watching the process event ring buffer: {e}"))?;
+    kernel.attach_tracepoints()?;
+    let mut tracer = Tracer { kernel, target, conns, providers: table.clone(), stats };
+    tracer.attach_initial()?;
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let server = axum::serve(listener, http::router(Arc::new(registry)))
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.changed().await;
+        });
+    let server = tokio::spawn(async move { server.await });
+    let resolver = tokio::spawn(providers::keep_resolving(
+        config.providers.clone(),
+        provider_map,
+        table,
+        Duration::from_secs(config.resolve_interval_seconds),
+    ));
+    log::info!(
+        "tracing {} ({} now); metrics at http://{}/metrics",
+        tracer.target.describe(),
+        tracer.kernel.traced().count(),
+        config.listen
+    );
+
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                let mut events = Vec::new();
+                while let Some(item) = guard.get_inner_mut().next() {
+                    if item.len() >= size_of::<ProcEvent>() {
+                        // SAFETY: the kernel wrote a ProcEvent; read it unaligned.
+                        events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ProcEvent>()) });
+                    }
+                }
+                guard.clear_ready();
+                for event in events {
+                    tracer.handle(event);
+                }
+            }
+        }
+    }
+    log::info!("stopping: detaching from {} processes", tracer.kernel.traced().count());
+    tracer.kernel.detach_all();
+    drop(tracer);
+    resolver.abort();
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(_) => {}
+        Err(_) => log::warn!("the metrics endpoint did not stop within 5 s"),
+    }
+    log::info!("detached");
+    Ok(())
+}

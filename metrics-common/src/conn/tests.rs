@@ -1,0 +1,188 @@
+//! Framing tests: every response is fed split at every possible point (and
+//! byte by byte) and must end exactly at its last byte.
+
+use super::*;
+
+/// Feeds `data` to the parser as the kernel does: header bytes one at a time,
+/// body bytes in bulk. Returns the index just past the byte that ended the
+/// response, or `None`.
+fn feed(p: &mut ResponseParser, data: &[u8]) -> Option<usize> {
+    let mut off = 0;
+    while off < data.len() {
+        if p.wants_skip() {
+            let (n, ev) = p.skip((data.len() - off) as u64);
+            off += n as usize;
+            if ev == EV_END {
+                return Some(off);
+            }
+        } else if p.wants_bytes() {
+            let ev = p.step_byte(&FRAMING_DFA, data[off]);
+            off += 1;
+            if ev == EV_END {
+                return Some(off);
+            }
+            assert_ne!(ev, EV_MALFORMED, "malformed at {off}");
+        } else {
+            return None;
+        }
+    }
+    None
+}
+
+fn ends_exactly(resp: &[u8], no_body: bool) {
+    // Whole, then split at every position into two and three pieces.
+    for split in 0..=resp.len() {
+        let mut p = ResponseParser::default();
+        p.expect_response(no_body);
+        let first = feed(&mut p, &resp[..split]);
+        if split < resp.len() {
+            assert_eq!(first, None, "ended early at split {split}");
+            let second = feed(&mut p, &resp[split..]);
+            assert_eq!(second, Some(resp.len() - split), "split {split}");
+        } else {
+            assert_eq!(first, Some(resp.len()));
+        }
+    }
+    let mut p = ResponseParser::default();
+    p.expect_response(no_body);
+    for (i, b) in resp.iter().enumerate() {
+        let r = feed(&mut p, core::slice::from_ref(b));
+        if i + 1 < resp.len() {
+            assert_eq!(r, None, "byte {i}");
+        } else {
+            assert_eq!(r, Some(1));
+        }
+    }
+}
+
+#[test]
+fn content_length_body() {
+    ends_exactly(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"a\":\"bcd\"}", false);
+}
+
+#[test]
+fn header_names_are_case_insensitive() {
+    ends_exactly(b"HTTP/1.1 429 Too Many\r\ncontent-length:3\r\nX-Content-Length: 99\r\n\r\nabc", false);
+    ends_exactly(b"HTTP/1.0 200 OK\r\nTRANSFER-ENCODING: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n", false);
+}
+
+#[test]
+fn chunked_with_extensions_and_trailers() {
+    ends_exactly(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        false,
+    );
+}
+
+#[test]
+fn sse_stream_chunked() {
+    let mut resp = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for i in 0..20 {
+        let ev = format!("data: {{\"i\":{i}, \"text\":\"0\\r\\n\\r\\n\"}}\n\n");
+        resp.extend_from_slice(format!("{:x}\r\n{ev}\r\n", ev.len()).as_bytes());
+    }
+    resp.extend_from_slice(b"0\r\n\r\n");
+    ends_exactly(&resp, false);
+}
+
+#[test]
+fn bodyless_responses() {
+    ends_exactly(b"HTTP/1.1 204 No Content\r\nServer: x\r\n\r\n", false);
+    ends_exactly(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", false);
+    ends_exactly(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true);
+    ends_exactly(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false);
+}
+
+#[test]
+fn interim_response_is_skipped() {
+    ends_exactly(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 500 Oops\r\nContent-Length: 2\r\n\r\nno", false);
+}
+
+#[test]
+fn bare_lf_line_endings() {
+    ends_exactly(b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", false);
+}
+
+#[test]
+fn close_delimited_body_never_ends_by_itself() {
+    let mut p = ResponseParser::default();
+    p.expect_response(false);
+    assert_eq!(feed(&mut p, b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\nlots of bytes"), None);
+    assert_eq!(p.phase, PHASE_UNTIL_CLOSE);
+    assert_eq!(p.status, 200);
+}
+
+#[test]
+fn not_http_is_malformed() {
+    for junk in [&b"\x16\x03\x01\x02\x00"[..], b"PRI * HTTP/2.0\r\n", b"HTTP/2 200\r\n", b"HTTP/1.1 2x0 OK\r\n"] {
+        let mut p = ResponseParser::default();
+        p.expect_response(false);
+        let mut ev = EV_NONE;
+        for &b in junk {
+            ev = p.step_byte(&FRAMING_DFA, b);
+            if ev != EV_NONE {
+                break;
+            }
+        }
+        assert_eq!(ev, EV_MALFORMED, "{junk:?}");
+        assert_eq!(p.phase, PHASE_LOST);
+    }
+}
+
+#[test]
+fn status_code_is_parsed() {
+    let mut p = ResponseParser::default();
+    p.expect_response(false);
+    feed(&mut p, b"HTTP/1.1 503 Service Unavailable\r\n");
+    assert_eq!(p.status, 503);
+}
+
+#[test]
+fn arbitrary_bytes_never_panic() {
+    // A cheap deterministic fuzz: xorshift bytes, mixed with HTTP fragments.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let fragments: [&[u8]; 6] = [b"HTTP/1.1 200 OK\r\n", b"Content-Length: 99999999999999999999999", b"\r\n", b"Transfer-Encoding: chunked\r\n\r\n", b"ffffffffffffffffff\r\n", b"0\r\n\r\n"];
+    for _ in 0..2000 {
+        let mut p = ResponseParser::default();
+        p.expect_response(x & 1 == 0);
+        let mut data = Vec::new();
+        for _ in 0..8 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x % 3 == 0 {
+                data.extend_from_slice(fragments[(x >> 8) as usize % fragments.len()]);
+            } else {
+                data.push((x >> 16) as u8);
+            }
+        }
+        let mut off = 0;
+        while off < data.len() && (p.wants_bytes() || p.wants_skip()) {
+            if p.wants_skip() {
+                let (n, _) = p.skip((data.len() - off) as u64);
+                off += n as usize;
+            } else {
+                p.step_byte(&FRAMING_DFA, data[off]);
+                off += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn request_methods() {
+    let m = |s: &[u8]| {
+        let mut b = [0u8; 8];
+        let n = s.len().min(8);
+        b[..n].copy_from_slice(&s[..n]);
+        request_method(&b, n as u64)
+    };
+    assert_eq!(m(b"POST /v1/chat/completions HTTP/1.1"), METHOD_OTHER);
+    assert_eq!(m(b"GET / HTTP/1.1"), METHOD_OTHER);
+    assert_eq!(m(b"HEAD / HTTP/1.1"), METHOD_HEAD);
+    assert_eq!(m(b"OPTIONS * HTTP/1.1"), METHOD_OTHER);
+    assert_eq!(m(b"GETX"), METHOD_NONE);
+    assert_eq!(m(b"POS"), METHOD_NONE);
+    assert_eq!(m(b"\x16\x03\x01"), METHOD_NONE);
+    assert_eq!(m(b"PRI * HTTP/2.0"), METHOD_NONE);
+}

@@ -1,0 +1,42 @@
+//! Slots of the `COUNTERS` per-CPU array: the ADR's zero-allocation counters.
+
+/// HTTP requests the proxy received from clients (client-side request starts).
+pub const REQUESTS_TOTAL: u32 = 0;
+/// Client requests answered with status >= 400, or whose connection closed
+/// before a complete response.
+pub const REQUESTS_FAILED: u32 = 1;
+/// Client responses by status class: 2xx, 3xx, 4xx, 5xx, and `none` (the
+/// connection closed before any status line). Interim 1xx responses are
+/// skipped; a final status below 200 or above 599 counts with its nearest class.
+pub const RESPONSES_2XX: u32 = 2;
+pub const RESPONSES_3XX: u32 = 3;
+pub const RESPONSES_4XX: u32 = 4;
+pub const RESPONSES_5XX: u32 = 5;
+pub const RESPONSES_NONE: u32 = 6;
+/// Bytes the proxy read from client-side / upstream connections.
+pub const BYTES_RECEIVED_CLIENT: u32 = 7;
+pub const BYTES_RECEIVED_UPSTREAM: u32 = 8;
+/// Bytes the proxy wrote to client-side / upstream connections.
+pub const BYTES_SENT_CLIENT: u32 = 9;
+pub const BYTES_SENT_UPSTREAM: u32 = 10;
+/// Bytes on traced connections whose side is not known.
+pub const BYTES_RECEIVED_UNKNOWN: u32 = 11;
+pub const BYTES_SENT_UNKNOWN: u32 = 12;
+/// Bytes and connections that are not HTTP/1.x (HTTP/2, TLS ciphertext, ...).
+pub const UNCLASSIFIED_BYTES: u32 = 13;
+pub const UNCLASSIFIED_CONNECTIONS: u32 = 14;
+/// Connections the proxy accepted (client side) / opened (upstream).
+pub const CONNECTIONS_ACCEPTED: u32 = 15;
+pub const CONNECTIONS_CONNECTED: u32 = 16;
+pub const CONNECTIONS_CLOSED: u32 = 17;
+/// Sum of client-side request durations and TTFBs, microseconds.
+pub const REQUEST_DURATION_SUM_US: u32 = 18;
+pub const TTFB_SUM_US: u32 = 19;
+/// Responses whose end the kernel could not find: the bytes of one call did
+/// not fit the per-call parse budget, or the framing was malformed. The
+/// connection resynchronises at its next request.
+pub const FRAMING_LOST: u32 = 20;
+/// Process events lost because the ring buffer was full.
+pub const PROC_EVENTS_DROPPED: u32 = 21;
+
+pub const COUNT: u32 = 22;

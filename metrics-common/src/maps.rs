@@ -1,0 +1,61 @@
+//! Names and sizes of every BPF map. The kernel side declares its statics with
+//! these exact identifiers (checked at compile time in `metrics-ebpf`).
+
+/// Scalar hot-path counters, per CPU (`counters::*` are the slots).
+pub const COUNTERS: &str = "COUNTERS";
+/// Requests sent upstream, per provider slot, per CPU.
+pub const PROVIDER_REQUESTS: &str = "PROVIDER_REQUESTS";
+/// Upstream requests answered with status >= 400 or cut short, per provider slot.
+pub const PROVIDER_FAILED: &str = "PROVIDER_FAILED";
+/// Sum of upstream request durations in microseconds, per provider slot.
+pub const PROVIDER_LATENCY_SUM_US: &str = "PROVIDER_LATENCY_SUM_US";
+/// Upstream duration histogram: `provider * HIST_BUCKETS + bucket`.
+pub const PROVIDER_HISTOGRAM: &str = "PROVIDER_HISTOGRAM";
+/// Client-side request duration histogram (log2 microsecond buckets).
+pub const REQUEST_HISTOGRAM: &str = "REQUEST_HISTOGRAM";
+/// Client-side time-to-first-byte histogram (log2 microsecond buckets).
+pub const TTFB_HISTOGRAM: &str = "TTFB_HISTOGRAM";
+/// Uprobe hits per probe kind (`probes::Probe`), per CPU.
+pub const PROBE_HITS: &str = "PROBE_HITS";
+/// Traced processes: key tgid, value unused flags.
+pub const TARGETS: &str = "TARGETS";
+/// Configuration written by the agent before attaching (`config::*` slots).
+pub const CONFIG: &str = "CONFIG";
+/// The command name (`comm`) of `--exe` targets, to notice new processes at exec.
+pub const WATCH_COMM: &str = "WATCH_COMM";
+/// Resolved provider addresses: `ProviderAddr` -> provider slot.
+pub const PROVIDER_ADDRS: &str = "PROVIDER_ADDRS";
+/// Per (tgid, fd) connection state.
+pub const CONNS: &str = "CONNS";
+/// Arguments stashed at function entry, keyed by pid_tgid, read at return.
+pub const CALLS: &str = "CALLS";
+/// Per-CPU scratch space for copying user bytes.
+pub const SCRATCH: &str = "SCRATCH";
+/// Program array holding the parser's tail-call continuation.
+pub const CONTINUE: &str = "CONTINUE";
+/// The continuation program stored in `CONTINUE`.
+pub const CONTINUE_PROGRAM: &str = "continue_response";
+/// Process lifecycle events (fork, exec, exit) for the agent.
+pub const PROC_EVENTS: &str = "PROC_EVENTS";
+
+pub const CONNS_MAX_ENTRIES: u32 = 65_536;
+pub const CALLS_MAX_ENTRIES: u32 = 16_384;
+pub const TARGETS_MAX_ENTRIES: u32 = 4_096;
+pub const PROVIDER_ADDRS_MAX_ENTRIES: u32 = 1_024;
+pub const PROC_EVENTS_BYTES: u32 = 64 * 1024;
+
+/// Slots of the `CONFIG` array.
+pub mod config {
+    /// Byte offset of `child_pid` in the `sched_process_fork` tracepoint record
+    /// (it differs between kernel versions, so the agent reads it from tracefs).
+    pub const FORK_CHILD_PID_OFFSET: u32 = 0;
+    /// Non-zero when new processes whose comm equals `WATCH_COMM` are reported.
+    pub const WATCH_EXEC: u32 = 1;
+    pub const SLOTS: u32 = 4;
+}
+
+/// Builds a `CONNS` key from a process id and a file descriptor.
+#[inline(always)]
+pub const fn conn_key(tgid: u32, fd: u32) -> u64 {
+    ((tgid as u64) << 32) | fd as u64
+}

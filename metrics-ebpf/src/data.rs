@@ -1,0 +1,510 @@
+//! Data probes on the target's socket I/O: the entry probes stash the
+//! arguments of `read`/`write`-like calls on traced connections, and one
+//! return probe counts the bytes actually transferred and advances the
+//! connection's HTTP/1.1 state (request starts, response status, TTFB and
+//! response end).
+//!
+//! Hooked (libc prototypes):
+//! - `ssize_t read(int fd, void *buf, size_t n)`, `recv(fd, buf, n, flags)`,
+//!   `recvfrom(fd, buf, n, flags, addr, addrlen)`
+//! - `ssize_t write(int fd, const void *buf, size_t n)`, `send`, `sendto`
+//! - `ssize_t readv(int fd, const struct iovec *iov, int iovcnt)`, `writev`
+//! - `ssize_t recvmsg(int fd, struct msghdr *msg, int flags)`, `sendmsg`
+//! - `ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)`
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
+    EbpfContext,
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use metrics_common::{
+    conn::{
+        CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, ConnState, EV_END, EV_MALFORMED,
+        EV_NONE, METHOD_HEAD, METHOD_NONE, PHASE_LOST, PHASE_UNTIL_CLOSE, PROTO_HTTP1, PROTO_UNCLASSIFIED,
+        PROTO_UNDETERMINED, SIDE_CLIENT, SIDE_UNKNOWN, SIDE_UPSTREAM, is_status_line_start,
+        ResponseParser, request_method,
+    },
+    counters as c,
+    maps::conn_key,
+    probes,
+};
+
+use crate::{
+    maps::{
+        CALL_READ_BUF, CALL_READ_IOV, CALL_SENDFILE, CALL_WRITE_BUF, CALL_WRITE_IOV, CALLS, CONNS,
+        CONTINUE, COUNTERS, Call, PROBE_HITS, SCRATCH, WINDOW, add, is_target,
+    },
+    record::{request_finished, request_started, response_started},
+};
+
+/// The response framing DFA, in read-only data.
+static FRAMING_DFA_TABLE: [u8; metrics_common::conn::DFA_SIZE] = metrics_common::conn::FRAMING_DFA;
+
+/// Connection flags cleared when a new request starts.
+pub const CONN_RESPONSE_FLAGS: u32 = CONN_RESPONSE_STARTED;
+
+/// Parse steps per program run: each step scans one window of header bytes
+/// or skips one run of body bytes. Kept small so the verifier accepts the
+/// program; `continue_response` extends the budget by tail calls.
+const MAX_STEPS: u32 = 4;
+/// Tail calls per intercepted call (the kernel allows 33).
+const MAX_CONTINUATIONS: u32 = 30;
+/// iovecs looked at per call.
+const MAX_IOV: u64 = 64;
+/// Framing outcome when the step budget ran out with bytes left.
+const EV_BUDGET: u32 = 100;
+
+#[inline(always)]
+fn stash(ctx: &ProbeContext, kind: u32, hit: u32) {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if !is_target(tgid) {
+        return;
+    }
+    add(&PROBE_HITS, hit, 1);
+    let fd: i64 = ctx.arg(0).unwrap_or(-1);
+    if fd < 0 {
+        return;
+    }
+    // Only traced connections: files, pipes and eventfds are skipped here.
+    // SAFETY: only tested for presence.
+    if unsafe { CONNS.get(&conn_key(tgid, fd as u32)) }.is_none() {
+        return;
+    }
+    let mut ptr: u64 = ctx.arg(1).unwrap_or(0);
+    let mut count: u64 = ctx.arg(2).unwrap_or(0);
+    let mut kind = kind;
+    if kind == CALL_READ_IOV + 100 || kind == CALL_WRITE_IOV + 100 {
+        // recvmsg/sendmsg: struct msghdr { name; namelen; iov @16; iovlen @24; ... }
+        // SAFETY: reading user memory through the helper.
+        let iov: u64 = unsafe { bpf_probe_read_user((ptr + 16) as *const u64) }.unwrap_or(0);
+        count = unsafe { bpf_probe_read_user((ptr + 24) as *const u64) }.unwrap_or(0);
+        ptr = iov;
+        kind -= 100;
+    }
+    let call = Call { fd: fd as u32, kind, ptr, count };
+    let _ = CALLS.insert(&id, &call, 0);
+}
+
+#[uprobe]
+pub fn enter_read(ctx: ProbeContext) -> u32 {
+    stash(&ctx, CALL_READ_BUF, probes::HIT_READ_ENTRY);
+    0
+}
+
+#[uprobe]
+pub fn enter_write(ctx: ProbeContext) -> u32 {
+    stash(&ctx, CALL_WRITE_BUF, probes::HIT_WRITE_ENTRY);
+    0
+}
+
+#[uprobe]
+pub fn enter_readv(ctx: ProbeContext) -> u32 {
+    stash(&ctx, CALL_READ_IOV, probes::HIT_READ_ENTRY);
+    0
+}
+
+#[uprobe]
+pub fn enter_writev(ctx: ProbeContext) -> u32 {
+    stash(&ctx, CALL_WRITE_IOV, probes::HIT_WRITE_ENTRY);
+    0
+}
+
+#[uprobe]
+pub fn enter_recvmsg(ctx: ProbeContext) -> u32 {
+    stash(&ctx, CALL_READ_IOV + 100, probes::HIT_READ_ENTRY);
+    0
+}
+
+#[uprobe]
+pub fn enter_sendmsg(ctx: ProbeContext) -> u32 {
+    stash(&ctx, CALL_WRITE_IOV + 100, probes::HIT_WRITE_ENTRY);
+    0
+}
+
+#[uprobe]
+pub fn enter_sendfile(ctx: ProbeContext) -> u32 {
+    stash(&ctx, CALL_SENDFILE, probes::HIT_WRITE_ENTRY);
+    0
+}
+
+/// Return of every data call above.
+#[uretprobe]
+pub fn return_data(ctx: RetProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(call) = (unsafe { CALLS.get(&id) }).copied() else { return 0 };
+    let _ = CALLS.remove(&id);
+    add(&PROBE_HITS, probes::HIT_DATA_RETURN, 1);
+    let ret: i64 = ctx.ret();
+    let Some(conn) = CONNS.get_ptr_mut(&conn_key((id >> 32) as u32, call.fd)) else { return 0 };
+    // SAFETY: a valid map value pointer for the duration of the program.
+    let conn = unsafe { &mut *conn };
+    let is_read = call.kind == CALL_READ_BUF || call.kind == CALL_READ_IOV;
+    if ret == 0 && is_read {
+        peer_closed(conn);
+        return 0;
+    }
+    if ret <= 0 {
+        return 0;
+    }
+    let n = ret as u64;
+    count_bytes(conn, is_read, n);
+    if conn.proto == PROTO_UNCLASSIFIED {
+        add(&COUNTERS, c::UNCLASSIFIED_BYTES, n);
+        return 0;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    if call.kind == CALL_SENDFILE {
+        response_bytes(&ctx, conn, &call, n, now);
+        return 0;
+    }
+    let (first, first_len) = peek(&call, n);
+    if conn.side == SIDE_UNKNOWN {
+        infer_side(conn, is_read, &first, first_len);
+    }
+    if conn.proto == PROTO_UNDETERMINED && conn.flags & CONN_PREEXISTING == 0 {
+        let http = request_method(&first, first_len) != METHOD_NONE || is_status_line_start(&first, first_len);
+        if !http {
+            conn.proto = PROTO_UNCLASSIFIED;
+            add(&COUNTERS, c::UNCLASSIFIED_CONNECTIONS, 1);
+            add(&COUNTERS, c::UNCLASSIFIED_BYTES, n);
+            return 0;
+        }
+        conn.proto = PROTO_HTTP1;
+    }
+    let request_direction = (conn.side == SIDE_CLIENT) == is_read;
+    if conn.side == SIDE_UNKNOWN {
+        return 0;
+    }
+    if request_direction {
+        request_bytes(conn, &first, first_len, now);
+    } else {
+        response_bytes(&ctx, conn, &call, n, now);
+    }
+    0
+}
+
+#[inline(always)]
+fn count_bytes(conn: &ConnState, is_read: bool, n: u64) {
+    let slot = match (conn.side, is_read) {
+        (SIDE_CLIENT, true) => c::BYTES_RECEIVED_CLIENT,
+        (SIDE_CLIENT, false) => c::BYTES_SENT_CLIENT,
+        (SIDE_UPSTREAM, true) => c::BYTES_RECEIVED_UPSTREAM,
+        (SIDE_UPSTREAM, false) => c::BYTES_SENT_UPSTREAM,
+        (_, true) => c::BYTES_RECEIVED_UNKNOWN,
+        (_, false) => c::BYTES_SENT_UNKNOWN,
+    };
+    add(&COUNTERS, slot, n);
+}
+
+/// A connection found open at attach time learns its side from the first
+/// request line: a process that reads one serves a client, one that writes
+/// one calls an upstream.
+#[inline(always)]
+fn infer_side(conn: &mut ConnState, is_read: bool, first: &[u8; 8], len: u64) {
+    if request_method(first, len) != METHOD_NONE {
+        conn.side = if is_read { SIDE_CLIENT } else { SIDE_UPSTREAM };
+        conn.proto = PROTO_HTTP1;
+    }
+}
+
+/// The first (up to) 8 bytes the call transferred.
+#[inline(always)]
+fn peek(call: &Call, n: u64) -> ([u8; 8], u64) {
+    let mut out = [0u8; 8];
+    let (ptr, len) = if call.kind == CALL_READ_IOV || call.kind == CALL_WRITE_IOV {
+        // SAFETY: reading user memory through the helper.
+        match unsafe { bpf_probe_read_user(call.ptr as *const [u64; 2]) } {
+            Ok([base, len]) => (base, len),
+            Err(_) => return (out, 0),
+        }
+    } else {
+        (call.ptr, n)
+    };
+    let len = if len < n { len } else { n };
+    if len >= 8 {
+        // SAFETY: as above.
+        if let Ok(b) = unsafe { bpf_probe_read_user(ptr as *const [u8; 8]) } {
+            return (b, 8);
+        }
+        return (out, 0);
+    }
+    let mut i = 0;
+    while i < 8 {
+        if i as u64 >= len {
+            break;
+        }
+        // SAFETY: as above.
+        out[i] = unsafe { bpf_probe_read_user((ptr + i as u64) as *const u8) }.unwrap_or(0);
+        i += 1;
+    }
+    (out, len)
+}
+
+/// Bytes travelling toward the server side of the connection: a new request
+/// starts when nothing is in flight (or framing was lost) and the bytes
+/// begin with a method token. Otherwise they are the current request's body.
+#[inline(always)]
+fn request_bytes(conn: &mut ConnState, first: &[u8; 8], len: u64, now: u64) {
+    let in_flight = conn.flags & CONN_IN_FLIGHT != 0;
+    if in_flight && conn.response.phase != PHASE_LOST {
+        return;
+    }
+    let method = request_method(first, len);
+    if method == METHOD_NONE {
+        return;
+    }
+    if in_flight {
+        // Framing was lost: the previous response ended at its last byte seen.
+        let end = conn.last_response_ns;
+        request_finished(conn, end, true);
+    }
+    conn.proto = PROTO_HTTP1;
+    request_started(conn, now, method == METHOD_HEAD);
+}
+
+/// Bytes travelling toward the client side: the response of the in-flight
+/// request.
+#[inline(always)]
+fn response_bytes<C: EbpfContext>(ctx: &C, conn: &mut ConnState, call: &Call, n: u64, now: u64) {
+    if conn.flags & CONN_IN_FLIGHT == 0 {
+        return;
+    }
+    if conn.flags & CONN_RESPONSE_STARTED == 0 {
+        conn.flags |= CONN_RESPONSE_STARTED;
+        response_started(conn, now);
+    }
+    conn.last_response_ns = now;
+    let ev = if call.kind == CALL_SENDFILE {
+        skip_only(conn, n)
+    } else {
+        parse_response(ctx, conn, call, n, now)
+    };
+    framing_outcome(conn, ev, now);
+}
+
+/// Acts on what parsing a call's bytes found.
+#[inline(always)]
+fn framing_outcome(conn: &mut ConnState, ev: u32, now: u64) {
+    if ev == EV_END {
+        request_finished(conn, now, true);
+    } else if ev == EV_MALFORMED || ev == EV_BUDGET {
+        conn.response.phase = PHASE_LOST;
+        add(&COUNTERS, c::FRAMING_LOST, 1);
+    }
+}
+
+/// The peer closed its end (a read returned 0): a body framed by the
+/// connection's close is complete; anything else in flight was cut short.
+#[inline(always)]
+fn peer_closed(conn: &mut ConnState) {
+    if conn.flags & CONN_IN_FLIGHT == 0 || conn.side != SIDE_UPSTREAM {
+        return;
+    }
+    let started = conn.flags & CONN_RESPONSE_STARTED != 0;
+    let complete = started && conn.response.phase == PHASE_UNTIL_CLOSE;
+    let end = conn.last_response_ns;
+    request_finished(conn, end, complete);
+}
+
+/// Body bytes whose content the probe cannot see (sendfile).
+#[inline(always)]
+fn skip_only(conn: &mut ConnState, n: u64) -> u32 {
+    let p = &mut conn.response;
+    if !p.wants_skip() {
+        return if p.phase == PHASE_LOST { EV_NONE } else { EV_MALFORMED };
+    }
+    let (used, ev) = p.skip(n);
+    if ev == EV_NONE && used < n { EV_MALFORMED } else { ev }
+}
+
+/// Where the parser is in the bytes of one call. Kept in per-CPU map memory
+/// between steps (volatile accesses) so the verifier sees unknown values at
+/// each step and prunes, instead of tracking every possible offset.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Cursor {
+    iov: u64,
+    iov_count: u64,
+    iov_next: u64,
+    seg_ptr: u64,
+    seg_len: u64,
+    seg_off: u64,
+    /// Bytes of the call not yet consumed.
+    left: u64,
+}
+
+/// Per-CPU scratch: a window of user bytes, the cursor, and what a
+/// continuation needs to carry on.
+#[repr(C)]
+pub struct Scratch {
+    pub window: [u8; WINDOW],
+    pub cursor: Cursor,
+    pub conn_key: u64,
+    pub now: u64,
+    pub continuations: u32,
+    pub _pad: u32,
+}
+
+impl Cursor {
+    #[inline(always)]
+    fn next_segment(&mut self) -> bool {
+        if self.iov == 0 || self.iov_next >= self.iov_count || self.iov_next >= MAX_IOV {
+            return false;
+        }
+        let at = self.iov + self.iov_next * 16;
+        self.iov_next += 1;
+        // SAFETY: reading user memory through the helper.
+        let Ok([base, len]) = (unsafe { bpf_probe_read_user(at as *const [u64; 2]) }) else {
+            return false;
+        };
+        self.seg_ptr = base;
+        self.seg_len = if len < self.left { len } else { self.left };
+        self.seg_off = 0;
+        true
+    }
+
+    #[inline(always)]
+    fn consume(&mut self, n: u64) {
+        self.seg_off += n;
+        self.left -= if n < self.left { n } else { self.left };
+    }
+}
+
+/// `step` result: keep going.
+const STEP_MORE: u32 = 200;
+
+/// Runs the response framing state machine over the `n` bytes of one call.
+/// Each program run takes `MAX_STEPS` steps; when bytes remain it continues
+/// in `continue_response` through a tail call, up to `MAX_CONTINUATIONS`
+/// times. Returns `EV_END` at the response's last byte.
+#[inline(always)]
+fn parse_response<C: EbpfContext>(ctx: &C, conn: &mut ConnState, call: &Call, n: u64, now: u64) -> u32 {
+    let iov_call = call.kind == CALL_READ_IOV || call.kind == CALL_WRITE_IOV;
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return EV_NONE };
+    let cursor = Cursor {
+        iov: if iov_call { call.ptr } else { 0 },
+        iov_count: if iov_call { call.count } else { 0 },
+        iov_next: 0,
+        seg_ptr: call.ptr,
+        seg_len: if iov_call { 0 } else { n },
+        seg_off: 0,
+        left: n,
+    };
+    // SAFETY: `scratch` is this CPU's map value.
+    unsafe {
+        core::ptr::write_volatile(&mut (*scratch).cursor, cursor);
+        (*scratch).conn_key = conn_key((bpf_get_current_pid_tgid() >> 32) as u32, call.fd);
+        (*scratch).now = now;
+        (*scratch).continuations = 0;
+    }
+    let r = run_steps(scratch, &mut conn.response);
+    if r != STEP_MORE {
+        return r;
+    }
+    // SAFETY: a tail call does not return on success.
+    unsafe { CONTINUE.tail_call(ctx, 0) };
+    EV_BUDGET
+}
+
+/// The continuation of `return_data` for calls with more framing work than
+/// one program run takes (many small chunks in one read or write).
+#[uretprobe]
+pub fn continue_response(ctx: RetProbeContext) -> u32 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's scratch, filled by the program that tail-called us.
+    let (key, now, depth) = unsafe { ((*scratch).conn_key, (*scratch).now, (*scratch).continuations + 1) };
+    unsafe { (*scratch).continuations = depth };
+    let Some(conn) = CONNS.get_ptr_mut(&key) else { return 0 };
+    // SAFETY: a valid map value pointer for the duration of the program.
+    let conn = unsafe { &mut *conn };
+    let mut r = run_steps(scratch, &mut conn.response);
+    if r == STEP_MORE {
+        if depth < MAX_CONTINUATIONS {
+            // SAFETY: as above.
+            unsafe { CONTINUE.tail_call(&ctx, 0) };
+        }
+        r = EV_BUDGET;
+    }
+    framing_outcome(conn, r, now);
+    0
+}
+
+/// Takes up to `MAX_STEPS` steps; `STEP_MORE` when work remains.
+#[inline(always)]
+fn run_steps(scratch: *mut Scratch, parser: *mut ResponseParser) -> u32 {
+    for _ in 0..MAX_STEPS {
+        let r = step(scratch, parser);
+        if r != STEP_MORE {
+            return r;
+        }
+    }
+    // SAFETY: as above.
+    let cur = unsafe { core::ptr::read_volatile(&(*scratch).cursor) };
+    let p = unsafe { core::ptr::read_volatile(parser) };
+    if cur.left == 0 || !(p.wants_bytes() || p.wants_skip()) || p.phase == PHASE_UNTIL_CLOSE {
+        return EV_NONE;
+    }
+    STEP_MORE
+}
+
+/// One parse step: skip one run of body bytes, or scan one window of
+/// header/chunk-size/trailer bytes.
+#[inline(always)]
+fn step(scratch: *mut Scratch, parser: *mut ResponseParser) -> u32 {
+    // SAFETY: both point into map values valid for the whole program.
+    let mut cur = unsafe { core::ptr::read_volatile(&(*scratch).cursor) };
+    if cur.left == 0 {
+        return EV_NONE;
+    }
+    if cur.seg_off >= cur.seg_len {
+        let more = cur.next_segment();
+        unsafe { core::ptr::write_volatile(&mut (*scratch).cursor, cur) };
+        return if more { STEP_MORE } else { EV_NONE };
+    }
+    let avail = cur.seg_len - cur.seg_off;
+    let mut p = unsafe { core::ptr::read_volatile(parser) };
+    if p.wants_skip() {
+        let (used, ev) = p.skip(avail);
+        cur.consume(used);
+        unsafe {
+            core::ptr::write_volatile(parser, p);
+            core::ptr::write_volatile(&mut (*scratch).cursor, cur);
+        }
+        return if ev != EV_NONE { ev } else { STEP_MORE };
+    }
+    if !p.wants_bytes() {
+        return EV_NONE;
+    }
+    let len = if avail < WINDOW as u64 { avail } else { WINDOW as u64 };
+    let window = unsafe { core::ptr::addr_of_mut!((*scratch).window) };
+    // SAFETY: `window` holds WINDOW bytes and len <= WINDOW.
+    let copied = unsafe { read_user_raw(window as *mut _, len as u32, (cur.seg_ptr + cur.seg_off) as *const _) };
+    if copied != 0 {
+        return EV_MALFORMED;
+    }
+    let mut used = len;
+    let mut ev = EV_NONE;
+    for i in 0..WINDOW {
+        if i as u64 >= len {
+            break;
+        }
+        // SAFETY: i < WINDOW.
+        let byte = unsafe { (*window)[i] };
+        // The parser goes through memory every byte, for the same reason
+        // as the cursor.
+        let mut p = unsafe { core::ptr::read_volatile(parser) };
+        ev = p.step_byte(&FRAMING_DFA_TABLE, byte);
+        let more = p.wants_bytes();
+        unsafe { core::ptr::write_volatile(parser, p) };
+        if ev != EV_NONE || !more {
+            used = i as u64 + 1;
+            break;
+        }
+    }
+    cur.consume(used);
+    unsafe { core::ptr::write_volatile(&mut (*scratch).cursor, cur) };
+    if ev != EV_NONE { ev } else { STEP_MORE }
+}

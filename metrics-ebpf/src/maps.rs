@@ -1,0 +1,121 @@
+//! Every map of the kernel side. The statics carry the names defined in
+//! `metrics_common::maps`; `same_name` checks that at compile time.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+};
+use metrics_common::{
+    conn::ConnState,
+    counters,
+    histogram::HIST_BUCKETS,
+    maps as names,
+    probes::HIT_KINDS,
+    providers::{MAX_PROVIDERS, ProviderAddr},
+};
+
+/// Arguments of an intercepted call, stashed at entry and read at return.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Call {
+    pub fd: u32,
+    pub kind: u32,
+    /// Buffer, iovec array, or sockaddr pointer.
+    pub ptr: u64,
+    /// Number of iovecs (iovec calls).
+    pub count: u64,
+}
+
+pub const CALL_READ_BUF: u32 = 1;
+pub const CALL_WRITE_BUF: u32 = 2;
+pub const CALL_READ_IOV: u32 = 3;
+pub const CALL_WRITE_IOV: u32 = 4;
+/// sendfile: bytes written from a file, only counted and skipped as body.
+pub const CALL_SENDFILE: u32 = 5;
+pub const CALL_ACCEPT: u32 = 6;
+
+/// Bytes copied from user memory at a time for header scanning.
+pub const WINDOW: usize = 64;
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
+#[map]
+pub static PROVIDER_REQUESTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PROVIDERS, 0);
+#[map]
+pub static PROVIDER_FAILED: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PROVIDERS, 0);
+#[map]
+pub static PROVIDER_LATENCY_SUM_US: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PROVIDERS, 0);
+#[map]
+pub static PROVIDER_HISTOGRAM: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(MAX_PROVIDERS * HIST_BUCKETS, 0);
+#[map]
+pub static REQUEST_HISTOGRAM: PerCpuArray<u64> = PerCpuArray::with_max_entries(HIST_BUCKETS, 0);
+#[map]
+pub static TTFB_HISTOGRAM: PerCpuArray<u64> = PerCpuArray::with_max_entries(HIST_BUCKETS, 0);
+#[map]
+pub static PROBE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(HIT_KINDS, 0);
+#[map]
+pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(names::TARGETS_MAX_ENTRIES, 0);
+#[map]
+pub static CONFIG: Array<u32> = Array::with_max_entries(names::config::SLOTS, 0);
+#[map]
+pub static WATCH_COMM: Array<[u8; 16]> = Array::with_max_entries(1, 0);
+#[map]
+pub static PROVIDER_ADDRS: HashMap<ProviderAddr, u32> =
+    HashMap::with_max_entries(names::PROVIDER_ADDRS_MAX_ENTRIES, 0);
+#[map]
+pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(names::CONNS_MAX_ENTRIES, 0);
+#[map]
+pub static CALLS: LruHashMap<u64, Call> = LruHashMap::with_max_entries(names::CALLS_MAX_ENTRIES, 0);
+#[map]
+pub static SCRATCH: PerCpuArray<crate::data::Scratch> = PerCpuArray::with_max_entries(1, 0);
+/// Slot 0: `continue_response`, the tail-called continuation of parsing.
+#[map]
+pub static CONTINUE: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(names::PROC_EVENTS_BYTES, 0);
+
+const fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+macro_rules! check_names {
+    ($($static:ident),*) => { $(const _: () = assert!(same_name(stringify!($static), names::$static));)* };
+}
+check_names!(
+    COUNTERS, PROVIDER_REQUESTS, PROVIDER_FAILED, PROVIDER_LATENCY_SUM_US, PROVIDER_HISTOGRAM,
+    REQUEST_HISTOGRAM, TTFB_HISTOGRAM, PROBE_HITS, TARGETS, CONFIG, WATCH_COMM, PROVIDER_ADDRS,
+    CONNS, CALLS, SCRATCH, PROC_EVENTS, CONTINUE
+);
+
+/// Adds `value` to slot `index` of a per-CPU counter array.
+#[inline(always)]
+pub fn add(map: &PerCpuArray<u64>, index: u32, value: u64) {
+    if let Some(slot) = map.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot; programs on this CPU do not run concurrently.
+        unsafe { *slot += value };
+    }
+}
+
+/// True when the current process is a traced target.
+#[inline(always)]
+pub fn is_target(tgid: u32) -> bool {
+    // SAFETY: the value is only tested for presence.
+    unsafe { TARGETS.get(&tgid).is_some() }
+}
+
+#[inline(always)]
+pub fn config(slot: u32) -> u32 {
+    CONFIG.get(slot).copied().unwrap_or(0)
+}

@@ -1,0 +1,76 @@
+//! Process lifecycle tracepoints: a target's forks, new processes running
+//! the target executable (by comm, confirmed by the agent), and exits.
+//! They fire for every process on the host, so each does one map lookup
+//! and returns.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use metrics_common::{
+    counters as c,
+    events::{PROC_EXEC, PROC_EXIT, PROC_FORK, ProcEvent},
+    maps::config,
+};
+
+use crate::maps::{COUNTERS, PROC_EVENTS, TARGETS, WATCH_COMM, add, config, is_target};
+
+fn emit(kind: u32, pid: u32, parent: u32) {
+    let event = ProcEvent { kind, pid, parent, _pad: 0 };
+    if PROC_EVENTS.output::<ProcEvent>(&event, 0).is_err() {
+        add(&COUNTERS, c::PROC_EVENTS_DROPPED, 1);
+    }
+}
+
+/// sched:sched_process_fork, in the context of the parent.
+#[tracepoint]
+pub fn on_fork(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_target(tgid) {
+        return 0;
+    }
+    let offset = config(config::FORK_CHILD_PID_OFFSET) as usize;
+    if offset == 0 {
+        return 0;
+    }
+    // SAFETY: the offset comes from the tracepoint's format file.
+    let child: i32 = unsafe { ctx.read_at(offset) }.unwrap_or(0);
+    if child > 0 {
+        emit(PROC_FORK, child as u32, tgid);
+    }
+    0
+}
+
+/// sched:sched_process_exec, in the context of the new program.
+#[tracepoint]
+pub fn on_exec(_ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if is_target(tgid) {
+        // A target replaced its program: the agent decides whether it still is one.
+        emit(PROC_EXEC, tgid, 0);
+        return 0;
+    }
+    if config(config::WATCH_EXEC) == 0 {
+        return 0;
+    }
+    let Some(watched) = WATCH_COMM.get(0) else { return 0 };
+    let Ok(comm) = bpf_get_current_comm() else { return 0 };
+    if comm == *watched {
+        emit(PROC_EXEC, tgid, 0);
+    }
+    0
+}
+
+/// sched:sched_process_exit, for every exiting thread.
+#[tracepoint]
+pub fn on_exit(_ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if id as u32 != tgid || !is_target(tgid) {
+        return 0;
+    }
+    let _ = TARGETS.remove(&tgid);
+    emit(PROC_EXIT, tgid, 0);
+    0
+}
