@@ -157,7 +157,11 @@ pub fn return_data(ctx: RetProbeContext) -> u32 {
     }
     let now = unsafe { bpf_ktime_get_ns() };
     if call.kind == CALL_SENDFILE {
-        response_bytes(&ctx, conn, &call, n, now);
+        // File contents: a request body going upstream, or a response body
+        // going to a client (nginx buffers large bodies in temp files).
+        if conn.side == SIDE_CLIENT {
+            response_bytes(&ctx, conn, &call, n, now);
+        }
         return 0;
     }
     let (first, first_len) = peek(&call, n);

@@ -1,0 +1,241 @@
+//! Running real processes for the tests and the demo: the agent, nginx, the
+//! send/recv test proxy; free ports; kill-on-drop guards; scraping.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::metrics::Scrape;
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+pub struct Guard {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Guard {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Self {
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self { child, name: name.to_string() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal and waits up to `timeout` for the exit.
+    pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> Option<ExitStatus> {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Guard {
+    /// SIGTERM first (nginx's master then stops its workers), SIGKILL after 5 s.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if self.signal_and_wait(libc::SIGTERM, Duration::from_secs(5)).is_none() {
+                let _ = self.child.kill();
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+pub fn wait_for_port(port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on port {port} after {timeout:?}");
+}
+
+/// The directory holding the workspace's built binaries (target/debug).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("METRICS_AGENT_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") { dir.parent().expect("target dir").to_path_buf() } else { dir.to_path_buf() }
+}
+
+pub fn agent_binary() -> PathBuf {
+    let path = bin_dir().join("metrics-agent");
+    assert!(path.exists(), "{} is missing: build it first (`cargo xtask test` does)", path.display());
+    path
+}
+
+/// A scratch directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("llm-e2e-{tag}-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// nginx from Debian's package, as a reverse proxy with one location per
+/// route (`/openai/` -> 127.0.0.1:port/). `/stream/...` locations use
+/// HTTP/1.1 and keep-alive upstream connections; the others nginx's default
+/// HTTP/1.0 (close-delimited) upstream.
+pub struct Nginx {
+    pub guard: Guard,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+pub const NGINX: &str = "/usr/sbin/nginx";
+
+impl Nginx {
+    pub fn start(routes: &[(&str, u16)]) -> Self {
+        assert!(Path::new(NGINX).exists(), "{NGINX} is missing: apt-get install nginx-light");
+        let dir = TempDir::new("nginx");
+        let port = free_port();
+        let mut locations = String::new();
+        let mut upstreams = String::new();
+        for (name, up) in routes {
+            upstreams.push_str(&format!("  upstream {name}_ka {{ server 127.0.0.1:{up}; keepalive 4; }}\n"));
+            locations.push_str(&format!(
+                "    location /{name}/ {{ proxy_pass http://127.0.0.1:{up}/; }}\n    location /{name}-ka/ {{ proxy_pass http://{name}_ka/; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n"
+            ));
+        }
+        let d = dir.0.display();
+        let conf = format!(
+            "worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 512; }}\nhttp {{\n  access_log off;\n  sendfile on;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  client_max_body_size 10m;\n{upstreams}  server {{\n    listen 127.0.0.1:{port};\n{locations}  }}\n}}\n"
+        );
+        let path = dir.0.join("nginx.conf");
+        std::fs::write(&path, conf).expect("write nginx.conf");
+        let guard = Guard::spawn(
+            "nginx",
+            Command::new(NGINX).arg("-c").arg(&path).args(["-g", "daemon off;"]).stdout(Stdio::null()).stderr(Stdio::inherit()),
+        );
+        wait_for_port(port, Duration::from_secs(10));
+        Self { guard, port, _dir: dir }
+    }
+}
+
+/// The send/recv test proxy built from this crate.
+pub fn start_send_recv_proxy(routes: &[(&str, u16)]) -> (Guard, u16) {
+    let port = free_port();
+    let mut cmd = Command::new(bin_dir().join("send-recv-proxy"));
+    cmd.arg("--listen").arg(format!("127.0.0.1:{port}"));
+    for (name, up) in routes {
+        cmd.arg("--route").arg(format!("/{name}/=127.0.0.1:{up}"));
+    }
+    let guard = Guard::spawn("send-recv-proxy", cmd.stdout(Stdio::null()));
+    wait_for_port(port, Duration::from_secs(10));
+    (guard, port)
+}
+
+/// The agent under test.
+pub struct Agent {
+    pub guard: Guard,
+    pub port: u16,
+    pub log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Agent {
+    /// Starts `metrics-agent run ARGS --listen 127.0.0.1:PORT` and waits
+    /// until its endpoint answers.
+    pub fn start(args: &[&str]) -> Self {
+        let dir = TempDir::new("agent");
+        let port = free_port();
+        let log = dir.0.join("agent.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let guard = Guard::spawn(
+            "metrics-agent",
+            Command::new(agent_binary())
+                .arg("run")
+                .args(args)
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .stdout(out.try_clone().expect("log"))
+                .stderr(out),
+        );
+        let mut agent = Self { guard, port, log, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = agent.guard.child.try_wait() {
+                panic!("the agent exited ({status}) at start:\n{}", agent.log_text());
+            }
+            if agent.try_scrape(false).is_some() {
+                return agent;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        agent.guard.signal_and_wait(libc::SIGKILL, Duration::from_secs(1));
+        panic!("the agent did not serve metrics within 60 s:\n{}", agent.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn try_scrape(&self, openmetrics: bool) -> Option<String> {
+        http_get(self.port, "/metrics", if openmetrics { "application/openmetrics-text" } else { "text/plain" })
+    }
+
+    pub fn scrape(&self) -> Scrape {
+        Scrape::parse(&self.try_scrape(false).unwrap_or_else(|| panic!("scrape failed:\n{}", self.log_text())))
+    }
+
+    pub fn scrape_openmetrics(&self) -> String {
+        self.try_scrape(true).expect("scrape")
+    }
+
+    /// Polls until `done(scrape)` holds; panics with the last scrape after `timeout`.
+    pub fn wait_until(&self, timeout: Duration, what: &str, done: impl Fn(&Scrape) -> bool) -> Scrape {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.scrape();
+            if done(&s) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; last scrape:\n{}\nagent log:\n{}", s.text, self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET returning the body (None on any failure).
+pub fn http_get(port: u16, path: &str, accept: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nhost: localhost\r\naccept: {accept}\r\n\r\n").ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let (head, body) = resp.split_once("\r\n\r\n")?;
+    head.lines().next().is_some_and(|l| l.contains(" 200 ")).then(|| body.to_string())
+}

@@ -1,0 +1,9 @@
+//! Building blocks of the end-to-end tests and the demo: HTTP/1.1 helpers,
+//! a mock LLM provider and a client that both count ground truth, and a
+//! harness that runs real proxies and the agent.
+
+pub mod client;
+pub mod harness;
+pub mod http1;
+pub mod metrics;
+pub mod mock;

@@ -1,0 +1,38 @@
+//! Parsing a Prometheus text exposition into series -> value.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    pub text: String,
+    pub series: BTreeMap<String, f64>,
+}
+
+impl Scrape {
+    pub fn parse(text: &str) -> Self {
+        let series = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect();
+        Self { text: text.to_string(), series }
+    }
+
+    /// The value of a series (`name` or `name{labels}` exactly as exposed), 0 if absent.
+    pub fn get(&self, series: &str) -> u64 {
+        self.series.get(series).copied().unwrap_or(0.0) as u64
+    }
+
+    pub fn get_f64(&self, series: &str) -> f64 {
+        self.series.get(series).copied().unwrap_or(0.0)
+    }
+
+    /// A histogram bucket's cumulative count; labels in exposition order.
+    pub fn bucket(&self, name: &str, extra_labels: &str, le: &str) -> u64 {
+        let labels = if extra_labels.is_empty() { format!("le=\"{le}\"") } else { format!("le=\"{le}\",{extra_labels}") };
+        self.get(&format!("{name}_bucket{{{labels}}}"))
+    }
+}

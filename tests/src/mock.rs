@@ -1,0 +1,193 @@
+//! A mock LLM provider (OpenAI-like JSON and SSE) that counts, as ground
+//! truth, the requests and bytes it saw. Behaviour is chosen per request by
+//! query parameters:
+//! - `status` (default 200): 429 and 5xx answer with provider error bodies;
+//! - `delay_ms`: wait before answering;
+//! - `bytes`: approximate JSON body size (padding in the content);
+//! - `events`, `interval_ms`: stream that many SSE events, one every interval
+//!   (chunked for HTTP/1.1 requests, close-delimited for HTTP/1.0).
+
+use std::{
+    io::{self, Write},
+    net::{TcpListener, TcpStream},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use crate::http1::{Head, Reader};
+
+/// What the provider saw, counted independently of the agent.
+#[derive(Debug, Default)]
+pub struct ProviderStats {
+    pub requests: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+pub struct MockProvider {
+    pub port: u16,
+    pub stats: Arc<ProviderStats>,
+    stop: Arc<AtomicBool>,
+}
+
+impl MockProvider {
+    /// Starts serving on 127.0.0.1:`port` (0 picks a free port).
+    pub fn start(port: u16) -> io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        let port = listener.local_addr()?.port();
+        let stats = Arc::new(ProviderStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (stats.clone(), stop.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let s = s.clone();
+                thread::spawn(move || {
+                    let _ = serve(conn, &s);
+                });
+            }
+        });
+        Ok(Self { port, stats, stop })
+    }
+
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.stats.requests.load(Ordering::SeqCst),
+            self.stats.bytes_received.load(Ordering::SeqCst),
+            self.stats.bytes_sent.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl Drop for MockProvider {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn query(path: &str, key: &str) -> Option<u64> {
+    let q = path.split_once('?')?.1;
+    q.split('&').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).and_then(|(_, v)| v.parse().ok()))
+}
+
+fn serve(conn: TcpStream, stats: &ProviderStats) -> io::Result<()> {
+    let mut writer = conn.try_clone()?;
+    let mut reader = Reader::new(conn);
+    loop {
+        let before = reader.bytes_read;
+        let Some(head) = reader.read_head()? else {
+            stats.bytes_received.fetch_add(reader.bytes_read - before, Ordering::SeqCst);
+            return Ok(());
+        };
+        let body_len = head.content_length().unwrap_or(0) as usize;
+        let _body = reader.read_exact_vec(body_len)?;
+        stats.bytes_received.fetch_add(reader.bytes_read - before, Ordering::SeqCst);
+        stats.requests.fetch_add(1, Ordering::SeqCst);
+        let keep_alive = !head.is_http10() && !head.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let result = respond(&head, &mut writer, stats, keep_alive);
+        // Bytes read after the request (none expected) are counted at EOF.
+        match result {
+            Ok(true) if keep_alive => continue,
+            _ => {
+                // Count what the peer may still send (nothing, normally).
+                let before = reader.bytes_read;
+                let _ = writer.shutdown(std::net::Shutdown::Write);
+                let _ = reader.read_to_close();
+                stats.bytes_received.fetch_add(reader.bytes_read - before, Ordering::SeqCst);
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn send(w: &mut TcpStream, stats: &ProviderStats, data: &[u8]) -> io::Result<()> {
+    w.write_all(data)?;
+    stats.bytes_sent.fetch_add(data.len() as u64, Ordering::SeqCst);
+    Ok(())
+}
+
+/// True when the peer has closed its end (a peek reads EOF).
+fn peer_closed(s: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut b = [0u8; 1];
+    // SAFETY: recv into a 1-byte buffer.
+    let n = unsafe { libc::recv(s.as_raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n == 0 || (n < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN))
+}
+
+/// Writes the response; `Ok(true)` when the connection may be reused.
+fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bool) -> io::Result<bool> {
+    let path = head.first_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let status = query(&path, "status").unwrap_or(200) as u16;
+    let delay = query(&path, "delay_ms").unwrap_or(0);
+    let size = query(&path, "bytes").unwrap_or(300) as usize;
+    let events = query(&path, "events").unwrap_or(0);
+    let interval = query(&path, "interval_ms").unwrap_or(100);
+    if delay > 0 {
+        thread::sleep(Duration::from_millis(delay));
+    }
+    let conn_header = if keep_alive { "keep-alive" } else { "close" };
+    if status != 200 {
+        stats.errors.fetch_add(1, Ordering::SeqCst);
+        let body = match status {
+            429 => r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#.to_string(),
+            529 => r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#.to_string(),
+            _ => format!(r#"{{"error":{{"message":"upstream failure {status}","type":"server_error"}}}}"#),
+        };
+        let extra = if status == 429 { "retry-after: 1\r\nx-ratelimit-remaining-requests: 0\r\n" } else { "" };
+        let resp = format!(
+            "HTTP/1.1 {status} Error\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\nconnection: {conn_header}\r\n\r\n{body}",
+            body.len()
+        );
+        send(w, stats, resp.as_bytes())?;
+        return Ok(true);
+    }
+    if events == 0 {
+        let pad = "x".repeat(size.saturating_sub(200));
+        let body = format!(
+            r#"{{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{{"index":0,"message":{{"role":"assistant","content":"{pad}"}}}}],"usage":{{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}}}"#
+        );
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: {conn_header}\r\n\r\n{body}",
+            body.len()
+        );
+        send(w, stats, resp.as_bytes())?;
+        return Ok(true);
+    }
+    // Server-sent events; nginx must not buffer them.
+    let chunked = !head.is_http10();
+    let framing = if chunked { "transfer-encoding: chunked\r\n" } else { "" };
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\n{framing}connection: {conn_header}\r\n\r\n"
+    );
+    send(w, stats, resp.as_bytes())?;
+    for i in 0..=events {
+        if i > 0 {
+            thread::sleep(Duration::from_millis(interval));
+        }
+        if peer_closed(w) {
+            return Ok(false);
+        }
+        let data = if i == events {
+            "data: [DONE]\n\n".to_string()
+        } else {
+            format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {i}\"}}}}]}}\n\n")
+        };
+        let bytes = if chunked { format!("{:x}\r\n{data}\r\n", data.len()) } else { data };
+        send(w, stats, bytes.as_bytes())?;
+    }
+    if chunked {
+        send(w, stats, b"0\r\n\r\n")?;
+        return Ok(true);
+    }
+    Ok(false)
+}

@@ -1,0 +1,284 @@
+//! End-to-end tests (root): the real agent attached to real proxies (nginx
+//! from Debian's packages and the send/recv test proxy), with a mock
+//! provider and a client that count ground truth independently. Every count
+//! and byte total must match exactly.
+
+use std::{
+    process::Command,
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+use llm_proxy_e2e::{
+    client::{Client, Truth},
+    harness::{self, Agent, Nginx},
+    metrics::Scrape,
+    mock::MockProvider,
+};
+
+/// The tests attach to processes and read global counters: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Requests whose duration is >= 1 s (the streams below take 1.2 s).
+const LONG_STREAMS: u64 = 2;
+
+/// The traffic mix: keep-alive and fresh connections, two providers,
+/// statuses 200/429/500, a request body over 64 KiB, large responses,
+/// streams over 1 s and a client that resets mid-stream.
+fn traffic(proxy_port: u16, streams_via_keepalive_upstream: bool) -> Truth {
+    let mut truth = Truth::default();
+    // Keep-alive client connection with several requests.
+    let mut c = Client::connect(proxy_port).unwrap();
+    for (path, status) in [
+        ("/openai/v1/chat/completions?delay_ms=5", 200),
+        ("/openai/v1/chat/completions?status=429", 429),
+        ("/anthropic/v1/messages?status=500", 500),
+        ("/anthropic/v1/messages?bytes=200000", 200),
+        ("/openai/v1/chat/completions?bytes=5000&delay_ms=20", 200),
+    ] {
+        assert_eq!(c.request(path, 300, false).unwrap(), status, "{path}");
+    }
+    // A request body over 64 KiB on the same connection.
+    assert_eq!(c.request("/openai/v1/embeddings", 70 * 1024, false).unwrap(), 200);
+    truth.add(&c.truth);
+    // Fresh connections, closed by the client after one request.
+    for i in 0..6 {
+        let mut c = Client::connect(proxy_port).unwrap();
+        let path = if i % 2 == 0 { "/openai/v1/chat/completions?bytes=1200" } else { "/anthropic/v1/messages?status=429" };
+        c.request(path, 500, true).unwrap();
+        truth.add(&c.truth);
+    }
+    // Streams of 1.2 s (12 events, 100 ms apart).
+    let stream_prefix = if streams_via_keepalive_upstream { "openai-ka" } else { "openai" };
+    for _ in 0..LONG_STREAMS {
+        let mut c = Client::connect(proxy_port).unwrap();
+        let path = format!("/{stream_prefix}/v1/chat/completions?events=12&interval_ms=100");
+        assert_eq!(c.request(&path, 200, false).unwrap(), 200);
+        truth.add(&c.truth);
+    }
+    // A client that gives up after the first event of a slow stream.
+    let c = Client::connect(proxy_port).unwrap();
+    let t = c.request_and_abort("/anthropic/v1/messages?events=20&interval_ms=200").unwrap();
+    truth.add(&t);
+    truth
+}
+
+/// Waits until the agent has seen every request finish, then checks every
+/// hot-path counter against the client's and the providers' ground truth.
+fn assert_matches(agent: &Agent, truth: &Truth, openai: &MockProvider, anthropic: &MockProvider) -> Scrape {
+    let (oa_req, oa_in, oa_out) = openai.snapshot();
+    let (an_req, an_in, an_out) = anthropic.snapshot();
+    let s = agent.wait_until(Duration::from_secs(30), "all requests to finish", |s| {
+        s.get("llm_proxy_request_duration_seconds_count") == truth.requests
+            && s.get("llm_proxy_bytes_sent_total{side=\"client\"}") == truth.bytes_received
+            && s.get("llm_proxy_provider_request_duration_seconds_count{provider=\"openai\"}") == oa_req
+            && s.get("llm_proxy_provider_request_duration_seconds_count{provider=\"anthropic\"}") == an_req
+    });
+    let m = |k: &str| s.get(k);
+    assert_eq!(m("llm_proxy_requests_total"), truth.requests, "requests");
+    assert_eq!(m("llm_proxy_requests_failed_total"), truth.failed(), "failed: {truth:?}");
+    assert_eq!(m("llm_proxy_responses_total{class=\"2xx\"}"), truth.status_class(2), "2xx");
+    assert_eq!(m("llm_proxy_responses_total{class=\"4xx\"}"), truth.status_class(4), "4xx");
+    assert_eq!(m("llm_proxy_responses_total{class=\"5xx\"}"), truth.status_class(5), "5xx");
+    assert_eq!(m("llm_proxy_responses_total{class=\"none\"}"), 0, "none");
+    assert_eq!(m("llm_proxy_bytes_received_total{side=\"client\"}"), truth.bytes_sent, "bytes from clients");
+    assert_eq!(m("llm_proxy_bytes_sent_total{side=\"client\"}"), truth.bytes_received, "bytes to clients");
+    assert_eq!(m("llm_proxy_bytes_sent_total{side=\"upstream\"}"), oa_in + an_in, "bytes to providers");
+    assert_eq!(m("llm_proxy_bytes_received_total{side=\"upstream\"}"), oa_out + an_out, "bytes from providers");
+    assert_eq!(m("llm_proxy_provider_requests_total{provider=\"openai\"}"), oa_req, "openai requests");
+    assert_eq!(m("llm_proxy_provider_requests_total{provider=\"anthropic\"}"), an_req, "anthropic requests");
+    assert_eq!(m("llm_proxy_provider_requests_total{provider=\"other\"}"), 0, "other");
+    // Histograms: one observation per request; streams of >= 1 s land at or
+    // above the 1.048576 s bucket in duration, but their TTFB is fast.
+    assert_eq!(m("llm_proxy_request_duration_seconds_count"), truth.requests);
+    assert_eq!(m("llm_proxy_time_to_first_byte_seconds_count"), truth.requests);
+    let bucket = |le: &str| s.bucket("llm_proxy_request_duration_seconds", "", le);
+    assert_eq!(bucket("0.524288"), truth.requests - LONG_STREAMS, "all but the streams take < 0.5 s");
+    assert_eq!(bucket("1.048576"), truth.requests - LONG_STREAMS, "the 1.2 s streams are not below 1.05 s");
+    assert_eq!(bucket("2.097152"), truth.requests, "the 1.2 s streams are below 2.1 s");
+    assert_eq!(s.bucket("llm_proxy_time_to_first_byte_seconds", "", "0.524288"), truth.requests, "TTFB of every request < 0.5 s");
+    assert_eq!(m("metrics_agent_framing_lost_total"), 0, "framing lost");
+    assert_eq!(m("metrics_agent_unclassified_connections_total"), 0, "unclassified");
+    promtool_check(&s.text, "prometheus text");
+    // promtool 2.42 parses only the Prometheus text format; the OpenMetrics
+    // rendering is checked for its terminator and the same samples.
+    let om = agent.scrape_openmetrics();
+    assert!(om.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+    assert!(om.contains("# TYPE llm_proxy_requests counter\nllm_proxy_requests_total "), "OpenMetrics counter naming");
+    s
+}
+
+fn promtool_check(exposition: &str, what: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed on the {what} exposition:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn providers_args(openai: &MockProvider, anthropic: &MockProvider) -> Vec<String> {
+    vec![
+        "--provider".into(),
+        format!("openai=127.0.0.1:{}", openai.port),
+        "--provider".into(),
+        format!("anthropic=127.0.0.1:{}", anthropic.port),
+    ]
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn nginx_counts_match_ground_truth_exactly() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let anthropic = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
+    let mut args = vec!["--exe".to_string(), harness::NGINX.to_string()];
+    args.extend(providers_args(&openai, &anthropic));
+    let agent = Agent::start(&as_strs(&args));
+    // nginx's master and its two workers.
+    agent.wait_until(Duration::from_secs(10), "3 traced nginx processes", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let truth = traffic(nginx.port, true);
+    let s = assert_matches(&agent, &truth, &openai, &anthropic);
+    let hits = s.get("metrics_agent_probe_hits_total{probe=\"data_return\"}");
+    assert!(hits > 0, "data probes fired");
+}
+
+#[test]
+fn send_recv_proxy_counts_match_and_other_processes_are_not_counted() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let anthropic = MockProvider::start(0).unwrap();
+    let routes = [("openai", openai.port), ("anthropic", anthropic.port), ("openai-ka", openai.port)];
+    let (proxy, port) = harness::start_send_recv_proxy(&routes);
+    // A second instance of the same binary: same code, same libc, not a target.
+    let other_openai = MockProvider::start(0).unwrap();
+    let (_other, other_port) = harness::start_send_recv_proxy(&[("openai", other_openai.port), ("anthropic", other_openai.port), ("openai-ka", other_openai.port)]);
+    let mut args = vec!["--pid".to_string(), proxy.pid().to_string()];
+    args.extend(providers_args(&openai, &anthropic));
+    let agent = Agent::start(&as_strs(&args));
+    let truth = traffic(port, true);
+    // Same traffic through the non-target proxy, interleaved in time.
+    let _ignored = traffic(other_port, true);
+    assert_matches(&agent, &truth, &openai, &anthropic);
+    let s = agent.scrape();
+    assert_eq!(s.get("metrics_agent_traced_processes"), 1);
+}
+
+#[test]
+fn a_target_started_after_the_agent_is_counted() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let anthropic = MockProvider::start(0).unwrap();
+    let exe = harness::bin_dir().join("send-recv-proxy");
+    let mut args = vec!["--exe".to_string(), exe.display().to_string()];
+    args.extend(providers_args(&openai, &anthropic));
+    let agent = Agent::start(&as_strs(&args));
+    assert_eq!(agent.scrape().get("metrics_agent_traced_processes"), 0);
+    let (_proxy, port) = harness::start_send_recv_proxy(&[("openai", openai.port), ("anthropic", anthropic.port), ("openai-ka", openai.port)]);
+    agent.wait_until(Duration::from_secs(10), "the new proxy to be traced", |s| s.get("metrics_agent_traced_processes") == 1);
+    let truth = traffic(port, false);
+    assert_matches(&agent, &truth, &openai, &anthropic);
+}
+
+fn our_programs_loaded() -> usize {
+    let out = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool (Debian package bpftool) must be installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().filter(|l| l.contains("name return_data") || l.contains("name enter_close") || l.contains("name on_fork")).count()
+}
+
+#[test]
+fn sigterm_detaches_everything_and_the_proxy_keeps_serving() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", openai.port)]);
+    let mut agent = Agent::start(&["--exe", harness::NGINX, "--provider", &format!("openai=127.0.0.1:{}", openai.port)]);
+    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    assert!(our_programs_loaded() >= 3, "programs are loaded while running");
+    // A stream in flight while the agent stops.
+    let port = nginx.port;
+    let stream = std::thread::spawn(move || {
+        let mut c = Client::connect(port).unwrap();
+        c.request("/openai/v1/chat/completions?events=10&interval_ms=100", 100, false).unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let status = agent.guard.signal_and_wait(libc::SIGTERM, Duration::from_secs(15)).expect("the agent exits after SIGTERM");
+    assert!(status.success(), "clean exit: {status}\n{}", agent.log_text());
+    assert_eq!(stream.join().unwrap(), 200, "the in-flight stream completes");
+    assert_eq!(our_programs_loaded(), 0, "no program of ours remains loaded");
+    let mut c = Client::connect(nginx.port).unwrap();
+    for _ in 0..5 {
+        assert_eq!(c.request("/openai/v1/chat/completions", 100, false).unwrap(), 200);
+    }
+}
+
+/// Runs the agent and returns (exit code, stderr).
+fn agent_error(args: &[&str]) -> (i32, String) {
+    let out = Command::new(harness::agent_binary()).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+fn assert_one_line_error(args: &[&str], needle: &str) {
+    let (code, err) = agent_error(args);
+    assert_ne!(code, 0, "{args:?} must fail");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line for {args:?}: {err}");
+    assert!(lines[0].contains(needle), "{args:?}: expected {needle:?} in {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_input_gets_one_line_errors() {
+    let _serial = serial();
+    assert_one_line_error(&["run", "--exe", "/nonexistent/proxy"], "no such file");
+    assert_one_line_error(&["run", "--exe", "/etc/hostname"], "not an ELF");
+    assert_one_line_error(&["run", "--pid", "999999999"], "no such process");
+    assert_one_line_error(&["run", "--exe", harness::NGINX, "--provider", "openai"], "NAME=HOST:PORT");
+    assert_one_line_error(&["run"], "--exe PATH or --pid PID");
+    // Listen address taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    assert_one_line_error(&["run", "--exe", harness::NGINX, "--listen", &addr], "already in use");
+    // Malformed config.
+    let dir = harness::TempDir::new("cfg");
+    let cfg = dir.0.join("agent.toml");
+    std::fs::write(&cfg, "exe = 3\n").unwrap();
+    assert_one_line_error(&["run", "--config", cfg.to_str().unwrap()], "config file");
+    // No privileges: the same command as an unprivileged user.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(harness::agent_binary())
+        .args(["run", "--exe", harness::NGINX, "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("missing privileges") && err.lines().count() == 1, "{err}");
+    // A process without libc (statically linked).
+    let src = dir.0.join("static.c");
+    std::fs::write(&src, "#include <unistd.h>\nint main(void){ for(;;) pause(); }\n").unwrap();
+    let bin = dir.0.join("static-proc");
+    let built = Command::new("cc").args(["-static", "-O2", "-o"]).arg(&bin).arg(&src).status().map(|s| s.success()).unwrap_or(false);
+    if built {
+        let guard = harness::Guard::spawn("static", &mut Command::new(&bin));
+        assert_one_line_error(&["run", "--pid", &guard.pid().to_string(), "--listen", "127.0.0.1:0"], "libc not found");
+    } else {
+        panic!("cc -static failed: install libc6-dev");
+    }
+}
