@@ -71,6 +71,8 @@ pub struct AgentStats {
     pub traced_processes: AtomicU64,
     pub attach_failures: AtomicU64,
     pub preexisting_connections: AtomicU64,
+    pub adopted_connections: AtomicU64,
+    pub adopted_rejected: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -233,6 +235,8 @@ impl Collector for HotPathCollector {
         counter(&mut e, "metrics_agent_unclassified_bytes", "Bytes on traced connections that are not HTTP/1.x (TLS ciphertext, HTTP/2, other).", None, at(c::UNCLASSIFIED_BYTES))?;
         counter(&mut e, "metrics_agent_unclassified_connections", "Traced connections whose first bytes were not HTTP/1.x.", None, at(c::UNCLASSIFIED_CONNECTIONS))?;
         counter(&mut e, "metrics_agent_preexisting_connections", "Connections found open when the agent attached to a process.", None, self.stats.preexisting_connections.load(Ordering::Relaxed))?;
+        counter(&mut e, "metrics_agent_adopted_connections", "Untracked fds adopted as client connections because they carried a request line (accepted before the agent attached).", None, self.stats.adopted_connections.load(Ordering::Relaxed))?;
+        counter(&mut e, "metrics_agent_adopted_rejected", "Adopted fds dropped because they were not TCP sockets.", None, self.stats.adopted_rejected.load(Ordering::Relaxed))?;
         counter(&mut e, "metrics_agent_framing_lost", "Responses whose end the kernel could not find (parse budget exhausted or malformed framing).", None, at(c::FRAMING_LOST))?;
         counter(&mut e, "metrics_agent_process_events_dropped", "Process fork/exec/exit events lost because their ring buffer was full.", None, at(c::PROC_EVENTS_DROPPED))?;
         counter(&mut e, "metrics_agent_attach_failures", "Target processes the agent failed to attach to.", None, self.stats.attach_failures.load(Ordering::Relaxed))?;

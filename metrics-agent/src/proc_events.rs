@@ -9,7 +9,8 @@ use anyhow::Result;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use metrics_common::{
     conn::ConnState,
-    events::{PROC_EXEC, PROC_EXIT, PROC_FORK, ProcEvent},
+    events::{CONN_ADOPTED, PROC_EXEC, PROC_EXIT, PROC_FORK, ProcEvent},
+    maps::conn_key,
 };
 
 use crate::{
@@ -98,6 +99,16 @@ impl Tracer {
             }
             PROC_EXIT => {
                 self.detach(pid);
+                Ok(())
+            }
+            CONN_ADOPTED => {
+                self.stats.adopted_connections.fetch_add(1, Ordering::Relaxed);
+                if !sockets::is_tcp_socket(pid, event.parent) {
+                    self.stats.adopted_rejected.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut conns) = self.conns.lock() {
+                        let _ = conns.remove(&conn_key(pid, event.parent));
+                    }
+                }
                 Ok(())
             }
             _ => Ok(()),

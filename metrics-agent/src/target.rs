@@ -30,11 +30,11 @@ impl Target {
                 if !meta.is_file() {
                     bail!("--exe {}: not a regular file", path.display());
                 }
-                let mut magic = [0u8; 4];
+                let mut magic = Vec::with_capacity(4);
                 fs::File::open(path)
-                    .and_then(|mut f| f.read_exact(&mut magic))
+                    .and_then(|f| f.take(4).read_to_end(&mut magic))
                     .with_context(|| format!("--exe {}: cannot read it", path.display()))?;
-                if &magic != b"\x7fELF" {
+                if magic != b"\x7fELF" {
                     bail!("--exe {}: not an ELF executable (scripts: pass the interpreter's binary or use --pid)", path.display());
                 }
                 let canonical = fs::canonicalize(path)?;

@@ -32,6 +32,8 @@ pub const CONN_FAILED_COUNTED: u32 = 2;
 pub const CONN_RESPONSE_STARTED: u32 = 4;
 /// The connection existed before the agent attached.
 pub const CONN_PREEXISTING: u32 = 8;
+/// Adopted from an untracked fd that carried a request line.
+pub const CONN_ADOPTED: u32 = 16;
 
 /// State of one traced connection, keyed by `conn_key(tgid, fd)`.
 #[repr(C)]

@@ -1,8 +1,13 @@
-//! Process lifecycle events sent from the kernel to the agent (`PROC_EVENTS`).
+//! Events sent from the kernel to the agent (`PROC_EVENTS`): process
+//! lifecycle and adopted connections.
 
 pub const PROC_FORK: u32 = 1;
 pub const PROC_EXEC: u32 = 2;
 pub const PROC_EXIT: u32 = 3;
+/// An untracked fd that carried a request line was adopted as a client
+/// connection: `pid` is the process, `parent` the fd. The agent verifies it
+/// is a TCP socket and drops it otherwise.
+pub const CONN_ADOPTED: u32 = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,7 +16,7 @@ pub struct ProcEvent {
     pub kind: u32,
     /// The process concerned: the new child for a fork, the process itself otherwise.
     pub pid: u32,
-    /// The process that forked (fork only).
+    /// The process that forked (fork), or the fd (`CONN_ADOPTED`).
     pub parent: u32,
     pub _pad: u32,
 }

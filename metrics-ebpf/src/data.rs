@@ -20,19 +20,20 @@ use aya_ebpf::{
 };
 use metrics_common::{
     conn::{
-        CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, ConnState, EV_END, EV_MALFORMED,
+        CONN_ADOPTED, CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, ConnState, EV_END, EV_MALFORMED,
         EV_NONE, METHOD_HEAD, METHOD_NONE, PHASE_LOST, PHASE_UNTIL_CLOSE, PROTO_HTTP1, PROTO_UNCLASSIFIED,
         PROTO_UNDETERMINED, SIDE_CLIENT, SIDE_UNKNOWN, SIDE_UPSTREAM, is_status_line_start,
         ResponseParser, request_method,
     },
     counters as c,
+    events::CONN_ADOPTED as CONN_ADOPTED_EVENT,
     maps::conn_key,
     probes,
 };
 
 use crate::{
     maps::{
-        CALL_READ_BUF, CALL_READ_IOV, CALL_SENDFILE, CALL_WRITE_BUF, CALL_WRITE_IOV, CALLS, CONNS,
+        CALL_READ_BUF, CALL_READ_IOV, CALL_READ_UNKNOWN, CALL_SENDFILE, CALL_WRITE_BUF, CALL_WRITE_IOV, CALLS, CONNS,
         CONTINUE, COUNTERS, Call, PROBE_HITS, SCRATCH, WINDOW, add, is_target,
     },
     record::{request_finished, request_started, response_started},
@@ -67,14 +68,19 @@ fn stash(ctx: &ProbeContext, kind: u32, hit: u32) {
     if fd < 0 {
         return;
     }
-    // Only traced connections: files, pipes and eventfds are skipped here.
+    // Only traced connections: files, pipes and eventfds are skipped here,
+    // except plain reads, which may be the first request on a connection
+    // accepted by an accept() that was already blocking when we attached.
     // SAFETY: only tested for presence.
+    let mut kind = kind;
     if unsafe { CONNS.get(&conn_key(tgid, fd as u32)) }.is_none() {
-        return;
+        if kind != CALL_READ_BUF {
+            return;
+        }
+        kind = CALL_READ_UNKNOWN;
     }
     let mut ptr: u64 = ctx.arg(1).unwrap_or(0);
     let mut count: u64 = ctx.arg(2).unwrap_or(0);
-    let mut kind = kind;
     if kind == CALL_READ_IOV + 100 || kind == CALL_WRITE_IOV + 100 {
         // recvmsg/sendmsg: struct msghdr { name; namelen; iov @16; iovlen @24; ... }
         // SAFETY: reading user memory through the helper.
@@ -138,7 +144,15 @@ pub fn return_data(ctx: RetProbeContext) -> u32 {
     let _ = CALLS.remove(&id);
     add(&PROBE_HITS, probes::HIT_DATA_RETURN, 1);
     let ret: i64 = ctx.ret();
-    let Some(conn) = CONNS.get_ptr_mut(&conn_key((id >> 32) as u32, call.fd)) else { return 0 };
+    let tgid = (id >> 32) as u32;
+    let mut call = call;
+    if call.kind == CALL_READ_UNKNOWN {
+        call.kind = CALL_READ_BUF;
+        if ret <= 0 || !adopt_client_connection(tgid, &call, ret as u64) {
+            return 0;
+        }
+    }
+    let Some(conn) = CONNS.get_ptr_mut(&conn_key(tgid, call.fd)) else { return 0 };
     // SAFETY: a valid map value pointer for the duration of the program.
     let conn = unsafe { &mut *conn };
     let is_read = call.kind == CALL_READ_BUF || call.kind == CALL_READ_IOV;
@@ -188,6 +202,23 @@ pub fn return_data(ctx: RetProbeContext) -> u32 {
         response_bytes(&ctx, conn, &call, n, now);
     }
     0
+}
+
+/// An untracked fd whose read returned a request line: a client connection
+/// accepted before the agent attached (by a call already in progress). It is
+/// tracked from here on; the agent checks it really is a TCP socket.
+#[inline(always)]
+fn adopt_client_connection(tgid: u32, call: &Call, n: u64) -> bool {
+    let (first, len) = peek(call, n);
+    if request_method(&first, len) == METHOD_NONE {
+        return false;
+    }
+    let conn = ConnState { side: SIDE_CLIENT, proto: PROTO_HTTP1, flags: CONN_ADOPTED, ..ConnState::default() };
+    if CONNS.insert(&conn_key(tgid, call.fd), &conn, 0).is_err() {
+        return false;
+    }
+    crate::process::emit(CONN_ADOPTED_EVENT, tgid, call.fd);
+    true
 }
 
 #[inline(always)]

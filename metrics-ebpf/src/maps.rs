@@ -33,6 +33,8 @@ pub const CALL_WRITE_IOV: u32 = 4;
 /// sendfile: bytes written from a file, only counted and skipped as body.
 pub const CALL_SENDFILE: u32 = 5;
 pub const CALL_ACCEPT: u32 = 6;
+/// A plain read on an fd that is not (yet) a traced connection.
+pub const CALL_READ_UNKNOWN: u32 = 7;
 
 /// Bytes copied from user memory at a time for header scanning.
 pub const WINDOW: usize = 64;

@@ -16,7 +16,8 @@ use metrics_common::{
 
 use crate::maps::{COUNTERS, PROC_EVENTS, TARGETS, WATCH_COMM, add, config, is_target};
 
-fn emit(kind: u32, pid: u32, parent: u32) {
+/// Sends an event to the agent; counts it when the ring buffer is full.
+pub fn emit(kind: u32, pid: u32, parent: u32) {
     let event = ProcEvent { kind, pid, parent, _pad: 0 };
     if PROC_EVENTS.output::<ProcEvent>(&event, 0).is_err() {
         add(&COUNTERS, c::PROC_EVENTS_DROPPED, 1);

@@ -27,6 +27,8 @@ pub struct ProviderStats {
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub errors: AtomicU64,
+    /// Requests being answered right now.
+    pub in_progress: AtomicU64,
 }
 
 pub struct MockProvider {
@@ -56,6 +58,16 @@ impl MockProvider {
             }
         });
         Ok(Self { port, stats, stop })
+    }
+
+    /// Waits until no request is being answered (streams of aborted clients
+    /// end when the provider notices the proxy closed the connection).
+    pub fn wait_idle(&self, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.stats.in_progress.load(Ordering::SeqCst) > 0 {
+            assert!(std::time::Instant::now() < deadline, "the mock provider is still answering after {timeout:?}");
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn snapshot(&self) -> (u64, u64, u64) {
@@ -92,8 +104,10 @@ fn serve(conn: TcpStream, stats: &ProviderStats) -> io::Result<()> {
         let _body = reader.read_exact_vec(body_len)?;
         stats.bytes_received.fetch_add(reader.bytes_read - before, Ordering::SeqCst);
         stats.requests.fetch_add(1, Ordering::SeqCst);
+        stats.in_progress.fetch_add(1, Ordering::SeqCst);
         let keep_alive = !head.is_http10() && !head.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let result = respond(&head, &mut writer, stats, keep_alive);
+        stats.in_progress.fetch_sub(1, Ordering::SeqCst);
         // Bytes read after the request (none expected) are counted at EOF.
         match result {
             Ok(true) if keep_alive => continue,

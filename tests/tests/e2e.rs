@@ -70,6 +70,8 @@ fn traffic(proxy_port: u16, streams_via_keepalive_upstream: bool) -> Truth {
 /// Waits until the agent has seen every request finish, then checks every
 /// hot-path counter against the client's and the providers' ground truth.
 fn assert_matches(agent: &Agent, truth: &Truth, openai: &MockProvider, anthropic: &MockProvider) -> Scrape {
+    openai.wait_idle(Duration::from_secs(20));
+    anthropic.wait_idle(Duration::from_secs(20));
     let (oa_req, oa_in, oa_out) = openai.snapshot();
     let (an_req, an_in, an_out) = anthropic.snapshot();
     let s = agent.wait_until(Duration::from_secs(30), "all requests to finish", |s| {

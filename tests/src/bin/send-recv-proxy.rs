@@ -4,7 +4,8 @@
 //!
 //! `send-recv-proxy --listen 127.0.0.1:8080 --route /openai/=127.0.0.1:9001 ...`
 //! Client connections are kept alive; each request gets a fresh upstream
-//! connection; bodies are relayed as they arrive (streams included).
+//! connection; bodies are relayed as they arrive (streams included). Each
+//! socket is used through one file descriptor (no `try_clone`, which dups).
 
 use std::{
     io::{self, Write},
@@ -39,8 +40,8 @@ fn main() {
 }
 
 fn serve(client: TcpStream, routes: &[(String, String)]) -> io::Result<()> {
-    let mut to_client = client.try_clone()?;
-    let mut from_client = Reader::new(client);
+    let mut to_client = &client;
+    let mut from_client = Reader::new(&client);
     while let Some(head) = from_client.read_head()? {
         let body = from_client.read_exact_vec(head.content_length().unwrap_or(0) as usize)?;
         let target = head.first_line.split_whitespace().nth(1).unwrap_or("/").to_string();
@@ -60,10 +61,10 @@ fn serve(client: TcpStream, routes: &[(String, String)]) -> io::Result<()> {
         }
         req.push_str("connection: close\r\n\r\n");
         let up = TcpStream::connect(upstream.as_str())?;
-        let mut to_up = up.try_clone()?;
+        let mut to_up = &up;
         to_up.write_all(req.as_bytes())?;
         to_up.write_all(&body)?;
-        let mut from_up = Reader::new(up);
+        let mut from_up = Reader::new(&up);
         let Some(resp) = from_up.read_head()? else { return Ok(()) };
         to_client.write_all(&resp.raw)?;
         let framing = from_up.relay_body(&resp, method == "HEAD", |bytes| to_client.write_all(bytes))?;
