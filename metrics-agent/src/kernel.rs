@@ -33,8 +33,8 @@ const DATA: Option<&str> = Some("return_data");
 /// Every hooked function (see `metrics-ebpf/src/*.rs` for the prototypes).
 const HOOKS: &[Hook] = &[
     hook("read", "enter_read", DATA),
-    hook("recv", "enter_read", DATA),
-    hook("recvfrom", "enter_read", DATA),
+    hook("recv", "enter_recv", DATA),
+    hook("recvfrom", "enter_recv", DATA),
     hook("write", "enter_write", DATA),
     hook("send", "enter_write", DATA),
     hook("sendto", "enter_write", DATA),
@@ -98,11 +98,13 @@ impl Kernel {
         Ok(())
     }
 
-    /// Reports new processes whose comm is `comm` (for `--exe` targets).
-    pub fn watch_comm(&mut self, comm: [u8; 16]) -> Result<()> {
+    /// Reports new processes whose comm is one of `comms` (for `--exe` targets).
+    pub fn watch_comms(&mut self, comms: &[[u8; 16]]) -> Result<()> {
         let mut watch: Array<&mut MapData, [u8; 16]> =
             Array::try_from(self.ebpf.map_mut(names::WATCH_COMM).ok_or_else(|| anyhow!("no WATCH_COMM map"))?)?;
-        watch.set(0, comm, 0)?;
+        for (slot, comm) in comms.iter().take(names::WATCH_COMM_ENTRIES as usize).enumerate() {
+            watch.set(slot as u32, *comm, 0)?;
+        }
         self.set_config(names::config::WATCH_EXEC, 1)
     }
 

@@ -14,7 +14,9 @@ pub fn libc_of(pid: u32) -> Result<PathBuf> {
     for line in maps.lines() {
         let Some(path) = line.split_whitespace().nth(5) else { continue };
         let name = path.rsplit('/').next().unwrap_or(path);
-        if name == "libc.so.6" || (name.starts_with("libc-") && name.ends_with(".so")) || name.starts_with("libc.musl") {
+        let glibc = name == "libc.so.6" || (name.starts_with("libc-") && name.ends_with(".so"));
+        let musl = name.starts_with("libc.musl") || name.starts_with("ld-musl-");
+        if glibc || musl {
             // Through the process's root, so containers resolve to their own libc.
             return Ok(PathBuf::from(format!("/proc/{pid}/root{path}")));
         }

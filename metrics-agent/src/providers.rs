@@ -46,7 +46,7 @@ impl ProviderSpec {
     }
 
     pub fn check_unique(specs: &[Self]) -> Result<()> {
-        if specs.len() >= PROVIDER_OTHER as usize {
+        if specs.len() > PROVIDER_OTHER as usize {
             bail!("at most {} providers are supported", PROVIDER_OTHER);
         }
         for (i, a) in specs.iter().enumerate() {
@@ -85,6 +85,7 @@ pub async fn resolve_all(
 ) -> Vec<String> {
     let mut fresh = HashMap::new();
     let mut failures = Vec::new();
+    let mut unresolved = Vec::new();
     for (slot, spec) in specs.iter().enumerate() {
         match tokio::net::lookup_host((spec.host.as_str(), spec.port)).await {
             Ok(addrs) => {
@@ -92,12 +93,16 @@ pub async fn resolve_all(
                     fresh.insert(provider_addr(a.ip(), a.port()), slot as u32);
                 }
             }
-            Err(e) => failures.push(format!("provider {} ({}): {e}", spec.name, spec.address())),
+            Err(e) => {
+                unresolved.push(slot as u32);
+                failures.push(format!("provider {} ({}): {e}", spec.name, spec.address()));
+            }
         }
     }
+    // A provider that failed to resolve keeps its previous addresses.
     let stale: Vec<ProviderAddr> = {
         let old = table.read().expect("lock");
-        old.keys().filter(|k| !fresh.contains_key(*k)).copied().collect()
+        old.iter().filter(|(k, slot)| !fresh.contains_key(*k) && !unresolved.contains(slot)).map(|(k, _)| *k).collect()
     };
     for key in &stale {
         let _ = map.remove(key);

@@ -44,8 +44,8 @@ async fn run_async(config: Config, target: Target) -> Result<()> {
 
     let mut kernel = Kernel::load()?;
     kernel.set_config(names::config::FORK_CHILD_PID_OFFSET, preflight::fork_child_pid_offset()?)?;
-    if let Target::Exe { comm, .. } = &target {
-        kernel.watch_comm(*comm)?;
+    if let Target::Exe { comms, .. } = &target {
+        kernel.watch_comms(comms)?;
     }
     let mut provider_map = BpfHashMap::try_from(kernel.take_map(names::PROVIDER_ADDRS)?)?;
     let table = AddressTable::default();

@@ -17,7 +17,9 @@ use crate::config::TargetSpec;
 /// A resolved target specification.
 #[derive(Debug, Clone)]
 pub enum Target {
-    Exe { path: PathBuf, dev: u64, ino: u64, comm: [u8; 16] },
+    /// `comms`: the kernel's command names for the basename given and for
+    /// the resolved file (exec sets comm from the name it was given).
+    Exe { path: PathBuf, dev: u64, ino: u64, comms: [[u8; 16]; 2] },
     Pid(u32),
 }
 
@@ -38,12 +40,8 @@ impl Target {
                     bail!("--exe {}: not an ELF executable (scripts: pass the interpreter's binary or use --pid)", path.display());
                 }
                 let canonical = fs::canonicalize(path)?;
-                let name = canonical.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default();
-                // The kernel's comm is the file name cut to 15 bytes.
-                let mut comm = [0u8; 16];
-                let n = name.len().min(15);
-                comm[..n].copy_from_slice(&name[..n]);
-                Ok(Self::Exe { path: canonical, dev: meta.dev(), ino: meta.ino(), comm })
+                let comms = [comm_of(path), comm_of(&canonical)];
+                Ok(Self::Exe { path: canonical, dev: meta.dev(), ino: meta.ino(), comms })
             }
             TargetSpec::Pid(pid) => {
                 if *pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
@@ -78,6 +76,15 @@ impl Target {
             Self::Pid(pid) => format!("process {pid} and its children"),
         }
     }
+}
+
+/// The kernel's comm for a program started as `path`: its file name cut to 15 bytes.
+fn comm_of(path: &Path) -> [u8; 16] {
+    let name = path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default();
+    let mut comm = [0u8; 16];
+    let n = name.len().min(15);
+    comm[..n].copy_from_slice(&name[..n]);
+    comm
 }
 
 fn all_pids() -> Vec<u32> {

@@ -26,8 +26,6 @@ pub const PROTO_UNCLASSIFIED: u8 = 2;
 
 /// `ConnState::flags`: a request is in flight (its response is not complete).
 pub const CONN_IN_FLIGHT: u32 = 1;
-/// The in-flight request was already counted as failed.
-pub const CONN_FAILED_COUNTED: u32 = 2;
 /// The first response byte of the in-flight request was seen.
 pub const CONN_RESPONSE_STARTED: u32 = 4;
 /// The connection existed before the agent attached.

@@ -7,7 +7,7 @@ pub const REQUESTS_TOTAL: u32 = 0;
 pub const REQUESTS_FAILED: u32 = 1;
 /// Client responses by status class: 2xx, 3xx, 4xx, 5xx, and `none` (the
 /// connection closed before any status line). Interim 1xx responses are
-/// skipped; a final status below 200 or above 599 counts with its nearest class.
+/// skipped; a final status above 599 counts as 5xx.
 pub const RESPONSES_2XX: u32 = 2;
 pub const RESPONSES_3XX: u32 = 3;
 pub const RESPONSES_4XX: u32 = 4;
@@ -36,7 +36,8 @@ pub const TTFB_SUM_US: u32 = 19;
 /// not fit the per-call parse budget, or the framing was malformed. The
 /// connection resynchronises at its next request.
 pub const FRAMING_LOST: u32 = 20;
-/// Process events lost because the ring buffer was full.
+/// Events (process lifecycle, adopted connections) lost because their ring
+/// buffer was full.
 pub const PROC_EVENTS_DROPPED: u32 = 21;
 
 pub const COUNT: u32 = 22;

@@ -15,14 +15,17 @@ pub const PROVIDER_HISTOGRAM: &str = "PROVIDER_HISTOGRAM";
 pub const REQUEST_HISTOGRAM: &str = "REQUEST_HISTOGRAM";
 /// Client-side time-to-first-byte histogram (log2 microsecond buckets).
 pub const TTFB_HISTOGRAM: &str = "TTFB_HISTOGRAM";
-/// Uprobe hits per probe kind (`probes::Probe`), per CPU.
+/// Uprobe hits per probe kind (`probes::HIT_*`), per CPU.
 pub const PROBE_HITS: &str = "PROBE_HITS";
 /// Traced processes: key tgid, value unused flags.
 pub const TARGETS: &str = "TARGETS";
 /// Configuration written by the agent before attaching (`config::*` slots).
 pub const CONFIG: &str = "CONFIG";
-/// The command name (`comm`) of `--exe` targets, to notice new processes at exec.
+/// Command names (`comm`) of `--exe` targets, to notice new processes at exec:
+/// the basename given and the basename of the resolved file (they differ for
+/// symlinks such as python3 -> python3.11).
 pub const WATCH_COMM: &str = "WATCH_COMM";
+pub const WATCH_COMM_ENTRIES: u32 = 2;
 /// Resolved provider addresses: `ProviderAddr` -> provider slot.
 pub const PROVIDER_ADDRS: &str = "PROVIDER_ADDRS";
 /// Per (tgid, fd) connection state.

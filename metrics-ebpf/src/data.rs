@@ -99,6 +99,20 @@ pub fn enter_read(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// recv/recvfrom: a `MSG_PEEK` read leaves the bytes queued, so it is not
+/// counted (the real read that follows is).
+#[uprobe]
+pub fn enter_recv(ctx: ProbeContext) -> u32 {
+    const MSG_PEEK: u64 = 2;
+    let flags: u64 = ctx.arg(3).unwrap_or(0);
+    if flags & MSG_PEEK == 0 {
+        stash(&ctx, CALL_READ_BUF, probes::HIT_READ_ENTRY);
+    } else {
+        add(&PROBE_HITS, probes::HIT_READ_ENTRY, 1);
+    }
+    0
+}
+
 #[uprobe]
 pub fn enter_write(ctx: ProbeContext) -> u32 {
     stash(&ctx, CALL_WRITE_BUF, probes::HIT_WRITE_ENTRY);
@@ -179,9 +193,6 @@ pub fn return_data(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let (first, first_len) = peek(&call, n);
-    if conn.side == SIDE_UNKNOWN {
-        infer_side(conn, is_read, &first, first_len);
-    }
     if conn.proto == PROTO_UNDETERMINED && conn.flags & CONN_PREEXISTING == 0 {
         let http = request_method(&first, first_len) != METHOD_NONE || is_status_line_start(&first, first_len);
         if !http {
@@ -232,17 +243,6 @@ fn count_bytes(conn: &ConnState, is_read: bool, n: u64) {
         (_, false) => c::BYTES_SENT_UNKNOWN,
     };
     add(&COUNTERS, slot, n);
-}
-
-/// A connection found open at attach time learns its side from the first
-/// request line: a process that reads one serves a client, one that writes
-/// one calls an upstream.
-#[inline(always)]
-fn infer_side(conn: &mut ConnState, is_read: bool, first: &[u8; 8], len: u64) {
-    if request_method(first, len) != METHOD_NONE {
-        conn.side = if is_read { SIDE_CLIENT } else { SIDE_UPSTREAM };
-        conn.proto = PROTO_HTTP1;
-    }
 }
 
 /// The first (up to) 8 bytes the call transferred.
@@ -340,7 +340,7 @@ fn peer_closed(conn: &mut ConnState) {
     }
     let started = conn.flags & CONN_RESPONSE_STARTED != 0;
     let complete = started && conn.response.phase == PHASE_UNTIL_CLOSE;
-    let end = conn.last_response_ns;
+    let end = if started { conn.last_response_ns } else { unsafe { bpf_ktime_get_ns() } };
     request_finished(conn, end, complete);
 }
 
@@ -497,7 +497,9 @@ fn step(scratch: *mut Scratch, parser: *mut ResponseParser) -> u32 {
     if cur.seg_off >= cur.seg_len {
         let more = cur.next_segment();
         unsafe { core::ptr::write_volatile(&mut (*scratch).cursor, cur) };
-        return if more { STEP_MORE } else { EV_NONE };
+        // Bytes remain but their iovec cannot be read (or is past MAX_IOV):
+        // the framing position is lost.
+        return if more { STEP_MORE } else { EV_MALFORMED };
     }
     let avail = cur.seg_len - cur.seg_off;
     let mut p = unsafe { core::ptr::read_volatile(parser) };

@@ -61,7 +61,7 @@ pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(names::TARGETS
 #[map]
 pub static CONFIG: Array<u32> = Array::with_max_entries(names::config::SLOTS, 0);
 #[map]
-pub static WATCH_COMM: Array<[u8; 16]> = Array::with_max_entries(1, 0);
+pub static WATCH_COMM: Array<[u8; 16]> = Array::with_max_entries(names::WATCH_COMM_ENTRIES, 0);
 #[map]
 pub static PROVIDER_ADDRS: HashMap<ProviderAddr, u32> =
     HashMap::with_max_entries(names::PROVIDER_ADDRS_MAX_ENTRIES, 0);
@@ -101,11 +101,14 @@ check_names!(
     CONNS, CALLS, SCRATCH, PROC_EVENTS, CONTINUE
 );
 
-/// Adds `value` to slot `index` of a per-CPU counter array.
+/// Adds `value` to slot `index` of a per-CPU counter array. Not atomic (the
+/// BPF target has no 64-bit atomics in Rust's core): exact as long as two
+/// programs do not interleave on one CPU, which uprobe programs (migration
+/// disabled, no preemption outside the kernel's full-preemption mode) do not.
 #[inline(always)]
 pub fn add(map: &PerCpuArray<u64>, index: u32, value: u64) {
     if let Some(slot) = map.get_ptr_mut(index) {
-        // SAFETY: a per-CPU slot; programs on this CPU do not run concurrently.
+        // SAFETY: a per-CPU slot, valid for the program's run.
         unsafe { *slot += value };
     }
 }

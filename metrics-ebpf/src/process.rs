@@ -11,7 +11,7 @@ use aya_ebpf::{
 use metrics_common::{
     counters as c,
     events::{PROC_EXEC, PROC_EXIT, PROC_FORK, ProcEvent},
-    maps::config,
+    maps::{WATCH_COMM_ENTRIES, config},
 };
 
 use crate::maps::{COUNTERS, PROC_EVENTS, TARGETS, WATCH_COMM, add, config, is_target};
@@ -55,10 +55,12 @@ pub fn on_exec(_ctx: TracePointContext) -> u32 {
     if config(config::WATCH_EXEC) == 0 {
         return 0;
     }
-    let Some(watched) = WATCH_COMM.get(0) else { return 0 };
     let Ok(comm) = bpf_get_current_comm() else { return 0 };
-    if comm == *watched {
-        emit(PROC_EXEC, tgid, 0);
+    for slot in 0..WATCH_COMM_ENTRIES {
+        if WATCH_COMM.get(slot).is_some_and(|watched| comm == *watched) {
+            emit(PROC_EXEC, tgid, 0);
+            break;
+        }
     }
     0
 }

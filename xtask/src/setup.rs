@@ -1,0 +1,109 @@
+//! Idempotent set-up: Debian packages the tests use, the nightly toolchain
+//! with `rust-src`, and bpf-linker built against the nightly's own LLVM
+//! (prebuilt bpf-linker binaries cannot be downloaded here).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::run_cmd;
+
+/// Debian packages: the proxy under test, promtool, bpftool, a static libc
+/// for the no-libc test, wrk for benchmarks.
+const DEBIAN_PACKAGES: &[&str] = &["nginx-light", "prometheus", "bpftool", "libc6-dev", "wrk"];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> Result<()> {
+    debian_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()
+}
+
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("missing Debian packages {}: run `sudo apt-get install {}`", missing.join(" "), missing.join(" "));
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    // Debian's postinst may start services; the tests start their own.
+    let _ = Command::new("nginx").args(["-s", "stop"]).status();
+    let _ = Command::new("pkill").args(["-x", "prometheus"]).status();
+    Ok(())
+}
+
+fn nightly_sysroot() -> Option<PathBuf> {
+    let out = Command::new("rustc").args(["+nightly", "--print", "sysroot"]).output().ok()?;
+    out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn nightly_rust_src() -> Result<()> {
+    if nightly_sysroot().is_none() {
+        eprintln!("xtask: installing the nightly toolchain");
+        run_cmd(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    let sysroot = nightly_sysroot().context("no nightly toolchain after installing it")?;
+    if !sysroot.join("lib/rustlib/src/rust/library/core").exists() {
+        eprintln!("xtask: adding rust-src to the nightly toolchain");
+        run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    Ok(())
+}
+
+fn bpf_linker() -> Result<()> {
+    let ok = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
+    if ok {
+        return Ok(());
+    }
+    // Build against the LLVM shipped inside the nightly toolchain: a prefix
+    // with lib/libLLVM.so and the versioned soname (the binary's rpath
+    // points there at run time).
+    let sysroot = nightly_sysroot().context("no nightly toolchain")?;
+    let llvm = std::fs::read_dir(sysroot.join("lib"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.")))
+        .context("the nightly toolchain has no lib/libLLVM.so.*")?;
+    let name = llvm.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let major = name.trim_start_matches("libLLVM.so.").split('.').next().unwrap_or("").to_string();
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let prefix = Path::new(&home).join(".cache/metrics-agent/llvm-nightly");
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    for link in ["libLLVM.so".to_string(), name.clone()] {
+        let at = prefix.join("lib").join(link);
+        let _ = std::fs::remove_file(&at);
+        std::os::unix::fs::symlink(&llvm, &at)?;
+    }
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM {major} (about 2 minutes)");
+    run_cmd(
+        Command::new("cargo")
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features"])
+            .arg(format!("llvm-{major}"))
+            .env("LLVM_PREFIX", &prefix),
+    )
+}
