@@ -2,21 +2,34 @@
 //! that maintain per-connection HTTP/1.1 state and the exact hot-path
 //! counters, and sched tracepoints that report the target's new and exiting
 //! processes to the agent.
-#![no_std]
-#![no_main]
+//! Built for the BPF target only (by `metrics-agent/build.rs`); a host build
+//! of the workspace compiles it to a stub.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
 mod conn_lifecycle;
+#[cfg(target_arch = "bpf")]
 mod data;
+#[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
 mod process;
+#[cfg(target_arch = "bpf")]
 mod record;
 
-#[cfg(not(test))]
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!("metrics-ebpf holds kernel programs: it is built for bpfel-unknown-none by metrics-agent's build script");
+}
+
+#[cfg(target_arch = "bpf")]
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
