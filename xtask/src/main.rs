@@ -25,7 +25,7 @@ enum Task {
     /// Set up, build and run the whole test suite (root: loads eBPF programs).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
-        #[arg(trailing_var_arg = true)]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Set up, build and run the demo: mock providers, nginx, the agent, traffic.
@@ -82,9 +82,36 @@ fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Runs `cargo test --workspace`, echoing its output, and ends with one
+/// summary line over all test binaries.
 fn test(args: &[String]) -> Result<()> {
+    use std::io::{BufRead, BufReader};
     require_root("the test suite")?;
-    run_cmd(cargo().args(["test", "--workspace"]).args(args))
+    let mut child = cargo()
+        .args(["test", "--workspace"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| -> u64 {
+                rest.split(';').find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word).and_then(|n| n.trim().parse().ok())).unwrap_or(0)
+            };
+            passed += count(" passed");
+            failed += count(" failed");
+            ignored += count(" ignored");
+        }
+    }
+    let status = child.wait()?;
+    println!("summary: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(())
 }
 
 fn demo(seconds: u64) -> Result<()> {
