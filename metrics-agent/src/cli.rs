@@ -42,4 +42,9 @@ pub struct RunArgs {
     /// Address of the metrics endpoint [default: 127.0.0.1:9464].
     #[arg(long, env = "METRICS_AGENT_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// How the data path is attached: `uprobes` (libc uprobes scoped to the
+    /// targets; default) or `syscalls` (syscall tracepoints: cheaper per call,
+    /// a small cost for every process, also sees static and Go binaries).
+    #[arg(long, value_enum, env = "METRICS_AGENT_ATTACH")]
+    pub attach: Option<crate::kernel::AttachMode>,
 }

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::{cli::RunArgs, providers::ProviderSpec};
+use crate::{cli::RunArgs, kernel::AttachMode, providers::ProviderSpec};
 
 /// The configuration file. Every field is optional; flags override it.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -23,6 +23,8 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     /// How often provider hostnames are resolved again.
     pub resolve_interval_seconds: Option<u64>,
+    /// `uprobes` (default) or `syscalls`.
+    pub attach: Option<AttachMode>,
 }
 
 /// What to trace.
@@ -39,6 +41,7 @@ pub struct Config {
     pub providers: Vec<ProviderSpec>,
     pub listen: SocketAddr,
     pub resolve_interval_seconds: u64,
+    pub attach: AttachMode,
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -89,6 +92,7 @@ impl Config {
                 .resolve_interval_seconds
                 .unwrap_or_else(default_resolve_interval_seconds)
                 .max(1),
+            attach: args.attach.or(file.attach).unwrap_or_default(),
         })
     }
 
@@ -103,6 +107,7 @@ impl Config {
             providers: self.providers.iter().map(|p| (p.name.clone(), p.address())).collect(),
             listen: Some(self.listen),
             resolve_interval_seconds: Some(self.resolve_interval_seconds),
+            attach: Some(self.attach),
         }
     }
 }

@@ -50,12 +50,55 @@ const HOOKS: &[Hook] = &[
     hook("close", "enter_close", None),
 ];
 
+/// Syscall tracepoints (category `syscalls`) and their programs, for
+/// `--attach syscalls`.
+const SYSCALL_HOOKS: &[(&str, &str)] = &[
+    ("sys_enter_read", "sys_enter_read"),
+    ("sys_enter_recvfrom", "sys_enter_recv"),
+    ("sys_enter_write", "sys_enter_write"),
+    ("sys_enter_sendto", "sys_enter_write"),
+    ("sys_enter_readv", "sys_enter_readv"),
+    ("sys_enter_writev", "sys_enter_writev"),
+    ("sys_enter_recvmsg", "sys_enter_recvmsg"),
+    ("sys_enter_sendmsg", "sys_enter_sendmsg"),
+    ("sys_enter_sendfile64", "sys_enter_sendfile"),
+    ("sys_exit_read", "sys_exit_data"),
+    ("sys_exit_recvfrom", "sys_exit_data"),
+    ("sys_exit_write", "sys_exit_data"),
+    ("sys_exit_sendto", "sys_exit_data"),
+    ("sys_exit_readv", "sys_exit_data"),
+    ("sys_exit_writev", "sys_exit_data"),
+    ("sys_exit_recvmsg", "sys_exit_data"),
+    ("sys_exit_sendmsg", "sys_exit_data"),
+    ("sys_exit_sendfile64", "sys_exit_data"),
+    ("sys_enter_accept", "sys_enter_accept"),
+    ("sys_enter_accept4", "sys_enter_accept"),
+    ("sys_exit_accept", "sys_exit_accept"),
+    ("sys_exit_accept4", "sys_exit_accept"),
+    ("sys_enter_connect", "sys_enter_connect"),
+    ("sys_enter_close", "sys_enter_close"),
+];
+
+/// How the data path is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Uprobes on the target's libc, scoped to each target process: other
+    /// processes pay nothing; each call in the target costs a trap.
+    #[default]
+    Uprobes,
+    /// Syscall tracepoints: each call costs far less, but every process on
+    /// the host pays a small filter cost per syscall; sees static and Go binaries.
+    Syscalls,
+}
+
 /// Functions a libc must have for the agent to work.
 const REQUIRED: &[&str] = &["read", "write", "close", "connect", "accept4"];
 
 /// The loaded programs and the links of every traced process.
 pub struct Kernel {
     ebpf: Ebpf,
+    mode: AttachMode,
     links: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
     /// Symbol offsets per libc path, computed once.
     offsets: HashMap<PathBuf, HashMap<String, u64>>,
@@ -66,7 +109,7 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 impl Kernel {
     /// Loads every program into the kernel (verifying them) without attaching.
-    pub fn load() -> Result<Self> {
+    pub fn load(mode: AttachMode) -> Result<Self> {
         let mut ebpf = Ebpf::load(EBPF_OBJECT).context("loading the eBPF object failed")?;
         let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
         for name in names {
@@ -78,12 +121,17 @@ impl Kernel {
             };
             loaded.with_context(|| format!("the kernel rejected program {name}"))?;
         }
-        let continuation = ebpf.program(names::CONTINUE_PROGRAM).ok_or_else(|| anyhow!("no continuation program"))?;
-        let fd = continuation.fd()?.try_clone()?;
-        let mut jump = ProgramArray::try_from(ebpf.map_mut(names::CONTINUE).ok_or_else(|| anyhow!("no CONTINUE map"))?)?;
-        jump.set(0, &fd, 0).context("installing the parser continuation")?;
+        for (map, program) in [
+            (names::CONTINUE, names::CONTINUE_PROGRAM),
+            (names::CONTINUE_SYSCALL, names::CONTINUE_SYSCALL_PROGRAM),
+        ] {
+            let continuation = ebpf.program(program).ok_or_else(|| anyhow!("no program {program}"))?;
+            let fd = continuation.fd()?.try_clone()?;
+            let mut jump = ProgramArray::try_from(ebpf.map_mut(map).ok_or_else(|| anyhow!("no map {map}"))?)?;
+            jump.set(0, &fd, 0).context("installing the parser continuation")?;
+        }
         let targets = BpfHashMap::try_from(ebpf.take_map(names::TARGETS).ok_or_else(|| anyhow!("no TARGETS map"))?)?;
-        Ok(Self { ebpf, links: HashMap::new(), offsets: HashMap::new(), targets })
+        Ok(Self { ebpf, mode, links: HashMap::new(), offsets: HashMap::new(), targets })
     }
 
     pub fn take_map(&mut self, name: &str) -> Result<aya::maps::Map> {
@@ -108,17 +156,24 @@ impl Kernel {
         self.set_config(names::config::WATCH_EXEC, 1)
     }
 
-    /// Attaches the fork, exec and exit tracepoints.
+    /// Attaches the fork, exec and exit tracepoints, and in syscall mode the
+    /// data-path syscall tracepoints.
     pub fn attach_tracepoints(&mut self) -> Result<()> {
-        for (program, event) in
-            [("on_fork", "sched_process_fork"), ("on_exec", "sched_process_exec"), ("on_exit", "sched_process_exit")]
-        {
+        let mut points: Vec<(&str, &str, &str)> = vec![
+            ("on_fork", "sched", "sched_process_fork"),
+            ("on_exec", "sched", "sched_process_exec"),
+            ("on_exit", "sched", "sched_process_exit"),
+        ];
+        if self.mode == AttachMode::Syscalls {
+            points.extend(SYSCALL_HOOKS.iter().map(|(event, program)| (*program, "syscalls", *event)));
+        }
+        for (program, category, event) in points {
             let tp: &mut TracePoint = self
                 .ebpf
                 .program_mut(program)
                 .ok_or_else(|| anyhow!("no program {program}"))?
                 .try_into()?;
-            tp.attach("sched", event).with_context(|| format!("attaching tracepoint sched/{event}"))?;
+            tp.attach(category, event).with_context(|| format!("attaching tracepoint {category}/{event}"))?;
         }
         Ok(())
     }
@@ -134,6 +189,12 @@ impl Kernel {
     /// Marks `pid` as a target and attaches every hook to its libc, scoped to it.
     pub fn attach_process(&mut self, pid: u32) -> Result<usize> {
         if self.is_traced(pid) {
+            return Ok(0);
+        }
+        if self.mode == AttachMode::Syscalls {
+            // The syscall tracepoints are global; marking the target is all.
+            self.targets.insert(pid, 0, 0).context("adding to the TARGETS map")?;
+            self.links.insert(pid, Vec::new());
             return Ok(0);
         }
         let libc = libc_symbols::libc_of(pid)?;

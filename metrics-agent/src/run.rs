@@ -42,7 +42,7 @@ async fn run_async(config: Config, target: Target) -> Result<()> {
         _ => anyhow!("cannot listen on {}: {e}", config.listen),
     })?;
 
-    let mut kernel = Kernel::load()?;
+    let mut kernel = Kernel::load(config.attach)?;
     kernel.set_config(names::config::FORK_CHILD_PID_OFFSET, preflight::fork_child_pid_offset()?)?;
     if let Target::Exe { comms, .. } = &target {
         kernel.watch_comms(comms)?;

@@ -38,6 +38,9 @@ pub const SCRATCH: &str = "SCRATCH";
 pub const CONTINUE: &str = "CONTINUE";
 /// The continuation program stored in `CONTINUE`.
 pub const CONTINUE_PROGRAM: &str = "continue_response";
+/// The same for syscall-tracepoint mode (program arrays hold one program type).
+pub const CONTINUE_SYSCALL: &str = "CONTINUE_SYSCALL";
+pub const CONTINUE_SYSCALL_PROGRAM: &str = "sys_continue_response";
 /// Process lifecycle events (fork, exec, exit) for the agent.
 pub const PROC_EVENTS: &str = "PROC_EVENTS";
 

@@ -16,6 +16,7 @@ use metrics_common::{
 };
 
 use crate::{
+    ctx::{CallArgs, CallReturn},
     maps::{CALL_ACCEPT, CALLS, CONNS, COUNTERS, Call, PROBE_HITS, PROVIDER_ADDRS, add, is_target},
     record::request_finished,
 };
@@ -29,25 +30,34 @@ const DNS_PORT: u16 = 53;
 /// int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
 #[uprobe]
 pub fn enter_accept(ctx: ProbeContext) -> u32 {
+    accept_entered(&ctx)
+}
+
+#[inline(always)]
+pub fn accept_entered<A: CallArgs>(ctx: &A) -> u32 {
     let id = bpf_get_current_pid_tgid();
     if !is_target((id >> 32) as u32) {
         return 0;
     }
     add(&PROBE_HITS, probes::HIT_ACCEPT_ENTRY, 1);
-    let addr: u64 = ctx.arg(1).unwrap_or(0);
-    let call = Call { fd: 0, kind: CALL_ACCEPT, ptr: addr, count: 0 };
+    let call = Call { fd: 0, kind: CALL_ACCEPT, ptr: ctx.arg_u64(1), count: 0 };
     let _ = CALLS.insert(&id, &call, 0);
     0
 }
 
 #[uretprobe]
 pub fn return_accept(ctx: RetProbeContext) -> u32 {
+    accept_returned(&ctx)
+}
+
+#[inline(always)]
+pub fn accept_returned<C: CallReturn>(ctx: &C) -> u32 {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(call) = (unsafe { CALLS.get(&id) }).copied() else { return 0 };
     let _ = CALLS.remove(&id);
     add(&PROBE_HITS, probes::HIT_ACCEPT_RETURN, 1);
-    let fd: i64 = ctx.ret();
+    let fd = ctx.return_value();
     if fd < 0 || call.kind != CALL_ACCEPT {
         return 0;
     }
@@ -70,14 +80,19 @@ pub fn return_accept(ctx: RetProbeContext) -> u32 {
 /// later, and a failed connection carries no bytes.
 #[uprobe]
 pub fn enter_connect(ctx: ProbeContext) -> u32 {
+    connect_entered(&ctx)
+}
+
+#[inline(always)]
+pub fn connect_entered<A: CallArgs>(ctx: &A) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
     if !is_target(tgid) {
         return 0;
     }
     add(&PROBE_HITS, probes::HIT_CONNECT_ENTRY, 1);
-    let fd: i64 = ctx.arg(0).unwrap_or(-1);
-    let addr: u64 = ctx.arg(1).unwrap_or(0);
+    let fd = ctx.arg_int(0);
+    let addr = ctx.arg_u64(1);
     if fd < 0 || addr == 0 {
         return 0;
     }
@@ -114,13 +129,18 @@ fn read_peer(addr: u64) -> Option<ProviderAddr> {
 /// int close(int fd);
 #[uprobe]
 pub fn enter_close(ctx: ProbeContext) -> u32 {
+    close_entered(&ctx)
+}
+
+#[inline(always)]
+pub fn close_entered<A: CallArgs>(ctx: &A) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
     if !is_target(tgid) {
         return 0;
     }
     add(&PROBE_HITS, probes::HIT_CLOSE_ENTRY, 1);
-    let fd: i64 = ctx.arg(0).unwrap_or(-1);
+    let fd = ctx.arg_int(0);
     if fd < 0 {
         return 0;
     }

@@ -14,7 +14,6 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
-    EbpfContext,
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
@@ -32,9 +31,10 @@ use metrics_common::{
 };
 
 use crate::{
+    ctx::{CallArgs, CallReturn},
     maps::{
         CALL_READ_BUF, CALL_READ_IOV, CALL_READ_UNKNOWN, CALL_SENDFILE, CALL_WRITE_BUF, CALL_WRITE_IOV, CALLS, CONNS,
-        CONTINUE, COUNTERS, Call, PROBE_HITS, SCRATCH, WINDOW, add, is_target,
+        COUNTERS, Call, PROBE_HITS, SCRATCH, WINDOW, add, is_target,
     },
     record::{request_finished, request_started, response_started},
 };
@@ -56,15 +56,16 @@ const MAX_IOV: u64 = 64;
 /// Framing outcome when the step budget ran out with bytes left.
 const EV_BUDGET: u32 = 100;
 
+/// Entry of a data call: stashes its arguments when the fd is traced.
 #[inline(always)]
-fn stash(ctx: &ProbeContext, kind: u32, hit: u32) {
+pub fn stash<A: CallArgs>(ctx: &A, kind: u32, hit: u32) {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
     if !is_target(tgid) {
         return;
     }
     add(&PROBE_HITS, hit, 1);
-    let fd: i64 = ctx.arg(0).unwrap_or(-1);
+    let fd = ctx.arg_int(0);
     if fd < 0 {
         return;
     }
@@ -79,8 +80,8 @@ fn stash(ctx: &ProbeContext, kind: u32, hit: u32) {
         }
         kind = CALL_READ_UNKNOWN;
     }
-    let mut ptr: u64 = ctx.arg(1).unwrap_or(0);
-    let mut count: u64 = ctx.arg(2).unwrap_or(0);
+    let mut ptr = ctx.arg_u64(1);
+    let mut count = ctx.arg_u64(2);
     if kind == CALL_READ_IOV + 100 || kind == CALL_WRITE_IOV + 100 {
         // recvmsg/sendmsg: struct msghdr { name; namelen; iov @16; iovlen @24; ... }
         // SAFETY: reading user memory through the helper.
@@ -101,15 +102,19 @@ pub fn enter_read(ctx: ProbeContext) -> u32 {
 
 /// recv/recvfrom: a `MSG_PEEK` read leaves the bytes queued, so it is not
 /// counted (the real read that follows is).
-#[uprobe]
-pub fn enter_recv(ctx: ProbeContext) -> u32 {
+#[inline(always)]
+pub fn stash_recv<A: CallArgs>(ctx: &A) {
     const MSG_PEEK: u64 = 2;
-    let flags: u64 = ctx.arg(3).unwrap_or(0);
-    if flags & MSG_PEEK == 0 {
-        stash(&ctx, CALL_READ_BUF, probes::HIT_READ_ENTRY);
-    } else {
+    if ctx.arg_u64(3) & MSG_PEEK == 0 {
+        stash(ctx, CALL_READ_BUF, probes::HIT_READ_ENTRY);
+    } else if is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
         add(&PROBE_HITS, probes::HIT_READ_ENTRY, 1);
     }
+}
+
+#[uprobe]
+pub fn enter_recv(ctx: ProbeContext) -> u32 {
+    stash_recv(&ctx);
     0
 }
 
@@ -152,12 +157,18 @@ pub fn enter_sendfile(ctx: ProbeContext) -> u32 {
 /// Return of every data call above.
 #[uretprobe]
 pub fn return_data(ctx: RetProbeContext) -> u32 {
+    data_returned(&ctx)
+}
+
+/// Return of a data call: count the bytes, advance the connection's state.
+#[inline(always)]
+pub fn data_returned<C: CallReturn>(ctx: &C) -> u32 {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(call) = (unsafe { CALLS.get(&id) }).copied() else { return 0 };
     let _ = CALLS.remove(&id);
     add(&PROBE_HITS, probes::HIT_DATA_RETURN, 1);
-    let ret: i64 = ctx.ret();
+    let ret = ctx.return_value();
     let tgid = (id >> 32) as u32;
     let mut call = call;
     if call.kind == CALL_READ_UNKNOWN {
@@ -188,7 +199,7 @@ pub fn return_data(ctx: RetProbeContext) -> u32 {
         // File contents: a request body going upstream, or a response body
         // going to a client (nginx buffers large bodies in temp files).
         if conn.side == SIDE_CLIENT {
-            response_bytes(&ctx, conn, &call, n, now);
+            response_bytes(ctx, conn, &call, n, now);
         }
         return 0;
     }
@@ -210,7 +221,7 @@ pub fn return_data(ctx: RetProbeContext) -> u32 {
     if request_direction {
         request_bytes(conn, &first, first_len, now);
     } else {
-        response_bytes(&ctx, conn, &call, n, now);
+        response_bytes(ctx, conn, &call, n, now);
     }
     0
 }
@@ -303,7 +314,7 @@ fn request_bytes(conn: &mut ConnState, first: &[u8; 8], len: u64, now: u64) {
 /// Bytes travelling toward the client side: the response of the in-flight
 /// request.
 #[inline(always)]
-fn response_bytes<C: EbpfContext>(ctx: &C, conn: &mut ConnState, call: &Call, n: u64, now: u64) {
+fn response_bytes<C: CallReturn>(ctx: &C, conn: &mut ConnState, call: &Call, n: u64, now: u64) {
     if conn.flags & CONN_IN_FLIGHT == 0 {
         return;
     }
@@ -416,7 +427,7 @@ const STEP_MORE: u32 = 200;
 /// in `continue_response` through a tail call, up to `MAX_CONTINUATIONS`
 /// times. Returns `EV_END` at the response's last byte.
 #[inline(always)]
-fn parse_response<C: EbpfContext>(ctx: &C, conn: &mut ConnState, call: &Call, n: u64, now: u64) -> u32 {
+fn parse_response<C: CallReturn>(ctx: &C, conn: &mut ConnState, call: &Call, n: u64, now: u64) -> u32 {
     let iov_call = call.kind == CALL_READ_IOV || call.kind == CALL_WRITE_IOV;
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return EV_NONE };
     let cursor = Cursor {
@@ -439,8 +450,7 @@ fn parse_response<C: EbpfContext>(ctx: &C, conn: &mut ConnState, call: &Call, n:
     if r != STEP_MORE {
         return r;
     }
-    // SAFETY: a tail call does not return on success.
-    unsafe { CONTINUE.tail_call(ctx, 0) };
+    ctx.continue_parsing();
     EV_BUDGET
 }
 
@@ -448,6 +458,12 @@ fn parse_response<C: EbpfContext>(ctx: &C, conn: &mut ConnState, call: &Call, n:
 /// one program run takes (many small chunks in one read or write).
 #[uretprobe]
 pub fn continue_response(ctx: RetProbeContext) -> u32 {
+    continue_parsing(&ctx)
+}
+
+/// The body of both continuation programs (uprobe and syscall modes).
+#[inline(always)]
+pub fn continue_parsing<C: CallReturn>(ctx: &C) -> u32 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
     // SAFETY: this CPU's scratch, filled by the program that tail-called us.
     let (key, now, depth) = unsafe { ((*scratch).conn_key, (*scratch).now, (*scratch).continuations + 1) };
@@ -458,8 +474,7 @@ pub fn continue_response(ctx: RetProbeContext) -> u32 {
     let mut r = run_steps(scratch, &mut conn.response);
     if r == STEP_MORE {
         if depth < MAX_CONTINUATIONS {
-            // SAFETY: as above.
-            unsafe { CONTINUE.tail_call(&ctx, 0) };
+            ctx.continue_parsing();
         }
         r = EV_BUDGET;
     }

@@ -10,6 +10,8 @@
 #[cfg(target_arch = "bpf")]
 mod conn_lifecycle;
 #[cfg(target_arch = "bpf")]
+mod ctx;
+#[cfg(target_arch = "bpf")]
 mod data;
 #[cfg(target_arch = "bpf")]
 mod maps;
@@ -17,6 +19,8 @@ mod maps;
 mod process;
 #[cfg(target_arch = "bpf")]
 mod record;
+#[cfg(target_arch = "bpf")]
+mod syscalls;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

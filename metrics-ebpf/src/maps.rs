@@ -71,9 +71,13 @@ pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(name
 pub static CALLS: LruHashMap<u64, Call> = LruHashMap::with_max_entries(names::CALLS_MAX_ENTRIES, 0);
 #[map]
 pub static SCRATCH: PerCpuArray<crate::data::Scratch> = PerCpuArray::with_max_entries(1, 0);
-/// Slot 0: `continue_response`, the tail-called continuation of parsing.
+/// Slot 0: `continue_response`, the tail-called continuation of parsing
+/// (uprobe mode; a program array holds programs of one type).
 #[map]
 pub static CONTINUE: ProgramArray = ProgramArray::with_max_entries(1, 0);
+/// Slot 0: `sys_continue_response`, the same for syscall-tracepoint mode.
+#[map]
+pub static CONTINUE_SYSCALL: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map]
 pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(names::PROC_EVENTS_BYTES, 0);
 
@@ -98,7 +102,7 @@ macro_rules! check_names {
 check_names!(
     COUNTERS, PROVIDER_REQUESTS, PROVIDER_FAILED, PROVIDER_LATENCY_SUM_US, PROVIDER_HISTOGRAM,
     REQUEST_HISTOGRAM, TTFB_HISTOGRAM, PROBE_HITS, TARGETS, CONFIG, WATCH_COMM, PROVIDER_ADDRS,
-    CONNS, CALLS, SCRATCH, PROC_EVENTS, CONTINUE
+    CONNS, CALLS, SCRATCH, PROC_EVENTS, CONTINUE, CONTINUE_SYSCALL
 );
 
 /// Adds `value` to slot `index` of a per-CPU counter array. Not atomic (the

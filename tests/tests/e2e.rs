@@ -148,11 +148,21 @@ fn as_strs(v: &[String]) -> Vec<&str> {
 
 #[test]
 fn nginx_counts_match_ground_truth_exactly() {
+    nginx_counts_match(&[]);
+}
+
+#[test]
+fn nginx_counts_match_in_syscall_tracepoint_mode() {
+    nginx_counts_match(&["--attach", "syscalls"]);
+}
+
+fn nginx_counts_match(mode: &[&str]) {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
     let anthropic = MockProvider::start(0).unwrap();
     let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
     let mut args = vec!["--exe".to_string(), harness::NGINX.to_string()];
+    args.extend(mode.iter().map(|m| m.to_string()));
     args.extend(providers_args(&openai, &anthropic));
     let agent = Agent::start(&as_strs(&args));
     // nginx's master and its two workers.

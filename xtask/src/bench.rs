@@ -163,30 +163,34 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let calls = 2_000_000;
     let base1 = wrk(proxy_port, args)?;
     let write_base = write_cost_ns(calls);
-    let agent = Killed(
-        Command::new("target/release/metrics-agent")
-            .args(["run", "--exe", "/usr/sbin/nginx", "--provider", &format!("local=127.0.0.1:{up_port}")])
-            .args(["--listen", &format!("127.0.0.1:{agent_port}")])
-            .stderr(Stdio::null())
-            .spawn()
-            .context("target/release/metrics-agent")?,
-    );
-    wait_port(agent_port)?;
-    let before = scrape(agent_port);
-    let traced = wrk(proxy_port, args)?;
-    let write_traced = write_cost_ns(calls);
-    let after = scrape(agent_port);
-    drop(agent);
+    let mut modes = Vec::new();
+    for mode in ["uprobes", "syscalls"] {
+        let agent = Killed(
+            Command::new("target/release/metrics-agent")
+                .args(["run", "--exe", "/usr/sbin/nginx", "--attach", mode, "--provider", &format!("local=127.0.0.1:{up_port}")])
+                .args(["--listen", &format!("127.0.0.1:{agent_port}")])
+                .stderr(Stdio::null())
+                .spawn()
+                .context("target/release/metrics-agent")?,
+        );
+        wait_port(agent_port)?;
+        let before = scrape(agent_port);
+        let traced = wrk(proxy_port, args)?;
+        let write_traced = write_cost_ns(calls);
+        let after = scrape(agent_port);
+        drop(agent);
+        let requests = metric(&after, "llm_proxy_requests_total ") - metric(&before, "llm_proxy_requests_total ");
+        let hits: f64 = ["read_entry", "write_entry", "data_return", "accept_entry", "accept_return", "connect_entry", "close_entry"]
+            .iter()
+            .map(|p| {
+                let s = format!("metrics_agent_probe_hits_total{{probe=\"{p}\"}} ");
+                metric(&after, &s) - metric(&before, &s)
+            })
+            .sum();
+        modes.push((mode, traced, write_traced, requests, hits));
+    }
     let base2 = wrk(proxy_port, args)?;
 
-    let requests = metric(&after, "llm_proxy_requests_total ") - metric(&before, "llm_proxy_requests_total ");
-    let hits: f64 = ["read_entry", "write_entry", "data_return", "accept_entry", "accept_return", "connect_entry", "close_entry"]
-        .iter()
-        .map(|p| {
-            let s = format!("metrics_agent_probe_hits_total{{probe=\"{p}\"}} ");
-            metric(&after, &s) - metric(&before, &s)
-        })
-        .sum();
     let base_rps = (base1.rps + base2.rps) / 2.0;
     let base_p50 = (base1.p50_ms + base2.p50_ms) / 2.0;
     let base_p99 = (base1.p99_ms + base2.p99_ms) / 2.0;
@@ -198,27 +202,38 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let kernel = Command::new("uname").arg("-r").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
     writeln!(r, "Machine: {} cores, {cpu}, kernel {kernel}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0))?;
     writeln!(r, "wrk -t2 -c{} -d{}s through nginx (1 worker, keep-alive upstream) to a local nginx upstream returning 300 B\n", args.connections, args.seconds)?;
-    writeln!(r, "| run | requests/s | p50 ms | p99 ms |")?;
-    writeln!(r, "|---|---|---|---|")?;
-    for (name, w) in [("baseline (before)", &base1), ("agent attached", &traced), ("baseline (after)", &base2)] {
-        writeln!(r, "| {name} | {:.0} | {:.3} | {:.3} |", w.rps, w.p50_ms, w.p99_ms)?;
+    writeln!(r, "| run | requests/s | p50 ms | p99 ms | throughput ratio | p50 ratio | p99 ratio |")?;
+    writeln!(r, "|---|---|---|---|---|---|---|")?;
+    let mut row = |name: &str, w: &WrkResult| {
+        writeln!(
+            r,
+            "| {name} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            w.rps,
+            w.p50_ms,
+            w.p99_ms,
+            w.rps / base_rps,
+            w.p50_ms / base_p50,
+            w.p99_ms / base_p99
+        )
+    };
+    row("baseline (before)", &base1)?;
+    for (mode, w, ..) in &modes {
+        row(&format!("agent, --attach {mode}"), w)?;
     }
-    writeln!(r, "\n| ratio (agent / mean baseline) | value |")?;
-    writeln!(r, "|---|---|")?;
-    writeln!(r, "| throughput | {:.3} |", traced.rps / base_rps)?;
-    writeln!(r, "| p50 latency | {:.3} |", traced.p50_ms / base_p50)?;
-    writeln!(r, "| p99 latency | {:.3} |", traced.p99_ms / base_p99)?;
-    writeln!(r, "\n| per request with the agent | value |")?;
-    writeln!(r, "|---|---|")?;
-    writeln!(r, "| requests counted by the agent / by wrk | {requests:.0} / {} |", traced.requests)?;
-    writeln!(r, "| uprobe hits per proxied request | {:.2} |", if requests > 0.0 { hits / requests } else { 0.0 })?;
-    let added_us = (1.0 / traced.rps - 1.0 / base_rps) * 1e6 * 1.0;
-    writeln!(r, "| added nginx worker time per request (1 worker, from throughput) | {added_us:.1} µs |")?;
-    writeln!(r, "\n| non-target process, libc write(2) to /dev/null | ns per call |")?;
-    writeln!(r, "|---|---|")?;
-    writeln!(r, "| agent not running | {write_base:.1} |")?;
-    writeln!(r, "| agent attached to nginx | {write_traced:.1} |")?;
-    writeln!(r, "| ratio | {:.3} |", write_traced / write_base)?;
+    row("baseline (after)", &base2)?;
+    writeln!(r, "\n| mode | requests counted by the agent / completed by wrk | hits per request | added worker time per request |")?;
+    writeln!(r, "|---|---|---|---|")?;
+    for (mode, w, _, requests, hits) in &modes {
+        let per = if *requests > 0.0 { hits / requests } else { 0.0 };
+        let added_us = (1.0 / w.rps - 1.0 / base_rps) * 1e6;
+        writeln!(r, "| {mode} | {requests:.0} / {} | {per:.2} | {added_us:.1} µs |", w.requests)?;
+    }
+    writeln!(r, "\n| non-target process, libc write(2) to /dev/null | ns per call | ratio |")?;
+    writeln!(r, "|---|---|---|")?;
+    writeln!(r, "| agent not running | {write_base:.1} | 1.000 |")?;
+    for (mode, _, write_traced, ..) in &modes {
+        writeln!(r, "| agent attached to nginx, --attach {mode} | {write_traced:.1} | {:.3} |", write_traced / write_base)?;
+    }
     println!("{r}");
     std::fs::write(dir.join("report.md"), &r)?;
     Ok(())
