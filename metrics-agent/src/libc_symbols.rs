@@ -23,7 +23,7 @@ pub fn libc_of(pid: u32) -> Result<PathBuf> {
     }
     bail!(
         "libc not found in process {pid} ({}): it is statically linked or does its own \
-         syscalls (e.g. Go), which libc uprobes cannot see",
+         syscalls (e.g. Go), which libc uprobes cannot see; use --attach syscalls",
         crate::target::comm(pid)
     )
 }
