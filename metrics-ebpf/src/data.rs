@@ -20,7 +20,7 @@ use aya_ebpf::{
 use metrics_common::{
     conn::{
         CONN_ADOPTED, CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, ConnState, EV_END, EV_MALFORMED,
-        EV_NONE, METHOD_HEAD, METHOD_NONE, PHASE_LOST, PHASE_UNTIL_CLOSE, PROTO_HTTP1, PROTO_UNCLASSIFIED,
+        EV_NONE, METHOD_HEAD, METHOD_NONE, PHASE_CHUNK_DATA, PHASE_LOST, PHASE_UNTIL_CLOSE, PROTO_HTTP1, PROTO_UNCLASSIFIED,
         PROTO_UNDETERMINED, SIDE_CLIENT, SIDE_UNKNOWN, SIDE_UPSTREAM, is_status_line_start,
         ResponseParser, request_method,
     },
@@ -509,12 +509,20 @@ fn step(scratch: *mut Scratch, parser: *mut ResponseParser) -> u32 {
     if cur.left == 0 {
         return EV_NONE;
     }
+    // Move to the next non-empty iovec within this step.
+    for _ in 0..4 {
+        if cur.seg_off < cur.seg_len {
+            break;
+        }
+        if !cur.next_segment() {
+            // Bytes remain but their iovec cannot be read (or is past
+            // MAX_IOV): the framing position is lost.
+            return EV_MALFORMED;
+        }
+    }
     if cur.seg_off >= cur.seg_len {
-        let more = cur.next_segment();
         unsafe { core::ptr::write_volatile(&mut (*scratch).cursor, cur) };
-        // Bytes remain but their iovec cannot be read (or is past MAX_IOV):
-        // the framing position is lost.
-        return if more { STEP_MORE } else { EV_MALFORMED };
+        return STEP_MORE;
     }
     let avail = cur.seg_len - cur.seg_off;
     let mut p = unsafe { core::ptr::read_volatile(parser) };
@@ -548,8 +556,15 @@ fn step(scratch: *mut Scratch, parser: *mut ResponseParser) -> u32 {
         // The parser goes through memory every byte, for the same reason
         // as the cursor.
         let mut p = unsafe { core::ptr::read_volatile(parser) };
-        ev = p.step_byte(&FRAMING_DFA_TABLE, byte);
-        let more = p.wants_bytes();
+        if p.phase == PHASE_CHUNK_DATA {
+            // Short chunks are consumed inside the window, so a burst of
+            // small SSE chunks costs one step per window, not two per chunk.
+            let (_, e) = p.skip(1);
+            ev = e;
+        } else {
+            ev = p.step_byte(&FRAMING_DFA_TABLE, byte);
+        }
+        let more = p.wants_bytes() || p.phase == PHASE_CHUNK_DATA;
         unsafe { core::ptr::write_volatile(parser, p) };
         if ev != EV_NONE || !more {
             used = i as u64 + 1;

@@ -5,7 +5,8 @@
 //! - `delay_ms`: wait before answering;
 //! - `bytes`: approximate JSON body size (padding in the content);
 //! - `events`, `interval_ms`: stream that many SSE events, one every interval
-//!   (chunked for HTTP/1.1 requests, close-delimited for HTTP/1.0).
+//!   (chunked for HTTP/1.1 requests, close-delimited for HTTP/1.0);
+//! - `burst=1` with `events`: all chunks in one write (HTTP/1.1 only).
 
 use std::{
     io::{self, Write},
@@ -184,6 +185,18 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
         "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\n{framing}connection: {conn_header}\r\n\r\n"
     );
     send(w, stats, resp.as_bytes())?;
+    if query(&path, "burst") == Some(1) && chunked {
+        // Every event at once, in one write: the proxy reads many small
+        // chunks per call.
+        let mut all = String::new();
+        for i in 0..events {
+            let data = format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"t{i}\"}}}}]}}\n\n");
+            all.push_str(&format!("{:x}\r\n{data}\r\n", data.len()));
+        }
+        all.push_str("0\r\n\r\n");
+        send(w, stats, all.as_bytes())?;
+        return Ok(true);
+    }
     for i in 0..=events {
         if i > 0 {
             thread::sleep(Duration::from_millis(interval));

@@ -60,6 +60,11 @@ fn traffic(proxy_port: u16, streams_via_keepalive_upstream: bool) -> Truth {
         assert_eq!(c.request(&path, 200, false).unwrap(), 200);
         truth.add(&c.truth);
     }
+    // A burst of 100 small chunks (~6 KB) written at once: many chunks per
+    // read, parsed through the kernel's tail-call continuation.
+    let mut c = Client::connect(proxy_port).unwrap();
+    assert_eq!(c.request(&format!("/{stream_prefix}/v1/chat/completions?events=100&burst=1"), 200, false).unwrap(), 200);
+    truth.add(&c.truth);
     // A client that gives up after the first event of a slow stream.
     let c = Client::connect(proxy_port).unwrap();
     let t = c.request_and_abort("/anthropic/v1/messages?events=20&interval_ms=200").unwrap();
@@ -208,6 +213,35 @@ fn a_target_started_after_the_agent_is_counted() {
     agent.wait_until(Duration::from_secs(10), "the new proxy to be traced", |s| s.get("metrics_agent_traced_processes") == 1);
     let truth = traffic(port, false);
     assert_matches(&agent, &truth, &openai, &anthropic);
+}
+
+#[test]
+fn framing_beyond_the_kernel_budget_is_counted_and_counts_stay_exact() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let (proxy, port) = harness::start_send_recv_proxy(&[("openai", openai.port)]);
+    let agent = Agent::start(&["--pid", &proxy.pid().to_string(), "--provider", &format!("openai=127.0.0.1:{}", openai.port)]);
+    // 1500 tiny chunks (~90 KB) in one write: the proxy reads 16 KiB at a
+    // time, more chunk framing per call than the kernel parses.
+    let mut c = Client::connect(port).unwrap();
+    assert_eq!(c.request("/openai/v1/chat/completions?events=1500&burst=1", 100, false).unwrap(), 200);
+    // The same client connection carries on.
+    for _ in 0..3 {
+        assert_eq!(c.request("/openai/v1/chat/completions", 100, false).unwrap(), 200);
+    }
+    let truth = c.truth.clone();
+    drop(c);
+    openai.wait_idle(Duration::from_secs(10));
+    let (up_requests, up_in, up_out) = openai.snapshot();
+    let s = agent.wait_until(Duration::from_secs(20), "the connection to close", |s| s.get("llm_proxy_request_duration_seconds_count") == truth.requests);
+    assert!(s.get("metrics_agent_framing_lost_total") >= 1, "the loss is visible");
+    assert_eq!(s.get("llm_proxy_requests_total"), truth.requests);
+    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), truth.bytes_sent);
+    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), truth.bytes_received);
+    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"upstream\"}"), up_in);
+    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"upstream\"}"), up_out);
+    assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), up_requests);
+    assert_eq!(s.get("llm_proxy_responses_total{class=\"2xx\"}"), truth.requests, "every response is a 200");
 }
 
 fn our_programs_loaded() -> usize {
