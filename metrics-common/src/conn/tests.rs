@@ -186,3 +186,124 @@ fn request_methods() {
     assert_eq!(m(b"\x16\x03\x01"), METHOD_NONE);
     assert_eq!(m(b"PRI * HTTP/2.0"), METHOD_NONE);
 }
+
+mod properties {
+    //! Property tests over arbitrary bytes: the framing state machine never
+    //! panics, and where a response ends does not depend on how its bytes
+    //! were split across calls.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Feeds pieces in order; returns the absolute end offset, if any.
+    fn feed_pieces(data: &[u8], cuts: &[usize], no_body: bool) -> Option<usize> {
+        let mut p = ResponseParser::default();
+        p.expect_response(no_body);
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+        bounds.push(0);
+        bounds.push(data.len());
+        bounds.sort_unstable();
+        bounds.dedup();
+        for w in bounds.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if let Some(end) = feed_robust(&mut p, &data[a..b]) {
+                return Some(a + end);
+            }
+            if !(p.wants_bytes() || p.wants_skip()) {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Like `feed`, but tolerates malformed input (the kernel marks it lost).
+    fn feed_robust(p: &mut ResponseParser, data: &[u8]) -> Option<usize> {
+        let mut off = 0;
+        while off < data.len() {
+            if p.wants_skip() {
+                let (n, ev) = p.skip((data.len() - off) as u64);
+                off += n as usize;
+                if ev == EV_END {
+                    return Some(off);
+                }
+            } else if p.wants_bytes() {
+                let ev = p.step_byte(&FRAMING_DFA, data[off]);
+                off += 1;
+                if ev == EV_END {
+                    return Some(off);
+                }
+                if ev == EV_MALFORMED {
+                    return None;
+                }
+            } else {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Responses built from random parts: valid framing most of the time.
+    fn response() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop_oneof![Just(200u16), Just(204), Just(304), Just(429), Just(500), Just(100)],
+            prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..12),
+            any::<bool>(),
+            prop::collection::vec(("[a-zA-Z-]{1,20}", "[ -~]{0,30}"), 0..4),
+        )
+            .prop_map(|(status, chunks, chunked, extra)| {
+                let mut head = format!("HTTP/1.1 {status} X\r\n");
+                for (k, v) in extra {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                let mut body = Vec::new();
+                if chunked {
+                    head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+                    for c in &chunks {
+                        if c.is_empty() {
+                            continue;
+                        }
+                        body.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                        body.extend_from_slice(c);
+                        body.extend_from_slice(b"\r\n");
+                    }
+                    body.extend_from_slice(b"0\r\n\r\n");
+                } else {
+                    let all: Vec<u8> = chunks.concat();
+                    head.push_str(&format!("Content-Length: {}\r\n\r\n", all.len()));
+                    body = all;
+                }
+                let mut out = head.into_bytes();
+                out.extend(body);
+                out
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..600), cuts in prop::collection::vec(any::<usize>(), 0..6), no_body in any::<bool>()) {
+            let _ = feed_pieces(&data, &cuts, no_body);
+        }
+
+        #[test]
+        fn end_does_not_depend_on_splits(resp in response(), cuts in prop::collection::vec(any::<usize>(), 0..8)) {
+            let whole = feed_pieces(&resp, &[], false);
+            let split = feed_pieces(&resp, &cuts, false);
+            prop_assert_eq!(whole, split);
+        }
+
+        #[test]
+        fn well_formed_responses_end_at_their_last_byte(resp in response()) {
+            let status: u16 = std::str::from_utf8(&resp[9..12]).unwrap().parse().unwrap();
+            // Header names drawn at random may collide with the framing headers.
+            let text = String::from_utf8_lossy(&resp).to_ascii_lowercase();
+            let clean = text.matches("content-length").count() + text.matches("transfer-encoding").count() <= 1;
+            prop_assume!(status != 100 && clean);
+            // 204 and 304 have no body whatever the headers say.
+            let head_len = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let expected = if status == 204 || status == 304 { head_len } else { resp.len() };
+            prop_assert_eq!(feed_pieces(&resp, &[], false), Some(expected));
+        }
+    }
+}
