@@ -160,7 +160,7 @@ impl Kernel {
     /// data-path syscall tracepoints.
     pub fn attach_tracepoints(&mut self) -> Result<()> {
         let mut points: Vec<(&str, &str, &str)> = vec![
-            ("on_fork", "sched", "sched_process_fork"),
+            ("on_fork", "task", "task_newtask"),
             ("on_exec", "sched", "sched_process_exec"),
             ("on_exit", "sched", "sched_process_exit"),
         ];

@@ -65,18 +65,19 @@ fn mount_tracefs() -> Result<()> {
     Ok(())
 }
 
-/// Offset of `child_pid` in the `sched_process_fork` record, from its format file.
-pub fn fork_child_pid_offset() -> Result<u32> {
+/// Offsets of `pid` and `clone_flags` in the `task_newtask` record, from its
+/// format file.
+pub fn newtask_offsets() -> Result<(u32, u32)> {
     for base in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
-        let path = format!("{base}/events/sched/sched_process_fork/format");
+        let path = format!("{base}/events/task/task_newtask/format");
         if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Some(offset) = parse_field_offset(&text, "child_pid") {
-                return Ok(offset);
+            if let (Some(pid), Some(flags)) = (parse_field_offset(&text, "pid"), parse_field_offset(&text, "clone_flags")) {
+                return Ok((pid, flags));
             }
-            bail!("{path} has no child_pid field: this kernel's fork tracepoint is not supported");
+            bail!("{path} lacks pid or clone_flags: this kernel's task_newtask tracepoint is not supported");
         }
     }
-    bail!("cannot read the sched_process_fork tracepoint format: is tracefs mounted?")
+    bail!("cannot read the task_newtask tracepoint format: is tracefs mounted?")
 }
 
 fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
@@ -97,6 +98,9 @@ mod tests {
     fn finds_field_offsets_in_old_and_new_formats() {
         let new = "\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;\n\tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;\n";
         let old = "\tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:0;\n\tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;\n";
+        let newtask = "\tfield:pid_t pid;\toffset:8;\tsize:4;\tsigned:1;\n\tfield:u64 clone_flags;\toffset:32;\tsize:8;\tsigned:0;\n";
+        assert_eq!(super::parse_field_offset(newtask, "pid"), Some(8));
+        assert_eq!(super::parse_field_offset(newtask, "clone_flags"), Some(32));
         assert_eq!(super::parse_field_offset(new, "child_pid"), Some(20));
         assert_eq!(super::parse_field_offset(old, "child_pid"), Some(44));
         assert_eq!(super::parse_field_offset(old, "parent_pid"), None);

@@ -43,7 +43,9 @@ async fn run_async(config: Config, target: Target) -> Result<()> {
     })?;
 
     let mut kernel = Kernel::load(config.attach)?;
-    kernel.set_config(names::config::FORK_CHILD_PID_OFFSET, preflight::fork_child_pid_offset()?)?;
+    let (pid_at, flags_at) = preflight::newtask_offsets()?;
+    kernel.set_config(names::config::NEWTASK_PID_OFFSET, pid_at)?;
+    kernel.set_config(names::config::NEWTASK_FLAGS_OFFSET, flags_at)?;
     if let Target::Exe { comms, .. } = &target {
         kernel.watch_comms(comms)?;
     }
@@ -63,6 +65,9 @@ async fn run_async(config: Config, target: Target) -> Result<()> {
         stats: stats.clone(),
     }));
 
+    // Signals first: a SIGTERM during attaching must still detach cleanly.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     // Follow process events before looking for targets, so none starts unseen.
     // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
     let mut ring = unsafe { AsyncFd::register(ring) }
@@ -90,8 +95,6 @@ async fn run_async(config: Config, target: Target) -> Result<()> {
         config.listen
     );
 
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = interrupt.recv() => break,

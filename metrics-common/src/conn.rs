@@ -41,7 +41,8 @@ pub struct ConnState {
     pub proto: u8,
     /// Provider slot of an upstream connection.
     pub provider: u8,
-    pub _pad: u8,
+    /// Bytes in `pending` (a request line's start split across calls).
+    pub pending_len: u8,
     pub flags: u32,
     /// When the in-flight request's first byte passed (ktime, ns).
     pub request_ns: u64,
@@ -49,8 +50,11 @@ pub struct ConnState {
     pub last_response_ns: u64,
     /// Framing state of the response direction.
     pub response: ResponseParser,
+    /// The first bytes of a possible request line when a call ended before
+    /// its method token did.
+    pub pending: [u8; 8],
 }
-const _: () = assert!(core::mem::size_of::<ConnState>() == 48);
+const _: () = assert!(core::mem::size_of::<ConnState>() == 56);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ConnState {}
@@ -426,6 +430,66 @@ impl ResponseParser {
 pub const METHOD_NONE: u32 = 0;
 pub const METHOD_OTHER: u32 = 1;
 pub const METHOD_HEAD: u32 = 2;
+/// Too few bytes yet, but they start a method token: wait for more.
+pub const METHOD_PENDING: u32 = 3;
+
+/// The method tokens recognised, with their trailing space.
+const METHODS: [&[u8]; 9] =
+    [b"GET ", b"POST ", b"PUT ", b"PATCH ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"CONNECT ", b"TRACE "];
+
+/// True when `b[..len]` (shorter than its token) starts some method token.
+#[inline(always)]
+pub fn could_be_method_prefix(b: &[u8; 8], len: u64) -> bool {
+    if len == 0 || len >= 8 {
+        return false;
+    }
+    let word = u64::from_le_bytes(*b);
+    let mask = (1u64 << (len * 8)) - 1;
+    let mut i = 0;
+    while i < METHODS.len() {
+        let m = METHODS[i];
+        let mut want = [0u8; 8];
+        let mut j = 0;
+        while j < m.len() && j < 8 {
+            want[j] = m[j];
+            j += 1;
+        }
+        if (m.len() as u64) > len && word & mask == u64::from_le_bytes(want) & mask {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Recognises a request start from the bytes pending on `conn` followed by
+/// `first[..len]`, keeping an incomplete method token pending.
+#[inline(always)]
+pub fn method_at_start(conn: &mut ConnState, first: &[u8; 8], len: u64) -> u32 {
+    // Shifts on a u64 rather than indexing a stack array by a variable:
+    // the BPF verifier rejects the pointer arithmetic compilers emit for that.
+    let mut n = (conn.pending_len & 7) as u64;
+    let mut word = if n == 0 { 0 } else { u64::from_le_bytes(conn.pending) & ((1u64 << (n * 8)) - 1) };
+    let incoming = u64::from_le_bytes(*first);
+    let mut i = 0u64;
+    while i < 8 {
+        if n >= 8 || i >= len {
+            break;
+        }
+        word |= ((incoming >> (i * 8)) & 0xff) << (n * 8);
+        n += 1;
+        i += 1;
+    }
+    let b = word.to_le_bytes();
+    let method = request_method(&b, n);
+    if method == METHOD_NONE && could_be_method_prefix(&b, n) {
+        conn.pending = b;
+        conn.pending_len = n as u8;
+        return METHOD_PENDING;
+    }
+    conn.pending_len = 0;
+    method
+}
 
 /// Recognises the method token of a request line from its first 8 bytes
 /// (`len` of them valid). Returns `METHOD_NONE` when the bytes are not the

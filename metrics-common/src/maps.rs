@@ -52,9 +52,10 @@ pub const PROC_EVENTS_BYTES: u32 = 64 * 1024;
 
 /// Slots of the `CONFIG` array.
 pub mod config {
-    /// Byte offset of `child_pid` in the `sched_process_fork` tracepoint record
-    /// (it differs between kernel versions, so the agent reads it from tracefs).
-    pub const FORK_CHILD_PID_OFFSET: u32 = 0;
+    /// Byte offsets of `pid` and `clone_flags` in the `task_newtask`
+    /// tracepoint record (read from tracefs: layouts differ between kernels).
+    pub const NEWTASK_PID_OFFSET: u32 = 0;
+    pub const NEWTASK_FLAGS_OFFSET: u32 = 2;
     /// Non-zero when new processes whose comm equals `WATCH_COMM` are reported.
     pub const WATCH_EXEC: u32 = 1;
     pub const SLOTS: u32 = 4;

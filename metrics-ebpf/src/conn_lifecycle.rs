@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use metrics_common::{
-    conn::{CONN_IN_FLIGHT, CONN_RESPONSE_STARTED, ConnState, PHASE_UNTIL_CLOSE, SIDE_CLIENT, SIDE_UPSTREAM},
+    conn::{CONN_IN_FLIGHT, CONN_RESPONSE_STARTED, ConnState, PHASE_LOST, PHASE_UNTIL_CLOSE, SIDE_CLIENT, SIDE_UPSTREAM},
     counters as c,
     maps::conn_key,
     probes,
@@ -150,7 +150,10 @@ pub fn close_entered<A: CallArgs>(ctx: &A) -> u32 {
     let conn = unsafe { &mut *conn };
     if conn.flags & CONN_IN_FLIGHT != 0 {
         let started = conn.flags & CONN_RESPONSE_STARTED != 0;
-        let complete = started && conn.response.phase == PHASE_UNTIL_CLOSE;
+        // A close-delimited body ends here. A response whose framing was lost
+        // is finished as complete, as when the next request starts.
+        let phase = conn.response.phase;
+        let complete = started && (phase == PHASE_UNTIL_CLOSE || phase == PHASE_LOST);
         let end = if started { conn.last_response_ns } else { unsafe { bpf_ktime_get_ns() } };
         request_finished(conn, end, complete);
     }

@@ -20,9 +20,9 @@ use aya_ebpf::{
 use metrics_common::{
     conn::{
         CONN_ADOPTED, CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, ConnState, EV_END, EV_MALFORMED,
-        EV_NONE, METHOD_HEAD, METHOD_NONE, PHASE_CHUNK_DATA, PHASE_LOST, PHASE_UNTIL_CLOSE, PROTO_HTTP1, PROTO_UNCLASSIFIED,
+        EV_NONE, METHOD_HEAD, METHOD_NONE, METHOD_PENDING, PHASE_CHUNK_DATA, PHASE_LOST, PHASE_UNTIL_CLOSE, PROTO_HTTP1, PROTO_UNCLASSIFIED,
         PROTO_UNDETERMINED, SIDE_CLIENT, SIDE_UNKNOWN, SIDE_UPSTREAM, is_status_line_start,
-        ResponseParser, request_method,
+        ResponseParser, method_at_start, request_method,
     },
     counters as c,
     events::CONN_ADOPTED as CONN_ADOPTED_EVENT,
@@ -42,6 +42,9 @@ use crate::{
 /// The response framing DFA, in read-only data.
 static FRAMING_DFA_TABLE: [u8; metrics_common::conn::DFA_SIZE] = metrics_common::conn::FRAMING_DFA;
 
+/// recv(2) flag: look at queued bytes without consuming them.
+const MSG_PEEK: u64 = 2;
+
 /// Connection flags cleared when a new request starts.
 pub const CONN_RESPONSE_FLAGS: u32 = CONN_RESPONSE_STARTED;
 
@@ -50,7 +53,7 @@ pub const CONN_RESPONSE_FLAGS: u32 = CONN_RESPONSE_STARTED;
 /// program; `continue_response` extends the budget by tail calls.
 const MAX_STEPS: u32 = 4;
 /// Tail calls per intercepted call (the kernel allows 33).
-const MAX_CONTINUATIONS: u32 = 30;
+const MAX_CONTINUATIONS: u32 = 31;
 /// iovecs looked at per call.
 const MAX_IOV: u64 = 64;
 /// Framing outcome when the step budget ran out with bytes left.
@@ -104,7 +107,6 @@ pub fn enter_read(ctx: ProbeContext) -> u32 {
 /// counted (the real read that follows is).
 #[inline(always)]
 pub fn stash_recv<A: CallArgs>(ctx: &A) {
-    const MSG_PEEK: u64 = 2;
     if ctx.arg_u64(3) & MSG_PEEK == 0 {
         stash(ctx, CALL_READ_BUF, probes::HIT_READ_ENTRY);
     } else if is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
@@ -138,8 +140,18 @@ pub fn enter_writev(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn enter_recvmsg(ctx: ProbeContext) -> u32 {
-    stash(&ctx, CALL_READ_IOV + 100, probes::HIT_READ_ENTRY);
+    stash_recvmsg(&ctx);
     0
+}
+
+/// recvmsg: like recv, a `MSG_PEEK` read is not counted.
+#[inline(always)]
+pub fn stash_recvmsg<A: CallArgs>(ctx: &A) {
+    if ctx.arg_u64(2) & MSG_PEEK == 0 {
+        stash(ctx, CALL_READ_IOV + 100, probes::HIT_READ_ENTRY);
+    } else if is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+        add(&PROBE_HITS, probes::HIT_READ_ENTRY, 1);
+    }
 }
 
 #[uprobe]
@@ -204,26 +216,46 @@ pub fn data_returned<C: CallReturn>(ctx: &C) -> u32 {
         return 0;
     }
     let (first, first_len) = peek(&call, n);
-    if conn.proto == PROTO_UNDETERMINED && conn.flags & CONN_PREEXISTING == 0 {
-        let http = request_method(&first, first_len) != METHOD_NONE || is_status_line_start(&first, first_len);
-        if !http {
-            conn.proto = PROTO_UNCLASSIFIED;
-            add(&COUNTERS, c::UNCLASSIFIED_CONNECTIONS, 1);
-            add(&COUNTERS, c::UNCLASSIFIED_BYTES, n);
+    if conn.side == SIDE_UNKNOWN {
+        return 0;
+    }
+    let fresh = conn.proto == PROTO_UNDETERMINED && conn.flags & CONN_PREEXISTING == 0;
+    let request_direction = (conn.side == SIDE_CLIENT) == is_read;
+    if request_direction {
+        let expecting_request = conn.flags & CONN_IN_FLIGHT == 0 || conn.response.phase == PHASE_LOST;
+        if !expecting_request {
+            return 0; // the in-flight request's body
+        }
+        let method = method_at_start(conn, &first, first_len);
+        if method == METHOD_PENDING {
+            return 0;
+        }
+        if method == METHOD_NONE {
+            if fresh {
+                unclassified(conn, n);
+            }
+            return 0;
+        }
+        request_begins(conn, method, now);
+        return 0;
+    }
+    if fresh {
+        if !is_status_line_start(&first, first_len) {
+            unclassified(conn, n);
             return 0;
         }
         conn.proto = PROTO_HTTP1;
     }
-    let request_direction = (conn.side == SIDE_CLIENT) == is_read;
-    if conn.side == SIDE_UNKNOWN {
-        return 0;
-    }
-    if request_direction {
-        request_bytes(conn, &first, first_len, now);
-    } else {
-        response_bytes(ctx, conn, &call, n, now);
-    }
+    response_bytes(ctx, conn, &call, n, now);
     0
+}
+
+/// The first bytes of a new connection are not HTTP/1.x.
+#[inline(always)]
+fn unclassified(conn: &mut ConnState, n: u64) {
+    conn.proto = PROTO_UNCLASSIFIED;
+    add(&COUNTERS, c::UNCLASSIFIED_CONNECTIONS, 1);
+    add(&COUNTERS, c::UNCLASSIFIED_BYTES, n);
 }
 
 /// An untracked fd whose read returned a request line: a client connection
@@ -289,21 +321,11 @@ fn peek(call: &Call, n: u64) -> ([u8; 8], u64) {
     (out, len)
 }
 
-/// Bytes travelling toward the server side of the connection: a new request
-/// starts when nothing is in flight (or framing was lost) and the bytes
-/// begin with a method token. Otherwise they are the current request's body.
+/// A request line started: when framing of the previous response was lost,
+/// that response is finished first, as complete at its last byte seen.
 #[inline(always)]
-fn request_bytes(conn: &mut ConnState, first: &[u8; 8], len: u64, now: u64) {
-    let in_flight = conn.flags & CONN_IN_FLIGHT != 0;
-    if in_flight && conn.response.phase != PHASE_LOST {
-        return;
-    }
-    let method = request_method(first, len);
-    if method == METHOD_NONE {
-        return;
-    }
-    if in_flight {
-        // Framing was lost: the previous response ended at its last byte seen.
+fn request_begins(conn: &mut ConnState, method: u32, now: u64) {
+    if conn.flags & CONN_IN_FLIGHT != 0 {
         let end = conn.last_response_ns;
         request_finished(conn, end, true);
     }
@@ -422,10 +444,11 @@ impl Cursor {
 /// `step` result: keep going.
 const STEP_MORE: u32 = 200;
 
-/// Runs the response framing state machine over the `n` bytes of one call.
-/// Each program run takes `MAX_STEPS` steps; when bytes remain it continues
-/// in `continue_response` through a tail call, up to `MAX_CONTINUATIONS`
-/// times. Returns `EV_END` at the response's last byte.
+/// Runs the response framing state machine over the `n` bytes of one call:
+/// sets up the cursor and tail-calls `continue_response`, which takes
+/// `MAX_STEPS` steps per run and calls itself while bytes remain, up to
+/// `MAX_CONTINUATIONS` runs, then records the outcome. Returns only when
+/// the tail call fails (`EV_BUDGET`).
 #[inline(always)]
 fn parse_response<C: CallReturn>(ctx: &C, conn: &mut ConnState, call: &Call, n: u64, now: u64) -> u32 {
     let iov_call = call.kind == CALL_READ_IOV || call.kind == CALL_WRITE_IOV;
@@ -446,10 +469,9 @@ fn parse_response<C: CallReturn>(ctx: &C, conn: &mut ConnState, call: &Call, n: 
         (*scratch).now = now;
         (*scratch).continuations = 0;
     }
-    let r = run_steps(scratch, &mut conn.response);
-    if r != STEP_MORE {
-        return r;
-    }
+    // All parsing happens in the continuation program: keeping the steps out
+    // of this program keeps each program within the verifier's limits.
+    let _ = &conn.response;
     ctx.continue_parsing();
     EV_BUDGET
 }
@@ -539,6 +561,9 @@ fn step(scratch: *mut Scratch, parser: *mut ResponseParser) -> u32 {
         return EV_NONE;
     }
     let len = if avail < WINDOW as u64 { avail } else { WINDOW as u64 };
+    if len == 0 || len > WINDOW as u64 {
+        return EV_NONE;
+    }
     let window = unsafe { core::ptr::addr_of_mut!((*scratch).window) };
     // SAFETY: `window` holds WINDOW bytes and len <= WINDOW.
     let copied = unsafe { read_user_raw(window as *mut _, len as u32, (cur.seg_ptr + cur.seg_off) as *const _) };

@@ -1,4 +1,4 @@
-//! Process lifecycle tracepoints: a target's forks, new processes running
+//! Process lifecycle tracepoints: a target's new processes (forks), new processes running
 //! the target executable (by comm, confirmed by the agent), and exits.
 //! They fire for every process on the host, so each does one map lookup
 //! and returns.
@@ -24,19 +24,27 @@ pub fn emit(kind: u32, pid: u32, parent: u32) {
     }
 }
 
-/// sched:sched_process_fork, in the context of the parent.
+/// task:task_newtask, in the context of the parent. New threads
+/// (`CLONE_THREAD`) are skipped here, so a thread-per-connection proxy does
+/// not flood the event ring.
 #[tracepoint]
 pub fn on_fork(ctx: TracePointContext) -> u32 {
+    const CLONE_THREAD: u64 = 0x0001_0000;
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if !is_target(tgid) {
         return 0;
     }
-    let offset = config(config::FORK_CHILD_PID_OFFSET) as usize;
-    if offset == 0 {
+    let pid_at = config(config::NEWTASK_PID_OFFSET) as usize;
+    let flags_at = config(config::NEWTASK_FLAGS_OFFSET) as usize;
+    if pid_at == 0 || flags_at == 0 {
         return 0;
     }
-    // SAFETY: the offset comes from the tracepoint's format file.
-    let child: i32 = unsafe { ctx.read_at(offset) }.unwrap_or(0);
+    // SAFETY: the offsets come from the tracepoint's format file.
+    let flags: u64 = unsafe { ctx.read_at(flags_at) }.unwrap_or(CLONE_THREAD);
+    if flags & CLONE_THREAD != 0 {
+        return 0;
+    }
+    let child: i32 = unsafe { ctx.read_at(pid_at) }.unwrap_or(0);
     if child > 0 {
         emit(PROC_FORK, child as u32, tgid);
     }

@@ -10,7 +10,7 @@ use metrics_common::probes;
 
 use crate::{
     conn_lifecycle::{accept_entered, accept_returned, close_entered, connect_entered},
-    data::{continue_parsing, data_returned, stash, stash_recv},
+    data::{continue_parsing, data_returned, stash, stash_recv, stash_recvmsg},
     maps::{CALL_READ_BUF, CALL_READ_IOV, CALL_SENDFILE, CALL_WRITE_BUF, CALL_WRITE_IOV},
 };
 
@@ -52,7 +52,7 @@ pub fn sys_enter_writev(ctx: TracePointContext) -> u32 {
 /// recvmsg(2)
 #[tracepoint]
 pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
-    stash(&ctx, CALL_READ_IOV + 100, probes::HIT_READ_ENTRY);
+    stash_recvmsg(&ctx);
     0
 }
 

@@ -307,10 +307,16 @@ fn bad_input_gets_one_line_errors() {
     let cfg = dir.0.join("agent.toml");
     std::fs::write(&cfg, "exe = 3\n").unwrap();
     assert_one_line_error(&["run", "--config", cfg.to_str().unwrap()], "config file");
-    // No privileges: the same command as an unprivileged user.
+    // No privileges: the same command as an unprivileged user, from a copy
+    // of the binary that user can execute (the clone may be under /root).
+    let public = harness::TempDir::new("public");
+    std::fs::set_permissions(&public.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let copy = public.0.join("metrics-agent");
+    std::fs::copy(harness::agent_binary(), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
-        .arg(harness::agent_binary())
+        .arg(&copy)
         .args(["run", "--exe", harness::NGINX, "--listen", "127.0.0.1:0"])
         .output()
         .expect("setpriv (util-linux)");

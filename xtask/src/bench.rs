@@ -135,7 +135,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark attaches eBPF programs and must run as root");
     }
-    let dir = std::env::current_dir()?.join("target/bench");
+    let dir = crate::target_dir().join("bench");
+    let agent_bin = crate::target_dir().join("release/metrics-agent");
     std::fs::create_dir_all(&dir)?;
     // The upstream is a copy of nginx: another inode, so `--exe` does not trace it.
     let upstream_bin = dir.join("nginx-upstream");
@@ -166,7 +167,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut modes = Vec::new();
     for mode in ["uprobes", "syscalls"] {
         let agent = Killed(
-            Command::new("target/release/metrics-agent")
+            Command::new(&agent_bin)
                 .args(["run", "--exe", "/usr/sbin/nginx", "--attach", mode, "--provider", &format!("local=127.0.0.1:{up_port}")])
                 .args(["--listen", &format!("127.0.0.1:{agent_port}")])
                 .stderr(Stdio::null())

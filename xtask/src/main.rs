@@ -77,7 +77,7 @@ fn build_release() -> Result<()> {
 fn require_root(what: &str) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("{what} loads eBPF programs and must run as root (sudo -E cargo xtask ...)");
+        bail!("{what} loads eBPF programs and must run as root (e.g. sudo env PATH=\"$PATH\" cargo xtask ...)");
     }
     Ok(())
 }
@@ -114,7 +114,17 @@ fn test(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The cargo target directory.
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(Into::into).unwrap_or_else(|| workspace_root().join("target"))
+}
+
 fn demo(seconds: u64) -> Result<()> {
     require_root("the demo")?;
-    run_cmd(Command::new("target/debug/demo").args(["--seconds", &seconds.to_string()]))
+    run_cmd(Command::new(target_dir().join("debug/demo")).args(["--seconds", &seconds.to_string()]))
 }

@@ -170,6 +170,28 @@ fn arbitrary_bytes_never_panic() {
 }
 
 #[test]
+fn request_lines_split_before_the_method_ends() {
+    let start = |pieces: &[&[u8]]| {
+        let mut conn = ConnState::default();
+        let mut last = METHOD_NONE;
+        for piece in pieces {
+            let mut b = [0u8; 8];
+            let n = piece.len().min(8);
+            b[..n].copy_from_slice(&piece[..n]);
+            last = method_at_start(&mut conn, &b, n as u64);
+        }
+        last
+    };
+    assert_eq!(start(&[b"PO", b"ST /v1 HTTP/1.1"]), METHOD_OTHER);
+    assert_eq!(start(&[b"H", b"E", b"A", b"D", b" / HTTP/1.1"]), METHOD_HEAD);
+    assert_eq!(start(&[b"POST"]), METHOD_PENDING);
+    assert_eq!(start(&[b"OPTIONS"]), METHOD_PENDING);
+    assert_eq!(start(&[b"PO", b"X"]), METHOD_NONE);
+    assert_eq!(start(&[b"\x16\x03"]), METHOD_NONE);
+    assert_eq!(start(&[b"GET / HTTP/1.1"]), METHOD_OTHER);
+}
+
+#[test]
 fn request_methods() {
     let m = |s: &[u8]| {
         let mut b = [0u8; 8];
