@@ -48,16 +48,38 @@ impl Client {
     }
 
     fn send_request(&mut self, path: &str, body_len: usize, close: bool) -> io::Result<()> {
+        self.send_request_split(path, body_len, close, 0)
+    }
+
+    /// Writes the request in two writes, the first `split` bytes long
+    /// (0: one write), 50 ms apart.
+    fn send_request_split(&mut self, path: &str, body_len: usize, close: bool, split: usize) -> io::Result<()> {
         let body = format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#, "q".repeat(body_len.saturating_sub(70)));
         let conn = if close { "close" } else { "keep-alive" };
         let req = format!(
             "POST {path} HTTP/1.1\r\nhost: proxy.test\r\ncontent-type: application/json\r\nauthorization: Bearer sk-test-canary\r\ncontent-length: {}\r\nconnection: {conn}\r\n\r\n{body}",
             body.len()
         );
-        self.writer.write_all(req.as_bytes())?;
+        let split = split.min(req.len());
+        self.writer.write_all(&req.as_bytes()[..split])?;
+        if split > 0 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.writer.write_all(&req.as_bytes()[split..])?;
         self.truth.bytes_sent += req.len() as u64;
         self.truth.requests += 1;
         Ok(())
+    }
+
+    /// Like `request`, with the request line cut after `split` bytes.
+    pub fn request_split(&mut self, path: &str, split: usize) -> io::Result<u16> {
+        self.send_request_split(path, 100, false, split)?;
+        let before = self.reader.bytes_read;
+        let head = self.reader.read_head()?.ok_or(io::ErrorKind::UnexpectedEof)?;
+        self.reader.relay_body(&head, false, |_| Ok(()))?;
+        self.truth.bytes_received += self.reader.bytes_read - before;
+        *self.truth.by_status.entry(head.status()).or_default() += 1;
+        Ok(head.status())
     }
 
     /// Sends one request and reads the whole response; returns its status.

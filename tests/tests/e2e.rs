@@ -52,6 +52,12 @@ fn traffic(proxy_port: u16, streams_via_keepalive_upstream: bool) -> Truth {
         c.request(path, 500, true).unwrap();
         truth.add(&c.truth);
     }
+    // Request lines cut inside the method token, on a new connection (its
+    // first bytes decide its protocol) and on a reused one.
+    let mut c = Client::connect(proxy_port).unwrap();
+    assert_eq!(c.request_split("/openai/v1/chat/completions", 2).unwrap(), 200);
+    assert_eq!(c.request_split("/anthropic/v1/messages", 4).unwrap(), 200);
+    truth.add(&c.truth);
     // Streams of 1.2 s (12 events, 100 ms apart).
     let stream_prefix = if streams_via_keepalive_upstream { "openai-ka" } else { "openai" };
     for _ in 0..LONG_STREAMS {
