@@ -150,10 +150,13 @@ pub fn close_entered<A: CallArgs>(ctx: &A) -> u32 {
     let conn = unsafe { &mut *conn };
     if conn.flags & CONN_IN_FLIGHT != 0 {
         let started = conn.flags & CONN_RESPONSE_STARTED != 0;
-        // A close-delimited body ends here. A response whose framing was lost
-        // is finished as complete, as when the next request starts.
+        // A close-delimited body the proxy writes ends when it closes; one it
+        // reads ends at the peer's EOF (`peer_closed`), so an upstream still
+        // in flight here was cut short by the proxy. A response whose framing
+        // was lost is finished as complete, as when the next request starts.
         let phase = conn.response.phase;
-        let complete = started && (phase == PHASE_UNTIL_CLOSE || phase == PHASE_LOST);
+        let closes_body = phase == PHASE_UNTIL_CLOSE && conn.side == SIDE_CLIENT;
+        let complete = started && (closes_body || phase == PHASE_LOST);
         let end = if started { conn.last_response_ns } else { unsafe { bpf_ktime_get_ns() } };
         request_finished(conn, end, complete);
     }

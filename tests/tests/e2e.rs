@@ -105,6 +105,16 @@ fn assert_matches(agent: &Agent, truth: &Truth, openai: &MockProvider, anthropic
     assert_eq!(m("llm_proxy_provider_requests_total{provider=\"openai\"}"), oa_req, "openai requests");
     assert_eq!(m("llm_proxy_provider_requests_total{provider=\"anthropic\"}"), an_req, "anthropic requests");
     assert_eq!(m("llm_proxy_provider_requests_total{provider=\"other\"}"), 0, "other");
+    // Provider failures: the mocks' error answers, plus the stream the proxy
+    // cut short when its client went away.
+    let errors = openai.stats.errors.load(std::sync::atomic::Ordering::SeqCst)
+        + anthropic.stats.errors.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        m("llm_proxy_provider_requests_failed_total{provider=\"openai\"}")
+            + m("llm_proxy_provider_requests_failed_total{provider=\"anthropic\"}"),
+        errors + truth.aborted,
+        "provider failures"
+    );
     // Histograms: one observation per request; streams of >= 1 s land at or
     // above the 1.048576 s bucket in duration, but their TTFB is fast.
     assert_eq!(m("llm_proxy_request_duration_seconds_count"), truth.requests);
@@ -197,9 +207,10 @@ fn send_recv_proxy_counts_match_and_other_processes_are_not_counted() {
     let mut args = vec!["--pid".to_string(), proxy.pid().to_string()];
     args.extend(providers_args(&openai, &anthropic));
     let agent = Agent::start(&as_strs(&args));
+    // Same traffic through the non-target proxy at the same time.
+    let other = std::thread::spawn(move || traffic(other_port, true));
     let truth = traffic(port, true);
-    // Same traffic through the non-target proxy, interleaved in time.
-    let _ignored = traffic(other_port, true);
+    other.join().unwrap();
     assert_matches(&agent, &truth, &openai, &anthropic);
     let s = agent.scrape();
     assert_eq!(s.get("metrics_agent_traced_processes"), 1);
