@@ -261,6 +261,57 @@ fn framing_beyond_the_kernel_budget_is_counted_and_counts_stay_exact() {
     assert_eq!(s.get("llm_proxy_responses_total{class=\"2xx\"}"), truth.requests, "every response is a 200");
 }
 
+#[test]
+fn connections_open_before_the_agent_and_reloaded_workers_are_counted() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let anthropic = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
+    // A keep-alive client connection and pooled upstream connections that
+    // exist before the agent starts.
+    let mut early = Client::connect(nginx.port).unwrap();
+    for _ in 0..2 {
+        assert_eq!(early.request("/openai-ka/v1/chat/completions", 100, false).unwrap(), 200);
+    }
+    let before = early.truth.clone();
+    let (oa_req0, oa_in0, oa_out0) = openai.snapshot();
+    let mut args = vec!["--exe".to_string(), harness::NGINX.to_string()];
+    args.extend(providers_args(&openai, &anthropic));
+    let agent = Agent::start(&as_strs(&args));
+    agent.wait_until(Duration::from_secs(10), "3 traced nginx processes", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let s = agent.scrape();
+    assert!(s.get("metrics_agent_preexisting_connections_total") >= 2, "the open client and upstream connections are found");
+    for _ in 0..3 {
+        assert_eq!(early.request("/openai-ka/v1/chat/completions", 100, false).unwrap(), 200);
+    }
+    let mut after = early.truth.clone();
+    after.requests -= before.requests;
+    after.bytes_sent -= before.bytes_sent;
+    after.bytes_received -= before.bytes_received;
+    openai.wait_idle(Duration::from_secs(10));
+    let (oa_req, oa_in, oa_out) = openai.snapshot();
+    let s = agent.wait_until(Duration::from_secs(10), "3 requests", |s| s.get("llm_proxy_request_duration_seconds_count") == 3);
+    assert_eq!(s.get("llm_proxy_requests_total"), 3, "requests on the pre-existing connection");
+    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), after.bytes_sent);
+    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), after.bytes_received);
+    assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), oa_req - oa_req0, "pooled upstream connections");
+    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"upstream\"}"), oa_in - oa_in0);
+    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"upstream\"}"), oa_out - oa_out0);
+    drop(early);
+
+    // Reload: nginx forks new workers, which the agent follows.
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(nginx.guard.pid() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_secs(2));
+    agent.wait_until(Duration::from_secs(15), "the new workers to be traced", |s| s.get("metrics_agent_traced_processes") == 3);
+    let base = agent.scrape().get("llm_proxy_requests_total");
+    let mut c = Client::connect(nginx.port).unwrap();
+    for _ in 0..4 {
+        assert_eq!(c.request("/anthropic/v1/messages", 100, false).unwrap(), 200);
+    }
+    agent.wait_until(Duration::from_secs(10), "requests through the new workers", |s| s.get("llm_proxy_requests_total") == base + 4);
+}
+
 fn our_programs_loaded() -> usize {
     let out = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool (Debian package bpftool) must be installed");
     let text = String::from_utf8_lossy(&out.stdout);
