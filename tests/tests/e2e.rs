@@ -312,6 +312,38 @@ fn connections_open_before_the_agent_and_reloaded_workers_are_counted() {
     agent.wait_until(Duration::from_secs(10), "requests through the new workers", |s| s.get("llm_proxy_requests_total") == base + 4);
 }
 
+#[test]
+fn bytes_that_are_not_http1_are_counted_as_unclassified() {
+    use std::io::{Read, Write};
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", openai.port)]);
+    let agent = Agent::start(&["--exe", harness::NGINX, "--provider", &format!("openai=127.0.0.1:{}", openai.port)]);
+    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let mut sent = 0u64;
+    let mut received = 0u64;
+    // A TLS ClientHello-like record and an HTTP/2 connection preface sent to
+    // a plain HTTP/1.1 listener: nginx answers 400 and closes.
+    for hello in [
+        [&[0x16u8, 0x03, 0x01, 0x00, 0x40, 0x01][..], &[0u8; 64][..]].concat(),
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&hello).unwrap();
+        sent += hello.len() as u64;
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        received += buf.len() as u64;
+    }
+    let s = agent.wait_until(Duration::from_secs(10), "both connections closed", |s| s.get("llm_proxy_connections_closed_total") >= 2);
+    assert_eq!(s.get("metrics_agent_unclassified_connections_total"), 2);
+    assert_eq!(s.get("metrics_agent_unclassified_bytes_total"), sent + received, "every byte both ways");
+    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), sent);
+    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), received);
+    assert_eq!(s.get("llm_proxy_requests_total"), 0, "no HTTP/1 request was seen");
+}
+
 fn our_programs_loaded() -> usize {
     let out = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool (Debian package bpftool) must be installed");
     let text = String::from_utf8_lossy(&out.stdout);
