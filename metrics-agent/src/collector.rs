@@ -95,7 +95,14 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> R {
 }
 
 /// A counter family with one label.
-fn labelled_counters(e: &mut DescriptorEncoder, name: &str, help: &str, unit: Option<&Unit>, label: &str, values: &[(&str, u64)]) -> R {
+fn labelled_counters(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    label: &str,
+    values: &[(&str, u64)],
+) -> R {
     let mut m = e.encode_descriptor(name, help, unit, ConstCounter::new(0u64).metric_type())?;
     for (value, v) in values {
         ConstCounter::new(*v).encode(m.encode_family(&[(label, *value)])?)?;
@@ -121,7 +128,13 @@ impl Collector for HotPathCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> R {
         let k = sums(&self.maps.counters);
         let at = |slot: u32| k.get(slot as usize).copied().unwrap_or(0);
-        counter(&mut e, "llm_proxy_requests", "HTTP requests the proxy received from clients.", None, at(c::REQUESTS_TOTAL))?;
+        counter(
+            &mut e,
+            "llm_proxy_requests",
+            "HTTP requests the proxy received from clients.",
+            None,
+            at(c::REQUESTS_TOTAL),
+        )?;
         counter(
             &mut e,
             "llm_proxy_requests_failed",
@@ -175,16 +188,32 @@ impl Collector for HotPathCollector {
             "side",
             &[("client", at(c::CONNECTIONS_ACCEPTED)), ("upstream", at(c::CONNECTIONS_CONNECTED))],
         )?;
-        counter(&mut e, "llm_proxy_connections_closed", "Traced connections the proxy closed.", None, at(c::CONNECTIONS_CLOSED))?;
+        counter(
+            &mut e,
+            "llm_proxy_connections_closed",
+            "Traced connections the proxy closed.",
+            None,
+            at(c::CONNECTIONS_CLOSED),
+        )?;
 
         let req = sums(&self.maps.provider_requests);
         let failed = sums(&self.maps.provider_failed);
         let lat = sums(&self.maps.provider_latency_sum);
         let hist = sums(&self.maps.provider_histogram);
         let per_provider = |v: &[u64]| -> Vec<(&str, u64)> {
-            self.providers.iter().map(|(slot, name)| (name.as_str(), v.get(*slot as usize).copied().unwrap_or(0))).collect()
+            self.providers
+                .iter()
+                .map(|(slot, name)| (name.as_str(), v.get(*slot as usize).copied().unwrap_or(0)))
+                .collect()
         };
-        labelled_counters(&mut e, "llm_proxy_provider_requests", "Requests the proxy sent upstream, by provider.", None, "provider", &per_provider(&req))?;
+        labelled_counters(
+            &mut e,
+            "llm_proxy_provider_requests",
+            "Requests the proxy sent upstream, by provider.",
+            None,
+            "provider",
+            &per_provider(&req),
+        )?;
         labelled_counters(
             &mut e,
             "llm_proxy_provider_requests_failed",
@@ -205,7 +234,12 @@ impl Collector for HotPathCollector {
                 let slots = hist.get(start..start + HIST_BUCKETS as usize).unwrap_or(&[]);
                 let count = slots.iter().sum();
                 let sum = lat.get(*slot as usize).copied().unwrap_or(0) as f64 / 1e6;
-                m.encode_family(&[("provider", name.as_str())])?.encode_histogram::<NoLabelSet>(sum, count, &seconds_buckets(slots), None)?;
+                m.encode_family(&[("provider", name.as_str())])?.encode_histogram::<NoLabelSet>(
+                    sum,
+                    count,
+                    &seconds_buckets(slots),
+                    None,
+                )?;
             }
         }
         for (name, help, map, sum_slot) in [
@@ -229,20 +263,86 @@ impl Collector for HotPathCollector {
             m.encode_histogram::<NoLabelSet>(at(sum_slot) as f64 / 1e6, count, &seconds_buckets(&slots), None)?;
         }
 
-        gauge(&mut e, "metrics_agent_traced_processes", "Processes the agent's uprobes are attached to.", self.stats.traced_processes.load(Ordering::Relaxed) as i64)?;
+        gauge(
+            &mut e,
+            "metrics_agent_traced_processes",
+            "Processes the agent's uprobes are attached to.",
+            self.stats.traced_processes.load(Ordering::Relaxed) as i64,
+        )?;
         let tracked = self.conns.lock().map(|m| m.keys().count()).unwrap_or(0);
-        gauge(&mut e, "metrics_agent_tracked_connections", "Connections in the kernel's connection table.", tracked as i64)?;
-        counter(&mut e, "metrics_agent_unclassified_bytes", "Bytes on traced connections that are not HTTP/1.x (TLS ciphertext, HTTP/2, other).", None, at(c::UNCLASSIFIED_BYTES))?;
-        counter(&mut e, "metrics_agent_unclassified_connections", "Traced connections whose first bytes were not HTTP/1.x.", None, at(c::UNCLASSIFIED_CONNECTIONS))?;
-        counter(&mut e, "metrics_agent_preexisting_connections", "Connections found open when the agent attached to a process.", None, self.stats.preexisting_connections.load(Ordering::Relaxed))?;
-        counter(&mut e, "metrics_agent_adopted_connections", "Untracked fds adopted as client connections because they carried a request line (accepted before the agent attached).", None, self.stats.adopted_connections.load(Ordering::Relaxed))?;
-        counter(&mut e, "metrics_agent_adopted_rejected", "Adopted fds dropped because they were not TCP sockets.", None, self.stats.adopted_rejected.load(Ordering::Relaxed))?;
-        counter(&mut e, "metrics_agent_framing_lost", "Responses whose end the kernel could not find (parse budget exhausted or malformed framing).", None, at(c::FRAMING_LOST))?;
-        counter(&mut e, "metrics_agent_process_events_dropped", "Process fork/exec/exit events lost because their ring buffer was full.", None, at(c::PROC_EVENTS_DROPPED))?;
-        counter(&mut e, "metrics_agent_attach_failures", "Target processes the agent failed to attach to.", None, self.stats.attach_failures.load(Ordering::Relaxed))?;
+        gauge(
+            &mut e,
+            "metrics_agent_tracked_connections",
+            "Connections in the kernel's connection table.",
+            tracked as i64,
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_unclassified_bytes",
+            "Bytes on traced connections that are not HTTP/1.x (TLS ciphertext, HTTP/2, other).",
+            None,
+            at(c::UNCLASSIFIED_BYTES),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_unclassified_connections",
+            "Traced connections whose first bytes were not HTTP/1.x.",
+            None,
+            at(c::UNCLASSIFIED_CONNECTIONS),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_preexisting_connections",
+            "Connections found open when the agent attached to a process.",
+            None,
+            self.stats.preexisting_connections.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_adopted_connections",
+            "Untracked fds adopted as client connections because they carried a request line (accepted before the agent attached).",
+            None,
+            self.stats.adopted_connections.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_adopted_rejected",
+            "Adopted fds dropped because they were not TCP sockets.",
+            None,
+            self.stats.adopted_rejected.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_framing_lost",
+            "Responses whose end the kernel could not find (parse budget exhausted or malformed framing).",
+            None,
+            at(c::FRAMING_LOST),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_process_events_dropped",
+            "Process fork/exec/exit events lost because their ring buffer was full.",
+            None,
+            at(c::PROC_EVENTS_DROPPED),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_attach_failures",
+            "Target processes the agent failed to attach to.",
+            None,
+            self.stats.attach_failures.load(Ordering::Relaxed),
+        )?;
         let hits = sums(&self.maps.probe_hits);
-        let hit_values: Vec<(&str, u64)> = HIT_NAMES.iter().enumerate().map(|(i, n)| (*n, hits.get(i).copied().unwrap_or(0))).collect();
-        labelled_counters(&mut e, "metrics_agent_probe_hits", "Uprobe hits in traced processes, by probe; each costs the proxy one trap.", None, "probe", &hit_values)?;
+        let hit_values: Vec<(&str, u64)> =
+            HIT_NAMES.iter().enumerate().map(|(i, n)| (*n, hits.get(i).copied().unwrap_or(0))).collect();
+        labelled_counters(
+            &mut e,
+            "metrics_agent_probe_hits",
+            "Uprobe hits in traced processes, by probe; each costs the proxy one trap.",
+            None,
+            "probe",
+            &hit_values,
+        )?;
         Ok(())
     }
 }

@@ -134,7 +134,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ma-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("agent.toml");
-        std::fs::write(&path, "exe = \"/usr/sbin/nginx\"\nlisten = \"127.0.0.1:1\"\n[providers]\nopenai = \"api.openai.com:443\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "exe = \"/usr/sbin/nginx\"\nlisten = \"127.0.0.1:1\"\n[providers]\nopenai = \"api.openai.com:443\"\n",
+        )
+        .unwrap();
         let c = Config::from_args(&args(|a| {
             a.config = Some(path.clone());
             a.listen = Some("127.0.0.1:2".parse().unwrap());

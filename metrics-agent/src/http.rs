@@ -25,7 +25,11 @@ pub fn router(registry: Arc<Registry>) -> Router {
 async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> impl IntoResponse {
     let mut body = String::new();
     if prometheus_client::encoding::text::encode(&mut body, &registry).is_err() {
-        return (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, PROMETHEUS_TEXT)], String::from("encoding failed\n"));
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+            String::from("encoding failed\n"),
+        );
     }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     if accept.contains("application/openmetrics-text") {
@@ -40,10 +44,10 @@ async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> i
 pub fn openmetrics_to_prometheus(text: &str) -> String {
     let mut counters = std::collections::HashSet::new();
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            if let Some(name) = rest.strip_suffix(" counter") {
-                counters.insert(name.to_string());
-            }
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some(name) = rest.strip_suffix(" counter")
+        {
+            counters.insert(name.to_string());
         }
     }
     let mut out = String::with_capacity(text.len());
@@ -68,6 +72,9 @@ mod tests {
     fn counters_get_total_suffix_in_prometheus_text() {
         let om = "# HELP x_bytes Bytes.\n# TYPE x_bytes counter\n# UNIT x_bytes bytes\nx_bytes_total 3\n# TYPE g gauge\ng 1\n# EOF\n";
         let p = super::openmetrics_to_prometheus(om);
-        assert_eq!(p, "# HELP x_bytes_total Bytes.\n# TYPE x_bytes_total counter\nx_bytes_total 3\n# TYPE g gauge\ng 1\n");
+        assert_eq!(
+            p,
+            "# HELP x_bytes_total Bytes.\n# TYPE x_bytes_total counter\nx_bytes_total 3\n# TYPE g gauge\ng 1\n"
+        );
     }
 }

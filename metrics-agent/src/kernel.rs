@@ -121,10 +121,9 @@ impl Kernel {
             };
             loaded.with_context(|| format!("the kernel rejected program {name}"))?;
         }
-        for (map, program) in [
-            (names::CONTINUE, names::CONTINUE_PROGRAM),
-            (names::CONTINUE_SYSCALL, names::CONTINUE_SYSCALL_PROGRAM),
-        ] {
+        for (map, program) in
+            [(names::CONTINUE, names::CONTINUE_PROGRAM), (names::CONTINUE_SYSCALL, names::CONTINUE_SYSCALL_PROGRAM)]
+        {
             let continuation = ebpf.program(program).ok_or_else(|| anyhow!("no program {program}"))?;
             let fd = continuation.fd()?.try_clone()?;
             let mut jump = ProgramArray::try_from(ebpf.map_mut(map).ok_or_else(|| anyhow!("no map {map}"))?)?;
@@ -168,11 +167,8 @@ impl Kernel {
             points.extend(SYSCALL_HOOKS.iter().map(|(event, program)| (*program, "syscalls", *event)));
         }
         for (program, category, event) in points {
-            let tp: &mut TracePoint = self
-                .ebpf
-                .program_mut(program)
-                .ok_or_else(|| anyhow!("no program {program}"))?
-                .try_into()?;
+            let tp: &mut TracePoint =
+                self.ebpf.program_mut(program).ok_or_else(|| anyhow!("no program {program}"))?.try_into()?;
             tp.attach(category, event).with_context(|| format!("attaching tracepoint {category}/{event}"))?;
         }
         Ok(())
@@ -223,7 +219,8 @@ impl Kernel {
                 match probe.attach(offset, &libc, scope) {
                     Ok(link) => links.push((program, link)),
                     Err(e) => {
-                        result = Err(anyhow!(e).context(format!("attaching {program} to {} in process {pid}", hook.symbol)));
+                        result =
+                            Err(anyhow!(e).context(format!("attaching {program} to {} in process {pid}", hook.symbol)));
                         break 'hooks;
                     }
                 }

@@ -52,9 +52,7 @@ fn mount_tracefs() -> Result<()> {
     }
     let target = c"/sys/kernel/tracing";
     // SAFETY: plain mount(2) with static NUL-terminated strings.
-    let rc = unsafe {
-        libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
-    };
+    let rc = unsafe { libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
         bail!(
             "tracefs is not mounted and mounting it failed ({}): run `mount -t tracefs tracefs \
@@ -71,7 +69,9 @@ pub fn newtask_offsets() -> Result<(u32, u32)> {
     for base in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
         let path = format!("{base}/events/task/task_newtask/format");
         if let Ok(text) = std::fs::read_to_string(&path) {
-            if let (Some(pid), Some(flags)) = (parse_field_offset(&text, "pid"), parse_field_offset(&text, "clone_flags")) {
+            if let (Some(pid), Some(flags)) =
+                (parse_field_offset(&text, "pid"), parse_field_offset(&text, "clone_flags"))
+            {
                 return Ok((pid, flags));
             }
             bail!("{path} lacks pid or clone_flags: this kernel's task_newtask tracepoint is not supported");

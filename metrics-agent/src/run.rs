@@ -21,7 +21,8 @@ use crate::{
     cli::RunArgs,
     collector::{AgentStats, CounterMaps, HotPathCollector},
     config::Config,
-    http, kernel::Kernel,
+    http,
+    kernel::Kernel,
     preflight,
     proc_events::Tracer,
     providers::{self, AddressTable},
@@ -38,7 +39,9 @@ pub fn run(args: RunArgs) -> Result<()> {
 
 async fn run_async(config: Config, target: Target) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| match e.kind() {
-        ErrorKind::AddrInUse => anyhow!("listen address {} is already in use: pass another with --listen ADDR", config.listen),
+        ErrorKind::AddrInUse => {
+            anyhow!("listen address {} is already in use: pass another with --listen ADDR", config.listen)
+        }
         _ => anyhow!("cannot listen on {}: {e}", config.listen),
     })?;
 
@@ -70,17 +73,16 @@ async fn run_async(config: Config, target: Target) -> Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     // Follow process events before looking for targets, so none starts unseen.
     // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
-    let mut ring = unsafe { AsyncFd::register(ring) }
-        .map_err(|e| anyhow!("watching the process event ring buffer: {e}"))?;
+    let mut ring =
+        unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow!("watching the process event ring buffer: {e}"))?;
     kernel.attach_tracepoints()?;
     let mut tracer = Tracer { kernel, target, conns, providers: table.clone(), stats };
     tracer.attach_initial()?;
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let server = axum::serve(listener, http::router(Arc::new(registry)))
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.changed().await;
-        });
+    let server = axum::serve(listener, http::router(Arc::new(registry))).with_graceful_shutdown(async move {
+        let _ = stop_rx.changed().await;
+    });
     let server = tokio::spawn(async move { server.await });
     let resolver = tokio::spawn(providers::keep_resolving(
         config.providers.clone(),

@@ -112,12 +112,14 @@ pub fn seed(
 pub fn is_tcp_socket(pid: u32, fd: u32) -> bool {
     let Ok(link) = fs::read_link(format!("/proc/{pid}/fd/{fd}")) else { return false };
     let link = link.to_string_lossy();
-    let Some(inode) = link.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).and_then(|s| s.parse::<u64>().ok())
+    let Some(inode) =
+        link.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')).and_then(|s| s.parse::<u64>().ok())
     else {
         return false;
     };
     ["tcp", "tcp6"].iter().any(|t| {
-        fs::read_to_string(format!("/proc/{pid}/net/{t}")).is_ok_and(|text| parse_proc_net_tcp(&text).iter().any(|e| e.inode == inode))
+        fs::read_to_string(format!("/proc/{pid}/net/{t}"))
+            .is_ok_and(|text| parse_proc_net_tcp(&text).iter().any(|e| e.inode == inode))
     })
 }
 

@@ -19,7 +19,12 @@ use crate::config::TargetSpec;
 pub enum Target {
     /// `comms`: the kernel's command names for the basename given and for
     /// the resolved file (exec sets comm from the name it was given).
-    Exe { path: PathBuf, dev: u64, ino: u64, comms: [[u8; 16]; 2] },
+    Exe {
+        path: PathBuf,
+        dev: u64,
+        ino: u64,
+        comms: [[u8; 16]; 2],
+    },
     Pid(u32),
 }
 
@@ -27,8 +32,7 @@ impl Target {
     pub fn resolve(spec: &TargetSpec) -> Result<Self> {
         match spec {
             TargetSpec::Exe(path) => {
-                let meta = fs::metadata(path)
-                    .with_context(|| format!("--exe {}: no such file", path.display()))?;
+                let meta = fs::metadata(path).with_context(|| format!("--exe {}: no such file", path.display()))?;
                 if !meta.is_file() {
                     bail!("--exe {}: not a regular file", path.display());
                 }
@@ -37,7 +41,10 @@ impl Target {
                     .and_then(|f| f.take(4).read_to_end(&mut magic))
                     .with_context(|| format!("--exe {}: cannot read it", path.display()))?;
                 if magic != b"\x7fELF" {
-                    bail!("--exe {}: not an ELF executable (scripts: pass the interpreter's binary or use --pid)", path.display());
+                    bail!(
+                        "--exe {}: not an ELF executable (scripts: pass the interpreter's binary or use --pid)",
+                        path.display()
+                    );
                 }
                 let canonical = fs::canonicalize(path)?;
                 let comms = [comm_of(path), comm_of(&canonical)];
@@ -63,9 +70,9 @@ impl Target {
     /// True when `pid` runs the target executable (always false for `Pid`).
     pub fn runs_exe(&self, pid: u32) -> bool {
         match self {
-            Self::Exe { dev, ino, .. } => fs::metadata(format!("/proc/{pid}/exe"))
-                .map(|m| m.dev() == *dev && m.ino() == *ino)
-                .unwrap_or(false),
+            Self::Exe { dev, ino, .. } => {
+                fs::metadata(format!("/proc/{pid}/exe")).map(|m| m.dev() == *dev && m.ino() == *ino).unwrap_or(false)
+            }
             Self::Pid(_) => false,
         }
     }

@@ -132,13 +132,25 @@ const fn next_state(state: u8, c: u8) -> u8 {
             }
         }
         S_CODE1 | S_CODE2 => {
-            if c.is_ascii_digit() { state + 1 } else { S_ERROR }
+            if c.is_ascii_digit() {
+                state + 1
+            } else {
+                S_ERROR
+            }
         }
         S_CODE3 => {
-            if c.is_ascii_digit() { S_CODE_DONE } else { S_ERROR }
+            if c.is_ascii_digit() {
+                S_CODE_DONE
+            } else {
+                S_ERROR
+            }
         }
         S_CODE_DONE => {
-            if c == b'\n' { S_LINE_START } else { S_REASON }
+            if c == b'\n' {
+                S_LINE_START
+            } else {
+                S_REASON
+            }
         }
         S_REASON => {
             if c == b'\n' {
@@ -164,7 +176,13 @@ const fn next_state(state: u8, c: u8) -> u8 {
         S_CL..=28 => {
             let matched = (state - S_CL + 1) as usize;
             if matched == CONTENT_LENGTH.len() {
-                if c == b':' { S_CL_COLON } else if c == b'\n' { S_LINE_START } else { S_OTHER }
+                if c == b':' {
+                    S_CL_COLON
+                } else if c == b'\n' {
+                    S_LINE_START
+                } else {
+                    S_OTHER
+                }
             } else if lower == CONTENT_LENGTH[matched] {
                 state + 1
             } else if c == b'\n' {
@@ -183,7 +201,13 @@ const fn next_state(state: u8, c: u8) -> u8 {
         S_TE..=47 => {
             let matched = (state - S_TE + 1) as usize;
             if matched == TRANSFER_ENCODING.len() {
-                if c == b':' { S_TE_VALUE } else if c == b'\n' { S_LINE_START } else { S_OTHER }
+                if c == b':' {
+                    S_TE_VALUE
+                } else if c == b'\n' {
+                    S_LINE_START
+                } else {
+                    S_OTHER
+                }
             } else if lower == TRANSFER_ENCODING[matched] {
                 state + 1
             } else if c == b'\n' {
@@ -526,7 +550,14 @@ pub fn request_method(b: &[u8; 8], len: u64) -> u32 {
 /// True when the first bytes look like the start of an HTTP/1.x response.
 #[inline(always)]
 pub fn is_status_line_start(b: &[u8; 8], len: u64) -> bool {
-    len >= 7 && b[0] == b'H' && b[1] == b'T' && b[2] == b'T' && b[3] == b'P' && b[4] == b'/' && b[5] == b'1' && b[6] == b'.'
+    len >= 7
+        && b[0] == b'H'
+        && b[1] == b'T'
+        && b[2] == b'T'
+        && b[3] == b'P'
+        && b[4] == b'/'
+        && b[5] == b'1'
+        && b[6] == b'.'
 }
 
 #[cfg(test)]

@@ -10,12 +10,5 @@ pub const HIT_CLOSE_ENTRY: u32 = 6;
 pub const HIT_KINDS: u32 = 7;
 
 /// Label values for `HIT_*`, in slot order.
-pub const HIT_NAMES: [&str; HIT_KINDS as usize] = [
-    "read_entry",
-    "write_entry",
-    "data_return",
-    "accept_entry",
-    "accept_return",
-    "connect_entry",
-    "close_entry",
-];
+pub const HIT_NAMES: [&str; HIT_KINDS as usize] =
+    ["read_entry", "write_entry", "data_return", "accept_entry", "accept_return", "connect_entry", "close_entry"];

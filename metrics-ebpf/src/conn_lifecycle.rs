@@ -8,7 +8,9 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use metrics_common::{
-    conn::{CONN_IN_FLIGHT, CONN_RESPONSE_STARTED, ConnState, PHASE_LOST, PHASE_UNTIL_CLOSE, SIDE_CLIENT, SIDE_UPSTREAM},
+    conn::{
+        CONN_IN_FLIGHT, CONN_RESPONSE_STARTED, ConnState, PHASE_LOST, PHASE_UNTIL_CLOSE, SIDE_CLIENT, SIDE_UPSTREAM,
+    },
     counters as c,
     maps::conn_key,
     probes,

@@ -13,16 +13,19 @@
 //! - `ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)`
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        generated::bpf_probe_read_user as read_user_raw,
+    },
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
 use metrics_common::{
     conn::{
         CONN_ADOPTED, CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, ConnState, EV_END, EV_MALFORMED,
-        EV_NONE, METHOD_HEAD, METHOD_NONE, METHOD_PENDING, PHASE_CHUNK_DATA, PHASE_LOST, PHASE_UNTIL_CLOSE, PROTO_HTTP1, PROTO_UNCLASSIFIED,
-        PROTO_UNDETERMINED, SIDE_CLIENT, SIDE_UNKNOWN, SIDE_UPSTREAM, is_status_line_start,
-        ResponseParser, method_at_start, request_method,
+        EV_NONE, METHOD_HEAD, METHOD_NONE, METHOD_PENDING, PHASE_CHUNK_DATA, PHASE_LOST, PHASE_UNTIL_CLOSE,
+        PROTO_HTTP1, PROTO_UNCLASSIFIED, PROTO_UNDETERMINED, ResponseParser, SIDE_CLIENT, SIDE_UNKNOWN, SIDE_UPSTREAM,
+        is_status_line_start, method_at_start, request_method,
     },
     counters as c,
     events::CONN_ADOPTED as CONN_ADOPTED_EVENT,
@@ -345,11 +348,7 @@ fn response_bytes<C: CallReturn>(ctx: &C, conn: &mut ConnState, call: &Call, n: 
         response_started(conn, now);
     }
     conn.last_response_ns = now;
-    let ev = if call.kind == CALL_SENDFILE {
-        skip_only(conn, n)
-    } else {
-        parse_response(ctx, conn, call, n, now)
-    };
+    let ev = if call.kind == CALL_SENDFILE { skip_only(conn, n) } else { parse_response(ctx, conn, call, n, now) };
     framing_outcome(conn, ev, now);
 }
 

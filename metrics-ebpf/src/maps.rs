@@ -48,8 +48,7 @@ pub static PROVIDER_FAILED: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX
 #[map]
 pub static PROVIDER_LATENCY_SUM_US: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PROVIDERS, 0);
 #[map]
-pub static PROVIDER_HISTOGRAM: PerCpuArray<u64> =
-    PerCpuArray::with_max_entries(MAX_PROVIDERS * HIST_BUCKETS, 0);
+pub static PROVIDER_HISTOGRAM: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PROVIDERS * HIST_BUCKETS, 0);
 #[map]
 pub static REQUEST_HISTOGRAM: PerCpuArray<u64> = PerCpuArray::with_max_entries(HIST_BUCKETS, 0);
 #[map]
@@ -63,8 +62,7 @@ pub static CONFIG: Array<u32> = Array::with_max_entries(names::config::SLOTS, 0)
 #[map]
 pub static WATCH_COMM: Array<[u8; 16]> = Array::with_max_entries(names::WATCH_COMM_ENTRIES, 0);
 #[map]
-pub static PROVIDER_ADDRS: HashMap<ProviderAddr, u32> =
-    HashMap::with_max_entries(names::PROVIDER_ADDRS_MAX_ENTRIES, 0);
+pub static PROVIDER_ADDRS: HashMap<ProviderAddr, u32> = HashMap::with_max_entries(names::PROVIDER_ADDRS_MAX_ENTRIES, 0);
 #[map]
 pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(names::CONNS_MAX_ENTRIES, 0);
 #[map]
@@ -100,9 +98,24 @@ macro_rules! check_names {
     ($($static:ident),*) => { $(const _: () = assert!(same_name(stringify!($static), names::$static));)* };
 }
 check_names!(
-    COUNTERS, PROVIDER_REQUESTS, PROVIDER_FAILED, PROVIDER_LATENCY_SUM_US, PROVIDER_HISTOGRAM,
-    REQUEST_HISTOGRAM, TTFB_HISTOGRAM, PROBE_HITS, TARGETS, CONFIG, WATCH_COMM, PROVIDER_ADDRS,
-    CONNS, CALLS, SCRATCH, PROC_EVENTS, CONTINUE, CONTINUE_SYSCALL
+    COUNTERS,
+    PROVIDER_REQUESTS,
+    PROVIDER_FAILED,
+    PROVIDER_LATENCY_SUM_US,
+    PROVIDER_HISTOGRAM,
+    REQUEST_HISTOGRAM,
+    TTFB_HISTOGRAM,
+    PROBE_HITS,
+    TARGETS,
+    CONFIG,
+    WATCH_COMM,
+    PROVIDER_ADDRS,
+    CONNS,
+    CALLS,
+    SCRATCH,
+    PROC_EVENTS,
+    CONTINUE,
+    CONTINUE_SYSCALL
 );
 
 /// Adds `value` to slot `index` of a per-CPU counter array. Not atomic (the

@@ -54,7 +54,10 @@ impl Client {
     /// Writes the request in two writes, the first `split` bytes long
     /// (0: one write), 50 ms apart.
     fn send_request_split(&mut self, path: &str, body_len: usize, close: bool, split: usize) -> io::Result<()> {
-        let body = format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#, "q".repeat(body_len.saturating_sub(70)));
+        let body = format!(
+            r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#,
+            "q".repeat(body_len.saturating_sub(70))
+        );
         let conn = if close { "close" } else { "keep-alive" };
         let req = format!(
             "POST {path} HTTP/1.1\r\nhost: proxy.test\r\ncontent-type: application/json\r\nauthorization: Bearer sk-test-canary\r\ncontent-length: {}\r\nconnection: {conn}\r\n\r\n{body}",

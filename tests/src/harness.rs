@@ -45,10 +45,10 @@ impl Guard {
 impl Drop for Guard {
     /// SIGTERM first (nginx's master then stops its workers), SIGKILL after 5 s.
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            if self.signal_and_wait(libc::SIGTERM, Duration::from_secs(5)).is_none() {
-                let _ = self.child.kill();
-            }
+        if let Ok(None) = self.child.try_wait()
+            && self.signal_and_wait(libc::SIGTERM, Duration::from_secs(5)).is_none()
+        {
+            let _ = self.child.kill();
         }
         let _ = self.child.wait();
     }
@@ -136,7 +136,12 @@ impl Nginx {
         std::fs::write(&path, conf).expect("write nginx.conf");
         let guard = Guard::spawn(
             "nginx",
-            Command::new(NGINX).arg("-c").arg(&path).args(["-g", "daemon off;"]).stdout(Stdio::null()).stderr(Stdio::inherit()),
+            Command::new(NGINX)
+                .arg("-c")
+                .arg(&path)
+                .args(["-g", "daemon off;"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
         );
         wait_for_port(port, Duration::from_secs(10));
         Self { guard, port, _dir: dir }

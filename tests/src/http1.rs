@@ -104,7 +104,12 @@ impl<S: Read> Reader<S> {
 
     /// Reads a message body framed as `head` says, passing raw bytes (chunk
     /// framing included) to `sink` as they arrive. `no_body` for HEAD requests.
-    pub fn relay_body(&mut self, head: &Head, no_body: bool, mut sink: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<Framing> {
+    pub fn relay_body(
+        &mut self,
+        head: &Head,
+        no_body: bool,
+        mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<Framing> {
         let status = head.status();
         if no_body || status == 204 || status == 304 || (100..200).contains(&status) {
             return Ok(Framing::Length);

@@ -32,7 +32,8 @@ impl Scrape {
 
     /// A histogram bucket's cumulative count; labels in exposition order.
     pub fn bucket(&self, name: &str, extra_labels: &str, le: &str) -> u64 {
-        let labels = if extra_labels.is_empty() { format!("le=\"{le}\"") } else { format!("le=\"{le}\",{extra_labels}") };
+        let labels =
+            if extra_labels.is_empty() { format!("le=\"{le}\"") } else { format!("le=\"{le}\",{extra_labels}") };
         self.get(&format!("{name}_bucket{{{labels}}}"))
     }
 }

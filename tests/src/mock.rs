@@ -106,7 +106,8 @@ fn serve(conn: TcpStream, stats: &ProviderStats) -> io::Result<()> {
         stats.bytes_received.fetch_add(reader.bytes_read - before, Ordering::SeqCst);
         stats.requests.fetch_add(1, Ordering::SeqCst);
         stats.in_progress.fetch_add(1, Ordering::SeqCst);
-        let keep_alive = !head.is_http10() && !head.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let keep_alive =
+            !head.is_http10() && !head.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let result = respond(&head, &mut writer, stats, keep_alive);
         stats.in_progress.fetch_sub(1, Ordering::SeqCst);
         // Bytes read after the request (none expected) are counted at EOF.
@@ -154,7 +155,8 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
     if status != 200 {
         stats.errors.fetch_add(1, Ordering::SeqCst);
         let body = match status {
-            429 => r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#.to_string(),
+            429 => r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#
+                .to_string(),
             529 => r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#.to_string(),
             _ => format!(r#"{{"error":{{"message":"upstream failure {status}","type":"server_error"}}}}"#),
         };

@@ -48,7 +48,8 @@ fn traffic(proxy_port: u16, streams_via_keepalive_upstream: bool) -> Truth {
     // Fresh connections, closed by the client after one request.
     for i in 0..6 {
         let mut c = Client::connect(proxy_port).unwrap();
-        let path = if i % 2 == 0 { "/openai/v1/chat/completions?bytes=1200" } else { "/anthropic/v1/messages?status=429" };
+        let path =
+            if i % 2 == 0 { "/openai/v1/chat/completions?bytes=1200" } else { "/anthropic/v1/messages?status=429" };
         c.request(path, 500, true).unwrap();
         truth.add(&c.truth);
     }
@@ -69,7 +70,10 @@ fn traffic(proxy_port: u16, streams_via_keepalive_upstream: bool) -> Truth {
     // A burst of 100 small chunks (~6 KB) written at once: many chunks per
     // read, parsed through the kernel's tail-call continuation.
     let mut c = Client::connect(proxy_port).unwrap();
-    assert_eq!(c.request(&format!("/{stream_prefix}/v1/chat/completions?events=100&burst=1"), 200, false).unwrap(), 200);
+    assert_eq!(
+        c.request(&format!("/{stream_prefix}/v1/chat/completions?events=100&burst=1"), 200, false).unwrap(),
+        200
+    );
     truth.add(&c.truth);
     // A client that gives up after the first event of a slow stream.
     let c = Client::connect(proxy_port).unwrap();
@@ -123,7 +127,11 @@ fn assert_matches(agent: &Agent, truth: &Truth, openai: &MockProvider, anthropic
     assert_eq!(bucket("0.524288"), truth.requests - LONG_STREAMS, "all but the streams take < 0.5 s");
     assert_eq!(bucket("1.048576"), truth.requests - LONG_STREAMS, "the 1.2 s streams are not below 1.05 s");
     assert_eq!(bucket("2.097152"), truth.requests, "the 1.2 s streams are below 2.1 s");
-    assert_eq!(s.bucket("llm_proxy_time_to_first_byte_seconds", "", "0.524288"), truth.requests, "TTFB of every request < 0.5 s");
+    assert_eq!(
+        s.bucket("llm_proxy_time_to_first_byte_seconds", "", "0.524288"),
+        truth.requests,
+        "TTFB of every request < 0.5 s"
+    );
     assert_eq!(m("metrics_agent_framing_lost_total"), 0, "framing lost");
     assert_eq!(m("metrics_agent_unclassified_connections_total"), 0, "unclassified");
     promtool_check(&s.text, "prometheus text");
@@ -187,7 +195,9 @@ fn nginx_counts_match(mode: &[&str]) {
     args.extend(providers_args(&openai, &anthropic));
     let agent = Agent::start(&as_strs(&args));
     // nginx's master and its two workers.
-    agent.wait_until(Duration::from_secs(10), "3 traced nginx processes", |s| s.get("metrics_agent_traced_processes") >= 3);
+    agent.wait_until(Duration::from_secs(10), "3 traced nginx processes", |s| {
+        s.get("metrics_agent_traced_processes") >= 3
+    });
     let truth = traffic(nginx.port, true);
     let s = assert_matches(&agent, &truth, &openai, &anthropic);
     let hits = s.get("metrics_agent_probe_hits_total{probe=\"data_return\"}");
@@ -203,7 +213,11 @@ fn send_recv_proxy_counts_match_and_other_processes_are_not_counted() {
     let (proxy, port) = harness::start_send_recv_proxy(&routes);
     // A second instance of the same binary: same code, same libc, not a target.
     let other_openai = MockProvider::start(0).unwrap();
-    let (_other, other_port) = harness::start_send_recv_proxy(&[("openai", other_openai.port), ("anthropic", other_openai.port), ("openai-ka", other_openai.port)]);
+    let (_other, other_port) = harness::start_send_recv_proxy(&[
+        ("openai", other_openai.port),
+        ("anthropic", other_openai.port),
+        ("openai-ka", other_openai.port),
+    ]);
     let mut args = vec!["--pid".to_string(), proxy.pid().to_string()];
     args.extend(providers_args(&openai, &anthropic));
     let agent = Agent::start(&as_strs(&args));
@@ -226,8 +240,14 @@ fn a_target_started_after_the_agent_is_counted() {
     args.extend(providers_args(&openai, &anthropic));
     let agent = Agent::start(&as_strs(&args));
     assert_eq!(agent.scrape().get("metrics_agent_traced_processes"), 0);
-    let (_proxy, port) = harness::start_send_recv_proxy(&[("openai", openai.port), ("anthropic", anthropic.port), ("openai-ka", openai.port)]);
-    agent.wait_until(Duration::from_secs(10), "the new proxy to be traced", |s| s.get("metrics_agent_traced_processes") == 1);
+    let (_proxy, port) = harness::start_send_recv_proxy(&[
+        ("openai", openai.port),
+        ("anthropic", anthropic.port),
+        ("openai-ka", openai.port),
+    ]);
+    agent.wait_until(Duration::from_secs(10), "the new proxy to be traced", |s| {
+        s.get("metrics_agent_traced_processes") == 1
+    });
     let truth = traffic(port, false);
     assert_matches(&agent, &truth, &openai, &anthropic);
 }
@@ -237,7 +257,8 @@ fn framing_beyond_the_kernel_budget_is_counted_and_counts_stay_exact() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
     let (proxy, port) = harness::start_send_recv_proxy(&[("openai", openai.port)]);
-    let agent = Agent::start(&["--pid", &proxy.pid().to_string(), "--provider", &format!("openai=127.0.0.1:{}", openai.port)]);
+    let agent =
+        Agent::start(&["--pid", &proxy.pid().to_string(), "--provider", &format!("openai=127.0.0.1:{}", openai.port)]);
     // 1500 tiny chunks (~90 KB) in one write: the proxy reads 16 KiB at a
     // time, more chunk framing per call than the kernel parses.
     let mut c = Client::connect(port).unwrap();
@@ -250,7 +271,9 @@ fn framing_beyond_the_kernel_budget_is_counted_and_counts_stay_exact() {
     drop(c);
     openai.wait_idle(Duration::from_secs(10));
     let (up_requests, up_in, up_out) = openai.snapshot();
-    let s = agent.wait_until(Duration::from_secs(20), "the connection to close", |s| s.get("llm_proxy_request_duration_seconds_count") == truth.requests);
+    let s = agent.wait_until(Duration::from_secs(20), "the connection to close", |s| {
+        s.get("llm_proxy_request_duration_seconds_count") == truth.requests
+    });
     assert!(s.get("metrics_agent_framing_lost_total") >= 1, "the loss is visible");
     assert_eq!(s.get("llm_proxy_requests_total"), truth.requests);
     assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), truth.bytes_sent);
@@ -278,9 +301,14 @@ fn connections_open_before_the_agent_and_reloaded_workers_are_counted() {
     let mut args = vec!["--exe".to_string(), harness::NGINX.to_string()];
     args.extend(providers_args(&openai, &anthropic));
     let agent = Agent::start(&as_strs(&args));
-    agent.wait_until(Duration::from_secs(10), "3 traced nginx processes", |s| s.get("metrics_agent_traced_processes") >= 3);
+    agent.wait_until(Duration::from_secs(10), "3 traced nginx processes", |s| {
+        s.get("metrics_agent_traced_processes") >= 3
+    });
     let s = agent.scrape();
-    assert!(s.get("metrics_agent_preexisting_connections_total") >= 2, "the open client and upstream connections are found");
+    assert!(
+        s.get("metrics_agent_preexisting_connections_total") >= 2,
+        "the open client and upstream connections are found"
+    );
     for _ in 0..3 {
         assert_eq!(early.request("/openai-ka/v1/chat/completions", 100, false).unwrap(), 200);
     }
@@ -290,11 +318,16 @@ fn connections_open_before_the_agent_and_reloaded_workers_are_counted() {
     after.bytes_received -= before.bytes_received;
     openai.wait_idle(Duration::from_secs(10));
     let (oa_req, oa_in, oa_out) = openai.snapshot();
-    let s = agent.wait_until(Duration::from_secs(10), "3 requests", |s| s.get("llm_proxy_request_duration_seconds_count") == 3);
+    let s = agent
+        .wait_until(Duration::from_secs(10), "3 requests", |s| s.get("llm_proxy_request_duration_seconds_count") == 3);
     assert_eq!(s.get("llm_proxy_requests_total"), 3, "requests on the pre-existing connection");
     assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), after.bytes_sent);
     assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), after.bytes_received);
-    assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), oa_req - oa_req0, "pooled upstream connections");
+    assert_eq!(
+        s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"),
+        oa_req - oa_req0,
+        "pooled upstream connections"
+    );
     assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"upstream\"}"), oa_in - oa_in0);
     assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"upstream\"}"), oa_out - oa_out0);
     drop(early);
@@ -303,13 +336,17 @@ fn connections_open_before_the_agent_and_reloaded_workers_are_counted() {
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(nginx.guard.pid() as i32, libc::SIGHUP) };
     std::thread::sleep(Duration::from_secs(2));
-    agent.wait_until(Duration::from_secs(15), "the new workers to be traced", |s| s.get("metrics_agent_traced_processes") == 3);
+    agent.wait_until(Duration::from_secs(15), "the new workers to be traced", |s| {
+        s.get("metrics_agent_traced_processes") == 3
+    });
     let base = agent.scrape().get("llm_proxy_requests_total");
     let mut c = Client::connect(nginx.port).unwrap();
     for _ in 0..4 {
         assert_eq!(c.request("/anthropic/v1/messages", 100, false).unwrap(), 200);
     }
-    agent.wait_until(Duration::from_secs(10), "requests through the new workers", |s| s.get("llm_proxy_requests_total") == base + 4);
+    agent.wait_until(Duration::from_secs(10), "requests through the new workers", |s| {
+        s.get("llm_proxy_requests_total") == base + 4
+    });
 }
 
 #[test]
@@ -336,7 +373,9 @@ fn bytes_that_are_not_http1_are_counted_as_unclassified() {
         let _ = s.read_to_end(&mut buf);
         received += buf.len() as u64;
     }
-    let s = agent.wait_until(Duration::from_secs(10), "both connections closed", |s| s.get("llm_proxy_connections_closed_total") >= 2);
+    let s = agent.wait_until(Duration::from_secs(10), "both connections closed", |s| {
+        s.get("llm_proxy_connections_closed_total") >= 2
+    });
     assert_eq!(s.get("metrics_agent_unclassified_connections_total"), 2);
     assert_eq!(s.get("metrics_agent_unclassified_bytes_total"), sent + received, "every byte both ways");
     assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), sent);
@@ -345,9 +384,14 @@ fn bytes_that_are_not_http1_are_counted_as_unclassified() {
 }
 
 fn our_programs_loaded() -> usize {
-    let out = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool (Debian package bpftool) must be installed");
+    let out = Command::new("bpftool")
+        .args(["prog", "show"])
+        .output()
+        .expect("bpftool (Debian package bpftool) must be installed");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().filter(|l| l.contains("name return_data") || l.contains("name enter_close") || l.contains("name on_fork")).count()
+    text.lines()
+        .filter(|l| l.contains("name return_data") || l.contains("name enter_close") || l.contains("name on_fork"))
+        .count()
 }
 
 #[test]
@@ -355,7 +399,8 @@ fn sigterm_detaches_everything_and_the_proxy_keeps_serving() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
     let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", openai.port)]);
-    let mut agent = Agent::start(&["--exe", harness::NGINX, "--provider", &format!("openai=127.0.0.1:{}", openai.port)]);
+    let mut agent =
+        Agent::start(&["--exe", harness::NGINX, "--provider", &format!("openai=127.0.0.1:{}", openai.port)]);
     agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
     assert!(our_programs_loaded() >= 3, "programs are loaded while running");
     // A stream in flight while the agent stops.
@@ -365,7 +410,8 @@ fn sigterm_detaches_everything_and_the_proxy_keeps_serving() {
         c.request("/openai/v1/chat/completions?events=10&interval_ms=100", 100, false).unwrap()
     });
     std::thread::sleep(Duration::from_millis(300));
-    let status = agent.guard.signal_and_wait(libc::SIGTERM, Duration::from_secs(15)).expect("the agent exits after SIGTERM");
+    let status =
+        agent.guard.signal_and_wait(libc::SIGTERM, Duration::from_secs(15)).expect("the agent exits after SIGTERM");
     assert!(status.success(), "clean exit: {status}\n{}", agent.log_text());
     assert_eq!(stream.join().unwrap(), 200, "the in-flight stream completes");
     assert_eq!(our_programs_loaded(), 0, "no program of ours remains loaded");
@@ -426,7 +472,13 @@ fn bad_input_gets_one_line_errors() {
     let src = dir.0.join("static.c");
     std::fs::write(&src, "#include <unistd.h>\nint main(void){ for(;;) pause(); }\n").unwrap();
     let bin = dir.0.join("static-proc");
-    let built = Command::new("cc").args(["-static", "-O2", "-o"]).arg(&bin).arg(&src).status().map(|s| s.success()).unwrap_or(false);
+    let built = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     if built {
         let guard = harness::Guard::spawn("static", &mut Command::new(&bin));
         assert_one_line_error(&["run", "--pid", &guard.pid().to_string(), "--listen", "127.0.0.1:0"], "libc not found");

@@ -147,7 +147,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         &upstream_bin,
         &dir,
         "upstream",
-        &format!("  server {{ listen 127.0.0.1:{up_port}; location / {{ default_type application/json; return 200 '{body}'; }} }}"),
+        &format!(
+            "  server {{ listen 127.0.0.1:{up_port}; location / {{ default_type application/json; return 200 '{body}'; }} }}"
+        ),
     )?;
     let _proxy = nginx(
         Path::new("/usr/sbin/nginx"),
@@ -168,7 +170,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     for mode in ["uprobes", "syscalls"] {
         let agent = Killed(
             Command::new(&agent_bin)
-                .args(["run", "--exe", "/usr/sbin/nginx", "--attach", mode, "--provider", &format!("local=127.0.0.1:{up_port}")])
+                .args([
+                    "run",
+                    "--exe",
+                    "/usr/sbin/nginx",
+                    "--attach",
+                    mode,
+                    "--provider",
+                    &format!("local=127.0.0.1:{up_port}"),
+                ])
                 .args(["--listen", &format!("127.0.0.1:{agent_port}")])
                 .stderr(Stdio::null())
                 .spawn()
@@ -181,13 +191,21 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let after = scrape(agent_port);
         drop(agent);
         let requests = metric(&after, "llm_proxy_requests_total ") - metric(&before, "llm_proxy_requests_total ");
-        let hits: f64 = ["read_entry", "write_entry", "data_return", "accept_entry", "accept_return", "connect_entry", "close_entry"]
-            .iter()
-            .map(|p| {
-                let s = format!("metrics_agent_probe_hits_total{{probe=\"{p}\"}} ");
-                metric(&after, &s) - metric(&before, &s)
-            })
-            .sum();
+        let hits: f64 = [
+            "read_entry",
+            "write_entry",
+            "data_return",
+            "accept_entry",
+            "accept_return",
+            "connect_entry",
+            "close_entry",
+        ]
+        .iter()
+        .map(|p| {
+            let s = format!("metrics_agent_probe_hits_total{{probe=\"{p}\"}} ");
+            metric(&after, &s) - metric(&before, &s)
+        })
+        .sum();
         modes.push((mode, traced, write_traced, requests, hits));
     }
     let base2 = wrk(proxy_port, args)?;
@@ -198,11 +216,26 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut r = String::new();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
         .unwrap_or_default();
-    let kernel = Command::new("uname").arg("-r").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-    writeln!(r, "Machine: {} cores, {cpu}, kernel {kernel}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0))?;
-    writeln!(r, "wrk -t2 -c{} -d{}s through nginx (1 worker, keep-alive upstream) to a local nginx upstream returning 300 B\n", args.connections, args.seconds)?;
+    let kernel = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    writeln!(
+        r,
+        "Machine: {} cores, {cpu}, kernel {kernel}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    )?;
+    writeln!(
+        r,
+        "wrk -t2 -c{} -d{}s through nginx (1 worker, keep-alive upstream) to a local nginx upstream returning 300 B\n",
+        args.connections, args.seconds
+    )?;
     writeln!(r, "| run | requests/s | p50 ms | p99 ms | throughput ratio | p50 ratio | p99 ratio |")?;
     writeln!(r, "|---|---|---|---|---|---|---|")?;
     let mut row = |name: &str, w: &WrkResult| {
@@ -222,7 +255,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         row(&format!("agent, --attach {mode}"), w)?;
     }
     row("baseline (after)", &base2)?;
-    writeln!(r, "\n| mode | requests counted by the agent / completed by wrk | hits per request | added worker time per request |")?;
+    writeln!(
+        r,
+        "\n| mode | requests counted by the agent / completed by wrk | hits per request | added worker time per request |"
+    )?;
     writeln!(r, "|---|---|---|---|")?;
     for (mode, w, _, requests, hits) in &modes {
         let per = if *requests > 0.0 { hits / requests } else { 0.0 };
@@ -233,7 +269,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     writeln!(r, "|---|---|---|")?;
     writeln!(r, "| agent not running | {write_base:.1} | 1.000 |")?;
     for (mode, _, write_traced, ..) in &modes {
-        writeln!(r, "| agent attached to nginx, --attach {mode} | {write_traced:.1} | {:.3} |", write_traced / write_base)?;
+        writeln!(
+            r,
+            "| agent attached to nginx, --attach {mode} | {write_traced:.1} | {:.3} |",
+            write_traced / write_base
+        )?;
     }
     println!("{r}");
     std::fs::write(dir.join("report.md"), &r)?;

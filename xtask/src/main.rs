@@ -99,7 +99,15 @@ fn test(args: &[String]) -> Result<()> {
         println!("{line}");
         if let Some(rest) = line.strip_prefix("test result: ") {
             let count = |word: &str| -> u64 {
-                rest.split(';').find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word).and_then(|n| n.trim().parse().ok())).unwrap_or(0)
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .trim_start_matches("ok. ")
+                            .trim_start_matches("FAILED. ")
+                            .strip_suffix(word)
+                            .and_then(|n| n.trim().parse().ok())
+                    })
+                    .unwrap_or(0)
             };
             passed += count(" passed");
             failed += count(" failed");

@@ -37,15 +37,16 @@ fn main() {
         "--provider".to_string(),
         format!("anthropic=127.0.0.1:{}", anthropic.port),
     ];
-    let (_proxy_guard, proxy_port, target): (Box<dyn std::any::Any>, u16, Vec<String>) = if Path::new(harness::NGINX).exists() {
-        let nginx = Nginx::start(&routes);
-        let port = nginx.port;
-        (Box::new(nginx), port, vec!["--exe".into(), harness::NGINX.into()])
-    } else {
-        let (guard, port) = harness::start_send_recv_proxy(&routes);
-        let pid = guard.pid();
-        (Box::new(guard), port, vec!["--pid".into(), pid.to_string()])
-    };
+    let (_proxy_guard, proxy_port, target): (Box<dyn std::any::Any>, u16, Vec<String>) =
+        if Path::new(harness::NGINX).exists() {
+            let nginx = Nginx::start(&routes);
+            let port = nginx.port;
+            (Box::new(nginx), port, vec!["--exe".into(), harness::NGINX.into()])
+        } else {
+            let (guard, port) = harness::start_send_recv_proxy(&routes);
+            let pid = guard.pid();
+            (Box::new(guard), port, vec!["--pid".into(), pid.to_string()])
+        };
     let mut agent_args: Vec<&str> = target.iter().map(String::as_str).collect();
     agent_args.extend(providers.iter().map(String::as_str));
     println!("starting: mock providers on :{} and :{}, proxy on :{proxy_port}", openai.port, anthropic.port);
@@ -78,7 +79,10 @@ fn main() {
         }));
     }
     let start = Instant::now();
-    println!("{:>6} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>10}", "time", "requests", "failed", "openai", "anthropic", "p50 ms", "p99 ms", "ttfb p50");
+    println!(
+        "{:>6} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>10}",
+        "time", "requests", "failed", "openai", "anthropic", "p50 ms", "p99 ms", "ttfb p50"
+    );
     while seconds == 0 || start.elapsed() < Duration::from_secs(seconds) {
         thread::sleep(Duration::from_secs(2));
         let s = agent.scrape();
