@@ -1,0 +1,369 @@
+//! LLM semantics of HTTP messages: which provider and operation a request
+//! is, its model and streaming options, and from the response the returned
+//! model, token usage and provider error type.
+//!
+//! Token usage is normalised here and only here (OpenTelemetry's GenAI
+//! convention): `input` includes cached tokens; cache reads and cache
+//! writes are kept apart; usage that is absent stays `None`, never 0.
+
+use serde_json::Value;
+
+use super::sse;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    OpenAi,
+    Anthropic,
+    Gemini,
+    Unknown,
+}
+
+impl Provider {
+    /// `gen_ai.provider.name`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+            Self::Gemini => "gcp.gemini",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// OpenAI Chat Completions.
+    ChatCompletions,
+    /// OpenAI Responses.
+    Responses,
+    /// Anthropic Messages.
+    Messages,
+    Embeddings,
+    /// Gemini generateContent / streamGenerateContent.
+    GenerateContent,
+    Other,
+}
+
+impl Operation {
+    /// `gen_ai.operation.name`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ChatCompletions | Self::Messages => "chat",
+            Self::Responses => "responses",
+            Self::Embeddings => "embeddings",
+            Self::GenerateContent => "generate_content",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// What a request says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmRequest {
+    pub provider: Provider,
+    pub operation: Operation,
+    pub model: Option<String>,
+    pub stream: bool,
+    /// OpenAI `stream_options.include_usage`.
+    pub include_usage: bool,
+    /// The body's `user` or `metadata.user_id`.
+    pub user: Option<String>,
+}
+
+/// Normalised token usage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Input tokens, cached ones included.
+    pub input: Option<u64>,
+    pub output: Option<u64>,
+    pub cache_read: Option<u64>,
+    pub cache_creation: Option<u64>,
+    pub reasoning: Option<u64>,
+}
+
+/// What a response says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LlmResponse {
+    pub model: Option<String>,
+    pub usage: Usage,
+    /// Provider error type (`rate_limit_exceeded`, `overloaded_error`, `RESOURCE_EXHAUSTED`, ...).
+    pub error_type: Option<String>,
+    pub streaming: bool,
+    /// Content-bearing stream events (lifecycle events excluded).
+    pub content_events: u32,
+}
+
+/// Classifies a request from its target, Host header and JSON body.
+pub fn parse_request(target: &str, host: Option<&str>, body: &[u8]) -> LlmRequest {
+    let path = target.split('?').next().unwrap_or(target);
+    let host = host.unwrap_or("").to_ascii_lowercase();
+    let (provider, operation) = if path.ends_with("/chat/completions") {
+        (Provider::OpenAi, Operation::ChatCompletions)
+    } else if path.ends_with("/responses") {
+        (Provider::OpenAi, Operation::Responses)
+    } else if path.ends_with("/messages") {
+        (Provider::Anthropic, Operation::Messages)
+    } else if path.ends_with(":generateContent") || path.ends_with(":streamGenerateContent") {
+        (Provider::Gemini, Operation::GenerateContent)
+    } else if path.ends_with("/embeddings") || path.ends_with(":embedContent") {
+        (if path.contains(':') { Provider::Gemini } else { Provider::OpenAi }, Operation::Embeddings)
+    } else {
+        (Provider::Unknown, Operation::Other)
+    };
+    let provider = match provider {
+        Provider::Unknown if host.contains("openai") => Provider::OpenAi,
+        Provider::Unknown if host.contains("anthropic") => Provider::Anthropic,
+        Provider::Unknown if host.contains("googleapis") => Provider::Gemini,
+        p => p,
+    };
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let gemini_model =
+        path.rsplit('/').next().and_then(|last| last.split(':').next()).filter(|_| provider == Provider::Gemini);
+    let model = json.get("model").and_then(Value::as_str).map(str::to_string).or(gemini_model.map(str::to_string));
+    let stream =
+        json.get("stream").and_then(Value::as_bool).unwrap_or(false) || path.ends_with(":streamGenerateContent");
+    let include_usage = json.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    let user = json
+        .get("user")
+        .and_then(Value::as_str)
+        .or_else(|| json.pointer("/metadata/user_id").and_then(Value::as_str))
+        .map(str::to_string);
+    LlmRequest { provider, operation, model, stream, include_usage, user }
+}
+
+fn num(v: &Value, pointer: &str) -> Option<u64> {
+    v.pointer(pointer).and_then(Value::as_u64)
+}
+
+/// Usage from one JSON object in the provider's shape (None if it has none).
+fn usage_of(provider: Provider, v: &Value) -> Option<Usage> {
+    match provider {
+        Provider::Anthropic => {
+            let u = v.get("usage")?;
+            let cache_read = num(u, "/cache_read_input_tokens");
+            let cache_creation = num(u, "/cache_creation_input_tokens");
+            // Anthropic's input_tokens excludes both cache buckets.
+            let input = num(u, "/input_tokens").map(|i| i + cache_read.unwrap_or(0) + cache_creation.unwrap_or(0));
+            Some(Usage { input, output: num(u, "/output_tokens"), cache_read, cache_creation, reasoning: None })
+        }
+        Provider::Gemini => {
+            let u = v.get("usageMetadata")?;
+            Some(Usage {
+                input: num(u, "/promptTokenCount"),
+                output: num(u, "/candidatesTokenCount"),
+                cache_read: num(u, "/cachedContentTokenCount"),
+                cache_creation: None,
+                reasoning: num(u, "/thoughtsTokenCount"),
+            })
+        }
+        _ => {
+            let u = v.get("usage").filter(|u| u.is_object())?;
+            if u.get("prompt_tokens").is_some() {
+                // Chat Completions and embeddings.
+                Some(Usage {
+                    input: num(u, "/prompt_tokens"),
+                    output: num(u, "/completion_tokens"),
+                    cache_read: num(u, "/prompt_tokens_details/cached_tokens"),
+                    cache_creation: None,
+                    reasoning: num(u, "/completion_tokens_details/reasoning_tokens"),
+                })
+            } else {
+                // Responses API.
+                Some(Usage {
+                    input: num(u, "/input_tokens"),
+                    output: num(u, "/output_tokens"),
+                    cache_read: num(u, "/input_tokens_details/cached_tokens"),
+                    cache_creation: None,
+                    reasoning: num(u, "/output_tokens_details/reasoning_tokens"),
+                })
+            }
+        }
+    }
+}
+
+fn error_of(v: &Value) -> Option<String> {
+    let e = v.get("error")?;
+    ["/code", "/type", "/status"]
+        .iter()
+        .find_map(|p| e.pointer(p).and_then(Value::as_str).filter(|s| !s.is_empty()))
+        .map(str::to_string)
+}
+
+/// Interprets a response body (JSON, or SSE when `content_type` says so).
+pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[u8], complete: bool) -> LlmResponse {
+    let provider = request.provider;
+    let streaming = content_type.is_some_and(|c| c.contains("text/event-stream"));
+    let mut out = LlmResponse { streaming, ..LlmResponse::default() };
+    if !streaming {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        out.model = v.get("model").or_else(|| v.get("modelVersion")).and_then(Value::as_str).map(str::to_string);
+        out.usage = usage_of(provider, &v).unwrap_or_default();
+        out.error_type = error_of(&v);
+        return out;
+    }
+    for event in sse::events(body, complete) {
+        if event.data == "[DONE]" {
+            continue;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&event.data) else { continue };
+        let kind = event.event.as_deref().or_else(|| v.get("type").and_then(Value::as_str)).unwrap_or("");
+        match (provider, kind) {
+            (Provider::Anthropic, "message_start") => {
+                let m = v.get("message").unwrap_or(&Value::Null);
+                out.model = m.get("model").and_then(Value::as_str).map(str::to_string).or(out.model);
+                if let Some(u) = usage_of(provider, m) {
+                    out.usage = Usage { output: None, ..u };
+                }
+            }
+            (Provider::Anthropic, "message_delta") => {
+                if let Some(o) = num(&v, "/usage/output_tokens") {
+                    out.usage.output = Some(o); // cumulative
+                }
+            }
+            (Provider::Anthropic, "content_block_delta") => out.content_events += 1,
+            (_, "error") => out.error_type = error_of(&v).or(out.error_type),
+            (Provider::OpenAi, "response.completed") => {
+                let r = v.get("response").unwrap_or(&Value::Null);
+                out.model = r.get("model").and_then(Value::as_str).map(str::to_string).or(out.model);
+                out.usage = usage_of(provider, r).unwrap_or(out.usage);
+            }
+            (Provider::OpenAi, "response.output_text.delta") => out.content_events += 1,
+            _ => {
+                if out.model.is_none() {
+                    out.model =
+                        v.get("model").or_else(|| v.get("modelVersion")).and_then(Value::as_str).map(str::to_string);
+                }
+                if let Some(u) = usage_of(provider, &v) {
+                    out.usage = u;
+                }
+                let has_content = v.pointer("/choices/0/delta/content").is_some_and(|c| !c.is_null())
+                    || v.pointer("/candidates/0/content").is_some();
+                if has_content {
+                    out.content_events += 1;
+                }
+                out.error_type = error_of(&v).or(out.error_type.take());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn req(target: &str, body: &str) -> LlmRequest {
+        parse_request(target, None, body.as_bytes())
+    }
+
+    #[test]
+    fn classifies_requests() {
+        let r = req(
+            "/openai/v1/chat/completions",
+            r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"user":"u1"}"#,
+        );
+        assert_eq!(
+            (r.provider, r.operation, r.model.as_deref(), r.stream, r.include_usage, r.user.as_deref()),
+            (Provider::OpenAi, Operation::ChatCompletions, Some("gpt-4o"), true, true, Some("u1"))
+        );
+        let r = req("/v1/messages", r#"{"model":"claude-sonnet-4","metadata":{"user_id":"u2"}}"#);
+        assert_eq!((r.provider, r.user.as_deref()), (Provider::Anthropic, Some("u2")));
+        let r = req("/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse", "{}");
+        assert_eq!((r.provider, r.model.as_deref(), r.stream), (Provider::Gemini, Some("gemini-2.0-flash"), true));
+        assert_eq!(parse_request("/x", Some("api.anthropic.com"), b"").provider, Provider::Anthropic);
+    }
+
+    #[test]
+    fn openai_chat_usage_includes_cached_tokens() {
+        let r = req("/v1/chat/completions", r#"{"model":"gpt-4o"}"#);
+        let body = r#"{"model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":100,"completion_tokens":20,"prompt_tokens_details":{"cached_tokens":60},"completion_tokens_details":{"reasoning_tokens":5}}}"#;
+        let resp = parse_response(&r, Some("application/json"), body.as_bytes(), true);
+        assert_eq!(resp.model.as_deref(), Some("gpt-4o-2024-08-06"));
+        assert_eq!(
+            resp.usage,
+            Usage {
+                input: Some(100),
+                output: Some(20),
+                cache_read: Some(60),
+                cache_creation: None,
+                reasoning: Some(5)
+            }
+        );
+    }
+
+    #[test]
+    fn openai_stream_without_include_usage_is_unknown_not_zero() {
+        let r = req("/v1/chat/completions", r#"{"stream":true}"#);
+        let body = "data: {\"model\":\"gpt-4o\",\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\ndata: [DONE]\n\n";
+        let resp = parse_response(&r, Some("text/event-stream"), body.as_bytes(), true);
+        assert_eq!(resp.usage, Usage::default());
+        assert_eq!(resp.content_events, 1);
+        let body = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n";
+        let resp = parse_response(&r, Some("text/event-stream"), body.as_bytes(), true);
+        assert_eq!((resp.usage.input, resp.usage.output), (Some(7), Some(3)));
+    }
+
+    #[test]
+    fn anthropic_input_adds_the_cache_buckets_and_streams_take_the_last_output() {
+        let r = req("/v1/messages", "{}");
+        let body = r#"{"model":"claude-sonnet-4","usage":{"input_tokens":10,"cache_read_input_tokens":100,"cache_creation_input_tokens":5,"output_tokens":7}}"#;
+        let u = parse_response(&r, None, body.as_bytes(), true).usage;
+        assert_eq!(
+            u,
+            Usage {
+                input: Some(115),
+                output: Some(7),
+                cache_read: Some(100),
+                cache_creation: Some(5),
+                reasoning: None
+            }
+        );
+        let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4\",\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\"}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":40}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let resp = parse_response(&r, Some("text/event-stream"), stream.as_bytes(), true);
+        assert_eq!((resp.usage.input, resp.usage.output, resp.content_events), (Some(12), Some(40), 1));
+    }
+
+    #[test]
+    fn provider_error_types() {
+        let r = req("/v1/chat/completions", "{}");
+        let e = |b: &str| parse_response(&r, None, b.as_bytes(), true).error_type;
+        assert_eq!(
+            e(r#"{"error":{"message":"x","type":"requests","code":"rate_limit_exceeded"}}"#).as_deref(),
+            Some("rate_limit_exceeded")
+        );
+        let a = req("/v1/messages", "{}");
+        let ea = parse_response(&a, None, br#"{"type":"error","error":{"type":"overloaded_error"}}"#, true).error_type;
+        assert_eq!(ea.as_deref(), Some("overloaded_error"));
+        let g = req("/v1beta/models/m:generateContent", "{}");
+        let eg = parse_response(&g, None, br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED"}}"#, true).error_type;
+        assert_eq!(eg.as_deref(), Some("RESOURCE_EXHAUSTED"));
+    }
+
+    #[test]
+    fn gemini_and_responses_usage() {
+        let g = req("/v1beta/models/gemini-2.0-flash:generateContent", "{}");
+        let u = parse_response(&g, None, br#"{"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"cachedContentTokenCount":2,"thoughtsTokenCount":1}}"#, true).usage;
+        assert_eq!(
+            u,
+            Usage { input: Some(9), output: Some(4), cache_read: Some(2), cache_creation: None, reasoning: Some(1) }
+        );
+        let o = req("/v1/responses", "{}");
+        let stream = "event: response.created\ndata: {\"type\":\"response.created\"}\n\nevent: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\"}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-4.1\",\"usage\":{\"input_tokens\":30,\"input_tokens_details\":{\"cached_tokens\":10},\"output_tokens\":8,\"output_tokens_details\":{\"reasoning_tokens\":2}}}}\n\n";
+        let resp = parse_response(&o, Some("text/event-stream"), stream.as_bytes(), true);
+        assert_eq!(
+            resp.usage,
+            Usage { input: Some(30), output: Some(8), cache_read: Some(10), cache_creation: None, reasoning: Some(2) }
+        );
+        assert_eq!((resp.model.as_deref(), resp.content_events), (Some("gpt-4.1"), 1));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(target in "[ -~]{0,60}", body in prop::collection::vec(any::<u8>(), 0..1500), sse in any::<bool>()) {
+            let r = parse_request(&target, None, &body);
+            let _ = parse_response(&r, if sse { Some("text/event-stream") } else { None }, &body, sse);
+        }
+    }
+}
