@@ -121,13 +121,16 @@ impl Kernel {
             };
             loaded.with_context(|| format!("the kernel rejected program {name}"))?;
         }
-        for (map, program) in
-            [(names::CONTINUE, names::CONTINUE_PROGRAM), (names::CONTINUE_SYSCALL, names::CONTINUE_SYSCALL_PROGRAM)]
-        {
-            let continuation = ebpf.program(program).ok_or_else(|| anyhow!("no program {program}"))?;
-            let fd = continuation.fd()?.try_clone()?;
+        for (map, slot, program) in [
+            (names::CONTINUE, names::SLOT_PARSE, names::CONTINUE_PROGRAM),
+            (names::CONTINUE, names::SLOT_CAPTURE, names::CAPTURE_PROGRAM),
+            (names::CONTINUE_SYSCALL, names::SLOT_PARSE, names::CONTINUE_SYSCALL_PROGRAM),
+            (names::CONTINUE_SYSCALL, names::SLOT_CAPTURE, names::CAPTURE_SYSCALL_PROGRAM),
+        ] {
+            let target = ebpf.program(program).ok_or_else(|| anyhow!("no program {program}"))?;
+            let fd = target.fd()?.try_clone()?;
             let mut jump = ProgramArray::try_from(ebpf.map_mut(map).ok_or_else(|| anyhow!("no map {map}"))?)?;
-            jump.set(0, &fd, 0).context("installing the parser continuation")?;
+            jump.set(slot, &fd, 0).with_context(|| format!("installing {program} in {map}"))?;
         }
         let targets = BpfHashMap::try_from(ebpf.take_map(names::TARGETS).ok_or_else(|| anyhow!("no TARGETS map"))?)?;
         Ok(Self { ebpf, mode, links: HashMap::new(), offsets: HashMap::new(), targets })

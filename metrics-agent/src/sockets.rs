@@ -93,7 +93,9 @@ pub fn seed(
             continue;
         };
         let Some(entry) = established.get(&inode) else { continue };
-        let mut state = ConnState { flags: CONN_PREEXISTING, ..ConnState::default() };
+        // An identity for payload capture, distinct from the kernel's (which are odd).
+        let conn_id = ((u64::from(pid) << 32) | u64::from(fd_num)) << 1;
+        let mut state = ConnState { flags: CONN_PREEXISTING, conn_id, ..ConnState::default() };
         if listening.contains(&entry.local.1) {
             state.side = SIDE_CLIENT;
         } else {

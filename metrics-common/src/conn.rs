@@ -32,6 +32,8 @@ pub const CONN_RESPONSE_STARTED: u32 = 4;
 pub const CONN_PREEXISTING: u32 = 8;
 /// Adopted from an untracked fd that carried a request line.
 pub const CONN_ADOPTED: u32 = 16;
+/// The in-flight request was sampled for payload capture.
+pub const CONN_CAPTURE: u32 = 32;
 
 /// State of one traced connection, keyed by `conn_key(tgid, fd)`.
 #[repr(C)]
@@ -53,8 +55,16 @@ pub struct ConnState {
     /// The first bytes of a possible request line when a call ended before
     /// its method token did.
     pub pending: [u8; 8],
+    /// Identity for payload capture (fd numbers are reused).
+    pub conn_id: u64,
+    /// Bytes read from / written to the connection since tracking began.
+    pub read_offset: u64,
+    pub write_offset: u64,
+    /// Bytes of the current request / response captured so far.
+    pub captured_request: u32,
+    pub captured_response: u32,
 }
-const _: () = assert!(core::mem::size_of::<ConnState>() == 56);
+const _: () = assert!(core::mem::size_of::<ConnState>() == 88);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ConnState {}

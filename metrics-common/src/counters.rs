@@ -39,5 +39,13 @@ pub const FRAMING_LOST: u32 = 20;
 /// Events (process lifecycle, adopted connections) lost because their ring
 /// buffer was full.
 pub const PROC_EVENTS_DROPPED: u32 = 21;
+/// Payload capture: events and bytes sent to the agent, events dropped
+/// because the ring buffer was full, bytes left out by the per-message cap.
+pub const CAPTURE_EVENTS: u32 = 22;
+pub const CAPTURE_BYTES: u32 = 23;
+pub const CAPTURE_DROPS: u32 = 24;
+pub const CAPTURE_CAPPED_BYTES: u32 = 25;
+/// Requests seen while capture was on (the sampling sequence).
+pub const CAPTURE_SEQUENCE: u32 = 26;
 
-pub const COUNT: u32 = 22;
+pub const COUNT: u32 = 27;

@@ -6,6 +6,7 @@
 //! has explicit padding and a compile-time size check.
 #![cfg_attr(not(test), no_std)]
 
+pub mod capture;
 pub mod conn;
 pub mod counters;
 pub mod events;

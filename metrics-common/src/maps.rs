@@ -41,6 +41,18 @@ pub const CONTINUE_PROGRAM: &str = "continue_response";
 /// The same for syscall-tracepoint mode (program arrays hold one program type).
 pub const CONTINUE_SYSCALL: &str = "CONTINUE_SYSCALL";
 pub const CONTINUE_SYSCALL_PROGRAM: &str = "sys_continue_response";
+/// Captured payload chunks (`capture::ChunkHeader` + bytes).
+pub const PAYLOADS: &str = "PAYLOADS";
+/// Capture control (`capture::control` slots).
+pub const CAPTURE: &str = "CAPTURE";
+/// Per-CPU buffer in which a chunk event is assembled.
+pub const CHUNK_BUFFER: &str = "CHUNK_BUFFER";
+/// Slots of the `CONTINUE`/`CONTINUE_SYSCALL` program arrays.
+pub const SLOT_PARSE: u32 = 0;
+pub const SLOT_CAPTURE: u32 = 1;
+/// The capture programs installed in slot `SLOT_CAPTURE`.
+pub const CAPTURE_PROGRAM: &str = "capture_payload";
+pub const CAPTURE_SYSCALL_PROGRAM: &str = "sys_capture_payload";
 /// Process lifecycle events (fork, exec, exit) for the agent.
 pub const PROC_EVENTS: &str = "PROC_EVENTS";
 

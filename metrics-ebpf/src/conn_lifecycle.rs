@@ -70,8 +70,9 @@ pub fn accept_returned<C: CallReturn>(ctx: &C) -> u32 {
             return 0;
         }
     }
-    let conn = ConnState { side: SIDE_CLIENT, ..ConnState::default() };
-    let _ = CONNS.insert(&conn_key((id >> 32) as u32, fd as u32), &conn, 0);
+    let key = conn_key((id >> 32) as u32, fd as u32);
+    let conn = ConnState { side: SIDE_CLIENT, conn_id: crate::capture::new_conn_id(key), ..ConnState::default() };
+    let _ = CONNS.insert(&key, &conn, 0);
     add(&COUNTERS, c::CONNECTIONS_ACCEPTED, 1);
     0
 }
@@ -104,8 +105,14 @@ pub fn connect_entered<A: CallArgs>(ctx: &A) -> u32 {
     }
     // SAFETY: the value is copied.
     let provider = unsafe { PROVIDER_ADDRS.get(&key) }.copied().unwrap_or(PROVIDER_OTHER);
-    let conn = ConnState { side: SIDE_UPSTREAM, provider: provider as u8, ..ConnState::default() };
-    let _ = CONNS.insert(&conn_key(tgid, fd as u32), &conn, 0);
+    let key = conn_key(tgid, fd as u32);
+    let conn = ConnState {
+        side: SIDE_UPSTREAM,
+        provider: provider as u8,
+        conn_id: crate::capture::new_conn_id(key),
+        ..ConnState::default()
+    };
+    let _ = CONNS.insert(&key, &conn, 0);
     add(&COUNTERS, c::CONNECTIONS_CONNECTED, 1);
     0
 }
@@ -162,6 +169,7 @@ pub fn close_entered<A: CallArgs>(ctx: &A) -> u32 {
         let end = if started { conn.last_response_ns } else { unsafe { bpf_ktime_get_ns() } };
         request_finished(conn, end, complete);
     }
+    crate::capture::closed(conn, tgid, fd as u32, unsafe { bpf_ktime_get_ns() });
     let _ = CONNS.remove(&key);
     add(&COUNTERS, c::CONNECTIONS_CLOSED, 1);
     0

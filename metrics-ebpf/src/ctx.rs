@@ -7,6 +7,8 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 
+use metrics_common::maps::{SLOT_CAPTURE, SLOT_PARSE};
+
 use crate::maps::{CONTINUE, CONTINUE_SYSCALL};
 
 /// Arguments of an intercepted call at its entry.
@@ -41,6 +43,8 @@ pub trait CallReturn: EbpfContext {
     fn return_value(&self) -> i64;
     /// Tail-calls the continuation program; returns only on failure.
     fn continue_parsing(&self);
+    /// Tail-calls the payload capture program; returns only on failure.
+    fn capture(&self);
 }
 
 impl CallReturn for RetProbeContext {
@@ -50,7 +54,12 @@ impl CallReturn for RetProbeContext {
 
     fn continue_parsing(&self) {
         // SAFETY: a tail call does not return on success.
-        unsafe { CONTINUE.tail_call(self, 0) };
+        unsafe { CONTINUE.tail_call(self, SLOT_PARSE) };
+    }
+
+    fn capture(&self) {
+        // SAFETY: as above.
+        unsafe { CONTINUE.tail_call(self, SLOT_CAPTURE) };
     }
 }
 
@@ -63,6 +72,11 @@ impl CallReturn for TracePointContext {
 
     fn continue_parsing(&self) {
         // SAFETY: as above.
-        unsafe { CONTINUE_SYSCALL.tail_call(self, 0) };
+        unsafe { CONTINUE_SYSCALL.tail_call(self, SLOT_PARSE) };
+    }
+
+    fn capture(&self) {
+        // SAFETY: as above.
+        unsafe { CONTINUE_SYSCALL.tail_call(self, SLOT_CAPTURE) };
     }
 }

@@ -60,7 +60,7 @@ const MAX_CONTINUATIONS: u32 = 31;
 /// iovecs looked at per call.
 const MAX_IOV: u64 = 64;
 /// Framing outcome when the step budget ran out with bytes left.
-const EV_BUDGET: u32 = 100;
+pub const EV_BUDGET: u32 = 100;
 
 /// Entry of a data call: stashes its arguments when the fd is traced.
 #[inline(always)]
@@ -175,7 +175,9 @@ pub fn return_data(ctx: RetProbeContext) -> u32 {
     data_returned(&ctx)
 }
 
-/// Return of a data call: count the bytes, advance the connection's state.
+/// Return of a data call: count the bytes, advance the connection's state,
+/// then tail-call payload capture (when this exchange is sampled) and
+/// response parsing (when this call carried response bytes).
 #[inline(always)]
 pub fn data_returned<C: CallReturn>(ctx: &C) -> u32 {
     let id = bpf_get_current_pid_tgid();
@@ -209,48 +211,86 @@ pub fn data_returned<C: CallReturn>(ctx: &C) -> u32 {
         add(&COUNTERS, c::UNCLASSIFIED_BYTES, n);
         return 0;
     }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's scratch.
+    unsafe { (*scratch).parse_pending = 0 };
     let now = unsafe { bpf_ktime_get_ns() };
     if call.kind == CALL_SENDFILE {
         // File contents: a request body going upstream, or a response body
-        // going to a client (nginx buffers large bodies in temp files).
+        // going to a client (nginx buffers large bodies in temp files). Not
+        // captured: the bytes are not in the proxy's memory.
+        conn.write_offset += n;
         if conn.side == SIDE_CLIENT {
-            response_bytes(ctx, conn, &call, n, now);
+            response_bytes(scratch, conn, &call, n, now);
         }
-        return 0;
+    } else {
+        http_bytes(scratch, conn, &call, n, is_read, now);
+        let iov = call.kind == CALL_READ_IOV || call.kind == CALL_WRITE_IOV;
+        let request_direction = (conn.side == SIDE_CLIENT) == is_read;
+        let capture = crate::capture::prepare(
+            scratch,
+            conn,
+            tgid,
+            call.fd,
+            iov,
+            call.ptr,
+            call.count,
+            n,
+            is_read,
+            request_direction,
+            now,
+        );
+        if capture {
+            // SAFETY: this CPU's scratch.
+            unsafe { (*scratch).conn_key = conn_key(tgid, call.fd) };
+            ctx.capture();
+            add(&COUNTERS, c::CAPTURE_DROPS, 1); // the tail call failed
+        }
     }
-    let (first, first_len) = peek(&call, n);
+    // SAFETY: as above.
+    if unsafe { (*scratch).parse_pending } != 0 {
+        ctx.continue_parsing();
+        framing_outcome(conn, EV_BUDGET, now);
+    }
+    0
+}
+
+/// The HTTP/1.x state of a call's bytes: request starts, and the response
+/// of the in-flight request (parsing is prepared, and run by the caller).
+#[inline(always)]
+fn http_bytes(scratch: *mut Scratch, conn: &mut ConnState, call: &Call, n: u64, is_read: bool, now: u64) {
+    let (first, first_len) = peek(call, n);
     if conn.side == SIDE_UNKNOWN {
-        return 0;
+        return;
     }
     let fresh = conn.proto == PROTO_UNDETERMINED && conn.flags & CONN_PREEXISTING == 0;
     let request_direction = (conn.side == SIDE_CLIENT) == is_read;
     if request_direction {
         let expecting_request = conn.flags & CONN_IN_FLIGHT == 0 || conn.response.phase == PHASE_LOST;
         if !expecting_request {
-            return 0; // the in-flight request's body
+            return; // the in-flight request's body
         }
         let method = method_at_start(conn, &first, first_len);
         if method == METHOD_PENDING {
-            return 0;
+            return;
         }
         if method == METHOD_NONE {
             if fresh {
                 unclassified(conn, n);
             }
-            return 0;
+            return;
         }
         request_begins(conn, method, now);
-        return 0;
+        return;
     }
     if fresh {
         if !is_status_line_start(&first, first_len) {
             unclassified(conn, n);
-            return 0;
+            return;
         }
         conn.proto = PROTO_HTTP1;
     }
-    response_bytes(ctx, conn, &call, n, now);
-    0
+    response_bytes(scratch, conn, call, n, now);
 }
 
 /// The first bytes of a new connection are not HTTP/1.x.
@@ -270,8 +310,15 @@ fn adopt_client_connection(tgid: u32, call: &Call, n: u64) -> bool {
     if request_method(&first, len) == METHOD_NONE {
         return false;
     }
-    let conn = ConnState { side: SIDE_CLIENT, proto: PROTO_HTTP1, flags: CONN_ADOPTED, ..ConnState::default() };
-    if CONNS.insert(&conn_key(tgid, call.fd), &conn, 0).is_err() {
+    let key = conn_key(tgid, call.fd);
+    let conn = ConnState {
+        side: SIDE_CLIENT,
+        proto: PROTO_HTTP1,
+        flags: CONN_ADOPTED,
+        conn_id: crate::capture::new_conn_id(key),
+        ..ConnState::default()
+    };
+    if CONNS.insert(&key, &conn, 0).is_err() {
         return false;
     }
     crate::process::emit(CONN_ADOPTED_EVENT, tgid, call.fd);
@@ -337,9 +384,9 @@ fn request_begins(conn: &mut ConnState, method: u32, now: u64) {
 }
 
 /// Bytes travelling toward the client side: the response of the in-flight
-/// request.
+/// request. Parsing is set up here and run by the continuation program.
 #[inline(always)]
-fn response_bytes<C: CallReturn>(ctx: &C, conn: &mut ConnState, call: &Call, n: u64, now: u64) {
+fn response_bytes(scratch: *mut Scratch, conn: &mut ConnState, call: &Call, n: u64, now: u64) {
     if conn.flags & CONN_IN_FLIGHT == 0 {
         return;
     }
@@ -348,13 +395,17 @@ fn response_bytes<C: CallReturn>(ctx: &C, conn: &mut ConnState, call: &Call, n: 
         response_started(conn, now);
     }
     conn.last_response_ns = now;
-    let ev = if call.kind == CALL_SENDFILE { skip_only(conn, n) } else { parse_response(ctx, conn, call, n, now) };
-    framing_outcome(conn, ev, now);
+    if call.kind == CALL_SENDFILE {
+        let ev = skip_only(conn, n);
+        framing_outcome(conn, ev, now);
+        return;
+    }
+    prepare_parse(scratch, call, n, now);
 }
 
 /// Acts on what parsing a call's bytes found.
 #[inline(always)]
-fn framing_outcome(conn: &mut ConnState, ev: u32, now: u64) {
+pub fn framing_outcome(conn: &mut ConnState, ev: u32, now: u64) {
     if ev == EV_END {
         request_finished(conn, now, true);
     } else if ev == EV_MALFORMED || ev == EV_BUDGET {
@@ -412,7 +463,9 @@ pub struct Scratch {
     pub conn_key: u64,
     pub now: u64,
     pub continuations: u32,
-    pub _pad: u32,
+    /// Non-zero when the call's response bytes still need parsing.
+    pub parse_pending: u32,
+    pub capture: crate::capture::CaptureJob,
 }
 
 impl Cursor {
@@ -443,15 +496,12 @@ impl Cursor {
 /// `step` result: keep going.
 const STEP_MORE: u32 = 200;
 
-/// Runs the response framing state machine over the `n` bytes of one call:
-/// sets up the cursor and tail-calls `continue_response`, which takes
-/// `MAX_STEPS` steps per run and calls itself while bytes remain, up to
-/// `MAX_CONTINUATIONS` runs, then records the outcome. Returns only when
-/// the tail call fails (`EV_BUDGET`).
+/// Sets up parsing of the `n` bytes of one call by `continue_response`,
+/// which takes `MAX_STEPS` steps per run and calls itself while bytes
+/// remain, up to `MAX_CONTINUATIONS` runs, then records the outcome.
 #[inline(always)]
-fn parse_response<C: CallReturn>(ctx: &C, conn: &mut ConnState, call: &Call, n: u64, now: u64) -> u32 {
+fn prepare_parse(scratch: *mut Scratch, call: &Call, n: u64, now: u64) {
     let iov_call = call.kind == CALL_READ_IOV || call.kind == CALL_WRITE_IOV;
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return EV_NONE };
     let cursor = Cursor {
         iov: if iov_call { call.ptr } else { 0 },
         iov_count: if iov_call { call.count } else { 0 },
@@ -467,12 +517,8 @@ fn parse_response<C: CallReturn>(ctx: &C, conn: &mut ConnState, call: &Call, n: 
         (*scratch).conn_key = conn_key((bpf_get_current_pid_tgid() >> 32) as u32, call.fd);
         (*scratch).now = now;
         (*scratch).continuations = 0;
+        (*scratch).parse_pending = 1;
     }
-    // All parsing happens in the continuation program: keeping the steps out
-    // of this program keeps each program within the verifier's limits.
-    let _ = &conn.response;
-    ctx.continue_parsing();
-    EV_BUDGET
 }
 
 /// The continuation of `return_data` for calls with more framing work than

@@ -69,13 +69,20 @@ pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(name
 pub static CALLS: LruHashMap<u64, Call> = LruHashMap::with_max_entries(names::CALLS_MAX_ENTRIES, 0);
 #[map]
 pub static SCRATCH: PerCpuArray<crate::data::Scratch> = PerCpuArray::with_max_entries(1, 0);
-/// Slot 0: `continue_response`, the tail-called continuation of parsing
-/// (uprobe mode; a program array holds programs of one type).
+/// Tail-call targets of the uprobe programs (a program array holds programs
+/// of one type): slot 0 `continue_response` (parsing), slot 1
+/// `capture_payload`.
 #[map]
-pub static CONTINUE: ProgramArray = ProgramArray::with_max_entries(1, 0);
-/// Slot 0: `sys_continue_response`, the same for syscall-tracepoint mode.
+pub static CONTINUE: ProgramArray = ProgramArray::with_max_entries(2, 0);
+/// The same for syscall-tracepoint mode.
 #[map]
-pub static CONTINUE_SYSCALL: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static CONTINUE_SYSCALL: ProgramArray = ProgramArray::with_max_entries(2, 0);
+#[map]
+pub static PAYLOADS: RingBuf = RingBuf::with_byte_size(metrics_common::capture::PAYLOADS_BYTES, 0);
+#[map]
+pub static CAPTURE: Array<u32> = Array::with_max_entries(metrics_common::capture::control::SLOTS, 0);
+#[map]
+pub static CHUNK_BUFFER: PerCpuArray<crate::capture::ChunkEvent> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(names::PROC_EVENTS_BYTES, 0);
 
@@ -115,7 +122,10 @@ check_names!(
     SCRATCH,
     PROC_EVENTS,
     CONTINUE,
-    CONTINUE_SYSCALL
+    CONTINUE_SYSCALL,
+    PAYLOADS,
+    CAPTURE,
+    CHUNK_BUFFER
 );
 
 /// Adds `value` to slot `index` of a per-CPU counter array. Not atomic (the

@@ -19,6 +19,7 @@ pub fn request_started(conn: &mut ConnState, now: u64, head: bool) {
     conn.request_ns = now;
     conn.last_response_ns = now;
     conn.response.expect_response(head);
+    crate::capture::sample_request(conn);
     if conn.side == SIDE_CLIENT {
         add(&COUNTERS, c::REQUESTS_TOTAL, 1);
     } else if conn.side == SIDE_UPSTREAM {

@@ -82,6 +82,12 @@ pub fn sys_continue_response(ctx: TracePointContext) -> u32 {
     continue_parsing(&ctx)
 }
 
+/// Tail-called payload capture (slot `SLOT_CAPTURE`).
+#[tracepoint]
+pub fn sys_capture_payload(ctx: TracePointContext) -> u32 {
+    crate::capture::capture_payload_body(&ctx)
+}
+
 /// accept(2), accept4(2)
 #[tracepoint]
 pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {

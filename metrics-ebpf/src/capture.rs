@@ -1,0 +1,217 @@
+//! Payload capture for the audit path: the bytes of sampled requests and
+//! their responses go to the agent through the `PAYLOADS` ring buffer, in
+//! events of a `ChunkHeader` and at most `CHUNK_BYTES` bytes. The proxy is
+//! never blocked: when the ring is full the event is dropped and counted.
+//! Runs in its own program (tail-called from `return_data`), so the hot
+//! path's counters never depend on it.
+
+use aya_ebpf::helpers::{bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw, generated::bpf_ringbuf_output};
+use metrics_common::{
+    capture::{CHUNK_BYTES, CHUNKS_PER_CALL, ChunkHeader, DIR_READ, DIR_WRITE, KIND_CLOSE, KIND_DATA, control},
+    conn::{CONN_CAPTURE, ConnState},
+    counters as c,
+};
+
+use crate::{
+    ctx::CallReturn,
+    data::{EV_BUDGET, Scratch, framing_outcome},
+    maps::{CAPTURE, CHUNK_BUFFER, CONNS, COUNTERS, PAYLOADS, SCRATCH, add},
+};
+
+/// One ring buffer event as assembled in `CHUNK_BUFFER`.
+#[repr(C)]
+pub struct ChunkEvent {
+    pub header: ChunkHeader,
+    pub data: [u8; CHUNK_BYTES],
+}
+
+/// What `capture_payload` copies: stored in the per-CPU scratch.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct CaptureJob {
+    pub header: ChunkHeader,
+    /// Buffer, or iovec array.
+    pub ptr: u64,
+    /// iovec count; 0 for a plain buffer.
+    pub iov_count: u64,
+    /// Bytes to copy (the call's length, cut to the message cap).
+    pub left: u64,
+    pub iov_next: u64,
+    pub seg_ptr: u64,
+    pub seg_left: u64,
+}
+
+fn control(slot: u32) -> u32 {
+    CAPTURE.get(slot).copied().unwrap_or(0)
+}
+
+/// At a request start: decide whether this request (and its response) is
+/// captured, one in `SAMPLE_EVERY`.
+#[inline(always)]
+pub fn sample_request(conn: &mut ConnState) {
+    conn.flags &= !CONN_CAPTURE;
+    conn.captured_request = 0;
+    conn.captured_response = 0;
+    if control(control::ENABLED) == 0 {
+        return;
+    }
+    let every = control(control::SAMPLE_EVERY) as u64;
+    let seq = COUNTERS.get(c::CAPTURE_SEQUENCE).copied().unwrap_or(0);
+    add(&COUNTERS, c::CAPTURE_SEQUENCE, 1);
+    if every <= 1 || seq % every == 0 {
+        conn.flags |= CONN_CAPTURE;
+    }
+}
+
+/// Prepares the capture of a call's `n` bytes when the connection's current
+/// exchange is sampled; returns true when `capture_payload` should run.
+#[inline(always)]
+pub fn prepare(scratch: *mut Scratch, conn: &mut ConnState, tgid: u32, fd: u32, iov: bool, ptr: u64, count: u64, n: u64, is_read: bool, request_direction: bool, now: u64) -> bool {
+    let offset = if is_read { conn.read_offset } else { conn.write_offset };
+    if is_read {
+        conn.read_offset += n;
+    } else {
+        conn.write_offset += n;
+    }
+    if conn.flags & CONN_CAPTURE == 0 || control(control::ENABLED) == 0 {
+        return false;
+    }
+    let cap = (control(control::MESSAGE_CAP_KIB) as u64) << 10;
+    let done = if request_direction { conn.captured_request } else { conn.captured_response } as u64;
+    let room = cap.saturating_sub(done);
+    let take = if n < room { n } else { room };
+    if take < n {
+        add(&COUNTERS, c::CAPTURE_CAPPED_BYTES, n - take);
+    }
+    let total = done + take;
+    let total = if total > u32::MAX as u64 { u32::MAX } else { total as u32 };
+    if request_direction {
+        conn.captured_request = total;
+    } else {
+        conn.captured_response = total;
+    }
+    if take == 0 {
+        return false;
+    }
+    let job = CaptureJob {
+        header: ChunkHeader {
+            conn_id: conn.conn_id,
+            offset,
+            ts_ns: now,
+            tgid,
+            fd,
+            len: 0,
+            direction: if is_read { DIR_READ } else { DIR_WRITE },
+            side: conn.side,
+            kind: KIND_DATA,
+            provider: conn.provider,
+        },
+        ptr,
+        iov_count: if iov { count } else { 0 },
+        left: take,
+        iov_next: 0,
+        seg_ptr: ptr,
+        seg_left: if iov { 0 } else { take },
+    };
+    // SAFETY: this CPU's scratch.
+    unsafe { core::ptr::write_volatile(&mut (*scratch).capture, job) };
+    true
+}
+
+/// A close of a captured connection, so the agent can drop its state.
+#[inline(always)]
+pub fn closed(conn: &ConnState, tgid: u32, fd: u32, now: u64) {
+    if control(control::ENABLED) == 0 || conn.conn_id == 0 {
+        return;
+    }
+    let header = ChunkHeader { conn_id: conn.conn_id, ts_ns: now, tgid, fd, side: conn.side, kind: KIND_CLOSE, ..ChunkHeader::default() };
+    if PAYLOADS.output::<ChunkHeader>(&header, 0).is_err() {
+        add(&COUNTERS, c::CAPTURE_DROPS, 1);
+    }
+}
+
+/// The capture program of uprobe mode (tail-called, slot `SLOT_CAPTURE`).
+#[aya_ebpf::macros::uretprobe]
+pub fn capture_payload(ctx: aya_ebpf::programs::RetProbeContext) -> u32 {
+    capture_payload_body(&ctx)
+}
+
+/// A connection identity: the creation time mixed with its key.
+#[inline(always)]
+pub fn new_conn_id(key: u64) -> u64 {
+    // SAFETY: no preconditions.
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    (now ^ key.rotate_left(29)) | 1
+}
+
+/// Body of the capture programs: copies the job's bytes into chunk events,
+/// then continues with response parsing when the call needs it.
+#[inline(always)]
+pub fn capture_payload_body<C: CallReturn>(ctx: &C) -> u32 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
+    let Some(event) = CHUNK_BUFFER.get_ptr_mut(0) else { return 0 };
+    for _ in 0..CHUNKS_PER_CALL {
+        if !emit_chunk(scratch, event) {
+            break;
+        }
+    }
+    // SAFETY: this CPU's scratch.
+    let (parse, key, now) = unsafe { ((*scratch).parse_pending, (*scratch).conn_key, (*scratch).now) };
+    if parse != 0 {
+        ctx.continue_parsing();
+        if let Some(conn) = CONNS.get_ptr_mut(&key) {
+            // SAFETY: a valid map value pointer.
+            framing_outcome(unsafe { &mut *conn }, EV_BUDGET, now);
+        }
+    }
+    0
+}
+
+/// Emits one chunk; false when nothing is left.
+#[inline(always)]
+fn emit_chunk(scratch: *mut Scratch, event: *mut ChunkEvent) -> bool {
+    // SAFETY: per-CPU map values, valid for the program's run.
+    let mut job = unsafe { core::ptr::read_volatile(&(*scratch).capture) };
+    if job.left == 0 {
+        return false;
+    }
+    if job.seg_left == 0 {
+        // Next iovec.
+        if job.iov_count == 0 || job.iov_next >= job.iov_count || job.iov_next >= 64 {
+            return false;
+        }
+        let at = job.ptr + job.iov_next * 16;
+        job.iov_next += 1;
+        let Ok([base, len]) = (unsafe { bpf_probe_read_user(at as *const [u64; 2]) }) else { return false };
+        job.seg_ptr = base;
+        job.seg_left = if len < job.left { len } else { job.left };
+        unsafe { core::ptr::write_volatile(&mut (*scratch).capture, job) };
+        return true;
+    }
+    let len = if job.seg_left < CHUNK_BYTES as u64 { job.seg_left } else { CHUNK_BYTES as u64 };
+    if len == 0 || len > CHUNK_BYTES as u64 {
+        return false;
+    }
+    let copied = unsafe { read_user_raw((*event).data.as_mut_ptr().cast(), len as u32, job.seg_ptr as *const _) };
+    if copied != 0 {
+        return false;
+    }
+    let mut header = job.header;
+    header.len = len as u32;
+    unsafe { (*event).header = header };
+    let size = core::mem::size_of::<ChunkHeader>() as u64 + len;
+    // SAFETY: `event` holds a header and CHUNK_BYTES bytes; size is within it.
+    let rc = unsafe { bpf_ringbuf_output(core::ptr::addr_of!(PAYLOADS).cast_mut().cast(), event.cast(), size, 0) };
+    if rc == 0 {
+        add(&COUNTERS, c::CAPTURE_EVENTS, 1);
+        add(&COUNTERS, c::CAPTURE_BYTES, len);
+    } else {
+        add(&COUNTERS, c::CAPTURE_DROPS, 1);
+    }
+    job.header.offset += len;
+    job.seg_ptr += len;
+    job.seg_left -= len;
+    job.left -= if len < job.left { len } else { job.left };
+    unsafe { core::ptr::write_volatile(&mut (*scratch).capture, job) };
+    true
+}
