@@ -47,4 +47,15 @@ pub struct RunArgs {
     /// a small cost for every process, also sees static and Go binaries).
     #[arg(long, value_enum, env = "METRICS_AGENT_ATTACH")]
     pub attach: Option<crate::kernel::AttachMode>,
+    /// Capture request and response payloads (audit path) and print one JSON
+    /// record per LLM exchange on standard output. Headers (API keys) and
+    /// prompt text are never printed.
+    #[arg(long, env = "METRICS_AGENT_PRINT_REQUESTS")]
+    pub print_requests: bool,
+    /// Capture one request in N [default: 1].
+    #[arg(long, value_name = "N", env = "METRICS_AGENT_SAMPLE_EVERY")]
+    pub sample_every: Option<u32>,
+    /// Bytes captured per request or response at most, in KiB [default: 256].
+    #[arg(long, value_name = "KIB", env = "METRICS_AGENT_MESSAGE_CAP_KIB")]
+    pub message_cap_kib: Option<u32>,
 }

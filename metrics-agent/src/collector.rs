@@ -60,6 +60,13 @@ impl std::fmt::Debug for CounterMaps {
     }
 }
 
+impl CounterMaps {
+    /// Capture events the kernel dropped (ring buffer full), summed over CPUs.
+    pub fn capture_drops(&self) -> u64 {
+        self.counters.get(&c::CAPTURE_DROPS, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+}
+
 /// Every slot of a per-CPU array, summed over CPUs.
 fn sums(map: &PerCpuArray<MapData, u64>) -> Vec<u64> {
     map.iter().map(|v| v.map(|per_cpu| per_cpu.iter().copied().sum()).unwrap_or(0)).collect()
@@ -71,13 +78,18 @@ pub struct AgentStats {
     pub traced_processes: AtomicU64,
     pub attach_failures: AtomicU64,
     pub preexisting_connections: AtomicU64,
+    pub capture_enabled: AtomicU64,
+    pub capture_breaker_trips: AtomicU64,
+    pub audit_records: AtomicU64,
+    pub audit_resyncs: AtomicU64,
+    pub audit_connections: AtomicU64,
     pub adopted_connections: AtomicU64,
     pub adopted_rejected: AtomicU64,
 }
 
 #[derive(Debug)]
 pub struct HotPathCollector {
-    pub maps: CounterMaps,
+    pub maps: Arc<CounterMaps>,
     pub conns: Arc<Mutex<BpfHashMap<MapData, u64, ConnState>>>,
     /// (slot, label) of every provider, `other` last.
     pub providers: Vec<(u32, String)>,
@@ -331,6 +343,67 @@ impl Collector for HotPathCollector {
             "Target processes the agent failed to attach to.",
             None,
             self.stats.attach_failures.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_capture_events",
+            "Payload chunks the kernel sent to the audit path.",
+            None,
+            at(c::CAPTURE_EVENTS),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_capture_bytes",
+            "Payload bytes the kernel sent to the audit path.",
+            None,
+            at(c::CAPTURE_BYTES),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_capture_dropped_events",
+            "Payload chunks dropped because the ring buffer was full (the proxy is never blocked).",
+            None,
+            at(c::CAPTURE_DROPS),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_capture_capped_bytes",
+            "Payload bytes left out by the per-message capture cap.",
+            None,
+            at(c::CAPTURE_CAPPED_BYTES),
+        )?;
+        gauge(
+            &mut e,
+            "metrics_agent_capture_enabled",
+            "1 while payload capture is on (0: off, or the circuit breaker tripped).",
+            self.stats.capture_enabled.load(Ordering::Relaxed) as i64,
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_capture_breaker_trips",
+            "Times payload capture was switched off because events were dropped.",
+            None,
+            self.stats.capture_breaker_trips.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_audit_records",
+            "LLM exchanges the audit path reconstructed.",
+            None,
+            self.stats.audit_records.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_audit_resyncs",
+            "Captured streams that did not continue the previous chunk (drops or unsampled exchanges).",
+            None,
+            self.stats.audit_resyncs.load(Ordering::Relaxed),
+        )?;
+        gauge(
+            &mut e,
+            "metrics_agent_audit_connections",
+            "Connections the audit path holds state for.",
+            self.stats.audit_connections.load(Ordering::Relaxed) as i64,
         )?;
         let hits = sums(&self.maps.probe_hits);
         let hit_values: Vec<(&str, u64)> =

@@ -25,6 +25,12 @@ pub struct FileConfig {
     pub resolve_interval_seconds: Option<u64>,
     /// `uprobes` (default) or `syscalls`.
     pub attach: Option<AttachMode>,
+    /// Print one JSON record per LLM exchange (turns payload capture on).
+    pub print_requests: Option<bool>,
+    /// Capture one request in N.
+    pub sample_every: Option<u32>,
+    /// Bytes captured per message at most, in KiB.
+    pub message_cap_kib: Option<u32>,
 }
 
 /// What to trace.
@@ -42,6 +48,9 @@ pub struct Config {
     pub listen: SocketAddr,
     pub resolve_interval_seconds: u64,
     pub attach: AttachMode,
+    pub print_requests: bool,
+    pub sample_every: u32,
+    pub message_cap_kib: u32,
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -93,6 +102,9 @@ impl Config {
                 .unwrap_or_else(default_resolve_interval_seconds)
                 .max(1),
             attach: args.attach.or(file.attach).unwrap_or_default(),
+            print_requests: args.print_requests || file.print_requests.unwrap_or(false),
+            sample_every: args.sample_every.or(file.sample_every).unwrap_or(1).max(1),
+            message_cap_kib: args.message_cap_kib.or(file.message_cap_kib).unwrap_or(256).clamp(1, 64 * 1024),
         })
     }
 
@@ -108,6 +120,9 @@ impl Config {
             listen: Some(self.listen),
             resolve_interval_seconds: Some(self.resolve_interval_seconds),
             attach: Some(self.attach),
+            print_requests: Some(self.print_requests),
+            sample_every: Some(self.sample_every),
+            message_cap_kib: Some(self.message_cap_kib),
         }
     }
 }

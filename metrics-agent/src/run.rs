@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Result, anyhow};
-use aya::maps::{HashMap as BpfHashMap, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
 use metrics_common::{events::ProcEvent, maps as names};
 use prometheus_client::registry::Registry;
 use tokio::{
@@ -18,6 +18,7 @@ use tokio::{
 };
 
 use crate::{
+    audit::reader::AuditTask,
     cli::RunArgs,
     collector::{AgentStats, CounterMaps, HotPathCollector},
     config::Config,
@@ -60,9 +61,12 @@ async fn run_async(config: Config, target: Target) -> Result<()> {
     let conns = Arc::new(Mutex::new(BpfHashMap::try_from(kernel.take_map(names::CONNS)?)?));
     let ring = RingBuf::try_from(kernel.take_map(names::PROC_EVENTS)?)?;
     let stats = Arc::new(AgentStats::default());
+    let counter_maps = Arc::new(CounterMaps::take(&mut kernel)?);
+    let payloads = RingBuf::try_from(kernel.take_map(names::PAYLOADS)?)?;
+    let mut capture = Array::<MapData, u32>::try_from(kernel.take_map(names::CAPTURE)?)?;
     let mut registry = Registry::default();
     registry.register_collector(Box::new(HotPathCollector {
-        maps: CounterMaps::take(&mut kernel)?,
+        maps: counter_maps.clone(),
         conns: conns.clone(),
         providers: providers::slot_names(&config.providers),
         stats: stats.clone(),
@@ -80,6 +84,28 @@ async fn run_async(config: Config, target: Target) -> Result<()> {
     tracer.attach_initial()?;
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
+    let audit = if config.print_requests {
+        use metrics_common::capture::control;
+        capture.set(control::SAMPLE_EVERY, config.sample_every, 0)?;
+        capture.set(control::MESSAGE_CAP_KIB, config.message_cap_kib, 0)?;
+        capture.set(control::ENABLED, 1, 0)?;
+        let task = AuditTask {
+            ring: payloads,
+            control: capture,
+            counters: counter_maps.clone(),
+            stats: tracer.stats.clone(),
+            print_requests: true,
+            message_cap_bytes: config.message_cap_kib as usize * 1024,
+        };
+        let stop = stop_rx.clone();
+        Some(tokio::spawn(async move {
+            if let Err(e) = task.run(stop).await {
+                log::error!("audit path stopped: {e:#}");
+            }
+        }))
+    } else {
+        None
+    };
     let server = axum::serve(listener, http::router(Arc::new(registry))).with_graceful_shutdown(async move {
         let _ = stop_rx.changed().await;
     });
@@ -122,6 +148,9 @@ async fn run_async(config: Config, target: Target) -> Result<()> {
     drop(tracer);
     resolver.abort();
     let _ = stop_tx.send(true);
+    if let Some(audit) = audit {
+        let _ = tokio::time::timeout(Duration::from_secs(5), audit).await;
+    }
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(_) => {}
         Err(_) => log::warn!("the metrics endpoint did not stop within 5 s"),

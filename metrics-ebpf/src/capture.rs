@@ -5,7 +5,9 @@
 //! Runs in its own program (tail-called from `return_data`), so the hot
 //! path's counters never depend on it.
 
-use aya_ebpf::helpers::{bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw, generated::bpf_ringbuf_output};
+use aya_ebpf::helpers::{
+    bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw, generated::bpf_ringbuf_output,
+};
 use metrics_common::{
     capture::{CHUNK_BYTES, CHUNKS_PER_CALL, ChunkHeader, DIR_READ, DIR_WRITE, KIND_CLOSE, KIND_DATA, control},
     conn::{CONN_CAPTURE, ConnState},
@@ -66,7 +68,19 @@ pub fn sample_request(conn: &mut ConnState) {
 /// Prepares the capture of a call's `n` bytes when the connection's current
 /// exchange is sampled; returns true when `capture_payload` should run.
 #[inline(always)]
-pub fn prepare(scratch: *mut Scratch, conn: &mut ConnState, tgid: u32, fd: u32, iov: bool, ptr: u64, count: u64, n: u64, is_read: bool, request_direction: bool, now: u64) -> bool {
+pub fn prepare(
+    scratch: *mut Scratch,
+    conn: &mut ConnState,
+    tgid: u32,
+    fd: u32,
+    iov: bool,
+    ptr: u64,
+    count: u64,
+    n: u64,
+    is_read: bool,
+    request_direction: bool,
+    now: u64,
+) -> bool {
     let offset = if is_read { conn.read_offset } else { conn.write_offset };
     if is_read {
         conn.read_offset += n;
@@ -124,7 +138,15 @@ pub fn closed(conn: &ConnState, tgid: u32, fd: u32, now: u64) {
     if control(control::ENABLED) == 0 || conn.conn_id == 0 {
         return;
     }
-    let header = ChunkHeader { conn_id: conn.conn_id, ts_ns: now, tgid, fd, side: conn.side, kind: KIND_CLOSE, ..ChunkHeader::default() };
+    let header = ChunkHeader {
+        conn_id: conn.conn_id,
+        ts_ns: now,
+        tgid,
+        fd,
+        side: conn.side,
+        kind: KIND_CLOSE,
+        ..ChunkHeader::default()
+    };
     if PAYLOADS.output::<ChunkHeader>(&header, 0).is_err() {
         add(&COUNTERS, c::CAPTURE_DROPS, 1);
     }

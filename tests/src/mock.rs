@@ -6,7 +6,10 @@
 //! - `bytes`: approximate JSON body size (padding in the content);
 //! - `events`, `interval_ms`: stream that many SSE events, one every interval
 //!   (chunked for HTTP/1.1 requests, close-delimited for HTTP/1.0);
-//! - `burst=1` with `events`: all chunks in one write (HTTP/1.1 only).
+//! - `burst=1` with `events`: all chunks in one write (HTTP/1.1 only);
+//! - `usage=1` with `events`: a final usage chunk (prompt 21, completion 55).
+//!
+//! Non-streamed 200 answers report usage prompt 12, completion 34.
 
 use std::{
     io::{self, Write},
@@ -206,7 +209,11 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
         if peer_closed(w) {
             return Ok(false);
         }
-        let data = if i == events {
+        let data = if i == events && query(&path, "usage") == Some(1) {
+            // OpenAI's include_usage: a usage chunk with no choices, then [DONE].
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":21,\"completion_tokens\":55}}\n\ndata: [DONE]\n\n"
+                .to_string()
+        } else if i == events {
             "data: [DONE]\n\n".to_string()
         } else {
             format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {i}\"}}}}]}}\n\n")

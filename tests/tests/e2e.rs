@@ -383,6 +383,72 @@ fn bytes_that_are_not_http1_are_counted_as_unclassified() {
     assert_eq!(s.get("llm_proxy_requests_total"), 0, "no HTTP/1 request was seen");
 }
 
+/// The JSON records the agent printed (`--print-requests`), by side.
+fn records(agent: &Agent, side: &str) -> Vec<serde_json::Value> {
+    agent
+        .log_text()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["side"] == side)
+        .collect()
+}
+
+#[test]
+fn audit_records_match_what_the_mock_provider_sent() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let anthropic = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
+    let mut args = vec!["--exe".to_string(), harness::NGINX.to_string(), "--print-requests".to_string()];
+    args.extend(providers_args(&openai, &anthropic));
+    let agent = Agent::start(&as_strs(&args));
+    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let mut c = Client::connect(nginx.port).unwrap();
+    assert_eq!(c.request("/openai/v1/chat/completions?delay_ms=5", 300, false).unwrap(), 200);
+    assert_eq!(c.request("/openai/v1/chat/completions?status=429", 300, false).unwrap(), 429);
+    assert_eq!(c.request("/openai-ka/v1/chat/completions?events=8&interval_ms=50&usage=1", 300, false).unwrap(), 200);
+    assert_eq!(c.request("/anthropic/v1/messages?status=529", 300, false).unwrap(), 529);
+    drop(c);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while records(&agent, "client").len() < 4 || records(&agent, "upstream").len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "records missing:\n{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for side in ["client", "upstream"] {
+        let r = records(&agent, side);
+        assert_eq!(r.len(), 4, "{side}: {r:?}");
+        let by_status = |status: u64| r.iter().filter(|x| x["status"] == status).cloned().collect::<Vec<_>>();
+        let ok = by_status(200);
+        assert_eq!(ok.len(), 2);
+        let plain = ok.iter().find(|x| x["streaming"] == false).expect("non-streamed 200");
+        assert_eq!(plain["tokens"]["input"], 12, "{side}: {plain}");
+        assert_eq!(plain["tokens"]["output"], 34);
+        assert_eq!(plain["model_requested"], "gpt-4o-mini");
+        assert_eq!(plain["model_returned"], "gpt-4o-mini");
+        assert_eq!(plain["provider"], "openai");
+        assert_eq!(plain["operation"], "chat");
+        let stream = ok.iter().find(|x| x["streaming"] == true).expect("streamed 200");
+        assert_eq!(stream["tokens"]["input"], 21, "{side}: {stream}");
+        assert_eq!(stream["tokens"]["output"], 55);
+        assert!(
+            stream["ttfb_ms"].as_f64().unwrap() < stream["duration_ms"].as_f64().unwrap(),
+            "TTFB < total for a stream"
+        );
+        assert!(stream["duration_ms"].as_f64().unwrap() >= 350.0, "8 events 50 ms apart");
+        assert_eq!(by_status(429)[0]["error_type"], "rate_limit_exceeded");
+        assert!(by_status(429)[0]["tokens"]["input"].is_null(), "absent usage is unknown, not 0");
+        assert_eq!(by_status(529)[0]["error_type"], "overloaded_error");
+        assert_eq!(by_status(529)[0]["provider"], "anthropic");
+    }
+    // The API key the client sent appears nowhere the agent writes.
+    let everything = format!("{}{}", agent.log_text(), agent.scrape().text);
+    assert!(!everything.contains("sk-test-canary"), "the API key leaked");
+    let s = agent.scrape();
+    assert_eq!(s.get("metrics_agent_capture_dropped_events_total"), 0);
+    assert_eq!(s.get("metrics_agent_audit_records_total"), 8);
+}
+
 fn our_programs_loaded() -> usize {
     let out = Command::new("bpftool")
         .args(["prog", "show"])

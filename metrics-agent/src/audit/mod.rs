@@ -9,4 +9,6 @@
 
 pub mod llm;
 pub mod message;
+pub mod pipeline;
+pub mod reader;
 pub mod sse;

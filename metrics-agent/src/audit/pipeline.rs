@@ -1,0 +1,338 @@
+//! Turns captured chunks into one record per LLM exchange: per connection,
+//! the request and response byte streams are reassembled by offset, parsed
+//! into HTTP messages, paired in order, and interpreted (`llm`). Memory is
+//! bounded: a cap on tracked connections, on buffered bytes per message and
+//! on requests awaiting their response.
+
+use std::collections::{HashMap, VecDeque};
+
+use metrics_common::{
+    capture::{ChunkHeader, DIR_READ, KIND_CLOSE, KIND_DATA},
+    conn::SIDE_CLIENT,
+};
+use serde::Serialize;
+
+use super::{
+    llm::{self, LlmRequest, Usage},
+    message::{Kind, Message, MessageParser, StartLine},
+};
+
+/// Connections tracked at most; the least recently seen is dropped beyond.
+const MAX_CONNECTIONS: usize = 10_000;
+/// Requests awaiting a response per connection at most.
+const MAX_PENDING: usize = 32;
+
+/// Token counts of a record; `None` (JSON null) when the provider did not say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tokens {
+    pub input: Option<u64>,
+    pub output: Option<u64>,
+    pub cache_read: Option<u64>,
+    pub cache_creation: Option<u64>,
+    pub reasoning: Option<u64>,
+}
+
+impl From<Usage> for Tokens {
+    fn from(u: Usage) -> Self {
+        Self {
+            input: u.input,
+            output: u.output,
+            cache_read: u.cache_read,
+            cache_creation: u.cache_creation,
+            reasoning: u.reasoning,
+        }
+    }
+}
+
+/// One LLM exchange as the proxy saw it on one connection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestRecord {
+    /// Wall-clock time of the first request byte, Unix milliseconds.
+    pub timestamp_unix_ms: u64,
+    /// Kernel monotonic time of the first request byte (ns).
+    pub start_ns: u64,
+    /// `client` (the proxy served it) or `upstream` (the proxy sent it).
+    pub side: &'static str,
+    /// Configured provider slot of an upstream connection.
+    pub provider_slot: Option<u8>,
+    /// Provider recognised from the request (`gen_ai.provider.name`).
+    pub provider: &'static str,
+    pub operation: &'static str,
+    pub endpoint: String,
+    pub model_requested: Option<String>,
+    pub model_returned: Option<String>,
+    pub status: u16,
+    pub error_type: Option<String>,
+    pub streaming: bool,
+    pub tokens: Tokens,
+    /// First request byte to first response byte, and to the last, in ms.
+    pub ttfb_ms: f64,
+    pub duration_ms: f64,
+    pub session_id: Option<String>,
+    pub user_id: Option<String>,
+    /// A body exceeded the capture cap: usage may be missing.
+    pub truncated: bool,
+}
+
+struct Pending {
+    request: LlmRequest,
+    endpoint: String,
+    session_id: Option<String>,
+    start_ns: u64,
+}
+
+struct ConnAudit {
+    side: u8,
+    provider: u8,
+    requests: MessageParser,
+    responses: MessageParser,
+    /// Next expected stream offset: [request direction, response direction].
+    next_offset: [Option<u64>; 2],
+    pending: VecDeque<Pending>,
+    /// Times of the current response's first and last chunks.
+    response_first_ns: Option<u64>,
+    response_last_ns: u64,
+    request_start_ns: Option<u64>,
+    last_seen: u64,
+}
+
+impl ConnAudit {
+    fn new(side: u8, provider: u8, cap: usize) -> Self {
+        Self {
+            side,
+            provider,
+            requests: MessageParser::new(Kind::Request, cap),
+            responses: MessageParser::new(Kind::Response, cap),
+            next_offset: [None, None],
+            pending: VecDeque::new(),
+            response_first_ns: None,
+            response_last_ns: 0,
+            request_start_ns: None,
+            last_seen: 0,
+        }
+    }
+}
+
+/// Counters of the pipeline's own health.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PipelineStats {
+    pub chunks: u64,
+    /// Stream positions that did not follow the previous chunk (drops or
+    /// unsampled exchanges): the connection's parsers restart there.
+    pub resyncs: u64,
+    pub evicted_connections: u64,
+    pub records: u64,
+}
+
+pub struct Pipeline {
+    conns: HashMap<u64, ConnAudit>,
+    body_cap: usize,
+    clock: u64,
+    pub stats: PipelineStats,
+}
+
+impl Pipeline {
+    pub fn new(body_cap: usize) -> Self {
+        Self { conns: HashMap::new(), body_cap, clock: 0, stats: PipelineStats::default() }
+    }
+
+    pub fn tracked_connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Consumes one ring buffer event; returns the exchanges it completed.
+    pub fn on_event(&mut self, header: &ChunkHeader, data: &[u8]) -> Vec<RequestRecord> {
+        self.clock += 1;
+        self.stats.chunks += 1;
+        if header.kind == KIND_CLOSE {
+            let mut out = Vec::new();
+            if let Some(mut c) = self.conns.remove(&header.conn_id)
+                && let Some(m) = c.responses.close()
+            {
+                out.extend(Self::pair(&mut c, m));
+            }
+            self.stats.records += out.len() as u64;
+            return out;
+        }
+        if header.kind != KIND_DATA {
+            return Vec::new();
+        }
+        if !self.conns.contains_key(&header.conn_id) && self.conns.len() >= MAX_CONNECTIONS {
+            self.evict_oldest();
+        }
+        let cap = self.body_cap;
+        let clock = self.clock;
+        let conn =
+            self.conns.entry(header.conn_id).or_insert_with(|| ConnAudit::new(header.side, header.provider, cap));
+        conn.last_seen = clock;
+        let request_dir = (header.side == SIDE_CLIENT) == (header.direction == DIR_READ);
+        let slot = if request_dir { 0 } else { 1 };
+        let data = &data[..(header.len as usize).min(data.len())];
+        if conn.next_offset[slot] != Some(header.offset) {
+            if conn.next_offset[slot].is_some() {
+                self.stats.resyncs += 1;
+            }
+            // Start parsing this direction afresh from here.
+            if request_dir {
+                conn.requests = MessageParser::new(Kind::Request, cap);
+            } else {
+                conn.responses = MessageParser::new(Kind::Response, cap);
+                for p in &conn.pending {
+                    conn.responses.expect_response_to(if p.request.operation == llm::Operation::Other {
+                        "GET"
+                    } else {
+                        "POST"
+                    });
+                }
+            }
+        }
+        conn.next_offset[slot] = Some(header.offset + data.len() as u64);
+        let mut out = Vec::new();
+        if request_dir {
+            if conn.request_start_ns.is_none() {
+                conn.request_start_ns = Some(header.ts_ns);
+            }
+            for m in conn.requests.feed(data) {
+                let start_ns = conn.request_start_ns.take().unwrap_or(header.ts_ns);
+                let StartLine::Request { method, target } = &m.head.start else { continue };
+                conn.responses.expect_response_to(method);
+                let request = llm::parse_request(target, m.head.header("host"), &m.body);
+                if conn.pending.len() >= MAX_PENDING {
+                    conn.pending.pop_front();
+                }
+                conn.pending.push_back(Pending {
+                    request,
+                    endpoint: target.split('?').next().unwrap_or("").to_string(),
+                    session_id: m.head.header("x-session-id").map(str::to_string),
+                    start_ns,
+                });
+            }
+            if conn.requests.buffered() > 0 && conn.request_start_ns.is_none() {
+                conn.request_start_ns = Some(header.ts_ns);
+            }
+        } else {
+            if conn.response_first_ns.is_none() {
+                conn.response_first_ns = Some(header.ts_ns);
+            }
+            conn.response_last_ns = header.ts_ns;
+            for m in conn.responses.feed(data) {
+                out.extend(Self::pair(conn, m));
+            }
+        }
+        self.stats.records += out.len() as u64;
+        out
+    }
+
+    fn pair(conn: &mut ConnAudit, m: Message) -> Option<RequestRecord> {
+        let first = conn.response_first_ns.take().unwrap_or(conn.response_last_ns);
+        let last = conn.response_last_ns;
+        let pending = conn.pending.pop_front()?;
+        let StartLine::Response { status } = m.head.start else { return None };
+        let response = llm::parse_response(&pending.request, m.head.header("content-type"), &m.body, true);
+        let ms = |t: u64| t.saturating_sub(pending.start_ns) as f64 / 1e6;
+        Some(RequestRecord {
+            timestamp_unix_ms: monotonic_to_unix_ms(pending.start_ns),
+            start_ns: pending.start_ns,
+            side: if conn.side == SIDE_CLIENT { "client" } else { "upstream" },
+            provider_slot: (conn.side != SIDE_CLIENT).then_some(conn.provider),
+            provider: pending.request.provider.name(),
+            operation: pending.request.operation.name(),
+            endpoint: pending.endpoint,
+            model_requested: pending.request.model,
+            model_returned: response.model,
+            status,
+            error_type: response.error_type,
+            streaming: response.streaming,
+            tokens: response.usage.into(),
+            ttfb_ms: ms(first),
+            duration_ms: ms(last),
+            session_id: pending.session_id,
+            user_id: pending.request.user,
+            truncated: m.truncated,
+        })
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some((&id, _)) = self.conns.iter().min_by_key(|(_, c)| c.last_seen) {
+            self.conns.remove(&id);
+            self.stats.evicted_connections += 1;
+        }
+    }
+}
+
+/// Converts a kernel monotonic timestamp to Unix milliseconds.
+fn monotonic_to_unix_ms(ns: u64) -> u64 {
+    let now = |clock| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes the timespec.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    };
+    let offset = now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC);
+    ((ns as i128 + offset) / 1_000_000).max(0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_common::capture::DIR_WRITE;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn chunk(conn_id: u64, direction: u8, offset: u64, ts: u64, len: usize) -> ChunkHeader {
+        ChunkHeader {
+            conn_id,
+            offset,
+            ts_ns: ts,
+            direction,
+            side: SIDE_CLIENT,
+            kind: KIND_DATA,
+            len: len as u32,
+            ..ChunkHeader::default()
+        }
+    }
+
+    #[test]
+    fn a_client_exchange_becomes_one_record() {
+        let mut p = Pipeline::new(1 << 20);
+        let body = r#"{"model":"gpt-4o","user":"u7","x":"yy"}"#;
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-secret\r\nx-session-id: s1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let req = req.as_bytes();
+        assert!(p.on_event(&chunk(1, DIR_READ, 0, 1_000_000, req.len()), req).is_empty());
+        let body = r#"{"model":"gpt-4o-1","usage":{"prompt_tokens":12,"completion_tokens":34},"pad":""}"#;
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let resp = resp.as_bytes();
+        let (a, b) = resp.split_at(50);
+        assert!(p.on_event(&chunk(1, DIR_WRITE, 0, 3_000_000, a.len()), a).is_empty());
+        let r = p.on_event(&chunk(1, DIR_WRITE, 50, 5_000_000, b.len()), b);
+        assert_eq!(r.len(), 1);
+        let r = &r[0];
+        assert_eq!(
+            (r.status, r.model_requested.as_deref(), r.model_returned.as_deref()),
+            (200, Some("gpt-4o"), Some("gpt-4o-1"))
+        );
+        assert_eq!((r.tokens.input, r.tokens.output), (Some(12), Some(34)));
+        assert_eq!((r.ttfb_ms, r.duration_ms), (2.0, 4.0));
+        assert_eq!((r.session_id.as_deref(), r.user_id.as_deref()), (Some("s1"), Some("u7")));
+        let json = serde_json::to_string(r).unwrap();
+        assert!(!json.contains("sk-secret"), "no header value leaks: {json}");
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_events_never_panic_and_stay_bounded(events in prop::collection::vec((0u64..4, any::<bool>(), 0u64..5000, prop::collection::vec(any::<u8>(), 0..600)), 0..60)) {
+            let mut p = Pipeline::new(4096);
+            for (id, dir, off, data) in events {
+                let h = chunk(id, if dir { DIR_READ } else { DIR_WRITE }, off, off, data.len());
+                let _ = p.on_event(&h, &data);
+            }
+            prop_assert!(p.tracked_connections() <= 4);
+        }
+    }
+}

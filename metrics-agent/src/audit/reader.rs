@@ -1,0 +1,90 @@
+//! The audit task: reads the `PAYLOADS` ring buffer, runs the pipeline,
+//! prints records as JSON lines when asked, and trips the capture circuit
+//! breaker: when the kernel drops events, capture is switched off for a
+//! cool-down and switched back on after it.
+
+use std::{
+    io::Write,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use aya::maps::{Array, MapData, RingBuf};
+use metrics_common::capture::{ChunkHeader, control};
+use tokio::{io::unix::AsyncFd, sync::watch};
+
+use super::pipeline::Pipeline;
+use crate::collector::{AgentStats, CounterMaps};
+
+/// How long capture stays off after the kernel dropped events.
+const COOL_DOWN: Duration = Duration::from_secs(5);
+
+pub struct AuditTask {
+    pub ring: RingBuf<MapData>,
+    pub control: Array<MapData, u32>,
+    pub counters: Arc<CounterMaps>,
+    pub stats: Arc<AgentStats>,
+    pub print_requests: bool,
+    pub message_cap_bytes: usize,
+}
+
+impl AuditTask {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let Self { ring, mut control, counters, stats, print_requests, message_cap_bytes } = self;
+        // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
+        let mut ring =
+            unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("watching the payload ring buffer: {e}"))?;
+        let mut pipeline = Pipeline::new(message_cap_bytes);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut drops_seen = counters.capture_drops();
+        let mut off_until: Option<tokio::time::Instant> = None;
+        stats.capture_enabled.store(1, Ordering::Relaxed);
+        let stdout = std::io::stdout();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tick.tick() => {
+                    let drops = counters.capture_drops();
+                    let now = tokio::time::Instant::now();
+                    if drops > drops_seen && off_until.is_none() {
+                        let _ = control.set(control::ENABLED, 0, 0);
+                        off_until = Some(now + COOL_DOWN);
+                        stats.capture_enabled.store(0, Ordering::Relaxed);
+                        stats.capture_breaker_trips.fetch_add(1, Ordering::Relaxed);
+                        log::warn!("payload capture dropped {} events: off for {} s", drops - drops_seen, COOL_DOWN.as_secs());
+                    } else if off_until.is_some_and(|t| now >= t) {
+                        let _ = control.set(control::ENABLED, 1, 0);
+                        off_until = None;
+                        stats.capture_enabled.store(1, Ordering::Relaxed);
+                        log::info!("payload capture back on");
+                    }
+                    drops_seen = drops;
+                }
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    let mut out = stdout.lock();
+                    while let Some(item) = guard.get_inner_mut().next() {
+                        if item.len() < size_of::<ChunkHeader>() {
+                            continue;
+                        }
+                        // SAFETY: the kernel wrote a ChunkHeader first; read it unaligned.
+                        let header = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ChunkHeader>()) };
+                        let records = pipeline.on_event(&header, &item[size_of::<ChunkHeader>()..]);
+                        for record in records {
+                            if print_requests && let Ok(line) = serde_json::to_string(&record) {
+                                let _ = writeln!(out, "{line}");
+                            }
+                        }
+                    }
+                    let _ = out.flush();
+                    guard.clear_ready();
+                    stats.audit_records.store(pipeline.stats.records, Ordering::Relaxed);
+                    stats.audit_resyncs.store(pipeline.stats.resyncs, Ordering::Relaxed);
+                    stats.audit_connections.store(pipeline.tracked_connections() as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        let _ = control.set(control::ENABLED, 0, 0);
+        Ok(())
+    }
+}
