@@ -31,6 +31,8 @@ pub struct FileConfig {
     pub sample_every: Option<u32>,
     /// Bytes captured per message at most, in KiB.
     pub message_cap_kib: Option<u32>,
+    /// Size of the payload ring buffer in KiB (a power of two).
+    pub capture_ring_kib: Option<u32>,
 }
 
 /// What to trace.
@@ -51,6 +53,7 @@ pub struct Config {
     pub print_requests: bool,
     pub sample_every: u32,
     pub message_cap_kib: u32,
+    pub capture_ring_kib: u32,
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -105,6 +108,13 @@ impl Config {
             print_requests: args.print_requests || file.print_requests.unwrap_or(false),
             sample_every: args.sample_every.or(file.sample_every).unwrap_or(1).max(1),
             message_cap_kib: args.message_cap_kib.or(file.message_cap_kib).unwrap_or(256).clamp(1, 64 * 1024),
+            capture_ring_kib: {
+                let kib = args.capture_ring_kib.or(file.capture_ring_kib).unwrap_or(16 * 1024);
+                if !kib.is_power_of_two() || !(4..=1024 * 1024).contains(&kib) {
+                    bail!("capture ring size {kib} KiB: use a power of two between 4 and 1048576");
+                }
+                kib
+            },
         })
     }
 
@@ -123,6 +133,7 @@ impl Config {
             print_requests: Some(self.print_requests),
             sample_every: Some(self.sample_every),
             message_cap_kib: Some(self.message_cap_kib),
+            capture_ring_kib: Some(self.capture_ring_kib),
         }
     }
 }

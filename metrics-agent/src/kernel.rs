@@ -109,8 +109,13 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 impl Kernel {
     /// Loads every program into the kernel (verifying them) without attaching.
-    pub fn load(mode: AttachMode) -> Result<Self> {
-        let mut ebpf = Ebpf::load(EBPF_OBJECT).context("loading the eBPF object failed")?;
+    /// `payload_ring_bytes`: size of the payload ring buffer (a power of two
+    /// multiple of the page size).
+    pub fn load(mode: AttachMode, payload_ring_bytes: u32) -> Result<Self> {
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(names::PAYLOADS, payload_ring_bytes)
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF object failed")?;
         let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
         for name in names {
             let program = ebpf.program_mut(&name).expect("listed program");

@@ -46,7 +46,7 @@ async fn run_async(config: Config, target: Target) -> Result<()> {
         _ => anyhow!("cannot listen on {}: {e}", config.listen),
     })?;
 
-    let mut kernel = Kernel::load(config.attach)?;
+    let mut kernel = Kernel::load(config.attach, config.capture_ring_kib * 1024)?;
     let (pid_at, flags_at) = preflight::newtask_offsets()?;
     kernel.set_config(names::config::NEWTASK_PID_OFFSET, pid_at)?;
     kernel.set_config(names::config::NEWTASK_FLAGS_OFFSET, flags_at)?;

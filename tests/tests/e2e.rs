@@ -84,7 +84,13 @@ fn traffic(proxy_port: u16, streams_via_keepalive_upstream: bool) -> Truth {
 
 /// Waits until the agent has seen every request finish, then checks every
 /// hot-path counter against the client's and the providers' ground truth.
-fn assert_matches(agent: &Agent, truth: &Truth, openai: &MockProvider, anthropic: &MockProvider) -> Scrape {
+fn assert_matches(
+    agent: &Agent,
+    truth: &Truth,
+    openai: &MockProvider,
+    anthropic: &MockProvider,
+    long_streams: u64,
+) -> Scrape {
     openai.wait_idle(Duration::from_secs(20));
     anthropic.wait_idle(Duration::from_secs(20));
     let (oa_req, oa_in, oa_out) = openai.snapshot();
@@ -124,8 +130,8 @@ fn assert_matches(agent: &Agent, truth: &Truth, openai: &MockProvider, anthropic
     assert_eq!(m("llm_proxy_request_duration_seconds_count"), truth.requests);
     assert_eq!(m("llm_proxy_time_to_first_byte_seconds_count"), truth.requests);
     let bucket = |le: &str| s.bucket("llm_proxy_request_duration_seconds", "", le);
-    assert_eq!(bucket("0.524288"), truth.requests - LONG_STREAMS, "all but the streams take < 0.5 s");
-    assert_eq!(bucket("1.048576"), truth.requests - LONG_STREAMS, "the 1.2 s streams are not below 1.05 s");
+    assert_eq!(bucket("0.524288"), truth.requests - long_streams, "all but the streams take < 0.5 s");
+    assert_eq!(bucket("1.048576"), truth.requests - long_streams, "the 1.2 s streams are not below 1.05 s");
     assert_eq!(bucket("2.097152"), truth.requests, "the 1.2 s streams are below 2.1 s");
     assert_eq!(
         s.bucket("llm_proxy_time_to_first_byte_seconds", "", "0.524288"),
@@ -199,7 +205,7 @@ fn nginx_counts_match(mode: &[&str]) {
         s.get("metrics_agent_traced_processes") >= 3
     });
     let truth = traffic(nginx.port, true);
-    let s = assert_matches(&agent, &truth, &openai, &anthropic);
+    let s = assert_matches(&agent, &truth, &openai, &anthropic, LONG_STREAMS);
     let hits = s.get("metrics_agent_probe_hits_total{probe=\"data_return\"}");
     assert!(hits > 0, "data probes fired");
 }
@@ -225,7 +231,7 @@ fn send_recv_proxy_counts_match_and_other_processes_are_not_counted() {
     let other = std::thread::spawn(move || traffic(other_port, true));
     let truth = traffic(port, true);
     other.join().unwrap();
-    assert_matches(&agent, &truth, &openai, &anthropic);
+    assert_matches(&agent, &truth, &openai, &anthropic, LONG_STREAMS);
     let s = agent.scrape();
     assert_eq!(s.get("metrics_agent_traced_processes"), 1);
 }
@@ -249,7 +255,7 @@ fn a_target_started_after_the_agent_is_counted() {
         s.get("metrics_agent_traced_processes") == 1
     });
     let truth = traffic(port, false);
-    assert_matches(&agent, &truth, &openai, &anthropic);
+    assert_matches(&agent, &truth, &openai, &anthropic, LONG_STREAMS);
 }
 
 #[test]
@@ -447,6 +453,33 @@ fn audit_records_match_what_the_mock_provider_sent() {
     let s = agent.scrape();
     assert_eq!(s.get("metrics_agent_capture_dropped_events_total"), 0);
     assert_eq!(s.get("metrics_agent_audit_records_total"), 8);
+}
+
+#[test]
+fn a_saturated_payload_ring_drops_and_counts_while_hot_path_counts_stay_exact() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let anthropic = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
+    // An 8 KiB ring holds at most two 4 KiB chunks: large bodies overflow it.
+    let mut args = vec!["--exe", harness::NGINX, "--print-requests", "--capture-ring-kib", "8"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    args.extend(providers_args(&openai, &anthropic));
+    let agent = Agent::start(&as_strs(&args));
+    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let mut truth = Truth::default();
+    for _ in 0..6 {
+        let mut c = Client::connect(nginx.port).unwrap();
+        assert_eq!(c.request("/openai/v1/chat/completions?bytes=200000", 70 * 1024, true).unwrap(), 200);
+        truth.add(&c.truth);
+    }
+    let s = assert_matches(&agent, &truth, &openai, &anthropic, 0);
+    assert!(s.get("metrics_agent_capture_dropped_events_total") > 0, "drops are counted");
+    agent.wait_until(Duration::from_secs(5), "the circuit breaker to trip", |s| {
+        s.get("metrics_agent_capture_breaker_trips_total") >= 1
+    });
 }
 
 fn our_programs_loaded() -> usize {
