@@ -7,7 +7,8 @@
 //! - `events`, `interval_ms`: stream that many SSE events, one every interval
 //!   (chunked for HTTP/1.1 requests, close-delimited for HTTP/1.0);
 //! - `burst=1` with `events`: all chunks in one write (HTTP/1.1 only);
-//! - `usage=1` with `events`: a final usage chunk (prompt 21, completion 55).
+//! - `usage=1` with `events`: a final usage chunk (prompt 21, completion 55);
+//! - `encoding=1|2|3|4`: a gzip, deflate, br or zstd JSON body.
 //!
 //! Non-streamed 200 answers report usage prompt 12, completion 34.
 
@@ -134,6 +135,34 @@ fn send(w: &mut TcpStream, stats: &ProviderStats, data: &[u8]) -> io::Result<()>
     Ok(())
 }
 
+/// Compresses a body as the `encoding` query parameter asks (1 gzip,
+/// 2 deflate, 3 br, 4 zstd); returns it with its content-encoding header line.
+fn encode(body: Vec<u8>, path: &str) -> (Vec<u8>, &'static str) {
+    use std::io::Write as _;
+    match query(path, "encoding") {
+        Some(1) => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&body).unwrap();
+            (e.finish().unwrap(), "content-encoding: gzip\r\n")
+        }
+        Some(2) => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&body).unwrap();
+            (e.finish().unwrap(), "content-encoding: deflate\r\n")
+        }
+        Some(3) => {
+            let mut out = Vec::new();
+            brotli::BrotliCompress(&mut &body[..], &mut out, &brotli::enc::BrotliEncoderParams::default()).unwrap();
+            (out, "content-encoding: br\r\n")
+        }
+        Some(4) => (
+            ruzstd::encoding::compress_to_vec(&body[..], ruzstd::encoding::CompressionLevel::Fastest),
+            "content-encoding: zstd\r\n",
+        ),
+        _ => (body, ""),
+    }
+}
+
 /// True when the peer has closed its end (a peek reads EOF).
 fn peer_closed(s: &TcpStream) -> bool {
     use std::os::fd::AsRawFd;
@@ -176,11 +205,12 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
         let body = format!(
             r#"{{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{{"index":0,"message":{{"role":"assistant","content":"{pad}"}}}}],"usage":{{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}}}"#
         );
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: {conn_header}\r\n\r\n{body}",
+        let (body, coding) = encode(body.into_bytes(), &path);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{coding}content-length: {}\r\nconnection: {conn_header}\r\n\r\n",
             body.len()
         );
-        send(w, stats, resp.as_bytes())?;
+        send(w, stats, &[head.into_bytes(), body].concat())?;
         return Ok(true);
     }
     // Server-sent events; nginx must not buffer them.

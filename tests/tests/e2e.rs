@@ -415,18 +415,29 @@ fn audit_records_match_what_the_mock_provider_sent() {
     assert_eq!(c.request("/openai/v1/chat/completions?status=429", 300, false).unwrap(), 429);
     assert_eq!(c.request("/openai-ka/v1/chat/completions?events=8&interval_ms=50&usage=1", 300, false).unwrap(), 200);
     assert_eq!(c.request("/anthropic/v1/messages?status=529", 300, false).unwrap(), 529);
+    // Compressed bodies: gzip, deflate, br, zstd.
+    for encoding in 1..=4 {
+        assert_eq!(c.request(&format!("/openai/v1/chat/completions?encoding={encoding}"), 300, false).unwrap(), 200);
+    }
     drop(c);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while records(&agent, "client").len() < 4 || records(&agent, "upstream").len() < 4 {
+    while records(&agent, "client").len() < 8 || records(&agent, "upstream").len() < 8 {
         assert!(std::time::Instant::now() < deadline, "records missing:\n{}", agent.log_text());
         std::thread::sleep(Duration::from_millis(100));
     }
     for side in ["client", "upstream"] {
         let r = records(&agent, side);
-        assert_eq!(r.len(), 4, "{side}: {r:?}");
+        assert_eq!(r.len(), 8, "{side}: {r:?}");
         let by_status = |status: u64| r.iter().filter(|x| x["status"] == status).cloned().collect::<Vec<_>>();
         let ok = by_status(200);
-        assert_eq!(ok.len(), 2);
+        assert_eq!(ok.len(), 6);
+        for compressed in ok.iter().filter(|x| x["streaming"] == false) {
+            assert_eq!(
+                (compressed["tokens"]["input"].clone(), compressed["tokens"]["output"].clone()),
+                (12.into(), 34.into()),
+                "{side}: {compressed}"
+            );
+        }
         let plain = ok.iter().find(|x| x["streaming"] == false).expect("non-streamed 200");
         assert_eq!(plain["tokens"]["input"], 12, "{side}: {plain}");
         assert_eq!(plain["tokens"]["output"], 34);
@@ -452,7 +463,7 @@ fn audit_records_match_what_the_mock_provider_sent() {
     assert!(!everything.contains("sk-test-canary"), "the API key leaked");
     let s = agent.scrape();
     assert_eq!(s.get("metrics_agent_capture_dropped_events_total"), 0);
-    assert_eq!(s.get("metrics_agent_audit_records_total"), 8);
+    assert_eq!(s.get("metrics_agent_audit_records_total"), 16);
 }
 
 #[test]

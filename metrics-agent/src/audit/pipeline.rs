@@ -13,6 +13,7 @@ use metrics_common::{
 use serde::Serialize;
 
 use super::{
+    decode,
     llm::{self, LlmRequest, Usage},
     message::{Kind, Message, MessageParser, StartLine},
 };
@@ -228,7 +229,11 @@ impl Pipeline {
         let last = conn.response_last_ns;
         let pending = conn.pending.pop_front()?;
         let StartLine::Response { status } = m.head.start else { return None };
-        let response = llm::parse_response(&pending.request, m.head.header("content-type"), &m.body, true);
+        // Decoded bodies are bounded like captured ones (4x: JSON compresses well).
+        let body =
+            decode::decode(m.head.header("content-encoding"), &m.body, m.body.len().saturating_mul(4).max(1 << 20))
+                .unwrap_or_default();
+        let response = llm::parse_response(&pending.request, m.head.header("content-type"), &body, true);
         let ms = |t: u64| t.saturating_sub(pending.start_ns) as f64 / 1e6;
         Some(RequestRecord {
             timestamp_unix_ms: monotonic_to_unix_ms(pending.start_ns),
