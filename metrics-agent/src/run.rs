@@ -96,6 +96,8 @@ async fn run_async(config: Config, target: Target) -> Result<()> {
             stats: tracer.stats.clone(),
             print_requests: true,
             message_cap_bytes: config.message_cap_kib as usize * 1024,
+            provider_names: providers::slot_names(&config.providers),
+            sample_every: config.sample_every,
         };
         let stop = stop_rx.clone();
         Some(tokio::spawn(async move {

@@ -104,9 +104,10 @@ impl Drop for TempDir {
 }
 
 /// nginx from Debian's package, as a reverse proxy with one location per
-/// route (`/openai/` -> 127.0.0.1:port/). `/stream/...` locations use
+/// route (`/openai/` -> 127.0.0.1:port/). `/NAME-ka/` locations use
 /// HTTP/1.1 and keep-alive upstream connections; the others nginx's default
-/// HTTP/1.0 (close-delimited) upstream.
+/// HTTP/1.0 (close-delimited) upstream. `/cached/` answers from nginx itself,
+/// like a response cache (usage: prompt 12, completion 34).
 pub struct Nginx {
     pub guard: Guard,
     pub port: u16,
@@ -114,6 +115,9 @@ pub struct Nginx {
 }
 
 pub const NGINX: &str = "/usr/sbin/nginx";
+/// The body nginx answers `/cached/` with.
+pub const CACHED_BODY: &str =
+    r#"{"id":"cached-1","model":"gpt-4o-mini","usage":{"prompt_tokens":12,"completion_tokens":34}}"#;
 
 impl Nginx {
     pub fn start(routes: &[(&str, u16)]) -> Self {
@@ -128,6 +132,10 @@ impl Nginx {
                 "    location /{name}/ {{ proxy_pass http://127.0.0.1:{up}/; }}\n    location /{name}-ka/ {{ proxy_pass http://{name}_ka/; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n"
             ));
         }
+        locations.push_str(&format!(
+            "    location /cached/ {{ default_type application/json; return 200 '{}'; }}\n",
+            CACHED_BODY
+        ));
         let d = dir.0.display();
         let conf = format!(
             "worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 512; }}\nhttp {{\n  access_log off;\n  sendfile on;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  client_max_body_size 10m;\n{upstreams}  server {{\n    listen 127.0.0.1:{port};\n{locations}  }}\n}}\n"

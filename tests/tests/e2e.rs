@@ -419,14 +419,31 @@ fn audit_records_match_what_the_mock_provider_sent() {
     for encoding in 1..=4 {
         assert_eq!(c.request(&format!("/openai/v1/chat/completions?encoding={encoding}"), 300, false).unwrap(), 200);
     }
+    // Answered by nginx itself, without an upstream call: a cache hit.
+    assert_eq!(c.request("/cached/v1/chat/completions", 300, false).unwrap(), 200);
     drop(c);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while records(&agent, "client").len() < 8 || records(&agent, "upstream").len() < 8 {
+    while records(&agent, "client").len() < 9 || records(&agent, "upstream").len() < 8 {
         assert!(std::time::Instant::now() < deadline, "records missing:\n{}", agent.log_text());
         std::thread::sleep(Duration::from_millis(100));
     }
     for side in ["client", "upstream"] {
-        let r = records(&agent, side);
+        let mut r = records(&agent, side);
+        if side == "client" {
+            let hit =
+                r.iter().position(|x| x["endpoint"] == "/cached/v1/chat/completions").expect("the cached exchange");
+            let hit = r.remove(hit);
+            assert_eq!(hit["cache_hit"], true, "{hit}");
+            assert_eq!((hit["tokens"]["input"].clone(), hit["tokens"]["output"].clone()), (12.into(), 34.into()));
+            for x in &r {
+                assert_eq!(x["cache_hit"], false, "{x}");
+                assert!(
+                    x["proxy_overhead_ms"].as_f64().is_some_and(|o| o >= 0.0 && o < x["duration_ms"].as_f64().unwrap()),
+                    "{x}"
+                );
+                assert!(x["upstream_provider"] == "openai" || x["upstream_provider"] == "anthropic", "{x}");
+            }
+        }
         assert_eq!(r.len(), 8, "{side}: {r:?}");
         let by_status = |status: u64| r.iter().filter(|x| x["status"] == status).cloned().collect::<Vec<_>>();
         let ok = by_status(200);
@@ -463,7 +480,7 @@ fn audit_records_match_what_the_mock_provider_sent() {
     assert!(!everything.contains("sk-test-canary"), "the API key leaked");
     let s = agent.scrape();
     assert_eq!(s.get("metrics_agent_capture_dropped_events_total"), 0);
-    assert_eq!(s.get("metrics_agent_audit_records_total"), 16);
+    assert_eq!(s.get("metrics_agent_audit_records_total"), 17);
 }
 
 #[test]

@@ -52,10 +52,21 @@ pub struct RequestRecord {
     pub timestamp_unix_ms: u64,
     /// Kernel monotonic time of the first request byte (ns).
     pub start_ns: u64,
+    /// The proxy process.
+    pub pid: u32,
     /// `client` (the proxy served it) or `upstream` (the proxy sent it).
     pub side: &'static str,
     /// Configured provider slot of an upstream connection.
+    #[serde(skip)]
     pub provider_slot: Option<u8>,
+    /// The configured provider (`--provider NAME=...`) the request went to:
+    /// an upstream record's own, a client record's correlated upstream's.
+    pub upstream_provider: Option<String>,
+    /// Client side: time the proxy added beyond its upstream call, in ms.
+    pub proxy_overhead_ms: Option<f64>,
+    /// Client side: answered without an upstream call (or a cache header said
+    /// so); null when that cannot be known (sampled capture).
+    pub cache_hit: Option<bool>,
     /// Provider recognised from the request (`gen_ai.provider.name`).
     pub provider: &'static str,
     pub operation: &'static str,
@@ -83,6 +94,7 @@ struct Pending {
 }
 
 struct ConnAudit {
+    pid: u32,
     side: u8,
     provider: u8,
     requests: MessageParser,
@@ -98,8 +110,9 @@ struct ConnAudit {
 }
 
 impl ConnAudit {
-    fn new(side: u8, provider: u8, cap: usize) -> Self {
+    fn new(pid: u32, side: u8, provider: u8, cap: usize) -> Self {
         Self {
+            pid,
             side,
             provider,
             requests: MessageParser::new(Kind::Request, cap),
@@ -163,8 +176,10 @@ impl Pipeline {
         }
         let cap = self.body_cap;
         let clock = self.clock;
-        let conn =
-            self.conns.entry(header.conn_id).or_insert_with(|| ConnAudit::new(header.side, header.provider, cap));
+        let conn = self
+            .conns
+            .entry(header.conn_id)
+            .or_insert_with(|| ConnAudit::new(header.tgid, header.side, header.provider, cap));
         conn.last_seen = clock;
         let request_dir = (header.side == SIDE_CLIENT) == (header.direction == DIR_READ);
         let slot = if request_dir { 0 } else { 1 };
@@ -238,6 +253,10 @@ impl Pipeline {
         Some(RequestRecord {
             timestamp_unix_ms: monotonic_to_unix_ms(pending.start_ns),
             start_ns: pending.start_ns,
+            pid: conn.pid,
+            upstream_provider: None,
+            proxy_overhead_ms: None,
+            cache_hit: cache_header_hit(&m.head).then_some(true),
             side: if conn.side == SIDE_CLIENT { "client" } else { "upstream" },
             provider_slot: (conn.side != SIDE_CLIENT).then_some(conn.provider),
             provider: pending.request.provider.name(),
@@ -263,6 +282,15 @@ impl Pipeline {
             self.stats.evicted_connections += 1;
         }
     }
+}
+
+/// A response header of a caching layer saying this was a hit.
+fn cache_header_hit(head: &super::message::Head) -> bool {
+    let says_hit = |name: &str| head.header(name).is_some_and(|v| v.to_ascii_lowercase().contains("hit"));
+    says_hit("x-cache")
+        || says_hit("x-cache-status")
+        || says_hit("cf-cache-status")
+        || head.header("x-litellm-cache-hit").is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 /// Converts a kernel monotonic timestamp to Unix milliseconds.

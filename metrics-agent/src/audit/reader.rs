@@ -13,7 +13,10 @@ use aya::maps::{Array, MapData, RingBuf};
 use metrics_common::capture::{ChunkHeader, control};
 use tokio::{io::unix::AsyncFd, sync::watch};
 
-use super::pipeline::Pipeline;
+use super::{
+    correlate::Correlator,
+    pipeline::{Pipeline, RequestRecord},
+};
 use crate::collector::{AgentStats, CounterMaps};
 
 /// How long capture stays off after the kernel dropped events.
@@ -26,11 +29,38 @@ pub struct AuditTask {
     pub stats: Arc<AgentStats>,
     pub print_requests: bool,
     pub message_cap_bytes: usize,
+    /// Label of each provider slot.
+    pub provider_names: Vec<(u32, String)>,
+    /// 1 in N exchanges captured.
+    pub sample_every: u32,
 }
 
 impl AuditTask {
     pub async fn run(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let Self { ring, mut control, counters, stats, print_requests, message_cap_bytes } = self;
+        let Self {
+            ring,
+            mut control,
+            counters,
+            stats,
+            print_requests,
+            message_cap_bytes,
+            provider_names,
+            sample_every,
+        } = self;
+        let mut correlator = Correlator::new(Duration::from_millis(500), sample_every <= 1);
+        let name_of = |slot: u8| provider_names.iter().find(|(s, _)| *s == slot as u32).map(|(_, n)| n.clone());
+        let emit = |records: Vec<RequestRecord>| {
+            if !print_requests {
+                return;
+            }
+            let mut out = std::io::stdout().lock();
+            for record in records {
+                if let Ok(line) = serde_json::to_string(&record) {
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+            let _ = out.flush();
+        };
         // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
         let mut ring =
             unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("watching the payload ring buffer: {e}"))?;
@@ -39,11 +69,11 @@ impl AuditTask {
         let mut drops_seen = counters.capture_drops();
         let mut off_until: Option<tokio::time::Instant> = None;
         stats.capture_enabled.store(1, Ordering::Relaxed);
-        let stdout = std::io::stdout();
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = tick.tick() => {
+                    emit(correlator.tick(std::time::Instant::now()));
                     let drops = counters.capture_drops();
                     let now = tokio::time::Instant::now();
                     if drops > drops_seen && off_until.is_none() {
@@ -62,22 +92,20 @@ impl AuditTask {
                 }
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
-                    let mut out = stdout.lock();
+                    let mut ready = Vec::new();
                     while let Some(item) = guard.get_inner_mut().next() {
                         if item.len() < size_of::<ChunkHeader>() {
                             continue;
                         }
                         // SAFETY: the kernel wrote a ChunkHeader first; read it unaligned.
                         let header = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ChunkHeader>()) };
-                        let records = pipeline.on_event(&header, &item[size_of::<ChunkHeader>()..]);
-                        for record in records {
-                            if print_requests && let Ok(line) = serde_json::to_string(&record) {
-                                let _ = writeln!(out, "{line}");
-                            }
+                        for mut record in pipeline.on_event(&header, &item[size_of::<ChunkHeader>()..]) {
+                            record.upstream_provider = record.provider_slot.and_then(name_of);
+                            ready.extend(correlator.push(record, std::time::Instant::now()));
                         }
                     }
-                    let _ = out.flush();
                     guard.clear_ready();
+                    emit(ready);
                     stats.audit_records.store(pipeline.stats.records, Ordering::Relaxed);
                     stats.audit_resyncs.store(pipeline.stats.resyncs, Ordering::Relaxed);
                     stats.audit_connections.store(pipeline.tracked_connections() as u64, Ordering::Relaxed);
@@ -85,6 +113,7 @@ impl AuditTask {
             }
         }
         let _ = control.set(control::ENABLED, 0, 0);
+        emit(correlator.drain());
         Ok(())
     }
 }
