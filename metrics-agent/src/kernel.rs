@@ -92,6 +92,15 @@ pub enum AttachMode {
     Syscalls,
 }
 
+/// OpenSSL functions hooked in the libssl a target maps.
+const SSL_HOOKS: &[Hook] = &[
+    hook("SSL_read", "enter_ssl_read", Some("return_ssl")),
+    hook("SSL_write", "enter_ssl_write", Some("return_ssl")),
+    hook("SSL_read_ex", "enter_ssl_read_ex", Some("return_ssl")),
+    hook("SSL_write_ex", "enter_ssl_write_ex", Some("return_ssl")),
+    hook("SSL_do_handshake", "enter_ssl_handshake", Some("return_ssl_handshake")),
+];
+
 /// Functions a libc must have for the agent to work.
 const REQUIRED: &[&str] = &["read", "write", "close", "connect", "accept4"];
 
@@ -195,42 +204,54 @@ impl Kernel {
         if self.is_traced(pid) {
             return Ok(0);
         }
-        if self.mode == AttachMode::Syscalls {
-            // The syscall tracepoints are global; marking the target is all.
-            self.targets.insert(pid, 0, 0).context("adding to the TARGETS map")?;
-            self.links.insert(pid, Vec::new());
-            return Ok(0);
-        }
-        let libc = libc_symbols::libc_of(pid)?;
-        let key = std::fs::canonicalize(&libc).unwrap_or_else(|_| libc.clone());
-        if !self.offsets.contains_key(&key) {
-            let wanted: Vec<&str> = HOOKS.iter().map(|h| h.symbol).collect();
-            let found = libc_symbols::symbol_offsets(&libc, &wanted)?;
-            if let Some(missing) = REQUIRED.iter().find(|s| !found.contains_key(**s)) {
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
+        let mut plan: Vec<(PathBuf, u64, &'static str, &'static str)> = Vec::new();
+        if self.mode == AttachMode::Uprobes {
+            // libc socket calls (syscall mode sees them through tracepoints).
+            let libc = libc_symbols::libc_of(pid)?;
+            let offsets = self.offsets_in(&libc, HOOKS.iter().map(|h| h.symbol))?;
+            if let Some(missing) = REQUIRED.iter().find(|s| !offsets.contains_key(**s)) {
                 anyhow::bail!("{} has no symbol {missing}: unsupported C library", libc.display());
             }
-            self.offsets.insert(key.clone(), found);
-        }
-        let offsets = &self.offsets[&key];
-        self.targets.insert(pid, 0, 0).context("adding to the TARGETS map")?;
-        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
-        let mut links = Vec::new();
-        let mut done: HashSet<(u64, &str)> = HashSet::new();
-        let mut result = Ok(());
-        'hooks: for hook in HOOKS {
-            let Some(&offset) = offsets.get(hook.symbol) else { continue };
-            for program in [Some(hook.entry), hook.ret].into_iter().flatten() {
-                if !done.insert((offset, program)) {
-                    continue; // an alias of a function already hooked
+            for hook in HOOKS {
+                if let Some(&offset) = offsets.get(hook.symbol) {
+                    plan.extend(
+                        [Some(hook.entry), hook.ret]
+                            .into_iter()
+                            .flatten()
+                            .map(|p| (libc.clone(), offset, p, hook.symbol)),
+                    );
                 }
-                let probe: &mut UProbe = self.ebpf.program_mut(program).expect("program exists").try_into()?;
-                match probe.attach(offset, &libc, scope) {
-                    Ok(link) => links.push((program, link)),
-                    Err(e) => {
-                        result =
-                            Err(anyhow!(e).context(format!("attaching {program} to {} in process {pid}", hook.symbol)));
-                        break 'hooks;
-                    }
+            }
+        }
+        // OpenSSL, in both modes: the plaintext of TLS connections.
+        if let Some(libssl) = libc_symbols::library_of(pid, "libssl.so") {
+            let offsets = self.offsets_in(&libssl, SSL_HOOKS.iter().map(|h| h.symbol))?;
+            for hook in SSL_HOOKS {
+                if let Some(&offset) = offsets.get(hook.symbol) {
+                    plan.extend(
+                        [Some(hook.entry), hook.ret]
+                            .into_iter()
+                            .flatten()
+                            .map(|p| (libssl.clone(), offset, p, hook.symbol)),
+                    );
+                }
+            }
+        }
+        self.targets.insert(pid, 0, 0).context("adding to the TARGETS map")?;
+        let mut links = Vec::new();
+        let mut done: HashSet<(PathBuf, u64, &str)> = HashSet::new();
+        let mut result = Ok(());
+        for (file, offset, program, symbol) in plan {
+            if !done.insert((file.clone(), offset, program)) {
+                continue; // an alias of a function already hooked
+            }
+            let probe: &mut UProbe = self.ebpf.program_mut(program).expect("program exists").try_into()?;
+            match probe.attach(offset, &file, scope) {
+                Ok(link) => links.push((program, link)),
+                Err(e) => {
+                    result = Err(anyhow!(e).context(format!("attaching {program} to {symbol} in process {pid}")));
+                    break;
                 }
             }
         }
@@ -241,6 +262,21 @@ impl Kernel {
             return Err(e);
         }
         Ok(attached)
+    }
+
+    /// Symbol offsets in a library, computed once per file.
+    fn offsets_in<'a>(
+        &mut self,
+        file: &PathBuf,
+        symbols: impl Iterator<Item = &'a str>,
+    ) -> Result<HashMap<String, u64>> {
+        let key = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
+        if !self.offsets.contains_key(&key) {
+            let wanted: Vec<&str> = symbols.collect();
+            let found = libc_symbols::symbol_offsets(file, &wanted)?;
+            self.offsets.insert(key.clone(), found);
+        }
+        Ok(self.offsets[&key].clone())
     }
 
     /// Detaches the hooks of `pid` (it exited or stopped being a target).

@@ -28,6 +28,17 @@ pub fn libc_of(pid: u32) -> Result<PathBuf> {
     )
 }
 
+/// A shared library mapped by a process whose file name starts with
+/// `prefix` (e.g. `libssl.so`), as a path usable from our mount namespace.
+pub fn library_of(pid: u32, prefix: &str) -> Option<PathBuf> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines().find_map(|line| {
+        let path = line.split_whitespace().nth(5)?;
+        let name = path.rsplit('/').next().unwrap_or(path);
+        name.starts_with(prefix).then(|| PathBuf::from(format!("/proc/{pid}/root{path}")))
+    })
+}
+
 /// File offsets of the wanted symbols in an ELF shared object, keyed by name.
 pub fn symbol_offsets(path: &PathBuf, wanted: &[&str]) -> Result<HashMap<String, u64>> {
     let data = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;

@@ -34,6 +34,9 @@ pub const CONN_PREEXISTING: u32 = 8;
 pub const CONN_ADOPTED: u32 = 16;
 /// The in-flight request was sampled for payload capture.
 pub const CONN_CAPTURE: u32 = 32;
+/// OpenSSL runs on this socket: its bytes are ciphertext (counted, not
+/// parsed); the plaintext comes from the SSL_read/SSL_write probes.
+pub const CONN_TLS: u32 = 64;
 
 /// State of one traced connection, keyed by `conn_key(tgid, fd)`.
 #[repr(C)]

@@ -22,10 +22,10 @@ use aya_ebpf::{
 };
 use metrics_common::{
     conn::{
-        CONN_ADOPTED, CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, ConnState, EV_END, EV_MALFORMED,
-        EV_NONE, METHOD_HEAD, METHOD_NONE, METHOD_PENDING, PHASE_CHUNK_DATA, PHASE_LOST, PHASE_UNTIL_CLOSE,
-        PROTO_HTTP1, PROTO_UNCLASSIFIED, PROTO_UNDETERMINED, ResponseParser, SIDE_CLIENT, SIDE_UNKNOWN, SIDE_UPSTREAM,
-        is_status_line_start, method_at_start, request_method,
+        CONN_ADOPTED, CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, CONN_TLS, ConnState, EV_END,
+        EV_MALFORMED, EV_NONE, METHOD_HEAD, METHOD_NONE, METHOD_PENDING, PHASE_CHUNK_DATA, PHASE_LOST,
+        PHASE_UNTIL_CLOSE, PROTO_HTTP1, PROTO_UNCLASSIFIED, PROTO_UNDETERMINED, ResponseParser, SIDE_CLIENT,
+        SIDE_UNKNOWN, SIDE_UPSTREAM, is_status_line_start, method_at_start, request_method,
     },
     counters as c,
     events::CONN_ADOPTED as CONN_ADOPTED_EVENT,
@@ -75,6 +75,7 @@ pub fn stash<A: CallArgs>(ctx: &A, kind: u32, hit: u32) {
     if fd < 0 {
         return;
     }
+    crate::tls::note_nested_socket_call(id, tgid, fd as u32);
     // Only traced connections: files, pipes and eventfds are skipped here,
     // except plain reads, which may be the first request on a connection
     // accepted by an accept() that was already blocking when we attached.
@@ -175,6 +176,28 @@ pub fn return_data(ctx: RetProbeContext) -> u32 {
     data_returned(&ctx)
 }
 
+/// Plaintext an SSL call moved on `fd`: the HTTP/1.1 logic, capture and
+/// parsing as for a clear-text socket; the bytes are not counted again (the
+/// socket calls counted the ciphertext).
+#[inline(always)]
+pub fn process_plaintext<C: CallReturn>(ctx: &C, tgid: u32, fd: u32, kind: u32, buf: u64, n: u64) -> u32 {
+    let Some(conn) = CONNS.get_ptr_mut(&conn_key(tgid, fd)) else { return 0 };
+    // SAFETY: a valid map value pointer for the duration of the program.
+    let conn = unsafe { &mut *conn };
+    conn.flags |= CONN_TLS;
+    let call = Call { fd, kind, ptr: buf, count: 0 };
+    http_and_capture(ctx, conn, &call, tgid, n, kind == CALL_READ_BUF)
+}
+
+/// The peer of a TLS connection closed its session.
+#[inline(always)]
+pub fn plaintext_peer_closed(tgid: u32, fd: u32) {
+    if let Some(conn) = CONNS.get_ptr_mut(&conn_key(tgid, fd)) {
+        // SAFETY: a valid map value pointer.
+        peer_closed(unsafe { &mut *conn });
+    }
+}
+
 /// Return of a data call: count the bytes, advance the connection's state,
 /// then tail-call payload capture (when this exchange is sampled) and
 /// response parsing (when this call carried response bytes).
@@ -207,10 +230,27 @@ pub fn data_returned<C: CallReturn>(ctx: &C) -> u32 {
     }
     let n = ret as u64;
     count_bytes(conn, is_read, n);
+    if conn.flags & CONN_TLS != 0 {
+        return 0; // ciphertext: the SSL probes see the plaintext
+    }
     if conn.proto == PROTO_UNCLASSIFIED {
         add(&COUNTERS, c::UNCLASSIFIED_BYTES, n);
         return 0;
     }
+    http_and_capture(ctx, conn, &call, tgid, n, is_read)
+}
+
+/// The HTTP/1.1 logic for a call's bytes, then capture and parsing by tail calls.
+#[inline(always)]
+fn http_and_capture<C: CallReturn>(
+    ctx: &C,
+    conn: &mut ConnState,
+    call: &Call,
+    tgid: u32,
+    n: u64,
+    is_read: bool,
+) -> u32 {
+    let call = *call;
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
     // SAFETY: this CPU's scratch.
     unsafe { (*scratch).parse_pending = 0 };

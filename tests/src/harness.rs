@@ -126,11 +126,14 @@ impl Nginx {
         let port = free_port();
         let mut locations = String::new();
         let mut upstreams = String::new();
-        for (name, up) in routes {
+        for (name, up) in routes.iter().filter(|(name, _)| !name.ends_with("-tls")) {
             upstreams.push_str(&format!("  upstream {name}_ka {{ server 127.0.0.1:{up}; keepalive 4; }}\n"));
             locations.push_str(&format!(
                 "    location /{name}/ {{ proxy_pass http://127.0.0.1:{up}/; }}\n    location /{name}-ka/ {{ proxy_pass http://{name}_ka/; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n"
             ));
+        }
+        for (name, up) in routes.iter().filter(|(name, _)| name.ends_with("-tls")) {
+            locations.push_str(&format!("    location /{name}/ {{ proxy_pass https://127.0.0.1:{up}/; }}\n"));
         }
         locations.push_str(&format!(
             "    location /cached/ {{ default_type application/json; return 200 '{}'; }}\n",
@@ -150,6 +153,48 @@ impl Nginx {
                 .args(["-g", "daemon off;"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit()),
+        );
+        wait_for_port(port, Duration::from_secs(10));
+        Self { guard, port, _dir: dir }
+    }
+}
+
+/// An HTTPS front for a mock provider: a *copy* of the nginx binary (another
+/// inode, so `--exe /usr/sbin/nginx` does not trace it) terminating TLS with
+/// a self-signed certificate made here by `openssl`.
+pub struct TlsProvider {
+    pub guard: Guard,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl TlsProvider {
+    pub fn start(upstream_port: u16) -> Self {
+        let dir = TempDir::new("tls");
+        let d = dir.0.display().to_string();
+        let ok = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "2"])
+            .args(["-keyout", &format!("{d}/key.pem"), "-out", &format!("{d}/cert.pem")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "openssl (Debian package openssl) must be installed");
+        let binary = dir.0.join("nginx-tls");
+        std::fs::copy(NGINX, &binary).expect("copy nginx");
+        let port = free_port();
+        let conf = format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 128; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/b;\n  proxy_temp_path {d}/p;\n  fastcgi_temp_path {d}/f;\n  uwsgi_temp_path {d}/u;\n  scgi_temp_path {d}/s;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {d}/cert.pem;\n    ssl_certificate_key {d}/key.pem;\n    location / {{ proxy_pass http://127.0.0.1:{upstream_port}; proxy_buffering off; }}\n  }}\n}}\n"
+        );
+        std::fs::write(dir.0.join("nginx.conf"), conf).expect("write conf");
+        let guard = Guard::spawn(
+            "nginx-tls",
+            Command::new(&binary)
+                .arg("-c")
+                .arg(dir.0.join("nginx.conf"))
+                .args(["-g", "daemon off;"])
+                .stdout(Stdio::null()),
         );
         wait_for_port(port, Duration::from_secs(10));
         Self { guard, port, _dir: dir }

@@ -510,6 +510,62 @@ fn a_saturated_payload_ring_drops_and_counts_while_hot_path_counts_stay_exact() 
     });
 }
 
+#[test]
+fn tls_upstreams_are_measured_from_the_plaintext() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let tls = harness::TlsProvider::start(openai.port);
+    let nginx = Nginx::start(&[("openai-tls", tls.port)]);
+    let agent = Agent::start(&[
+        "--exe",
+        harness::NGINX,
+        "--print-requests",
+        "--provider",
+        &format!("openai=127.0.0.1:{}", tls.port),
+    ]);
+    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let mut truth = Truth::default();
+    for path in [
+        "/openai-tls/v1/chat/completions",
+        "/openai-tls/v1/chat/completions?status=429",
+        "/openai-tls/v1/chat/completions?events=6&interval_ms=50&usage=1",
+    ] {
+        let mut c = Client::connect(nginx.port).unwrap();
+        c.request(path, 300, true).unwrap();
+        truth.add(&c.truth);
+    }
+    openai.wait_idle(Duration::from_secs(10));
+    let (requests, ..) = openai.snapshot();
+    let s = agent.wait_until(Duration::from_secs(15), "all requests", |s| {
+        s.get("llm_proxy_provider_request_duration_seconds_count{provider=\"openai\"}") == requests
+            && s.get("llm_proxy_request_duration_seconds_count") == truth.requests
+    });
+    assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), requests, "requests over TLS");
+    assert_eq!(s.get("llm_proxy_provider_requests_failed_total{provider=\"openai\"}"), 1, "the 429");
+    assert_eq!(s.get("metrics_agent_unclassified_connections_total"), 0, "TLS connections are not unclassified");
+    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), truth.bytes_sent);
+    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), truth.bytes_received);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while records(&agent, "upstream").len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "upstream records missing:\n{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let up = records(&agent, "upstream");
+    let plain = up.iter().find(|r| r["status"] == 200 && r["streaming"] == false).expect("plain 200");
+    assert_eq!(
+        (plain["tokens"]["input"].clone(), plain["tokens"]["output"].clone()),
+        (12.into(), 34.into()),
+        "{plain}"
+    );
+    let stream = up.iter().find(|r| r["streaming"] == true).expect("stream");
+    assert_eq!(
+        (stream["tokens"]["input"].clone(), stream["tokens"]["output"].clone()),
+        (21.into(), 55.into()),
+        "{stream}"
+    );
+    assert_eq!(up.iter().find(|r| r["status"] == 429).expect("429")["error_type"], "rate_limit_exceeded");
+}
+
 fn our_programs_loaded() -> usize {
     let out = Command::new("bpftool")
         .args(["prog", "show"])

@@ -1,0 +1,166 @@
+//! TLS plaintext from OpenSSL: uprobes on `SSL_read`/`SSL_write` (and the
+//! `_ex` forms) in the libssl the target loads. The plaintext goes through
+//! the same HTTP/1.1 state machine as clear-text sockets; the ciphertext on
+//! the socket is still counted in the byte counters but never parsed.
+//!
+//! Tying an `SSL*` to its socket: while a thread is inside an SSL call (or
+//! `SSL_do_handshake`), the socket calls OpenSSL makes are nested in it; the
+//! first such nested call records `SSL* -> fd` and marks the connection TLS.
+//!
+//! Hooked: `int SSL_read(SSL *s, void *buf, int num)`, `int SSL_write(SSL *s,
+//! const void *buf, int num)`, `int SSL_read_ex(SSL *s, void *buf, size_t num,
+//! size_t *readbytes)`, `int SSL_write_ex(..., size_t *written)`,
+//! `int SSL_do_handshake(SSL *s)`.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::{map, uprobe, uretprobe},
+    maps::LruHashMap,
+    programs::{ProbeContext, RetProbeContext},
+};
+use metrics_common::conn::CONN_TLS;
+
+use crate::{
+    ctx::{CallArgs, CallReturn},
+    data::process_plaintext,
+    maps::{CALL_READ_BUF, CALL_WRITE_BUF, CONNS, is_target},
+};
+
+/// An SSL call in progress on a thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SslCall {
+    pub ssl: u64,
+    pub buf: u64,
+    /// `_ex` forms: where the byte count is written; 0 otherwise.
+    pub count_ptr: u64,
+    /// `CALL_READ_BUF` or `CALL_WRITE_BUF`.
+    pub kind: u32,
+    /// The socket seen in a nested call, or u32::MAX.
+    pub fd: u32,
+}
+
+/// SSL calls in progress, by pid_tgid.
+#[map]
+pub static SSL_CALLS: LruHashMap<u64, SslCall> = LruHashMap::with_max_entries(16_384, 0);
+/// Handshakes in progress, by pid_tgid: the `SSL*`.
+#[map]
+pub static SSL_HANDSHAKES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16_384, 0);
+/// `SSL*` -> socket fd, keyed by (tgid << 32) ^ SSL*.
+#[map]
+pub static SSL_FDS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65_536, 0);
+
+fn ssl_key(tgid: u32, ssl: u64) -> u64 {
+    ((tgid as u64) << 32) ^ ssl
+}
+
+#[inline(always)]
+fn ssl_entered<A: CallArgs>(ctx: &A, kind: u32, ex: bool) {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if !is_target(tgid) {
+        return;
+    }
+    let ssl = ctx.arg_u64(0);
+    // SAFETY: the value is copied.
+    let fd = unsafe { SSL_FDS.get(&ssl_key(tgid, ssl)) }.copied().unwrap_or(u32::MAX);
+    let call = SslCall { ssl, buf: ctx.arg_u64(1), count_ptr: if ex { ctx.arg_u64(3) } else { 0 }, kind, fd };
+    let _ = SSL_CALLS.insert(&id, &call, 0);
+}
+
+#[uprobe]
+pub fn enter_ssl_read(ctx: ProbeContext) -> u32 {
+    ssl_entered(&ctx, CALL_READ_BUF, false);
+    0
+}
+
+#[uprobe]
+pub fn enter_ssl_write(ctx: ProbeContext) -> u32 {
+    ssl_entered(&ctx, CALL_WRITE_BUF, false);
+    0
+}
+
+#[uprobe]
+pub fn enter_ssl_read_ex(ctx: ProbeContext) -> u32 {
+    ssl_entered(&ctx, CALL_READ_BUF, true);
+    0
+}
+
+#[uprobe]
+pub fn enter_ssl_write_ex(ctx: ProbeContext) -> u32 {
+    ssl_entered(&ctx, CALL_WRITE_BUF, true);
+    0
+}
+
+/// Return of the four SSL data calls.
+#[uretprobe]
+pub fn return_ssl(ctx: RetProbeContext) -> u32 {
+    ssl_returned(&ctx)
+}
+
+#[inline(always)]
+fn ssl_returned<C: CallReturn>(ctx: &C) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(call) = (unsafe { SSL_CALLS.get(&id) }).copied() else { return 0 };
+    let _ = SSL_CALLS.remove(&id);
+    // All four return an `int`: only the low 32 bits of the register count.
+    let ret = ctx.return_value() as i32 as i64;
+    let n = if call.count_ptr != 0 {
+        if ret != 1 {
+            return 0;
+        }
+        // SAFETY: reading user memory through the helper.
+        unsafe { bpf_probe_read_user(call.count_ptr as *const u64) }.unwrap_or(0)
+    } else if ret > 0 {
+        ret as u64
+    } else {
+        if ret == 0 && call.kind == CALL_READ_BUF && call.fd != u32::MAX {
+            // SSL_read returned 0: the peer closed the TLS session (a body
+            // framed by the connection's close ends here).
+            crate::data::plaintext_peer_closed((id >> 32) as u32, call.fd);
+        }
+        return 0;
+    };
+    if call.fd == u32::MAX || n == 0 {
+        return 0;
+    }
+    process_plaintext(ctx, (id >> 32) as u32, call.fd, call.kind, call.buf, n)
+}
+
+/// int SSL_do_handshake(SSL *s): socket calls inside it belong to `s`.
+#[uprobe]
+pub fn enter_ssl_handshake(ctx: ProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    if is_target((id >> 32) as u32) {
+        let _ = SSL_HANDSHAKES.insert(&id, &ctx.arg_u64(0), 0);
+    }
+    0
+}
+
+#[uretprobe]
+pub fn return_ssl_handshake(_ctx: RetProbeContext) -> u32 {
+    let _ = SSL_HANDSHAKES.remove(&bpf_get_current_pid_tgid());
+    0
+}
+
+/// Called at the entry of every socket call of a target: inside an SSL call
+/// or handshake, ties the `SSL*` to `fd` and marks the connection TLS.
+#[inline(always)]
+pub fn note_nested_socket_call(id: u64, tgid: u32, fd: u32) {
+    let ssl = if let Some(call) = SSL_CALLS.get_ptr_mut(&id) {
+        // SAFETY: a valid map value pointer.
+        let call = unsafe { &mut *call };
+        call.fd = fd;
+        call.ssl
+    } else if let Some(ssl) = unsafe { SSL_HANDSHAKES.get(&id) }.copied() {
+        ssl
+    } else {
+        return;
+    };
+    let _ = SSL_FDS.insert(&ssl_key(tgid, ssl), &fd, 0);
+    if let Some(conn) = CONNS.get_ptr_mut(&metrics_common::maps::conn_key(tgid, fd)) {
+        // SAFETY: a valid map value pointer.
+        unsafe { (*conn).flags |= CONN_TLS };
+    }
+}
