@@ -21,6 +21,12 @@ pub enum Command {
     Run(RunArgs),
     /// Print the effective configuration (file < environment < flags) as TOML.
     Config(RunArgs),
+    /// Measure the audit path's parsing throughput on synthetic events (for `cargo xtask bench`).
+    #[command(hide = true)]
+    BenchAudit {
+        #[arg(long, default_value_t = 20_000)]
+        exchanges: usize,
+    },
 }
 
 /// Settings of `run`; each may also come from the `--config` file.

@@ -25,6 +25,7 @@ fn main() {
     let result = match cli.command {
         cli::Command::Run(args) => run::run(args),
         cli::Command::Config(args) => config::print_effective(args),
+        cli::Command::BenchAudit { exchanges } => audit::bench::run(exchanges),
     };
     if let Err(err) = result {
         // One line: the context chain, outermost first.

@@ -167,19 +167,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let base1 = wrk(proxy_port, args)?;
     let write_base = write_cost_ns(calls);
     let mut modes = Vec::new();
-    for mode in ["uprobes", "syscalls"] {
+    let modes_to_run: [(&str, &[&str]); 3] =
+        [("uprobes", &[]), ("syscalls", &[]), ("uprobes + audit capture", &["--print-requests"])];
+    for (mode, extra) in modes_to_run {
+        let attach = mode.split(' ').next().unwrap_or(mode);
+        let provider = format!("local=127.0.0.1:{up_port}");
+        let listen = format!("127.0.0.1:{agent_port}");
         let agent = Killed(
             Command::new(&agent_bin)
-                .args([
-                    "run",
-                    "--exe",
-                    "/usr/sbin/nginx",
-                    "--attach",
-                    mode,
-                    "--provider",
-                    &format!("local=127.0.0.1:{up_port}"),
-                ])
-                .args(["--listen", &format!("127.0.0.1:{agent_port}")])
+                .args(["run", "--exe", "/usr/sbin/nginx", "--attach", attach, "--provider", &provider])
+                .args(["--listen", &listen])
+                .args(extra)
+                .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .context("target/release/metrics-agent")?,
@@ -275,6 +274,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             write_traced / write_base
         )?;
     }
+    let audit =
+        Command::new(&agent_bin).args(["bench-audit", "--exchanges", "20000"]).output().context("bench-audit")?;
+    writeln!(
+        r,
+        "\nAudit path parsing on one core (`metrics-agent bench-audit`: 20,000 keep-alive exchanges, half JSON, half SSE, in 4 KiB chunk events):\n"
+    )?;
+    writeln!(r, "```\n{}```", String::from_utf8_lossy(&audit.stdout))?;
     println!("{r}");
     std::fs::write(dir.join("report.md"), &r)?;
     Ok(())

@@ -7,6 +7,7 @@
 //! (property-tested) and keep memory bounded.
 #![allow(dead_code, reason = "wired to the payload capture in the next milestone")]
 
+pub mod bench;
 pub mod correlate;
 pub mod decode;
 pub mod llm;
