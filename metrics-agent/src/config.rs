@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub message_cap_kib: Option<u32>,
     /// Size of the payload ring buffer in KiB (a power of two).
     pub capture_ring_kib: Option<u32>,
+    /// Model price table layered over the built-in one.
+    pub prices: Option<PathBuf>,
 }
 
 /// What to trace.
@@ -54,6 +56,7 @@ pub struct Config {
     pub sample_every: u32,
     pub message_cap_kib: u32,
     pub capture_ring_kib: u32,
+    pub prices: Option<PathBuf>,
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -115,6 +118,7 @@ impl Config {
                 }
                 kib
             },
+            prices: args.prices.clone().or(file.prices),
         })
     }
 
@@ -134,6 +138,7 @@ impl Config {
             sample_every: Some(self.sample_every),
             message_cap_kib: Some(self.message_cap_kib),
             capture_ring_kib: Some(self.capture_ring_kib),
+            prices: self.prices.clone(),
         }
     }
 }

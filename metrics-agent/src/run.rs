@@ -32,13 +32,15 @@ use crate::{
 
 pub fn run(args: RunArgs) -> Result<()> {
     let config = Config::from_args(&args)?;
+    // Checked before anything is attached: a bad price file is a start-up error.
+    let prices = crate::audit::cost::PriceTable::load(config.prices.as_deref())?;
     let target = Target::resolve(&config.target)?;
     preflight::check()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(run_async(config, target))
+    runtime.block_on(run_async(config, target, prices))
 }
 
-async fn run_async(config: Config, target: Target) -> Result<()> {
+async fn run_async(config: Config, target: Target, prices: crate::audit::cost::PriceTable) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| match e.kind() {
         ErrorKind::AddrInUse => {
             anyhow!("listen address {} is already in use: pass another with --listen ADDR", config.listen)
@@ -98,6 +100,7 @@ async fn run_async(config: Config, target: Target) -> Result<()> {
             message_cap_bytes: config.message_cap_kib as usize * 1024,
             provider_names: providers::slot_names(&config.providers),
             sample_every: config.sample_every,
+            prices,
         };
         let stop = stop_rx.clone();
         Some(tokio::spawn(async move {

@@ -460,6 +460,8 @@ fn audit_records_match_what_the_mock_provider_sent() {
         assert_eq!(plain["tokens"]["output"], 34);
         assert_eq!(plain["model_requested"], "gpt-4o-mini");
         assert_eq!(plain["model_returned"], "gpt-4o-mini");
+        // Built-in price of gpt-4o-mini: 0.15 / 0.60 USD per million tokens.
+        assert_eq!(plain["cost_usd"], "0.0000222", "12 x 0.15e-6 + 34 x 0.60e-6");
         assert_eq!(plain["provider"], "openai");
         assert_eq!(plain["operation"], "chat");
         let stream = ok.iter().find(|x| x["streaming"] == true).expect("streamed 200");
@@ -470,8 +472,10 @@ fn audit_records_match_what_the_mock_provider_sent() {
             "TTFB < total for a stream"
         );
         assert!(stream["duration_ms"].as_f64().unwrap() >= 350.0, "8 events 50 ms apart");
+        assert_eq!(stream["cost_usd"], "0.00003615", "21 x 0.15e-6 + 55 x 0.60e-6");
         assert_eq!(by_status(429)[0]["error_type"], "rate_limit_exceeded");
         assert!(by_status(429)[0]["tokens"]["input"].is_null(), "absent usage is unknown, not 0");
+        assert!(by_status(429)[0]["cost_usd"].is_null(), "no usage, no cost");
         assert_eq!(by_status(529)[0]["error_type"], "overloaded_error");
         assert_eq!(by_status(529)[0]["provider"], "anthropic");
     }

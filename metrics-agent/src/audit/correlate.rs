@@ -140,6 +140,7 @@ mod tests {
             session_id: None,
             user_id: None,
             truncated: false,
+            cost_usd: None,
         }
     }
 

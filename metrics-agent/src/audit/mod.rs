@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod correlate;
+pub mod cost;
 pub mod decode;
 pub mod llm;
 pub mod message;

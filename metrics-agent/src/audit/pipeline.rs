@@ -84,6 +84,9 @@ pub struct RequestRecord {
     pub user_id: Option<String>,
     /// A body exceeded the capture cap: usage may be missing.
     pub truncated: bool,
+    /// Cost in USD as an exact decimal string; null when the model is not
+    /// in the price table (unpriced) or usage is unknown.
+    pub cost_usd: Option<String>,
 }
 
 struct Pending {
@@ -273,6 +276,7 @@ impl Pipeline {
             session_id: pending.session_id,
             user_id: pending.request.user,
             truncated: m.truncated,
+            cost_usd: None,
         })
     }
 

@@ -33,6 +33,7 @@ pub struct AuditTask {
     pub provider_names: Vec<(u32, String)>,
     /// 1 in N exchanges captured.
     pub sample_every: u32,
+    pub prices: super::cost::PriceTable,
 }
 
 impl AuditTask {
@@ -46,6 +47,7 @@ impl AuditTask {
             message_cap_bytes,
             provider_names,
             sample_every,
+            prices,
         } = self;
         let mut correlator = Correlator::new(Duration::from_millis(500), sample_every <= 1);
         let name_of = |slot: u8| provider_names.iter().find(|(s, _)| *s == slot as u32).map(|(_, n)| n.clone());
@@ -54,7 +56,16 @@ impl AuditTask {
                 return;
             }
             let mut out = std::io::stdout().lock();
-            for record in records {
+            for mut record in records {
+                let model = record.model_returned.clone().or_else(|| record.model_requested.clone());
+                let usage = super::llm::Usage {
+                    input: record.tokens.input,
+                    output: record.tokens.output,
+                    cache_read: record.tokens.cache_read,
+                    cache_creation: record.tokens.cache_creation,
+                    reasoning: record.tokens.reasoning,
+                };
+                record.cost_usd = model.and_then(|m| prices.cost(&m, &usage)).map(|c| c.normalize().to_string());
                 if let Ok(line) = serde_json::to_string(&record) {
                     let _ = writeln!(out, "{line}");
                 }
