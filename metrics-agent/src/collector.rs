@@ -368,7 +368,7 @@ impl Collector for HotPathCollector {
         counter(
             &mut e,
             "metrics_agent_capture_capped_bytes",
-            "Payload bytes left out by the per-message capture cap.",
+            "Payload bytes left out by the per-message capture cap or the per-call limit (64 chunks).",
             None,
             at(c::CAPTURE_CAPPED_BYTES),
         )?;

@@ -40,7 +40,8 @@ pub const FRAMING_LOST: u32 = 20;
 /// buffer was full.
 pub const PROC_EVENTS_DROPPED: u32 = 21;
 /// Payload capture: events and bytes sent to the agent, events dropped
-/// because the ring buffer was full, bytes left out by the per-message cap.
+/// because the ring buffer was full, bytes left out by the per-message cap
+/// or the per-call limit.
 pub const CAPTURE_EVENTS: u32 = 22;
 pub const CAPTURE_BYTES: u32 = 23;
 pub const CAPTURE_DROPS: u32 = 24;

@@ -177,6 +177,12 @@ pub fn capture_payload_body<C: CallReturn>(ctx: &C) -> u32 {
             break;
         }
     }
+    // Bytes the per-call limit (or an unreadable buffer) left out.
+    // SAFETY: this CPU's scratch.
+    let left = unsafe { core::ptr::read_volatile(&(*scratch).capture) }.left;
+    if left > 0 {
+        add(&COUNTERS, c::CAPTURE_CAPPED_BYTES, left);
+    }
     // SAFETY: this CPU's scratch.
     let (parse, key, now) = unsafe { ((*scratch).parse_pending, (*scratch).conn_key, (*scratch).now) };
     if parse != 0 {

@@ -76,6 +76,11 @@ impl Correlator {
         out
     }
 
+    /// Capture lost events: a missing upstream record no longer proves a hit.
+    pub fn capture_incomplete(&mut self) {
+        self.complete = false;
+    }
+
     /// Everything still held (at shutdown).
     pub fn drain(&mut self) -> Vec<RequestRecord> {
         let held: Vec<RequestRecord> = self.waiting.drain(..).map(|(_, r)| r).collect();

@@ -73,7 +73,12 @@ impl PriceTable {
     pub fn cost(&self, model: &str, usage: &Usage) -> Option<Decimal> {
         let price = self.price(model)?;
         let input = usage.input?;
-        let output = usage.output.unwrap_or(0);
+        // Unknown output is no cost at all, except where output is free (embeddings).
+        let output = match usage.output {
+            Some(o) => o,
+            None if price.output.is_zero() => 0,
+            None => return None,
+        };
         let read = usage.cache_read.unwrap_or(0);
         let write = usage.cache_write_tokens();
         let uncached = input.saturating_sub(read).saturating_sub(write);

@@ -2,10 +2,10 @@
 //! connection's byte stream, server-sent events, and the LLM semantics of
 //! requests and responses (provider, operation, model, token usage, errors).
 //!
-//! Pure functions over bytes, fed by the payload capture of the next
-//! milestone (docs/roadmap.md); they never panic on arbitrary input
+//! Fed by the kernel's payload capture (`reader`); the parsers are pure
+//! functions over bytes that never panic on arbitrary input
 //! (property-tested) and keep memory bounded.
-#![allow(dead_code, reason = "wired to the payload capture in the next milestone")]
+#![allow(dead_code, reason = "parts of the parsers' API are used by their tests and the next milestones only")]
 
 pub mod bench;
 pub mod correlate;

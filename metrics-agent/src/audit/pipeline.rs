@@ -194,6 +194,9 @@ impl Pipeline {
             // Start parsing this direction afresh from here.
             if request_dir {
                 conn.requests = MessageParser::new(Kind::Request, cap);
+                // Requests before the gap can no longer be paired reliably.
+                conn.pending.clear();
+                conn.request_start_ns = None;
             } else {
                 conn.responses = MessageParser::new(Kind::Response, cap);
                 for p in &conn.pending {

@@ -87,6 +87,9 @@ impl AuditTask {
                     emit(correlator.tick(std::time::Instant::now()));
                     let drops = counters.capture_drops();
                     let now = tokio::time::Instant::now();
+                    if drops > drops_seen {
+                        correlator.capture_incomplete();
+                    }
                     if drops > drops_seen && off_until.is_none() {
                         let _ = control.set(control::ENABLED, 0, 0);
                         off_until = Some(now + COOL_DOWN);
