@@ -64,6 +64,9 @@ pub struct RunArgs {
     /// Bytes captured per request or response at most, in KiB [default: 256].
     #[arg(long, value_name = "KIB", env = "METRICS_AGENT_MESSAGE_CAP_KIB")]
     pub message_cap_kib: Option<u32>,
+    /// Application id put on every record of this agent's target.
+    #[arg(long, env = "METRICS_AGENT_APPLICATION_ID")]
+    pub application_id: Option<String>,
     /// Model price table (TOML, USD per million tokens) layered over the built-in one.
     #[arg(long, value_name = "FILE", env = "METRICS_AGENT_PRICES")]
     pub prices: Option<PathBuf>,

@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub capture_ring_kib: Option<u32>,
     /// Model price table layered over the built-in one.
     pub prices: Option<PathBuf>,
+    /// Application id put on every record.
+    pub application_id: Option<String>,
 }
 
 /// What to trace.
@@ -57,6 +59,7 @@ pub struct Config {
     pub message_cap_kib: u32,
     pub capture_ring_kib: u32,
     pub prices: Option<PathBuf>,
+    pub application_id: Option<String>,
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -119,6 +122,7 @@ impl Config {
                 kib
             },
             prices: args.prices.clone().or(file.prices),
+            application_id: args.application_id.clone().or(file.application_id),
         })
     }
 
@@ -139,6 +143,7 @@ impl Config {
             message_cap_kib: Some(self.message_cap_kib),
             capture_ring_kib: Some(self.capture_ring_kib),
             prices: self.prices.clone(),
+            application_id: self.application_id.clone(),
         }
     }
 }

@@ -101,6 +101,7 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
             provider_names: providers::slot_names(&config.providers),
             sample_every: config.sample_every,
             prices,
+            application_id: config.application_id.clone(),
         };
         let stop = stop_rx.clone();
         Some(tokio::spawn(async move {

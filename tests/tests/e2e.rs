@@ -406,7 +406,13 @@ fn audit_records_match_what_the_mock_provider_sent() {
     let openai = MockProvider::start(0).unwrap();
     let anthropic = MockProvider::start(0).unwrap();
     let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
-    let mut args = vec!["--exe".to_string(), harness::NGINX.to_string(), "--print-requests".to_string()];
+    let mut args = vec![
+        "--exe".to_string(),
+        harness::NGINX.to_string(),
+        "--print-requests".to_string(),
+        "--application-id".to_string(),
+        "chat-app".to_string(),
+    ];
     args.extend(providers_args(&openai, &anthropic));
     let agent = Agent::start(&as_strs(&args));
     agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
@@ -474,6 +480,9 @@ fn audit_records_match_what_the_mock_provider_sent() {
         assert!(stream["duration_ms"].as_f64().unwrap() >= 350.0, "8 events 50 ms apart");
         assert_eq!(stream["cost_usd"], "0.00003615", "21 x 0.15e-6 + 55 x 0.60e-6");
         assert_eq!(by_status(429)[0]["error_type"], "rate_limit_exceeded");
+        assert_eq!(by_status(429)[0]["rate_limits"]["x-ratelimit-remaining-requests"], "0");
+        assert_eq!(by_status(429)[0]["rate_limits"]["retry-after"], "1");
+        assert_eq!(by_status(429)[0]["application_id"], "chat-app");
         assert!(by_status(429)[0]["tokens"]["input"].is_null(), "absent usage is unknown, not 0");
         assert!(by_status(429)[0]["cost_usd"].is_null(), "no usage, no cost");
         assert_eq!(by_status(529)[0]["error_type"], "overloaded_error");

@@ -146,6 +146,8 @@ mod tests {
             user_id: None,
             truncated: false,
             cost_usd: None,
+            application_id: None,
+            rate_limits: Default::default(),
         }
     }
 

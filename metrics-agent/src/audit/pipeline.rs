@@ -87,6 +87,12 @@ pub struct RequestRecord {
     /// Cost in USD as an exact decimal string; null when the model is not
     /// in the price table (unpriced) or usage is unknown.
     pub cost_usd: Option<String>,
+    /// The application (`--application-id`).
+    pub application_id: Option<String>,
+    /// Rate-limit headroom the provider reported, by header name
+    /// (`x-ratelimit-remaining-requests`, `anthropic-ratelimit-tokens-remaining`,
+    /// `retry-after`, ...).
+    pub rate_limits: std::collections::BTreeMap<String, String>,
 }
 
 struct Pending {
@@ -280,6 +286,8 @@ impl Pipeline {
             user_id: pending.request.user,
             truncated: m.truncated,
             cost_usd: None,
+            application_id: None,
+            rate_limits: rate_limit_headers(&m.head),
         })
     }
 
@@ -289,6 +297,17 @@ impl Pipeline {
             self.stats.evicted_connections += 1;
         }
     }
+}
+
+/// The rate-limit headers of a response (OpenAI `x-ratelimit-*`, Anthropic
+/// `anthropic-ratelimit-*`, `retry-after`), at most 16.
+fn rate_limit_headers(head: &super::message::Head) -> std::collections::BTreeMap<String, String> {
+    head.headers
+        .iter()
+        .filter(|(k, _)| k.starts_with("x-ratelimit-") || k.starts_with("anthropic-ratelimit-") || k == "retry-after")
+        .take(16)
+        .map(|(k, v)| (k.clone(), v.chars().take(64).collect()))
+        .collect()
 }
 
 /// A response header of a caching layer saying this was a hit.

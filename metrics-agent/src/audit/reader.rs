@@ -34,6 +34,7 @@ pub struct AuditTask {
     /// 1 in N exchanges captured.
     pub sample_every: u32,
     pub prices: super::cost::PriceTable,
+    pub application_id: Option<String>,
 }
 
 impl AuditTask {
@@ -48,6 +49,7 @@ impl AuditTask {
             provider_names,
             sample_every,
             prices,
+            application_id,
         } = self;
         let mut correlator = Correlator::new(Duration::from_millis(500), sample_every <= 1);
         let name_of = |slot: u8| provider_names.iter().find(|(s, _)| *s == slot as u32).map(|(_, n)| n.clone());
@@ -57,6 +59,7 @@ impl AuditTask {
             }
             let mut out = std::io::stdout().lock();
             for mut record in records {
+                record.application_id.clone_from(&application_id);
                 let model = record.model_returned.clone().or_else(|| record.model_requested.clone());
                 let usage = super::llm::Usage {
                     input: record.tokens.input,
