@@ -135,6 +135,72 @@ fn send(w: &mut TcpStream, stats: &ProviderStats, data: &[u8]) -> io::Result<()>
     Ok(())
 }
 
+/// The API shape a path asks for; each reports fixed, known usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// Usage: prompt 12, completion 34 (stream with `usage=1`: 21, 55).
+    OpenAiChat,
+    /// Usage: input 30 (10 cached), output 8 (2 reasoning); model gpt-4.1.
+    OpenAiResponses,
+    /// Usage: input 10 + cache read 100 + cache write 5, output 7 (stream: 40); model claude-sonnet-4.
+    AnthropicMessages,
+    /// Usage: prompt 9 (2 cached), candidates 4; model gemini-2.0-flash.
+    Gemini,
+    /// Usage: prompt 8; model text-embedding-3-small.
+    Embeddings,
+}
+
+impl Api {
+    pub fn of(path: &str) -> Self {
+        let p = path.split('?').next().unwrap_or(path);
+        if p.ends_with("/messages") {
+            Self::AnthropicMessages
+        } else if p.ends_with("/responses") {
+            Self::OpenAiResponses
+        } else if p.contains(":generateContent") || p.contains(":streamGenerateContent") {
+            Self::Gemini
+        } else if p.ends_with("/embeddings") {
+            Self::Embeddings
+        } else {
+            Self::OpenAiChat
+        }
+    }
+
+    fn body(self, pad: &str) -> String {
+        match self {
+            Self::OpenAiChat => format!(
+                r#"{{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{{"index":0,"message":{{"role":"assistant","content":"{pad}"}}}}],"usage":{{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}}}"#
+            ),
+            Self::OpenAiResponses => format!(
+                r#"{{"id":"resp_1","object":"response","model":"gpt-4.1","output":[{{"type":"message","content":[{{"type":"output_text","text":"{pad}"}}]}}],"usage":{{"input_tokens":30,"input_tokens_details":{{"cached_tokens":10}},"output_tokens":8,"output_tokens_details":{{"reasoning_tokens":2}},"total_tokens":38}}}}"#
+            ),
+            Self::AnthropicMessages => format!(
+                r#"{{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4","content":[{{"type":"text","text":"{pad}"}}],"usage":{{"input_tokens":10,"cache_read_input_tokens":100,"cache_creation_input_tokens":5,"output_tokens":7}}}}"#
+            ),
+            Self::Gemini => format!(
+                r#"{{"candidates":[{{"content":{{"parts":[{{"text":"{pad}"}}],"role":"model"}}}}],"usageMetadata":{{"promptTokenCount":9,"candidatesTokenCount":4,"cachedContentTokenCount":2,"totalTokenCount":13}},"modelVersion":"gemini-2.0-flash"}}"#
+            ),
+            Self::Embeddings => r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}"#.to_string(),
+        }
+    }
+
+    /// SSE event `i` of `events` (the last one carries the final usage).
+    fn stream_event(self, i: u64, events: u64) -> String {
+        let last = i == events;
+        match self {
+            Self::AnthropicMessages if i == 0 => "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4\",\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":100,\"cache_creation_input_tokens\":5,\"output_tokens\":1}}}\n\n".to_string(),
+            Self::AnthropicMessages if last => "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":40}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_string(),
+            Self::AnthropicMessages => format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"delta\":{{\"text\":\"t{i}\"}}}}\n\n"),
+            Self::OpenAiResponses if i == 0 => "event: response.created\ndata: {\"type\":\"response.created\"}\n\n".to_string(),
+            Self::OpenAiResponses if last => "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-4.1\",\"usage\":{\"input_tokens\":30,\"input_tokens_details\":{\"cached_tokens\":10},\"output_tokens\":8,\"output_tokens_details\":{\"reasoning_tokens\":2}}}}\n\n".to_string(),
+            Self::OpenAiResponses => format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"delta\":\"t{i}\"}}\n\n"),
+            Self::Gemini if last => "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"end\"}]}}],\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":4,\"cachedContentTokenCount\":2},\"modelVersion\":\"gemini-2.0-flash\"}\n\n".to_string(),
+            Self::Gemini => format!("data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"t{i}\"}}]}}}}]}}\n\n"),
+            _ => "data: [DONE]\n\n".to_string(),
+        }
+    }
+}
+
 /// Compresses a body as the `encoding` query parameter asks (1 gzip,
 /// 2 deflate, 3 br, 4 zstd); returns it with its content-encoding header line.
 fn encode(body: Vec<u8>, path: &str) -> (Vec<u8>, &'static str) {
@@ -200,11 +266,10 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
         send(w, stats, resp.as_bytes())?;
         return Ok(true);
     }
+    let api = Api::of(&path);
     if events == 0 {
         let pad = "x".repeat(size.saturating_sub(200));
-        let body = format!(
-            r#"{{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{{"index":0,"message":{{"role":"assistant","content":"{pad}"}}}}],"usage":{{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}}}"#
-        );
+        let body = api.body(&pad);
         let (body, coding) = encode(body.into_bytes(), &path);
         let head = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{coding}content-length: {}\r\nconnection: {conn_header}\r\n\r\n",
@@ -239,7 +304,9 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
         if peer_closed(w) {
             return Ok(false);
         }
-        let data = if i == events && query(&path, "usage") == Some(1) {
+        let data = if api != Api::OpenAiChat {
+            api.stream_event(i, events)
+        } else if i == events && query(&path, "usage") == Some(1) {
             // OpenAI's include_usage: a usage chunk with no choices, then [DONE].
             "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":21,\"completion_tokens\":55}}\n\ndata: [DONE]\n\n"
                 .to_string()

@@ -488,12 +488,67 @@ fn audit_records_match_what_the_mock_provider_sent() {
         assert_eq!(by_status(529)[0]["error_type"], "overloaded_error");
         assert_eq!(by_status(529)[0]["provider"], "anthropic");
     }
+    // The other APIs' shapes, plain and streamed.
+    let mut c = Client::connect(nginx.port).unwrap();
+    for path in [
+        "/anthropic/v1/messages",
+        "/anthropic-ka/v1/messages?events=5&interval_ms=20",
+        "/openai/v1/responses",
+        "/openai-ka/v1/responses?events=5&interval_ms=20",
+        "/openai/v1beta/models/gemini-2.0-flash:generateContent",
+        "/openai-ka/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&events=5&interval_ms=20",
+        "/openai/v1/embeddings",
+    ] {
+        assert_eq!(c.request(path, 300, false).unwrap(), 200, "{path}");
+    }
+    drop(c);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while records(&agent, "client").len() < 16 {
+        assert!(std::time::Instant::now() < deadline, "records missing:\n{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let client = records(&agent, "client");
+    let find = |endpoint: &str, streaming: bool| {
+        client
+            .iter()
+            .find(|r| {
+                r["endpoint"].as_str().is_some_and(|e| e.ends_with(endpoint))
+                    && r["streaming"] == streaming
+                    && r["status"] == 200
+            })
+            .unwrap_or_else(|| panic!("no record for {endpoint} streaming={streaming}"))
+            .clone()
+    };
+    let tokens = |r: &serde_json::Value| {
+        ["input", "output", "cache_read", "cache_creation", "reasoning"].map(|k| r["tokens"][k].as_u64())
+    };
+    for streaming in [false, true] {
+        let a = find("/v1/messages", streaming);
+        let output = if streaming { 40 } else { 7 };
+        assert_eq!(tokens(&a), [Some(115), Some(output), Some(100), Some(5), None], "anthropic {a}");
+        assert_eq!(
+            (a["provider"].clone(), a["model_returned"].clone()),
+            ("anthropic".into(), "claude-sonnet-4".into())
+        );
+        let r = find("/v1/responses", streaming);
+        assert_eq!(tokens(&r), [Some(30), Some(8), Some(10), None, Some(2)], "responses {r}");
+        assert_eq!(r["operation"], "responses");
+        let g = find(if streaming { ":streamGenerateContent" } else { ":generateContent" }, streaming);
+        assert_eq!(tokens(&g), [Some(9), Some(4), Some(2), None, None], "gemini {g}");
+        assert_eq!(
+            (g["provider"].clone(), g["model_returned"].clone()),
+            ("gcp.gemini".into(), "gemini-2.0-flash".into())
+        );
+    }
+    let e = find("/v1/embeddings", false);
+    assert_eq!(tokens(&e)[0], Some(8));
+    assert_eq!((e["operation"].clone(), e["cost_usd"].clone()), ("embeddings".into(), "0.00000016".into()));
     // The API key the client sent appears nowhere the agent writes.
     let everything = format!("{}{}", agent.log_text(), agent.scrape().text);
     assert!(!everything.contains("sk-test-canary"), "the API key leaked");
     let s = agent.scrape();
     assert_eq!(s.get("metrics_agent_capture_dropped_events_total"), 0);
-    assert_eq!(s.get("metrics_agent_audit_records_total"), 17);
+    assert_eq!(s.get("metrics_agent_audit_records_total"), 17 + 14);
 }
 
 #[test]
