@@ -552,6 +552,46 @@ fn audit_records_match_what_the_mock_provider_sent() {
 }
 
 #[test]
+fn audit_records_through_the_send_recv_proxy() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let anthropic = MockProvider::start(0).unwrap();
+    let (proxy, port) = harness::start_send_recv_proxy(&[("openai", openai.port), ("anthropic", anthropic.port)]);
+    let mut args = vec!["--pid".to_string(), proxy.pid().to_string(), "--print-requests".to_string()];
+    args.extend(providers_args(&openai, &anthropic));
+    let agent = Agent::start(&as_strs(&args));
+    let mut c = Client::connect(port).unwrap();
+    assert_eq!(c.request("/openai/v1/chat/completions?encoding=1", 300, false).unwrap(), 200);
+    assert_eq!(c.request("/anthropic/v1/messages?events=4&interval_ms=20", 300, false).unwrap(), 200);
+    assert_eq!(c.request("/openai/v1/chat/completions?status=429", 300, false).unwrap(), 429);
+    drop(c);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while records(&agent, "client").len() < 3 || records(&agent, "upstream").len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "records missing:\n{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for side in ["client", "upstream"] {
+        let r = records(&agent, side);
+        let chat = r.iter().find(|x| x["status"] == 200 && x["provider"] == "openai").expect("chat");
+        assert_eq!(
+            (chat["tokens"]["input"].clone(), chat["tokens"]["output"].clone()),
+            (12.into(), 34.into()),
+            "{side}: {chat}"
+        );
+        let msg = r.iter().find(|x| x["provider"] == "anthropic").expect("messages");
+        assert_eq!(
+            (msg["tokens"]["input"].clone(), msg["tokens"]["output"].clone()),
+            (115.into(), 40.into()),
+            "{side}: {msg}"
+        );
+        assert_eq!(r.iter().find(|x| x["status"] == 429).expect("429")["error_type"], "rate_limit_exceeded");
+    }
+    for x in records(&agent, "client") {
+        assert_eq!(x["cache_hit"], false, "every request went upstream: {x}");
+    }
+}
+
+#[test]
 fn a_saturated_payload_ring_drops_and_counts_while_hot_path_counts_stay_exact() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
