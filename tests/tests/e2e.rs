@@ -389,6 +389,15 @@ fn bytes_that_are_not_http1_are_counted_as_unclassified() {
     assert_eq!(s.get("llm_proxy_requests_total"), 0, "no HTTP/1 request was seen");
 }
 
+/// Waits (20 s at most) until the agent printed at least this many records.
+fn wait_for_records(agent: &Agent, client: usize, upstream: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while records(agent, "client").len() < client || records(agent, "upstream").len() < upstream {
+        assert!(std::time::Instant::now() < deadline, "records missing:\n{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The JSON records the agent printed (`--print-requests`), by side.
 fn records(agent: &Agent, side: &str) -> Vec<serde_json::Value> {
     agent
@@ -428,11 +437,7 @@ fn audit_records_match_what_the_mock_provider_sent() {
     // Answered by nginx itself, without an upstream call: a cache hit.
     assert_eq!(c.request("/cached/v1/chat/completions", 300, false).unwrap(), 200);
     drop(c);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while records(&agent, "client").len() < 9 || records(&agent, "upstream").len() < 8 {
-        assert!(std::time::Instant::now() < deadline, "records missing:\n{}", agent.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_records(&agent, 9, 8);
     for side in ["client", "upstream"] {
         let mut r = records(&agent, side);
         if side == "client" {
@@ -502,11 +507,7 @@ fn audit_records_match_what_the_mock_provider_sent() {
         assert_eq!(c.request(path, 300, false).unwrap(), 200, "{path}");
     }
     drop(c);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while records(&agent, "client").len() < 16 {
-        assert!(std::time::Instant::now() < deadline, "records missing:\n{}", agent.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_records(&agent, 16, 0);
     let client = records(&agent, "client");
     let find = |endpoint: &str, streaming: bool| {
         client
@@ -565,11 +566,7 @@ fn audit_records_through_the_send_recv_proxy() {
     assert_eq!(c.request("/anthropic/v1/messages?events=4&interval_ms=20", 300, false).unwrap(), 200);
     assert_eq!(c.request("/openai/v1/chat/completions?status=429", 300, false).unwrap(), 429);
     drop(c);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while records(&agent, "client").len() < 3 || records(&agent, "upstream").len() < 3 {
-        assert!(std::time::Instant::now() < deadline, "records missing:\n{}", agent.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_records(&agent, 3, 3);
     for side in ["client", "upstream"] {
         let r = records(&agent, side);
         let chat = r.iter().find(|x| x["status"] == 200 && x["provider"] == "openai").expect("chat");
@@ -653,11 +650,7 @@ fn tls_upstreams_are_measured_from_the_plaintext() {
     assert_eq!(s.get("metrics_agent_unclassified_connections_total"), 0, "TLS connections are not unclassified");
     assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), truth.bytes_sent);
     assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), truth.bytes_received);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while records(&agent, "upstream").len() < 3 {
-        assert!(std::time::Instant::now() < deadline, "upstream records missing:\n{}", agent.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_records(&agent, 0, 3);
     let up = records(&agent, "upstream");
     let plain = up.iter().find(|r| r["status"] == 200 && r["streaming"] == false).expect("plain 200");
     assert_eq!(
