@@ -104,6 +104,20 @@ const SSL_HOOKS: &[Hook] = &[
 /// Functions a libc must have for the agent to work.
 const REQUIRED: &[&str] = &["read", "write", "close", "connect", "accept4"];
 
+/// One uprobe to attach: file, offset, program, symbol (for messages).
+type PlannedProbe = (PathBuf, u64, &'static str, &'static str);
+
+/// Adds the entry and return programs of every hook found in `offsets`.
+fn plan_hooks(plan: &mut Vec<PlannedProbe>, file: &PathBuf, offsets: &HashMap<String, u64>, hooks: &[Hook]) {
+    for hook in hooks {
+        if let Some(&offset) = offsets.get(hook.symbol) {
+            plan.extend(
+                [Some(hook.entry), hook.ret].into_iter().flatten().map(|p| (file.clone(), offset, p, hook.symbol)),
+            );
+        }
+    }
+}
+
 /// The loaded programs and the links of every traced process.
 pub struct Kernel {
     ebpf: Ebpf,
@@ -205,7 +219,7 @@ impl Kernel {
             return Ok(0);
         }
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
-        let mut plan: Vec<(PathBuf, u64, &'static str, &'static str)> = Vec::new();
+        let mut plan: Vec<PlannedProbe> = Vec::new();
         if self.mode == AttachMode::Uprobes {
             // libc socket calls (syscall mode sees them through tracepoints).
             let libc = libc_symbols::libc_of(pid)?;
@@ -213,30 +227,12 @@ impl Kernel {
             if let Some(missing) = REQUIRED.iter().find(|s| !offsets.contains_key(**s)) {
                 anyhow::bail!("{} has no symbol {missing}: unsupported C library", libc.display());
             }
-            for hook in HOOKS {
-                if let Some(&offset) = offsets.get(hook.symbol) {
-                    plan.extend(
-                        [Some(hook.entry), hook.ret]
-                            .into_iter()
-                            .flatten()
-                            .map(|p| (libc.clone(), offset, p, hook.symbol)),
-                    );
-                }
-            }
+            plan_hooks(&mut plan, &libc, &offsets, HOOKS);
         }
         // OpenSSL, in both modes: the plaintext of TLS connections.
         if let Some(libssl) = libc_symbols::library_of(pid, "libssl.so") {
             let offsets = self.offsets_in(&libssl, SSL_HOOKS.iter().map(|h| h.symbol))?;
-            for hook in SSL_HOOKS {
-                if let Some(&offset) = offsets.get(hook.symbol) {
-                    plan.extend(
-                        [Some(hook.entry), hook.ret]
-                            .into_iter()
-                            .flatten()
-                            .map(|p| (libssl.clone(), offset, p, hook.symbol)),
-                    );
-                }
-            }
+            plan_hooks(&mut plan, &libssl, &offsets, SSL_HOOKS);
         }
         self.targets.insert(pid, 0, 0).context("adding to the TARGETS map")?;
         let mut links = Vec::new();

@@ -119,7 +119,7 @@ impl Correlator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::pipeline::Tokens;
+    use crate::audit::llm::Usage;
 
     fn record(side: &'static str, start_ms: u64, duration_ms: f64, provider: Option<&str>) -> RequestRecord {
         RequestRecord {
@@ -139,7 +139,7 @@ mod tests {
             status: 200,
             error_type: None,
             streaming: false,
-            tokens: Tokens::default(),
+            tokens: Usage::default(),
             ttfb_ms: 0.0,
             duration_ms,
             session_id: None,

@@ -80,7 +80,7 @@ impl PriceTable {
             None => return None,
         };
         let read = usage.cache_read.unwrap_or(0);
-        let write = usage.cache_write_tokens();
+        let write = usage.cache_creation.unwrap_or(0);
         let uncached = input.saturating_sub(read).saturating_sub(write);
         let per_token =
             |per_million: Decimal, tokens: u64| per_million * Decimal::from(tokens) / Decimal::from(1_000_000);
@@ -90,12 +90,6 @@ impl PriceTable {
                 + per_token(price.cache_read.unwrap_or(price.input), read)
                 + per_token(price.cache_write.unwrap_or(price.input), write),
         )
-    }
-}
-
-impl Usage {
-    fn cache_write_tokens(&self) -> u64 {
-        self.cache_creation.unwrap_or(0)
     }
 }
 

@@ -71,7 +71,7 @@ pub struct LlmRequest {
 }
 
 /// Normalised token usage.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Usage {
     /// Input tokens, cached ones included.
     pub input: Option<u64>,

@@ -23,28 +23,6 @@ const MAX_CONNECTIONS: usize = 10_000;
 /// Requests awaiting a response per connection at most.
 const MAX_PENDING: usize = 32;
 
-/// Token counts of a record; `None` (JSON null) when the provider did not say.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Tokens {
-    pub input: Option<u64>,
-    pub output: Option<u64>,
-    pub cache_read: Option<u64>,
-    pub cache_creation: Option<u64>,
-    pub reasoning: Option<u64>,
-}
-
-impl From<Usage> for Tokens {
-    fn from(u: Usage) -> Self {
-        Self {
-            input: u.input,
-            output: u.output,
-            cache_read: u.cache_read,
-            cache_creation: u.cache_creation,
-            reasoning: u.reasoning,
-        }
-    }
-}
-
 /// One LLM exchange as the proxy saw it on one connection.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RequestRecord {
@@ -76,7 +54,8 @@ pub struct RequestRecord {
     pub status: u16,
     pub error_type: Option<String>,
     pub streaming: bool,
-    pub tokens: Tokens,
+    /// Token counts; `None` (JSON null) when the provider did not say.
+    pub tokens: Usage,
     /// First request byte to first response byte, and to the last, in ms.
     pub ttfb_ms: f64,
     pub duration_ms: f64,
@@ -279,7 +258,7 @@ impl Pipeline {
             status,
             error_type: response.error_type,
             streaming: response.streaming,
-            tokens: response.usage.into(),
+            tokens: response.usage,
             ttfb_ms: ms(first),
             duration_ms: ms(last),
             session_id: pending.session_id,

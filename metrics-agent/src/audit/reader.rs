@@ -61,14 +61,8 @@ impl AuditTask {
             for mut record in records {
                 record.application_id.clone_from(&application_id);
                 let model = record.model_returned.clone().or_else(|| record.model_requested.clone());
-                let usage = super::llm::Usage {
-                    input: record.tokens.input,
-                    output: record.tokens.output,
-                    cache_read: record.tokens.cache_read,
-                    cache_creation: record.tokens.cache_creation,
-                    reasoning: record.tokens.reasoning,
-                };
-                record.cost_usd = model.and_then(|m| prices.cost(&m, &usage)).map(|c| c.normalize().to_string());
+                record.cost_usd =
+                    model.and_then(|m| prices.cost(&m, &record.tokens)).map(|c| c.normalize().to_string());
                 if let Ok(line) = serde_json::to_string(&record) {
                     let _ = writeln!(out, "{line}");
                 }
