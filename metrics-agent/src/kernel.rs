@@ -108,11 +108,14 @@ const REQUIRED: &[&str] = &["read", "write", "close", "connect", "accept4"];
 type PlannedProbe = (PathBuf, u64, &'static str, &'static str);
 
 /// Adds the entry and return programs of every hook found in `offsets`.
-fn plan_hooks(plan: &mut Vec<PlannedProbe>, file: &PathBuf, offsets: &HashMap<String, u64>, hooks: &[Hook]) {
+fn plan_hooks(plan: &mut Vec<PlannedProbe>, file: &std::path::Path, offsets: &HashMap<String, u64>, hooks: &[Hook]) {
     for hook in hooks {
         if let Some(&offset) = offsets.get(hook.symbol) {
             plan.extend(
-                [Some(hook.entry), hook.ret].into_iter().flatten().map(|p| (file.clone(), offset, p, hook.symbol)),
+                [Some(hook.entry), hook.ret]
+                    .into_iter()
+                    .flatten()
+                    .map(|p| (file.to_path_buf(), offset, p, hook.symbol)),
             );
         }
     }

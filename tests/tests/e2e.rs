@@ -334,7 +334,12 @@ fn connections_open_before_the_agent_and_reloaded_workers_are_counted() {
         oa_req - oa_req0,
         "pooled upstream connections"
     );
-    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"upstream\"}"), oa_in - oa_in0);
+    assert_eq!(
+        s.get("llm_proxy_bytes_sent_total{side=\"upstream\"}"),
+        oa_in - oa_in0,
+        "upstream bytes; mock requests {oa_req0} -> {oa_req}; agent log:\n{}",
+        agent.log_text()
+    );
     assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"upstream\"}"), oa_out - oa_out0);
     drop(early);
 
