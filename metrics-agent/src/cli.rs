@@ -58,6 +58,10 @@ pub struct RunArgs {
     /// prompt text are never printed.
     #[arg(long, env = "METRICS_AGENT_PRINT_REQUESTS")]
     pub print_requests: bool,
+    /// Turn the audit path off: no payload capture, no per-request records
+    /// (tokens, cost, models); only the exact hot-path counters remain.
+    #[arg(long, env = "METRICS_AGENT_NO_AUDIT", conflicts_with = "print_requests")]
+    pub no_audit: bool,
     /// Capture one request in N [default: 1].
     #[arg(long, value_name = "N", env = "METRICS_AGENT_SAMPLE_EVERY")]
     pub sample_every: Option<u32>,

@@ -25,8 +25,10 @@ pub struct FileConfig {
     pub resolve_interval_seconds: Option<u64>,
     /// `uprobes` (default) or `syscalls`.
     pub attach: Option<AttachMode>,
-    /// Print one JSON record per LLM exchange (turns payload capture on).
+    /// Print one JSON record per LLM exchange on standard output.
     pub print_requests: Option<bool>,
+    /// The audit path (payload capture and per-request records); default on.
+    pub audit: Option<bool>,
     /// Capture one request in N.
     pub sample_every: Option<u32>,
     /// Bytes captured per message at most, in KiB.
@@ -55,6 +57,7 @@ pub struct Config {
     pub resolve_interval_seconds: u64,
     pub attach: AttachMode,
     pub print_requests: bool,
+    pub audit: bool,
     pub sample_every: u32,
     pub message_cap_kib: u32,
     pub capture_ring_kib: u32,
@@ -112,6 +115,13 @@ impl Config {
                 .max(1),
             attach: args.attach.or(file.attach).unwrap_or_default(),
             print_requests: args.print_requests || file.print_requests.unwrap_or(false),
+            audit: {
+                let audit = !args.no_audit && file.audit.unwrap_or(true);
+                if !audit && (args.print_requests || file.print_requests == Some(true)) {
+                    bail!("print_requests needs the audit path: drop --no-audit or `audit = false`");
+                }
+                audit
+            },
             sample_every: args.sample_every.or(file.sample_every).unwrap_or(1).max(1),
             message_cap_kib: args.message_cap_kib.or(file.message_cap_kib).unwrap_or(256).clamp(1, 64 * 1024),
             capture_ring_kib: {
@@ -139,6 +149,7 @@ impl Config {
             resolve_interval_seconds: Some(self.resolve_interval_seconds),
             attach: Some(self.attach),
             print_requests: Some(self.print_requests),
+            audit: Some(self.audit),
             sample_every: Some(self.sample_every),
             message_cap_kib: Some(self.message_cap_kib),
             capture_ring_kib: Some(self.capture_ring_kib),

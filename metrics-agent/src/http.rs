@@ -15,11 +15,16 @@ use prometheus_client::registry::Registry;
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub fn router(registry: Arc<Registry>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/", get(|| async { "metrics-agent: Prometheus metrics at /metrics\n" }))
-        .with_state(registry)
+/// `/metrics` plus the routes other parts of the agent serve (query API,
+/// stream, dashboard), merged in by `run`.
+pub fn router(registry: Arc<Registry>, routes: Router) -> Router {
+    let base = Router::new().route("/metrics", get(metrics)).with_state(registry);
+    let base = if routes.has_routes() {
+        base
+    } else {
+        base.route("/", get(|| async { "metrics-agent: Prometheus metrics at /metrics\n" }))
+    };
+    base.merge(routes)
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> impl IntoResponse {

@@ -11,6 +11,7 @@ mod libc_symbols;
 mod preflight;
 mod proc_events;
 mod providers;
+mod records;
 mod run;
 mod sockets;
 mod target;

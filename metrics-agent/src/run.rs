@@ -86,7 +86,10 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
     tracer.attach_initial()?;
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let audit = if config.print_requests {
+    let records = crate::records::bus();
+    // Consumers of records subscribe here, before the audit task starts.
+    let routes = axum::Router::new();
+    let audit = if config.audit {
         use metrics_common::capture::control;
         capture.set(control::SAMPLE_EVERY, config.sample_every, 0)?;
         capture.set(control::MESSAGE_CAP_KIB, config.message_cap_kib, 0)?;
@@ -96,12 +99,13 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
             control: capture,
             counters: counter_maps.clone(),
             stats: tracer.stats.clone(),
-            print_requests: true,
+            print_requests: config.print_requests,
             message_cap_bytes: config.message_cap_kib as usize * 1024,
             provider_names: providers::slot_names(&config.providers),
             sample_every: config.sample_every,
             prices,
             application_id: config.application_id.clone(),
+            records_out: records.clone(),
         };
         let stop = stop_rx.clone();
         Some(tokio::spawn(async move {
@@ -112,7 +116,7 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
     } else {
         None
     };
-    let server = axum::serve(listener, http::router(Arc::new(registry))).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, http::router(Arc::new(registry), routes)).with_graceful_shutdown(async move {
         let _ = stop_rx.changed().await;
     });
     let server = tokio::spawn(async move { server.await });

@@ -168,7 +168,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let write_base = write_cost_ns(calls);
     let mut modes = Vec::new();
     let modes_to_run: [(&str, &[&str]); 3] =
-        [("uprobes", &[]), ("syscalls", &[]), ("uprobes + audit capture", &["--print-requests"])];
+        [("uprobes", &["--no-audit"]), ("syscalls", &["--no-audit"]), ("uprobes + audit capture", &[])];
     for (mode, extra) in modes_to_run {
         let attach = mode.split(' ').next().unwrap_or(mode);
         let provider = format!("local=127.0.0.1:{up_port}");

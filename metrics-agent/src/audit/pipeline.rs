@@ -65,7 +65,7 @@ pub struct RequestRecord {
     pub truncated: bool,
     /// Cost in USD as an exact decimal string; null when the model is not
     /// in the price table (unpriced) or usage is unknown.
-    pub cost_usd: Option<String>,
+    pub cost_usd: Option<rust_decimal::Decimal>,
     /// The application (`--application-id`).
     pub application_id: Option<String>,
     /// Rate-limit headroom the provider reported, by header name

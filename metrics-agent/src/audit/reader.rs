@@ -35,6 +35,8 @@ pub struct AuditTask {
     pub sample_every: u32,
     pub prices: super::cost::PriceTable,
     pub application_id: Option<String>,
+    /// Where finished records go (storage, exporters, the live stream).
+    pub records_out: crate::records::RecordBus,
 }
 
 impl AuditTask {
@@ -50,24 +52,30 @@ impl AuditTask {
             sample_every,
             prices,
             application_id,
+            records_out,
         } = self;
         let mut correlator = Correlator::new(Duration::from_millis(500), sample_every <= 1);
         let name_of = |slot: u8| provider_names.iter().find(|(s, _)| *s == slot as u32).map(|(_, n)| n.clone());
         let emit = |records: Vec<RequestRecord>| {
-            if !print_requests {
+            if records.is_empty() {
                 return;
             }
-            let mut out = std::io::stdout().lock();
+            let mut out = print_requests.then(|| std::io::stdout().lock());
             for mut record in records {
                 record.application_id.clone_from(&application_id);
                 let model = record.model_returned.clone().or_else(|| record.model_requested.clone());
-                record.cost_usd =
-                    model.and_then(|m| prices.cost(&m, &record.tokens)).map(|c| c.normalize().to_string());
-                if let Ok(line) = serde_json::to_string(&record) {
+                record.cost_usd = model.and_then(|m| prices.cost(&m, &record.tokens)).map(|c| c.normalize());
+                if let Some(out) = out.as_mut()
+                    && let Ok(line) = serde_json::to_string(&record)
+                {
                     let _ = writeln!(out, "{line}");
                 }
+                // No receiver is not an error: nothing consumes records yet.
+                let _ = records_out.send(Arc::new(record));
             }
-            let _ = out.flush();
+            if let Some(mut out) = out {
+                let _ = out.flush();
+            }
         };
         // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
         let mut ring =
