@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::{cli::RunArgs, kernel::AttachMode, providers::ProviderSpec};
+use crate::{audit::identity::IdentityConfig, cli::RunArgs, kernel::AttachMode, providers::ProviderSpec};
 
 /// The configuration file. Every field is optional; flags override it.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub prices: Option<PathBuf>,
     /// Application id put on every record.
     pub application_id: Option<String>,
+    /// Where session, user and application ids come from; per-key hashing.
+    pub identity: Option<IdentityConfig>,
 }
 
 /// What to trace.
@@ -63,6 +65,7 @@ pub struct Config {
     pub capture_ring_kib: u32,
     pub prices: Option<PathBuf>,
     pub application_id: Option<String>,
+    pub identity: IdentityConfig,
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -133,6 +136,13 @@ impl Config {
             },
             prices: args.prices.clone().or(file.prices),
             application_id: args.application_id.clone().or(file.application_id),
+            identity: {
+                let mut identity = file.identity.unwrap_or_default();
+                if let Ok(salt) = std::env::var("METRICS_AGENT_API_KEY_SALT") {
+                    identity.api_key_salt = Some(salt);
+                }
+                identity.validated()?
+            },
         })
     }
 
@@ -155,6 +165,8 @@ impl Config {
             capture_ring_kib: Some(self.capture_ring_kib),
             prices: self.prices.clone(),
             application_id: self.application_id.clone(),
+            // The salt is a secret: never printed.
+            identity: Some(IdentityConfig { api_key_salt: None, ..self.identity.clone() }),
         }
     }
 }

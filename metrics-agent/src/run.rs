@@ -105,6 +105,7 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
             sample_every: config.sample_every,
             prices,
             application_id: config.application_id.clone(),
+            identity: config.identity.clone(),
             records_out: records.clone(),
         };
         let stop = stop_rx.clone();

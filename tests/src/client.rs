@@ -38,13 +38,20 @@ pub struct Client {
     reader: Reader<TcpStream>,
     writer: TcpStream,
     pub truth: Truth,
+    /// Header lines (each ending in CRLF) added to every request.
+    pub extra_headers: String,
 }
 
 impl Client {
     pub fn connect(port: u16) -> io::Result<Self> {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(Self { writer: stream.try_clone()?, reader: Reader::new(stream), truth: Truth::default() })
+        Ok(Self {
+            writer: stream.try_clone()?,
+            reader: Reader::new(stream),
+            truth: Truth::default(),
+            extra_headers: String::new(),
+        })
     }
 
     fn send_request(&mut self, path: &str, body_len: usize, close: bool) -> io::Result<()> {
@@ -60,7 +67,8 @@ impl Client {
         );
         let conn = if close { "close" } else { "keep-alive" };
         let req = format!(
-            "POST {path} HTTP/1.1\r\nhost: proxy.test\r\ncontent-type: application/json\r\nauthorization: Bearer sk-test-canary\r\ncontent-length: {}\r\nconnection: {conn}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nhost: proxy.test\r\ncontent-type: application/json\r\nauthorization: Bearer sk-test-canary\r\n{}content-length: {}\r\nconnection: {conn}\r\n\r\n{body}",
+            self.extra_headers,
             body.len()
         );
         let split = split.min(req.len());

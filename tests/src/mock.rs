@@ -278,11 +278,14 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
         send(w, stats, &[head.into_bytes(), body].concat())?;
         return Ok(true);
     }
-    // Server-sent events; nginx must not buffer them.
+    // Server-sent events (nginx must not buffer them), or Gemini's JSON
+    // array stream when `alt=sse` is absent.
     let chunked = !head.is_http10();
     let framing = if chunked { "transfer-encoding: chunked\r\n" } else { "" };
+    let json_array = api == Api::Gemini && !path.contains("alt=sse");
+    let content_type = if json_array { "application/json" } else { "text/event-stream" };
     let resp = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\n{framing}connection: {conn_header}\r\n\r\n"
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\n{framing}connection: {conn_header}\r\n\r\n"
     );
     send(w, stats, resp.as_bytes())?;
     if query(&path, "burst") == Some(1) && chunked {
@@ -304,7 +307,12 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
         if peer_closed(w) {
             return Ok(false);
         }
-        let data = if api != Api::OpenAiChat {
+        let data = if json_array {
+            let event = api.stream_event(i, events);
+            let element = event.trim_start_matches("data: ").trim_end();
+            let (open, close) = (if i == 0 { "[" } else { ",\r\n" }, if i == events { "]" } else { "" });
+            format!("{open}{element}{close}")
+        } else if api != Api::OpenAiChat {
             api.stream_event(i, events)
         } else if i == events && query(&path, "usage") == Some(1) {
             // OpenAI's include_usage: a usage chunk with no choices, then [DONE].

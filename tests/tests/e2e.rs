@@ -427,6 +427,13 @@ fn audit_records_match_what_the_mock_provider_sent() {
         "--application-id".to_string(),
         "chat-app".to_string(),
     ];
+    // Ids from a configured header; per-key attribution by salted hash.
+    let dir = harness::TempDir::new("identity");
+    let config = dir.0.join("agent.toml");
+    let salt = "e2e-salt-0123456789";
+    std::fs::write(&config, format!("[identity]\napplication_headers = [\"x-app\"]\napi_key_salt = \"{salt}\"\n"))
+        .unwrap();
+    args.extend(["--config".to_string(), config.display().to_string()]);
     args.extend(providers_args(&openai, &anthropic));
     let agent = Agent::start(&as_strs(&args));
     agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
@@ -500,6 +507,7 @@ fn audit_records_match_what_the_mock_provider_sent() {
     }
     // The other APIs' shapes, plain and streamed.
     let mut c = Client::connect(nginx.port).unwrap();
+    c.extra_headers = "x-session-id: sess-42\r\nx-user-id: user-7\r\nx-app: billing\r\n".into();
     for path in [
         "/anthropic/v1/messages",
         "/anthropic-ka/v1/messages?events=5&interval_ms=20",
@@ -507,12 +515,13 @@ fn audit_records_match_what_the_mock_provider_sent() {
         "/openai-ka/v1/responses?events=5&interval_ms=20",
         "/openai/v1beta/models/gemini-2.0-flash:generateContent",
         "/openai-ka/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&events=5&interval_ms=20",
+        "/openai-ka/v1beta/models/gemini-2.0-flash:streamGenerateContent?events=4&interval_ms=20",
         "/openai/v1/embeddings",
     ] {
         assert_eq!(c.request(path, 300, false).unwrap(), 200, "{path}");
     }
     drop(c);
-    wait_for_records(&agent, 16, 0);
+    wait_for_records(&agent, 17, 0);
     let client = records(&agent, "client");
     let find = |endpoint: &str, streaming: bool| {
         client
@@ -541,11 +550,25 @@ fn audit_records_match_what_the_mock_provider_sent() {
         assert_eq!(r["operation"], "responses");
         let g = find(if streaming { ":streamGenerateContent" } else { ":generateContent" }, streaming);
         assert_eq!(tokens(&g), [Some(9), Some(4), Some(2), None, None], "gemini {g}");
+        if streaming {
+            let both = client.iter().filter(|r| r["endpoint"].as_str().unwrap().ends_with(":streamGenerateContent"));
+            for r in both {
+                assert_eq!((tokens(r), r["streaming"].clone()), (tokens(&g), true.into()), "SSE and JSON array: {r}");
+            }
+        }
         assert_eq!(
             (g["provider"].clone(), g["model_returned"].clone()),
             ("gcp.gemini".into(), "gemini-2.0-flash".into())
         );
     }
+    use sha2::Digest;
+    let key_hash = sha2::Sha256::digest(format!("{salt}sk-test-canary"));
+    let key_hash: String = key_hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    for r in client.iter().filter(|r| r["application_id"] == "billing") {
+        assert_eq!((r["session_id"].as_str(), r["user_id"].as_str()), (Some("sess-42"), Some("user-7")), "{r}");
+        assert_eq!(r["api_key_hash"].as_str(), Some(key_hash.as_str()), "{r}");
+    }
+    assert_eq!(client.iter().filter(|r| r["application_id"] == "billing").count(), 8, "every request of that client");
     let e = find("/v1/embeddings", false);
     assert_eq!(tokens(&e)[0], Some(8));
     assert_eq!((e["operation"].clone(), e["cost_usd"].clone()), ("embeddings".into(), "0.00000016".into()));
@@ -554,7 +577,7 @@ fn audit_records_match_what_the_mock_provider_sent() {
     assert!(!everything.contains("sk-test-canary"), "the API key leaked");
     let s = agent.scrape();
     assert_eq!(s.get("metrics_agent_capture_dropped_events_total"), 0);
-    assert_eq!(s.get("metrics_agent_audit_records_total"), 17 + 14);
+    assert_eq!(s.get("metrics_agent_audit_records_total"), 17 + 16);
 }
 
 #[test]

@@ -144,6 +144,7 @@ mod tests {
             duration_ms,
             session_id: None,
             user_id: None,
+            api_key_hash: None,
             truncated: false,
             cost_usd: None,
             application_id: None,

@@ -66,8 +66,6 @@ pub struct LlmRequest {
     pub stream: bool,
     /// OpenAI `stream_options.include_usage`.
     pub include_usage: bool,
-    /// The body's `user` or `metadata.user_id`.
-    pub user: Option<String>,
 }
 
 /// Normalised token usage.
@@ -95,6 +93,11 @@ pub struct LlmResponse {
 
 /// Classifies a request from its target, Host header and JSON body.
 pub fn parse_request(target: &str, host: Option<&str>, body: &[u8]) -> LlmRequest {
+    classify_request(target, host, &serde_json::from_slice(body).unwrap_or(Value::Null))
+}
+
+/// `parse_request` over an already parsed body.
+pub fn classify_request(target: &str, host: Option<&str>, json: &Value) -> LlmRequest {
     let path = target.split('?').next().unwrap_or(target);
     let host = host.unwrap_or("").to_ascii_lowercase();
     let (provider, operation) = if path.ends_with("/chat/completions") {
@@ -116,19 +119,13 @@ pub fn parse_request(target: &str, host: Option<&str>, body: &[u8]) -> LlmReques
         Provider::Unknown if host.contains("googleapis") => Provider::Gemini,
         p => p,
     };
-    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let gemini_model =
         path.rsplit('/').next().and_then(|last| last.split(':').next()).filter(|_| provider == Provider::Gemini);
     let model = json.get("model").and_then(Value::as_str).map(str::to_string).or(gemini_model.map(str::to_string));
     let stream =
         json.get("stream").and_then(Value::as_bool).unwrap_or(false) || path.ends_with(":streamGenerateContent");
     let include_usage = json.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-    let user = json
-        .get("user")
-        .and_then(Value::as_str)
-        .or_else(|| json.pointer("/metadata/user_id").and_then(Value::as_str))
-        .map(str::to_string);
-    LlmRequest { provider, operation, model, stream, include_usage, user }
+    LlmRequest { provider, operation, model, stream, include_usage }
 }
 
 fn num(v: &Value, pointer: &str) -> Option<u64> {
@@ -194,6 +191,22 @@ pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[
     let provider = request.provider;
     let streaming = content_type.is_some_and(|c| c.contains("text/event-stream"));
     let mut out = LlmResponse { streaming, ..LlmResponse::default() };
+    if !streaming && request.stream && body.trim_ascii_start().starts_with(b"[") {
+        // Gemini's streamGenerateContent without `alt=sse`: one JSON array
+        // written element by element; the last element carries the usage.
+        out.streaming = true;
+        for v in json_array_elements(body) {
+            out.model = out.model.or_else(|| v.get("modelVersion").and_then(Value::as_str).map(str::to_string));
+            if let Some(u) = usage_of(provider, &v) {
+                out.usage = u;
+            }
+            if v.pointer("/candidates/0/content").is_some() {
+                out.content_events += 1;
+            }
+            out.error_type = error_of(&v).or(out.error_type.take());
+        }
+        return out;
+    }
     if !streaming {
         let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         out.model = v.get("model").or_else(|| v.get("modelVersion")).and_then(Value::as_str).map(str::to_string);
@@ -248,6 +261,24 @@ pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[
     out
 }
 
+/// The complete elements of a JSON array, even when the array was cut off.
+fn json_array_elements(body: &[u8]) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut rest = body.trim_ascii_start().strip_prefix(b"[").unwrap_or(&[]);
+    loop {
+        rest = rest.trim_ascii_start();
+        rest = rest.strip_prefix(b",").unwrap_or(rest);
+        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<Value>();
+        match values.next() {
+            Some(Ok(v)) => {
+                out.push(v);
+                rest = &rest[values.byte_offset()..];
+            }
+            _ => return out,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -265,11 +296,11 @@ mod tests {
             r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"user":"u1"}"#,
         );
         assert_eq!(
-            (r.provider, r.operation, r.model.as_deref(), r.stream, r.include_usage, r.user.as_deref()),
-            (Provider::OpenAi, Operation::ChatCompletions, Some("gpt-4o"), true, true, Some("u1"))
+            (r.provider, r.operation, r.model.as_deref(), r.stream, r.include_usage),
+            (Provider::OpenAi, Operation::ChatCompletions, Some("gpt-4o"), true, true)
         );
         let r = req("/v1/messages", r#"{"model":"claude-sonnet-4","metadata":{"user_id":"u2"}}"#);
-        assert_eq!((r.provider, r.user.as_deref()), (Provider::Anthropic, Some("u2")));
+        assert_eq!((r.provider, r.model.as_deref()), (Provider::Anthropic, Some("claude-sonnet-4")));
         let r = req("/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse", "{}");
         assert_eq!((r.provider, r.model.as_deref(), r.stream), (Provider::Gemini, Some("gemini-2.0-flash"), true));
         assert_eq!(parse_request("/x", Some("api.anthropic.com"), b"").provider, Provider::Anthropic);
@@ -357,6 +388,21 @@ mod tests {
             Usage { input: Some(30), output: Some(8), cache_read: Some(10), cache_creation: None, reasoning: Some(2) }
         );
         assert_eq!((resp.model.as_deref(), resp.content_events), (Some("gpt-4.1"), 1));
+    }
+
+    #[test]
+    fn gemini_json_array_streams_take_the_last_usage_even_when_cut_off() {
+        let g = req("/v1beta/models/gemini-2.5-pro:streamGenerateContent", "{}");
+        let body = br#"[{"candidates":[{"content":{"parts":[{"text":"a"}]}}]}
+,
+{"candidates":[{"content":{"parts":[{"text":"b"}]}}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"thoughtsTokenCount":3},"modelVersion":"gemini-2.5-pro"}
+]"#;
+        let r = parse_response(&g, Some("application/json"), body, true);
+        assert!(r.streaming);
+        assert_eq!((r.content_events, r.model.as_deref()), (2, Some("gemini-2.5-pro")));
+        assert_eq!((r.usage.input, r.usage.output, r.usage.reasoning), (Some(9), Some(4), Some(3)));
+        let cut = parse_response(&g, Some("application/json"), &body[..70], false);
+        assert_eq!((cut.content_events, cut.usage.input), (1, None), "a cut-off array keeps what was complete");
     }
 
     proptest! {

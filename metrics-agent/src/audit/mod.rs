@@ -11,6 +11,7 @@ pub mod bench;
 pub mod correlate;
 pub mod cost;
 pub mod decode;
+pub mod identity;
 pub mod llm;
 pub mod message;
 pub mod pipeline;

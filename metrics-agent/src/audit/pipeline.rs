@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::{
     decode,
+    identity::{self, IdentityConfig, Ids},
     llm::{self, LlmRequest, Usage},
     message::{Kind, Message, MessageParser, StartLine},
 };
@@ -61,12 +62,15 @@ pub struct RequestRecord {
     pub duration_ms: f64,
     pub session_id: Option<String>,
     pub user_id: Option<String>,
+    /// Salted hash of the API key, only when `identity.api_key_salt` is set.
+    pub api_key_hash: Option<String>,
     /// A body exceeded the capture cap: usage may be missing.
     pub truncated: bool,
     /// Cost in USD as an exact decimal string; null when the model is not
     /// in the price table (unpriced) or usage is unknown.
     pub cost_usd: Option<rust_decimal::Decimal>,
-    /// The application (`--application-id`).
+    /// The application: a configured request header's value, else the
+    /// target's `--application-id`.
     pub application_id: Option<String>,
     /// Rate-limit headroom the provider reported, by header name
     /// (`x-ratelimit-remaining-requests`, `anthropic-ratelimit-tokens-remaining`,
@@ -77,7 +81,7 @@ pub struct RequestRecord {
 struct Pending {
     request: LlmRequest,
     endpoint: String,
-    session_id: Option<String>,
+    ids: Ids,
     start_ns: u64,
 }
 
@@ -129,13 +133,26 @@ pub struct PipelineStats {
 pub struct Pipeline {
     conns: HashMap<u64, ConnAudit>,
     body_cap: usize,
+    identity: IdentityConfig,
     clock: u64,
     pub stats: PipelineStats,
 }
 
 impl Pipeline {
     pub fn new(body_cap: usize) -> Self {
-        Self { conns: HashMap::new(), body_cap, clock: 0, stats: PipelineStats::default() }
+        Self {
+            conns: HashMap::new(),
+            body_cap,
+            identity: IdentityConfig::default(),
+            clock: 0,
+            stats: PipelineStats::default(),
+        }
+    }
+
+    /// Takes session, user and application ids from these sources.
+    pub fn with_identity(mut self, identity: IdentityConfig) -> Self {
+        self.identity = identity;
+        self
     }
 
     pub fn tracked_connections(&self) -> usize {
@@ -203,14 +220,16 @@ impl Pipeline {
                 let start_ns = conn.request_start_ns.take().unwrap_or(header.ts_ns);
                 let StartLine::Request { method, target } = &m.head.start else { continue };
                 conn.responses.expect_response_to(method);
-                let request = llm::parse_request(target, m.head.header("host"), &m.body);
+                let json = serde_json::from_slice(&m.body).unwrap_or(serde_json::Value::Null);
+                let request = llm::classify_request(target, m.head.header("host"), &json);
+                let ids = identity::resolve(&self.identity, |name| m.head.header(name), &json);
                 if conn.pending.len() >= MAX_PENDING {
                     conn.pending.pop_front();
                 }
                 conn.pending.push_back(Pending {
                     request,
                     endpoint: target.split('?').next().unwrap_or("").to_string(),
-                    session_id: m.head.header("x-session-id").map(str::to_string),
+                    ids,
                     start_ns,
                 });
             }
@@ -261,11 +280,12 @@ impl Pipeline {
             tokens: response.usage,
             ttfb_ms: ms(first),
             duration_ms: ms(last),
-            session_id: pending.session_id,
-            user_id: pending.request.user,
+            session_id: pending.ids.session,
+            user_id: pending.ids.user,
+            api_key_hash: pending.ids.api_key_hash,
             truncated: m.truncated,
             cost_usd: None,
-            application_id: None,
+            application_id: pending.ids.application,
             rate_limits: rate_limit_headers(&m.head),
         })
     }

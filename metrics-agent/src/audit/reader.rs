@@ -35,6 +35,7 @@ pub struct AuditTask {
     pub sample_every: u32,
     pub prices: super::cost::PriceTable,
     pub application_id: Option<String>,
+    pub identity: super::identity::IdentityConfig,
     /// Where finished records go (storage, exporters, the live stream).
     pub records_out: crate::records::RecordBus,
 }
@@ -52,6 +53,7 @@ impl AuditTask {
             sample_every,
             prices,
             application_id,
+            identity,
             records_out,
         } = self;
         let mut correlator = Correlator::new(Duration::from_millis(500), sample_every <= 1);
@@ -62,7 +64,9 @@ impl AuditTask {
             }
             let mut out = print_requests.then(|| std::io::stdout().lock());
             for mut record in records {
-                record.application_id.clone_from(&application_id);
+                if record.application_id.is_none() {
+                    record.application_id.clone_from(&application_id);
+                }
                 let model = record.model_returned.clone().or_else(|| record.model_requested.clone());
                 record.cost_usd = model.and_then(|m| prices.cost(&m, &record.tokens)).map(|c| c.normalize());
                 if let Some(out) = out.as_mut()
@@ -80,7 +84,7 @@ impl AuditTask {
         // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
         let mut ring =
             unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("watching the payload ring buffer: {e}"))?;
-        let mut pipeline = Pipeline::new(message_cap_bytes);
+        let mut pipeline = Pipeline::new(message_cap_bytes).with_identity(identity);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut drops_seen = counters.capture_drops();
         let mut off_until: Option<tokio::time::Instant> = None;
