@@ -19,6 +19,38 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// The provider a configured upstream name stands for (`--provider
+    /// openai=...`), if it names one this agent knows.
+    pub fn from_configured_name(name: &str) -> Option<Self> {
+        let n = name.to_ascii_lowercase();
+        if n.contains("openai") || n.contains("azure") {
+            Some(Self::OpenAi)
+        } else if n.contains("anthropic") || n.contains("claude") {
+            Some(Self::Anthropic)
+        } else if n.contains("gemini") || n.contains("google") || n.contains("vertex") {
+            Some(Self::Gemini)
+        } else {
+            None
+        }
+    }
+
+    /// The provider whose servers send these response headers.
+    pub fn from_response_headers<'a>(mut names: impl Iterator<Item = &'a str>) -> Self {
+        names
+            .find_map(|h| {
+                if h.starts_with("openai-") {
+                    Some(Self::OpenAi)
+                } else if h.starts_with("anthropic-") {
+                    Some(Self::Anthropic)
+                } else if h.starts_with("x-goog-") {
+                    Some(Self::Gemini)
+                } else {
+                    None
+                }
+            })
+            .unwrap_or(Self::Unknown)
+    }
+
     /// `gen_ai.provider.name`.
     pub fn name(self) -> &'static str {
         match self {
@@ -60,7 +92,12 @@ impl Operation {
 /// What a request says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LlmRequest {
+    /// Who serves it (`gen_ai.provider.name`): the configured upstream, else
+    /// the Host header, else the path's shape, else response headers.
     pub provider: Provider,
+    /// Whose wire format the bodies use (from the path): an OpenAI-compatible
+    /// endpoint of another provider is parsed as OpenAI.
+    pub format: Provider,
     pub operation: Operation,
     pub model: Option<String>,
     pub stream: bool,
@@ -113,19 +150,25 @@ pub fn classify_request(target: &str, host: Option<&str>, json: &Value) -> LlmRe
     } else {
         (Provider::Unknown, Operation::Other)
     };
-    let provider = match provider {
-        Provider::Unknown if host.contains("openai") => Provider::OpenAi,
-        Provider::Unknown if host.contains("anthropic") => Provider::Anthropic,
-        Provider::Unknown if host.contains("googleapis") => Provider::Gemini,
-        p => p,
+    let format = provider;
+    let provider = if host.contains("openai") {
+        Provider::OpenAi
+    } else if host.contains("anthropic") {
+        Provider::Anthropic
+    } else if host.contains("googleapis") {
+        Provider::Gemini
+    } else {
+        provider
     };
+    // A path this agent does not know is read in its host's format.
+    let format = if format == Provider::Unknown { provider } else { format };
     let gemini_model =
-        path.rsplit('/').next().and_then(|last| last.split(':').next()).filter(|_| provider == Provider::Gemini);
+        path.rsplit('/').next().and_then(|last| last.split(':').next()).filter(|_| format == Provider::Gemini);
     let model = json.get("model").and_then(Value::as_str).map(str::to_string).or(gemini_model.map(str::to_string));
     let stream =
         json.get("stream").and_then(Value::as_bool).unwrap_or(false) || path.ends_with(":streamGenerateContent");
     let include_usage = json.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-    LlmRequest { provider, operation, model, stream, include_usage }
+    LlmRequest { provider, format, operation, model, stream, include_usage }
 }
 
 fn num(v: &Value, pointer: &str) -> Option<u64> {
@@ -188,7 +231,7 @@ fn error_of(v: &Value) -> Option<String> {
 
 /// Interprets a response body (JSON, or SSE when `content_type` says so).
 pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[u8], complete: bool) -> LlmResponse {
-    let provider = request.provider;
+    let provider = request.format;
     let streaming = content_type.is_some_and(|c| c.contains("text/event-stream"));
     let mut out = LlmResponse { streaming, ..LlmResponse::default() };
     if !streaming && request.stream && body.trim_ascii_start().starts_with(b"[") {

@@ -134,6 +134,8 @@ pub struct Pipeline {
     conns: HashMap<u64, ConnAudit>,
     body_cap: usize,
     identity: IdentityConfig,
+    /// Provider of each configured upstream slot whose name says which.
+    slot_providers: HashMap<u8, llm::Provider>,
     clock: u64,
     pub stats: PipelineStats,
 }
@@ -144,9 +146,20 @@ impl Pipeline {
             conns: HashMap::new(),
             body_cap,
             identity: IdentityConfig::default(),
+            slot_providers: HashMap::new(),
             clock: 0,
             stats: PipelineStats::default(),
         }
+    }
+
+    /// Upstream connections to a configured provider (slot, name) whose
+    /// name is a known provider are labelled with it first.
+    pub fn with_configured_providers(mut self, slots: &[(u32, String)]) -> Self {
+        self.slot_providers = slots
+            .iter()
+            .filter_map(|(slot, name)| Some((u8::try_from(*slot).ok()?, llm::Provider::from_configured_name(name)?)))
+            .collect();
+        self
     }
 
     /// Takes session, user and application ids from these sources.
@@ -221,7 +234,12 @@ impl Pipeline {
                 let StartLine::Request { method, target } = &m.head.start else { continue };
                 conn.responses.expect_response_to(method);
                 let json = serde_json::from_slice(&m.body).unwrap_or(serde_json::Value::Null);
-                let request = llm::classify_request(target, m.head.header("host"), &json);
+                let mut request = llm::classify_request(target, m.head.header("host"), &json);
+                if conn.side != SIDE_CLIENT
+                    && let Some(p) = self.slot_providers.get(&conn.provider)
+                {
+                    request.provider = *p;
+                }
                 let ids = identity::resolve(&self.identity, |name| m.head.header(name), &json);
                 if conn.pending.len() >= MAX_PENDING {
                     conn.pending.pop_front();
@@ -252,8 +270,15 @@ impl Pipeline {
     fn pair(conn: &mut ConnAudit, m: Message) -> Option<RequestRecord> {
         let first = conn.response_first_ns.take().unwrap_or(conn.response_last_ns);
         let last = conn.response_last_ns;
-        let pending = conn.pending.pop_front()?;
+        let mut pending = conn.pending.pop_front()?;
         let StartLine::Response { status } = m.head.start else { return None };
+        if pending.request.provider == llm::Provider::Unknown {
+            let p = llm::Provider::from_response_headers(m.head.headers.iter().map(|(k, _)| k.as_str()));
+            pending.request.provider = p;
+            if pending.request.format == llm::Provider::Unknown {
+                pending.request.format = p;
+            }
+        }
         // Decoded bodies are bounded like captured ones (4x: JSON compresses well).
         let body =
             decode::decode(m.head.header("content-encoding"), &m.body, m.body.len().saturating_mul(4).max(1 << 20))
@@ -380,6 +405,45 @@ mod tests {
         assert_eq!((r.session_id.as_deref(), r.user_id.as_deref()), (Some("s1"), Some("u7")));
         let json = serde_json::to_string(r).unwrap();
         assert!(!json.contains("sk-secret"), "no header value leaks: {json}");
+    }
+
+    fn exchange(
+        p: &mut Pipeline,
+        conn: u64,
+        side: u8,
+        provider: u8,
+        target: &str,
+        response_head: &str,
+        body: &str,
+    ) -> RequestRecord {
+        let req = format!("POST {target} HTTP/1.1\r\nHost: gw.internal\r\nContent-Length: 2\r\n\r\n{{}}");
+        let resp = format!("HTTP/1.1 200 OK\r\n{response_head}Content-Length: {}\r\n\r\n{body}", body.len());
+        let (req_dir, resp_dir) = if side == SIDE_CLIENT { (DIR_READ, DIR_WRITE) } else { (DIR_WRITE, DIR_READ) };
+        let mut h = chunk(conn, req_dir, 0, 1, req.len());
+        (h.side, h.provider) = (side, provider);
+        assert!(p.on_event(&h, req.as_bytes()).is_empty());
+        let mut h = chunk(conn, resp_dir, 0, 2, resp.len());
+        (h.side, h.provider) = (side, provider);
+        let mut r = p.on_event(&h, resp.as_bytes());
+        assert_eq!(r.len(), 1);
+        r.remove(0)
+    }
+
+    #[test]
+    fn providers_come_from_configuration_then_host_path_and_response_headers() {
+        use metrics_common::conn::SIDE_UPSTREAM;
+        let openai_shape = r#"{"usage":{"prompt_tokens":5,"completion_tokens":6}}"#;
+        let mut p = Pipeline::new(1 << 20).with_configured_providers(&[(0, "anthropic-compat".into())]);
+        // An OpenAI-compatible endpoint of a configured Anthropic upstream.
+        let r = exchange(&mut p, 1, SIDE_UPSTREAM, 0, "/v1/chat/completions", "", openai_shape);
+        assert_eq!((r.provider, r.tokens.input, r.tokens.output), ("anthropic", Some(5), Some(6)));
+        // Unknown path and host: the provider's response headers tell.
+        let r = exchange(&mut p, 2, SIDE_CLIENT, 0, "/llm", "anthropic-ratelimit-requests-remaining: 9\r\n", "{}");
+        assert_eq!(r.provider, "anthropic");
+        let r = exchange(&mut p, 3, SIDE_CLIENT, 0, "/llm", "openai-processing-ms: 12\r\n", openai_shape);
+        assert_eq!((r.provider, r.tokens.output), ("openai", Some(6)));
+        let r = exchange(&mut p, 4, SIDE_CLIENT, 0, "/llm", "server: x\r\n", "{}");
+        assert_eq!(r.provider, "unknown");
     }
 
     proptest! {

@@ -84,7 +84,8 @@ impl AuditTask {
         // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
         let mut ring =
             unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("watching the payload ring buffer: {e}"))?;
-        let mut pipeline = Pipeline::new(message_cap_bytes).with_identity(identity);
+        let mut pipeline =
+            Pipeline::new(message_cap_bytes).with_identity(identity).with_configured_providers(&provider_names);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut drops_seen = counters.capture_drops();
         let mut off_until: Option<tokio::time::Instant> = None;
