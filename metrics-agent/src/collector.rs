@@ -80,6 +80,7 @@ pub struct AgentStats {
     pub preexisting_connections: AtomicU64,
     pub capture_enabled: AtomicU64,
     pub capture_breaker_trips: AtomicU64,
+    pub capture_breaker_cpu_trips: AtomicU64,
     pub audit_records: AtomicU64,
     pub audit_resyncs: AtomicU64,
     pub audit_connections: AtomicU64,
@@ -385,6 +386,19 @@ impl Collector for HotPathCollector {
             None,
             self.stats.capture_breaker_trips.load(Ordering::Relaxed),
         )?;
+        counter(
+            &mut e,
+            "metrics_agent_capture_breaker_cpu_trips",
+            "Times payload capture was switched off because the agent used more CPU than its budget.",
+            None,
+            self.stats.capture_breaker_cpu_trips.load(Ordering::Relaxed),
+        )?;
+        ConstCounter::new(crate::audit::breaker::process_cpu_time().as_secs_f64()).encode(e.encode_descriptor(
+            "metrics_agent_cpu",
+            "CPU time the agent itself used (user and system, all threads).",
+            Some(&Unit::Seconds),
+            ConstCounter::new(0f64).metric_type(),
+        )?)?;
         counter(
             &mut e,
             "metrics_agent_audit_records",

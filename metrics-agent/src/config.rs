@@ -31,6 +31,9 @@ pub struct FileConfig {
     pub audit: Option<bool>,
     /// Capture one request in N.
     pub sample_every: Option<u32>,
+    /// Agent CPU, in percent of one core, above which payload capture is
+    /// switched off for a cool-down (0: no limit).
+    pub capture_cpu_budget_percent: Option<f64>,
     /// Bytes captured per message at most, in KiB.
     pub message_cap_kib: Option<u32>,
     /// Size of the payload ring buffer in KiB (a power of two).
@@ -61,6 +64,7 @@ pub struct Config {
     pub print_requests: bool,
     pub audit: bool,
     pub sample_every: u32,
+    pub capture_cpu_budget_percent: f64,
     pub message_cap_kib: u32,
     pub capture_ring_kib: u32,
     pub prices: Option<PathBuf>,
@@ -126,6 +130,10 @@ impl Config {
                 audit
             },
             sample_every: args.sample_every.or(file.sample_every).unwrap_or(1).max(1),
+            capture_cpu_budget_percent: match file.capture_cpu_budget_percent.unwrap_or(50.0) {
+                p if p.is_finite() && p >= 0.0 => p,
+                p => bail!("capture_cpu_budget_percent = {p}: use a percentage of one core, 0 for no limit"),
+            },
             message_cap_kib: args.message_cap_kib.or(file.message_cap_kib).unwrap_or(256).clamp(1, 64 * 1024),
             capture_ring_kib: {
                 let kib = args.capture_ring_kib.or(file.capture_ring_kib).unwrap_or(16 * 1024);
@@ -161,6 +169,7 @@ impl Config {
             print_requests: Some(self.print_requests),
             audit: Some(self.audit),
             sample_every: Some(self.sample_every),
+            capture_cpu_budget_percent: Some(self.capture_cpu_budget_percent),
             message_cap_kib: Some(self.message_cap_kib),
             capture_ring_kib: Some(self.capture_ring_kib),
             prices: self.prices.clone(),

@@ -106,6 +106,7 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
             prices,
             application_id: config.application_id.clone(),
             identity: config.identity.clone(),
+            cpu_budget_percent: config.capture_cpu_budget_percent,
             records_out: records.clone(),
         };
         let stop = stop_rx.clone();

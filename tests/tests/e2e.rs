@@ -644,6 +644,40 @@ fn a_saturated_payload_ring_drops_and_counts_while_hot_path_counts_stay_exact() 
 }
 
 #[test]
+fn an_agent_over_its_cpu_budget_switches_capture_off_and_back_on() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let anthropic = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
+    // A budget no agent can hold (10 µs of CPU per second): the breaker trips.
+    let dir = harness::TempDir::new("cpu-budget");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(&config, "capture_cpu_budget_percent = 0.001\n").unwrap();
+    let mut args = vec!["--exe".to_string(), harness::NGINX.to_string(), "--config".to_string()];
+    args.push(config.display().to_string());
+    args.extend(providers_args(&openai, &anthropic));
+    let agent = Agent::start(&as_strs(&args));
+    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let mut truth = Truth::default();
+    for _ in 0..20 {
+        let mut c = Client::connect(nginx.port).unwrap();
+        assert_eq!(c.request("/openai/v1/chat/completions?bytes=20000", 2000, true).unwrap(), 200);
+        truth.add(&c.truth);
+    }
+    assert_matches(&agent, &truth, &openai, &anthropic, 0);
+    let s = agent.wait_until(Duration::from_secs(5), "the CPU breaker to trip", |s| {
+        s.get("metrics_agent_capture_breaker_cpu_trips_total") >= 1
+    });
+    assert_eq!(s.get("metrics_agent_capture_breaker_trips_total"), 0, "no drops were involved");
+    assert!(s.get_f64("metrics_agent_cpu_seconds_total") > 0.0);
+    // After the 5 s cool-down it comes back on (and trips again).
+    agent.wait_until(Duration::from_secs(15), "a second trip after the cool-down", |s| {
+        s.get("metrics_agent_capture_breaker_cpu_trips_total") >= 2
+    });
+    assert!(agent.log_text().contains("payload capture back on"), "{}", agent.log_text());
+}
+
+#[test]
 fn tls_upstreams_are_measured_from_the_plaintext() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();

@@ -8,6 +8,7 @@
 #![allow(dead_code, reason = "parts of the parsers' API are used by their tests and the next milestones only")]
 
 pub mod bench;
+pub mod breaker;
 pub mod correlate;
 pub mod cost;
 pub mod decode;

@@ -1,7 +1,6 @@
 //! The audit task: reads the `PAYLOADS` ring buffer, runs the pipeline,
-//! prints records as JSON lines when asked, and trips the capture circuit
-//! breaker: when the kernel drops events, capture is switched off for a
-//! cool-down and switched back on after it.
+//! prints records as JSON lines when asked, hands them to the record bus,
+//! and runs the capture circuit breaker (`breaker`) once a second.
 
 use std::{
     io::Write,
@@ -14,6 +13,7 @@ use metrics_common::capture::{ChunkHeader, control};
 use tokio::{io::unix::AsyncFd, sync::watch};
 
 use super::{
+    breaker::{Action, Breaker, Trip, process_cpu_time},
     correlate::Correlator,
     pipeline::{Pipeline, RequestRecord},
 };
@@ -36,6 +36,8 @@ pub struct AuditTask {
     pub prices: super::cost::PriceTable,
     pub application_id: Option<String>,
     pub identity: super::identity::IdentityConfig,
+    /// Agent CPU (percent of one core) above which capture is switched off; 0: no limit.
+    pub cpu_budget_percent: f64,
     /// Where finished records go (storage, exporters, the live stream).
     pub records_out: crate::records::RecordBus,
 }
@@ -54,6 +56,7 @@ impl AuditTask {
             prices,
             application_id,
             identity,
+            cpu_budget_percent,
             records_out,
         } = self;
         let mut correlator = Correlator::new(Duration::from_millis(500), sample_every <= 1);
@@ -88,7 +91,8 @@ impl AuditTask {
             Pipeline::new(message_cap_bytes).with_identity(identity).with_configured_providers(&provider_names);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut drops_seen = counters.capture_drops();
-        let mut off_until: Option<tokio::time::Instant> = None;
+        let mut breaker = Breaker::new(COOL_DOWN, cpu_budget_percent);
+        let (mut last_tick, mut last_cpu) = (tokio::time::Instant::now(), process_cpu_time());
         stats.capture_enabled.store(1, Ordering::Relaxed);
         loop {
             tokio::select! {
@@ -96,23 +100,33 @@ impl AuditTask {
                 _ = tick.tick() => {
                     emit(correlator.tick(std::time::Instant::now()));
                     let drops = counters.capture_drops();
-                    let now = tokio::time::Instant::now();
                     if drops > drops_seen {
                         correlator.capture_incomplete();
                     }
-                    if drops > drops_seen && off_until.is_none() {
-                        let _ = control.set(control::ENABLED, 0, 0);
-                        off_until = Some(now + COOL_DOWN);
-                        stats.capture_enabled.store(0, Ordering::Relaxed);
-                        stats.capture_breaker_trips.fetch_add(1, Ordering::Relaxed);
-                        log::warn!("payload capture dropped {} events: off for {} s", drops - drops_seen, COOL_DOWN.as_secs());
-                    } else if off_until.is_some_and(|t| now >= t) {
-                        let _ = control.set(control::ENABLED, 1, 0);
-                        off_until = None;
-                        stats.capture_enabled.store(1, Ordering::Relaxed);
-                        log::info!("payload capture back on");
+                    let (now, cpu) = (tokio::time::Instant::now(), process_cpu_time());
+                    let used = cpu.saturating_sub(last_cpu);
+                    match breaker.tick(now - last_tick, drops - drops_seen, used) {
+                        Action::SwitchOff(trip) => {
+                            let _ = control.set(control::ENABLED, 0, 0);
+                            stats.capture_enabled.store(0, Ordering::Relaxed);
+                            let (counter, why) = match trip {
+                                Trip::Drops => (&stats.capture_breaker_trips, format!("dropped {} events", drops - drops_seen)),
+                                Trip::Cpu => (
+                                    &stats.capture_breaker_cpu_trips,
+                                    format!("used {} ms of CPU in {} ms, over its {cpu_budget_percent}% budget", used.as_millis(), (now - last_tick).as_millis()),
+                                ),
+                            };
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            log::warn!("payload capture {why}: off for {} s", COOL_DOWN.as_secs());
+                        }
+                        Action::SwitchOn => {
+                            let _ = control.set(control::ENABLED, 1, 0);
+                            stats.capture_enabled.store(1, Ordering::Relaxed);
+                            log::info!("payload capture back on");
+                        }
+                        Action::Nothing => {}
                     }
-                    drops_seen = drops;
+                    (last_tick, last_cpu, drops_seen) = (now, cpu, drops);
                 }
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
