@@ -84,6 +84,9 @@ pub struct AgentStats {
     pub audit_records: AtomicU64,
     pub audit_resyncs: AtomicU64,
     pub audit_connections: AtomicU64,
+    pub audit_memory_bytes: AtomicU64,
+    pub audit_evicted_connections: AtomicU64,
+    pub audit_evicted_for_memory: AtomicU64,
     pub adopted_connections: AtomicU64,
     pub adopted_rejected: AtomicU64,
 }
@@ -418,6 +421,26 @@ impl Collector for HotPathCollector {
             "metrics_agent_audit_connections",
             "Connections the audit path holds state for.",
             self.stats.audit_connections.load(Ordering::Relaxed) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "metrics_agent_audit_memory_bytes",
+            "Heap the audit path's parsers hold, bounded by audit_memory_mib.",
+            self.stats.audit_memory_bytes.load(Ordering::Relaxed) as i64,
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_audit_evicted_connections",
+            "Connections the audit path stopped following (too many connections, or over the memory budget).",
+            None,
+            self.stats.audit_evicted_connections.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_audit_evicted_for_memory",
+            "Of those, connections dropped because the parsers together exceeded the memory budget.",
+            None,
+            self.stats.audit_evicted_for_memory.load(Ordering::Relaxed),
         )?;
         let hits = sums(&self.maps.probe_hits);
         let hit_values: Vec<(&str, u64)> =

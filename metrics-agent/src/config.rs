@@ -34,6 +34,8 @@ pub struct FileConfig {
     /// Agent CPU, in percent of one core, above which payload capture is
     /// switched off for a cool-down (0: no limit).
     pub capture_cpu_budget_percent: Option<f64>,
+    /// Heap the audit path's parsers may hold together, in MiB.
+    pub audit_memory_mib: Option<u32>,
     /// Bytes captured per message at most, in KiB.
     pub message_cap_kib: Option<u32>,
     /// Size of the payload ring buffer in KiB (a power of two).
@@ -65,6 +67,7 @@ pub struct Config {
     pub audit: bool,
     pub sample_every: u32,
     pub capture_cpu_budget_percent: f64,
+    pub audit_memory_mib: u32,
     pub message_cap_kib: u32,
     pub capture_ring_kib: u32,
     pub prices: Option<PathBuf>,
@@ -130,6 +133,10 @@ impl Config {
                 audit
             },
             sample_every: args.sample_every.or(file.sample_every).unwrap_or(1).max(1),
+            audit_memory_mib: match file.audit_memory_mib.unwrap_or(256) {
+                0 => bail!("audit_memory_mib = 0: give the audit path at least 1 MiB"),
+                m => m,
+            },
             capture_cpu_budget_percent: match file.capture_cpu_budget_percent.unwrap_or(50.0) {
                 p if p.is_finite() && p >= 0.0 => p,
                 p => bail!("capture_cpu_budget_percent = {p}: use a percentage of one core, 0 for no limit"),
@@ -170,6 +177,7 @@ impl Config {
             audit: Some(self.audit),
             sample_every: Some(self.sample_every),
             capture_cpu_budget_percent: Some(self.capture_cpu_budget_percent),
+            audit_memory_mib: Some(self.audit_memory_mib),
             message_cap_kib: Some(self.message_cap_kib),
             capture_ring_kib: Some(self.capture_ring_kib),
             prices: self.prices.clone(),

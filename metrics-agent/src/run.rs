@@ -107,6 +107,7 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
             application_id: config.application_id.clone(),
             identity: config.identity.clone(),
             cpu_budget_percent: config.capture_cpu_budget_percent,
+            memory_budget_bytes: config.audit_memory_mib as usize * 1024 * 1024,
             records_out: records.clone(),
         };
         let stop = stop_rx.clone();

@@ -108,6 +108,13 @@ impl MessageParser {
         self.buf.len() + self.body.len()
     }
 
+    /// Heap bytes this parser holds (allocated, not just used).
+    pub fn memory(&self) -> usize {
+        let head =
+            self.head.as_ref().map_or(0, |h| h.headers.iter().map(|(k, v)| k.capacity() + v.capacity() + 48).sum());
+        self.buf.capacity() + self.body.capacity() + head + self.head_requests.capacity()
+    }
+
     /// Feeds bytes; returns the messages they completed.
     pub fn feed(&mut self, mut data: &[u8]) -> Vec<Message> {
         let mut out = Vec::new();

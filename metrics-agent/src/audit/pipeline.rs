@@ -23,6 +23,10 @@ use super::{
 const MAX_CONNECTIONS: usize = 10_000;
 /// Requests awaiting a response per connection at most.
 const MAX_PENDING: usize = 32;
+/// Default bound on the heap all connections' parsers hold together.
+pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
+/// Heap charged per request awaiting its response (request, ids, endpoint).
+const PENDING_COST: usize = 512;
 
 /// One LLM exchange as the proxy saw it on one connection.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -99,6 +103,8 @@ struct ConnAudit {
     response_last_ns: u64,
     request_start_ns: Option<u64>,
     last_seen: u64,
+    /// Heap charged to this connection at its last event.
+    memory: usize,
 }
 
 impl ConnAudit {
@@ -115,6 +121,7 @@ impl ConnAudit {
             response_last_ns: 0,
             request_start_ns: None,
             last_seen: 0,
+            memory: 0,
         }
     }
 }
@@ -127,12 +134,17 @@ pub struct PipelineStats {
     /// unsampled exchanges): the connection's parsers restart there.
     pub resyncs: u64,
     pub evicted_connections: u64,
+    /// Connections dropped because all parsers together exceeded the memory budget.
+    pub evicted_for_memory: u64,
     pub records: u64,
 }
 
 pub struct Pipeline {
     conns: HashMap<u64, ConnAudit>,
     body_cap: usize,
+    memory_budget: usize,
+    /// Heap held by all connections' parsers (sum of `ConnAudit::memory`).
+    memory: usize,
     identity: IdentityConfig,
     /// Provider of each configured upstream slot whose name says which.
     slot_providers: HashMap<u8, llm::Provider>,
@@ -145,6 +157,8 @@ impl Pipeline {
         Self {
             conns: HashMap::new(),
             body_cap,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            memory: 0,
             identity: IdentityConfig::default(),
             slot_providers: HashMap::new(),
             clock: 0,
@@ -160,6 +174,18 @@ impl Pipeline {
             .filter_map(|(slot, name)| Some((u8::try_from(*slot).ok()?, llm::Provider::from_configured_name(name)?)))
             .collect();
         self
+    }
+
+    /// Bounds the heap all connections' parsers hold together: beyond it,
+    /// the least recently active connections are dropped (and counted).
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// Heap the parsers hold now, as charged against the budget.
+    pub fn memory(&self) -> usize {
+        self.memory
     }
 
     /// Takes session, user and application ids from these sources.
@@ -178,10 +204,11 @@ impl Pipeline {
         self.stats.chunks += 1;
         if header.kind == KIND_CLOSE {
             let mut out = Vec::new();
-            if let Some(mut c) = self.conns.remove(&header.conn_id)
-                && let Some(m) = c.responses.close()
-            {
-                out.extend(Self::pair(&mut c, m));
+            if let Some(mut c) = self.conns.remove(&header.conn_id) {
+                self.memory -= c.memory;
+                if let Some(m) = c.responses.close() {
+                    out.extend(Self::pair(&mut c, m));
+                }
             }
             self.stats.records += out.len() as u64;
             return out;
@@ -264,7 +291,22 @@ impl Pipeline {
             }
         }
         self.stats.records += out.len() as u64;
+        self.charge(header.conn_id);
         out
+    }
+
+    /// Re-counts one connection's heap, then drops the least recently active
+    /// connections while the total is over budget.
+    fn charge(&mut self, conn_id: u64) {
+        if let Some(c) = self.conns.get_mut(&conn_id) {
+            let now = c.requests.memory() + c.responses.memory() + c.pending.len() * PENDING_COST;
+            self.memory = self.memory - c.memory + now;
+            c.memory = now;
+        }
+        while self.memory > self.memory_budget && !self.conns.is_empty() {
+            self.evict_oldest();
+            self.stats.evicted_for_memory += 1;
+        }
     }
 
     fn pair(conn: &mut ConnAudit, m: Message) -> Option<RequestRecord> {
@@ -316,8 +358,10 @@ impl Pipeline {
     }
 
     fn evict_oldest(&mut self) {
-        if let Some((&id, _)) = self.conns.iter().min_by_key(|(_, c)| c.last_seen) {
-            self.conns.remove(&id);
+        if let Some((&id, _)) = self.conns.iter().min_by_key(|(_, c)| c.last_seen)
+            && let Some(c) = self.conns.remove(&id)
+        {
+            self.memory -= c.memory;
             self.stats.evicted_connections += 1;
         }
     }
@@ -446,13 +490,30 @@ mod tests {
         assert_eq!(r.provider, "unknown");
     }
 
+    #[test]
+    fn thousands_of_half_sent_bodies_stay_within_the_memory_budget() {
+        let mut p = Pipeline::new(256 * 1024).with_memory_budget(1 << 20);
+        let head = "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 100000000\r\n\r\n";
+        let body = vec![b'x'; 8000];
+        for conn in 0..2000 {
+            p.on_event(&chunk(conn, DIR_READ, 0, conn, head.len()), head.as_bytes());
+            p.on_event(&chunk(conn, DIR_READ, head.len() as u64, conn, body.len()), &body);
+            assert!(p.memory() <= 1 << 20, "{}", p.memory());
+        }
+        assert!(p.stats.evicted_for_memory > 1000, "{:?}", p.stats);
+        assert!(p.tracked_connections() < 200);
+    }
+
     proptest! {
         #[test]
         fn arbitrary_events_never_panic_and_stay_bounded(events in prop::collection::vec((0u64..4, any::<bool>(), 0u64..5000, prop::collection::vec(any::<u8>(), 0..600)), 0..60)) {
-            let mut p = Pipeline::new(4096);
+            let mut p = Pipeline::new(4096).with_memory_budget(6000);
             for (id, dir, off, data) in events {
                 let h = chunk(id, if dir { DIR_READ } else { DIR_WRITE }, off, off, data.len());
                 let _ = p.on_event(&h, &data);
+                prop_assert!(p.memory() <= 6000, "over budget: {}", p.memory());
+                let recount: usize = p.conns.values().map(|c| c.memory).sum();
+                prop_assert_eq!(recount, p.memory());
             }
             prop_assert!(p.tracked_connections() <= 4);
         }

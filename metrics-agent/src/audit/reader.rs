@@ -38,6 +38,8 @@ pub struct AuditTask {
     pub identity: super::identity::IdentityConfig,
     /// Agent CPU (percent of one core) above which capture is switched off; 0: no limit.
     pub cpu_budget_percent: f64,
+    /// Heap the parsers may hold together.
+    pub memory_budget_bytes: usize,
     /// Where finished records go (storage, exporters, the live stream).
     pub records_out: crate::records::RecordBus,
 }
@@ -57,6 +59,7 @@ impl AuditTask {
             application_id,
             identity,
             cpu_budget_percent,
+            memory_budget_bytes,
             records_out,
         } = self;
         let mut correlator = Correlator::new(Duration::from_millis(500), sample_every <= 1);
@@ -87,8 +90,10 @@ impl AuditTask {
         // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
         let mut ring =
             unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("watching the payload ring buffer: {e}"))?;
-        let mut pipeline =
-            Pipeline::new(message_cap_bytes).with_identity(identity).with_configured_providers(&provider_names);
+        let mut pipeline = Pipeline::new(message_cap_bytes)
+            .with_identity(identity)
+            .with_configured_providers(&provider_names)
+            .with_memory_budget(memory_budget_bytes);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut drops_seen = counters.capture_drops();
         let mut breaker = Breaker::new(COOL_DOWN, cpu_budget_percent);
@@ -147,6 +152,9 @@ impl AuditTask {
                     stats.audit_records.store(pipeline.stats.records, Ordering::Relaxed);
                     stats.audit_resyncs.store(pipeline.stats.resyncs, Ordering::Relaxed);
                     stats.audit_connections.store(pipeline.tracked_connections() as u64, Ordering::Relaxed);
+                    stats.audit_memory_bytes.store(pipeline.memory() as u64, Ordering::Relaxed);
+                    stats.audit_evicted_connections.store(pipeline.stats.evicted_connections, Ordering::Relaxed);
+                    stats.audit_evicted_for_memory.store(pipeline.stats.evicted_for_memory, Ordering::Relaxed);
                 }
             }
         }
