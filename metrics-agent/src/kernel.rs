@@ -237,6 +237,12 @@ impl Kernel {
             let offsets = self.offsets_in(&libssl, SSL_HOOKS.iter().map(|h| h.symbol))?;
             plan_hooks(&mut plan, &libssl, &offsets, SSL_HOOKS);
         }
+        // OpenSSL linked into the executable itself (Node.js, static builds):
+        // the kernel follows the /proc link to the file, in any namespace.
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        if let Ok(offsets) = self.offsets_in(&exe, SSL_HOOKS.iter().map(|h| h.symbol)) {
+            plan_hooks(&mut plan, &exe, &offsets, SSL_HOOKS);
+        }
         self.targets.insert(pid, 0, 0).context("adding to the TARGETS map")?;
         let mut links = Vec::new();
         let mut done: HashSet<(PathBuf, u64, &str)> = HashSet::new();
@@ -263,13 +269,18 @@ impl Kernel {
         Ok(attached)
     }
 
-    /// Symbol offsets in a library, computed once per file.
+    /// Symbol offsets in a library or executable, computed once per file
+    /// (device and inode: the same file under any path or namespace).
     fn offsets_in<'a>(
         &mut self,
         file: &PathBuf,
         symbols: impl Iterator<Item = &'a str>,
     ) -> Result<HashMap<String, u64>> {
-        let key = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
+        use std::os::unix::fs::MetadataExt;
+        let key = match std::fs::metadata(file) {
+            Ok(m) => PathBuf::from(format!("{}:{}", m.dev(), m.ino())),
+            Err(_) => file.clone(),
+        };
         if !self.offsets.contains_key(&key) {
             let wanted: Vec<&str> = symbols.collect();
             let found = libc_symbols::symbol_offsets(file, &wanted)?;

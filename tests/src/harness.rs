@@ -201,6 +201,28 @@ impl TlsProvider {
     }
 }
 
+/// Builds `tests/c/static_tls_client.c` with OpenSSL linked statically
+/// (Debian's libssl.a and libcrypto.a) into `dir`; returns the binary.
+pub fn build_static_tls_client(dir: &TempDir) -> PathBuf {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("c/static_tls_client.c");
+    let binary = dir.0.join("static-tls-client");
+    let libs = ["libssl.a", "libcrypto.a"].map(|l| {
+        let path = PathBuf::from("/usr/lib/x86_64-linux-gnu").join(l);
+        assert!(path.exists(), "{} is missing: install Debian's libssl-dev", path.display());
+        path
+    });
+    let out = Command::new("gcc")
+        .args(["-O1", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .args(&libs)
+        .args(["-lpthread", "-ldl"])
+        .output()
+        .expect("gcc must be installed");
+    assert!(out.status.success(), "building the static TLS client: {}", String::from_utf8_lossy(&out.stderr));
+    binary
+}
+
 /// The send/recv test proxy built from this crate.
 pub fn start_send_recv_proxy(routes: &[(&str, u16)]) -> (Guard, u16) {
     let port = free_port();

@@ -644,6 +644,49 @@ fn a_saturated_payload_ring_drops_and_counts_while_hot_path_counts_stay_exact() 
 }
 
 #[test]
+fn openssl_linked_into_the_executable_is_hooked_there() {
+    use std::io::{BufRead, Write};
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let tls = harness::TlsProvider::start(openai.port);
+    let dir = harness::TempDir::new("static-tls");
+    let binary = harness::build_static_tls_client(&dir);
+    let mut child = std::process::Command::new(&binary)
+        .args(["127.0.0.1", &tls.port.to_string(), "4", "/v1/chat/completions"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(!maps.contains("libssl"), "the client must not load libssl.so");
+    let agent = Agent::start(&[
+        "--pid",
+        &pid.to_string(),
+        "--print-requests",
+        "--provider",
+        &format!("openai=127.0.0.1:{}", tls.port),
+    ]);
+    agent.wait_until(Duration::from_secs(10), "the client traced", |s| s.get("metrics_agent_traced_processes") >= 1);
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done 4");
+    assert!(child.wait().unwrap().success());
+    wait_for_records(&agent, 0, 4);
+    let up = records(&agent, "upstream");
+    assert_eq!(up.len(), 4, "{up:?}");
+    for r in &up {
+        assert_eq!((r["status"].clone(), r["upstream_provider"].clone()), (200.into(), "openai".into()), "{r}");
+        assert_eq!((r["tokens"]["input"].clone(), r["tokens"]["output"].clone()), (12.into(), 34.into()), "{r}");
+    }
+    let s = agent.scrape();
+    assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), 4, "plaintext requests counted once");
+    assert_eq!(s.get("metrics_agent_unclassified_connections_total"), 0, "the ciphertext is not parsed as HTTP");
+    assert!(!agent.log_text().contains("sk-test-canary"));
+}
+
+#[test]
 fn an_agent_over_its_cpu_budget_switches_capture_off_and_back_on() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();

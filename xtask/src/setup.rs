@@ -12,8 +12,10 @@ use anyhow::{Context, Result, bail};
 use crate::run_cmd;
 
 /// Debian packages: the proxy under test, promtool, bpftool, a static libc
-/// for the no-libc test, wrk for benchmarks, openssl for test certificates.
-const DEBIAN_PACKAGES: &[&str] = &["nginx-light", "prometheus", "bpftool", "libc6-dev", "wrk", "openssl"];
+/// for the no-libc test, wrk for benchmarks, openssl for test certificates,
+/// gcc and libssl-dev for the test client with OpenSSL linked in statically.
+const DEBIAN_PACKAGES: &[&str] =
+    &["nginx-light", "prometheus", "bpftool", "libc6-dev", "wrk", "openssl", "libssl-dev", "gcc"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> Result<()> {

@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+/// Shortest tick over which CPU use is judged.
+const MIN_WINDOW: Duration = Duration::from_millis(500);
+
 /// Why capture was switched off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trip {
@@ -53,7 +56,8 @@ impl Breaker {
             self.off_for = Some(left);
             return Action::Nothing;
         }
-        let cpu_percent = if elapsed.is_zero() { 0.0 } else { 100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64() };
+        // Too short a window says nothing about a sustained rate.
+        let cpu_percent = if elapsed < MIN_WINDOW { 0.0 } else { 100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64() };
         let trip = if new_drops > 0 {
             Some(Trip::Drops)
         } else if self.cpu_budget_percent > 0.0 && cpu_percent > self.cpu_budget_percent {
@@ -95,6 +99,12 @@ mod tests {
         assert_eq!(b.tick(S, 0, Duration::ZERO), Action::Nothing);
         assert_eq!(b.tick(S, 0, Duration::ZERO), Action::SwitchOn, "after 3 s");
         assert_eq!(b.tick(S, 0, Duration::from_millis(600)), Action::SwitchOff(Trip::Cpu));
+    }
+
+    #[test]
+    fn a_short_window_is_not_judged() {
+        let mut b = Breaker::new(S, 10.0);
+        assert_eq!(b.tick(Duration::from_millis(1), 0, Duration::from_millis(50)), Action::Nothing);
     }
 
     #[test]

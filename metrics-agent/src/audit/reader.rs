@@ -19,6 +19,8 @@ use super::{
 };
 use crate::collector::{AgentStats, CounterMaps};
 
+/// How often the breaker and the correlator run.
+const TICK: Duration = Duration::from_secs(1);
 /// How long capture stays off after the kernel dropped events.
 const COOL_DOWN: Duration = Duration::from_secs(5);
 
@@ -94,7 +96,7 @@ impl AuditTask {
             .with_identity(identity)
             .with_configured_providers(&provider_names)
             .with_memory_budget(memory_budget_bytes);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
         let mut drops_seen = counters.capture_drops();
         let mut breaker = Breaker::new(COOL_DOWN, cpu_budget_percent);
         let (mut last_tick, mut last_cpu) = (tokio::time::Instant::now(), process_cpu_time());
