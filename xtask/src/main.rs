@@ -2,6 +2,7 @@
 //! commands, so a fresh machine needs nothing but this repository.
 
 mod bench;
+mod fuzz;
 mod setup;
 
 use std::process::Command;
@@ -22,11 +23,21 @@ enum Task {
     Setup,
     /// Set up and build the agent and the test programs.
     Build,
-    /// Set up, build and run the whole test suite (root: loads eBPF programs).
+    /// Set up, build and run the whole test suite (root: loads eBPF programs),
+    /// then fuzz the parsers for a bounded time.
     Test {
+        /// Seconds each fuzz target runs after the tests (0: no fuzzing).
+        #[arg(long, default_value_t = 20)]
+        fuzz_seconds: u64,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Fuzz the audit path's parsers (cargo fuzz, libFuzzer).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
     /// Set up, build and run the demo: mock providers, nginx, the agent, traffic.
     Demo {
@@ -43,7 +54,11 @@ fn main() {
     let result = match cli.task {
         Task::Setup => setup::run(),
         Task::Build => setup::run().and_then(|()| build()),
-        Task::Test { args } => setup::run().and_then(|()| build()).and_then(|()| test(&args)),
+        Task::Test { fuzz_seconds, args } => setup::run()
+            .and_then(|()| build())
+            .and_then(|()| test(&args))
+            .and_then(|()| if fuzz_seconds > 0 && args.is_empty() { fuzz::run(fuzz_seconds) } else { Ok(()) }),
+        Task::Fuzz { seconds } => setup::run().and_then(|()| fuzz::run(seconds)),
         Task::Demo { seconds } => setup::run().and_then(|()| build()).and_then(|()| demo(seconds)),
         Task::Bench(args) => setup::run().and_then(|()| build_release()).and_then(|()| bench::run(&args)),
     };

@@ -17,11 +17,23 @@ use crate::run_cmd;
 const DEBIAN_PACKAGES: &[&str] =
     &["nginx-light", "prometheus", "bpftool", "libc6-dev", "wrk", "openssl", "libssl-dev", "gcc"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn run() -> Result<()> {
     debian_packages()?;
     nightly_rust_src()?;
-    bpf_linker()
+    bpf_linker()?;
+    cargo_fuzz()
+}
+
+/// cargo-fuzz, for `cargo xtask fuzz` (and the fuzzing step of `test`).
+fn cargo_fuzz() -> Result<()> {
+    let ok = Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+    if ok {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (about a minute)");
+    run_cmd(Command::new("cargo").args(["install", "cargo-fuzz", "--locked", "--version", CARGO_FUZZ_VERSION]))
 }
 
 fn debian_packages() -> Result<()> {

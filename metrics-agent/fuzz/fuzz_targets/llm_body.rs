@@ -1,0 +1,26 @@
+//! LLM request and response bodies (JSON, SSE, JSON-array streams) of every
+//! provider shape: arbitrary bytes never panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use metrics_agent_fuzz::audit::llm;
+
+const TARGETS: [&str; 6] = [
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+    "/v1/embeddings",
+    "/other",
+];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&control, body)) = data.split_first() else { return };
+    let target = TARGETS[control as usize % TARGETS.len()];
+    let request = llm::parse_request(target, None, body);
+    for content_type in [None, Some("application/json"), Some("text/event-stream")] {
+        for complete in [true, false] {
+            let _ = llm::parse_response(&request, content_type, body, complete);
+        }
+    }
+});
