@@ -79,6 +79,8 @@ pub struct AgentStats {
     pub attach_failures: AtomicU64,
     pub preexisting_connections: AtomicU64,
     pub capture_enabled: AtomicU64,
+    /// 1 in N requests' payloads captured (0: audit path off).
+    pub capture_sample_every: AtomicU64,
     pub capture_breaker_trips: AtomicU64,
     pub capture_breaker_cpu_trips: AtomicU64,
     pub audit_records: AtomicU64,
@@ -381,6 +383,12 @@ impl Collector for HotPathCollector {
             "metrics_agent_capture_enabled",
             "1 while payload capture is on (0: off, or the circuit breaker tripped).",
             self.stats.capture_enabled.load(Ordering::Relaxed) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "metrics_agent_capture_sample_every",
+            "Payload capture samples 1 request in N (0: the audit path is off).",
+            self.stats.capture_sample_every.load(Ordering::Relaxed) as i64,
         )?;
         counter(
             &mut e,

@@ -687,6 +687,38 @@ fn openssl_linked_into_the_executable_is_hooked_there() {
 }
 
 #[test]
+fn sampling_captures_one_request_in_n_and_hot_path_counts_stay_exact() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let anthropic = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
+    let mut args = vec!["--exe", harness::NGINX, "--print-requests", "--sample-every", "4"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    args.extend(providers_args(&openai, &anthropic));
+    let agent = Agent::start(&as_strs(&args));
+    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let mut truth = Truth::default();
+    for _ in 0..40 {
+        let mut c = Client::connect(nginx.port).unwrap();
+        assert_eq!(c.request("/openai/v1/chat/completions", 300, true).unwrap(), 200);
+        truth.add(&c.truth);
+    }
+    let s = assert_matches(&agent, &truth, &openai, &anthropic, 0);
+    assert_eq!(s.get("metrics_agent_capture_sample_every"), 4);
+    // 80 request starts (40 client, 40 upstream), sampled per CPU: between
+    // 80/4 and 80/4 + one per CPU are captured.
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    std::thread::sleep(Duration::from_secs(2));
+    let all: Vec<_> = records(&agent, "client").into_iter().chain(records(&agent, "upstream")).collect();
+    assert!((20..=20 + cpus).contains(&all.len()), "{} records sampled", all.len());
+    for r in &all {
+        assert_eq!((r["tokens"]["input"].clone(), r["tokens"]["output"].clone()), (12.into(), 34.into()), "{r}");
+    }
+}
+
+#[test]
 fn an_agent_over_its_cpu_budget_switches_capture_off_and_back_on() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();

@@ -101,6 +101,7 @@ impl AuditTask {
         let mut breaker = Breaker::new(COOL_DOWN, cpu_budget_percent);
         let (mut last_tick, mut last_cpu) = (tokio::time::Instant::now(), process_cpu_time());
         stats.capture_enabled.store(1, Ordering::Relaxed);
+        stats.capture_sample_every.store(sample_every.into(), Ordering::Relaxed);
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
