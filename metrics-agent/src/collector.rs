@@ -297,16 +297,37 @@ impl Collector for HotPathCollector {
         counter(
             &mut e,
             "metrics_agent_unclassified_bytes",
-            "Bytes on traced connections that are not HTTP/1.x (TLS ciphertext, HTTP/2, other).",
+            "Bytes on traced connections that are neither HTTP/1.x nor TLS (HTTP/2, other).",
             None,
             at(c::UNCLASSIFIED_BYTES),
         )?;
         counter(
             &mut e,
             "metrics_agent_unclassified_connections",
-            "Traced connections whose first bytes were not HTTP/1.x.",
+            "Traced connections whose first bytes were neither HTTP/1.x nor a TLS handshake.",
             None,
             at(c::UNCLASSIFIED_CONNECTIONS),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_tls_connections",
+            "Traced connections that began with a TLS handshake record.",
+            None,
+            at(c::TLS_CONNECTIONS),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_tls_plaintext_connections",
+            "TLS connections whose plaintext the OpenSSL probes delivered (parsed like clear text).",
+            None,
+            at(c::TLS_PLAINTEXT_CONNECTIONS),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_tls_opaque_bytes",
+            "Ciphertext bytes on TLS connections no plaintext was tied to (yet): another TLS library, or a handshake before the tie.",
+            None,
+            at(c::TLS_OPAQUE_BYTES),
         )?;
         counter(
             &mut e,

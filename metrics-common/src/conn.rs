@@ -23,6 +23,9 @@ pub const PROTO_HTTP1: u8 = 1;
 /// Not HTTP/1.x (TLS ciphertext, HTTP/2, anything else): bytes are counted
 /// as unclassified and not parsed.
 pub const PROTO_UNCLASSIFIED: u8 = 2;
+/// Began with a TLS handshake record: ciphertext. Parsed once its plaintext
+/// is tied to it (`CONN_TLS`); counted as opaque TLS bytes until then.
+pub const PROTO_TLS: u8 = 3;
 
 /// `ConnState::flags`: a request is in flight (its response is not complete).
 pub const CONN_IN_FLIGHT: u32 = 1;
@@ -37,6 +40,8 @@ pub const CONN_CAPTURE: u32 = 32;
 /// OpenSSL runs on this socket: its bytes are ciphertext (counted, not
 /// parsed); the plaintext comes from the SSL_read/SSL_write probes.
 pub const CONN_TLS: u32 = 64;
+/// Plaintext of this connection was seen (an SSL call was tied to it).
+pub const CONN_PLAINTEXT: u32 = 128;
 
 /// State of one traced connection, keyed by `conn_key(tgid, fd)`.
 #[repr(C)]

@@ -49,4 +49,12 @@ pub const CAPTURE_CAPPED_BYTES: u32 = 25;
 /// Requests seen while capture was on (the sampling sequence).
 pub const CAPTURE_SEQUENCE: u32 = 26;
 
-pub const COUNT: u32 = 27;
+/// Connections that began with a TLS handshake record; of those, the ones
+/// whose plaintext the OpenSSL probes delivered.
+pub const TLS_CONNECTIONS: u32 = 27;
+pub const TLS_PLAINTEXT_CONNECTIONS: u32 = 28;
+/// Ciphertext bytes on TLS connections no plaintext was tied to (yet):
+/// another TLS library, or a handshake before the tie.
+pub const TLS_OPAQUE_BYTES: u32 = 29;
+
+pub const COUNT: u32 = 30;

@@ -22,9 +22,9 @@ use aya_ebpf::{
 };
 use metrics_common::{
     conn::{
-        CONN_ADOPTED, CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, CONN_TLS, ConnState, EV_END,
-        EV_MALFORMED, EV_NONE, METHOD_HEAD, METHOD_NONE, METHOD_PENDING, PHASE_CHUNK_DATA, PHASE_LOST,
-        PHASE_UNTIL_CLOSE, PROTO_HTTP1, PROTO_UNCLASSIFIED, PROTO_UNDETERMINED, ResponseParser, SIDE_CLIENT,
+        CONN_ADOPTED, CONN_IN_FLIGHT, CONN_PLAINTEXT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, CONN_TLS, ConnState,
+        EV_END, EV_MALFORMED, EV_NONE, METHOD_HEAD, METHOD_NONE, METHOD_PENDING, PHASE_CHUNK_DATA, PHASE_LOST,
+        PHASE_UNTIL_CLOSE, PROTO_HTTP1, PROTO_TLS, PROTO_UNCLASSIFIED, PROTO_UNDETERMINED, ResponseParser, SIDE_CLIENT,
         SIDE_UNKNOWN, SIDE_UPSTREAM, is_status_line_start, method_at_start, request_method,
     },
     counters as c,
@@ -61,6 +61,9 @@ const MAX_CONTINUATIONS: u32 = 31;
 const MAX_IOV: u64 = 64;
 /// Framing outcome when the step budget ran out with bytes left.
 pub const EV_BUDGET: u32 = 100;
+/// First bytes of a TLS connection: a handshake record, protocol major 3.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+const TLS_MAJOR_VERSION: u8 = 0x03;
 
 /// Entry of a data call: stashes its arguments when the fd is traced.
 #[inline(always)]
@@ -185,6 +188,14 @@ pub fn process_plaintext<C: CallReturn>(ctx: &C, tgid: u32, fd: u32, kind: u32, 
     // SAFETY: a valid map value pointer for the duration of the program.
     let conn = unsafe { &mut *conn };
     conn.flags |= CONN_TLS;
+    if conn.flags & CONN_PLAINTEXT == 0 {
+        conn.flags |= CONN_PLAINTEXT;
+        add(&COUNTERS, c::TLS_PLAINTEXT_CONNECTIONS, 1);
+        if conn.proto == PROTO_TLS {
+            // The plaintext is classified afresh, like a new connection's bytes.
+            conn.proto = PROTO_UNDETERMINED;
+        }
+    }
     let call = Call { fd, kind, ptr: buf, count: 0 };
     http_and_capture(ctx, conn, &call, tgid, n, kind == CALL_READ_BUF)
 }
@@ -230,11 +241,25 @@ pub fn data_returned<C: CallReturn>(ctx: &C) -> u32 {
     }
     let n = ret as u64;
     count_bytes(conn, is_read, n);
+    if conn.proto == PROTO_UNDETERMINED && conn.flags & (CONN_PREEXISTING | CONN_PLAINTEXT) == 0 {
+        let (first, len) = peek(&call, n);
+        if len >= 2 && first[0] == TLS_HANDSHAKE_RECORD && first[1] == TLS_MAJOR_VERSION {
+            conn.proto = PROTO_TLS;
+            add(&COUNTERS, c::TLS_CONNECTIONS, 1);
+        }
+    }
+    if conn.proto == PROTO_TLS && is_read {
+        crate::tls::note_ciphertext_read(id, call.fd);
+    }
     if conn.flags & CONN_TLS != 0 {
         return 0; // ciphertext: the SSL probes see the plaintext
     }
     if conn.proto == PROTO_UNCLASSIFIED {
         add(&COUNTERS, c::UNCLASSIFIED_BYTES, n);
+        return 0;
+    }
+    if conn.proto == PROTO_TLS {
+        add(&COUNTERS, c::TLS_OPAQUE_BYTES, n);
         return 0;
     }
     http_and_capture(ctx, conn, &call, tgid, n, is_read)

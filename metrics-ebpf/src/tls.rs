@@ -3,9 +3,18 @@
 //! the same HTTP/1.1 state machine as clear-text sockets; the ciphertext on
 //! the socket is still counted in the byte counters but never parsed.
 //!
-//! Tying an `SSL*` to its socket: while a thread is inside an SSL call (or
-//! `SSL_do_handshake`), the socket calls OpenSSL makes are nested in it; the
-//! first such nested call records `SSL* -> fd` and marks the connection TLS.
+//! Tying an `SSL*` to its socket:
+//! - socket BIOs (nginx, most C programs): while a thread is inside an SSL
+//!   call (or `SSL_do_handshake`), the socket calls OpenSSL makes are nested
+//!   in it; such a nested call records `SSL* -> fd` and marks the connection
+//!   TLS.
+//! - memory BIOs (Node.js): the runtime reads ciphertext from the socket
+//!   itself, then feeds it to OpenSSL and calls `SSL_read` on the same
+//!   thread. A read of TLS ciphertext outside any SSL call is remembered per
+//!   thread, and the next `SSL_read`/`SSL_do_handshake` on that thread claims
+//!   it: that `SSL*` is tied to that socket. A write cannot tie (its
+//!   ciphertext leaves after the SSL call), but the handshake's reads always
+//!   come first, so a connection is tied before its first request.
 //!
 //! Hooked: `int SSL_read(SSL *s, void *buf, int num)`, `int SSL_write(SSL *s,
 //! const void *buf, int num)`, `int SSL_read_ex(SSL *s, void *buf, size_t num,
@@ -49,6 +58,11 @@ pub static SSL_HANDSHAKES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1
 /// `SSL*` -> socket fd, keyed by (tgid << 32) ^ SSL*.
 #[map]
 pub static SSL_FDS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65_536, 0);
+
+/// A read of TLS ciphertext outside any SSL call, by pid_tgid: the socket
+/// the thread's next SSL read or handshake belongs to (memory BIOs).
+#[map]
+pub static CIPHERTEXT_READS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16_384, 0);
 
 fn ssl_key(tgid: u32, ssl: u64) -> u64 {
     ((tgid as u64) << 32) ^ ssl
@@ -104,6 +118,12 @@ fn ssl_returned<C: CallReturn>(ctx: &C) -> u32 {
     // SAFETY: the value is copied out before the entry is removed.
     let Some(call) = (unsafe { SSL_CALLS.get(&id) }).copied() else { return 0 };
     let _ = SSL_CALLS.remove(&id);
+    let mut call = call;
+    if call.kind == CALL_READ_BUF
+        && let Some(fd) = claim_ciphertext_read(id, call.ssl)
+    {
+        call.fd = fd;
+    }
     // All four return an `int`: only the low 32 bits of the register count.
     let ret = ctx.return_value() as i32 as i64;
     let n = if call.count_ptr != 0 {
@@ -140,8 +160,41 @@ pub fn enter_ssl_handshake(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn return_ssl_handshake(_ctx: RetProbeContext) -> u32 {
-    let _ = SSL_HANDSHAKES.remove(&bpf_get_current_pid_tgid());
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied.
+    if let Some(ssl) = unsafe { SSL_HANDSHAKES.get(&id) }.copied() {
+        let _ = SSL_HANDSHAKES.remove(&id);
+        let _ = claim_ciphertext_read(id, ssl);
+    }
     0
+}
+
+/// A socket read of TLS ciphertext returned on thread `id`: outside any SSL
+/// call it was made by the runtime for a memory BIO; remember its socket.
+#[inline(always)]
+pub fn note_ciphertext_read(id: u64, fd: u32) {
+    // SAFETY: only tested for presence.
+    if unsafe { SSL_CALLS.get(&id).is_some() || SSL_HANDSHAKES.get(&id).is_some() } {
+        return; // nested in an SSL call: tied by `note_nested_socket_call`
+    }
+    let _ = CIPHERTEXT_READS.insert(&id, &fd, 0);
+}
+
+/// Ties `ssl` to the socket of the ciphertext this thread read last, if any
+/// (and forgets that read: it was consumed). The newest read wins over an
+/// older tie, so an `SSL*` address reused for a new connection is re-tied.
+#[inline(always)]
+fn claim_ciphertext_read(id: u64, ssl: u64) -> Option<u32> {
+    // SAFETY: the value is copied.
+    let fd = unsafe { CIPHERTEXT_READS.get(&id) }.copied()?;
+    let _ = CIPHERTEXT_READS.remove(&id);
+    let tgid = (id >> 32) as u32;
+    let _ = SSL_FDS.insert(&ssl_key(tgid, ssl), &fd, 0);
+    if let Some(conn) = CONNS.get_ptr_mut(&metrics_common::maps::conn_key(tgid, fd)) {
+        // SAFETY: a valid map value pointer.
+        unsafe { (*conn).flags |= CONN_TLS };
+    }
+    Some(fd)
 }
 
 /// Called at the entry of every socket call of a target: inside an SSL call

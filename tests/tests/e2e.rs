@@ -370,6 +370,7 @@ fn bytes_that_are_not_http1_are_counted_as_unclassified() {
     agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
     let mut sent = 0u64;
     let mut received = 0u64;
+    let mut tls_bytes = 0u64;
     // A TLS ClientHello-like record and an HTTP/2 connection preface sent to
     // a plain HTTP/1.1 listener: nginx answers 400 and closes.
     for hello in [
@@ -383,12 +384,23 @@ fn bytes_that_are_not_http1_are_counted_as_unclassified() {
         let mut buf = Vec::new();
         let _ = s.read_to_end(&mut buf);
         received += buf.len() as u64;
+        if hello[0] == 0x16 {
+            tls_bytes = (hello.len() + buf.len()) as u64;
+        }
     }
     let s = agent.wait_until(Duration::from_secs(10), "both connections closed", |s| {
         s.get("llm_proxy_connections_closed_total") >= 2
     });
-    assert_eq!(s.get("metrics_agent_unclassified_connections_total"), 2);
-    assert_eq!(s.get("metrics_agent_unclassified_bytes_total"), sent + received, "every byte both ways");
+    // The TLS hello is TLS no probe decrypts (opaque); the HTTP/2 preface is unclassified.
+    assert_eq!(s.get("metrics_agent_unclassified_connections_total"), 1);
+    assert_eq!(s.get("metrics_agent_tls_connections_total"), 1);
+    assert_eq!(s.get("metrics_agent_tls_plaintext_connections_total"), 0);
+    assert_eq!(
+        s.get("metrics_agent_unclassified_bytes_total") + s.get("metrics_agent_tls_opaque_bytes_total"),
+        sent + received,
+        "every byte both ways"
+    );
+    assert_eq!(s.get("metrics_agent_tls_opaque_bytes_total"), tls_bytes);
     assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), sent);
     assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), received);
     assert_eq!(s.get("llm_proxy_requests_total"), 0, "no HTTP/1 request was seen");
@@ -645,13 +657,28 @@ fn a_saturated_payload_ring_drops_and_counts_while_hot_path_counts_stay_exact() 
 
 #[test]
 fn openssl_linked_into_the_executable_is_hooked_there() {
+    let dir = harness::TempDir::new("static-tls");
+    let binary = harness::build_static_tls_client(&dir);
+    static_openssl_client(std::process::Command::new(&binary));
+}
+
+#[test]
+fn node_js_with_its_own_openssl_and_memory_bios_is_measured() {
+    let node = std::path::Path::new("/usr/bin/node");
+    assert!(node.exists(), "Node.js (/usr/bin/node) is needed for this test");
+    let mut cmd = std::process::Command::new(node);
+    cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("js/https_client.js"));
+    static_openssl_client(cmd);
+}
+
+/// Runs a client with OpenSSL in its executable against an HTTPS mock and
+/// checks the agent's records of its 4 requests.
+fn static_openssl_client(mut client: std::process::Command) {
     use std::io::{BufRead, Write};
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
     let tls = harness::TlsProvider::start(openai.port);
-    let dir = harness::TempDir::new("static-tls");
-    let binary = harness::build_static_tls_client(&dir);
-    let mut child = std::process::Command::new(&binary)
+    let mut child = client
         .args(["127.0.0.1", &tls.port.to_string(), "4", "/v1/chat/completions"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -683,6 +710,11 @@ fn openssl_linked_into_the_executable_is_hooked_there() {
     let s = agent.scrape();
     assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), 4, "plaintext requests counted once");
     assert_eq!(s.get("metrics_agent_unclassified_connections_total"), 0, "the ciphertext is not parsed as HTTP");
+    assert_eq!(
+        (s.get("metrics_agent_tls_connections_total"), s.get("metrics_agent_tls_plaintext_connections_total")),
+        (1, 1),
+        "one TLS connection, its plaintext tied"
+    );
     assert!(!agent.log_text().contains("sk-test-canary"));
 }
 
@@ -785,6 +817,8 @@ fn tls_upstreams_are_measured_from_the_plaintext() {
     assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), requests, "requests over TLS");
     assert_eq!(s.get("llm_proxy_provider_requests_failed_total{provider=\"openai\"}"), 1, "the 429");
     assert_eq!(s.get("metrics_agent_unclassified_connections_total"), 0, "TLS connections are not unclassified");
+    assert_eq!(s.get("metrics_agent_tls_connections_total"), s.get("metrics_agent_tls_plaintext_connections_total"));
+    assert!(s.get("metrics_agent_tls_plaintext_connections_total") >= 1);
     assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), truth.bytes_sent);
     assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), truth.bytes_received);
     wait_for_records(&agent, 0, 3);
