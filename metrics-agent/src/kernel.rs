@@ -129,6 +129,8 @@ pub struct Kernel {
     /// Symbol offsets per libc path, computed once.
     offsets: HashMap<PathBuf, HashMap<String, u64>>,
     targets: BpfHashMap<MapData, u32, u32>,
+    /// Traced processes whose libssl is hooked.
+    libssl_hooked: HashSet<u32>,
 }
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/metrics-ebpf"));
@@ -164,7 +166,7 @@ impl Kernel {
             jump.set(slot, &fd, 0).with_context(|| format!("installing {program} in {map}"))?;
         }
         let targets = BpfHashMap::try_from(ebpf.take_map(names::TARGETS).ok_or_else(|| anyhow!("no TARGETS map"))?)?;
-        Ok(Self { ebpf, mode, links: HashMap::new(), offsets: HashMap::new(), targets })
+        Ok(Self { ebpf, mode, links: HashMap::new(), offsets: HashMap::new(), targets, libssl_hooked: HashSet::new() })
     }
 
     pub fn take_map(&mut self, name: &str) -> Result<aya::maps::Map> {
@@ -233,9 +235,10 @@ impl Kernel {
             plan_hooks(&mut plan, &libc, &offsets, HOOKS);
         }
         // OpenSSL, in both modes: the plaintext of TLS connections.
-        if let Some(libssl) = libc_symbols::library_of(pid, "libssl.so") {
-            let offsets = self.offsets_in(&libssl, SSL_HOOKS.iter().map(|h| h.symbol))?;
-            plan_hooks(&mut plan, &libssl, &offsets, SSL_HOOKS);
+        let libssl = libc_symbols::library_of(pid, "libssl.so");
+        if let Some(libssl) = &libssl {
+            let offsets = self.offsets_in(libssl, SSL_HOOKS.iter().map(|h| h.symbol))?;
+            plan_hooks(&mut plan, libssl, &offsets, SSL_HOOKS);
         }
         // OpenSSL linked into the executable itself (Node.js, static builds):
         // the kernel follows the /proc link to the file, in any namespace.
@@ -266,7 +269,35 @@ impl Kernel {
             self.detach_process(pid);
             return Err(e);
         }
+        if libssl.is_some() {
+            self.libssl_hooked.insert(pid);
+        }
         Ok(attached)
+    }
+
+    /// A traced process that loaded libssl after it was attached (Python
+    /// imports `ssl` lazily, programs dlopen it): hooks that libssl now.
+    /// Returns the number of probes added.
+    pub fn attach_late_libssl(&mut self, pid: u32) -> Result<usize> {
+        if !self.is_traced(pid) || self.libssl_hooked.contains(&pid) {
+            return Ok(0);
+        }
+        let Some(libssl) = libc_symbols::library_of(pid, "libssl.so") else { return Ok(0) };
+        self.libssl_hooked.insert(pid);
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
+        let offsets = self.offsets_in(&libssl, SSL_HOOKS.iter().map(|h| h.symbol))?;
+        let mut plan = Vec::new();
+        plan_hooks(&mut plan, &libssl, &offsets, SSL_HOOKS);
+        let mut added = 0;
+        for (file, offset, program, symbol) in plan {
+            let probe: &mut UProbe = self.ebpf.program_mut(program).expect("program exists").try_into()?;
+            let link = probe
+                .attach(offset, &file, scope)
+                .with_context(|| format!("attaching {program} to {symbol} in process {pid}"))?;
+            self.links.entry(pid).or_default().push((program, link));
+            added += 1;
+        }
+        Ok(added)
     }
 
     /// Symbol offsets in a library or executable, computed once per file
@@ -292,6 +323,7 @@ impl Kernel {
     /// Detaches the hooks of `pid` (it exited or stopped being a target).
     pub fn detach_process(&mut self, pid: u32) {
         let _ = self.targets.remove(&pid);
+        self.libssl_hooked.remove(&pid);
         for (program, link) in self.links.remove(&pid).unwrap_or_default() {
             if let Some(Ok(probe)) = self.ebpf.program_mut(program).map(<&mut UProbe>::try_from) {
                 let _ = probe.detach(link);

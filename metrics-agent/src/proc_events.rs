@@ -63,6 +63,18 @@ impl Tracer {
         }
     }
 
+    /// Hooks the libssl that traced processes loaded since they were attached.
+    pub fn attach_late_libraries(&mut self) {
+        let pids: Vec<u32> = self.kernel.traced().collect();
+        for pid in pids {
+            match self.kernel.attach_late_libssl(pid) {
+                Ok(0) => {}
+                Ok(n) => log::info!("process {pid} ({}) loaded libssl: {n} probes added", target::comm(pid)),
+                Err(e) => log::warn!("process {pid}: {e:#}"),
+            }
+        }
+    }
+
     fn detach(&mut self, pid: u32) {
         if !self.kernel.is_traced(pid) {
             return;

@@ -30,6 +30,9 @@ use crate::{
     target::Target,
 };
 
+/// How often traced processes are checked for a libssl loaded after attach.
+const LIBRARY_RESCAN: Duration = Duration::from_secs(2);
+
 pub fn run(args: RunArgs) -> Result<()> {
     let config = Config::from_args(&args)?;
     // Checked before anything is attached: a bad price file is a start-up error.
@@ -136,10 +139,12 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
         config.listen
     );
 
+    let mut library_rescan = tokio::time::interval(LIBRARY_RESCAN);
     loop {
         tokio::select! {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
+            _ = library_rescan.tick() => tracer.attach_late_libraries(),
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 let mut events = Vec::new();
