@@ -84,6 +84,8 @@ pub struct AgentStats {
     pub capture_breaker_trips: AtomicU64,
     pub capture_breaker_cpu_trips: AtomicU64,
     pub audit_records: AtomicU64,
+    /// Records with token usage whose model is not in the price table.
+    pub audit_unpriced_records: AtomicU64,
     pub audit_resyncs: AtomicU64,
     pub audit_connections: AtomicU64,
     pub audit_memory_bytes: AtomicU64,
@@ -437,6 +439,13 @@ impl Collector for HotPathCollector {
             "LLM exchanges the audit path reconstructed.",
             None,
             self.stats.audit_records.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_audit_unpriced_records",
+            "Records with token usage whose model is not in the price table (cost unknown, not zero).",
+            None,
+            self.stats.audit_unpriced_records.load(Ordering::Relaxed),
         )?;
         counter(
             &mut e,

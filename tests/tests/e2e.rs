@@ -590,6 +590,9 @@ fn audit_records_match_what_the_mock_provider_sent() {
     let s = agent.scrape();
     assert_eq!(s.get("metrics_agent_capture_dropped_events_total"), 0);
     assert_eq!(s.get("metrics_agent_audit_records_total"), 17 + 16);
+    let all: Vec<_> = records(&agent, "client").into_iter().chain(records(&agent, "upstream")).collect();
+    let unpriced = all.iter().filter(|r| r["cost_usd"].is_null() && !r["tokens"]["input"].is_null()).count();
+    assert_eq!(s.get("metrics_agent_audit_unpriced_records_total"), unpriced as u64);
 }
 
 #[test]

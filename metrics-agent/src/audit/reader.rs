@@ -77,6 +77,9 @@ impl AuditTask {
                 }
                 let model = record.model_returned.clone().or_else(|| record.model_requested.clone());
                 record.cost_usd = model.and_then(|m| prices.cost(&m, &record.tokens)).map(|c| c.normalize());
+                if record.cost_usd.is_none() && (record.tokens.input.is_some() || record.tokens.output.is_some()) {
+                    stats.audit_unpriced_records.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Some(out) = out.as_mut()
                     && let Ok(line) = serde_json::to_string(&record)
                 {
