@@ -39,6 +39,10 @@ pub struct FileConfig {
     pub prices: Option<PathBuf>,
     /// Application id put on every record.
     pub application_id: Option<String>,
+    /// The live metrics stream (`[stream]`).
+    pub stream: Option<crate::live::StreamConfig>,
+    /// The HTTP API (`[api]`): its bearer token.
+    pub api: Option<crate::live::auth::ApiConfig>,
 }
 
 /// What to trace.
@@ -63,6 +67,9 @@ pub struct Config {
     pub capture_ring_kib: u32,
     pub prices: Option<PathBuf>,
     pub application_id: Option<String>,
+    pub stream: crate::live::StreamConfig,
+    /// Bearer token required by every HTTP route (`[api] token`, `METRICS_AGENT_API_TOKEN`).
+    pub api_token: Option<crate::live::auth::Secret>,
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -105,10 +112,15 @@ impl Config {
             }
         }
         ProviderSpec::check_unique(&providers)?;
+        let listen = args.listen.or(file.listen).unwrap_or_else(default_listen);
+        let api_token = std::env::var(crate::live::auth::TOKEN_ENV)
+            .ok()
+            .or_else(|| file.api.as_ref().and_then(|a| a.token.clone()));
+        crate::live::auth::check(listen, api_token.as_deref())?;
         Ok(Self {
             target,
             providers,
-            listen: args.listen.or(file.listen).unwrap_or_else(default_listen),
+            listen,
             resolve_interval_seconds: file
                 .resolve_interval_seconds
                 .unwrap_or_else(default_resolve_interval_seconds)
@@ -133,6 +145,8 @@ impl Config {
             },
             prices: args.prices.clone().or(file.prices),
             application_id: args.application_id.clone().or(file.application_id),
+            stream: file.stream.unwrap_or_default().validate()?,
+            api_token: api_token.map(crate::live::auth::Secret),
         })
     }
 
@@ -155,6 +169,9 @@ impl Config {
             capture_ring_kib: Some(self.capture_ring_kib),
             prices: self.prices.clone(),
             application_id: self.application_id.clone(),
+            stream: Some(self.stream),
+            // The token is a secret: never printed.
+            api: None,
         }
     }
 }

@@ -8,6 +8,7 @@ mod config;
 mod http;
 mod kernel;
 mod libc_symbols;
+mod live;
 mod preflight;
 mod proc_events;
 mod providers;
