@@ -132,6 +132,7 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
         None
     };
     let app = crate::live::auth::protect(http::router(Arc::new(registry), routes), config.api_token.as_ref());
+    let listener = axum::serve::ListenerExt::tap_io(listener, crate::live::limit_send_buffer);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop_rx.changed().await;
     });

@@ -440,6 +440,10 @@ fn a_token_guards_every_route_and_slow_clients_are_dropped() {
         "[stream]\ninterval_ms = 100\nslow_client_timeout_ms = 1000\n",
         &[("METRICS_AGENT_API_TOKEN", TOKEN)],
     );
+    let mut c = Client::connect(setup.nginx.port).unwrap();
+    for _ in 0..5 {
+        assert_eq!(c.request("/openai/v1/chat/completions", 200, false).unwrap(), 200);
+    }
     let port = setup.agent.port;
     let bearer = format!("authorization: Bearer {TOKEN}\r\n");
     assert_eq!(status_of(port, "/metrics", ""), 401);

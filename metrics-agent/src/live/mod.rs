@@ -267,3 +267,23 @@ pub fn raise_open_files_limit() {
         }
     }
 }
+
+/// Kernel send buffer of each HTTP connection (the kernel doubles it): a
+/// stream client that stops reading holds at most this much kernel memory
+/// before its writes block and it starts skipping updates.
+const SOCKET_SEND_BUFFER: libc::c_int = 32 * 1024;
+
+/// Caps an accepted connection's kernel send buffer (`axum::serve::ListenerExt::tap_io`).
+pub fn limit_send_buffer(stream: &mut tokio::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on a connected socket with an int-sized value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&SOCKET_SEND_BUFFER as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
