@@ -3,7 +3,7 @@
 //! take a screenshot. Plain HTTP/1.1 on loopback, JSON bodies.
 
 use std::{
-    io::{Read, Write},
+    io::Write,
     net::TcpStream,
     path::Path,
     process::{Command, Stdio},
@@ -36,15 +36,19 @@ fn request(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<
         body.len()
     )
     .map_err(|e| e.to_string())?;
+    // chromedriver keeps the connection open: read the head, then the body it announces.
+    let mut reader = crate::http1::Reader::new(s);
+    let head = reader.read_head().map_err(|e| format!("chromedriver {method} {path}: {e}"))?;
+    let head = head.ok_or("chromedriver: no response")?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| format!("chromedriver {method} {path}: {e}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("chromedriver: no response head")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
+    reader
+        .relay_body(&head, false, |b| {
+            raw.extend_from_slice(b);
+            Ok(())
+        })
+        .map_err(|e| format!("chromedriver {method} {path}: {e}"))?;
+    let raw = String::from_utf8_lossy(&raw);
+    let body = if head.is_chunked() { dechunk(&raw) } else { raw.into_owned() };
     let v: Value = serde_json::from_str(&body).map_err(|e| format!("chromedriver: {e}: {body}"))?;
     if v["value"]["error"].is_string() {
         return Err(format!("{method} {path}: {}", v["value"]));
@@ -76,10 +80,7 @@ impl Browser {
         let port = free_port();
         let driver = Guard::spawn(
             "chromedriver",
-            Command::new(CHROMEDRIVER)
-                .arg(format!("--port={port}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
+            Command::new(CHROMEDRIVER).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()),
         );
         wait_for_port(port, Duration::from_secs(20));
         let profile = TempDir::new("chromium");

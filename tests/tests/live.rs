@@ -134,7 +134,8 @@ fn known_traffic(port: u16) -> Expected {
         assert_eq!(c.request(path, 200, false).unwrap(), status);
     }
     for i in 0..6 {
-        let (path, status) = if i < 2 { ("/anthropic/v1/messages?status=529", 529) } else { ("/anthropic/v1/messages", 200) };
+        let (path, status) =
+            if i < 2 { ("/anthropic/v1/messages?status=529", 529) } else { ("/anthropic/v1/messages", 200) };
         assert_eq!(c.request(path, 200, false).unwrap(), status);
     }
     let mut truth = c.truth.clone();
@@ -251,13 +252,17 @@ fn stream_counts_match_ground_truth_and_subscriptions_filter() {
         assert!(gpt["p50_latency_ms"].as_f64().unwrap() >= slow, "{gpt}");
         let claude = rows[&("anthropic".to_string(), "claude-sonnet-4".to_string())];
         assert_eq!(claude["totals"]["requests"], 4);
-        let anthropic_rows: u64 =
-            rows.iter().filter(|((p, _), _)| p == "anthropic").map(|(_, r)| r["totals"]["requests"].as_u64().unwrap()).sum();
+        let anthropic_rows: u64 = rows
+            .iter()
+            .filter(|((p, _), _)| p == "anthropic")
+            .map(|(_, r)| r["totals"]["requests"].as_u64().unwrap())
+            .sum();
         assert_eq!(anthropic_rows, expected.anthropic);
         // The cost equals the sum of the agent's own per-request records.
         let records = setup.client_records();
         assert_eq!(records.len() as u64, expected.requests);
-        let record_cost: f64 = records.iter().filter_map(|r| r["cost_usd"].as_str()).map(|c| c.parse::<f64>().unwrap()).sum();
+        let record_cost: f64 =
+            records.iter().filter_map(|r| r["cost_usd"].as_str()).map(|c| c.parse::<f64>().unwrap()).sum();
         let stream_cost: f64 = m["totals"]["cost_usd"].as_str().unwrap().parse().unwrap();
         assert!((record_cost - stream_cost).abs() < 1e-12, "{record_cost} vs {stream_cost}");
         // Upstream calls, apart from what clients were served.
@@ -343,10 +348,7 @@ fn five_hundred_clients_get_updates_and_stalled_clients_skip_instead_of_queueing
     const INTERVAL_MS: u64 = 200;
     const STALL: Duration = Duration::from_secs(12);
     let _serial = serial();
-    let setup = Setup::start(
-        &format!("[stream]\ninterval_ms = {INTERVAL_MS}\nslow_client_timeout_ms = 600000\n"),
-        &[],
-    );
+    let setup = Setup::start(&format!("[stream]\ninterval_ms = {INTERVAL_MS}\nslow_client_timeout_ms = 600000\n"), &[]);
     let mut c = Client::connect(setup.nginx.port).unwrap();
     for _ in 0..5 {
         assert_eq!(c.request("/openai/v1/chat/completions", 200, false).unwrap(), 200);
@@ -520,7 +522,8 @@ fn a_token_guards_every_route_and_slow_clients_are_dropped() {
 fn the_dashboard_shows_what_the_stream_says_in_headless_chromium() {
     const TOKEN: &str = "dashboard-token-9c2a";
     let _serial = serial();
-    let setup = Setup::start("[stream]\ninterval_ms = 250\nwindow_seconds = 60\n", &[("METRICS_AGENT_API_TOKEN", TOKEN)]);
+    let setup =
+        Setup::start("[stream]\ninterval_ms = 250\nwindow_seconds = 60\n", &[("METRICS_AGENT_API_TOKEN", TOKEN)]);
     let browser = Browser::start();
     browser.goto(&format!("http://127.0.0.1:{}/?token={TOKEN}", setup.agent.port));
     browser.wait_for(
@@ -554,7 +557,8 @@ fn the_dashboard_shows_what_the_stream_says_in_headless_chromium() {
     assert_eq!(page["app"], "chat-app");
     assert_eq!(page["capture"], "true");
     assert_eq!(page["sampling"], "1");
-    let gpt = page["models"].as_array().unwrap().iter().find(|m| m["model"] == "gpt-4o-mini" && m["provider"] == "openai");
+    let gpt =
+        page["models"].as_array().unwrap().iter().find(|m| m["model"] == "gpt-4o-mini" && m["provider"] == "openai");
     assert_eq!(gpt.expect("openai row")["requests"], "26", "{page}");
     assert_eq!(gpt.unwrap()["cost"], "0.0004662");
 
