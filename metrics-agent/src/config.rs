@@ -234,6 +234,24 @@ mod tests {
     }
 
     #[test]
+    fn stream_and_api_sections() {
+        let dir = std::env::temp_dir().join(format!("ma-config-live-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, "exe = \"/bin/true\"\n[stream]\ninterval_ms = 250\n[api]\ntoken = \"t0ken\"\n").unwrap();
+        let c = Config::from_args(&args(|a| a.config = Some(path.clone()))).unwrap();
+        assert_eq!(c.stream.interval_ms, 250);
+        assert_eq!(c.stream.window_seconds, crate::live::default_window_seconds());
+        assert_eq!(c.api_token.as_ref().map(|t| t.0.as_str()), Some("t0ken"));
+        assert!(!format!("{c:?}").contains("t0ken"), "the token never shows in Debug output");
+        assert!(!toml::to_string(&c.to_file()).unwrap().contains("t0ken"), "nor in `metrics-agent config`");
+        std::fs::write(&path, "exe = \"/bin/true\"\n[stream]\ninterval_ms = 5\n").unwrap();
+        let err = Config::from_args(&args(|a| a.config = Some(path.clone()))).unwrap_err().to_string();
+        assert!(err.contains("interval_ms = 5: use a value between 100 and 60000"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn a_target_is_required() {
         let err = Config::from_args(&RunArgs::default()).unwrap_err();
         assert!(err.to_string().contains("--exe PATH or --pid PID"));

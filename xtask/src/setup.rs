@@ -12,8 +12,10 @@ use anyhow::{Context, Result, bail};
 use crate::run_cmd;
 
 /// Debian packages: the proxy under test, promtool, bpftool, a static libc
-/// for the no-libc test, wrk for benchmarks, openssl for test certificates.
-const DEBIAN_PACKAGES: &[&str] = &["nginx-light", "prometheus", "bpftool", "libc6-dev", "wrk", "openssl"];
+/// for the no-libc test, wrk for benchmarks, openssl for test certificates,
+/// headless Chromium and its WebDriver for the dashboard test.
+const DEBIAN_PACKAGES: &[&str] =
+    &["nginx-light", "prometheus", "bpftool", "libc6-dev", "wrk", "openssl", "chromium", "chromium-driver"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> Result<()> {

@@ -12,6 +12,7 @@ pub const BUCKETS: usize = (PER_OCTAVE * OCTAVES) as usize + 1;
 /// Smallest resolved value, in milliseconds.
 const MIN_MS: f64 = 0.001;
 /// A quantile's largest relative error: half a bucket's width on a log scale.
+#[cfg(test)]
 pub const RELATIVE_ERROR: f64 = 0.044_274; // 2^(1/16) - 1
 
 /// Counts of values (milliseconds) by log bucket.
@@ -63,6 +64,7 @@ impl LogHistogram {
         self.total += other.total;
     }
 
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.total
     }

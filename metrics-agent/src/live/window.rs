@@ -289,10 +289,6 @@ impl Window {
         }
     }
 
-    pub fn settings(&self) -> WindowSettings {
-        self.settings
-    }
-
     pub fn add(&mut self, r: &RequestRecord, now_s: f64) {
         let second = now_s.max(0.0) as u64;
         let window = self.settings.window_seconds;
