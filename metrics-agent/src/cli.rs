@@ -27,6 +27,14 @@ pub enum Command {
         #[arg(long, default_value_t = 20_000)]
         exchanges: usize,
     },
+    /// Measure the live stream's fan-out to many WebSocket clients (for `cargo xtask bench stream`).
+    #[command(hide = true)]
+    BenchStream {
+        #[arg(long, default_value_t = 500)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 /// Settings of `run`; each may also come from the `--config` file.

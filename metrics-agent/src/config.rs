@@ -46,6 +46,10 @@ pub struct FileConfig {
     pub application_id: Option<String>,
     /// Where session, user and application ids come from; per-key hashing.
     pub identity: Option<IdentityConfig>,
+    /// The live metrics stream (`[stream]`).
+    pub stream: Option<crate::live::StreamConfig>,
+    /// The HTTP API (`[api]`): its bearer token.
+    pub api: Option<crate::live::auth::ApiConfig>,
 }
 
 /// What to trace.
@@ -73,6 +77,9 @@ pub struct Config {
     pub prices: Option<PathBuf>,
     pub application_id: Option<String>,
     pub identity: IdentityConfig,
+    pub stream: crate::live::StreamConfig,
+    /// Bearer token required by every HTTP route (`[api] token`, `METRICS_AGENT_API_TOKEN`).
+    pub api_token: Option<crate::live::auth::Secret>,
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -115,10 +122,15 @@ impl Config {
             }
         }
         ProviderSpec::check_unique(&providers)?;
+        let listen = args.listen.or(file.listen).unwrap_or_else(default_listen);
+        let api_token = std::env::var(crate::live::auth::TOKEN_ENV)
+            .ok()
+            .or_else(|| file.api.as_ref().and_then(|a| a.token.clone()));
+        crate::live::auth::check(listen, api_token.as_deref())?;
         Ok(Self {
             target,
             providers,
-            listen: args.listen.or(file.listen).unwrap_or_else(default_listen),
+            listen,
             resolve_interval_seconds: file
                 .resolve_interval_seconds
                 .unwrap_or_else(default_resolve_interval_seconds)
@@ -158,6 +170,8 @@ impl Config {
                 }
                 identity.validated()?
             },
+            stream: file.stream.unwrap_or_default().validate()?,
+            api_token: api_token.map(crate::live::auth::Secret),
         })
     }
 
@@ -184,6 +198,9 @@ impl Config {
             application_id: self.application_id.clone(),
             // The salt is a secret: never printed.
             identity: Some(IdentityConfig { api_key_salt: None, ..self.identity.clone() }),
+            stream: Some(self.stream),
+            // The token is a secret: never printed.
+            api: None,
         }
     }
 }
@@ -242,6 +259,24 @@ mod tests {
         let msg = format!("{err:#}");
         assert!(msg.contains("unknown field `listen_addr`"), "{msg}");
         assert!(!msg.contains('\n'), "{msg}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn stream_and_api_sections() {
+        let dir = std::env::temp_dir().join(format!("ma-config-live-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, "exe = \"/bin/true\"\n[stream]\ninterval_ms = 250\n[api]\ntoken = \"t0ken\"\n").unwrap();
+        let c = Config::from_args(&args(|a| a.config = Some(path.clone()))).unwrap();
+        assert_eq!(c.stream.interval_ms, 250);
+        assert_eq!(c.stream.window_seconds, crate::live::default_window_seconds());
+        assert_eq!(c.api_token.as_ref().map(|t| t.0.as_str()), Some("t0ken"));
+        assert!(!format!("{c:?}").contains("t0ken"), "the token never shows in Debug output");
+        assert!(!toml::to_string(&c.to_file()).unwrap().contains("t0ken"), "nor in `metrics-agent config`");
+        std::fs::write(&path, "exe = \"/bin/true\"\n[stream]\ninterval_ms = 5\n").unwrap();
+        let err = Config::from_args(&args(|a| a.config = Some(path.clone()))).unwrap_err().to_string();
+        assert!(err.contains("interval_ms = 5: use a value between 100 and 60000"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

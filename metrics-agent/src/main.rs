@@ -8,6 +8,7 @@ mod config;
 mod http;
 mod kernel;
 mod libc_symbols;
+mod live;
 mod preflight;
 mod proc_events;
 mod providers;
@@ -27,6 +28,7 @@ fn main() {
         cli::Command::Run(args) => run::run(args),
         cli::Command::Config(args) => config::print_effective(args),
         cli::Command::BenchAudit { exchanges } => audit::bench::run(exchanges),
+        cli::Command::BenchStream { clients, seconds } => live::bench::run(clients, seconds),
     };
     if let Err(err) = result {
         // One line: the context chain, outermost first.

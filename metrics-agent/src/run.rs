@@ -39,6 +39,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let prices = crate::audit::cost::PriceTable::load(config.prices.as_deref())?;
     let target = Target::resolve(&config.target)?;
     preflight::check()?;
+    crate::live::raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(run_async(config, target, prices))
 }
@@ -92,6 +93,20 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
     let records = crate::records::bus();
     // Consumers of records subscribe here, before the audit task starts.
     let routes = axum::Router::new();
+    // The live stream and dashboard: aggregates records, publishes every interval.
+    let live = crate::live::Live::new(config.stream);
+    let routes = routes.merge(live.routes(stop_rx.clone()));
+    let live_task = {
+        let maps = counter_maps.clone();
+        let health = crate::live::HealthSources {
+            stats: Some(tracer.stats.clone()),
+            capture_drops: Some(Box::new(move || maps.capture_drops())),
+            audit: config.audit,
+            sample_every: config.sample_every,
+            system: None,
+        };
+        tokio::spawn(live.run(records.subscribe(), health, stop_rx.clone()))
+    };
     let audit = if config.audit {
         use metrics_common::capture::control;
         capture.set(control::SAMPLE_EVERY, config.sample_every, 0)?;
@@ -122,7 +137,9 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
     } else {
         None
     };
-    let server = axum::serve(listener, http::router(Arc::new(registry), routes)).with_graceful_shutdown(async move {
+    let app = crate::live::auth::protect(http::router(Arc::new(registry), routes), config.api_token.as_ref());
+    let listener = axum::serve::ListenerExt::tap_io(listener, crate::live::limit_send_buffer);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop_rx.changed().await;
     });
     let server = tokio::spawn(async move { server.await });
@@ -133,7 +150,7 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
         Duration::from_secs(config.resolve_interval_seconds),
     ));
     log::info!(
-        "tracing {} ({} now); metrics at http://{}/metrics",
+        "tracing {} ({} now); metrics at http://{}/metrics, live dashboard at http://{2}/",
         tracer.target.describe(),
         tracer.kernel.traced().count(),
         config.listen
@@ -166,6 +183,7 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
     drop(tracer);
     resolver.abort();
     let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(1), live_task).await;
     if let Some(audit) = audit {
         let _ = tokio::time::timeout(Duration::from_secs(5), audit).await;
     }

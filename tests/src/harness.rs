@@ -241,6 +241,8 @@ pub struct Agent {
     pub guard: Guard,
     pub port: u16,
     pub log: PathBuf,
+    /// The API token the agent was started with (sent on scrapes).
+    pub token: Option<String>,
     _dir: TempDir,
 }
 
@@ -248,6 +250,13 @@ impl Agent {
     /// Starts `metrics-agent run ARGS --listen 127.0.0.1:PORT` and waits
     /// until its endpoint answers.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Like `start`, with extra environment variables; a
+    /// `METRICS_AGENT_API_TOKEN` among them is sent on every scrape.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let token = env.iter().find(|(k, _)| *k == "METRICS_AGENT_API_TOKEN").map(|(_, v)| v.to_string());
         let dir = TempDir::new("agent");
         let port = free_port();
         let log = dir.0.join("agent.log");
@@ -259,10 +268,11 @@ impl Agent {
                 .args(args)
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
+                .envs(env.iter().copied())
                 .stdout(out.try_clone().expect("log"))
                 .stderr(out),
         );
-        let mut agent = Self { guard, port, log, _dir: dir };
+        let mut agent = Self { guard, port, log, token, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = agent.guard.child.try_wait() {
@@ -282,7 +292,8 @@ impl Agent {
     }
 
     fn try_scrape(&self, openmetrics: bool) -> Option<String> {
-        http_get(self.port, "/metrics", if openmetrics { "application/openmetrics-text" } else { "text/plain" })
+        let accept = if openmetrics { "application/openmetrics-text" } else { "text/plain" };
+        http_get_with(self.port, "/metrics", accept, self.token.as_deref())
     }
 
     pub fn scrape(&self) -> Scrape {
@@ -311,9 +322,15 @@ impl Agent {
 
 /// A plain HTTP/1.0 GET returning the body (None on any failure).
 pub fn http_get(port: u16, path: &str, accept: &str) -> Option<String> {
+    http_get_with(port, path, accept, None)
+}
+
+/// `http_get` with an optional bearer token.
+pub fn http_get_with(port: u16, path: &str, accept: &str, token: Option<&str>) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nhost: localhost\r\naccept: {accept}\r\n\r\n").ok()?;
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nhost: localhost\r\naccept: {accept}\r\n{auth}\r\n").ok()?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     let (head, body) = resp.split_once("\r\n\r\n")?;

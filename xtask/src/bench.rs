@@ -21,6 +21,10 @@ pub struct BenchArgs {
     /// wrk connections.
     #[arg(long, default_value_t = 16)]
     connections: u32,
+    /// What to measure: `proxy` (nginx with and without the agent) or
+    /// `stream` (live stream fan-out to many WebSocket clients).
+    #[arg(default_value = "proxy")]
+    pub what: String,
 }
 
 struct Killed(Child);
@@ -131,6 +135,11 @@ fn metric(text: &str, series: &str) -> f64 {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    match args.what.as_str() {
+        "proxy" => {}
+        "stream" => return crate::bench_stream::run(args.seconds),
+        other => bail!("unknown benchmark `{other}`: use `proxy` or `stream`"),
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark attaches eBPF programs and must run as root");
@@ -161,7 +170,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     )?;
     wait_port(up_port)?;
     wait_port(proxy_port)?;
-    wrk(proxy_port, &BenchArgs { seconds: 2, connections: args.connections })?; // warm-up
+    wrk(proxy_port, &BenchArgs { seconds: 2, connections: args.connections, what: String::new() })?; // warm-up
 
     let calls = 2_000_000;
     let base1 = wrk(proxy_port, args)?;

@@ -13,9 +13,20 @@ use crate::run_cmd;
 
 /// Debian packages: the proxy under test, promtool, bpftool, a static libc
 /// for the no-libc test, wrk for benchmarks, openssl for test certificates,
-/// gcc and libssl-dev for the test client with OpenSSL linked in statically.
-const DEBIAN_PACKAGES: &[&str] =
-    &["nginx-light", "prometheus", "bpftool", "libc6-dev", "wrk", "openssl", "libssl-dev", "gcc"];
+/// gcc and libssl-dev for the test client with OpenSSL linked in statically,
+/// headless Chromium and its WebDriver for the dashboard test.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "nginx-light",
+    "prometheus",
+    "bpftool",
+    "libc6-dev",
+    "wrk",
+    "openssl",
+    "libssl-dev",
+    "gcc",
+    "chromium",
+    "chromium-driver",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
