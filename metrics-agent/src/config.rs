@@ -6,7 +6,12 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::{cli::RunArgs, kernel::AttachMode, providers::ProviderSpec};
+use crate::{
+    cli::RunArgs,
+    export::settings::{self as export_settings, ExportSettings, ExportersFile, MetricsFile},
+    kernel::AttachMode,
+    providers::ProviderSpec,
+};
 
 /// The configuration file. Every field is optional; flags override it.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -39,6 +44,10 @@ pub struct FileConfig {
     pub prices: Option<PathBuf>,
     /// Application id put on every record.
     pub application_id: Option<String>,
+    /// Exporters: `[exporters.prometheus]`, `[exporters.otlp]`, `[exporters.datadog]`.
+    pub exporters: Option<ExportersFile>,
+    /// `[metrics.system]`: which system metrics are collected, how often.
+    pub metrics: Option<MetricsFile>,
 }
 
 /// What to trace.
@@ -63,6 +72,10 @@ pub struct Config {
     pub capture_ring_kib: u32,
     pub prices: Option<PathBuf>,
     pub application_id: Option<String>,
+    /// Exporters and system metrics, resolved against the environment.
+    pub export: ExportSettings,
+    /// The `[exporters]` section as written (printed with secrets redacted).
+    pub exporters_file: Option<ExportersFile>,
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -80,7 +93,9 @@ impl Config {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read config file {}", path.display()))?;
                 toml::from_str::<FileConfig>(&text).map_err(|e| {
-                    anyhow::anyhow!("config file {}: {}", path.display(), e.message().replace('\n', " "))
+                    let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+                    let at = line.map(|l| format!(" line {l}")).unwrap_or_default();
+                    anyhow::anyhow!("config file {}{at}: {}", path.display(), e.message().replace('\n', " "))
                 })?
             }
             None => FileConfig::default(),
@@ -133,6 +148,9 @@ impl Config {
             },
             prices: args.prices.clone().or(file.prices),
             application_id: args.application_id.clone().or(file.application_id),
+            export: export_settings::resolve(file.exporters.as_ref(), file.metrics.as_ref(), |k| std::env::var(k).ok())
+                .map_err(|e| anyhow::anyhow!("config: {e}"))?,
+            exporters_file: file.exporters,
         })
     }
 
@@ -155,6 +173,8 @@ impl Config {
             capture_ring_kib: Some(self.capture_ring_kib),
             prices: self.prices.clone(),
             application_id: self.application_id.clone(),
+            exporters: self.exporters_file.as_ref().map(export_settings::redacted),
+            metrics: Some(MetricsFile { system: Some(self.export.system.clone()) }),
         }
     }
 }
@@ -212,6 +232,30 @@ mod tests {
         let err = Config::from_args(&args(|a| a.config = Some(path.clone()))).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("unknown field `listen_addr`"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn exporter_sections_are_checked_and_printed_without_secrets() {
+        let dir = std::env::temp_dir().join(format!("ma-config-exp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.toml");
+        std::fs::write(
+            &path,
+            "exe = \"/bin/true\"\n[exporters.datadog]\napi = true\napi_key = \"dd-secret\"\n[metrics.system]\ninterval_seconds = 5\ncollect_disk_io = false\n",
+        )
+        .unwrap();
+        let c = Config::from_args(&args(|a| a.config = Some(path.clone()))).unwrap();
+        assert_eq!(c.export.system.interval_seconds, 5);
+        assert!(!c.export.system.collect_disk_io);
+        assert!(c.export.datadog_api.is_some());
+        let printed = toml::to_string(&c.to_file()).unwrap();
+        assert!(!printed.contains("dd-secret"), "{printed}");
+        std::fs::write(&path, "exe = \"/bin/true\"\n[exporters.otlp]\nendpoint = \"http://x:4318\"\nintervl = 3\n")
+            .unwrap();
+        let msg = format!("{:#}", Config::from_args(&args(|a| a.config = Some(path.clone()))).unwrap_err());
+        assert!(msg.contains("line 4") && msg.contains("unknown field `intervl`"), "{msg}");
         assert!(!msg.contains('\n'), "{msg}");
         std::fs::remove_dir_all(dir).unwrap();
     }
