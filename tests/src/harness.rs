@@ -226,6 +226,11 @@ impl Agent {
     /// Starts `metrics-agent run ARGS --listen 127.0.0.1:PORT` and waits
     /// until its endpoint answers.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// `start` with extra environment variables for the agent.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = TempDir::new("agent");
         let port = free_port();
         let log = dir.0.join("agent.log");
@@ -237,6 +242,7 @@ impl Agent {
                 .args(args)
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
+                .envs(env.iter().copied())
                 .stdout(out.try_clone().expect("log"))
                 .stderr(out),
         );

@@ -284,7 +284,7 @@ pub static SYS_CPU_TIME: Desc = desc(
 );
 pub static SYS_CPU_COUNT: Desc = desc(
     "system.cpu.logical.count",
-    "system_cpu_logical_count",
+    "system_cpu_logical_cpus",
     "{cpu}",
     None,
     Kind::Gauge,
