@@ -15,6 +15,9 @@ use anyhow::{Context, Result, bail};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
+    /// `exporters`: only the export path's throughput (no root, no nginx).
+    #[arg(value_parser = ["exporters"])]
+    pub only: Option<String>,
     /// Seconds per wrk run.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -131,6 +134,9 @@ fn metric(text: &str, series: &str) -> f64 {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.only.as_deref() == Some("exporters") {
+        return crate::bench_exporters::run();
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark attaches eBPF programs and must run as root");
@@ -161,7 +167,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     )?;
     wait_port(up_port)?;
     wait_port(proxy_port)?;
-    wrk(proxy_port, &BenchArgs { seconds: 2, connections: args.connections })?; // warm-up
+    wrk(proxy_port, &BenchArgs { seconds: 2, connections: args.connections, only: None })?; // warm-up
 
     let calls = 2_000_000;
     let base1 = wrk(proxy_port, args)?;
