@@ -150,8 +150,9 @@ pub fn gzip(body: &[u8]) -> Vec<u8> {
     e.finish().unwrap_or_default()
 }
 
-/// Classifies an HTTP answer: 2xx delivered; 408, 429, 502, 503, 504 worth
-/// retrying (as the OTLP specification says); anything else permanent.
+/// Classifies an HTTP answer: 2xx delivered; 429, 502, 503, 504 (retryable
+/// per the OTLP specification) and 408, 500 worth retrying; anything else
+/// (400, 401, 403, 404, 413...) permanent.
 pub fn classify(what: &str, status: reqwest::StatusCode) -> Result<(), ExportError> {
     match status.as_u16() {
         200..=299 => Ok(()),
