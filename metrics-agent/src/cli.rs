@@ -35,6 +35,12 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Measure the exporters' aggregation and encoding throughput (for `cargo xtask bench exporters`).
+    #[command(hide = true)]
+    BenchExport {
+        #[arg(long, default_value_t = 200_000)]
+        records: usize,
+    },
 }
 
 /// Settings of `run`; each may also come from the `--config` file.

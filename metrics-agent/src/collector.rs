@@ -67,6 +67,43 @@ impl CounterMaps {
     }
 }
 
+/// The kernel's counters summed over CPUs, read once (for the scrape and the
+/// push exporters).
+#[derive(Debug, Clone, Default)]
+pub struct HotPathSnapshot {
+    pub counters: Vec<u64>,
+    pub provider_requests: Vec<u64>,
+    pub provider_failed: Vec<u64>,
+    pub provider_latency_sum_us: Vec<u64>,
+    /// `HIST_BUCKETS` slots per provider slot.
+    pub provider_histogram: Vec<u64>,
+    pub request_histogram: Vec<u64>,
+    pub ttfb_histogram: Vec<u64>,
+    pub probe_hits: Vec<u64>,
+}
+
+impl HotPathSnapshot {
+    /// A `metrics_common::counters` slot.
+    pub fn counter(&self, slot: u32) -> u64 {
+        self.counters.get(slot as usize).copied().unwrap_or(0)
+    }
+}
+
+impl CounterMaps {
+    pub fn snapshot(&self) -> HotPathSnapshot {
+        HotPathSnapshot {
+            counters: sums(&self.counters),
+            provider_requests: sums(&self.provider_requests),
+            provider_failed: sums(&self.provider_failed),
+            provider_latency_sum_us: sums(&self.provider_latency_sum),
+            provider_histogram: sums(&self.provider_histogram),
+            request_histogram: sums(&self.request_histogram),
+            ttfb_histogram: sums(&self.ttfb_histogram),
+            probe_hits: sums(&self.probe_hits),
+        }
+    }
+}
+
 /// Every slot of a per-CPU array, summed over CPUs.
 fn sums(map: &PerCpuArray<MapData, u64>) -> Vec<u64> {
     map.iter().map(|v| v.map(|per_cpu| per_cpu.iter().copied().sum()).unwrap_or(0)).collect()
@@ -93,6 +130,8 @@ pub struct AgentStats {
     pub audit_evicted_for_memory: AtomicU64,
     pub adopted_connections: AtomicU64,
     pub adopted_rejected: AtomicU64,
+    /// Pids of the traced processes (for the system metrics).
+    pub traced_pids: Mutex<Vec<u32>>,
 }
 
 #[derive(Debug)]
@@ -131,7 +170,7 @@ fn labelled_counters(
 }
 
 /// Histogram buckets from log2 microsecond slots: (upper bound in seconds, count).
-fn seconds_buckets(slots: &[u64]) -> Vec<(f64, u64)> {
+pub fn seconds_buckets(slots: &[u64]) -> Vec<(f64, u64)> {
     (0..HIST_BUCKETS)
         .map(|b| {
             let upper = bucket_upper_micros(b).map(|us| us as f64 / 1e6).unwrap_or(f64::MAX);
@@ -146,8 +185,8 @@ fn histogram_type() -> prometheus_client::metrics::MetricType {
 
 impl Collector for HotPathCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> R {
-        let k = sums(&self.maps.counters);
-        let at = |slot: u32| k.get(slot as usize).copied().unwrap_or(0);
+        let snap = self.maps.snapshot();
+        let at = |slot: u32| snap.counter(slot);
         counter(
             &mut e,
             "llm_proxy_requests",
@@ -216,10 +255,8 @@ impl Collector for HotPathCollector {
             at(c::CONNECTIONS_CLOSED),
         )?;
 
-        let req = sums(&self.maps.provider_requests);
-        let failed = sums(&self.maps.provider_failed);
-        let lat = sums(&self.maps.provider_latency_sum);
-        let hist = sums(&self.maps.provider_histogram);
+        let (req, failed) = (&snap.provider_requests, &snap.provider_failed);
+        let (lat, hist) = (&snap.provider_latency_sum_us, &snap.provider_histogram);
         let per_provider = |v: &[u64]| -> Vec<(&str, u64)> {
             self.providers
                 .iter()
@@ -232,7 +269,7 @@ impl Collector for HotPathCollector {
             "Requests the proxy sent upstream, by provider.",
             None,
             "provider",
-            &per_provider(&req),
+            &per_provider(req),
         )?;
         labelled_counters(
             &mut e,
@@ -240,7 +277,7 @@ impl Collector for HotPathCollector {
             "Upstream requests answered with status >= 400 or cut short, by provider.",
             None,
             "provider",
-            &per_provider(&failed),
+            &per_provider(failed),
         )?;
         {
             let mut m = e.encode_descriptor(
@@ -266,21 +303,21 @@ impl Collector for HotPathCollector {
             (
                 "llm_proxy_request_duration",
                 "Client request duration, first request byte received to last response byte sent.",
-                &self.maps.request_histogram,
+                &snap.request_histogram,
                 c::REQUEST_DURATION_SUM_US,
             ),
             (
                 "llm_proxy_time_to_first_byte",
                 "Client request time to first byte, first request byte received to first response byte sent.",
-                &self.maps.ttfb_histogram,
+                &snap.ttfb_histogram,
                 c::TTFB_SUM_US,
             ),
         ] {
-            let slots = sums(map);
+            let slots = map;
             let count = slots.iter().sum();
             let m = e.encode_descriptor(name, help, Some(&Unit::Seconds), histogram_type())?;
             let mut m = m;
-            m.encode_histogram::<NoLabelSet>(at(sum_slot) as f64 / 1e6, count, &seconds_buckets(&slots), None)?;
+            m.encode_histogram::<NoLabelSet>(at(sum_slot) as f64 / 1e6, count, &seconds_buckets(slots), None)?;
         }
 
         gauge(
@@ -480,7 +517,7 @@ impl Collector for HotPathCollector {
             None,
             self.stats.audit_evicted_for_memory.load(Ordering::Relaxed),
         )?;
-        let hits = sums(&self.maps.probe_hits);
+        let hits = &snap.probe_hits;
         let hit_values: Vec<(&str, u64)> =
             HIT_NAMES.iter().enumerate().map(|(i, n)| (*n, hits.get(i).copied().unwrap_or(0))).collect();
         labelled_counters(

@@ -6,7 +6,13 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::{audit::identity::IdentityConfig, cli::RunArgs, kernel::AttachMode, providers::ProviderSpec};
+use crate::{
+    audit::identity::IdentityConfig,
+    cli::RunArgs,
+    export::settings::{self as export_settings, ExportSettings, ExportersFile, MetricsFile},
+    kernel::AttachMode,
+    providers::ProviderSpec,
+};
 
 /// The configuration file. Every field is optional; flags override it.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -50,6 +56,10 @@ pub struct FileConfig {
     pub stream: Option<crate::live::StreamConfig>,
     /// The HTTP API (`[api]`): its bearer token.
     pub api: Option<crate::live::auth::ApiConfig>,
+    /// Exporters: `[exporters.prometheus]`, `[exporters.otlp]`, `[exporters.datadog]`.
+    pub exporters: Option<ExportersFile>,
+    /// `[metrics.system]`: which system metrics are collected, how often.
+    pub metrics: Option<MetricsFile>,
 }
 
 /// What to trace.
@@ -80,6 +90,10 @@ pub struct Config {
     pub stream: crate::live::StreamConfig,
     /// Bearer token required by every HTTP route (`[api] token`, `METRICS_AGENT_API_TOKEN`).
     pub api_token: Option<crate::live::auth::Secret>,
+    /// Exporters and system metrics, resolved against the environment.
+    pub export: ExportSettings,
+    /// The `[exporters]` section as written (printed with secrets redacted).
+    pub exporters_file: Option<ExportersFile>,
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -97,7 +111,9 @@ impl Config {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read config file {}", path.display()))?;
                 toml::from_str::<FileConfig>(&text).map_err(|e| {
-                    anyhow::anyhow!("config file {}: {}", path.display(), e.message().replace('\n', " "))
+                    let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+                    let at = line.map(|l| format!(" line {l}")).unwrap_or_default();
+                    anyhow::anyhow!("config file {}{at}: {}", path.display(), e.message().replace('\n', " "))
                 })?
             }
             None => FileConfig::default(),
@@ -172,6 +188,9 @@ impl Config {
             },
             stream: file.stream.unwrap_or_default().validate()?,
             api_token: api_token.map(crate::live::auth::Secret),
+            export: export_settings::resolve(file.exporters.as_ref(), file.metrics.as_ref(), |k| std::env::var(k).ok())
+                .map_err(|e| anyhow::anyhow!("config: {e}"))?,
+            exporters_file: file.exporters,
         })
     }
 
@@ -201,6 +220,8 @@ impl Config {
             stream: Some(self.stream),
             // The token is a secret: never printed.
             api: None,
+            exporters: self.exporters_file.as_ref().map(export_settings::redacted),
+            metrics: Some(MetricsFile { system: Some(self.export.system.clone()) }),
         }
     }
 }
@@ -277,6 +298,30 @@ mod tests {
         std::fs::write(&path, "exe = \"/bin/true\"\n[stream]\ninterval_ms = 5\n").unwrap();
         let err = Config::from_args(&args(|a| a.config = Some(path.clone()))).unwrap_err().to_string();
         assert!(err.contains("interval_ms = 5: use a value between 100 and 60000"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn exporter_sections_are_checked_and_printed_without_secrets() {
+        let dir = std::env::temp_dir().join(format!("ma-config-exp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.toml");
+        std::fs::write(
+            &path,
+            "exe = \"/bin/true\"\n[exporters.datadog]\napi = true\napi_key = \"dd-secret\"\n[metrics.system]\ninterval_seconds = 5\ncollect_disk_io = false\n",
+        )
+        .unwrap();
+        let c = Config::from_args(&args(|a| a.config = Some(path.clone()))).unwrap();
+        assert_eq!(c.export.system.interval_seconds, 5);
+        assert!(!c.export.system.collect_disk_io);
+        assert!(c.export.datadog_api.is_some());
+        let printed = toml::to_string(&c.to_file()).unwrap();
+        assert!(!printed.contains("dd-secret"), "{printed}");
+        std::fs::write(&path, "exe = \"/bin/true\"\n[exporters.otlp]\nendpoint = \"http://x:4318\"\nintervl = 3\n")
+            .unwrap();
+        let msg = format!("{:#}", Config::from_args(&args(|a| a.config = Some(path.clone()))).unwrap_err());
+        assert!(msg.contains("line 4") && msg.contains("unknown field `intervl`"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

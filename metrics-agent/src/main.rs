@@ -5,6 +5,7 @@ mod audit;
 mod cli;
 mod collector;
 mod config;
+mod export;
 mod http;
 mod kernel;
 mod libc_symbols;
@@ -29,6 +30,7 @@ fn main() {
         cli::Command::Config(args) => config::print_effective(args),
         cli::Command::BenchAudit { exchanges } => audit::bench::run(exchanges),
         cli::Command::BenchStream { clients, seconds } => live::bench::run(clients, seconds),
+        cli::Command::BenchExport { records } => export::bench::run(records),
     };
     if let Err(err) = result {
         // One line: the context chain, outermost first.

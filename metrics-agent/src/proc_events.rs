@@ -93,6 +93,9 @@ impl Tracer {
 
     fn update_gauge(&self) {
         self.stats.traced_processes.store(self.kernel.traced().count() as u64, Ordering::Relaxed);
+        if let Ok(mut pids) = self.stats.traced_pids.lock() {
+            *pids = self.kernel.traced().collect();
+        }
     }
 
     pub fn handle(&mut self, event: ProcEvent) {

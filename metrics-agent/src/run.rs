@@ -3,6 +3,7 @@
 
 use std::{
     io::ErrorKind,
+    os::fd::AsFd,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -70,6 +71,10 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
     let counter_maps = Arc::new(CounterMaps::take(&mut kernel)?);
     let payloads = RingBuf::try_from(kernel.take_map(names::PAYLOADS)?)?;
     let mut capture = Array::<MapData, u32>::try_from(kernel.take_map(names::CAPTURE)?)?;
+    let rings = crate::export::system::RingFill::open_all(&[
+        ("payloads", payloads.as_fd(), u64::from(config.capture_ring_kib) * 1024),
+        ("process_events", ring.as_fd(), u64::from(names::PROC_EVENTS_BYTES)),
+    ]);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(HotPathCollector {
         maps: counter_maps.clone(),
@@ -86,12 +91,28 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
     let mut ring =
         unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow!("watching the process event ring buffer: {e}"))?;
     kernel.attach_tracepoints()?;
-    let mut tracer = Tracer { kernel, target, conns, providers: table.clone(), stats };
+    let mut tracer = Tracer { kernel, target, conns: conns.clone(), providers: table.clone(), stats };
     tracer.attach_initial()?;
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let records = crate::records::bus();
     // Consumers of records subscribe here, before the audit task starts.
+    let exporters = crate::export::start(
+        crate::export::Inputs {
+            settings: config.export.clone(),
+            hot_path: crate::export::hot_path::HotPathSource {
+                maps: counter_maps.clone(),
+                stats: tracer.stats.clone(),
+                providers: providers::slot_names(&config.providers),
+            },
+            conns,
+            rings,
+            provider_addresses: table.clone(),
+        },
+        &records,
+        &mut registry,
+        stop_rx.clone(),
+    )?;
     let routes = axum::Router::new();
     // The live stream and dashboard: aggregates records, publishes every interval.
     let live = crate::live::Live::new(config.stream);
@@ -103,7 +124,9 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
             capture_drops: Some(Box::new(move || maps.capture_drops())),
             audit: config.audit,
             sample_every: config.sample_every,
-            system: None,
+            system: exporters.source.system.clone().map(|system| -> crate::live::SystemSource {
+                Box::new(move || crate::export::system::as_json(&system.latest()))
+            }),
         };
         tokio::spawn(live.run(records.subscribe(), health, stop_rx.clone()))
     };
@@ -187,6 +210,7 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
     if let Some(audit) = audit {
         let _ = tokio::time::timeout(Duration::from_secs(5), audit).await;
     }
+    exporters.finish().await;
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(_) => {}
         Err(_) => log::warn!("the metrics endpoint did not stop within 5 s"),

@@ -21,9 +21,10 @@ pub struct BenchArgs {
     /// wrk connections.
     #[arg(long, default_value_t = 16)]
     connections: u32,
-    /// What to measure: `proxy` (nginx with and without the agent) or
-    /// `stream` (live stream fan-out to many WebSocket clients).
-    #[arg(default_value = "proxy")]
+    /// What to measure: `proxy` (nginx with and without the agent),
+    /// `stream` (live stream fan-out to many WebSocket clients) or
+    /// `exporters` (the export path's throughput; no root, no nginx).
+    #[arg(default_value = "proxy", value_parser = ["proxy", "stream", "exporters"])]
     pub what: String,
 }
 
@@ -138,7 +139,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     match args.what.as_str() {
         "proxy" => {}
         "stream" => return crate::bench_stream::run(args.seconds),
-        other => bail!("unknown benchmark `{other}`: use `proxy` or `stream`"),
+        "exporters" => return crate::bench_exporters::run(),
+        other => bail!("unknown benchmark `{other}`: use `proxy`, `stream` or `exporters`"),
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

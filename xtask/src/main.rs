@@ -2,6 +2,7 @@
 //! commands, so a fresh machine needs nothing but this repository.
 
 mod bench;
+mod bench_exporters;
 mod bench_stream;
 mod fuzz;
 mod setup;

@@ -20,7 +20,7 @@ use super::{
 };
 
 /// Connections tracked at most; the least recently seen is dropped beyond.
-const MAX_CONNECTIONS: usize = 10_000;
+pub const MAX_CONNECTIONS: usize = 10_000;
 /// Requests awaiting a response per connection at most.
 const MAX_PENDING: usize = 32;
 /// Default bound on the heap all connections' parsers hold together.

@@ -1,0 +1,505 @@
+//! The export router: every interval it takes one `Snapshot` of the audit
+//! aggregates, the kernel's hot-path counters, the system metrics and the
+//! exporters' own health, and offers it to every push exporter (OTLP,
+//! DogStatsD, Datadog series API). Each exporter has its own bounded queue
+//! and task: a slow, failing or unreachable exporter fills only its own queue,
+//! and the snapshots it cannot take are dropped and counted
+//! (`metrics_agent_exporter_dropped_total{exporter,reason}`); failed batches
+//! are retried with exponential backoff. Prometheus pulls the same series at
+//! scrape time (`prometheus`). Snapshots are cumulative, so a dropped batch
+//! loses resolution, never counts: delta protocols (Datadog) compute deltas
+//! against the last batch they delivered.
+
+pub mod audit_metrics;
+pub mod bench;
+pub mod catalog;
+pub mod datadog_api;
+pub mod delta;
+pub mod dogstatsd;
+pub mod hot_path;
+pub mod model;
+pub mod otlp;
+pub mod prometheus;
+pub mod settings;
+pub mod system;
+
+use std::{
+    borrow::Cow,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+    time::Instant,
+};
+
+use self::{
+    audit_metrics::AuditMetrics,
+    hot_path::HotPathSource,
+    model::{Series, Snapshot, Value},
+    settings::{Delivery, ExportSettings},
+    system::SystemMetrics,
+};
+
+/// Why an export attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Worth retrying: timeout, connection refused, 429, 5xx.
+    #[error("{0}")]
+    Retryable(String),
+    /// Retrying cannot help (400, 401, 403, 413...): the batch is dropped.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// One push exporter. `export` sends one snapshot; it is called again with
+/// the same snapshot after a retryable failure.
+pub trait Exporter: Send + 'static {
+    fn export(&mut self, snapshot: &Snapshot) -> impl Future<Output = Result<(), ExportError>> + Send;
+}
+
+/// An exporter's delivery counters, exported as metrics.
+#[derive(Debug, Default)]
+pub struct ExporterStats {
+    pub batches: AtomicU64,
+    pub failures: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+    pub dropped_send_failed: AtomicU64,
+    pub queued: AtomicU64,
+}
+
+/// Everything a snapshot is made of; shared by the router and the
+/// Prometheus collector (and usable by the live stream).
+#[derive(Debug)]
+pub struct Source {
+    pub start_unix_nanos: u64,
+    pub audit: Arc<AuditMetrics>,
+    pub hot_path: Option<HotPathSource>,
+    pub system: Option<Arc<SystemMetrics>>,
+    pub exporters: Vec<(&'static str, Arc<ExporterStats>)>,
+}
+
+impl Source {
+    /// Every series now. `hot_path` adds the kernel counters (Prometheus
+    /// reads those itself); `samples` takes the buffered raw samples.
+    pub fn snapshot(&self, hot_path: bool, samples: bool) -> Snapshot {
+        let mut series = Vec::with_capacity(256);
+        self.audit.series(&mut series);
+        if hot_path && let Some(h) = &self.hot_path {
+            h.series(&mut series);
+        }
+        if let Some(system) = &self.system {
+            series.extend(system.latest());
+        }
+        self.exporter_series(&mut series);
+        Snapshot {
+            start_unix_nanos: self.start_unix_nanos,
+            time_unix_nanos: model::now_unix_nanos(),
+            series,
+            samples: if samples { self.audit.take_samples() } else { Vec::new() },
+        }
+    }
+
+    fn exporter_series(&self, out: &mut Vec<Series>) {
+        use catalog as m;
+        for (name, s) in &self.exporters {
+            let l = |extra: Option<&'static str>| {
+                let mut v = vec![("exporter", Cow::Borrowed(*name))];
+                if let Some(reason) = extra {
+                    v.push(("reason", Cow::Borrowed(reason)));
+                }
+                v
+            };
+            let int = |a: &AtomicU64| Value::Int(a.load(Ordering::Relaxed));
+            out.push(Series { desc: &m::EXPORTER_BATCHES, labels: l(None), value: int(&s.batches) });
+            out.push(Series { desc: &m::EXPORTER_FAILURES, labels: l(None), value: int(&s.failures) });
+            out.push(Series {
+                desc: &m::EXPORTER_DROPPED,
+                labels: l(Some("queue_full")),
+                value: int(&s.dropped_queue_full),
+            });
+            out.push(Series {
+                desc: &m::EXPORTER_DROPPED,
+                labels: l(Some("send_failed")),
+                value: int(&s.dropped_send_failed),
+            });
+            out.push(Series { desc: &m::EXPORTER_QUEUE, labels: l(None), value: int(&s.queued) });
+        }
+        if self.exporters.iter().any(|(n, _)| *n == dogstatsd::NAME) {
+            out.push(Series {
+                desc: &m::EXPORTER_SAMPLES_DROPPED,
+                labels: vec![("exporter", Cow::Borrowed(dogstatsd::NAME))],
+                value: Value::Int(self.audit.samples_dropped()),
+            });
+        }
+    }
+}
+
+/// What the agent hands to the exporters (built in `run`).
+pub struct Inputs {
+    pub settings: ExportSettings,
+    pub hot_path: HotPathSource,
+    pub conns: Arc<std::sync::Mutex<aya::maps::HashMap<aya::maps::MapData, u64, metrics_common::conn::ConnState>>>,
+    pub rings: Vec<system::RingFill>,
+    pub provider_addresses: crate::providers::AddressTable,
+}
+
+/// The running export side: the shared source (for the live stream) and
+/// the tasks to wait for at shutdown.
+pub struct Started {
+    pub source: Arc<Source>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Started {
+    /// Waits for the aggregator, the system collector and the router (which
+    /// flushes the exporters) after `stop`.
+    pub async fn finish(self) {
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(8), task).await;
+        }
+    }
+}
+
+/// Subscribes to the record bus (call before the audit task starts), starts
+/// the aggregator, the system collector and the push exporters, and
+/// registers the Prometheus collector when `[exporters.prometheus]` is on.
+pub fn start(
+    inputs: Inputs,
+    records: &crate::records::RecordBus,
+    registry: &mut prometheus_client::registry::Registry,
+    stop: watch::Receiver<bool>,
+) -> Result<Started, ExportError> {
+    let Inputs { settings, hot_path, conns, rings, provider_addresses } = inputs;
+    let planned = plan(&settings)?;
+    let audit = Arc::new(AuditMetrics::new(settings.limits));
+    let mut tasks = Vec::new();
+    {
+        let (audit, rx, stop) = (audit.clone(), records.subscribe(), stop.clone());
+        tasks.push(tokio::spawn(async move { audit.run(rx, stop).await }));
+    }
+    let stats = hot_path.stats.clone();
+    let bus = records.downgrade();
+    let a = audit.clone();
+    let tables = vec![
+        system::Table {
+            name: "audit_connections",
+            capacity: Some(crate::audit::pipeline::MAX_CONNECTIONS as u64),
+            entries: Box::new(move || stats.audit_connections.load(Ordering::Relaxed)),
+        },
+        system::Table {
+            name: "record_bus",
+            capacity: Some(crate::records::CAPACITY as u64),
+            entries: Box::new(move || bus.upgrade().map(|b| b.len() as u64).unwrap_or(0)),
+        },
+        system::Table {
+            name: "export_series",
+            capacity: Some(settings.limits.max_series as u64),
+            entries: Box::new(move || a.series_count() as u64),
+        },
+        system::Table {
+            name: "provider_addresses",
+            capacity: None,
+            entries: Box::new(move || provider_addresses.read().map(|t| t.len() as u64).unwrap_or(0)),
+        },
+    ];
+    let sources = system::Sources { stats: Some(hot_path.stats.clone()), rings, conns: Some(conns), tables };
+    let system = Arc::new(SystemMetrics::new(settings.system.clone(), sources));
+    tasks.push(tokio::spawn(system.clone().run(stop.clone())));
+    let source = Arc::new(Source {
+        start_unix_nanos: model::now_unix_nanos(),
+        audit,
+        hot_path: Some(hot_path),
+        system: Some(system),
+        exporters: planned.iter().map(|p| (p.name, p.stats.clone())).collect(),
+    });
+    if settings.prometheus {
+        registry.register_collector(Box::new(prometheus::ExportCollector { source: source.clone() }));
+    }
+    for p in &planned {
+        log::info!("exporting to {} every {:?}", p.name, p.delivery.interval);
+    }
+    tasks.push(tokio::spawn(run(source.clone(), planned, stop)));
+    Ok(Started { source, tasks })
+}
+
+/// A push exporter's end of the router.
+struct Route {
+    name: &'static str,
+    interval: Duration,
+    next_due: Instant,
+    queue: mpsc::Sender<Arc<Snapshot>>,
+    stats: Arc<ExporterStats>,
+    /// Takes the raw distribution samples (DogStatsD).
+    samples: bool,
+}
+
+/// Spawns an exporter's task on its queue.
+type StartTask = Box<dyn FnOnce(mpsc::Receiver<Arc<Snapshot>>, watch::Receiver<bool>) -> JoinHandle<()> + Send>;
+
+/// Push exporters to start, with their names and delivery settings.
+pub struct Planned {
+    pub name: &'static str,
+    pub delivery: Delivery,
+    pub stats: Arc<ExporterStats>,
+    start: StartTask,
+}
+
+impl Planned {
+    pub fn new<E: Exporter>(name: &'static str, delivery: Delivery, exporter: E) -> Self {
+        let stats = Arc::new(ExporterStats::default());
+        let s = stats.clone();
+        Self {
+            name,
+            delivery,
+            stats,
+            start: Box::new(move |queue, stop| tokio::spawn(deliver(name, exporter, queue, s, delivery, stop))),
+        }
+    }
+}
+
+/// The push exporters `settings` configures (none when only Prometheus is on).
+pub fn plan(settings: &ExportSettings) -> Result<Vec<Planned>, ExportError> {
+    let mut out = Vec::new();
+    if let Some(o) = &settings.otlp {
+        out.push(Planned::new(otlp::NAME, o.delivery, otlp::OtlpExporter::new(o.clone())?));
+    }
+    if let Some(s) = &settings.statsd {
+        out.push(Planned::new(dogstatsd::NAME, s.delivery, dogstatsd::DogStatsd::new(s.clone())));
+    }
+    if let Some(a) = &settings.datadog_api {
+        out.push(Planned::new(datadog_api::NAME, a.delivery, datadog_api::SeriesApi::new(a.clone())?));
+    }
+    Ok(out)
+}
+
+/// Starts the exporters' tasks and the router; returns when `stop` turns
+/// true and the exporters have flushed (within a few seconds).
+pub async fn run(source: Arc<Source>, planned: Vec<Planned>, stop: watch::Receiver<bool>) {
+    let mut routes = Vec::new();
+    let mut tasks = Vec::new();
+    let now = Instant::now();
+    for p in planned {
+        let (tx, rx) = mpsc::channel(p.delivery.queue_batches);
+        tasks.push((p.name, (p.start)(rx, stop.clone())));
+        routes.push(Route {
+            name: p.name,
+            interval: p.delivery.interval,
+            next_due: now + p.delivery.interval,
+            queue: tx,
+            stats: p.stats,
+            samples: p.name == dogstatsd::NAME,
+        });
+    }
+    route(&source, &mut routes, stop).await;
+    // A final snapshot for each exporter, then wait for them to finish.
+    offer(&source, &mut routes.iter_mut().collect::<Vec<_>>());
+    drop(routes);
+    for (name, task) in tasks {
+        if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+            log::warn!("exporter {name} did not finish its last batch within 5 s");
+        }
+    }
+}
+
+async fn route(source: &Source, routes: &mut [Route], mut stop: watch::Receiver<bool>) {
+    if routes.is_empty() {
+        let _ = stop.changed().await;
+        return;
+    }
+    loop {
+        let due = routes.iter().map(|r| r.next_due).min().expect("at least one route");
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep_until(due) => {}
+        }
+        let now = Instant::now();
+        let mut ready: Vec<&mut Route> = routes.iter_mut().filter(|r| r.next_due <= now).collect();
+        for r in ready.iter_mut() {
+            r.next_due += r.interval;
+            if r.next_due <= now {
+                r.next_due = now + r.interval;
+            }
+        }
+        offer(source, &mut ready);
+    }
+}
+
+/// Builds the snapshot once and offers it to each route without waiting.
+fn offer(source: &Source, routes: &mut [&mut Route]) {
+    if routes.is_empty() {
+        return;
+    }
+    let base = Arc::new(source.snapshot(true, false));
+    for r in routes.iter_mut() {
+        let snapshot = if r.samples {
+            let mut s = (*base).clone();
+            s.samples = source.audit.take_samples();
+            Arc::new(s)
+        } else {
+            base.clone()
+        };
+        match r.queue.try_send(snapshot) {
+            Ok(()) => {
+                r.stats.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                r.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                log::debug!("exporter {}: queue full, snapshot dropped", r.name);
+            }
+        }
+    }
+}
+
+/// First retry delay; doubled after each failure up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// One exporter's task: sends each queued snapshot, retrying with backoff.
+async fn deliver<E: Exporter>(
+    name: &'static str,
+    mut exporter: E,
+    mut queue: mpsc::Receiver<Arc<Snapshot>>,
+    stats: Arc<ExporterStats>,
+    delivery: Delivery,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut healthy = true;
+    // The queue closes after the router's final snapshot: then the task ends.
+    while let Some(snapshot) = queue.recv().await {
+        stats.queued.fetch_sub(1, Ordering::Relaxed);
+        let mut backoff = FIRST_BACKOFF;
+        let mut retries = 0;
+        loop {
+            let result = match tokio::time::timeout(delivery.timeout, exporter.export(&snapshot)).await {
+                Ok(r) => r,
+                Err(_) => Err(ExportError::Retryable(format!("no answer within {:?}", delivery.timeout))),
+            };
+            match result {
+                Ok(()) => {
+                    stats.batches.fetch_add(1, Ordering::Relaxed);
+                    if !healthy {
+                        log::info!("exporter {name}: delivering again");
+                        healthy = true;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                    if healthy {
+                        // Logged on the change of state, not on every attempt.
+                        log::warn!("exporter {name}: {e} (retrying with backoff; drops are counted)");
+                        healthy = false;
+                    }
+                    let permanent = matches!(e, ExportError::Permanent(_));
+                    if permanent || retries >= delivery.max_retries || *stop.borrow() {
+                        stats.dropped_send_failed.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    retries += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        // No more retries once the agent stops.
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Records what it was asked to send; fails or hangs on request.
+    #[derive(Clone, Default)]
+    struct Probe {
+        sent: Arc<Mutex<Vec<u64>>>,
+        fail: Arc<std::sync::atomic::AtomicBool>,
+        hang: bool,
+    }
+
+    impl Exporter for Probe {
+        async fn export(&mut self, s: &Snapshot) -> Result<(), ExportError> {
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(ExportError::Retryable("refused".into()));
+            }
+            self.sent.lock().unwrap().push(s.time_unix_nanos);
+            Ok(())
+        }
+    }
+
+    fn source() -> Arc<Source> {
+        Arc::new(Source {
+            start_unix_nanos: 1,
+            audit: Arc::new(AuditMetrics::default()),
+            hot_path: None,
+            system: None,
+            exporters: Vec::new(),
+        })
+    }
+
+    fn delivery(ms: u64) -> Delivery {
+        Delivery {
+            interval: Duration::from_millis(ms),
+            timeout: Duration::from_millis(100),
+            queue_batches: 2,
+            max_retries: 1,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_exporter_does_not_delay_another() {
+        let good = Probe::default();
+        let bad = Probe { hang: true, ..Probe::default() };
+        let planned =
+            vec![Planned::new("good", delivery(1000), good.clone()), Planned::new("bad", delivery(1000), bad)];
+        let bad_stats = planned[1].stats.clone();
+        let good_stats = planned[0].stats.clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(source(), planned, stop_rx));
+        tokio::time::sleep(Duration::from_millis(20_500)).await;
+        assert_eq!(good.sent.lock().unwrap().len(), 20, "one batch per second for the healthy exporter");
+        assert_eq!(good_stats.dropped_queue_full.load(Ordering::Relaxed), 0);
+        let dropped = bad_stats.dropped_queue_full.load(Ordering::Relaxed)
+            + bad_stats.dropped_send_failed.load(Ordering::Relaxed);
+        assert!(dropped >= 10, "the hanging exporter's batches are dropped and counted: {dropped}");
+        assert!(bad_stats.queued.load(Ordering::Relaxed) <= 2, "its queue stays bounded");
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_retried_with_backoff_then_recover() {
+        let p = Probe::default();
+        p.fail.store(true, Ordering::Relaxed);
+        let planned = vec![Planned::new("p", delivery(10_000), p.clone())];
+        let stats = planned[0].stats.clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(source(), planned, stop_rx));
+        tokio::time::sleep(Duration::from_millis(10_200)).await;
+        // First attempt at 10 s failed; retry after 0.5 s.
+        assert_eq!(stats.failures.load(Ordering::Relaxed), 1);
+        p.fail.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(p.sent.lock().unwrap().len(), 1, "the retry delivered the batch");
+        assert_eq!(stats.batches.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.dropped_send_failed.load(Ordering::Relaxed), 0);
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(p.sent.lock().unwrap().len(), 2, "a final snapshot is flushed at stop");
+    }
+}

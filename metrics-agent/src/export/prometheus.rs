@@ -1,0 +1,123 @@
+//! The audit, system and exporter-health series on `/metrics`: a
+//! prometheus-client collector that encodes a fresh snapshot at each scrape
+//! (the kernel counters have their own collector). Attribute keys become
+//! label names with `.` replaced by `_`.
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Unit,
+};
+
+use super::{
+    Source,
+    model::{Desc, Kind, Series, Value},
+};
+
+#[derive(Debug)]
+pub struct ExportCollector {
+    pub source: Arc<Source>,
+}
+
+fn unit(desc: &Desc) -> Option<Unit> {
+    desc.prom_unit.map(|u| match u {
+        "seconds" => Unit::Seconds,
+        "bytes" => Unit::Bytes,
+        other => Unit::Other(other.to_string()),
+    })
+}
+
+fn metric_type(kind: Kind) -> MetricType {
+    match kind {
+        Kind::Counter => MetricType::Counter,
+        Kind::Gauge => MetricType::Gauge,
+        Kind::Histogram => MetricType::Histogram,
+    }
+}
+
+fn labels(s: &Series) -> Vec<(String, String)> {
+    s.labels.iter().map(|(k, v)| (k.replace('.', "_"), v.to_string())).collect()
+}
+
+/// Encodes series grouped by metric, in order of first appearance.
+pub fn encode(series: &[Series], e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let mut order: Vec<&'static Desc> = Vec::new();
+    for s in series {
+        if !order.iter().any(|d| std::ptr::eq(*d, s.desc)) {
+            order.push(s.desc);
+        }
+    }
+    for desc in order {
+        let u = unit(desc);
+        let mut family = e.encode_descriptor(desc.prom, desc.help, u.as_ref(), metric_type(desc.kind))?;
+        for s in series.iter().filter(|s| std::ptr::eq(s.desc, desc)) {
+            let l = labels(s);
+            let m = family.encode_family(&l)?;
+            match (&s.value, desc.kind) {
+                (Value::Int(v), Kind::Counter) => ConstCounter::new(*v).encode(m)?,
+                (Value::Float(v), Kind::Counter) => ConstCounter::new(*v).encode(m)?,
+                (Value::Int(v), Kind::Gauge) => ConstGauge::new(i64::try_from(*v).unwrap_or(i64::MAX)).encode(m)?,
+                (Value::Float(v), Kind::Gauge) => ConstGauge::new(*v).encode(m)?,
+                (Value::Histogram(h), Kind::Histogram) => {
+                    let mut m = m;
+                    let buckets: Vec<(f64, u64)> = h
+                        .counts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| (h.bounds.get(i).copied().unwrap_or(f64::MAX), *c))
+                        .collect();
+                    m.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Collector for ExportCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = self.source.snapshot(false, false);
+        encode(&snapshot.series, &mut e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+    use crate::export::audit_metrics::AuditMetrics;
+
+    #[test]
+    fn exposition_names_and_labels() {
+        let audit = Arc::new(AuditMetrics::default());
+        audit.observe(&crate::export::audit_metrics::tests::record("upstream", "gpt-4o-mini", 200, 12, 34));
+        let source = Arc::new(Source {
+            start_unix_nanos: 0,
+            audit,
+            hot_path: None,
+            system: None,
+            exporters: vec![("otlp", Arc::default())],
+        });
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ExportCollector { source }));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let text = crate::http::openmetrics_to_prometheus(&text);
+        for expected in [
+            "# TYPE llm_requests_total counter",
+            r#"llm_requests_total{side="upstream",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",gen_ai_operation_name="chat",status_class="2xx"} 1"#,
+            r#"llm_tokens_total{side="upstream",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",gen_ai_operation_name="chat",status_class="2xx",gen_ai_token_type="output"} 34"#,
+            "# TYPE llm_cost_usd_total counter",
+            "# TYPE gen_ai_client_operation_duration_seconds histogram",
+            r#"gen_ai_client_operation_duration_seconds_bucket{le="2.56",side="upstream",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",gen_ai_operation_name="chat",status_class="2xx"} 1"#,
+            r#"metrics_agent_exporter_dropped_total{exporter="otlp",reason="queue_full"} 0"#,
+        ] {
+            assert!(text.contains(expected), "missing {expected} in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! End-to-end tests of the exporters (root): the agent traces nginx proxying
+//! to a mock provider, and its metrics are received by a real Prometheus
+//! server (and linted by promtool), by an OTLP/HTTP receiver that decodes the
+//! official OpenTelemetry protobuf types, and by DogStatsD (UDP and Unix
+//! datagram) and Datadog series API receivers that parse the exact wire
+//! format. Totals must equal what the mock provider was asked to send.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, UdpSocket},
+    os::unix::net::UnixDatagram,
+    process::{Command, Stdio},
+    sync::{Arc, Mutex, MutexGuard},
+    thread,
+    time::{Duration, Instant},
+};
+
+use llm_proxy_e2e::{
+    client::Client,
+    harness::{self, Agent, Guard, Nginx, TempDir},
+    http1::Reader,
+    mock::MockProvider,
+};
+use opentelemetry_proto::tonic::{
+    collector::metrics::v1::ExportMetricsServiceRequest,
+    common::v1::{KeyValue, any_value},
+    metrics::v1::{Metric, metric::Data, number_data_point},
+};
+use prost::Message;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Non-streamed 200 answers of the mock report 12 input and 34 output tokens;
+/// a stream with `usage=1` reports 21 and 55.
+const PLAIN_OK: u64 = 3;
+const INPUT_TOKENS: u64 = PLAIN_OK * 12 + 21;
+const OUTPUT_TOKENS: u64 = PLAIN_OK * 34 + 55;
+/// Upstream requests: the plain ones, a stream and a 429.
+const UPSTREAM_REQUESTS: u64 = PLAIN_OK + 2;
+
+/// Sends the traffic through nginx (the client checks each status).
+fn traffic(nginx: &Nginx) {
+    let mut c = Client::connect(nginx.port).unwrap();
+    for _ in 0..PLAIN_OK {
+        assert_eq!(c.request("/openai/v1/chat/completions", 200, false).unwrap(), 200);
+    }
+    assert_eq!(c.request("/openai/v1/chat/completions?events=4&interval_ms=20&usage=1", 200, false).unwrap(), 200);
+    assert_eq!(c.request("/openai/v1/chat/completions?status=429", 200, false).unwrap(), 429);
+}
+
+/// One HTTP request a receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body, gunzipped when it says it is gzip.
+    fn plain_body(&self) -> Vec<u8> {
+        if self.header("content-encoding") == Some("gzip") {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(self.body.as_slice()).read_to_end(&mut out).expect("valid gzip");
+            out
+        } else {
+            self.body.clone()
+        }
+    }
+}
+
+/// An HTTP/1.1 server that records every request and answers 200 with an
+/// empty body (an empty protobuf message is zero bytes).
+struct Receiver {
+    port: u16,
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let g = got.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let g = g.clone();
+                thread::spawn(move || {
+                    let mut w = conn.try_clone().unwrap();
+                    let mut r = Reader::new(conn);
+                    while let Ok(Some(head)) = r.read_head() {
+                        let len = head.content_length().unwrap_or(0) as usize;
+                        let Ok(body) = r.read_exact_vec(len) else { return };
+                        let path = head.first_line.split_whitespace().nth(1).unwrap_or("").to_string();
+                        g.lock().unwrap().push(Received { path, headers: head.headers.clone(), body });
+                        let answer =
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                        if w.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, got }
+    }
+
+    fn all(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+/// Datagrams received on a UDP or Unix socket, split into lines.
+fn collect_datagrams(recv: impl Fn(&mut [u8]) -> std::io::Result<usize> + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let l = lines.clone();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok(n) = recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            l.lock().unwrap().extend(text.lines().map(String::from));
+        }
+    });
+    lines
+}
+
+/// A DogStatsD line: name, value, type, tags.
+fn parse_line(line: &str) -> (String, f64, String, Vec<String>) {
+    let (name, rest) = line.split_once(':').unwrap_or_else(|| panic!("no ':' in {line:?}"));
+    let mut parts = rest.split('|');
+    let value: f64 = parts.next().unwrap().parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+    let kind = parts.next().unwrap_or_else(|| panic!("no type in {line:?}")).to_string();
+    assert!(["c", "g", "d"].contains(&kind.as_str()), "{line:?}");
+    let tags = match parts.next() {
+        Some(t) => t
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("tags start with # in {line:?}"))
+            .split(',')
+            .map(String::from)
+            .collect(),
+        None => Vec::new(),
+    };
+    assert!(parts.next().is_none(), "{line:?}");
+    (name.to_string(), value, kind, tags)
+}
+
+/// Sum of the values of `name` lines of `kind` carrying every tag in `tags`.
+fn statsd_sum(lines: &[String], name: &str, kind: &str, tags: &[&str]) -> (f64, usize) {
+    let mut sum = 0.0;
+    let mut n = 0;
+    for l in lines {
+        let (metric, value, k, t) = parse_line(l);
+        if metric == name && k == kind && tags.iter().all(|x| t.iter().any(|y| y == x)) {
+            sum += value;
+            n += 1;
+        }
+    }
+    (sum, n)
+}
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attrs.iter().find(|a| a.key == key).and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(s) => Some(s.as_str()),
+        _ => None,
+    })
+}
+
+fn has(attrs: &[KeyValue], want: &[(&str, &str)]) -> bool {
+    want.iter().all(|(k, v)| attr(attrs, k) == Some(v))
+}
+
+/// Sum over a metric's points matching `want`: counters' values, or
+/// histograms' `sum` (and the total count).
+fn otlp_sum(metrics: &[Metric], name: &str, want: &[(&str, &str)]) -> (f64, u64) {
+    let mut total = (0.0, 0);
+    for m in metrics.iter().filter(|m| m.name == name) {
+        match &m.data {
+            Some(Data::Sum(s)) => {
+                for p in s.data_points.iter().filter(|p| has(&p.attributes, want)) {
+                    total.0 += match p.value {
+                        Some(number_data_point::Value::AsInt(v)) => v as f64,
+                        Some(number_data_point::Value::AsDouble(v)) => v,
+                        None => 0.0,
+                    };
+                    total.1 += 1;
+                }
+            }
+            Some(Data::Gauge(g)) => {
+                for p in g.data_points.iter().filter(|p| has(&p.attributes, want)) {
+                    total.0 += match p.value {
+                        Some(number_data_point::Value::AsInt(v)) => v as f64,
+                        Some(number_data_point::Value::AsDouble(v)) => v,
+                        None => 0.0,
+                    };
+                    total.1 += 1;
+                }
+            }
+            Some(Data::Histogram(h)) => {
+                for p in h.data_points.iter().filter(|p| has(&p.attributes, want)) {
+                    total.0 += p.sum.unwrap_or(0.0);
+                    total.1 += p.count;
+                    assert_eq!(p.bucket_counts.iter().sum::<u64>(), p.count, "{name}: buckets add up to count");
+                    assert_eq!(p.bucket_counts.len(), p.explicit_bounds.len() + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    total
+}
+
+/// The metrics of the most recent OTLP request.
+fn latest_otlp(rx: &Receiver) -> Vec<Metric> {
+    let Some(last) = rx.all().into_iter().rev().find(|r| r.path == "/v1/metrics") else { return Vec::new() };
+    let req = ExportMetricsServiceRequest::decode(last.plain_body().as_slice()).expect("a valid OTLP protobuf");
+    req.resource_metrics.into_iter().flat_map(|r| r.scope_metrics).flat_map(|s| s.metrics).collect()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool, log: impl Fn() -> String) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}\nagent log:\n{}", log());
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Sum of `name{...}` samples of a Prometheus exposition having every label.
+fn prom_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+fn promtool_check(exposition: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed");
+    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Debian's Prometheus server scraping the agent every second.
+struct PrometheusServer {
+    port: u16,
+    _guard: Guard,
+    _dir: TempDir,
+}
+
+impl PrometheusServer {
+    fn start(agent_port: u16) -> Self {
+        let dir = TempDir::new("prometheus");
+        let port = harness::free_port();
+        let config = dir.0.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: agent\n    static_configs:\n      - targets: ['127.0.0.1:{agent_port}']\n"
+            ),
+        )
+        .unwrap();
+        let guard = Guard::spawn(
+            "prometheus",
+            Command::new("/usr/bin/prometheus")
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        harness::wait_for_port(port, Duration::from_secs(30));
+        Self { port, _guard: guard, _dir: dir }
+    }
+
+    /// The value of an instant query returning one sample (None when empty).
+    fn query(&self, promql: &str) -> Option<f64> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"_.-".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let body = harness::http_get(self.port, &format!("/api/v1/query?query={encoded}"), "application/json")?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        assert_eq!(v["status"], "success", "{body}");
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+}
+
+#[test]
+fn every_exporter_reports_what_the_mock_provider_sent() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", openai.port)]);
+    let otlp = Receiver::start();
+    let dd_api = Receiver::start();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let statsd = collect_datagrams(move |buf| udp.recv(buf));
+    let dir = TempDir::new("exporters");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[exporters.otlp]
+endpoint = "http://127.0.0.1:1"
+interval_seconds = 1
+[exporters.datadog]
+statsd_address = "udp://127.0.0.1:{udp_port}"
+api = true
+api_url = "http://127.0.0.1:{}"
+tags = ["env:e2e"]
+interval_seconds = 1
+[metrics.system]
+interval_seconds = 1
+"#,
+            dd_api.port
+        ),
+    )
+    .unwrap();
+    let provider = format!("openai=127.0.0.1:{}", openai.port);
+    let otlp_endpoint = format!("http://127.0.0.1:{}", otlp.port);
+    let agent = Agent::start_with_env(
+        &["--exe", harness::NGINX, "--provider", &provider, "--config", config.to_str().unwrap()],
+        &[
+            // The environment overrides the file's endpoint, as the OpenTelemetry specification says.
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp_endpoint),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20e2e-token"),
+            ("DD_API_KEY", "e2e-dd-key"),
+        ],
+    );
+    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let prometheus = PrometheusServer::start(agent.port);
+    traffic(&nginx);
+    openai.wait_idle(Duration::from_secs(5));
+    let (mock_requests, _, _) = openai.snapshot();
+    assert_eq!(mock_requests, UPSTREAM_REQUESTS, "the mock counted every upstream request");
+    let truth = mock_requests as f64;
+    let upstream_input = ["side=\"upstream\"", "gen_ai_token_type=\"input\""];
+
+    // Pull: the agent's own endpoint, linted by promtool.
+    wait_for(
+        "the audit records on /metrics",
+        Duration::from_secs(20),
+        || prom_sum(&agent.scrape().text, "llm_requests_total", &["side=\"upstream\""]) == truth,
+        || agent.log_text(),
+    );
+    let text = agent.scrape().text;
+    promtool_check(&text);
+    assert_eq!(prom_sum(&text, "llm_tokens_total", &upstream_input), INPUT_TOKENS as f64);
+    assert_eq!(
+        prom_sum(&text, "llm_tokens_total", &["side=\"upstream\"", "gen_ai_token_type=\"output\""]),
+        OUTPUT_TOKENS as f64
+    );
+    assert_eq!(
+        prom_sum(
+            &text,
+            "llm_requests_total",
+            &["side=\"upstream\"", "status_class=\"4xx\"", "error_type=\"rate_limit_exceeded\""]
+        ),
+        1.0
+    );
+    assert_eq!(prom_sum(&text, "gen_ai_client_operation_duration_seconds_count", &["side=\"upstream\""]), truth);
+    assert_eq!(
+        prom_sum(&text, "gen_ai_client_operation_duration_seconds_bucket", &["side=\"upstream\"", "le=\"+Inf\""]),
+        truth
+    );
+    assert!(prom_sum(&text, "system_cpu_time_seconds_total", &["cpu_mode=\"user\""]) > 0.0, "{text}");
+    assert!(prom_sum(&text, "process_memory_usage_bytes", &["process=\"proxy\""]) > 1e5, "nginx's resident memory");
+    assert_eq!(prom_sum(&text, "metrics_agent_ring_buffer_size_bytes", &["ring=\"payloads\""]), 16.0 * 1024.0 * 1024.0);
+    assert_eq!(prom_sum(&text, "metrics_agent_cache_capacity", &["table=\"record_bus\""]), 65536.0);
+
+    // A real Prometheus server scrapes the same numbers.
+    wait_for(
+        "Prometheus to scrape the agent",
+        Duration::from_secs(30),
+        || {
+            prometheus.query(r#"sum(llm_tokens_total{side="upstream",gen_ai_token_type="input"})"#)
+                == Some(INPUT_TOKENS as f64)
+        },
+        || agent.log_text(),
+    );
+    assert_eq!(prometheus.query(r#"sum(llm_requests_total{side="upstream"})"#), Some(truth));
+    assert_eq!(prometheus.query(r#"sum(llm_requests_total{side="client"})"#), Some(truth));
+    assert_eq!(
+        prometheus.query(r#"sum(gen_ai_client_operation_duration_seconds_count{side="upstream"})"#),
+        Some(truth)
+    );
+    assert_eq!(prometheus.query(r#"sum(llm_proxy_provider_requests_total{provider="openai"})"#), Some(truth));
+
+    // OTLP: decoded with the official proto definitions.
+    wait_for(
+        "OTLP metrics with every record",
+        Duration::from_secs(20),
+        || otlp_sum(&latest_otlp(&otlp), "llm.requests", &[("side", "upstream")]).0 == truth,
+        || agent.log_text(),
+    );
+    let last = otlp.all().into_iter().rev().find(|r| r.path == "/v1/metrics").unwrap();
+    assert_eq!(last.header("content-type"), Some("application/x-protobuf"));
+    assert_eq!(last.header("content-encoding"), Some("gzip"));
+    assert_eq!(last.header("authorization"), Some("Bearer e2e-token"), "OTEL_EXPORTER_OTLP_HEADERS");
+    let m = latest_otlp(&otlp);
+    let openai_upstream =
+        [("side", "upstream"), ("gen_ai.provider.name", "openai"), ("gen_ai.request.model", "gpt-4o-mini")];
+    let tokens = |t: &str| {
+        let mut want = openai_upstream.to_vec();
+        want.push(("gen_ai.token.type", t));
+        otlp_sum(&m, "gen_ai.client.token.usage", &want)
+    };
+    assert_eq!(tokens("input"), (INPUT_TOKENS as f64, PLAIN_OK + 1), "token usage histogram: sum and count");
+    assert_eq!(tokens("output"), (OUTPUT_TOKENS as f64, PLAIN_OK + 1));
+    let duration = otlp_sum(&m, "gen_ai.client.operation.duration", &openai_upstream);
+    assert_eq!(duration.1, UPSTREAM_REQUESTS);
+    assert!(duration.0 > 0.08, "the stream alone lasts 4 x 20 ms: {}", duration.0);
+    let duration_metric = m.iter().find(|x| x.name == "gen_ai.client.operation.duration").unwrap();
+    assert_eq!(duration_metric.unit, "s");
+    assert_eq!(otlp_sum(&m, "llm_proxy.provider.requests", &[("provider", "openai")]).0, truth, "hot-path counter");
+    assert_eq!(otlp_sum(&m, "llm_proxy.requests", &[]).0, truth, "every client request passed the proxy");
+    assert!(otlp_sum(&m, "system.memory.usage", &[("system.memory.state", "used")]).0 > 0.0);
+    assert!(otlp_sum(&m, "process.cpu.time", &[("process", "agent")]).1 == 2, "user and system");
+    assert_eq!(otlp_sum(&m, "llm_proxy.connections.open", &[]).1, 3, "client, upstream, unknown");
+
+    // DogStatsD over UDP: increments add up to the totals.
+    let dd_input = ["env:e2e", "side:upstream", "gen_ai.provider.name:openai", "gen_ai.token.type:input"];
+    wait_for(
+        "DogStatsD increments",
+        Duration::from_secs(20),
+        || statsd_sum(&statsd.lock().unwrap(), "llm.tokens", "c", &dd_input).0 == INPUT_TOKENS as f64,
+        || agent.log_text(),
+    );
+    let lines = statsd.lock().unwrap().clone();
+    let exact = "llm.requests:1|c|#env:e2e,side:upstream,gen_ai.provider.name:openai,gen_ai.request.model:gpt-4o-mini,gen_ai.operation.name:chat,status_class:4xx,error.type:rate_limit_exceeded";
+    assert!(lines.iter().any(|l| l == exact), "exact line {exact:?} in {lines:#?}");
+    let (_, durations) = statsd_sum(&lines, "gen_ai.client.operation.duration", "d", &["env:e2e", "side:upstream"]);
+    assert_eq!(durations as u64, UPSTREAM_REQUESTS, "one distribution sample per request");
+    assert_eq!(
+        statsd_sum(&lines, "gen_ai.client.token.usage", "d", &["side:upstream", "gen_ai.token.type:output"]).0,
+        OUTPUT_TOKENS as f64
+    );
+    assert!(statsd_sum(&lines, "system.cpu.time", "c", &["env:e2e", "cpu.mode:user"]).1 > 0);
+    assert!(statsd_sum(&lines, "metrics_agent.ring_buffer.usage", "g", &["ring:payloads"]).1 > 0);
+
+    // Datadog series API: key header, gzip JSON, count points that add up.
+    wait_for(
+        "Datadog series",
+        Duration::from_secs(20),
+        || {
+            let mut total = 0.0;
+            for r in dd_api.all() {
+                let v: serde_json::Value = serde_json::from_slice(&r.plain_body()).unwrap();
+                for s in v["series"].as_array().unwrap() {
+                    let tags: Vec<&str> = s["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+                    if s["metric"] == "llm.tokens" && dd_input.iter().all(|t| tags.contains(t)) {
+                        assert_eq!(s["type"], 1, "a count");
+                        assert!(s["interval"].as_i64().unwrap() >= 1);
+                        total += s["points"][0]["value"].as_f64().unwrap();
+                    }
+                }
+            }
+            total == INPUT_TOKENS as f64
+        },
+        || agent.log_text(),
+    );
+    for r in dd_api.all() {
+        assert_eq!(r.path, "/api/v2/series");
+        assert_eq!(r.header("dd-api-key"), Some("e2e-dd-key"));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("content-encoding"), Some("gzip"));
+    }
+    let log = agent.log_text();
+    assert!(!log.contains("e2e-dd-key") && !log.contains("e2e-token"), "secrets never logged:\n{log}");
+}
+
+#[test]
+fn a_stuck_exporter_neither_delays_the_others_nor_grows() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", openai.port)]);
+    // Accepts connections and never answers.
+    let blackhole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let blackhole_port = blackhole.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let h = held.clone();
+    thread::spawn(move || {
+        for c in blackhole.incoming().flatten() {
+            h.lock().unwrap().push(c);
+        }
+    });
+    let dir = TempDir::new("stuck");
+    let socket = dir.0.join("dsd.socket");
+    let unix = UnixDatagram::bind(&socket).unwrap();
+    let statsd = collect_datagrams(move |buf| unix.recv(buf));
+    let config = dir.0.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[exporters.otlp]\nendpoint = \"http://127.0.0.1:{blackhole_port}\"\ninterval_seconds = 1\ntimeout_seconds = 0.5\nmax_retries = 1\nqueue_batches = 2\n[exporters.datadog]\nstatsd_address = \"unix://{}\"\ninterval_seconds = 1\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let provider = format!("openai=127.0.0.1:{}", openai.port);
+    let mut agent =
+        Agent::start(&["--exe", harness::NGINX, "--provider", &provider, "--config", config.to_str().unwrap()]);
+    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let snapshots = |lines: &[String]| statsd_sum(lines, "metrics_agent.traced_processes", "g", &[]).1;
+    let start_count = snapshots(&statsd.lock().unwrap());
+    let started = Instant::now();
+    traffic(&nginx);
+    thread::sleep(Duration::from_secs(6));
+    let lines = statsd.lock().unwrap().clone();
+    let per_second = (snapshots(&lines) - start_count) as f64 / started.elapsed().as_secs_f64();
+    assert!(per_second >= 0.75, "DogStatsD kept its 1 s pace while OTLP hung: {per_second:.2}/s");
+    assert_eq!(
+        statsd_sum(&lines, "llm.requests", "c", &["side:upstream"]).0,
+        UPSTREAM_REQUESTS as f64,
+        "records flow to the healthy exporter"
+    );
+    let text = agent.scrape().text;
+    let dropped = prom_sum(&text, "metrics_agent_exporter_dropped_total", &["exporter=\"otlp\""]);
+    assert!(dropped >= 2.0, "the stuck exporter's drops are counted:\n{text}");
+    assert!(prom_sum(&text, "metrics_agent_exporter_failures_total", &["exporter=\"otlp\""]) >= 2.0);
+    assert!(prom_sum(&text, "metrics_agent_exporter_queue_length", &["exporter=\"otlp\""]) <= 2.0, "bounded queue");
+    assert_eq!(prom_sum(&text, "metrics_agent_exporter_dropped_total", &["exporter=\"datadog_statsd\""]), 0.0);
+    assert!(
+        statsd_sum(&lines, "metrics_agent.exporter.failures", "c", &["exporter:otlp"]).0 >= 1.0,
+        "the drops are visible through the other exporters too"
+    );
+    // Stopping does not wait for the stuck exporter for long (detaching the
+    // probes takes most of the time, so the log says whether we were slow).
+    let status = agent.guard.signal_and_wait(libc::SIGTERM, Duration::from_secs(60));
+    let log = agent.log_text();
+    assert!(status.is_some_and(|s| s.success()), "the agent stopped cleanly:\n{log}");
+    assert!(!log.contains("did not finish its last batch"), "{log}");
+    drop(held);
+}
