@@ -21,6 +21,13 @@ pub enum Command {
     Run(RunArgs),
     /// Print the effective configuration (file < environment < flags) as TOML.
     Config(RunArgs),
+    /// Read stored metrics (1m/1h/1d rollups) from the database.
+    Query(crate::store::cli::QueryArgs),
+    /// Create or upgrade the database schema (also done by `run` at start).
+    Migrate(crate::store::cli::DbArgs),
+    /// Store test results and read precision, recall and F-scores.
+    #[command(subcommand)]
+    Fscore(crate::store::cli::FscoreCommand),
     /// Measure the audit path's parsing throughput on synthetic events (for `cargo xtask bench`).
     #[command(hide = true)]
     BenchAudit {
@@ -74,6 +81,16 @@ pub struct RunArgs {
     /// Model price table (TOML, USD per million tokens) layered over the built-in one.
     #[arg(long, value_name = "FILE", env = "METRICS_AGENT_PRICES")]
     pub prices: Option<PathBuf>,
+    /// Where records are stored: sqlite:///PATH or postgres://USER@HOST/DB
+    /// [default: sqlite:///var/lib/metrics-agent/metrics.db].
+    #[arg(long, env = "METRICS_AGENT_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Store nothing (no database is opened).
+    #[arg(long, env = "METRICS_AGENT_NO_STORAGE", conflicts_with = "database_url")]
+    pub no_storage: bool,
+    /// Agent id written on every stored row, after the hostname (HOST/ID).
+    #[arg(long, env = "METRICS_AGENT_AGENT_ID")]
+    pub agent_id: Option<String>,
     /// Size of the payload ring buffer in KiB, a power of two >= 4 [default: 16384].
     #[arg(long, value_name = "KIB", env = "METRICS_AGENT_CAPTURE_RING_KIB")]
     pub capture_ring_kib: Option<u32>,

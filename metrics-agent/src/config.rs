@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub prices: Option<PathBuf>,
     /// Application id put on every record.
     pub application_id: Option<String>,
+    /// Storage of records (database, flush interval, retention).
+    pub storage: Option<crate::store::config::StorageFile>,
 }
 
 /// What to trace.
@@ -63,6 +65,8 @@ pub struct Config {
     pub capture_ring_kib: u32,
     pub prices: Option<PathBuf>,
     pub application_id: Option<String>,
+    /// `None` when storage is off (`--no-storage`, or without the audit path).
+    pub storage: Option<crate::store::StorageConfig>,
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -133,6 +137,11 @@ impl Config {
             },
             prices: args.prices.clone().or(file.prices),
             application_id: args.application_id.clone().or(file.application_id),
+            storage: file.storage.unwrap_or_default().resolve(
+                args.database_url.as_deref(),
+                args.agent_id.as_deref(),
+                args.no_storage || args.no_audit || file.audit == Some(false),
+            )?,
         })
     }
 
@@ -155,6 +164,7 @@ impl Config {
             capture_ring_kib: Some(self.capture_ring_kib),
             prices: self.prices.clone(),
             application_id: self.application_id.clone(),
+            storage: self.storage.as_ref().map(|s| s.to_file()),
         }
     }
 }

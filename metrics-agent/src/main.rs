@@ -14,6 +14,7 @@ mod providers;
 mod records;
 mod run;
 mod sockets;
+mod store;
 mod target;
 
 use clap::Parser;
@@ -26,6 +27,9 @@ fn main() {
     let result = match cli.command {
         cli::Command::Run(args) => run::run(args),
         cli::Command::Config(args) => config::print_effective(args),
+        cli::Command::Query(args) => store::cli::query(args),
+        cli::Command::Migrate(args) => store::cli::migrate(args),
+        cli::Command::Fscore(command) => store::cli::fscore(command),
         cli::Command::BenchAudit { exchanges } => audit::bench::run(exchanges),
     };
     if let Err(err) = result {

@@ -88,7 +88,15 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let records = crate::records::bus();
     // Consumers of records subscribe here, before the audit task starts.
-    let routes = axum::Router::new();
+    let mut routes = axum::Router::new();
+    let storage = match &config.storage {
+        Some(storage) => {
+            let running = crate::store::start(storage, &records, &mut registry).await?;
+            routes = routes.merge(running.routes.clone());
+            Some(running)
+        }
+        None => None,
+    };
     let audit = if config.audit {
         use metrics_common::capture::control;
         capture.set(control::SAMPLE_EVERY, config.sample_every, 0)?;
@@ -160,6 +168,14 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
     let _ = stop_tx.send(true);
     if let Some(audit) = audit {
         let _ = tokio::time::timeout(Duration::from_secs(5), audit).await;
+    }
+    // The bus closes once its last sender is gone: storage then flushes what it holds.
+    drop(records);
+    if let Some(storage) = storage {
+        storage.maintenance.abort();
+        if tokio::time::timeout(Duration::from_secs(25), storage.writer).await.is_err() {
+            log::warn!("storage did not finish its last flush within 25 s");
+        }
     }
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(_) => {}
