@@ -16,6 +16,11 @@ pub mod sketch;
 pub mod stats;
 pub mod writer;
 
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
+
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
