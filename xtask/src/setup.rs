@@ -12,8 +12,9 @@ use anyhow::{Context, Result, bail};
 use crate::run_cmd;
 
 /// Debian packages: the proxy under test, promtool, bpftool, a static libc
-/// for the no-libc test, wrk for benchmarks, openssl for test certificates.
-const DEBIAN_PACKAGES: &[&str] = &["nginx-light", "prometheus", "bpftool", "libc6-dev", "wrk", "openssl"];
+/// for the no-libc test, wrk for benchmarks, openssl for test certificates,
+/// PostgreSQL for the storage tests (they run private clusters of their own).
+const DEBIAN_PACKAGES: &[&str] = &["nginx-light", "prometheus", "bpftool", "libc6-dev", "wrk", "openssl", "postgresql"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> Result<()> {
@@ -51,6 +52,7 @@ fn debian_packages() -> Result<()> {
     // Debian's postinst may start services; the tests start their own.
     let _ = Command::new("nginx").args(["-s", "stop"]).status();
     let _ = Command::new("pkill").args(["-x", "prometheus"]).status();
+    let _ = Command::new("service").args(["postgresql", "stop"]).status();
     Ok(())
 }
 
