@@ -28,6 +28,18 @@ pub enum Command {
     /// Store test results and read precision, recall and F-scores.
     #[command(subcommand)]
     Fscore(crate::store::cli::FscoreCommand),
+    /// Measure storage ingest and query speed (for `cargo xtask bench storage`).
+    #[command(hide = true)]
+    BenchStorage {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        #[arg(long, default_value_t = 50)]
+        series: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+    },
     /// Measure the audit path's parsing throughput on synthetic events (for `cargo xtask bench`).
     #[command(hide = true)]
     BenchAudit {

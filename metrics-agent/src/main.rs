@@ -30,6 +30,9 @@ fn main() {
         cli::Command::Query(args) => store::cli::query(args),
         cli::Command::Migrate(args) => store::cli::migrate(args),
         cli::Command::Fscore(command) => store::cli::fscore(command),
+        cli::Command::BenchStorage { database_url, days, series, records } => {
+            store::bench::run(&database_url, days, series, records)
+        }
         cli::Command::BenchAudit { exchanges } => audit::bench::run(exchanges),
     };
     if let Err(err) = result {

@@ -21,6 +21,9 @@ pub struct BenchArgs {
     /// wrk connections.
     #[arg(long, default_value_t = 16)]
     connections: u32,
+    /// Another benchmark instead of the proxy one.
+    #[command(subcommand)]
+    pub which: Option<crate::bench_storage::Which>,
 }
 
 struct Killed(Child);
@@ -161,7 +164,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     )?;
     wait_port(up_port)?;
     wait_port(proxy_port)?;
-    wrk(proxy_port, &BenchArgs { seconds: 2, connections: args.connections })?; // warm-up
+    wrk(proxy_port, &BenchArgs { seconds: 2, connections: args.connections, which: None })?; // warm-up
 
     let calls = 2_000_000;
     let base1 = wrk(proxy_port, args)?;

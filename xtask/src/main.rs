@@ -2,6 +2,7 @@
 //! commands, so a fresh machine needs nothing but this repository.
 
 mod bench;
+mod bench_storage;
 mod setup;
 
 use std::process::Command;
@@ -45,7 +46,10 @@ fn main() {
         Task::Build => setup::run().and_then(|()| build()),
         Task::Test { args } => setup::run().and_then(|()| build()).and_then(|()| test(&args)),
         Task::Demo { seconds } => setup::run().and_then(|()| build()).and_then(|()| demo(seconds)),
-        Task::Bench(args) => setup::run().and_then(|()| build_release()).and_then(|()| bench::run(&args)),
+        Task::Bench(args) => setup::run().and_then(|()| build_release()).and_then(|()| match &args.which {
+            Some(bench_storage::Which::Storage(storage)) => bench_storage::run(storage),
+            None => bench::run(&args),
+        }),
     };
     if let Err(e) = result {
         let chain: Vec<String> = e.chain().map(ToString::to_string).collect();

@@ -9,9 +9,9 @@ use std::{collections::HashMap, str::FromStr, time::Duration};
 
 use rust_decimal::Decimal;
 use sqlx::{
-    PgPool, QueryBuilder, Row, SqlitePool,
+    ConnectOptions, PgPool, QueryBuilder, Row, SqlitePool,
     migrate::Migrator,
-    postgres::PgPoolOptions,
+    postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
@@ -27,6 +27,10 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 /// Rows per multi-row INSERT (28 parameters each stays far below both
 /// databases' parameter limits).
 const ROWS_PER_STATEMENT: usize = 200;
+
+/// Statements slower than this are logged at debug level (large queries are
+/// expected to take a while; the flush duration is exported as a metric).
+const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 
 /// Columns of a metrics row, in the order they are bound.
 const METRIC_COLUMNS: &str = "bucket_start, agent_id, application_id, side, provider, model, request_count, \
@@ -176,11 +180,13 @@ impl Store {
     /// PostgreSQL to be up: its pool connects lazily and the writer retries.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|_| StoreError::BadUrl(redact(url)))?
+                .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT);
             let pool = PgPoolOptions::new()
                 .max_connections(4)
                 .acquire_timeout(Duration::from_secs(5))
-                .connect_lazy(url)
-                .map_err(|_| StoreError::BadUrl(redact(url)))?;
+                .connect_lazy_with(options);
             return Ok(Store::Postgres(pool));
         }
         let path = sqlite_path(url).ok_or_else(|| StoreError::BadUrl(redact(url)))?;
@@ -195,7 +201,8 @@ impl Store {
             // WAL + NORMAL: a committed flush survives the agent being killed
             // (kill -9); a power loss may lose the last commits.
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         Ok(Store::Sqlite(pool))
     }
@@ -218,6 +225,7 @@ impl Store {
     }
 
     /// The last committed flush of `agent` (0 when none).
+    #[cfg(test)]
     pub async fn last_flush_seq(&self, agent: &str) -> Result<i64, StoreError> {
         let sql = "SELECT last_flush_seq FROM agent_flushes WHERE agent_id = $1";
         let seq: Option<i64> =

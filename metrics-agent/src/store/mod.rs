@@ -4,6 +4,7 @@
 //! retention per tier, a query CLI and an HTTP API. See docs/storage.md.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod db;

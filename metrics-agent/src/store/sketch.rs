@@ -42,6 +42,7 @@ pub enum DecodeError {
 }
 
 impl Sketch {
+    #[cfg(test)]
     pub fn new() -> Self {
         Self::default()
     }
@@ -86,6 +87,7 @@ impl Sketch {
         }
     }
 
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.count
     }
@@ -96,6 +98,7 @@ impl Sketch {
     }
 
     /// Exact minimum (0 when empty).
+    #[cfg(test)]
     pub fn min(&self) -> u64 {
         self.min
     }

@@ -5,7 +5,7 @@
 //! removes when dropped. PostgreSQL being unavailable fails the test.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
     sync::atomic::{AtomicU32, Ordering},
 };
@@ -166,10 +166,6 @@ impl TestDb {
         let store = Store::open(&url).await.unwrap();
         store.migrate().await.unwrap_or_else(|e| panic!("PostgreSQL at {url} is unavailable: {e}"));
         Self { store, url, cluster: Some(cluster), dir: None }
-    }
-
-    pub fn path(&self) -> Option<&Path> {
-        self.dir.as_deref()
     }
 }
 
