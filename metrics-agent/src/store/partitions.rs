@@ -24,7 +24,7 @@ pub const PARTITIONED: [(&str, Unit); 4] = [
 pub const MONTHS_AHEAD: i32 = 2;
 
 /// Key of the advisory lock that serializes partition DDL between agents.
-const DDL_LOCK: i64 = 0x6d61_5f70_6172_74; // "ma_part"
+const DDL_LOCK: i64 = 0x006d_615f_7061_7274; // "ma_part"
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {

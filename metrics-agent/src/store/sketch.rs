@@ -87,11 +87,6 @@ impl Sketch {
         }
     }
 
-    #[cfg(test)]
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
     /// Exact maximum (0 when empty).
     pub fn max(&self) -> u64 {
         self.max
