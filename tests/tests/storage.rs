@@ -77,7 +77,7 @@ impl Setup {
     /// `metrics-agent query --format json` over the last hour, all in one bucket per model.
     fn query(&self) -> serde_json::Value {
         let out = Command::new(agent_binary())
-            .args(["query", "--database-url", &self.url, "--from=-2h"])
+            .args(["query", "--database-url", &self.url, "--from", "-2h"])
             .args(["--step", "1d", "--group-by", "provider,model", "--format", "json"])
             .output()
             .unwrap();

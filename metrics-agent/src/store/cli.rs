@@ -32,10 +32,10 @@ pub struct QueryArgs {
     #[command(flatten)]
     pub db: DbArgs,
     /// Start: now, -1h, now-15m, 2026-05-01, 2026-05-01T10:00:00Z or Unix seconds [default: -1h].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub from: Option<String>,
     /// End (exclusive), same forms [default: now].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub to: Option<String>,
     #[arg(long)]
     pub application: Option<String>,
@@ -69,9 +69,9 @@ pub enum FscoreCommand {
         #[command(flatten)]
         db: DbArgs,
         /// Start [default: -30d].
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         from: Option<String>,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         to: Option<String>,
         #[arg(long)]
         application: Option<String>,

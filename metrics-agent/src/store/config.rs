@@ -39,7 +39,10 @@ pub struct StorageFile {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StorageConfig {
     pub database_url: String,
+    /// `HOST` or `HOST/ID`.
     pub agent_id: String,
+    /// The configured `ID` part.
+    pub agent_id_suffix: Option<String>,
     pub flush_interval: Duration,
     pub retention: Retention,
     pub detail_sample_every: u32,
@@ -105,13 +108,15 @@ impl StorageFile {
         let beta = self.fscore_beta.unwrap_or(1.0);
         anyhow::ensure!(beta.is_finite() && beta > 0.0, "[storage] fscore_beta = {beta}: use a positive number");
         let host = hostname();
-        let agent_id = match flag_agent_id.or(self.agent_id.as_deref()) {
-            Some(id) if !id.is_empty() => format!("{host}/{id}"),
-            _ => host,
+        let suffix = flag_agent_id.or(self.agent_id.as_deref()).filter(|id| !id.is_empty());
+        let agent_id = match suffix {
+            Some(id) => format!("{host}/{id}"),
+            None => host,
         };
         Ok(Some(StorageConfig {
             database_url: flag_url.or(self.database_url.as_deref()).unwrap_or(DEFAULT_DATABASE_URL).to_string(),
             agent_id,
+            agent_id_suffix: suffix.map(String::from),
             flush_interval: Duration::from_millis(flush_ms),
             retention: Retention {
                 minute_days: days(self.retention_1m_days, 7, "retention_1m_days")?,
@@ -133,7 +138,7 @@ impl StorageConfig {
     pub fn to_file(&self) -> StorageFile {
         StorageFile {
             database_url: Some(super::db::redact(&self.database_url)),
-            agent_id: None,
+            agent_id: self.agent_id_suffix.clone(),
             enabled: Some(true),
             flush_interval_ms: Some(self.flush_interval.as_millis() as u64),
             retention_1m_days: Some(self.retention.minute_days),
