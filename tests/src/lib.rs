@@ -7,3 +7,4 @@ pub mod harness;
 pub mod http1;
 pub mod metrics;
 pub mod mock;
+pub mod postgres;

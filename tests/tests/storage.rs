@@ -1,9 +1,12 @@
-//! End-to-end storage tests (root): the agent attached to nginx with mock
-//! providers stores what it sees; `metrics-agent query` and the HTTP API
-//! must show exactly the mock's ground truth, and a kill -9 followed by a
-//! restart loses at most one flush interval and double-counts nothing.
+//! End-to-end storage tests (root), each on SQLite and on a private
+//! PostgreSQL server: the agent attached to nginx with a mock provider
+//! stores what it sees; `metrics-agent query` and the HTTP API must show
+//! exactly the mock's ground truth, and a kill -9 followed by a restart loses
+//! at most one flush interval and double-counts nothing.
 
 use std::{
+    io::{Read, Write},
+    net::TcpStream,
     process::Command,
     sync::{Mutex, MutexGuard},
     thread::sleep,
@@ -15,6 +18,7 @@ use llm_proxy_e2e::{
     harness::{self, Agent, Nginx, TempDir, agent_binary, http_get},
     metrics::Scrape,
     mock::MockProvider,
+    postgres::PgCluster,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -26,22 +30,35 @@ fn serial() -> MutexGuard<'static, ()> {
 /// Flush interval the tests configure.
 const FLUSH_MS: u64 = 1_000;
 
+#[derive(Clone, Copy)]
+enum Database {
+    Sqlite,
+    Postgres,
+}
+
 struct Setup {
     openai: MockProvider,
     nginx: Nginx,
     _dir: TempDir,
+    _postgres: Option<PgCluster>,
     url: String,
     config: String,
 }
 
-fn setup() -> Setup {
+fn setup(database: Database) -> Setup {
     let openai = MockProvider::start(0).unwrap();
     let nginx = Nginx::start(&[("openai", openai.port)]);
     let dir = TempDir::new("storage");
-    let url = format!("sqlite://{}/db/metrics.db", dir.0.display());
+    let (url, postgres) = match database {
+        Database::Sqlite => (format!("sqlite://{}/db/metrics.db", dir.0.display()), None),
+        Database::Postgres => {
+            let cluster = PgCluster::start();
+            (cluster.url(), Some(cluster))
+        }
+    };
     let config = dir.0.join("agent.toml").display().to_string();
     std::fs::write(&config, format!("[storage]\nflush_interval_ms = {FLUSH_MS}\n")).unwrap();
-    Setup { openai, nginx, _dir: dir, url, config }
+    Setup { openai, nginx, _dir: dir, _postgres: postgres, url, config }
 }
 
 impl Setup {
@@ -96,9 +113,40 @@ fn buffered_at_least(m: &Scrape, n: u64) -> bool {
 }
 
 #[test]
-fn stored_rollups_match_the_mock_providers_ground_truth() {
+fn stored_rollups_match_the_mock_providers_ground_truth_sqlite() {
+    stored_rollups_match_the_mock_providers_ground_truth(Database::Sqlite);
+}
+
+#[test]
+fn stored_rollups_match_the_mock_providers_ground_truth_postgres() {
+    stored_rollups_match_the_mock_providers_ground_truth(Database::Postgres);
+}
+
+#[test]
+fn kill_9_loses_at_most_one_flush_interval_and_double_counts_nothing_sqlite() {
+    kill_9_loses_at_most_one_flush_interval_and_double_counts_nothing(Database::Sqlite);
+}
+
+#[test]
+fn kill_9_loses_at_most_one_flush_interval_and_double_counts_nothing_postgres() {
+    kill_9_loses_at_most_one_flush_interval_and_double_counts_nothing(Database::Postgres);
+}
+
+/// A plain HTTP/1.0 POST; returns the status code and the body.
+fn http_post(port: u16, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "POST {path} HTTP/1.0\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, body.to_string())
+}
+
+fn stored_rollups_match_the_mock_providers_ground_truth(database: Database) {
     let _serial = serial();
-    let s = setup();
+    let s = setup(database);
     let mut agent = s.agent();
     s.traffic(25, 5);
     let sent = s.openai.stats.requests.load(std::sync::atomic::Ordering::Relaxed);
@@ -132,12 +180,33 @@ fn stored_rollups_match_the_mock_providers_ground_truth() {
     assert_eq!(api["tier"], "1h");
     let bad = http_get(agent.port, "/api/v1/metrics?step=7s", "application/json");
     assert!(bad.is_none(), "a bad step is a 400");
+
+    // F-scores through the API: 2 tp, 1 fp, 1 fn, 1 tn.
+    let results: String = [(true, true), (true, true), (false, true), (true, false), (false, false)]
+        .iter()
+        .enumerate()
+        .map(|(i, (e, a))| {
+            format!("{{\"application\":\"e2e-app\",\"suite\":\"s\",\"model\":\"gpt-4o-mini\",\"test_case\":\"c{i}\",\"expected\":{e},\"actual\":{a}}}\n")
+        })
+        .collect();
+    let (status, answer) = http_post(agent.port, "/api/v1/fscores", &results);
+    assert_eq!((status, answer.as_str()), (200, r#"{"received":5,"stored":5}"#));
+    let (status, answer) = http_post(agent.port, "/api/v1/fscores", "{\"application\":1}\n");
+    assert_eq!(status, 400, "{answer}");
+    let scores: serde_json::Value =
+        serde_json::from_str(&http_get(agent.port, "/api/v1/fscores?from=-1h&beta=2", "application/json").unwrap())
+            .unwrap();
+    let row = &scores[0];
+    assert_eq!(
+        (row["tp"].as_u64(), row["fp"].as_u64(), row["fn"].as_u64(), row["tn"].as_u64()),
+        (Some(2), Some(1), Some(1), Some(1))
+    );
+    assert!((row["f1"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-12, "{row}");
 }
 
-#[test]
-fn kill_9_loses_at_most_one_flush_interval_and_double_counts_nothing() {
+fn kill_9_loses_at_most_one_flush_interval_and_double_counts_nothing(database: Database) {
     let _serial = serial();
-    let s = setup();
+    let s = setup(database);
     let mut agent = s.agent();
     // Phase 1: stored long before the crash.
     s.traffic(20, 0);

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::{
     config::StorageConfig,
-    db::{RowFilter, Store},
+    db::{RowFilter, Store, StoreError},
     fscore::{self, FScoreQuery},
     query::{self, Dimension, MetricsQuery, parse_duration, parse_step, parse_time},
     writer::now_ms,
@@ -92,6 +92,7 @@ async fn metrics(State(state): State<Arc<ApiState>>, params: Result<Query<Metric
     };
     match query::run(&state.store, &q).await {
         Ok(result) => Json(result).into_response(),
+        Err(e @ StoreError::TooManyRows(_)) => error(StatusCode::BAD_REQUEST, e),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }

@@ -7,6 +7,7 @@
 
 use std::{collections::HashMap, str::FromStr, time::Duration};
 
+use futures_util::TryStreamExt;
 use rust_decimal::Decimal;
 use sqlx::{
     ConnectOptions, PgPool, QueryBuilder, Row, SqlitePool,
@@ -65,6 +66,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored row is unreadable: {0}")]
     Corrupt(String),
+    #[error("the answer would have more than {0} rows: use a coarser step, a shorter window or fewer group-by columns")]
+    TooManyRows(usize),
 }
 
 /// A connection pool to one of the two databases.
@@ -384,17 +387,21 @@ impl Store {
         })
     }
 
-    /// Metric rows of `tier` with `from <= bucket_start < to`, every agent.
-    pub async fn read_rows(
+    /// Visits the metric rows of `tier` with `from <= bucket_start < to`,
+    /// every agent, as they stream in (memory does not grow with the rows read).
+    pub async fn for_each_row(
         &self,
         tier: Tier,
         from: i64,
         to: i64,
         filter: &RowFilter,
-    ) -> Result<Vec<(SeriesKey, String, Aggregate)>, StoreError> {
+        mut visit: impl FnMut(SeriesKey, String, Aggregate) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         on_pool!(self, |pool, pg| {
-            let mut q =
-                QueryBuilder::new(format!("SELECT {METRIC_READ_COLUMNS} FROM {} WHERE bucket_start >= ", tier.table()));
+            let mut q = QueryBuilder::new(format!(
+                "SELECT {METRIC_READ_COLUMNS} FROM {} WHERE bucket_start >= ",
+                tier.table()
+            ));
             q.push_bind(from).push(" AND bucket_start < ").push_bind(to);
             for (column, value) in [
                 ("application_id", &filter.application),
@@ -406,14 +413,32 @@ impl Store {
                     q.push(format!(" AND {column} = ")).push_bind(v.clone());
                 }
             }
-            let rows = q.build().fetch_all(pool).await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let (key, agent) = read_key!(row)?;
-                out.push((key, agent, read_aggregate!(row)?));
+            let query = q.build();
+            let mut rows = query.fetch(pool);
+            while let Some(row) = rows.try_next().await? {
+                let (key, agent) = read_key!(&row)?;
+                visit(key, agent, read_aggregate!(&row)?)?;
             }
-            Ok(out)
+            Ok(())
         })
+    }
+
+    /// The rows `for_each_row` visits, collected.
+    #[cfg(test)]
+    pub async fn read_rows(
+        &self,
+        tier: Tier,
+        from: i64,
+        to: i64,
+        filter: &RowFilter,
+    ) -> Result<Vec<(SeriesKey, String, Aggregate)>, StoreError> {
+        let mut out = Vec::new();
+        self.for_each_row(tier, from, to, filter, |k, a, v| {
+            out.push((k, a, v));
+            Ok(())
+        })
+        .await?;
+        Ok(out)
     }
 
     /// Sampled detail rows with `from_ms <= ts_ms < to_ms`, oldest first, at most `limit`.

@@ -165,23 +165,35 @@ pub fn rfc3339(unix: i64) -> String {
 
 type GroupKey = (i64, [Option<String>; 5]);
 
+/// Output rows of one query at most: bounds the memory a query (CLI or API) can take.
+pub const MAX_OUTPUT_ROWS: usize = 200_000;
+
 pub async fn run(store: &Store, q: &MetricsQuery) -> Result<MetricsResult, StoreError> {
     let tier = tier_for_step(q.step_seconds).unwrap_or(Tier::Minute);
     let from = q.from.div_euclid(q.step_seconds) * q.step_seconds;
-    let rows = store.read_rows(tier, from, q.to, &q.filter).await?;
     let mut groups: BTreeMap<GroupKey, Aggregate> = BTreeMap::new();
     let wants = |d: Dimension| q.group_by.contains(&d);
-    for (key, agent, agg) in rows {
-        let dims = [
-            wants(Dimension::Application).then(|| key.application_id.clone()),
-            wants(Dimension::Side).then(|| key.side.clone()),
-            wants(Dimension::Provider).then(|| key.provider.clone()),
-            wants(Dimension::Model).then(|| key.model.clone()),
-            wants(Dimension::Agent).then_some(agent),
-        ];
-        let bucket = key.bucket_start.div_euclid(q.step_seconds) * q.step_seconds;
-        groups.entry((bucket, dims)).or_default().merge(&agg);
-    }
+    store
+        .for_each_row(tier, from, q.to, &q.filter, |key, agent, agg| {
+            let dims = [
+                wants(Dimension::Application).then(|| key.application_id.clone()),
+                wants(Dimension::Side).then(|| key.side.clone()),
+                wants(Dimension::Provider).then(|| key.provider.clone()),
+                wants(Dimension::Model).then(|| key.model.clone()),
+                wants(Dimension::Agent).then_some(agent),
+            ];
+            let bucket = key.bucket_start.div_euclid(q.step_seconds) * q.step_seconds;
+            let group = (bucket, dims);
+            if let Some(row) = groups.get_mut(&group) {
+                row.merge(&agg);
+            } else if groups.len() >= MAX_OUTPUT_ROWS {
+                return Err(StoreError::TooManyRows(MAX_OUTPUT_ROWS));
+            } else {
+                groups.insert(group, agg);
+            }
+            Ok(())
+        })
+        .await?;
     let rows = groups
         .into_iter()
         .map(|((start, [application, side, provider, model, agent]), a)| {
