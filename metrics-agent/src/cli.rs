@@ -97,8 +97,8 @@ pub struct RunArgs {
     /// [default: sqlite:///var/lib/metrics-agent/metrics.db].
     #[arg(long, env = "METRICS_AGENT_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Store nothing (no database is opened).
-    #[arg(long, env = "METRICS_AGENT_NO_STORAGE", conflicts_with = "database_url")]
+    /// Store nothing (no database is opened; wins over --database-url).
+    #[arg(long, env = "METRICS_AGENT_NO_STORAGE")]
     pub no_storage: bool,
     /// Agent id written on every stored row, after the hostname (HOST/ID).
     #[arg(long, env = "METRICS_AGENT_AGENT_ID")]

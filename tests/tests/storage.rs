@@ -197,6 +197,7 @@ fn stored_rollups_match_the_mock_providers_ground_truth(database: Database) {
         serde_json::from_str(&http_get(agent.port, "/api/v1/fscores?from=-1h&beta=2", "application/json").unwrap())
             .unwrap();
     let row = &scores[0];
+    assert_eq!(scores.as_array().map(Vec::len), Some(1), "{scores}");
     assert_eq!(
         (row["tp"].as_u64(), row["fp"].as_u64(), row["fn"].as_u64(), row["tn"].as_u64()),
         (Some(2), Some(1), Some(1), Some(1))

@@ -39,6 +39,14 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(serde_json::json!({ "error": message.to_string() }))).into_response()
 }
 
+/// The exclusive end of a window; `now` (the default) includes the current second.
+fn parse_end(to: Option<&str>, now_unix: i64) -> Result<i64, String> {
+    match to.unwrap_or("now") {
+        "now" => Ok(now_unix + 1),
+        other => parse_time(other, now_unix),
+    }
+}
+
 /// Parameters shared by the CLI and the API.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,7 +65,7 @@ pub struct MetricsParams {
 impl MetricsParams {
     pub fn to_query(&self, now_unix: i64) -> Result<MetricsQuery, String> {
         let from = parse_time(self.from.as_deref().unwrap_or("-1h"), now_unix)?;
-        let to = parse_time(self.to.as_deref().unwrap_or("now"), now_unix)?;
+        let to = parse_end(self.to.as_deref(), now_unix)?;
         if to <= from {
             return Err(format!("the window is empty: `to` ({to}) must be after `from` ({from})"));
         }
@@ -142,7 +150,7 @@ pub struct FScoreParams {
 impl FScoreParams {
     pub fn to_query(&self, now_unix: i64, default_beta: f64) -> Result<FScoreQuery, String> {
         let from = parse_time(self.from.as_deref().unwrap_or("-30d"), now_unix)?;
-        let to = parse_time(self.to.as_deref().unwrap_or("now"), now_unix)?;
+        let to = parse_end(self.to.as_deref(), now_unix)?;
         if to <= from {
             return Err(format!("the window is empty: `to` ({to}) must be after `from` ({from})"));
         }

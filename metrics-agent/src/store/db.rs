@@ -54,7 +54,9 @@ const DETAIL_COLUMNS: &str = "ts_ms, agent_id, flush_seq, application_id, side, 
 pub enum StoreError {
     #[error("database url `{0}` is not understood: use sqlite:///PATH (or a file path) or postgres://USER@HOST/DB")]
     BadUrl(String),
-    #[error("cannot create the directory {path} for the SQLite database: {source}")]
+    #[error(
+        "cannot create the directory {path} for the SQLite database ({source}): pass --database-url or --no-storage"
+    )]
     CreateDir {
         path: String,
         #[source]
@@ -398,10 +400,8 @@ impl Store {
         mut visit: impl FnMut(SeriesKey, String, Aggregate) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         on_pool!(self, |pool, pg| {
-            let mut q = QueryBuilder::new(format!(
-                "SELECT {METRIC_READ_COLUMNS} FROM {} WHERE bucket_start >= ",
-                tier.table()
-            ));
+            let mut q =
+                QueryBuilder::new(format!("SELECT {METRIC_READ_COLUMNS} FROM {} WHERE bucket_start >= ", tier.table()));
             q.push_bind(from).push(" AND bucket_start < ").push_bind(to);
             for (column, value) in [
                 ("application_id", &filter.application),
