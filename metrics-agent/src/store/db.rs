@@ -249,10 +249,14 @@ impl Store {
             .collect();
         on_pool!(self, |pool, pg| {
             let mut tx = pool.begin().await?;
-            let last: Option<i64> = sqlx::query_scalar("SELECT last_flush_seq FROM agent_flushes WHERE agent_id = $1")
-                .bind(agent)
-                .fetch_optional(&mut *tx)
-                .await?;
+            // PostgreSQL: lock the agent's row, so two processes that share an
+            // agent id by mistake take turns instead of losing updates.
+            let select_last = if pg {
+                "SELECT last_flush_seq FROM agent_flushes WHERE agent_id = $1 FOR UPDATE"
+            } else {
+                "SELECT last_flush_seq FROM agent_flushes WHERE agent_id = $1"
+            };
+            let last: Option<i64> = sqlx::query_scalar(select_last).bind(agent).fetch_optional(&mut *tx).await?;
             let seq = *batch.seq.get_or_insert(last.unwrap_or(0) + 1);
             if last.is_some_and(|last| last >= seq) {
                 tx.rollback().await?;

@@ -22,7 +22,13 @@ mod testing;
 #[cfg(test)]
 mod tests;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use prometheus_client::registry::Registry;
@@ -49,9 +55,9 @@ pub async fn start(config: &StorageConfig, records: &RecordBus, registry: &mut R
     let store = Store::open(&config.database_url)
         .await
         .with_context(|| format!("opening the database {}", db::redact(&config.database_url)))?;
-    let migrated = tokio::time::timeout(Duration::from_secs(10), store.migrate()).await;
-    match (migrated, &store) {
-        (Ok(Ok(())), _) => {}
+    let migrated = Arc::new(AtomicBool::new(false));
+    match (tokio::time::timeout(Duration::from_secs(10), store.migrate()).await, &store) {
+        (Ok(Ok(())), _) => migrated.store(true, Ordering::Release),
         (Ok(Err(e)), Store::Sqlite(_)) => return Err(e).context("preparing the SQLite database"),
         (Err(_), Store::Sqlite(_)) => anyhow::bail!("the SQLite database is locked: is another process holding it?"),
         (Ok(Err(e)), Store::Postgres(_)) => {
@@ -61,7 +67,12 @@ pub async fn start(config: &StorageConfig, records: &RecordBus, registry: &mut R
     }
     let stats = stats::StorageStats::default();
     stats.register(registry);
-    let writer = writer::Writer { store: store.clone(), config: config.clone(), stats: stats.clone() };
+    let writer = writer::Writer {
+        store: store.clone(),
+        config: config.clone(),
+        stats: stats.clone(),
+        migrated: migrated.clone(),
+    };
     let receiver = records.subscribe();
     log::info!(
         "storing records in {} as agent `{}` (flush every {:?})",
@@ -72,7 +83,7 @@ pub async fn start(config: &StorageConfig, records: &RecordBus, registry: &mut R
     let routes = api::routes(Arc::new(api::ApiState { store: store.clone(), config: config.clone() }));
     Ok(Running {
         writer: tokio::spawn(writer.run(receiver)),
-        maintenance: tokio::spawn(writer::maintain(store, config.clone(), stats, MAINTENANCE_EVERY)),
+        maintenance: tokio::spawn(writer::maintain(store, config.clone(), stats, MAINTENANCE_EVERY, migrated)),
         routes,
     })
 }

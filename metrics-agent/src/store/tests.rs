@@ -4,7 +4,11 @@
 //! flushes, late records, month-boundary partitions and retention, F-scores,
 //! and the writer riding out a database outage with bounded memory.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use rust_decimal::Decimal;
 
@@ -403,7 +407,12 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
 async fn the_writer_rides_out_an_outage(db: TestDb) {
     let stats = StorageStats::default();
     // 40 series at most in memory: the outage below sees 60 distinct models.
-    let writer = Writer { store: db.store.clone(), config: writer_config(&db, 40), stats: stats.clone() };
+    let writer = Writer {
+        store: db.store.clone(),
+        config: writer_config(&db, 40),
+        stats: stats.clone(),
+        migrated: Arc::new(AtomicBool::new(true)),
+    };
     let (tx, rx) = tokio::sync::broadcast::channel(100_000);
     let task = tokio::spawn(writer.run(rx));
     let send = |from: u64, n: u64, models: u64| {
@@ -449,4 +458,34 @@ fn sketch_merge_of_stored_bytes_is_exact() {
     let mut direct = a.clone();
     direct.merge(&b);
     assert_eq!(merged, direct);
+}
+
+/// PostgreSQL down when the agent starts: the writer buffers, then migrates
+/// and writes everything once the server is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_at_start_is_migrated_and_written_when_it_comes_up() {
+    let cluster = super::testing::PgCluster::start();
+    cluster.stop();
+    let store = Store::open(&cluster.url()).await.unwrap();
+    assert!(store.migrate().await.is_err(), "the server is down");
+    let mut config = super::config::StorageFile { flush_interval_ms: Some(100), ..Default::default() }
+        .resolve(Some(&cluster.url()), None, false)
+        .unwrap()
+        .unwrap();
+    config.agent_id = AGENT.into();
+    let stats = StorageStats::default();
+    let writer =
+        Writer { store: store.clone(), config, stats: stats.clone(), migrated: Arc::new(AtomicBool::new(false)) };
+    let (tx, rx) = tokio::sync::broadcast::channel(1_000);
+    let task = tokio::spawn(writer.run(rx));
+    for i in 0..50 {
+        tx.send(Arc::new(record(T0_MS + i, "m", 1.0, 1, 1, "0.001"))).unwrap();
+    }
+    let error = || stats.flushes.get_or_create(&vec![("result", "error")]).get();
+    wait_for("a failed flush", async || error() > 0).await;
+    cluster.resume();
+    wait_for("the buffered records", async || stored_requests(&store).await == 50).await;
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap();
+    assert_eq!(stored_requests(&store).await, 50);
 }

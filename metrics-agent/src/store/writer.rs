@@ -8,7 +8,10 @@
 //! task flushes everything before it returns.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -37,6 +40,8 @@ pub struct Writer {
     pub store: Store,
     pub config: StorageConfig,
     pub stats: StorageStats,
+    /// Set once migrations are known to be applied (PostgreSQL may be down at start).
+    pub migrated: Arc<AtomicBool>,
 }
 
 type FlushResult = (Batch, Result<Written, StoreError>, Duration);
@@ -135,10 +140,19 @@ impl Writer {
         state.held_details = batch.details.len();
         let store = self.store.clone();
         let agent = self.config.agent_id.clone();
+        let migrated = self.migrated.clone();
         state.in_flight = Some(tokio::spawn(async move {
             let mut batch = batch;
             let started = Instant::now();
-            let result = store.write_batch(&agent, &mut batch, now_ms()).await;
+            let result = async {
+                if !migrated.load(Ordering::Acquire) {
+                    store.migrate().await?;
+                    migrated.store(true, Ordering::Release);
+                    log::info!("storage: database schema is up to date");
+                }
+                store.write_batch(&agent, &mut batch, now_ms()).await
+            }
+            .await;
             (batch, result, started.elapsed())
         }));
     }
@@ -218,13 +232,27 @@ impl Writer {
     }
 }
 
-/// Retention and partition upkeep: at start, then every `every`.
-pub async fn maintain(store: Store, config: StorageConfig, stats: StorageStats, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+/// How soon upkeep is tried again after it failed (database down).
+const MAINTENANCE_RETRY: Duration = Duration::from_secs(60);
+
+/// Retention and partition upkeep: at start, then every `every` (a minute
+/// after a failure).
+pub async fn maintain(
+    store: Store,
+    config: StorageConfig,
+    stats: StorageStats,
+    every: Duration,
+    migrated: Arc<AtomicBool>,
+) {
+    let mut wait = Duration::ZERO;
     loop {
-        tick.tick().await;
+        tokio::time::sleep(wait).await;
         let now = now_ms() / 1000;
         let result = async {
+            if !migrated.load(Ordering::Acquire) {
+                store.migrate().await?;
+                migrated.store(true, Ordering::Release);
+            }
             if let Store::Postgres(pool) = &store {
                 super::partitions::ensure_ahead(pool, now).await?;
             }
@@ -233,6 +261,7 @@ pub async fn maintain(store: Store, config: StorageConfig, stats: StorageStats, 
         .await;
         match result {
             Ok(n) => {
+                wait = every;
                 stats.maintenance_runs.get_or_create(&vec![("result", "ok")]).inc();
                 if n > 0 {
                     log::info!(
@@ -242,8 +271,9 @@ pub async fn maintain(store: Store, config: StorageConfig, stats: StorageStats, 
                 }
             }
             Err(e) => {
+                wait = MAINTENANCE_RETRY;
                 stats.maintenance_runs.get_or_create(&vec![("result", "error")]).inc();
-                log::warn!("storage retention/partition upkeep failed (retried in {every:?}): {e}");
+                log::warn!("storage retention/partition upkeep failed (retried in {wait:?}): {e}");
             }
         }
     }
