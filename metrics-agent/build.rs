@@ -8,6 +8,8 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = manifest_dir.join("../metrics-ebpf").canonicalize()?;
     let common_dir = manifest_dir.join("../metrics-common").canonicalize()?;
     println!("cargo:rerun-if-changed={}", common_dir.display());
+    // The SQL migrations are embedded by sqlx::migrate!.
+    println!("cargo:rerun-if-changed={}", manifest_dir.join("../migrations").display());
     if Command::new("bpf-linker").arg("--version").output().is_err() {
         anyhow::bail!("bpf-linker is not on PATH: run `cargo xtask setup` first (see README)");
     }

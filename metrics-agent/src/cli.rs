@@ -21,6 +21,25 @@ pub enum Command {
     Run(RunArgs),
     /// Print the effective configuration (file < environment < flags) as TOML.
     Config(RunArgs),
+    /// Read stored metrics (1m/1h/1d rollups) from the database.
+    Query(crate::store::cli::QueryArgs),
+    /// Create or upgrade the database schema (also done by `run` at start).
+    Migrate(crate::store::cli::DbArgs),
+    /// Store test results and read precision, recall and F-scores.
+    #[command(subcommand)]
+    Fscore(crate::store::cli::FscoreCommand),
+    /// Measure storage ingest and query speed (for `cargo xtask bench storage`).
+    #[command(hide = true)]
+    BenchStorage {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        #[arg(long, default_value_t = 50)]
+        series: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+    },
     /// Measure the audit path's parsing throughput on synthetic events (for `cargo xtask bench`).
     #[command(hide = true)]
     BenchAudit {
@@ -88,6 +107,16 @@ pub struct RunArgs {
     /// Model price table (TOML, USD per million tokens) layered over the built-in one.
     #[arg(long, value_name = "FILE", env = "METRICS_AGENT_PRICES")]
     pub prices: Option<PathBuf>,
+    /// Where records are stored: sqlite:///PATH or postgres://USER@HOST/DB
+    /// [default: sqlite:///var/lib/metrics-agent/metrics.db].
+    #[arg(long, env = "METRICS_AGENT_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Store nothing (no database is opened; wins over --database-url).
+    #[arg(long, env = "METRICS_AGENT_NO_STORAGE")]
+    pub no_storage: bool,
+    /// Agent id written on every stored row, after the hostname (HOST/ID).
+    #[arg(long, env = "METRICS_AGENT_AGENT_ID")]
+    pub agent_id: Option<String>,
     /// Size of the payload ring buffer in KiB, a power of two >= 4 [default: 16384].
     #[arg(long, value_name = "KIB", env = "METRICS_AGENT_CAPTURE_RING_KIB")]
     pub capture_ring_kib: Option<u32>,

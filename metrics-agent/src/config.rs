@@ -60,6 +60,8 @@ pub struct FileConfig {
     pub exporters: Option<ExportersFile>,
     /// `[metrics.system]`: which system metrics are collected, how often.
     pub metrics: Option<MetricsFile>,
+    /// Storage of records (database, flush interval, retention).
+    pub storage: Option<crate::store::config::StorageFile>,
 }
 
 /// What to trace.
@@ -94,6 +96,8 @@ pub struct Config {
     pub export: ExportSettings,
     /// The `[exporters]` section as written (printed with secrets redacted).
     pub exporters_file: Option<ExportersFile>,
+    /// `None` when storage is off (`--no-storage`, or without the audit path).
+    pub storage: Option<crate::store::StorageConfig>,
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -191,6 +195,11 @@ impl Config {
             export: export_settings::resolve(file.exporters.as_ref(), file.metrics.as_ref(), |k| std::env::var(k).ok())
                 .map_err(|e| anyhow::anyhow!("config: {e}"))?,
             exporters_file: file.exporters,
+            storage: file.storage.unwrap_or_default().resolve(
+                args.database_url.as_deref(),
+                args.agent_id.as_deref(),
+                args.no_storage || args.no_audit || file.audit == Some(false),
+            )?,
         })
     }
 
@@ -222,6 +231,7 @@ impl Config {
             api: None,
             exporters: self.exporters_file.as_ref().map(export_settings::redacted),
             metrics: Some(MetricsFile { system: Some(self.export.system.clone()) }),
+            storage: self.storage.as_ref().map(|s| s.to_file()),
         }
     }
 }

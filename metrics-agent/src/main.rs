@@ -16,6 +16,7 @@ mod providers;
 mod records;
 mod run;
 mod sockets;
+mod store;
 mod target;
 
 use clap::Parser;
@@ -28,6 +29,12 @@ fn main() {
     let result = match cli.command {
         cli::Command::Run(args) => run::run(args),
         cli::Command::Config(args) => config::print_effective(args),
+        cli::Command::Query(args) => store::cli::query(args),
+        cli::Command::Migrate(args) => store::cli::migrate(args),
+        cli::Command::Fscore(command) => store::cli::fscore(command),
+        cli::Command::BenchStorage { database_url, days, series, records } => {
+            store::bench::run(&database_url, days, series, records)
+        }
         cli::Command::BenchAudit { exchanges } => audit::bench::run(exchanges),
         cli::Command::BenchStream { clients, seconds } => live::bench::run(clients, seconds),
         cli::Command::BenchExport { records } => export::bench::run(records),

@@ -97,6 +97,15 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let records = crate::records::bus();
     // Consumers of records subscribe here, before the audit task starts.
+    let mut routes = axum::Router::new();
+    let storage = match &config.storage {
+        Some(storage) => {
+            let running = crate::store::start(storage, &records, &mut registry).await?;
+            routes = routes.merge(running.routes.clone());
+            Some(running)
+        }
+        None => None,
+    };
     let exporters = crate::export::start(
         crate::export::Inputs {
             settings: config.export.clone(),
@@ -113,7 +122,6 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
         &mut registry,
         stop_rx.clone(),
     )?;
-    let routes = axum::Router::new();
     // The live stream and dashboard: aggregates records, publishes every interval.
     let live = crate::live::Live::new(config.stream);
     let routes = routes.merge(live.routes(stop_rx.clone()));
@@ -209,6 +217,14 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
     let _ = tokio::time::timeout(Duration::from_secs(1), live_task).await;
     if let Some(audit) = audit {
         let _ = tokio::time::timeout(Duration::from_secs(5), audit).await;
+    }
+    // The bus closes once its last sender is gone: storage then flushes what it holds.
+    drop(records);
+    if let Some(storage) = storage {
+        storage.maintenance.abort();
+        if tokio::time::timeout(Duration::from_secs(25), storage.writer).await.is_err() {
+            log::warn!("storage did not finish its last flush within 25 s");
+        }
     }
     exporters.finish().await;
     match tokio::time::timeout(Duration::from_secs(5), server).await {

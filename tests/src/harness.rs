@@ -261,10 +261,14 @@ impl Agent {
         let port = free_port();
         let log = dir.0.join("agent.log");
         let out = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(agent_binary());
+        if !args.iter().any(|a| *a == "--database-url" || *a == "--no-storage") {
+            // Stored records go to this agent's own temporary database.
+            cmd.env("METRICS_AGENT_DATABASE_URL", format!("sqlite://{}/metrics.db", dir.0.display()));
+        }
         let guard = Guard::spawn(
             "metrics-agent",
-            Command::new(agent_binary())
-                .arg("run")
+            cmd.arg("run")
                 .args(args)
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))

@@ -7,4 +7,5 @@ pub mod harness;
 pub mod http1;
 pub mod metrics;
 pub mod mock;
+pub mod postgres;
 pub mod webdriver;

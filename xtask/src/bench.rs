@@ -22,10 +22,13 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 16)]
     connections: u32,
     /// What to measure: `proxy` (nginx with and without the agent),
-    /// `stream` (live stream fan-out to many WebSocket clients) or
-    /// `exporters` (the export path's throughput; no root, no nginx).
-    #[arg(default_value = "proxy", value_parser = ["proxy", "stream", "exporters"])]
+    /// `stream` (live stream fan-out to many WebSocket clients),
+    /// `exporters` (the export path's throughput; no root, no nginx) or
+    /// `storage` (ingest rate and query time on SQLite and PostgreSQL).
+    #[arg(default_value = "proxy", value_parser = ["proxy", "stream", "exporters", "storage"])]
     pub what: String,
+    #[command(flatten)]
+    pub storage: crate::bench_storage::StorageBenchArgs,
 }
 
 struct Killed(Child);
@@ -140,7 +143,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "proxy" => {}
         "stream" => return crate::bench_stream::run(args.seconds),
         "exporters" => return crate::bench_exporters::run(),
-        other => bail!("unknown benchmark `{other}`: use `proxy`, `stream` or `exporters`"),
+        "storage" => return crate::bench_storage::run(&args.storage),
+        other => bail!("unknown benchmark `{other}`: use `proxy`, `stream`, `exporters` or `storage`"),
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -172,7 +176,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     )?;
     wait_port(up_port)?;
     wait_port(proxy_port)?;
-    wrk(proxy_port, &BenchArgs { seconds: 2, connections: args.connections, what: String::new() })?; // warm-up
+    wrk(
+        proxy_port,
+        &BenchArgs { seconds: 2, connections: args.connections, what: String::new(), storage: args.storage.clone() },
+    )?; // warm-up
 
     let calls = 2_000_000;
     let base1 = wrk(proxy_port, args)?;

@@ -14,7 +14,8 @@ use crate::run_cmd;
 /// Debian packages: the proxy under test, promtool, bpftool, a static libc
 /// for the no-libc test, wrk for benchmarks, openssl for test certificates,
 /// gcc and libssl-dev for the test client with OpenSSL linked in statically,
-/// headless Chromium and its WebDriver for the dashboard test.
+/// headless Chromium and its WebDriver for the dashboard test, PostgreSQL
+/// for the storage tests (they run private clusters of their own).
 const DEBIAN_PACKAGES: &[&str] = &[
     "nginx-light",
     "prometheus",
@@ -26,6 +27,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "gcc",
     "chromium",
     "chromium-driver",
+    "postgresql",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -76,6 +78,7 @@ fn debian_packages() -> Result<()> {
     // Debian's postinst may start services; the tests start their own.
     let _ = Command::new("nginx").args(["-s", "stop"]).status();
     let _ = Command::new("pkill").args(["-x", "prometheus"]).status();
+    let _ = Command::new("service").args(["postgresql", "stop"]).status();
     Ok(())
 }
 

@@ -1,0 +1,166 @@
+//! `metrics-agent bench-storage` (hidden; run by `cargo xtask bench storage`):
+//! ingest throughput through the real aggregation and flush path, with an
+//! aggregation-only baseline measured in the same run, a 30-day backfill of
+//! 1-minute rows, and query times over it. Prints one JSON object.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::{
+    db::{Batch, RowFilter, Store},
+    query::{self, Dimension, MetricsQuery},
+    rollup::{MinuteAggregator, Tier},
+};
+use crate::{audit::llm::Usage, records::RequestRecord};
+
+const AGENT: &str = "bench/agent";
+
+fn record(ts_ms: u64, series: usize, i: u64) -> RequestRecord {
+    let models = ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "claude-sonnet-4", "gemini-2.0-flash"];
+    let providers = ["openai", "openai", "openai", "anthropic", "gcp.gemini"];
+    let m = series % models.len();
+    RequestRecord {
+        timestamp_unix_ms: ts_ms,
+        start_ns: 0,
+        pid: 1,
+        side: "client",
+        provider_slot: None,
+        upstream_provider: Some(providers[m].into()),
+        proxy_overhead_ms: Some(0.2),
+        cache_hit: Some(i.is_multiple_of(17)),
+        provider: providers[m],
+        operation: "chat",
+        endpoint: "/v1/chat/completions".into(),
+        model_requested: Some(models[m].into()),
+        model_returned: Some(models[m].into()),
+        status: if i.is_multiple_of(50) { 429 } else { 200 },
+        error_type: None,
+        streaming: i.is_multiple_of(3),
+        tokens: Usage { input: Some(100 + i % 900), output: Some(20 + i % 300), ..Default::default() },
+        ttfb_ms: 50.0 + (i % 997) as f64,
+        duration_ms: 200.0 + ((i * 7_919) % 20_000) as f64,
+        session_id: None,
+        user_id: None,
+        api_key_hash: None,
+        truncated: false,
+        cost_usd: Some(rust_decimal::Decimal::new((i % 1000) as i64 + 1, 7)),
+        application_id: Some(format!("app-{}", series / models.len())),
+        rate_limits: Default::default(),
+    }
+}
+
+/// Records per second through aggregation alone, and through aggregation
+/// plus flushes (one per `per_flush` records, as the writer does).
+async fn ingest(store: &Store, series: usize, total: u64, per_flush: u64, start_ms: u64) -> Result<(f64, f64)> {
+    let t = Instant::now();
+    let mut agg = MinuteAggregator::default();
+    for i in 0..total {
+        agg.add(&record(start_ms + i * 10, (i as usize) % series, i), usize::MAX);
+    }
+    std::hint::black_box(&agg);
+    let aggregate_only = total as f64 / t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let mut i = 0;
+    while i < total {
+        let mut agg = MinuteAggregator::default();
+        let end = (i + per_flush).min(total);
+        for j in i..end {
+            agg.add(&record(start_ms + j * 10, (j as usize) % series, j), usize::MAX);
+        }
+        let mut batch = Batch { seq: None, minutes: agg.rows, details: Vec::new(), records: end - i };
+        store.write_batch(AGENT, &mut batch, 0).await?;
+        i = end;
+    }
+    Ok((aggregate_only, total as f64 / t.elapsed().as_secs_f64()))
+}
+
+/// Writes `days` of 1-minute rows for `series` series (two records per row),
+/// one day per flush; returns (minute rows, seconds).
+async fn backfill(store: &Store, series: usize, days: u64, start_ms: u64) -> Result<(u64, f64)> {
+    let t = Instant::now();
+    let mut rows = 0;
+    for day in 0..days {
+        let mut agg = MinuteAggregator::default();
+        for minute in 0..1_440u64 {
+            let ts = start_ms + (day * 1_440 + minute) * 60_000;
+            for s in 0..series {
+                for k in 0..2 {
+                    agg.add(&record(ts + k * 20_000, s, minute * 31 + s as u64 + k), usize::MAX);
+                }
+            }
+        }
+        rows += agg.rows.len() as u64;
+        let records = agg.records;
+        let mut batch = Batch { seq: None, minutes: agg.rows, details: Vec::new(), records };
+        store.write_batch(AGENT, &mut batch, 0).await?;
+    }
+    Ok((rows, t.elapsed().as_secs_f64()))
+}
+
+async fn time_query(store: &Store, q: &MetricsQuery) -> Result<(f64, usize)> {
+    let mut times = Vec::new();
+    let mut rows = 0;
+    for _ in 0..3 {
+        let t = Instant::now();
+        rows = query::run(store, q).await?.rows.len();
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[1], rows))
+}
+
+pub fn run(database_url: &str, days: u64, series: usize, records: u64) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let store = Store::open(database_url).await.context("opening the benchmark database")?;
+        store.migrate().await?;
+        // 2026-01-01T00:00:00Z: the backfill covers `days` from there.
+        let start_ms = 1_767_225_600_000u64;
+        let (rows, backfill_s) = backfill(&store, series, days, start_ms).await?;
+        // Live ingest lands after the backfill, one flush per 2 s of traffic at this rate.
+        let live_ms = start_ms + days * 86_400_000;
+        let (aggregate_only, with_flushes) = ingest(&store, series, records, 20_000, live_ms).await?;
+        let from = (start_ms / 1000) as i64;
+        let to = from + days as i64 * 86_400;
+        let grouped = Dimension::parse_list("provider,model,application").unwrap_or_default();
+        let mut queries = Vec::new();
+        for (name, step, window_days, group_by) in [
+            ("30 d, step 1d, by provider,model,application", 86_400, days, grouped.clone()),
+            ("30 d, step 1h, by provider,model,application", 3_600, days, grouped.clone()),
+            ("30 d, step 1h, total", 3_600, days, Vec::new()),
+            ("1 d, step 1m, by provider,model,application", 60, 1, grouped.clone()),
+            ("30 d, step 1m, total (1-minute tier, every row)", 60, days, Vec::new()),
+        ] {
+            let q = MetricsQuery {
+                from: to - window_days as i64 * 86_400,
+                to,
+                step_seconds: step,
+                filter: RowFilter::default(),
+                group_by,
+            };
+            let (ms, out) = time_query(&store, &q).await?;
+            let tier = query::tier_for_step(step).unwrap_or(Tier::Minute);
+            queries.push(json!({ "query": name, "tier": tier.name(), "median_ms": ms, "rows_out": out }));
+        }
+        println!(
+            "{}",
+            json!({
+                "database": store.kind(),
+                "series": series,
+                "days": days,
+                "backfill_minute_rows": rows,
+                "backfill_seconds": backfill_s,
+                "backfill_minute_rows_per_second": rows as f64 / backfill_s,
+                "ingest_records": records,
+                "aggregate_only_records_per_second": aggregate_only,
+                "ingest_records_per_second": with_flushes,
+                "queries": queries,
+            })
+        );
+        store.close().await;
+        Ok(())
+    })
+}

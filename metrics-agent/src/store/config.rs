@@ -1,0 +1,175 @@
+//! `[storage]` settings: where the database is, how often to flush, how
+//! long each tier is kept, detail sampling and the memory bounds.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default SQLite database (the agent runs as root).
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:///var/lib/metrics-agent/metrics.db";
+
+/// The `[storage]` section of the configuration file.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageFile {
+    /// `sqlite:///PATH` (default /var/lib/metrics-agent/metrics.db) or `postgres://...`.
+    pub database_url: Option<String>,
+    /// Written on every row with the hostname (`HOST/ID`); one per agent process.
+    pub agent_id: Option<String>,
+    /// Turn storage off.
+    pub enabled: Option<bool>,
+    /// Time between flushes; a crash loses at most this much (default 2000).
+    pub flush_interval_ms: Option<u64>,
+    pub retention_1m_days: Option<u32>,
+    pub retention_1h_days: Option<u32>,
+    pub retention_1d_days: Option<u32>,
+    pub retention_detail_days: Option<u32>,
+    pub retention_fscore_days: Option<u32>,
+    /// Store one per-request detail row in N records (0: none; default 1).
+    pub detail_sample_every: Option<u32>,
+    /// Minute rows held in memory at most while the database is slow or down.
+    pub max_buffered_series: Option<usize>,
+    /// Detail rows held in memory at most.
+    pub max_buffered_details: Option<usize>,
+    /// F-beta's beta served next to F1 (default 1).
+    pub fscore_beta: Option<f64>,
+}
+
+/// Validated storage settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageConfig {
+    pub database_url: String,
+    /// `HOST` or `HOST/ID`.
+    pub agent_id: String,
+    /// The configured `ID` part.
+    pub agent_id_suffix: Option<String>,
+    pub flush_interval: Duration,
+    pub retention: Retention,
+    pub detail_sample_every: u32,
+    pub max_buffered_series: usize,
+    pub max_buffered_details: usize,
+    pub fscore_beta: f64,
+}
+
+/// Days kept per table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Retention {
+    pub minute_days: u32,
+    pub hour_days: u32,
+    pub day_days: u32,
+    pub detail_days: u32,
+    pub fscore_days: u32,
+}
+
+impl Retention {
+    /// Oldest timestamps kept at `now_unix`.
+    pub fn cutoffs(&self, now_unix: i64) -> super::db::Cutoffs {
+        let ago = |days: u32| now_unix - i64::from(days) * 86_400;
+        super::db::Cutoffs {
+            minute: ago(self.minute_days),
+            hour: ago(self.hour_days),
+            day: ago(self.day_days),
+            detail_ms: ago(self.detail_days) * 1000,
+            fscore_ms: ago(self.fscore_days) * 1000,
+        }
+    }
+}
+
+/// This host's name (for agent ids).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl StorageFile {
+    /// Settings with `flag_url` (flag or environment) over the file; `None` when storage is off.
+    pub fn resolve(
+        &self,
+        flag_url: Option<&str>,
+        flag_agent_id: Option<&str>,
+        off: bool,
+    ) -> anyhow::Result<Option<StorageConfig>> {
+        if off || self.enabled == Some(false) {
+            return Ok(None);
+        }
+        let days = |v: Option<u32>, default: u32, what: &str| -> anyhow::Result<u32> {
+            let d = v.unwrap_or(default);
+            anyhow::ensure!(d >= 1, "[storage] {what} is 0: keep data at least 1 day");
+            Ok(d)
+        };
+        let flush_ms = self.flush_interval_ms.unwrap_or(2_000);
+        anyhow::ensure!(
+            (50..=600_000).contains(&flush_ms),
+            "[storage] flush_interval_ms = {flush_ms}: use 50 to 600000"
+        );
+        let beta = self.fscore_beta.unwrap_or(1.0);
+        anyhow::ensure!(beta.is_finite() && beta > 0.0, "[storage] fscore_beta = {beta}: use a positive number");
+        let host = hostname();
+        let suffix = flag_agent_id.or(self.agent_id.as_deref()).filter(|id| !id.is_empty());
+        let agent_id = match suffix {
+            Some(id) => format!("{host}/{id}"),
+            None => host,
+        };
+        Ok(Some(StorageConfig {
+            database_url: flag_url.or(self.database_url.as_deref()).unwrap_or(DEFAULT_DATABASE_URL).to_string(),
+            agent_id,
+            agent_id_suffix: suffix.map(String::from),
+            flush_interval: Duration::from_millis(flush_ms),
+            retention: Retention {
+                minute_days: days(self.retention_1m_days, 7, "retention_1m_days")?,
+                hour_days: days(self.retention_1h_days, 90, "retention_1h_days")?,
+                day_days: days(self.retention_1d_days, 730, "retention_1d_days")?,
+                detail_days: days(self.retention_detail_days, 3, "retention_detail_days")?,
+                fscore_days: days(self.retention_fscore_days, 730, "retention_fscore_days")?,
+            },
+            detail_sample_every: self.detail_sample_every.unwrap_or(1),
+            max_buffered_series: self.max_buffered_series.unwrap_or(20_000).max(1),
+            max_buffered_details: self.max_buffered_details.unwrap_or(20_000),
+            fscore_beta: beta,
+        }))
+    }
+}
+
+impl StorageConfig {
+    /// Back to the file form (for `metrics-agent config`).
+    pub fn to_file(&self) -> StorageFile {
+        StorageFile {
+            database_url: Some(super::db::redact(&self.database_url)),
+            agent_id: self.agent_id_suffix.clone(),
+            enabled: Some(true),
+            flush_interval_ms: Some(self.flush_interval.as_millis() as u64),
+            retention_1m_days: Some(self.retention.minute_days),
+            retention_1h_days: Some(self.retention.hour_days),
+            retention_1d_days: Some(self.retention.day_days),
+            retention_detail_days: Some(self.retention.detail_days),
+            retention_fscore_days: Some(self.retention.fscore_days),
+            detail_sample_every: Some(self.detail_sample_every),
+            max_buffered_series: Some(self.max_buffered_series),
+            max_buffered_details: Some(self.max_buffered_details),
+            fscore_beta: Some(self.fscore_beta),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = StorageFile::default().resolve(None, None, false).unwrap().unwrap();
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.retention.minute_days, 7);
+        assert_eq!(c.retention.day_days, 730);
+        let file = StorageFile { database_url: Some("sqlite:///tmp/x.db".into()), ..Default::default() };
+        let c = file.resolve(Some("postgres://h/db"), Some("a"), false).unwrap().unwrap();
+        assert_eq!(c.database_url, "postgres://h/db");
+        assert!(c.agent_id.ends_with("/a"));
+        assert!(file.resolve(None, None, true).unwrap().is_none());
+        let bad = StorageFile { retention_1h_days: Some(0), ..Default::default() };
+        assert!(bad.resolve(None, None, false).unwrap_err().to_string().contains("retention_1h_days"));
+    }
+}

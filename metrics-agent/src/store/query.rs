@@ -1,0 +1,341 @@
+//! Reading metrics back: a time window, filters, a step and the dimensions
+//! to group by. The coarsest tier whose bucket width divides the step is
+//! read; its rows are merged (sums added, sketches merged — never averaged
+//! percentiles) into one output row per step bucket and group, across all
+//! agents. Output as JSON, CSV or an aligned table.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use super::{
+    db::{RowFilter, Store, StoreError},
+    rollup::{Aggregate, Tier},
+};
+
+/// A dimension output rows can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Dimension {
+    Application,
+    Side,
+    Provider,
+    Model,
+    Agent,
+}
+
+impl Dimension {
+    pub fn parse_list(text: &str) -> Result<Vec<Dimension>, String> {
+        let mut dims = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let d = match part {
+                "application" | "application_id" | "app" => Dimension::Application,
+                "side" => Dimension::Side,
+                "provider" => Dimension::Provider,
+                "model" => Dimension::Model,
+                "agent" | "agent_id" => Dimension::Agent,
+                other => {
+                    return Err(format!("cannot group by `{other}`: use application, provider, model, side or agent"));
+                }
+            };
+            if !dims.contains(&d) {
+                dims.push(d);
+            }
+        }
+        Ok(dims)
+    }
+}
+
+/// What to read.
+#[derive(Debug, Clone)]
+pub struct MetricsQuery {
+    /// Unix seconds, inclusive; rounded down to the step.
+    pub from: i64,
+    /// Unix seconds, exclusive.
+    pub to: i64,
+    pub step_seconds: i64,
+    pub filter: RowFilter,
+    pub group_by: Vec<Dimension>,
+}
+
+/// One output row (all durations in microseconds; cost an exact decimal string).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricsRow {
+    pub time: String,
+    pub start_unix: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub side: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    pub request_count: i64,
+    pub error_count: i64,
+    pub cache_hits: i64,
+    pub usage_unknown_count: i64,
+    pub unpriced_count: i64,
+    pub tokens_input_sum: i64,
+    pub tokens_output_sum: i64,
+    pub tokens_cached_sum: i64,
+    pub tokens_cache_creation_sum: i64,
+    pub tokens_reasoning_sum: i64,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub cost_usd_sum: Decimal,
+    pub latency_p50_us: u64,
+    pub latency_p90_us: u64,
+    pub latency_p99_us: u64,
+    pub latency_max_us: u64,
+    pub ttfb_p50_us: u64,
+    pub ttfb_p90_us: u64,
+    pub ttfb_p99_us: u64,
+    pub ttfb_max_us: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MetricsResult {
+    pub tier: Tier,
+    pub step_seconds: i64,
+    pub from_unix: i64,
+    pub to_unix: i64,
+    pub rows: Vec<MetricsRow>,
+}
+
+/// The coarsest tier whose bucket divides `step_seconds`.
+pub fn tier_for_step(step_seconds: i64) -> Option<Tier> {
+    Tier::ALL.iter().rev().copied().find(|t| step_seconds > 0 && step_seconds % t.seconds() == 0)
+}
+
+/// `30s` is refused; `1m`, `5m`, `1h`, `1d`, `7d`, or plain seconds (multiples of 60).
+pub fn parse_step(text: &str) -> Result<i64, String> {
+    let secs = parse_duration(text).ok_or_else(|| format!("step `{text}`: use e.g. 1m, 5m, 1h or 1d"))?;
+    if secs < 60 || secs % 60 != 0 {
+        return Err(format!("step `{text}`: use whole minutes (the finest tier is 1m)"));
+    }
+    Ok(secs)
+}
+
+/// `90s`, `15m`, `2h`, `7d`, `1w` or a number of seconds.
+pub fn parse_duration(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let (number, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: i64 = number.parse().ok()?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+/// A point in time: `now`, `now-1h` / `-1h`, RFC 3339, `YYYY-MM-DD` (UTC
+/// midnight) or Unix seconds.
+pub fn parse_time(text: &str, now_unix: i64) -> Result<i64, String> {
+    let t = text.trim();
+    let bad = || format!("time `{t}`: use now, -1h, now-15m, 2026-05-01, 2026-05-01T10:00:00Z or Unix seconds");
+    if t == "now" {
+        return Ok(now_unix);
+    }
+    if let Some(ago) = t.strip_prefix("now-").or_else(|| t.strip_prefix('-')) {
+        return parse_duration(ago).map(|d| now_unix - d).ok_or_else(bad);
+    }
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().map_err(|_| bad());
+    }
+    if let Ok(dt) = OffsetDateTime::parse(t, &Rfc3339) {
+        return Ok(dt.unix_timestamp());
+    }
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(t, &date_format).map(|d| d.midnight().assume_utc().unix_timestamp()).map_err(|_| bad())
+}
+
+pub fn rfc3339(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+type GroupKey = (i64, [Option<String>; 5]);
+
+/// Output rows of one query at most: bounds the memory a query (CLI or API) can take.
+pub const MAX_OUTPUT_ROWS: usize = 200_000;
+
+pub async fn run(store: &Store, q: &MetricsQuery) -> Result<MetricsResult, StoreError> {
+    let tier = tier_for_step(q.step_seconds).unwrap_or(Tier::Minute);
+    let from = q.from.div_euclid(q.step_seconds) * q.step_seconds;
+    let mut groups: BTreeMap<GroupKey, Aggregate> = BTreeMap::new();
+    let wants = |d: Dimension| q.group_by.contains(&d);
+    store
+        .for_each_row(tier, from, q.to, &q.filter, |key, agent, agg| {
+            let dims = [
+                wants(Dimension::Application).then(|| key.application_id.clone()),
+                wants(Dimension::Side).then(|| key.side.clone()),
+                wants(Dimension::Provider).then(|| key.provider.clone()),
+                wants(Dimension::Model).then(|| key.model.clone()),
+                wants(Dimension::Agent).then_some(agent),
+            ];
+            let bucket = key.bucket_start.div_euclid(q.step_seconds) * q.step_seconds;
+            let group = (bucket, dims);
+            if let Some(row) = groups.get_mut(&group) {
+                row.merge(&agg);
+            } else if groups.len() >= MAX_OUTPUT_ROWS {
+                return Err(StoreError::TooManyRows(MAX_OUTPUT_ROWS));
+            } else {
+                groups.insert(group, agg);
+            }
+            Ok(())
+        })
+        .await?;
+    let rows = groups
+        .into_iter()
+        .map(|((start, [application, side, provider, model, agent]), a)| {
+            let q = |s: &super::sketch::Sketch, p: f64| s.quantile(p).unwrap_or(0);
+            MetricsRow {
+                time: rfc3339(start),
+                start_unix: start,
+                application,
+                side,
+                provider,
+                model,
+                agent,
+                request_count: a.request_count,
+                error_count: a.error_count,
+                cache_hits: a.cache_hits,
+                usage_unknown_count: a.usage_unknown_count,
+                unpriced_count: a.unpriced_count,
+                tokens_input_sum: a.tokens_input,
+                tokens_output_sum: a.tokens_output,
+                tokens_cached_sum: a.tokens_cached,
+                tokens_cache_creation_sum: a.tokens_cache_creation,
+                tokens_reasoning_sum: a.tokens_reasoning,
+                cost_usd_sum: a.cost_usd,
+                latency_p50_us: q(&a.latency, 0.5),
+                latency_p90_us: q(&a.latency, 0.9),
+                latency_p99_us: q(&a.latency, 0.99),
+                latency_max_us: a.latency.max(),
+                ttfb_p50_us: q(&a.ttfb, 0.5),
+                ttfb_p90_us: q(&a.ttfb, 0.9),
+                ttfb_p99_us: q(&a.ttfb, 0.99),
+                ttfb_max_us: a.ttfb.max(),
+            }
+        })
+        .collect();
+    Ok(MetricsResult { tier, step_seconds: q.step_seconds, from_unix: from, to_unix: q.to, rows })
+}
+
+/// Output format of the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// Renders serializable rows: JSON (the whole value), CSV or a table (the
+/// rows' fields as columns).
+pub fn render<T: Serialize>(whole: &T, rows: &[impl Serialize], format: Format) -> String {
+    if format == Format::Json {
+        return serde_json::to_string_pretty(whole).unwrap_or_default() + "\n";
+    }
+    let objects: Vec<serde_json::Map<String, serde_json::Value>> = rows
+        .iter()
+        .filter_map(|r| match serde_json::to_value(r) {
+            Ok(serde_json::Value::Object(m)) => Some(m),
+            _ => None,
+        })
+        .collect();
+    let Some(first) = objects.first() else {
+        return String::from(if format == Format::Csv { "" } else { "(no rows)\n" });
+    };
+    let columns: Vec<String> = first.keys().cloned().collect();
+    let cell = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let table: Vec<Vec<String>> = objects.iter().map(|o| columns.iter().map(|c| cell(o.get(c))).collect()).collect();
+    let mut out = String::new();
+    if format == Format::Csv {
+        let escape = |s: &str| {
+            if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+        };
+        out += &columns.iter().map(|c| escape(c)).collect::<Vec<_>>().join(",");
+        out.push('\n');
+        for row in &table {
+            out += &row.iter().map(|c| escape(c)).collect::<Vec<_>>().join(",");
+            out.push('\n');
+        }
+        return out;
+    }
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| table.iter().map(|r| r[i].len()).max().unwrap_or(0).max(c.len()))
+        .collect();
+    let line = |cells: &[String]| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+    };
+    out += &line(&columns);
+    out.push('\n');
+    for row in &table {
+        out += &line(row);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_pick_the_coarsest_tier_that_divides_them() {
+        assert_eq!(tier_for_step(60), Some(Tier::Minute));
+        assert_eq!(tier_for_step(300), Some(Tier::Minute));
+        assert_eq!(tier_for_step(3_600), Some(Tier::Hour));
+        assert_eq!(tier_for_step(7_200), Some(Tier::Hour));
+        assert_eq!(tier_for_step(86_400), Some(Tier::Day));
+        assert_eq!(tier_for_step(90), None);
+        assert_eq!(parse_step("1h"), Ok(3_600));
+        assert!(parse_step("30s").is_err());
+        assert!(parse_step("1x").is_err());
+    }
+
+    #[test]
+    fn times() {
+        let now = 1_800_000_000;
+        assert_eq!(parse_time("now", now), Ok(now));
+        assert_eq!(parse_time("-1h", now), Ok(now - 3_600));
+        assert_eq!(parse_time("now-2d", now), Ok(now - 172_800));
+        assert_eq!(parse_time("2026-01-01", now), Ok(1_767_225_600));
+        assert_eq!(parse_time("2026-01-01T00:01:00Z", now), Ok(1_767_225_660));
+        assert_eq!(parse_time("1767225600", now), Ok(1_767_225_600));
+        assert!(parse_time("yesterday", now).unwrap_err().contains("use now"));
+    }
+
+    #[test]
+    fn group_by_lists() {
+        assert_eq!(Dimension::parse_list("provider,model"), Ok(vec![Dimension::Provider, Dimension::Model]));
+        assert!(Dimension::parse_list("user").unwrap_err().contains("cannot group by `user`"));
+    }
+
+    #[test]
+    fn csv_and_table() {
+        #[derive(Serialize)]
+        struct R {
+            a: &'static str,
+            b: i64,
+        }
+        let rows = [R { a: "x,y", b: 1 }, R { a: "z", b: 22 }];
+        assert_eq!(render(&rows, &rows, Format::Csv), "a,b\n\"x,y\",1\nz,22\n");
+        assert_eq!(render(&rows, &rows, Format::Table), "a    b\nx,y  1\nz    22\n");
+    }
+}

@@ -1,0 +1,289 @@
+//! In-memory aggregation of per-request records into buckets keyed by
+//! (bucket start, application, side, provider, model): counts, token sums,
+//! an exact decimal cost sum and mergeable latency/TTFB sketches. The same
+//! `Aggregate` is a 1-minute, 1-hour or 1-day row; coarser rows are merges
+//! of finer ones, so every tier is exact up to the sketch's bound.
+
+use std::collections::HashMap;
+
+use rust_decimal::Decimal;
+
+use super::sketch::Sketch;
+use crate::records::RequestRecord;
+
+/// A storage tier: the bucket width and the table that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Tier {
+    #[serde(rename = "1m")]
+    Minute,
+    #[serde(rename = "1h")]
+    Hour,
+    #[serde(rename = "1d")]
+    Day,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Minute, Tier::Hour, Tier::Day];
+
+    pub fn seconds(self) -> i64 {
+        match self {
+            Tier::Minute => 60,
+            Tier::Hour => 3_600,
+            Tier::Day => 86_400,
+        }
+    }
+
+    pub fn table(self) -> &'static str {
+        match self {
+            Tier::Minute => "metrics_1m",
+            Tier::Hour => "metrics_1h",
+            Tier::Day => "metrics_1d",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Minute => "1m",
+            Tier::Hour => "1h",
+            Tier::Day => "1d",
+        }
+    }
+
+    /// Start of the bucket holding `unix_seconds` (UTC).
+    pub fn bucket(self, unix_seconds: i64) -> i64 {
+        unix_seconds.div_euclid(self.seconds()) * self.seconds()
+    }
+}
+
+/// What a row is keyed by (besides the agent, which every row also carries).
+/// Missing strings are stored as "" (no application id, unknown model).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    pub bucket_start: i64,
+    pub application_id: String,
+    /// `client` (what the proxy served) or `upstream` (what it sent).
+    pub side: String,
+    pub provider: String,
+    pub model: String,
+}
+
+impl SeriesKey {
+    pub fn of(record: &RequestRecord) -> Self {
+        let model = record.model_returned.as_ref().or(record.model_requested.as_ref());
+        Self {
+            bucket_start: Tier::Minute.bucket((record.timestamp_unix_ms / 1000) as i64),
+            application_id: record.application_id.clone().unwrap_or_default(),
+            side: record.side.to_string(),
+            provider: record.provider.to_string(),
+            model: model.cloned().unwrap_or_default(),
+        }
+    }
+
+    /// The same series in the bucket of a coarser tier.
+    pub fn in_tier(&self, tier: Tier) -> Self {
+        Self { bucket_start: tier.bucket(self.bucket_start), ..self.clone() }
+    }
+}
+
+/// The values of one row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Aggregate {
+    pub request_count: i64,
+    /// Status >= 400, no status at all, or a provider error type.
+    pub error_count: i64,
+    pub cache_hits: i64,
+    /// Requests whose response carried no usage (tokens unknown).
+    pub usage_unknown_count: i64,
+    /// Requests with no cost (model not in the price table, or usage unknown).
+    pub unpriced_count: i64,
+    pub tokens_input: i64,
+    pub tokens_output: i64,
+    pub tokens_cached: i64,
+    pub tokens_cache_creation: i64,
+    pub tokens_reasoning: i64,
+    pub cost_usd: Decimal,
+    /// Request duration (first request byte to last response byte), µs.
+    pub latency: Sketch,
+    /// Time to first response byte, µs.
+    pub ttfb: Sketch,
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn micros(ms: f64) -> u64 {
+    if ms.is_finite() && ms > 0.0 { (ms * 1000.0).round() as u64 } else { 0 }
+}
+
+impl Aggregate {
+    pub fn add(&mut self, r: &RequestRecord) {
+        self.request_count += 1;
+        if r.status == 0 || r.status >= 400 || r.error_type.is_some() {
+            self.error_count += 1;
+        }
+        if r.cache_hit == Some(true) {
+            self.cache_hits += 1;
+        }
+        let t = &r.tokens;
+        if t.input.is_none() && t.output.is_none() {
+            self.usage_unknown_count += 1;
+        }
+        self.tokens_input = self.tokens_input.saturating_add(clamp_i64(t.input.unwrap_or(0)));
+        self.tokens_output = self.tokens_output.saturating_add(clamp_i64(t.output.unwrap_or(0)));
+        self.tokens_cached = self.tokens_cached.saturating_add(clamp_i64(t.cache_read.unwrap_or(0)));
+        self.tokens_cache_creation =
+            self.tokens_cache_creation.saturating_add(clamp_i64(t.cache_creation.unwrap_or(0)));
+        self.tokens_reasoning = self.tokens_reasoning.saturating_add(clamp_i64(t.reasoning.unwrap_or(0)));
+        match r.cost_usd {
+            Some(c) => self.cost_usd = self.cost_usd.saturating_add(c),
+            None => self.unpriced_count += 1,
+        }
+        self.latency.insert(micros(r.duration_ms));
+        self.ttfb.insert(micros(r.ttfb_ms));
+    }
+
+    pub fn merge(&mut self, o: &Aggregate) {
+        self.request_count += o.request_count;
+        self.error_count += o.error_count;
+        self.cache_hits += o.cache_hits;
+        self.usage_unknown_count += o.usage_unknown_count;
+        self.unpriced_count += o.unpriced_count;
+        self.tokens_input = self.tokens_input.saturating_add(o.tokens_input);
+        self.tokens_output = self.tokens_output.saturating_add(o.tokens_output);
+        self.tokens_cached = self.tokens_cached.saturating_add(o.tokens_cached);
+        self.tokens_cache_creation = self.tokens_cache_creation.saturating_add(o.tokens_cache_creation);
+        self.tokens_reasoning = self.tokens_reasoning.saturating_add(o.tokens_reasoning);
+        self.cost_usd = self.cost_usd.saturating_add(o.cost_usd);
+        self.latency.merge(&o.latency);
+        self.ttfb.merge(&o.ttfb);
+    }
+}
+
+/// Minute rows not yet written, bounded by `max_series`.
+#[derive(Debug, Default)]
+pub struct MinuteAggregator {
+    pub rows: HashMap<SeriesKey, Aggregate>,
+    pub records: u64,
+}
+
+impl MinuteAggregator {
+    /// Adds a record unless that needs a new row beyond `max_series`; false
+    /// when the record was refused (the caller counts it as dropped).
+    pub fn add(&mut self, record: &RequestRecord, max_series: usize) -> bool {
+        let key = SeriesKey::of(record);
+        if let Some(row) = self.rows.get_mut(&key) {
+            row.add(record);
+        } else {
+            if self.rows.len() >= max_series {
+                return false;
+            }
+            let mut row = Aggregate::default();
+            row.add(record);
+            self.rows.insert(key, row);
+        }
+        self.records += 1;
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// The rows of every tier that a set of minute rows changes.
+pub fn roll_up(minutes: &HashMap<SeriesKey, Aggregate>, tier: Tier) -> HashMap<SeriesKey, Aggregate> {
+    let mut out: HashMap<SeriesKey, Aggregate> = HashMap::new();
+    for (key, row) in minutes {
+        out.entry(key.in_tier(tier)).or_default().merge(row);
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::audit::llm::Usage;
+
+    /// A client record with the given fields; everything else plain.
+    pub fn record(ts_ms: u64, model: &str, duration_ms: f64, input: u64, output: u64, cost: &str) -> RequestRecord {
+        RequestRecord {
+            timestamp_unix_ms: ts_ms,
+            start_ns: 0,
+            pid: 1,
+            side: "client",
+            provider_slot: None,
+            upstream_provider: Some("openai".into()),
+            proxy_overhead_ms: None,
+            cache_hit: Some(false),
+            provider: "openai",
+            operation: "chat",
+            endpoint: "/v1/chat/completions".into(),
+            model_requested: Some(model.into()),
+            model_returned: Some(model.into()),
+            status: 200,
+            error_type: None,
+            streaming: false,
+            tokens: Usage { input: Some(input), output: Some(output), ..Default::default() },
+            ttfb_ms: duration_ms / 2.0,
+            duration_ms,
+            session_id: None,
+            user_id: None,
+            api_key_hash: None,
+            truncated: false,
+            cost_usd: Some(cost.parse().unwrap()),
+            application_id: Some("app".into()),
+            rate_limits: Default::default(),
+        }
+    }
+
+    #[test]
+    fn records_land_in_their_minute_whatever_the_order() {
+        let mut agg = MinuteAggregator::default();
+        let base = 1_700_000_040_000u64; // a minute boundary
+        for ts in [base + 61_000, base + 1, base + 59_999, base - 1, base + 120_000] {
+            assert!(agg.add(&record(ts, "m", 10.0, 1, 1, "0.1"), 100));
+        }
+        let mut minutes: Vec<(i64, i64)> = agg.rows.iter().map(|(k, v)| (k.bucket_start, v.request_count)).collect();
+        minutes.sort();
+        let b = (base / 1000) as i64;
+        assert_eq!(minutes, vec![(b - 60, 1), (b, 2), (b + 60, 1), (b + 120, 1)]);
+    }
+
+    #[test]
+    fn two_models_of_one_application_are_two_rows() {
+        let mut agg = MinuteAggregator::default();
+        agg.add(&record(1_700_000_040_000, "a", 1.0, 1, 1, "0.1"), 100);
+        agg.add(&record(1_700_000_040_000, "b", 1.0, 1, 1, "0.1"), 100);
+        assert_eq!(agg.rows.len(), 2);
+    }
+
+    #[test]
+    fn cost_sums_are_exact_and_rollups_equal_direct_aggregation() {
+        let mut agg = MinuteAggregator::default();
+        let mut direct = Aggregate::default();
+        for i in 0..500u64 {
+            let r = record(1_700_000_000_000 + i * 7_919, "m", (i % 97) as f64 * 3.3, i, 2 * i, "0.000000123");
+            agg.add(&r, 10_000);
+            direct.add(&r);
+        }
+        assert_eq!(direct.cost_usd, "0.0000615".parse::<Decimal>().unwrap());
+        let day = roll_up(&agg.rows, Tier::Day);
+        let hours = roll_up(&agg.rows, Tier::Hour);
+        let mut from_hours = Aggregate::default();
+        hours.values().for_each(|h| from_hours.merge(h));
+        let mut from_day = Aggregate::default();
+        day.values().for_each(|d| from_day.merge(d));
+        assert_eq!(from_hours, direct);
+        assert_eq!(from_day, direct);
+    }
+
+    #[test]
+    fn the_series_limit_refuses_new_rows_only() {
+        let mut agg = MinuteAggregator::default();
+        assert!(agg.add(&record(0, "a", 1.0, 1, 1, "0"), 1));
+        assert!(agg.add(&record(1, "a", 1.0, 1, 1, "0"), 1), "an existing row still takes records");
+        assert!(!agg.add(&record(2, "b", 1.0, 1, 1, "0"), 1));
+        assert_eq!(agg.records, 2);
+    }
+}

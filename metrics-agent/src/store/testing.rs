@@ -1,0 +1,178 @@
+//! Test databases: a SQLite file in a temporary directory, or a PostgreSQL
+//! database — a fresh database on the server named by
+//! `METRICS_AGENT_TEST_POSTGRES_URL`, else a private cluster this process
+//! initializes and starts (as the `postgres` user when running as root) and
+//! removes when dropped. PostgreSQL being unavailable fails the test.
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use super::db::Store;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn unique_dir(what: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("ma-{what}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The newest installed PostgreSQL's binaries (Debian layout).
+fn pg_bin() -> PathBuf {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed (no /usr/lib/postgresql): run `cargo xtask setup`")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin")))
+        })
+        .filter(|(_, bin)| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect("no PostgreSQL server binaries in /usr/lib/postgresql: run `cargo xtask setup`").1
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A PostgreSQL server of our own: initdb'd in a temporary directory.
+pub struct PgCluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+impl PgCluster {
+    pub fn start() -> Self {
+        let dir = unique_dir("pg");
+        let bin = pg_bin();
+        let as_root = unsafe { libc::geteuid() } == 0;
+        if as_root {
+            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap();
+            assert!(status.success(), "chown postgres {}", dir.display());
+        }
+        let cluster = Self { dir, bin, port: free_port() };
+        cluster.pg(&["initdb", "-D", &cluster.data(), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]);
+        cluster.resume();
+        cluster
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    /// Runs a PostgreSQL program (as `postgres` when we are root).
+    fn pg(&self, args: &[&str]) {
+        let program = self.bin.join(args[0]);
+        let as_root = unsafe { libc::geteuid() } == 0;
+        let output = if as_root {
+            Command::new("runuser").args(["-u", "postgres", "--"]).arg(&program).args(&args[1..]).output()
+        } else {
+            Command::new(&program).args(&args[1..]).output()
+        }
+        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
+        assert!(
+            output.status.success(),
+            "{} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Starts (again) on the same port.
+    pub fn resume(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log").display().to_string();
+        self.pg(&["pg_ctl", "-D", &self.data(), "-o", &options, "-l", &log, "-w", "-t", "30", "start"]);
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected).
+    pub fn stop(&self) {
+        self.pg(&["pg_ctl", "-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = Command::new(self.bin.join("pg_ctl")).args(["-D", &self.data(), "-m", "immediate", "stop"]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A store for one test and what keeps it alive.
+pub struct TestDb {
+    pub store: Store,
+    pub url: String,
+    pub cluster: Option<PgCluster>,
+    dir: Option<PathBuf>,
+}
+
+impl TestDb {
+    pub async fn sqlite() -> Self {
+        let dir = unique_dir("sqlite");
+        let url = format!("sqlite://{}", dir.join("nested/metrics.db").display());
+        let store = Store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        Self { store, url, cluster: None, dir: Some(dir) }
+    }
+
+    /// A fresh database on the configured server, else on a private cluster.
+    pub async fn postgres() -> Self {
+        match std::env::var("METRICS_AGENT_TEST_POSTGRES_URL") {
+            Ok(server) if !server.is_empty() => {
+                let name = format!("ma_test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+                let admin = Store::open(&server).await.unwrap();
+                let Store::Postgres(pool) = &admin else {
+                    panic!("METRICS_AGENT_TEST_POSTGRES_URL is not postgres://")
+                };
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(pool).await.unwrap();
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL at METRICS_AGENT_TEST_POSTGRES_URL is unavailable: {e}"));
+                let (base, _) = server.rsplit_once('/').unwrap();
+                let url = format!("{base}/{name}");
+                let store = Store::open(&url).await.unwrap();
+                store.migrate().await.unwrap();
+                Self { store, url, cluster: None, dir: None }
+            }
+            _ => Self::private_postgres().await,
+        }
+    }
+
+    /// Always a cluster of its own (for tests that stop the server).
+    pub async fn private_postgres() -> Self {
+        let cluster = PgCluster::start();
+        let url = cluster.url();
+        let store = Store::open(&url).await.unwrap();
+        store.migrate().await.unwrap_or_else(|e| panic!("PostgreSQL at {url} is unavailable: {e}"));
+        Self { store, url, cluster: Some(cluster), dir: None }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The storage suite, run against a real SQLite file and a real PostgreSQL
+//! server (each test once per database): rollup and percentile accuracy
+//! against values computed directly from the raw records, exactly-once
+//! flushes, late records, month-boundary partitions and retention, F-scores,
+//! and the writer riding out a database outage with bounded memory.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use rust_decimal::Decimal;
+
+use super::{
+    config::{Retention, StorageConfig},
+    db::{Batch, RowFilter, Store},
+    detail::DetailRow,
+    fscore,
+    query::{self, Dimension, MetricsQuery},
+    rollup::{Aggregate, MinuteAggregator, SeriesKey, Tier, tests::record},
+    sketch::{RELATIVE_ACCURACY, Sketch},
+    stats::StorageStats,
+    testing::TestDb,
+    writer::Writer,
+};
+use crate::records::RequestRecord;
+
+/// Each named test, once with SQLite and once with PostgreSQL.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::TestDb::sqlite().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::TestDb::postgres().await).await
+            }
+        }
+    )*};
+}
+
+on_both_databases!(
+    rollups_and_percentiles_match_direct_computation,
+    a_flush_is_applied_once,
+    months_partitions_and_retention,
+    fscores_from_a_known_table,
+);
+
+/// Tests that stop the database need a server of their own.
+mod the_writer_rides_out_an_outage {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::the_writer_rides_out_an_outage(super::TestDb::sqlite().await).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::the_writer_rides_out_an_outage(super::TestDb::private_postgres().await).await
+    }
+}
+
+const AGENT: &str = "host/test";
+/// 2026-03-10T10:00:00Z.
+const T0_MS: u64 = 1_773_136_800_000;
+
+/// Deterministic pseudo-random numbers.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Writes `records` in `batches` flushes the way the writer does.
+async fn ingest(store: &Store, records: &[RequestRecord], batches: usize) {
+    for chunk in records.chunks(records.len().div_ceil(batches).max(1)) {
+        let mut agg = MinuteAggregator::default();
+        for r in chunk {
+            assert!(agg.add(r, usize::MAX));
+        }
+        let mut batch = Batch {
+            seq: None,
+            minutes: agg.rows,
+            details: chunk.iter().map(DetailRow::of).collect(),
+            records: agg.records,
+        };
+        store.write_batch(AGENT, &mut batch, 0).await.unwrap();
+    }
+}
+
+fn traffic(n: usize, span_ms: u64, seed: u64) -> Vec<RequestRecord> {
+    let mut rng = Rng(seed);
+    let mut out = Vec::new();
+    for i in 0..n {
+        let ts = T0_MS + rng.next() % span_ms;
+        let u = (rng.next() % 1_000_000) as f64 / 1e6;
+        let duration_ms = (u * 10.0).exp(); // 1 ms .. 22 s, long tail
+        let model = ["gpt-4o", "gpt-4o-mini"][i % 2];
+        let mut r = record(ts, model, duration_ms, rng.next() % 5_000, rng.next() % 900, "0.000123457");
+        r.application_id = Some(["checkout", "search"][(i / 2) % 2].into());
+        r.ttfb_ms = duration_ms / 3.0;
+        if i % 10 == 0 {
+            r.status = 429;
+            r.error_type = Some("rate_limit_exceeded".into());
+        }
+        if i % 7 == 0 {
+            r.side = "upstream";
+        }
+        out.push(r);
+    }
+    out
+}
+
+fn exact(mut values: Vec<u64>, q: f64) -> u64 {
+    values.sort_unstable();
+    values[(q * (values.len() - 1) as f64).floor() as usize]
+}
+
+fn assert_within_bound(got: u64, exact: u64, what: &str) {
+    let err = (got as f64 - exact as f64).abs();
+    assert!(err <= RELATIVE_ACCURACY * exact as f64 + 0.5, "{what}: {got} vs exact {exact}");
+}
+
+fn params(from_ms: u64, to_ms: u64, step: i64, group_by: &str, side: Option<&str>) -> MetricsQuery {
+    MetricsQuery {
+        from: (from_ms / 1000) as i64,
+        to: (to_ms / 1000) as i64,
+        step_seconds: step,
+        filter: RowFilter { side: side.map(String::from), ..Default::default() },
+        group_by: Dimension::parse_list(group_by).unwrap(),
+    }
+}
+
+async fn rollups_and_percentiles_match_direct_computation(db: TestDb) {
+    let records = traffic(6_000, 3 * 3_600_000, 7);
+    // Out of order across flushes: every flush holds records of every minute.
+    ingest(&db.store, &records, 7).await;
+    let client: Vec<&RequestRecord> = records.iter().filter(|r| r.side == "client").collect();
+
+    // Per hour, application and model, from the stored 1-hour tier.
+    let hourly =
+        query::run(&db.store, &params(T0_MS, T0_MS + 4 * 3_600_000, 3_600, "application,model", Some("client")))
+            .await
+            .unwrap();
+    assert_eq!(hourly.tier, Tier::Hour);
+    assert_eq!(hourly.rows.len(), 3 * 4);
+    for row in &hourly.rows {
+        let group: Vec<&&RequestRecord> = client
+            .iter()
+            .filter(|r| {
+                ((r.timestamp_unix_ms / 1000) as i64).div_euclid(3_600) * 3_600 == row.start_unix
+                    && r.application_id.as_deref() == row.application.as_deref()
+                    && r.model_returned.as_deref() == row.model.as_deref()
+            })
+            .collect();
+        assert_eq!(row.request_count, group.len() as i64);
+        assert_eq!(row.error_count, group.iter().filter(|r| r.status >= 400).count() as i64);
+        assert_eq!(row.tokens_input_sum, group.iter().map(|r| r.tokens.input.unwrap() as i64).sum::<i64>());
+        assert_eq!(row.tokens_output_sum, group.iter().map(|r| r.tokens.output.unwrap() as i64).sum::<i64>());
+        assert_eq!(row.cost_usd_sum, group.iter().map(|r| r.cost_usd.unwrap()).sum::<Decimal>());
+        let latencies: Vec<u64> = group.iter().map(|r| (r.duration_ms * 1000.0).round() as u64).collect();
+        for (q, got) in [(0.5, row.latency_p50_us), (0.9, row.latency_p90_us), (0.99, row.latency_p99_us)] {
+            assert_within_bound(got, exact(latencies.clone(), q), &format!("latency p{q} of {row:?}"));
+        }
+        assert_eq!(row.latency_max_us, *latencies.iter().max().unwrap());
+        let ttfbs: Vec<u64> = group.iter().map(|r| (r.ttfb_ms * 1000.0).round() as u64).collect();
+        assert_within_bound(row.ttfb_p99_us, exact(ttfbs, 0.99), "ttfb p99");
+    }
+
+    // The whole day from the 1-day tier, both sides.
+    let daily = query::run(&db.store, &params(T0_MS, T0_MS + 86_400_000, 86_400, "", None)).await.unwrap();
+    assert_eq!(daily.tier, Tier::Day);
+    assert_eq!(daily.rows.len(), 1);
+    let all: Vec<u64> = records.iter().map(|r| (r.duration_ms * 1000.0).round() as u64).collect();
+    assert_eq!(daily.rows[0].request_count, records.len() as i64);
+    assert_within_bound(daily.rows[0].latency_p99_us, exact(all, 0.99), "daily p99");
+
+    // Minute rows: the 1-minute tier, every record in its own minute.
+    let minutes = query::run(&db.store, &params(T0_MS, T0_MS + 4 * 3_600_000, 60, "", Some("client"))).await.unwrap();
+    assert_eq!(minutes.tier, Tier::Minute);
+    let mut per_minute: HashMap<i64, i64> = HashMap::new();
+    for r in &client {
+        *per_minute.entry(((r.timestamp_unix_ms / 1000) as i64).div_euclid(60) * 60).or_default() += 1;
+    }
+    assert_eq!(minutes.rows.len(), per_minute.len());
+    for row in &minutes.rows {
+        assert_eq!(row.request_count, per_minute[&row.start_unix], "minute {}", row.time);
+    }
+
+    // Stored hour rows are exactly the merge of stored minute rows (sketches included).
+    let filter = RowFilter::default();
+    let to = (T0_MS / 1000) as i64 + 4 * 3_600;
+    let mut merged: HashMap<SeriesKey, Aggregate> = HashMap::new();
+    for (key, _, agg) in db.store.read_rows(Tier::Minute, 0, to, &filter).await.unwrap() {
+        merged.entry(key.in_tier(Tier::Hour)).or_default().merge(&agg);
+    }
+    let hours = db.store.read_rows(Tier::Hour, 0, to, &filter).await.unwrap();
+    assert_eq!(hours.len(), merged.len());
+    for (key, agent, agg) in hours {
+        assert_eq!(agent, AGENT);
+        assert_eq!(merged[&key], agg, "{key:?}");
+    }
+
+    // Detail rows: one per record, no more.
+    let details = db.store.read_details(0, i64::MAX, 100_000).await.unwrap();
+    assert_eq!(details.len(), records.len());
+}
+
+async fn a_flush_is_applied_once(db: TestDb) {
+    let mut agg = MinuteAggregator::default();
+    for i in 0..10 {
+        agg.add(&record(T0_MS + i * 1_000, "m", 5.0, 10, 1, "0.5"), 100);
+    }
+    let mut batch = Batch { seq: None, minutes: agg.rows, details: Vec::new(), records: 10 };
+    let first = db.store.write_batch(AGENT, &mut batch, 0).await.unwrap();
+    assert!(!first.already_applied);
+    assert_eq!(batch.seq, Some(1));
+    // A retry after an answer that got lost: recognised, not added again.
+    let again = db.store.write_batch(AGENT, &mut batch, 0).await.unwrap();
+    assert!(again.already_applied);
+    // A late record for the same minute in a later flush is merged into it.
+    let mut late = MinuteAggregator::default();
+    late.add(&record(T0_MS + 59_000, "m", 5.0, 10, 1, "0.25"), 100);
+    let mut batch2 = Batch { seq: None, minutes: late.rows, details: Vec::new(), records: 1 };
+    db.store.write_batch(AGENT, &mut batch2, 0).await.unwrap();
+    assert_eq!(batch2.seq, Some(2));
+    assert_eq!(db.store.last_flush_seq(AGENT).await.unwrap(), 2);
+    let rows = query::run(&db.store, &params(T0_MS, T0_MS + 60_000, 60, "", None)).await.unwrap().rows;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].request_count, 11);
+    assert_eq!(rows[0].tokens_input_sum, 110);
+    assert_eq!(rows[0].cost_usd_sum, "5.25".parse::<Decimal>().unwrap());
+}
+
+async fn months_partitions_and_retention(db: TestDb) {
+    let dec31 = 1_767_225_570_000; // 2025-12-31T23:59:30Z
+    let jan1 = 1_767_225_630_000; // 2026-01-01T00:00:30Z
+    let january = 1_767_225_600; // 2026-01-01T00:00:00Z
+    ingest(&db.store, &[record(dec31, "m", 1.0, 1, 1, "1"), record(jan1, "m", 1.0, 1, 1, "1")], 1).await;
+    if let Store::Postgres(pool) = &db.store {
+        for table in ["metrics_1m", "metrics_1h", "metrics_1d", "request_details"] {
+            let names: Vec<String> =
+                super::partitions::list(pool, table).await.unwrap().into_iter().map(|(n, _)| n).collect();
+            assert_eq!(names, [format!("{table}_p202512"), format!("{table}_p202601")]);
+        }
+    }
+    let window = params(dec31 - 60_000, jan1 + 60_000, 60, "", None);
+    assert_eq!(query::run(&db.store, &window).await.unwrap().rows.len(), 2);
+    let by_day = query::run(&db.store, &MetricsQuery { step_seconds: 86_400, ..window.clone() }).await.unwrap();
+    assert_eq!(by_day.rows.iter().map(|r| r.start_unix).collect::<Vec<_>>(), [january - 86_400, january]);
+
+    // Minutes and details expire at 2026-01-01; hours and days are kept.
+    let retention = Retention { minute_days: 1, hour_days: 1_000, day_days: 1_000, detail_days: 1, fscore_days: 1_000 };
+    let removed = db.store.apply_retention(&retention.cutoffs(january + 86_400)).await.unwrap();
+    assert!(removed >= 2, "removed {removed}");
+    let minutes = query::run(&db.store, &window).await.unwrap().rows;
+    assert_eq!(minutes.iter().map(|r| r.start_unix).collect::<Vec<_>>(), [january]);
+    let hours = query::run(&db.store, &MetricsQuery { step_seconds: 3_600, ..window.clone() }).await.unwrap();
+    assert_eq!(hours.rows.len(), 2, "the hour tier keeps December");
+    let details = db.store.read_details(0, i64::MAX, 10).await.unwrap();
+    assert_eq!(details.iter().map(|d| d.ts_ms).collect::<Vec<_>>(), [jan1 as i64]);
+    if let Store::Postgres(pool) = &db.store {
+        let minute_parts = super::partitions::list(pool, "metrics_1m").await.unwrap();
+        assert_eq!(minute_parts.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["metrics_1m_p202601"]);
+        assert_eq!(super::partitions::list(pool, "metrics_1h").await.unwrap().len(), 2);
+        // Partitions ahead of time: this month and the next two.
+        super::partitions::ensure_ahead(pool, january + 40 * 86_400).await.unwrap();
+        let months: Vec<String> =
+            super::partitions::list(pool, "metrics_1d").await.unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            months,
+            [
+                "metrics_1d_p202512",
+                "metrics_1d_p202601",
+                "metrics_1d_p202602",
+                "metrics_1d_p202603",
+                "metrics_1d_p202604"
+            ]
+        );
+    }
+}
+
+async fn fscores_from_a_known_table(db: TestDb) {
+    // classifier-a on day 1: tp 3, fp 1, fn 2, tn 4; on day 2: tp 1, fn 1.
+    // classifier-b: only negatives, predicted negative (no positives at all).
+    let mut lines = Vec::new();
+    let mut add = |model: &str, day: u32, n: usize, expected: bool, actual: bool| {
+        for i in 0..n {
+            lines.push(format!(
+                "{{\"application\":\"app\",\"suite\":\"toxicity\",\"model\":\"{model}\",\"test_case\":\"{expected}{actual}{i}\",\"expected\":{expected},\"actual\":{actual},\"timestamp\":\"2026-02-0{day}T12:00:00Z\"}}"
+            ));
+        }
+    };
+    add("classifier-a", 1, 3, true, true);
+    add("classifier-a", 1, 1, false, true);
+    add("classifier-a", 1, 2, true, false);
+    add("classifier-a", 1, 4, false, false);
+    add("classifier-a", 2, 1, true, true);
+    add("classifier-a", 2, 1, true, false);
+    add("classifier-b", 1, 5, false, false);
+    let text = lines.join("\n");
+    let results = fscore::parse_results(&text, 0).unwrap();
+    assert_eq!(fscore::insert(&db.store, AGENT, &results).await.unwrap(), 17);
+    assert_eq!(fscore::insert(&db.store, AGENT, &results).await.unwrap(), 0, "ingesting twice counts once");
+
+    let feb1 = 1_769_904_000; // 2026-02-01T00:00:00Z
+    let q = fscore::FScoreQuery {
+        from: feb1,
+        to: feb1 + 2 * 86_400,
+        step_seconds: None,
+        application: None,
+        suite: None,
+        model: None,
+        beta: 2.0,
+    };
+    let rows = fscore::query(&db.store, &q).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let a = &rows[0].scores;
+    assert_eq!((rows[0].model.as_str(), a.tp, a.fp, a.fn_, a.tn), ("classifier-a", 4, 1, 3, 4));
+    let close = |x: f64, y: f64| (x - y).abs() < 1e-12;
+    assert!(close(a.precision, 0.8) && close(a.recall, 4.0 / 7.0), "{a:?}");
+    assert!(close(a.f1, 2.0 / 3.0), "{a:?}"); // 2*0.8*(4/7) / (0.8+4/7)
+    assert!(close(a.f_beta, 5.0 * 0.8 * (4.0 / 7.0) / (4.0 * 0.8 + 4.0 / 7.0)), "{a:?}");
+    let b = &rows[1].scores;
+    assert_eq!((rows[1].model.as_str(), b.tn, b.precision, b.recall, b.f1), ("classifier-b", 5, 0.0, 0.0, 0.0));
+
+    let daily = fscore::query(
+        &db.store,
+        &fscore::FScoreQuery { step_seconds: Some(86_400), model: Some("classifier-a".into()), ..q },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        daily.iter().map(|r| (r.start_unix, r.scores.tp, r.scores.fn_)).collect::<Vec<_>>(),
+        [(feb1, 3, 2), (feb1 + 86_400, 1, 1)]
+    );
+    assert!(close(daily[1].scores.f1, 2.0 / 3.0));
+}
+
+/// Stops the database (PostgreSQL) or locks it (SQLite) until `end` is called.
+struct Outage {
+    sqlite_lock: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
+}
+
+impl Outage {
+    async fn begin(db: &TestDb) -> Self {
+        match (&db.store, &db.cluster) {
+            (_, Some(cluster)) => {
+                cluster.stop();
+                Self { sqlite_lock: None }
+            }
+            (Store::Sqlite(_), None) => {
+                // Another process holding the write lock: writes wait, then fail.
+                let other = Store::open(&db.url).await.unwrap();
+                let Store::Sqlite(pool) = other else { unreachable!() };
+                let mut conn = pool.acquire().await.unwrap();
+                sqlx::query("BEGIN EXCLUSIVE").execute(&mut *conn).await.unwrap();
+                Self { sqlite_lock: Some(conn) }
+            }
+            _ => panic!("an outage needs a private PostgreSQL cluster"),
+        }
+    }
+
+    async fn end(mut self, db: &TestDb) {
+        if let Some(mut conn) = self.sqlite_lock.take() {
+            sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+        } else if let Some(cluster) = &db.cluster {
+            cluster.resume();
+        }
+    }
+}
+
+fn writer_config(db: &TestDb, max_series: usize) -> StorageConfig {
+    let mut c = super::config::StorageFile {
+        database_url: Some(db.url.clone()),
+        flush_interval_ms: Some(100),
+        max_buffered_series: Some(max_series),
+        ..Default::default()
+    }
+    .resolve(None, Some("outage"), false)
+    .unwrap()
+    .unwrap();
+    c.agent_id = AGENT.into();
+    c
+}
+
+async fn stored_requests(store: &Store) -> i64 {
+    let q = params(0, T0_MS + 86_400_000, 86_400, "", None);
+    query::run(store, &q).await.map(|r| r.rows.iter().map(|r| r.request_count).sum()).unwrap_or(-1)
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn the_writer_rides_out_an_outage(db: TestDb) {
+    let stats = StorageStats::default();
+    // 40 series at most in memory: the outage below sees 60 distinct models.
+    let writer = Writer {
+        store: db.store.clone(),
+        config: writer_config(&db, 40),
+        stats: stats.clone(),
+        migrated: Arc::new(AtomicBool::new(true)),
+    };
+    let (tx, rx) = tokio::sync::broadcast::channel(100_000);
+    let task = tokio::spawn(writer.run(rx));
+    let send = |from: u64, n: u64, models: u64| {
+        for i in from..from + n {
+            tx.send(Arc::new(record(T0_MS + i, &format!("m{}", i % models), 1.0, 1, 1, "0.001"))).unwrap();
+        }
+    };
+    send(0, 500, 1);
+    wait_for("the first records to be stored", async || stored_requests(&db.store).await == 500).await;
+
+    let outage = Outage::begin(&db).await;
+    send(500, 600, 60);
+    let error = || stats.flushes.get_or_create(&vec![("result", "error")]).get();
+    wait_for("a failed flush", async || error() > 0).await;
+    assert_eq!(stats.database_up.get(), 0);
+    let dropped = stats.records_dropped.get_or_create(&vec![("reason", "buffer_full")]).get();
+    assert!(dropped > 0, "60 series do not fit in 40");
+    assert!(stats.buffered_series.get() <= 40, "buffered {}", stats.buffered_series.get());
+    outage.end(&db).await;
+
+    send(1_100, 100, 1);
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the writer finishes after the bus closes")
+        .unwrap();
+    let stored = stored_requests(&db.store).await;
+    let dropped = stats.records_dropped.get_or_create(&vec![("reason", "buffer_full")]).get();
+    assert_eq!(stored as u64 + dropped, 1_200, "every record is stored or counted as dropped");
+    assert_eq!(stats.records.get(), stored as u64);
+    assert_eq!(stats.database_up.get(), 1);
+    assert_eq!(stats.flushes.get_or_create(&vec![("result", "duplicate")]).get(), 0);
+}
+
+#[test]
+fn sketch_merge_of_stored_bytes_is_exact() {
+    let mut a = Sketch::new();
+    let mut b = Sketch::new();
+    (1..1000).for_each(|v| a.insert(v * 37));
+    (1..500).for_each(|v| b.insert(v * 1_001));
+    let mut merged = Sketch::from_bytes(&a.to_bytes()).unwrap();
+    merged.merge(&Sketch::from_bytes(&b.to_bytes()).unwrap());
+    let mut direct = a.clone();
+    direct.merge(&b);
+    assert_eq!(merged, direct);
+}
+
+/// PostgreSQL down when the agent starts: the writer buffers, then migrates
+/// and writes everything once the server is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_at_start_is_migrated_and_written_when_it_comes_up() {
+    let cluster = super::testing::PgCluster::start();
+    cluster.stop();
+    let store = Store::open(&cluster.url()).await.unwrap();
+    assert!(store.migrate().await.is_err(), "the server is down");
+    let mut config = super::config::StorageFile { flush_interval_ms: Some(100), ..Default::default() }
+        .resolve(Some(&cluster.url()), None, false)
+        .unwrap()
+        .unwrap();
+    config.agent_id = AGENT.into();
+    let stats = StorageStats::default();
+    let writer =
+        Writer { store: store.clone(), config, stats: stats.clone(), migrated: Arc::new(AtomicBool::new(false)) };
+    let (tx, rx) = tokio::sync::broadcast::channel(1_000);
+    let task = tokio::spawn(writer.run(rx));
+    for i in 0..50 {
+        tx.send(Arc::new(record(T0_MS + i, "m", 1.0, 1, 1, "0.001"))).unwrap();
+    }
+    let error = || stats.flushes.get_or_create(&vec![("result", "error")]).get();
+    wait_for("a failed flush", async || error() > 0).await;
+    cluster.resume();
+    wait_for("the buffered records", async || stored_requests(&store).await == 50).await;
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap();
+    assert_eq!(stored_requests(&store).await, 50);
+}

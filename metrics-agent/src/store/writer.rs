@@ -1,0 +1,280 @@
+//! The storage task: takes records from the record bus, aggregates them into
+//! minute rows and sampled detail rows, and every flush interval writes them
+//! in one transaction on a separate task, so a slow database never stalls
+//! the bus. A failed flush is kept and retried (with its sequence number,
+//! so it is never applied twice) while new records keep aggregating; memory
+//! is bounded by `max_buffered_series` and `max_buffered_details`, and what
+//! does not fit is counted as dropped. When the bus closes (shutdown) the
+//! task flushes everything before it returns.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::{
+    sync::broadcast::{Receiver, error::RecvError},
+    task::JoinHandle,
+};
+
+use super::{
+    config::StorageConfig,
+    db::{Batch, Store, StoreError, Written},
+    detail::{DetailRow, Sampler},
+    rollup::MinuteAggregator,
+    stats::StorageStats,
+};
+use crate::records::RequestRecord;
+
+/// How long a shutdown waits for the last flushes.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+pub struct Writer {
+    pub store: Store,
+    pub config: StorageConfig,
+    pub stats: StorageStats,
+    /// Set once migrations are known to be applied (PostgreSQL may be down at start).
+    pub migrated: Arc<AtomicBool>,
+}
+
+type FlushResult = (Batch, Result<Written, StoreError>, Duration);
+
+struct State {
+    live: MinuteAggregator,
+    details: Vec<DetailRow>,
+    sampler: Sampler,
+    /// A batch whose flush failed, retried before any newer one.
+    failed: Option<Batch>,
+    in_flight: Option<JoinHandle<FlushResult>>,
+    /// Rows in `failed` and in flight (they count against the memory bound).
+    held_series: usize,
+    held_details: usize,
+    database_down: bool,
+}
+
+impl Writer {
+    pub async fn run(self, mut records: Receiver<Arc<RequestRecord>>) {
+        let mut state = State {
+            live: MinuteAggregator::default(),
+            details: Vec::new(),
+            sampler: Sampler::new(self.config.detail_sample_every),
+            failed: None,
+            in_flight: None,
+            held_series: 0,
+            held_details: 0,
+            database_down: false,
+        };
+        let mut tick = tokio::time::interval(self.config.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                received = records.recv() => match received {
+                    Ok(record) => self.accept(&mut state, &record),
+                    Err(RecvError::Lagged(n)) => {
+                        self.stats.records_dropped.get_or_create(&vec![("reason", "lagged")]).inc_by(n);
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+                _ = tick.tick() => self.start_flush(&mut state),
+                done = async { state.in_flight.as_mut().expect("guarded").await }, if state.in_flight.is_some() => {
+                    state.in_flight = None;
+                    match done {
+                        Ok(result) => self.finish_flush(&mut state, result),
+                        Err(e) => log::error!("storage flush task failed: {e}"),
+                    }
+                }
+            }
+        }
+        self.shutdown(state).await;
+    }
+
+    fn accept(&self, state: &mut State, record: &RequestRecord) {
+        let room = self.config.max_buffered_series.saturating_sub(state.held_series);
+        if state.live.add(record, room) {
+            self.stats.records.inc();
+        } else {
+            self.stats.records_dropped.get_or_create(&vec![("reason", "buffer_full")]).inc();
+            return;
+        }
+        if state.sampler.keep() {
+            if state.details.len() + state.held_details < self.config.max_buffered_details {
+                state.details.push(DetailRow::of(record));
+            } else {
+                self.stats.details_dropped.inc();
+            }
+        }
+        self.update_gauges(state);
+    }
+
+    fn update_gauges(&self, state: &State) {
+        self.stats.buffered_series.set((state.live.rows.len() + state.held_series) as i64);
+        self.stats.buffered_details.set((state.details.len() + state.held_details) as i64);
+    }
+
+    /// Starts writing the failed batch, else what was gathered, unless a flush is running.
+    fn start_flush(&self, state: &mut State) {
+        if state.in_flight.is_some() {
+            return;
+        }
+        let batch = match state.failed.take() {
+            Some(batch) => batch,
+            None if state.live.is_empty() && state.details.is_empty() => return,
+            None => {
+                let live = std::mem::take(&mut state.live);
+                Batch {
+                    seq: None,
+                    minutes: live.rows,
+                    details: std::mem::take(&mut state.details),
+                    records: live.records,
+                }
+            }
+        };
+        state.held_series = batch.minutes.len();
+        state.held_details = batch.details.len();
+        let store = self.store.clone();
+        let agent = self.config.agent_id.clone();
+        let migrated = self.migrated.clone();
+        state.in_flight = Some(tokio::spawn(async move {
+            let mut batch = batch;
+            let started = Instant::now();
+            let result = async {
+                if !migrated.load(Ordering::Acquire) {
+                    store.migrate().await?;
+                    migrated.store(true, Ordering::Release);
+                    log::info!("storage: database schema is up to date");
+                }
+                store.write_batch(&agent, &mut batch, now_ms()).await
+            }
+            .await;
+            (batch, result, started.elapsed())
+        }));
+    }
+
+    fn finish_flush(&self, state: &mut State, (batch, result, took): FlushResult) {
+        match result {
+            Ok(written) => {
+                state.held_series = 0;
+                state.held_details = 0;
+                if state.database_down {
+                    log::info!("storage: database reachable again; buffered rows written");
+                    state.database_down = false;
+                }
+                self.stats.database_up.set(1);
+                if written.already_applied {
+                    self.stats.flushes.get_or_create(&vec![("result", "duplicate")]).inc();
+                } else {
+                    self.stats.flushes.get_or_create(&vec![("result", "ok")]).inc();
+                }
+                for (table, n) in [
+                    ("metrics_1m", written.minute_rows),
+                    ("metrics_1h", written.hour_rows),
+                    ("metrics_1d", written.day_rows),
+                    ("request_details", written.detail_rows),
+                ] {
+                    self.stats.rows_written.get_or_create(&vec![("table", table)]).inc_by(n);
+                }
+                self.stats.last_flush_duration_seconds.set(took.as_secs_f64());
+                self.stats.last_flush_timestamp_seconds.set(now_ms() / 1000);
+                log::debug!("storage: flushed {} records in {took:?}", batch.records);
+            }
+            Err(e) => {
+                self.stats.flushes.get_or_create(&vec![("result", "error")]).inc();
+                self.stats.database_up.set(0);
+                if !state.database_down {
+                    log::warn!(
+                        "storage: flush failed, keeping {} rows and retrying every {:?}: {e}",
+                        batch.minutes.len(),
+                        self.config.flush_interval
+                    );
+                    state.database_down = true;
+                }
+                state.failed = Some(batch);
+            }
+        }
+        self.update_gauges(state);
+    }
+
+    async fn shutdown(self, mut state: State) {
+        let deadline = Instant::now() + SHUTDOWN_DEADLINE;
+        loop {
+            if let Some(handle) = state.in_flight.take() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, handle).await {
+                    Ok(Ok(result)) => self.finish_flush(&mut state, result),
+                    Ok(Err(e)) => log::error!("storage flush task failed: {e}"),
+                    Err(_) => break,
+                }
+            }
+            if state.failed.is_none() && state.live.is_empty() && state.details.is_empty() {
+                log::info!("storage: everything flushed");
+                return;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            if state.failed.is_some() {
+                // Do not spin against a database that is down.
+                tokio::time::sleep(Duration::from_millis(200).min(self.config.flush_interval)).await;
+            }
+            self.start_flush(&mut state);
+        }
+        let lost = state.live.records + state.failed.as_ref().map_or(0, |b| b.records);
+        log::warn!(
+            "storage: the database did not take the last rows within {SHUTDOWN_DEADLINE:?}: {lost} records lost"
+        );
+    }
+}
+
+/// How soon upkeep is tried again after it failed (database down).
+const MAINTENANCE_RETRY: Duration = Duration::from_secs(60);
+
+/// Retention and partition upkeep: at start, then every `every` (a minute
+/// after a failure).
+pub async fn maintain(
+    store: Store,
+    config: StorageConfig,
+    stats: StorageStats,
+    every: Duration,
+    migrated: Arc<AtomicBool>,
+) {
+    let mut wait = Duration::ZERO;
+    loop {
+        tokio::time::sleep(wait).await;
+        let now = now_ms() / 1000;
+        let result = async {
+            if !migrated.load(Ordering::Acquire) {
+                store.migrate().await?;
+                migrated.store(true, Ordering::Release);
+            }
+            if let Store::Postgres(pool) = &store {
+                super::partitions::ensure_ahead(pool, now).await?;
+            }
+            store.apply_retention(&config.retention.cutoffs(now)).await
+        }
+        .await;
+        match result {
+            Ok(n) => {
+                wait = every;
+                stats.maintenance_runs.get_or_create(&vec![("result", "ok")]).inc();
+                if n > 0 {
+                    log::info!(
+                        "storage retention removed {n} {}",
+                        if store.kind() == "postgres" { "partitions" } else { "rows" }
+                    );
+                }
+            }
+            Err(e) => {
+                wait = MAINTENANCE_RETRY;
+                stats.maintenance_runs.get_or_create(&vec![("result", "error")]).inc();
+                log::warn!("storage retention/partition upkeep failed (retried in {wait:?}): {e}");
+            }
+        }
+    }
+}
