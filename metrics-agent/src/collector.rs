@@ -123,6 +123,8 @@ pub struct AgentStats {
     pub audit_records: AtomicU64,
     /// Records with token usage whose model is not in the price table.
     pub audit_unpriced_records: AtomicU64,
+    /// Events on which the audit parsers panicked (a bug; the state was reset).
+    pub audit_parser_panics: AtomicU64,
     pub audit_resyncs: AtomicU64,
     pub audit_connections: AtomicU64,
     pub audit_memory_bytes: AtomicU64,
@@ -476,6 +478,13 @@ impl Collector for HotPathCollector {
             "LLM exchanges the audit path reconstructed.",
             None,
             self.stats.audit_records.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "metrics_agent_audit_parser_panics",
+            "Capture events on which the audit parsers failed (a bug): the parser state was reset, the audit path went on.",
+            None,
+            self.stats.audit_parser_panics.load(Ordering::Relaxed),
         )?;
         counter(
             &mut e,

@@ -171,8 +171,12 @@ pub fn classify_request(target: &str, host: Option<&str>, json: &Value) -> LlmRe
     LlmRequest { provider, format, operation, model, stream, include_usage }
 }
 
+/// Largest token count believed: no request uses 10^12 tokens, and sums of
+/// believable counts cannot overflow. A larger number is unknown, not huge.
+pub const MAX_TOKENS: u64 = 1_000_000_000_000;
+
 fn num(v: &Value, pointer: &str) -> Option<u64> {
-    v.pointer(pointer).and_then(Value::as_u64)
+    v.pointer(pointer).and_then(Value::as_u64).filter(|n| *n <= MAX_TOKENS)
 }
 
 /// Usage from one JSON object in the provider's shape (None if it has none).
@@ -184,6 +188,7 @@ fn usage_of(provider: Provider, v: &Value) -> Option<Usage> {
             let cache_creation = num(u, "/cache_creation_input_tokens");
             // Anthropic's input_tokens excludes both cache buckets.
             let input = num(u, "/input_tokens").map(|i| i + cache_read.unwrap_or(0) + cache_creation.unwrap_or(0));
+            // (each term is at most MAX_TOKENS: the sum cannot overflow)
             Some(Usage { input, output: num(u, "/output_tokens"), cache_read, cache_creation, reasoning: None })
         }
         Provider::Gemini => {
@@ -446,6 +451,16 @@ mod tests {
         assert_eq!((r.usage.input, r.usage.output, r.usage.reasoning), (Some(9), Some(4), Some(3)));
         let cut = parse_response(&g, Some("application/json"), &body[..70], false);
         assert_eq!((cut.content_events, cut.usage.input), (1, None), "a cut-off array keeps what was complete");
+    }
+
+    #[test]
+    fn absurd_token_counts_are_unknown_and_never_overflow() {
+        let a = req("/v1/messages", "{}");
+        let body = br#"{"usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":1,"output_tokens":7}}"#;
+        let u = parse_response(&a, None, body, true).usage;
+        assert_eq!((u.input, u.cache_read, u.output), (None, Some(1), Some(7)));
+        let body = br#"{"usage":{"input_tokens":1000000000000,"cache_read_input_tokens":1000000000000,"cache_creation_input_tokens":1000000000000}}"#;
+        assert_eq!(parse_response(&a, None, body, true).usage.input, Some(3 * MAX_TOKENS));
     }
 
     proptest! {

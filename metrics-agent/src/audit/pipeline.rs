@@ -273,7 +273,7 @@ impl Pipeline {
                 }
                 conn.pending.push_back(Pending {
                     request,
-                    endpoint: target.split('?').next().unwrap_or("").to_string(),
+                    endpoint: bounded(target.split('?').next().unwrap_or("").to_string()),
                     ids,
                     start_ns,
                 });
@@ -339,10 +339,10 @@ impl Pipeline {
             provider: pending.request.provider.name(),
             operation: pending.request.operation.name(),
             endpoint: pending.endpoint,
-            model_requested: pending.request.model,
-            model_returned: response.model,
+            model_requested: pending.request.model.map(bounded),
+            model_returned: response.model.map(bounded),
             status,
-            error_type: response.error_type,
+            error_type: response.error_type.map(bounded),
             streaming: response.streaming,
             tokens: response.usage,
             ttfb_ms: ms(first),
@@ -365,6 +365,21 @@ impl Pipeline {
             self.stats.evicted_connections += 1;
         }
     }
+}
+
+/// Longest text field a record keeps (models, endpoints, error types come
+/// from the network: a record's size stays bounded whatever they say).
+const MAX_FIELD_CHARS: usize = 256;
+
+fn bounded(mut s: String) -> String {
+    if s.len() > MAX_FIELD_CHARS {
+        let mut end = MAX_FIELD_CHARS;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
 }
 
 /// The rate-limit headers of a response (OpenAI `x-ratelimit-*`, Anthropic
@@ -502,6 +517,23 @@ mod tests {
         }
         assert!(p.stats.evicted_for_memory > 1000, "{:?}", p.stats);
         assert!(p.tracked_connections() < 200);
+    }
+
+    #[test]
+    fn text_fields_from_the_network_are_bounded() {
+        let mut p = Pipeline::new(1 << 20);
+        let model = "m".repeat(5000);
+        let path = format!("/{}/v1/chat/completions", "é".repeat(3000));
+        let body = format!(r#"{{"model":"{model}"}}"#);
+        let req = format!("POST {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        p.on_event(&chunk(1, DIR_READ, 0, 1, req.len()), req.as_bytes());
+        let resp_body = format!(r#"{{"model":"{model}","error":{{"type":"{model}"}}}}"#);
+        let resp = format!("HTTP/1.1 500 X\r\nContent-Length: {}\r\n\r\n{resp_body}", resp_body.len());
+        let r = p.on_event(&chunk(1, DIR_WRITE, 0, 2, resp.len()), resp.as_bytes()).remove(0);
+        for field in [&r.endpoint, r.model_requested.as_ref().unwrap(), r.model_returned.as_ref().unwrap()] {
+            assert!(field.len() <= MAX_FIELD_CHARS, "{}", field.len());
+        }
+        assert!(r.error_type.unwrap().len() <= MAX_FIELD_CHARS);
     }
 
     proptest! {

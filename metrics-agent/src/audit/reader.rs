@@ -95,10 +95,13 @@ impl AuditTask {
         // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
         let mut ring =
             unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("watching the payload ring buffer: {e}"))?;
-        let mut pipeline = Pipeline::new(message_cap_bytes)
-            .with_identity(identity)
-            .with_configured_providers(&provider_names)
-            .with_memory_budget(memory_budget_bytes);
+        let new_pipeline = || {
+            Pipeline::new(message_cap_bytes)
+                .with_identity(identity.clone())
+                .with_configured_providers(&provider_names)
+                .with_memory_budget(memory_budget_bytes)
+        };
+        let mut pipeline = new_pipeline();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
         let mut drops_seen = counters.capture_drops();
         let mut breaker = Breaker::new(COOL_DOWN, cpu_budget_percent);
@@ -148,7 +151,19 @@ impl AuditTask {
                         }
                         // SAFETY: the kernel wrote a ChunkHeader first; read it unaligned.
                         let header = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ChunkHeader>()) };
-                        for mut record in pipeline.on_event(&header, &item[size_of::<ChunkHeader>()..]) {
+                        // A bug in the parsers must not end the audit path: the
+                        // event is lost, the parser state starts afresh, and it is counted.
+                        let data = &item[size_of::<ChunkHeader>()..];
+                        let records = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.on_event(&header, data))) {
+                            Ok(records) => records,
+                            Err(_) => {
+                                stats.audit_parser_panics.fetch_add(1, Ordering::Relaxed);
+                                log::error!("the audit parser failed on an event: its connections start afresh");
+                                pipeline = new_pipeline();
+                                Vec::new()
+                            }
+                        };
+                        for mut record in records {
                             record.upstream_provider = record.provider_slot.and_then(name_of);
                             ready.extend(correlator.push(record, std::time::Instant::now()));
                         }

@@ -210,7 +210,8 @@ impl AuditMetrics {
         let t = &r.tokens;
         for (slot, v) in [t.input, t.output, t.cache_read, t.cache_creation, t.reasoning].into_iter().enumerate() {
             if let Some(v) = v {
-                *a.tokens[slot].get_or_insert(0) += v;
+                let sum = a.tokens[slot].get_or_insert(0);
+                *sum = sum.saturating_add(v);
             }
         }
         for (i, v) in [t.input, t.output].into_iter().enumerate() {
@@ -219,7 +220,7 @@ impl AuditMetrics {
             }
         }
         match r.cost_usd {
-            Some(c) => a.cost += c,
+            Some(c) => a.cost = a.cost.saturating_add(c),
             None => a.unpriced += 1,
         }
         if let Some(hit) = r.cache_hit {

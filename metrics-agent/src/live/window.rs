@@ -55,11 +55,11 @@ pub struct Tokens {
 
 impl Tokens {
     fn add(&mut self, other: &Tokens) {
-        self.input += other.input;
-        self.output += other.output;
-        self.cache_read += other.cache_read;
-        self.cache_creation += other.cache_creation;
-        self.reasoning += other.reasoning;
+        self.input = self.input.saturating_add(other.input);
+        self.output = self.output.saturating_add(other.output);
+        self.cache_read = self.cache_read.saturating_add(other.cache_read);
+        self.cache_creation = self.cache_creation.saturating_add(other.cache_creation);
+        self.reasoning = self.reasoning.saturating_add(other.reasoning);
     }
 
     fn of(r: &RequestRecord) -> Self {
@@ -102,7 +102,7 @@ impl Totals {
         self.requests += other.requests;
         self.errors += other.errors;
         self.tokens.add(&other.tokens);
-        self.cost_usd += other.cost_usd;
+        self.cost_usd = self.cost_usd.saturating_add(other.cost_usd);
         self.unpriced += other.unpriced;
     }
 }
