@@ -3,8 +3,9 @@
 //! model, token usage and provider error type.
 //!
 //! Token usage is normalised here and only here (OpenTelemetry's GenAI
-//! convention): `input` includes cached tokens; cache reads and cache
-//! writes are kept apart; usage that is absent stays `None`, never 0.
+//! convention): `input` includes cached tokens; `output` includes reasoning
+//! tokens; cache reads and cache writes are kept apart; usage that is absent
+//! stays `None`, never 0.
 
 use serde_json::Value;
 
@@ -193,12 +194,15 @@ fn usage_of(provider: Provider, v: &Value) -> Option<Usage> {
         }
         Provider::Gemini => {
             let u = v.get("usageMetadata")?;
+            // Gemini counts thoughts apart from candidates; output includes
+            // reasoning, as OpenAI's completion_tokens does (and both bill it as output).
+            let reasoning = num(u, "/thoughtsTokenCount");
             Some(Usage {
                 input: num(u, "/promptTokenCount"),
-                output: num(u, "/candidatesTokenCount"),
+                output: num(u, "/candidatesTokenCount").map(|c| c + reasoning.unwrap_or(0)),
                 cache_read: num(u, "/cachedContentTokenCount"),
                 cache_creation: None,
-                reasoning: num(u, "/thoughtsTokenCount"),
+                reasoning,
             })
         }
         _ => {
@@ -426,7 +430,7 @@ mod tests {
         let u = parse_response(&g, None, br#"{"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":4,"cachedContentTokenCount":2,"thoughtsTokenCount":1}}"#, true).usage;
         assert_eq!(
             u,
-            Usage { input: Some(9), output: Some(4), cache_read: Some(2), cache_creation: None, reasoning: Some(1) }
+            Usage { input: Some(9), output: Some(5), cache_read: Some(2), cache_creation: None, reasoning: Some(1) }
         );
         let o = req("/v1/responses", "{}");
         let stream = "event: response.created\ndata: {\"type\":\"response.created\"}\n\nevent: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\"}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-4.1\",\"usage\":{\"input_tokens\":30,\"input_tokens_details\":{\"cached_tokens\":10},\"output_tokens\":8,\"output_tokens_details\":{\"reasoning_tokens\":2}}}}\n\n";
@@ -448,7 +452,7 @@ mod tests {
         let r = parse_response(&g, Some("application/json"), body, true);
         assert!(r.streaming);
         assert_eq!((r.content_events, r.model.as_deref()), (2, Some("gemini-2.5-pro")));
-        assert_eq!((r.usage.input, r.usage.output, r.usage.reasoning), (Some(9), Some(4), Some(3)));
+        assert_eq!((r.usage.input, r.usage.output, r.usage.reasoning), (Some(9), Some(7), Some(3)), "output includes thoughts");
         let cut = parse_response(&g, Some("application/json"), &body[..70], false);
         assert_eq!((cut.content_events, cut.usage.input), (1, None), "a cut-off array keeps what was complete");
     }
