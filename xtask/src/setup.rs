@@ -15,7 +15,8 @@ use crate::run_cmd;
 /// for the no-libc test, wrk for benchmarks, openssl for test certificates,
 /// gcc and libssl-dev for the test client with OpenSSL linked in statically,
 /// headless Chromium and its WebDriver for the dashboard test, PostgreSQL
-/// for the storage tests (they run private clusters of their own).
+/// for the storage tests (they run private clusters of their own), Node.js
+/// for the memory-BIO TLS test (a machine's own Node.js is kept).
 const DEBIAN_PACKAGES: &[&str] = &[
     "nginx-light",
     "prometheus",
@@ -28,6 +29,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "chromium",
     "chromium-driver",
     "postgresql",
+    "nodejs",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";

@@ -452,7 +452,11 @@ mod tests {
         let r = parse_response(&g, Some("application/json"), body, true);
         assert!(r.streaming);
         assert_eq!((r.content_events, r.model.as_deref()), (2, Some("gemini-2.5-pro")));
-        assert_eq!((r.usage.input, r.usage.output, r.usage.reasoning), (Some(9), Some(7), Some(3)), "output includes thoughts");
+        assert_eq!(
+            (r.usage.input, r.usage.output, r.usage.reasoning),
+            (Some(9), Some(7), Some(3)),
+            "output includes thoughts"
+        );
         let cut = parse_response(&g, Some("application/json"), &body[..70], false);
         assert_eq!((cut.content_events, cut.usage.input), (1, None), "a cut-off array keeps what was complete");
     }
