@@ -291,6 +291,18 @@ impl Agent {
         panic!("the agent did not serve metrics within 60 s:\n{}", agent.log_text());
     }
 
+    /// Every byte the agent wrote to its own directory (log, database,
+    /// write-ahead log), as lossy text: for checks that a secret is absent.
+    pub fn files_text(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(&self._dir.0).into_iter().flatten().flatten() {
+            if let Ok(bytes) = std::fs::read(entry.path()) {
+                out.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+        out
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -584,8 +584,22 @@ fn audit_records_match_what_the_mock_provider_sent() {
     let e = find("/v1/embeddings", false);
     assert_eq!(tokens(&e)[0], Some(8));
     assert_eq!((e["operation"].clone(), e["cost_usd"].clone()), ("embeddings".into(), "0.00000016".into()));
-    // The API key the client sent appears nowhere the agent writes.
-    let everything = format!("{}{}", agent.log_text(), agent.scrape().text);
+    // The API key the client sent appears nowhere the agent writes: its
+    // output, its files (the SQLite database included, once flushed), its
+    // endpoints.
+    std::thread::sleep(Duration::from_secs(3));
+    let api = |path: &str| harness::http_get(agent.port, path, "application/json").unwrap_or_default();
+    let stored = api("/api/v1/requests?from=-1h");
+    assert!(stored.contains("gpt-4o-mini"), "detail rows were stored: {stored}");
+    let everything = format!(
+        "{}{}{}{}{}",
+        agent.log_text(),
+        agent.files_text(),
+        agent.scrape().text,
+        api("/api/v1/metrics?from=-1h&step=1m&group_by=model"),
+        stored
+    );
+    assert!(agent.files_text().contains("gpt-4o-mini"), "the database holds the records");
     assert!(!everything.contains("sk-test-canary"), "the API key leaked");
     let s = agent.scrape();
     assert_eq!(s.get("metrics_agent_capture_dropped_events_total"), 0);
