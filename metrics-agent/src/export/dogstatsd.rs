@@ -239,4 +239,18 @@ mod tests {
             .collect();
         assert_eq!(joined, lines);
     }
+
+    /// Values from request and response bodies cannot end a tag, a line or
+    /// a datagram's metric early.
+    #[test]
+    fn hostile_tag_values_stay_one_tag() {
+        let labels: Vec<Label> =
+            vec![("gen_ai.request.model", "evil|#x:1,y\nfake.metric:1|c\r".into()), ("error.type", "a\"b\\c".into())];
+        let t = tags(&["env:test".to_string()], &labels);
+        assert_eq!(t, "#env:test,gen_ai.request.model:evil__x:1_y_fake.metric:1_c_,error.type:a\"b\\c");
+        let mut out = Vec::new();
+        line(&mut out, "llm.requests", 1.0, "c", &t);
+        assert_eq!(out[0].lines().count(), 1);
+        assert_eq!(out[0].matches('|').count(), 2, "name:value|type|#tags");
+    }
 }

@@ -323,7 +323,7 @@ fn datadog(file: &DatadogFile, env: &impl Fn(&str) -> Option<String>) -> Result<
     const S: &str = "[exporters.datadog]";
     let d = delivery(S, file.interval_seconds, file.timeout_seconds, file.queue_batches, file.max_retries)?;
     for tag in &file.tags {
-        if tag.is_empty() || tag.contains([',', '|', '#', '\n', ' ']) {
+        if tag.is_empty() || tag.contains([',', '|', '#', '\n', '\r', ' ']) {
             return Err(invalid(format!("{S} tags"), format!("{tag:?}: a tag has no spaces, commas, | or #")));
         }
     }
