@@ -87,11 +87,6 @@ pub fn groups(snapshot: &Snapshot, base: &DeltaTracker, global: &[String]) -> Ve
     out
 }
 
-/// The DogStatsD lines of one snapshot (deltas relative to `base`).
-pub fn lines(snapshot: &Snapshot, base: &DeltaTracker, global: &[String]) -> Vec<String> {
-    groups(snapshot, base, global).into_iter().flat_map(|g| g.lines).collect()
-}
-
 /// One datagram, with the series whose lines it completes and the raw
 /// samples it carries.
 #[derive(Debug, Default, PartialEq)]
@@ -233,6 +228,11 @@ mod tests {
         catalog as m,
         model::{HistogramValue, Samples, Series, Value},
     };
+
+    /// The DogStatsD lines of one snapshot, in datagram order.
+    fn lines(snapshot: &Snapshot, base: &DeltaTracker, global: &[String]) -> Vec<String> {
+        groups(snapshot, base, global).into_iter().flat_map(|g| g.lines).collect()
+    }
 
     fn snapshot(requests: u64) -> Snapshot {
         let mut h = HistogramValue::empty(&[1.0]);
