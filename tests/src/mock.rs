@@ -11,6 +11,10 @@
 //! - `encoding=1|2|3|4`: a gzip, deflate, br or zstd JSON body.
 //!
 //! Non-streamed 200 answers report usage prompt 12, completion 34.
+//!
+//! `ProviderStats` also counts the usage tokens the provider put in its
+//! responses (normalised as the `Api` docs say), so tests compare the
+//! agent's totals with what was actually sent, not with constants.
 
 use std::{
     io::{self, Write},
@@ -34,6 +38,21 @@ pub struct ProviderStats {
     pub errors: AtomicU64,
     /// Requests being answered right now.
     pub in_progress: AtomicU64,
+    /// Input tokens reported in responses (cached and cache-write included).
+    pub input_tokens: AtomicU64,
+    /// Output tokens reported in responses (reasoning included).
+    pub output_tokens: AtomicU64,
+    /// Responses that reported usage.
+    pub responses_with_usage: AtomicU64,
+}
+
+/// Usage tokens the provider reported, summed over its responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SentUsage {
+    pub input: u64,
+    pub output: u64,
+    /// Responses that carried usage.
+    pub responses: u64,
 }
 
 pub struct MockProvider {
@@ -73,6 +92,20 @@ impl MockProvider {
             assert!(std::time::Instant::now() < deadline, "the mock provider is still answering after {timeout:?}");
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The usage tokens put in the responses sent so far.
+    pub fn usage_sent(&self) -> SentUsage {
+        SentUsage {
+            input: self.stats.input_tokens.load(Ordering::SeqCst),
+            output: self.stats.output_tokens.load(Ordering::SeqCst),
+            responses: self.stats.responses_with_usage.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Requests answered with an error status.
+    pub fn errors(&self) -> u64 {
+        self.stats.errors.load(Ordering::SeqCst)
     }
 
     pub fn snapshot(&self) -> (u64, u64, u64) {
@@ -129,6 +162,30 @@ fn serve(conn: TcpStream, stats: &ProviderStats) -> io::Result<()> {
     }
 }
 
+/// Usage (normalised input, output) in one response; the latest values
+/// sent win, as a client reading the response would see them.
+#[derive(Debug, Default)]
+struct UsageInResponse {
+    input: Option<u64>,
+    output: Option<u64>,
+}
+
+impl UsageInResponse {
+    fn saw(&mut self, usage: Option<(u64, u64)>) {
+        if let Some((i, o)) = usage {
+            (self.input, self.output) = (Some(i), Some(o));
+        }
+    }
+
+    fn count(self, stats: &ProviderStats) {
+        if self.input.is_some() || self.output.is_some() {
+            stats.input_tokens.fetch_add(self.input.unwrap_or(0), Ordering::SeqCst);
+            stats.output_tokens.fetch_add(self.output.unwrap_or(0), Ordering::SeqCst);
+            stats.responses_with_usage.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 fn send(w: &mut TcpStream, stats: &ProviderStats, data: &[u8]) -> io::Result<()> {
     w.write_all(data)?;
     stats.bytes_sent.fetch_add(data.len() as u64, Ordering::SeqCst);
@@ -136,17 +193,20 @@ fn send(w: &mut TcpStream, stats: &ProviderStats, data: &[u8]) -> io::Result<()>
 }
 
 /// The API shape a path asks for; each reports fixed, known usage.
+/// Normalised (as counted in `ProviderStats`), input includes cached and
+/// cache-write tokens and output includes reasoning tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
     /// Usage: prompt 12, completion 34 (stream with `usage=1`: 21, 55).
     OpenAiChat,
     /// Usage: input 30 (10 cached), output 8 (2 reasoning); model gpt-4.1.
     OpenAiResponses,
-    /// Usage: input 10 + cache read 100 + cache write 5, output 7 (stream: 40); model claude-sonnet-4.
+    /// Usage: input 10 + cache read 100 + cache write 5 (normalised 115),
+    /// output 7 (stream: 1 at the start, 40 at the end); model claude-sonnet-4.
     AnthropicMessages,
     /// Usage: prompt 9 (2 cached), candidates 4; model gemini-2.0-flash.
     Gemini,
-    /// Usage: prompt 8; model text-embedding-3-small.
+    /// Usage: prompt 8 (no output); model text-embedding-3-small.
     Embeddings,
 }
 
@@ -181,6 +241,29 @@ impl Api {
                 r#"{{"candidates":[{{"content":{{"parts":[{{"text":"{pad}"}}],"role":"model"}}}}],"usageMetadata":{{"promptTokenCount":9,"candidatesTokenCount":4,"cachedContentTokenCount":2,"totalTokenCount":13}},"modelVersion":"gemini-2.0-flash"}}"#
             ),
             Self::Embeddings => r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}"#.to_string(),
+        }
+    }
+
+    /// Normalised (input, output) usage of the non-streamed body.
+    fn usage(self) -> (u64, u64) {
+        match self {
+            Self::OpenAiChat => (12, 34),
+            Self::OpenAiResponses => (30, 8),
+            Self::AnthropicMessages => (10 + 100 + 5, 7),
+            Self::Gemini => (9, 4),
+            Self::Embeddings => (8, 0),
+        }
+    }
+
+    /// Normalised usage carried by stream event `i` of `events` (see
+    /// `stream_event`; OpenAI chat's usage chunk is decided in `respond`).
+    fn stream_usage(self, i: u64, events: u64) -> Option<(u64, u64)> {
+        let last = i == events;
+        match self {
+            Self::AnthropicMessages if i == 0 => Some((115, 1)),
+            Self::AnthropicMessages if last => Some((115, 40)),
+            Self::OpenAiResponses | Self::Gemini if last => Some(self.usage()),
+            _ => None,
         }
     }
 
@@ -276,6 +359,9 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
             body.len()
         );
         send(w, stats, &[head.into_bytes(), body].concat())?;
+        let mut usage = UsageInResponse::default();
+        usage.saw(Some(api.usage()));
+        usage.count(stats);
         return Ok(true);
     }
     // Server-sent events (nginx must not buffer them), or Gemini's JSON
@@ -300,6 +386,25 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
         send(w, stats, all.as_bytes())?;
         return Ok(true);
     }
+    let mut usage = UsageInResponse::default();
+    let result = stream(w, stats, &path, api, events, interval, chunked, json_array, &mut usage);
+    usage.count(stats);
+    result
+}
+
+/// Writes the stream's events, noting the usage each one carried.
+#[allow(clippy::too_many_arguments)]
+fn stream(
+    w: &mut TcpStream,
+    stats: &ProviderStats,
+    path: &str,
+    api: Api,
+    events: u64,
+    interval: u64,
+    chunked: bool,
+    json_array: bool,
+    usage: &mut UsageInResponse,
+) -> io::Result<bool> {
     for i in 0..=events {
         if i > 0 {
             thread::sleep(Duration::from_millis(interval));
@@ -307,6 +412,7 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
         if peer_closed(w) {
             return Ok(false);
         }
+        let openai_usage = api == Api::OpenAiChat && i == events && query(path, "usage") == Some(1);
         let data = if json_array {
             let event = api.stream_event(i, events);
             let element = event.trim_start_matches("data: ").trim_end();
@@ -314,7 +420,7 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
             format!("{open}{element}{close}")
         } else if api != Api::OpenAiChat {
             api.stream_event(i, events)
-        } else if i == events && query(&path, "usage") == Some(1) {
+        } else if openai_usage {
             // OpenAI's include_usage: a usage chunk with no choices, then [DONE].
             "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":21,\"completion_tokens\":55}}\n\ndata: [DONE]\n\n"
                 .to_string()
@@ -325,10 +431,61 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
         };
         let bytes = if chunked { format!("{:x}\r\n{data}\r\n", data.len()) } else { data };
         send(w, stats, bytes.as_bytes())?;
+        usage.saw(if openai_usage { Some((21, 55)) } else { api.stream_usage(i, events) });
     }
     if chunked {
         send(w, stats, b"0\r\n\r\n")?;
         return Ok(true);
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    const ALL: [Api; 5] = [Api::OpenAiChat, Api::OpenAiResponses, Api::AnthropicMessages, Api::Gemini, Api::Embeddings];
+
+    /// (input, output) read from a usage object of any shape, normalised.
+    fn normalised(v: &Value) -> Option<(u64, u64)> {
+        let n = |x: &Value| x.as_u64().unwrap_or(0);
+        if let Some(u) = v.get("usageMetadata") {
+            return Some((n(&u["promptTokenCount"]), n(&u["candidatesTokenCount"])));
+        }
+        let u = v.get("usage").or_else(|| v.get("response").and_then(|r| r.get("usage")))?;
+        if u.get("prompt_tokens").is_some() {
+            return Some((n(&u["prompt_tokens"]), n(&u["completion_tokens"])));
+        }
+        let anthropic_extra = n(&u["cache_read_input_tokens"]) + n(&u["cache_creation_input_tokens"]);
+        Some((n(&u["input_tokens"]) + anthropic_extra, n(&u["output_tokens"])))
+    }
+
+    /// The usage numbers counted match the bodies and events actually sent.
+    #[test]
+    fn counted_usage_matches_the_bodies() {
+        for api in ALL {
+            let body: Value = serde_json::from_str(&api.body("pad")).unwrap();
+            assert_eq!(normalised(&body), Some(api.usage()), "{api:?}");
+            for events in [1, 4] {
+                for i in 0..=events {
+                    let text = api.stream_event(i, events);
+                    let mut in_event = None;
+                    for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                        if let Ok(v) = serde_json::from_str::<Value>(data) {
+                            let v = v.get("message").cloned().unwrap_or(v);
+                            in_event = normalised(&v).or(in_event);
+                        }
+                    }
+                    // Anthropic's message_delta carries only the output; the input stays.
+                    let in_event = match (api, in_event) {
+                        (Api::AnthropicMessages, Some((0, o))) => Some((115, o)),
+                        (_, u) => u,
+                    };
+                    assert_eq!(in_event, api.stream_usage(i, events), "{api:?} event {i} of {events}: {text}");
+                }
+            }
+        }
+    }
 }

@@ -3,7 +3,10 @@
 //! server (and linted by promtool), by an OTLP/HTTP receiver that decodes the
 //! official OpenTelemetry protobuf types, and by DogStatsD (UDP and Unix
 //! datagram) and Datadog series API receivers that parse the exact wire
-//! format. Totals must equal what the mock provider was asked to send.
+//! format. Totals must equal the usage the mock provider counted in the
+//! responses it sent. A request with a model name crafted to inject series
+//! must not break the exposition, and no exporter may carry a client's API
+//! key (the client's canary) or the exporters' own credentials in a body.
 
 use std::{
     io::{Read, Write},
@@ -34,22 +37,47 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Non-streamed 200 answers of the mock report 12 input and 34 output tokens;
-/// a stream with `usage=1` reports 21 and 55.
+/// Plain 200 answers in `traffic`.
 const PLAIN_OK: u64 = 3;
-const INPUT_TOKENS: u64 = PLAIN_OK * 12 + 21;
-const OUTPUT_TOKENS: u64 = PLAIN_OK * 34 + 55;
-/// Upstream requests: the plain ones, a stream and a 429.
-const UPSTREAM_REQUESTS: u64 = PLAIN_OK + 2;
+/// The API key every test client sends: it must never reach an exporter.
+const CANARY: &str = "sk-test-canary";
+/// A model name that closes its label value and adds a series and a comment
+/// if written into the exposition unescaped (JSON text: `\"` and `\n` are escapes).
+const HOSTILE_MODEL_JSON: &str = r#"evil\"} 1\nllm_cost_usd_total{fake=\"x\"} 1e9\n# x"#;
+/// The same, as the Prometheus exposition must escape it.
+const HOSTILE_MODEL_ESCAPED: &str = r#"gen_ai_request_model="evil\"} 1\nllm_cost_usd_total{fake=\"x\"} 1e9\n# x""#;
 
-/// Sends the traffic through nginx (the client checks each status).
-fn traffic(nginx: &Nginx) {
+/// Sends the traffic through nginx (the client checks each status); returns
+/// the requests sent.
+fn traffic(nginx: &Nginx) -> u64 {
     let mut c = Client::connect(nginx.port).unwrap();
     for _ in 0..PLAIN_OK {
         assert_eq!(c.request("/openai/v1/chat/completions", 200, false).unwrap(), 200);
     }
     assert_eq!(c.request("/openai/v1/chat/completions?events=4&interval_ms=20&usage=1", 200, false).unwrap(), 200);
     assert_eq!(c.request("/openai/v1/chat/completions?status=429", 200, false).unwrap(), 429);
+    c.truth.requests
+}
+
+/// One chat request with `HOSTILE_MODEL_JSON` as its model; the status.
+fn hostile_request(port: u16) -> u16 {
+    let body = format!(r#"{{"model":"{HOSTILE_MODEL_JSON}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: proxy.test\r\ncontent-type: application/json\r\nauthorization: Bearer {CANARY}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// True when `needle` occurs in `hay`.
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 /// One HTTP request a receiver got.
@@ -354,11 +382,16 @@ interval_seconds = 1
     );
     agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
     let prometheus = PrometheusServer::start(agent.port);
-    traffic(&nginx);
+    let sent = traffic(&nginx);
+    assert_eq!(hostile_request(nginx.port), 200);
     openai.wait_idle(Duration::from_secs(5));
     let (mock_requests, _, _) = openai.snapshot();
-    assert_eq!(mock_requests, UPSTREAM_REQUESTS, "the mock counted every upstream request");
+    assert_eq!(mock_requests, sent + 1, "the mock counted every upstream request");
     let truth = mock_requests as f64;
+    // The usage the mock put in its answers: plain ones, the stream's usage chunk and the hostile request's.
+    let usage = openai.usage_sent();
+    assert_eq!(usage.responses, PLAIN_OK + 2, "every 200 reported usage");
+    let (input_tokens, output_tokens) = (usage.input as f64, usage.output as f64);
     let upstream_input = ["side=\"upstream\"", "gen_ai_token_type=\"input\""];
 
     // Pull: the agent's own endpoint, linted by promtool.
@@ -370,11 +403,14 @@ interval_seconds = 1
     );
     let text = agent.scrape().text;
     promtool_check(&text);
-    assert_eq!(prom_sum(&text, "llm_tokens_total", &upstream_input), INPUT_TOKENS as f64);
+    assert_eq!(prom_sum(&text, "llm_tokens_total", &upstream_input), input_tokens);
     assert_eq!(
         prom_sum(&text, "llm_tokens_total", &["side=\"upstream\"", "gen_ai_token_type=\"output\""]),
-        OUTPUT_TOKENS as f64
+        output_tokens
     );
+    // The hostile model is one escaped label value, not a series of its own.
+    assert_eq!(prom_sum(&text, "llm_requests_total", &["side=\"upstream\"", HOSTILE_MODEL_ESCAPED]), 1.0, "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("llm_cost_usd_total{fake") || l.starts_with("# x")), "{text}");
     assert_eq!(
         prom_sum(
             &text,
@@ -399,7 +435,7 @@ interval_seconds = 1
         Duration::from_secs(30),
         || {
             prometheus.query(r#"sum(llm_tokens_total{side="upstream",gen_ai_token_type="input"})"#)
-                == Some(INPUT_TOKENS as f64)
+                == Some(input_tokens)
         },
         || agent.log_text(),
     );
@@ -410,6 +446,10 @@ interval_seconds = 1
         Some(truth)
     );
     assert_eq!(prometheus.query(r#"sum(llm_proxy_provider_requests_total{provider="openai"})"#), Some(truth));
+    assert_eq!(prometheus.query(r#"up{job="agent"}"#), Some(1.0), "Prometheus accepts every scrape");
+    let hostile = format!("sum(llm_requests_total{{side=\"upstream\",{HOSTILE_MODEL_ESCAPED}}})");
+    assert_eq!(prometheus.query(&hostile), Some(1.0), "the model name arrives intact as a label value");
+    assert_eq!(prometheus.query(r#"count(llm_cost_usd_total{fake="x"})"#), None, "no injected series");
 
     // OTLP: decoded with the official proto definitions.
     wait_for(
@@ -423,17 +463,16 @@ interval_seconds = 1
     assert_eq!(last.header("content-encoding"), Some("gzip"));
     assert_eq!(last.header("authorization"), Some("Bearer e2e-token"), "OTEL_EXPORTER_OTLP_HEADERS");
     let m = latest_otlp(&otlp);
-    let openai_upstream =
-        [("side", "upstream"), ("gen_ai.provider.name", "openai"), ("gen_ai.request.model", "gpt-4o-mini")];
+    let openai_upstream = [("side", "upstream"), ("gen_ai.provider.name", "openai")];
     let tokens = |t: &str| {
         let mut want = openai_upstream.to_vec();
         want.push(("gen_ai.token.type", t));
         otlp_sum(&m, "gen_ai.client.token.usage", &want)
     };
-    assert_eq!(tokens("input"), (INPUT_TOKENS as f64, PLAIN_OK + 1), "token usage histogram: sum and count");
-    assert_eq!(tokens("output"), (OUTPUT_TOKENS as f64, PLAIN_OK + 1));
+    assert_eq!(tokens("input"), (input_tokens, usage.responses), "token usage histogram: sum and count");
+    assert_eq!(tokens("output"), (output_tokens, usage.responses));
     let duration = otlp_sum(&m, "gen_ai.client.operation.duration", &openai_upstream);
-    assert_eq!(duration.1, UPSTREAM_REQUESTS);
+    assert_eq!(duration.1, mock_requests);
     assert!(duration.0 > 0.08, "the stream alone lasts 4 x 20 ms: {}", duration.0);
     let duration_metric = m.iter().find(|x| x.name == "gen_ai.client.operation.duration").unwrap();
     assert_eq!(duration_metric.unit, "s");
@@ -448,18 +487,21 @@ interval_seconds = 1
     wait_for(
         "DogStatsD increments",
         Duration::from_secs(20),
-        || statsd_sum(&statsd.lock().unwrap(), "llm.tokens", "c", &dd_input).0 == INPUT_TOKENS as f64,
+        || statsd_sum(&statsd.lock().unwrap(), "llm.tokens", "c", &dd_input).0 == input_tokens,
         || agent.log_text(),
     );
     let lines = statsd.lock().unwrap().clone();
     let exact = "llm.requests:1|c|#env:e2e,side:upstream,gen_ai.provider.name:openai,gen_ai.request.model:gpt-4o-mini,gen_ai.operation.name:chat,status_class:4xx,error.type:rate_limit_exceeded";
     assert!(lines.iter().any(|l| l == exact), "exact line {exact:?} in {lines:#?}");
     let (_, durations) = statsd_sum(&lines, "gen_ai.client.operation.duration", "d", &["env:e2e", "side:upstream"]);
-    assert_eq!(durations as u64, UPSTREAM_REQUESTS, "one distribution sample per request");
+    assert_eq!(durations as u64, mock_requests, "one distribution sample per request");
     assert_eq!(
         statsd_sum(&lines, "gen_ai.client.token.usage", "d", &["side:upstream", "gen_ai.token.type:output"]).0,
-        OUTPUT_TOKENS as f64
+        output_tokens
     );
+    // Every line parsed above (name:value|type|#tags); the hostile model is one tag.
+    let hostile_tag = r#"gen_ai.request.model:evil"} 1_llm_cost_usd_total{fake="x"} 1e9__ x"#;
+    assert_eq!(statsd_sum(&lines, "llm.requests", "c", &["side:upstream", hostile_tag]).0, 1.0, "{lines:#?}");
     assert!(statsd_sum(&lines, "system.cpu.time", "c", &["env:e2e", "cpu.mode:user"]).1 > 0);
     assert!(statsd_sum(&lines, "metrics_agent.ring_buffer.usage", "g", &["ring:payloads"]).1 > 0);
 
@@ -480,7 +522,7 @@ interval_seconds = 1
                     }
                 }
             }
-            total == INPUT_TOKENS as f64
+            total == input_tokens
         },
         || agent.log_text(),
     );
@@ -492,6 +534,35 @@ interval_seconds = 1
     }
     let log = agent.log_text();
     assert!(!log.contains("e2e-dd-key") && !log.contains("e2e-token"), "secrets never logged:\n{log}");
+
+    // No secret travels anywhere but in its own header: the client's API key
+    // nowhere, the Datadog key only in DD-API-KEY, the OTLP token only in
+    // the OTLP authorization header.
+    let secrets = [CANARY, "e2e-dd-key", "e2e-token"];
+    for (what, requests, allowed) in [
+        ("OTLP", otlp.all(), ("authorization", "e2e-token")),
+        ("Datadog API", dd_api.all(), ("dd-api-key", "e2e-dd-key")),
+    ] {
+        assert!(!requests.is_empty());
+        for r in requests {
+            let body = r.plain_body();
+            for secret in secrets {
+                assert!(!contains(&body, secret) && !contains(&r.body, secret), "{secret} in a {what} body");
+                for (k, v) in &r.headers {
+                    let expected = (k.to_ascii_lowercase().as_str(), secret) == allowed;
+                    assert!(expected || !v.contains(secret), "{secret} in the {what} header {k}");
+                }
+            }
+            assert_eq!(r.header(allowed.0), Some(if what == "OTLP" { "Bearer e2e-token" } else { "e2e-dd-key" }));
+        }
+    }
+    let datagrams = statsd.lock().unwrap().clone();
+    let exposition = agent.scrape().text;
+    for secret in secrets {
+        assert!(!datagrams.iter().any(|l| l.contains(secret)), "{secret} in a DogStatsD datagram");
+        assert!(!exposition.contains(secret), "{secret} on /metrics");
+        assert!(!log.contains(secret), "{secret} in the agent's log");
+    }
 }
 
 #[test]
@@ -530,13 +601,15 @@ fn a_stuck_exporter_neither_delays_the_others_nor_grows() {
     let start_count = snapshots(&statsd.lock().unwrap());
     let started = Instant::now();
     traffic(&nginx);
+    openai.wait_idle(Duration::from_secs(5));
+    let (upstream_requests, _, _) = openai.snapshot();
     thread::sleep(Duration::from_secs(6));
     let lines = statsd.lock().unwrap().clone();
     let per_second = (snapshots(&lines) - start_count) as f64 / started.elapsed().as_secs_f64();
     assert!(per_second >= 0.75, "DogStatsD kept its 1 s pace while OTLP hung: {per_second:.2}/s");
     assert_eq!(
         statsd_sum(&lines, "llm.requests", "c", &["side:upstream"]).0,
-        UPSTREAM_REQUESTS as f64,
+        upstream_requests as f64,
         "records flow to the healthy exporter"
     );
     let text = agent.scrape().text;

@@ -2,7 +2,10 @@
 //! and known traffic; real WebSocket clients (tokio-tungstenite) read
 //! `/api/v1/metrics/stream` and a real headless Chromium loads the
 //! dashboard. Counts are compared with what the client sent and the mock
-//! providers answered. Run as root, serialised with the other e2e tests.
+//! providers answered (requests, errors and the usage tokens they put in
+//! their responses); costs are computed from those tokens with the price
+//! table. No message and no page may carry the client's API key.
+//! Run as root, serialised with the other e2e tests.
 
 use std::{
     collections::BTreeMap,
@@ -19,6 +22,7 @@ use llm_proxy_e2e::{
     mock::MockProvider,
     webdriver::Browser,
 };
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream, client_async, connect_async,
@@ -32,6 +36,8 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 const STREAM: &str = "/api/v1/metrics/stream";
+/// The API key the test clients send: it must never reach a message or a page.
+const CANARY: &str = "sk-test-canary";
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -107,7 +113,8 @@ fn request_in_session(port: u16, path: &str, session: &str) -> u16 {
     resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
-/// What the known traffic below must add up to.
+/// What the known traffic below must add up to: what the client saw, and
+/// what the mock providers counted.
 struct Expected {
     truth: Truth,
     requests: u64,
@@ -119,11 +126,23 @@ struct Expected {
     sessions: u64,
     input_tokens: u64,
     output_tokens: u64,
+    /// Cost of the OpenAI answers (all gpt-4o-mini) from the price table.
+    openai_cost: Decimal,
+}
+
+/// The price table's (input, output) USD per million tokens of `model`.
+fn price(model: &str) -> (Decimal, Decimal) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../metrics-agent/prices/prices.toml");
+    let table: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let p = &table["models"][model];
+    let d = |k: &str| p[k].as_str().unwrap().parse::<Decimal>().unwrap();
+    (d("input"), d("output"))
 }
 
 /// 20 OpenAI chats (every 4th answered 429), 6 Anthropic messages (two 529),
-/// then 6 OpenAI chats in 3 sessions.
-fn known_traffic(port: u16) -> Expected {
+/// then 6 OpenAI chats in 3 sessions. Returns what the client saw and the
+/// distinct sessions it used.
+fn known_traffic(port: u16) -> (Truth, u64) {
     let mut c = Client::connect(port).unwrap();
     for i in 0..20 {
         let (path, status) = if i % 4 == 0 {
@@ -139,30 +158,53 @@ fn known_traffic(port: u16) -> Expected {
         assert_eq!(c.request(path, 200, false).unwrap(), status);
     }
     let mut truth = c.truth.clone();
-    for session in ["s1", "s2", "s3", "s1", "s2", "s1"] {
+    let sessions = ["s1", "s2", "s3", "s1", "s2", "s1"];
+    for session in sessions {
         assert_eq!(request_in_session(port, "/openai/v1/chat/completions", session), 200);
         truth.requests += 1;
         *truth.by_status.entry(200).or_default() += 1;
     }
-    Expected {
-        requests: truth.requests,
-        errors: truth.failed(),
-        truth,
-        openai: 26,
-        openai_errors: 5,
-        anthropic: 6,
-        anthropic_errors: 2,
-        sessions: 3,
-        // OpenAI: 12 in / 34 out per answer; Anthropic: 10 + 100 cache read + 5 cache write in, 7 out.
-        input_tokens: 21 * 12 + 4 * 115,
-        output_tokens: 21 * 34 + 4 * 7,
+    (truth, sessions.iter().collect::<std::collections::BTreeSet<_>>().len() as u64)
+}
+
+impl Expected {
+    /// Reads the mock providers' counters once they are idle.
+    fn count(setup: &Setup, truth: Truth, sessions: u64) -> Self {
+        let (openai, anthropic) = (&setup.openai, &setup.anthropic);
+        openai.wait_idle(Duration::from_secs(5));
+        anthropic.wait_idle(Duration::from_secs(5));
+        let (o, a) = (openai.usage_sent(), anthropic.usage_sent());
+        let (input_price, output_price) = price("gpt-4o-mini");
+        let million = Decimal::from(1_000_000);
+        Expected {
+            requests: truth.requests,
+            errors: truth.failed(),
+            truth,
+            openai: openai.snapshot().0,
+            openai_errors: openai.errors(),
+            anthropic: anthropic.snapshot().0,
+            anthropic_errors: anthropic.errors(),
+            sessions,
+            input_tokens: o.input + a.input,
+            output_tokens: o.output + a.output,
+            // Chat answers have no cached tokens: input and output prices only.
+            openai_cost: (Decimal::from(o.input) * input_price + Decimal::from(o.output) * output_price) / million,
+        }
     }
+}
+
+/// A decimal string from a message, as a number (scale ignored).
+fn decimal(v: &Value) -> Decimal {
+    v.as_str().unwrap_or_else(|| panic!("a decimal string: {v}")).parse().unwrap()
 }
 
 async fn next_json(ws: &mut Ws, timeout: Duration) -> Option<Value> {
     loop {
         match tokio::time::timeout(timeout, ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => return Some(serde_json::from_str(t.as_str()).expect("JSON message")),
+            Ok(Some(Ok(Message::Text(t)))) => {
+                assert!(!t.contains(CANARY), "the client's API key in a stream message: {t}");
+                return Some(serde_json::from_str(t.as_str()).expect("JSON message"));
+            }
             Ok(Some(Ok(_))) => continue,
             _ => return None,
         }
@@ -190,7 +232,8 @@ fn updates(m: &Value) -> bool {
 #[test]
 fn stream_counts_match_ground_truth_and_subscriptions_filter() {
     let _serial = serial();
-    let setup = Setup::start("[stream]\ninterval_ms = 200\nwindow_seconds = 60\n", &[]);
+    let setup =
+        Setup::start("[stream]\ninterval_ms = 200\nwindow_seconds = 60\n[metrics.system]\ninterval_seconds = 1\n", &[]);
     let rt = runtime();
     rt.block_on(async {
         let mut all = connect_async(setup.url("")).await.expect("connect").0;
@@ -206,9 +249,9 @@ fn stream_counts_match_ground_truth_and_subscriptions_filter() {
         assert_eq!(err["type"], "error", "{err}");
 
         let port = setup.nginx.port;
-        let expected = tokio::task::spawn_blocking(move || known_traffic(port)).await.unwrap();
-        assert_eq!(setup.openai.stats.requests.load(std::sync::atomic::Ordering::SeqCst), expected.openai);
-        assert_eq!(setup.anthropic.stats.requests.load(std::sync::atomic::Ordering::SeqCst), expected.anthropic);
+        let (truth, sessions) = tokio::task::spawn_blocking(move || known_traffic(port)).await.unwrap();
+        let expected = Expected::count(&setup, truth, sessions);
+        assert_eq!(expected.openai + expected.anthropic, expected.requests, "every request reached a provider");
 
         let m = wait_message(&mut all, Duration::from_secs(30), "every request", |m| {
             updates(m) && m["totals"]["requests"] == expected.requests
@@ -246,12 +289,15 @@ fn stream_counts_match_ground_truth_and_subscriptions_filter() {
             .map(|r| ((r["provider"].as_str().unwrap().into(), r["model"].as_str().unwrap().into()), r))
             .collect();
         let gpt = rows[&("openai".to_string(), "gpt-4o-mini".to_string())];
-        assert_eq!((gpt["totals"]["requests"].clone(), gpt["totals"]["errors"].clone()), (26.into(), 5.into()));
-        assert_eq!(gpt["totals"]["cost_usd"], "0.0004662", "21 answers x 0.0000222 USD");
+        assert_eq!(
+            (gpt["totals"]["requests"].clone(), gpt["totals"]["errors"].clone()),
+            (expected.openai.into(), expected.openai_errors.into())
+        );
+        assert_eq!(decimal(&gpt["totals"]["cost_usd"]), expected.openai_cost, "{gpt}");
         // Of its 26 requests, 15 were slow: its median is slow.
         assert!(gpt["p50_latency_ms"].as_f64().unwrap() >= slow, "{gpt}");
         let claude = rows[&("anthropic".to_string(), "claude-sonnet-4".to_string())];
-        assert_eq!(claude["totals"]["requests"], 4);
+        assert_eq!(claude["totals"]["requests"], expected.anthropic - expected.anthropic_errors, "{m}");
         let anthropic_rows: u64 = rows
             .iter()
             .filter(|((p, _), _)| p == "anthropic")
@@ -278,7 +324,13 @@ fn stream_counts_match_ground_truth_and_subscriptions_filter() {
             .iter()
             .map(|e| (e["type"].as_str().unwrap(), e["count"].as_u64().unwrap()))
             .collect();
-        assert_eq!(errors, BTreeMap::from([("rate_limit_exceeded", 5), ("overloaded_error", 2)]));
+        assert_eq!(
+            errors,
+            BTreeMap::from([
+                ("rate_limit_exceeded", expected.openai_errors),
+                ("overloaded_error", expected.anthropic_errors)
+            ])
+        );
 
         // Subscriptions.
         let a = wait_message(&mut by_message, Duration::from_secs(10), "the anthropic total", |m| {
@@ -309,6 +361,33 @@ fn stream_counts_match_ground_truth_and_subscriptions_filter() {
         assert_eq!(h["capture_dropped_events"], 0);
         assert_eq!(h["stream_clients"], 5, "{health}");
         assert!(h["audit_records"].as_u64().unwrap() >= 2 * expected.requests, "{health}");
+
+        // System metrics ride along: an array of {name, labels, value}, with the
+        // host's memory and the traced proxy's processes (collected every second).
+        let series = |m: &Value, name: &str, labels: &[(&str, &str)]| -> Option<f64> {
+            let found = m["system"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))?;
+            found["value"].as_f64()
+        };
+        let proxy_memory = |m: &Value| series(m, "process.memory.usage", &[("process", "proxy")]);
+        let health = wait_message(&mut all, Duration::from_secs(15), "system metrics of the proxy", |m| {
+            m["type"] == "agent.health" && proxy_memory(m).is_some_and(|v| v > 1e5)
+        })
+        .await;
+        let system = health["system"].as_array().unwrap();
+        for s in system {
+            assert!(s["name"].is_string() && s["labels"].is_object() && s["value"].is_number(), "{s}");
+        }
+        let total = series(&health, "system.memory.limit", &[]).unwrap();
+        let used = series(&health, "system.memory.usage", &[("system.memory.state", "used")]).unwrap();
+        assert!(used > 0.0 && used < total, "{health}");
+        // CPU time has 10 ms ticks: the little traffic above may not show, the series must.
+        for mode in ["user", "system"] {
+            let cpu = series(&health, "process.cpu.time", &[("process", "proxy"), ("cpu.mode", mode)]);
+            assert!(cpu.is_some_and(|v| v >= 0.0), "{health}");
+        }
     });
 }
 
@@ -533,7 +612,8 @@ fn the_dashboard_shows_what_the_stream_says_in_headless_chromium() {
     );
     assert_eq!(browser.eval("return location.search;"), "", "the token is taken out of the address bar");
 
-    let expected = known_traffic(setup.nginx.port);
+    let (truth, sessions) = known_traffic(setup.nginx.port);
+    let expected = Expected::count(&setup, truth, sessions);
     let shown = browser.wait_for(
         Duration::from_secs(30),
         "every request on the page",
@@ -559,8 +639,8 @@ fn the_dashboard_shows_what_the_stream_says_in_headless_chromium() {
     assert_eq!(page["sampling"], "1");
     let gpt =
         page["models"].as_array().unwrap().iter().find(|m| m["model"] == "gpt-4o-mini" && m["provider"] == "openai");
-    assert_eq!(gpt.expect("openai row")["requests"], "26", "{page}");
-    assert_eq!(gpt.unwrap()["cost"], "0.0004662");
+    assert_eq!(gpt.expect("openai row")["requests"], expected.openai.to_string(), "{page}");
+    assert_eq!(decimal(&gpt.unwrap()["cost"]), expected.openai_cost, "{page}");
 
     // The page's totals are the API's: read the stream directly.
     let rt = runtime();
@@ -577,6 +657,12 @@ fn the_dashboard_shows_what_the_stream_says_in_headless_chromium() {
          let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;",
     );
     assert!(painted.as_u64().unwrap() > 1000, "{painted}");
+    // Neither the page as served nor as rendered holds the client's API key.
+    let served = harness::http_get_with(setup.agent.port, "/", "text/html", Some(TOKEN)).expect("the dashboard");
+    assert!(served.contains("<html") || served.contains("<!doctype"), "{served}");
+    assert!(!served.contains(CANARY));
+    let rendered = browser.eval("return document.documentElement.outerHTML;");
+    assert!(rendered.as_str().unwrap().len() > 1000 && !rendered.as_str().unwrap().contains(CANARY));
     std::thread::sleep(Duration::from_millis(1200));
     let png = browser.screenshot();
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");

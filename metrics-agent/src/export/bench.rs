@@ -136,8 +136,8 @@ pub fn run(n: usize) -> anyhow::Result<()> {
         (body.len(), otlp::gzip(&body).len())
     });
     let (statsd_us, statsd_bytes) = time(rounds, || {
-        let d = dogstatsd::pack(&dogstatsd::lines(&snapshot, &base, &[]), 8192);
-        d.iter().map(Vec::len).sum::<usize>()
+        let d = dogstatsd::pack(&dogstatsd::groups(&snapshot, &base, &[]), 8192);
+        d.iter().map(|x| x.bytes.len()).sum::<usize>()
     });
     let (api_us, api_bytes) = time(rounds, || {
         let s = datadog_api::series(&snapshot, &base, &[], "host");

@@ -129,7 +129,7 @@ pub static EXPORTER_SAMPLES_DROPPED: Desc = desc(
     "{sample}",
     None,
     Kind::Counter,
-    "Distribution samples not buffered because the per-interval sample buffer was full.",
+    "Distribution samples lost, by reason: buffer_full (the per-interval buffer), queue_full or send_failed (their batch was dropped).",
 );
 pub static EXPORTER_QUEUE: Desc = desc(
     "metrics_agent.exporter.queue_length",

@@ -1,8 +1,9 @@
 //! Cumulative-to-delta conversion for protocols that send increments
 //! (DogStatsD counts, Datadog `count` series). The base is the last snapshot
 //! that was delivered, so a dropped or failed batch is folded into the next
-//! delta instead of being lost. A cumulative value that went down (a restart
-//! of its source) counts from zero.
+//! delta instead of being lost. When only part of a batch got through, the
+//! series it carried advance on their own, so they are not sent twice. A
+//! cumulative value that went down (a restart of its source) counts from zero.
 
 use std::collections::HashMap;
 
@@ -57,6 +58,17 @@ impl DeltaTracker {
         }
     }
 
+    /// Marks the series `indices` of `snapshot` as delivered (part of a
+    /// batch got through): their later deltas are relative to it.
+    pub fn delivered_part(&mut self, snapshot: &Snapshot, indices: &[usize]) {
+        for s in indices.iter().filter_map(|i| snapshot.series.get(*i)) {
+            self.delivered.insert(id(s), s.value.clone());
+        }
+        if !indices.is_empty() {
+            self.delivered_at = Some(snapshot.time_unix_nanos);
+        }
+    }
+
     /// Marks `snapshot` as delivered: later deltas are relative to it.
     pub fn delivered(&mut self, snapshot: &Snapshot) {
         self.delivered.clear();
@@ -93,5 +105,22 @@ mod tests {
         assert_eq!(t.interval_seconds(&s3), 20.0);
         t.delivered(&s3);
         assert_eq!(t.delta(&snap(40_000_000_000, 3).series[0]), Delta::Number(3.0), "a reset counts from zero");
+    }
+
+    #[test]
+    fn a_partly_delivered_snapshot_advances_only_what_was_sent() {
+        let mut t = DeltaTracker::default();
+        let two = |t: u64, a: u64, b: u64| Snapshot {
+            series: vec![
+                Series { desc: &m::REQUESTS, labels: vec![], value: Value::Int(a) },
+                Series { desc: &m::TOKENS, labels: vec![], value: Value::Int(b) },
+            ],
+            ..snap(t, 0)
+        };
+        let s1 = two(10_000_000_000, 5, 50);
+        t.delivered_part(&s1, &[0]);
+        let s2 = two(20_000_000_000, 6, 60);
+        assert_eq!(t.delta(&s2.series[0]), Delta::Number(1.0), "the delivered series is not sent again");
+        assert_eq!(t.delta(&s2.series[1]), Delta::Number(60.0), "the other one still carries everything");
     }
 }

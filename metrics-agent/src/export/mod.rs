@@ -62,6 +62,13 @@ pub enum ExportError {
 /// the same snapshot after a retryable failure.
 pub trait Exporter: Send + 'static {
     fn export(&mut self, snapshot: &Snapshot) -> impl Future<Output = Result<(), ExportError>> + Send;
+
+    /// Called when delivery of `snapshot` is given up; returns how many of
+    /// its raw samples were not delivered (all of them unless the exporter
+    /// sent part of the batch).
+    fn abandon(&mut self, snapshot: &Snapshot) -> u64 {
+        snapshot.sample_count()
+    }
 }
 
 /// An exporter's delivery counters, exported as metrics.
@@ -72,6 +79,9 @@ pub struct ExporterStats {
     pub dropped_queue_full: AtomicU64,
     pub dropped_send_failed: AtomicU64,
     pub queued: AtomicU64,
+    /// Raw samples lost with the snapshots dropped for each reason.
+    pub samples_dropped_queue_full: AtomicU64,
+    pub samples_dropped_send_failed: AtomicU64,
 }
 
 /// Everything a snapshot is made of; shared by the router and the
@@ -131,12 +141,18 @@ impl Source {
             });
             out.push(Series { desc: &m::EXPORTER_QUEUE, labels: l(None), value: int(&s.queued) });
         }
-        if self.exporters.iter().any(|(n, _)| *n == dogstatsd::NAME) {
-            out.push(Series {
-                desc: &m::EXPORTER_SAMPLES_DROPPED,
-                labels: vec![("exporter", Cow::Borrowed(dogstatsd::NAME))],
-                value: Value::Int(self.audit.samples_dropped()),
-            });
+        if let Some((_, s)) = self.exporters.iter().find(|(n, _)| *n == dogstatsd::NAME) {
+            for (reason, n) in [
+                ("buffer_full", self.audit.samples_dropped()),
+                ("queue_full", s.samples_dropped_queue_full.load(Ordering::Relaxed)),
+                ("send_failed", s.samples_dropped_send_failed.load(Ordering::Relaxed)),
+            ] {
+                out.push(Series {
+                    desc: &m::EXPORTER_SAMPLES_DROPPED,
+                    labels: vec![("exporter", Cow::Borrowed(dogstatsd::NAME)), ("reason", Cow::Borrowed(reason))],
+                    value: Value::Int(n),
+                });
+            }
         }
     }
 }
@@ -349,8 +365,10 @@ fn offer(source: &Source, routes: &mut [&mut Route]) {
             Ok(()) => {
                 r.stats.queued.fetch_add(1, Ordering::Relaxed);
             }
-            Err(_) => {
+            Err(e) => {
                 r.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                let samples = e.into_inner().sample_count();
+                r.stats.samples_dropped_queue_full.fetch_add(samples, Ordering::Relaxed);
                 log::debug!("exporter {}: queue full, snapshot dropped", r.name);
             }
         }
@@ -400,6 +418,8 @@ async fn deliver<E: Exporter>(
                     let permanent = matches!(e, ExportError::Permanent(_));
                     if permanent || retries >= delivery.max_retries || *stop.borrow() {
                         stats.dropped_send_failed.fetch_add(1, Ordering::Relaxed);
+                        let lost = exporter.abandon(&snapshot);
+                        stats.samples_dropped_send_failed.fetch_add(lost, Ordering::Relaxed);
                         break;
                     }
                     retries += 1;
@@ -501,5 +521,67 @@ mod tests {
         stop_tx.send(true).unwrap();
         task.await.unwrap();
         assert_eq!(p.sent.lock().unwrap().len(), 2, "a final snapshot is flushed at stop");
+    }
+
+    /// A source whose audit metrics keep raw samples (as with DogStatsD on).
+    fn sampling_source(exporters: Vec<(&'static str, Arc<ExporterStats>)>) -> Arc<Source> {
+        let limits = audit_metrics::Limits { max_samples: 1000, ..audit_metrics::Limits::default() };
+        Arc::new(Source {
+            start_unix_nanos: 1,
+            audit: Arc::new(AuditMetrics::new(limits)),
+            hot_path: None,
+            system: None,
+            exporters,
+        })
+    }
+
+    fn samples_dropped(source: &Source, reason: &str) -> f64 {
+        source
+            .snapshot(false, false)
+            .series
+            .iter()
+            .filter(|s| std::ptr::eq(s.desc, &catalog::EXPORTER_SAMPLES_DROPPED))
+            .filter(|s| s.labels.iter().any(|(k, v)| *k == "reason" && v == reason))
+            .map(|s| s.value.as_f64())
+            .sum()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn samples_of_a_batch_that_failed_are_counted() {
+        let p = Probe::default();
+        p.fail.store(true, Ordering::Relaxed);
+        let planned = vec![Planned::new(dogstatsd::NAME, Delivery { max_retries: 0, ..delivery(1000) }, p.clone())];
+        let source = sampling_source(vec![(dogstatsd::NAME, planned[0].stats.clone())]);
+        // Duration, TTFB, input and output tokens: 4 samples.
+        source.audit.observe(&audit_metrics::tests::record("client", "gpt-4o", 200, 5, 7));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(source.clone(), planned, stop_rx));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(samples_dropped(&source, "send_failed"), 4.0);
+        assert_eq!(samples_dropped(&source, "queue_full"), 0.0);
+        assert_eq!(samples_dropped(&source, "buffer_full"), 0.0);
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn samples_of_a_batch_the_queue_refused_are_counted() {
+        let p = Probe { hang: true, ..Probe::default() };
+        let slow = Delivery { timeout: Duration::from_secs(3600), ..delivery(1000) };
+        let planned = vec![Planned::new(dogstatsd::NAME, slow, p)];
+        let stats = planned[0].stats.clone();
+        let source = sampling_source(vec![(dogstatsd::NAME, stats.clone())]);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(source.clone(), planned, stop_rx));
+        // 1 s: taken by the hanging task; 2 s and 3 s: queued (2 slots).
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        assert_eq!(stats.queued.load(Ordering::Relaxed), 2);
+        source.audit.observe(&audit_metrics::tests::record("client", "gpt-4o", 200, 5, 7));
+        // 4 s: the queue is full; the snapshot and its 4 samples are dropped.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(stats.dropped_queue_full.load(Ordering::Relaxed), 1);
+        assert_eq!(samples_dropped(&source, "queue_full"), 4.0);
+        stop_tx.send(true).unwrap();
+        drop(task);
     }
 }

@@ -109,6 +109,13 @@ pub struct Snapshot {
     pub samples: Vec<Samples>,
 }
 
+impl Snapshot {
+    /// Raw sample values this snapshot carries.
+    pub fn sample_count(&self) -> u64 {
+        self.samples.iter().map(|s| s.values.len() as u64).sum()
+    }
+}
+
 /// The OpenTelemetry GenAI duration buckets (seconds), extended to 327.68 s
 /// so that long streamed completions do not all land in the overflow bucket.
 pub const DURATION_BUCKETS: &[f64] =

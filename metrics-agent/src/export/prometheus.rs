@@ -1,7 +1,9 @@
 //! The audit, system and exporter-health series on `/metrics`: a
 //! prometheus-client collector that encodes a fresh snapshot at each scrape
 //! (the kernel counters have their own collector). Attribute keys become
-//! label names with `.` replaced by `_`.
+//! label names with `.` replaced by `_`. prometheus-client writes label
+//! values verbatim, so values (models and error types come from request and
+//! response bodies) are escaped here as the exposition format requires.
 
 use std::sync::Arc;
 
@@ -38,8 +40,24 @@ fn metric_type(kind: Kind) -> MetricType {
     }
 }
 
+/// A label value as the Prometheus and OpenMetrics text formats need it
+/// between double quotes: backslash, double quote and line feed escaped
+/// (the formats define no other escapes).
+pub fn escape_label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn labels(s: &Series) -> Vec<(String, String)> {
-    s.labels.iter().map(|(k, v)| (k.replace('.', "_"), v.to_string())).collect()
+    s.labels.iter().map(|(k, v)| (k.replace('.', "_"), escape_label_value(v))).collect()
 }
 
 /// Encodes series grouped by metric, in order of first appearance.
@@ -119,5 +137,42 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected} in:\n{text}");
         }
+    }
+
+    /// A model name and an error type crafted to close the label set and add
+    /// a series of their own stay inside their label values.
+    #[test]
+    fn hostile_label_values_cannot_inject_series() {
+        let audit = Arc::new(AuditMetrics::default());
+        let model = "evil\"} 1\nllm_cost_usd_total{fake=\"x\"} 1e9\n# x";
+        let mut r = crate::export::audit_metrics::tests::record("client", model, 429, 1, 1);
+        r.error_type = Some("back\\slash\"\n# TYPE x counter".into());
+        audit.observe(&r);
+        let source =
+            Arc::new(Source { start_unix_nanos: 0, audit, hot_path: None, system: None, exporters: Vec::new() });
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ExportCollector { source }));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for text in [text.clone(), crate::http::openmetrics_to_prometheus(&text)] {
+            assert!(!text.lines().any(|l| l.starts_with("llm_cost_usd_total{fake")), "no injected series:\n{text}");
+            assert!(!text.lines().any(|l| l == "# TYPE x counter" || l.starts_with("# x")), "{text}");
+            let requests: Vec<&str> = text.lines().filter(|l| l.starts_with("llm_requests_total{")).collect();
+            assert_eq!(
+                requests,
+                vec![concat!(
+                    r#"llm_requests_total{side="client",gen_ai_provider_name="openai","#,
+                    r#"gen_ai_request_model="evil\"} 1\nllm_cost_usd_total{fake=\"x\"} 1e9\n# x","#,
+                    r#"gen_ai_operation_name="chat",status_class="4xx","#,
+                    r#"error_type="back\\slash\"\n# TYPE x counter"} 1"#
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn escaping_follows_the_exposition_format() {
+        assert_eq!(escape_label_value("plain-model_1.0"), "plain-model_1.0");
+        assert_eq!(escape_label_value("a\\b\"c\nd"), r#"a\\b\"c\nd"#);
     }
 }

@@ -204,9 +204,20 @@ fn first_env(env: &impl Fn(&str) -> Option<String>, names: &[&str]) -> Option<(S
     names.iter().find_map(|n| env(n).filter(|v| !v.trim().is_empty()).map(|v| (n.to_string(), v)))
 }
 
+/// `url` with any `user:password@` replaced by `<redacted>@`, for messages.
+pub fn redact_userinfo(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}{REDACTED}{}", &url[..start], &url[start + at..]),
+        None => url.to_string(),
+    }
+}
+
 fn check_url(what: &str, url: &str) -> Result<(), SettingsError> {
     if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
-        return Err(invalid(what, format!("{url:?} is not an http:// or https:// URL")));
+        let shown = redact_userinfo(url);
+        return Err(invalid(what, format!("{shown:?} is not an http:// or https:// URL")));
     }
     Ok(())
 }
@@ -248,6 +259,12 @@ pub fn parse_headers(name: &str, text: &str) -> Result<Vec<(String, String)>, Se
     Ok(out)
 }
 
+/// Most retries of one batch (with the backoff capped at 30 s, about ten
+/// minutes of trying).
+const MAX_RETRIES: u32 = 20;
+/// Datagram sizes accepted: DogStatsD's smallest useful size to what UDP carries.
+const DATAGRAM_BYTES: std::ops::RangeInclusive<usize> = 512..=65_000;
+
 fn delivery(
     section: &str,
     interval: Option<f64>,
@@ -257,13 +274,23 @@ fn delivery(
 ) -> Result<Delivery, SettingsError> {
     let queue_batches = queue.unwrap_or(8);
     if !(1..=1024).contains(&queue_batches) {
-        return Err(invalid(format!("{section} queue_batches"), "use 1 to 1024"));
+        return Err(invalid(
+            format!("{section} queue_batches"),
+            format!("{queue_batches} is out of range: use 1 to 1024"),
+        ));
+    }
+    let max_retries = retries.unwrap_or(3);
+    if max_retries > MAX_RETRIES {
+        return Err(invalid(
+            format!("{section} max_retries"),
+            format!("{max_retries} is out of range: use 0 to {MAX_RETRIES}"),
+        ));
     }
     Ok(Delivery {
         interval: seconds(&format!("{section} interval_seconds"), interval, 10.0)?,
         timeout: seconds(&format!("{section} timeout_seconds"), timeout, 10.0)?,
         queue_batches,
-        max_retries: retries.unwrap_or(3).min(20),
+        max_retries,
     })
 }
 
@@ -323,7 +350,7 @@ fn datadog(file: &DatadogFile, env: &impl Fn(&str) -> Option<String>) -> Result<
     const S: &str = "[exporters.datadog]";
     let d = delivery(S, file.interval_seconds, file.timeout_seconds, file.queue_batches, file.max_retries)?;
     for tag in &file.tags {
-        if tag.is_empty() || tag.contains([',', '|', '#', '\n', ' ']) {
+        if tag.is_empty() || tag.contains([',', '|', '#', '\n', '\r', ' ']) {
             return Err(invalid(format!("{S} tags"), format!("{tag:?}: a tag has no spaces, commas, | or #")));
         }
     }
@@ -343,11 +370,20 @@ fn datadog(file: &DatadogFile, env: &impl Fn(&str) -> Option<String>) -> Result<
             return Err(invalid(format!("{S} statsd_address"), format!("{a:?}: use udp://HOST:PORT or unix:///PATH")));
         }),
     };
+    if let Some(n) = file.max_datagram_bytes
+        && !DATAGRAM_BYTES.contains(&n)
+    {
+        return Err(invalid(
+            format!("{S} max_datagram_bytes"),
+            format!("{n} is out of range: use {} to {}", DATAGRAM_BYTES.start(), DATAGRAM_BYTES.end()),
+        ));
+    }
     let statsd = address.map(|address| StatsdSettings {
-        max_datagram_bytes: file
-            .max_datagram_bytes
-            .unwrap_or(if matches!(address, StatsdAddress::Unix(_)) { 8192 } else { 1432 })
-            .clamp(512, 65_000),
+        max_datagram_bytes: file.max_datagram_bytes.unwrap_or(if matches!(address, StatsdAddress::Unix(_)) {
+            8192
+        } else {
+            1432
+        }),
         address,
         tags: file.tags.clone(),
         delivery: d,
@@ -388,10 +424,14 @@ pub fn resolve(
     }
     let Some(f) = exporters else { return Ok(out) };
     let d = Limits::default();
+    let at_least_one = |name: &str, v: Option<usize>, default: usize| match v {
+        Some(0) => Err(invalid(format!("[exporters] {name}"), "0 is out of range: use 1 or more")),
+        v => Ok(v.unwrap_or(default)),
+    };
     out.limits = Limits {
-        max_models: f.max_models.unwrap_or(d.max_models).max(1),
-        max_error_types: f.max_error_types.unwrap_or(d.max_error_types).max(1),
-        max_series: f.max_series.unwrap_or(d.max_series).max(1),
+        max_models: at_least_one("max_models", f.max_models, d.max_models)?,
+        max_error_types: at_least_one("max_error_types", f.max_error_types, d.max_error_types)?,
+        max_series: at_least_one("max_series", f.max_series, d.max_series)?,
         max_samples: 0,
     };
     out.prometheus = f.prometheus.as_ref().and_then(|p| p.enabled).unwrap_or(true);
@@ -414,11 +454,13 @@ pub fn redacted(file: &ExportersFile) -> ExportersFile {
         for v in o.headers.values_mut() {
             *v = REDACTED.into();
         }
+        o.endpoint = o.endpoint.as_deref().map(redact_userinfo);
     }
-    if let Some(d) = &mut f.datadog
-        && d.api_key.is_some()
-    {
-        d.api_key = Some(REDACTED.into());
+    if let Some(d) = &mut f.datadog {
+        if d.api_key.is_some() {
+            d.api_key = Some(REDACTED.into());
+        }
+        d.api_url = d.api_url.as_deref().map(redact_userinfo);
     }
     f
 }
@@ -497,6 +539,33 @@ mod tests {
     }
 
     #[test]
+    fn out_of_range_numbers_are_errors_not_silently_clamped() {
+        for (toml_text, expected) in [
+            ("[exporters.otlp]\nmax_retries = 50\n", "[exporters.otlp] max_retries: 50 is out of range: use 0 to 20"),
+            (
+                "[exporters.datadog]\nmax_retries = 21\n",
+                "[exporters.datadog] max_retries: 21 is out of range: use 0 to 20",
+            ),
+            (
+                "[exporters.datadog]\nmax_datagram_bytes = 100\n",
+                "[exporters.datadog] max_datagram_bytes: 100 is out of range: use 512 to 65000",
+            ),
+            (
+                "[exporters.datadog]\nmax_datagram_bytes = 70000\n",
+                "[exporters.datadog] max_datagram_bytes: 70000 is out of range: use 512 to 65000",
+            ),
+            ("[exporters]\nmax_models = 0\n", "[exporters] max_models: 0 is out of range: use 1 or more"),
+            ("[exporters]\nmax_series = 0\n", "[exporters] max_series: 0 is out of range: use 1 or more"),
+            ("[exporters]\nmax_error_types = 0\n", "[exporters] max_error_types: 0 is out of range: use 1 or more"),
+        ] {
+            assert_eq!(resolve(Some(&parse(toml_text)), None, env(&[])).unwrap_err().to_string(), expected);
+        }
+        let edge = "[exporters.datadog]\nmax_retries = 20\nmax_datagram_bytes = 65000\n";
+        let s = resolve(Some(&parse(edge)), None, env(&[])).unwrap().statsd.unwrap();
+        assert_eq!((s.delivery.max_retries, s.max_datagram_bytes), (20, 65_000));
+    }
+
+    #[test]
     fn datadog_key_and_site_come_from_the_environment() {
         let f = parse(
             "[exporters.datadog]\napi = true\nstatsd_address = \"unix:///run/dsd.socket\"\ntags = [\"env:test\"]\n",
@@ -513,6 +582,28 @@ mod tests {
         let only_statsd = resolve(Some(&parse("[exporters.datadog]\n")), None, env(&[("DD_API_KEY", "k")])).unwrap();
         assert!(only_statsd.datadog_api.is_none(), "the API is opt-in even when DD_API_KEY is set");
         assert_eq!(only_statsd.statsd.unwrap().address, StatsdAddress::Udp("127.0.0.1:8125".into()));
+    }
+
+    #[test]
+    fn url_errors_never_repeat_credentials() {
+        for (url, shown) in [
+            ("ftp://alice:s3cret@collector:4318/v1", "ftp://<redacted>@collector:4318/v1"),
+            ("alice:s3cret@collector:4318", "<redacted>@collector:4318"),
+            ("htp://a:b@c@host/x?u=1@2", "htp://<redacted>@host/x?u=1@2"),
+        ] {
+            assert_eq!(redact_userinfo(url), shown);
+            let f = parse(&format!("[exporters.otlp]\nendpoint = \"{url}\"\n"));
+            let e = resolve(Some(&f), None, env(&[])).unwrap_err().to_string();
+            assert!(!e.contains("s3cret") && !e.contains("alice") && e.contains("is not an http"), "{e}");
+            let e = resolve(Some(&parse("[exporters.otlp]\n")), None, env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", url)]))
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("s3cret") && !e.contains("alice"), "{e}");
+        }
+        assert_eq!(redact_userinfo("https://collector:4318/v1/metrics"), "https://collector:4318/v1/metrics");
+        let f = parse("[exporters.datadog]\napi_url = \"https://u:p4ss@dd.example\"\n");
+        let text = toml::to_string(&redacted(&f)).unwrap();
+        assert!(!text.contains("p4ss") && text.contains("https://<redacted>@dd.example"), "{text}");
     }
 
     #[test]
