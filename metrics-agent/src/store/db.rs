@@ -72,6 +72,22 @@ pub enum StoreError {
     TooManyRows(usize),
 }
 
+impl StoreError {
+    /// The database refused the data itself, so the same rows will be refused
+    /// again: PostgreSQL SQLSTATE class 22 (data exception, e.g. NUL in text)
+    /// or 23 (integrity constraint, e.g. no partition for a row); SQLite
+    /// SQLITE_TOOBIG, SQLITE_CONSTRAINT (any extended code) or SQLITE_MISMATCH.
+    pub fn is_rejected_data(&self) -> bool {
+        let StoreError::Sql(sqlx::Error::Database(e)) = self else { return false };
+        let Some(code) = e.code() else { return false };
+        if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+            code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 18..=20))
+        } else {
+            code.starts_with("22") || code.starts_with("23")
+        }
+    }
+}
+
 /// A connection pool to one of the two databases.
 #[derive(Debug, Clone)]
 pub enum Store {

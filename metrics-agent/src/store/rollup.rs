@@ -67,15 +67,21 @@ pub struct SeriesKey {
     pub model: String,
 }
 
+/// Text as stored: no control characters (PostgreSQL refuses NUL in text;
+/// the audit path strips them already, this keeps storage safe on its own).
+pub fn text(s: String) -> String {
+    crate::audit::pipeline::without_control_chars(s)
+}
+
 impl SeriesKey {
     pub fn of(record: &RequestRecord) -> Self {
         let model = record.model_returned.as_ref().or(record.model_requested.as_ref());
         Self {
             bucket_start: Tier::Minute.bucket((record.timestamp_unix_ms / 1000) as i64),
-            application_id: record.application_id.clone().unwrap_or_default(),
+            application_id: text(record.application_id.clone().unwrap_or_default()),
             side: record.side.to_string(),
             provider: record.provider.to_string(),
-            model: model.cloned().unwrap_or_default(),
+            model: text(model.cloned().unwrap_or_default()),
         }
     }
 

@@ -47,6 +47,8 @@ on_both_databases!(
     a_flush_is_applied_once,
     months_partitions_and_retention,
     fscores_from_a_known_table,
+    a_nul_in_a_model_name_does_not_stop_storage,
+    a_batch_the_database_refuses_is_dropped_and_storage_goes_on,
 );
 
 /// Tests that stop the database need a server of their own.
@@ -488,4 +490,92 @@ async fn postgres_down_at_start_is_migrated_and_written_when_it_comes_up() {
     drop(tx);
     tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap();
     assert_eq!(stored_requests(&store).await, 50);
+}
+
+/// A writer on `db` with a 100 ms flush interval, its stats and its bus.
+fn spawn_writer(
+    db: &TestDb,
+) -> (StorageStats, tokio::sync::broadcast::Sender<Arc<RequestRecord>>, tokio::task::JoinHandle<()>) {
+    let stats = StorageStats::default();
+    let writer = Writer {
+        store: db.store.clone(),
+        config: writer_config(db, 1_000),
+        stats: stats.clone(),
+        migrated: Arc::new(AtomicBool::new(true)),
+    };
+    let (tx, rx) = tokio::sync::broadcast::channel(10_000);
+    let task = tokio::spawn(writer.run(rx));
+    (stats, tx, task)
+}
+
+async fn a_nul_in_a_model_name_does_not_stop_storage(db: TestDb) {
+    let (stats, tx, task) = spawn_writer(&db);
+    let mut bad = record(T0_MS, "x\u{0}", 1.0, 1, 1, "0.001");
+    bad.model_returned = Some("x\u{0}".into());
+    bad.session_id = Some("s\u{0}1".into());
+    bad.application_id = Some("app\u{0}".into());
+    tx.send(Arc::new(bad)).unwrap();
+    for i in 1..10 {
+        tx.send(Arc::new(record(T0_MS + i, "good", 1.0, 1, 1, "0.001"))).unwrap();
+    }
+    wait_for("every record stored", async || stored_requests(&db.store).await == 10).await;
+    drop(tx);
+    task.await.unwrap();
+    let rows = db.store.read_rows(Tier::Minute, 0, i64::MAX, &RowFilter::default()).await.unwrap();
+    let mut models: Vec<(String, String)> = rows.into_iter().map(|(k, _, _)| (k.application_id, k.model)).collect();
+    models.sort();
+    assert_eq!(models, [("app".to_string(), "good".to_string()), ("app".into(), "x".into())]);
+    let details = db.store.read_details(0, i64::MAX, 100).await.unwrap();
+    assert_eq!(details[0].session_id.as_deref(), Some("s1"));
+    assert_eq!(stats.flushes.get_or_create(&vec![("result", "error")]).get(), 0);
+    assert_eq!(stats.database_up.get(), 1);
+}
+
+async fn a_batch_the_database_refuses_is_dropped_and_storage_goes_on(db: TestDb) {
+    // A rule of the database's own that refuses one model: the same rows are refused on every retry.
+    let rule = match &db.store {
+        Store::Sqlite(_) => vec![
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON metrics_1m WHEN NEW.model = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'poison refused'); END"
+                .to_string(),
+        ],
+        Store::Postgres(_) => vec![
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.model = 'poison' THEN RAISE EXCEPTION 'poison refused' USING ERRCODE = 'check_violation'; \
+             END IF; RETURN NEW; END $$"
+                .to_string(),
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON metrics_1m FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+                .to_string(),
+        ],
+    };
+    for sql in rule {
+        match &db.store {
+            Store::Sqlite(pool) => sqlx::query(&sql).execute(pool).await.map(|_| ()),
+            Store::Postgres(pool) => sqlx::query(&sql).execute(pool).await.map(|_| ()),
+        }
+        .unwrap();
+    }
+    let (stats, tx, task) = spawn_writer(&db);
+    let rejected = || stats.records_dropped.get_or_create(&vec![("reason", "rejected")]).get();
+    tx.send(Arc::new(record(T0_MS, "poison", 1.0, 1, 1, "0.001"))).unwrap();
+    if matches!(db.store, Store::Postgres(_)) {
+        // Also refused by PostgreSQL itself: a time after year 9999 has no partition.
+        tx.send(Arc::new(record(300_000_000_000_000, "late", 1.0, 1, 1, "0.001"))).unwrap();
+    }
+    let poisoned = if matches!(db.store, Store::Postgres(_)) { 2 } else { 1 };
+    wait_for("the refused batch to be dropped", async || rejected() == poisoned).await;
+    assert_eq!(stats.flushes.get_or_create(&vec![("result", "rejected")]).get(), 1);
+    assert_eq!(
+        stats.flushes.get_or_create(&vec![("result", "error")]).get(),
+        u64::from(super::writer::REJECTED_ATTEMPTS - 1)
+    );
+    for i in 0..20 {
+        tx.send(Arc::new(record(T0_MS + i, "good", 1.0, 1, 1, "0.001"))).unwrap();
+    }
+    wait_for("newer records stored", async || stored_requests(&db.store).await == 20).await;
+    assert_eq!(stats.database_up.get(), 1);
+    drop(tx);
+    task.await.unwrap();
+    assert_eq!(rejected(), poisoned);
+    assert_eq!(stats.records_dropped.get_or_create(&vec![("reason", "buffer_full")]).get(), 0);
 }

@@ -29,6 +29,10 @@ use super::{
 };
 use crate::records::RequestRecord;
 
+/// Attempts after which a batch the database refuses as data (not an
+/// outage) is dropped, so that one bad row cannot stop storage for good.
+pub const REJECTED_ATTEMPTS: u32 = 3;
+
 /// How long a shutdown waits for the last flushes.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -57,6 +61,8 @@ struct State {
     held_series: usize,
     held_details: usize,
     database_down: bool,
+    /// Consecutive attempts of `failed` that the database refused as data.
+    rejected_attempts: u32,
 }
 
 impl Writer {
@@ -70,6 +76,7 @@ impl Writer {
             held_series: 0,
             held_details: 0,
             database_down: false,
+            rejected_attempts: 0,
         };
         let mut tick = tokio::time::interval(self.config.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -160,6 +167,7 @@ impl Writer {
     fn finish_flush(&self, state: &mut State, (batch, result, took): FlushResult) {
         match result {
             Ok(written) => {
+                state.rejected_attempts = 0;
                 state.held_series = 0;
                 state.held_details = 0;
                 if state.database_down {
@@ -184,7 +192,23 @@ impl Writer {
                 self.stats.last_flush_timestamp_seconds.set(now_ms() / 1000);
                 log::debug!("storage: flushed {} records in {took:?}", batch.records);
             }
+            Err(e) if e.is_rejected_data() && state.rejected_attempts + 1 >= REJECTED_ATTEMPTS => {
+                // The database is up but refuses these rows: drop them, count them, go on.
+                log::error!(
+                    "storage: the database refused a flush {REJECTED_ATTEMPTS} times; dropping its {} records: {e}",
+                    batch.records
+                );
+                self.stats.flushes.get_or_create(&vec![("result", "rejected")]).inc();
+                self.stats.records_dropped.get_or_create(&vec![("reason", "rejected")]).inc_by(batch.records);
+                self.stats.details_dropped.inc_by(batch.details.len() as u64);
+                self.stats.database_up.set(1);
+                state.rejected_attempts = 0;
+                state.held_series = 0;
+                state.held_details = 0;
+                state.database_down = false;
+            }
             Err(e) => {
+                state.rejected_attempts = if e.is_rejected_data() { state.rejected_attempts + 1 } else { 0 };
                 self.stats.flushes.get_or_create(&vec![("result", "error")]).inc();
                 self.stats.database_up.set(0);
                 if !state.database_down {
