@@ -106,7 +106,11 @@ impl StorageFile {
             "[storage] flush_interval_ms = {flush_ms}: use 50 to 600000"
         );
         let beta = self.fscore_beta.unwrap_or(1.0);
-        anyhow::ensure!(beta.is_finite() && beta > 0.0, "[storage] fscore_beta = {beta}: use a positive number");
+        let (low, high) = super::api::BETA_RANGE;
+        anyhow::ensure!(
+            (low..=high).contains(&beta),
+            "[storage] fscore_beta = {beta}: use a number from {low} to {high}"
+        );
         let host = hostname();
         let suffix = flag_agent_id.or(self.agent_id.as_deref()).filter(|id| !id.is_empty());
         let agent_id = match suffix {

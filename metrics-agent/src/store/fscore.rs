@@ -91,8 +91,9 @@ pub fn parse_results(text: &str, now_ms: i64) -> Result<Vec<StoredResult>, Strin
                 None | Some(serde_json::Value::Null) => now_ms,
                 Some(serde_json::Value::Number(x)) => x
                     .as_f64()
+                    .filter(|s| (0.0..=super::query::MAX_UNIX as f64).contains(s))
                     .map(|s| (s * 1000.0) as i64)
-                    .ok_or_else(|| format!("item {n}: timestamp {x} is not a number of seconds"))?,
+                    .ok_or_else(|| format!("item {n}: timestamp {x} is not Unix seconds between 1970 and 9999"))?,
                 Some(serde_json::Value::String(s)) => {
                     parse_time(s, now_ms / 1000).map(|s| s * 1000).map_err(|e| format!("item {n}: {e}"))?
                 }
@@ -167,8 +168,8 @@ pub struct FScoreRow {
 }
 
 pub async fn query(store: &Store, q: &FScoreQuery) -> Result<Vec<FScoreRow>, StoreError> {
-    let step_ms = q.step_seconds.unwrap_or(0) * 1000;
-    let from_ms = q.from * 1000;
+    let step_ms = q.step_seconds.unwrap_or(0).saturating_mul(1000);
+    let from_ms = q.from.saturating_mul(1000);
     let window = if step_ms > 0 { "(ts_ms / $1) * $1".to_string() } else { "$1 * 0".to_string() };
     let count = |cond: &str| format!("CAST(SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS BIGINT)");
     let mut sql = format!(
@@ -189,7 +190,7 @@ pub async fn query(store: &Store, q: &FScoreQuery) -> Result<Vec<FScoreRow>, Sto
     sql += " GROUP BY w, application_id, suite, model ORDER BY w, application_id, suite, model";
     macro_rules! fetch {
         ($pool:expr) => {{
-            let mut query = sqlx::query(&sql).bind(step_ms.max(1)).bind(from_ms).bind(q.to * 1000);
+            let mut query = sqlx::query(&sql).bind(step_ms.max(1)).bind(from_ms).bind(q.to.saturating_mul(1000));
             for p in &params {
                 query = query.bind(p.clone());
             }

@@ -49,6 +49,7 @@ on_both_databases!(
     fscores_from_a_known_table,
     a_nul_in_a_model_name_does_not_stop_storage,
     a_batch_the_database_refuses_is_dropped_and_storage_goes_on,
+    the_api_refuses_bad_parameters_with_400,
 );
 
 /// Tests that stop the database need a server of their own.
@@ -578,4 +579,51 @@ async fn a_batch_the_database_refuses_is_dropped_and_storage_goes_on(db: TestDb)
     task.await.unwrap();
     assert_eq!(rejected(), poisoned);
     assert_eq!(stats.records_dropped.get_or_create(&vec![("reason", "buffer_full")]).get(), 0);
+}
+
+/// GET `path` from the storage API served on a local port: status and JSON body.
+async fn api_get(db: &TestDb, path: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let state = super::api::ApiState { store: db.store.clone(), config: writer_config(db, 100) };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move { axum::serve(listener, super::api::routes(Arc::new(state))).await });
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nhost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    server.abort();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")))
+}
+
+async fn the_api_refuses_bad_parameters_with_400(db: TestDb) {
+    for path in [
+        "/api/v1/requests?from=-9223372036854775807s",
+        "/api/v1/requests?to=99999999999999",
+        "/api/v1/metrics?from=-9223372036854775807s",
+        "/api/v1/metrics?step=9223372036854775807s",
+        "/api/v1/fscores?from=-9223372036854775807s",
+        "/api/v1/fscores?step=9223372036854775807s",
+        "/api/v1/fscores?beta=1e200",
+        "/api/v1/fscores?beta=0",
+    ] {
+        let (status, body) = api_get(&db, path).await;
+        let error = body["error"].as_str().unwrap_or_else(|| panic!("{path}: {body}"));
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(!error.contains('\n'), "{path}: {error}");
+    }
+    let (status, body) = api_get(&db, "/api/v1/fscores?beta=1000").await;
+    assert_eq!(status, 200, "{body}");
+
+    // `to=now` (the default) includes the current second, on /requests as on /metrics.
+    let now_ms = super::writer::now_ms() as u64;
+    ingest(&db.store, &[record(now_ms, "m", 1.0, 1, 1, "0.1")], 1).await;
+    for path in ["/api/v1/requests?from=-1m", "/api/v1/requests?from=-1m&to=now"] {
+        let (status, body) = api_get(&db, path).await;
+        assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(1)), "{path}: {body}");
+    }
+    let (_, metrics) = api_get(&db, "/api/v1/metrics?from=-1m&side=all").await;
+    assert_eq!(metrics["rows"][0]["request_count"], 1, "{metrics}");
 }
