@@ -218,7 +218,14 @@ fn stored_rollups_match_the_mock_providers_ground_truth(database: Database) {
         })
         .collect();
     let (status, answer) = http_post(agent.port, "/api/v1/fscores", &results);
+    assert_eq!(status, 400, "results without a time are refused: {answer}");
+    assert!(answer.contains("no timestamp"), "{answer}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let ingest = format!("/api/v1/fscores?timestamp={now}");
+    let (status, answer) = http_post(agent.port, &ingest, &results);
     assert_eq!((status, answer.as_str()), (200, r#"{"received":5,"stored":5}"#));
+    let (status, answer) = http_post(agent.port, &ingest, &results);
+    assert_eq!((status, answer.as_str()), (200, r#"{"received":5,"stored":0}"#), "re-ingesting counts once");
     let (status, answer) = http_post(agent.port, "/api/v1/fscores", "{\"application\":1}\n");
     assert_eq!(status, 400, "{answer}");
     let scores: serde_json::Value =

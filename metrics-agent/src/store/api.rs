@@ -199,8 +199,28 @@ async fn fscores(State(state): State<Arc<ApiState>>, params: Result<Query<FScore
     }
 }
 
-async fn ingest_fscores(State(state): State<Arc<ApiState>>, body: String) -> Response {
-    let results = match fscore::parse_results(&body, now_ms()) {
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestParams {
+    /// Time of every result that has none of its own.
+    pub timestamp: Option<String>,
+}
+
+async fn ingest_fscores(
+    State(state): State<Arc<ApiState>>,
+    params: Result<Query<IngestParams>, QueryRejection>,
+    body: String,
+) -> Response {
+    let now = now_ms();
+    let default_ms = match params.map(|Query(p)| p.timestamp) {
+        Ok(None) => None,
+        Ok(Some(t)) => match parse_time(&t, now / 1000) {
+            Ok(t) => Some(t * 1000),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        },
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let results = match fscore::parse_results(&body, default_ms, now) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };

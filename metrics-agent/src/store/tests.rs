@@ -307,9 +307,19 @@ async fn fscores_from_a_known_table(db: TestDb) {
     add("classifier-a", 2, 1, true, false);
     add("classifier-b", 1, 5, false, false);
     let text = lines.join("\n");
-    let results = fscore::parse_results(&text, 0).unwrap();
+    let results = fscore::parse_results(&text, None, 0).unwrap();
     assert_eq!(fscore::insert(&db.store, AGENT, &results).await.unwrap(), 17);
     assert_eq!(fscore::insert(&db.store, AGENT, &results).await.unwrap(), 0, "ingesting twice counts once");
+
+    // A file without timestamps: refused (its ingestion time would make every
+    // re-ingestion new), or given one time for all, and then stored once.
+    let untimed = "{\"application\":\"app\",\"suite\":\"other\",\"model\":\"m\",\"test_case\":\"c\",\"expected\":true,\"actual\":true}\n";
+    assert!(fscore::parse_results(untimed, None, 1_000).unwrap_err().contains("no timestamp"));
+    let march_ms = 1_772_323_200_000; // 2026-03-01T00:00:00Z, outside the windows below
+    let first = fscore::parse_results(untimed, Some(march_ms), 1_000).unwrap();
+    let again = fscore::parse_results(untimed, Some(march_ms), 99_000).unwrap();
+    assert_eq!(fscore::insert(&db.store, AGENT, &first).await.unwrap(), 1);
+    assert_eq!(fscore::insert(&db.store, AGENT, &again).await.unwrap(), 0, "re-ingesting later counts once");
 
     let feb1 = 1_769_904_000; // 2026-02-01T00:00:00Z
     let q = fscore::FScoreQuery {
