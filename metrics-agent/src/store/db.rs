@@ -171,6 +171,8 @@ pub struct Batch {
     /// committed one plus one) and kept across retries.
     pub seq: Option<i64>,
     pub minutes: HashMap<SeriesKey, Aggregate>,
+    /// Heap bound of `minutes` (`MinuteAggregator::bytes`).
+    pub bytes: usize,
     pub details: Vec<DetailRow>,
     /// Records aggregated into `minutes`.
     pub records: u64,

@@ -25,6 +25,7 @@ pub struct StorageStats {
     /// `rejected` (refused as data too often: dropped).
     pub flushes: Family<Labels, Counter>,
     pub buffered_series: Gauge,
+    pub buffered_bytes: Gauge,
     pub buffered_details: Gauge,
     pub last_flush_duration_seconds: Gauge<f64, AtomicU64>,
     pub last_flush_timestamp_seconds: Gauge,
@@ -47,6 +48,11 @@ impl StorageStats {
         r.register("rows_written", "Rows written to the database, by table", self.rows_written.clone());
         r.register("flushes", "Flushes by result (ok, error, duplicate, rejected)", self.flushes.clone());
         r.register("buffered_series", "Minute rows waiting to be written", self.buffered_series.clone());
+        r.register(
+            "buffered_bytes",
+            "Upper bound of the heap the buffered minute rows take",
+            self.buffered_bytes.clone(),
+        );
         r.register("buffered_detail_rows", "Detail rows waiting to be written", self.buffered_details.clone());
         r.register(
             "last_flush_duration_seconds",

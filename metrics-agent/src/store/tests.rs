@@ -18,8 +18,8 @@ use super::{
     detail::DetailRow,
     fscore,
     query::{self, Dimension, MetricsQuery},
-    rollup::{Aggregate, MinuteAggregator, SeriesKey, Tier, tests::record},
-    sketch::{RELATIVE_ACCURACY, Sketch},
+    rollup::{Aggregate, MinuteAggregator, ROW_HEAP_BYTES, Room, SeriesKey, Tier, tests::record},
+    sketch::{MAX_BUCKETS, RELATIVE_ACCURACY, Sketch},
     stats::StorageStats,
     testing::TestDb,
     writer::Writer,
@@ -84,10 +84,11 @@ async fn ingest(store: &Store, records: &[RequestRecord], batches: usize) {
     for chunk in records.chunks(records.len().div_ceil(batches).max(1)) {
         let mut agg = MinuteAggregator::default();
         for r in chunk {
-            assert!(agg.add(r, usize::MAX));
+            assert!(agg.add(r, Room::UNBOUNDED));
         }
         let mut batch = Batch {
             seq: None,
+            bytes: agg.bytes,
             minutes: agg.rows,
             details: chunk.iter().map(DetailRow::of).collect(),
             records: agg.records,
@@ -217,9 +218,9 @@ async fn rollups_and_percentiles_match_direct_computation(db: TestDb) {
 async fn a_flush_is_applied_once(db: TestDb) {
     let mut agg = MinuteAggregator::default();
     for i in 0..10 {
-        agg.add(&record(T0_MS + i * 1_000, "m", 5.0, 10, 1, "0.5"), 100);
+        agg.add(&record(T0_MS + i * 1_000, "m", 5.0, 10, 1, "0.5"), Room::UNBOUNDED);
     }
-    let mut batch = Batch { seq: None, minutes: agg.rows, details: Vec::new(), records: 10 };
+    let mut batch = Batch { seq: None, bytes: 0, minutes: agg.rows, details: Vec::new(), records: 10 };
     let first = db.store.write_batch(AGENT, &mut batch, 0).await.unwrap();
     assert!(!first.already_applied);
     assert_eq!(batch.seq, Some(1));
@@ -228,8 +229,8 @@ async fn a_flush_is_applied_once(db: TestDb) {
     assert!(again.already_applied);
     // A late record for the same minute in a later flush is merged into it.
     let mut late = MinuteAggregator::default();
-    late.add(&record(T0_MS + 59_000, "m", 5.0, 10, 1, "0.25"), 100);
-    let mut batch2 = Batch { seq: None, minutes: late.rows, details: Vec::new(), records: 1 };
+    late.add(&record(T0_MS + 59_000, "m", 5.0, 10, 1, "0.25"), Room::UNBOUNDED);
+    let mut batch2 = Batch { seq: None, bytes: 0, minutes: late.rows, details: Vec::new(), records: 1 };
     db.store.write_batch(AGENT, &mut batch2, 0).await.unwrap();
     assert_eq!(batch2.seq, Some(2));
     assert_eq!(db.store.last_flush_seq(AGENT).await.unwrap(), 2);
@@ -636,4 +637,38 @@ async fn the_api_refuses_bad_parameters_with_400(db: TestDb) {
     }
     let (_, metrics) = api_get(&db, "/api/v1/metrics?from=-1m&side=all").await;
     assert_eq!(metrics["rows"][0]["request_count"], 1, "{metrics}");
+}
+
+/// The byte bound the writer enforces is an upper bound of the real heap
+/// (measured with a counting allocator), for adversarial latencies that give
+/// every record new sketch buckets over the whole u64 range.
+#[test]
+fn buffered_rows_take_no_more_heap_than_their_byte_bound() {
+    let records: Vec<RequestRecord> = (0..40_000u64)
+        .map(|i| {
+            let mut r = record(T0_MS + i % 180_000, &format!("model-{}", i % 13), 0.0, 1, 1, "0.1");
+            let v = 1.0202f64.powi(((i * 7) % 2_300) as i32) / 1000.0;
+            (r.duration_ms, r.ttfb_ms) = (v, v * 0.7);
+            r
+        })
+        .collect();
+    let budget = Room { series: 20_000, bytes: 4 << 20 };
+    let (agg, heap) = super::testing::heap_kept_by(|| {
+        let mut agg = MinuteAggregator::default();
+        let taken = records.iter().filter(|r| agg.add(r, budget)).count();
+        assert!(taken > 5_000, "taken {taken}");
+        agg
+    });
+    assert!(agg.bytes <= budget.bytes);
+    assert!(heap > 0 && heap as usize <= agg.bytes, "heap {heap} > bound {}", agg.bytes);
+    let per_row = agg.bytes / agg.rows.len();
+    let (_, row_heap) = super::testing::heap_kept_by(|| {
+        let mut a = Aggregate::default();
+        records.iter().take(2_300).for_each(|r| a.add(r));
+        a
+    });
+    // One row with full sketches, the worst case: 2 x 512 buckets.
+    let worst = ROW_HEAP_BYTES + 2 * MAX_BUCKETS * super::sketch::HEAP_BYTES_PER_BUCKET;
+    assert!(row_heap as usize <= worst, "one row: {row_heap} > {worst} (average bound {per_row})");
+    eprintln!("worst-case row: measured {row_heap} bytes, bound {worst}");
 }
