@@ -54,14 +54,8 @@ const DETAIL_COLUMNS: &str = "ts_ms, agent_id, flush_seq, application_id, side, 
 pub enum StoreError {
     #[error("database url `{0}` is not understood: use sqlite:///PATH (or a file path) or postgres://USER@HOST/DB")]
     BadUrl(String),
-    #[error(
-        "cannot create the directory {path} for the SQLite database ({source}): pass --database-url or --no-storage"
-    )]
-    CreateDir {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot create {path} for the SQLite database ({source}): choose another path with --database-url")]
+    CreateDir { path: String, source: std::io::Error },
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
     #[error("applying migrations: {0}")]
@@ -213,10 +207,7 @@ impl Store {
             return Ok(Store::Postgres(pool));
         }
         let path = sqlite_path(url).ok_or_else(|| StoreError::BadUrl(redact(url)))?;
-        if let Some(dir) = std::path::Path::new(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::CreateDir { path: dir.display().to_string(), source })?;
-        }
+        create_private(std::path::Path::new(&path))?;
         let options = SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true)
@@ -561,6 +552,26 @@ impl Cutoffs {
             ("request_details", "ts_ms", self.detail_ms),
             ("fscore_results", "ts_ms", self.fscore_ms),
         ]
+    }
+}
+
+/// Creates the database file's missing directories (mode 0700) and the
+/// file itself (0600) unless they exist: stored data (models, costs, user
+/// ids) is for the agent's user only. SQLite gives its -wal and -shm files
+/// the database file's mode.
+fn create_private(path: &std::path::Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StoreError::CreateDir { path: dir.display().to_string(), source })?;
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::CreateDir { path: path.display().to_string(), source }),
     }
 }
 

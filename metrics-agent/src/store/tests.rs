@@ -672,3 +672,22 @@ fn buffered_rows_take_no_more_heap_than_their_byte_bound() {
     assert!(row_heap as usize <= worst, "one row: {row_heap} > {worst} (average bound {per_row})");
     eprintln!("worst-case row: measured {row_heap} bytes, bound {worst}");
 }
+
+/// The SQLite database, its directory and its write-ahead files are private.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_database_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::sqlite().await;
+    ingest(&db.store, &[record(T0_MS, "m", 1.0, 1, 1, "0.1")], 1).await;
+    let file = std::path::PathBuf::from(db.url.strip_prefix("sqlite://").unwrap());
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(file.parent().unwrap()), 0o700, "directory");
+    for suffix in ["", "-wal", "-shm"] {
+        let path = std::path::PathBuf::from(format!("{}{suffix}", file.display()));
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    // One line naming the path and the cause once, pointing at the flag that fixes it.
+    let e = Store::open("sqlite:///proc/forbidden/metrics.db").await.unwrap_err().to_string();
+    assert!(e.starts_with("cannot create /proc/forbidden for the SQLite database (") && !e.contains('\n'), "{e}");
+    assert!(e.ends_with("choose another path with --database-url") && !e.contains("--no-storage"), "{e}");
+}
