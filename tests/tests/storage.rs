@@ -63,19 +63,26 @@ fn setup(database: Database) -> Setup {
 
 impl Setup {
     fn agent(&self) -> Agent {
+        self.agent_with_env(&[])
+    }
+
+    fn agent_with_env(&self, env: &[(&str, &str)]) -> Agent {
         let provider = format!("openai=127.0.0.1:{}", self.openai.port);
-        let agent = Agent::start(&[
-            "--exe",
-            harness::NGINX,
-            "--provider",
-            &provider,
-            "--application-id",
-            "e2e-app",
-            "--database-url",
-            &self.url,
-            "--config",
-            &self.config,
-        ]);
+        let agent = Agent::start_with_env(
+            &[
+                "--exe",
+                harness::NGINX,
+                "--provider",
+                &provider,
+                "--application-id",
+                "e2e-app",
+                "--database-url",
+                &self.url,
+                "--config",
+                &self.config,
+            ],
+            env,
+        );
         agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
         agent
     }
@@ -130,6 +137,27 @@ fn kill_9_loses_at_most_one_flush_interval_and_double_counts_nothing_sqlite() {
 #[test]
 fn kill_9_loses_at_most_one_flush_interval_and_double_counts_nothing_postgres() {
     kill_9_loses_at_most_one_flush_interval_and_double_counts_nothing(Database::Postgres);
+}
+
+/// Browsers send the API token as `?token=`: the storage routes, whose
+/// parameters are strict, must not see it as an unknown parameter.
+#[test]
+fn the_storage_api_accepts_the_token_in_the_query() {
+    const TOKEN: &str = "storage-token-7d3b";
+    let _serial = serial();
+    let s = setup(Database::Sqlite);
+    let agent = s.agent_with_env(&[("METRICS_AGENT_API_TOKEN", TOKEN)]);
+    for path in
+        ["/api/v1/metrics?from=-1h&step=1m&group_by=model", "/api/v1/requests?from=-1h", "/api/v1/fscores?from=-1h"]
+    {
+        assert!(http_get(agent.port, path, "application/json").is_none(), "{path} without the token is refused");
+        let body = http_get(agent.port, &format!("{path}&token={TOKEN}"), "application/json")
+            .unwrap_or_else(|| panic!("{path}&token=... is not answered with 200"));
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(json.is_object() || json.is_array(), "{json}");
+    }
+    let body = http_get(agent.port, &format!("/api/v1/metrics?token={TOKEN}"), "application/json").unwrap();
+    assert!(body.contains("\"rows\""), "{body}");
 }
 
 /// A plain HTTP/1.0 POST; returns the status code and the body.
@@ -190,7 +218,14 @@ fn stored_rollups_match_the_mock_providers_ground_truth(database: Database) {
         })
         .collect();
     let (status, answer) = http_post(agent.port, "/api/v1/fscores", &results);
+    assert_eq!(status, 400, "results without a time are refused: {answer}");
+    assert!(answer.contains("no timestamp"), "{answer}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let ingest = format!("/api/v1/fscores?timestamp={now}");
+    let (status, answer) = http_post(agent.port, &ingest, &results);
     assert_eq!((status, answer.as_str()), (200, r#"{"received":5,"stored":5}"#));
+    let (status, answer) = http_post(agent.port, &ingest, &results);
+    assert_eq!((status, answer.as_str()), (200, r#"{"received":5,"stored":0}"#), "re-ingesting counts once");
     let (status, answer) = http_post(agent.port, "/api/v1/fscores", "{\"application\":1}\n");
     assert_eq!(status, 400, "{answer}");
     let scores: serde_json::Value =

@@ -87,7 +87,8 @@ pub fn resolve<'a>(config: &IdentityConfig, header: impl Fn(&str) -> Option<&'a 
                     _ => None,
                 })
             })
-            .map(|v| v.chars().take(MAX_ID_CHARS).collect())
+            .map(|v| v.chars().filter(|c| !c.is_control()).take(MAX_ID_CHARS).collect::<String>())
+            .filter(|v| !v.is_empty())
     };
     Ids {
         session: from(&config.session_headers, &config.session_body_fields),
@@ -131,6 +132,13 @@ mod tests {
         let r = ids(&c, &[], r#"{"metadata":{"user_id":"u2","session_id":"s2"}}"#);
         assert_eq!((r.session.as_deref(), r.user.as_deref()), (Some("s2"), Some("u2")));
         assert_eq!(r.api_key_hash, None, "no salt, no hash");
+    }
+
+    #[test]
+    fn ids_carry_no_control_characters() {
+        let c = IdentityConfig::default();
+        let r = ids(&c, &[("x-session-id", "s\u{0}1")], r#"{"user":"\u0000"}"#);
+        assert_eq!((r.session.as_deref(), r.user.as_deref()), (Some("s1"), None));
     }
 
     #[test]

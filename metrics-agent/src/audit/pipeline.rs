@@ -371,7 +371,8 @@ impl Pipeline {
 /// from the network: a record's size stays bounded whatever they say).
 const MAX_FIELD_CHARS: usize = 256;
 
-fn bounded(mut s: String) -> String {
+fn bounded(s: String) -> String {
+    let mut s = without_control_chars(s);
     if s.len() > MAX_FIELD_CHARS {
         let mut end = MAX_FIELD_CHARS;
         while !s.is_char_boundary(end) {
@@ -380,6 +381,13 @@ fn bounded(mut s: String) -> String {
         s.truncate(end);
     }
     s
+}
+
+/// `s` without control characters (NUL, newlines, escapes...): text from the
+/// network ends up in logs, JSON and database columns, and PostgreSQL
+/// rejects NUL in text outright.
+pub fn without_control_chars(s: String) -> String {
+    if s.chars().any(char::is_control) { s.chars().filter(|c| !c.is_control()).collect() } else { s }
 }
 
 /// The rate-limit headers of a response (OpenAI `x-ratelimit-*`, Anthropic
@@ -534,6 +542,20 @@ mod tests {
             assert!(field.len() <= MAX_FIELD_CHARS, "{}", field.len());
         }
         assert!(r.error_type.unwrap().len() <= MAX_FIELD_CHARS);
+    }
+
+    #[test]
+    fn text_fields_from_the_network_carry_no_control_characters() {
+        let mut p = Pipeline::new(1 << 20);
+        let body = r#"{"model":"x\u0000y\n"}"#;
+        let req = format!("POST /v1/chat/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        p.on_event(&chunk(1, DIR_READ, 0, 1, req.len()), req.as_bytes());
+        let resp_body = r#"{"model":"\u0000m","error":{"type":"e\u001b[31m"}}"#;
+        let resp = format!("HTTP/1.1 500 X\r\nContent-Length: {}\r\n\r\n{resp_body}", resp_body.len());
+        let r = p.on_event(&chunk(1, DIR_WRITE, 0, 2, resp.len()), resp.as_bytes()).remove(0);
+        assert_eq!(r.model_requested.as_deref(), Some("xy"));
+        assert_eq!(r.model_returned.as_deref(), Some("m"));
+        assert_eq!(r.error_type.as_deref(), Some("e[31m"));
     }
 
     proptest! {

@@ -64,9 +64,38 @@ fn presented(request: &Request) -> Option<String> {
     request.uri().query()?.split('&').find_map(|pair| pair.strip_prefix("token=")).map(super::stream::percent_decode)
 }
 
+/// `query` without its `token=` pairs (`None` when nothing is left).
+fn without_token(query: &str) -> Option<String> {
+    let kept: Vec<&str> = query.split('&').filter(|pair| !pair.starts_with("token=") && *pair != "token").collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+/// Removes the token from the request's URL once it is checked: handlers
+/// never see it (so strict parameter parsing does not refuse it, and it is
+/// never echoed or logged by them).
+fn strip_token(mut request: Request) -> Request {
+    let uri = request.uri();
+    let Some(query) = uri.query() else { return request };
+    if !query.split('&').any(|pair| pair.starts_with("token=") || pair == "token") {
+        return request;
+    }
+    let path_and_query = match without_token(query) {
+        Some(rest) => format!("{}?{rest}", uri.path()),
+        None => uri.path().to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(stripped) = axum::http::Uri::from_parts(parts) {
+            *request.uri_mut() = stripped;
+        }
+    }
+    request
+}
+
 async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
     match presented(&request) {
-        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => next.run(request).await,
+        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => next.run(strip_token(request)).await,
         given => {
             let why = if given.is_some() { "wrong token" } else { "missing token" };
             (
@@ -102,6 +131,19 @@ mod tests {
         assert!(!constant_time_eq(b"secret-token", b"secret-tokeN"));
         assert!(!constant_time_eq(b"secret", b"secret-token"));
         assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn the_token_is_taken_out_of_the_query() {
+        let strip = |uri: &str| {
+            let request = Request::builder().uri(uri).body(axum::body::Body::empty()).unwrap();
+            strip_token(request).uri().to_string()
+        };
+        assert_eq!(strip("/api/v1/metrics?from=-1h&token=t0k&step=1m"), "/api/v1/metrics?from=-1h&step=1m");
+        assert_eq!(strip("/api/v1/metrics?token=t0k"), "/api/v1/metrics");
+        assert_eq!(strip("/?token=a&token=b&x=1"), "/?x=1");
+        assert_eq!(strip("/stream?tokens=1"), "/stream?tokens=1");
+        assert_eq!(strip("/metrics"), "/metrics");
     }
 
     #[test]

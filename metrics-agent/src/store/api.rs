@@ -123,16 +123,24 @@ async fn requests(
     };
     let now = now_ms() / 1000;
     let window = parse_time(p.from.as_deref().unwrap_or("-15m"), now)
-        .and_then(|from| Ok((from, parse_time(p.to.as_deref().unwrap_or("now"), now)?)));
+        .and_then(|from| Ok((from, parse_end(p.to.as_deref(), now)?)));
     let (from, to) = match window {
         Ok(w) => w,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match state.store.read_details(from * 1000, to * 1000, p.limit.unwrap_or(1000).clamp(1, 10_000)).await {
+    match state
+        .store
+        .read_details(from.saturating_mul(1000), to.saturating_mul(1000), p.limit.unwrap_or(1000).clamp(1, 10_000))
+        .await
+    {
         Ok(rows) => Json(rows).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
+
+/// Betas F-beta is computed for: beyond them `beta²` makes the score
+/// numerically meaningless (recall or precision alone, or NaN).
+pub const BETA_RANGE: (f64, f64) = (1e-3, 1e3);
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,8 +169,8 @@ impl FScoreParams {
             }
         };
         let beta = self.beta.unwrap_or(default_beta);
-        if !(beta.is_finite() && beta > 0.0) {
-            return Err(format!("beta {beta}: use a positive number"));
+        if !(BETA_RANGE.0..=BETA_RANGE.1).contains(&beta) {
+            return Err(format!("beta {beta}: use a number from {} to {}", BETA_RANGE.0, BETA_RANGE.1));
         }
         Ok(FScoreQuery {
             from,
@@ -191,8 +199,28 @@ async fn fscores(State(state): State<Arc<ApiState>>, params: Result<Query<FScore
     }
 }
 
-async fn ingest_fscores(State(state): State<Arc<ApiState>>, body: String) -> Response {
-    let results = match fscore::parse_results(&body, now_ms()) {
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestParams {
+    /// Time of every result that has none of its own.
+    pub timestamp: Option<String>,
+}
+
+async fn ingest_fscores(
+    State(state): State<Arc<ApiState>>,
+    params: Result<Query<IngestParams>, QueryRejection>,
+    body: String,
+) -> Response {
+    let now = now_ms();
+    let default_ms = match params.map(|Query(p)| p.timestamp) {
+        Ok(None) => None,
+        Ok(Some(t)) => match parse_time(&t, now / 1000) {
+            Ok(t) => Some(t * 1000),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        },
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let results = match fscore::parse_results(&body, default_ms, now) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };

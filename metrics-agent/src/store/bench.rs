@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{
     db::{Batch, RowFilter, Store},
     query::{self, Dimension, MetricsQuery},
-    rollup::{MinuteAggregator, Tier},
+    rollup::{MinuteAggregator, Room, Tier},
 };
 use crate::{audit::llm::Usage, records::RequestRecord};
 
@@ -57,7 +57,7 @@ async fn ingest(store: &Store, series: usize, total: u64, per_flush: u64, start_
     let t = Instant::now();
     let mut agg = MinuteAggregator::default();
     for i in 0..total {
-        agg.add(&record(start_ms + i * 10, (i as usize) % series, i), usize::MAX);
+        agg.add(&record(start_ms + i * 10, (i as usize) % series, i), Room::UNBOUNDED);
     }
     std::hint::black_box(&agg);
     let aggregate_only = total as f64 / t.elapsed().as_secs_f64();
@@ -68,9 +68,9 @@ async fn ingest(store: &Store, series: usize, total: u64, per_flush: u64, start_
         let mut agg = MinuteAggregator::default();
         let end = (i + per_flush).min(total);
         for j in i..end {
-            agg.add(&record(start_ms + j * 10, (j as usize) % series, j), usize::MAX);
+            agg.add(&record(start_ms + j * 10, (j as usize) % series, j), Room::UNBOUNDED);
         }
-        let mut batch = Batch { seq: None, minutes: agg.rows, details: Vec::new(), records: end - i };
+        let mut batch = Batch { seq: None, bytes: 0, minutes: agg.rows, details: Vec::new(), records: end - i };
         store.write_batch(AGENT, &mut batch, 0).await?;
         i = end;
     }
@@ -88,13 +88,13 @@ async fn backfill(store: &Store, series: usize, days: u64, start_ms: u64) -> Res
             let ts = start_ms + (day * 1_440 + minute) * 60_000;
             for s in 0..series {
                 for k in 0..2 {
-                    agg.add(&record(ts + k * 20_000, s, minute * 31 + s as u64 + k), usize::MAX);
+                    agg.add(&record(ts + k * 20_000, s, minute * 31 + s as u64 + k), Room::UNBOUNDED);
                 }
             }
         }
         rows += agg.rows.len() as u64;
         let records = agg.records;
-        let mut batch = Batch { seq: None, minutes: agg.rows, details: Vec::new(), records };
+        let mut batch = Batch { seq: None, bytes: 0, minutes: agg.rows, details: Vec::new(), records };
         store.write_batch(AGENT, &mut batch, 0).await?;
     }
     Ok((rows, t.elapsed().as_secs_f64()))

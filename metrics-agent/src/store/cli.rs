@@ -61,6 +61,9 @@ pub enum FscoreCommand {
     /// Store test results from a JSON-lines file (`-` reads standard input).
     Ingest {
         file: PathBuf,
+        /// Time of every result without its own `timestamp` (when the tests ran), same forms as --from.
+        #[arg(long, allow_hyphen_values = true)]
+        timestamp: Option<String>,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -141,14 +144,19 @@ pub fn query(args: QueryArgs) -> Result<()> {
 
 pub fn fscore(command: FscoreCommand) -> Result<()> {
     match command {
-        FscoreCommand::Ingest { file, db } => {
+        FscoreCommand::Ingest { file, timestamp, db } => {
+            let now = now_ms();
+            let default_ms = match timestamp {
+                Some(t) => Some(query::parse_time(&t, now / 1000).map_err(anyhow::Error::msg)? * 1000),
+                None => None,
+            };
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin()).context("reading standard input")?
             } else {
                 std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
             };
-            let results =
-                fscore::parse_results(&text, now_ms()).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let results = fscore::parse_results(&text, default_ms, now)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let agent = StorageFile::default()
                 .resolve(None, storage_file(&db)?.agent_id.as_deref(), false)?
                 .map(|c| c.agent_id)

@@ -29,6 +29,8 @@ pub struct StorageFile {
     pub detail_sample_every: Option<u32>,
     /// Minute rows held in memory at most while the database is slow or down.
     pub max_buffered_series: Option<usize>,
+    /// Memory the minute rows held may take at most, in MiB (default 64).
+    pub max_buffered_mib: Option<usize>,
     /// Detail rows held in memory at most.
     pub max_buffered_details: Option<usize>,
     /// F-beta's beta served next to F1 (default 1).
@@ -47,6 +49,8 @@ pub struct StorageConfig {
     pub retention: Retention,
     pub detail_sample_every: u32,
     pub max_buffered_series: usize,
+    /// `max_buffered_mib` in bytes.
+    pub max_buffered_bytes: usize,
     pub max_buffered_details: usize,
     pub fscore_beta: f64,
 }
@@ -106,7 +110,11 @@ impl StorageFile {
             "[storage] flush_interval_ms = {flush_ms}: use 50 to 600000"
         );
         let beta = self.fscore_beta.unwrap_or(1.0);
-        anyhow::ensure!(beta.is_finite() && beta > 0.0, "[storage] fscore_beta = {beta}: use a positive number");
+        let (low, high) = super::api::BETA_RANGE;
+        anyhow::ensure!(
+            (low..=high).contains(&beta),
+            "[storage] fscore_beta = {beta}: use a number from {low} to {high}"
+        );
         let host = hostname();
         let suffix = flag_agent_id.or(self.agent_id.as_deref()).filter(|id| !id.is_empty());
         let agent_id = match suffix {
@@ -127,6 +135,7 @@ impl StorageFile {
             },
             detail_sample_every: self.detail_sample_every.unwrap_or(1),
             max_buffered_series: self.max_buffered_series.unwrap_or(20_000).max(1),
+            max_buffered_bytes: self.max_buffered_mib.unwrap_or(64).clamp(1, 1 << 20) << 20,
             max_buffered_details: self.max_buffered_details.unwrap_or(20_000),
             fscore_beta: beta,
         }))
@@ -148,6 +157,7 @@ impl StorageConfig {
             retention_fscore_days: Some(self.retention.fscore_days),
             detail_sample_every: Some(self.detail_sample_every),
             max_buffered_series: Some(self.max_buffered_series),
+            max_buffered_mib: Some(self.max_buffered_bytes >> 20),
             max_buffered_details: Some(self.max_buffered_details),
             fscore_beta: Some(self.fscore_beta),
         }

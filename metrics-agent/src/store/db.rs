@@ -54,14 +54,8 @@ const DETAIL_COLUMNS: &str = "ts_ms, agent_id, flush_seq, application_id, side, 
 pub enum StoreError {
     #[error("database url `{0}` is not understood: use sqlite:///PATH (or a file path) or postgres://USER@HOST/DB")]
     BadUrl(String),
-    #[error(
-        "cannot create the directory {path} for the SQLite database ({source}): pass --database-url or --no-storage"
-    )]
-    CreateDir {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot create {path} for the SQLite database ({source}): choose another path with --database-url")]
+    CreateDir { path: String, source: std::io::Error },
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
     #[error("applying migrations: {0}")]
@@ -70,6 +64,22 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the answer would have more than {0} rows: use a coarser step, a shorter window or fewer group-by columns")]
     TooManyRows(usize),
+}
+
+impl StoreError {
+    /// The database refused the data itself, so the same rows will be refused
+    /// again: PostgreSQL SQLSTATE class 22 (data exception, e.g. NUL in text)
+    /// or 23 (integrity constraint, e.g. no partition for a row); SQLite
+    /// SQLITE_TOOBIG, SQLITE_CONSTRAINT (any extended code) or SQLITE_MISMATCH.
+    pub fn is_rejected_data(&self) -> bool {
+        let StoreError::Sql(sqlx::Error::Database(e)) = self else { return false };
+        let Some(code) = e.code() else { return false };
+        if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+            code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 18..=20))
+        } else {
+            code.starts_with("22") || code.starts_with("23")
+        }
+    }
 }
 
 /// A connection pool to one of the two databases.
@@ -155,6 +165,8 @@ pub struct Batch {
     /// committed one plus one) and kept across retries.
     pub seq: Option<i64>,
     pub minutes: HashMap<SeriesKey, Aggregate>,
+    /// Heap bound of `minutes` (`MinuteAggregator::bytes`).
+    pub bytes: usize,
     pub details: Vec<DetailRow>,
     /// Records aggregated into `minutes`.
     pub records: u64,
@@ -195,10 +207,7 @@ impl Store {
             return Ok(Store::Postgres(pool));
         }
         let path = sqlite_path(url).ok_or_else(|| StoreError::BadUrl(redact(url)))?;
-        if let Some(dir) = std::path::Path::new(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::CreateDir { path: dir.display().to_string(), source })?;
-        }
+        create_private(std::path::Path::new(&path))?;
         let options = SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true)
@@ -543,6 +552,26 @@ impl Cutoffs {
             ("request_details", "ts_ms", self.detail_ms),
             ("fscore_results", "ts_ms", self.fscore_ms),
         ]
+    }
+}
+
+/// Creates the database file's missing directories (mode 0700) and the
+/// file itself (0600) unless they exist: stored data (models, costs, user
+/// ids) is for the agent's user only. SQLite gives its -wal and -shm files
+/// the database file's mode.
+fn create_private(path: &std::path::Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StoreError::CreateDir { path: dir.display().to_string(), source })?;
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::CreateDir { path: path.display().to_string(), source }),
     }
 }
 

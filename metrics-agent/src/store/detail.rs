@@ -5,6 +5,7 @@
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use super::rollup::text;
 use crate::records::RequestRecord;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,7 +49,7 @@ const MAX_ENDPOINT: usize = 512;
 
 impl DetailRow {
     pub fn of(r: &RequestRecord) -> Self {
-        let mut endpoint = r.endpoint.split('?').next().unwrap_or("").to_string();
+        let mut endpoint = text(r.endpoint.split('?').next().unwrap_or("").to_string());
         if endpoint.len() > MAX_ENDPOINT {
             let mut cut = MAX_ENDPOINT;
             while !endpoint.is_char_boundary(cut) {
@@ -58,16 +59,16 @@ impl DetailRow {
         }
         Self {
             ts_ms: i64::try_from(r.timestamp_unix_ms).unwrap_or(i64::MAX),
-            application_id: r.application_id.clone().unwrap_or_default(),
+            application_id: text(r.application_id.clone().unwrap_or_default()),
             side: r.side.to_string(),
             provider: r.provider.to_string(),
-            upstream_provider: r.upstream_provider.clone(),
+            upstream_provider: r.upstream_provider.clone().map(text),
             operation: r.operation.to_string(),
             endpoint,
-            model_requested: r.model_requested.clone(),
-            model_returned: r.model_returned.clone(),
+            model_requested: r.model_requested.clone().map(text),
+            model_returned: r.model_returned.clone().map(text),
             status: r.status,
-            error_type: r.error_type.clone(),
+            error_type: r.error_type.clone().map(text),
             streaming: r.streaming,
             cache_hit: r.cache_hit,
             ttfb_us: micros(r.ttfb_ms),
@@ -78,8 +79,8 @@ impl DetailRow {
             tokens_cache_creation: tokens(r.tokens.cache_creation),
             tokens_reasoning: tokens(r.tokens.reasoning),
             cost_usd: r.cost_usd,
-            session_id: r.session_id.clone(),
-            user_id: r.user_id.clone(),
+            session_id: r.session_id.clone().map(text),
+            user_id: r.user_id.clone().map(text),
             truncated: r.truncated,
         }
     }

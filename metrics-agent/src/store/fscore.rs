@@ -24,7 +24,9 @@ pub struct TestResult {
     pub test_case: String,
     pub expected: bool,
     pub actual: bool,
-    /// RFC 3339, `YYYY-MM-DD` or Unix seconds; default: when ingested.
+    /// When the test ran: RFC 3339, `YYYY-MM-DD` or Unix seconds. Required,
+    /// unless the whole input is given one (`--timestamp`, `?timestamp=`):
+    /// it is part of what identifies a result, so re-ingesting stores nothing new.
     #[serde(default)]
     pub timestamp: Option<serde_json::Value>,
 }
@@ -67,8 +69,9 @@ pub struct StoredResult {
     pub result: TestResult,
 }
 
-/// Parses JSON lines (blank lines skipped) or one JSON array; errors name the line.
-pub fn parse_results(text: &str, now_ms: i64) -> Result<Vec<StoredResult>, String> {
+/// Parses JSON lines (blank lines skipped) or one JSON array; errors name the
+/// line. Results without a timestamp take `default_ms`, else are an error.
+pub fn parse_results(text: &str, default_ms: Option<i64>, now_ms: i64) -> Result<Vec<StoredResult>, String> {
     let trimmed = text.trim_start();
     let items: Vec<(usize, TestResult)> = if trimmed.starts_with('[') {
         let list: Vec<TestResult> = serde_json::from_str(trimmed).map_err(|e| format!("JSON array: {e}"))?;
@@ -88,11 +91,17 @@ pub fn parse_results(text: &str, now_ms: i64) -> Result<Vec<StoredResult>, Strin
         .into_iter()
         .map(|(n, r)| {
             let ts_ms = match &r.timestamp {
-                None | Some(serde_json::Value::Null) => now_ms,
+                None | Some(serde_json::Value::Null) => default_ms.ok_or_else(|| {
+                    format!(
+                        "item {n} has no timestamp: add \"timestamp\" (when the test ran) to each result, or give \
+                         the whole input one with --timestamp / ?timestamp= (re-ingesting then stores nothing twice)"
+                    )
+                })?,
                 Some(serde_json::Value::Number(x)) => x
                     .as_f64()
+                    .filter(|s| (0.0..=super::query::MAX_UNIX as f64).contains(s))
                     .map(|s| (s * 1000.0) as i64)
-                    .ok_or_else(|| format!("item {n}: timestamp {x} is not a number of seconds"))?,
+                    .ok_or_else(|| format!("item {n}: timestamp {x} is not Unix seconds between 1970 and 9999"))?,
                 Some(serde_json::Value::String(s)) => {
                     parse_time(s, now_ms / 1000).map(|s| s * 1000).map_err(|e| format!("item {n}: {e}"))?
                 }
@@ -167,8 +176,8 @@ pub struct FScoreRow {
 }
 
 pub async fn query(store: &Store, q: &FScoreQuery) -> Result<Vec<FScoreRow>, StoreError> {
-    let step_ms = q.step_seconds.unwrap_or(0) * 1000;
-    let from_ms = q.from * 1000;
+    let step_ms = q.step_seconds.unwrap_or(0).saturating_mul(1000);
+    let from_ms = q.from.saturating_mul(1000);
     let window = if step_ms > 0 { "(ts_ms / $1) * $1".to_string() } else { "$1 * 0".to_string() };
     let count = |cond: &str| format!("CAST(SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS BIGINT)");
     let mut sql = format!(
@@ -189,7 +198,7 @@ pub async fn query(store: &Store, q: &FScoreQuery) -> Result<Vec<FScoreRow>, Sto
     sql += " GROUP BY w, application_id, suite, model ORDER BY w, application_id, suite, model";
     macro_rules! fetch {
         ($pool:expr) => {{
-            let mut query = sqlx::query(&sql).bind(step_ms.max(1)).bind(from_ms).bind(q.to * 1000);
+            let mut query = sqlx::query(&sql).bind(step_ms.max(1)).bind(from_ms).bind(q.to.saturating_mul(1000));
             for p in &params {
                 query = query.bind(p.clone());
             }
@@ -254,11 +263,16 @@ mod tests {
     #[test]
     fn parsing_names_the_bad_line() {
         let ok = "{\"application\":\"a\",\"suite\":\"s\",\"model\":\"m\",\"test_case\":\"t\",\"expected\":true,\"actual\":false,\"timestamp\":\"2026-01-01T00:00:00Z\"}\n\n";
-        let parsed = parse_results(ok, 5).unwrap();
+        let parsed = parse_results(ok, None, 5).unwrap();
         assert_eq!(parsed[0].ts_ms, 1_767_225_600_000);
+        assert_eq!(parse_results(ok, Some(7_000), 5).unwrap()[0].ts_ms, 1_767_225_600_000, "its own time wins");
         let bad = format!("{ok}{{\"application\":\"a\"}}\n");
-        assert!(parse_results(&bad, 5).unwrap_err().starts_with("line 3:"));
+        assert!(parse_results(&bad, None, 5).unwrap_err().starts_with("line 3:"));
         let no_ts = "[{\"application\":\"a\",\"suite\":\"s\",\"model\":\"m\",\"test_case\":\"t\",\"expected\":true,\"actual\":true}]";
-        assert_eq!(parse_results(no_ts, 7_000).unwrap()[0].ts_ms, 7_000);
+        assert_eq!(parse_results(no_ts, Some(7_000), 9_000).unwrap()[0].ts_ms, 7_000);
+        let e = parse_results(no_ts, None, 9_000).unwrap_err();
+        assert!(e.starts_with("item 1 has no timestamp") && !e.contains('\n'), "{e}");
+        let far = ok.replace("\"2026-01-01T00:00:00Z\"", "1e300");
+        assert!(parse_results(&far, None, 5).unwrap_err().contains("between 1970 and 9999"));
     }
 }

@@ -50,10 +50,14 @@ impl YearMonth {
         if self.month == 12 { Self { year: self.year + 1, month: 1 } } else { Self { month: self.month + 1, ..self } }
     }
 
-    /// First second of the month (Unix).
+    /// First second of the month (Unix); the month after December 9999 (the
+    /// last month `of_unix` gives) starts at 10000-01-01.
     pub fn start_unix(self) -> i64 {
+        const YEAR_10000: i64 = 253_402_300_800;
         let month = Month::try_from(self.month).unwrap_or(Month::January);
-        Date::from_calendar_date(self.year, month, 1).map(|d| d.midnight().assume_utc().unix_timestamp()).unwrap_or(0)
+        Date::from_calendar_date(self.year, month, 1)
+            .map(|d| d.midnight().assume_utc().unix_timestamp())
+            .unwrap_or(if self.year > 9999 { YEAR_10000 } else { 0 })
     }
 
     pub fn end_unix(self) -> i64 {
@@ -185,5 +189,8 @@ mod tests {
         assert_eq!(YearMonth::parse_suffix("metrics_1m_p202512", "metrics_1m"), Some(m));
         assert_eq!(YearMonth::parse_suffix("metrics_1m_p202513", "metrics_1m"), None);
         assert_eq!(YearMonth::parse_suffix("metrics_1h_p202512", "metrics_1m"), None);
+        let last = YearMonth::of_unix(i64::MAX);
+        assert_eq!(last, YearMonth { year: 9999, month: 12 });
+        assert_eq!((last.start_unix(), last.end_unix()), (253_399_622_400, 253_402_300_800));
     }
 }

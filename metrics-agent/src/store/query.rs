@@ -119,7 +119,11 @@ pub fn parse_step(text: &str) -> Result<i64, String> {
     Ok(secs)
 }
 
-/// `90s`, `15m`, `2h`, `7d`, `1w` or a number of seconds.
+/// Latest time accepted anywhere (9999-12-31T23:59:59Z): every time and
+/// duration is at most this many seconds, so milliseconds of it fit in an i64.
+pub const MAX_UNIX: i64 = 253_402_300_799;
+
+/// `90s`, `15m`, `2h`, `7d`, `1w` or a number of seconds (at most `MAX_UNIX`).
 pub fn parse_duration(text: &str) -> Option<i64> {
     let t = text.trim();
     let (number, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
@@ -132,19 +136,27 @@ pub fn parse_duration(text: &str) -> Option<i64> {
         "w" => 604_800,
         _ => return None,
     };
-    n.checked_mul(scale)
+    n.checked_mul(scale).filter(|&d| d <= MAX_UNIX)
 }
 
 /// A point in time: `now`, `now-1h` / `-1h`, RFC 3339, `YYYY-MM-DD` (UTC
 /// midnight) or Unix seconds.
 pub fn parse_time(text: &str, now_unix: i64) -> Result<i64, String> {
+    let t = parse_any_time(text, now_unix)?;
+    if !(0..=MAX_UNIX).contains(&t) {
+        return Err(format!("time `{}` is out of range: use a time between 1970 and 9999", text.trim()));
+    }
+    Ok(t)
+}
+
+fn parse_any_time(text: &str, now_unix: i64) -> Result<i64, String> {
     let t = text.trim();
     let bad = || format!("time `{t}`: use now, -1h, now-15m, 2026-05-01, 2026-05-01T10:00:00Z or Unix seconds");
     if t == "now" {
         return Ok(now_unix);
     }
     if let Some(ago) = t.strip_prefix("now-").or_else(|| t.strip_prefix('-')) {
-        return parse_duration(ago).map(|d| now_unix - d).ok_or_else(bad);
+        return parse_duration(ago).map(|d| now_unix.saturating_sub(d)).ok_or_else(bad);
     }
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
         return t.parse().map_err(|_| bad());
@@ -319,6 +331,18 @@ mod tests {
         assert_eq!(parse_time("2026-01-01T00:01:00Z", now), Ok(1_767_225_660));
         assert_eq!(parse_time("1767225600", now), Ok(1_767_225_600));
         assert!(parse_time("yesterday", now).unwrap_err().contains("use now"));
+        // Values whose milliseconds would overflow are refused, not wrapped.
+        for t in ["-9223372036854775807s", "-300000000000", "9223372036854775807", "99999999999999", "-100000y"] {
+            let e = parse_time(t, now).unwrap_err();
+            assert!(!e.contains('\n') && e.contains(t), "{e}");
+        }
+        assert!(parse_time("-10000d", now).is_ok());
+        assert_eq!(
+            parse_time("-1800000001", now).unwrap_err(),
+            "time `-1800000001` is out of range: use a time between 1970 and 9999"
+        );
+        assert_eq!(parse_duration("9223372036854775807s"), None);
+        assert_eq!(parse_duration("1000000000000s"), None);
     }
 
     #[test]

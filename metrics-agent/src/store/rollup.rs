@@ -67,15 +67,21 @@ pub struct SeriesKey {
     pub model: String,
 }
 
+/// Text as stored: no control characters (PostgreSQL refuses NUL in text;
+/// the audit path strips them already, this keeps storage safe on its own).
+pub fn text(s: String) -> String {
+    crate::audit::pipeline::without_control_chars(s)
+}
+
 impl SeriesKey {
     pub fn of(record: &RequestRecord) -> Self {
         let model = record.model_returned.as_ref().or(record.model_requested.as_ref());
         Self {
             bucket_start: Tier::Minute.bucket((record.timestamp_unix_ms / 1000) as i64),
-            application_id: record.application_id.clone().unwrap_or_default(),
+            application_id: text(record.application_id.clone().unwrap_or_default()),
             side: record.side.to_string(),
             provider: record.provider.to_string(),
-            model: model.cloned().unwrap_or_default(),
+            model: text(model.cloned().unwrap_or_default()),
         }
     }
 
@@ -160,26 +166,60 @@ impl Aggregate {
     }
 }
 
-/// Minute rows not yet written, bounded by `max_series`.
+/// Heap of one row besides its sketches' buckets and key text: the hash
+/// table slot of `(SeriesKey, Aggregate)` with the table's growth slack.
+pub const ROW_HEAP_BYTES: usize = 2 * (size_of::<SeriesKey>() + size_of::<Aggregate>() + 8);
+
+impl Aggregate {
+    /// An upper bound of the memory a row with this key takes.
+    pub fn heap_bytes(&self, key: &SeriesKey) -> usize {
+        let text = key.application_id.len() + key.side.len() + key.provider.len() + key.model.len();
+        ROW_HEAP_BYTES + text + self.latency.heap_bytes() + self.ttfb.heap_bytes()
+    }
+}
+
+/// Minute rows not yet written, bounded by a row count and a byte budget.
 #[derive(Debug, Default)]
 pub struct MinuteAggregator {
     pub rows: HashMap<SeriesKey, Aggregate>,
     pub records: u64,
+    /// Sum of the rows' `heap_bytes`.
+    pub bytes: usize,
+}
+
+/// Room left for buffered rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Room {
+    pub series: usize,
+    pub bytes: usize,
+}
+
+impl Room {
+    pub const UNBOUNDED: Room = Room { series: usize::MAX, bytes: usize::MAX };
 }
 
 impl MinuteAggregator {
-    /// Adds a record unless that needs a new row beyond `max_series`; false
-    /// when the record was refused (the caller counts it as dropped).
-    pub fn add(&mut self, record: &RequestRecord, max_series: usize) -> bool {
+    /// Adds a record unless that could take the rows beyond `room` (a new
+    /// row, or two more sketch buckets); false when the record was refused
+    /// (the caller counts it as dropped).
+    pub fn add(&mut self, record: &RequestRecord, room: Room) -> bool {
         let key = SeriesKey::of(record);
+        let growth = 2 * super::sketch::HEAP_BYTES_PER_BUCKET;
         if let Some(row) = self.rows.get_mut(&key) {
-            row.add(record);
-        } else {
-            if self.rows.len() >= max_series {
+            if self.bytes + growth > room.bytes {
                 return false;
             }
+            let before = row.heap_bytes(&key);
+            row.add(record);
+            self.bytes = self.bytes + row.heap_bytes(&key) - before;
+        } else {
             let mut row = Aggregate::default();
             row.add(record);
+            let bytes = row.heap_bytes(&key);
+            if self.rows.len() >= room.series || self.bytes + bytes > room.bytes {
+                return false;
+            }
+            self.bytes += bytes;
             self.rows.insert(key, row);
         }
         self.records += 1;
@@ -242,7 +282,7 @@ pub(crate) mod tests {
         let mut agg = MinuteAggregator::default();
         let base = 1_700_000_040_000u64; // a minute boundary
         for ts in [base + 61_000, base + 1, base + 59_999, base - 1, base + 120_000] {
-            assert!(agg.add(&record(ts, "m", 10.0, 1, 1, "0.1"), 100));
+            assert!(agg.add(&record(ts, "m", 10.0, 1, 1, "0.1"), room(100)));
         }
         let mut minutes: Vec<(i64, i64)> = agg.rows.iter().map(|(k, v)| (k.bucket_start, v.request_count)).collect();
         minutes.sort();
@@ -253,8 +293,8 @@ pub(crate) mod tests {
     #[test]
     fn two_models_of_one_application_are_two_rows() {
         let mut agg = MinuteAggregator::default();
-        agg.add(&record(1_700_000_040_000, "a", 1.0, 1, 1, "0.1"), 100);
-        agg.add(&record(1_700_000_040_000, "b", 1.0, 1, 1, "0.1"), 100);
+        agg.add(&record(1_700_000_040_000, "a", 1.0, 1, 1, "0.1"), room(100));
+        agg.add(&record(1_700_000_040_000, "b", 1.0, 1, 1, "0.1"), room(100));
         assert_eq!(agg.rows.len(), 2);
     }
 
@@ -264,7 +304,7 @@ pub(crate) mod tests {
         let mut direct = Aggregate::default();
         for i in 0..500u64 {
             let r = record(1_700_000_000_000 + i * 7_919, "m", (i % 97) as f64 * 3.3, i, 2 * i, "0.000000123");
-            agg.add(&r, 10_000);
+            agg.add(&r, room(10_000));
             direct.add(&r);
         }
         assert_eq!(direct.cost_usd, "0.0000615".parse::<Decimal>().unwrap());
@@ -281,9 +321,35 @@ pub(crate) mod tests {
     #[test]
     fn the_series_limit_refuses_new_rows_only() {
         let mut agg = MinuteAggregator::default();
-        assert!(agg.add(&record(0, "a", 1.0, 1, 1, "0"), 1));
-        assert!(agg.add(&record(1, "a", 1.0, 1, 1, "0"), 1), "an existing row still takes records");
-        assert!(!agg.add(&record(2, "b", 1.0, 1, 1, "0"), 1));
+        assert!(agg.add(&record(0, "a", 1.0, 1, 1, "0"), room(1)));
+        assert!(agg.add(&record(1, "a", 1.0, 1, 1, "0"), room(1)), "an existing row still takes records");
+        assert!(!agg.add(&record(2, "b", 1.0, 1, 1, "0"), room(1)));
         assert_eq!(agg.records, 2);
+    }
+
+    /// Room for `series` rows and unbounded bytes.
+    pub fn room(series: usize) -> Room {
+        Room { series, bytes: usize::MAX }
+    }
+
+    #[test]
+    fn adversarial_latencies_cannot_take_the_rows_beyond_their_byte_budget() {
+        // Every record a new latency bucket, over the whole u64 range, in few rows.
+        let budget = Room { series: 1_000, bytes: 256 * 1024 };
+        let mut agg = MinuteAggregator::default();
+        let (mut taken, mut refused) = (0, 0);
+        for i in 0..20_000u64 {
+            let mut r = record(1_700_000_040_000 + i % 120_000, &format!("m{}", i % 7), 0.0, 1, 1, "0");
+            let v = 1.0202f64.powi((i % 2_300) as i32) / 1000.0;
+            (r.duration_ms, r.ttfb_ms) = (v, v / 2.0);
+            if agg.add(&r, budget) { taken += 1 } else { refused += 1 }
+        }
+        assert!(taken > 1_000 && refused > 0, "taken {taken}, refused {refused}");
+        assert!(agg.bytes <= budget.bytes, "{}", agg.bytes);
+        let recount: usize = agg.rows.iter().map(|(k, a)| a.heap_bytes(k)).sum();
+        assert_eq!(agg.bytes, recount);
+        for row in agg.rows.values() {
+            assert!(row.latency.buckets() <= super::super::sketch::MAX_BUCKETS);
+        }
     }
 }

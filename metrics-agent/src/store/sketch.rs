@@ -1,7 +1,9 @@
 //! A mergeable quantile sketch over non-negative integers (microseconds):
 //! logarithmic buckets in the style of DDSketch with a relative accuracy of
 //! 1 %. Any quantile it returns is within 1 % of the exact value of the same
-//! rank; two sketches merge exactly (bucket counts add), so minute sketches
+//! rank, unless the values span more than `MAX_BUCKETS` buckets: then the
+//! lowest are folded together and only quantiles at or above the folded
+//! range keep the bound (the upper ones, which matter); two sketches merge exactly (bucket counts add), so minute sketches
 //! merge into hours, days and any query window with no further error. Count,
 //! minimum and maximum are exact. Serialized compactly (varints, delta-coded
 //! bucket indexes) for a BLOB/BYTEA column.
@@ -10,6 +12,14 @@ use std::collections::BTreeMap;
 
 /// Guaranteed relative accuracy of every quantile.
 pub const RELATIVE_ACCURACY: f64 = 0.01;
+/// Most buckets a sketch keeps: beyond, the lowest buckets are folded into
+/// the lowest kept one (DDSketch's "collapsing lowest" store). 512 buckets
+/// span a factor `gamma^511` ≈ 26,000 (e.g. 4 ms … 100 s) at full accuracy.
+pub const MAX_BUCKETS: usize = 512;
+/// Upper bound of the heap one bucket takes in the `BTreeMap` (an entry is
+/// 12 bytes; nodes are at least half full and carry parent/child pointers),
+/// checked against a counting allocator in the tests.
+pub const HEAP_BYTES_PER_BUCKET: usize = 40;
 /// Format version written as the first byte.
 const FORMAT_VERSION: u8 = 1;
 
@@ -22,8 +32,8 @@ fn gamma() -> f64 {
 pub struct Sketch {
     /// Values equal to 0 (they have no logarithm).
     zeros: u64,
-    /// Bucket index -> number of values in it. At most ~2,300 indexes cover
-    /// every u64, so memory is bounded whatever the input.
+    /// Bucket index -> number of values in it; at most `MAX_BUCKETS`, so
+    /// memory is bounded whatever the input.
     buckets: BTreeMap<i32, u64>,
     count: u64,
     min: u64,
@@ -64,6 +74,7 @@ impl Sketch {
             self.zeros += 1;
         } else {
             *self.buckets.entry(Self::index(value)).or_insert(0) += 1;
+            self.collapse();
         }
         if self.count == 0 || value < self.min {
             self.min = value;
@@ -85,6 +96,32 @@ impl Sketch {
         for (&i, &n) in &other.buckets {
             *self.buckets.entry(i).or_insert(0) += n;
         }
+        self.collapse();
+    }
+
+    /// Folds the lowest buckets into the next one up until at most
+    /// `MAX_BUCKETS` remain. The result depends only on the values inserted
+    /// (the `MAX_BUCKETS` highest indexes are kept, every lower count lands
+    /// in the lowest of them), so merging stays exactly equal to inserting.
+    fn collapse(&mut self) {
+        while self.buckets.len() > MAX_BUCKETS {
+            if let Some((_, n)) = self.buckets.pop_first()
+                && let Some(mut lowest) = self.buckets.first_entry()
+            {
+                *lowest.get_mut() += n;
+            }
+        }
+    }
+
+    /// Buckets in use (at most `MAX_BUCKETS`).
+    #[cfg(test)]
+    pub fn buckets(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// An upper bound of the heap this sketch holds.
+    pub fn heap_bytes(&self) -> usize {
+        self.buckets.len() * HEAP_BYTES_PER_BUCKET
     }
 
     /// Exact maximum (0 when empty).
@@ -174,7 +211,9 @@ impl Sketch {
         if total != count || min > max {
             return Err(DecodeError::Inconsistent("counts do not add up"));
         }
-        Ok(Self { zeros, buckets, count, min, max })
+        let mut sketch = Self { zeros, buckets, count, min, max };
+        sketch.collapse();
+        Ok(sketch)
     }
 }
 
@@ -224,10 +263,21 @@ mod tests {
             for &v in &values { s.insert(v); }
             let mut sorted = values.clone();
             sorted.sort_unstable();
+            prop_assert!(s.buckets() <= MAX_BUCKETS);
+            // Values below the lowest kept bucket are folded into it.
+            let mut indexes: Vec<i32> = values.iter().filter(|&&v| v > 0).map(|&v| Sketch::index(v)).collect();
+            indexes.sort_unstable();
+            indexes.dedup();
+            let folded_below = (indexes.len() > MAX_BUCKETS).then(|| indexes[indexes.len() - MAX_BUCKETS]);
             for q in [q, 0.5, 0.9, 0.99, 0.0, 1.0] {
                 let e = exact(&sorted, q);
                 let got = s.quantile(q).unwrap();
-                prop_assert!(within_bound(got, e), "q={q} got={got} exact={e}");
+                match folded_below {
+                    Some(lowest) if e > 0 && Sketch::index(e) < lowest && e != sorted[0] => {
+                        prop_assert!(got >= e && Sketch::index(got) <= lowest, "q={q} got={got} exact={e}")
+                    }
+                    _ => prop_assert!(within_bound(got, e), "q={q} got={got} exact={e}"),
+                }
             }
             prop_assert_eq!(s.max(), *sorted.last().unwrap());
             prop_assert_eq!(s.min(), sorted[0]);
@@ -281,6 +331,25 @@ mod tests {
             assert!((got - e).abs() / e <= RELATIVE_ACCURACY, "q={q}: {got} vs exact {e}");
         }
         assert!(s.to_bytes().len() < 2_500, "{} bytes", s.to_bytes().len());
+    }
+
+    #[test]
+    fn adversarial_values_keep_the_bucket_count_bounded_and_the_upper_quantiles_exact_to_the_bound() {
+        // One value in every bucket of the whole u64 range (about 2,200), then the tail again.
+        let g = gamma();
+        let mut values: Vec<u64> = (0..2_300).map(|i| g.powi(i).min(u64::MAX as f64) as u64).collect();
+        values.extend(values.clone().iter().rev().take(100));
+        let mut s = Sketch::new();
+        values.iter().for_each(|&v| s.insert(v));
+        assert_eq!(s.buckets(), MAX_BUCKETS);
+        values.sort_unstable();
+        for q in [0.9, 0.99, 0.999] {
+            let (got, e) = (s.quantile(q).unwrap(), exact(&values, q));
+            assert!(within_bound(got, e), "q={q}: {got} vs exact {e}");
+        }
+        assert_eq!((s.min(), s.max()), (values[0], values[values.len() - 1]));
+        let decoded = Sketch::from_bytes(&s.to_bytes()).unwrap();
+        assert_eq!(decoded, s);
     }
 
     #[test]

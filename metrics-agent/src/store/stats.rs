@@ -14,15 +14,18 @@ pub struct StorageStats {
     /// Records aggregated into buffered rows.
     pub records: Counter,
     /// Records not stored, by reason (`lagged`: the record bus overflowed;
-    /// `buffer_full`: the series limit was reached while the database was slow or down).
+    /// `buffer_full`: the series limit was reached while the database was slow or down;
+    /// `rejected`: the database refused the flush's rows as data `REJECTED_ATTEMPTS` times).
     pub records_dropped: Family<Labels, Counter>,
-    /// Sampled detail rows not stored because their buffer was full.
+    /// Sampled detail rows not stored: their buffer was full, or their flush was rejected.
     pub details_dropped: Counter,
     /// Rows written, by table.
     pub rows_written: Family<Labels, Counter>,
-    /// Flushes by result: `ok`, `error` (retried), `duplicate` (already committed).
+    /// Flushes by result: `ok`, `error` (retried), `duplicate` (already committed),
+    /// `rejected` (refused as data too often: dropped).
     pub flushes: Family<Labels, Counter>,
     pub buffered_series: Gauge,
+    pub buffered_bytes: Gauge,
     pub buffered_details: Gauge,
     pub last_flush_duration_seconds: Gauge<f64, AtomicU64>,
     pub last_flush_timestamp_seconds: Gauge,
@@ -37,10 +40,19 @@ impl StorageStats {
         let r = registry.sub_registry_with_prefix("metrics_agent_storage");
         r.register("records", "Records aggregated into buffered rows", self.records.clone());
         r.register("records_dropped", "Records not stored, by reason", self.records_dropped.clone());
-        r.register("detail_rows_dropped", "Sampled detail rows not stored (buffer full)", self.details_dropped.clone());
+        r.register(
+            "detail_rows_dropped",
+            "Sampled detail rows not stored (buffer full or flush rejected)",
+            self.details_dropped.clone(),
+        );
         r.register("rows_written", "Rows written to the database, by table", self.rows_written.clone());
-        r.register("flushes", "Flushes by result (ok, error, duplicate)", self.flushes.clone());
+        r.register("flushes", "Flushes by result (ok, error, duplicate, rejected)", self.flushes.clone());
         r.register("buffered_series", "Minute rows waiting to be written", self.buffered_series.clone());
+        r.register(
+            "buffered_bytes",
+            "Upper bound of the heap the buffered minute rows take",
+            self.buffered_bytes.clone(),
+        );
         r.register("buffered_detail_rows", "Detail rows waiting to be written", self.buffered_details.clone());
         r.register(
             "last_flush_duration_seconds",

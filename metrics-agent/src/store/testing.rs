@@ -3,6 +3,7 @@
 //! `METRICS_AGENT_TEST_POSTGRES_URL`, else a private cluster this process
 //! initializes and starts (as the `postgres` user when running as root) and
 //! removes when dropped. PostgreSQL being unavailable fails the test.
+//! Also a counting allocator, to measure the heap a piece of code keeps.
 
 use std::{
     path::PathBuf,
@@ -175,4 +176,45 @@ impl Drop for TestDb {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// The system allocator, counting per thread the bytes allocated and not yet freed.
+struct CountingAllocator;
+
+thread_local! {
+    static LIVE_BYTES: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
+}
+
+fn count(delta: isize) {
+    let _ = LIVE_BYTES.try_with(|c| c.set(c.get() + delta));
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        count(-(layout.size() as isize));
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        count(new_size as isize - layout.size() as isize);
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// What `f` returns and the heap bytes this thread holds more after it.
+pub fn heap_kept_by<T>(f: impl FnOnce() -> T) -> (T, isize) {
+    let before = LIVE_BYTES.with(std::cell::Cell::get);
+    let out = f();
+    (out, LIVE_BYTES.with(std::cell::Cell::get) - before)
 }

@@ -18,8 +18,8 @@ use super::{
     detail::DetailRow,
     fscore,
     query::{self, Dimension, MetricsQuery},
-    rollup::{Aggregate, MinuteAggregator, SeriesKey, Tier, tests::record},
-    sketch::{RELATIVE_ACCURACY, Sketch},
+    rollup::{Aggregate, MinuteAggregator, ROW_HEAP_BYTES, Room, SeriesKey, Tier, tests::record},
+    sketch::{MAX_BUCKETS, RELATIVE_ACCURACY, Sketch},
     stats::StorageStats,
     testing::TestDb,
     writer::Writer,
@@ -47,6 +47,9 @@ on_both_databases!(
     a_flush_is_applied_once,
     months_partitions_and_retention,
     fscores_from_a_known_table,
+    a_nul_in_a_model_name_does_not_stop_storage,
+    a_batch_the_database_refuses_is_dropped_and_storage_goes_on,
+    the_api_refuses_bad_parameters_with_400,
 );
 
 /// Tests that stop the database need a server of their own.
@@ -81,10 +84,11 @@ async fn ingest(store: &Store, records: &[RequestRecord], batches: usize) {
     for chunk in records.chunks(records.len().div_ceil(batches).max(1)) {
         let mut agg = MinuteAggregator::default();
         for r in chunk {
-            assert!(agg.add(r, usize::MAX));
+            assert!(agg.add(r, Room::UNBOUNDED));
         }
         let mut batch = Batch {
             seq: None,
+            bytes: agg.bytes,
             minutes: agg.rows,
             details: chunk.iter().map(DetailRow::of).collect(),
             records: agg.records,
@@ -214,9 +218,9 @@ async fn rollups_and_percentiles_match_direct_computation(db: TestDb) {
 async fn a_flush_is_applied_once(db: TestDb) {
     let mut agg = MinuteAggregator::default();
     for i in 0..10 {
-        agg.add(&record(T0_MS + i * 1_000, "m", 5.0, 10, 1, "0.5"), 100);
+        agg.add(&record(T0_MS + i * 1_000, "m", 5.0, 10, 1, "0.5"), Room::UNBOUNDED);
     }
-    let mut batch = Batch { seq: None, minutes: agg.rows, details: Vec::new(), records: 10 };
+    let mut batch = Batch { seq: None, bytes: 0, minutes: agg.rows, details: Vec::new(), records: 10 };
     let first = db.store.write_batch(AGENT, &mut batch, 0).await.unwrap();
     assert!(!first.already_applied);
     assert_eq!(batch.seq, Some(1));
@@ -225,8 +229,8 @@ async fn a_flush_is_applied_once(db: TestDb) {
     assert!(again.already_applied);
     // A late record for the same minute in a later flush is merged into it.
     let mut late = MinuteAggregator::default();
-    late.add(&record(T0_MS + 59_000, "m", 5.0, 10, 1, "0.25"), 100);
-    let mut batch2 = Batch { seq: None, minutes: late.rows, details: Vec::new(), records: 1 };
+    late.add(&record(T0_MS + 59_000, "m", 5.0, 10, 1, "0.25"), Room::UNBOUNDED);
+    let mut batch2 = Batch { seq: None, bytes: 0, minutes: late.rows, details: Vec::new(), records: 1 };
     db.store.write_batch(AGENT, &mut batch2, 0).await.unwrap();
     assert_eq!(batch2.seq, Some(2));
     assert_eq!(db.store.last_flush_seq(AGENT).await.unwrap(), 2);
@@ -304,9 +308,19 @@ async fn fscores_from_a_known_table(db: TestDb) {
     add("classifier-a", 2, 1, true, false);
     add("classifier-b", 1, 5, false, false);
     let text = lines.join("\n");
-    let results = fscore::parse_results(&text, 0).unwrap();
+    let results = fscore::parse_results(&text, None, 0).unwrap();
     assert_eq!(fscore::insert(&db.store, AGENT, &results).await.unwrap(), 17);
     assert_eq!(fscore::insert(&db.store, AGENT, &results).await.unwrap(), 0, "ingesting twice counts once");
+
+    // A file without timestamps: refused (its ingestion time would make every
+    // re-ingestion new), or given one time for all, and then stored once.
+    let untimed = "{\"application\":\"app\",\"suite\":\"other\",\"model\":\"m\",\"test_case\":\"c\",\"expected\":true,\"actual\":true}\n";
+    assert!(fscore::parse_results(untimed, None, 1_000).unwrap_err().contains("no timestamp"));
+    let march_ms = 1_772_323_200_000; // 2026-03-01T00:00:00Z, outside the windows below
+    let first = fscore::parse_results(untimed, Some(march_ms), 1_000).unwrap();
+    let again = fscore::parse_results(untimed, Some(march_ms), 99_000).unwrap();
+    assert_eq!(fscore::insert(&db.store, AGENT, &first).await.unwrap(), 1);
+    assert_eq!(fscore::insert(&db.store, AGENT, &again).await.unwrap(), 0, "re-ingesting later counts once");
 
     let feb1 = 1_769_904_000; // 2026-02-01T00:00:00Z
     let q = fscore::FScoreQuery {
@@ -488,4 +502,192 @@ async fn postgres_down_at_start_is_migrated_and_written_when_it_comes_up() {
     drop(tx);
     tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap();
     assert_eq!(stored_requests(&store).await, 50);
+}
+
+/// A writer on `db` with a 100 ms flush interval, its stats and its bus.
+fn spawn_writer(
+    db: &TestDb,
+) -> (StorageStats, tokio::sync::broadcast::Sender<Arc<RequestRecord>>, tokio::task::JoinHandle<()>) {
+    let stats = StorageStats::default();
+    let writer = Writer {
+        store: db.store.clone(),
+        config: writer_config(db, 1_000),
+        stats: stats.clone(),
+        migrated: Arc::new(AtomicBool::new(true)),
+    };
+    let (tx, rx) = tokio::sync::broadcast::channel(10_000);
+    let task = tokio::spawn(writer.run(rx));
+    (stats, tx, task)
+}
+
+async fn a_nul_in_a_model_name_does_not_stop_storage(db: TestDb) {
+    let (stats, tx, task) = spawn_writer(&db);
+    let mut bad = record(T0_MS, "x\u{0}", 1.0, 1, 1, "0.001");
+    bad.model_returned = Some("x\u{0}".into());
+    bad.session_id = Some("s\u{0}1".into());
+    bad.application_id = Some("app\u{0}".into());
+    tx.send(Arc::new(bad)).unwrap();
+    for i in 1..10 {
+        tx.send(Arc::new(record(T0_MS + i, "good", 1.0, 1, 1, "0.001"))).unwrap();
+    }
+    wait_for("every record stored", async || stored_requests(&db.store).await == 10).await;
+    drop(tx);
+    task.await.unwrap();
+    let rows = db.store.read_rows(Tier::Minute, 0, i64::MAX, &RowFilter::default()).await.unwrap();
+    let mut models: Vec<(String, String)> = rows.into_iter().map(|(k, _, _)| (k.application_id, k.model)).collect();
+    models.sort();
+    assert_eq!(models, [("app".to_string(), "good".to_string()), ("app".into(), "x".into())]);
+    let details = db.store.read_details(0, i64::MAX, 100).await.unwrap();
+    assert_eq!(details[0].session_id.as_deref(), Some("s1"));
+    assert_eq!(stats.flushes.get_or_create(&vec![("result", "error")]).get(), 0);
+    assert_eq!(stats.database_up.get(), 1);
+}
+
+async fn a_batch_the_database_refuses_is_dropped_and_storage_goes_on(db: TestDb) {
+    // A rule of the database's own that refuses one model: the same rows are refused on every retry.
+    let rule = match &db.store {
+        Store::Sqlite(_) => vec![
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON metrics_1m WHEN NEW.model = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'poison refused'); END"
+                .to_string(),
+        ],
+        Store::Postgres(_) => vec![
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.model = 'poison' THEN RAISE EXCEPTION 'poison refused' USING ERRCODE = 'check_violation'; \
+             END IF; RETURN NEW; END $$"
+                .to_string(),
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON metrics_1m FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+                .to_string(),
+        ],
+    };
+    for sql in rule {
+        match &db.store {
+            Store::Sqlite(pool) => sqlx::query(&sql).execute(pool).await.map(|_| ()),
+            Store::Postgres(pool) => sqlx::query(&sql).execute(pool).await.map(|_| ()),
+        }
+        .unwrap();
+    }
+    let (stats, tx, task) = spawn_writer(&db);
+    let rejected = || stats.records_dropped.get_or_create(&vec![("reason", "rejected")]).get();
+    tx.send(Arc::new(record(T0_MS, "poison", 1.0, 1, 1, "0.001"))).unwrap();
+    if matches!(db.store, Store::Postgres(_)) {
+        // Also refused by PostgreSQL itself: a time after year 9999 has no partition.
+        tx.send(Arc::new(record(300_000_000_000_000, "late", 1.0, 1, 1, "0.001"))).unwrap();
+    }
+    let poisoned = if matches!(db.store, Store::Postgres(_)) { 2 } else { 1 };
+    wait_for("the refused batch to be dropped", async || rejected() == poisoned).await;
+    assert_eq!(stats.flushes.get_or_create(&vec![("result", "rejected")]).get(), 1);
+    assert_eq!(
+        stats.flushes.get_or_create(&vec![("result", "error")]).get(),
+        u64::from(super::writer::REJECTED_ATTEMPTS - 1)
+    );
+    for i in 0..20 {
+        tx.send(Arc::new(record(T0_MS + i, "good", 1.0, 1, 1, "0.001"))).unwrap();
+    }
+    wait_for("newer records stored", async || stored_requests(&db.store).await == 20).await;
+    assert_eq!(stats.database_up.get(), 1);
+    drop(tx);
+    task.await.unwrap();
+    assert_eq!(rejected(), poisoned);
+    assert_eq!(stats.records_dropped.get_or_create(&vec![("reason", "buffer_full")]).get(), 0);
+}
+
+/// GET `path` from the storage API served on a local port: status and JSON body.
+async fn api_get(db: &TestDb, path: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let state = super::api::ApiState { store: db.store.clone(), config: writer_config(db, 100) };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move { axum::serve(listener, super::api::routes(Arc::new(state))).await });
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nhost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    server.abort();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")))
+}
+
+async fn the_api_refuses_bad_parameters_with_400(db: TestDb) {
+    for path in [
+        "/api/v1/requests?from=-9223372036854775807s",
+        "/api/v1/requests?to=99999999999999",
+        "/api/v1/metrics?from=-9223372036854775807s",
+        "/api/v1/metrics?step=9223372036854775807s",
+        "/api/v1/fscores?from=-9223372036854775807s",
+        "/api/v1/fscores?step=9223372036854775807s",
+        "/api/v1/fscores?beta=1e200",
+        "/api/v1/fscores?beta=0",
+    ] {
+        let (status, body) = api_get(&db, path).await;
+        let error = body["error"].as_str().unwrap_or_else(|| panic!("{path}: {body}"));
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(!error.contains('\n'), "{path}: {error}");
+    }
+    let (status, body) = api_get(&db, "/api/v1/fscores?beta=1000").await;
+    assert_eq!(status, 200, "{body}");
+
+    // `to=now` (the default) includes the current second, on /requests as on /metrics.
+    let now_ms = super::writer::now_ms() as u64;
+    ingest(&db.store, &[record(now_ms, "m", 1.0, 1, 1, "0.1")], 1).await;
+    for path in ["/api/v1/requests?from=-1m", "/api/v1/requests?from=-1m&to=now"] {
+        let (status, body) = api_get(&db, path).await;
+        assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(1)), "{path}: {body}");
+    }
+    let (_, metrics) = api_get(&db, "/api/v1/metrics?from=-1m&side=all").await;
+    assert_eq!(metrics["rows"][0]["request_count"], 1, "{metrics}");
+}
+
+/// The byte bound the writer enforces is an upper bound of the real heap
+/// (measured with a counting allocator), for adversarial latencies that give
+/// every record new sketch buckets over the whole u64 range.
+#[test]
+fn buffered_rows_take_no_more_heap_than_their_byte_bound() {
+    let records: Vec<RequestRecord> = (0..40_000u64)
+        .map(|i| {
+            let mut r = record(T0_MS + i % 180_000, &format!("model-{}", i % 13), 0.0, 1, 1, "0.1");
+            let v = 1.0202f64.powi(((i * 7) % 2_300) as i32) / 1000.0;
+            (r.duration_ms, r.ttfb_ms) = (v, v * 0.7);
+            r
+        })
+        .collect();
+    let budget = Room { series: 20_000, bytes: 4 << 20 };
+    let (agg, heap) = super::testing::heap_kept_by(|| {
+        let mut agg = MinuteAggregator::default();
+        let taken = records.iter().filter(|r| agg.add(r, budget)).count();
+        assert!(taken > 5_000, "taken {taken}");
+        agg
+    });
+    assert!(agg.bytes <= budget.bytes);
+    assert!(heap > 0 && heap as usize <= agg.bytes, "heap {heap} > bound {}", agg.bytes);
+    let per_row = agg.bytes / agg.rows.len();
+    let (_, row_heap) = super::testing::heap_kept_by(|| {
+        let mut a = Aggregate::default();
+        records.iter().take(2_300).for_each(|r| a.add(r));
+        a
+    });
+    // One row with full sketches, the worst case: 2 x 512 buckets.
+    let worst = ROW_HEAP_BYTES + 2 * MAX_BUCKETS * super::sketch::HEAP_BYTES_PER_BUCKET;
+    assert!(row_heap as usize <= worst, "one row: {row_heap} > {worst} (average bound {per_row})");
+    eprintln!("worst-case row: measured {row_heap} bytes, bound {worst}");
+}
+
+/// The SQLite database, its directory and its write-ahead files are private.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_database_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::sqlite().await;
+    ingest(&db.store, &[record(T0_MS, "m", 1.0, 1, 1, "0.1")], 1).await;
+    let file = std::path::PathBuf::from(db.url.strip_prefix("sqlite://").unwrap());
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(file.parent().unwrap()), 0o700, "directory");
+    for suffix in ["", "-wal", "-shm"] {
+        let path = std::path::PathBuf::from(format!("{}{suffix}", file.display()));
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    // One line naming the path and the cause once, pointing at the flag that fixes it.
+    let e = Store::open("sqlite:///proc/forbidden/metrics.db").await.unwrap_err().to_string();
+    assert!(e.starts_with("cannot create /proc/forbidden for the SQLite database (") && !e.contains('\n'), "{e}");
+    assert!(e.ends_with("choose another path with --database-url") && !e.contains("--no-storage"), "{e}");
 }

@@ -3,7 +3,8 @@
 //! in one transaction on a separate task, so a slow database never stalls
 //! the bus. A failed flush is kept and retried (with its sequence number,
 //! so it is never applied twice) while new records keep aggregating; memory
-//! is bounded by `max_buffered_series` and `max_buffered_details`, and what
+//! is bounded by `max_buffered_series`, `max_buffered_mib` and
+//! `max_buffered_details`, and what
 //! does not fit is counted as dropped. When the bus closes (shutdown) the
 //! task flushes everything before it returns.
 
@@ -24,10 +25,14 @@ use super::{
     config::StorageConfig,
     db::{Batch, Store, StoreError, Written},
     detail::{DetailRow, Sampler},
-    rollup::MinuteAggregator,
+    rollup::{MinuteAggregator, Room},
     stats::StorageStats,
 };
 use crate::records::RequestRecord;
+
+/// Attempts after which a batch the database refuses as data (not an
+/// outage) is dropped, so that one bad row cannot stop storage for good.
+pub const REJECTED_ATTEMPTS: u32 = 3;
 
 /// How long a shutdown waits for the last flushes.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
@@ -55,8 +60,11 @@ struct State {
     in_flight: Option<JoinHandle<FlushResult>>,
     /// Rows in `failed` and in flight (they count against the memory bound).
     held_series: usize,
+    held_bytes: usize,
     held_details: usize,
     database_down: bool,
+    /// Consecutive attempts of `failed` that the database refused as data.
+    rejected_attempts: u32,
 }
 
 impl Writer {
@@ -68,8 +76,10 @@ impl Writer {
             failed: None,
             in_flight: None,
             held_series: 0,
+            held_bytes: 0,
             held_details: 0,
             database_down: false,
+            rejected_attempts: 0,
         };
         let mut tick = tokio::time::interval(self.config.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -96,7 +106,10 @@ impl Writer {
     }
 
     fn accept(&self, state: &mut State, record: &RequestRecord) {
-        let room = self.config.max_buffered_series.saturating_sub(state.held_series);
+        let room = Room {
+            series: self.config.max_buffered_series.saturating_sub(state.held_series),
+            bytes: self.config.max_buffered_bytes.saturating_sub(state.held_bytes),
+        };
         if state.live.add(record, room) {
             self.stats.records.inc();
         } else {
@@ -115,6 +128,7 @@ impl Writer {
 
     fn update_gauges(&self, state: &State) {
         self.stats.buffered_series.set((state.live.rows.len() + state.held_series) as i64);
+        self.stats.buffered_bytes.set((state.live.bytes + state.held_bytes) as i64);
         self.stats.buffered_details.set((state.details.len() + state.held_details) as i64);
     }
 
@@ -130,6 +144,7 @@ impl Writer {
                 let live = std::mem::take(&mut state.live);
                 Batch {
                     seq: None,
+                    bytes: live.bytes,
                     minutes: live.rows,
                     details: std::mem::take(&mut state.details),
                     records: live.records,
@@ -137,6 +152,7 @@ impl Writer {
             }
         };
         state.held_series = batch.minutes.len();
+        state.held_bytes = batch.bytes;
         state.held_details = batch.details.len();
         let store = self.store.clone();
         let agent = self.config.agent_id.clone();
@@ -160,7 +176,9 @@ impl Writer {
     fn finish_flush(&self, state: &mut State, (batch, result, took): FlushResult) {
         match result {
             Ok(written) => {
+                state.rejected_attempts = 0;
                 state.held_series = 0;
+                state.held_bytes = 0;
                 state.held_details = 0;
                 if state.database_down {
                     log::info!("storage: database reachable again; buffered rows written");
@@ -184,7 +202,24 @@ impl Writer {
                 self.stats.last_flush_timestamp_seconds.set(now_ms() / 1000);
                 log::debug!("storage: flushed {} records in {took:?}", batch.records);
             }
+            Err(e) if e.is_rejected_data() && state.rejected_attempts + 1 >= REJECTED_ATTEMPTS => {
+                // The database is up but refuses these rows: drop them, count them, go on.
+                log::error!(
+                    "storage: the database refused a flush {REJECTED_ATTEMPTS} times; dropping its {} records: {e}",
+                    batch.records
+                );
+                self.stats.flushes.get_or_create(&vec![("result", "rejected")]).inc();
+                self.stats.records_dropped.get_or_create(&vec![("reason", "rejected")]).inc_by(batch.records);
+                self.stats.details_dropped.inc_by(batch.details.len() as u64);
+                self.stats.database_up.set(1);
+                state.rejected_attempts = 0;
+                state.held_series = 0;
+                state.held_bytes = 0;
+                state.held_details = 0;
+                state.database_down = false;
+            }
             Err(e) => {
+                state.rejected_attempts = if e.is_rejected_data() { state.rejected_attempts + 1 } else { 0 };
                 self.stats.flushes.get_or_create(&vec![("result", "error")]).inc();
                 self.stats.database_up.set(0);
                 if !state.database_down {
