@@ -44,8 +44,10 @@ const CANARY: &str = "sk-test-canary";
 /// A model name that closes its label value and adds a series and a comment
 /// if written into the exposition unescaped (JSON text: `\"` and `\n` are escapes).
 const HOSTILE_MODEL_JSON: &str = r#"evil\"} 1\nllm_cost_usd_total{fake=\"x\"} 1e9\n# x"#;
-/// The same, as the Prometheus exposition must escape it.
-const HOSTILE_MODEL_ESCAPED: &str = r#"gen_ai_request_model="evil\"} 1\nllm_cost_usd_total{fake=\"x\"} 1e9\n# x""#;
+/// The same as the Prometheus exposition must show it: the audit path drops
+/// control characters (the newlines) from network text, and the exposition
+/// escapes the quotes.
+const HOSTILE_MODEL_ESCAPED: &str = r#"gen_ai_request_model="evil\"} 1llm_cost_usd_total{fake=\"x\"} 1e9# x""#;
 
 /// Sends the traffic through nginx (the client checks each status); returns
 /// the requests sent.
@@ -500,7 +502,7 @@ interval_seconds = 1
         output_tokens
     );
     // Every line parsed above (name:value|type|#tags); the hostile model is one tag.
-    let hostile_tag = r#"gen_ai.request.model:evil"} 1_llm_cost_usd_total{fake="x"} 1e9__ x"#;
+    let hostile_tag = r#"gen_ai.request.model:evil"} 1llm_cost_usd_total{fake="x"} 1e9_ x"#;
     assert_eq!(statsd_sum(&lines, "llm.requests", "c", &["side:upstream", hostile_tag]).0, 1.0, "{lines:#?}");
     assert!(statsd_sum(&lines, "system.cpu.time", "c", &["env:e2e", "cpu.mode:user"]).1 > 0);
     assert!(statsd_sum(&lines, "metrics_agent.ring_buffer.usage", "g", &["ring:payloads"]).1 > 0);
