@@ -137,6 +137,9 @@ pub fn query(args: QueryArgs) -> Result<()> {
     runtime()?.block_on(async {
         let store = open(&args.db).await?;
         let result = query::run(&store, &q).await?;
+        for warning in &result.warnings {
+            eprintln!("warning: {warning}");
+        }
         print!("{}", query::render(&result, &result.rows, args.format));
         Ok(())
     })

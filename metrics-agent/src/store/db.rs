@@ -402,6 +402,12 @@ impl Store {
         })
     }
 
+    /// The start of the oldest row of `tier`, if it has any.
+    pub async fn oldest_bucket(&self, tier: Tier) -> Result<Option<i64>, StoreError> {
+        let sql = format!("SELECT MIN(bucket_start) FROM {}", tier.table());
+        Ok(on_pool!(self, |pool, pg| sqlx::query_scalar::<_, Option<i64>>(&sql).fetch_one(pool).await?))
+    }
+
     /// Visits the metric rows of `tier` with `from <= bucket_start < to`,
     /// every agent, as they stream in (memory does not grow with the rows read).
     pub async fn for_each_row(

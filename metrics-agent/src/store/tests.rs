@@ -262,10 +262,15 @@ async fn months_partitions_and_retention(db: TestDb) {
     let retention = Retention { minute_days: 1, hour_days: 1_000, day_days: 1_000, detail_days: 1, fscore_days: 1_000 };
     let removed = db.store.apply_retention(&retention.cutoffs(january + 86_400)).await.unwrap();
     assert!(removed >= 2, "removed {removed}");
-    let minutes = query::run(&db.store, &window).await.unwrap().rows;
-    assert_eq!(minutes.iter().map(|r| r.start_unix).collect::<Vec<_>>(), [january]);
+    let minutes = query::run(&db.store, &window).await.unwrap();
+    assert_eq!(minutes.rows.iter().map(|r| r.start_unix).collect::<Vec<_>>(), [january]);
+    // The window reaches back before the minute tier's oldest row while the
+    // hour tier still has it: the answer says so.
+    assert_eq!(minutes.warnings.len(), 1, "{:?}", minutes.warnings);
+    assert!(minutes.warnings[0].contains("the 1m tier holds rows from 2026-01-01T00:00:00Z"), "{:?}", minutes.warnings);
     let hours = query::run(&db.store, &MetricsQuery { step_seconds: 3_600, ..window.clone() }).await.unwrap();
     assert_eq!(hours.rows.len(), 2, "the hour tier keeps December");
+    assert!(hours.warnings.is_empty(), "{:?}", hours.warnings);
     let details = db.store.read_details(0, i64::MAX, 10).await.unwrap();
     assert_eq!(details.iter().map(|d| d.ts_ms).collect::<Vec<_>>(), [jan1 as i64]);
     if let Store::Postgres(pool) = &db.store {
