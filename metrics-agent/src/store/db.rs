@@ -221,6 +221,35 @@ impl Store {
         Ok(Store::Sqlite(pool))
     }
 
+    /// One direct connection attempt to a PostgreSQL URL (the pool hides
+    /// why it cannot connect behind a timeout): `Err` is one line naming the
+    /// server, the root cause and what to check. SQLite URLs always pass.
+    pub async fn probe(url: &str) -> Result<(), String> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Ok(());
+        }
+        let options = PgConnectOptions::from_str(url).map_err(|_| StoreError::BadUrl(redact(url)).to_string())?;
+        let server = format!("{}:{}", options.get_host(), options.get_port());
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(5),
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+        )
+        .await;
+        let cause = match attempt {
+            Ok(Ok(conn)) => {
+                let _ = sqlx::Connection::close(conn).await;
+                return Ok(());
+            }
+            Ok(Err(sqlx::Error::Io(e))) => e.to_string(),
+            Ok(Err(sqlx::Error::Database(e))) => e.message().to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 5 s".to_string(),
+        };
+        Err(format!(
+            "cannot connect to PostgreSQL at {server}: {cause} (is it running there, and does the URL's user, password and database exist?)"
+        ))
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Store::Sqlite(_) => "sqlite",

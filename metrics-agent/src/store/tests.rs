@@ -696,3 +696,12 @@ async fn the_sqlite_database_is_private() {
     assert!(e.starts_with("cannot create /proc/forbidden for the SQLite database (") && !e.contains('\n'), "{e}");
     assert!(e.ends_with("choose another path with --database-url") && !e.contains("--no-storage"), "{e}");
 }
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_one_line_naming_the_server_and_the_cause() {
+    let err = Store::probe("postgres://someone@127.0.0.1:1/db").await.unwrap_err();
+    assert!(err.starts_with("cannot connect to PostgreSQL at 127.0.0.1:1: "), "{err}");
+    assert!(err.to_lowercase().contains("refused") && err.contains("is it running"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+    assert_eq!(Store::probe("sqlite:///tmp/x.db").await, Ok(()));
+}
