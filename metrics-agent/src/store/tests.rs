@@ -239,6 +239,17 @@ async fn a_flush_is_applied_once(db: TestDb) {
     assert_eq!(rows[0].request_count, 11);
     assert_eq!(rows[0].tokens_input_sum, 110);
     assert_eq!(rows[0].cost_usd_sum, "5.25".parse::<Decimal>().unwrap());
+
+    // Another process with the same agent id (a mistake) also at its first
+    // flush: both land, neither is taken for the other's retry.
+    let mut other = MinuteAggregator::default();
+    other.add(&record(T0_MS + 30_000, "m", 5.0, 10, 1, "0.25"), Room::UNBOUNDED);
+    let mut batch3 = Batch { seq: None, bytes: 0, minutes: other.rows, details: Vec::new(), records: 1 };
+    let written = db.store.write_batch_as(AGENT, "host/test#other-process", &mut batch3, 0).await.unwrap();
+    assert!(!written.already_applied);
+    assert_eq!(batch3.seq, Some(1));
+    let rows = query::run(&db.store, &params(T0_MS, T0_MS + 60_000, 60, "", None)).await.unwrap().rows;
+    assert_eq!(rows[0].request_count, 12);
 }
 
 async fn months_partitions_and_retention(db: TestDb) {
