@@ -109,6 +109,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 async fn open(db: &DbArgs) -> Result<Store> {
     let file = storage_file(db)?;
     let url = db.database_url.clone().or(file.database_url).unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+    Store::probe(&url).await.map_err(anyhow::Error::msg)?;
     let store = Store::open(&url).await.with_context(|| format!("opening the database {}", redact(&url)))?;
     store.migrate().await.with_context(|| format!("migrating the database {}", redact(&url)))?;
     Ok(store)
@@ -137,6 +138,9 @@ pub fn query(args: QueryArgs) -> Result<()> {
     runtime()?.block_on(async {
         let store = open(&args.db).await?;
         let result = query::run(&store, &q).await?;
+        for warning in &result.warnings {
+            eprintln!("warning: {warning}");
+        }
         print!("{}", query::render(&result, &result.rows, args.format));
         Ok(())
     })

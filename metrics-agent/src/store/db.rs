@@ -40,6 +40,10 @@ const METRIC_COLUMNS: &str = "bucket_start, agent_id, application_id, side, prov
     latency_p90_us, latency_p99_us, latency_max_us, ttfb_p50_us, ttfb_p90_us, ttfb_p99_us, ttfb_max_us, \
     latency_sketch, ttfb_sketch";
 /// Columns read back to merge or query (cost as text: exact in both databases).
+/// Flush sequences of processes that stopped flushing long ago (one row per
+/// process start accumulates otherwise): older than the minute tier's cutoff.
+const FORGET_OLD_FLUSHES: &str = "DELETE FROM agent_flushes WHERE last_flush_unix_ms < $1";
+
 const METRIC_READ_COLUMNS: &str = "bucket_start, agent_id, application_id, side, provider, model, request_count, \
     error_count, cache_hits, usage_unknown_count, unpriced_count, tokens_input_sum, tokens_output_sum, \
     tokens_cached_sum, tokens_cache_creation_sum, tokens_reasoning_sum, CAST(cost_usd_sum AS TEXT) AS cost, \
@@ -221,6 +225,35 @@ impl Store {
         Ok(Store::Sqlite(pool))
     }
 
+    /// One direct connection attempt to a PostgreSQL URL (the pool hides
+    /// why it cannot connect behind a timeout): `Err` is one line naming the
+    /// server, the root cause and what to check. SQLite URLs always pass.
+    pub async fn probe(url: &str) -> Result<(), String> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Ok(());
+        }
+        let options = PgConnectOptions::from_str(url).map_err(|_| StoreError::BadUrl(redact(url)).to_string())?;
+        let server = format!("{}:{}", options.get_host(), options.get_port());
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(5),
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+        )
+        .await;
+        let cause = match attempt {
+            Ok(Ok(conn)) => {
+                let _ = sqlx::Connection::close(conn).await;
+                return Ok(());
+            }
+            Ok(Err(sqlx::Error::Io(e))) => e.to_string(),
+            Ok(Err(sqlx::Error::Database(e))) => e.message().to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 5 s".to_string(),
+        };
+        Err(format!(
+            "cannot connect to PostgreSQL at {server}: {cause} (is it running there, and does the URL's user, password and database exist?)"
+        ))
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Store::Sqlite(_) => "sqlite",
@@ -247,8 +280,24 @@ impl Store {
         Ok(seq.unwrap_or(0))
     }
 
-    /// Writes one flush in one transaction (see the module comment).
+    /// Writes one flush in one transaction, its sequence kept under the
+    /// agent id itself (one process per agent id: tests and benchmarks).
     pub async fn write_batch(&self, agent: &str, batch: &mut Batch, now_ms: i64) -> Result<Written, StoreError> {
+        self.write_batch_as(agent, agent, batch, now_ms).await
+    }
+
+    /// Writes one flush in one transaction (see the module comment). Rows
+    /// carry `agent`; the flush sequence that makes retries exactly-once is
+    /// kept under `flush_key`, unique per process: two processes sharing an
+    /// agent id by mistake both land their flushes (their rows merge)
+    /// instead of one discarding the other's as a duplicate.
+    pub async fn write_batch_as(
+        &self,
+        agent: &str,
+        flush_key: &str,
+        batch: &mut Batch,
+        now_ms: i64,
+    ) -> Result<Written, StoreError> {
         if let Store::Postgres(pool) = self {
             super::partitions::ensure_for_batch(pool, batch).await?;
         }
@@ -265,7 +314,7 @@ impl Store {
             } else {
                 "SELECT last_flush_seq FROM agent_flushes WHERE agent_id = $1"
             };
-            let last: Option<i64> = sqlx::query_scalar(select_last).bind(agent).fetch_optional(&mut *tx).await?;
+            let last: Option<i64> = sqlx::query_scalar(select_last).bind(flush_key).fetch_optional(&mut *tx).await?;
             let seq = *batch.seq.get_or_insert(last.unwrap_or(0) + 1);
             if last.is_some_and(|last| last >= seq) {
                 tx.rollback().await?;
@@ -392,7 +441,7 @@ impl Store {
                  ON CONFLICT (agent_id) DO UPDATE SET last_flush_seq = excluded.last_flush_seq, \
                  last_flush_unix_ms = excluded.last_flush_unix_ms",
             )
-            .bind(agent)
+            .bind(flush_key)
             .bind(seq)
             .bind(now_ms)
             .execute(&mut *tx)
@@ -400,6 +449,12 @@ impl Store {
             tx.commit().await?;
             Ok(written)
         })
+    }
+
+    /// The start of the oldest row of `tier`, if it has any.
+    pub async fn oldest_bucket(&self, tier: Tier) -> Result<Option<i64>, StoreError> {
+        let sql = format!("SELECT MIN(bucket_start) FROM {}", tier.table());
+        Ok(on_pool!(self, |pool, pg| sqlx::query_scalar::<_, Option<i64>>(&sql).fetch_one(pool).await?))
     }
 
     /// Visits the metric rows of `tier` with `from <= bucket_start < to`,
@@ -509,6 +564,11 @@ impl Store {
                     let sql = format!("DELETE FROM {table} WHERE {column} < $1");
                     n += sqlx::query(&sql).bind(cutoff).execute(pool).await?.rows_affected();
                 }
+                n += sqlx::query(FORGET_OLD_FLUSHES)
+                    .bind(cutoffs.minute.saturating_mul(1000))
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
                 Ok(n)
             }
             Store::Postgres(pool) => {
@@ -516,6 +576,11 @@ impl Store {
                 // F-score results are few: plain rows, deleted by time.
                 n += sqlx::query("DELETE FROM fscore_results WHERE ts_ms < $1")
                     .bind(cutoffs.fscore_ms)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+                n += sqlx::query(FORGET_OLD_FLUSHES)
+                    .bind(cutoffs.minute.saturating_mul(1000))
                     .execute(pool)
                     .await?
                     .rows_affected();

@@ -60,10 +60,10 @@ pub async fn start(config: &StorageConfig, records: &RecordBus, registry: &mut R
         (Ok(Ok(())), _) => migrated.store(true, Ordering::Release),
         (Ok(Err(e)), Store::Sqlite(_)) => return Err(e).context("preparing the SQLite database"),
         (Err(_), Store::Sqlite(_)) => anyhow::bail!("the SQLite database is locked: is another process holding it?"),
-        (Ok(Err(e)), Store::Postgres(_)) => {
-            log::warn!("storage: PostgreSQL not ready ({e}); records are buffered and written when it is")
+        (Ok(Err(_)), Store::Postgres(_)) | (Err(_), Store::Postgres(_)) => {
+            let why = Store::probe(&config.database_url).await.err().unwrap_or_else(|| "not ready".into());
+            log::warn!("storage: {why}; records are buffered and written when it is up")
         }
-        (Err(_), Store::Postgres(_)) => log::warn!("storage: PostgreSQL did not answer in 10 s; buffering records"),
     }
     let stats = stats::StorageStats::default();
     stats.register(registry);

@@ -102,6 +102,9 @@ pub struct MetricsResult {
     pub step_seconds: i64,
     pub from_unix: i64,
     pub to_unix: i64,
+    /// What the answer lacks, in words (e.g. the tier expired before `from`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub rows: Vec<MetricsRow>,
 }
 
@@ -240,7 +243,34 @@ pub async fn run(store: &Store, q: &MetricsQuery) -> Result<MetricsResult, Store
             }
         })
         .collect();
-    Ok(MetricsResult { tier, step_seconds: q.step_seconds, from_unix: from, to_unix: q.to, rows })
+    let warnings = coverage_warnings(store, tier, from, q.step_seconds).await?;
+    Ok(MetricsResult { tier, step_seconds: q.step_seconds, from_unix: from, to_unix: q.to, warnings, rows })
+}
+
+/// A window that starts before the chosen tier's oldest row, while a coarser
+/// tier goes back further: retention expired the finer rows, so the answer
+/// misses data the database still holds at a coarser step. Said, not hidden.
+async fn coverage_warnings(store: &Store, tier: Tier, from: i64, step: i64) -> Result<Vec<String>, StoreError> {
+    let Some(oldest) = store.oldest_bucket(tier).await? else { return Ok(Vec::new()) };
+    if oldest <= from {
+        return Ok(Vec::new());
+    }
+    let mut warnings = Vec::new();
+    for coarser in Tier::ALL.iter().copied().filter(|t| t.seconds() > tier.seconds()) {
+        if store.oldest_bucket(coarser).await?.is_some_and(|o| o < oldest) {
+            warnings.push(format!(
+                "the {} tier holds rows from {} only (older ones expired by retention): buckets before that are \
+                 missing at step {}s; the {} tier goes back further (use a step that is a multiple of {}s)",
+                tier.name(),
+                rfc3339(oldest),
+                step,
+                coarser.name(),
+                coarser.seconds()
+            ));
+            break;
+        }
+    }
+    Ok(warnings)
 }
 
 /// Output format of the CLI.

@@ -239,6 +239,17 @@ async fn a_flush_is_applied_once(db: TestDb) {
     assert_eq!(rows[0].request_count, 11);
     assert_eq!(rows[0].tokens_input_sum, 110);
     assert_eq!(rows[0].cost_usd_sum, "5.25".parse::<Decimal>().unwrap());
+
+    // Another process with the same agent id (a mistake) also at its first
+    // flush: both land, neither is taken for the other's retry.
+    let mut other = MinuteAggregator::default();
+    other.add(&record(T0_MS + 30_000, "m", 5.0, 10, 1, "0.25"), Room::UNBOUNDED);
+    let mut batch3 = Batch { seq: None, bytes: 0, minutes: other.rows, details: Vec::new(), records: 1 };
+    let written = db.store.write_batch_as(AGENT, "host/test#other-process", &mut batch3, 0).await.unwrap();
+    assert!(!written.already_applied);
+    assert_eq!(batch3.seq, Some(1));
+    let rows = query::run(&db.store, &params(T0_MS, T0_MS + 60_000, 60, "", None)).await.unwrap().rows;
+    assert_eq!(rows[0].request_count, 12);
 }
 
 async fn months_partitions_and_retention(db: TestDb) {
@@ -262,10 +273,15 @@ async fn months_partitions_and_retention(db: TestDb) {
     let retention = Retention { minute_days: 1, hour_days: 1_000, day_days: 1_000, detail_days: 1, fscore_days: 1_000 };
     let removed = db.store.apply_retention(&retention.cutoffs(january + 86_400)).await.unwrap();
     assert!(removed >= 2, "removed {removed}");
-    let minutes = query::run(&db.store, &window).await.unwrap().rows;
-    assert_eq!(minutes.iter().map(|r| r.start_unix).collect::<Vec<_>>(), [january]);
+    let minutes = query::run(&db.store, &window).await.unwrap();
+    assert_eq!(minutes.rows.iter().map(|r| r.start_unix).collect::<Vec<_>>(), [january]);
+    // The window reaches back before the minute tier's oldest row while the
+    // hour tier still has it: the answer says so.
+    assert_eq!(minutes.warnings.len(), 1, "{:?}", minutes.warnings);
+    assert!(minutes.warnings[0].contains("the 1m tier holds rows from 2026-01-01T00:00:00Z"), "{:?}", minutes.warnings);
     let hours = query::run(&db.store, &MetricsQuery { step_seconds: 3_600, ..window.clone() }).await.unwrap();
     assert_eq!(hours.rows.len(), 2, "the hour tier keeps December");
+    assert!(hours.warnings.is_empty(), "{:?}", hours.warnings);
     let details = db.store.read_details(0, i64::MAX, 10).await.unwrap();
     assert_eq!(details.iter().map(|d| d.ts_ms).collect::<Vec<_>>(), [jan1 as i64]);
     if let Store::Postgres(pool) = &db.store {
@@ -690,4 +706,13 @@ async fn the_sqlite_database_is_private() {
     let e = Store::open("sqlite:///proc/forbidden/metrics.db").await.unwrap_err().to_string();
     assert!(e.starts_with("cannot create /proc/forbidden for the SQLite database (") && !e.contains('\n'), "{e}");
     assert!(e.ends_with("choose another path with --database-url") && !e.contains("--no-storage"), "{e}");
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_one_line_naming_the_server_and_the_cause() {
+    let err = Store::probe("postgres://someone@127.0.0.1:1/db").await.unwrap_err();
+    assert!(err.starts_with("cannot connect to PostgreSQL at 127.0.0.1:1: "), "{err}");
+    assert!(err.to_lowercase().contains("refused") && err.contains("is it running"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+    assert_eq!(Store::probe("sqlite:///tmp/x.db").await, Ok(()));
 }

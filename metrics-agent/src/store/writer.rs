@@ -166,7 +166,7 @@ impl Writer {
                     migrated.store(true, Ordering::Release);
                     log::info!("storage: database schema is up to date");
                 }
-                store.write_batch(&agent, &mut batch, now_ms()).await
+                store.write_batch_as(&agent, &flush_key(&agent), &mut batch, now_ms()).await
             }
             .await;
             (batch, result, started.elapsed())
@@ -312,4 +312,13 @@ pub async fn maintain(
             }
         }
     }
+}
+
+/// This process's key for flush sequences: the agent id, the pid and the
+/// start time, so that two processes sharing an agent id never mistake each
+/// other's flushes for their own retries.
+fn flush_key(agent: &str) -> String {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let instance = INSTANCE.get_or_init(|| format!("{}-{}", std::process::id(), now_ms()));
+    format!("{agent}#{instance}")
 }
