@@ -1,4 +1,5 @@
-//! Parsing a Prometheus text exposition into series -> value.
+//! Parsing a Prometheus text exposition into series -> value, and linting
+//! one with Prometheus's own `promtool`.
 
 use std::collections::BTreeMap;
 
@@ -36,4 +37,28 @@ impl Scrape {
             if extra_labels.is_empty() { format!("le=\"{le}\"") } else { format!("le=\"{le}\",{extra_labels}") };
         self.get(&format!("{name}_bucket{{{labels}}}"))
     }
+}
+
+/// Lints an exposition with `promtool check metrics` (Debian's prometheus
+/// package); panics with promtool's complaint, naming `what` was checked.
+pub fn promtool_check(exposition: &str, what: &str) {
+    use std::{
+        io::Write,
+        process::{Command, Stdio},
+    };
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed");
+    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed on the {what} exposition:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -140,32 +140,13 @@ fn assert_matches(
     );
     assert_eq!(m("metrics_agent_framing_lost_total"), 0, "framing lost");
     assert_eq!(m("metrics_agent_unclassified_connections_total"), 0, "unclassified");
-    promtool_check(&s.text, "prometheus text");
+    llm_proxy_e2e::metrics::promtool_check(&s.text, "prometheus text");
     // promtool 2.42 parses only the Prometheus text format; the OpenMetrics
     // rendering is checked for its terminator and the same samples.
     let om = agent.scrape_openmetrics();
     assert!(om.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
     assert!(om.contains("# TYPE llm_proxy_requests counter\nllm_proxy_requests_total "), "OpenMetrics counter naming");
     s
-}
-
-fn promtool_check(exposition: &str, what: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) must be installed");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed on the {what} exposition:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn providers_args(openai: &MockProvider, anthropic: &MockProvider) -> Vec<String> {
@@ -175,6 +156,32 @@ fn providers_args(openai: &MockProvider, anthropic: &MockProvider) -> Vec<String
         "--provider".into(),
         format!("anthropic=127.0.0.1:{}", anthropic.port),
     ]
+}
+
+/// Two mock providers behind nginx, and the agent tracing nginx with
+/// `--exe`, the providers named, and `extra` arguments; returned once the
+/// master and both workers are traced.
+struct NginxUnderAgent {
+    openai: MockProvider,
+    anthropic: MockProvider,
+    nginx: Nginx,
+    agent: Agent,
+}
+
+impl NginxUnderAgent {
+    fn start(extra: &[&str]) -> Self {
+        let openai = MockProvider::start(0).unwrap();
+        let anthropic = MockProvider::start(0).unwrap();
+        let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
+        let mut args: Vec<String> = vec!["--exe".into(), harness::NGINX.into()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.extend(providers_args(&openai, &anthropic));
+        let agent = Agent::start(&as_strs(&args));
+        agent.wait_until(Duration::from_secs(10), "nginx's master and its two workers traced", |s| {
+            s.get("metrics_agent_traced_processes") >= 3
+        });
+        Self { openai, anthropic, nginx, agent }
+    }
 }
 
 fn as_strs(v: &[String]) -> Vec<&str> {
@@ -193,17 +200,7 @@ fn nginx_counts_match_in_syscall_tracepoint_mode() {
 
 fn nginx_counts_match(mode: &[&str]) {
     let _serial = serial();
-    let openai = MockProvider::start(0).unwrap();
-    let anthropic = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
-    let mut args = vec!["--exe".to_string(), harness::NGINX.to_string()];
-    args.extend(mode.iter().map(|m| m.to_string()));
-    args.extend(providers_args(&openai, &anthropic));
-    let agent = Agent::start(&as_strs(&args));
-    // nginx's master and its two workers.
-    agent.wait_until(Duration::from_secs(10), "3 traced nginx processes", |s| {
-        s.get("metrics_agent_traced_processes") >= 3
-    });
+    let NginxUnderAgent { openai, anthropic, nginx, agent } = NginxUnderAgent::start(mode);
     let truth = traffic(nginx.port, true);
     let s = assert_matches(&agent, &truth, &openai, &anthropic, LONG_STREAMS);
     let hits = s.get("metrics_agent_probe_hits_total{probe=\"data_return\"}");
@@ -429,26 +426,15 @@ fn records(agent: &Agent, side: &str) -> Vec<serde_json::Value> {
 #[test]
 fn audit_records_match_what_the_mock_provider_sent() {
     let _serial = serial();
-    let openai = MockProvider::start(0).unwrap();
-    let anthropic = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
-    let mut args = vec![
-        "--exe".to_string(),
-        harness::NGINX.to_string(),
-        "--print-requests".to_string(),
-        "--application-id".to_string(),
-        "chat-app".to_string(),
-    ];
     // Ids from a configured header; per-key attribution by salted hash.
     let dir = harness::TempDir::new("identity");
     let config = dir.0.join("agent.toml");
     let salt = "e2e-salt-0123456789";
     std::fs::write(&config, format!("[identity]\napplication_headers = [\"x-app\"]\napi_key_salt = \"{salt}\"\n"))
         .unwrap();
-    args.extend(["--config".to_string(), config.display().to_string()]);
-    args.extend(providers_args(&openai, &anthropic));
-    let agent = Agent::start(&as_strs(&args));
-    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let config = config.display().to_string();
+    let NginxUnderAgent { openai: _openai, anthropic: _anthropic, nginx, agent } =
+        NginxUnderAgent::start(&["--print-requests", "--application-id", "chat-app", "--config", &config]);
     let mut c = Client::connect(nginx.port).unwrap();
     assert_eq!(c.request("/openai/v1/chat/completions?delay_ms=5", 300, false).unwrap(), 200);
     assert_eq!(c.request("/openai/v1/chat/completions?status=429", 300, false).unwrap(), 429);
@@ -648,17 +634,9 @@ fn audit_records_through_the_send_recv_proxy() {
 #[test]
 fn a_saturated_payload_ring_drops_and_counts_while_hot_path_counts_stay_exact() {
     let _serial = serial();
-    let openai = MockProvider::start(0).unwrap();
-    let anthropic = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
     // An 8 KiB ring holds at most two 4 KiB chunks: large bodies overflow it.
-    let mut args = vec!["--exe", harness::NGINX, "--print-requests", "--capture-ring-kib", "8"]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
-    args.extend(providers_args(&openai, &anthropic));
-    let agent = Agent::start(&as_strs(&args));
-    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let NginxUnderAgent { openai, anthropic, nginx, agent } =
+        NginxUnderAgent::start(&["--print-requests", "--capture-ring-kib", "8"]);
     let mut truth = Truth::default();
     for _ in 0..6 {
         let mut c = Client::connect(nginx.port).unwrap();
@@ -766,16 +744,8 @@ fn tls_client_against_an_https_mock(mut client: std::process::Command) {
 #[test]
 fn sampling_captures_one_request_in_n_and_hot_path_counts_stay_exact() {
     let _serial = serial();
-    let openai = MockProvider::start(0).unwrap();
-    let anthropic = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
-    let mut args = vec!["--exe", harness::NGINX, "--print-requests", "--sample-every", "4"]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
-    args.extend(providers_args(&openai, &anthropic));
-    let agent = Agent::start(&as_strs(&args));
-    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let NginxUnderAgent { openai, anthropic, nginx, agent } =
+        NginxUnderAgent::start(&["--print-requests", "--sample-every", "4"]);
     let mut truth = Truth::default();
     for _ in 0..40 {
         let mut c = Client::connect(nginx.port).unwrap();
@@ -798,18 +768,12 @@ fn sampling_captures_one_request_in_n_and_hot_path_counts_stay_exact() {
 #[test]
 fn an_agent_over_its_cpu_budget_switches_capture_off_and_back_on() {
     let _serial = serial();
-    let openai = MockProvider::start(0).unwrap();
-    let anthropic = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
     // A budget no agent can hold (10 µs of CPU per second): the breaker trips.
     let dir = harness::TempDir::new("cpu-budget");
     let config = dir.0.join("agent.toml");
     std::fs::write(&config, "capture_cpu_budget_percent = 0.001\n").unwrap();
-    let mut args = vec!["--exe".to_string(), harness::NGINX.to_string(), "--config".to_string()];
-    args.push(config.display().to_string());
-    args.extend(providers_args(&openai, &anthropic));
-    let agent = Agent::start(&as_strs(&args));
-    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let NginxUnderAgent { openai, anthropic, nginx, agent } =
+        NginxUnderAgent::start(&["--config", &config.display().to_string()]);
     let mut truth = Truth::default();
     for _ in 0..20 {
         let mut c = Client::connect(nginx.port).unwrap();

@@ -271,24 +271,6 @@ fn prom_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-fn promtool_check(exposition: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) must be installed");
-    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Debian's Prometheus server scraping the agent every second.
 struct PrometheusServer {
     port: u16,
@@ -404,7 +386,7 @@ interval_seconds = 1
         || agent.log_text(),
     );
     let text = agent.scrape().text;
-    promtool_check(&text);
+    llm_proxy_e2e::metrics::promtool_check(&text, "agent's /metrics");
     assert_eq!(prom_sum(&text, "llm_tokens_total", &upstream_input), input_tokens);
     assert_eq!(
         prom_sum(&text, "llm_tokens_total", &["side=\"upstream\"", "gen_ai_token_type=\"output\""]),
