@@ -10,7 +10,7 @@ use crate::{
     audit::identity::IdentityConfig,
     cli::RunArgs,
     export::settings::{self as export_settings, ExportSettings, ExportersFile, MetricsFile},
-    kernel::AttachMode,
+    attach_mode::AttachMode,
     providers::ProviderSpec,
 };
 

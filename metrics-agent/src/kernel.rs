@@ -1,5 +1,7 @@
 //! Loading the embedded eBPF object, attaching the process tracepoints and
-//! attaching/detaching the libc uprobes of each target process.
+//! the data path of the chosen mode (socket tracepoints, syscall
+//! tracepoints, or libc uprobes per target process), and the OpenSSL uprobes
+//! of each target process.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -11,10 +13,11 @@ use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf,
     maps::{Array, HashMap as BpfHashMap, MapData, ProgramArray},
-    programs::{TracePoint, UProbe, uprobe::UProbeLinkId, uprobe::UProbeScope},
+    programs::{BtfTracePoint, TracePoint, UProbe, uprobe::UProbeLinkId, uprobe::UProbeScope},
 };
 use metrics_common::maps as names;
 
+use crate::attach_mode::AttachMode;
 use crate::libc_symbols;
 
 /// One hooked libc function: its entry program and, if any, its return program.
@@ -50,8 +53,8 @@ const HOOKS: &[Hook] = &[
     hook("close", "enter_close", None),
 ];
 
-/// Syscall tracepoints (category `syscalls`) and their programs, for
-/// `--attach syscalls`.
+/// Data syscall tracepoints (category `syscalls`) and their programs, for
+/// `--attach syscalls` (with `LIFECYCLE_SYSCALL_HOOKS`).
 const SYSCALL_HOOKS: &[(&str, &str)] = &[
     ("sys_enter_read", "sys_enter_read"),
     ("sys_enter_recvfrom", "sys_enter_recv"),
@@ -71,6 +74,11 @@ const SYSCALL_HOOKS: &[(&str, &str)] = &[
     ("sys_exit_recvmsg", "sys_exit_data"),
     ("sys_exit_sendmsg", "sys_exit_data"),
     ("sys_exit_sendfile64", "sys_exit_data"),
+];
+
+/// Connection lifecycle syscall tracepoints, which socket mode uses too:
+/// they fire only for these syscalls.
+const LIFECYCLE_SYSCALL_HOOKS: &[(&str, &str)] = &[
     ("sys_enter_accept", "sys_enter_accept"),
     ("sys_enter_accept4", "sys_enter_accept"),
     ("sys_exit_accept", "sys_exit_accept"),
@@ -79,18 +87,16 @@ const SYSCALL_HOOKS: &[(&str, &str)] = &[
     ("sys_enter_close", "sys_enter_close"),
 ];
 
-/// How the data path is attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    /// Uprobes on the target's libc, scoped to each target process: other
-    /// processes pay nothing; each call in the target costs a trap.
-    #[default]
-    Uprobes,
-    /// Syscall tracepoints: each call costs far less, but every process on
-    /// the host pays a small filter cost per syscall; sees static and Go binaries.
-    Syscalls,
-}
+/// Socket mode's tp_btf programs: (program, tracepoint it is loaded for,
+/// attached). The continuations are only tail-called; they are loaded for a
+/// tracepoint of the same prototype, which tail calls between tracing
+/// programs require.
+const SOCKET_PROGRAMS: &[(&str, &str, bool)] = &[
+    ("sock_send", "sock_send_length", true),
+    ("sock_recv", "sock_recv_length", true),
+    (names::CONTINUE_SOCKET_PROGRAM, "sock_send_length", false),
+    (names::CAPTURE_SOCKET_PROGRAM, "sock_send_length", false),
+];
 
 /// OpenSSL functions hooked in the libssl a target maps.
 const SSL_HOOKS: &[Hook] = &[
@@ -139,6 +145,7 @@ impl Kernel {
     /// Loads every program into the kernel (verifying them) without attaching.
     /// `payload_ring_bytes`: size of the payload ring buffer (a power of two
     /// multiple of the page size).
+    /// `mode` is a resolved mode (not `Auto`).
     pub fn load(mode: AttachMode, payload_ring_bytes: u32) -> Result<Self> {
         let mut ebpf = aya::EbpfLoader::new()
             .map_max_entries(names::PAYLOADS, payload_ring_bytes)
@@ -154,12 +161,24 @@ impl Kernel {
             };
             loaded.with_context(|| format!("the kernel rejected program {name}"))?;
         }
-        for (map, slot, program) in [
+        let mut jumps = vec![
             (names::CONTINUE, names::SLOT_PARSE, names::CONTINUE_PROGRAM),
             (names::CONTINUE, names::SLOT_CAPTURE, names::CAPTURE_PROGRAM),
             (names::CONTINUE_SYSCALL, names::SLOT_PARSE, names::CONTINUE_SYSCALL_PROGRAM),
             (names::CONTINUE_SYSCALL, names::SLOT_CAPTURE, names::CAPTURE_SYSCALL_PROGRAM),
-        ] {
+        ];
+        if mode == AttachMode::Sockets {
+            // tp_btf programs load against the kernel's BTF: only in socket mode.
+            let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;
+            for (program, tracepoint, _) in SOCKET_PROGRAMS {
+                let tp: &mut BtfTracePoint =
+                    ebpf.program_mut(program).ok_or_else(|| anyhow!("no program {program}"))?.try_into()?;
+                tp.load(tracepoint, &btf).with_context(|| format!("the kernel rejected program {program}"))?;
+            }
+            jumps.push((names::CONTINUE_SOCKET, names::SLOT_PARSE, names::CONTINUE_SOCKET_PROGRAM));
+            jumps.push((names::CONTINUE_SOCKET, names::SLOT_CAPTURE, names::CAPTURE_SOCKET_PROGRAM));
+        }
+        for (map, slot, program) in jumps {
             let target = ebpf.program(program).ok_or_else(|| anyhow!("no program {program}"))?;
             let fd = target.fd()?.try_clone()?;
             let mut jump = ProgramArray::try_from(ebpf.map_mut(map).ok_or_else(|| anyhow!("no map {map}"))?)?;
@@ -191,8 +210,8 @@ impl Kernel {
         self.set_config(names::config::WATCH_EXEC, 1)
     }
 
-    /// Attaches the fork, exec and exit tracepoints, and in syscall mode the
-    /// data-path syscall tracepoints.
+    /// Attaches the fork, exec and exit tracepoints, and the data path of
+    /// syscall and socket modes (global hooks, filtered by `TARGETS`).
     pub fn attach_tracepoints(&mut self) -> Result<()> {
         let mut points: Vec<(&str, &str, &str)> = vec![
             ("on_fork", "task", "task_newtask"),
@@ -202,10 +221,23 @@ impl Kernel {
         if self.mode == AttachMode::Syscalls {
             points.extend(SYSCALL_HOOKS.iter().map(|(event, program)| (*program, "syscalls", *event)));
         }
+        if matches!(self.mode, AttachMode::Syscalls | AttachMode::Sockets) {
+            points.extend(LIFECYCLE_SYSCALL_HOOKS.iter().map(|(event, program)| (*program, "syscalls", *event)));
+        }
         for (program, category, event) in points {
             let tp: &mut TracePoint =
                 self.ebpf.program_mut(program).ok_or_else(|| anyhow!("no program {program}"))?.try_into()?;
             tp.attach(category, event).with_context(|| format!("attaching tracepoint {category}/{event}"))?;
+        }
+        if self.mode == AttachMode::Sockets {
+            for (program, tracepoint, attached) in SOCKET_PROGRAMS {
+                if !attached {
+                    continue;
+                }
+                let tp: &mut BtfTracePoint =
+                    self.ebpf.program_mut(program).ok_or_else(|| anyhow!("no program {program}"))?.try_into()?;
+                tp.attach().with_context(|| format!("attaching tp_btf sock/{tracepoint}"))?;
+            }
         }
         Ok(())
     }
@@ -226,7 +258,7 @@ impl Kernel {
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
         let mut plan: Vec<PlannedProbe> = Vec::new();
         if self.mode == AttachMode::Uprobes {
-            // libc socket calls (syscall mode sees them through tracepoints).
+            // libc socket calls (the other modes see them through tracepoints).
             let libc = libc_symbols::libc_of(pid)?;
             let offsets = self.offsets_in(&libc, HOOKS.iter().map(|h| h.symbol))?;
             if let Some(missing) = REQUIRED.iter().find(|s| !offsets.contains_key(**s)) {
@@ -234,7 +266,7 @@ impl Kernel {
             }
             plan_hooks(&mut plan, &libc, &offsets, HOOKS);
         }
-        // OpenSSL, in both modes: the plaintext of TLS connections.
+        // OpenSSL, in every mode: the plaintext of TLS connections.
         let libssl = libc_symbols::library_of(pid, "libssl.so");
         if let Some(libssl) = &libssl {
             let offsets = self.offsets_in(libssl, SSL_HOOKS.iter().map(|h| h.symbol))?;

@@ -53,7 +53,9 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
         _ => anyhow!("cannot listen on {}: {e}", config.listen),
     })?;
 
-    let mut kernel = Kernel::load(config.attach, config.capture_ring_kib * 1024)?;
+    let (mode, why) = config.attach.resolve()?;
+    log::info!("attach mode: {} ({why})", mode.name());
+    let mut kernel = Kernel::load(mode, config.capture_ring_kib * 1024)?;
     let (pid_at, flags_at) = preflight::newtask_offsets()?;
     kernel.set_config(names::config::NEWTASK_PID_OFFSET, pid_at)?;
     kernel.set_config(names::config::NEWTASK_FLAGS_OFFSET, flags_at)?;

@@ -41,6 +41,11 @@ pub const CONTINUE_PROGRAM: &str = "continue_response";
 /// The same for syscall-tracepoint mode (program arrays hold one program type).
 pub const CONTINUE_SYSCALL: &str = "CONTINUE_SYSCALL";
 pub const CONTINUE_SYSCALL_PROGRAM: &str = "sys_continue_response";
+/// The same for socket-tracepoint mode.
+pub const CONTINUE_SOCKET: &str = "CONTINUE_SOCKET";
+pub const CONTINUE_SOCKET_PROGRAM: &str = "sock_continue_response";
+/// Kernel socket address -> the connection it carries (socket mode).
+pub const SOCK_CONNS: &str = "SOCK_CONNS";
 /// Captured payload chunks (`capture::ChunkHeader` + bytes).
 pub const PAYLOADS: &str = "PAYLOADS";
 /// Capture control (`capture::control` slots).
@@ -53,6 +58,7 @@ pub const SLOT_CAPTURE: u32 = 1;
 /// The capture programs installed in slot `SLOT_CAPTURE`.
 pub const CAPTURE_PROGRAM: &str = "capture_payload";
 pub const CAPTURE_SYSCALL_PROGRAM: &str = "sys_capture_payload";
+pub const CAPTURE_SOCKET_PROGRAM: &str = "sock_capture_payload";
 /// Process lifecycle events (fork, exec, exit) for the agent.
 pub const PROC_EVENTS: &str = "PROC_EVENTS";
 

@@ -203,7 +203,10 @@ fn nginx_counts_match(mode: &[&str]) {
     let NginxUnderAgent { openai, anthropic, nginx, agent } = NginxUnderAgent::start(mode);
     let truth = traffic(nginx.port, true);
     let s = assert_matches(&agent, &truth, &openai, &anthropic, LONG_STREAMS);
-    let hits = s.get("metrics_agent_probe_hits_total{probe=\"data_return\"}");
+    let hits: u64 = ["data_return", "socket_send", "socket_recv"]
+        .iter()
+        .map(|probe| s.get(&format!("metrics_agent_probe_hits_total{{probe=\"{probe}\"}}")))
+        .sum();
     assert!(hits > 0, "data probes fired");
 }
 
