@@ -2,9 +2,7 @@
 //! (client side), `connect` (upstream side, matched to a provider) and
 //! `close` (finishes what is in flight and forgets the connection).
 
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
-};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user};
 use metrics_common::{
     conn::{
         CONN_IN_FLIGHT, CONN_RESPONSE_STARTED, ConnState, PHASE_LOST, PHASE_UNTIL_CLOSE, SIDE_CLIENT, SIDE_UPSTREAM,

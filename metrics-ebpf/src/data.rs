@@ -20,8 +20,8 @@ use crate::{
     ctx::{CallArgs, CallReturn},
     framing::{http_and_capture, peek, peer_closed},
     maps::{
-        CALL_READ_BUF, CALL_READ_IOV, CALL_READ_NOBUF, CALL_READ_UNKNOWN, CALL_WRITE_IOV, CALLS, CONNS, COUNTERS,
-        Call, PROBE_HITS, add, is_target,
+        CALL_READ_BUF, CALL_READ_IOV, CALL_READ_NOBUF, CALL_READ_UNKNOWN, CALL_WRITE_IOV, CALLS, CONNS, COUNTERS, Call,
+        PROBE_HITS, add, is_target,
     },
 };
 

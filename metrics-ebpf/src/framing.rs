@@ -12,10 +12,10 @@ use aya_ebpf::helpers::{
 };
 use metrics_common::{
     conn::{
-        CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, ConnState, EV_END, EV_MALFORMED, EV_NONE,
-        METHOD_HEAD, METHOD_NONE, METHOD_PENDING, PHASE_CHUNK_DATA, PHASE_LOST, PHASE_UNTIL_CLOSE, PROTO_HTTP1,
-        PROTO_UNCLASSIFIED, PROTO_UNDETERMINED, ResponseParser, SIDE_CLIENT, SIDE_UNKNOWN, SIDE_UPSTREAM,
-        is_status_line_start, method_at_start,
+        CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, ConnState, EV_END, EV_MALFORMED, EV_NONE, METHOD_HEAD,
+        METHOD_NONE, METHOD_PENDING, PHASE_CHUNK_DATA, PHASE_LOST, PHASE_UNTIL_CLOSE, PROTO_HTTP1, PROTO_UNCLASSIFIED,
+        PROTO_UNDETERMINED, ResponseParser, SIDE_CLIENT, SIDE_UNKNOWN, SIDE_UPSTREAM, is_status_line_start,
+        method_at_start,
     },
     counters as c,
     maps::conn_key,
@@ -23,7 +23,9 @@ use metrics_common::{
 
 use crate::{
     ctx::CallReturn,
-    maps::{CALL_READ_IOV, CALL_READ_NOBUF, CALL_SENDFILE, CALL_WRITE_IOV, CONNS, COUNTERS, Call, SCRATCH, WINDOW, add},
+    maps::{
+        CALL_READ_IOV, CALL_READ_NOBUF, CALL_SENDFILE, CALL_WRITE_IOV, CONNS, COUNTERS, Call, SCRATCH, WINDOW, add,
+    },
     record::{request_finished, request_started, response_started},
 };
 

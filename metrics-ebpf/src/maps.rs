@@ -104,7 +104,7 @@ pub static CHUNK_BUFFER: PerCpuArray<crate::capture::ChunkEvent> = PerCpuArray::
 #[map]
 pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(names::PROC_EVENTS_BYTES, 0);
 
-const fn same_name(a: &str, b: &str) -> bool {
+pub const fn same_name(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
         return false;
