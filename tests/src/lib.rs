@@ -7,5 +7,6 @@ pub mod harness;
 pub mod http1;
 pub mod metrics;
 pub mod mock;
+pub mod modes;
 pub mod postgres;
 pub mod webdriver;
