@@ -3,6 +3,7 @@
 //! harness that runs real proxies and the agent.
 
 pub mod client;
+pub mod go;
 pub mod harness;
 pub mod http1;
 pub mod metrics;

@@ -13,6 +13,7 @@ use std::{
 
 use llm_proxy_e2e::{
     client::{Client, Truth},
+    go,
     harness::{self, Agent, Nginx},
     metrics::Scrape,
     mock::MockProvider,
@@ -246,6 +247,59 @@ fn agent_on_pid(pid: u32, mode: AttachMode, extra: &[&str], openai: &MockProvide
     args.extend(extra.iter().map(|a| a.to_string()));
     args.extend(providers_args(openai, anthropic));
     Agent::start(&as_strs(&args))
+}
+
+#[test]
+fn go_reverse_proxy_without_libc_is_counted_exactly() {
+    let _serial = serial();
+    let dir = harness::TempDir::new("go");
+    let binary = go::build_reverse_proxy(&dir);
+    let openai = MockProvider::start(0).unwrap();
+    let anthropic = MockProvider::start(0).unwrap();
+    let routes = [("openai", openai.port), ("anthropic", anthropic.port), ("openai-ka", openai.port)];
+    let (proxy, port) = go::start_reverse_proxy(&binary, &routes);
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", proxy.pid())).unwrap();
+    assert!(!maps.contains("libc"), "the Go proxy must not load libc:\n{maps}");
+    for_each_mode(modes::WITHOUT_LIBC, |mode| {
+        openai.reset();
+        anthropic.reset();
+        let agent = agent_on_pid(proxy.pid(), mode, &["--print-requests"], &openai, &anthropic);
+        agent.wait_until(Duration::from_secs(10), "the Go proxy traced", |s| {
+            s.get("metrics_agent_traced_processes") == 1
+        });
+        // Exchanges with known usage on one keep-alive connection: plain and
+        // streamed, both providers, an error.
+        let mut c = Client::connect(port).unwrap();
+        for (path, status) in [
+            ("/openai/v1/chat/completions", 200),
+            ("/openai-ka/v1/chat/completions?events=6&interval_ms=20&usage=1", 200),
+            ("/anthropic/v1/messages?events=4&interval_ms=20", 200),
+            ("/openai/v1/chat/completions?status=429", 429),
+        ] {
+            assert_eq!(c.request(path, 300, false).unwrap(), status, "{path}");
+        }
+        let mut truth = c.truth.clone();
+        drop(c);
+        wait_for_records(&agent, 4, 4);
+        let (oa, an) = (openai.usage_sent(), anthropic.usage_sent());
+        for side in ["client", "upstream"] {
+            let r = records(&agent, side);
+            assert_eq!(r.len(), 4, "{side}: {r:?}");
+            let mut statuses: Vec<u64> = r.iter().filter_map(|x| x["status"].as_u64()).collect();
+            statuses.sort();
+            assert_eq!(statuses, [200, 200, 200, 429], "{side}: {r:?}");
+            assert_eq!(r.iter().filter(|x| x["streaming"] == true).count(), 2, "{side}: {r:?}");
+            let tokens = |kind: &str| r.iter().filter_map(|x| x["tokens"][kind].as_u64()).sum::<u64>();
+            assert_eq!(
+                (tokens("input"), tokens("output")),
+                (oa.input + an.input, oa.output + an.output),
+                "{side}: the tokens the providers sent: {r:?}"
+            );
+        }
+        // Then the whole traffic mix: every hot-path counter exact.
+        truth.add(&traffic(port, true));
+        assert_matches(&agent, &truth, &openai, &anthropic, LONG_STREAMS);
+    });
 }
 
 #[test]
@@ -697,7 +751,7 @@ fn a_saturated_payload_ring_drops_and_counts_while_hot_path_counts_stay_exact() 
             assert_eq!(c.request("/openai/v1/chat/completions?bytes=200000", 70 * 1024, true).unwrap(), 200);
             truth.add(&c.truth);
         }
-        let s = assert_matches(&agent, &truth, &openai, &anthropic, 0);
+        let s = assert_matches(&agent, &truth, openai, anthropic, 0);
         assert!(s.get("metrics_agent_capture_dropped_events_total") > 0, "drops are counted");
         agent.wait_until(Duration::from_secs(5), "the circuit breaker to trip", |s| {
             s.get("metrics_agent_capture_breaker_trips_total") >= 1
@@ -817,7 +871,7 @@ fn sampling_captures_one_request_in_n_and_hot_path_counts_stay_exact() {
             assert_eq!(c.request("/openai/v1/chat/completions", 300, true).unwrap(), 200);
             truth.add(&c.truth);
         }
-        let s = assert_matches(&agent, &truth, &openai, &anthropic, 0);
+        let s = assert_matches(&agent, &truth, openai, anthropic, 0);
         assert_eq!(s.get("metrics_agent_capture_sample_every"), 4);
         // 80 request starts (40 client, 40 upstream), sampled per CPU: between
         // 80/4 and 80/4 + one per CPU are captured.
@@ -848,7 +902,7 @@ fn an_agent_over_its_cpu_budget_switches_capture_off_and_back_on() {
             assert_eq!(c.request("/openai/v1/chat/completions?bytes=20000", 2000, true).unwrap(), 200);
             truth.add(&c.truth);
         }
-        assert_matches(&agent, &truth, &openai, &anthropic, 0);
+        assert_matches(&agent, &truth, openai, anthropic, 0);
         let s = agent.wait_until(Duration::from_secs(5), "the CPU breaker to trip", |s| {
             s.get("metrics_agent_capture_breaker_cpu_trips_total") >= 1
         });
@@ -918,21 +972,26 @@ fn tls_upstreams_are_measured_from_the_plaintext() {
     });
 }
 
-/// The ids of the BPF programs loaded on the host and, for each, the
-/// processes holding it (`bpftool -j prog show`).
-fn loaded_programs() -> Vec<(u64, Vec<u32>)> {
+/// The ids of the BPF programs loaded on the host (`bpftool -j prog show`).
+fn loaded_program_ids() -> Vec<u64> {
     let out = Command::new("bpftool")
         .args(["-j", "prog", "show"])
         .output()
         .expect("bpftool (Debian package bpftool) must be installed");
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            let pids = p["pids"].as_array().into_iter().flatten().filter_map(|x| x["pid"].as_u64()).map(|x| x as u32);
-            (p["id"].as_u64().expect("program id"), pids.collect())
+    list.as_array().into_iter().flatten().filter_map(|p| p["id"].as_u64()).collect()
+}
+
+/// The ids of the BPF programs process `pid` holds open (its file
+/// descriptors' `prog_id` in /proc/PID/fdinfo).
+fn programs_held_by(pid: u32) -> Vec<u64> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the agent's fds");
+    fds.flatten()
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf-prog"))
+        .filter_map(|fd| {
+            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy())).ok()
         })
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("prog_id:").and_then(|v| v.trim().parse().ok())))
         .collect()
 }
 
@@ -948,8 +1007,7 @@ fn sigterm_detaches_everything_and_the_proxy_keeps_serving() {
         agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
         // This agent's programs, by id: others' agents may run on the host.
         let agent_pid = agent.guard.pid();
-        let ours: Vec<u64> =
-            loaded_programs().into_iter().filter(|(_, pids)| pids.contains(&agent_pid)).map(|(id, _)| id).collect();
+        let ours = programs_held_by(agent_pid);
         assert!(ours.len() >= 3, "programs are loaded while running: {ours:?}");
         // A stream in flight while the agent stops.
         let port = nginx.port;
@@ -962,7 +1020,7 @@ fn sigterm_detaches_everything_and_the_proxy_keeps_serving() {
             agent.guard.signal_and_wait(libc::SIGTERM, Duration::from_secs(15)).expect("the agent exits after SIGTERM");
         assert!(status.success(), "clean exit: {status}\n{}", agent.log_text());
         assert_eq!(stream.join().unwrap(), 200, "the in-flight stream completes");
-        let left: Vec<u64> = loaded_programs().into_iter().map(|(id, _)| id).filter(|id| ours.contains(id)).collect();
+        let left: Vec<u64> = loaded_program_ids().into_iter().filter(|id| ours.contains(id)).collect();
         assert!(left.is_empty(), "programs {left:?} of the agent remain loaded");
         let mut c = Client::connect(nginx.port).unwrap();
         for _ in 0..5 {
