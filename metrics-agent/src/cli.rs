@@ -81,11 +81,12 @@ pub struct RunArgs {
     /// Address of the metrics endpoint [default: 127.0.0.1:9464].
     #[arg(long, env = "METRICS_AGENT_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// How the data path is attached: `uprobes` (libc uprobes scoped to the
-    /// targets; default) or `syscalls` (syscall tracepoints: cheaper per call,
-    /// a small cost for every process, also sees static and Go binaries).
+    /// How the data path is attached: `sockets` (socket tracepoints: the
+    /// cheapest, every runtime), `uprobes` (libc uprobes scoped to the
+    /// targets), `syscalls` (syscall tracepoints), or `auto` (default:
+    /// `sockets` where the kernel has them, else `uprobes`).
     #[arg(long, value_enum, env = "METRICS_AGENT_ATTACH")]
-    pub attach: Option<crate::kernel::AttachMode>,
+    pub attach: Option<crate::attach_mode::AttachMode>,
     /// Capture request and response payloads (audit path) and print one JSON
     /// record per LLM exchange on standard output. Headers (API keys) and
     /// prompt text are never printed.

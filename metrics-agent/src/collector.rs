@@ -220,7 +220,7 @@ impl Collector for HotPathCollector {
         labelled_counters(
             &mut e,
             "llm_proxy_bytes_received",
-            "Bytes the proxy read from traced TCP connections, by side.",
+            "HTTP bytes the proxy read from traced TCP connections (the plaintext on TLS connections), by side.",
             None,
             "side",
             &[
@@ -232,13 +232,37 @@ impl Collector for HotPathCollector {
         labelled_counters(
             &mut e,
             "llm_proxy_bytes_sent",
-            "Bytes the proxy wrote to traced TCP connections, by side.",
+            "HTTP bytes the proxy wrote to traced TCP connections (the plaintext on TLS connections), by side.",
             None,
             "side",
             &[
                 ("client", at(c::BYTES_SENT_CLIENT)),
                 ("upstream", at(c::BYTES_SENT_UPSTREAM)),
                 ("unknown", at(c::BYTES_SENT_UNKNOWN)),
+            ],
+        )?;
+        labelled_counters(
+            &mut e,
+            "llm_proxy_tls_bytes_received",
+            "TLS wire bytes (records and handshakes) the proxy read from traced TCP connections, by side.",
+            None,
+            "side",
+            &[
+                ("client", at(c::TLS_BYTES_RECEIVED_CLIENT)),
+                ("upstream", at(c::TLS_BYTES_RECEIVED_UPSTREAM)),
+                ("unknown", at(c::TLS_BYTES_RECEIVED_UNKNOWN)),
+            ],
+        )?;
+        labelled_counters(
+            &mut e,
+            "llm_proxy_tls_bytes_sent",
+            "TLS wire bytes (records and handshakes) the proxy wrote to traced TCP connections, by side.",
+            None,
+            "side",
+            &[
+                ("client", at(c::TLS_BYTES_SENT_CLIENT)),
+                ("upstream", at(c::TLS_BYTES_SENT_UPSTREAM)),
+                ("unknown", at(c::TLS_BYTES_SENT_UNKNOWN)),
             ],
         )?;
         labelled_counters(

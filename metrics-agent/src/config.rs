@@ -7,10 +7,10 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    attach_mode::AttachMode,
     audit::identity::IdentityConfig,
     cli::RunArgs,
     export::settings::{self as export_settings, ExportSettings, ExportersFile, MetricsFile},
-    kernel::AttachMode,
     providers::ProviderSpec,
 };
 

@@ -1,5 +1,7 @@
 //! Loading the embedded eBPF object, attaching the process tracepoints and
-//! attaching/detaching the libc uprobes of each target process.
+//! the data path of the chosen mode (socket tracepoints, syscall
+//! tracepoints, or libc uprobes per target process), and the OpenSSL uprobes
+//! of each target process.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -11,10 +13,14 @@ use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf,
     maps::{Array, HashMap as BpfHashMap, MapData, ProgramArray},
-    programs::{TracePoint, UProbe, uprobe::UProbeLinkId, uprobe::UProbeScope},
+    programs::{BtfTracePoint, TracePoint, UProbe, uprobe::UProbeLinkId, uprobe::UProbeScope},
 };
-use metrics_common::maps as names;
+use metrics_common::{
+    maps as names,
+    programs::{libc, process, sockets, ssl, syscalls},
+};
 
+use crate::attach_mode::AttachMode;
 use crate::libc_symbols;
 
 /// One hooked libc function: its entry program and, if any, its return program.
@@ -28,77 +34,80 @@ const fn hook(symbol: &'static str, entry: &'static str, ret: Option<&'static st
     Hook { symbol, entry, ret }
 }
 
-const DATA: Option<&str> = Some("return_data");
+const DATA: Option<&str> = Some(libc::RETURN_DATA);
 
-/// Every hooked function (see `metrics-ebpf/src/*.rs` for the prototypes).
+/// Every hooked libc function (see `metrics-ebpf/src/probes/libc.rs` for the prototypes).
 const HOOKS: &[Hook] = &[
-    hook("read", "enter_read", DATA),
-    hook("recv", "enter_recv", DATA),
-    hook("recvfrom", "enter_recv", DATA),
-    hook("write", "enter_write", DATA),
-    hook("send", "enter_write", DATA),
-    hook("sendto", "enter_write", DATA),
-    hook("readv", "enter_readv", DATA),
-    hook("writev", "enter_writev", DATA),
-    hook("recvmsg", "enter_recvmsg", DATA),
-    hook("sendmsg", "enter_sendmsg", DATA),
-    hook("sendfile", "enter_sendfile", DATA),
-    hook("sendfile64", "enter_sendfile", DATA),
-    hook("accept", "enter_accept", Some("return_accept")),
-    hook("accept4", "enter_accept", Some("return_accept")),
-    hook("connect", "enter_connect", None),
-    hook("close", "enter_close", None),
+    hook("read", libc::ENTER_READ, DATA),
+    hook("recv", libc::ENTER_RECV, DATA),
+    hook("recvfrom", libc::ENTER_RECV, DATA),
+    hook("write", libc::ENTER_WRITE, DATA),
+    hook("send", libc::ENTER_WRITE, DATA),
+    hook("sendto", libc::ENTER_WRITE, DATA),
+    hook("readv", libc::ENTER_READV, DATA),
+    hook("writev", libc::ENTER_WRITEV, DATA),
+    hook("recvmsg", libc::ENTER_RECVMSG, DATA),
+    hook("sendmsg", libc::ENTER_SENDMSG, DATA),
+    hook("sendfile", libc::ENTER_SENDFILE, DATA),
+    hook("sendfile64", libc::ENTER_SENDFILE, DATA),
+    hook("accept", libc::ENTER_ACCEPT, Some(libc::RETURN_ACCEPT)),
+    hook("accept4", libc::ENTER_ACCEPT, Some(libc::RETURN_ACCEPT)),
+    hook("connect", libc::ENTER_CONNECT, None),
+    hook("close", libc::ENTER_CLOSE, None),
 ];
 
-/// Syscall tracepoints (category `syscalls`) and their programs, for
-/// `--attach syscalls`.
+/// Data syscall tracepoints (category `syscalls`) and their programs, for
+/// `--attach syscalls` (with `LIFECYCLE_SYSCALL_HOOKS`).
 const SYSCALL_HOOKS: &[(&str, &str)] = &[
-    ("sys_enter_read", "sys_enter_read"),
-    ("sys_enter_recvfrom", "sys_enter_recv"),
-    ("sys_enter_write", "sys_enter_write"),
-    ("sys_enter_sendto", "sys_enter_write"),
-    ("sys_enter_readv", "sys_enter_readv"),
-    ("sys_enter_writev", "sys_enter_writev"),
-    ("sys_enter_recvmsg", "sys_enter_recvmsg"),
-    ("sys_enter_sendmsg", "sys_enter_sendmsg"),
-    ("sys_enter_sendfile64", "sys_enter_sendfile"),
-    ("sys_exit_read", "sys_exit_data"),
-    ("sys_exit_recvfrom", "sys_exit_data"),
-    ("sys_exit_write", "sys_exit_data"),
-    ("sys_exit_sendto", "sys_exit_data"),
-    ("sys_exit_readv", "sys_exit_data"),
-    ("sys_exit_writev", "sys_exit_data"),
-    ("sys_exit_recvmsg", "sys_exit_data"),
-    ("sys_exit_sendmsg", "sys_exit_data"),
-    ("sys_exit_sendfile64", "sys_exit_data"),
-    ("sys_enter_accept", "sys_enter_accept"),
-    ("sys_enter_accept4", "sys_enter_accept"),
-    ("sys_exit_accept", "sys_exit_accept"),
-    ("sys_exit_accept4", "sys_exit_accept"),
-    ("sys_enter_connect", "sys_enter_connect"),
-    ("sys_enter_close", "sys_enter_close"),
+    ("sys_enter_read", syscalls::SYS_ENTER_READ),
+    ("sys_enter_recvfrom", syscalls::SYS_ENTER_RECV),
+    ("sys_enter_write", syscalls::SYS_ENTER_WRITE),
+    ("sys_enter_sendto", syscalls::SYS_ENTER_WRITE),
+    ("sys_enter_readv", syscalls::SYS_ENTER_READV),
+    ("sys_enter_writev", syscalls::SYS_ENTER_WRITEV),
+    ("sys_enter_recvmsg", syscalls::SYS_ENTER_RECVMSG),
+    ("sys_enter_sendmsg", syscalls::SYS_ENTER_SENDMSG),
+    ("sys_enter_sendfile64", syscalls::SYS_ENTER_SENDFILE),
+    ("sys_exit_read", syscalls::SYS_EXIT_DATA),
+    ("sys_exit_recvfrom", syscalls::SYS_EXIT_DATA),
+    ("sys_exit_write", syscalls::SYS_EXIT_DATA),
+    ("sys_exit_sendto", syscalls::SYS_EXIT_DATA),
+    ("sys_exit_readv", syscalls::SYS_EXIT_DATA),
+    ("sys_exit_writev", syscalls::SYS_EXIT_DATA),
+    ("sys_exit_recvmsg", syscalls::SYS_EXIT_DATA),
+    ("sys_exit_sendmsg", syscalls::SYS_EXIT_DATA),
+    ("sys_exit_sendfile64", syscalls::SYS_EXIT_DATA),
 ];
 
-/// How the data path is attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    /// Uprobes on the target's libc, scoped to each target process: other
-    /// processes pay nothing; each call in the target costs a trap.
-    #[default]
-    Uprobes,
-    /// Syscall tracepoints: each call costs far less, but every process on
-    /// the host pays a small filter cost per syscall; sees static and Go binaries.
-    Syscalls,
-}
+/// Connection lifecycle syscall tracepoints, which socket mode uses too:
+/// they fire only for these syscalls.
+const LIFECYCLE_SYSCALL_HOOKS: &[(&str, &str)] = &[
+    ("sys_enter_accept", syscalls::SYS_ENTER_ACCEPT),
+    ("sys_enter_accept4", syscalls::SYS_ENTER_ACCEPT),
+    ("sys_exit_accept", syscalls::SYS_EXIT_ACCEPT),
+    ("sys_exit_accept4", syscalls::SYS_EXIT_ACCEPT),
+    ("sys_enter_connect", syscalls::SYS_ENTER_CONNECT),
+    ("sys_enter_close", syscalls::SYS_ENTER_CLOSE),
+];
+
+/// Socket mode's tp_btf programs: (program, tracepoint it is loaded for,
+/// attached). The continuations are only tail-called; they are loaded for a
+/// tracepoint of the same prototype, which tail calls between tracing
+/// programs require.
+const SOCKET_PROGRAMS: &[(&str, &str, bool)] = &[
+    (sockets::SOCK_SEND, "sock_send_length", true),
+    (sockets::SOCK_RECV, "sock_recv_length", true),
+    (sockets::SOCK_CONTINUE_RESPONSE, "sock_send_length", false),
+    (sockets::SOCK_CAPTURE_PAYLOAD, "sock_send_length", false),
+];
 
 /// OpenSSL functions hooked in the libssl a target maps.
 const SSL_HOOKS: &[Hook] = &[
-    hook("SSL_read", "enter_ssl_read", Some("return_ssl")),
-    hook("SSL_write", "enter_ssl_write", Some("return_ssl")),
-    hook("SSL_read_ex", "enter_ssl_read_ex", Some("return_ssl")),
-    hook("SSL_write_ex", "enter_ssl_write_ex", Some("return_ssl")),
-    hook("SSL_do_handshake", "enter_ssl_handshake", Some("return_ssl_handshake")),
+    hook("SSL_read", ssl::ENTER_SSL_READ, Some(ssl::RETURN_SSL)),
+    hook("SSL_write", ssl::ENTER_SSL_WRITE, Some(ssl::RETURN_SSL)),
+    hook("SSL_read_ex", ssl::ENTER_SSL_READ_EX, Some(ssl::RETURN_SSL)),
+    hook("SSL_write_ex", ssl::ENTER_SSL_WRITE_EX, Some(ssl::RETURN_SSL)),
+    hook("SSL_do_handshake", ssl::ENTER_SSL_HANDSHAKE, Some(ssl::RETURN_SSL_HANDSHAKE)),
 ];
 
 /// Functions a libc must have for the agent to work.
@@ -139,6 +148,7 @@ impl Kernel {
     /// Loads every program into the kernel (verifying them) without attaching.
     /// `payload_ring_bytes`: size of the payload ring buffer (a power of two
     /// multiple of the page size).
+    /// `mode` is a resolved mode (not `Auto`).
     pub fn load(mode: AttachMode, payload_ring_bytes: u32) -> Result<Self> {
         let mut ebpf = aya::EbpfLoader::new()
             .map_max_entries(names::PAYLOADS, payload_ring_bytes)
@@ -154,12 +164,24 @@ impl Kernel {
             };
             loaded.with_context(|| format!("the kernel rejected program {name}"))?;
         }
-        for (map, slot, program) in [
-            (names::CONTINUE, names::SLOT_PARSE, names::CONTINUE_PROGRAM),
-            (names::CONTINUE, names::SLOT_CAPTURE, names::CAPTURE_PROGRAM),
-            (names::CONTINUE_SYSCALL, names::SLOT_PARSE, names::CONTINUE_SYSCALL_PROGRAM),
-            (names::CONTINUE_SYSCALL, names::SLOT_CAPTURE, names::CAPTURE_SYSCALL_PROGRAM),
-        ] {
+        let mut jumps = vec![
+            (names::CONTINUE, names::SLOT_PARSE, libc::CONTINUE_RESPONSE),
+            (names::CONTINUE, names::SLOT_CAPTURE, libc::CAPTURE_PAYLOAD),
+            (names::CONTINUE_SYSCALL, names::SLOT_PARSE, syscalls::SYS_CONTINUE_RESPONSE),
+            (names::CONTINUE_SYSCALL, names::SLOT_CAPTURE, syscalls::SYS_CAPTURE_PAYLOAD),
+        ];
+        if mode == AttachMode::Sockets {
+            // tp_btf programs load against the kernel's BTF: only in socket mode.
+            let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;
+            for (program, tracepoint, _) in SOCKET_PROGRAMS {
+                let tp: &mut BtfTracePoint =
+                    ebpf.program_mut(program).ok_or_else(|| anyhow!("no program {program}"))?.try_into()?;
+                tp.load(tracepoint, &btf).with_context(|| format!("the kernel rejected program {program}"))?;
+            }
+            jumps.push((names::CONTINUE_SOCKET, names::SLOT_PARSE, sockets::SOCK_CONTINUE_RESPONSE));
+            jumps.push((names::CONTINUE_SOCKET, names::SLOT_CAPTURE, sockets::SOCK_CAPTURE_PAYLOAD));
+        }
+        for (map, slot, program) in jumps {
             let target = ebpf.program(program).ok_or_else(|| anyhow!("no program {program}"))?;
             let fd = target.fd()?.try_clone()?;
             let mut jump = ProgramArray::try_from(ebpf.map_mut(map).ok_or_else(|| anyhow!("no map {map}"))?)?;
@@ -191,21 +213,34 @@ impl Kernel {
         self.set_config(names::config::WATCH_EXEC, 1)
     }
 
-    /// Attaches the fork, exec and exit tracepoints, and in syscall mode the
-    /// data-path syscall tracepoints.
+    /// Attaches the fork, exec and exit tracepoints, and the data path of
+    /// syscall and socket modes (global hooks, filtered by `TARGETS`).
     pub fn attach_tracepoints(&mut self) -> Result<()> {
         let mut points: Vec<(&str, &str, &str)> = vec![
-            ("on_fork", "task", "task_newtask"),
-            ("on_exec", "sched", "sched_process_exec"),
-            ("on_exit", "sched", "sched_process_exit"),
+            (process::ON_FORK, "task", "task_newtask"),
+            (process::ON_EXEC, "sched", "sched_process_exec"),
+            (process::ON_EXIT, "sched", "sched_process_exit"),
         ];
         if self.mode == AttachMode::Syscalls {
             points.extend(SYSCALL_HOOKS.iter().map(|(event, program)| (*program, "syscalls", *event)));
+        }
+        if matches!(self.mode, AttachMode::Syscalls | AttachMode::Sockets) {
+            points.extend(LIFECYCLE_SYSCALL_HOOKS.iter().map(|(event, program)| (*program, "syscalls", *event)));
         }
         for (program, category, event) in points {
             let tp: &mut TracePoint =
                 self.ebpf.program_mut(program).ok_or_else(|| anyhow!("no program {program}"))?.try_into()?;
             tp.attach(category, event).with_context(|| format!("attaching tracepoint {category}/{event}"))?;
+        }
+        if self.mode == AttachMode::Sockets {
+            for (program, tracepoint, attached) in SOCKET_PROGRAMS {
+                if !attached {
+                    continue;
+                }
+                let tp: &mut BtfTracePoint =
+                    self.ebpf.program_mut(program).ok_or_else(|| anyhow!("no program {program}"))?.try_into()?;
+                tp.attach().with_context(|| format!("attaching tp_btf sock/{tracepoint}"))?;
+            }
         }
         Ok(())
     }
@@ -226,7 +261,7 @@ impl Kernel {
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
         let mut plan: Vec<PlannedProbe> = Vec::new();
         if self.mode == AttachMode::Uprobes {
-            // libc socket calls (syscall mode sees them through tracepoints).
+            // libc socket calls (the other modes see them through tracepoints).
             let libc = libc_symbols::libc_of(pid)?;
             let offsets = self.offsets_in(&libc, HOOKS.iter().map(|h| h.symbol))?;
             if let Some(missing) = REQUIRED.iter().find(|s| !offsets.contains_key(**s)) {
@@ -234,7 +269,7 @@ impl Kernel {
             }
             plan_hooks(&mut plan, &libc, &offsets, HOOKS);
         }
-        // OpenSSL, in both modes: the plaintext of TLS connections.
+        // OpenSSL, in every mode: the plaintext of TLS connections.
         let libssl = libc_symbols::library_of(pid, "libssl.so");
         if let Some(libssl) = &libssl {
             let offsets = self.offsets_in(libssl, SSL_HOOKS.iter().map(|h| h.symbol))?;

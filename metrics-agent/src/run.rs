@@ -53,7 +53,8 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
         _ => anyhow!("cannot listen on {}: {e}", config.listen),
     })?;
 
-    let mut kernel = Kernel::load(config.attach, config.capture_ring_kib * 1024)?;
+    let (mode, why) = config.attach.resolve()?;
+    let mut kernel = Kernel::load(mode, config.capture_ring_kib * 1024)?;
     let (pid_at, flags_at) = preflight::newtask_offsets()?;
     kernel.set_config(names::config::NEWTASK_PID_OFFSET, pid_at)?;
     kernel.set_config(names::config::NEWTASK_FLAGS_OFFSET, flags_at)?;
@@ -181,9 +182,10 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
         Duration::from_secs(config.resolve_interval_seconds),
     ));
     log::info!(
-        "tracing {} ({} now); metrics at http://{}/metrics, live dashboard at http://{2}/",
+        "tracing {} ({} now) in {} mode ({why}); metrics at http://{}/metrics, live dashboard at http://{3}/",
         tracer.target.describe(),
         tracer.kernel.traced().count(),
+        mode.name(),
         config.listen
     );
 

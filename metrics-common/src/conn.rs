@@ -42,6 +42,8 @@ pub const CONN_CAPTURE: u32 = 32;
 pub const CONN_TLS: u32 = 64;
 /// Plaintext of this connection was seen (an SSL call was tied to it).
 pub const CONN_PLAINTEXT: u32 = 128;
+/// Socket mode: the connection's kernel socket is in `SOCK_CONNS`.
+pub const CONN_SOCK_MAPPED: u32 = 256;
 
 /// State of one traced connection, keyed by `conn_key(tgid, fd)`.
 #[repr(C)]

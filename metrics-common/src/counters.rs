@@ -56,5 +56,14 @@ pub const TLS_PLAINTEXT_CONNECTIONS: u32 = 28;
 /// Ciphertext bytes on TLS connections no plaintext was tied to (yet):
 /// another TLS library, or a handshake before the tie.
 pub const TLS_OPAQUE_BYTES: u32 = 29;
+/// TLS wire bytes (records and handshakes) the proxy read / wrote, by side.
+/// On a TLS connection `BYTES_*` count the plaintext HTTP bytes instead, so
+/// that they are the same over HTTPS as over HTTP.
+pub const TLS_BYTES_RECEIVED_CLIENT: u32 = 30;
+pub const TLS_BYTES_RECEIVED_UPSTREAM: u32 = 31;
+pub const TLS_BYTES_RECEIVED_UNKNOWN: u32 = 32;
+pub const TLS_BYTES_SENT_CLIENT: u32 = 33;
+pub const TLS_BYTES_SENT_UPSTREAM: u32 = 34;
+pub const TLS_BYTES_SENT_UNKNOWN: u32 = 35;
 
-pub const COUNT: u32 = 30;
+pub const COUNT: u32 = 36;

@@ -13,4 +13,5 @@ pub mod events;
 pub mod histogram;
 pub mod maps;
 pub mod probes;
+pub mod programs;
 pub mod providers;

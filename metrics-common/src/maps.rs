@@ -36,11 +36,12 @@ pub const CALLS: &str = "CALLS";
 pub const SCRATCH: &str = "SCRATCH";
 /// Program array holding the parser's tail-call continuation.
 pub const CONTINUE: &str = "CONTINUE";
-/// The continuation program stored in `CONTINUE`.
-pub const CONTINUE_PROGRAM: &str = "continue_response";
 /// The same for syscall-tracepoint mode (program arrays hold one program type).
 pub const CONTINUE_SYSCALL: &str = "CONTINUE_SYSCALL";
-pub const CONTINUE_SYSCALL_PROGRAM: &str = "sys_continue_response";
+/// The same for socket-tracepoint mode.
+pub const CONTINUE_SOCKET: &str = "CONTINUE_SOCKET";
+/// Kernel socket address -> the connection it carries (socket mode).
+pub const SOCK_CONNS: &str = "SOCK_CONNS";
 /// Captured payload chunks (`capture::ChunkHeader` + bytes).
 pub const PAYLOADS: &str = "PAYLOADS";
 /// Capture control (`capture::control` slots).
@@ -50,9 +51,6 @@ pub const CHUNK_BUFFER: &str = "CHUNK_BUFFER";
 /// Slots of the `CONTINUE`/`CONTINUE_SYSCALL` program arrays.
 pub const SLOT_PARSE: u32 = 0;
 pub const SLOT_CAPTURE: u32 = 1;
-/// The capture programs installed in slot `SLOT_CAPTURE`.
-pub const CAPTURE_PROGRAM: &str = "capture_payload";
-pub const CAPTURE_SYSCALL_PROGRAM: &str = "sys_capture_payload";
 /// Process lifecycle events (fork, exec, exit) for the agent.
 pub const PROC_EVENTS: &str = "PROC_EVENTS";
 

@@ -2,7 +2,7 @@
 //! their responses go to the agent through the `PAYLOADS` ring buffer, in
 //! events of a `ChunkHeader` and at most `CHUNK_BYTES` bytes. The proxy is
 //! never blocked: when the ring is full the event is dropped and counted.
-//! Runs in its own program (tail-called from `return_data`), so the hot
+//! Runs in its own program (tail-called after a data call), so the hot
 //! path's counters never depend on it.
 
 use aya_ebpf::helpers::{
@@ -16,7 +16,7 @@ use metrics_common::{
 
 use crate::{
     ctx::CallReturn,
-    data::{EV_BUDGET, Scratch, framing_outcome},
+    framing::{EV_BUDGET, Scratch, framing_outcome},
     maps::{CAPTURE, CHUNK_BUFFER, CONNS, COUNTERS, PAYLOADS, SCRATCH, add},
 };
 
@@ -150,12 +150,6 @@ pub fn closed(conn: &ConnState, tgid: u32, fd: u32, now: u64) {
     if PAYLOADS.output::<ChunkHeader>(&header, 0).is_err() {
         add(&COUNTERS, c::CAPTURE_DROPS, 1);
     }
-}
-
-/// The capture program of uprobe mode (tail-called, slot `SLOT_CAPTURE`).
-#[aya_ebpf::macros::uretprobe]
-pub fn capture_payload(ctx: aya_ebpf::programs::RetProbeContext) -> u32 {
-    capture_payload_body(&ctx)
 }
 
 /// A connection identity: the creation time mixed with its key.

@@ -1,15 +1,10 @@
-//! The two ways the kernel programs see a call: a uprobe/uretprobe on the
-//! libc function (pt_regs) or a syscall tracepoint (`syscalls/sys_enter_*`,
-//! `sys_exit_*` records). The probe logic is written once over these traits.
+//! What the shared logic needs from a hook: the arguments of a call at its
+//! entry (`CallArgs`) and, at its return, the result and the tail calls that
+//! continue parsing and capture in a program of the same type (`CallReturn`).
+//! Each hook family (`probes/*`) implements them for its context type, so
+//! the connection, framing and capture logic is written once.
 
-use aya_ebpf::{
-    EbpfContext,
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
-};
-
-use metrics_common::maps::{SLOT_CAPTURE, SLOT_PARSE};
-
-use crate::maps::{CONTINUE, CONTINUE_SYSCALL};
+use aya_ebpf::EbpfContext;
 
 /// Arguments of an intercepted call at its entry.
 pub trait CallArgs {
@@ -22,21 +17,6 @@ pub trait CallArgs {
     }
 }
 
-impl CallArgs for ProbeContext {
-    fn arg_u64(&self, n: usize) -> u64 {
-        self.arg::<u64>(n).unwrap_or(0)
-    }
-}
-
-/// `sys_enter_*` records: the syscall number at 8, then one 8-byte slot per
-/// argument from offset 16.
-impl CallArgs for TracePointContext {
-    fn arg_u64(&self, n: usize) -> u64 {
-        // SAFETY: reading the tracepoint record through the helper.
-        unsafe { self.read_at::<u64>(16 + 8 * n) }.unwrap_or(0)
-    }
-}
-
 /// A call's return, and how parsing continues in a tail call of the same
 /// program type.
 pub trait CallReturn: EbpfContext {
@@ -45,38 +25,4 @@ pub trait CallReturn: EbpfContext {
     fn continue_parsing(&self);
     /// Tail-calls the payload capture program; returns only on failure.
     fn capture(&self);
-}
-
-impl CallReturn for RetProbeContext {
-    fn return_value(&self) -> i64 {
-        self.ret::<i64>()
-    }
-
-    fn continue_parsing(&self) {
-        // SAFETY: a tail call does not return on success.
-        unsafe { CONTINUE.tail_call(self, SLOT_PARSE) };
-    }
-
-    fn capture(&self) {
-        // SAFETY: as above.
-        unsafe { CONTINUE.tail_call(self, SLOT_CAPTURE) };
-    }
-}
-
-/// `sys_exit_*` records: `long ret` at offset 16.
-impl CallReturn for TracePointContext {
-    fn return_value(&self) -> i64 {
-        // SAFETY: reading the tracepoint record through the helper.
-        unsafe { self.read_at::<i64>(16) }.unwrap_or(-1)
-    }
-
-    fn continue_parsing(&self) {
-        // SAFETY: as above.
-        unsafe { CONTINUE_SYSCALL.tail_call(self, SLOT_PARSE) };
-    }
-
-    fn capture(&self) {
-        // SAFETY: as above.
-        unsafe { CONTINUE_SYSCALL.tail_call(self, SLOT_CAPTURE) };
-    }
 }

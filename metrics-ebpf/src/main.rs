@@ -1,7 +1,9 @@
-//! Kernel programs of the agent: uprobes on the target's libc socket calls
-//! that maintain per-connection HTTP/1.1 state and the exact hot-path
-//! counters, and sched tracepoints that report the target's new and exiting
-//! processes to the agent.
+//! Kernel programs of the agent: hooks on the target's socket calls (socket
+//! tracepoints, libc uprobes or syscall tracepoints: `probes/`) that feed one
+//! shared core — connection state (`connections`, `data`), HTTP/1.1 framing
+//! (`framing`), the exact hot-path counters (`record`) and payload capture
+//! (`capture`) — plus OpenSSL uprobes for TLS plaintext and sched
+//! tracepoints that report the target's new and exiting processes.
 //! Built for the BPF target only (by `metrics-agent/build.rs`); a host build
 //! of the workspace compiles it to a stub.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -10,21 +12,19 @@
 #[cfg(target_arch = "bpf")]
 mod capture;
 #[cfg(target_arch = "bpf")]
-mod conn_lifecycle;
+mod connections;
 #[cfg(target_arch = "bpf")]
 mod ctx;
 #[cfg(target_arch = "bpf")]
 mod data;
 #[cfg(target_arch = "bpf")]
+mod framing;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
-mod process;
+mod probes;
 #[cfg(target_arch = "bpf")]
 mod record;
-#[cfg(target_arch = "bpf")]
-mod syscalls;
-#[cfg(target_arch = "bpf")]
-mod tls;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

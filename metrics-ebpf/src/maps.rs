@@ -35,6 +35,19 @@ pub const CALL_SENDFILE: u32 = 5;
 pub const CALL_ACCEPT: u32 = 6;
 /// A plain read on an fd that is not (yet) a traced connection.
 pub const CALL_READ_UNKNOWN: u32 = 7;
+/// A receive whose bytes went elsewhere than a user buffer (splice,
+/// io_uring): only counted, and skipped as body.
+pub const CALL_READ_NOBUF: u32 = 8;
+
+/// The connection a kernel socket carries, for socket calls whose fd the
+/// socket tracepoints cannot see (io_uring, sendmmsg): its `CONNS` key and
+/// `conn_id` (checked, since socket addresses are reused).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockConn {
+    pub key: u64,
+    pub conn_id: u64,
+}
 
 /// Bytes copied from user memory at a time for header scanning.
 pub const WINDOW: usize = 64;
@@ -68,7 +81,7 @@ pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(name
 #[map]
 pub static CALLS: LruHashMap<u64, Call> = LruHashMap::with_max_entries(names::CALLS_MAX_ENTRIES, 0);
 #[map]
-pub static SCRATCH: PerCpuArray<crate::data::Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<crate::framing::Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// Tail-call targets of the uprobe programs (a program array holds programs
 /// of one type): slot 0 `continue_response` (parsing), slot 1
 /// `capture_payload`.
@@ -77,6 +90,11 @@ pub static CONTINUE: ProgramArray = ProgramArray::with_max_entries(2, 0);
 /// The same for syscall-tracepoint mode.
 #[map]
 pub static CONTINUE_SYSCALL: ProgramArray = ProgramArray::with_max_entries(2, 0);
+/// The same for socket-tracepoint mode.
+#[map]
+pub static CONTINUE_SOCKET: ProgramArray = ProgramArray::with_max_entries(2, 0);
+#[map]
+pub static SOCK_CONNS: LruHashMap<u64, SockConn> = LruHashMap::with_max_entries(names::CONNS_MAX_ENTRIES, 0);
 #[map]
 pub static PAYLOADS: RingBuf = RingBuf::with_byte_size(metrics_common::capture::PAYLOADS_BYTES, 0);
 #[map]
@@ -86,7 +104,7 @@ pub static CHUNK_BUFFER: PerCpuArray<crate::capture::ChunkEvent> = PerCpuArray::
 #[map]
 pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(names::PROC_EVENTS_BYTES, 0);
 
-const fn same_name(a: &str, b: &str) -> bool {
+pub const fn same_name(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
         return false;
@@ -123,6 +141,8 @@ check_names!(
     PROC_EVENTS,
     CONTINUE,
     CONTINUE_SYSCALL,
+    CONTINUE_SOCKET,
+    SOCK_CONNS,
     PAYLOADS,
     CAPTURE,
     CHUNK_BUFFER

@@ -15,7 +15,7 @@ use crate::maps::{
 /// A request seen starting on `conn` at `now`.
 #[inline(always)]
 pub fn request_started(conn: &mut ConnState, now: u64, head: bool) {
-    conn.flags = (conn.flags & !(CONN_IN_FLIGHT | crate::data::CONN_RESPONSE_FLAGS)) | CONN_IN_FLIGHT;
+    conn.flags = (conn.flags & !(CONN_IN_FLIGHT | crate::framing::CONN_RESPONSE_FLAGS)) | CONN_IN_FLIGHT;
     conn.request_ns = now;
     conn.last_response_ns = now;
     conn.response.expect_response(head);

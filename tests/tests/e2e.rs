@@ -379,6 +379,8 @@ fn connections_open_before_the_agent_and_reloaded_workers_are_counted() {
             assert_eq!(early.request("/openai-ka/v1/chat/completions", 100, false).unwrap(), 200);
         }
         let before = early.truth.clone();
+        // The mock counts a response after writing it: wait until it has.
+        openai.wait_idle(Duration::from_secs(10));
         let (oa_req0, oa_in0, oa_out0) = openai.snapshot();
         let mut args = vec!["--exe".to_string(), harness::NGINX.to_string()];
         args.extend(mode.args().map(String::from));
@@ -415,8 +417,9 @@ fn connections_open_before_the_agent_and_reloaded_workers_are_counted() {
         assert_eq!(
             s.get("llm_proxy_bytes_sent_total{side=\"upstream\"}"),
             oa_in - oa_in0,
-            "upstream bytes; mock requests {oa_req0} -> {oa_req}; agent log:\n{}",
-            agent.log_text()
+            "upstream bytes; mock requests {oa_req0} -> {oa_req}; agent log:\n{}\nscrape:\n{}",
+            agent.log_text(),
+            s.text
         );
         assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"upstream\"}"), oa_out - oa_out0);
         drop(early);
@@ -452,7 +455,7 @@ fn bytes_that_are_not_http1_are_counted_as_unclassified() {
         agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
         let mut sent = 0u64;
         let mut received = 0u64;
-        let mut tls_bytes = 0u64;
+        let (mut tls_sent, mut tls_received) = (0u64, 0u64);
         // A TLS ClientHello-like record and an HTTP/2 connection preface sent to
         // a plain HTTP/1.1 listener: nginx answers 400 and closes.
         for hello in [
@@ -467,7 +470,7 @@ fn bytes_that_are_not_http1_are_counted_as_unclassified() {
             let _ = s.read_to_end(&mut buf);
             received += buf.len() as u64;
             if hello[0] == 0x16 {
-                tls_bytes = (hello.len() + buf.len()) as u64;
+                (tls_sent, tls_received) = (hello.len() as u64, buf.len() as u64);
             }
         }
         let s = agent.wait_until(Duration::from_secs(10), "both connections closed", |s| {
@@ -482,9 +485,12 @@ fn bytes_that_are_not_http1_are_counted_as_unclassified() {
             sent + received,
             "every byte both ways"
         );
-        assert_eq!(s.get("metrics_agent_tls_opaque_bytes_total"), tls_bytes);
-        assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), sent);
-        assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), received);
+        assert_eq!(s.get("metrics_agent_tls_opaque_bytes_total"), tls_sent + tls_received);
+        // TLS wire bytes are counted apart from HTTP bytes.
+        assert_eq!(s.get("llm_proxy_tls_bytes_received_total{side=\"client\"}"), tls_sent);
+        assert_eq!(s.get("llm_proxy_tls_bytes_sent_total{side=\"client\"}"), tls_received);
+        assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), sent - tls_sent);
+        assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), received - tls_received);
         assert_eq!(s.get("llm_proxy_requests_total"), 0, "no HTTP/1 request was seen");
     });
 }

@@ -173,7 +173,7 @@ pub static HP_BYTES_RECEIVED: Desc = desc(
     "By",
     None,
     Kind::Counter,
-    "Bytes the proxy read from traced connections, by side.",
+    "HTTP bytes the proxy read from traced connections (TLS plaintext on TLS connections), by side.",
 );
 pub static HP_BYTES_SENT: Desc = desc(
     "llm_proxy.bytes.sent",
@@ -181,7 +181,23 @@ pub static HP_BYTES_SENT: Desc = desc(
     "By",
     None,
     Kind::Counter,
-    "Bytes the proxy wrote to traced connections, by side.",
+    "HTTP bytes the proxy wrote to traced connections (TLS plaintext on TLS connections), by side.",
+);
+pub static HP_TLS_BYTES_RECEIVED: Desc = desc(
+    "llm_proxy.tls.bytes.received",
+    "llm_proxy_tls_bytes_received",
+    "By",
+    None,
+    Kind::Counter,
+    "TLS wire bytes (records and handshakes) the proxy read from traced connections, by side.",
+);
+pub static HP_TLS_BYTES_SENT: Desc = desc(
+    "llm_proxy.tls.bytes.sent",
+    "llm_proxy_tls_bytes_sent",
+    "By",
+    None,
+    Kind::Counter,
+    "TLS wire bytes (records and handshakes) the proxy wrote to traced connections, by side.",
 );
 pub static HP_CONNECTIONS_OPENED: Desc = desc(
     "llm_proxy.connections.opened",

@@ -69,6 +69,14 @@ pub fn append(k: &HotPathSnapshot, stats: &AgentStats, providers: &[(u32, String
         push(&m::HP_BYTES_RECEIVED, &[("side", side)], Value::Int(k.counter(received)));
         push(&m::HP_BYTES_SENT, &[("side", side)], Value::Int(k.counter(sent)));
     }
+    for (side, received, sent) in [
+        ("client", c::TLS_BYTES_RECEIVED_CLIENT, c::TLS_BYTES_SENT_CLIENT),
+        ("upstream", c::TLS_BYTES_RECEIVED_UPSTREAM, c::TLS_BYTES_SENT_UPSTREAM),
+        ("unknown", c::TLS_BYTES_RECEIVED_UNKNOWN, c::TLS_BYTES_SENT_UNKNOWN),
+    ] {
+        push(&m::HP_TLS_BYTES_RECEIVED, &[("side", side)], Value::Int(k.counter(received)));
+        push(&m::HP_TLS_BYTES_SENT, &[("side", side)], Value::Int(k.counter(sent)));
+    }
     push(&m::HP_CONNECTIONS_OPENED, &[("side", "client")], Value::Int(k.counter(c::CONNECTIONS_ACCEPTED)));
     push(&m::HP_CONNECTIONS_OPENED, &[("side", "upstream")], Value::Int(k.counter(c::CONNECTIONS_CONNECTED)));
     push(&m::HP_CONNECTIONS_CLOSED, &[], Value::Int(k.counter(c::CONNECTIONS_CLOSED)));

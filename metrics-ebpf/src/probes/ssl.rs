@@ -1,7 +1,9 @@
-//! TLS plaintext from OpenSSL: uprobes on `SSL_read`/`SSL_write` (and the
-//! `_ex` forms) in the libssl the target loads. The plaintext goes through
-//! the same HTTP/1.1 state machine as clear-text sockets; the ciphertext on
-//! the socket is still counted in the byte counters but never parsed.
+//! TLS plaintext from OpenSSL, in every attach mode: uprobes on
+//! `SSL_read`/`SSL_write` (and the `_ex` forms) in the libssl the target
+//! loads or in its executable. The plaintext goes through the same HTTP/1.1
+//! state machine as clear-text sockets and is counted as the connection's
+//! HTTP bytes; the ciphertext on the socket is counted as TLS bytes and
+//! never parsed.
 //!
 //! Tying an `SSL*` to its socket:
 //! - socket BIOs (nginx, most C programs): while a thread is inside an SSL
@@ -31,7 +33,7 @@ use metrics_common::conn::CONN_TLS;
 
 use crate::{
     ctx::{CallArgs, CallReturn},
-    data::process_plaintext,
+    data::{plaintext_peer_closed, process_plaintext},
     maps::{CALL_READ_BUF, CALL_WRITE_BUF, CONNS, is_target},
 };
 
@@ -138,7 +140,7 @@ fn ssl_returned<C: CallReturn>(ctx: &C) -> u32 {
         if ret == 0 && call.kind == CALL_READ_BUF && call.fd != u32::MAX {
             // SSL_read returned 0: the peer closed the TLS session (a body
             // framed by the connection's close ends here).
-            crate::data::plaintext_peer_closed((id >> 32) as u32, call.fd);
+            plaintext_peer_closed((id >> 32) as u32, call.fd);
         }
         return 0;
     };

@@ -1,12 +1,8 @@
-//! Connection lifecycle probes: `accept`/`accept4` (client side), `connect`
-//! (upstream side, matched to a provider) and `close` (finishes what is in
-//! flight and forgets the connection).
+//! Connection lifecycle, whichever hook saw the call: `accept`/`accept4`
+//! (client side), `connect` (upstream side, matched to a provider) and
+//! `close` (finishes what is in flight and forgets the connection).
 
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
-    macros::{uprobe, uretprobe},
-    programs::{ProbeContext, RetProbeContext},
-};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user};
 use metrics_common::{
     conn::{
         CONN_IN_FLIGHT, CONN_RESPONSE_STARTED, ConnState, PHASE_LOST, PHASE_UNTIL_CLOSE, SIDE_CLIENT, SIDE_UPSTREAM,
@@ -28,13 +24,7 @@ const AF_INET6: u16 = 10;
 /// DNS: resolvers `connect` UDP sockets to port 53; they are not proxied traffic.
 const DNS_PORT: u16 = 53;
 
-/// int accept(int fd, struct sockaddr *addr, socklen_t *addrlen);
-/// int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
-#[uprobe]
-pub fn enter_accept(ctx: ProbeContext) -> u32 {
-    accept_entered(&ctx)
-}
-
+/// Entry of `accept`/`accept4`: the address buffer, read at return.
 #[inline(always)]
 pub fn accept_entered<A: CallArgs>(ctx: &A) -> u32 {
     let id = bpf_get_current_pid_tgid();
@@ -47,11 +37,7 @@ pub fn accept_entered<A: CallArgs>(ctx: &A) -> u32 {
     0
 }
 
-#[uretprobe]
-pub fn return_accept(ctx: RetProbeContext) -> u32 {
-    accept_returned(&ctx)
-}
-
+/// Return of `accept`/`accept4`: a client-side connection.
 #[inline(always)]
 pub fn accept_returned<C: CallReturn>(ctx: &C) -> u32 {
     let id = bpf_get_current_pid_tgid();
@@ -77,15 +63,9 @@ pub fn accept_returned<C: CallReturn>(ctx: &C) -> u32 {
     0
 }
 
-/// int connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
-///
-/// Recorded at entry: the result of a non-blocking connect is only known
-/// later, and a failed connection carries no bytes.
-#[uprobe]
-pub fn enter_connect(ctx: ProbeContext) -> u32 {
-    connect_entered(&ctx)
-}
-
+/// Entry of `connect`: an upstream connection. Recorded at entry: the result
+/// of a non-blocking connect is only known later, and a failed connection
+/// carries no bytes.
 #[inline(always)]
 pub fn connect_entered<A: CallArgs>(ctx: &A) -> u32 {
     let id = bpf_get_current_pid_tgid();
@@ -135,12 +115,7 @@ fn read_peer(addr: u64) -> Option<ProviderAddr> {
     None
 }
 
-/// int close(int fd);
-#[uprobe]
-pub fn enter_close(ctx: ProbeContext) -> u32 {
-    close_entered(&ctx)
-}
-
+/// Entry of `close`: finishes what is in flight and forgets the connection.
 #[inline(always)]
 pub fn close_entered<A: CallArgs>(ctx: &A) -> u32 {
     let id = bpf_get_current_pid_tgid();

@@ -1,0 +1,460 @@
+//! The HTTP/1.x framing engine shared by every hook family: request starts
+//! on the request direction, and on the response direction the status, the
+//! first byte (TTFB) and the end of each response, found by the table-driven
+//! DFA of `metrics_common::conn` over the call's bytes (plain buffers and
+//! iovecs). Parsing runs in bounded steps; a call with more work than one
+//! program run takes continues in a tail call of the same program type
+//! (`continue_parsing`). Capture is prepared here and runs in its own
+//! tail-called program (`capture`).
+
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw,
+};
+use metrics_common::{
+    conn::{
+        CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, ConnState, EV_END, EV_MALFORMED, EV_NONE, METHOD_HEAD,
+        METHOD_NONE, METHOD_PENDING, PHASE_CHUNK_DATA, PHASE_LOST, PHASE_UNTIL_CLOSE, PROTO_HTTP1, PROTO_UNCLASSIFIED,
+        PROTO_UNDETERMINED, ResponseParser, SIDE_CLIENT, SIDE_UNKNOWN, SIDE_UPSTREAM, is_status_line_start,
+        method_at_start,
+    },
+    counters as c,
+    maps::conn_key,
+};
+
+use crate::{
+    ctx::CallReturn,
+    maps::{
+        CALL_READ_IOV, CALL_READ_NOBUF, CALL_SENDFILE, CALL_WRITE_IOV, CONNS, COUNTERS, Call, SCRATCH, WINDOW, add,
+    },
+    record::{request_finished, request_started, response_started},
+};
+
+/// The response framing DFA, in read-only data.
+static FRAMING_DFA_TABLE: [u8; metrics_common::conn::DFA_SIZE] = metrics_common::conn::FRAMING_DFA;
+
+/// Connection flags cleared when a new request starts.
+pub const CONN_RESPONSE_FLAGS: u32 = CONN_RESPONSE_STARTED;
+
+/// Parse steps per program run: each step scans one window of header bytes
+/// or skips one run of body bytes. Kept small so the verifier accepts the
+/// program; `continue_parsing` extends the budget by tail calls.
+const MAX_STEPS: u32 = 4;
+/// Tail calls per intercepted call (the kernel allows 33).
+const MAX_CONTINUATIONS: u32 = 31;
+/// iovecs looked at per call.
+const MAX_IOV: u64 = 64;
+/// Framing outcome when the step budget ran out with bytes left.
+pub const EV_BUDGET: u32 = 100;
+
+/// Calls whose bytes are not in a user buffer (sendfile, splice, io_uring).
+#[inline(always)]
+pub fn no_buffer(kind: u32) -> bool {
+    kind == CALL_SENDFILE || kind == CALL_READ_NOBUF
+}
+
+/// The HTTP/1.1 logic for a call's bytes, then capture and parsing by tail calls.
+#[inline(always)]
+pub fn http_and_capture<C: CallReturn>(
+    ctx: &C,
+    conn: &mut ConnState,
+    call: &Call,
+    tgid: u32,
+    n: u64,
+    is_read: bool,
+) -> u32 {
+    let call = *call;
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's scratch.
+    unsafe { (*scratch).parse_pending = 0 };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if no_buffer(call.kind) {
+        // Bytes that never were in the proxy's memory: file contents sent
+        // with sendfile (nginx buffers large bodies in temp files), splice,
+        // io_uring. Counted and skipped as body; not captured.
+        if is_read {
+            conn.read_offset += n;
+        } else {
+            conn.write_offset += n;
+        }
+        let response_direction = (conn.side == SIDE_CLIENT) != is_read;
+        if response_direction && conn.side != SIDE_UNKNOWN {
+            response_bytes(scratch, conn, &call, n, now);
+        }
+    } else {
+        http_bytes(scratch, conn, &call, n, is_read, now);
+        let iov = call.kind == CALL_READ_IOV || call.kind == CALL_WRITE_IOV;
+        let request_direction = (conn.side == SIDE_CLIENT) == is_read;
+        let capture = crate::capture::prepare(
+            scratch,
+            conn,
+            tgid,
+            call.fd,
+            iov,
+            call.ptr,
+            call.count,
+            n,
+            is_read,
+            request_direction,
+            now,
+        );
+        if capture {
+            // SAFETY: this CPU's scratch.
+            unsafe { (*scratch).conn_key = conn_key(tgid, call.fd) };
+            ctx.capture();
+            add(&COUNTERS, c::CAPTURE_DROPS, 1); // the tail call failed
+        }
+    }
+    // SAFETY: as above.
+    if unsafe { (*scratch).parse_pending } != 0 {
+        ctx.continue_parsing();
+        framing_outcome(conn, EV_BUDGET, now);
+    }
+    0
+}
+
+/// The HTTP/1.x state of a call's bytes: request starts, and the response
+/// of the in-flight request (parsing is prepared, and run by the caller).
+#[inline(always)]
+fn http_bytes(scratch: *mut Scratch, conn: &mut ConnState, call: &Call, n: u64, is_read: bool, now: u64) {
+    let (first, first_len) = peek(call, n);
+    if conn.side == SIDE_UNKNOWN {
+        return;
+    }
+    let fresh = conn.proto == PROTO_UNDETERMINED && conn.flags & CONN_PREEXISTING == 0;
+    let request_direction = (conn.side == SIDE_CLIENT) == is_read;
+    if request_direction {
+        let expecting_request = conn.flags & CONN_IN_FLIGHT == 0 || conn.response.phase == PHASE_LOST;
+        if !expecting_request {
+            return; // the in-flight request's body
+        }
+        let method = method_at_start(conn, &first, first_len);
+        if method == METHOD_PENDING {
+            return;
+        }
+        if method == METHOD_NONE {
+            if fresh {
+                unclassified(conn, n);
+            }
+            return;
+        }
+        request_begins(conn, method, now);
+        return;
+    }
+    if fresh {
+        if !is_status_line_start(&first, first_len) {
+            unclassified(conn, n);
+            return;
+        }
+        conn.proto = PROTO_HTTP1;
+    }
+    response_bytes(scratch, conn, call, n, now);
+}
+
+/// The first bytes of a new connection are not HTTP/1.x.
+#[inline(always)]
+fn unclassified(conn: &mut ConnState, n: u64) {
+    conn.proto = PROTO_UNCLASSIFIED;
+    add(&COUNTERS, c::UNCLASSIFIED_CONNECTIONS, 1);
+    add(&COUNTERS, c::UNCLASSIFIED_BYTES, n);
+}
+
+/// The first (up to) 8 bytes the call transferred.
+#[inline(always)]
+pub fn peek(call: &Call, n: u64) -> ([u8; 8], u64) {
+    let mut out = [0u8; 8];
+    let (ptr, len) = if call.kind == CALL_READ_IOV || call.kind == CALL_WRITE_IOV {
+        // SAFETY: reading user memory through the helper.
+        match unsafe { bpf_probe_read_user(call.ptr as *const [u64; 2]) } {
+            Ok([base, len]) => (base, len),
+            Err(_) => return (out, 0),
+        }
+    } else {
+        (call.ptr, n)
+    };
+    let len = if len < n { len } else { n };
+    if len >= 8 {
+        // SAFETY: as above.
+        if let Ok(b) = unsafe { bpf_probe_read_user(ptr as *const [u8; 8]) } {
+            return (b, 8);
+        }
+        return (out, 0);
+    }
+    let mut i = 0;
+    while i < 8 {
+        if i as u64 >= len {
+            break;
+        }
+        // SAFETY: as above.
+        out[i] = unsafe { bpf_probe_read_user((ptr + i as u64) as *const u8) }.unwrap_or(0);
+        i += 1;
+    }
+    (out, len)
+}
+
+/// A request line started: when framing of the previous response was lost,
+/// that response is finished first, as complete at its last byte seen.
+#[inline(always)]
+fn request_begins(conn: &mut ConnState, method: u32, now: u64) {
+    if conn.flags & CONN_IN_FLIGHT != 0 {
+        let end = conn.last_response_ns;
+        request_finished(conn, end, true);
+    }
+    conn.proto = PROTO_HTTP1;
+    request_started(conn, now, method == METHOD_HEAD);
+}
+
+/// Bytes travelling toward the client side: the response of the in-flight
+/// request. Parsing is set up here and run by the continuation program.
+#[inline(always)]
+fn response_bytes(scratch: *mut Scratch, conn: &mut ConnState, call: &Call, n: u64, now: u64) {
+    if conn.flags & CONN_IN_FLIGHT == 0 {
+        return;
+    }
+    if conn.flags & CONN_RESPONSE_STARTED == 0 {
+        conn.flags |= CONN_RESPONSE_STARTED;
+        response_started(conn, now);
+    }
+    conn.last_response_ns = now;
+    if no_buffer(call.kind) {
+        let ev = skip_only(conn, n);
+        framing_outcome(conn, ev, now);
+        return;
+    }
+    prepare_parse(scratch, call, n, now);
+}
+
+/// Acts on what parsing a call's bytes found.
+#[inline(always)]
+pub fn framing_outcome(conn: &mut ConnState, ev: u32, now: u64) {
+    if ev == EV_END {
+        request_finished(conn, now, true);
+    } else if ev == EV_MALFORMED || ev == EV_BUDGET {
+        conn.response.phase = PHASE_LOST;
+        add(&COUNTERS, c::FRAMING_LOST, 1);
+    }
+}
+
+/// The peer closed its end (a read returned 0): a body framed by the
+/// connection's close is complete; anything else in flight was cut short.
+#[inline(always)]
+pub fn peer_closed(conn: &mut ConnState) {
+    if conn.flags & CONN_IN_FLIGHT == 0 || conn.side != SIDE_UPSTREAM {
+        return;
+    }
+    let started = conn.flags & CONN_RESPONSE_STARTED != 0;
+    let complete = started && conn.response.phase == PHASE_UNTIL_CLOSE;
+    let end = if started { conn.last_response_ns } else { unsafe { bpf_ktime_get_ns() } };
+    request_finished(conn, end, complete);
+}
+
+/// Body bytes whose content the probe cannot see (sendfile, splice, io_uring).
+#[inline(always)]
+fn skip_only(conn: &mut ConnState, n: u64) -> u32 {
+    let p = &mut conn.response;
+    if !p.wants_skip() {
+        return if p.phase == PHASE_LOST { EV_NONE } else { EV_MALFORMED };
+    }
+    let (used, ev) = p.skip(n);
+    if ev == EV_NONE && used < n { EV_MALFORMED } else { ev }
+}
+
+/// Where the parser is in the bytes of one call. Kept in per-CPU map memory
+/// between steps (volatile accesses) so the verifier sees unknown values at
+/// each step and prunes, instead of tracking every possible offset.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Cursor {
+    iov: u64,
+    iov_count: u64,
+    iov_next: u64,
+    seg_ptr: u64,
+    seg_len: u64,
+    seg_off: u64,
+    /// Bytes of the call not yet consumed.
+    left: u64,
+}
+
+/// Per-CPU scratch: a window of user bytes, the cursor, and what a
+/// continuation needs to carry on.
+#[repr(C)]
+pub struct Scratch {
+    pub window: [u8; WINDOW],
+    pub cursor: Cursor,
+    pub conn_key: u64,
+    pub now: u64,
+    pub continuations: u32,
+    /// Non-zero when the call's response bytes still need parsing.
+    pub parse_pending: u32,
+    pub capture: crate::capture::CaptureJob,
+}
+
+impl Cursor {
+    #[inline(always)]
+    fn next_segment(&mut self) -> bool {
+        if self.iov == 0 || self.iov_next >= self.iov_count || self.iov_next >= MAX_IOV {
+            return false;
+        }
+        let at = self.iov + self.iov_next * 16;
+        self.iov_next += 1;
+        // SAFETY: reading user memory through the helper.
+        let Ok([base, len]) = (unsafe { bpf_probe_read_user(at as *const [u64; 2]) }) else {
+            return false;
+        };
+        self.seg_ptr = base;
+        self.seg_len = if len < self.left { len } else { self.left };
+        self.seg_off = 0;
+        true
+    }
+
+    #[inline(always)]
+    fn consume(&mut self, n: u64) {
+        self.seg_off += n;
+        self.left -= if n < self.left { n } else { self.left };
+    }
+}
+
+/// `step` result: keep going.
+const STEP_MORE: u32 = 200;
+
+/// Sets up parsing of the `n` bytes of one call by `continue_response`,
+/// which takes `MAX_STEPS` steps per run and calls itself while bytes
+/// remain, up to `MAX_CONTINUATIONS` runs, then records the outcome.
+#[inline(always)]
+fn prepare_parse(scratch: *mut Scratch, call: &Call, n: u64, now: u64) {
+    let iov_call = call.kind == CALL_READ_IOV || call.kind == CALL_WRITE_IOV;
+    let cursor = Cursor {
+        iov: if iov_call { call.ptr } else { 0 },
+        iov_count: if iov_call { call.count } else { 0 },
+        iov_next: 0,
+        seg_ptr: call.ptr,
+        seg_len: if iov_call { 0 } else { n },
+        seg_off: 0,
+        left: n,
+    };
+    // SAFETY: `scratch` is this CPU's map value.
+    unsafe {
+        core::ptr::write_volatile(&mut (*scratch).cursor, cursor);
+        (*scratch).conn_key = conn_key((bpf_get_current_pid_tgid() >> 32) as u32, call.fd);
+        (*scratch).now = now;
+        (*scratch).continuations = 0;
+        (*scratch).parse_pending = 1;
+    }
+}
+
+/// The body of every continuation program (one per program type).
+#[inline(always)]
+pub fn continue_parsing<C: CallReturn>(ctx: &C) -> u32 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's scratch, filled by the program that tail-called us.
+    let (key, now, depth) = unsafe { ((*scratch).conn_key, (*scratch).now, (*scratch).continuations + 1) };
+    unsafe { (*scratch).continuations = depth };
+    let Some(conn) = CONNS.get_ptr_mut(&key) else { return 0 };
+    // SAFETY: a valid map value pointer for the duration of the program.
+    let conn = unsafe { &mut *conn };
+    let mut r = run_steps(scratch, &mut conn.response);
+    if r == STEP_MORE {
+        if depth < MAX_CONTINUATIONS {
+            ctx.continue_parsing();
+        }
+        r = EV_BUDGET;
+    }
+    framing_outcome(conn, r, now);
+    0
+}
+
+/// Takes up to `MAX_STEPS` steps; `STEP_MORE` when work remains.
+#[inline(always)]
+fn run_steps(scratch: *mut Scratch, parser: *mut ResponseParser) -> u32 {
+    for _ in 0..MAX_STEPS {
+        let r = step(scratch, parser);
+        if r != STEP_MORE {
+            return r;
+        }
+    }
+    // SAFETY: as above.
+    let cur = unsafe { core::ptr::read_volatile(&(*scratch).cursor) };
+    let p = unsafe { core::ptr::read_volatile(parser) };
+    if cur.left == 0 || !(p.wants_bytes() || p.wants_skip()) || p.phase == PHASE_UNTIL_CLOSE {
+        return EV_NONE;
+    }
+    STEP_MORE
+}
+
+/// One parse step: skip one run of body bytes, or scan one window of
+/// header/chunk-size/trailer bytes.
+#[inline(always)]
+fn step(scratch: *mut Scratch, parser: *mut ResponseParser) -> u32 {
+    // SAFETY: both point into map values valid for the whole program.
+    let mut cur = unsafe { core::ptr::read_volatile(&(*scratch).cursor) };
+    if cur.left == 0 {
+        return EV_NONE;
+    }
+    // Move to the next non-empty iovec within this step.
+    for _ in 0..4 {
+        if cur.seg_off < cur.seg_len {
+            break;
+        }
+        if !cur.next_segment() {
+            // Bytes remain but their iovec cannot be read (or is past
+            // MAX_IOV): the framing position is lost.
+            return EV_MALFORMED;
+        }
+    }
+    if cur.seg_off >= cur.seg_len {
+        unsafe { core::ptr::write_volatile(&mut (*scratch).cursor, cur) };
+        return STEP_MORE;
+    }
+    let avail = cur.seg_len - cur.seg_off;
+    let mut p = unsafe { core::ptr::read_volatile(parser) };
+    if p.wants_skip() {
+        let (used, ev) = p.skip(avail);
+        cur.consume(used);
+        unsafe {
+            core::ptr::write_volatile(parser, p);
+            core::ptr::write_volatile(&mut (*scratch).cursor, cur);
+        }
+        return if ev != EV_NONE { ev } else { STEP_MORE };
+    }
+    if !p.wants_bytes() {
+        return EV_NONE;
+    }
+    let len = if avail < WINDOW as u64 { avail } else { WINDOW as u64 };
+    if len == 0 || len > WINDOW as u64 {
+        return EV_NONE;
+    }
+    let window = unsafe { core::ptr::addr_of_mut!((*scratch).window) };
+    // SAFETY: `window` holds WINDOW bytes and len <= WINDOW.
+    let copied = unsafe { read_user_raw(window as *mut _, len as u32, (cur.seg_ptr + cur.seg_off) as *const _) };
+    if copied != 0 {
+        return EV_MALFORMED;
+    }
+    let mut used = len;
+    let mut ev = EV_NONE;
+    for i in 0..WINDOW {
+        if i as u64 >= len {
+            break;
+        }
+        // SAFETY: i < WINDOW.
+        let byte = unsafe { (*window)[i] };
+        // The parser goes through memory every byte, for the same reason
+        // as the cursor.
+        let mut p = unsafe { core::ptr::read_volatile(parser) };
+        if p.phase == PHASE_CHUNK_DATA {
+            // Short chunks are consumed inside the window, so a burst of
+            // small SSE chunks costs one step per window, not two per chunk.
+            let (_, e) = p.skip(1);
+            ev = e;
+        } else {
+            ev = p.step_byte(&FRAMING_DFA_TABLE, byte);
+        }
+        let more = p.wants_bytes() || p.phase == PHASE_CHUNK_DATA;
+        unsafe { core::ptr::write_volatile(parser, p) };
+        if ev != EV_NONE || !more {
+            used = i as u64 + 1;
+            break;
+        }
+    }
+    cur.consume(used);
+    unsafe { core::ptr::write_volatile(&mut (*scratch).cursor, cur) };
+    if ev != EV_NONE { ev } else { STEP_MORE }
+}
