@@ -428,9 +428,15 @@ fn connections_open_before_the_agent_and_reloaded_workers_are_counted() {
         // SAFETY: kill(2) on our child.
         unsafe { libc::kill(nginx.guard.pid() as i32, libc::SIGHUP) };
         std::thread::sleep(Duration::from_secs(2));
-        agent.wait_until(Duration::from_secs(15), "the new workers to be traced", |s| {
-            s.get("metrics_agent_traced_processes") == 3
-        });
+        // Our master's workers now (other nginx instances on the host are
+        // traced too, so the gauge alone does not say which).
+        let workers = harness::children_of(nginx.guard.pid());
+        assert_eq!(workers.len(), 2, "nginx's new workers");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !workers.iter().all(|w| agent.log_text().contains(&format!("tracing process {w} "))) {
+            assert!(std::time::Instant::now() < deadline, "new workers {workers:?} not traced:\n{}", agent.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let base = agent.scrape().get("llm_proxy_requests_total");
         let mut c = Client::connect(nginx.port).unwrap();
         for _ in 0..4 {
