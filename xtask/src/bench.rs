@@ -476,6 +476,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     )?;
     wait_port(up_port)?;
     wait_port(proxy_port)?;
+    wrk(proxy_port, 2, args.connections)?; // warm-up; nginx has forked its worker by now
     let workers = children_of(proxy.0.id());
     if workers.is_empty() {
         bail!("nginx (pid {}) has no worker process", proxy.0.id());
@@ -488,7 +489,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         agent_port,
         workers,
     };
-    wrk(proxy_port, 2, args.connections)?; // warm-up
 
     let before = measured_run(proxy_port, &setup.workers, None, args)?;
     let non_target_before = non_target_costs()?;
