@@ -173,7 +173,7 @@ impl NginxWithProviders {
     fn start() -> Self {
         let openai = MockProvider::start(0).unwrap();
         let anthropic = MockProvider::start(0).unwrap();
-        let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
+        let nginx = Nginx::start_private(&[("openai", openai.port), ("anthropic", anthropic.port)]);
         Self { openai, anthropic, nginx }
     }
 
@@ -183,7 +183,7 @@ impl NginxWithProviders {
     fn agent(&self, mode: AttachMode, extra: &[&str]) -> Agent {
         self.openai.reset();
         self.anthropic.reset();
-        let mut args: Vec<String> = vec!["--exe".into(), harness::NGINX.into()];
+        let mut args: Vec<String> = vec!["--exe".into(), self.nginx.exe.display().to_string()];
         args.extend(mode.args().map(String::from));
         args.extend(extra.iter().map(|a| a.to_string()));
         args.extend(providers_args(&self.openai, &self.anthropic));
@@ -370,7 +370,7 @@ fn connections_open_before_the_agent_and_reloaded_workers_are_counted() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
     let anthropic = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
+    let nginx = Nginx::start_private(&[("openai", openai.port), ("anthropic", anthropic.port)]);
     for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
         // A keep-alive client connection and pooled upstream connections that
         // exist before the agent starts.
@@ -382,7 +382,7 @@ fn connections_open_before_the_agent_and_reloaded_workers_are_counted() {
         // The mock counts a response after writing it: wait until it has.
         openai.wait_idle(Duration::from_secs(10));
         let (oa_req0, oa_in0, oa_out0) = openai.snapshot();
-        let mut args = vec!["--exe".to_string(), harness::NGINX.to_string()];
+        let mut args = vec!["--exe".to_string(), nginx.exe.display().to_string()];
         args.extend(mode.args().map(String::from));
         args.extend(providers_args(&openai, &anthropic));
         let agent = Agent::start(&as_strs(&args));
@@ -453,11 +453,12 @@ fn bytes_that_are_not_http1_are_counted_as_unclassified() {
     use std::io::{Read, Write};
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port)]);
+    let nginx = Nginx::start_private(&[("openai", openai.port)]);
     for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
         let [attach, name] = mode.args();
         let provider = format!("openai=127.0.0.1:{}", openai.port);
-        let agent = Agent::start(&["--exe", harness::NGINX, attach, name, "--provider", &provider]);
+        let exe = nginx.exe.display().to_string();
+        let agent = Agent::start(&["--exe", &exe, attach, name, "--provider", &provider]);
         agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
         let mut sent = 0u64;
         let mut received = 0u64;
@@ -933,12 +934,13 @@ fn tls_upstreams_are_measured_from_the_plaintext() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
     let tls = harness::TlsProvider::start(openai.port);
-    let nginx = Nginx::start(&[("openai-tls", tls.port)]);
+    let nginx = Nginx::start_private(&[("openai-tls", tls.port)]);
     for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
         openai.reset();
         let [attach, name] = mode.args();
         let provider = format!("openai=127.0.0.1:{}", tls.port);
-        let agent = Agent::start(&["--exe", harness::NGINX, attach, name, "--print-requests", "--provider", &provider]);
+        let exe = nginx.exe.display().to_string();
+        let agent = Agent::start(&["--exe", &exe, attach, name, "--print-requests", "--provider", &provider]);
         agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
         let mut truth = Truth::default();
         for path in [
@@ -1007,15 +1009,27 @@ fn programs_held_by(pid: u32) -> Vec<u64> {
         .collect()
 }
 
+/// Where each thread of a process waits in the kernel (/proc/PID/task/*/stack).
+fn kernel_stacks(pid: u32) -> String {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+    tasks
+        .map(|t| {
+            let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+            format!("{} {}{}", t.file_name().to_string_lossy(), read("comm"), read("stack"))
+        })
+        .collect()
+}
+
 #[test]
 fn sigterm_detaches_everything_and_the_proxy_keeps_serving() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", openai.port)]);
+    let nginx = Nginx::start_private(&[("openai", openai.port), ("anthropic", openai.port)]);
     for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
         let [attach, name] = mode.args();
         let provider = format!("openai=127.0.0.1:{}", openai.port);
-        let mut agent = Agent::start(&["--exe", harness::NGINX, attach, name, "--provider", &provider]);
+        let exe = nginx.exe.display().to_string();
+        let mut agent = Agent::start(&["--exe", &exe, attach, name, "--provider", &provider]);
         agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
         // This agent's programs, by id: others' agents may run on the host.
         let agent_pid = agent.guard.pid();
@@ -1028,8 +1042,13 @@ fn sigterm_detaches_everything_and_the_proxy_keeps_serving() {
             c.request("/openai/v1/chat/completions?events=10&interval_ms=100", 100, false).unwrap()
         });
         std::thread::sleep(Duration::from_millis(300));
-        let status =
-            agent.guard.signal_and_wait(libc::SIGTERM, Duration::from_secs(15)).expect("the agent exits after SIGTERM");
+        let status = agent.guard.signal_and_wait(libc::SIGTERM, Duration::from_secs(15)).unwrap_or_else(|| {
+            panic!(
+                "the agent did not exit within 15 s of SIGTERM; its threads in the kernel:\n{}\nlog:\n{}",
+                kernel_stacks(agent_pid),
+                agent.log_text()
+            )
+        });
         assert!(status.success(), "clean exit: {status}\n{}", agent.log_text());
         assert_eq!(stream.join().unwrap(), 200, "the in-flight stream completes");
         let left: Vec<u64> = loaded_program_ids().into_iter().filter(|id| ours.contains(id)).collect();
