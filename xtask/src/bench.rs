@@ -315,7 +315,8 @@ fn measure_mode(mode: &'static Mode, setup: &Setup, args: &BenchArgs) -> Result<
     let started = Instant::now();
     let mut agent = Killed(
         Command::new(&setup.agent_bin)
-            .args(["run", "--exe", "/usr/sbin/nginx", "--provider", &setup.provider, "--listen", &listen])
+            .args(["run", "--exe", &setup.proxy_bin.display().to_string(), "--provider", &setup.provider])
+            .args(["--listen", &listen])
             .args(mode.args)
             .env("METRICS_AGENT_DATABASE_URL", format!("sqlite://{}", database.display()))
             .stdout(Stdio::null())
@@ -364,6 +365,8 @@ fn measure_mode(mode: &'static Mode, setup: &Setup, args: &BenchArgs) -> Result<
 /// The proxy under test and where the agent runs from.
 struct Setup {
     dir: PathBuf,
+    /// The proxy's executable (a copy of Debian's nginx), the agent's `--exe`.
+    proxy_bin: PathBuf,
     agent_bin: PathBuf,
     provider: String,
     proxy_port: u16,
@@ -453,9 +456,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let dir = crate::target_dir().join("bench");
     std::fs::create_dir_all(&dir)?;
-    // The upstream is a copy of nginx: another inode, so `--exe` does not trace it.
+    // The upstream and the proxy are copies of nginx (each its own inode):
+    // the agent's `--exe` traces the proxy, and neither the upstream nor any
+    // other nginx the host runs.
     let upstream_bin = dir.join("nginx-upstream");
     std::fs::copy("/usr/sbin/nginx", &upstream_bin)?;
+    let proxy_bin = dir.join("nginx-proxy");
+    std::fs::copy("/usr/sbin/nginx", &proxy_bin)?;
     let (up_port, proxy_port, agent_port) = (18901u16, 18902u16, 18903u16);
     let body = "x".repeat(300);
     let _upstream = nginx(
@@ -467,7 +474,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         ),
     )?;
     let proxy = nginx(
-        Path::new("/usr/sbin/nginx"),
+        &proxy_bin,
         &dir,
         "proxy",
         &format!(
@@ -482,6 +489,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bail!("nginx (pid {}) has no worker process", proxy.0.id());
     }
     let setup = Setup {
+        proxy_bin,
         agent_bin: crate::target_dir().join("release/metrics-agent"),
         dir,
         provider: format!("local=127.0.0.1:{up_port}"),
