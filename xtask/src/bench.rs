@@ -77,6 +77,12 @@ impl Drop for Killed {
     }
 }
 
+/// A loopback port free a moment ago (fixed ports collide with other runs
+/// on a shared host).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 fn wait_port(port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -304,6 +310,9 @@ struct ModeResult {
 /// /metrics answers), a wrk run with it attached, and a non-target's costs
 /// while it stays attached.
 fn measure_mode(mode: &'static Mode, setup: &Setup, args: &BenchArgs) -> Result<ModeResult> {
+    if std::net::TcpListener::bind(("127.0.0.1", setup.agent_port)).is_err() {
+        bail!("port {} for the agent is taken (an agent of an earlier run still stopping?)", setup.agent_port);
+    }
     let log_path = setup.dir.join(format!("agent-{}.log", mode.key.replace('+', "-")));
     let log = std::fs::File::create(&log_path)?;
     let listen = format!("127.0.0.1:{}", setup.agent_port);
@@ -347,6 +356,9 @@ fn measure_mode(mode: &'static Mode, setup: &Setup, args: &BenchArgs) -> Result<
     let before = scrape(setup.agent_port);
     let run = measured_run(setup.proxy_port, &setup.workers, Some(agent.0.id()), args)?;
     let after = scrape(setup.agent_port);
+    if let Ok(Some(status)) = agent.0.try_wait() {
+        return Err(failed(&format!("exited during the run ({status})")));
+    }
     let rss_mib = rss_mib(agent.0.id());
     let non_target = non_target_costs()?;
     drop(agent);
@@ -463,7 +475,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     std::fs::copy("/usr/sbin/nginx", &upstream_bin)?;
     let proxy_bin = dir.join("nginx-proxy");
     std::fs::copy("/usr/sbin/nginx", &proxy_bin)?;
-    let (up_port, proxy_port, agent_port) = (18901u16, 18902u16, 18903u16);
+    let (up_port, proxy_port, agent_port) = (free_port()?, free_port()?, free_port()?);
     let body = "x".repeat(300);
     let _upstream = nginx(
         &upstream_bin,
