@@ -54,6 +54,20 @@ impl Drop for Guard {
     }
 }
 
+/// The processes whose parent is `pid` (e.g. nginx's workers).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let parent_of = |child: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse::<u32>().ok()
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| parent_of(*child) == Some(pid))
+        .collect()
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
@@ -111,6 +125,8 @@ impl Drop for TempDir {
 pub struct Nginx {
     pub guard: Guard,
     pub port: u16,
+    /// The executable it runs (for the agent's `--exe`).
+    pub exe: PathBuf,
     _dir: TempDir,
 }
 
@@ -120,9 +136,24 @@ pub const CACHED_BODY: &str =
     r#"{"id":"cached-1","model":"gpt-4o-mini","usage":{"prompt_tokens":12,"completion_tokens":34}}"#;
 
 impl Nginx {
+    /// Runs Debian's `/usr/sbin/nginx`.
     pub fn start(routes: &[(&str, u16)]) -> Self {
         assert!(Path::new(NGINX).exists(), "{NGINX} is missing: apt-get install nginx-light");
+        Self::start_exe(TempDir::new("nginx"), PathBuf::from(NGINX), routes)
+    }
+
+    /// Runs a private copy of Debian's nginx binary (same bytes, its own
+    /// inode): an agent given `--exe` of the copy traces this nginx alone,
+    /// not the other nginx instances a shared host may run.
+    pub fn start_private(routes: &[(&str, u16)]) -> Self {
+        assert!(Path::new(NGINX).exists(), "{NGINX} is missing: apt-get install nginx-light");
         let dir = TempDir::new("nginx");
+        let exe = dir.0.join("nginx");
+        std::fs::copy(NGINX, &exe).expect("copy nginx");
+        Self::start_exe(dir, exe, routes)
+    }
+
+    fn start_exe(dir: TempDir, exe: PathBuf, routes: &[(&str, u16)]) -> Self {
         let port = free_port();
         let mut locations = String::new();
         let mut upstreams = String::new();
@@ -147,7 +178,7 @@ impl Nginx {
         std::fs::write(&path, conf).expect("write nginx.conf");
         let guard = Guard::spawn(
             "nginx",
-            Command::new(NGINX)
+            Command::new(&exe)
                 .arg("-c")
                 .arg(&path)
                 .args(["-g", "daemon off;"])
@@ -155,7 +186,7 @@ impl Nginx {
                 .stderr(Stdio::inherit()),
         );
         wait_for_port(port, Duration::from_secs(10));
-        Self { guard, port, _dir: dir }
+        Self { guard, port, exe, _dir: dir }
     }
 }
 

@@ -3,9 +3,11 @@
 //! harness that runs real proxies and the agent.
 
 pub mod client;
+pub mod go;
 pub mod harness;
 pub mod http1;
 pub mod metrics;
 pub mod mock;
+pub mod modes;
 pub mod postgres;
 pub mod webdriver;

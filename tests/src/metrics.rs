@@ -27,6 +27,15 @@ impl Scrape {
         self.series.get(series).copied().unwrap_or(0.0) as u64
     }
 
+    /// The sum over every series of metric `name`, whatever their labels.
+    pub fn sum(&self, name: &str) -> u64 {
+        self.series
+            .iter()
+            .filter(|(k, _)| k.as_str() == name || k.strip_prefix(name).is_some_and(|rest| rest.starts_with('{')))
+            .map(|(_, v)| *v as u64)
+            .sum()
+    }
+
     pub fn get_f64(&self, series: &str) -> f64 {
         self.series.get(series).copied().unwrap_or(0.0)
     }

@@ -94,6 +94,24 @@ impl MockProvider {
         }
     }
 
+    /// Forgets everything counted so far, once no request is being
+    /// answered: a test that runs once per agent mode shares one provider.
+    pub fn reset(&self) {
+        self.wait_idle(Duration::from_secs(20));
+        let s = &self.stats;
+        for counter in [
+            &s.requests,
+            &s.bytes_received,
+            &s.bytes_sent,
+            &s.errors,
+            &s.input_tokens,
+            &s.output_tokens,
+            &s.responses_with_usage,
+        ] {
+            counter.store(0, Ordering::SeqCst);
+        }
+    }
+
     /// The usage tokens put in the responses sent so far.
     pub fn usage_sent(&self) -> SentUsage {
         SentUsage {

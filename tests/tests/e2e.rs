@@ -1,7 +1,9 @@
 //! End-to-end tests (root): the real agent attached to real proxies (nginx
 //! from Debian's packages and the send/recv test proxy), with a mock
 //! provider and a client that count ground truth independently. Every count
-//! and byte total must match exactly.
+//! and byte total must match exactly, in every data path (`--attach`) the
+//! test names: each test runs its body once per mode, sharing its proxies
+//! and mock providers between the modes.
 
 use std::{
     process::Command,
@@ -11,9 +13,11 @@ use std::{
 
 use llm_proxy_e2e::{
     client::{Client, Truth},
+    go,
     harness::{self, Agent, Nginx},
     metrics::Scrape,
     mock::MockProvider,
+    modes::{self, AttachMode, for_each_mode},
 };
 
 /// The tests attach to processes and read global counters: one at a time.
@@ -158,29 +162,36 @@ fn providers_args(openai: &MockProvider, anthropic: &MockProvider) -> Vec<String
     ]
 }
 
-/// Two mock providers behind nginx, and the agent tracing nginx with
-/// `--exe`, the providers named, and `extra` arguments; returned once the
-/// master and both workers are traced.
-struct NginxUnderAgent {
+/// Two mock providers behind nginx, shared by a test's runs in each mode.
+struct NginxWithProviders {
     openai: MockProvider,
     anthropic: MockProvider,
     nginx: Nginx,
-    agent: Agent,
 }
 
-impl NginxUnderAgent {
-    fn start(extra: &[&str]) -> Self {
+impl NginxWithProviders {
+    fn start() -> Self {
         let openai = MockProvider::start(0).unwrap();
         let anthropic = MockProvider::start(0).unwrap();
-        let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
-        let mut args: Vec<String> = vec!["--exe".into(), harness::NGINX.into()];
+        let nginx = Nginx::start_private(&[("openai", openai.port), ("anthropic", anthropic.port)]);
+        Self { openai, anthropic, nginx }
+    }
+
+    /// The providers' counts back to zero, then the agent tracing nginx
+    /// with `--exe` in `mode`, the providers named, and `extra` arguments;
+    /// returned once the master and both workers are traced.
+    fn agent(&self, mode: AttachMode, extra: &[&str]) -> Agent {
+        self.openai.reset();
+        self.anthropic.reset();
+        let mut args: Vec<String> = vec!["--exe".into(), self.nginx.exe.display().to_string()];
+        args.extend(mode.args().map(String::from));
         args.extend(extra.iter().map(|a| a.to_string()));
-        args.extend(providers_args(&openai, &anthropic));
+        args.extend(providers_args(&self.openai, &self.anthropic));
         let agent = Agent::start(&as_strs(&args));
         agent.wait_until(Duration::from_secs(10), "nginx's master and its two workers traced", |s| {
             s.get("metrics_agent_traced_processes") >= 3
         });
-        Self { openai, anthropic, nginx, agent }
+        agent
     }
 }
 
@@ -190,24 +201,14 @@ fn as_strs(v: &[String]) -> Vec<&str> {
 
 #[test]
 fn nginx_counts_match_ground_truth_exactly() {
-    nginx_counts_match(&[]);
-}
-
-#[test]
-fn nginx_counts_match_in_syscall_tracepoint_mode() {
-    nginx_counts_match(&["--attach", "syscalls"]);
-}
-
-fn nginx_counts_match(mode: &[&str]) {
     let _serial = serial();
-    let NginxUnderAgent { openai, anthropic, nginx, agent } = NginxUnderAgent::start(mode);
-    let truth = traffic(nginx.port, true);
-    let s = assert_matches(&agent, &truth, &openai, &anthropic, LONG_STREAMS);
-    let hits: u64 = ["data_return", "socket_send", "socket_recv"]
-        .iter()
-        .map(|probe| s.get(&format!("metrics_agent_probe_hits_total{{probe=\"{probe}\"}}")))
-        .sum();
-    assert!(hits > 0, "data probes fired");
+    let setup = NginxWithProviders::start();
+    for_each_mode(modes::ALL, |mode| {
+        let agent = setup.agent(mode, &[]);
+        let truth = traffic(setup.nginx.port, true);
+        let s = assert_matches(&agent, &truth, &setup.openai, &setup.anthropic, LONG_STREAMS);
+        assert!(s.sum("metrics_agent_probe_hits_total") > 0, "probes fired");
+    });
 }
 
 #[test]
@@ -224,16 +225,81 @@ fn send_recv_proxy_counts_match_and_other_processes_are_not_counted() {
         ("anthropic", other_openai.port),
         ("openai-ka", other_openai.port),
     ]);
-    let mut args = vec!["--pid".to_string(), proxy.pid().to_string()];
-    args.extend(providers_args(&openai, &anthropic));
-    let agent = Agent::start(&as_strs(&args));
-    // Same traffic through the non-target proxy at the same time.
-    let other = std::thread::spawn(move || traffic(other_port, true));
-    let truth = traffic(port, true);
-    other.join().unwrap();
-    assert_matches(&agent, &truth, &openai, &anthropic, LONG_STREAMS);
-    let s = agent.scrape();
-    assert_eq!(s.get("metrics_agent_traced_processes"), 1);
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        openai.reset();
+        anthropic.reset();
+        let agent = agent_on_pid(proxy.pid(), mode, &[], &openai, &anthropic);
+        // Same traffic through the non-target proxy at the same time.
+        let other = std::thread::spawn(move || traffic(other_port, true));
+        let truth = traffic(port, true);
+        other.join().unwrap();
+        assert_matches(&agent, &truth, &openai, &anthropic, LONG_STREAMS);
+        let s = agent.scrape();
+        assert_eq!(s.get("metrics_agent_traced_processes"), 1);
+    });
+}
+
+/// The agent tracing process `pid` in `mode` with `extra` arguments and
+/// both providers named.
+fn agent_on_pid(pid: u32, mode: AttachMode, extra: &[&str], openai: &MockProvider, anthropic: &MockProvider) -> Agent {
+    let mut args = vec!["--pid".to_string(), pid.to_string()];
+    args.extend(mode.args().map(String::from));
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.extend(providers_args(openai, anthropic));
+    Agent::start(&as_strs(&args))
+}
+
+#[test]
+fn go_reverse_proxy_without_libc_is_counted_exactly() {
+    let _serial = serial();
+    let dir = harness::TempDir::new("go");
+    let binary = go::build_reverse_proxy(&dir);
+    let openai = MockProvider::start(0).unwrap();
+    let anthropic = MockProvider::start(0).unwrap();
+    let routes = [("openai", openai.port), ("anthropic", anthropic.port), ("openai-ka", openai.port)];
+    let (proxy, port) = go::start_reverse_proxy(&binary, &routes);
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", proxy.pid())).unwrap();
+    assert!(!maps.contains("libc"), "the Go proxy must not load libc:\n{maps}");
+    for_each_mode(modes::WITHOUT_LIBC, |mode| {
+        openai.reset();
+        anthropic.reset();
+        let agent = agent_on_pid(proxy.pid(), mode, &["--print-requests"], &openai, &anthropic);
+        agent.wait_until(Duration::from_secs(10), "the Go proxy traced", |s| {
+            s.get("metrics_agent_traced_processes") == 1
+        });
+        // Exchanges with known usage on one keep-alive connection: plain and
+        // streamed, both providers, an error.
+        let mut c = Client::connect(port).unwrap();
+        for (path, status) in [
+            ("/openai/v1/chat/completions", 200),
+            ("/openai-ka/v1/chat/completions?events=6&interval_ms=20&usage=1", 200),
+            ("/anthropic/v1/messages?events=4&interval_ms=20", 200),
+            ("/openai/v1/chat/completions?status=429", 429),
+        ] {
+            assert_eq!(c.request(path, 300, false).unwrap(), status, "{path}");
+        }
+        let mut truth = c.truth.clone();
+        drop(c);
+        wait_for_records(&agent, 4, 4);
+        let (oa, an) = (openai.usage_sent(), anthropic.usage_sent());
+        for side in ["client", "upstream"] {
+            let r = records(&agent, side);
+            assert_eq!(r.len(), 4, "{side}: {r:?}");
+            let mut statuses: Vec<u64> = r.iter().filter_map(|x| x["status"].as_u64()).collect();
+            statuses.sort();
+            assert_eq!(statuses, [200, 200, 200, 429], "{side}: {r:?}");
+            assert_eq!(r.iter().filter(|x| x["streaming"] == true).count(), 2, "{side}: {r:?}");
+            let tokens = |kind: &str| r.iter().filter_map(|x| x["tokens"][kind].as_u64()).sum::<u64>();
+            assert_eq!(
+                (tokens("input"), tokens("output")),
+                (oa.input + an.input, oa.output + an.output),
+                "{side}: the tokens the providers sent: {r:?}"
+            );
+        }
+        // Then the whole traffic mix: every hot-path counter exact.
+        truth.add(&traffic(port, true));
+        assert_matches(&agent, &truth, &openai, &anthropic, LONG_STREAMS);
+    });
 }
 
 #[test]
@@ -242,20 +308,25 @@ fn a_target_started_after_the_agent_is_counted() {
     let openai = MockProvider::start(0).unwrap();
     let anthropic = MockProvider::start(0).unwrap();
     let exe = harness::bin_dir().join("send-recv-proxy");
-    let mut args = vec!["--exe".to_string(), exe.display().to_string()];
-    args.extend(providers_args(&openai, &anthropic));
-    let agent = Agent::start(&as_strs(&args));
-    assert_eq!(agent.scrape().get("metrics_agent_traced_processes"), 0);
-    let (_proxy, port) = harness::start_send_recv_proxy(&[
-        ("openai", openai.port),
-        ("anthropic", anthropic.port),
-        ("openai-ka", openai.port),
-    ]);
-    agent.wait_until(Duration::from_secs(10), "the new proxy to be traced", |s| {
-        s.get("metrics_agent_traced_processes") == 1
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        openai.reset();
+        anthropic.reset();
+        let mut args = vec!["--exe".to_string(), exe.display().to_string()];
+        args.extend(mode.args().map(String::from));
+        args.extend(providers_args(&openai, &anthropic));
+        let agent = Agent::start(&as_strs(&args));
+        assert_eq!(agent.scrape().get("metrics_agent_traced_processes"), 0);
+        let (_proxy, port) = harness::start_send_recv_proxy(&[
+            ("openai", openai.port),
+            ("anthropic", anthropic.port),
+            ("openai-ka", openai.port),
+        ]);
+        agent.wait_until(Duration::from_secs(10), "the new proxy to be traced", |s| {
+            s.get("metrics_agent_traced_processes") == 1
+        });
+        let truth = traffic(port, false);
+        assert_matches(&agent, &truth, &openai, &anthropic, LONG_STREAMS);
     });
-    let truth = traffic(port, false);
-    assert_matches(&agent, &truth, &openai, &anthropic, LONG_STREAMS);
 }
 
 #[test]
@@ -263,31 +334,35 @@ fn framing_beyond_the_kernel_budget_is_counted_and_counts_stay_exact() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
     let (proxy, port) = harness::start_send_recv_proxy(&[("openai", openai.port)]);
-    let agent =
-        Agent::start(&["--pid", &proxy.pid().to_string(), "--provider", &format!("openai=127.0.0.1:{}", openai.port)]);
-    // 1500 tiny chunks (~90 KB) in one write: the proxy reads 16 KiB at a
-    // time, more chunk framing per call than the kernel parses.
-    let mut c = Client::connect(port).unwrap();
-    assert_eq!(c.request("/openai/v1/chat/completions?events=1500&burst=1", 100, false).unwrap(), 200);
-    // The same client connection carries on.
-    for _ in 0..3 {
-        assert_eq!(c.request("/openai/v1/chat/completions", 100, false).unwrap(), 200);
-    }
-    let truth = c.truth.clone();
-    drop(c);
-    openai.wait_idle(Duration::from_secs(10));
-    let (up_requests, up_in, up_out) = openai.snapshot();
-    let s = agent.wait_until(Duration::from_secs(20), "the connection to close", |s| {
-        s.get("llm_proxy_request_duration_seconds_count") == truth.requests
+    let provider = format!("openai=127.0.0.1:{}", openai.port);
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        openai.reset();
+        let [attach, name] = mode.args();
+        let agent = Agent::start(&["--pid", &proxy.pid().to_string(), attach, name, "--provider", &provider]);
+        // 1500 tiny chunks (~90 KB) in one write: the proxy reads 16 KiB at a
+        // time, more chunk framing per call than the kernel parses.
+        let mut c = Client::connect(port).unwrap();
+        assert_eq!(c.request("/openai/v1/chat/completions?events=1500&burst=1", 100, false).unwrap(), 200);
+        // The same client connection carries on.
+        for _ in 0..3 {
+            assert_eq!(c.request("/openai/v1/chat/completions", 100, false).unwrap(), 200);
+        }
+        let truth = c.truth.clone();
+        drop(c);
+        openai.wait_idle(Duration::from_secs(10));
+        let (up_requests, up_in, up_out) = openai.snapshot();
+        let s = agent.wait_until(Duration::from_secs(20), "the connection to close", |s| {
+            s.get("llm_proxy_request_duration_seconds_count") == truth.requests
+        });
+        assert!(s.get("metrics_agent_framing_lost_total") >= 1, "the loss is visible");
+        assert_eq!(s.get("llm_proxy_requests_total"), truth.requests);
+        assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), truth.bytes_sent);
+        assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), truth.bytes_received);
+        assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"upstream\"}"), up_in);
+        assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"upstream\"}"), up_out);
+        assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), up_requests);
+        assert_eq!(s.get("llm_proxy_responses_total{class=\"2xx\"}"), truth.requests, "every response is a 200");
     });
-    assert!(s.get("metrics_agent_framing_lost_total") >= 1, "the loss is visible");
-    assert_eq!(s.get("llm_proxy_requests_total"), truth.requests);
-    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), truth.bytes_sent);
-    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), truth.bytes_received);
-    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"upstream\"}"), up_in);
-    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"upstream\"}"), up_out);
-    assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), up_requests);
-    assert_eq!(s.get("llm_proxy_responses_total{class=\"2xx\"}"), truth.requests, "every response is a 200");
 }
 
 #[test]
@@ -295,71 +370,81 @@ fn connections_open_before_the_agent_and_reloaded_workers_are_counted() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
     let anthropic = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
-    // A keep-alive client connection and pooled upstream connections that
-    // exist before the agent starts.
-    let mut early = Client::connect(nginx.port).unwrap();
-    for _ in 0..2 {
-        assert_eq!(early.request("/openai-ka/v1/chat/completions", 100, false).unwrap(), 200);
-    }
-    let before = early.truth.clone();
-    // The mock counts a response after writing it: wait until it has.
-    openai.wait_idle(Duration::from_secs(10));
-    let (oa_req0, oa_in0, oa_out0) = openai.snapshot();
-    let mut args = vec!["--exe".to_string(), harness::NGINX.to_string()];
-    args.extend(providers_args(&openai, &anthropic));
-    let agent = Agent::start(&as_strs(&args));
-    agent.wait_until(Duration::from_secs(10), "3 traced nginx processes", |s| {
-        s.get("metrics_agent_traced_processes") >= 3
-    });
-    let s = agent.scrape();
-    assert!(
-        s.get("metrics_agent_preexisting_connections_total") >= 2,
-        "the open client and upstream connections are found"
-    );
-    for _ in 0..3 {
-        assert_eq!(early.request("/openai-ka/v1/chat/completions", 100, false).unwrap(), 200);
-    }
-    let mut after = early.truth.clone();
-    after.requests -= before.requests;
-    after.bytes_sent -= before.bytes_sent;
-    after.bytes_received -= before.bytes_received;
-    openai.wait_idle(Duration::from_secs(10));
-    let (oa_req, oa_in, oa_out) = openai.snapshot();
-    let s = agent
-        .wait_until(Duration::from_secs(10), "3 requests", |s| s.get("llm_proxy_request_duration_seconds_count") == 3);
-    assert_eq!(s.get("llm_proxy_requests_total"), 3, "requests on the pre-existing connection");
-    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), after.bytes_sent);
-    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), after.bytes_received);
-    assert_eq!(
-        s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"),
-        oa_req - oa_req0,
-        "pooled upstream connections"
-    );
-    assert_eq!(
-        s.get("llm_proxy_bytes_sent_total{side=\"upstream\"}"),
-        oa_in - oa_in0,
-        "upstream bytes; mock requests {oa_req0} -> {oa_req}; agent log:\n{}\nscrape:\n{}",
-        agent.log_text(),
-        s.text
-    );
-    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"upstream\"}"), oa_out - oa_out0);
-    drop(early);
+    let nginx = Nginx::start_private(&[("openai", openai.port), ("anthropic", anthropic.port)]);
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        // A keep-alive client connection and pooled upstream connections that
+        // exist before the agent starts.
+        let mut early = Client::connect(nginx.port).unwrap();
+        for _ in 0..2 {
+            assert_eq!(early.request("/openai-ka/v1/chat/completions", 100, false).unwrap(), 200);
+        }
+        let before = early.truth.clone();
+        // The mock counts a response after writing it: wait until it has.
+        openai.wait_idle(Duration::from_secs(10));
+        let (oa_req0, oa_in0, oa_out0) = openai.snapshot();
+        let mut args = vec!["--exe".to_string(), nginx.exe.display().to_string()];
+        args.extend(mode.args().map(String::from));
+        args.extend(providers_args(&openai, &anthropic));
+        let agent = Agent::start(&as_strs(&args));
+        agent.wait_until(Duration::from_secs(10), "3 traced nginx processes", |s| {
+            s.get("metrics_agent_traced_processes") >= 3
+        });
+        let s = agent.scrape();
+        assert!(
+            s.get("metrics_agent_preexisting_connections_total") >= 2,
+            "the open client and upstream connections are found"
+        );
+        for _ in 0..3 {
+            assert_eq!(early.request("/openai-ka/v1/chat/completions", 100, false).unwrap(), 200);
+        }
+        let mut after = early.truth.clone();
+        after.requests -= before.requests;
+        after.bytes_sent -= before.bytes_sent;
+        after.bytes_received -= before.bytes_received;
+        openai.wait_idle(Duration::from_secs(10));
+        let (oa_req, oa_in, oa_out) = openai.snapshot();
+        let s = agent.wait_until(Duration::from_secs(10), "3 requests", |s| {
+            s.get("llm_proxy_request_duration_seconds_count") == 3
+        });
+        assert_eq!(s.get("llm_proxy_requests_total"), 3, "requests on the pre-existing connection");
+        assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), after.bytes_sent);
+        assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), after.bytes_received);
+        assert_eq!(
+            s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"),
+            oa_req - oa_req0,
+            "pooled upstream connections"
+        );
+        assert_eq!(
+            s.get("llm_proxy_bytes_sent_total{side=\"upstream\"}"),
+            oa_in - oa_in0,
+            "upstream bytes; mock requests {oa_req0} -> {oa_req}; agent log:\n{}\nscrape:\n{}",
+            agent.log_text(),
+            s.text
+        );
+        assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"upstream\"}"), oa_out - oa_out0);
+        drop(early);
 
-    // Reload: nginx forks new workers, which the agent follows.
-    // SAFETY: kill(2) on our child.
-    unsafe { libc::kill(nginx.guard.pid() as i32, libc::SIGHUP) };
-    std::thread::sleep(Duration::from_secs(2));
-    agent.wait_until(Duration::from_secs(15), "the new workers to be traced", |s| {
-        s.get("metrics_agent_traced_processes") == 3
-    });
-    let base = agent.scrape().get("llm_proxy_requests_total");
-    let mut c = Client::connect(nginx.port).unwrap();
-    for _ in 0..4 {
-        assert_eq!(c.request("/anthropic/v1/messages", 100, false).unwrap(), 200);
-    }
-    agent.wait_until(Duration::from_secs(10), "requests through the new workers", |s| {
-        s.get("llm_proxy_requests_total") == base + 4
+        // Reload: nginx forks new workers, which the agent follows.
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(nginx.guard.pid() as i32, libc::SIGHUP) };
+        std::thread::sleep(Duration::from_secs(2));
+        // Our master's workers now (other nginx instances on the host are
+        // traced too, so the gauge alone does not say which).
+        let workers = harness::children_of(nginx.guard.pid());
+        assert_eq!(workers.len(), 2, "nginx's new workers");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !workers.iter().all(|w| agent.log_text().contains(&format!("tracing process {w} "))) {
+            assert!(std::time::Instant::now() < deadline, "new workers {workers:?} not traced:\n{}", agent.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let base = agent.scrape().get("llm_proxy_requests_total");
+        let mut c = Client::connect(nginx.port).unwrap();
+        for _ in 0..4 {
+            assert_eq!(c.request("/anthropic/v1/messages", 100, false).unwrap(), 200);
+        }
+        agent.wait_until(Duration::from_secs(10), "requests through the new workers", |s| {
+            s.get("llm_proxy_requests_total") == base + 4
+        });
     });
 }
 
@@ -368,48 +453,53 @@ fn bytes_that_are_not_http1_are_counted_as_unclassified() {
     use std::io::{Read, Write};
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port)]);
-    let agent = Agent::start(&["--exe", harness::NGINX, "--provider", &format!("openai=127.0.0.1:{}", openai.port)]);
-    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
-    let mut sent = 0u64;
-    let mut received = 0u64;
-    let (mut tls_sent, mut tls_received) = (0u64, 0u64);
-    // A TLS ClientHello-like record and an HTTP/2 connection preface sent to
-    // a plain HTTP/1.1 listener: nginx answers 400 and closes.
-    for hello in [
-        [&[0x16u8, 0x03, 0x01, 0x00, 0x40, 0x01][..], &[0u8; 64][..]].concat(),
-        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
-    ] {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(&hello).unwrap();
-        sent += hello.len() as u64;
-        let mut buf = Vec::new();
-        let _ = s.read_to_end(&mut buf);
-        received += buf.len() as u64;
-        if hello[0] == 0x16 {
-            (tls_sent, tls_received) = (hello.len() as u64, buf.len() as u64);
+    let nginx = Nginx::start_private(&[("openai", openai.port)]);
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        let [attach, name] = mode.args();
+        let provider = format!("openai=127.0.0.1:{}", openai.port);
+        let exe = nginx.exe.display().to_string();
+        let agent = Agent::start(&["--exe", &exe, attach, name, "--provider", &provider]);
+        agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+        let mut sent = 0u64;
+        let mut received = 0u64;
+        let (mut tls_sent, mut tls_received) = (0u64, 0u64);
+        // A TLS ClientHello-like record and an HTTP/2 connection preface sent to
+        // a plain HTTP/1.1 listener: nginx answers 400 and closes.
+        for hello in [
+            [&[0x16u8, 0x03, 0x01, 0x00, 0x40, 0x01][..], &[0u8; 64][..]].concat(),
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+        ] {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(&hello).unwrap();
+            sent += hello.len() as u64;
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            received += buf.len() as u64;
+            if hello[0] == 0x16 {
+                (tls_sent, tls_received) = (hello.len() as u64, buf.len() as u64);
+            }
         }
-    }
-    let s = agent.wait_until(Duration::from_secs(10), "both connections closed", |s| {
-        s.get("llm_proxy_connections_closed_total") >= 2
+        let s = agent.wait_until(Duration::from_secs(10), "both connections closed", |s| {
+            s.get("llm_proxy_connections_closed_total") >= 2
+        });
+        // The TLS hello is TLS no probe decrypts (opaque); the HTTP/2 preface is unclassified.
+        assert_eq!(s.get("metrics_agent_unclassified_connections_total"), 1);
+        assert_eq!(s.get("metrics_agent_tls_connections_total"), 1);
+        assert_eq!(s.get("metrics_agent_tls_plaintext_connections_total"), 0);
+        assert_eq!(
+            s.get("metrics_agent_unclassified_bytes_total") + s.get("metrics_agent_tls_opaque_bytes_total"),
+            sent + received,
+            "every byte both ways"
+        );
+        assert_eq!(s.get("metrics_agent_tls_opaque_bytes_total"), tls_sent + tls_received);
+        // TLS wire bytes are counted apart from HTTP bytes.
+        assert_eq!(s.get("llm_proxy_tls_bytes_received_total{side=\"client\"}"), tls_sent);
+        assert_eq!(s.get("llm_proxy_tls_bytes_sent_total{side=\"client\"}"), tls_received);
+        assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), sent - tls_sent);
+        assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), received - tls_received);
+        assert_eq!(s.get("llm_proxy_requests_total"), 0, "no HTTP/1 request was seen");
     });
-    // The TLS hello is TLS no probe decrypts (opaque); the HTTP/2 preface is unclassified.
-    assert_eq!(s.get("metrics_agent_unclassified_connections_total"), 1);
-    assert_eq!(s.get("metrics_agent_tls_connections_total"), 1);
-    assert_eq!(s.get("metrics_agent_tls_plaintext_connections_total"), 0);
-    assert_eq!(
-        s.get("metrics_agent_unclassified_bytes_total") + s.get("metrics_agent_tls_opaque_bytes_total"),
-        sent + received,
-        "every byte both ways"
-    );
-    assert_eq!(s.get("metrics_agent_tls_opaque_bytes_total"), tls_sent + tls_received);
-    // TLS wire bytes are counted apart from HTTP bytes.
-    assert_eq!(s.get("llm_proxy_tls_bytes_received_total{side=\"client\"}"), tls_sent);
-    assert_eq!(s.get("llm_proxy_tls_bytes_sent_total{side=\"client\"}"), tls_received);
-    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), sent - tls_sent);
-    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), received - tls_received);
-    assert_eq!(s.get("llm_proxy_requests_total"), 0, "no HTTP/1 request was seen");
 }
 
 /// Waits (20 s at most) until the agent printed at least this many records.
@@ -442,166 +532,186 @@ fn audit_records_match_what_the_mock_provider_sent() {
     std::fs::write(&config, format!("[identity]\napplication_headers = [\"x-app\"]\napi_key_salt = \"{salt}\"\n"))
         .unwrap();
     let config = config.display().to_string();
-    let NginxUnderAgent { openai: _openai, anthropic: _anthropic, nginx, agent } =
-        NginxUnderAgent::start(&["--print-requests", "--application-id", "chat-app", "--config", &config]);
-    let mut c = Client::connect(nginx.port).unwrap();
-    assert_eq!(c.request("/openai/v1/chat/completions?delay_ms=5", 300, false).unwrap(), 200);
-    assert_eq!(c.request("/openai/v1/chat/completions?status=429", 300, false).unwrap(), 429);
-    assert_eq!(c.request("/openai-ka/v1/chat/completions?events=8&interval_ms=50&usage=1", 300, false).unwrap(), 200);
-    assert_eq!(c.request("/anthropic/v1/messages?status=529", 300, false).unwrap(), 529);
-    // Compressed bodies: gzip, deflate, br, zstd.
-    for encoding in 1..=4 {
-        assert_eq!(c.request(&format!("/openai/v1/chat/completions?encoding={encoding}"), 300, false).unwrap(), 200);
-    }
-    // Answered by nginx itself, without an upstream call: a cache hit.
-    assert_eq!(c.request("/cached/v1/chat/completions", 300, false).unwrap(), 200);
-    drop(c);
-    wait_for_records(&agent, 9, 8);
-    for side in ["client", "upstream"] {
-        let mut r = records(&agent, side);
-        if side == "client" {
-            let hit =
-                r.iter().position(|x| x["endpoint"] == "/cached/v1/chat/completions").expect("the cached exchange");
-            let hit = r.remove(hit);
-            assert_eq!(hit["cache_hit"], true, "{hit}");
-            assert_eq!((hit["tokens"]["input"].clone(), hit["tokens"]["output"].clone()), (12.into(), 34.into()));
-            for x in &r {
-                assert_eq!(x["cache_hit"], false, "{x}");
-                assert!(
-                    x["proxy_overhead_ms"].as_f64().is_some_and(|o| o >= 0.0 && o < x["duration_ms"].as_f64().unwrap()),
-                    "{x}"
-                );
-                assert!(x["upstream_provider"] == "openai" || x["upstream_provider"] == "anthropic", "{x}");
-            }
-        }
-        assert_eq!(r.len(), 8, "{side}: {r:?}");
-        let by_status = |status: u64| r.iter().filter(|x| x["status"] == status).cloned().collect::<Vec<_>>();
-        let ok = by_status(200);
-        assert_eq!(ok.len(), 6);
-        for compressed in ok.iter().filter(|x| x["streaming"] == false) {
+    let setup = NginxWithProviders::start();
+    let NginxWithProviders { openai: _openai, anthropic: _anthropic, nginx } = &setup;
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        let agent = setup.agent(mode, &["--print-requests", "--application-id", "chat-app", "--config", &config]);
+        let mut c = Client::connect(nginx.port).unwrap();
+        assert_eq!(c.request("/openai/v1/chat/completions?delay_ms=5", 300, false).unwrap(), 200);
+        assert_eq!(c.request("/openai/v1/chat/completions?status=429", 300, false).unwrap(), 429);
+        assert_eq!(
+            c.request("/openai-ka/v1/chat/completions?events=8&interval_ms=50&usage=1", 300, false).unwrap(),
+            200
+        );
+        assert_eq!(c.request("/anthropic/v1/messages?status=529", 300, false).unwrap(), 529);
+        // Compressed bodies: gzip, deflate, br, zstd.
+        for encoding in 1..=4 {
             assert_eq!(
-                (compressed["tokens"]["input"].clone(), compressed["tokens"]["output"].clone()),
-                (12.into(), 34.into()),
-                "{side}: {compressed}"
+                c.request(&format!("/openai/v1/chat/completions?encoding={encoding}"), 300, false).unwrap(),
+                200
             );
         }
-        let plain = ok.iter().find(|x| x["streaming"] == false).expect("non-streamed 200");
-        assert_eq!(plain["tokens"]["input"], 12, "{side}: {plain}");
-        assert_eq!(plain["tokens"]["output"], 34);
-        assert_eq!(plain["model_requested"], "gpt-4o-mini");
-        assert_eq!(plain["model_returned"], "gpt-4o-mini");
-        // Built-in price of gpt-4o-mini: 0.15 / 0.60 USD per million tokens.
-        assert_eq!(plain["cost_usd"], "0.0000222", "12 x 0.15e-6 + 34 x 0.60e-6");
-        assert_eq!(plain["provider"], "openai");
-        assert_eq!(plain["operation"], "chat");
-        let stream = ok.iter().find(|x| x["streaming"] == true).expect("streamed 200");
-        assert_eq!(stream["tokens"]["input"], 21, "{side}: {stream}");
-        assert_eq!(stream["tokens"]["output"], 55);
-        assert!(
-            stream["ttfb_ms"].as_f64().unwrap() < stream["duration_ms"].as_f64().unwrap(),
-            "TTFB < total for a stream"
-        );
-        assert!(stream["duration_ms"].as_f64().unwrap() >= 350.0, "8 events 50 ms apart");
-        assert_eq!(stream["cost_usd"], "0.00003615", "21 x 0.15e-6 + 55 x 0.60e-6");
-        assert_eq!(by_status(429)[0]["error_type"], "rate_limit_exceeded");
-        assert_eq!(by_status(429)[0]["rate_limits"]["x-ratelimit-remaining-requests"], "0");
-        assert_eq!(by_status(429)[0]["rate_limits"]["retry-after"], "1");
-        assert_eq!(by_status(429)[0]["application_id"], "chat-app");
-        assert!(by_status(429)[0]["tokens"]["input"].is_null(), "absent usage is unknown, not 0");
-        assert!(by_status(429)[0]["cost_usd"].is_null(), "no usage, no cost");
-        assert_eq!(by_status(529)[0]["error_type"], "overloaded_error");
-        assert_eq!(by_status(529)[0]["provider"], "anthropic");
-    }
-    // The other APIs' shapes, plain and streamed.
-    let mut c = Client::connect(nginx.port).unwrap();
-    c.extra_headers = "x-session-id: sess-42\r\nx-user-id: user-7\r\nx-app: billing\r\n".into();
-    for path in [
-        "/anthropic/v1/messages",
-        "/anthropic-ka/v1/messages?events=5&interval_ms=20",
-        "/openai/v1/responses",
-        "/openai-ka/v1/responses?events=5&interval_ms=20",
-        "/openai/v1beta/models/gemini-2.0-flash:generateContent",
-        "/openai-ka/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&events=5&interval_ms=20",
-        "/openai-ka/v1beta/models/gemini-2.0-flash:streamGenerateContent?events=4&interval_ms=20",
-        "/openai/v1/embeddings",
-    ] {
-        assert_eq!(c.request(path, 300, false).unwrap(), 200, "{path}");
-    }
-    drop(c);
-    wait_for_records(&agent, 17, 0);
-    let client = records(&agent, "client");
-    let find = |endpoint: &str, streaming: bool| {
-        client
-            .iter()
-            .find(|r| {
-                r["endpoint"].as_str().is_some_and(|e| e.ends_with(endpoint))
-                    && r["streaming"] == streaming
-                    && r["status"] == 200
-            })
-            .unwrap_or_else(|| panic!("no record for {endpoint} streaming={streaming}"))
-            .clone()
-    };
-    let tokens = |r: &serde_json::Value| {
-        ["input", "output", "cache_read", "cache_creation", "reasoning"].map(|k| r["tokens"][k].as_u64())
-    };
-    for streaming in [false, true] {
-        let a = find("/v1/messages", streaming);
-        let output = if streaming { 40 } else { 7 };
-        assert_eq!(tokens(&a), [Some(115), Some(output), Some(100), Some(5), None], "anthropic {a}");
-        assert_eq!(
-            (a["provider"].clone(), a["model_returned"].clone()),
-            ("anthropic".into(), "claude-sonnet-4".into())
-        );
-        let r = find("/v1/responses", streaming);
-        assert_eq!(tokens(&r), [Some(30), Some(8), Some(10), None, Some(2)], "responses {r}");
-        assert_eq!(r["operation"], "responses");
-        let g = find(if streaming { ":streamGenerateContent" } else { ":generateContent" }, streaming);
-        assert_eq!(tokens(&g), [Some(9), Some(4), Some(2), None, None], "gemini {g}");
-        if streaming {
-            let both = client.iter().filter(|r| r["endpoint"].as_str().unwrap().ends_with(":streamGenerateContent"));
-            for r in both {
-                assert_eq!((tokens(r), r["streaming"].clone()), (tokens(&g), true.into()), "SSE and JSON array: {r}");
+        // Answered by nginx itself, without an upstream call: a cache hit.
+        assert_eq!(c.request("/cached/v1/chat/completions", 300, false).unwrap(), 200);
+        drop(c);
+        wait_for_records(&agent, 9, 8);
+        for side in ["client", "upstream"] {
+            let mut r = records(&agent, side);
+            if side == "client" {
+                let hit =
+                    r.iter().position(|x| x["endpoint"] == "/cached/v1/chat/completions").expect("the cached exchange");
+                let hit = r.remove(hit);
+                assert_eq!(hit["cache_hit"], true, "{hit}");
+                assert_eq!((hit["tokens"]["input"].clone(), hit["tokens"]["output"].clone()), (12.into(), 34.into()));
+                for x in &r {
+                    assert_eq!(x["cache_hit"], false, "{x}");
+                    assert!(
+                        x["proxy_overhead_ms"]
+                            .as_f64()
+                            .is_some_and(|o| o >= 0.0 && o < x["duration_ms"].as_f64().unwrap()),
+                        "{x}"
+                    );
+                    assert!(x["upstream_provider"] == "openai" || x["upstream_provider"] == "anthropic", "{x}");
+                }
             }
+            assert_eq!(r.len(), 8, "{side}: {r:?}");
+            let by_status = |status: u64| r.iter().filter(|x| x["status"] == status).cloned().collect::<Vec<_>>();
+            let ok = by_status(200);
+            assert_eq!(ok.len(), 6);
+            for compressed in ok.iter().filter(|x| x["streaming"] == false) {
+                assert_eq!(
+                    (compressed["tokens"]["input"].clone(), compressed["tokens"]["output"].clone()),
+                    (12.into(), 34.into()),
+                    "{side}: {compressed}"
+                );
+            }
+            let plain = ok.iter().find(|x| x["streaming"] == false).expect("non-streamed 200");
+            assert_eq!(plain["tokens"]["input"], 12, "{side}: {plain}");
+            assert_eq!(plain["tokens"]["output"], 34);
+            assert_eq!(plain["model_requested"], "gpt-4o-mini");
+            assert_eq!(plain["model_returned"], "gpt-4o-mini");
+            // Built-in price of gpt-4o-mini: 0.15 / 0.60 USD per million tokens.
+            assert_eq!(plain["cost_usd"], "0.0000222", "12 x 0.15e-6 + 34 x 0.60e-6");
+            assert_eq!(plain["provider"], "openai");
+            assert_eq!(plain["operation"], "chat");
+            let stream = ok.iter().find(|x| x["streaming"] == true).expect("streamed 200");
+            assert_eq!(stream["tokens"]["input"], 21, "{side}: {stream}");
+            assert_eq!(stream["tokens"]["output"], 55);
+            assert!(
+                stream["ttfb_ms"].as_f64().unwrap() < stream["duration_ms"].as_f64().unwrap(),
+                "TTFB < total for a stream"
+            );
+            assert!(stream["duration_ms"].as_f64().unwrap() >= 350.0, "8 events 50 ms apart");
+            assert_eq!(stream["cost_usd"], "0.00003615", "21 x 0.15e-6 + 55 x 0.60e-6");
+            assert_eq!(by_status(429)[0]["error_type"], "rate_limit_exceeded");
+            assert_eq!(by_status(429)[0]["rate_limits"]["x-ratelimit-remaining-requests"], "0");
+            assert_eq!(by_status(429)[0]["rate_limits"]["retry-after"], "1");
+            assert_eq!(by_status(429)[0]["application_id"], "chat-app");
+            assert!(by_status(429)[0]["tokens"]["input"].is_null(), "absent usage is unknown, not 0");
+            assert!(by_status(429)[0]["cost_usd"].is_null(), "no usage, no cost");
+            assert_eq!(by_status(529)[0]["error_type"], "overloaded_error");
+            assert_eq!(by_status(529)[0]["provider"], "anthropic");
+        }
+        // The other APIs' shapes, plain and streamed.
+        let mut c = Client::connect(nginx.port).unwrap();
+        c.extra_headers = "x-session-id: sess-42\r\nx-user-id: user-7\r\nx-app: billing\r\n".into();
+        for path in [
+            "/anthropic/v1/messages",
+            "/anthropic-ka/v1/messages?events=5&interval_ms=20",
+            "/openai/v1/responses",
+            "/openai-ka/v1/responses?events=5&interval_ms=20",
+            "/openai/v1beta/models/gemini-2.0-flash:generateContent",
+            "/openai-ka/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&events=5&interval_ms=20",
+            "/openai-ka/v1beta/models/gemini-2.0-flash:streamGenerateContent?events=4&interval_ms=20",
+            "/openai/v1/embeddings",
+        ] {
+            assert_eq!(c.request(path, 300, false).unwrap(), 200, "{path}");
+        }
+        drop(c);
+        wait_for_records(&agent, 17, 0);
+        let client = records(&agent, "client");
+        let find = |endpoint: &str, streaming: bool| {
+            client
+                .iter()
+                .find(|r| {
+                    r["endpoint"].as_str().is_some_and(|e| e.ends_with(endpoint))
+                        && r["streaming"] == streaming
+                        && r["status"] == 200
+                })
+                .unwrap_or_else(|| panic!("no record for {endpoint} streaming={streaming}"))
+                .clone()
+        };
+        let tokens = |r: &serde_json::Value| {
+            ["input", "output", "cache_read", "cache_creation", "reasoning"].map(|k| r["tokens"][k].as_u64())
+        };
+        for streaming in [false, true] {
+            let a = find("/v1/messages", streaming);
+            let output = if streaming { 40 } else { 7 };
+            assert_eq!(tokens(&a), [Some(115), Some(output), Some(100), Some(5), None], "anthropic {a}");
+            assert_eq!(
+                (a["provider"].clone(), a["model_returned"].clone()),
+                ("anthropic".into(), "claude-sonnet-4".into())
+            );
+            let r = find("/v1/responses", streaming);
+            assert_eq!(tokens(&r), [Some(30), Some(8), Some(10), None, Some(2)], "responses {r}");
+            assert_eq!(r["operation"], "responses");
+            let g = find(if streaming { ":streamGenerateContent" } else { ":generateContent" }, streaming);
+            assert_eq!(tokens(&g), [Some(9), Some(4), Some(2), None, None], "gemini {g}");
+            if streaming {
+                let both =
+                    client.iter().filter(|r| r["endpoint"].as_str().unwrap().ends_with(":streamGenerateContent"));
+                for r in both {
+                    assert_eq!(
+                        (tokens(r), r["streaming"].clone()),
+                        (tokens(&g), true.into()),
+                        "SSE and JSON array: {r}"
+                    );
+                }
+            }
+            assert_eq!(
+                (g["provider"].clone(), g["model_returned"].clone()),
+                ("gcp.gemini".into(), "gemini-2.0-flash".into())
+            );
+        }
+        use sha2::Digest;
+        let key_hash = sha2::Sha256::digest(format!("{salt}sk-test-canary"));
+        let key_hash: String = key_hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+        for r in client.iter().filter(|r| r["application_id"] == "billing") {
+            assert_eq!((r["session_id"].as_str(), r["user_id"].as_str()), (Some("sess-42"), Some("user-7")), "{r}");
+            assert_eq!(r["api_key_hash"].as_str(), Some(key_hash.as_str()), "{r}");
         }
         assert_eq!(
-            (g["provider"].clone(), g["model_returned"].clone()),
-            ("gcp.gemini".into(), "gemini-2.0-flash".into())
+            client.iter().filter(|r| r["application_id"] == "billing").count(),
+            8,
+            "every request of that client"
         );
-    }
-    use sha2::Digest;
-    let key_hash = sha2::Sha256::digest(format!("{salt}sk-test-canary"));
-    let key_hash: String = key_hash[..8].iter().map(|b| format!("{b:02x}")).collect();
-    for r in client.iter().filter(|r| r["application_id"] == "billing") {
-        assert_eq!((r["session_id"].as_str(), r["user_id"].as_str()), (Some("sess-42"), Some("user-7")), "{r}");
-        assert_eq!(r["api_key_hash"].as_str(), Some(key_hash.as_str()), "{r}");
-    }
-    assert_eq!(client.iter().filter(|r| r["application_id"] == "billing").count(), 8, "every request of that client");
-    let e = find("/v1/embeddings", false);
-    assert_eq!(tokens(&e)[0], Some(8));
-    assert_eq!((e["operation"].clone(), e["cost_usd"].clone()), ("embeddings".into(), "0.00000016".into()));
-    // The API key the client sent appears nowhere the agent writes: its
-    // output, its files (the SQLite database included, once flushed), its
-    // endpoints.
-    std::thread::sleep(Duration::from_secs(3));
-    let api = |path: &str| harness::http_get(agent.port, path, "application/json").unwrap_or_default();
-    let stored = api("/api/v1/requests?from=-1h");
-    assert!(stored.contains("gpt-4o-mini"), "detail rows were stored: {stored}");
-    let everything = format!(
-        "{}{}{}{}{}",
-        agent.log_text(),
-        agent.files_text(),
-        agent.scrape().text,
-        api("/api/v1/metrics?from=-1h&step=1m&group_by=model"),
-        stored
-    );
-    assert!(agent.files_text().contains("gpt-4o-mini"), "the database holds the records");
-    assert!(!everything.contains("sk-test-canary"), "the API key leaked");
-    let s = agent.scrape();
-    assert_eq!(s.get("metrics_agent_capture_dropped_events_total"), 0);
-    assert_eq!(s.get("metrics_agent_audit_records_total"), 17 + 16);
-    let all: Vec<_> = records(&agent, "client").into_iter().chain(records(&agent, "upstream")).collect();
-    let unpriced = all.iter().filter(|r| r["cost_usd"].is_null() && !r["tokens"]["input"].is_null()).count();
-    assert_eq!(s.get("metrics_agent_audit_unpriced_records_total"), unpriced as u64);
+        let e = find("/v1/embeddings", false);
+        assert_eq!(tokens(&e)[0], Some(8));
+        assert_eq!((e["operation"].clone(), e["cost_usd"].clone()), ("embeddings".into(), "0.00000016".into()));
+        // The API key the client sent appears nowhere the agent writes: its
+        // output, its files (the SQLite database included, once flushed), its
+        // endpoints.
+        std::thread::sleep(Duration::from_secs(3));
+        let api = |path: &str| harness::http_get(agent.port, path, "application/json").unwrap_or_default();
+        let stored = api("/api/v1/requests?from=-1h");
+        assert!(stored.contains("gpt-4o-mini"), "detail rows were stored: {stored}");
+        let everything = format!(
+            "{}{}{}{}{}",
+            agent.log_text(),
+            agent.files_text(),
+            agent.scrape().text,
+            api("/api/v1/metrics?from=-1h&step=1m&group_by=model"),
+            stored
+        );
+        assert!(agent.files_text().contains("gpt-4o-mini"), "the database holds the records");
+        assert!(!everything.contains("sk-test-canary"), "the API key leaked");
+        let s = agent.scrape();
+        assert_eq!(s.get("metrics_agent_capture_dropped_events_total"), 0);
+        assert_eq!(s.get("metrics_agent_audit_records_total"), 17 + 16);
+        let all: Vec<_> = records(&agent, "client").into_iter().chain(records(&agent, "upstream")).collect();
+        let unpriced = all.iter().filter(|r| r["cost_usd"].is_null() && !r["tokens"]["input"].is_null()).count();
+        assert_eq!(s.get("metrics_agent_audit_unpriced_records_total"), unpriced as u64);
+    });
 }
 
 #[test]
@@ -610,52 +720,55 @@ fn audit_records_through_the_send_recv_proxy() {
     let openai = MockProvider::start(0).unwrap();
     let anthropic = MockProvider::start(0).unwrap();
     let (proxy, port) = harness::start_send_recv_proxy(&[("openai", openai.port), ("anthropic", anthropic.port)]);
-    let mut args = vec!["--pid".to_string(), proxy.pid().to_string(), "--print-requests".to_string()];
-    args.extend(providers_args(&openai, &anthropic));
-    let agent = Agent::start(&as_strs(&args));
-    let mut c = Client::connect(port).unwrap();
-    assert_eq!(c.request("/openai/v1/chat/completions?encoding=1", 300, false).unwrap(), 200);
-    assert_eq!(c.request("/anthropic/v1/messages?events=4&interval_ms=20", 300, false).unwrap(), 200);
-    assert_eq!(c.request("/openai/v1/chat/completions?status=429", 300, false).unwrap(), 429);
-    drop(c);
-    wait_for_records(&agent, 3, 3);
-    for side in ["client", "upstream"] {
-        let r = records(&agent, side);
-        let chat = r.iter().find(|x| x["status"] == 200 && x["provider"] == "openai").expect("chat");
-        assert_eq!(
-            (chat["tokens"]["input"].clone(), chat["tokens"]["output"].clone()),
-            (12.into(), 34.into()),
-            "{side}: {chat}"
-        );
-        let msg = r.iter().find(|x| x["provider"] == "anthropic").expect("messages");
-        assert_eq!(
-            (msg["tokens"]["input"].clone(), msg["tokens"]["output"].clone()),
-            (115.into(), 40.into()),
-            "{side}: {msg}"
-        );
-        assert_eq!(r.iter().find(|x| x["status"] == 429).expect("429")["error_type"], "rate_limit_exceeded");
-    }
-    for x in records(&agent, "client") {
-        assert_eq!(x["cache_hit"], false, "every request went upstream: {x}");
-    }
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        let agent = agent_on_pid(proxy.pid(), mode, &["--print-requests"], &openai, &anthropic);
+        let mut c = Client::connect(port).unwrap();
+        assert_eq!(c.request("/openai/v1/chat/completions?encoding=1", 300, false).unwrap(), 200);
+        assert_eq!(c.request("/anthropic/v1/messages?events=4&interval_ms=20", 300, false).unwrap(), 200);
+        assert_eq!(c.request("/openai/v1/chat/completions?status=429", 300, false).unwrap(), 429);
+        drop(c);
+        wait_for_records(&agent, 3, 3);
+        for side in ["client", "upstream"] {
+            let r = records(&agent, side);
+            let chat = r.iter().find(|x| x["status"] == 200 && x["provider"] == "openai").expect("chat");
+            assert_eq!(
+                (chat["tokens"]["input"].clone(), chat["tokens"]["output"].clone()),
+                (12.into(), 34.into()),
+                "{side}: {chat}"
+            );
+            let msg = r.iter().find(|x| x["provider"] == "anthropic").expect("messages");
+            assert_eq!(
+                (msg["tokens"]["input"].clone(), msg["tokens"]["output"].clone()),
+                (115.into(), 40.into()),
+                "{side}: {msg}"
+            );
+            assert_eq!(r.iter().find(|x| x["status"] == 429).expect("429")["error_type"], "rate_limit_exceeded");
+        }
+        for x in records(&agent, "client") {
+            assert_eq!(x["cache_hit"], false, "every request went upstream: {x}");
+        }
+    });
 }
 
 #[test]
 fn a_saturated_payload_ring_drops_and_counts_while_hot_path_counts_stay_exact() {
     let _serial = serial();
     // An 8 KiB ring holds at most two 4 KiB chunks: large bodies overflow it.
-    let NginxUnderAgent { openai, anthropic, nginx, agent } =
-        NginxUnderAgent::start(&["--print-requests", "--capture-ring-kib", "8"]);
-    let mut truth = Truth::default();
-    for _ in 0..6 {
-        let mut c = Client::connect(nginx.port).unwrap();
-        assert_eq!(c.request("/openai/v1/chat/completions?bytes=200000", 70 * 1024, true).unwrap(), 200);
-        truth.add(&c.truth);
-    }
-    let s = assert_matches(&agent, &truth, &openai, &anthropic, 0);
-    assert!(s.get("metrics_agent_capture_dropped_events_total") > 0, "drops are counted");
-    agent.wait_until(Duration::from_secs(5), "the circuit breaker to trip", |s| {
-        s.get("metrics_agent_capture_breaker_trips_total") >= 1
+    let setup = NginxWithProviders::start();
+    let NginxWithProviders { openai, anthropic, nginx } = &setup;
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        let agent = setup.agent(mode, &["--print-requests", "--capture-ring-kib", "8"]);
+        let mut truth = Truth::default();
+        for _ in 0..6 {
+            let mut c = Client::connect(nginx.port).unwrap();
+            assert_eq!(c.request("/openai/v1/chat/completions?bytes=200000", 70 * 1024, true).unwrap(), 200);
+            truth.add(&c.truth);
+        }
+        let s = assert_matches(&agent, &truth, openai, anthropic, 0);
+        assert!(s.get("metrics_agent_capture_dropped_events_total") > 0, "drops are counted");
+        agent.wait_until(Duration::from_secs(5), "the circuit breaker to trip", |s| {
+            s.get("metrics_agent_capture_breaker_trips_total") >= 1
+        });
     });
 }
 
@@ -690,88 +803,99 @@ fn tls_client_against_an_https_mock(mut client: std::process::Command) {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
     let tls = harness::TlsProvider::start(openai.port);
-    let mut child = client
+    client
         .args(["127.0.0.1", &tls.port.to_string(), "4", "/v1/chat/completions"])
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    // Not yet: the C client has OpenSSL inside, the Python client imports
-    // `ssl` only after "go" (the agent hooks it then). Node.js builds from
-    // nodejs.org have it inside, Debian's link libssl: both must work.
-    if !client.get_program().to_string_lossy().contains("node") {
-        assert!(!maps.contains("libssl"), "the client must not have loaded libssl.so yet");
-    }
-    let agent = Agent::start(&[
-        "--pid",
-        &pid.to_string(),
-        "--print-requests",
-        "--provider",
-        &format!("openai=127.0.0.1:{}", tls.port),
-    ]);
-    agent.wait_until(Duration::from_secs(10), "the client traced", |s| s.get("metrics_agent_traced_processes") >= 1);
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"go\n").unwrap();
-    stdin.flush().unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    if client.get_program().to_string_lossy().contains("python") {
-        stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !agent.log_text().contains("loaded libssl") {
-            assert!(std::time::Instant::now() < deadline, "libssl loaded late was not hooked:\n{}", agent.log_text());
-            std::thread::sleep(Duration::from_millis(100));
+        .stdout(std::process::Stdio::piped());
+    let program = client.get_program().to_string_lossy().to_string();
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        let mut child = harness::Guard::spawn("TLS client", &mut client);
+        let pid = child.pid();
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        // Not yet: the C client has OpenSSL inside, the Python client imports
+        // `ssl` only after "go" (the agent hooks it then). Node.js builds from
+        // nodejs.org have it inside, Debian's link libssl: both must work.
+        if !program.contains("node") {
+            assert!(!maps.contains("libssl"), "the client must not have loaded libssl.so yet");
         }
+        let [attach, name] = mode.args();
+        let provider = format!("openai=127.0.0.1:{}", tls.port);
+        let agent =
+            Agent::start(&["--pid", &pid.to_string(), attach, name, "--print-requests", "--provider", &provider]);
+        agent
+            .wait_until(Duration::from_secs(10), "the client traced", |s| s.get("metrics_agent_traced_processes") >= 1);
+        let mut stdin = child.child.stdin.take().unwrap();
         stdin.write_all(b"go\n").unwrap();
         stdin.flush().unwrap();
-        line.clear();
-    }
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "done 4");
-    assert!(child.wait().unwrap().success());
-    wait_for_records(&agent, 0, 4);
-    let up = records(&agent, "upstream");
-    assert_eq!(up.len(), 4, "{up:?}");
-    for r in &up {
-        assert_eq!((r["status"].clone(), r["upstream_provider"].clone()), (200.into(), "openai".into()), "{r}");
-        assert_eq!((r["tokens"]["input"].clone(), r["tokens"]["output"].clone()), (12.into(), 34.into()), "{r}");
-    }
-    let s = agent.scrape();
-    assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), 4, "plaintext requests counted once");
-    assert_eq!(s.get("metrics_agent_unclassified_connections_total"), 0, "the ciphertext is not parsed as HTTP");
-    assert_eq!(
-        (s.get("metrics_agent_tls_connections_total"), s.get("metrics_agent_tls_plaintext_connections_total")),
-        (1, 1),
-        "one TLS connection, its plaintext tied"
-    );
-    assert!(!agent.log_text().contains("sk-test-canary"));
+        let mut stdout = std::io::BufReader::new(child.child.stdout.take().unwrap());
+        let mut line = String::new();
+        if program.contains("python") {
+            stdout.read_line(&mut line).unwrap();
+            assert_eq!(line.trim(), "ready");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !agent.log_text().contains("loaded libssl") {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "libssl loaded late was not hooked:\n{}",
+                    agent.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            stdin.write_all(b"go\n").unwrap();
+            stdin.flush().unwrap();
+            line.clear();
+        }
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "done 4");
+        assert!(child.child.wait().unwrap().success());
+        wait_for_records(&agent, 0, 4);
+        let up = records(&agent, "upstream");
+        assert_eq!(up.len(), 4, "{up:?}");
+        for r in &up {
+            assert_eq!((r["status"].clone(), r["upstream_provider"].clone()), (200.into(), "openai".into()), "{r}");
+            assert_eq!((r["tokens"]["input"].clone(), r["tokens"]["output"].clone()), (12.into(), 34.into()), "{r}");
+        }
+        let s = agent.scrape();
+        assert_eq!(
+            s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"),
+            4,
+            "plaintext requests counted once"
+        );
+        assert_eq!(s.get("metrics_agent_unclassified_connections_total"), 0, "the ciphertext is not parsed as HTTP");
+        assert_eq!(
+            (s.get("metrics_agent_tls_connections_total"), s.get("metrics_agent_tls_plaintext_connections_total")),
+            (1, 1),
+            "one TLS connection, its plaintext tied"
+        );
+        assert!(!agent.log_text().contains("sk-test-canary"));
+    });
 }
 
 #[test]
 fn sampling_captures_one_request_in_n_and_hot_path_counts_stay_exact() {
     let _serial = serial();
-    let NginxUnderAgent { openai, anthropic, nginx, agent } =
-        NginxUnderAgent::start(&["--print-requests", "--sample-every", "4"]);
-    let mut truth = Truth::default();
-    for _ in 0..40 {
-        let mut c = Client::connect(nginx.port).unwrap();
-        assert_eq!(c.request("/openai/v1/chat/completions", 300, true).unwrap(), 200);
-        truth.add(&c.truth);
-    }
-    let s = assert_matches(&agent, &truth, &openai, &anthropic, 0);
-    assert_eq!(s.get("metrics_agent_capture_sample_every"), 4);
-    // 80 request starts (40 client, 40 upstream), sampled per CPU: between
-    // 80/4 and 80/4 + one per CPU are captured.
-    let cpus = std::thread::available_parallelism().unwrap().get();
-    std::thread::sleep(Duration::from_secs(2));
-    let all: Vec<_> = records(&agent, "client").into_iter().chain(records(&agent, "upstream")).collect();
-    assert!((20..=20 + cpus).contains(&all.len()), "{} records sampled", all.len());
-    for r in &all {
-        assert_eq!((r["tokens"]["input"].clone(), r["tokens"]["output"].clone()), (12.into(), 34.into()), "{r}");
-    }
+    let setup = NginxWithProviders::start();
+    let NginxWithProviders { openai, anthropic, nginx } = &setup;
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        let agent = setup.agent(mode, &["--print-requests", "--sample-every", "4"]);
+        let mut truth = Truth::default();
+        for _ in 0..40 {
+            let mut c = Client::connect(nginx.port).unwrap();
+            assert_eq!(c.request("/openai/v1/chat/completions", 300, true).unwrap(), 200);
+            truth.add(&c.truth);
+        }
+        let s = assert_matches(&agent, &truth, openai, anthropic, 0);
+        assert_eq!(s.get("metrics_agent_capture_sample_every"), 4);
+        // 80 request starts (40 client, 40 upstream), sampled per CPU: between
+        // 80/4 and 80/4 + one per CPU are captured.
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        std::thread::sleep(Duration::from_secs(2));
+        let all: Vec<_> = records(&agent, "client").into_iter().chain(records(&agent, "upstream")).collect();
+        assert!((20..=20 + cpus).contains(&all.len()), "{} records sampled", all.len());
+        for r in &all {
+            assert_eq!((r["tokens"]["input"].clone(), r["tokens"]["output"].clone()), (12.into(), 34.into()), "{r}");
+        }
+    });
 }
 
 #[test]
@@ -781,25 +905,28 @@ fn an_agent_over_its_cpu_budget_switches_capture_off_and_back_on() {
     let dir = harness::TempDir::new("cpu-budget");
     let config = dir.0.join("agent.toml");
     std::fs::write(&config, "capture_cpu_budget_percent = 0.001\n").unwrap();
-    let NginxUnderAgent { openai, anthropic, nginx, agent } =
-        NginxUnderAgent::start(&["--config", &config.display().to_string()]);
-    let mut truth = Truth::default();
-    for _ in 0..20 {
-        let mut c = Client::connect(nginx.port).unwrap();
-        assert_eq!(c.request("/openai/v1/chat/completions?bytes=20000", 2000, true).unwrap(), 200);
-        truth.add(&c.truth);
-    }
-    assert_matches(&agent, &truth, &openai, &anthropic, 0);
-    let s = agent.wait_until(Duration::from_secs(5), "the CPU breaker to trip", |s| {
-        s.get("metrics_agent_capture_breaker_cpu_trips_total") >= 1
+    let setup = NginxWithProviders::start();
+    let NginxWithProviders { openai, anthropic, nginx } = &setup;
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        let agent = setup.agent(mode, &["--config", &config.display().to_string()]);
+        let mut truth = Truth::default();
+        for _ in 0..20 {
+            let mut c = Client::connect(nginx.port).unwrap();
+            assert_eq!(c.request("/openai/v1/chat/completions?bytes=20000", 2000, true).unwrap(), 200);
+            truth.add(&c.truth);
+        }
+        assert_matches(&agent, &truth, openai, anthropic, 0);
+        let s = agent.wait_until(Duration::from_secs(5), "the CPU breaker to trip", |s| {
+            s.get("metrics_agent_capture_breaker_cpu_trips_total") >= 1
+        });
+        assert_eq!(s.get("metrics_agent_capture_breaker_trips_total"), 0, "no drops were involved");
+        assert!(s.get_f64("metrics_agent_cpu_seconds_total") > 0.0);
+        // After the 5 s cool-down it comes back on (and trips again).
+        agent.wait_until(Duration::from_secs(15), "a second trip after the cool-down", |s| {
+            s.get("metrics_agent_capture_breaker_cpu_trips_total") >= 2
+        });
+        assert!(agent.log_text().contains("payload capture back on"), "{}", agent.log_text());
     });
-    assert_eq!(s.get("metrics_agent_capture_breaker_trips_total"), 0, "no drops were involved");
-    assert!(s.get_f64("metrics_agent_cpu_seconds_total") > 0.0);
-    // After the 5 s cool-down it comes back on (and trips again).
-    agent.wait_until(Duration::from_secs(15), "a second trip after the cool-down", |s| {
-        s.get("metrics_agent_capture_breaker_cpu_trips_total") >= 2
-    });
-    assert!(agent.log_text().contains("payload capture back on"), "{}", agent.log_text());
 }
 
 #[test]
@@ -807,53 +934,56 @@ fn tls_upstreams_are_measured_from_the_plaintext() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
     let tls = harness::TlsProvider::start(openai.port);
-    let nginx = Nginx::start(&[("openai-tls", tls.port)]);
-    let agent = Agent::start(&[
-        "--exe",
-        harness::NGINX,
-        "--print-requests",
-        "--provider",
-        &format!("openai=127.0.0.1:{}", tls.port),
-    ]);
-    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
-    let mut truth = Truth::default();
-    for path in [
-        "/openai-tls/v1/chat/completions",
-        "/openai-tls/v1/chat/completions?status=429",
-        "/openai-tls/v1/chat/completions?events=6&interval_ms=50&usage=1",
-    ] {
-        let mut c = Client::connect(nginx.port).unwrap();
-        c.request(path, 300, true).unwrap();
-        truth.add(&c.truth);
-    }
-    openai.wait_idle(Duration::from_secs(10));
-    let (requests, ..) = openai.snapshot();
-    let s = agent.wait_until(Duration::from_secs(15), "all requests", |s| {
-        s.get("llm_proxy_provider_request_duration_seconds_count{provider=\"openai\"}") == requests
-            && s.get("llm_proxy_request_duration_seconds_count") == truth.requests
+    let nginx = Nginx::start_private(&[("openai-tls", tls.port)]);
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        openai.reset();
+        let [attach, name] = mode.args();
+        let provider = format!("openai=127.0.0.1:{}", tls.port);
+        let exe = nginx.exe.display().to_string();
+        let agent = Agent::start(&["--exe", &exe, attach, name, "--print-requests", "--provider", &provider]);
+        agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+        let mut truth = Truth::default();
+        for path in [
+            "/openai-tls/v1/chat/completions",
+            "/openai-tls/v1/chat/completions?status=429",
+            "/openai-tls/v1/chat/completions?events=6&interval_ms=50&usage=1",
+        ] {
+            let mut c = Client::connect(nginx.port).unwrap();
+            c.request(path, 300, true).unwrap();
+            truth.add(&c.truth);
+        }
+        openai.wait_idle(Duration::from_secs(10));
+        let (requests, ..) = openai.snapshot();
+        let s = agent.wait_until(Duration::from_secs(15), "all requests", |s| {
+            s.get("llm_proxy_provider_request_duration_seconds_count{provider=\"openai\"}") == requests
+                && s.get("llm_proxy_request_duration_seconds_count") == truth.requests
+        });
+        assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), requests, "requests over TLS");
+        assert_eq!(s.get("llm_proxy_provider_requests_failed_total{provider=\"openai\"}"), 1, "the 429");
+        assert_eq!(s.get("metrics_agent_unclassified_connections_total"), 0, "TLS connections are not unclassified");
+        assert_eq!(
+            s.get("metrics_agent_tls_connections_total"),
+            s.get("metrics_agent_tls_plaintext_connections_total")
+        );
+        assert!(s.get("metrics_agent_tls_plaintext_connections_total") >= 1);
+        assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), truth.bytes_sent);
+        assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), truth.bytes_received);
+        wait_for_records(&agent, 0, 3);
+        let up = records(&agent, "upstream");
+        let plain = up.iter().find(|r| r["status"] == 200 && r["streaming"] == false).expect("plain 200");
+        assert_eq!(
+            (plain["tokens"]["input"].clone(), plain["tokens"]["output"].clone()),
+            (12.into(), 34.into()),
+            "{plain}"
+        );
+        let stream = up.iter().find(|r| r["streaming"] == true).expect("stream");
+        assert_eq!(
+            (stream["tokens"]["input"].clone(), stream["tokens"]["output"].clone()),
+            (21.into(), 55.into()),
+            "{stream}"
+        );
+        assert_eq!(up.iter().find(|r| r["status"] == 429).expect("429")["error_type"], "rate_limit_exceeded");
     });
-    assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), requests, "requests over TLS");
-    assert_eq!(s.get("llm_proxy_provider_requests_failed_total{provider=\"openai\"}"), 1, "the 429");
-    assert_eq!(s.get("metrics_agent_unclassified_connections_total"), 0, "TLS connections are not unclassified");
-    assert_eq!(s.get("metrics_agent_tls_connections_total"), s.get("metrics_agent_tls_plaintext_connections_total"));
-    assert!(s.get("metrics_agent_tls_plaintext_connections_total") >= 1);
-    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), truth.bytes_sent);
-    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), truth.bytes_received);
-    wait_for_records(&agent, 0, 3);
-    let up = records(&agent, "upstream");
-    let plain = up.iter().find(|r| r["status"] == 200 && r["streaming"] == false).expect("plain 200");
-    assert_eq!(
-        (plain["tokens"]["input"].clone(), plain["tokens"]["output"].clone()),
-        (12.into(), 34.into()),
-        "{plain}"
-    );
-    let stream = up.iter().find(|r| r["streaming"] == true).expect("stream");
-    assert_eq!(
-        (stream["tokens"]["input"].clone(), stream["tokens"]["output"].clone()),
-        (21.into(), 55.into()),
-        "{stream}"
-    );
-    assert_eq!(up.iter().find(|r| r["status"] == 429).expect("429")["error_type"], "rate_limit_exceeded");
 }
 
 /// On TLS connections `llm_proxy_bytes_*` count the plaintext HTTP bytes and
@@ -907,42 +1037,78 @@ fn tls_bytes_are_counted_apart_from_http_bytes() {
     assert_eq!(s.get("llm_proxy_tls_bytes_sent_total{side=\"client\"}"), 0);
 }
 
-fn our_programs_loaded() -> usize {
+/// The ids of the BPF programs loaded on the host (`bpftool -j prog show`).
+fn loaded_program_ids() -> Vec<u64> {
     let out = Command::new("bpftool")
-        .args(["prog", "show"])
+        .args(["-j", "prog", "show"])
         .output()
         .expect("bpftool (Debian package bpftool) must be installed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .filter(|l| l.contains("name return_data") || l.contains("name enter_close") || l.contains("name on_fork"))
-        .count()
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
+    list.as_array().into_iter().flatten().filter_map(|p| p["id"].as_u64()).collect()
+}
+
+/// The ids of the BPF programs process `pid` holds open (its file
+/// descriptors' `prog_id` in /proc/PID/fdinfo).
+fn programs_held_by(pid: u32) -> Vec<u64> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the agent's fds");
+    fds.flatten()
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf-prog"))
+        .filter_map(|fd| {
+            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy())).ok()
+        })
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("prog_id:").and_then(|v| v.trim().parse().ok())))
+        .collect()
+}
+
+/// Where each thread of a process waits in the kernel (/proc/PID/task/*/stack).
+fn kernel_stacks(pid: u32) -> String {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+    tasks
+        .map(|t| {
+            let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+            format!("{} {}{}", t.file_name().to_string_lossy(), read("comm"), read("stack"))
+        })
+        .collect()
 }
 
 #[test]
 fn sigterm_detaches_everything_and_the_proxy_keeps_serving() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", openai.port)]);
-    let mut agent =
-        Agent::start(&["--exe", harness::NGINX, "--provider", &format!("openai=127.0.0.1:{}", openai.port)]);
-    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
-    assert!(our_programs_loaded() >= 3, "programs are loaded while running");
-    // A stream in flight while the agent stops.
-    let port = nginx.port;
-    let stream = std::thread::spawn(move || {
-        let mut c = Client::connect(port).unwrap();
-        c.request("/openai/v1/chat/completions?events=10&interval_ms=100", 100, false).unwrap()
+    let nginx = Nginx::start_private(&[("openai", openai.port), ("anthropic", openai.port)]);
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        let [attach, name] = mode.args();
+        let provider = format!("openai=127.0.0.1:{}", openai.port);
+        let exe = nginx.exe.display().to_string();
+        let mut agent = Agent::start(&["--exe", &exe, attach, name, "--provider", &provider]);
+        agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+        // This agent's programs, by id: others' agents may run on the host.
+        let agent_pid = agent.guard.pid();
+        let ours = programs_held_by(agent_pid);
+        assert!(ours.len() >= 3, "programs are loaded while running: {ours:?}");
+        // A stream in flight while the agent stops.
+        let port = nginx.port;
+        let stream = std::thread::spawn(move || {
+            let mut c = Client::connect(port).unwrap();
+            c.request("/openai/v1/chat/completions?events=10&interval_ms=100", 100, false).unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let status = agent.guard.signal_and_wait(libc::SIGTERM, Duration::from_secs(15)).unwrap_or_else(|| {
+            panic!(
+                "the agent did not exit within 15 s of SIGTERM; its threads in the kernel:\n{}\nlog:\n{}",
+                kernel_stacks(agent_pid),
+                agent.log_text()
+            )
+        });
+        assert!(status.success(), "clean exit: {status}\n{}", agent.log_text());
+        assert_eq!(stream.join().unwrap(), 200, "the in-flight stream completes");
+        let left: Vec<u64> = loaded_program_ids().into_iter().filter(|id| ours.contains(id)).collect();
+        assert!(left.is_empty(), "programs {left:?} of the agent remain loaded");
+        let mut c = Client::connect(nginx.port).unwrap();
+        for _ in 0..5 {
+            assert_eq!(c.request("/openai/v1/chat/completions", 100, false).unwrap(), 200);
+        }
     });
-    std::thread::sleep(Duration::from_millis(300));
-    let status =
-        agent.guard.signal_and_wait(libc::SIGTERM, Duration::from_secs(15)).expect("the agent exits after SIGTERM");
-    assert!(status.success(), "clean exit: {status}\n{}", agent.log_text());
-    assert_eq!(stream.join().unwrap(), 200, "the in-flight stream completes");
-    assert_eq!(our_programs_loaded(), 0, "no program of ours remains loaded");
-    let mut c = Client::connect(nginx.port).unwrap();
-    for _ in 0..5 {
-        assert_eq!(c.request("/openai/v1/chat/completions", 100, false).unwrap(), 200);
-    }
 }
 
 /// Runs the agent and returns (exit code, stderr).
@@ -992,8 +1158,7 @@ fn bad_input_gets_one_line_errors() {
         .expect("setpriv (util-linux)");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("missing privileges") && err.lines().count() == 1, "{err}");
-    // A process without libc (statically linked), in uprobe mode (the
-    // default socket mode needs no libc).
+    // A process without libc (statically linked).
     let src = dir.0.join("static.c");
     std::fs::write(&src, "#include <unistd.h>\nint main(void){ for(;;) pause(); }\n").unwrap();
     let bin = dir.0.join("static-proc");
@@ -1006,9 +1171,9 @@ fn bad_input_gets_one_line_errors() {
         .unwrap_or(false);
     if built {
         let guard = harness::Guard::spawn("static", &mut Command::new(&bin));
-        let pid = guard.pid().to_string();
+        // Only the libc data path needs libc: the socket and syscall paths trace such a process.
         assert_one_line_error(
-            &["run", "--attach", "uprobes", "--pid", &pid, "--listen", "127.0.0.1:0"],
+            &["run", "--pid", &guard.pid().to_string(), "--attach", "uprobes", "--listen", "127.0.0.1:0"],
             "libc not found",
         );
     } else {

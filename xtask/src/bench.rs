@@ -1,12 +1,16 @@
 //! `cargo xtask bench`: nginx proxying to a fast local upstream, measured
-//! with wrk in one run without the agent, with it, and without it again;
-//! plus what a non-target process pays per libc call while the agent runs.
-//! Prints a Markdown report (and writes target/bench/report.md).
+//! with wrk in one run: without the agent, with it in each data path, and
+//! without it again. Per mode: throughput and latency ratios, probe hits
+//! per request, the proxy worker's CPU time added per request, the agent's
+//! CPU, memory and start-up time, and what a process that is not a target
+//! pays per socket send and per other syscall. Prints a Markdown report
+//! (also written to target/bench/report.md; `--json PATH` writes the same
+//! results as JSON).
 
 use std::{
     fmt::Write as _,
     net::TcpStream,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -21,6 +25,13 @@ pub struct BenchArgs {
     /// wrk connections.
     #[arg(long, default_value_t = 16)]
     connections: u32,
+    /// Agent modes to measure (comma-separated): uprobes, syscalls,
+    /// sockets (each the hot path only, `--no-audit`) and sockets+capture.
+    #[arg(long, value_delimiter = ',', default_value = "uprobes,syscalls,sockets,sockets+capture")]
+    modes: Vec<String>,
+    /// Also write the results as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
     /// What to measure: `proxy` (nginx with and without the agent),
     /// `stream` (live stream fan-out to many WebSocket clients),
     /// `exporters` (the export path's throughput; no root, no nginx) or
@@ -31,6 +42,31 @@ pub struct BenchArgs {
     pub storage: crate::bench_storage::StorageBenchArgs,
 }
 
+/// One agent configuration measured: its key (report and JSON), what it
+/// is, and its flags.
+struct Mode {
+    key: &'static str,
+    label: &'static str,
+    args: &'static [&'static str],
+}
+
+const MODES: &[Mode] = &[
+    Mode { key: "uprobes", label: "`--attach uprobes --no-audit`", args: &["--attach", "uprobes", "--no-audit"] },
+    Mode { key: "syscalls", label: "`--attach syscalls --no-audit`", args: &["--attach", "syscalls", "--no-audit"] },
+    Mode { key: "sockets", label: "`--attach sockets --no-audit`", args: &["--attach", "sockets", "--no-audit"] },
+    Mode {
+        key: "sockets+capture",
+        label: "`--attach sockets`, every exchange captured (the default)",
+        args: &["--attach", "sockets"],
+    },
+];
+
+/// Calls per non-target measurement.
+const WRITE_CALLS: u32 = 2_000_000;
+const SEND_CALLS: u32 = 500_000;
+/// The AF_UNIX sender is drained after this many 1-byte sends.
+const SENDS_PER_DRAIN: u32 = 64;
+
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -39,6 +75,12 @@ impl Drop for Killed {
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         let _ = self.0.wait();
     }
+}
+
+/// A loopback port free a moment ago (fixed ports collide with other runs
+/// on a shared host).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn wait_port(port: u16) -> Result<()> {
@@ -88,9 +130,9 @@ fn parse_latency(v: &str) -> f64 {
     }
 }
 
-fn wrk(port: u16, args: &BenchArgs) -> Result<WrkResult> {
+fn wrk(port: u16, seconds: u64, connections: u32) -> Result<WrkResult> {
     let out = Command::new("wrk")
-        .args(["-t2", &format!("-c{}", args.connections), &format!("-d{}s", args.seconds), "--latency"])
+        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency"])
         .arg(format!("http://127.0.0.1:{port}/v1/chat/completions"))
         .output()
         .context("wrk (Debian package wrk)")?;
@@ -111,8 +153,42 @@ fn wrk(port: u16, args: &BenchArgs) -> Result<WrkResult> {
     Ok(WrkResult { rps, p50_ms: parse_latency(&field("50%")), p99_ms: parse_latency(&field("99%")), requests })
 }
 
+/// Fields of /proc/PID/stat after the command name (field 3, the state, first).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat.rsplit_once(')')?.1.split_whitespace().map(String::from).collect())
+}
+
+/// CPU time a process used so far (utime + stime), in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let fields = stat_fields(pid).with_context(|| format!("/proc/{pid}/stat"))?;
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / per_second)
+}
+
+/// The processes whose parent is `pid` (nginx's workers under its master).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| stat_fields(*child).is_some_and(|f| f.get(1).is_some_and(|ppid| *ppid == pid.to_string())))
+        .collect()
+}
+
+/// Resident memory of a process, in MiB (VmRSS).
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok()))
+        .map_or(f64::NAN, |kib: f64| kib / 1024.0)
+}
+
 /// Nanoseconds per `write(2)` of 1 byte to /dev/null through libc.
 fn write_cost_ns(calls: u32) -> f64 {
+    // SAFETY: open(2) with a valid C string.
     let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY) };
     let byte = [0u8; 1];
     let start = Instant::now();
@@ -121,21 +197,251 @@ fn write_cost_ns(calls: u32) -> f64 {
         unsafe { libc::write(fd, byte.as_ptr().cast(), 1) };
     }
     let ns = start.elapsed().as_nanos() as f64 / calls as f64;
+    // SAFETY: closing the descriptor opened above.
     unsafe { libc::close(fd) };
     ns
+}
+
+/// Nanoseconds per 1-byte `send(2)` on an AF_UNIX stream socketpair; the
+/// peer is drained with one `recv` every `SENDS_PER_DRAIN` sends, so each
+/// send carries 1/64 of a receive.
+fn socket_send_cost_ns(calls: u32) -> Result<f64> {
+    let mut fds = [0i32; 2];
+    // SAFETY: socketpair(2) writes two descriptors into the array.
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) } != 0 {
+        bail!("socketpair: {}", std::io::Error::last_os_error());
+    }
+    let byte = [0u8; 1];
+    let mut drain = [0u8; SENDS_PER_DRAIN as usize];
+    let start = Instant::now();
+    for i in 1..=calls {
+        // SAFETY: sending one byte from a valid buffer on our socket.
+        unsafe { libc::send(fds[0], byte.as_ptr().cast(), 1, 0) };
+        if i % SENDS_PER_DRAIN == 0 {
+            let mut got = 0;
+            while got < drain.len() {
+                // SAFETY: receiving into the rest of a valid buffer.
+                let n = unsafe { libc::recv(fds[1], drain[got..].as_mut_ptr().cast(), drain.len() - got, 0) };
+                if n <= 0 {
+                    bail!("recv on the socketpair: {}", std::io::Error::last_os_error());
+                }
+                got += n as usize;
+            }
+        }
+    }
+    let ns = start.elapsed().as_nanos() as f64 / calls as f64;
+    // SAFETY: closing the descriptors made above.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    Ok(ns)
+}
+
+/// What this process (not a target) pays per call.
+#[derive(Clone, Copy)]
+struct NonTarget {
+    write_ns: f64,
+    send_ns: f64,
+}
+
+fn non_target_costs() -> Result<NonTarget> {
+    Ok(NonTarget { write_ns: write_cost_ns(WRITE_CALLS), send_ns: socket_send_cost_ns(SEND_CALLS)? })
 }
 
 fn scrape(port: u16) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    out
+    if out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200") { out } else { String::new() }
 }
 
 fn metric(text: &str, series: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|r| r.trim().parse().ok())).unwrap_or(0.0)
+}
+
+/// The sum of every series of `name`, whatever its labels.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{') || r.starts_with(' ')))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// One wrk run and the CPU time the proxy's workers (and the agent) used
+/// during it.
+struct Run {
+    wrk: WrkResult,
+    wall_s: f64,
+    proxy_cpu_s: f64,
+    agent_cpu_s: f64,
+}
+
+impl Run {
+    fn proxy_us_per_request(&self) -> f64 {
+        self.proxy_cpu_s / self.wrk.requests.max(1) as f64 * 1e6
+    }
+}
+
+fn measured_run(port: u16, workers: &[u32], agent: Option<u32>, args: &BenchArgs) -> Result<Run> {
+    let proxy_cpu = || workers.iter().map(|w| cpu_seconds(*w)).sum::<Result<f64>>();
+    let agent_cpu = || agent.map_or(Ok(0.0), cpu_seconds);
+    let (proxy0, agent0, start) = (proxy_cpu()?, agent_cpu()?, Instant::now());
+    let wrk = wrk(port, args.seconds, args.connections)?;
+    let wall_s = start.elapsed().as_secs_f64();
+    Ok(Run { wrk, wall_s, proxy_cpu_s: proxy_cpu()? - proxy0, agent_cpu_s: agent_cpu()? - agent0 })
+}
+
+/// One mode's measurements.
+struct ModeResult {
+    mode: &'static Mode,
+    run: Run,
+    startup_s: f64,
+    counted: f64,
+    hits: f64,
+    rss_mib: f64,
+    non_target: NonTarget,
+}
+
+/// Starts the agent in `mode`, measures its start-up (spawn until
+/// /metrics answers), a wrk run with it attached, and a non-target's costs
+/// while it stays attached.
+fn measure_mode(mode: &'static Mode, setup: &Setup, args: &BenchArgs) -> Result<ModeResult> {
+    if std::net::TcpListener::bind(("127.0.0.1", setup.agent_port)).is_err() {
+        bail!("port {} for the agent is taken (an agent of an earlier run still stopping?)", setup.agent_port);
+    }
+    let log_path = setup.dir.join(format!("agent-{}.log", mode.key.replace('+', "-")));
+    let log = std::fs::File::create(&log_path)?;
+    let listen = format!("127.0.0.1:{}", setup.agent_port);
+    // Storage stays on, as by default, in a database of this run's own.
+    let database = setup.dir.join(format!("agent-{}.db", mode.key.replace('+', "-")));
+    for stale in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{stale}", database.display()));
+    }
+    let started = Instant::now();
+    let mut agent = Killed(
+        Command::new(&setup.agent_bin)
+            .args(["run", "--exe", &setup.proxy_bin.display().to_string(), "--provider", &setup.provider])
+            .args(["--listen", &listen])
+            .args(mode.args)
+            .env("METRICS_AGENT_DATABASE_URL", format!("sqlite://{}", database.display()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| setup.agent_bin.display().to_string())?,
+    );
+    let failed = |what: &str| {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        anyhow::anyhow!("the agent in mode {} {what}; its log ({}):\n{log}", mode.key, log_path.display())
+    };
+    let mut startup_s = None;
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Ok(Some(status)) = agent.0.try_wait() {
+            return Err(failed(&format!("exited at start ({status})")));
+        }
+        let text = scrape(setup.agent_port);
+        if startup_s.is_none() && !text.is_empty() {
+            startup_s = Some(started.elapsed().as_secs_f64());
+        }
+        // nginx's master and its worker.
+        if metric(&text, "metrics_agent_traced_processes ") >= 2.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let startup_s = startup_s.ok_or_else(|| failed("did not serve /metrics within 60 s"))?;
+    let before = scrape(setup.agent_port);
+    let run = measured_run(setup.proxy_port, &setup.workers, Some(agent.0.id()), args)?;
+    let after = scrape(setup.agent_port);
+    if let Ok(Some(status)) = agent.0.try_wait() {
+        return Err(failed(&format!("exited during the run ({status})")));
+    }
+    let rss_mib = rss_mib(agent.0.id());
+    let non_target = non_target_costs()?;
+    drop(agent);
+    let delta = |f: &dyn Fn(&str) -> f64| f(&after) - f(&before);
+    Ok(ModeResult {
+        mode,
+        run,
+        startup_s,
+        counted: delta(&|t| metric(t, "llm_proxy_requests_total ")),
+        hits: delta(&|t| metric_sum(t, "metrics_agent_probe_hits_total")),
+        rss_mib,
+        non_target,
+    })
+}
+
+/// The proxy under test and where the agent runs from.
+struct Setup {
+    dir: PathBuf,
+    /// The proxy's executable (a copy of Debian's nginx), the agent's `--exe`.
+    proxy_bin: PathBuf,
+    agent_bin: PathBuf,
+    provider: String,
+    proxy_port: u16,
+    agent_port: u16,
+    /// nginx's worker processes (their CPU time is the proxy's cost).
+    workers: Vec<u32>,
+}
+
+/// Without the agent: the wrk runs before and after, and the non-target's
+/// costs before and after; their means are the baseline.
+struct Baseline {
+    before: Run,
+    after: Run,
+    non_target: [NonTarget; 2],
+}
+
+impl Baseline {
+    fn rps(&self) -> f64 {
+        (self.before.wrk.rps + self.after.wrk.rps) / 2.0
+    }
+    fn p50_ms(&self) -> f64 {
+        (self.before.wrk.p50_ms + self.after.wrk.p50_ms) / 2.0
+    }
+    fn p99_ms(&self) -> f64 {
+        (self.before.wrk.p99_ms + self.after.wrk.p99_ms) / 2.0
+    }
+    fn proxy_us_per_request(&self) -> f64 {
+        (self.before.proxy_us_per_request() + self.after.proxy_us_per_request()) / 2.0
+    }
+    fn write_ns(&self) -> f64 {
+        (self.non_target[0].write_ns + self.non_target[1].write_ns) / 2.0
+    }
+    fn send_ns(&self) -> f64 {
+        (self.non_target[0].send_ns + self.non_target[1].send_ns) / 2.0
+    }
+}
+
+/// Derived figures of one mode, relative to the baseline.
+struct Relative {
+    throughput_ratio: f64,
+    p50_ratio: f64,
+    p99_ratio: f64,
+    added_us_per_request: f64,
+    hits_per_request: f64,
+    agent_cpu_percent: f64,
+    socket_send_added_ns: f64,
+    other_syscall_ratio: f64,
+}
+
+impl Relative {
+    fn of(m: &ModeResult, base: &Baseline) -> Self {
+        let w = &m.run.wrk;
+        Self {
+            throughput_ratio: w.rps / base.rps(),
+            p50_ratio: w.p50_ms / base.p50_ms(),
+            p99_ratio: w.p99_ms / base.p99_ms(),
+            added_us_per_request: m.run.proxy_us_per_request() - base.proxy_us_per_request(),
+            hits_per_request: if m.counted > 0.0 { m.hits / m.counted } else { 0.0 },
+            agent_cpu_percent: m.run.agent_cpu_s / m.run.wall_s * 100.0,
+            socket_send_added_ns: m.non_target.send_ns - base.send_ns(),
+            other_syscall_ratio: m.non_target.write_ns / base.write_ns(),
+        }
+    }
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -146,17 +452,30 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "storage" => return crate::bench_storage::run(&args.storage),
         other => bail!("unknown benchmark `{other}`: use `proxy`, `stream`, `exporters` or `storage`"),
     }
+    let modes = args
+        .modes
+        .iter()
+        .map(|key| {
+            MODES.iter().find(|m| m.key == key.trim()).with_context(|| {
+                let known: Vec<&str> = MODES.iter().map(|m| m.key).collect();
+                format!("unknown mode `{key}` in --modes: use {}", known.join(", "))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark attaches eBPF programs and must run as root");
     }
     let dir = crate::target_dir().join("bench");
-    let agent_bin = crate::target_dir().join("release/metrics-agent");
     std::fs::create_dir_all(&dir)?;
-    // The upstream is a copy of nginx: another inode, so `--exe` does not trace it.
+    // The upstream and the proxy are copies of nginx (each its own inode):
+    // the agent's `--exe` traces the proxy, and neither the upstream nor any
+    // other nginx the host runs.
     let upstream_bin = dir.join("nginx-upstream");
     std::fs::copy("/usr/sbin/nginx", &upstream_bin)?;
-    let (up_port, proxy_port, agent_port) = (18901u16, 18902u16, 18903u16);
+    let proxy_bin = dir.join("nginx-proxy");
+    std::fs::copy("/usr/sbin/nginx", &proxy_bin)?;
+    let (up_port, proxy_port, agent_port) = (free_port()?, free_port()?, free_port()?);
     let body = "x".repeat(300);
     let _upstream = nginx(
         &upstream_bin,
@@ -166,8 +485,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "  server {{ listen 127.0.0.1:{up_port}; location / {{ default_type application/json; return 200 '{body}'; }} }}"
         ),
     )?;
-    let _proxy = nginx(
-        Path::new("/usr/sbin/nginx"),
+    let proxy = nginx(
+        &proxy_bin,
         &dir,
         "proxy",
         &format!(
@@ -176,61 +495,42 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     )?;
     wait_port(up_port)?;
     wait_port(proxy_port)?;
-    wrk(
-        proxy_port,
-        &BenchArgs { seconds: 2, connections: args.connections, what: String::new(), storage: args.storage.clone() },
-    )?; // warm-up
-
-    let calls = 2_000_000;
-    let base1 = wrk(proxy_port, args)?;
-    let write_base = write_cost_ns(calls);
-    let mut modes = Vec::new();
-    let modes_to_run: [(&str, &[&str]); 3] =
-        [("uprobes", &["--no-audit"]), ("syscalls", &["--no-audit"]), ("uprobes + audit capture", &[])];
-    for (mode, extra) in modes_to_run {
-        let attach = mode.split(' ').next().unwrap_or(mode);
-        let provider = format!("local=127.0.0.1:{up_port}");
-        let listen = format!("127.0.0.1:{agent_port}");
-        let agent = Killed(
-            Command::new(&agent_bin)
-                .args(["run", "--exe", "/usr/sbin/nginx", "--attach", attach, "--provider", &provider])
-                .args(["--listen", &listen])
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("target/release/metrics-agent")?,
-        );
-        wait_port(agent_port)?;
-        let before = scrape(agent_port);
-        let traced = wrk(proxy_port, args)?;
-        let write_traced = write_cost_ns(calls);
-        let after = scrape(agent_port);
-        drop(agent);
-        let requests = metric(&after, "llm_proxy_requests_total ") - metric(&before, "llm_proxy_requests_total ");
-        let hits: f64 = [
-            "read_entry",
-            "write_entry",
-            "data_return",
-            "accept_entry",
-            "accept_return",
-            "connect_entry",
-            "close_entry",
-        ]
-        .iter()
-        .map(|p| {
-            let s = format!("metrics_agent_probe_hits_total{{probe=\"{p}\"}} ");
-            metric(&after, &s) - metric(&before, &s)
-        })
-        .sum();
-        modes.push((mode, traced, write_traced, requests, hits));
+    wrk(proxy_port, 2, args.connections)?; // warm-up; nginx has forked its worker by now
+    let workers = children_of(proxy.0.id());
+    if workers.is_empty() {
+        bail!("nginx (pid {}) has no worker process", proxy.0.id());
     }
-    let base2 = wrk(proxy_port, args)?;
+    let setup = Setup {
+        proxy_bin,
+        agent_bin: crate::target_dir().join("release/metrics-agent"),
+        dir,
+        provider: format!("local=127.0.0.1:{up_port}"),
+        proxy_port,
+        agent_port,
+        workers,
+    };
 
-    let base_rps = (base1.rps + base2.rps) / 2.0;
-    let base_p50 = (base1.p50_ms + base2.p50_ms) / 2.0;
-    let base_p99 = (base1.p99_ms + base2.p99_ms) / 2.0;
-    let mut r = String::new();
+    let before = measured_run(proxy_port, &setup.workers, None, args)?;
+    let non_target_before = non_target_costs()?;
+    let results = modes.into_iter().map(|mode| measure_mode(mode, &setup, args)).collect::<Result<Vec<_>>>()?;
+    let after = measured_run(proxy_port, &setup.workers, None, args)?;
+    let non_target_after = non_target_costs()?;
+    let base = Baseline { before, after, non_target: [non_target_before, non_target_after] };
+
+    let audit =
+        Command::new(&setup.agent_bin).args(["bench-audit", "--exchanges", "20000"]).output().context("bench-audit")?;
+    let report = markdown(args, &base, &results, &String::from_utf8_lossy(&audit.stdout))?;
+    println!("{report}");
+    std::fs::write(setup.dir.join("report.md"), &report)?;
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&json(args, &base, &results))?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// "N cores, CPU model, kernel K".
+fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -243,11 +543,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    writeln!(
-        r,
-        "Machine: {} cores, {cpu}, kernel {kernel}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
-    )?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    format!("{cores} cores, {cpu}, kernel {kernel}")
+}
+
+fn markdown(args: &BenchArgs, base: &Baseline, results: &[ModeResult], audit: &str) -> Result<String> {
+    let mut r = String::new();
+    writeln!(r, "Machine: {}", machine())?;
     writeln!(
         r,
         "wrk -t2 -c{} -d{}s through nginx (1 worker, keep-alive upstream) to a local nginx upstream returning 300 B\n",
@@ -262,44 +564,109 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             w.rps,
             w.p50_ms,
             w.p99_ms,
-            w.rps / base_rps,
-            w.p50_ms / base_p50,
-            w.p99_ms / base_p99
+            w.rps / base.rps(),
+            w.p50_ms / base.p50_ms(),
+            w.p99_ms / base.p99_ms()
         )
     };
-    row("baseline (before)", &base1)?;
-    for (mode, w, ..) in &modes {
-        row(&format!("agent, --attach {mode}"), w)?;
+    row("baseline (before)", &base.before.wrk)?;
+    for m in results {
+        row(&format!("agent, {}", m.mode.label), &m.run.wrk)?;
     }
-    row("baseline (after)", &base2)?;
+    row("baseline (after)", &base.after.wrk)?;
     writeln!(
         r,
-        "\n| mode | requests counted by the agent / completed by wrk | hits per request | added worker time per request |"
+        "\nProxy CPU: the nginx worker's utime + stime over the run per completed request; baseline {:.1} µs (before {:.1}, after {:.1}).\n",
+        base.proxy_us_per_request(),
+        base.before.proxy_us_per_request(),
+        base.after.proxy_us_per_request()
     )?;
-    writeln!(r, "|---|---|---|---|")?;
-    for (mode, w, _, requests, hits) in &modes {
-        let per = if *requests > 0.0 { hits / requests } else { 0.0 };
-        let added_us = (1.0 / w.rps - 1.0 / base_rps) * 1e6;
-        writeln!(r, "| {mode} | {requests:.0} / {} | {per:.2} | {added_us:.1} µs |", w.requests)?;
-    }
-    writeln!(r, "\n| non-target process, libc write(2) to /dev/null | ns per call | ratio |")?;
-    writeln!(r, "|---|---|---|")?;
-    writeln!(r, "| agent not running | {write_base:.1} | 1.000 |")?;
-    for (mode, _, write_traced, ..) in &modes {
+    writeln!(
+        r,
+        "| mode | requests counted / completed | hits per request | proxy CPU added per request | agent CPU | agent RSS | agent start-up |"
+    )?;
+    writeln!(r, "|---|---|---|---|---|---|---|")?;
+    for m in results {
+        let rel = Relative::of(m, base);
         writeln!(
             r,
-            "| agent attached to nginx, --attach {mode} | {write_traced:.1} | {:.3} |",
-            write_traced / write_base
+            "| {} | {:.0} / {} | {:.2} | {:.1} µs | {:.1} % | {:.1} MiB | {:.2} s |",
+            m.mode.key,
+            m.counted,
+            m.run.wrk.requests,
+            rel.hits_per_request,
+            rel.added_us_per_request,
+            rel.agent_cpu_percent,
+            m.rss_mib,
+            m.startup_s
         )?;
     }
-    let audit =
-        Command::new(&agent_bin).args(["bench-audit", "--exchanges", "20000"]).output().context("bench-audit")?;
+    writeln!(
+        r,
+        "\nA process that is not a target (this one), while the agent is attached to nginx: 1-byte `send(2)` on an AF_UNIX stream socketpair (drained every {SENDS_PER_DRAIN} sends) and 1-byte `write(2)` to /dev/null.\n"
+    )?;
+    writeln!(r, "| agent | ns per send | added ns per send | ns per write | write ratio |")?;
+    writeln!(r, "|---|---|---|---|---|")?;
+    writeln!(r, "| not running | {:.1} | 0 | {:.1} | 1.000 |", base.send_ns(), base.write_ns())?;
+    for m in results {
+        let rel = Relative::of(m, base);
+        writeln!(
+            r,
+            "| {} | {:.1} | {:.1} | {:.1} | {:.3} |",
+            m.mode.key, m.non_target.send_ns, rel.socket_send_added_ns, m.non_target.write_ns, rel.other_syscall_ratio
+        )?;
+    }
     writeln!(
         r,
         "\nAudit path parsing on one core (`metrics-agent bench-audit`: 20,000 keep-alive exchanges, half JSON, half SSE, in 4 KiB chunk events):\n"
     )?;
-    writeln!(r, "```\n{}```", String::from_utf8_lossy(&audit.stdout))?;
-    println!("{r}");
-    std::fs::write(dir.join("report.md"), &r)?;
-    Ok(())
+    writeln!(r, "```\n{audit}```")?;
+    Ok(r)
+}
+
+fn json(args: &BenchArgs, base: &Baseline, results: &[ModeResult]) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    let mut modes = Map::new();
+    let mut non_target = Map::new();
+    for m in results {
+        let rel = Relative::of(m, base);
+        modes.insert(
+            m.mode.key.to_string(),
+            json!({
+                "throughput_ratio": rel.throughput_ratio,
+                "p50_ratio": rel.p50_ratio,
+                "p99_ratio": rel.p99_ratio,
+                "added_us_per_request": rel.added_us_per_request,
+                "hits_per_request": rel.hits_per_request,
+                "agent_cpu_percent": rel.agent_cpu_percent,
+                "agent_rss_mib": m.rss_mib,
+                "startup_seconds": m.startup_s,
+                "requests_per_second": m.run.wrk.rps,
+                "requests_completed": m.run.wrk.requests,
+                "requests_counted": m.counted,
+            }),
+        );
+        non_target.insert(
+            m.mode.key.to_string(),
+            json!({
+                "socket_send_ns": rel.socket_send_added_ns,
+                "other_syscall_ratio": rel.other_syscall_ratio,
+            }),
+        );
+    }
+    json!({
+        "machine": machine(),
+        "seconds": args.seconds,
+        "connections": args.connections,
+        "baseline": {
+            "requests_per_second": base.rps(),
+            "p50_ms": base.p50_ms(),
+            "p99_ms": base.p99_ms(),
+            "proxy_us_per_request": base.proxy_us_per_request(),
+            "socket_send_ns": base.send_ns(),
+            "write_ns": base.write_ns(),
+        },
+        "modes": Value::Object(modes),
+        "non_target": Value::Object(non_target),
+    })
 }

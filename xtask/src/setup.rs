@@ -16,7 +16,8 @@ use crate::run_cmd;
 /// gcc and libssl-dev for the test client with OpenSSL linked in statically,
 /// headless Chromium and its WebDriver for the dashboard test, PostgreSQL
 /// for the storage tests (they run private clusters of their own), Node.js
-/// for the memory-BIO TLS test (a machine's own Node.js is kept).
+/// for the memory-BIO TLS test (a machine's own Node.js is kept), Go for
+/// the Go reverse proxy test (built offline from the standard library).
 const DEBIAN_PACKAGES: &[&str] = &[
     "nginx-light",
     "prometheus",
@@ -30,6 +31,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "chromium-driver",
     "postgresql",
     "nodejs",
+    "golang-go",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";

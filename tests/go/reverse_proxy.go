@@ -1,0 +1,59 @@
+// Command reverse_proxy is the Go test proxy of the end-to-end tests: an
+// HTTP/1.1 reverse proxy made only of Go's standard library
+// (net/http/httputil.ReverseProxy). Built with CGO_ENABLED=0 it is a static
+// binary that does its socket I/O through the Go runtime's own system calls,
+// without libc.
+//
+//	reverse_proxy -listen 127.0.0.1:8080 -route /openai/=127.0.0.1:9001 ...
+//
+// A request under a route's prefix goes to that upstream with the prefix
+// removed (/openai/v1/chat/completions -> /v1/chat/completions). Client and
+// upstream connections are kept alive; responses are flushed to the client
+// as each write arrives from the upstream, so streams stay streams.
+package main
+
+import (
+	"fmt"
+	"log"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strings"
+)
+
+func main() {
+	listen := "127.0.0.1:8080"
+	mux := http.NewServeMux()
+	args := os.Args[1:]
+	for i := 0; i < len(args); i += 2 {
+		if i+1 >= len(args) {
+			log.Fatalf("%s needs a value", args[i])
+		}
+		switch args[i] {
+		case "-listen", "--listen":
+			listen = args[i+1]
+		case "-route", "--route":
+			prefix, upstream, ok := strings.Cut(args[i+1], "=")
+			if !ok || !strings.HasPrefix(prefix, "/") || !strings.HasSuffix(prefix, "/") {
+				log.Fatalf("route %q: use /PREFIX/=HOST:PORT", args[i+1])
+			}
+			mux.Handle(prefix, http.StripPrefix(strings.TrimSuffix(prefix, "/"), proxyTo(upstream)))
+		default:
+			log.Fatalf("unknown argument %q: use -listen ADDR and -route /PREFIX/=HOST:PORT", args[i])
+		}
+	}
+	server := &http.Server{Addr: listen, Handler: mux}
+	fmt.Fprintf(os.Stderr, "reverse_proxy listening on %s\n", listen)
+	log.Fatal(server.ListenAndServe())
+}
+
+// proxyTo relays requests to one upstream unchanged: no proxy from the
+// environment, no compression the client did not ask for, and every write
+// flushed at once.
+func proxyTo(upstream string) http.Handler {
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: upstream})
+	proxy.Transport = &http.Transport{Proxy: nil, DisableCompression: true, MaxIdleConnsPerHost: 8}
+	proxy.FlushInterval = -1
+	return proxy
+}
