@@ -7,8 +7,12 @@
 //! Capabilities kept (`KEPT_CAPABILITIES`), and why:
 //! - `CAP_BPF`: every `bpf(2)` call (map reads and updates, links for new
 //!   processes) needs it while unprivileged BPF is disabled;
-//! - `CAP_PERFMON`: `perf_event_open(2)` of a uprobe for a process started
-//!   after the agent;
+//! - `CAP_SYS_ADMIN` and `CAP_PERFMON`: `perf_event_open(2)` of a uprobe for
+//!   a process started after the agent (and for a libssl loaded late). The
+//!   kernel documents `CAP_PERFMON` as enough, but measured on Linux 6.18 the
+//!   call fails with `EACCES` without `CAP_SYS_ADMIN`; the seccomp filter
+//!   takes away what else `CAP_SYS_ADMIN` allows (mount, namespaces, swap,
+//!   quotas, loading BPF programs, ...);
 //! - `CAP_SYS_PTRACE`: `/proc/PID/{maps,exe,fd,root}` of processes of other
 //!   users (nginx workers run as `www-data`): the kernel checks ptrace access;
 //! - `CAP_DAC_READ_SEARCH`: reading a target's executable and libraries
@@ -37,11 +41,17 @@ use seccompiler::{
 
 const CAP_DAC_READ_SEARCH: u32 = 2;
 const CAP_SYS_PTRACE: u32 = 19;
+const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// The capabilities the agent keeps after attaching (see the module doc).
-pub const KEPT_CAPABILITIES: u64 = 1 << CAP_DAC_READ_SEARCH | 1 << CAP_SYS_PTRACE | 1 << CAP_PERFMON | 1 << CAP_BPF;
+pub const KEPT_CAPABILITIES: u64 =
+    1 << CAP_DAC_READ_SEARCH | 1 << CAP_SYS_PTRACE | 1 << CAP_SYS_ADMIN | 1 << CAP_PERFMON | 1 << CAP_BPF;
+
+/// `enforce` (default): calls outside the allowlist fail with `EPERM`;
+/// `log`: they are allowed and the kernel logs them (to find a missing one).
+pub const SECCOMP_ENV: &str = "METRICS_AGENT_SECCOMP";
 
 /// Drops what the agent no longer needs; call once everything is loaded,
 /// attached and opened, before serving. An error names what failed.
@@ -57,9 +67,15 @@ pub fn restrict() -> Result<()> {
         }
     }
     drop_capabilities_in_every_thread(KEPT_CAPABILITIES).context("dropping capabilities")?;
-    install_seccomp_filter().context("installing the seccomp filter")?;
+    let mismatch = match std::env::var(SECCOMP_ENV).as_deref() {
+        Err(_) | Ok("enforce") => SeccompAction::Errno(libc::EPERM as u32),
+        // Diagnosis: calls outside the allowlist are allowed and logged by the kernel (dmesg, audit).
+        Ok("log") => SeccompAction::Log,
+        Ok(other) => bail!("{SECCOMP_ENV}={other}: use enforce (the default) or log"),
+    };
+    install_seccomp_filter(mismatch).context("installing the seccomp filter")?;
     log::info!(
-        "privileges reduced: capabilities {KEPT_CAPABILITIES:#018x} (bpf, perfmon, sys_ptrace, dac_read_search), \
+        "privileges reduced: capabilities {KEPT_CAPABILITIES:#018x} (bpf, perfmon, sys_admin, sys_ptrace, dac_read_search), \
          no_new_privs, not dumpable, seccomp filter"
     );
     Ok(())
@@ -97,7 +113,12 @@ fn drop_in_this_thread() -> bool {
     // SAFETY: prctl and capset with valid arguments; async-signal-safe.
     unsafe {
         for cap in 0..=LAST_CAP.load(Ordering::SeqCst) {
-            if keep & (1 << cap) == 0 && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0 {
+            // A thread started by one that already dropped has nothing to drop (nor CAP_SETPCAP).
+            let bounded = libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) == 1;
+            if keep & (1 << cap) == 0
+                && bounded
+                && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
+            {
                 return false;
             }
         }
@@ -302,6 +323,8 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_uname,
     libc::SYS_times,
     libc::SYS_capget,
+    // Installing the second filter (a filter can only restrict further).
+    libc::SYS_seccomp,
     // Tracing: uprobes and links for processes started later.
     libc::SYS_perf_event_open,
 ];
@@ -351,7 +374,7 @@ fn arg(index: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition> {
 /// The allowlist (`EPERM` for anything else), and a second filter making
 /// `clone3` fail with `ENOSYS` so that the C library creates threads with
 /// `clone`, whose flags the allowlist can check.
-fn filters() -> Result<[BpfProgram; 2]> {
+fn filters(mismatch: SeccompAction) -> Result<[BpfProgram; 2]> {
     let arch = target_arch()?;
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         ALLOWED.iter().chain(ALLOWED_X86_64).map(|&nr| (nr, Vec::new())).collect();
@@ -368,10 +391,11 @@ fn filters() -> Result<[BpfProgram; 2]> {
     for (nr, conditions) in conditional {
         rules.insert(nr, vec![SeccompRule::new(conditions)?]);
     }
-    // Thread names only (PR_SET_DUMPABLE and the like are refused).
+    // Thread names, and no_new_privs for the second filter's installation
+    // (PR_SET_DUMPABLE and the like are refused).
     rules.insert(
         libc::SYS_prctl,
-        [libc::PR_SET_NAME, libc::PR_GET_NAME, libc::PR_GET_DUMPABLE, libc::PR_CAPBSET_READ]
+        [libc::PR_SET_NAME, libc::PR_GET_NAME, libc::PR_GET_DUMPABLE, libc::PR_CAPBSET_READ, libc::PR_SET_NO_NEW_PRIVS]
             .iter()
             .map(|&op| Ok(SeccompRule::new(vec![arg(0, SeccompCmpOp::Eq, op as u64)?])?))
             .collect::<Result<_>>()?,
@@ -385,8 +409,7 @@ fn filters() -> Result<[BpfProgram; 2]> {
             arg(0, SeccompCmpOp::Ne, BPF_BTF_LOAD)?,
         ])?],
     );
-    let allowlist =
-        SeccompFilter::new(rules, SeccompAction::Errno(libc::EPERM as u32), SeccompAction::Allow, arch)?.try_into()?;
+    let allowlist = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, arch)?.try_into()?;
     let no_clone3 = SeccompFilter::new(
         BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
         SeccompAction::Allow,
@@ -398,8 +421,8 @@ fn filters() -> Result<[BpfProgram; 2]> {
 }
 
 /// Sets `no_new_privs` and installs the filters in every thread (TSYNC).
-fn install_seccomp_filter() -> Result<()> {
-    for filter in filters()? {
+fn install_seccomp_filter(mismatch: SeccompAction) -> Result<()> {
+    for filter in filters(mismatch)? {
         seccompiler::apply_filter_all_threads(&filter)?;
     }
     Ok(())
@@ -411,13 +434,13 @@ mod tests {
 
     #[test]
     fn the_filters_compile_for_this_machine() {
-        let [allowlist, no_clone3] = filters().unwrap();
+        let [allowlist, no_clone3] = filters(SeccompAction::Errno(libc::EPERM as u32)).unwrap();
         assert!(allowlist.len() > ALLOWED.len(), "one check per allowed call at least");
         assert!(!no_clone3.is_empty());
     }
 
     #[test]
-    fn the_kept_set_is_the_four_documented_capabilities() {
-        assert_eq!(KEPT_CAPABILITIES, 0x0000_00c0_0008_0004);
+    fn the_kept_set_is_the_five_documented_capabilities() {
+        assert_eq!(KEPT_CAPABILITIES, 0x0000_00c0_0028_0004);
     }
 }
