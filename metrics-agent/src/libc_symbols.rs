@@ -82,7 +82,7 @@ pub fn library_of(pid: u32, prefix: &str) -> Option<PathBuf> {
 }
 
 /// File offsets of the wanted symbols in an ELF shared object, keyed by name.
-pub fn symbol_offsets(path: &PathBuf, wanted: &[&str]) -> Result<HashMap<String, u64>> {
+pub fn symbol_offsets(path: &Path, wanted: &[&str]) -> Result<HashMap<String, u64>> {
     let data = read_bounded(path, MAX_LIBRARY_BYTES)?;
     let file = object::File::parse(&*data).with_context(|| format!("{} is not a valid ELF file", path.display()))?;
     let mut out = HashMap::new();

@@ -128,31 +128,31 @@ fn refuse(status: StatusCode, message: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message + "\n").into_response()
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"))
 }
 
 /// The host checks shared by every route; `Err` is the refusal.
-fn check_host_and_origin(request: &Request, hosts: &HostAllowlist) -> Result<(), Response> {
+fn check_host_and_origin(request: &Request, hosts: &HostAllowlist) -> Result<(), Box<Response>> {
     let host = header_str(request.headers(), header::HOST).or_else(|| request.uri().authority().map(|a| a.as_str()));
     let Some(host) = host else {
-        return Err(refuse(StatusCode::BAD_REQUEST, "the request has no Host header: send one".into()));
+        return Err(Box::new(refuse(StatusCode::BAD_REQUEST, "the request has no Host header: send one".into())));
     };
     if !hosts.allows(host) {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::MISDIRECTED_REQUEST,
             format!("Host {host:?} is not served here: use the listen address or add the name to [api] allowed_hosts"),
-        ));
+        )));
     }
     if let Some(origin) = header_str(request.headers(), header::ORIGIN) {
         let authority = origin.split_once("://").map(|(_, a)| a);
         if !authority.is_some_and(|a| hosts.allows(a)) {
-            return Err(refuse(
+            return Err(Box::new(refuse(
                 StatusCode::FORBIDDEN,
                 format!(
                     "Origin {origin:?} may not use this agent: open the agent's own pages, or add the name to [api] allowed_hosts"
                 ),
-            ));
+            )));
         }
     }
     Ok(())
@@ -170,7 +170,7 @@ fn is_json(content_type: Option<&str>) -> bool {
 
 async fn guard(State(state): State<GuardState>, request: Request, next: Next) -> Response {
     if let Err(refusal) = check_host_and_origin(&request, &state.hosts) {
-        return refusal;
+        return *refusal;
     }
     if !is_state_changing(request.method()) {
         return next.run(request).await;
