@@ -310,6 +310,19 @@ mod tests {
     }
 
     #[test]
+    fn one_address_holds_its_share_of_the_slots() {
+        let counts = Arc::default();
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let first = AddressSlot::take(&counts, a, 2).unwrap();
+        let _second = AddressSlot::take(&counts, a, 2).unwrap();
+        assert!(AddressSlot::take(&counts, a, 2).is_none(), "a third client of one address is refused");
+        assert!(AddressSlot::take(&counts, b, 2).is_some(), "another address still gets a slot");
+        drop(first);
+        assert!(AddressSlot::take(&counts, a, 2).is_some(), "a slot given back is free again");
+    }
+
+    #[test]
     fn origin_must_match_host() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "127.0.0.1:9464".parse().unwrap());
