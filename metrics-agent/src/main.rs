@@ -20,6 +20,11 @@ mod secrets;
 mod sockets;
 mod store;
 mod target;
+mod zeroing;
+
+/// Freed heap blocks are zeroed: payloads and API keys do not linger (zeroing.rs).
+#[global_allocator]
+static ALLOCATOR: zeroing::ZeroOnFree = zeroing::ZeroOnFree;
 
 use clap::Parser;
 
