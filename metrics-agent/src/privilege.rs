@@ -122,10 +122,20 @@ fn drop_in_this_thread() -> bool {
                 return false;
             }
         }
+        let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+        // Nothing left to drop (a thread started by one that already dropped,
+        // its signal handled late — maybe after the seccomp filter, which
+        // refuses capset): done without a further call.
+        let mut current = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+        if libc::syscall(libc::SYS_capget, &header as *const CapHeader, current.as_mut_ptr()) == 0 {
+            let wide = |f: fn(&CapData) -> u32| u64::from(f(&current[0])) | u64::from(f(&current[1])) << 32;
+            if wide(|d| d.permitted) & !keep == 0 && wide(|d| d.inheritable) == 0 {
+                return true;
+            }
+        }
         if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) != 0 {
             return false;
         }
-        let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
         let data =
             [keep as u32, (keep >> 32) as u32].map(|bits| CapData { effective: bits, permitted: bits, inheritable: 0 });
         libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) == 0
