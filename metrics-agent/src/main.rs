@@ -23,6 +23,8 @@ mod target;
 mod zeroing;
 
 /// Freed heap blocks are zeroed: payloads and API keys do not linger (zeroing.rs).
+/// Unit tests use store::testing's counting allocator instead.
+#[cfg(not(test))]
 #[global_allocator]
 static ALLOCATOR: zeroing::ZeroOnFree = zeroing::ZeroOnFree;
 

@@ -322,6 +322,35 @@ mod tests {
         }
     }
 
+    fn has_control(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.chars().any(char::is_control),
+            Value::Array(items) => items.iter().any(has_control),
+            Value::Object(map) => map.iter().any(|(k, v)| k.chars().any(char::is_control) || has_control(v)),
+            _ => false,
+        }
+    }
+
+    proptest::proptest! {
+        /// Header values and bodies are network bytes: any of them is
+        /// answered, never a panic, and no control character survives.
+        #[test]
+        fn any_host_or_body_is_handled(authority in "\\PC{0,40}", name in "(?s).{0,40}", raw in "(?s).{0,120}") {
+            let hosts = HostAllowlist::new("127.0.0.1:9464".parse().unwrap(), &["a.example".into()]);
+            let _ = hosts.allows(&authority);
+            let _ = strip_control_characters(&raw);
+            let array = serde_json::json!([{ "suite": name, name.clone(): [name.clone()] }]).to_string();
+            let lines = format!("{}\n\n{}", serde_json::json!({ "model": name }), serde_json::json!({ "m": name }));
+            for body in [array, lines] {
+                let (cleaned, _) = strip_control_characters(&body);
+                for line in cleaned.lines().filter(|l| !l.trim().is_empty()) {
+                    let value: Value = serde_json::from_str(line).unwrap();
+                    proptest::prop_assert!(!has_control(&value), "{line}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_minute_budget_is_shared() {
         let budget = Mutex::new(IngestBudget { minute_started: Instant::now(), items: 0 });
