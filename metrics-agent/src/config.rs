@@ -92,6 +92,10 @@ pub struct Config {
     pub stream: crate::live::StreamConfig,
     /// Bearer token required by every HTTP route (`[api] token`, `METRICS_AGENT_API_TOKEN`).
     pub api_token: Option<crate::live::auth::Secret>,
+    /// `[api]` without its token: allowed host names and connection limits.
+    pub api: crate::live::auth::ApiConfig,
+    /// The connection limits `[api]` sets, checked.
+    pub server_limits: crate::live::server::ServerLimits,
     /// Exporters and system metrics, resolved against the environment.
     pub export: ExportSettings,
     /// The `[exporters]` section as written (printed with secrets redacted).
@@ -192,6 +196,8 @@ impl Config {
             },
             stream: file.stream.unwrap_or_default().validate()?,
             api_token: api_token.map(crate::live::auth::Secret),
+            server_limits: file.api.clone().unwrap_or_default().limits()?,
+            api: crate::live::auth::ApiConfig { token: None, ..file.api.clone().unwrap_or_default() },
             export: export_settings::resolve(file.exporters.as_ref(), file.metrics.as_ref(), |k| std::env::var(k).ok())
                 .map_err(|e| anyhow::anyhow!("config: {e}"))?,
             exporters_file: file.exporters,
@@ -201,6 +207,12 @@ impl Config {
                 args.no_storage || args.no_audit || file.audit == Some(false),
             )?,
         })
+    }
+
+    /// Open files the connection limits need: HTTP connections, stream
+    /// clients and the agent's own descriptors.
+    pub fn open_files_needed(&self) -> u64 {
+        self.server_limits.max_connections as u64 + self.stream.max_clients + crate::live::BASE_OPEN_FILES
     }
 
     fn to_file(&self) -> FileConfig {
@@ -227,8 +239,8 @@ impl Config {
             // The salt is a secret: never printed.
             identity: Some(IdentityConfig { api_key_salt: None, ..self.identity.clone() }),
             stream: Some(self.stream),
-            // The token is a secret: never printed.
-            api: None,
+            // The token is a secret: never printed (`self.api` holds none).
+            api: Some(self.api.clone()),
             exporters: self.exporters_file.as_ref().map(export_settings::redacted),
             metrics: Some(MetricsFile { system: Some(self.export.system.clone()) }),
             storage: self.storage.as_ref().map(|s| s.to_file()),

@@ -12,13 +12,22 @@ mod kernel;
 mod libc_symbols;
 mod live;
 mod preflight;
+mod privilege;
 mod proc_events;
 mod providers;
 mod records;
 mod run;
+mod secrets;
 mod sockets;
 mod store;
 mod target;
+mod zeroing;
+
+/// Freed heap blocks are zeroed: payloads and API keys do not linger (zeroing.rs).
+/// Unit tests use store::testing's counting allocator instead.
+#[cfg(not(test))]
+#[global_allocator]
+static ALLOCATOR: zeroing::ZeroOnFree = zeroing::ZeroOnFree;
 
 use clap::Parser;
 

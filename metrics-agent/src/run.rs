@@ -40,7 +40,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let prices = crate::audit::cost::PriceTable::load(config.prices.as_deref())?;
     let target = Target::resolve(&config.target)?;
     preflight::check()?;
-    crate::live::raise_open_files_limit();
+    crate::live::raise_open_files_limit(config.open_files_needed());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(run_async(config, target, prices))
 }
@@ -95,7 +95,7 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
     let mut tracer = Tracer { kernel, target, conns: conns.clone(), providers: table.clone(), stats };
     tracer.attach_initial()?;
 
-    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
     let records = crate::records::bus();
     // Consumers of records subscribe here, before the audit task starts.
     let mut routes = axum::Router::new();
@@ -169,12 +169,15 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
     } else {
         None
     };
+    let server_stats = crate::live::server::ServerStats::register(&mut registry);
     let app = crate::live::auth::protect(http::router(Arc::new(registry), routes), config.api_token.as_ref());
-    let listener = axum::serve::ListenerExt::tap_io(listener, crate::live::limit_send_buffer);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stop_rx.changed().await;
-    });
-    let server = tokio::spawn(async move { server.await });
+    let app = crate::live::guard::protect(
+        app,
+        crate::live::guard::HostAllowlist::new(config.listen, &config.api.allowed_hosts),
+    );
+    // Everything is loaded, attached and opened: drop what is no longer needed before serving.
+    crate::privilege::restrict()?;
+    let server = tokio::spawn(crate::live::server::serve(listener, app, config.server_limits, server_stats, stop_rx));
     let resolver = tokio::spawn(providers::keep_resolving(
         config.providers.clone(),
         provider_map,

@@ -48,9 +48,20 @@ impl Default for IdentityConfig {
 impl IdentityConfig {
     /// Header names lower-cased (parsed heads keep them so), pointers checked.
     pub fn validated(mut self) -> anyhow::Result<Self> {
-        for list in [&mut self.session_headers, &mut self.user_headers, &mut self.application_headers] {
+        let lists = [
+            ("session_headers", &mut self.session_headers),
+            ("user_headers", &mut self.user_headers),
+            ("application_headers", &mut self.application_headers),
+        ];
+        for (key, list) in lists {
             for h in list.iter_mut() {
-                *h = h.to_ascii_lowercase();
+                *h = h.trim().to_ascii_lowercase();
+                if crate::secrets::is_secret_header(h) {
+                    anyhow::bail!(
+                        "[identity] {key} lists {h:?}, which carries credentials and would put them into records: \
+                         name a header holding an id (e.g. \"x-session-id\"), or set api_key_salt for per-key attribution"
+                    );
+                }
             }
         }
         for p in self.session_body_fields.iter().chain(&self.user_body_fields) {
@@ -122,6 +133,17 @@ mod tests {
     fn ids(config: &IdentityConfig, headers: &[(&str, &str)], body: &str) -> Ids {
         let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
         resolve(config, |name| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| *v), &body)
+    }
+
+    #[test]
+    fn credential_headers_are_refused_as_id_sources() {
+        for header in ["authorization", "X-Api-Key", "cookie"] {
+            let config = IdentityConfig { session_headers: vec![header.into()], ..IdentityConfig::default() };
+            let err = config.validated().unwrap_err().to_string();
+            assert!(err.contains("carries credentials") && !err.contains('\n'), "{err}");
+        }
+        let config = IdentityConfig { user_headers: vec!["x-api-key".into()], ..IdentityConfig::default() };
+        assert!(config.validated().unwrap_err().to_string().contains("user_headers"));
     }
 
     #[test]

@@ -204,14 +204,16 @@ fn first_env(env: &impl Fn(&str) -> Option<String>, names: &[&str]) -> Option<(S
     names.iter().find_map(|n| env(n).filter(|v| !v.trim().is_empty()).map(|v| (n.to_string(), v)))
 }
 
-/// `url` with any `user:password@` replaced by `<redacted>@`, for messages.
+/// `url` with any `user:password@` replaced by `<redacted>@` and secret
+/// query parameters (`?api_key=`, `?dd-api-key=`) redacted, for messages.
 pub fn redact_userinfo(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
     let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
-    match url[start..end].rfind('@') {
+    let shown = match url[start..end].rfind('@') {
         Some(at) => format!("{}{REDACTED}{}", &url[..start], &url[start + at..]),
         None => url.to_string(),
-    }
+    };
+    crate::secrets::redact_query(&shown)
 }
 
 fn check_url(what: &str, url: &str) -> Result<(), SettingsError> {
@@ -601,6 +603,10 @@ mod tests {
             assert!(!e.contains("s3cret") && !e.contains("alice"), "{e}");
         }
         assert_eq!(redact_userinfo("https://collector:4318/v1/metrics"), "https://collector:4318/v1/metrics");
+        assert_eq!(
+            redact_userinfo("https://dd.example/api?dd-api-key=k1&x=1"),
+            "https://dd.example/api?dd-api-key=<redacted>&x=1"
+        );
         let f = parse("[exporters.datadog]\napi_url = \"https://u:p4ss@dd.example\"\n");
         let text = toml::to_string(&redacted(&f)).unwrap();
         assert!(!text.contains("p4ss") && text.contains("https://<redacted>@dd.example"), "{text}");

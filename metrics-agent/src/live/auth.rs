@@ -16,11 +16,49 @@ use axum::{
 };
 
 /// `[api]` in the configuration file.
-#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Bearer token required by every HTTP route (overridden by `METRICS_AGENT_API_TOKEN`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Host names (`name` for any port, or `name:port`) the endpoint answers
+    /// to besides its listen address, `localhost`, `127.0.0.1` and `[::1]`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Concurrent HTTP connections at most [default: 1024].
+    pub max_connections: Option<u64>,
+    /// Seconds a client has to send a request head [default: 10].
+    pub header_timeout_seconds: Option<u64>,
+    /// Seconds a connection may move no byte between requests [default: 60].
+    pub idle_timeout_seconds: Option<u64>,
+}
+
+impl ApiConfig {
+    /// The server limits, checked; the error says which setting to change.
+    pub fn limits(&self) -> anyhow::Result<super::server::ServerLimits> {
+        let check = |name: &str, v: Option<u64>, default: u64, lo: u64, hi: u64| match v.unwrap_or(default) {
+            v if (lo..=hi).contains(&v) => Ok(v),
+            v => Err(anyhow::anyhow!("[api] {name} = {v}: use a value between {lo} and {hi}")),
+        };
+        Ok(super::server::ServerLimits {
+            max_connections: check("max_connections", self.max_connections, 1024, 16, 100_000)? as usize,
+            header_timeout: std::time::Duration::from_secs(check(
+                "header_timeout_seconds",
+                self.header_timeout_seconds,
+                10,
+                1,
+                300,
+            )?),
+            idle_timeout: std::time::Duration::from_secs(check(
+                "idle_timeout_seconds",
+                self.idle_timeout_seconds,
+                60,
+                1,
+                3600,
+            )?),
+        })
+    }
 }
 
 /// A token that never shows in logs or `Debug` output.
@@ -108,12 +146,19 @@ async fn require_token(State(token): State<Arc<str>>, request: Request, next: Ne
     }
 }
 
-/// Refuses to serve beyond loopback without a token; rejects an empty token.
+/// Shortest token accepted when listening beyond loopback.
+pub const MIN_REMOTE_TOKEN_CHARS: usize = 16;
+
+/// Refuses to serve beyond loopback without a token of at least
+/// `MIN_REMOTE_TOKEN_CHARS` characters; rejects an empty token.
 pub fn check(listen: SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
     match token {
         Some(t) if t.trim().is_empty() => {
             anyhow::bail!("the API token is empty: set [api] token or {TOKEN_ENV} to a secret, or unset it")
         }
+        Some(t) if !listen.ip().is_loopback() && t.trim().chars().count() < MIN_REMOTE_TOKEN_CHARS => anyhow::bail!(
+            "--listen {listen} is reachable beyond this host and the API token is shorter than {MIN_REMOTE_TOKEN_CHARS} characters: use a long random one (e.g. `openssl rand -hex 24`)"
+        ),
         None if !listen.ip().is_loopback() => anyhow::bail!(
             "--listen {listen} is reachable beyond this host: set an API token ([api] token or {TOKEN_ENV}) or listen on 127.0.0.1"
         ),
@@ -155,7 +200,10 @@ mod tests {
         assert!(check(v6, None).is_ok());
         let err = check(any, None).unwrap_err().to_string();
         assert!(err.contains("set an API token") && !err.contains('\n'), "{err}");
-        assert!(check(any, Some("t0k3n")).is_ok());
+        assert!(check(any, Some("t0k3n-long-enough-1")).is_ok());
+        let short = check(any, Some("x")).unwrap_err().to_string();
+        assert!(short.contains("shorter than 16") && !short.contains('\n'), "{short}");
+        assert!(check(local, Some("x")).is_ok(), "loopback may use a short token (none is allowed there)");
         assert!(check(local, Some("  ")).is_err());
     }
 }

@@ -214,7 +214,7 @@ fn live_seq(times: &Mutex<HashMap<u64, Instant>>) -> u64 {
 }
 
 pub fn run(clients: usize, seconds: u64) -> Result<()> {
-    crate::live::raise_open_files_limit();
+    crate::live::raise_open_files_limit(clients as u64 * 2 + crate::live::BASE_OPEN_FILES);
     let mut rows = Vec::new();
     for n in [1, clients] {
         rows.push(phase(n, seconds)?);

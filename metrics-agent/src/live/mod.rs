@@ -4,13 +4,17 @@
 //! WebSocket clients (`stream`) read. A client only ever holds the newest
 //! snapshot, so a slow one skips updates instead of growing memory, and the
 //! aggregation never waits for a client. Also: bearer-token authentication
-//! of the HTTP API (`auth`) and the dashboard page (`dashboard`).
+//! of the HTTP API (`auth`), the Host/Origin and write guards (`guard`), the
+//! server loop with connection limits (`server`) and the dashboard page
+//! (`dashboard`).
 
 pub mod auth;
 pub mod bench;
 pub mod dashboard;
+pub mod guard;
 pub mod histogram;
 pub mod message;
+pub mod server;
 pub mod stream;
 pub mod window;
 
@@ -49,6 +53,10 @@ pub struct StreamConfig {
     /// A client that cannot take one message for this long is disconnected.
     #[serde(default = "default_slow_client_timeout_ms")]
     pub slow_client_timeout_ms: u64,
+    /// Concurrent stream clients from one IP address at most [default:
+    /// three quarters of `max_clients`], so one client cannot take them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_clients_per_address: Option<u64>,
 }
 
 pub fn default_interval_ms() -> u64 {
@@ -75,6 +83,7 @@ impl Default for StreamConfig {
             session_window_seconds: default_session_window_seconds(),
             max_clients: default_max_clients(),
             slow_client_timeout_ms: default_slow_client_timeout_ms(),
+            max_clients_per_address: None,
         }
     }
 }
@@ -94,7 +103,15 @@ impl StreamConfig {
         check("session_window_seconds", self.session_window_seconds, 1, 86_400)?;
         check("max_clients", self.max_clients, 1, 100_000)?;
         check("slow_client_timeout_ms", self.slow_client_timeout_ms, 100, 600_000)?;
+        if let Some(per) = self.max_clients_per_address {
+            check("max_clients_per_address", per, 1, self.max_clients)?;
+        }
         Ok(self)
+    }
+
+    /// Stream clients one IP address may hold.
+    pub fn clients_per_address(&self) -> u64 {
+        self.max_clients_per_address.unwrap_or((self.max_clients * 3 / 4).max(1))
     }
 }
 
@@ -167,6 +184,8 @@ impl Live {
             updates: self.updates.clone(),
             counters: self.counters.clone(),
             max_clients: self.config.max_clients,
+            max_clients_per_address: self.config.clients_per_address(),
+            per_address: Arc::default(),
             slow_client_timeout: Duration::from_millis(self.config.slow_client_timeout_ms),
             stop,
         })
@@ -254,15 +273,20 @@ fn build_snapshot(
     Snapshot { seq, published: Instant::now(), health: message::health(&stamp, &health, system.as_ref()).into(), apps }
 }
 
-/// Raises the soft limit on open files to the hard limit: every stream
-/// client is a socket, and the default soft limit (often 1024) is below
-/// `[stream] max_clients` plus the agent's own descriptors.
-pub fn raise_open_files_limit() {
+/// Descriptors the agent needs besides HTTP connections and stream clients:
+/// BPF maps, programs and links (one per attached uprobe and process), the
+/// database, exporters, `/proc` reads.
+pub const BASE_OPEN_FILES: u64 = 4096;
+
+/// Raises the soft limit on open files to what the connection limits need
+/// (`needed`: HTTP connections plus stream clients plus `BASE_OPEN_FILES`),
+/// never beyond the hard limit and never lowering it.
+pub fn raise_open_files_limit(needed: u64) {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit with a valid struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < needed {
+            limit.rlim_cur = needed.min(limit.rlim_max);
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }

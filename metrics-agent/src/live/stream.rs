@@ -9,8 +9,10 @@
 //! `{"subscribe":{}}` is everything), answered with `{"type":"subscribed",...}`.
 
 use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -19,7 +21,7 @@ use std::{
 use axum::{
     Router,
     extract::{
-        State,
+        ConnectInfo, Extension, State,
         ws::{Message, WebSocket, WebSocketUpgrade},
     },
     http::{HeaderMap, StatusCode, Uri, header},
@@ -44,6 +46,9 @@ pub struct StreamState {
     pub updates: watch::Receiver<Arc<Snapshot>>,
     pub counters: Arc<StreamCounters>,
     pub max_clients: u64,
+    /// Clients one IP address may hold (`per_address` counts them).
+    pub max_clients_per_address: u64,
+    pub per_address: Arc<Mutex<HashMap<IpAddr, u64>>>,
     pub slow_client_timeout: Duration,
     pub stop: watch::Receiver<bool>,
 }
@@ -130,6 +135,37 @@ impl Drop for Slot {
     }
 }
 
+/// A client's share of its address's slots, given back like `Slot`.
+struct AddressSlot {
+    address: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, u64>>>,
+}
+
+impl AddressSlot {
+    /// The slot, or `None` when the address already holds `max` clients.
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, u64>>>, address: IpAddr, max: u64) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let held = map.entry(address).or_insert(0);
+        if *held >= max {
+            return None;
+        }
+        *held += 1;
+        Some(Self { address, counts: counts.clone() })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = map.get_mut(&self.address) {
+            *held -= 1;
+            if *held == 0 {
+                map.remove(&self.address);
+            }
+        }
+    }
+}
+
 /// Browsers send `Origin`; a page from another origin may not read the stream.
 fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
@@ -139,10 +175,37 @@ fn same_origin(headers: &HeaderMap) -> bool {
     origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
 }
 
-async fn upgrade(State(state): State<StreamState>, ws: WebSocketUpgrade, uri: Uri, headers: HeaderMap) -> Response {
+async fn upgrade(
+    State(state): State<StreamState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ws: WebSocketUpgrade,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     if !same_origin(&headers) {
         return (StatusCode::FORBIDDEN, "cross-origin WebSocket connections are refused\n").into_response();
     }
+    // Served without peer addresses (the benchmark): no per-address share.
+    let address_slot = match peer {
+        Some(Extension(ConnectInfo(peer))) => {
+            match AddressSlot::take(&state.per_address, peer.ip(), state.max_clients_per_address) {
+                Some(slot) => Some(slot),
+                None => {
+                    state.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "{} stream clients already connected from {} ([stream] max_clients_per_address)\n",
+                            state.max_clients_per_address,
+                            peer.ip()
+                        ),
+                    )
+                        .into_response();
+                }
+            }
+        }
+        None => None,
+    };
     let taken = state.counters.clients.fetch_add(1, Ordering::Relaxed);
     let slot = Slot(state.counters.clone());
     if taken >= state.max_clients {
@@ -161,6 +224,7 @@ async fn upgrade(State(state): State<StreamState>, ws: WebSocketUpgrade, uri: Ur
         .on_upgrade(move |socket| async move {
             serve(socket, state, filter).await;
             drop(slot);
+            drop(address_slot);
         })
 }
 
@@ -243,6 +307,19 @@ mod tests {
         assert_eq!(Filter::from_query(None), Filter::default());
         assert_eq!(percent_decode("a%2"), "a%2");
         assert_eq!(percent_decode("%zz+%41"), "%zz A");
+    }
+
+    #[test]
+    fn one_address_holds_its_share_of_the_slots() {
+        let counts = Arc::default();
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let first = AddressSlot::take(&counts, a, 2).unwrap();
+        let _second = AddressSlot::take(&counts, a, 2).unwrap();
+        assert!(AddressSlot::take(&counts, a, 2).is_none(), "a third client of one address is refused");
+        assert!(AddressSlot::take(&counts, b, 2).is_some(), "another address still gets a slot");
+        drop(first);
+        assert!(AddressSlot::take(&counts, a, 2).is_some(), "a slot given back is free again");
     }
 
     #[test]

@@ -649,16 +649,7 @@ fn sqlite_path(url: &str) -> Option<String> {
 
 /// The URL with any password replaced, for messages and logs.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
+    crate::secrets::redact_url(url)
 }
 
 /// Sends all queries through the macro so it stays in use in both arms.
@@ -672,7 +663,7 @@ mod tests {
         assert_eq!(sqlite_path("sqlite:x.db?mode=rwc").as_deref(), Some("x.db"));
         assert_eq!(sqlite_path("/tmp/a.db").as_deref(), Some("/tmp/a.db"));
         assert_eq!(sqlite_path("mysql://h/db"), None);
-        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:<redacted>@h:5432/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
     }
 }
