@@ -10,6 +10,8 @@ pub mod config;
 pub mod db;
 pub mod detail;
 pub mod fscore;
+pub mod names;
+pub mod page;
 pub mod partitions;
 pub mod query;
 pub mod rollup;

@@ -24,8 +24,9 @@ use tokio::{
 use super::{
     config::StorageConfig,
     db::{Batch, Store, StoreError, Written},
-    detail::{DetailRow, Sampler},
-    rollup::{MinuteAggregator, Room},
+    detail::{DetailRow, MinuteCap, Sampler},
+    names::NameBounds,
+    rollup::{MinuteAggregator, Room, SeriesKey},
     stats::StorageStats,
 };
 use crate::records::RequestRecord;
@@ -49,12 +50,22 @@ pub struct Writer {
     pub migrated: Arc<AtomicBool>,
 }
 
+/// The bounded names of one record's detail row.
+struct DetailNames {
+    minute: i64,
+    application: String,
+    model_returned: String,
+    model_requested: Option<String>,
+}
+
 type FlushResult = (Batch, Result<Written, StoreError>, Duration);
 
 struct State {
     live: MinuteAggregator,
     details: Vec<DetailRow>,
     sampler: Sampler,
+    detail_cap: MinuteCap,
+    names: NameBounds,
     /// A batch whose flush failed, retried before any newer one.
     failed: Option<Batch>,
     in_flight: Option<JoinHandle<FlushResult>>,
@@ -73,6 +84,8 @@ impl Writer {
             live: MinuteAggregator::default(),
             details: Vec::new(),
             sampler: Sampler::new(self.config.detail_sample_every),
+            detail_cap: MinuteCap::new(self.config.max_detail_rows_per_minute),
+            names: NameBounds::new(self.config.names),
             failed: None,
             in_flight: None,
             held_series: 0,
@@ -110,20 +123,59 @@ impl Writer {
             series: self.config.max_buffered_series.saturating_sub(state.held_series),
             bytes: self.config.max_buffered_bytes.saturating_sub(state.held_bytes),
         };
-        if state.live.add(record, room) {
+        let (key, names) = self.bounded_key(state, record);
+        if state.live.add_as(key, record, room) {
             self.stats.records.inc();
         } else {
             self.stats.records_dropped.get_or_create(&vec![("reason", "buffer_full")]).inc();
             return;
         }
         if state.sampler.keep() {
-            if state.details.len() + state.held_details < self.config.max_buffered_details {
-                state.details.push(DetailRow::of(record));
+            let dropped = if !state.detail_cap.take(names.minute) {
+                Some("minute_cap")
+            } else if state.details.len() + state.held_details >= self.config.max_buffered_details {
+                Some("buffer_full")
             } else {
-                self.stats.details_dropped.inc();
+                None
+            };
+            match dropped {
+                Some(reason) => {
+                    self.stats.details_dropped.get_or_create(&vec![("reason", reason)]).inc();
+                }
+                None => {
+                    let mut row = DetailRow::of(record);
+                    row.application_id = names.application;
+                    row.model_returned = record.model_returned.as_ref().map(|_| names.model_returned.clone());
+                    row.model_requested = names.model_requested;
+                    state.details.push(row);
+                }
             }
         }
         self.update_gauges(state);
+    }
+
+    /// The record's series key with its model and application bounded
+    /// (`other` beyond the limits, counted), and the names its detail row takes.
+    fn bounded_key(&self, state: &mut State, record: &RequestRecord) -> (SeriesKey, DetailNames) {
+        let mut key = SeriesKey::of(record);
+        let minute = key.bucket_start;
+        let model = state.names.model(minute, std::mem::take(&mut key.model));
+        let application = state.names.application(minute, std::mem::take(&mut key.application_id));
+        for (kind, admitted) in [("model", &model), ("application", &application)] {
+            if admitted.collapsed {
+                self.stats.names_collapsed.get_or_create(&vec![("kind", kind)]).inc();
+            }
+        }
+        // The key's model is the returned one, else the requested one.
+        let model_requested = match (&record.model_returned, &record.model_requested) {
+            (Some(returned), Some(requested)) if returned != requested => {
+                Some(state.names.model(minute, super::rollup::text(requested.clone())).name)
+            }
+            (_, requested) => requested.as_ref().map(|_| model.name.clone()),
+        };
+        key.model = model.name.clone();
+        key.application_id = application.name.clone();
+        (key, DetailNames { minute, application: application.name, model_returned: model.name, model_requested })
     }
 
     fn update_gauges(&self, state: &State) {
@@ -210,7 +262,10 @@ impl Writer {
                 );
                 self.stats.flushes.get_or_create(&vec![("result", "rejected")]).inc();
                 self.stats.records_dropped.get_or_create(&vec![("reason", "rejected")]).inc_by(batch.records);
-                self.stats.details_dropped.inc_by(batch.details.len() as u64);
+                self.stats
+                    .details_dropped
+                    .get_or_create(&vec![("reason", "rejected")])
+                    .inc_by(batch.details.len() as u64);
                 self.stats.database_up.set(1);
                 state.rejected_attempts = 0;
                 state.held_series = 0;
