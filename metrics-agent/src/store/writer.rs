@@ -325,47 +325,92 @@ impl Writer {
 /// How soon upkeep is tried again after it failed (database down).
 const MAINTENANCE_RETRY: Duration = Duration::from_secs(60);
 
-/// Retention and partition upkeep: at start, then every `every` (a minute
-/// after a failure).
+/// How often upkeep runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Upkeep {
+    /// Retention and partitions ahead.
+    pub retention_every: Duration,
+    /// The size budget (`max_size_mib`).
+    pub budget_every: Duration,
+}
+
+/// Retention and partition upkeep (at start, then every `retention_every`,
+/// a minute after a failure) and the size budget (every `budget_every`).
 pub async fn maintain(
     store: Store,
     config: StorageConfig,
     stats: StorageStats,
-    every: Duration,
+    every: Upkeep,
     migrated: Arc<AtomicBool>,
 ) {
-    let mut wait = Duration::ZERO;
+    stats.size_budget_bytes.set(i64::try_from(config.max_size_bytes).unwrap_or(i64::MAX));
+    let mut next_retention = Instant::now();
     loop {
-        tokio::time::sleep(wait).await;
-        let now = now_ms() / 1000;
-        let result = async {
-            if !migrated.load(Ordering::Acquire) {
-                store.migrate().await?;
-                migrated.store(true, Ordering::Release);
-            }
-            if let Store::Postgres(pool) = &store {
-                super::partitions::ensure_ahead(pool, now).await?;
-            }
-            store.apply_retention(&config.retention.cutoffs(now)).await
+        if Instant::now() >= next_retention {
+            next_retention = Instant::now()
+                + match retention(&store, &config, &migrated).await {
+                    Ok(n) => {
+                        stats.maintenance_runs.get_or_create(&vec![("result", "ok")]).inc();
+                        if n > 0 {
+                            log::info!(
+                                "storage retention removed {n} {}",
+                                if store.kind() == "postgres" { "partitions" } else { "rows" }
+                            );
+                        }
+                        every.retention_every
+                    }
+                    Err(e) => {
+                        stats.maintenance_runs.get_or_create(&vec![("result", "error")]).inc();
+                        log::warn!("storage retention/partition upkeep failed (retried in {MAINTENANCE_RETRY:?}): {e}");
+                        MAINTENANCE_RETRY
+                    }
+                };
         }
-        .await;
-        match result {
-            Ok(n) => {
-                wait = every;
-                stats.maintenance_runs.get_or_create(&vec![("result", "ok")]).inc();
-                if n > 0 {
-                    log::info!(
-                        "storage retention removed {n} {}",
-                        if store.kind() == "postgres" { "partitions" } else { "rows" }
-                    );
-                }
+        if migrated.load(Ordering::Acquire) {
+            keep_within_budget(&store, config.max_size_bytes, &stats).await;
+        }
+        let wake = next_retention.min(Instant::now() + every.budget_every);
+        tokio::time::sleep_until(wake.into()).await;
+    }
+}
+
+async fn retention(store: &Store, config: &StorageConfig, migrated: &AtomicBool) -> Result<u64, StoreError> {
+    let now = now_ms() / 1000;
+    if !migrated.load(Ordering::Acquire) {
+        store.migrate().await?;
+        migrated.store(true, Ordering::Release);
+    }
+    if let Store::Postgres(pool) = store {
+        super::partitions::ensure_ahead(pool, now).await?;
+    }
+    store.apply_retention(&config.retention.cutoffs(now)).await
+}
+
+/// One size-budget check: deletions counted per table and logged.
+pub async fn keep_within_budget(store: &Store, budget: u64, stats: &StorageStats) {
+    match super::budget::enforce(store, budget).await {
+        Ok(done) => {
+            stats.database_size_bytes.set(i64::try_from(done.size_after).unwrap_or(i64::MAX));
+            for (table, n) in &done.dropped {
+                stats.budget_rows_dropped.get_or_create(&vec![("table", *table)]).inc_by(*n);
             }
-            Err(e) => {
-                wait = MAINTENANCE_RETRY;
-                stats.maintenance_runs.get_or_create(&vec![("result", "error")]).inc();
-                log::warn!("storage retention/partition upkeep failed (retried in {wait:?}): {e}");
+            if !done.dropped.is_empty() {
+                log::info!(
+                    "storage: the database ({} bytes) exceeded max_size_mib; deleted the oldest rows {:?}, now {} bytes",
+                    done.size_before,
+                    done.dropped,
+                    done.size_after
+                );
+            }
+            if done.exhausted {
+                log::warn!(
+                    "storage: the database ({} bytes) exceeds max_size_mib with no metric or detail rows left to \
+                     drop: raise max_size_mib",
+                    done.size_after
+                );
             }
         }
+        Err(e) => log::warn!("storage: checking the size budget failed (retried in a minute): {e}"),
     }
 }
 
