@@ -32,9 +32,9 @@ pub const DROP_ORDER: [(&str, &str); 4] = [
 /// typical sketches.
 pub fn postgres_row_bytes(table: &str) -> u64 {
     match table {
-        "request_details" => 330,
-        "metrics_1m" | "metrics_1h" | "metrics_1d" => 900,
-        _ => 200, // fscore_results
+        "request_details" => 260,
+        "metrics_1m" | "metrics_1h" | "metrics_1d" => 460,
+        _ => 150, // fscore_results: five short texts, two booleans, two numbers
     }
 }
 
@@ -42,8 +42,8 @@ pub fn postgres_row_bytes(table: &str) -> u64 {
 /// each deletion step, the size itself is measured exactly.
 fn sqlite_row_bytes(table: &str) -> u64 {
     match table {
-        "request_details" => 200,
-        _ => 800,
+        "request_details" => 195,
+        _ => 280,
     }
 }
 
@@ -84,6 +84,18 @@ pub async fn size(store: &Store) -> Result<u64, StoreError> {
             Ok(total)
         }
     }
+}
+
+/// Disk bytes of a PostgreSQL table: all its partitions, with indexes and TOAST.
+pub async fn postgres_table_bytes(pool: &sqlx::PgPool, table: &str) -> Result<u64, StoreError> {
+    let bytes: i64 = sqlx::query_scalar(
+        "SELECT (pg_total_relation_size(to_regclass($1)) + COALESCE((SELECT SUM(pg_total_relation_size(inhrelid)) \
+         FROM pg_inherits WHERE inhparent = to_regclass($1)), 0))::BIGINT",
+    )
+    .bind(table)
+    .fetch_one(pool)
+    .await?;
+    Ok(bytes.max(0) as u64)
 }
 
 /// Keeps the database within `budget` bytes (0: no budget).

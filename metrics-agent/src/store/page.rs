@@ -29,7 +29,7 @@ pub fn encode(position: &impl Serialize) -> String {
 /// The position a token holds; a one-line error for anything else.
 pub fn decode<T: DeserializeOwned>(token: &str) -> Result<T, String> {
     let bad = || format!("cursor `{}`: pass the `next` value of the previous page unchanged", shorten(token));
-    if token.len() > 2 * MAX_TOKEN_BYTES || token.len() % 2 != 0 {
+    if token.len() > 2 * MAX_TOKEN_BYTES || !token.len().is_multiple_of(2) {
         return Err(bad());
     }
     let bytes: Option<Vec<u8>> =

@@ -188,9 +188,12 @@ pub fn rfc3339(unix: i64) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
+/// The groups of one step bucket: (application, side, provider, model, agent) -> merged row.
+type Groups = BTreeMap<[Option<String>; 5], Aggregate>;
+
 /// Groups of one step bucket held at once at most: bounds the memory a
 /// query (CLI or API) can take whatever the page size.
-pub const MAX_GROUPS_PER_BUCKET: usize = 200_000;
+pub const MAX_GROUPS_PER_BUCKET: usize = 20_000;
 
 pub async fn run(store: &Store, q: &MetricsQuery) -> Result<MetricsResult, StoreError> {
     let tier = tier_for_step(q.step_seconds).unwrap_or(Tier::Minute);
@@ -201,13 +204,13 @@ pub async fn run(store: &Store, q: &MetricsQuery) -> Result<MetricsResult, Store
     // page is full and one more row is known to follow.
     let start = q.after.as_ref().map_or(from, |(bucket, _)| from.max(*bucket));
     let wants = |d: Dimension| q.group_by.contains(&d);
-    let mut current: Option<(i64, BTreeMap<[Option<String>; 5], Aggregate>)> = None;
-    let mut out: Vec<(MetricsPosition, Aggregate)> = Vec::new();
-    let emit = |bucket: i64, groups: BTreeMap<[Option<String>; 5], Aggregate>, out: &mut Vec<_>| {
+    let mut current: Option<(i64, Groups)> = None;
+    let mut out: Vec<MetricsRow> = Vec::new();
+    let emit = |bucket: i64, groups: Groups, out: &mut Vec<_>| {
         for (dims, agg) in groups {
             let position = (bucket, dims);
             if q.after.as_ref().is_none_or(|after| &position > after) && out.len() <= q.limit {
-                out.push((position, agg));
+                out.push(output_row(position, &agg));
             }
         }
     };
@@ -244,46 +247,49 @@ pub async fn run(store: &Store, q: &MetricsQuery) -> Result<MetricsResult, Store
     }
     let next = if out.len() > q.limit {
         out.truncate(q.limit);
-        out.last().map(|(position, _)| super::page::encode(position))
+        out.last().map(|r| {
+            let dims = [r.application.clone(), r.side.clone(), r.provider.clone(), r.model.clone(), r.agent.clone()];
+            super::page::encode(&(r.start_unix, dims))
+        })
     } else {
         None
     };
-    let rows = out
-        .into_iter()
-        .map(|((start, [application, side, provider, model, agent]), a)| {
-            let q = |s: &super::sketch::Sketch, p: f64| s.quantile(p).unwrap_or(0);
-            MetricsRow {
-                time: rfc3339(start),
-                start_unix: start,
-                application,
-                side,
-                provider,
-                model,
-                agent,
-                request_count: a.request_count,
-                error_count: a.error_count,
-                cache_hits: a.cache_hits,
-                usage_unknown_count: a.usage_unknown_count,
-                unpriced_count: a.unpriced_count,
-                tokens_input_sum: a.tokens_input,
-                tokens_output_sum: a.tokens_output,
-                tokens_cached_sum: a.tokens_cached,
-                tokens_cache_creation_sum: a.tokens_cache_creation,
-                tokens_reasoning_sum: a.tokens_reasoning,
-                cost_usd_sum: a.cost_usd,
-                latency_p50_us: q(&a.latency, 0.5),
-                latency_p90_us: q(&a.latency, 0.9),
-                latency_p99_us: q(&a.latency, 0.99),
-                latency_max_us: a.latency.max(),
-                ttfb_p50_us: q(&a.ttfb, 0.5),
-                ttfb_p90_us: q(&a.ttfb, 0.9),
-                ttfb_p99_us: q(&a.ttfb, 0.99),
-                ttfb_max_us: a.ttfb.max(),
-            }
-        })
-        .collect();
+    let rows = out;
     let warnings = coverage_warnings(store, tier, from, q.step_seconds).await?;
     Ok(MetricsResult { tier, step_seconds: q.step_seconds, from_unix: from, to_unix: q.to, warnings, rows, next })
+}
+
+/// The output row of one group: sums as they are, percentiles from the merged sketches.
+fn output_row((start, [application, side, provider, model, agent]): MetricsPosition, a: &Aggregate) -> MetricsRow {
+    let q = |s: &super::sketch::Sketch, p: f64| s.quantile(p).unwrap_or(0);
+    MetricsRow {
+        time: rfc3339(start),
+        start_unix: start,
+        application,
+        side,
+        provider,
+        model,
+        agent,
+        request_count: a.request_count,
+        error_count: a.error_count,
+        cache_hits: a.cache_hits,
+        usage_unknown_count: a.usage_unknown_count,
+        unpriced_count: a.unpriced_count,
+        tokens_input_sum: a.tokens_input,
+        tokens_output_sum: a.tokens_output,
+        tokens_cached_sum: a.tokens_cached,
+        tokens_cache_creation_sum: a.tokens_cache_creation,
+        tokens_reasoning_sum: a.tokens_reasoning,
+        cost_usd_sum: a.cost_usd,
+        latency_p50_us: q(&a.latency, 0.5),
+        latency_p90_us: q(&a.latency, 0.9),
+        latency_p99_us: q(&a.latency, 0.99),
+        latency_max_us: a.latency.max(),
+        ttfb_p50_us: q(&a.ttfb, 0.5),
+        ttfb_p90_us: q(&a.ttfb, 0.9),
+        ttfb_p99_us: q(&a.ttfb, 0.99),
+        ttfb_max_us: a.ttfb.max(),
+    }
 }
 
 /// A window that starts before the chosen tier's oldest row, while a coarser
