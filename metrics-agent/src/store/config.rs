@@ -258,6 +258,14 @@ mod tests {
         assert_eq!(c.database_url, "postgres://h/db");
         assert!(c.agent_id.ends_with("/a"));
         assert!(file.resolve(None, None, true).unwrap().is_none());
+        let defaults = StorageFile::default().resolve(None, None, false).unwrap().unwrap();
+        assert_eq!((defaults.max_size_bytes, defaults.max_detail_rows_per_minute), (1024 << 20, 600));
+        assert_eq!((defaults.names.max_models, defaults.names.max_applications_per_minute), (200, 50));
+        let shown = defaults.to_file();
+        assert_eq!((shown.max_size_mib, shown.max_models_per_minute), (Some(1024), Some(50)), "shown by `config`");
+        let none = StorageFile { max_models: Some(0), ..Default::default() };
+        let e = none.resolve(None, None, false).unwrap_err().to_string();
+        assert_eq!(e, "[storage] max_models = 0: use 1 to 100000");
         let bad = StorageFile { retention_1h_days: Some(0), ..Default::default() };
         assert!(bad.resolve(None, None, false).unwrap_err().to_string().contains("retention_1h_days"));
     }
