@@ -46,6 +46,11 @@ struct Setup {
 }
 
 fn setup(database: Database) -> Setup {
+    setup_with(database, "")
+}
+
+/// `setup` with more `[storage]` settings.
+fn setup_with(database: Database, storage_toml: &str) -> Setup {
     let openai = MockProvider::start(0).unwrap();
     let nginx = Nginx::start(&[("openai", openai.port)]);
     let dir = TempDir::new("storage");
@@ -57,7 +62,7 @@ fn setup(database: Database) -> Setup {
         }
     };
     let config = dir.0.join("agent.toml").display().to_string();
-    std::fs::write(&config, format!("[storage]\nflush_interval_ms = {FLUSH_MS}\n")).unwrap();
+    std::fs::write(&config, format!("[storage]\nflush_interval_ms = {FLUSH_MS}\n{storage_toml}")).unwrap();
     Setup { openai, nginx, _dir: dir, _postgres: postgres, url, config }
 }
 
@@ -271,4 +276,146 @@ fn kill_9_loses_at_most_one_flush_interval_and_double_counts_nothing(database: D
     agent.wait_until(Duration::from_secs(20), "phase 3 buffered", |m| buffered_at_least(m, 30));
     assert!(agent.guard.signal_and_wait(libc::SIGTERM, Duration::from_secs(30)).is_some_and(|s| s.success()));
     assert_eq!(s.stored_requests(), after_crash + 15);
+}
+
+#[test]
+fn invented_application_names_collapse_to_other_in_storage_sqlite() {
+    invented_application_names_collapse_to_other_in_storage(Database::Sqlite);
+}
+
+#[test]
+fn invented_application_names_collapse_to_other_in_storage_postgres() {
+    invented_application_names_collapse_to_other_in_storage(Database::Postgres);
+}
+
+/// 500 requests through nginx, each naming an application of its own in
+/// `x-application-id` (a client controls it): storage keeps 20 names, stores
+/// the rest as `other` and counts every collapse; no request is lost.
+fn invented_application_names_collapse_to_other_in_storage(database: Database) {
+    let _serial = serial();
+    let s = setup_with(database, "max_applications = 20\nmax_applications_per_minute = 20\n");
+    let agent = s.agent();
+    let mut c = Client::connect(s.nginx.port).unwrap();
+    for i in 0..500 {
+        c.extra_headers = format!("x-application-id: invented-{i}\r\n");
+        assert_eq!(c.request("/openai/v1/chat/completions", 200, false).unwrap(), 200);
+    }
+    assert_eq!(s.openai.stats.requests.load(std::sync::atomic::Ordering::Relaxed), 500);
+    let m = agent.wait_until(Duration::from_secs(30), "records reach storage", |m| buffered_at_least(m, 1_000));
+    let collapsed = m.get("metrics_agent_storage_names_collapsed_total{kind=\"application\"}");
+    let query = || {
+        let out = Command::new(agent_binary())
+            .args(["query", "--database-url", &s.url, "--from", "-2h", "--step", "1d"])
+            .args(["--group-by", "application", "--side", "all", "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "query failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let count = |r: &serde_json::Value| r["request_count"].as_u64().unwrap();
+    let stored = |result: &serde_json::Value| result["rows"].as_array().unwrap().iter().map(count).sum::<u64>();
+    // Flushed within a few intervals (no shutdown needed).
+    let mut result = query();
+    for _ in 0..40 {
+        if stored(&result) >= 1_000 {
+            break;
+        }
+        sleep(Duration::from_millis(FLUSH_MS / 2));
+        result = query();
+    }
+    assert_eq!(stored(&result), 1_000, "both sides of every request: {result}");
+    let rows = result["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["application"].as_str()).filter(|a| *a != "other").collect();
+    assert_eq!(names.len(), 20, "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("invented-")), "{names:?}");
+    let other = rows.iter().find(|r| r["application"] == "other").map(count).unwrap_or(0);
+    assert!(other >= 2 * 470, "{result}");
+    assert_eq!(collapsed, other, "every collapse is counted");
+}
+
+#[test]
+fn an_oversized_fscore_query_is_capped_and_paged_sqlite() {
+    an_oversized_fscore_query_is_capped_and_paged(Database::Sqlite);
+}
+
+#[test]
+fn an_oversized_fscore_query_is_capped_and_paged_postgres() {
+    an_oversized_fscore_query_is_capped_and_paged(Database::Postgres);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// 30,000 F-score results, one group each at a 1 s step: an answer holds
+/// 10,000 rows at most plus a `next` token (the API and the CLI), the pages
+/// hold every group exactly once, and the agent's memory does not grow with
+/// the answer.
+fn an_oversized_fscore_query_is_capped_and_paged(database: Database) {
+    const RESULTS: usize = 30_000;
+    const PAGE: usize = 10_000;
+    let _serial = serial();
+    let s = setup(database);
+    let agent = s.agent();
+    let start = 1_767_225_600u64; // 2026-01-01T00:00:00Z
+    let file = s._dir.0.join("results.jsonl");
+    let lines: String = (0..RESULTS)
+        .map(|i| {
+            format!(
+                "{{\"application\":\"a\",\"suite\":\"s{}\",\"model\":\"m\",\"test_case\":\"c{i}\",\"expected\":{},\"actual\":{},\"timestamp\":{}}}\n",
+                i % 3,
+                i % 2 == 0,
+                i % 5 == 0,
+                start + i as u64
+            )
+        })
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let tp_truth = (0..RESULTS).filter(|i| i % 2 == 0 && i % 5 == 0).count() as u64;
+    let ingest = Command::new(agent_binary())
+        .args(["fscore", "ingest"])
+        .arg(&file)
+        .args(["--database-url", &s.url])
+        .output()
+        .unwrap();
+    assert!(ingest.status.success(), "{}", String::from_utf8_lossy(&ingest.stderr));
+
+    let rss_before = rss_kib(agent.guard.pid());
+    let window = format!("from={start}&to={}&step=1s", start + 86_400);
+    let (mut rows, mut tp, mut pages, mut largest) = (std::collections::HashSet::new(), 0, 0, 0);
+    let mut path = format!("/api/v1/fscores?{window}&limit=1000000");
+    loop {
+        let body = http_get(agent.port, &path, "application/json").unwrap_or_else(|| panic!("GET {path}"));
+        largest = largest.max(body.len());
+        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let page_rows = page["rows"].as_array().unwrap();
+        assert!(page_rows.len() <= PAGE, "{} rows in one answer", page_rows.len());
+        pages += 1;
+        for r in page_rows {
+            assert!(rows.insert((r["start_unix"].as_u64().unwrap(), r["suite"].to_string())), "{r} twice");
+            tp += r["tp"].as_u64().unwrap();
+        }
+        match page["next"].as_str() {
+            Some(token) => path = format!("/api/v1/fscores?{window}&limit=1000000&cursor={token}"),
+            None => break,
+        }
+    }
+    assert_eq!((rows.len(), pages), (RESULTS, 3), "every group once, 10,000 per page");
+    assert_eq!(tp, tp_truth);
+    assert!(largest < 4 << 20, "an answer of {largest} bytes");
+    let rss_after = rss_kib(agent.guard.pid());
+    assert!(rss_after < rss_before + 64 * 1024, "RSS {rss_before} KiB -> {rss_after} KiB");
+
+    // The CLI: the same cap, the token on standard error.
+    let out = Command::new(agent_binary())
+        .args(["fscore", "query", "--database-url", &s.url, "--from", &start.to_string(), "--step", "1s"])
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["rows"].as_array().unwrap().len(), PAGE);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cursor"), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -114,6 +114,12 @@ pub fn run(args: &StorageBenchArgs) -> Result<()> {
     ] {
         writeln!(md, "| {label} | {:.0} | {:.0} |", num(&sqlite, key), num(&postgres, key))?;
     }
+    for (label, key) in [
+        ("bytes per detail row (20,000 rows)", "detail_row_bytes"),
+        ("bytes per minute row (7,200 rows, 20 records each)", "minute_row_bytes"),
+    ] {
+        writeln!(md, "| {label} | {:.0} | {:.0} |", num(&sqlite, key), num(&postgres, key))?;
+    }
     let ratio =
         |v: &serde_json::Value| num(v, "ingest_records_per_second") / num(v, "aggregate_only_records_per_second");
     writeln!(md, "| ingest / baseline | {:.3} | {:.3} |", ratio(&sqlite), ratio(&postgres))?;

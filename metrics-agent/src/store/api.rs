@@ -16,8 +16,9 @@ use serde::Deserialize;
 
 use super::{
     config::StorageConfig,
-    db::{RowFilter, Store, StoreError},
+    db::{DetailPosition, RowFilter, Store, StoreError},
     fscore::{self, FScoreQuery},
+    page,
     query::{self, Dimension, MetricsQuery, parse_duration, parse_step, parse_time},
     writer::now_ms,
 };
@@ -60,6 +61,10 @@ pub struct MetricsParams {
     pub side: Option<String>,
     pub group_by: Option<String>,
     pub step: Option<String>,
+    /// Rows per page (default and at most `page::MAX_PAGE_ROWS`).
+    pub limit: Option<i64>,
+    /// The `next` of the previous page.
+    pub cursor: Option<String>,
 }
 
 impl MetricsParams {
@@ -85,6 +90,8 @@ impl MetricsParams {
                 side,
             },
             group_by: Dimension::parse_list(self.group_by.as_deref().unwrap_or(""))?,
+            limit: page::limit(self.limit, page::MAX_PAGE_ROWS)?,
+            after: self.cursor.as_deref().map(page::decode).transpose()?,
         })
     }
 }
@@ -110,8 +117,14 @@ async fn metrics(State(state): State<Arc<ApiState>>, params: Result<Query<Metric
 pub struct RequestsParams {
     pub from: Option<String>,
     pub to: Option<String>,
+    /// Rows per page (default 1000, at most `page::MAX_PAGE_ROWS`).
     pub limit: Option<i64>,
+    /// The `next` of the previous page.
+    pub cursor: Option<String>,
 }
+
+/// Detail rows per page unless `limit` says otherwise.
+pub const DEFAULT_REQUESTS_LIMIT: usize = 1_000;
 
 async fn requests(
     State(state): State<Arc<ApiState>>,
@@ -122,18 +135,20 @@ async fn requests(
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
     let now = now_ms() / 1000;
-    let window = parse_time(p.from.as_deref().unwrap_or("-15m"), now)
-        .and_then(|from| Ok((from, parse_end(p.to.as_deref(), now)?)));
-    let (from, to) = match window {
+    let parsed = parse_time(p.from.as_deref().unwrap_or("-15m"), now).and_then(|from| {
+        let to = parse_end(p.to.as_deref(), now)?;
+        let limit = page::limit(p.limit, DEFAULT_REQUESTS_LIMIT)?;
+        let after = p.cursor.as_deref().map(page::decode::<DetailPosition>).transpose()?;
+        Ok((from, to, limit, after))
+    });
+    let (from, to, limit, after) = match parsed {
         Ok(w) => w,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match state
-        .store
-        .read_details(from.saturating_mul(1000), to.saturating_mul(1000), p.limit.unwrap_or(1000).clamp(1, 10_000))
-        .await
-    {
-        Ok(rows) => Json(rows).into_response(),
+    match state.store.read_details(from.saturating_mul(1000), to.saturating_mul(1000), after, limit).await {
+        Ok((rows, next)) => {
+            Json(serde_json::json!({ "rows": rows, "next": next.map(|n| page::encode(&n)) })).into_response()
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
@@ -153,6 +168,10 @@ pub struct FScoreParams {
     /// A window per row (`1h`, `1d`); default: the whole range in one.
     pub step: Option<String>,
     pub beta: Option<f64>,
+    /// Rows per page (default and at most `page::MAX_PAGE_ROWS`).
+    pub limit: Option<i64>,
+    /// The `next` of the previous page.
+    pub cursor: Option<String>,
 }
 
 impl FScoreParams {
@@ -180,6 +199,8 @@ impl FScoreParams {
             suite: self.suite.clone(),
             model: self.model.clone(),
             beta,
+            limit: page::limit(self.limit, page::MAX_PAGE_ROWS)?,
+            after: self.cursor.as_deref().map(page::decode).transpose()?,
         })
     }
 }
@@ -194,7 +215,7 @@ async fn fscores(State(state): State<Arc<ApiState>>, params: Result<Query<FScore
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     match fscore::query(&state.store, &q).await {
-        Ok(rows) => Json(rows).into_response(),
+        Ok(page) => Json(page).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }

@@ -77,6 +77,59 @@ async fn ingest(store: &Store, series: usize, total: u64, per_flush: u64, start_
     Ok((aggregate_only, total as f64 / t.elapsed().as_secs_f64()))
 }
 
+/// Records per minute row in the size measurement (a busy series: its
+/// sketches hold a few dozen buckets).
+const RECORDS_PER_MEASURED_ROW: u64 = 20;
+
+/// Bytes one detail row and one minute row take in the database, measured
+/// by writing them into the (fresh) database: SQLite by the pages in use,
+/// PostgreSQL by the disk size of the table (heap, indexes, TOAST). The
+/// SQLite minute row includes its share of the hour and day rows (1/60 and
+/// 1/1440 of a row each), which the same flush writes.
+async fn row_bytes(store: &Store, start_ms: u64) -> Result<(f64, f64)> {
+    const DETAILS: u64 = 20_000;
+    const MINUTES: u64 = 1_440;
+    const SERIES: usize = 5;
+    let before = measured(store, "request_details").await?;
+    for chunk in 0..DETAILS / 2_000 {
+        let details = (0..2_000)
+            .map(|i| {
+                let n = chunk * 2_000 + i;
+                let mut r = record(start_ms + n * 50, (n as usize) % SERIES, n);
+                r.session_id = Some(format!("session-{}", n % 300));
+                r.user_id = Some(format!("user-{}@example.com", n % 1_000));
+                super::detail::DetailRow::of(&r)
+            })
+            .collect();
+        let mut batch = Batch { seq: None, bytes: 0, minutes: Default::default(), details, records: 0 };
+        store.write_batch(AGENT, &mut batch, 0).await?;
+    }
+    let detail = (measured(store, "request_details").await? - before) as f64 / DETAILS as f64;
+    let before = measured(store, "metrics_1m").await?;
+    let mut agg = MinuteAggregator::default();
+    for minute in 0..MINUTES {
+        for s in 0..SERIES {
+            for k in 0..RECORDS_PER_MEASURED_ROW {
+                let ts = start_ms + minute * 60_000 + k * 2_000;
+                agg.add(&record(ts, s, minute * 97 + k * 13 + s as u64), Room::UNBOUNDED);
+            }
+        }
+    }
+    let rows = agg.rows.len() as f64;
+    let mut batch = Batch { seq: None, bytes: 0, minutes: agg.rows, details: Vec::new(), records: agg.records };
+    store.write_batch(AGENT, &mut batch, 0).await?;
+    let minute = (measured(store, "metrics_1m").await? - before) as f64 / rows;
+    Ok((detail, minute))
+}
+
+/// SQLite: the pages in use (the whole database); PostgreSQL: `table` on disk.
+async fn measured(store: &Store, table: &str) -> Result<i64> {
+    Ok(match store {
+        Store::Sqlite(_) => super::budget::size(store).await? as i64,
+        Store::Postgres(pool) => super::budget::postgres_table_bytes(pool, table).await? as i64,
+    })
+}
+
 /// Writes `days` of 1-minute rows for `series` series (two records per row),
 /// one day per flush; returns (minute rows, seconds).
 async fn backfill(store: &Store, series: usize, days: u64, start_ms: u64) -> Result<(u64, f64)> {
@@ -117,8 +170,10 @@ pub fn run(database_url: &str, days: u64, series: usize, records: u64) -> Result
     runtime.block_on(async {
         let store = Store::open(database_url).await.context("opening the benchmark database")?;
         store.migrate().await?;
-        // 2026-01-01T00:00:00Z: the backfill covers `days` from there.
+        // 2026-01-01T00:00:00Z: the backfill covers `days` from there; the
+        // row sizes are measured first, in December 2025.
         let start_ms = 1_767_225_600_000u64;
+        let (detail_row_bytes, minute_row_bytes) = row_bytes(&store, start_ms - 20 * 86_400_000).await?;
         let (rows, backfill_s) = backfill(&store, series, days, start_ms).await?;
         // Live ingest lands after the backfill, one flush per 2 s of traffic at this rate.
         let live_ms = start_ms + days * 86_400_000;
@@ -140,6 +195,9 @@ pub fn run(database_url: &str, days: u64, series: usize, records: u64) -> Result
                 step_seconds: step,
                 filter: RowFilter::default(),
                 group_by,
+                // The whole answer: the benchmark times the query, not a page.
+                limit: usize::MAX / 2,
+                after: None,
             };
             let (ms, out) = time_query(&store, &q).await?;
             let tier = query::tier_for_step(step).unwrap_or(Tier::Minute);
@@ -158,6 +216,9 @@ pub fn run(database_url: &str, days: u64, series: usize, records: u64) -> Result
                 "aggregate_only_records_per_second": aggregate_only,
                 "ingest_records_per_second": with_flushes,
                 "queries": queries,
+                "detail_row_bytes": detail_row_bytes,
+                "minute_row_bytes": minute_row_bytes,
+                "records_per_measured_minute_row": RECORDS_PER_MEASURED_ROW,
             })
         );
         store.close().await;

@@ -52,6 +52,13 @@ pub struct QueryArgs {
     /// Bucket width: 1m, 5m, 1h, 1d, ... (the coarsest stored tier that divides it is read) [default: 1m].
     #[arg(long)]
     pub step: Option<String>,
+    /// Rows at most (at most 10000); when more follow, their `--cursor` is printed on standard error
+    /// (and is `next` in JSON) [default: 10000].
+    #[arg(long)]
+    pub limit: Option<i64>,
+    /// Continue after the previous page: its `next` token.
+    #[arg(long)]
+    pub cursor: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
 }
@@ -88,6 +95,13 @@ pub enum FscoreCommand {
         /// F-beta's beta [default: the config's fscore_beta, else 1].
         #[arg(long)]
         beta: Option<f64>,
+        /// Rows at most (at most 10000); when more follow, their `--cursor` is printed on standard
+        /// error (and is `next` in JSON) [default: 10000].
+        #[arg(long)]
+        limit: Option<i64>,
+        /// Continue after the previous page: its `next` token.
+        #[arg(long)]
+        cursor: Option<String>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -133,6 +147,8 @@ pub fn query(args: QueryArgs) -> Result<()> {
         side: args.side,
         group_by: args.group_by,
         step: args.step,
+        limit: args.limit,
+        cursor: args.cursor,
     };
     let q = params.to_query(now_ms() / 1000).map_err(anyhow::Error::msg)?;
     runtime()?.block_on(async {
@@ -142,8 +158,16 @@ pub fn query(args: QueryArgs) -> Result<()> {
             eprintln!("warning: {warning}");
         }
         print!("{}", query::render(&result, &result.rows, args.format));
+        say_next(result.next.as_deref());
         Ok(())
     })
+}
+
+/// Tells on standard error how to read the rows beyond the page, if any.
+fn say_next(next: Option<&str>) {
+    if let Some(token) = next {
+        eprintln!("more rows follow: repeat with --cursor {token}");
+    }
 }
 
 pub fn fscore(command: FscoreCommand) -> Result<()> {
@@ -176,14 +200,15 @@ pub fn fscore(command: FscoreCommand) -> Result<()> {
                 Ok(())
             })
         }
-        FscoreCommand::Query { db, from, to, application, suite, model, step, beta, format } => {
+        FscoreCommand::Query { db, from, to, application, suite, model, step, beta, limit, cursor, format } => {
             let default_beta = storage_file(&db)?.fscore_beta.unwrap_or(1.0);
-            let params = FScoreParams { from, to, application, suite, model, step, beta };
+            let params = FScoreParams { from, to, application, suite, model, step, beta, limit, cursor };
             let q = params.to_query(now_ms() / 1000, default_beta).map_err(anyhow::Error::msg)?;
             runtime()?.block_on(async {
                 let store = open(&db).await?;
-                let rows = fscore::query(&store, &q).await?;
-                print!("{}", query::render(&rows, &rows, format));
+                let page = fscore::query(&store, &q).await?;
+                print!("{}", query::render(&page, &page.rows, format));
+                say_next(page.next.as_deref());
                 Ok(())
             })
         }

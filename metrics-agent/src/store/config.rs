@@ -35,6 +35,49 @@ pub struct StorageFile {
     pub max_buffered_details: Option<usize>,
     /// F-beta's beta served next to F1 (default 1).
     pub fscore_beta: Option<f64>,
+    /// Detail rows kept per minute at most (default 600; 0: no cap); beyond, counted as dropped.
+    pub max_detail_rows_per_minute: Option<u32>,
+    /// Size budget of the database in MiB (default 1024; 0: none): beyond it the
+    /// oldest detail rows, then the oldest minute rows are dropped (counted).
+    pub max_size_mib: Option<u64>,
+    /// Distinct model names stored since the agent started (default 200); beyond: `other`.
+    pub max_models: Option<usize>,
+    /// Distinct model names stored per minute (default 50); beyond: `other`.
+    pub max_models_per_minute: Option<usize>,
+    /// Distinct application ids stored since the agent started (default 100); beyond: `other`.
+    pub max_applications: Option<usize>,
+    /// Distinct application ids stored per minute (default 50); beyond: `other`.
+    pub max_applications_per_minute: Option<usize>,
+}
+
+/// Default of `max_detail_rows_per_minute`: every request has its detail row up to 10 requests/s.
+pub fn default_max_detail_rows_per_minute() -> u32 {
+    600
+}
+
+/// Default of `max_size_mib`.
+pub fn default_max_size_mib() -> u64 {
+    1024
+}
+
+/// Default of `max_models`.
+pub fn default_max_models() -> usize {
+    200
+}
+
+/// Default of `max_models_per_minute`.
+pub fn default_max_models_per_minute() -> usize {
+    50
+}
+
+/// Default of `max_applications`.
+pub fn default_max_applications() -> usize {
+    100
+}
+
+/// Default of `max_applications_per_minute`.
+pub fn default_max_applications_per_minute() -> usize {
+    50
 }
 
 /// Validated storage settings.
@@ -53,6 +96,11 @@ pub struct StorageConfig {
     pub max_buffered_bytes: usize,
     pub max_buffered_details: usize,
     pub fscore_beta: f64,
+    /// 0: no cap.
+    pub max_detail_rows_per_minute: u32,
+    /// `max_size_mib` in bytes; 0: no budget.
+    pub max_size_bytes: u64,
+    pub names: super::names::NameLimits,
 }
 
 /// Days kept per table.
@@ -86,6 +134,12 @@ pub fn hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// A name bound of at least 1 (0 would store every name as `other`), at most 100,000.
+fn at_least_one(n: usize, what: &str) -> anyhow::Result<usize> {
+    anyhow::ensure!((1..=100_000).contains(&n), "[storage] {what} = {n}: use 1 to 100000");
+    Ok(n)
 }
 
 impl StorageFile {
@@ -138,6 +192,25 @@ impl StorageFile {
             max_buffered_bytes: self.max_buffered_mib.unwrap_or(64).clamp(1, 1 << 20) << 20,
             max_buffered_details: self.max_buffered_details.unwrap_or(20_000),
             fscore_beta: beta,
+            max_detail_rows_per_minute: self
+                .max_detail_rows_per_minute
+                .unwrap_or_else(default_max_detail_rows_per_minute),
+            max_size_bytes: self.max_size_mib.unwrap_or_else(default_max_size_mib).min(1 << 40) << 20,
+            names: super::names::NameLimits {
+                max_models: at_least_one(self.max_models.unwrap_or_else(default_max_models), "max_models")?,
+                max_models_per_minute: at_least_one(
+                    self.max_models_per_minute.unwrap_or_else(default_max_models_per_minute),
+                    "max_models_per_minute",
+                )?,
+                max_applications: at_least_one(
+                    self.max_applications.unwrap_or_else(default_max_applications),
+                    "max_applications",
+                )?,
+                max_applications_per_minute: at_least_one(
+                    self.max_applications_per_minute.unwrap_or_else(default_max_applications_per_minute),
+                    "max_applications_per_minute",
+                )?,
+            },
         }))
     }
 }
@@ -160,6 +233,12 @@ impl StorageConfig {
             max_buffered_mib: Some(self.max_buffered_bytes >> 20),
             max_buffered_details: Some(self.max_buffered_details),
             fscore_beta: Some(self.fscore_beta),
+            max_detail_rows_per_minute: Some(self.max_detail_rows_per_minute),
+            max_size_mib: Some(self.max_size_bytes >> 20),
+            max_models: Some(self.names.max_models),
+            max_models_per_minute: Some(self.names.max_models_per_minute),
+            max_applications: Some(self.names.max_applications),
+            max_applications_per_minute: Some(self.names.max_applications_per_minute),
         }
     }
 }
@@ -179,6 +258,14 @@ mod tests {
         assert_eq!(c.database_url, "postgres://h/db");
         assert!(c.agent_id.ends_with("/a"));
         assert!(file.resolve(None, None, true).unwrap().is_none());
+        let defaults = StorageFile::default().resolve(None, None, false).unwrap().unwrap();
+        assert_eq!((defaults.max_size_bytes, defaults.max_detail_rows_per_minute), (1024 << 20, 600));
+        assert_eq!((defaults.names.max_models, defaults.names.max_applications_per_minute), (200, 50));
+        let shown = defaults.to_file();
+        assert_eq!((shown.max_size_mib, shown.max_models_per_minute), (Some(1024), Some(50)), "shown by `config`");
+        let none = StorageFile { max_models: Some(0), ..Default::default() };
+        let e = none.resolve(None, None, false).unwrap_err().to_string();
+        assert_eq!(e, "[storage] max_models = 0: use 1 to 100000");
         let bad = StorageFile { retention_1h_days: Some(0), ..Default::default() };
         assert!(bad.resolve(None, None, false).unwrap_err().to_string().contains("retention_1h_days"));
     }

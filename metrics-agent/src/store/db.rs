@@ -5,7 +5,7 @@
 //! write), adds the sampled detail rows and records the flush's sequence
 //! number — so a flush is applied entirely or not at all, and never twice.
 
-use std::{collections::HashMap, str::FromStr, time::Duration};
+use std::{collections::HashMap, ops::ControlFlow, str::FromStr, time::Duration};
 
 use futures_util::TryStreamExt;
 use rust_decimal::Decimal;
@@ -66,7 +66,7 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored row is unreadable: {0}")]
     Corrupt(String),
-    #[error("the answer would have more than {0} rows: use a coarser step, a shorter window or fewer group-by columns")]
+    #[error("one step bucket would have more than {0} groups: use a finer step, filters or fewer group-by columns")]
     TooManyRows(usize),
 }
 
@@ -458,14 +458,15 @@ impl Store {
     }
 
     /// Visits the metric rows of `tier` with `from <= bucket_start < to`,
-    /// every agent, as they stream in (memory does not grow with the rows read).
+    /// every agent, in time order as they stream in (memory does not grow
+    /// with the rows read), until `visit` says to stop.
     pub async fn for_each_row(
         &self,
         tier: Tier,
         from: i64,
         to: i64,
         filter: &RowFilter,
-        mut visit: impl FnMut(SeriesKey, String, Aggregate) -> Result<(), StoreError>,
+        mut visit: impl FnMut(SeriesKey, String, Aggregate) -> Result<ControlFlow<()>, StoreError>,
     ) -> Result<(), StoreError> {
         on_pool!(self, |pool, pg| {
             let mut q =
@@ -481,11 +482,14 @@ impl Store {
                     q.push(format!(" AND {column} = ")).push_bind(v.clone());
                 }
             }
+            q.push(" ORDER BY bucket_start");
             let query = q.build();
             let mut rows = query.fetch(pool);
             while let Some(row) = rows.try_next().await? {
                 let (key, agent) = read_key!(&row)?;
-                visit(key, agent, read_aggregate!(&row)?)?;
+                if visit(key, agent, read_aggregate!(&row)?)?.is_break() {
+                    break;
+                }
             }
             Ok(())
         })
@@ -503,21 +507,56 @@ impl Store {
         let mut out = Vec::new();
         self.for_each_row(tier, from, to, filter, |k, a, v| {
             out.push((k, a, v));
-            Ok(())
+            Ok(ControlFlow::Continue(()))
         })
         .await?;
         Ok(out)
     }
 
-    /// Sampled detail rows with `from_ms <= ts_ms < to_ms`, oldest first, at most `limit`.
-    pub async fn read_details(&self, from_ms: i64, to_ms: i64, limit: i64) -> Result<Vec<DetailRow>, StoreError> {
+    /// Sampled detail rows with `from_ms <= ts_ms < to_ms`, oldest first, at
+    /// most `limit`, continuing after `after`; with the position after the
+    /// last row returned when more rows follow.
+    pub async fn read_details(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        after: Option<DetailPosition>,
+        limit: usize,
+    ) -> Result<(Vec<DetailRow>, Option<DetailPosition>), StoreError> {
+        // Rows of one millisecond are told apart by the rest of the order; a
+        // position is (the last millisecond returned, rows of it already returned).
         let sql = "SELECT ts_ms, application_id, side, provider, upstream_provider, operation, endpoint, \
             model_requested, model_returned, status, error_type, streaming, cache_hit, ttfb_us, duration_us, \
             tokens_input, tokens_output, tokens_cached, tokens_cache_creation, tokens_reasoning, \
             CAST(cost_usd AS TEXT) AS cost, session_id, user_id, truncated FROM request_details \
-            WHERE ts_ms >= $1 AND ts_ms < $2 ORDER BY ts_ms LIMIT $3";
+            WHERE ts_ms >= $1 AND ts_ms < $2 \
+            ORDER BY ts_ms, agent_id, flush_seq, side, provider, endpoint, status, duration_us, ttfb_us \
+            LIMIT $3 OFFSET $4";
+        let (start_ms, offset) = match after {
+            Some(p) if p.ts_ms >= from_ms => (p.ts_ms, p.rows_at_ts.max(0)),
+            _ => (from_ms, 0),
+        };
+        let mut out = self.detail_rows(sql, start_ms, to_ms, limit as i64 + 1, offset).await?;
+        if out.len() <= limit {
+            return Ok((out, None));
+        }
+        out.truncate(limit);
+        let last = out[limit - 1].ts_ms;
+        let at_last = out.iter().filter(|r| r.ts_ms == last).count() as i64;
+        let next = DetailPosition { ts_ms: last, rows_at_ts: at_last + if last == start_ms { offset } else { 0 } };
+        Ok((out, Some(next)))
+    }
+
+    async fn detail_rows(
+        &self,
+        sql: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<DetailRow>, StoreError> {
         on_pool!(self, |pool, pg| {
-            let rows = sqlx::query(sql).bind(from_ms).bind(to_ms).bind(limit).fetch_all(pool).await?;
+            let rows = sqlx::query(sql).bind(from_ms).bind(to_ms).bind(limit).bind(offset).fetch_all(pool).await?;
             let mut out = Vec::with_capacity(rows.len());
             for row in &rows {
                 let cost: Option<String> = row.try_get("cost")?;
@@ -593,6 +632,14 @@ impl Store {
     pub async fn close(&self) {
         on_pool!(self, |pool, pg| pool.close().await)
     }
+}
+
+/// Where a page of detail rows ended: its last millisecond and how many
+/// rows of that millisecond were returned so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DetailPosition {
+    pub ts_ms: i64,
+    pub rows_at_ts: i64,
 }
 
 /// Oldest timestamps each table keeps.

@@ -107,6 +107,35 @@ impl Sampler {
     }
 }
 
+/// At most `per_minute` detail rows per minute of record time (0: no cap),
+/// counted over the last `names::MINUTES_TRACKED` minutes; a record of an
+/// older, forgotten minute gets no detail row.
+#[derive(Debug)]
+pub struct MinuteCap {
+    per_minute: u32,
+    kept: super::names::MinuteWindow<u32>,
+}
+
+impl MinuteCap {
+    pub fn new(per_minute: u32) -> Self {
+        Self { per_minute, kept: Default::default() }
+    }
+
+    /// Takes one row of `minute` if there is room.
+    pub fn take(&mut self, minute: i64) -> bool {
+        if self.per_minute == 0 {
+            return true;
+        }
+        match self.kept.entry(minute) {
+            Some(n) if *n < self.per_minute => {
+                *n += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +148,16 @@ mod tests {
         assert!((0..10).all(|_| all.keep()));
         let mut none = Sampler::new(0);
         assert!(!(0..10).any(|_| none.keep()));
+    }
+
+    #[test]
+    fn the_minute_cap_keeps_the_first_rows_of_each_minute() {
+        let mut cap = MinuteCap::new(3);
+        assert_eq!((0..10).filter(|_| cap.take(60)).count(), 3);
+        assert_eq!((0..10).filter(|_| cap.take(120)).count(), 3);
+        assert!(!cap.take(60), "the minute stays full");
+        let mut none = MinuteCap::new(0);
+        assert!((0..10_000).all(|_| none.take(60)), "0: no cap");
     }
 
     #[test]

@@ -89,7 +89,12 @@ pub fn parse_results(text: &str, default_ms: Option<i64>, now_ms: i64) -> Result
     };
     items
         .into_iter()
-        .map(|(n, r)| {
+        .map(|(n, mut r)| {
+            // Stored text has no control characters (terminal escapes would
+            // reach whoever prints the table).
+            for field in [&mut r.application, &mut r.suite, &mut r.model, &mut r.test_case] {
+                *field = super::rollup::text(std::mem::take(field));
+            }
             let ts_ms = match &r.timestamp {
                 None | Some(serde_json::Value::Null) => default_ms.ok_or_else(|| {
                     format!(
@@ -161,6 +166,21 @@ pub struct FScoreQuery {
     pub suite: Option<String>,
     pub model: Option<String>,
     pub beta: f64,
+    /// Rows per page.
+    pub limit: usize,
+    /// Continue after this row (the previous page's `next`).
+    pub after: Option<FScorePosition>,
+}
+
+/// A row's place in the order of the answer: (window start in ms, application, suite, model).
+pub type FScorePosition = (i64, String, String, String);
+
+/// One page of F-score rows and the token of the next one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FScorePage {
+    pub rows: Vec<FScoreRow>,
+    /// Pass as `cursor` (`--cursor`) for the rows that follow; null on the last page.
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -175,13 +195,19 @@ pub struct FScoreRow {
     pub scores: Scores,
 }
 
-pub async fn query(store: &Store, q: &FScoreQuery) -> Result<Vec<FScoreRow>, StoreError> {
+pub async fn query(store: &Store, q: &FScoreQuery) -> Result<FScorePage, StoreError> {
     let step_ms = q.step_seconds.unwrap_or(0).saturating_mul(1000);
-    let from_ms = q.from.saturating_mul(1000);
+    let mut from_ms = q.from.saturating_mul(1000);
+    if let Some((w, ..)) = &q.after
+        && step_ms > 0
+    {
+        // Rows of windows before the cursor's are not needed.
+        from_ms = from_ms.max(*w);
+    }
     let window = if step_ms > 0 { "(ts_ms / $1) * $1".to_string() } else { "$1 * 0".to_string() };
     let count = |cond: &str| format!("CAST(SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS BIGINT)");
     let mut sql = format!(
-        "SELECT {window} AS w, application_id, suite, model, {} AS tp, {} AS fp, {} AS fn_, {} AS tn \
+        "SELECT * FROM (SELECT {window} AS w, application_id, suite, model, {} AS tp, {} AS fp, {} AS fn_, {} AS tn \
          FROM fscore_results WHERE ts_ms >= $2 AND ts_ms < $3",
         count("expected AND actual"),
         count("NOT expected AND actual"),
@@ -195,37 +221,57 @@ pub async fn query(store: &Store, q: &FScoreQuery) -> Result<Vec<FScoreRow>, Sto
             sql += &format!(" AND {column} = ${}", 3 + params.len());
         }
     }
-    sql += " GROUP BY w, application_id, suite, model ORDER BY w, application_id, suite, model";
+    sql += " GROUP BY w, application_id, suite, model) AS g";
+    let mut next_param = 4 + params.len();
+    if q.after.is_some() {
+        let n = next_param;
+        sql += &format!(" WHERE (w, application_id, suite, model) > (${n}, ${}, ${}, ${})", n + 1, n + 2, n + 3);
+        next_param += 4;
+    }
+    sql += &format!(" ORDER BY w, application_id, suite, model LIMIT ${next_param}");
     macro_rules! fetch {
         ($pool:expr) => {{
             let mut query = sqlx::query(&sql).bind(step_ms.max(1)).bind(from_ms).bind(q.to.saturating_mul(1000));
             for p in &params {
                 query = query.bind(p.clone());
             }
-            let rows = query.fetch_all($pool).await?;
+            if let Some((w, application, suite, model)) = &q.after {
+                query = query.bind(*w).bind(application.clone()).bind(suite.clone()).bind(model.clone());
+            }
+            let rows = query.bind(q.limit as i64 + 1).fetch_all($pool).await?;
             let mut out = Vec::with_capacity(rows.len());
             for row in &rows {
                 let (tp, fp, fn_, tn): (i64, i64, i64, i64) =
                     (row.try_get("tp")?, row.try_get("fp")?, row.try_get("fn_")?, row.try_get("tn")?);
                 let w: i64 = row.try_get("w")?;
                 let start_unix = if step_ms > 0 { w / 1000 } else { q.from };
-                out.push(FScoreRow {
-                    time: rfc3339(start_unix),
-                    start_unix,
-                    application: row.try_get("application_id")?,
-                    suite: row.try_get("suite")?,
-                    model: row.try_get("model")?,
-                    results: tp + fp + fn_ + tn,
-                    scores: Scores::from_counts(tp, fp, fn_, tn, q.beta),
-                });
+                out.push((
+                    w,
+                    FScoreRow {
+                        time: rfc3339(start_unix),
+                        start_unix,
+                        application: row.try_get("application_id")?,
+                        suite: row.try_get("suite")?,
+                        model: row.try_get("model")?,
+                        results: tp + fp + fn_ + tn,
+                        scores: Scores::from_counts(tp, fp, fn_, tn, q.beta),
+                    },
+                ));
             }
             out
         }};
     }
-    Ok(match store {
+    let mut rows = match store {
         Store::Sqlite(pool) => fetch!(pool),
         Store::Postgres(pool) => fetch!(pool),
-    })
+    };
+    let next = if rows.len() > q.limit {
+        rows.truncate(q.limit);
+        rows.last().map(|(w, r)| super::page::encode(&(*w, r.application.clone(), r.suite.clone(), r.model.clone())))
+    } else {
+        None
+    };
+    Ok(FScorePage { rows: rows.into_iter().map(|(_, r)| r).collect(), next })
 }
 
 #[cfg(test)]
@@ -272,6 +318,8 @@ mod tests {
         assert_eq!(parse_results(no_ts, Some(7_000), 9_000).unwrap()[0].ts_ms, 7_000);
         let e = parse_results(no_ts, None, 9_000).unwrap_err();
         assert!(e.starts_with("item 1 has no timestamp") && !e.contains('\n'), "{e}");
+        let escaped = ok.replace("\"s\"", "\"s\\u001b[2J\\u009b31m\\u0000x\"");
+        assert_eq!(parse_results(&escaped, None, 5).unwrap()[0].result.suite, "s[2J31mx", "control characters removed");
         let far = ok.replace("\"2026-01-01T00:00:00Z\"", "1e300");
         assert!(parse_results(&far, None, 5).unwrap_err().contains("between 1970 and 9999"));
     }

@@ -5,11 +5,14 @@
 
 pub mod api;
 pub mod bench;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod detail;
 pub mod fscore;
+pub mod names;
+pub mod page;
 pub mod partitions;
 pub mod query;
 pub mod rollup;
@@ -40,6 +43,8 @@ use db::Store;
 
 /// How often retention runs and partitions are created ahead.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(3_600);
+/// How often the size budget is checked.
+const BUDGET_EVERY: Duration = Duration::from_secs(60);
 
 /// Storage as `run` starts it: the writer subscribed to the bus, upkeep, and the API routes.
 pub struct Running {
@@ -83,7 +88,13 @@ pub async fn start(config: &StorageConfig, records: &RecordBus, registry: &mut R
     let routes = api::routes(Arc::new(api::ApiState { store: store.clone(), config: config.clone() }));
     Ok(Running {
         writer: tokio::spawn(writer.run(receiver)),
-        maintenance: tokio::spawn(writer::maintain(store, config.clone(), stats, MAINTENANCE_EVERY, migrated)),
+        maintenance: tokio::spawn(writer::maintain(
+            store,
+            config.clone(),
+            stats,
+            writer::Upkeep { retention_every: MAINTENANCE_EVERY, budget_every: BUDGET_EVERY },
+            migrated,
+        )),
         routes,
     })
 }

@@ -4,7 +4,7 @@
 //! percentiles) into one output row per step bucket and group, across all
 //! agents. Output as JSON, CSV or an aligned table.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, ops::ControlFlow};
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -57,7 +57,15 @@ pub struct MetricsQuery {
     pub step_seconds: i64,
     pub filter: RowFilter,
     pub group_by: Vec<Dimension>,
+    /// Rows per page.
+    pub limit: usize,
+    /// Continue after this row (the previous page's `next`).
+    pub after: Option<MetricsPosition>,
 }
+
+/// A row's place in the order of the answer: its bucket start and group
+/// (application, side, provider, model, agent; `None` where not grouped).
+pub type MetricsPosition = (i64, [Option<String>; 5]);
 
 /// One output row (all durations in microseconds; cost an exact decimal string).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -106,6 +114,8 @@ pub struct MetricsResult {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub rows: Vec<MetricsRow>,
+    /// Pass as `cursor` (`--cursor`) for the rows that follow; null on the last page.
+    pub next: Option<String>,
 }
 
 /// The coarsest tier whose bucket divides `step_seconds`.
@@ -178,18 +188,43 @@ pub fn rfc3339(unix: i64) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
-type GroupKey = (i64, [Option<String>; 5]);
+/// The groups of one step bucket: (application, side, provider, model, agent) -> merged row.
+type Groups = BTreeMap<[Option<String>; 5], Aggregate>;
 
-/// Output rows of one query at most: bounds the memory a query (CLI or API) can take.
-pub const MAX_OUTPUT_ROWS: usize = 200_000;
+/// Groups of one step bucket held at once at most: bounds the memory a
+/// query (CLI or API) can take whatever the page size.
+pub const MAX_GROUPS_PER_BUCKET: usize = 20_000;
 
 pub async fn run(store: &Store, q: &MetricsQuery) -> Result<MetricsResult, StoreError> {
     let tier = tier_for_step(q.step_seconds).unwrap_or(Tier::Minute);
-    let from = q.from.div_euclid(q.step_seconds) * q.step_seconds;
-    let mut groups: BTreeMap<GroupKey, Aggregate> = BTreeMap::new();
+    let step = q.step_seconds;
+    let from = q.from.div_euclid(step) * step;
+    // Rows arrive in time order, so step buckets arrive one after the other:
+    // only the current bucket's groups are held, and reading stops once the
+    // page is full and one more row is known to follow.
+    let start = q.after.as_ref().map_or(from, |(bucket, _)| from.max(*bucket));
     let wants = |d: Dimension| q.group_by.contains(&d);
+    let mut current: Option<(i64, Groups)> = None;
+    let mut out: Vec<MetricsRow> = Vec::new();
+    let emit = |bucket: i64, groups: Groups, out: &mut Vec<_>| {
+        for (dims, agg) in groups {
+            let position = (bucket, dims);
+            if q.after.as_ref().is_none_or(|after| &position > after) && out.len() <= q.limit {
+                out.push(output_row(position, &agg));
+            }
+        }
+    };
     store
-        .for_each_row(tier, from, q.to, &q.filter, |key, agent, agg| {
+        .for_each_row(tier, start, q.to, &q.filter, |key, agent, agg| {
+            let bucket = key.bucket_start.div_euclid(step) * step;
+            if current.as_ref().is_some_and(|(b, _)| *b != bucket) {
+                let (b, groups) = current.take().expect("checked");
+                emit(b, groups, &mut out);
+                if out.len() > q.limit {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            let (_, groups) = current.get_or_insert_with(|| (bucket, BTreeMap::new()));
             let dims = [
                 wants(Dimension::Application).then(|| key.application_id.clone()),
                 wants(Dimension::Side).then(|| key.side.clone()),
@@ -197,54 +232,64 @@ pub async fn run(store: &Store, q: &MetricsQuery) -> Result<MetricsResult, Store
                 wants(Dimension::Model).then(|| key.model.clone()),
                 wants(Dimension::Agent).then_some(agent),
             ];
-            let bucket = key.bucket_start.div_euclid(q.step_seconds) * q.step_seconds;
-            let group = (bucket, dims);
-            if let Some(row) = groups.get_mut(&group) {
+            if let Some(row) = groups.get_mut(&dims) {
                 row.merge(&agg);
-            } else if groups.len() >= MAX_OUTPUT_ROWS {
-                return Err(StoreError::TooManyRows(MAX_OUTPUT_ROWS));
+            } else if groups.len() >= MAX_GROUPS_PER_BUCKET {
+                return Err(StoreError::TooManyRows(MAX_GROUPS_PER_BUCKET));
             } else {
-                groups.insert(group, agg);
+                groups.insert(dims, agg);
             }
-            Ok(())
+            Ok(ControlFlow::Continue(()))
         })
         .await?;
-    let rows = groups
-        .into_iter()
-        .map(|((start, [application, side, provider, model, agent]), a)| {
-            let q = |s: &super::sketch::Sketch, p: f64| s.quantile(p).unwrap_or(0);
-            MetricsRow {
-                time: rfc3339(start),
-                start_unix: start,
-                application,
-                side,
-                provider,
-                model,
-                agent,
-                request_count: a.request_count,
-                error_count: a.error_count,
-                cache_hits: a.cache_hits,
-                usage_unknown_count: a.usage_unknown_count,
-                unpriced_count: a.unpriced_count,
-                tokens_input_sum: a.tokens_input,
-                tokens_output_sum: a.tokens_output,
-                tokens_cached_sum: a.tokens_cached,
-                tokens_cache_creation_sum: a.tokens_cache_creation,
-                tokens_reasoning_sum: a.tokens_reasoning,
-                cost_usd_sum: a.cost_usd,
-                latency_p50_us: q(&a.latency, 0.5),
-                latency_p90_us: q(&a.latency, 0.9),
-                latency_p99_us: q(&a.latency, 0.99),
-                latency_max_us: a.latency.max(),
-                ttfb_p50_us: q(&a.ttfb, 0.5),
-                ttfb_p90_us: q(&a.ttfb, 0.9),
-                ttfb_p99_us: q(&a.ttfb, 0.99),
-                ttfb_max_us: a.ttfb.max(),
-            }
+    if let Some((b, groups)) = current.take() {
+        emit(b, groups, &mut out);
+    }
+    let next = if out.len() > q.limit {
+        out.truncate(q.limit);
+        out.last().map(|r| {
+            let dims = [r.application.clone(), r.side.clone(), r.provider.clone(), r.model.clone(), r.agent.clone()];
+            super::page::encode(&(r.start_unix, dims))
         })
-        .collect();
+    } else {
+        None
+    };
+    let rows = out;
     let warnings = coverage_warnings(store, tier, from, q.step_seconds).await?;
-    Ok(MetricsResult { tier, step_seconds: q.step_seconds, from_unix: from, to_unix: q.to, warnings, rows })
+    Ok(MetricsResult { tier, step_seconds: q.step_seconds, from_unix: from, to_unix: q.to, warnings, rows, next })
+}
+
+/// The output row of one group: sums as they are, percentiles from the merged sketches.
+fn output_row((start, [application, side, provider, model, agent]): MetricsPosition, a: &Aggregate) -> MetricsRow {
+    let q = |s: &super::sketch::Sketch, p: f64| s.quantile(p).unwrap_or(0);
+    MetricsRow {
+        time: rfc3339(start),
+        start_unix: start,
+        application,
+        side,
+        provider,
+        model,
+        agent,
+        request_count: a.request_count,
+        error_count: a.error_count,
+        cache_hits: a.cache_hits,
+        usage_unknown_count: a.usage_unknown_count,
+        unpriced_count: a.unpriced_count,
+        tokens_input_sum: a.tokens_input,
+        tokens_output_sum: a.tokens_output,
+        tokens_cached_sum: a.tokens_cached,
+        tokens_cache_creation_sum: a.tokens_cache_creation,
+        tokens_reasoning_sum: a.tokens_reasoning,
+        cost_usd_sum: a.cost_usd,
+        latency_p50_us: q(&a.latency, 0.5),
+        latency_p90_us: q(&a.latency, 0.9),
+        latency_p99_us: q(&a.latency, 0.99),
+        latency_max_us: a.latency.max(),
+        ttfb_p50_us: q(&a.ttfb, 0.5),
+        ttfb_p90_us: q(&a.ttfb, 0.9),
+        ttfb_p99_us: q(&a.ttfb, 0.99),
+        ttfb_max_us: a.ttfb.max(),
+    }
 }
 
 /// A window that starts before the chosen tier's oldest row, while a coarser
@@ -257,9 +302,12 @@ async fn coverage_warnings(store: &Store, tier: Tier, from: i64, step: i64) -> R
     }
     let mut warnings = Vec::new();
     for coarser in Tier::ALL.iter().copied().filter(|t| t.seconds() > tier.seconds()) {
-        if store.oldest_bucket(coarser).await?.is_some_and(|o| o < oldest) {
+        // A coarser bucket that starts before the one holding the finer
+        // tier's oldest row: on a fresh database the hour and day rows start
+        // before the first minute row too (rounded down), which is no gap.
+        if store.oldest_bucket(coarser).await?.is_some_and(|o| o < coarser.bucket(oldest)) {
             warnings.push(format!(
-                "the {} tier holds rows from {} only (older ones expired by retention): buckets before that are \
+                "the {} tier holds rows from {} only (older ones expired by retention or the size budget): buckets before that are \
                  missing at step {}s; the {} tier goes back further (use a step that is a multiple of {}s)",
                 tier.name(),
                 rfc3339(oldest),

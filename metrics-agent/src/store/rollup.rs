@@ -203,7 +203,11 @@ impl MinuteAggregator {
     /// row, or two more sketch buckets); false when the record was refused
     /// (the caller counts it as dropped).
     pub fn add(&mut self, record: &RequestRecord, room: Room) -> bool {
-        let key = SeriesKey::of(record);
+        self.add_as(SeriesKey::of(record), record, room)
+    }
+
+    /// `add` under a key the caller chose (names already bounded).
+    pub fn add_as(&mut self, key: SeriesKey, record: &RequestRecord, room: Room) -> bool {
         let growth = 2 * super::sketch::HEAP_BYTES_PER_BUCKET;
         if let Some(row) = self.rows.get_mut(&key) {
             if self.bytes + growth > room.bytes {

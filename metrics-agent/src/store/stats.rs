@@ -17,8 +17,17 @@ pub struct StorageStats {
     /// `buffer_full`: the series limit was reached while the database was slow or down;
     /// `rejected`: the database refused the flush's rows as data `REJECTED_ATTEMPTS` times).
     pub records_dropped: Family<Labels, Counter>,
-    /// Sampled detail rows not stored: their buffer was full, or their flush was rejected.
-    pub details_dropped: Counter,
+    /// Sampled detail rows not stored, by reason (`minute_cap`: beyond
+    /// `max_detail_rows_per_minute`; `buffer_full`; `rejected`: their flush was).
+    pub details_dropped: Family<Labels, Counter>,
+    /// Records whose model or application was stored as `other`, by `kind`.
+    pub names_collapsed: Family<Labels, Counter>,
+    /// Rows deleted to keep the database within `max_size_mib`, by table.
+    pub budget_rows_dropped: Family<Labels, Counter>,
+    /// Size of the database as the budget measures it (see docs/storage.md).
+    pub database_size_bytes: Gauge,
+    /// `max_size_mib` in bytes (0: no budget).
+    pub size_budget_bytes: Gauge,
     /// Rows written, by table.
     pub rows_written: Family<Labels, Counter>,
     /// Flushes by result: `ok`, `error` (retried), `duplicate` (already committed),
@@ -42,8 +51,28 @@ impl StorageStats {
         r.register("records_dropped", "Records not stored, by reason", self.records_dropped.clone());
         r.register(
             "detail_rows_dropped",
-            "Sampled detail rows not stored (buffer full or flush rejected)",
+            "Sampled detail rows not stored, by reason (minute_cap, buffer_full, rejected)",
             self.details_dropped.clone(),
+        );
+        r.register(
+            "names_collapsed",
+            "Records whose model or application name was stored as `other` (bounded names), by kind",
+            self.names_collapsed.clone(),
+        );
+        r.register(
+            "budget_rows_dropped",
+            "Rows deleted to keep the database within max_size_mib, by table",
+            self.budget_rows_dropped.clone(),
+        );
+        r.register(
+            "database_size_bytes",
+            "Size of the database as the size budget measures it",
+            self.database_size_bytes.clone(),
+        );
+        r.register(
+            "size_budget_bytes",
+            "The size budget (max_size_mib) in bytes; 0: none",
+            self.size_budget_bytes.clone(),
         );
         r.register("rows_written", "Rows written to the database, by table", self.rows_written.clone());
         r.register("flushes", "Flushes by result (ok, error, duplicate, rejected)", self.flushes.clone());

@@ -50,6 +50,11 @@ on_both_databases!(
     a_nul_in_a_model_name_does_not_stop_storage,
     a_batch_the_database_refuses_is_dropped_and_storage_goes_on,
     the_api_refuses_bad_parameters_with_400,
+    invented_model_and_application_names_collapse_to_other,
+    an_oversized_fscore_query_is_paged,
+    metric_and_detail_pages_cover_every_row_once,
+    the_size_budget_drops_the_oldest_details_then_the_oldest_minutes,
+    a_fresh_database_gets_no_retention_warning,
 );
 
 /// Tests that stop the database need a server of their own.
@@ -137,6 +142,8 @@ fn params(from_ms: u64, to_ms: u64, step: i64, group_by: &str, side: Option<&str
         step_seconds: step,
         filter: RowFilter { side: side.map(String::from), ..Default::default() },
         group_by: Dimension::parse_list(group_by).unwrap(),
+        limit: super::page::MAX_PAGE_ROWS,
+        after: None,
     }
 }
 
@@ -211,7 +218,7 @@ async fn rollups_and_percentiles_match_direct_computation(db: TestDb) {
     }
 
     // Detail rows: one per record, no more.
-    let details = db.store.read_details(0, i64::MAX, 100_000).await.unwrap();
+    let details = db.store.read_details(0, i64::MAX, None, 100_000).await.unwrap().0;
     assert_eq!(details.len(), records.len());
 }
 
@@ -282,7 +289,7 @@ async fn months_partitions_and_retention(db: TestDb) {
     let hours = query::run(&db.store, &MetricsQuery { step_seconds: 3_600, ..window.clone() }).await.unwrap();
     assert_eq!(hours.rows.len(), 2, "the hour tier keeps December");
     assert!(hours.warnings.is_empty(), "{:?}", hours.warnings);
-    let details = db.store.read_details(0, i64::MAX, 10).await.unwrap();
+    let details = db.store.read_details(0, i64::MAX, None, 10).await.unwrap().0;
     assert_eq!(details.iter().map(|d| d.ts_ms).collect::<Vec<_>>(), [jan1 as i64]);
     if let Store::Postgres(pool) = &db.store {
         let minute_parts = super::partitions::list(pool, "metrics_1m").await.unwrap();
@@ -347,8 +354,10 @@ async fn fscores_from_a_known_table(db: TestDb) {
         suite: None,
         model: None,
         beta: 2.0,
+        limit: 100,
+        after: None,
     };
-    let rows = fscore::query(&db.store, &q).await.unwrap();
+    let rows = fscore::query(&db.store, &q).await.unwrap().rows;
     assert_eq!(rows.len(), 2);
     let a = &rows[0].scores;
     assert_eq!((rows[0].model.as_str(), a.tp, a.fp, a.fn_, a.tn), ("classifier-a", 4, 1, 3, 4));
@@ -364,7 +373,8 @@ async fn fscores_from_a_known_table(db: TestDb) {
         &fscore::FScoreQuery { step_seconds: Some(86_400), model: Some("classifier-a".into()), ..q },
     )
     .await
-    .unwrap();
+    .unwrap()
+    .rows;
     assert_eq!(
         daily.iter().map(|r| (r.start_unix, r.scores.tp, r.scores.fn_)).collect::<Vec<_>>(),
         [(feb1, 3, 2), (feb1 + 86_400, 1, 1)]
@@ -553,7 +563,7 @@ async fn a_nul_in_a_model_name_does_not_stop_storage(db: TestDb) {
     let mut models: Vec<(String, String)> = rows.into_iter().map(|(k, _, _)| (k.application_id, k.model)).collect();
     models.sort();
     assert_eq!(models, [("app".to_string(), "good".to_string()), ("app".into(), "x".into())]);
-    let details = db.store.read_details(0, i64::MAX, 100).await.unwrap();
+    let details = db.store.read_details(0, i64::MAX, None, 100).await.unwrap().0;
     assert_eq!(details[0].session_id.as_deref(), Some("s1"));
     assert_eq!(stats.flushes.get_or_create(&vec![("result", "error")]).get(), 0);
     assert_eq!(stats.database_up.get(), 1);
@@ -649,7 +659,8 @@ async fn the_api_refuses_bad_parameters_with_400(db: TestDb) {
     ingest(&db.store, &[record(now_ms, "m", 1.0, 1, 1, "0.1")], 1).await;
     for path in ["/api/v1/requests?from=-1m", "/api/v1/requests?from=-1m&to=now"] {
         let (status, body) = api_get(&db, path).await;
-        assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(1)), "{path}: {body}");
+        assert_eq!((status, body["rows"].as_array().map(Vec::len)), (200, Some(1)), "{path}: {body}");
+        assert!(body["next"].is_null(), "{body}");
     }
     let (_, metrics) = api_get(&db, "/api/v1/metrics?from=-1m&side=all").await;
     assert_eq!(metrics["rows"][0]["request_count"], 1, "{metrics}");
@@ -715,4 +726,278 @@ async fn an_unreachable_postgres_is_one_line_naming_the_server_and_the_cause() {
     assert!(err.to_lowercase().contains("refused") && err.contains("is it running"), "{err}");
     assert!(!err.contains('\n'), "{err}");
     assert_eq!(Store::probe("sqlite:///tmp/x.db").await, Ok(()));
+}
+
+/// A writer with name bounds of 20 distinct models / applications overall and
+/// 8 per minute, and at most 50 detail rows per minute.
+fn bounded_writer(
+    db: &TestDb,
+) -> (StorageStats, tokio::sync::broadcast::Sender<Arc<RequestRecord>>, tokio::task::JoinHandle<()>) {
+    let mut config = super::config::StorageFile {
+        database_url: Some(db.url.clone()),
+        flush_interval_ms: Some(100),
+        max_models: Some(20),
+        max_models_per_minute: Some(8),
+        max_applications: Some(20),
+        max_applications_per_minute: Some(8),
+        max_detail_rows_per_minute: Some(50),
+        ..Default::default()
+    }
+    .resolve(None, None, false)
+    .unwrap()
+    .unwrap();
+    config.agent_id = AGENT.into();
+    let stats = StorageStats::default();
+    let writer =
+        Writer { store: db.store.clone(), config, stats: stats.clone(), migrated: Arc::new(AtomicBool::new(true)) };
+    let (tx, rx) = tokio::sync::broadcast::channel(10_000);
+    let task = tokio::spawn(writer.run(rx));
+    (stats, tx, task)
+}
+
+/// 500 records, each with a model and an application id of its own (as a
+/// hostile client can send), 100 per minute over 5 minutes: storage keeps 8
+/// new names per minute until 20 are known, stores every other one as
+/// `other`, counts each collapse, and loses no record.
+async fn invented_model_and_application_names_collapse_to_other(db: TestDb) {
+    let (stats, tx, task) = bounded_writer(&db);
+    for i in 0..500u64 {
+        let mut r = record(T0_MS + (i / 100) * 60_000 + i % 100, &format!("invented-{i}"), 1.0, 1, 1, "0.001");
+        r.application_id = Some(format!("app-{i}"));
+        tx.send(Arc::new(r)).unwrap();
+    }
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(60), task).await.unwrap().unwrap();
+    assert_eq!(stored_requests(&db.store).await, 500, "no record is lost");
+    // Minute 0 admits 8 names, minute 1 8 more, minute 2 the last 4 of 20.
+    for kind in ["model", "application"] {
+        assert_eq!(stats.names_collapsed.get_or_create(&vec![("kind", kind)]).get(), 480, "{kind}");
+    }
+    let rows = db.store.read_rows(Tier::Minute, 0, i64::MAX, &RowFilter::default()).await.unwrap();
+    let mut models = std::collections::BTreeSet::new();
+    let mut per_minute: HashMap<i64, std::collections::BTreeSet<String>> = HashMap::new();
+    for (key, _, _) in &rows {
+        models.insert(key.model.clone());
+        per_minute.entry(key.bucket_start).or_default().insert(key.model.clone());
+        assert_eq!(key.model == "other", key.application_id == "other", "{key:?}");
+    }
+    assert_eq!(models.len(), 21, "20 names and `other`: {models:?}");
+    assert!(per_minute.values().all(|m| m.len() <= 9), "{per_minute:?}");
+    let (_, by_model) = api_get(&db, &format!("/api/v1/metrics?from={}&step=1d&group_by=model", T0_MS / 1000)).await;
+    let by_model = by_model["rows"].as_array().unwrap().clone();
+    assert_eq!(by_model.len(), 21);
+    let other = by_model.iter().find(|r| r["model"] == "other").unwrap();
+    assert_eq!(other["request_count"], 480);
+    // Detail rows: 50 per minute at most, with the same bounded names.
+    let (details, _) = db.store.read_details(0, i64::MAX, None, 10_000).await.unwrap();
+    assert_eq!(details.len(), 250);
+    assert_eq!(stats.details_dropped.get_or_create(&vec![("reason", "minute_cap")]).get(), 250);
+    for d in &details {
+        let model = d.model_returned.clone().unwrap();
+        assert!(models.contains(&model) && d.model_requested.as_deref() == Some(model.as_str()), "{d:?}");
+        assert!(d.application_id == "other" || d.application_id.starts_with("app-"), "{d:?}");
+    }
+    assert_eq!(details.iter().filter(|d| d.application_id != "other").count(), 20);
+}
+
+/// 25,000 F-score groups: an answer holds 10,000 rows at most plus a `next`
+/// token, and following the tokens yields every group exactly once.
+async fn an_oversized_fscore_query_is_paged(db: TestDb) {
+    let feb1_ms = 1_769_904_000_000i64;
+    let results: Vec<fscore::StoredResult> = (0..25_000)
+        .map(|i| fscore::StoredResult {
+            ts_ms: feb1_ms + i * 1_000,
+            result: fscore::TestResult {
+                application: format!("app-{}", i % 3),
+                suite: format!("suite-{}", i % 7),
+                model: "m".into(),
+                test_case: format!("case-{i}"),
+                expected: i % 2 == 0,
+                actual: i % 3 == 0,
+                timestamp: None,
+            },
+        })
+        .collect();
+    assert_eq!(fscore::insert(&db.store, AGENT, &results).await.unwrap(), 25_000);
+    let from = feb1_ms / 1000;
+    let (status, first) =
+        api_get(&db, &format!("/api/v1/fscores?from={from}&to={}&step=1s&limit=1000000", from + 86_400)).await;
+    assert_eq!(status, 200);
+    assert_eq!(first["rows"].as_array().unwrap().len(), super::page::MAX_PAGE_ROWS, "capped");
+    let body_bytes = first.to_string().len();
+    assert!(body_bytes < 4 << 20, "one page is {body_bytes} bytes");
+    let mut q = fscore::FScoreQuery {
+        from,
+        to: from + 86_400,
+        step_seconds: Some(1),
+        application: None,
+        suite: None,
+        model: None,
+        beta: 1.0,
+        limit: super::page::MAX_PAGE_ROWS,
+        after: None,
+    };
+    let mut seen = std::collections::HashSet::new();
+    let (mut tp, mut pages) = (0, 0);
+    loop {
+        let page = fscore::query(&db.store, &q).await.unwrap();
+        pages += 1;
+        assert!(page.rows.len() <= super::page::MAX_PAGE_ROWS);
+        for r in &page.rows {
+            assert!(seen.insert((r.start_unix, r.application.clone(), r.suite.clone())), "{r:?} twice");
+            tp += r.scores.tp;
+        }
+        if pages == 1 {
+            assert_eq!(serde_json::to_value(&page.rows).unwrap(), first["rows"], "the API's first page");
+            assert_eq!(page.next.as_deref(), first["next"].as_str());
+        }
+        match page.next {
+            Some(token) => q.after = Some(super::page::decode(&token).unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!((seen.len(), pages), (25_000, 3));
+    assert_eq!(tp, (0..25_000).filter(|i| i % 2 == 0 && i % 3 == 0).count() as i64);
+    // A bad cursor is a one-line 400.
+    let (status, body) = api_get(&db, "/api/v1/fscores?cursor=zz").await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// Pages of /api/v1/metrics and /api/v1/requests, small on purpose, put
+/// together equal the whole answer: no row twice, none missing, also when
+/// many detail rows share one millisecond.
+async fn metric_and_detail_pages_cover_every_row_once(db: TestDb) {
+    let mut records = traffic(3_000, 3 * 3_600_000, 11);
+    for r in records.iter_mut().take(40) {
+        r.timestamp_unix_ms = T0_MS + 5_000; // 40 rows of one millisecond
+    }
+    ingest(&db.store, &records, 3).await;
+    let whole =
+        query::run(&db.store, &params(T0_MS, T0_MS + 4 * 3_600_000, 60, "model,application,side", None)).await.unwrap();
+    assert!(whole.rows.len() > 500 && whole.next.is_none(), "{}", whole.rows.len());
+    let mut paged = Vec::new();
+    let mut q = params(T0_MS, T0_MS + 4 * 3_600_000, 60, "model,application,side", None);
+    q.limit = 37;
+    loop {
+        let page = query::run(&db.store, &q).await.unwrap();
+        assert!(page.rows.len() <= 37);
+        paged.extend(page.rows);
+        match page.next {
+            Some(token) => q.after = Some(super::page::decode(&token).unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, whole.rows);
+
+    let (all, next) = db.store.read_details(0, i64::MAX, None, 10_000).await.unwrap();
+    assert_eq!((all.len(), next), (records.len(), None));
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let (rows, next) = db.store.read_details(0, i64::MAX, after, 7).await.unwrap();
+        assert!(rows.len() <= 7);
+        paged.extend(rows);
+        match next {
+            Some(position) => after = Some(position),
+            None => break,
+        }
+    }
+    let key = |d: &DetailRow| serde_json::to_string(d).unwrap();
+    let mut expected: Vec<String> = all.iter().map(key).collect();
+    let mut got: Vec<String> = paged.iter().map(key).collect();
+    assert_eq!(got.len(), expected.len());
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+    // The API: a page, its token, the next page.
+    let (_, first) = api_get(&db, &format!("/api/v1/requests?from={}&to=now&limit=25", T0_MS / 1000 - 60)).await;
+    assert_eq!(first["rows"].as_array().unwrap().len(), 25);
+    let token = first["next"].as_str().unwrap().to_string();
+    let (_, second) =
+        api_get(&db, &format!("/api/v1/requests?from={}&limit=25&cursor={token}", T0_MS / 1000 - 60)).await;
+    assert_eq!(second["rows"][0], serde_json::to_value(&paged[25]).unwrap());
+}
+
+/// Many flushes of detail rows over a small budget: after each check the
+/// database is within it, the oldest detail rows went first (then the oldest
+/// minute rows), the newest are kept, and every deleted row is counted.
+async fn the_size_budget_drops_the_oldest_details_then_the_oldest_minutes(db: TestDb) {
+    const BUDGET: u64 = 1 << 20;
+    let stats = StorageStats::default();
+    let mut written_details = 0u64;
+    for round in 0..40u64 {
+        let start = T0_MS + round * 600_000; // 10 minutes per round
+        let records: Vec<RequestRecord> = (0..1_000u64)
+            .map(|i| {
+                let mut r = record(start + i * 600, "m", 1.0 + i as f64, i, i, "0.001");
+                r.session_id = Some(format!("session-{round}-{i}"));
+                r
+            })
+            .collect();
+        ingest(&db.store, &records, 1).await;
+        written_details += records.len() as u64;
+        super::writer::keep_within_budget(&db.store, BUDGET, &stats).await;
+        let size = super::budget::size(&db.store).await.unwrap();
+        assert!(size <= BUDGET, "round {round}: {size} bytes");
+        assert_eq!(stats.database_size_bytes.get() as u64, size);
+    }
+    let dropped = |table: &'static str| stats.budget_rows_dropped.get_or_create(&vec![("table", table)]).get();
+    let (kept, _) = db.store.read_details(0, i64::MAX, None, 10_000).await.unwrap();
+    assert!(!kept.is_empty() && dropped("request_details") > 0);
+    assert_eq!(kept.len() as u64 + dropped("request_details"), written_details, "every deleted row is counted");
+    // The newest are kept: the last round's rows are all there.
+    let last_round =
+        kept.iter().filter(|d| d.session_id.as_deref().is_some_and(|s| s.starts_with("session-39-"))).count();
+    assert_eq!(last_round, 1_000);
+    let oldest_kept = kept.iter().map(|d| d.ts_ms).min().unwrap();
+    assert!(oldest_kept > T0_MS as i64, "the oldest went first");
+    assert_eq!(dropped("metrics_1m"), 0, "minute rows go only once the detail rows are gone");
+    if let Store::Postgres(pool) = &db.store {
+        // The space of deleted rows is reused: the table's disk use stays near the budget
+        // (the rows written take about 12 MiB).
+        let disk: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(pg_total_relation_size(inhrelid)), 0)::BIGINT FROM pg_inherits \
+             WHERE inhparent = 'request_details'::regclass",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert!((disk as u64) < 3 * BUDGET, "request_details takes {disk} bytes on disk");
+    }
+
+    // A budget below what the minute rows take: the remaining detail rows
+    // go, then the oldest minutes; hours and days stay.
+    let minutes_before = db.store.read_rows(Tier::Minute, 0, i64::MAX, &RowFilter::default()).await.unwrap();
+    let hours_before = db.store.read_rows(Tier::Hour, 0, i64::MAX, &RowFilter::default()).await.unwrap().len();
+    let full = super::budget::size(&db.store).await.unwrap();
+    eprintln!("phase 2 from {full} bytes, {} minute rows, {hours_before} hour rows", minutes_before.len());
+    let mut budget = full;
+    while dropped("metrics_1m") == 0 && budget > 16 * 1024 {
+        budget /= 2;
+        super::writer::keep_within_budget(&db.store, budget, &stats).await;
+    }
+    eprintln!("minute rows dropped at a budget of {budget} bytes: {:?}", stats.budget_rows_dropped);
+    let (details, _) = db.store.read_details(0, i64::MAX, None, 10).await.unwrap();
+    assert!(details.is_empty());
+    let minutes = db.store.read_rows(Tier::Minute, 0, i64::MAX, &RowFilter::default()).await.unwrap();
+    assert!(!minutes.is_empty() && minutes.len() < minutes_before.len(), "{}", minutes.len());
+    assert_eq!(minutes.len() as u64 + dropped("metrics_1m"), minutes_before.len() as u64);
+    let newest = minutes_before.iter().map(|(k, _, _)| k.bucket_start).max().unwrap();
+    assert!(minutes.iter().any(|(k, _, _)| k.bucket_start == newest), "the newest minute is kept");
+    let first_kept = minutes.iter().map(|(k, _, _)| k.bucket_start).min().unwrap();
+    assert!(minutes_before.iter().filter(|(k, _, _)| k.bucket_start < first_kept).count() > 0);
+    assert_eq!(db.store.read_rows(Tier::Hour, 0, i64::MAX, &RowFilter::default()).await.unwrap().len(), hours_before);
+    assert!(super::budget::size(&db.store).await.unwrap() <= budget);
+}
+
+/// On a fresh database the hour and day rows start before the first minute
+/// row (their buckets are rounded down): that is no expired data.
+async fn a_fresh_database_gets_no_retention_warning(db: TestDb) {
+    let at = T0_MS + 17 * 60_000 + 5_000;
+    ingest(&db.store, &[record(at, "m", 1.0, 1, 1, "0.1")], 1).await;
+    let result = query::run(&db.store, &params(T0_MS - 3_600_000, at + 60_000, 60, "", None)).await.unwrap();
+    assert_eq!(result.rows.len(), 1);
+    assert!(result.warnings.is_empty(), "{:?}", result.warnings);
+    let (_, body) = api_get(&db, &format!("/api/v1/metrics?from={}&step=1m", T0_MS / 1000 - 3_600)).await;
+    assert!(body.get("warnings").is_none(), "{body}");
 }

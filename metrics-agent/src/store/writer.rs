@@ -24,8 +24,9 @@ use tokio::{
 use super::{
     config::StorageConfig,
     db::{Batch, Store, StoreError, Written},
-    detail::{DetailRow, Sampler},
-    rollup::{MinuteAggregator, Room},
+    detail::{DetailRow, MinuteCap, Sampler},
+    names::NameBounds,
+    rollup::{MinuteAggregator, Room, SeriesKey},
     stats::StorageStats,
 };
 use crate::records::RequestRecord;
@@ -49,12 +50,22 @@ pub struct Writer {
     pub migrated: Arc<AtomicBool>,
 }
 
+/// The bounded names of one record's detail row.
+struct DetailNames {
+    minute: i64,
+    application: String,
+    model_returned: String,
+    model_requested: Option<String>,
+}
+
 type FlushResult = (Batch, Result<Written, StoreError>, Duration);
 
 struct State {
     live: MinuteAggregator,
     details: Vec<DetailRow>,
     sampler: Sampler,
+    detail_cap: MinuteCap,
+    names: NameBounds,
     /// A batch whose flush failed, retried before any newer one.
     failed: Option<Batch>,
     in_flight: Option<JoinHandle<FlushResult>>,
@@ -73,6 +84,8 @@ impl Writer {
             live: MinuteAggregator::default(),
             details: Vec::new(),
             sampler: Sampler::new(self.config.detail_sample_every),
+            detail_cap: MinuteCap::new(self.config.max_detail_rows_per_minute),
+            names: NameBounds::new(self.config.names),
             failed: None,
             in_flight: None,
             held_series: 0,
@@ -110,20 +123,59 @@ impl Writer {
             series: self.config.max_buffered_series.saturating_sub(state.held_series),
             bytes: self.config.max_buffered_bytes.saturating_sub(state.held_bytes),
         };
-        if state.live.add(record, room) {
+        let (key, names) = self.bounded_key(state, record);
+        if state.live.add_as(key, record, room) {
             self.stats.records.inc();
         } else {
             self.stats.records_dropped.get_or_create(&vec![("reason", "buffer_full")]).inc();
             return;
         }
         if state.sampler.keep() {
-            if state.details.len() + state.held_details < self.config.max_buffered_details {
-                state.details.push(DetailRow::of(record));
+            let dropped = if !state.detail_cap.take(names.minute) {
+                Some("minute_cap")
+            } else if state.details.len() + state.held_details >= self.config.max_buffered_details {
+                Some("buffer_full")
             } else {
-                self.stats.details_dropped.inc();
+                None
+            };
+            match dropped {
+                Some(reason) => {
+                    self.stats.details_dropped.get_or_create(&vec![("reason", reason)]).inc();
+                }
+                None => {
+                    let mut row = DetailRow::of(record);
+                    row.application_id = names.application;
+                    row.model_returned = record.model_returned.as_ref().map(|_| names.model_returned.clone());
+                    row.model_requested = names.model_requested;
+                    state.details.push(row);
+                }
             }
         }
         self.update_gauges(state);
+    }
+
+    /// The record's series key with its model and application bounded
+    /// (`other` beyond the limits, counted), and the names its detail row takes.
+    fn bounded_key(&self, state: &mut State, record: &RequestRecord) -> (SeriesKey, DetailNames) {
+        let mut key = SeriesKey::of(record);
+        let minute = key.bucket_start;
+        let model = state.names.model(minute, std::mem::take(&mut key.model));
+        let application = state.names.application(minute, std::mem::take(&mut key.application_id));
+        for (kind, admitted) in [("model", &model), ("application", &application)] {
+            if admitted.collapsed {
+                self.stats.names_collapsed.get_or_create(&vec![("kind", kind)]).inc();
+            }
+        }
+        // The key's model is the returned one, else the requested one.
+        let model_requested = match (&record.model_returned, &record.model_requested) {
+            (Some(returned), Some(requested)) if returned != requested => {
+                Some(state.names.model(minute, super::rollup::text(requested.clone())).name)
+            }
+            (_, requested) => requested.as_ref().map(|_| model.name.clone()),
+        };
+        key.model = model.name.clone();
+        key.application_id = application.name.clone();
+        (key, DetailNames { minute, application: application.name, model_returned: model.name, model_requested })
     }
 
     fn update_gauges(&self, state: &State) {
@@ -210,7 +262,10 @@ impl Writer {
                 );
                 self.stats.flushes.get_or_create(&vec![("result", "rejected")]).inc();
                 self.stats.records_dropped.get_or_create(&vec![("reason", "rejected")]).inc_by(batch.records);
-                self.stats.details_dropped.inc_by(batch.details.len() as u64);
+                self.stats
+                    .details_dropped
+                    .get_or_create(&vec![("reason", "rejected")])
+                    .inc_by(batch.details.len() as u64);
                 self.stats.database_up.set(1);
                 state.rejected_attempts = 0;
                 state.held_series = 0;
@@ -270,47 +325,92 @@ impl Writer {
 /// How soon upkeep is tried again after it failed (database down).
 const MAINTENANCE_RETRY: Duration = Duration::from_secs(60);
 
-/// Retention and partition upkeep: at start, then every `every` (a minute
-/// after a failure).
+/// How often upkeep runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Upkeep {
+    /// Retention and partitions ahead.
+    pub retention_every: Duration,
+    /// The size budget (`max_size_mib`).
+    pub budget_every: Duration,
+}
+
+/// Retention and partition upkeep (at start, then every `retention_every`,
+/// a minute after a failure) and the size budget (every `budget_every`).
 pub async fn maintain(
     store: Store,
     config: StorageConfig,
     stats: StorageStats,
-    every: Duration,
+    every: Upkeep,
     migrated: Arc<AtomicBool>,
 ) {
-    let mut wait = Duration::ZERO;
+    stats.size_budget_bytes.set(i64::try_from(config.max_size_bytes).unwrap_or(i64::MAX));
+    let mut next_retention = Instant::now();
     loop {
-        tokio::time::sleep(wait).await;
-        let now = now_ms() / 1000;
-        let result = async {
-            if !migrated.load(Ordering::Acquire) {
-                store.migrate().await?;
-                migrated.store(true, Ordering::Release);
-            }
-            if let Store::Postgres(pool) = &store {
-                super::partitions::ensure_ahead(pool, now).await?;
-            }
-            store.apply_retention(&config.retention.cutoffs(now)).await
+        if Instant::now() >= next_retention {
+            next_retention = Instant::now()
+                + match retention(&store, &config, &migrated).await {
+                    Ok(n) => {
+                        stats.maintenance_runs.get_or_create(&vec![("result", "ok")]).inc();
+                        if n > 0 {
+                            log::info!(
+                                "storage retention removed {n} {}",
+                                if store.kind() == "postgres" { "partitions" } else { "rows" }
+                            );
+                        }
+                        every.retention_every
+                    }
+                    Err(e) => {
+                        stats.maintenance_runs.get_or_create(&vec![("result", "error")]).inc();
+                        log::warn!("storage retention/partition upkeep failed (retried in {MAINTENANCE_RETRY:?}): {e}");
+                        MAINTENANCE_RETRY
+                    }
+                };
         }
-        .await;
-        match result {
-            Ok(n) => {
-                wait = every;
-                stats.maintenance_runs.get_or_create(&vec![("result", "ok")]).inc();
-                if n > 0 {
-                    log::info!(
-                        "storage retention removed {n} {}",
-                        if store.kind() == "postgres" { "partitions" } else { "rows" }
-                    );
-                }
+        if migrated.load(Ordering::Acquire) {
+            keep_within_budget(&store, config.max_size_bytes, &stats).await;
+        }
+        let wake = next_retention.min(Instant::now() + every.budget_every);
+        tokio::time::sleep_until(wake.into()).await;
+    }
+}
+
+async fn retention(store: &Store, config: &StorageConfig, migrated: &AtomicBool) -> Result<u64, StoreError> {
+    let now = now_ms() / 1000;
+    if !migrated.load(Ordering::Acquire) {
+        store.migrate().await?;
+        migrated.store(true, Ordering::Release);
+    }
+    if let Store::Postgres(pool) = store {
+        super::partitions::ensure_ahead(pool, now).await?;
+    }
+    store.apply_retention(&config.retention.cutoffs(now)).await
+}
+
+/// One size-budget check: deletions counted per table and logged.
+pub async fn keep_within_budget(store: &Store, budget: u64, stats: &StorageStats) {
+    match super::budget::enforce(store, budget).await {
+        Ok(done) => {
+            stats.database_size_bytes.set(i64::try_from(done.size_after).unwrap_or(i64::MAX));
+            for (table, n) in &done.dropped {
+                stats.budget_rows_dropped.get_or_create(&vec![("table", *table)]).inc_by(*n);
             }
-            Err(e) => {
-                wait = MAINTENANCE_RETRY;
-                stats.maintenance_runs.get_or_create(&vec![("result", "error")]).inc();
-                log::warn!("storage retention/partition upkeep failed (retried in {wait:?}): {e}");
+            if !done.dropped.is_empty() {
+                log::info!(
+                    "storage: the database ({} bytes) exceeded max_size_mib; deleted the oldest rows {:?}, now {} bytes",
+                    done.size_before,
+                    done.dropped,
+                    done.size_after
+                );
+            }
+            if done.exhausted {
+                log::warn!(
+                    "storage: the database ({} bytes) exceeds max_size_mib with no metric or detail rows left to \
+                     drop: raise max_size_mib",
+                    done.size_after
+                );
             }
         }
+        Err(e) => log::warn!("storage: checking the size budget failed (retried in a minute): {e}"),
     }
 }
 
