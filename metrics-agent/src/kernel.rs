@@ -144,22 +144,37 @@ impl Kernel {
             .map_max_entries(names::PAYLOADS, payload_ring_bytes)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object failed")?;
-        let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
-        for name in names {
-            let program = ebpf.program_mut(&name).expect("listed program");
-            let loaded = match program {
-                aya::programs::Program::UProbe(p) => p.load(),
-                aya::programs::Program::TracePoint(p) => p.load(),
-                _ => continue,
+        // Start-up is mostly the verifier: only this mode's programs are
+        // loaded (the syscall tracepoints are `sys_*`), on every core at once.
+        let skip_syscalls = mode != AttachMode::Syscalls;
+        let queue: std::sync::Mutex<Vec<(&str, &mut aya::programs::Program)>> = std::sync::Mutex::new(
+            ebpf.programs_mut().filter(|(name, _)| !(skip_syscalls && name.starts_with("sys_"))).collect(),
+        );
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        std::thread::scope(|scope| -> Result<()> {
+            let load = || -> Result<()> {
+                while let Some((name, program)) = queue.lock().expect("lock").pop() {
+                    let loaded = match program {
+                        aya::programs::Program::UProbe(p) => p.load(),
+                        aya::programs::Program::TracePoint(p) => p.load(),
+                        _ => continue,
+                    };
+                    loaded.with_context(|| format!("the kernel rejected program {name}"))?;
+                }
+                Ok(())
             };
-            loaded.with_context(|| format!("the kernel rejected program {name}"))?;
-        }
-        for (map, slot, program) in [
+            let threads: Vec<_> = (0..workers).map(|_| scope.spawn(load)).collect();
+            threads.into_iter().try_for_each(|t| t.join().expect("program loader thread"))
+        })?;
+        let mut jumps = vec![
             (names::CONTINUE, names::SLOT_PARSE, names::CONTINUE_PROGRAM),
             (names::CONTINUE, names::SLOT_CAPTURE, names::CAPTURE_PROGRAM),
-            (names::CONTINUE_SYSCALL, names::SLOT_PARSE, names::CONTINUE_SYSCALL_PROGRAM),
-            (names::CONTINUE_SYSCALL, names::SLOT_CAPTURE, names::CAPTURE_SYSCALL_PROGRAM),
-        ] {
+        ];
+        if !skip_syscalls {
+            jumps.push((names::CONTINUE_SYSCALL, names::SLOT_PARSE, names::CONTINUE_SYSCALL_PROGRAM));
+            jumps.push((names::CONTINUE_SYSCALL, names::SLOT_CAPTURE, names::CAPTURE_SYSCALL_PROGRAM));
+        }
+        for (map, slot, program) in jumps {
             let target = ebpf.program(program).ok_or_else(|| anyhow!("no program {program}"))?;
             let fd = target.fd()?.try_clone()?;
             let mut jump = ProgramArray::try_from(ebpf.map_mut(map).ok_or_else(|| anyhow!("no map {map}"))?)?;
