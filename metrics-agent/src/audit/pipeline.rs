@@ -13,6 +13,7 @@ use metrics_common::{
 use serde::Serialize;
 
 use super::{
+    correlate::Pairing,
     decode,
     identity::{self, IdentityConfig, Ids},
     llm::{self, LlmRequest, Usage},
@@ -80,6 +81,8 @@ pub struct RequestRecord {
     /// (`x-ratelimit-remaining-requests`, `anthropic-ratelimit-tokens-remaining`,
     /// `retry-after`, ...).
     pub rate_limits: std::collections::BTreeMap<String, String>,
+    /// What ties a client record to its upstream record (`correlate`).
+    pub pairing: Pairing,
 }
 
 struct Pending {
@@ -87,6 +90,8 @@ struct Pending {
     endpoint: String,
     ids: Ids,
     start_ns: u64,
+    /// Digest of the complete request body, for pairing.
+    digest: Option<u64>,
 }
 
 struct ConnAudit {
@@ -276,6 +281,7 @@ impl Pipeline {
                     endpoint: bounded(target.split('?').next().unwrap_or("").to_string()),
                     ids,
                     start_ns,
+                    digest: body_digest(&m),
                 });
             }
             if conn.requests.buffered() > 0 && conn.request_start_ns.is_none() {
@@ -354,6 +360,16 @@ impl Pipeline {
             cost_usd: None,
             application_id: pending.ids.application,
             rate_limits: rate_limit_headers(&m.head),
+            pairing: Pairing {
+                request_id: response
+                    .id
+                    .or_else(|| {
+                        m.head.header("x-request-id").or_else(|| m.head.header("request-id")).map(str::to_string)
+                    })
+                    .map(bounded),
+                request_digest: pending.digest,
+                ..Pairing::default()
+            },
         })
     }
 
@@ -365,6 +381,18 @@ impl Pipeline {
             self.stats.evicted_connections += 1;
         }
     }
+}
+
+/// A digest of a complete, non-empty request body: a proxy that forwards
+/// the body unchanged sends the same bytes upstream.
+fn body_digest(m: &Message) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    if m.body.is_empty() || m.truncated {
+        return None;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.body.hash(&mut h);
+    Some(h.finish())
 }
 
 /// Longest text field a record keeps (models, endpoints, error types come
