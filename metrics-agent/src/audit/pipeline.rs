@@ -234,7 +234,13 @@ impl Pipeline {
         let request_dir = (header.side == SIDE_CLIENT) == (header.direction == DIR_READ);
         let slot = if request_dir { 0 } else { 1 };
         let data = &data[..(header.len as usize).min(data.len())];
-        if conn.next_offset[slot] != Some(header.offset) {
+        // Bytes that passed uncaptured inside a body (sent with sendfile, or
+        // beyond the capture cap) are skipped there; any other gap restarts.
+        let mut skipped = Vec::new();
+        let gap = conn.next_offset[slot].filter(|&n| header.offset > n).map(|n| header.offset - n);
+        let parser = if request_dir { &mut conn.requests } else { &mut conn.responses };
+        let skipped_in_body = gap.and_then(|n| parser.skip(n)).map(|m| skipped = m).is_some();
+        if conn.next_offset[slot] != Some(header.offset) && !skipped_in_body {
             if conn.next_offset[slot].is_some() {
                 self.stats.resyncs += 1;
             }
@@ -261,7 +267,8 @@ impl Pipeline {
             if conn.request_start_ns.is_none() {
                 conn.request_start_ns = Some(header.ts_ns);
             }
-            for m in conn.requests.feed(data) {
+            let completed = skipped.into_iter().chain(conn.requests.feed(data));
+            for m in completed {
                 let start_ns = conn.request_start_ns.take().unwrap_or(header.ts_ns);
                 let StartLine::Request { method, target } = &m.head.start else { continue };
                 conn.responses.expect_response_to(method);
@@ -292,7 +299,8 @@ impl Pipeline {
                 conn.response_first_ns = Some(header.ts_ns);
             }
             conn.response_last_ns = header.ts_ns;
-            for m in conn.responses.feed(data) {
+            let completed: Vec<Message> = skipped.into_iter().chain(conn.responses.feed(data)).collect();
+            for m in completed {
                 out.extend(Self::pair(conn, m));
             }
         }
