@@ -10,6 +10,11 @@
 //! - `usage=1` with `events`: a final usage chunk (prompt 21, completion 55);
 //! - `encoding=1|2|3|4`: a gzip, deflate, br or zstd JSON body.
 //!
+//! A request's `x-request-id` header (letters, digits, `-`, `_`; at most 64)
+//! is echoed as the response's `x-request-id` header and as the `id` of a
+//! non-streamed body, as providers do with their own ids: tests check with it
+//! which upstream exchange the agent paired with which client exchange.
+//!
 //! Non-streamed 200 answers report usage prompt 12, completion 34.
 //!
 //! `ProviderStats` also counts the usage tokens the provider put in its
@@ -332,7 +337,13 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
     if delay > 0 {
         thread::sleep(Duration::from_millis(delay));
     }
-    let conn_header = if keep_alive { "keep-alive" } else { "close" };
+    let rid = head
+        .header("x-request-id")
+        .filter(|id| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    let conn_header = match rid {
+        Some(id) => format!("{}\r\nx-request-id: {id}", if keep_alive { "keep-alive" } else { "close" }),
+        None => (if keep_alive { "keep-alive" } else { "close" }).to_string(),
+    };
     if status != 200 {
         stats.errors.fetch_add(1, Ordering::SeqCst);
         let body = match status {
@@ -352,7 +363,12 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
     let api = Api::of(&path);
     if events == 0 {
         let pad = "x".repeat(size.saturating_sub(200));
-        let body = api.body(&pad);
+        let mut body = api.body(&pad);
+        if let Some(id) = rid {
+            for fixed in ["\"chatcmpl-1\"", "\"resp_1\"", "\"msg_1\""] {
+                body = body.replacen(fixed, &format!("\"{id}\""), 1);
+            }
+        }
         let (body, coding) = encode(body.into_bytes(), &path);
         let head = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{coding}content-length: {}\r\nconnection: {conn_header}\r\n\r\n",

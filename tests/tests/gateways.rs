@@ -1,0 +1,191 @@
+//! End-to-end tests (root) of the audit path on real gateways and under
+//! concurrency: which upstream exchange the agent pairs with each client
+//! exchange, cache hits, long streams. Ground truth comes from the test's
+//! clients (the request ids they sent) and the mock provider (the requests
+//! it answered, the usage it reported).
+
+use std::{
+    collections::HashMap,
+    process::{Command, Stdio},
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+use llm_proxy_e2e::{
+    client::Client,
+    harness::{self, Agent, Guard, Nginx, TempDir},
+    metrics::Scrape,
+    mock::MockProvider,
+};
+use serde_json::Value;
+
+/// The tests attach to processes and read global counters: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The agent tracing one nginx (its master and workers, by pid, so other
+/// nginx processes on the host stay out of the numbers), printing records.
+fn agent_on(nginx_pid: u32, mock: &MockProvider, extra: &[&str]) -> Agent {
+    let (pid, provider) = (nginx_pid.to_string(), format!("openai=127.0.0.1:{}", mock.port));
+    let mut args = vec!["--pid", &pid, "--provider", &provider, "--print-requests"];
+    args.extend_from_slice(extra);
+    let agent = Agent::start(&args);
+    agent.wait_until(Duration::from_secs(10), "nginx's master and its two workers traced", |s| {
+        s.get("metrics_agent_traced_processes") >= 3
+    });
+    agent
+}
+
+/// The JSON records the agent printed (`--print-requests`), by side.
+fn records(agent: &Agent, side: &str) -> Vec<Value> {
+    agent
+        .log_text()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["side"] == side)
+        .collect()
+}
+
+/// Waits (60 s at most) until the agent printed this many records per side.
+fn wait_for_records(agent: &Agent, client: usize, upstream: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (c, u) = (records(agent, "client").len(), records(agent, "upstream").len());
+        if c >= client && u >= upstream {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{c} of {client} client and {u} of {upstream} upstream records:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The sum of every series of `name` (any labels).
+fn sum_of(scrape: &Scrape, name: &str) -> f64 {
+    scrape.series.iter().filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{"))).map(|(_, v)| v).sum()
+}
+
+#[test]
+fn concurrent_exchanges_pair_with_their_own_upstream_exchange_and_no_cache_hit_is_invented() {
+    let _serial = serial();
+    let mock = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", mock.port)]);
+    let agent = agent_on(nginx.guard.pid(), &mock, &[]);
+    const CLIENTS: usize = 16;
+    const PER_CLIENT: usize = 12;
+    // 16 keep-alive clients at once; latencies vary per request so that
+    // exchanges overlap in every order; JSON and streams, keep-alive and
+    // HTTP/1.0 upstreams.
+    let sent: Vec<String> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..CLIENTS)
+            .map(|t| {
+                let port = nginx.port;
+                scope.spawn(move || {
+                    let mut c = Client::connect(port).unwrap();
+                    let mut ids = Vec::new();
+                    for i in 0..PER_CLIENT {
+                        let id = format!("t{t}-r{i}");
+                        let delay = (t * 7 + i * 13) % 60;
+                        let path = match i % 3 {
+                            0 => format!("/openai-ka/v1/chat/completions?delay_ms={delay}"),
+                            1 => format!("/openai/v1/chat/completions?delay_ms={delay}&bytes=2000"),
+                            _ => format!("/openai-ka/v1/chat/completions?events=3&interval_ms={}&usage=1", delay / 3),
+                        };
+                        c.extra_headers = format!("x-request-id: {id}\r\n");
+                        assert_eq!(c.request(&path, 300, false).unwrap(), 200, "{path}");
+                        ids.push(id);
+                    }
+                    ids
+                })
+            })
+            .collect();
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    let total = CLIENTS * PER_CLIENT;
+    assert_eq!(mock.snapshot().0, total as u64, "every request went upstream");
+    wait_for_records(&agent, total, total);
+    let clients = records(&agent, "client");
+    let upstreams = records(&agent, "upstream");
+    let ids = |r: &[Value]| {
+        let mut ids: Vec<String> =
+            r.iter().map(|x| x["pairing"]["request_id"].as_str().unwrap_or("").to_string()).collect();
+        ids.sort();
+        ids
+    };
+    let mut sent = sent;
+    sent.sort();
+    assert_eq!(ids(&clients), sent, "one client record per request, each with the id the provider echoed");
+    assert_eq!(ids(&upstreams), sent, "one upstream record per request");
+    assert_eq!((clients.len(), upstreams.len()), (total, total));
+    for r in &clients {
+        assert_eq!(
+            r["pairing"]["upstream_request_id"], r["pairing"]["request_id"],
+            "paired with another exchange: {r}"
+        );
+        assert_eq!(r["pairing"]["confidence"], "certain", "{r}");
+        assert_eq!(r["cache_hit"], false, "{r}");
+        assert_eq!(r["upstream_provider"], "openai", "{r}");
+    }
+    let s = agent.scrape();
+    assert_eq!(sum_of(&s, "llm_cache_hits_total"), 0.0, "{}", s.text);
+}
+
+/// nginx with a response cache in front of the mock: POSTs to the same
+/// URI are answered from the cache after the first.
+fn start_caching_nginx(upstream: u16) -> (Guard, u16, TempDir) {
+    let dir = TempDir::new("nginx-cache");
+    let port = harness::free_port();
+    let d = dir.0.display();
+    let conf = format!(
+        "worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  proxy_cache_path {d}/cache keys_zone=llm:1m;\n  server {{\n    listen 127.0.0.1:{port};\n    location /openai/ {{\n      proxy_pass http://127.0.0.1:{upstream}/;\n      proxy_cache llm;\n      proxy_cache_methods POST;\n      proxy_cache_key $request_uri;\n      proxy_cache_valid 200 10m;\n    }}\n  }}\n}}\n"
+    );
+    let path = dir.0.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let guard = Guard::spawn(
+        "nginx",
+        Command::new(harness::NGINX).arg("-c").arg(&path).args(["-g", "daemon off;"]).stdout(Stdio::null()),
+    );
+    harness::wait_for_port(port, Duration::from_secs(10));
+    (guard, port, dir)
+}
+
+#[test]
+fn every_response_cache_hit_is_counted() {
+    let _serial = serial();
+    let mock = MockProvider::start(0).unwrap();
+    let (nginx, port, _dir) = start_caching_nginx(mock.port);
+    let agent = agent_on(nginx.pid(), &mock, &[]);
+    const URIS: usize = 5;
+    const REPEATS: usize = 4;
+    let mut c = Client::connect(port).unwrap();
+    for round in 0..REPEATS {
+        for u in 0..URIS {
+            let path = format!("/openai/v1/chat/completions?bytes={}", 400 + u * 100);
+            assert_eq!(c.request(&path, 300, false).unwrap(), 200, "round {round}: {path}");
+        }
+    }
+    drop(c);
+    let upstream_calls = mock.snapshot().0 as usize;
+    let hits = URIS * REPEATS - upstream_calls;
+    assert_eq!(upstream_calls, URIS, "nginx answered the repeats from its cache");
+    wait_for_records(&agent, URIS * REPEATS, upstream_calls);
+    let clients = records(&agent, "client");
+    assert_eq!(clients.len(), URIS * REPEATS);
+    let by_hit = clients.iter().fold(HashMap::<String, usize>::new(), |mut m, r| {
+        *m.entry(r["cache_hit"].to_string()).or_default() += 1;
+        m
+    });
+    assert_eq!(by_hit.get("true").copied().unwrap_or(0), hits, "{by_hit:?}");
+    assert_eq!(by_hit.get("false").copied().unwrap_or(0), upstream_calls, "{by_hit:?}");
+    let s = agent.wait_until(Duration::from_secs(10), "cache hits exported", |s| {
+        sum_of(s, "llm_cache_hits_total") >= hits as f64
+    });
+    assert_eq!(sum_of(&s, "llm_cache_hits_total"), hits as f64, "{}", s.text);
+}
