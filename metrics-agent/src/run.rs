@@ -161,6 +161,13 @@ async fn run_async(
             cpu_budget_percent: config.capture_cpu_budget_percent,
             memory_budget_bytes: config.audit_memory_mib as usize * 1024 * 1024,
             records_out: records.clone(),
+            open_connections: {
+                let conns = conns.clone();
+                Box::new(move || {
+                    let conns = conns.lock().ok()?;
+                    conns.iter().map(|entry| entry.map(|(_, c)| c.conn_id)).collect::<Result<_, _>>().ok()
+                })
+            },
         };
         let stop = stop_rx.clone();
         Some(tokio::spawn(async move {

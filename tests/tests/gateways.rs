@@ -189,3 +189,30 @@ fn every_response_cache_hit_is_counted() {
     });
     assert_eq!(sum_of(&s, "llm_cache_hits_total"), hits as f64, "{}", s.text);
 }
+
+#[test]
+fn audit_state_is_released_when_connections_close_while_capture_is_off_or_events_drop() {
+    let _serial = serial();
+    let mock = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", mock.port)]);
+    // An 8 KiB ring overflows on every large body: events (close events
+    // among them) drop, and the circuit breaker switches capture off and on.
+    let agent = agent_on(nginx.guard.pid(), &mock, &["--capture-ring-kib", "8"]);
+    let until = std::time::Instant::now() + Duration::from_secs(12);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while std::time::Instant::now() < until {
+                    let mut c = Client::connect(nginx.port).unwrap();
+                    assert_eq!(c.request("/openai/v1/chat/completions?bytes=100000", 300, true).unwrap(), 200);
+                }
+            });
+        }
+    });
+    let s = agent.scrape();
+    assert!(s.get("metrics_agent_capture_breaker_trips_total") >= 1, "capture went off at least once:\n{}", s.text);
+    // Every client and (HTTP/1.0) upstream connection is closed now.
+    agent.wait_until(Duration::from_secs(30), "the audit path to hold no connection and no memory", |s| {
+        s.get("metrics_agent_audit_connections") == 0 && s.get("metrics_agent_audit_memory_bytes") == 0
+    });
+}

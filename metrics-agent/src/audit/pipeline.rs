@@ -108,6 +108,9 @@ struct ConnAudit {
     response_last_ns: u64,
     request_start_ns: Option<u64>,
     last_seen: u64,
+    /// The pipeline clock at the first sweep that found the kernel no
+    /// longer tracking this connection.
+    missing_since: Option<u64>,
     /// Heap charged to this connection at its last event.
     memory: usize,
 }
@@ -126,6 +129,7 @@ impl ConnAudit {
             response_last_ns: 0,
             request_start_ns: None,
             last_seen: 0,
+            missing_since: None,
             memory: 0,
         }
     }
@@ -141,6 +145,9 @@ pub struct PipelineStats {
     pub evicted_connections: u64,
     /// Connections dropped because all parsers together exceeded the memory budget.
     pub evicted_for_memory: u64,
+    /// Connections released because the kernel no longer tracks them (their
+    /// close event was not captured: capture off, ring full, process gone).
+    pub released_closed: u64,
     pub records: u64,
 }
 
@@ -201,6 +208,32 @@ impl Pipeline {
 
     pub fn tracked_connections(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Releases the state of connections the kernel no longer tracks (`open`
+    /// holds the ids it does): their close event never came, because capture
+    /// was off when they closed, the ring was full, or the process exited.
+    /// A connection goes when two sweeps in a row miss it with no event in
+    /// between, so one that is still being reported is never cut.
+    pub fn release_closed(&mut self, open: &std::collections::HashSet<u64>) {
+        let clock = self.clock;
+        let mut gone = Vec::new();
+        for (id, c) in &mut self.conns {
+            if open.contains(id) {
+                c.missing_since = None;
+            } else {
+                match c.missing_since {
+                    Some(since) if c.last_seen <= since => gone.push(*id),
+                    _ => c.missing_since = Some(clock),
+                }
+            }
+        }
+        for id in gone {
+            if let Some(c) = self.conns.remove(&id) {
+                self.memory -= c.memory;
+                self.stats.released_closed += 1;
+            }
+        }
     }
 
     /// Consumes one ring buffer event; returns the exchanges it completed.
@@ -547,6 +580,27 @@ mod tests {
         assert_eq!((r.provider, r.tokens.output), ("openai", Some(6)));
         let r = exchange(&mut p, 4, SIDE_CLIENT, 0, "/llm", "server: x\r\n", "{}");
         assert_eq!(r.provider, "unknown");
+    }
+
+    #[test]
+    fn connections_closed_without_a_close_event_are_released_after_two_sweeps() {
+        let mut p = Pipeline::new(1 << 20);
+        let head = "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 10\r\n\r\n{";
+        for conn in 1..=3 {
+            p.on_event(&chunk(conn, DIR_READ, 0, 1, head.len()), head.as_bytes());
+        }
+        let open = |ids: &[u64]| ids.iter().copied().collect::<std::collections::HashSet<u64>>();
+        p.release_closed(&open(&[1]));
+        assert_eq!(p.tracked_connections(), 3, "one sweep is not enough");
+        // Connection 2 is still being reported (the kernel map read missed it).
+        p.on_event(&chunk(2, DIR_READ, head.len() as u64, 2, 1), b"x");
+        p.release_closed(&open(&[1]));
+        assert_eq!(p.tracked_connections(), 2);
+        assert_eq!(p.stats.released_closed, 1);
+        p.release_closed(&open(&[1]));
+        assert_eq!((p.tracked_connections(), p.stats.released_closed), (1, 2));
+        let recount: usize = p.conns.values().map(|c| c.memory).sum();
+        assert_eq!(recount, p.memory());
     }
 
     #[test]
