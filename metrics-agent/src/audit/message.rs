@@ -128,6 +128,18 @@ impl MessageParser {
         out
     }
 
+    /// The head of the message being received, once complete.
+    pub fn current_head(&self) -> Option<&Head> {
+        self.head.as_ref()
+    }
+
+    /// Hands the body bytes received so far of the message in progress to
+    /// `f` and forgets them (a stream parsed as it comes).
+    pub fn drain_body(&mut self, f: impl FnOnce(&[u8])) {
+        f(&self.body);
+        self.body.clear();
+    }
+
     /// `n` bytes of the stream passed without being captured (a body sent
     /// with `sendfile`, or beyond the capture cap). When they all fall in
     /// the current body, it is marked truncated and the messages this

@@ -18,6 +18,7 @@ use super::{
     identity::{self, IdentityConfig, Ids},
     llm::{self, LlmRequest, Usage},
     message::{Kind, Message, MessageParser, StartLine},
+    stream::StreamBody,
 };
 
 /// Connections tracked at most; the least recently seen is dropped beyond.
@@ -111,6 +112,8 @@ struct ConnAudit {
     /// The pipeline clock at the first sweep that found the kernel no
     /// longer tracking this connection.
     missing_since: Option<u64>,
+    /// The streamed response in progress, parsed as it arrives.
+    stream: Option<StreamBody>,
     /// Heap charged to this connection at its last event.
     memory: usize,
 }
@@ -130,6 +133,7 @@ impl ConnAudit {
             request_start_ns: None,
             last_seen: 0,
             missing_since: None,
+            stream: None,
             memory: 0,
         }
     }
@@ -148,6 +152,8 @@ pub struct PipelineStats {
     /// Connections released because the kernel no longer tracks them (their
     /// close event was not captured: capture off, ring full, process gone).
     pub released_closed: u64,
+    /// Stream events longer than the message cap, skipped.
+    pub oversized_stream_events: u64,
     pub records: u64,
 }
 
@@ -245,7 +251,7 @@ impl Pipeline {
             if let Some(mut c) = self.conns.remove(&header.conn_id) {
                 self.memory -= c.memory;
                 if let Some(m) = c.responses.close() {
-                    out.extend(Self::pair(&mut c, m));
+                    out.extend(Self::pair(&mut c, m, &mut self.stats));
                 }
             }
             self.stats.records += out.len() as u64;
@@ -334,8 +340,9 @@ impl Pipeline {
             conn.response_last_ns = header.ts_ns;
             let completed: Vec<Message> = skipped.into_iter().chain(conn.responses.feed(data)).collect();
             for m in completed {
-                out.extend(Self::pair(conn, m));
+                out.extend(Self::pair(conn, m, &mut self.stats));
             }
+            Self::stream_progress(conn, cap);
         }
         self.stats.records += out.len() as u64;
         self.charge(header.conn_id);
@@ -346,7 +353,10 @@ impl Pipeline {
     /// connections while the total is over budget.
     fn charge(&mut self, conn_id: u64) {
         if let Some(c) = self.conns.get_mut(&conn_id) {
-            let now = c.requests.memory() + c.responses.memory() + c.pending.len() * PENDING_COST;
+            let now = c.requests.memory()
+                + c.responses.memory()
+                + c.pending.len() * PENDING_COST
+                + c.stream.as_ref().map_or(0, StreamBody::memory);
             self.memory = self.memory - c.memory + now;
             c.memory = now;
         }
@@ -356,7 +366,36 @@ impl Pipeline {
         }
     }
 
-    fn pair(conn: &mut ConnAudit, m: Message) -> Option<RequestRecord> {
+    /// A streamed response in progress (SSE, or a JSON array answering a
+    /// streaming request; not compressed) is parsed as its bytes arrive,
+    /// so its length is not bounded by the message cap.
+    fn stream_progress(conn: &mut ConnAudit, cap: usize) {
+        let Some(head) = conn.responses.current_head() else { return };
+        if conn.stream.is_none() {
+            let Some(mut request) = conn.pending.front().map(|p| p.request.clone()) else { return };
+            if request.format == llm::Provider::Unknown {
+                request.format = llm::Provider::from_response_headers(head.headers.iter().map(|(k, _)| k.as_str()));
+            }
+            let request = &request;
+            let identity = head.header("content-encoding").is_none_or(|e| e.trim().eq_ignore_ascii_case("identity"));
+            let content_type = head.header("content-type").unwrap_or("");
+            conn.stream = if !identity {
+                None
+            } else if content_type.contains("text/event-stream") {
+                Some(StreamBody::sse(request, cap))
+            } else if request.stream && content_type.contains("json") {
+                Some(StreamBody::json(request, cap))
+            } else {
+                None
+            };
+        }
+        if let Some(stream) = conn.stream.as_mut() {
+            conn.responses.drain_body(|bytes| stream.feed(bytes));
+        }
+    }
+
+    fn pair(conn: &mut ConnAudit, m: Message, stats: &mut PipelineStats) -> Option<RequestRecord> {
+        let stream = conn.stream.take();
         let first = conn.response_first_ns.take().unwrap_or(conn.response_last_ns);
         let last = conn.response_last_ns;
         let mut pending = conn.pending.pop_front()?;
@@ -368,11 +407,21 @@ impl Pipeline {
                 pending.request.format = p;
             }
         }
-        // Decoded bodies are bounded like captured ones (4x: JSON compresses well).
-        let body =
-            decode::decode(m.head.header("content-encoding"), &m.body, m.body.len().saturating_mul(4).max(1 << 20))
-                .unwrap_or_default();
-        let response = llm::parse_response(&pending.request, m.head.header("content-type"), &body, true);
+        let parse_whole = |body: &[u8]| {
+            // Decoded bodies are bounded like captured ones (4x: JSON compresses well).
+            let body =
+                decode::decode(m.head.header("content-encoding"), body, body.len().saturating_mul(4).max(1 << 20))
+                    .unwrap_or_default();
+            llm::parse_response(&pending.request, m.head.header("content-type"), &body, true)
+        };
+        let response = match stream {
+            Some(mut stream) => {
+                stream.feed(&m.body);
+                stats.oversized_stream_events += stream.oversized;
+                stream.finish(!m.truncated).unwrap_or_else(|whole| parse_whole(&whole))
+            }
+            None => parse_whole(&m.body),
+        };
         let ms = |t: u64| t.saturating_sub(pending.start_ns) as f64 / 1e6;
         Some(RequestRecord {
             timestamp_unix_ms: monotonic_to_unix_ms(pending.start_ns),
@@ -580,6 +629,32 @@ mod tests {
         assert_eq!((r.provider, r.tokens.output), ("openai", Some(6)));
         let r = exchange(&mut p, 4, SIDE_CLIENT, 0, "/llm", "server: x\r\n", "{}");
         assert_eq!(r.provider, "unknown");
+    }
+
+    #[test]
+    fn a_stream_longer_than_the_cap_keeps_its_usage_within_bounded_memory() {
+        let cap = 16 * 1024;
+        let mut p = Pipeline::new(cap);
+        let body = r#"{"model":"gpt-4o","stream":true}"#;
+        let req = format!("POST /v1/chat/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        p.on_event(&chunk(1, DIR_READ, 0, 1, req.len()), req.as_bytes());
+        let mut resp =
+            String::from("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let mut push = |data: &str| resp.push_str(&format!("{:x}\r\n{data}\r\n", data.len()));
+        for i in 0..20_000 {
+            push(&format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {i}\"}}}}]}}\n\n"));
+        }
+        push("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":21,\"completion_tokens\":20000}}\n\ndata: [DONE]\n\n");
+        resp.push_str("0\r\n\r\n");
+        assert!(resp.len() > 50 * cap);
+        let mut records = Vec::new();
+        for (i, piece) in resp.as_bytes().chunks(4096).enumerate() {
+            records.extend(p.on_event(&chunk(1, DIR_WRITE, (i * 4096) as u64, 2 + i as u64, piece.len()), piece));
+            assert!(p.memory() < 2 * cap + 8192, "{}", p.memory());
+        }
+        assert_eq!(records.len(), 1);
+        let r = &records[0];
+        assert_eq!((r.tokens.input, r.tokens.output, r.streaming, r.truncated), (Some(21), Some(20_000), true, false));
     }
 
     #[test]
