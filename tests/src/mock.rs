@@ -8,6 +8,8 @@
 //!   (chunked for HTTP/1.1 requests, close-delimited for HTTP/1.0);
 //! - `burst=1` with `events`: all chunks in one write (HTTP/1.1 only);
 //! - `usage=1` with `events`: a final usage chunk (prompt 21, completion 55);
+//! - `pad=N` with `events` (OpenAI chat): N more bytes of content per event;
+//! - `batch=N` with `events`: N events per write, `interval_ms` between writes;
 //! - `encoding=1|2|3|4`: a gzip, deflate, br or zstd JSON body.
 //!
 //! A request's `x-request-id` header (letters, digits, `-`, `_`; at most 64)
@@ -421,12 +423,15 @@ fn stream(
     json_array: bool,
     usage: &mut UsageInResponse,
 ) -> io::Result<bool> {
+    let batch = query(path, "batch").unwrap_or(1).max(1);
+    let mut out = Vec::new();
     for i in 0..=events {
-        if i > 0 {
+        if i > 0 && i % batch == 0 {
+            send(w, stats, &std::mem::take(&mut out))?;
             thread::sleep(Duration::from_millis(interval));
-        }
-        if peer_closed(w) {
-            return Ok(false);
+            if peer_closed(w) {
+                return Ok(false);
+            }
         }
         let openai_usage = api == Api::OpenAiChat && i == events && query(path, "usage") == Some(1);
         let data = if json_array {
@@ -443,17 +448,18 @@ fn stream(
         } else if i == events {
             "data: [DONE]\n\n".to_string()
         } else {
-            format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {i}\"}}}}]}}\n\n")
+            let pad = "x".repeat(query(path, "pad").unwrap_or(0).min(1 << 20) as usize);
+            format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {i}{pad}\"}}}}]}}\n\n")
         };
         let bytes = if chunked { format!("{:x}\r\n{data}\r\n", data.len()) } else { data };
-        send(w, stats, bytes.as_bytes())?;
+        out.extend_from_slice(bytes.as_bytes());
         usage.saw(if openai_usage { Some((21, 55)) } else { api.stream_usage(i, events) });
     }
+    send(w, stats, &out)?;
     if chunked {
         send(w, stats, b"0\r\n\r\n")?;
-        return Ok(true);
     }
-    Ok(false)
+    Ok(chunked)
 }
 
 #[cfg(test)]

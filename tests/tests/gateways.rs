@@ -216,3 +216,54 @@ fn audit_state_is_released_when_connections_close_while_capture_is_off_or_events
         s.get("metrics_agent_audit_connections") == 0 && s.get("metrics_agent_audit_memory_bytes") == 0
     });
 }
+
+#[test]
+fn a_20_mib_stream_ends_with_its_usage_within_bounded_audit_memory() {
+    let _serial = serial();
+    let mock = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", mock.port)]);
+    // No CPU limit on capture: this test is about the parser's memory and
+    // exactness over a long stream (the debug build parses it slowly).
+    let dir = TempDir::new("long-stream");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(&config, "capture_cpu_budget_percent = 0\n").unwrap();
+    let agent = agent_on(nginx.guard.pid(), &mock, &["--config", config.to_str().unwrap()]);
+    // 100,000 events of about 220 bytes, 20 per write, then the usage chunk.
+    let path = "/openai-ka/v1/chat/completions?events=100000&batch=20&interval_ms=1&pad=160&usage=1";
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (status, received, peak) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let t = std::time::Instant::now();
+                match harness::http_get(agent.port, "/metrics", "text/plain") {
+                    Some(text) => peak = peak.max(Scrape::parse(&text).get("metrics_agent_audit_memory_bytes")),
+                    None => eprintln!("scrape failed after {:?}", t.elapsed()),
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak
+        });
+        let mut c = Client::connect(nginx.port).unwrap();
+        let status = c.request(path, 300, false).unwrap();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (status, c.truth.bytes_received, watcher.join().unwrap())
+    });
+    assert_eq!(status, 200);
+    assert!(received > 20 << 20, "the stream is over 20 MiB: {received}");
+    let sent = mock.usage_sent();
+    assert_eq!((sent.input, sent.output, sent.responses), (21, 55, 1));
+    wait_for_records(&agent, 1, 1);
+    let s = agent.scrape();
+    let capture: Vec<_> = s.series.iter().filter(|(k, _)| k.starts_with("metrics_agent_capture")).collect();
+    assert_eq!(s.get("metrics_agent_capture_dropped_events_total"), 0, "no event dropped: {capture:?}");
+    for side in ["client", "upstream"] {
+        let r = &records(&agent, side)[0];
+        assert_eq!((r["tokens"]["input"].as_u64(), r["tokens"]["output"].as_u64()), (Some(21), Some(55)), "{r}");
+        assert_eq!(r["cost_usd"], "0.00003615", "21 x 0.15e-6 + 55 x 0.60e-6: {r}");
+        assert_eq!((r["streaming"].clone(), r["truncated"].clone()), (true.into(), false.into()), "{r}");
+    }
+    // Bound: the parsers keep one event and one captured chunk per side,
+    // far below the 256 KiB message cap a buffered body would fill.
+    assert!(peak < 128 * 1024, "audit memory peaked at {peak} bytes");
+}

@@ -84,7 +84,7 @@ impl StreamBody {
     /// Feeds decoded body bytes (chunk framing removed).
     pub fn feed(&mut self, bytes: &[u8]) {
         match self.shape {
-            Shape::Sse => bytes.iter().for_each(|&b| self.sse_byte(b)),
+            Shape::Sse => self.sse_bytes(bytes),
             Shape::Undecided | Shape::Array => bytes.iter().for_each(|&b| self.array_byte(b)),
             Shape::Whole => self.keep(bytes),
         }
@@ -110,24 +110,37 @@ impl StreamBody {
         self.pending.extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
-    fn sse_byte(&mut self, b: u8) {
-        match b {
-            b'\n' if self.after_cr => self.after_cr = false,
-            b'\r' | b'\n' => {
-                self.after_cr = b == b'\r';
-                self.end_line();
+    /// Splits SSE bytes into lines (LF, CR or CRLF), a run at a time.
+    fn sse_bytes(&mut self, mut bytes: &[u8]) {
+        while let Some((&first, rest)) = bytes.split_first() {
+            if std::mem::take(&mut self.after_cr) && first == b'\n' {
+                bytes = rest;
+                continue;
             }
-            _ => {
-                self.after_cr = false;
-                if self.skipping {
+            match bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(i) => {
+                    self.line_bytes(&bytes[..i]);
+                    self.after_cr = bytes[i] == b'\r';
+                    self.end_line();
+                    bytes = &bytes[i + 1..];
+                }
+                None => {
+                    self.line_bytes(bytes);
                     return;
                 }
-                if self.pending.len() + self.data.as_ref().map_or(0, String::len) >= self.max_event {
-                    self.skip_event();
-                } else {
-                    self.pending.push(b);
-                }
             }
+        }
+    }
+
+    /// Part of the current line; beyond the cap the event is skipped.
+    fn line_bytes(&mut self, part: &[u8]) {
+        if self.skipping || part.is_empty() {
+            return;
+        }
+        if self.pending.len() + part.len() + self.data.as_ref().map_or(0, String::len) > self.max_event {
+            self.skip_event();
+        } else {
+            self.pending.extend_from_slice(part);
         }
     }
 
