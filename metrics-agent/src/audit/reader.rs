@@ -120,7 +120,7 @@ impl AuditTask {
                 _ = tick.tick() => {
                     emit(correlator.tick(std::time::Instant::now()));
                     sweeps += 1;
-                    if sweeps % SWEEP_TICKS == 0
+                    if sweeps.is_multiple_of(SWEEP_TICKS)
                         && let Some(open) = open_connections()
                     {
                         pipeline.release_closed(&open);
