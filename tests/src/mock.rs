@@ -12,10 +12,11 @@
 //! - `batch=N` with `events`: N events per write, `interval_ms` between writes;
 //! - `encoding=1|2|3|4`: a gzip, deflate, br or zstd JSON body.
 //!
-//! A request's `x-request-id` header (letters, digits, `-`, `_`; at most 64)
-//! is echoed as the response's `x-request-id` header and as the `id` of a
-//! non-streamed body, as providers do with their own ids: tests check with it
-//! which upstream exchange the agent paired with which client exchange.
+//! Every response carries a unique id, as providers' do: the request's
+//! `x-request-id` header (letters, digits, `-`, `_`; at most 64) when it has
+//! one, else `mock-N`; it is the response's `x-request-id` header and the
+//! `id` of a non-streamed body. Tests check with it which upstream exchange
+//! the agent paired with which client exchange.
 //!
 //! Non-streamed 200 answers report usage prompt 12, completion 34.
 //!
@@ -339,13 +340,14 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
     if delay > 0 {
         thread::sleep(Duration::from_millis(delay));
     }
+    // The request's id, else one of ours (unique, as a provider's are).
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let rid = head
         .header("x-request-id")
-        .filter(|id| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-    let conn_header = match rid {
-        Some(id) => format!("{}\r\nx-request-id: {id}", if keep_alive { "keep-alive" } else { "close" }),
-        None => (if keep_alive { "keep-alive" } else { "close" }).to_string(),
-    };
+        .filter(|id| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .map_or_else(|| format!("mock-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)), str::to_string);
+    // The connection header, then the echoed id.
+    let conn_header = format!("{}\r\nx-request-id: {rid}", if keep_alive { "keep-alive" } else { "close" });
     if status != 200 {
         stats.errors.fetch_add(1, Ordering::SeqCst);
         let body = match status {
@@ -366,10 +368,8 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
     if events == 0 {
         let pad = "x".repeat(size.saturating_sub(200));
         let mut body = api.body(&pad);
-        if let Some(id) = rid {
-            for fixed in ["\"chatcmpl-1\"", "\"resp_1\"", "\"msg_1\""] {
-                body = body.replacen(fixed, &format!("\"{id}\""), 1);
-            }
+        for fixed in ["\"chatcmpl-1\"", "\"resp_1\"", "\"msg_1\""] {
+            body = body.replacen(fixed, &format!("\"{rid}\""), 1);
         }
         let (body, coding) = encode(body.into_bytes(), &path);
         let head = format!(

@@ -11,17 +11,20 @@
 //! - otherwise model, streaming flag, status and token usage (passed
 //!   through by most proxies) score the candidates; a single best score
 //!   gives `content`;
-//! - otherwise, and between equal scores, the latest-starting candidate is
-//!   taken (of several attempts, the last one answered) (`time`).
+//! - otherwise, and between equal scores, the candidate that ended nearest
+//!   the client exchange's end is taken (the proxy answers right after its
+//!   upstream call; of several attempts, the last) (`time`).
 //!
 //! `cache_hit` is true only on evidence: a cache header, or no upstream
-//! exchange while every exchange is captured and no unpaired upstream
-//! exchange overlaps this one (so nothing else could be its upstream).
+//! exchange while every exchange is captured and every upstream exchange
+//! overlapping this one is paired with certainty elsewhere.
 //! Otherwise it is false when an upstream was found and null when unknown.
-//! Client records are held for `hold` so upstream records finishing at
-//! nearly the same moment can arrive.
+//! A client record with a certain pair is emitted at once; others are held
+//! for `hold` so upstream records finishing at nearly the same moment can
+//! arrive.
 
 use std::{
+    cmp::Reverse,
     collections::{HashMap, VecDeque},
     time::{Duration, Instant},
 };
@@ -80,8 +83,8 @@ struct Upstream {
     streaming: bool,
     status: u16,
     usage: (Option<u64>, Option<u64>),
-    /// Already paired with a client record.
-    taken: bool,
+    /// Already paired with a client record, with this confidence.
+    taken: Option<Confidence>,
 }
 
 impl Upstream {
@@ -97,7 +100,7 @@ impl Upstream {
             streaming: r.streaming,
             status: r.status,
             usage: (r.tokens.input, r.tokens.output),
-            taken: false,
+            taken: None,
         }
     }
 
@@ -156,7 +159,11 @@ impl Correlator {
             {
                 out.push(self.finalize(r));
             }
-            self.waiting.push_back((now + self.hold, record));
+            // A certain pair needs no wait; anything else waits for `hold`.
+            match self.pair(record, true) {
+                Ok(paired) => out.push(paired),
+                Err(record) => self.waiting.push_back((now + self.hold, record)),
+            }
         }
         out.extend(self.tick(now));
         out
@@ -189,16 +196,22 @@ impl Correlator {
         self.waiting.iter().filter_map(|(_, r)| r.pairing.request_id.as_deref()).collect()
     }
 
-    fn finalize(&mut self, mut client: RequestRecord) -> RequestRecord {
+    fn finalize(&mut self, client: RequestRecord) -> RequestRecord {
+        self.pair(client, false).unwrap_or_else(|client| client)
+    }
+
+    /// Pairs `client` with its upstream record; with `certain_only`, only a
+    /// certain pair is made now (`Err` gives the record back to wait).
+    fn pair(&mut self, mut client: RequestRecord, certain_only: bool) -> Result<RequestRecord, RequestRecord> {
         let (start, end) = (client.start_ns, end_ns(&client));
         let claimed: Vec<String> = self.ids_waiting().into_iter().map(str::to_string).collect();
         let Some(list) = self.upstream.get_mut(&client.pid) else {
-            return self.without_upstream(client, false);
+            return if certain_only { Err(client) } else { Ok(self.without_upstream(client, false)) };
         };
         let candidates: Vec<usize> = (0..list.len())
             .filter(|&i| {
                 let u = &list[i];
-                !u.taken && u.start_ns >= start && u.start_ns <= end && u.end_ns <= end + END_SLACK_NS
+                u.taken.is_none() && u.start_ns >= start && u.start_ns <= end && u.end_ns <= end + END_SLACK_NS
             })
             .collect();
         let unique = |same: &dyn Fn(&Upstream) -> bool| {
@@ -214,9 +227,11 @@ impl Correlator {
         let chosen = match by_id.or(by_digest) {
             Some(i) => Some((i, Confidence::Certain)),
             None => {
-                // Best content score, then latest start; an upstream whose id a
-                // waiting client record carries is left to that record.
-                let mut scored: Vec<(i32, u64, usize)> = candidates
+                // Best content score, then the end nearest the client's end (the
+                // proxy answers right after its upstream call; of retries, the
+                // last); an upstream whose id a waiting client record carries is
+                // left to that record.
+                let mut scored: Vec<(i32, Reverse<u64>, usize)> = candidates
                     .iter()
                     .filter(|&&i| {
                         list[i]
@@ -224,7 +239,7 @@ impl Correlator {
                             .as_ref()
                             .is_none_or(|id| client.pairing.request_id.as_ref() == Some(id) || !claimed.contains(id))
                     })
-                    .map(|&i| (list[i].content_score(&client), list[i].start_ns, i))
+                    .map(|&i| (list[i].content_score(&client), Reverse(end.saturating_sub(list[i].end_ns)), i))
                     .collect();
                 scored.sort_unstable_by(|a, b| b.cmp(a));
                 match scored.as_slice() {
@@ -236,11 +251,19 @@ impl Correlator {
             }
         };
         let Some((i, confidence)) = chosen else {
-            let overlapping = list.iter().any(|u| !u.taken && u.overlaps(start, end));
-            return self.without_upstream(client, overlapping);
+            if certain_only {
+                return Err(client);
+            }
+            // Pairing is certain only if no overlapping upstream exchange is
+            // unpaired or was paired by content or time alone.
+            let uncertain = list.iter().any(|u| u.taken != Some(Confidence::Certain) && u.overlaps(start, end));
+            return Ok(self.without_upstream(client, uncertain));
         };
+        if certain_only && confidence != Confidence::Certain {
+            return Err(client);
+        }
         let up = &mut list[i];
-        up.taken = true;
+        up.taken = Some(confidence);
         client.upstream_provider = up.provider.clone();
         client.proxy_overhead_ms = Some((client.duration_ms - up.duration_ms).max(0.0));
         client.pairing.confidence = Some(confidence);
@@ -248,14 +271,14 @@ impl Correlator {
         if client.cache_hit.is_none() {
             client.cache_hit = Some(false);
         }
-        client
+        Ok(client)
     }
 
     /// No upstream record was found: a cache hit only when nothing could
     /// have been missed (every exchange captured, no unpaired upstream
     /// exchange overlapping this one).
-    fn without_upstream(&self, mut client: RequestRecord, overlapping: bool) -> RequestRecord {
-        if client.cache_hit.is_none() && self.complete && !overlapping {
+    fn without_upstream(&self, mut client: RequestRecord, uncertain: bool) -> RequestRecord {
+        if client.cache_hit.is_none() && self.complete && !uncertain {
             client.cache_hit = Some(true);
         }
         client
@@ -332,9 +355,9 @@ mod tests {
         // Two concurrent clients; the one that started first got the later upstream call.
         c.push(with_id(record("upstream", 5, 20.0, Some("late")), "id-a"), now);
         c.push(with_id(record("upstream", 2, 10.0, Some("early")), "id-b"), now);
-        c.push(with_id(record("client", 0, 30.0, None), "id-a"), now);
-        c.push(with_id(record("client", 1, 30.0, None), "id-b"), now);
-        let out = c.tick(now + Duration::from_secs(2));
+        let mut out = c.push(with_id(record("client", 0, 30.0, None), "id-a"), now);
+        out.extend(c.push(with_id(record("client", 1, 30.0, None), "id-b"), now));
+        // Certain pairs are emitted at once, without waiting for the hold.
         assert_eq!(out.len(), 2);
         for r in &out {
             assert_eq!(r.pairing.upstream_request_id, r.pairing.request_id, "{r:?}");
