@@ -267,3 +267,136 @@ fn a_20_mib_stream_ends_with_its_usage_within_bounded_audit_memory() {
     // far below the 256 KiB message cap a buffered body would fill.
     assert!(peak < 128 * 1024, "audit memory peaked at {peak} bytes");
 }
+
+/// The exchanges each gateway test client makes: streams of the three
+/// streaming APIs, JSON, embeddings and provider errors.
+const GATEWAY_MIX: [(&str, u16); 7] = [
+    ("/v1/chat/completions?events=6&interval_ms=10&usage=1", 200),
+    ("/v1/responses?events=4&interval_ms=10", 200),
+    ("/v1/messages?events=5&interval_ms=10", 200),
+    ("/v1/chat/completions?bytes=3000", 200),
+    ("/v1/embeddings", 200),
+    ("/v1/chat/completions?status=429", 429),
+    ("/v1/messages?status=500", 500),
+];
+
+/// What the gateway clients sent: (request id, status) pairs, and the
+/// bytes they sent and received.
+struct Sent {
+    exchanges: Vec<(String, u16)>,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+/// `clients` concurrent keep-alive clients, each sending `rounds` times
+/// `mix` with a unique `x-request-id` and `body_len`-byte request bodies.
+fn gateway_traffic(port: u16, clients: usize, rounds: usize, body_len: usize, mix: &[(&str, u16)]) -> Sent {
+    let per_client: Vec<(Vec<(String, u16)>, u64, u64)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..clients)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut c = Client::connect(port).unwrap();
+                    let mut sent = Vec::new();
+                    for r in 0..rounds {
+                        for (i, (path, expected)) in mix.iter().enumerate() {
+                            let id = format!("g{t}-{r}-{i}");
+                            c.extra_headers = format!("x-request-id: {id}\r\n");
+                            assert_eq!(c.request(path, body_len, false).unwrap(), *expected, "{path}");
+                            sent.push((id, *expected));
+                        }
+                    }
+                    (sent, c.truth.bytes_sent, c.truth.bytes_received)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    Sent {
+        exchanges: per_client.iter().flat_map(|(e, _, _)| e.clone()).collect(),
+        bytes_sent: per_client.iter().map(|(_, s, _)| s).sum(),
+        bytes_received: per_client.iter().map(|(_, _, r)| r).sum(),
+    }
+}
+
+/// Every exchange has one record per side with the status the client saw,
+/// the client side's tokens sum to what the provider sent, and no framing was lost.
+fn assert_gateway_records(agent: &Agent, mock: &MockProvider, sent: &[(String, u16)]) {
+    wait_for_records(agent, sent.len(), sent.len());
+    let expected: HashMap<&str, u16> = sent.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+    for side in ["client", "upstream"] {
+        let records = records(agent, side);
+        let mut seen = HashMap::new();
+        for r in &records {
+            let id = r["pairing"]["request_id"].as_str().unwrap_or_default().to_string();
+            assert_eq!(expected.get(id.as_str()).map(|s| u64::from(*s)), r["status"].as_u64(), "{side}: {r}");
+            *seen.entry(id).or_insert(0) += 1;
+        }
+        assert!(
+            seen.values().all(|n| *n == 1) && seen.len() == sent.len(),
+            "{side}: one record per exchange: {seen:?}"
+        );
+        let sum = |k: &str| records.iter().filter_map(|r| r["tokens"][k].as_u64()).sum::<u64>();
+        let truth = mock.usage_sent();
+        assert_eq!((sum("input"), sum("output")), (truth.input, truth.output), "{side} tokens");
+    }
+    let s = agent.scrape();
+    assert_eq!(s.get("metrics_agent_framing_lost_total"), 0, "{}", s.text);
+}
+
+#[test]
+fn a_node_js_gateway_streaming_with_res_write_to_https_upstreams_is_exact() {
+    let _serial = serial();
+    let node = std::path::Path::new("/usr/bin/node");
+    assert!(node.exists(), "Node.js (/usr/bin/node) is needed: `cargo xtask setup` installs it");
+    let mock = MockProvider::start(0).unwrap();
+    let tls = harness::TlsProvider::start(mock.port);
+    let port = harness::free_port();
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js/gateway.js");
+    let gateway = Guard::spawn(
+        "node gateway",
+        Command::new(node).arg(&script).args([port.to_string(), "127.0.0.1".into(), tls.port.to_string()]),
+    );
+    harness::wait_for_port(port, Duration::from_secs(10));
+    let (pid, provider) = (gateway.pid().to_string(), format!("openai=127.0.0.1:{}", tls.port));
+    let agent = Agent::start(&["--pid", &pid, "--provider", &provider, "--print-requests"]);
+    let sent = gateway_traffic(port, 4, 2, 300, &GATEWAY_MIX);
+    assert_eq!(mock.snapshot().0, sent.exchanges.len() as u64);
+    assert_gateway_records(&agent, &mock, &sent.exchanges);
+    let s = agent.scrape();
+    let n = sent.exchanges.len() as u64;
+    assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), n, "{}", s.text);
+    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), sent.bytes_sent, "{}", s.text);
+    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), sent.bytes_received, "{}", s.text);
+}
+
+#[test]
+fn a_python_gateway_on_uvicorn_and_uvloop_with_httpx_to_https_upstreams_is_exact() {
+    let _serial = serial();
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let python = std::path::PathBuf::from(home).join(".cache/metrics-agent/gateway-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: `cargo xtask setup` installs uvicorn, uvloop and httpx there",
+        python.display()
+    );
+    let mock = MockProvider::start(0).unwrap();
+    let tls = harness::TlsProvider::start(mock.port);
+    let port = harness::free_port();
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("py/gateway.py");
+    let gateway = Guard::spawn(
+        "python gateway",
+        Command::new(&python).arg(&script).args([port.to_string(), "127.0.0.1".into(), tls.port.to_string()]),
+    );
+    harness::wait_for_port(port, Duration::from_secs(20));
+    let (pid, provider) = (gateway.pid().to_string(), format!("openai=127.0.0.1:{}", tls.port));
+    let agent = Agent::start(&["--pid", &pid, "--provider", &provider, "--print-requests"]);
+    // Request bodies over 100 KiB, gzip answers, streams, errors.
+    let mut mix = GATEWAY_MIX.to_vec();
+    mix.push(("/v1/chat/completions?encoding=1&bytes=5000", 200));
+    let sent = gateway_traffic(port, 4, 2, 110 * 1024, &mix);
+    assert_eq!(mock.snapshot().0, sent.exchanges.len() as u64);
+    assert_gateway_records(&agent, &mock, &sent.exchanges);
+    let s = agent.scrape();
+    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), sent.bytes_sent, "{}", s.text);
+    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), sent.bytes_received, "{}", s.text);
+}
