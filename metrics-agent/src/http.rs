@@ -1,5 +1,5 @@
 //! The HTTP endpoint: `GET /metrics` in OpenMetrics or Prometheus text format,
-//! chosen by the `Accept` header.
+//! chosen by the `Accept` header, and `GET /readyz`.
 
 use std::sync::Arc;
 
@@ -25,6 +25,22 @@ pub fn router(registry: Arc<Registry>, routes: Router) -> Router {
         base.route("/", get(|| async { "metrics-agent: Prometheus metrics at /metrics\n" }))
     };
     base.merge(routes)
+}
+
+/// `GET /readyz`: 200 once the targets are attached, 503 before (for
+/// orchestrators and tests: exchanges before that are not seen).
+pub fn readiness(ready: Arc<std::sync::atomic::AtomicBool>) -> Router {
+    Router::new().route(
+        "/readyz",
+        get(|State(ready): State<Arc<std::sync::atomic::AtomicBool>>| async move {
+            if ready.load(std::sync::atomic::Ordering::Acquire) {
+                (StatusCode::OK, "ready\n")
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "attaching\n")
+            }
+        })
+        .with_state(ready),
+    )
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> impl IntoResponse {

@@ -130,6 +130,31 @@ fn plan_hooks(plan: &mut Vec<PlannedProbe>, file: &std::path::Path, offsets: &Ha
     }
 }
 
+/// Whether program `name` is used in `mode` (others are not loaded: the
+/// verifier is most of the start-up time).
+fn needed_in(mode: AttachMode, name: &str) -> bool {
+    let libc_data_path = HOOKS.iter().any(|h| h.entry == name || h.ret == Some(name));
+    if libc_data_path {
+        return mode == AttachMode::Uprobes;
+    }
+    if name.starts_with("sys_") {
+        return match mode {
+            AttachMode::Syscalls => true,
+            AttachMode::Sockets => LIFECYCLE_SYSCALL_HOOKS.iter().any(|(_, program)| *program == name),
+            _ => false,
+        };
+    }
+    if socket_tracepoint_of(name).is_some() {
+        return mode == AttachMode::Sockets;
+    }
+    true
+}
+
+/// The tracepoint a socket-mode program is loaded for.
+fn socket_tracepoint_of(program: &str) -> Option<&'static str> {
+    SOCKET_PROGRAMS.iter().find(|(name, _, _)| *name == program).map(|(_, tracepoint, _)| *tracepoint)
+}
+
 /// The loaded programs and the links of every traced process.
 pub struct Kernel {
     ebpf: Ebpf,
@@ -145,7 +170,7 @@ pub struct Kernel {
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/metrics-ebpf"));
 
 impl Kernel {
-    /// Loads every program into the kernel (verifying them) without attaching.
+    /// Loads the programs `mode` uses into the kernel (verifying them) without attaching.
     /// `payload_ring_bytes`: size of the payload ring buffer (a power of two
     /// multiple of the page size).
     /// `mode` is a resolved mode (not `Auto`).
@@ -154,30 +179,45 @@ impl Kernel {
             .map_max_entries(names::PAYLOADS, payload_ring_bytes)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object failed")?;
-        let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
-        for name in names {
-            let program = ebpf.program_mut(&name).expect("listed program");
-            let loaded = match program {
-                aya::programs::Program::UProbe(p) => p.load(),
-                aya::programs::Program::TracePoint(p) => p.load(),
-                _ => continue,
+        // Start-up is mostly the verifier: only this mode's programs are
+        // loaded (`needed_in`), on every core at once.
+        let btf = match mode {
+            AttachMode::Sockets => Some(aya::Btf::from_sys_fs().context("reading the kernel's BTF")?),
+            _ => None,
+        };
+        let queue: std::sync::Mutex<Vec<(&str, &mut aya::programs::Program)>> =
+            std::sync::Mutex::new(ebpf.programs_mut().filter(|(name, _)| needed_in(mode, name)).collect());
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        std::thread::scope(|scope| -> Result<()> {
+            let load = || -> Result<()> {
+                while let Some((name, program)) = queue.lock().expect("lock").pop() {
+                    let loaded = match program {
+                        aya::programs::Program::UProbe(p) => p.load(),
+                        aya::programs::Program::TracePoint(p) => p.load(),
+                        // tp_btf programs load against the kernel's BTF: only in socket mode.
+                        aya::programs::Program::BtfTracePoint(p) => match (&btf, socket_tracepoint_of(name)) {
+                            (Some(btf), Some(tracepoint)) => p.load(tracepoint, btf),
+                            _ => continue,
+                        },
+                        _ => continue,
+                    };
+                    loaded.with_context(|| format!("the kernel rejected program {name}"))?;
+                }
+                Ok(())
             };
-            loaded.with_context(|| format!("the kernel rejected program {name}"))?;
-        }
+            let threads: Vec<_> = (0..workers).map(|_| scope.spawn(load)).collect();
+            threads.into_iter().try_for_each(|t| t.join().expect("program loader thread"))
+        })?;
+        // The uprobe continuations serve the OpenSSL probes in every mode.
         let mut jumps = vec![
             (names::CONTINUE, names::SLOT_PARSE, libc::CONTINUE_RESPONSE),
             (names::CONTINUE, names::SLOT_CAPTURE, libc::CAPTURE_PAYLOAD),
-            (names::CONTINUE_SYSCALL, names::SLOT_PARSE, syscalls::SYS_CONTINUE_RESPONSE),
-            (names::CONTINUE_SYSCALL, names::SLOT_CAPTURE, syscalls::SYS_CAPTURE_PAYLOAD),
         ];
+        if mode == AttachMode::Syscalls {
+            jumps.push((names::CONTINUE_SYSCALL, names::SLOT_PARSE, syscalls::SYS_CONTINUE_RESPONSE));
+            jumps.push((names::CONTINUE_SYSCALL, names::SLOT_CAPTURE, syscalls::SYS_CAPTURE_PAYLOAD));
+        }
         if mode == AttachMode::Sockets {
-            // tp_btf programs load against the kernel's BTF: only in socket mode.
-            let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;
-            for (program, tracepoint, _) in SOCKET_PROGRAMS {
-                let tp: &mut BtfTracePoint =
-                    ebpf.program_mut(program).ok_or_else(|| anyhow!("no program {program}"))?.try_into()?;
-                tp.load(tracepoint, &btf).with_context(|| format!("the kernel rejected program {program}"))?;
-            }
             jumps.push((names::CONTINUE_SOCKET, names::SLOT_PARSE, sockets::SOCK_CONTINUE_RESPONSE));
             jumps.push((names::CONTINUE_SOCKET, names::SLOT_CAPTURE, sockets::SOCK_CAPTURE_PAYLOAD));
         }

@@ -35,6 +35,7 @@ use crate::{
 const LIBRARY_RESCAN: Duration = Duration::from_secs(2);
 
 pub fn run(args: RunArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let config = Config::from_args(&args)?;
     // Checked before anything is attached: a bad price file is a start-up error.
     let prices = crate::audit::cost::PriceTable::load(config.prices.as_deref())?;
@@ -42,10 +43,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     preflight::check()?;
     crate::live::raise_open_files_limit(config.open_files_needed());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(run_async(config, target, prices))
+    runtime.block_on(run_async(config, target, prices, started))
 }
 
-async fn run_async(config: Config, target: Target, prices: crate::audit::cost::PriceTable) -> Result<()> {
+async fn run_async(
+    config: Config,
+    target: Target,
+    prices: crate::audit::cost::PriceTable,
+    started: std::time::Instant,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| match e.kind() {
         ErrorKind::AddrInUse => {
             anyhow!("listen address {} is already in use: pass another with --listen ADDR", config.listen)
@@ -91,9 +97,6 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
     // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
     let mut ring =
         unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow!("watching the process event ring buffer: {e}"))?;
-    kernel.attach_tracepoints()?;
-    let mut tracer = Tracer { kernel, target, conns: conns.clone(), providers: table.clone(), stats };
-    tracer.attach_initial()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let records = crate::records::bus();
@@ -112,10 +115,10 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
             settings: config.export.clone(),
             hot_path: crate::export::hot_path::HotPathSource {
                 maps: counter_maps.clone(),
-                stats: tracer.stats.clone(),
+                stats: stats.clone(),
                 providers: providers::slot_names(&config.providers),
             },
-            conns,
+            conns: conns.clone(),
             rings,
             provider_addresses: table.clone(),
         },
@@ -129,7 +132,7 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
     let live_task = {
         let maps = counter_maps.clone();
         let health = crate::live::HealthSources {
-            stats: Some(tracer.stats.clone()),
+            stats: Some(stats.clone()),
             capture_drops: Some(Box::new(move || maps.capture_drops())),
             audit: config.audit,
             sample_every: config.sample_every,
@@ -148,7 +151,7 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
             ring: payloads,
             control: capture,
             counters: counter_maps.clone(),
-            stats: tracer.stats.clone(),
+            stats: stats.clone(),
             print_requests: config.print_requests,
             message_cap_bytes: config.message_cap_kib as usize * 1024,
             provider_names: providers::slot_names(&config.providers),
@@ -159,6 +162,13 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
             cpu_budget_percent: config.capture_cpu_budget_percent,
             memory_budget_bytes: config.audit_memory_mib as usize * 1024 * 1024,
             records_out: records.clone(),
+            open_connections: {
+                let conns = conns.clone();
+                Box::new(move || {
+                    let conns = conns.lock().ok()?;
+                    conns.iter().map(|entry| entry.map(|(_, c)| c.conn_id)).collect::<Result<_, _>>().ok()
+                })
+            },
         };
         let stop = stop_rx.clone();
         Some(tokio::spawn(async move {
@@ -170,22 +180,32 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
         None
     };
     let server_stats = crate::live::server::ServerStats::register(&mut registry);
-    let app = crate::live::auth::protect(http::router(Arc::new(registry), routes), config.api_token.as_ref());
+    // Readiness is served without the token: it says nothing but "attached or not".
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = crate::live::auth::protect(http::router(Arc::new(registry), routes), config.api_token.as_ref())
+        .merge(http::readiness(ready.clone()));
     let app = crate::live::guard::protect(
         app,
         crate::live::guard::HostAllowlist::new(config.listen, &config.api.allowed_hosts),
     );
-    // Everything is loaded, attached and opened: drop what is no longer needed before serving.
-    crate::privilege::restrict()?;
     let server = tokio::spawn(crate::live::server::serve(listener, app, config.server_limits, server_stats, stop_rx));
     let resolver = tokio::spawn(providers::keep_resolving(
         config.providers.clone(),
         provider_map,
-        table,
+        table.clone(),
         Duration::from_secs(config.resolve_interval_seconds),
     ));
+    // Readers and the endpoint run first, so nothing the probes see is lost
+    // and /readyz answers 503 while attaching.
+    kernel.attach_tracepoints()?;
+    let mut tracer = Tracer { kernel, target, conns: conns.clone(), providers: table.clone(), stats };
+    tracer.attach_initial()?;
+    // Everything is loaded, attached and opened: drop what is no longer needed.
+    crate::privilege::restrict()?;
+    ready.store(true, std::sync::atomic::Ordering::Release);
     log::info!(
-        "tracing {} ({} now) in {} mode ({why}); metrics at http://{}/metrics, live dashboard at http://{3}/",
+        "ready after {} ms: tracing {} ({} now) in {} mode ({why}); metrics at http://{}/metrics, live dashboard at http://{4}/",
+        started.elapsed().as_millis(),
         tracer.target.describe(),
         tracer.kernel.traced().count(),
         mode.name(),

@@ -10,7 +10,7 @@ use aya_ebpf::helpers::{
 };
 use metrics_common::{
     capture::{CHUNK_BYTES, CHUNKS_PER_CALL, ChunkHeader, DIR_READ, DIR_WRITE, KIND_CLOSE, KIND_DATA, control},
-    conn::{CONN_CAPTURE, ConnState},
+    conn::{CONN_CAPTURE, ConnState, RESP_HAS_LENGTH},
     counters as c,
 };
 
@@ -92,7 +92,10 @@ pub fn prepare(
     }
     let cap = (control(control::MESSAGE_CAP_KIB) as u64) << 10;
     let done = if request_direction { conn.captured_request } else { conn.captured_response } as u64;
-    let room = cap.saturating_sub(done);
+    // A response without Content-Length (chunked or close-delimited: how
+    // streams are sent) is captured whole; the agent parses it as it comes.
+    let streamed = !request_direction && conn.response.flags & RESP_HAS_LENGTH == 0;
+    let room = if streamed { n } else { cap.saturating_sub(done) };
     let take = if n < room { n } else { room };
     if take < n {
         add(&COUNTERS, c::CAPTURE_CAPPED_BYTES, n - take);

@@ -321,7 +321,7 @@ pub struct Agent {
 
 impl Agent {
     /// Starts `metrics-agent run ARGS --listen 127.0.0.1:PORT` and waits
-    /// until its endpoint answers.
+    /// until `/readyz` says its targets are attached.
     pub fn start(args: &[&str]) -> Self {
         Self::start_with_env(args, &[])
     }
@@ -355,13 +355,13 @@ impl Agent {
             if let Ok(Some(status)) = agent.guard.child.try_wait() {
                 panic!("the agent exited ({status}) at start:\n{}", agent.log_text());
             }
-            if agent.try_scrape(false).is_some() {
+            if http_get(agent.port, "/readyz", "text/plain").is_some() {
                 return agent;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         agent.guard.signal_and_wait(libc::SIGKILL, Duration::from_secs(1));
-        panic!("the agent did not serve metrics within 60 s:\n{}", agent.log_text());
+        panic!("the agent was not ready within 60 s:\n{}", agent.log_text());
     }
 
     /// Every byte the agent wrote to its own directory (log, database,

@@ -8,7 +8,15 @@
 //!   (chunked for HTTP/1.1 requests, close-delimited for HTTP/1.0);
 //! - `burst=1` with `events`: all chunks in one write (HTTP/1.1 only);
 //! - `usage=1` with `events`: a final usage chunk (prompt 21, completion 55);
+//! - `pad=N` with `events` (OpenAI chat): N more bytes of content per event;
+//! - `batch=N` with `events`: N events per write, `interval_ms` between writes;
 //! - `encoding=1|2|3|4`: a gzip, deflate, br or zstd JSON body.
+//!
+//! Every response carries a unique id, as providers' do: the request's
+//! `x-request-id` header (letters, digits, `-`, `_`; at most 64) when it has
+//! one, else `mock-N`; it is the response's `x-request-id` header and the
+//! `id` of a non-streamed body. Tests check with it which upstream exchange
+//! the agent paired with which client exchange.
 //!
 //! Non-streamed 200 answers report usage prompt 12, completion 34.
 //!
@@ -350,7 +358,14 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
     if delay > 0 {
         thread::sleep(Duration::from_millis(delay));
     }
-    let conn_header = if keep_alive { "keep-alive" } else { "close" };
+    // The request's id, else one of ours (unique, as a provider's are).
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let rid = head
+        .header("x-request-id")
+        .filter(|id| id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .map_or_else(|| format!("mock-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)), str::to_string);
+    // The connection header, then the echoed id.
+    let conn_header = format!("{}\r\nx-request-id: {rid}", if keep_alive { "keep-alive" } else { "close" });
     if status != 200 {
         stats.errors.fetch_add(1, Ordering::SeqCst);
         let body = match status {
@@ -370,7 +385,10 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
     let api = Api::of(&path);
     if events == 0 {
         let pad = "x".repeat(size.saturating_sub(200));
-        let body = api.body(&pad);
+        let mut body = api.body(&pad);
+        for fixed in ["\"chatcmpl-1\"", "\"resp_1\"", "\"msg_1\""] {
+            body = body.replacen(fixed, &format!("\"{rid}\""), 1);
+        }
         let (body, coding) = encode(body.into_bytes(), &path);
         let head = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{coding}content-length: {}\r\nconnection: {conn_header}\r\n\r\n",
@@ -423,12 +441,15 @@ fn stream(
     json_array: bool,
     usage: &mut UsageInResponse,
 ) -> io::Result<bool> {
+    let batch = query(path, "batch").unwrap_or(1).max(1);
+    let mut out = Vec::new();
     for i in 0..=events {
-        if i > 0 {
+        if i > 0 && i % batch == 0 {
+            send(w, stats, &std::mem::take(&mut out))?;
             thread::sleep(Duration::from_millis(interval));
-        }
-        if peer_closed(w) {
-            return Ok(false);
+            if peer_closed(w) {
+                return Ok(false);
+            }
         }
         let openai_usage = api == Api::OpenAiChat && i == events && query(path, "usage") == Some(1);
         let data = if json_array {
@@ -445,17 +466,18 @@ fn stream(
         } else if i == events {
             "data: [DONE]\n\n".to_string()
         } else {
-            format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {i}\"}}}}]}}\n\n")
+            let pad = "x".repeat(query(path, "pad").unwrap_or(0).min(1 << 20) as usize);
+            format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {i}{pad}\"}}}}]}}\n\n")
         };
         let bytes = if chunked { format!("{:x}\r\n{data}\r\n", data.len()) } else { data };
-        send(w, stats, bytes.as_bytes())?;
+        out.extend_from_slice(bytes.as_bytes());
         usage.saw(if openai_usage { Some((21, 55)) } else { api.stream_usage(i, events) });
     }
+    send(w, stats, &out)?;
     if chunked {
         send(w, stats, b"0\r\n\r\n")?;
-        return Ok(true);
     }
-    Ok(false)
+    Ok(chunked)
 }
 
 #[cfg(test)]

@@ -1,37 +1,136 @@
 //! Ties each client-side exchange to the upstream exchange the proxy made
-//! for it, for proxy overhead and cache hits.
+//! for it, for proxy overhead, the upstream provider and cache hits.
 //!
-//! Method: an upstream exchange belongs to a client exchange when it ran in
-//! the same process, started between the client request's first byte and
-//! the client response's last byte, and finished before that last byte
-//! (within a small slack: the two sides are timed at different probes); of
-//! several (retries), the latest-starting one is taken, and each is used once. Client records are held for `hold` so upstream
-//! records finishing at nearly the same moment can arrive. Limits: a proxy
-//! that multiplexes many clients over one worker and one provider may pair
-//! overlapping exchanges crosswise (durations stay plausible); with
-//! sampling (1 in N > 1) the upstream may not be captured, so a missing
-//! upstream means "cache hit" only when every exchange is captured.
+//! Content first, then time. A candidate is an upstream exchange of the
+//! same process that started within the client exchange and ended before
+//! its end (within a small slack: the two sides are timed at different
+//! probes), not yet taken by another client exchange. Among candidates:
+//! - the provider's response id (`chatcmpl-...`, `msg_...`) or the request
+//!   body's digest, when exactly one candidate shares it, settles the pair
+//!   (`certain`): a proxy that forwards bodies unchanged shows both;
+//! - otherwise model, streaming flag, status and token usage (passed
+//!   through by most proxies) score the candidates; a single best score
+//!   gives `content`;
+//! - otherwise, and between equal scores, the candidate that ended nearest
+//!   the client exchange's end is taken (the proxy answers right after its
+//!   upstream call; of several attempts, the last) (`time`).
+//!
+//! `cache_hit` is true only on evidence: a cache header, or no upstream
+//! exchange while every exchange is captured and every upstream exchange
+//! overlapping this one is paired with certainty elsewhere.
+//! Otherwise it is false when an upstream was found and null when unknown.
+//! A client record with a certain pair is emitted at once; others are held
+//! for `hold` so upstream records finishing at nearly the same moment can
+//! arrive.
 
 use std::{
+    cmp::Reverse,
     collections::{HashMap, VecDeque},
     time::{Duration, Instant},
 };
 
+use serde::Serialize;
+
 use super::pipeline::RequestRecord;
 
-/// Recent upstream records kept per process.
+/// Recent upstream exchanges kept per process.
 const MAX_UPSTREAM_PER_PROCESS: usize = 512;
 /// Client records waiting at most.
 const MAX_WAITING: usize = 4096;
 /// An upstream record may end this much after its client record (ns): the
 /// timestamps of the two sides are taken at different probe returns.
 const END_SLACK_NS: u64 = 5_000_000;
+/// Weight of a model or usage agreement in the content score: more than
+/// streaming flag and status together.
+const STRONG: i32 = 4;
+
+/// How a client record was tied to its upstream record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Confidence {
+    /// The same provider response id or request body, on one candidate only.
+    Certain,
+    /// Model, streaming flag, status and usage single it out.
+    Content,
+    /// Only time and process: the latest-starting candidate.
+    Time,
+}
+
+/// What a record carries for pairing the two sides of a proxy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Pairing {
+    /// The provider's id of the response (body `id`, else a `x-request-id`
+    /// or `request-id` header), bounded.
+    pub request_id: Option<String>,
+    /// Client records: how the upstream record was found; null when none was.
+    pub confidence: Option<Confidence>,
+    /// Client records: the paired upstream record's `request_id`.
+    pub upstream_request_id: Option<String>,
+    /// Digest of the request body (complete bodies only).
+    #[serde(skip)]
+    pub request_digest: Option<u64>,
+}
+
+/// The parts of an upstream record pairing looks at.
+struct Upstream {
+    start_ns: u64,
+    end_ns: u64,
+    duration_ms: f64,
+    provider: Option<String>,
+    request_id: Option<String>,
+    digest: Option<u64>,
+    model: Option<String>,
+    streaming: bool,
+    status: u16,
+    usage: (Option<u64>, Option<u64>),
+    /// Already paired with a client record, with this confidence.
+    taken: Option<Confidence>,
+}
+
+impl Upstream {
+    fn of(r: &RequestRecord) -> Self {
+        Self {
+            start_ns: r.start_ns,
+            end_ns: end_ns(r),
+            duration_ms: r.duration_ms,
+            provider: r.upstream_provider.clone(),
+            request_id: r.pairing.request_id.clone(),
+            digest: r.pairing.request_digest,
+            model: r.model_requested.clone(),
+            streaming: r.streaming,
+            status: r.status,
+            usage: (r.tokens.input, r.tokens.output),
+            taken: None,
+        }
+    }
+
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.start_ns <= end && self.end_ns >= start
+    }
+
+    /// Agreement of model and usage (`STRONG` each), streaming flag and
+    /// status (1 each); disagreement counts as much against.
+    fn content_score(&self, c: &RequestRecord) -> i32 {
+        let agree = |a: Option<&str>, b: Option<&str>| match (a, b) {
+            (Some(a), Some(b)) => i32::from(a == b) * 2 - 1,
+            _ => 0,
+        };
+        let usage = match ((c.tokens.input, c.tokens.output), self.usage) {
+            ((Some(a), Some(b)), (Some(x), Some(y))) => i32::from(a == x && b == y) * 2 - 1,
+            _ => 0,
+        };
+        let model = agree(c.model_requested.as_deref(), self.model.as_deref());
+        let streaming = i32::from(c.streaming == self.streaming) * 2 - 1;
+        let status = i32::from(c.status == self.status) * 2 - 1;
+        STRONG * (model + usage) + streaming + status
+    }
+}
 
 pub struct Correlator {
-    upstream: HashMap<u32, VecDeque<RequestRecord>>,
+    upstream: HashMap<u32, VecDeque<Upstream>>,
     waiting: VecDeque<(Instant, RequestRecord)>,
     hold: Duration,
-    /// Every exchange is captured (sample 1 in 1): no upstream means a hit.
+    /// Every exchange is captured (sample 1 in 1, nothing dropped).
     complete: bool,
 }
 
@@ -52,7 +151,7 @@ impl Correlator {
             if list.len() >= MAX_UPSTREAM_PER_PROCESS {
                 list.pop_front();
             }
-            list.push_back(record.clone());
+            list.push_back(Upstream::of(&record));
             out.push(record);
         } else {
             if self.waiting.len() >= MAX_WAITING
@@ -60,7 +159,11 @@ impl Correlator {
             {
                 out.push(self.finalize(r));
             }
-            self.waiting.push_back((now + self.hold, record));
+            // A certain pair needs no wait; anything else waits for `hold`.
+            match self.pair(record, true) {
+                Ok(paired) => out.push(paired),
+                Err(record) => self.waiting.push_back((now + self.hold, record)),
+            }
         }
         out.extend(self.tick(now));
         out
@@ -87,30 +190,96 @@ impl Correlator {
         held.into_iter().map(|r| self.finalize(r)).collect()
     }
 
-    fn finalize(&mut self, mut client: RequestRecord) -> RequestRecord {
+    /// Response ids of client records still waiting: a time-only pairing
+    /// must not take the upstream one of them will claim by id.
+    fn ids_waiting(&self) -> Vec<&str> {
+        self.waiting.iter().filter_map(|(_, r)| r.pairing.request_id.as_deref()).collect()
+    }
+
+    fn finalize(&mut self, client: RequestRecord) -> RequestRecord {
+        self.pair(client, false).unwrap_or_else(|client| client)
+    }
+
+    /// Pairs `client` with its upstream record; with `certain_only`, only a
+    /// certain pair is made now (`Err` gives the record back to wait).
+    fn pair(&mut self, mut client: RequestRecord, certain_only: bool) -> Result<RequestRecord, RequestRecord> {
         let (start, end) = (client.start_ns, end_ns(&client));
-        let found = self.upstream.get_mut(&client.pid).and_then(|list| {
-            let i = list
-                .iter()
-                .enumerate()
-                .filter(|(_, u)| u.start_ns >= start && u.start_ns <= end && end_ns(u) <= end + END_SLACK_NS)
-                .max_by_key(|(_, u)| u.start_ns)
-                .map(|(i, _)| i)?;
-            list.remove(i)
-        });
-        match found {
-            Some(up) => {
-                client.upstream_provider = up.upstream_provider.clone();
-                client.proxy_overhead_ms = Some((client.duration_ms - up.duration_ms).max(0.0));
-                if client.cache_hit.is_none() {
-                    client.cache_hit = Some(false);
-                }
+        let claimed: Vec<String> = self.ids_waiting().into_iter().map(str::to_string).collect();
+        let Some(list) = self.upstream.get_mut(&client.pid) else {
+            return if certain_only { Err(client) } else { Ok(self.without_upstream(client, false)) };
+        };
+        let candidates: Vec<usize> = (0..list.len())
+            .filter(|&i| {
+                let u = &list[i];
+                u.taken.is_none() && u.start_ns >= start && u.start_ns <= end && u.end_ns <= end + END_SLACK_NS
+            })
+            .collect();
+        let unique = |same: &dyn Fn(&Upstream) -> bool| {
+            let mut hits = candidates.iter().copied().filter(|&i| same(&list[i]));
+            match (hits.next(), hits.next()) {
+                (Some(i), None) => Some(i),
+                _ => None,
             }
+        };
+        let by_id =
+            client.pairing.request_id.as_deref().and_then(|id| unique(&|u| u.request_id.as_deref() == Some(id)));
+        let by_digest = client.pairing.request_digest.and_then(|d| unique(&|u| u.digest == Some(d)));
+        let chosen = match by_id.or(by_digest) {
+            Some(i) => Some((i, Confidence::Certain)),
             None => {
-                if client.cache_hit.is_none() && self.complete {
-                    client.cache_hit = Some(true);
+                // Best content score, then the end nearest the client's end (the
+                // proxy answers right after its upstream call; of retries, the
+                // last); an upstream whose id a waiting client record carries is
+                // left to that record.
+                let mut scored: Vec<(i32, Reverse<u64>, usize)> = candidates
+                    .iter()
+                    .filter(|&&i| {
+                        list[i]
+                            .request_id
+                            .as_ref()
+                            .is_none_or(|id| client.pairing.request_id.as_ref() == Some(id) || !claimed.contains(id))
+                    })
+                    .map(|&i| (list[i].content_score(&client), Reverse(end.saturating_sub(list[i].end_ns)), i))
+                    .collect();
+                scored.sort_unstable_by(|a, b| b.cmp(a));
+                match scored.as_slice() {
+                    [] => None,
+                    [(score, _, i)] if *score >= STRONG => Some((*i, Confidence::Content)),
+                    [(best, _, i), (next, _, _), ..] if best > next && *best > 0 => Some((*i, Confidence::Content)),
+                    [(_, _, i), ..] => Some((*i, Confidence::Time)),
                 }
             }
+        };
+        let Some((i, confidence)) = chosen else {
+            if certain_only {
+                return Err(client);
+            }
+            // Pairing is certain only if no overlapping upstream exchange is
+            // unpaired or was paired by content or time alone.
+            let uncertain = list.iter().any(|u| u.taken != Some(Confidence::Certain) && u.overlaps(start, end));
+            return Ok(self.without_upstream(client, uncertain));
+        };
+        if certain_only && confidence != Confidence::Certain {
+            return Err(client);
+        }
+        let up = &mut list[i];
+        up.taken = Some(confidence);
+        client.upstream_provider = up.provider.clone();
+        client.proxy_overhead_ms = Some((client.duration_ms - up.duration_ms).max(0.0));
+        client.pairing.confidence = Some(confidence);
+        client.pairing.upstream_request_id = up.request_id.clone();
+        if client.cache_hit.is_none() {
+            client.cache_hit = Some(false);
+        }
+        Ok(client)
+    }
+
+    /// No upstream record was found: a cache hit only when nothing could
+    /// have been missed (every exchange captured, no unpaired upstream
+    /// exchange overlapping this one).
+    fn without_upstream(&self, mut client: RequestRecord, uncertain: bool) -> RequestRecord {
+        if client.cache_hit.is_none() && self.complete && !uncertain {
+            client.cache_hit = Some(true);
         }
         client
     }
@@ -149,7 +318,13 @@ mod tests {
             cost_usd: None,
             application_id: None,
             rate_limits: Default::default(),
+            pairing: Pairing::default(),
         }
+    }
+
+    fn with_id(mut r: RequestRecord, id: &str) -> RequestRecord {
+        r.pairing.request_id = Some(id.to_string());
+        r
     }
 
     #[test]
@@ -163,6 +338,7 @@ mod tests {
         let first = out.iter().find(|r| r.side == "client").unwrap();
         assert_eq!((first.upstream_provider.as_deref(), first.cache_hit), (Some("a"), Some(false)));
         assert_eq!(first.proxy_overhead_ms, Some(2.0));
+        assert_eq!(first.pairing.confidence, Some(Confidence::Time));
         let out = c.push(record("client", 11, 9.0, None), now);
         assert_eq!(out[0].upstream_provider.as_deref(), Some("b"));
         // No upstream call at all: a cache hit when everything is captured.
@@ -170,5 +346,56 @@ mod tests {
         assert_eq!(out[0].cache_hit, Some(true));
         let mut sampled = Correlator::new(Duration::ZERO, false);
         assert_eq!(sampled.push(record("client", 30, 1.0, None), now)[0].cache_hit, None);
+    }
+
+    #[test]
+    fn overlapping_exchanges_pair_by_response_id_not_by_time() {
+        let mut c = Correlator::new(Duration::from_secs(1), true);
+        let now = Instant::now();
+        // Two concurrent clients; the one that started first got the later upstream call.
+        c.push(with_id(record("upstream", 5, 20.0, Some("late")), "id-a"), now);
+        c.push(with_id(record("upstream", 2, 10.0, Some("early")), "id-b"), now);
+        let mut out = c.push(with_id(record("client", 0, 30.0, None), "id-a"), now);
+        out.extend(c.push(with_id(record("client", 1, 30.0, None), "id-b"), now));
+        // Certain pairs are emitted at once, without waiting for the hold.
+        assert_eq!(out.len(), 2);
+        for r in &out {
+            assert_eq!(r.pairing.upstream_request_id, r.pairing.request_id, "{r:?}");
+            assert_eq!(r.pairing.confidence, Some(Confidence::Certain));
+        }
+    }
+
+    #[test]
+    fn content_then_time_and_no_false_cache_hits() {
+        let mut c = Correlator::new(Duration::from_secs(1), true);
+        let now = Instant::now();
+        let mut streamed = record("upstream", 3, 5.0, Some("s"));
+        streamed.streaming = true;
+        c.push(streamed, now);
+        c.push(record("upstream", 4, 5.0, Some("j")), now);
+        let mut client = record("client", 0, 20.0, None);
+        client.streaming = true;
+        c.push(client, now);
+        let out = c.tick(now + Duration::from_secs(2));
+        assert_eq!(
+            (out[0].upstream_provider.as_deref(), out[0].pairing.confidence),
+            (Some("s"), Some(Confidence::Content))
+        );
+        // An unpaired upstream exchange overlaps this one: not proof of a cache hit.
+        let mut c = Correlator::new(Duration::ZERO, true);
+        c.push(record("upstream", 1, 50.0, Some("x")), now);
+        let out = c.push(record("client", 2, 10.0, None), now);
+        assert_eq!((out[0].cache_hit, out[0].pairing.confidence), (None, None));
+    }
+
+    #[test]
+    fn same_ids_on_several_candidates_do_not_count_as_certain() {
+        let mut c = Correlator::new(Duration::ZERO, true);
+        let now = Instant::now();
+        c.push(with_id(record("upstream", 1, 5.0, Some("a")), "chatcmpl-1"), now);
+        c.push(with_id(record("upstream", 2, 5.0, Some("b")), "chatcmpl-1"), now);
+        let out = c.push(with_id(record("client", 0, 10.0, None), "chatcmpl-1"), now);
+        assert_ne!(out[0].pairing.confidence, Some(Confidence::Certain));
+        assert_eq!(out[0].upstream_provider.as_deref(), Some("b"));
     }
 }

@@ -127,6 +127,102 @@ pub struct LlmResponse {
     pub streaming: bool,
     /// Content-bearing stream events (lifecycle events excluded).
     pub content_events: u32,
+    /// The provider's id of this response (`chatcmpl-...`, `msg_...`,
+    /// `resp_...`, Gemini's `responseId`): a proxy that passes the body
+    /// through shows the same id on both sides.
+    pub id: Option<String>,
+}
+
+/// The id a response object carries (`id`, Gemini's `responseId`).
+fn id_of(v: &Value) -> Option<String> {
+    v.get("id").or_else(|| v.get("responseId")).and_then(Value::as_str).map(|s| s.chars().take(128).collect())
+}
+
+/// Interprets a streamed response one event at a time (SSE events, or the
+/// elements of a JSON-array stream), keeping only what a record needs: the
+/// memory it holds does not grow with the stream's length.
+#[derive(Debug)]
+pub struct StreamInterpreter {
+    format: Provider,
+    out: LlmResponse,
+}
+
+impl StreamInterpreter {
+    pub fn new(request: &LlmRequest) -> Self {
+        Self { format: request.format, out: LlmResponse { streaming: true, ..LlmResponse::default() } }
+    }
+
+    /// One element of a JSON-array stream (Gemini without `alt=sse`); the
+    /// last element carries the usage.
+    pub fn array_element(&mut self, v: &Value) {
+        let out = &mut self.out;
+        out.model = out.model.take().or_else(|| v.get("modelVersion").and_then(Value::as_str).map(str::to_string));
+        out.id = out.id.take().or_else(|| id_of(v));
+        if let Some(u) = usage_of(self.format, v) {
+            out.usage = u;
+        }
+        if v.pointer("/candidates/0/content").is_some() {
+            out.content_events += 1;
+        }
+        out.error_type = error_of(v).or(out.error_type.take());
+    }
+
+    /// One server-sent event (`event:` field and joined `data:` lines).
+    pub fn sse_event(&mut self, event: Option<&str>, data: &str) {
+        if data == "[DONE]" {
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(data) else { return };
+        let (provider, out) = (self.format, &mut self.out);
+        let kind = event.or_else(|| v.get("type").and_then(Value::as_str)).unwrap_or("");
+        match (provider, kind) {
+            (Provider::Anthropic, "message_start") => {
+                let m = v.get("message").unwrap_or(&Value::Null);
+                out.model = m.get("model").and_then(Value::as_str).map(str::to_string).or(out.model.take());
+                out.id = out.id.take().or_else(|| id_of(m));
+                if let Some(u) = usage_of(provider, m) {
+                    out.usage = Usage { output: None, ..u };
+                }
+            }
+            (Provider::Anthropic, "message_delta") => {
+                if let Some(o) = num(&v, "/usage/output_tokens") {
+                    out.usage.output = Some(o); // cumulative
+                }
+            }
+            (Provider::Anthropic, "content_block_delta") => out.content_events += 1,
+            (_, "error") => out.error_type = error_of(&v).or(out.error_type.take()),
+            (Provider::OpenAi, "response.created" | "response.in_progress") => {
+                out.id = out.id.take().or_else(|| v.get("response").and_then(id_of));
+            }
+            (Provider::OpenAi, "response.completed") => {
+                let r = v.get("response").unwrap_or(&Value::Null);
+                out.model = r.get("model").and_then(Value::as_str).map(str::to_string).or(out.model.take());
+                out.id = out.id.take().or_else(|| id_of(r));
+                out.usage = usage_of(provider, r).unwrap_or(out.usage);
+            }
+            (Provider::OpenAi, "response.output_text.delta") => out.content_events += 1,
+            _ => {
+                if out.model.is_none() {
+                    out.model =
+                        v.get("model").or_else(|| v.get("modelVersion")).and_then(Value::as_str).map(str::to_string);
+                }
+                out.id = out.id.take().or_else(|| id_of(&v));
+                if let Some(u) = usage_of(provider, &v) {
+                    out.usage = u;
+                }
+                let has_content = v.pointer("/choices/0/delta/content").is_some_and(|c| !c.is_null())
+                    || v.pointer("/candidates/0/content").is_some();
+                if has_content {
+                    out.content_events += 1;
+                }
+                out.error_type = error_of(&v).or(out.error_type.take());
+            }
+        }
+    }
+
+    pub fn finish(self) -> LlmResponse {
+        self.out
+    }
 }
 
 /// Classifies a request from its target, Host header and JSON body.
@@ -240,77 +336,31 @@ fn error_of(v: &Value) -> Option<String> {
 
 /// Interprets a response body (JSON, or SSE when `content_type` says so).
 pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[u8], complete: bool) -> LlmResponse {
-    let provider = request.format;
     let streaming = content_type.is_some_and(|c| c.contains("text/event-stream"));
-    let mut out = LlmResponse { streaming, ..LlmResponse::default() };
     if !streaming && request.stream && body.trim_ascii_start().starts_with(b"[") {
         // Gemini's streamGenerateContent without `alt=sse`: one JSON array
         // written element by element; the last element carries the usage.
-        out.streaming = true;
+        let mut stream = StreamInterpreter::new(request);
         for v in json_array_elements(body) {
-            out.model = out.model.or_else(|| v.get("modelVersion").and_then(Value::as_str).map(str::to_string));
-            if let Some(u) = usage_of(provider, &v) {
-                out.usage = u;
-            }
-            if v.pointer("/candidates/0/content").is_some() {
-                out.content_events += 1;
-            }
-            out.error_type = error_of(&v).or(out.error_type.take());
+            stream.array_element(&v);
         }
-        return out;
+        return stream.finish();
     }
     if !streaming {
         let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        out.model = v.get("model").or_else(|| v.get("modelVersion")).and_then(Value::as_str).map(str::to_string);
-        out.usage = usage_of(provider, &v).unwrap_or_default();
-        out.error_type = error_of(&v);
-        return out;
+        return LlmResponse {
+            model: v.get("model").or_else(|| v.get("modelVersion")).and_then(Value::as_str).map(str::to_string),
+            usage: usage_of(request.format, &v).unwrap_or_default(),
+            error_type: error_of(&v),
+            id: id_of(&v),
+            ..LlmResponse::default()
+        };
     }
+    let mut stream = StreamInterpreter::new(request);
     for event in sse::events(body, complete) {
-        if event.data == "[DONE]" {
-            continue;
-        }
-        let Ok(v) = serde_json::from_str::<Value>(&event.data) else { continue };
-        let kind = event.event.as_deref().or_else(|| v.get("type").and_then(Value::as_str)).unwrap_or("");
-        match (provider, kind) {
-            (Provider::Anthropic, "message_start") => {
-                let m = v.get("message").unwrap_or(&Value::Null);
-                out.model = m.get("model").and_then(Value::as_str).map(str::to_string).or(out.model);
-                if let Some(u) = usage_of(provider, m) {
-                    out.usage = Usage { output: None, ..u };
-                }
-            }
-            (Provider::Anthropic, "message_delta") => {
-                if let Some(o) = num(&v, "/usage/output_tokens") {
-                    out.usage.output = Some(o); // cumulative
-                }
-            }
-            (Provider::Anthropic, "content_block_delta") => out.content_events += 1,
-            (_, "error") => out.error_type = error_of(&v).or(out.error_type),
-            (Provider::OpenAi, "response.completed") => {
-                let r = v.get("response").unwrap_or(&Value::Null);
-                out.model = r.get("model").and_then(Value::as_str).map(str::to_string).or(out.model);
-                out.usage = usage_of(provider, r).unwrap_or(out.usage);
-            }
-            (Provider::OpenAi, "response.output_text.delta") => out.content_events += 1,
-            _ => {
-                if out.model.is_none() {
-                    out.model =
-                        v.get("model").or_else(|| v.get("modelVersion")).and_then(Value::as_str).map(str::to_string);
-                }
-                if let Some(u) = usage_of(provider, &v) {
-                    out.usage = u;
-                }
-                let has_content = v.pointer("/choices/0/delta/content").is_some_and(|c| !c.is_null())
-                    || v.pointer("/candidates/0/content").is_some();
-                if has_content {
-                    out.content_events += 1;
-                }
-                out.error_type = error_of(&v).or(out.error_type.take());
-            }
-        }
+        stream.sse_event(event.event.as_deref(), &event.data);
     }
-    out
+    stream.finish()
 }
 
 /// The complete elements of a JSON array, even when the array was cut off.

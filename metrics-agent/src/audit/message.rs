@@ -128,6 +128,43 @@ impl MessageParser {
         out
     }
 
+    /// The head of the message being received, once complete.
+    pub fn current_head(&self) -> Option<&Head> {
+        self.head.as_ref()
+    }
+
+    /// Hands the body bytes received so far of the message in progress to
+    /// `f` and forgets them (a stream parsed as it comes).
+    pub fn drain_body(&mut self, f: impl FnOnce(&[u8])) {
+        f(&self.body);
+        self.body.clear();
+    }
+
+    /// `n` bytes of the stream passed without being captured (a body sent
+    /// with `sendfile`, or beyond the capture cap). When they all fall in
+    /// the current body, it is marked truncated and the messages this
+    /// completes are returned; otherwise (None) the parser cannot know
+    /// where it is and the caller restarts it.
+    pub fn skip(&mut self, n: u64) -> Option<Vec<Message>> {
+        match self.state {
+            State::Length { left } if n <= left => {
+                (self.wire, self.truncated) = (self.wire + n, true);
+                self.state = State::Length { left: left - n };
+                Some(if left == n { self.finish().into_iter().collect() } else { Vec::new() })
+            }
+            State::ChunkData { left } if n <= left => {
+                (self.wire, self.truncated) = (self.wire + n, true);
+                self.state = if left == n { State::ChunkDataEnd } else { State::ChunkData { left: left - n } };
+                Some(Vec::new())
+            }
+            State::UntilClose => {
+                (self.wire, self.truncated) = (self.wire + n, true);
+                Some(Vec::new())
+            }
+            _ => None,
+        }
+    }
+
     /// The connection closed: a close-delimited body ends here.
     pub fn close(&mut self) -> Option<Message> {
         if matches!(self.state, State::UntilClose) { self.finish() } else { None }
@@ -374,6 +411,18 @@ mod tests {
         let m = p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx");
         assert_eq!(m.len(), 2);
         assert!(m[0].body.is_empty());
+    }
+
+    #[test]
+    fn bytes_skipped_inside_a_body_complete_it_and_other_gaps_do_not() {
+        let mut p = MessageParser::new(Kind::Response, 100);
+        assert!(p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab").is_empty());
+        let m = p.skip(8).expect("inside the body");
+        assert_eq!((m.len(), m[0].truncated, m[0].wire_bytes), (1, true, 49));
+        assert_eq!(p.feed(b"HTTP/1.1 204 No Content\r\n\r\n").len(), 1);
+        assert!(p.skip(1).is_none(), "a gap between messages cannot be placed");
+        assert!(p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n").is_empty());
+        assert!(p.skip(4).is_none(), "a gap longer than the body left");
     }
 
     proptest! {

@@ -18,3 +18,4 @@ pub mod message;
 pub mod pipeline;
 pub mod reader;
 pub mod sse;
+pub mod stream;

@@ -13,10 +13,12 @@ use metrics_common::{
 use serde::Serialize;
 
 use super::{
+    correlate::Pairing,
     decode,
     identity::{self, IdentityConfig, Ids},
     llm::{self, LlmRequest, Usage},
     message::{Kind, Message, MessageParser, StartLine},
+    stream::StreamBody,
 };
 
 /// Connections tracked at most; the least recently seen is dropped beyond.
@@ -80,6 +82,8 @@ pub struct RequestRecord {
     /// (`x-ratelimit-remaining-requests`, `anthropic-ratelimit-tokens-remaining`,
     /// `retry-after`, ...).
     pub rate_limits: std::collections::BTreeMap<String, String>,
+    /// What ties a client record to its upstream record (`correlate`).
+    pub pairing: Pairing,
 }
 
 struct Pending {
@@ -87,6 +91,8 @@ struct Pending {
     endpoint: String,
     ids: Ids,
     start_ns: u64,
+    /// Digest of the complete request body, for pairing.
+    digest: Option<u64>,
 }
 
 struct ConnAudit {
@@ -103,6 +109,11 @@ struct ConnAudit {
     response_last_ns: u64,
     request_start_ns: Option<u64>,
     last_seen: u64,
+    /// The pipeline clock at the first sweep that found the kernel no
+    /// longer tracking this connection.
+    missing_since: Option<u64>,
+    /// The streamed response in progress, parsed as it arrives.
+    stream: Option<StreamBody>,
     /// Heap charged to this connection at its last event.
     memory: usize,
 }
@@ -121,6 +132,8 @@ impl ConnAudit {
             response_last_ns: 0,
             request_start_ns: None,
             last_seen: 0,
+            missing_since: None,
+            stream: None,
             memory: 0,
         }
     }
@@ -136,6 +149,11 @@ pub struct PipelineStats {
     pub evicted_connections: u64,
     /// Connections dropped because all parsers together exceeded the memory budget.
     pub evicted_for_memory: u64,
+    /// Connections released because the kernel no longer tracks them (their
+    /// close event was not captured: capture off, ring full, process gone).
+    pub released_closed: u64,
+    /// Stream events longer than the message cap, skipped.
+    pub oversized_stream_events: u64,
     pub records: u64,
 }
 
@@ -198,6 +216,32 @@ impl Pipeline {
         self.conns.len()
     }
 
+    /// Releases the state of connections the kernel no longer tracks (`open`
+    /// holds the ids it does): their close event never came, because capture
+    /// was off when they closed, the ring was full, or the process exited.
+    /// A connection goes when two sweeps in a row miss it with no event in
+    /// between, so one that is still being reported is never cut.
+    pub fn release_closed(&mut self, open: &std::collections::HashSet<u64>) {
+        let clock = self.clock;
+        let mut gone = Vec::new();
+        for (id, c) in &mut self.conns {
+            if open.contains(id) {
+                c.missing_since = None;
+            } else {
+                match c.missing_since {
+                    Some(since) if c.last_seen <= since => gone.push(*id),
+                    _ => c.missing_since = Some(clock),
+                }
+            }
+        }
+        for id in gone {
+            if let Some(c) = self.conns.remove(&id) {
+                self.memory -= c.memory;
+                self.stats.released_closed += 1;
+            }
+        }
+    }
+
     /// Consumes one ring buffer event; returns the exchanges it completed.
     pub fn on_event(&mut self, header: &ChunkHeader, data: &[u8]) -> Vec<RequestRecord> {
         self.clock += 1;
@@ -207,7 +251,7 @@ impl Pipeline {
             if let Some(mut c) = self.conns.remove(&header.conn_id) {
                 self.memory -= c.memory;
                 if let Some(m) = c.responses.close() {
-                    out.extend(Self::pair(&mut c, m));
+                    out.extend(Self::pair(&mut c, m, &mut self.stats));
                 }
             }
             self.stats.records += out.len() as u64;
@@ -229,7 +273,13 @@ impl Pipeline {
         let request_dir = (header.side == SIDE_CLIENT) == (header.direction == DIR_READ);
         let slot = if request_dir { 0 } else { 1 };
         let data = &data[..(header.len as usize).min(data.len())];
-        if conn.next_offset[slot] != Some(header.offset) {
+        // Bytes that passed uncaptured inside a body (sent with sendfile, or
+        // beyond the capture cap) are skipped there; any other gap restarts.
+        let mut skipped = Vec::new();
+        let gap = conn.next_offset[slot].filter(|&n| header.offset > n).map(|n| header.offset - n);
+        let parser = if request_dir { &mut conn.requests } else { &mut conn.responses };
+        let skipped_in_body = gap.and_then(|n| parser.skip(n)).map(|m| skipped = m).is_some();
+        if conn.next_offset[slot] != Some(header.offset) && !skipped_in_body {
             if conn.next_offset[slot].is_some() {
                 self.stats.resyncs += 1;
             }
@@ -256,7 +306,8 @@ impl Pipeline {
             if conn.request_start_ns.is_none() {
                 conn.request_start_ns = Some(header.ts_ns);
             }
-            for m in conn.requests.feed(data) {
+            let completed = skipped.into_iter().chain(conn.requests.feed(data));
+            for m in completed {
                 let start_ns = conn.request_start_ns.take().unwrap_or(header.ts_ns);
                 let StartLine::Request { method, target } = &m.head.start else { continue };
                 conn.responses.expect_response_to(method);
@@ -276,6 +327,7 @@ impl Pipeline {
                     endpoint: bounded(target.split('?').next().unwrap_or("").to_string()),
                     ids,
                     start_ns,
+                    digest: body_digest(&m),
                 });
             }
             if conn.requests.buffered() > 0 && conn.request_start_ns.is_none() {
@@ -286,9 +338,11 @@ impl Pipeline {
                 conn.response_first_ns = Some(header.ts_ns);
             }
             conn.response_last_ns = header.ts_ns;
-            for m in conn.responses.feed(data) {
-                out.extend(Self::pair(conn, m));
+            let completed: Vec<Message> = skipped.into_iter().chain(conn.responses.feed(data)).collect();
+            for m in completed {
+                out.extend(Self::pair(conn, m, &mut self.stats));
             }
+            Self::stream_progress(conn, cap);
         }
         self.stats.records += out.len() as u64;
         self.charge(header.conn_id);
@@ -299,7 +353,10 @@ impl Pipeline {
     /// connections while the total is over budget.
     fn charge(&mut self, conn_id: u64) {
         if let Some(c) = self.conns.get_mut(&conn_id) {
-            let now = c.requests.memory() + c.responses.memory() + c.pending.len() * PENDING_COST;
+            let now = c.requests.memory()
+                + c.responses.memory()
+                + c.pending.len() * PENDING_COST
+                + c.stream.as_ref().map_or(0, StreamBody::memory);
             self.memory = self.memory - c.memory + now;
             c.memory = now;
         }
@@ -309,7 +366,36 @@ impl Pipeline {
         }
     }
 
-    fn pair(conn: &mut ConnAudit, m: Message) -> Option<RequestRecord> {
+    /// A streamed response in progress (SSE, or a JSON array answering a
+    /// streaming request; not compressed) is parsed as its bytes arrive,
+    /// so its length is not bounded by the message cap.
+    fn stream_progress(conn: &mut ConnAudit, cap: usize) {
+        let Some(head) = conn.responses.current_head() else { return };
+        if conn.stream.is_none() {
+            let Some(mut request) = conn.pending.front().map(|p| p.request.clone()) else { return };
+            if request.format == llm::Provider::Unknown {
+                request.format = llm::Provider::from_response_headers(head.headers.iter().map(|(k, _)| k.as_str()));
+            }
+            let request = &request;
+            let identity = head.header("content-encoding").is_none_or(|e| e.trim().eq_ignore_ascii_case("identity"));
+            let content_type = head.header("content-type").unwrap_or("");
+            conn.stream = if !identity {
+                None
+            } else if content_type.contains("text/event-stream") {
+                Some(StreamBody::sse(request, cap))
+            } else if request.stream && content_type.contains("json") {
+                Some(StreamBody::json(request, cap))
+            } else {
+                None
+            };
+        }
+        if let Some(stream) = conn.stream.as_mut() {
+            conn.responses.drain_body(|bytes| stream.feed(bytes));
+        }
+    }
+
+    fn pair(conn: &mut ConnAudit, m: Message, stats: &mut PipelineStats) -> Option<RequestRecord> {
+        let stream = conn.stream.take();
         let first = conn.response_first_ns.take().unwrap_or(conn.response_last_ns);
         let last = conn.response_last_ns;
         let mut pending = conn.pending.pop_front()?;
@@ -321,11 +407,21 @@ impl Pipeline {
                 pending.request.format = p;
             }
         }
-        // Decoded bodies are bounded like captured ones (4x: JSON compresses well).
-        let body =
-            decode::decode(m.head.header("content-encoding"), &m.body, m.body.len().saturating_mul(4).max(1 << 20))
-                .unwrap_or_default();
-        let response = llm::parse_response(&pending.request, m.head.header("content-type"), &body, true);
+        let parse_whole = |body: &[u8]| {
+            // Decoded bodies are bounded like captured ones (4x: JSON compresses well).
+            let body =
+                decode::decode(m.head.header("content-encoding"), body, body.len().saturating_mul(4).max(1 << 20))
+                    .unwrap_or_default();
+            llm::parse_response(&pending.request, m.head.header("content-type"), &body, true)
+        };
+        let response = match stream {
+            Some(mut stream) => {
+                stream.feed(&m.body);
+                stats.oversized_stream_events += stream.oversized;
+                stream.finish(!m.truncated).unwrap_or_else(|whole| parse_whole(&whole))
+            }
+            None => parse_whole(&m.body),
+        };
         let ms = |t: u64| t.saturating_sub(pending.start_ns) as f64 / 1e6;
         Some(RequestRecord {
             timestamp_unix_ms: monotonic_to_unix_ms(pending.start_ns),
@@ -354,6 +450,16 @@ impl Pipeline {
             cost_usd: None,
             application_id: pending.ids.application,
             rate_limits: rate_limit_headers(&m.head),
+            pairing: Pairing {
+                request_id: response
+                    .id
+                    .or_else(|| {
+                        m.head.header("x-request-id").or_else(|| m.head.header("request-id")).map(str::to_string)
+                    })
+                    .map(bounded),
+                request_digest: pending.digest,
+                ..Pairing::default()
+            },
         })
     }
 
@@ -365,6 +471,18 @@ impl Pipeline {
             self.stats.evicted_connections += 1;
         }
     }
+}
+
+/// A digest of a complete, non-empty request body: a proxy that forwards
+/// the body unchanged sends the same bytes upstream.
+fn body_digest(m: &Message) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    if m.body.is_empty() || m.truncated {
+        return None;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.body.hash(&mut h);
+    Some(h.finish())
 }
 
 /// Longest text field a record keeps (models, endpoints, error types come
@@ -511,6 +629,53 @@ mod tests {
         assert_eq!((r.provider, r.tokens.output), ("openai", Some(6)));
         let r = exchange(&mut p, 4, SIDE_CLIENT, 0, "/llm", "server: x\r\n", "{}");
         assert_eq!(r.provider, "unknown");
+    }
+
+    #[test]
+    fn a_stream_longer_than_the_cap_keeps_its_usage_within_bounded_memory() {
+        let cap = 16 * 1024;
+        let mut p = Pipeline::new(cap);
+        let body = r#"{"model":"gpt-4o","stream":true}"#;
+        let req = format!("POST /v1/chat/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        p.on_event(&chunk(1, DIR_READ, 0, 1, req.len()), req.as_bytes());
+        let mut resp =
+            String::from("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let mut push = |data: &str| resp.push_str(&format!("{:x}\r\n{data}\r\n", data.len()));
+        for i in 0..20_000 {
+            push(&format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {i}\"}}}}]}}\n\n"));
+        }
+        push("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":21,\"completion_tokens\":20000}}\n\ndata: [DONE]\n\n");
+        resp.push_str("0\r\n\r\n");
+        assert!(resp.len() > 50 * cap);
+        let mut records = Vec::new();
+        for (i, piece) in resp.as_bytes().chunks(4096).enumerate() {
+            records.extend(p.on_event(&chunk(1, DIR_WRITE, (i * 4096) as u64, 2 + i as u64, piece.len()), piece));
+            assert!(p.memory() < 2 * cap + 8192, "{}", p.memory());
+        }
+        assert_eq!(records.len(), 1);
+        let r = &records[0];
+        assert_eq!((r.tokens.input, r.tokens.output, r.streaming, r.truncated), (Some(21), Some(20_000), true, false));
+    }
+
+    #[test]
+    fn connections_closed_without_a_close_event_are_released_after_two_sweeps() {
+        let mut p = Pipeline::new(1 << 20);
+        let head = "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 10\r\n\r\n{";
+        for conn in 1..=3 {
+            p.on_event(&chunk(conn, DIR_READ, 0, 1, head.len()), head.as_bytes());
+        }
+        let open = |ids: &[u64]| ids.iter().copied().collect::<std::collections::HashSet<u64>>();
+        p.release_closed(&open(&[1]));
+        assert_eq!(p.tracked_connections(), 3, "one sweep is not enough");
+        // Connection 2 is still being reported (the kernel map read missed it).
+        p.on_event(&chunk(2, DIR_READ, head.len() as u64, 2, 1), b"x");
+        p.release_closed(&open(&[1]));
+        assert_eq!(p.tracked_connections(), 2);
+        assert_eq!(p.stats.released_closed, 1);
+        p.release_closed(&open(&[1]));
+        assert_eq!((p.tracked_connections(), p.stats.released_closed), (1, 2));
+        let recount: usize = p.conns.values().map(|c| c.memory).sum();
+        assert_eq!(recount, p.memory());
     }
 
     #[test]

@@ -21,6 +21,8 @@ use crate::collector::{AgentStats, CounterMaps};
 
 /// How often the breaker and the correlator run.
 const TICK: Duration = Duration::from_secs(1);
+/// Ticks between sweeps for connections closed without a close event.
+const SWEEP_TICKS: u64 = 5;
 /// How long capture stays off after the kernel dropped events.
 const COOL_DOWN: Duration = Duration::from_secs(5);
 
@@ -44,6 +46,8 @@ pub struct AuditTask {
     pub memory_budget_bytes: usize,
     /// Where finished records go (storage, exporters, the live stream).
     pub records_out: crate::records::RecordBus,
+    /// The connection ids the kernel tracks now (None when unreadable).
+    pub open_connections: Box<dyn Fn() -> Option<std::collections::HashSet<u64>> + Send>,
 }
 
 impl AuditTask {
@@ -63,6 +67,7 @@ impl AuditTask {
             cpu_budget_percent,
             memory_budget_bytes,
             records_out,
+            open_connections,
         } = self;
         let mut correlator = Correlator::new(Duration::from_millis(500), sample_every <= 1);
         let name_of = |slot: u8| provider_names.iter().find(|(s, _)| *s == slot as u32).map(|(_, n)| n.clone());
@@ -105,6 +110,7 @@ impl AuditTask {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
         let mut drops_seen = counters.capture_drops();
         let mut breaker = Breaker::new(COOL_DOWN, cpu_budget_percent);
+        let mut sweeps = 0u64;
         let (mut last_tick, mut last_cpu) = (tokio::time::Instant::now(), process_cpu_time());
         stats.capture_enabled.store(1, Ordering::Relaxed);
         stats.capture_sample_every.store(sample_every.into(), Ordering::Relaxed);
@@ -113,6 +119,14 @@ impl AuditTask {
                 _ = stop.changed() => break,
                 _ = tick.tick() => {
                     emit(correlator.tick(std::time::Instant::now()));
+                    sweeps += 1;
+                    if sweeps.is_multiple_of(SWEEP_TICKS)
+                        && let Some(open) = open_connections()
+                    {
+                        pipeline.release_closed(&open);
+                        stats.audit_connections.store(pipeline.tracked_connections() as u64, Ordering::Relaxed);
+                        stats.audit_memory_bytes.store(pipeline.memory() as u64, Ordering::Relaxed);
+                    }
                     let drops = counters.capture_drops();
                     if drops > drops_seen {
                         correlator.capture_incomplete();

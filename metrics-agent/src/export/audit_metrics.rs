@@ -367,6 +367,7 @@ pub(crate) mod tests {
             cost_usd: Some(Decimal::new(25, 6)),
             application_id: None,
             rate_limits: Default::default(),
+            pairing: Default::default(),
         }
     }
 

@@ -278,6 +278,7 @@ pub(crate) mod tests {
             cost_usd: Some(cost.parse().unwrap()),
             application_id: Some("app".into()),
             rate_limits: Default::default(),
+            pairing: Default::default(),
         }
     }
 

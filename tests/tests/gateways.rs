@@ -1,0 +1,402 @@
+//! End-to-end tests (root) of the audit path on real gateways and under
+//! concurrency: which upstream exchange the agent pairs with each client
+//! exchange, cache hits, long streams. Ground truth comes from the test's
+//! clients (the request ids they sent) and the mock provider (the requests
+//! it answered, the usage it reported).
+
+use std::{
+    collections::HashMap,
+    process::{Command, Stdio},
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+use llm_proxy_e2e::{
+    client::Client,
+    harness::{self, Agent, Guard, Nginx, TempDir},
+    metrics::Scrape,
+    mock::MockProvider,
+};
+use serde_json::Value;
+
+/// The tests attach to processes and read global counters: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The agent tracing one nginx (its master and workers, by pid, so other
+/// nginx processes on the host stay out of the numbers), printing records.
+fn agent_on(nginx_pid: u32, mock: &MockProvider, extra: &[&str]) -> Agent {
+    let (pid, provider) = (nginx_pid.to_string(), format!("openai=127.0.0.1:{}", mock.port));
+    let mut args = vec!["--pid", &pid, "--provider", &provider, "--print-requests"];
+    args.extend_from_slice(extra);
+    let agent = Agent::start(&args);
+    agent.wait_until(Duration::from_secs(10), "nginx's master and its two workers traced", |s| {
+        s.get("metrics_agent_traced_processes") >= 3
+    });
+    agent
+}
+
+/// The JSON records the agent printed (`--print-requests`), by side.
+fn records(agent: &Agent, side: &str) -> Vec<Value> {
+    agent
+        .log_text()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["side"] == side)
+        .collect()
+}
+
+/// Waits (60 s at most) until the agent printed this many records per side.
+fn wait_for_records(agent: &Agent, client: usize, upstream: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (c, u) = (records(agent, "client").len(), records(agent, "upstream").len());
+        if c >= client && u >= upstream {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{c} of {client} client and {u} of {upstream} upstream records:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The sum of every series of `name` (any labels).
+fn sum_of(scrape: &Scrape, name: &str) -> f64 {
+    scrape.series.iter().filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{"))).map(|(_, v)| v).sum()
+}
+
+#[test]
+fn concurrent_exchanges_pair_with_their_own_upstream_exchange_and_no_cache_hit_is_invented() {
+    let _serial = serial();
+    let mock = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", mock.port)]);
+    let agent = agent_on(nginx.guard.pid(), &mock, &[]);
+    const CLIENTS: usize = 16;
+    const PER_CLIENT: usize = 12;
+    // 16 keep-alive clients at once; latencies vary per request so that
+    // exchanges overlap in every order; JSON and streams, keep-alive and
+    // HTTP/1.0 upstreams.
+    let sent: Vec<String> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..CLIENTS)
+            .map(|t| {
+                let port = nginx.port;
+                scope.spawn(move || {
+                    let mut c = Client::connect(port).unwrap();
+                    let mut ids = Vec::new();
+                    for i in 0..PER_CLIENT {
+                        let id = format!("t{t}-r{i}");
+                        let delay = (t * 7 + i * 13) % 60;
+                        let path = match i % 3 {
+                            0 => format!("/openai-ka/v1/chat/completions?delay_ms={delay}"),
+                            1 => format!("/openai/v1/chat/completions?delay_ms={delay}&bytes=2000"),
+                            _ => format!("/openai-ka/v1/chat/completions?events=3&interval_ms={}&usage=1", delay / 3),
+                        };
+                        c.extra_headers = format!("x-request-id: {id}\r\n");
+                        assert_eq!(c.request(&path, 300, false).unwrap(), 200, "{path}");
+                        ids.push(id);
+                    }
+                    ids
+                })
+            })
+            .collect();
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    let total = CLIENTS * PER_CLIENT;
+    assert_eq!(mock.snapshot().0, total as u64, "every request went upstream");
+    wait_for_records(&agent, total, total);
+    let clients = records(&agent, "client");
+    let upstreams = records(&agent, "upstream");
+    let ids = |r: &[Value]| {
+        let mut ids: Vec<String> =
+            r.iter().map(|x| x["pairing"]["request_id"].as_str().unwrap_or("").to_string()).collect();
+        ids.sort();
+        ids
+    };
+    let mut sent = sent;
+    sent.sort();
+    assert_eq!(ids(&clients), sent, "one client record per request, each with the id the provider echoed");
+    assert_eq!(ids(&upstreams), sent, "one upstream record per request");
+    assert_eq!((clients.len(), upstreams.len()), (total, total));
+    for r in &clients {
+        assert_eq!(
+            r["pairing"]["upstream_request_id"], r["pairing"]["request_id"],
+            "paired with another exchange: {r}"
+        );
+        assert_eq!(r["pairing"]["confidence"], "certain", "{r}");
+        assert_eq!(r["cache_hit"], false, "{r}");
+        assert_eq!(r["upstream_provider"], "openai", "{r}");
+    }
+    let s = agent.scrape();
+    assert_eq!(sum_of(&s, "llm_cache_hits_total"), 0.0, "{}", s.text);
+}
+
+/// nginx with a response cache in front of the mock: POSTs to the same
+/// URI are answered from the cache after the first.
+fn start_caching_nginx(upstream: u16) -> (Guard, u16, TempDir) {
+    let dir = TempDir::new("nginx-cache");
+    let port = harness::free_port();
+    let d = dir.0.display();
+    let conf = format!(
+        "worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  proxy_cache_path {d}/cache keys_zone=llm:1m;\n  server {{\n    listen 127.0.0.1:{port};\n    location /openai/ {{\n      proxy_pass http://127.0.0.1:{upstream}/;\n      proxy_cache llm;\n      proxy_cache_methods POST;\n      proxy_cache_key $request_uri;\n      proxy_cache_valid 200 10m;\n    }}\n  }}\n}}\n"
+    );
+    let path = dir.0.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let guard = Guard::spawn(
+        "nginx",
+        Command::new(harness::NGINX).arg("-c").arg(&path).args(["-g", "daemon off;"]).stdout(Stdio::null()),
+    );
+    harness::wait_for_port(port, Duration::from_secs(10));
+    (guard, port, dir)
+}
+
+#[test]
+fn every_response_cache_hit_is_counted() {
+    let _serial = serial();
+    let mock = MockProvider::start(0).unwrap();
+    let (nginx, port, _dir) = start_caching_nginx(mock.port);
+    let agent = agent_on(nginx.pid(), &mock, &[]);
+    const URIS: usize = 5;
+    const REPEATS: usize = 4;
+    let mut c = Client::connect(port).unwrap();
+    for round in 0..REPEATS {
+        for u in 0..URIS {
+            let path = format!("/openai/v1/chat/completions?bytes={}", 400 + u * 100);
+            assert_eq!(c.request(&path, 300, false).unwrap(), 200, "round {round}: {path}");
+        }
+    }
+    drop(c);
+    let upstream_calls = mock.snapshot().0 as usize;
+    let hits = URIS * REPEATS - upstream_calls;
+    assert_eq!(upstream_calls, URIS, "nginx answered the repeats from its cache");
+    wait_for_records(&agent, URIS * REPEATS, upstream_calls);
+    let clients = records(&agent, "client");
+    assert_eq!(clients.len(), URIS * REPEATS);
+    let by_hit = clients.iter().fold(HashMap::<String, usize>::new(), |mut m, r| {
+        *m.entry(r["cache_hit"].to_string()).or_default() += 1;
+        m
+    });
+    assert_eq!(by_hit.get("true").copied().unwrap_or(0), hits, "{by_hit:?}");
+    assert_eq!(by_hit.get("false").copied().unwrap_or(0), upstream_calls, "{by_hit:?}");
+    let s = agent.wait_until(Duration::from_secs(10), "cache hits exported", |s| {
+        sum_of(s, "llm_cache_hits_total") >= hits as f64
+    });
+    assert_eq!(sum_of(&s, "llm_cache_hits_total"), hits as f64, "{}", s.text);
+}
+
+#[test]
+fn audit_state_is_released_when_connections_close_while_capture_is_off_or_events_drop() {
+    let _serial = serial();
+    let mock = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", mock.port)]);
+    // An 8 KiB ring overflows on every large body: events (close events
+    // among them) drop, and the circuit breaker switches capture off and on.
+    let agent = agent_on(nginx.guard.pid(), &mock, &["--capture-ring-kib", "8"]);
+    let until = std::time::Instant::now() + Duration::from_secs(12);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while std::time::Instant::now() < until {
+                    let mut c = Client::connect(nginx.port).unwrap();
+                    assert_eq!(c.request("/openai/v1/chat/completions?bytes=100000", 300, true).unwrap(), 200);
+                }
+            });
+        }
+    });
+    let s = agent.scrape();
+    assert!(s.get("metrics_agent_capture_breaker_trips_total") >= 1, "capture went off at least once:\n{}", s.text);
+    // Every client and (HTTP/1.0) upstream connection is closed now.
+    agent.wait_until(Duration::from_secs(30), "the audit path to hold no connection and no memory", |s| {
+        s.get("metrics_agent_audit_connections") == 0 && s.get("metrics_agent_audit_memory_bytes") == 0
+    });
+}
+
+#[test]
+fn a_20_mib_stream_ends_with_its_usage_within_bounded_audit_memory() {
+    let _serial = serial();
+    let mock = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", mock.port)]);
+    // No CPU limit on capture: this test is about the parser's memory and
+    // exactness over a long stream (the debug build parses it slowly).
+    let dir = TempDir::new("long-stream");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(&config, "capture_cpu_budget_percent = 0\n").unwrap();
+    let agent = agent_on(nginx.guard.pid(), &mock, &["--config", config.to_str().unwrap()]);
+    // 100,000 events of about 220 bytes, 20 per write, then the usage chunk.
+    let path = "/openai-ka/v1/chat/completions?events=100000&batch=20&interval_ms=1&pad=160&usage=1";
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (status, received, peak) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let t = std::time::Instant::now();
+                match harness::http_get(agent.port, "/metrics", "text/plain") {
+                    Some(text) => peak = peak.max(Scrape::parse(&text).get("metrics_agent_audit_memory_bytes")),
+                    None => eprintln!("scrape failed after {:?}", t.elapsed()),
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak
+        });
+        let mut c = Client::connect(nginx.port).unwrap();
+        let status = c.request(path, 300, false).unwrap();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (status, c.truth.bytes_received, watcher.join().unwrap())
+    });
+    assert_eq!(status, 200);
+    assert!(received > 20 << 20, "the stream is over 20 MiB: {received}");
+    let sent = mock.usage_sent();
+    assert_eq!((sent.input, sent.output, sent.responses), (21, 55, 1));
+    wait_for_records(&agent, 1, 1);
+    let s = agent.scrape();
+    let capture: Vec<_> = s.series.iter().filter(|(k, _)| k.starts_with("metrics_agent_capture")).collect();
+    assert_eq!(s.get("metrics_agent_capture_dropped_events_total"), 0, "no event dropped: {capture:?}");
+    for side in ["client", "upstream"] {
+        let r = &records(&agent, side)[0];
+        assert_eq!((r["tokens"]["input"].as_u64(), r["tokens"]["output"].as_u64()), (Some(21), Some(55)), "{r}");
+        assert_eq!(r["cost_usd"], "0.00003615", "21 x 0.15e-6 + 55 x 0.60e-6: {r}");
+        assert_eq!((r["streaming"].clone(), r["truncated"].clone()), (true.into(), false.into()), "{r}");
+    }
+    // Bound: the parsers keep one event and one captured chunk per side,
+    // far below the 256 KiB message cap a buffered body would fill.
+    assert!(peak < 128 * 1024, "audit memory peaked at {peak} bytes");
+}
+
+/// The exchanges each gateway test client makes: streams of the three
+/// streaming APIs, JSON, embeddings and provider errors.
+const GATEWAY_MIX: [(&str, u16); 7] = [
+    ("/v1/chat/completions?events=6&interval_ms=10&usage=1", 200),
+    ("/v1/responses?events=4&interval_ms=10", 200),
+    ("/v1/messages?events=5&interval_ms=10", 200),
+    ("/v1/chat/completions?bytes=3000", 200),
+    ("/v1/embeddings", 200),
+    ("/v1/chat/completions?status=429", 429),
+    ("/v1/messages?status=500", 500),
+];
+
+/// What the gateway clients sent: (request id, status) pairs, and the
+/// bytes they sent and received.
+struct Sent {
+    exchanges: Vec<(String, u16)>,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
+
+/// `clients` concurrent keep-alive clients, each sending `rounds` times
+/// `mix` with a unique `x-request-id` and `body_len`-byte request bodies.
+fn gateway_traffic(port: u16, clients: usize, rounds: usize, body_len: usize, mix: &[(&str, u16)]) -> Sent {
+    let per_client: Vec<(Vec<(String, u16)>, u64, u64)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..clients)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut c = Client::connect(port).unwrap();
+                    let mut sent = Vec::new();
+                    for r in 0..rounds {
+                        for (i, (path, expected)) in mix.iter().enumerate() {
+                            let id = format!("g{t}-{r}-{i}");
+                            c.extra_headers = format!("x-request-id: {id}\r\n");
+                            assert_eq!(c.request(path, body_len, false).unwrap(), *expected, "{path}");
+                            sent.push((id, *expected));
+                        }
+                    }
+                    (sent, c.truth.bytes_sent, c.truth.bytes_received)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    Sent {
+        exchanges: per_client.iter().flat_map(|(e, _, _)| e.clone()).collect(),
+        bytes_sent: per_client.iter().map(|(_, s, _)| s).sum(),
+        bytes_received: per_client.iter().map(|(_, _, r)| r).sum(),
+    }
+}
+
+/// Every exchange has one record per side with the status the client saw,
+/// the client side's tokens sum to what the provider sent, and no framing was lost.
+fn assert_gateway_records(agent: &Agent, mock: &MockProvider, sent: &[(String, u16)]) {
+    wait_for_records(agent, sent.len(), sent.len());
+    let expected: HashMap<&str, u16> = sent.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+    for side in ["client", "upstream"] {
+        let records = records(agent, side);
+        let mut seen = HashMap::new();
+        for r in &records {
+            let id = r["pairing"]["request_id"].as_str().unwrap_or_default().to_string();
+            assert_eq!(expected.get(id.as_str()).map(|s| u64::from(*s)), r["status"].as_u64(), "{side}: {r}");
+            *seen.entry(id).or_insert(0) += 1;
+        }
+        assert!(
+            seen.values().all(|n| *n == 1) && seen.len() == sent.len(),
+            "{side}: one record per exchange: {seen:?}"
+        );
+        let sum = |k: &str| records.iter().filter_map(|r| r["tokens"][k].as_u64()).sum::<u64>();
+        let truth = mock.usage_sent();
+        assert_eq!((sum("input"), sum("output")), (truth.input, truth.output), "{side} tokens");
+    }
+    let s = agent.scrape();
+    assert_eq!(s.get("metrics_agent_framing_lost_total"), 0, "{}", s.text);
+}
+
+#[test]
+fn a_node_js_gateway_streaming_with_res_write_to_https_upstreams_is_exact() {
+    let _serial = serial();
+    let node = std::path::Path::new("/usr/bin/node");
+    assert!(node.exists(), "Node.js (/usr/bin/node) is needed: `cargo xtask setup` installs it");
+    let mock = MockProvider::start(0).unwrap();
+    let tls = harness::TlsProvider::start(mock.port);
+    let port = harness::free_port();
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js/gateway.js");
+    let gateway = Guard::spawn(
+        "node gateway",
+        Command::new(node).arg(&script).args([port.to_string(), "127.0.0.1".into(), tls.port.to_string()]),
+    );
+    harness::wait_for_port(port, Duration::from_secs(10));
+    let (pid, provider) = (gateway.pid().to_string(), format!("openai=127.0.0.1:{}", tls.port));
+    let agent = Agent::start(&["--pid", &pid, "--provider", &provider, "--print-requests"]);
+    let sent = gateway_traffic(port, 4, 2, 300, &GATEWAY_MIX);
+    assert_eq!(mock.snapshot().0, sent.exchanges.len() as u64);
+    assert_gateway_records(&agent, &mock, &sent.exchanges);
+    let s = agent.scrape();
+    let n = sent.exchanges.len() as u64;
+    assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), n, "{}", s.text);
+    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), sent.bytes_sent, "{}", s.text);
+    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), sent.bytes_received, "{}", s.text);
+}
+
+#[test]
+fn a_python_gateway_on_uvicorn_and_uvloop_with_httpx_to_https_upstreams_is_exact() {
+    let _serial = serial();
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let python = std::path::PathBuf::from(home).join(".cache/metrics-agent/gateway-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: `cargo xtask setup` installs uvicorn, uvloop and httpx there",
+        python.display()
+    );
+    let mock = MockProvider::start(0).unwrap();
+    let tls = harness::TlsProvider::start(mock.port);
+    let port = harness::free_port();
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("py/gateway.py");
+    let gateway = Guard::spawn(
+        "python gateway",
+        Command::new(&python).arg(&script).args([port.to_string(), "127.0.0.1".into(), tls.port.to_string()]),
+    );
+    harness::wait_for_port(port, Duration::from_secs(20));
+    let (pid, provider) = (gateway.pid().to_string(), format!("openai=127.0.0.1:{}", tls.port));
+    let agent = Agent::start(&["--pid", &pid, "--provider", &provider, "--print-requests"]);
+    // Request bodies over 100 KiB, gzip answers, streams, errors.
+    let mut mix = GATEWAY_MIX.to_vec();
+    mix.push(("/v1/chat/completions?encoding=1&bytes=5000", 200));
+    let sent = gateway_traffic(port, 4, 2, 110 * 1024, &mix);
+    assert_eq!(mock.snapshot().0, sent.exchanges.len() as u64);
+    assert_gateway_records(&agent, &mock, &sent.exchanges);
+    let s = agent.scrape();
+    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), sent.bytes_sent, "{}", s.text);
+    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), sent.bytes_received, "{}", s.text);
+}
