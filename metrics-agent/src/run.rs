@@ -152,6 +152,7 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
             message_cap_bytes: config.message_cap_kib as usize * 1024,
             provider_names: providers::slot_names(&config.providers),
             sample_every: config.sample_every,
+            max_sample_every: config.max_sample_every,
             prices,
             application_id: config.application_id.clone(),
             identity: config.identity.clone(),
@@ -159,12 +160,7 @@ async fn run_async(config: Config, target: Target, prices: crate::audit::cost::P
             memory_budget_bytes: config.audit_memory_mib as usize * 1024 * 1024,
             records_out: records.clone(),
         };
-        let stop = stop_rx.clone();
-        Some(tokio::spawn(async move {
-            if let Err(e) = task.run(stop).await {
-                log::error!("audit path stopped: {e:#}");
-            }
-        }))
+        Some(task.spawn(stop_rx.clone()).map_err(|e| anyhow::anyhow!("starting the audit thread: {e}"))?)
     } else {
         None
     };

@@ -42,6 +42,10 @@ pub const CONN_CAPTURE: u32 = 32;
 pub const CONN_TLS: u32 = 64;
 /// Plaintext of this connection was seen (an SSL call was tied to it).
 pub const CONN_PLAINTEXT: u32 = 128;
+/// The top 16 bits of `ConnState::flags` hold the sampling interval the
+/// in-flight exchange was captured at (with `CONN_CAPTURE`).
+pub const CONN_SAMPLE_SHIFT: u32 = 16;
+pub const CONN_SAMPLE_MASK: u32 = 0xffff << CONN_SAMPLE_SHIFT;
 
 /// State of one traced connection, keyed by `conn_key(tgid, fd)`.
 #[repr(C)]

@@ -5,12 +5,19 @@
 //! Runs in its own program (tail-called from `return_data`), so the hot
 //! path's counters never depend on it.
 
-use aya_ebpf::helpers::{
-    bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw, generated::bpf_ringbuf_output,
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw,
+        generated::bpf_ringbuf_output,
+    },
+    maps::LruHashMap,
 };
 use metrics_common::{
-    capture::{CHUNK_BYTES, CHUNKS_PER_CALL, ChunkHeader, DIR_READ, DIR_WRITE, KIND_CLOSE, KIND_DATA, control},
-    conn::{CONN_CAPTURE, ConnState},
+    capture::{
+        CHUNK_BYTES, CHUNKS_PER_CALL, ChunkHeader, DIR_READ, DIR_WRITE, KIND_CLOSE, KIND_DATA, MAX_SAMPLE_EVERY,
+        control,
+    },
+    conn::{CONN_CAPTURE, CONN_SAMPLE_MASK, CONN_SAMPLE_SHIFT, ConnState, SIDE_CLIENT, SIDE_UPSTREAM},
     counters as c,
 };
 
@@ -47,21 +54,59 @@ fn control(slot: u32) -> u32 {
     CAPTURE.get(slot).copied().unwrap_or(0)
 }
 
-/// At a request start: decide whether this request (and its response) is
-/// captured, one in `SAMPLE_EVERY`.
+/// The last sampling decision of each proxy thread, taken when it started a
+/// client request: bit 31 set, and the interval N in the low 16 bits when
+/// the exchange is captured (0 when it is not). An upstream request the
+/// same thread starts next follows it, so a sampled client exchange keeps
+/// its upstream exchange. LRU-bounded: a thread not seen for a while loses
+/// its entry and its upstream requests fall back to their own sampling.
+#[aya_ebpf::macros::map]
+static SAMPLE_DECISIONS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16_384, 0);
+const DECIDED: u32 = 1 << 31;
+
+/// At a request start: decide whether this exchange (request and response)
+/// is captured, one in `SAMPLE_EVERY`. A client request takes the next
+/// number of the sampling sequence and leaves its decision for its thread;
+/// an upstream request follows its thread's last client decision, or takes
+/// a number itself when the thread has none (a proxy whose upstream calls
+/// run on other threads than its client reads: documented limit).
 #[inline(always)]
 pub fn sample_request(conn: &mut ConnState) {
-    conn.flags &= !CONN_CAPTURE;
+    conn.flags &= !(CONN_CAPTURE | CONN_SAMPLE_MASK);
     conn.captured_request = 0;
     conn.captured_response = 0;
     if control(control::ENABLED) == 0 {
         return;
     }
-    let every = control(control::SAMPLE_EVERY) as u64;
-    let seq = COUNTERS.get(c::CAPTURE_SEQUENCE).copied().unwrap_or(0);
-    add(&COUNTERS, c::CAPTURE_SEQUENCE, 1);
-    if every <= 1 || seq % every == 0 {
-        conn.flags |= CONN_CAPTURE;
+    let every = control(control::SAMPLE_EVERY);
+    let every = if every < 1 {
+        1
+    } else if every > MAX_SAMPLE_EVERY {
+        MAX_SAMPLE_EVERY
+    } else {
+        every
+    };
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let followed = if conn.side == SIDE_UPSTREAM {
+        // SAFETY: the value is copied out at once.
+        unsafe { SAMPLE_DECISIONS.get(&tid) }.copied().filter(|d| d & DECIDED != 0)
+    } else {
+        None
+    };
+    let sampled_at = match followed {
+        Some(decision) => decision & MAX_SAMPLE_EVERY,
+        None => {
+            let seq = COUNTERS.get(c::CAPTURE_SEQUENCE).copied().unwrap_or(0);
+            add(&COUNTERS, c::CAPTURE_SEQUENCE, 1);
+            let sampled_at = if every <= 1 || seq % every as u64 == 0 { every } else { 0 };
+            if conn.side == SIDE_CLIENT {
+                let _ = SAMPLE_DECISIONS.insert(&tid, &(DECIDED | sampled_at), 0);
+            }
+            sampled_at
+        }
+    };
+    if sampled_at != 0 {
+        conn.flags |= CONN_CAPTURE | (sampled_at << CONN_SAMPLE_SHIFT);
     }
 }
 
@@ -119,6 +164,8 @@ pub fn prepare(
             side: conn.side,
             kind: KIND_DATA,
             provider: conn.provider,
+            sample_every: conn.flags >> CONN_SAMPLE_SHIFT,
+            reserved: 0,
         },
         ptr,
         iov_count: if iov { count } else { 0 },

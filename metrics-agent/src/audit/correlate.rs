@@ -107,7 +107,7 @@ impl Correlator {
                 }
             }
             None => {
-                if client.cache_hit.is_none() && self.complete {
+                if client.cache_hit.is_none() && self.complete && client.sample_every <= 1 {
                     client.cache_hit = Some(true);
                 }
             }
@@ -149,6 +149,7 @@ mod tests {
             cost_usd: None,
             application_id: None,
             rate_limits: Default::default(),
+            sample_every: 1,
         }
     }
 

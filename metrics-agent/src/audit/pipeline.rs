@@ -80,6 +80,9 @@ pub struct RequestRecord {
     /// (`x-ratelimit-remaining-requests`, `anthropic-ratelimit-tokens-remaining`,
     /// `retry-after`, ...).
     pub rate_limits: std::collections::BTreeMap<String, String>,
+    /// The exchange was captured as 1 in this many (the adaptive sampling
+    /// interval when its request started): aggregates scale it by this.
+    pub sample_every: u32,
 }
 
 struct Pending {
@@ -87,6 +90,7 @@ struct Pending {
     endpoint: String,
     ids: Ids,
     start_ns: u64,
+    sample_every: u32,
 }
 
 struct ConnAudit {
@@ -276,6 +280,7 @@ impl Pipeline {
                     endpoint: bounded(target.split('?').next().unwrap_or("").to_string()),
                     ids,
                     start_ns,
+                    sample_every: header.sample_every.max(1),
                 });
             }
             if conn.requests.buffered() > 0 && conn.request_start_ns.is_none() {
@@ -354,6 +359,7 @@ impl Pipeline {
             cost_usd: None,
             application_id: pending.ids.application,
             rate_limits: rate_limit_headers(&m.head),
+            sample_every: pending.sample_every,
         })
     }
 

@@ -59,6 +59,7 @@ fn workload(n: usize) -> Vec<Arc<RequestRecord>> {
                 cost_usd: Some(Decimal::new(i as i64 % 1000, 6)),
                 application_id: None,
                 rate_limits: Default::default(),
+                sample_every: 1,
             })
         })
         .collect()

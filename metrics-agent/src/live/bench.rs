@@ -50,6 +50,7 @@ fn record(i: u64) -> RequestRecord {
         cost_usd: Some(rust_decimal::Decimal::new(123, 6)),
         application_id: Some(format!("app-{}", i % 4)),
         rate_limits: BTreeMap::new(),
+        sample_every: 1,
     }
 }
 

@@ -412,6 +412,7 @@ mod tests {
             cost_usd: (status == 200).then(|| Decimal::new(222, 7)),
             application_id: Some(app.into()),
             rate_limits: BTreeMap::new(),
+            sample_every: 1,
         }
     }
 

@@ -48,6 +48,7 @@ fn record(ts_ms: u64, series: usize, i: u64) -> RequestRecord {
         cost_usd: Some(rust_decimal::Decimal::new((i % 1000) as i64 + 1, 7)),
         application_id: Some(format!("app-{}", series / models.len())),
         rate_limits: Default::default(),
+        sample_every: 1,
     }
 }
 

@@ -274,6 +274,7 @@ pub(crate) mod tests {
             cost_usd: Some(cost.parse().unwrap()),
             application_id: Some("app".into()),
             rate_limits: Default::default(),
+            sample_every: 1,
         }
     }
 
