@@ -6,6 +6,7 @@
 //! path's counters never depend on it.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw,
         generated::bpf_ringbuf_output,
@@ -179,6 +180,15 @@ pub fn prepare(
     true
 }
 
+/// Events are submitted without waking the agent, which drains the ring on
+/// a short timer; once a quarter of the ring is waiting, each event wakes it.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    let waiting = PAYLOADS.query(BPF_RB_AVAIL_DATA as u64);
+    let size = PAYLOADS.query(BPF_RB_RING_SIZE as u64);
+    if waiting >= size / 4 { BPF_RB_FORCE_WAKEUP as u64 } else { BPF_RB_NO_WAKEUP as u64 }
+}
+
 /// A close of a captured connection, so the agent can drop its state.
 #[inline(always)]
 pub fn closed(conn: &ConnState, tgid: u32, fd: u32, now: u64) {
@@ -194,7 +204,7 @@ pub fn closed(conn: &ConnState, tgid: u32, fd: u32, now: u64) {
         kind: KIND_CLOSE,
         ..ChunkHeader::default()
     };
-    if PAYLOADS.output::<ChunkHeader>(&header, 0).is_err() {
+    if PAYLOADS.output::<ChunkHeader>(&header, wakeup_flags()).is_err() {
         add(&COUNTERS, c::CAPTURE_DROPS, 1);
     }
 }
@@ -276,7 +286,9 @@ fn emit_chunk(scratch: *mut Scratch, event: *mut ChunkEvent) -> bool {
     unsafe { (*event).header = header };
     let size = core::mem::size_of::<ChunkHeader>() as u64 + len;
     // SAFETY: `event` holds a header and CHUNK_BYTES bytes; size is within it.
-    let rc = unsafe { bpf_ringbuf_output(core::ptr::addr_of!(PAYLOADS).cast_mut().cast(), event.cast(), size, 0) };
+    let rc = unsafe {
+        bpf_ringbuf_output(core::ptr::addr_of!(PAYLOADS).cast_mut().cast(), event.cast(), size, wakeup_flags())
+    };
     if rc == 0 {
         add(&COUNTERS, c::CAPTURE_EVENTS, 1);
         add(&COUNTERS, c::CAPTURE_BYTES, len);
