@@ -15,23 +15,24 @@ use anyhow::{Context, Result, bail};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Seconds per wrk run.
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
+    /// Seconds per wrk run [default: 10; soak: 600].
+    #[arg(long)]
+    seconds: Option<u64>,
     /// wrk connections.
     #[arg(long, default_value_t = 16)]
     connections: u32,
     /// What to measure: `proxy` (nginx with and without the agent),
     /// `stream` (live stream fan-out to many WebSocket clients),
-    /// `exporters` (the export path's throughput; no root, no nginx) or
-    /// `storage` (ingest rate and query time on SQLite and PostgreSQL).
-    #[arg(default_value = "proxy", value_parser = ["proxy", "stream", "exporters", "storage"])]
+    /// `exporters` (the export path's throughput; no root, no nginx),
+    /// `storage` (ingest rate and query time on SQLite and PostgreSQL) or
+    /// `soak` (the default agent under sustained full-rate load, over time).
+    #[arg(default_value = "proxy", value_parser = ["proxy", "stream", "exporters", "storage", "soak"])]
     pub what: String,
     #[command(flatten)]
     pub storage: crate::bench_storage::StorageBenchArgs,
 }
 
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -41,7 +42,7 @@ impl Drop for Killed {
     }
 }
 
-fn wait_port(port: u16) -> Result<()> {
+pub(crate) fn wait_port(port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -52,7 +53,7 @@ fn wait_port(port: u16) -> Result<()> {
     bail!("nothing listens on port {port}")
 }
 
-fn nginx(binary: &Path, dir: &Path, name: &str, server: &str) -> Result<Killed> {
+pub(crate) fn nginx(binary: &Path, dir: &Path, name: &str, server: &str) -> Result<Killed> {
     let d = dir.join(name);
     std::fs::create_dir_all(&d)?;
     let ds = d.display();
@@ -67,6 +68,12 @@ fn nginx(binary: &Path, dir: &Path, name: &str, server: &str) -> Result<Killed> 
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
     Ok(Killed(child))
+}
+
+impl BenchArgs {
+    fn seconds(&self) -> u64 {
+        self.seconds.unwrap_or(10)
+    }
 }
 
 struct WrkResult {
@@ -90,7 +97,7 @@ fn parse_latency(v: &str) -> f64 {
 
 fn wrk(port: u16, args: &BenchArgs) -> Result<WrkResult> {
     let out = Command::new("wrk")
-        .args(["-t2", &format!("-c{}", args.connections), &format!("-d{}s", args.seconds), "--latency"])
+        .args(["-t2", &format!("-c{}", args.connections), &format!("-d{}s", args.seconds()), "--latency"])
         .arg(format!("http://127.0.0.1:{port}/v1/chat/completions"))
         .output()
         .context("wrk (Debian package wrk)")?;
@@ -125,7 +132,7 @@ fn write_cost_ns(calls: u32) -> f64 {
     ns
 }
 
-fn scrape(port: u16) -> String {
+pub(crate) fn scrape(port: u16) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
     let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
@@ -134,17 +141,18 @@ fn scrape(port: u16) -> String {
     out
 }
 
-fn metric(text: &str, series: &str) -> f64 {
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|r| r.trim().parse().ok())).unwrap_or(0.0)
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     match args.what.as_str() {
         "proxy" => {}
-        "stream" => return crate::bench_stream::run(args.seconds),
+        "stream" => return crate::bench_stream::run(args.seconds()),
         "exporters" => return crate::bench_exporters::run(),
         "storage" => return crate::bench_storage::run(&args.storage),
-        other => bail!("unknown benchmark `{other}`: use `proxy`, `stream`, `exporters` or `storage`"),
+        "soak" => return crate::bench_soak::run(args.seconds.unwrap_or(600), args.connections),
+        other => bail!("unknown benchmark `{other}`: use `proxy`, `stream`, `exporters`, `storage` or `soak`"),
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -178,7 +186,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     wait_port(proxy_port)?;
     wrk(
         proxy_port,
-        &BenchArgs { seconds: 2, connections: args.connections, what: String::new(), storage: args.storage.clone() },
+        &BenchArgs {
+            seconds: Some(2),
+            connections: args.connections,
+            what: String::new(),
+            storage: args.storage.clone(),
+        },
     )?; // warm-up
 
     let calls = 2_000_000;
@@ -251,7 +264,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     writeln!(
         r,
         "wrk -t2 -c{} -d{}s through nginx (1 worker, keep-alive upstream) to a local nginx upstream returning 300 B\n",
-        args.connections, args.seconds
+        args.connections,
+        args.seconds()
     )?;
     writeln!(r, "| run | requests/s | p50 ms | p99 ms | throughput ratio | p50 ratio | p99 ratio |")?;
     writeln!(r, "|---|---|---|---|---|---|---|")?;
