@@ -21,6 +21,9 @@ use super::pipeline::RequestRecord;
 
 /// Recent upstream records kept per process.
 const MAX_UPSTREAM_PER_PROCESS: usize = 512;
+/// Processes whose upstream records are kept at most (workers that exited
+/// leave theirs behind: the least recently active process makes room).
+const MAX_PROCESSES: usize = 128;
 /// Client records waiting at most.
 const MAX_WAITING: usize = 4096;
 /// An upstream record may end this much after its client record (ns): the
@@ -48,6 +51,13 @@ impl Correlator {
     pub fn push(&mut self, record: RequestRecord, now: Instant) -> Vec<RequestRecord> {
         let mut out = Vec::new();
         if record.side == "upstream" {
+            if !self.upstream.contains_key(&record.pid)
+                && self.upstream.len() >= MAX_PROCESSES
+                && let Some(idle) =
+                    self.upstream.iter().min_by_key(|(_, l)| l.back().map_or(0, |r| r.start_ns)).map(|(p, _)| *p)
+            {
+                self.upstream.remove(&idle);
+            }
             let list = self.upstream.entry(record.pid).or_default();
             if list.len() >= MAX_UPSTREAM_PER_PROCESS {
                 list.pop_front();
