@@ -42,6 +42,9 @@ pub const CONN_CAPTURE: u32 = 32;
 pub const CONN_TLS: u32 = 64;
 /// Plaintext of this connection was seen (an SSL call was tied to it).
 pub const CONN_PLAINTEXT: u32 = 128;
+/// A request started and its sampling decision is still to be taken (by the
+/// capture step of the same call, outside the parse loops).
+pub const CONN_SAMPLE_PENDING: u32 = 256;
 /// The top 16 bits of `ConnState::flags` hold the sampling interval the
 /// in-flight exchange was captured at (with `CONN_CAPTURE`).
 pub const CONN_SAMPLE_SHIFT: u32 = 16;

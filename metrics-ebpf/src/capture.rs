@@ -18,7 +18,9 @@ use metrics_common::{
         CHUNK_BYTES, CHUNKS_PER_CALL, ChunkHeader, DIR_READ, DIR_WRITE, KIND_CLOSE, KIND_DATA, MAX_SAMPLE_EVERY,
         control,
     },
-    conn::{CONN_CAPTURE, CONN_SAMPLE_MASK, CONN_SAMPLE_SHIFT, ConnState, SIDE_CLIENT, SIDE_UPSTREAM},
+    conn::{
+        CONN_CAPTURE, CONN_SAMPLE_MASK, CONN_SAMPLE_PENDING, CONN_SAMPLE_SHIFT, ConnState, SIDE_CLIENT, SIDE_UPSTREAM,
+    },
     counters as c,
 };
 
@@ -49,6 +51,11 @@ pub struct CaptureJob {
     pub iov_next: u64,
     pub seg_ptr: u64,
     pub seg_left: u64,
+    /// Bytes the message cap left out of this call.
+    pub capped: u64,
+    /// Non-zero: the exchange's sampling decision is still to be taken (by
+    /// the capture program, before anything is copied).
+    pub decide: u64,
 }
 
 fn control(slot: u32) -> u32 {
@@ -65,47 +72,47 @@ fn control(slot: u32) -> u32 {
 static SAMPLE_DECISIONS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16_384, 0);
 const DECIDED: u32 = 1 << 31;
 
-/// At a request start: decide whether this exchange (request and response)
-/// is captured, one in `SAMPLE_EVERY`. A client request takes the next
-/// number of the sampling sequence and leaves its decision for its thread;
-/// an upstream request follows its thread's last client decision, or takes
-/// a number itself when the thread has none (a proxy whose upstream calls
-/// run on other threads than its client reads: documented limit).
+/// At a request start: the exchange's capture decision is due. It is taken
+/// by the capture program (`decide`), tail-called in the same call: taking
+/// it in the data programs multiplies their verifier states past the limit.
 #[inline(always)]
 pub fn sample_request(conn: &mut ConnState) {
-    conn.flags &= !(CONN_CAPTURE | CONN_SAMPLE_MASK);
+    conn.flags = (conn.flags & !(CONN_CAPTURE | CONN_SAMPLE_MASK)) | CONN_SAMPLE_PENDING;
     conn.captured_request = 0;
     conn.captured_response = 0;
+}
+
+/// Decides whether the exchange that just started is captured, one in
+/// `SAMPLE_EVERY`. A client request takes the next number of the sampling
+/// sequence and leaves its decision for its thread; an upstream request
+/// follows its thread's last client decision, or takes a number itself when
+/// the thread has none (a proxy whose upstream calls run on other threads
+/// than its client reads: documented limit).
+#[inline(always)]
+fn decide(conn: &mut ConnState) {
+    conn.flags &= !CONN_SAMPLE_PENDING;
     if control(control::ENABLED) == 0 {
         return;
     }
-    let every = control(control::SAMPLE_EVERY);
-    let every = if every < 1 {
-        1
-    } else if every > MAX_SAMPLE_EVERY {
-        MAX_SAMPLE_EVERY
-    } else {
-        every
-    };
     let tid = bpf_get_current_pid_tgid() as u32;
-    let followed = if conn.side == SIDE_UPSTREAM {
-        // SAFETY: the value is copied out at once.
-        unsafe { SAMPLE_DECISIONS.get(&tid) }.copied().filter(|d| d & DECIDED != 0)
+    let mut sampled_at = 0;
+    // SAFETY: the value is copied out at once.
+    let followed =
+        if conn.side == SIDE_UPSTREAM { unsafe { SAMPLE_DECISIONS.get(&tid) }.copied().unwrap_or(0) } else { 0 };
+    if followed & DECIDED != 0 {
+        sampled_at = followed & MAX_SAMPLE_EVERY;
     } else {
-        None
-    };
-    let sampled_at = match followed {
-        Some(decision) => decision & MAX_SAMPLE_EVERY,
-        None => {
-            let seq = COUNTERS.get(c::CAPTURE_SEQUENCE).copied().unwrap_or(0);
-            add(&COUNTERS, c::CAPTURE_SEQUENCE, 1);
-            let sampled_at = if every <= 1 || seq % every as u64 == 0 { every } else { 0 };
-            if conn.side == SIDE_CLIENT {
-                let _ = SAMPLE_DECISIONS.insert(&tid, &(DECIDED | sampled_at), 0);
-            }
-            sampled_at
+        let every = control(control::SAMPLE_EVERY) & MAX_SAMPLE_EVERY;
+        let every = if every == 0 { 1 } else { every };
+        let seq = COUNTERS.get(c::CAPTURE_SEQUENCE).copied().unwrap_or(0);
+        add(&COUNTERS, c::CAPTURE_SEQUENCE, 1);
+        if seq % every as u64 == 0 {
+            sampled_at = every;
         }
-    };
+        if conn.side == SIDE_CLIENT {
+            let _ = SAMPLE_DECISIONS.insert(&tid, &(DECIDED | sampled_at), 0);
+        }
+    }
     if sampled_at != 0 {
         conn.flags |= CONN_CAPTURE | (sampled_at << CONN_SAMPLE_SHIFT);
     }
@@ -133,16 +140,14 @@ pub fn prepare(
     } else {
         conn.write_offset += n;
     }
-    if conn.flags & CONN_CAPTURE == 0 || control(control::ENABLED) == 0 {
+    let decide = conn.flags & CONN_SAMPLE_PENDING != 0;
+    if (!decide && conn.flags & CONN_CAPTURE == 0) || control(control::ENABLED) == 0 {
         return false;
     }
     let cap = (control(control::MESSAGE_CAP_KIB) as u64) << 10;
     let done = if request_direction { conn.captured_request } else { conn.captured_response } as u64;
     let room = cap.saturating_sub(done);
     let take = if n < room { n } else { room };
-    if take < n {
-        add(&COUNTERS, c::CAPTURE_CAPPED_BYTES, n - take);
-    }
     let total = done + take;
     let total = if total > u32::MAX as u64 { u32::MAX } else { total as u32 };
     if request_direction {
@@ -168,6 +173,8 @@ pub fn prepare(
             sample_every: conn.flags >> CONN_SAMPLE_SHIFT,
             reserved: 0,
         },
+        capped: n - take,
+        decide: decide as u64,
         ptr,
         iov_count: if iov { count } else { 0 },
         left: take,
@@ -229,6 +236,12 @@ pub fn new_conn_id(key: u64) -> u64 {
 pub fn capture_payload_body<C: CallReturn>(ctx: &C) -> u32 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
     let Some(event) = CHUNK_BUFFER.get_ptr_mut(0) else { return 0 };
+    decide_pending(scratch);
+    // SAFETY: this CPU's scratch.
+    let capped = unsafe { core::ptr::read_volatile(&(*scratch).capture) }.capped;
+    if capped > 0 {
+        add(&COUNTERS, c::CAPTURE_CAPPED_BYTES, capped);
+    }
     for _ in 0..CHUNKS_PER_CALL {
         if !emit_chunk(scratch, event) {
             break;
@@ -250,6 +263,34 @@ pub fn capture_payload_body<C: CallReturn>(ctx: &C) -> u32 {
         }
     }
     0
+}
+
+/// Takes the pending sampling decision of the job's connection: an exchange
+/// not sampled copies nothing (and nothing of it counts as capped).
+#[inline(always)]
+fn decide_pending(scratch: *mut Scratch) {
+    // SAFETY: this CPU's scratch.
+    let (mut job, key) = unsafe { (core::ptr::read_volatile(&(*scratch).capture), (*scratch).conn_key) };
+    if job.decide == 0 {
+        return;
+    }
+    job.decide = 0;
+    let mut captured = false;
+    if let Some(conn) = CONNS.get_ptr_mut(&key) {
+        // SAFETY: a valid map value pointer.
+        let conn = unsafe { &mut *conn };
+        if conn.flags & CONN_SAMPLE_PENDING != 0 {
+            decide(conn);
+        }
+        captured = conn.flags & CONN_CAPTURE != 0;
+        job.header.sample_every = conn.flags >> CONN_SAMPLE_SHIFT;
+    }
+    if !captured {
+        job.left = 0;
+        job.capped = 0;
+    }
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(&mut (*scratch).capture, job) };
 }
 
 /// Emits one chunk; false when nothing is left.

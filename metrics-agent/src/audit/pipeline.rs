@@ -264,7 +264,7 @@ impl Pipeline {
                 let start_ns = conn.request_start_ns.take().unwrap_or(header.ts_ns);
                 let StartLine::Request { method, target } = &m.head.start else { continue };
                 conn.responses.expect_response_to(method);
-                let json = serde_json::from_slice(&m.body).unwrap_or(serde_json::Value::Null);
+                let json = llm::request_fields(&m.body);
                 let mut request = llm::classify_request(target, m.head.header("host"), &json);
                 if conn.side != SIDE_CLIENT
                     && let Some(p) = self.slot_providers.get(&conn.provider)
