@@ -30,8 +30,16 @@ const MAX_WAITING: usize = 4096;
 /// timestamps of the two sides are taken at different probe returns.
 const END_SLACK_NS: u64 = 5_000_000;
 
+/// What correlation needs of an upstream record (not a copy of all of it).
+struct UpstreamSpan {
+    start_ns: u64,
+    end_ns: u64,
+    duration_ms: f64,
+    provider: Option<String>,
+}
+
 pub struct Correlator {
-    upstream: HashMap<u32, VecDeque<RequestRecord>>,
+    upstream: HashMap<u32, VecDeque<UpstreamSpan>>,
     waiting: VecDeque<(Instant, RequestRecord)>,
     hold: Duration,
     /// Every exchange is captured (sample 1 in 1): no upstream means a hit.
@@ -54,7 +62,7 @@ impl Correlator {
             if !self.upstream.contains_key(&record.pid)
                 && self.upstream.len() >= MAX_PROCESSES
                 && let Some(idle) =
-                    self.upstream.iter().min_by_key(|(_, l)| l.back().map_or(0, |r| r.start_ns)).map(|(p, _)| *p)
+                    self.upstream.iter().min_by_key(|(_, l)| l.back().map_or(0, |u| u.start_ns)).map(|(p, _)| *p)
             {
                 self.upstream.remove(&idle);
             }
@@ -62,7 +70,12 @@ impl Correlator {
             if list.len() >= MAX_UPSTREAM_PER_PROCESS {
                 list.pop_front();
             }
-            list.push_back(record.clone());
+            list.push_back(UpstreamSpan {
+                start_ns: record.start_ns,
+                end_ns: end_ns(&record),
+                duration_ms: record.duration_ms,
+                provider: record.upstream_provider.clone(),
+            });
             out.push(record);
         } else {
             if self.waiting.len() >= MAX_WAITING
@@ -103,14 +116,14 @@ impl Correlator {
             let i = list
                 .iter()
                 .enumerate()
-                .filter(|(_, u)| u.start_ns >= start && u.start_ns <= end && end_ns(u) <= end + END_SLACK_NS)
+                .filter(|(_, u)| u.start_ns >= start && u.start_ns <= end && u.end_ns <= end + END_SLACK_NS)
                 .max_by_key(|(_, u)| u.start_ns)
                 .map(|(i, _)| i)?;
             list.remove(i)
         });
         match found {
             Some(up) => {
-                client.upstream_provider = up.upstream_provider.clone();
+                client.upstream_provider = up.provider;
                 client.proxy_overhead_ms = Some((client.duration_ms - up.duration_ms).max(0.0));
                 if client.cache_hit.is_none() {
                     client.cache_hit = Some(false);

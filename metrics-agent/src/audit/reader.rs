@@ -103,8 +103,8 @@ impl AuditTask {
                 if record.application_id.is_none() {
                     record.application_id.clone_from(&application_id);
                 }
-                let model = record.model_returned.clone().or_else(|| record.model_requested.clone());
-                record.cost_usd = model.and_then(|m| prices.cost(&m, &record.tokens)).map(|c| c.normalize());
+                let model = record.model_returned.as_deref().or(record.model_requested.as_deref());
+                record.cost_usd = model.and_then(|m| prices.cost(m, &record.tokens)).map(|c| c.normalize());
                 if record.cost_usd.is_none() && (record.tokens.input.is_some() || record.tokens.output.is_some()) {
                     stats.audit_unpriced_records.fetch_add(1, Ordering::Relaxed);
                 }
