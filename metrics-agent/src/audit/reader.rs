@@ -29,6 +29,9 @@ use crate::collector::{AgentStats, CounterMaps};
 const TICK: Duration = Duration::from_secs(1);
 /// How often the ring buffer is drained without a wake-up.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
+/// Events handled per drain at most: a ring that refills as fast as it is
+/// read must not starve the once-a-second sampling decision.
+const DRAIN_BATCH: usize = 4096;
 /// Default ceiling of the adaptive sampling interval.
 pub const DEFAULT_MAX_SAMPLE_EVERY: u32 = 1024;
 
@@ -139,10 +142,15 @@ impl AuditTask {
         stats.capture_enabled.store(1, Ordering::Relaxed);
         stats.capture_sample_every.store(sampler.every().into(), Ordering::Relaxed);
         let mut ready = Vec::new();
-        // Drains every event the ring holds now into the pipeline.
+        // Drains up to DRAIN_BATCH events into the pipeline; true when the
+        // batch was full (more may be waiting).
         let mut drain = |ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, correlator: &mut Correlator| {
             let now = std::time::Instant::now();
-            while let Some(item) = ring.next() {
+            let mut handled = 0;
+            while handled < DRAIN_BATCH
+                && let Some(item) = ring.next()
+            {
+                handled += 1;
                 if item.len() < size_of::<ChunkHeader>() {
                     continue;
                 }
@@ -173,11 +181,16 @@ impl AuditTask {
             stats.audit_memory_bytes.store(pipeline.memory() as u64, Ordering::Relaxed);
             stats.audit_evicted_connections.store(pipeline.stats.evicted_connections, Ordering::Relaxed);
             stats.audit_evicted_for_memory.store(pipeline.stats.evicted_for_memory, Ordering::Relaxed);
+            handled == DRAIN_BATCH
         };
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
-                _ = drain_timer.tick() => drain(ring.get_mut(), &mut pipeline, &mut correlator),
+                _ = drain_timer.tick() => {
+                    if drain(ring.get_mut(), &mut pipeline, &mut correlator) {
+                        drain_timer.reset_immediately();
+                    }
+                }
                 _ = tick.tick() => {
                     emit(correlator.tick(std::time::Instant::now()));
                     let drops = counters.capture_drops();
@@ -216,8 +229,9 @@ impl AuditTask {
                 guard = ring.readable_mut() => {
                     // The kernel woke the reader: the ring is filling up.
                     let mut guard = guard?;
-                    drain(guard.get_inner_mut(), &mut pipeline, &mut correlator);
-                    guard.clear_ready();
+                    if !drain(guard.get_inner_mut(), &mut pipeline, &mut correlator) {
+                        guard.clear_ready();
+                    }
                 }
             }
         }
