@@ -35,8 +35,8 @@ struct Sample {
     drop_raises: f64,
     cpu_raises: f64,
     database_mib: f64,
-    /// CPU seconds per thread group (audit, tokio workers, other).
-    cpu: BTreeMap<&'static str, f64>,
+    /// CPU seconds per thread name.
+    cpu: BTreeMap<String, f64>,
 }
 
 pub fn run(seconds: u64, connections: u32) -> Result<()> {
@@ -167,8 +167,10 @@ fn proxy_connections(proxy_port: u16, up_port: u16) -> usize {
         .count()
 }
 
-/// CPU seconds the agent's threads used, grouped by what they run.
-fn thread_cpu(pid: u32) -> BTreeMap<&'static str, f64> {
+/// CPU seconds the agent's threads used, by thread name (`audit`: the
+/// capture path; `tokio-runtime-w`: the HTTP API, storage, exporters, live
+/// stream; `metrics-agent`: the main thread, tracing new processes).
+fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let mut out = BTreeMap::new();
@@ -180,12 +182,7 @@ fn thread_cpu(pid: u32) -> BTreeMap<&'static str, f64> {
         let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
         let (Some(utime), Some(stime)) = (fields.get(11), fields.get(12)) else { continue };
         let seconds = (utime.parse::<f64>().unwrap_or(0.0) + stime.parse::<f64>().unwrap_or(0.0)) / ticks;
-        let group = match comm {
-            "audit" => "audit thread",
-            c if c.starts_with("tokio-runtime") => "runtime workers (API, storage, exporters)",
-            _ => "other threads (main, blocking pool)",
-        };
-        *out.entry(group).or_insert(0.0) += seconds;
+        *out.entry(comm.to_string()).or_insert(0.0) += seconds;
     }
     out
 }
@@ -241,7 +238,7 @@ fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32
     let records = last.records - first.records;
     let elapsed = last.at.as_secs_f64() - first.at.as_secs_f64();
     writeln!(r, "\nAgent CPU over the traffic ({exchanges:.0} exchanges, {records:.0} records in {elapsed:.0} s):\n")?;
-    writeln!(r, "| threads | CPU s | % of one core | µs per exchange | µs per record |")?;
+    writeln!(r, "| thread | CPU s | % of one core | µs per exchange | µs per record |")?;
     writeln!(r, "|---|---|---|---|---|")?;
     let mut total = 0.0;
     for (group, cpu) in &last.cpu {
