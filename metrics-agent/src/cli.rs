@@ -96,7 +96,7 @@ pub struct RunArgs {
     /// (tokens, cost, models); only the exact hot-path counters remain.
     #[arg(long, env = "METRICS_AGENT_NO_AUDIT", conflicts_with = "print_requests")]
     pub no_audit: bool,
-    /// Capture one request in N [default: 1].
+    /// Capture one exchange in N at least [default: 1]; raised under load up to `max_sample_every`.
     #[arg(long, value_name = "N", env = "METRICS_AGENT_SAMPLE_EVERY")]
     pub sample_every: Option<u32>,
     /// Bytes captured per request or response at most, in KiB [default: 256].

@@ -120,6 +120,8 @@ pub struct AgentStats {
     pub capture_sample_every: AtomicU64,
     pub capture_breaker_trips: AtomicU64,
     pub capture_breaker_cpu_trips: AtomicU64,
+    /// CPU time the audit thread used (the capture path's own), nanoseconds.
+    pub audit_cpu_ns: AtomicU64,
     pub audit_records: AtomicU64,
     /// Records with token usage whose model is not in the price table.
     pub audit_unpriced_records: AtomicU64,
@@ -467,29 +469,35 @@ impl Collector for HotPathCollector {
         gauge(
             &mut e,
             "metrics_agent_capture_enabled",
-            "1 while payload capture is on (0: off, or the circuit breaker tripped).",
+            "1 while payload capture is on (0: off). Under pressure capture is sampled (metrics_agent_capture_sample_every), not switched off.",
             self.stats.capture_enabled.load(Ordering::Relaxed) as i64,
         )?;
         gauge(
             &mut e,
             "metrics_agent_capture_sample_every",
-            "Payload capture samples 1 request in N (0: the audit path is off).",
+            "Payload capture samples 1 exchange in N now (0: the audit path is off); adaptive: raised under CPU or ring pressure, lowered when there is room.",
             self.stats.capture_sample_every.load(Ordering::Relaxed) as i64,
         )?;
         counter(
             &mut e,
             "metrics_agent_capture_breaker_trips",
-            "Times payload capture was switched off because events were dropped.",
+            "Times the capture sampling interval N was doubled because the kernel dropped payload events.",
             None,
             self.stats.capture_breaker_trips.load(Ordering::Relaxed),
         )?;
         counter(
             &mut e,
             "metrics_agent_capture_breaker_cpu_trips",
-            "Times payload capture was switched off because the agent used more CPU than its budget.",
+            "Times the capture sampling interval N was doubled because the audit thread used more CPU than its budget.",
             None,
             self.stats.capture_breaker_cpu_trips.load(Ordering::Relaxed),
         )?;
+        ConstCounter::new(self.stats.audit_cpu_ns.load(Ordering::Relaxed) as f64 / 1e9).encode(e.encode_descriptor(
+            "metrics_agent_audit_cpu",
+            "CPU time the audit thread used (payload reading, parsing, correlation): what the capture CPU budget limits.",
+            Some(&Unit::Seconds),
+            ConstCounter::new(0f64).metric_type(),
+        )?)?;
         ConstCounter::new(crate::audit::breaker::process_cpu_time().as_secs_f64()).encode(e.encode_descriptor(
             "metrics_agent_cpu",
             "CPU time the agent itself used (user and system, all threads).",

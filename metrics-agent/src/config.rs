@@ -35,10 +35,12 @@ pub struct FileConfig {
     pub print_requests: Option<bool>,
     /// The audit path (payload capture and per-request records); default on.
     pub audit: Option<bool>,
-    /// Capture one request in N.
+    /// Capture one exchange in N at least (the adaptive interval's floor).
     pub sample_every: Option<u32>,
-    /// Agent CPU, in percent of one core, above which payload capture is
-    /// switched off for a cool-down (0: no limit).
+    /// Ceiling of the adaptive sampling interval (default 1024, at most 65535).
+    pub max_sample_every: Option<u32>,
+    /// CPU of the audit thread, in percent of one core, above which the
+    /// sampling interval doubles (0: no limit; ring drops still raise it).
     pub capture_cpu_budget_percent: Option<f64>,
     /// Heap the audit path's parsers may hold together, in MiB.
     pub audit_memory_mib: Option<u32>,
@@ -82,6 +84,7 @@ pub struct Config {
     pub print_requests: bool,
     pub audit: bool,
     pub sample_every: u32,
+    pub max_sample_every: u32,
     pub capture_cpu_budget_percent: f64,
     pub audit_memory_mib: u32,
     pub message_cap_kib: u32,
@@ -168,7 +171,20 @@ impl Config {
                 }
                 audit
             },
-            sample_every: args.sample_every.or(file.sample_every).unwrap_or(1).max(1),
+            sample_every: match args.sample_every.or(file.sample_every).unwrap_or(1).max(1) {
+                n if n > metrics_common::capture::MAX_SAMPLE_EVERY => {
+                    bail!("sample_every = {n}: use at most {}", metrics_common::capture::MAX_SAMPLE_EVERY)
+                }
+                n => n,
+            },
+            max_sample_every: match file.max_sample_every {
+                None => crate::audit::reader::DEFAULT_MAX_SAMPLE_EVERY,
+                Some(n) if (1..=metrics_common::capture::MAX_SAMPLE_EVERY).contains(&n) => n,
+                Some(n) => bail!(
+                    "max_sample_every = {n}: use 1 to {} (capture one exchange in N at most)",
+                    metrics_common::capture::MAX_SAMPLE_EVERY
+                ),
+            },
             audit_memory_mib: match file.audit_memory_mib.unwrap_or(256) {
                 0 => bail!("audit_memory_mib = 0: give the audit path at least 1 MiB"),
                 m => m,
@@ -230,6 +246,7 @@ impl Config {
             print_requests: Some(self.print_requests),
             audit: Some(self.audit),
             sample_every: Some(self.sample_every),
+            max_sample_every: Some(self.max_sample_every),
             capture_cpu_budget_percent: Some(self.capture_cpu_budget_percent),
             audit_memory_mib: Some(self.audit_memory_mib),
             message_cap_kib: Some(self.message_cap_kib),

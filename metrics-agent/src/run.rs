@@ -156,6 +156,7 @@ async fn run_async(
             message_cap_bytes: config.message_cap_kib as usize * 1024,
             provider_names: providers::slot_names(&config.providers),
             sample_every: config.sample_every,
+            max_sample_every: config.max_sample_every,
             prices,
             application_id: config.application_id.clone(),
             identity: config.identity.clone(),
@@ -170,12 +171,7 @@ async fn run_async(
                 })
             },
         };
-        let stop = stop_rx.clone();
-        Some(tokio::spawn(async move {
-            if let Err(e) = task.run(stop).await {
-                log::error!("audit path stopped: {e:#}");
-            }
-        }))
+        Some(task.spawn(stop_rx.clone()).map_err(|e| anyhow::anyhow!("starting the audit thread: {e}"))?)
     } else {
         None
     };

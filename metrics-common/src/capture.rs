@@ -38,17 +38,28 @@ pub struct ChunkHeader {
     pub kind: u8,
     /// Provider slot of an upstream connection.
     pub provider: u8,
+    /// The exchange these bytes belong to was sampled 1 in this many (the
+    /// interval in force when its client request started); 0 on a close.
+    pub sample_every: u32,
+    /// Explicit padding (zero).
+    pub reserved: u32,
 }
-const _: () = assert!(core::mem::size_of::<ChunkHeader>() == 40);
+const _: () = assert!(core::mem::size_of::<ChunkHeader>() == 48);
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ChunkHeader {}
+
+/// Largest sampling interval: it travels in the top 16 bits of
+/// `ConnState::flags` (`conn::CONN_SAMPLE_SHIFT`).
+pub const MAX_SAMPLE_EVERY: u32 = 0xffff;
 
 /// Slots of the `CAPTURE` control array.
 pub mod control {
     /// Non-zero: capture payloads (the agent's circuit breaker clears it).
     pub const ENABLED: u32 = 0;
-    /// Capture one request in N (and its response); 0 or 1: every request.
+    /// Capture one exchange in N (request and response, client and upstream
+    /// side); 0 or 1: every exchange. The agent raises and lowers it under
+    /// load (adaptive sampling); at most `MAX_SAMPLE_EVERY`.
     pub const SAMPLE_EVERY: u32 = 1;
     /// Bytes captured per message (request or response) at most, in KiB.
     pub const MESSAGE_CAP_KIB: u32 = 2;

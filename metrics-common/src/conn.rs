@@ -43,7 +43,14 @@ pub const CONN_TLS: u32 = 64;
 /// Plaintext of this connection was seen (an SSL call was tied to it).
 pub const CONN_PLAINTEXT: u32 = 128;
 /// Socket mode: the connection's kernel socket is in `SOCK_CONNS`.
-pub const CONN_SOCK_MAPPED: u32 = 256;
+pub const CONN_SOCK_MAPPED: u32 = 512;
+/// A request started and its sampling decision is still to be taken (by the
+/// capture step of the same call, outside the parse loops).
+pub const CONN_SAMPLE_PENDING: u32 = 256;
+/// The top 16 bits of `ConnState::flags` hold the sampling interval the
+/// in-flight exchange was captured at (with `CONN_CAPTURE`).
+pub const CONN_SAMPLE_SHIFT: u32 = 16;
+pub const CONN_SAMPLE_MASK: u32 = 0xffff << CONN_SAMPLE_SHIFT;
 
 /// State of one traced connection, keyed by `conn_key(tgid, fd)`.
 #[repr(C)]

@@ -5,12 +5,23 @@
 //! Runs in its own program (tail-called after a data call), so the hot
 //! path's counters never depend on it.
 
-use aya_ebpf::helpers::{
-    bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw, generated::bpf_ringbuf_output,
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw,
+        generated::bpf_ringbuf_output,
+    },
+    maps::LruHashMap,
 };
 use metrics_common::{
-    capture::{CHUNK_BYTES, CHUNKS_PER_CALL, ChunkHeader, DIR_READ, DIR_WRITE, KIND_CLOSE, KIND_DATA, control},
-    conn::{CONN_CAPTURE, ConnState, RESP_HAS_LENGTH},
+    capture::{
+        CHUNK_BYTES, CHUNKS_PER_CALL, ChunkHeader, DIR_READ, DIR_WRITE, KIND_CLOSE, KIND_DATA, MAX_SAMPLE_EVERY,
+        control,
+    },
+    conn::{
+        CONN_CAPTURE, CONN_SAMPLE_MASK, CONN_SAMPLE_PENDING, CONN_SAMPLE_SHIFT, ConnState, RESP_HAS_LENGTH,
+        SIDE_CLIENT, SIDE_UPSTREAM,
+    },
     counters as c,
 };
 
@@ -41,27 +52,70 @@ pub struct CaptureJob {
     pub iov_next: u64,
     pub seg_ptr: u64,
     pub seg_left: u64,
+    /// Bytes the message cap left out of this call.
+    pub capped: u64,
+    /// Non-zero: the exchange's sampling decision is still to be taken (by
+    /// the capture program, before anything is copied).
+    pub decide: u64,
 }
 
 fn control(slot: u32) -> u32 {
     CAPTURE.get(slot).copied().unwrap_or(0)
 }
 
-/// At a request start: decide whether this request (and its response) is
-/// captured, one in `SAMPLE_EVERY`.
+/// The last sampling decision of each proxy thread, taken when it started a
+/// client request: bit 31 set, and the interval N in the low 16 bits when
+/// the exchange is captured (0 when it is not). An upstream request the
+/// same thread starts next follows it, so a sampled client exchange keeps
+/// its upstream exchange. LRU-bounded: a thread not seen for a while loses
+/// its entry and its upstream requests fall back to their own sampling.
+#[aya_ebpf::macros::map]
+static SAMPLE_DECISIONS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16_384, 0);
+const DECIDED: u32 = 1 << 31;
+
+/// At a request start: the exchange's capture decision is due. It is taken
+/// by the capture program (`decide`), tail-called in the same call: taking
+/// it in the data programs multiplies their verifier states past the limit.
 #[inline(always)]
 pub fn sample_request(conn: &mut ConnState) {
-    conn.flags &= !CONN_CAPTURE;
+    conn.flags = (conn.flags & !(CONN_CAPTURE | CONN_SAMPLE_MASK)) | CONN_SAMPLE_PENDING;
     conn.captured_request = 0;
     conn.captured_response = 0;
+}
+
+/// Decides whether the exchange that just started is captured, one in
+/// `SAMPLE_EVERY`. A client request takes the next number of the sampling
+/// sequence and leaves its decision for its thread; an upstream request
+/// follows its thread's last client decision, or takes a number itself when
+/// the thread has none (a proxy whose upstream calls run on other threads
+/// than its client reads: documented limit).
+#[inline(always)]
+fn decide(conn: &mut ConnState) {
+    conn.flags &= !CONN_SAMPLE_PENDING;
     if control(control::ENABLED) == 0 {
         return;
     }
-    let every = control(control::SAMPLE_EVERY) as u64;
-    let seq = COUNTERS.get(c::CAPTURE_SEQUENCE).copied().unwrap_or(0);
-    add(&COUNTERS, c::CAPTURE_SEQUENCE, 1);
-    if every <= 1 || seq % every == 0 {
-        conn.flags |= CONN_CAPTURE;
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let mut sampled_at = 0;
+    // SAFETY: the value is copied out at once.
+    let followed =
+        if conn.side == SIDE_UPSTREAM { unsafe { SAMPLE_DECISIONS.get(&tid) }.copied().unwrap_or(0) } else { 0 };
+    if followed & DECIDED != 0 {
+        sampled_at = followed & MAX_SAMPLE_EVERY;
+    } else {
+        let every = control(control::SAMPLE_EVERY) & MAX_SAMPLE_EVERY;
+        let every = if every == 0 { 1 } else { every };
+        let seq = COUNTERS.get(c::CAPTURE_SEQUENCE).copied().unwrap_or(0);
+        add(&COUNTERS, c::CAPTURE_SEQUENCE, 1);
+        if seq % every as u64 == 0 {
+            sampled_at = every;
+        }
+        if conn.side == SIDE_CLIENT {
+            let _ = SAMPLE_DECISIONS.insert(&tid, &(DECIDED | sampled_at), 0);
+        }
+    }
+    if sampled_at != 0 {
+        conn.flags |= CONN_CAPTURE | (sampled_at << CONN_SAMPLE_SHIFT);
     }
 }
 
@@ -87,7 +141,8 @@ pub fn prepare(
     } else {
         conn.write_offset += n;
     }
-    if conn.flags & CONN_CAPTURE == 0 || control(control::ENABLED) == 0 {
+    let decide = conn.flags & CONN_SAMPLE_PENDING != 0;
+    if (!decide && conn.flags & CONN_CAPTURE == 0) || control(control::ENABLED) == 0 {
         return false;
     }
     let cap = (control(control::MESSAGE_CAP_KIB) as u64) << 10;
@@ -97,9 +152,6 @@ pub fn prepare(
     let streamed = !request_direction && conn.response.flags & RESP_HAS_LENGTH == 0;
     let room = if streamed { n } else { cap.saturating_sub(done) };
     let take = if n < room { n } else { room };
-    if take < n {
-        add(&COUNTERS, c::CAPTURE_CAPPED_BYTES, n - take);
-    }
     let total = done + take;
     let total = if total > u32::MAX as u64 { u32::MAX } else { total as u32 };
     if request_direction {
@@ -122,7 +174,11 @@ pub fn prepare(
             side: conn.side,
             kind: KIND_DATA,
             provider: conn.provider,
+            sample_every: conn.flags >> CONN_SAMPLE_SHIFT,
+            reserved: 0,
         },
+        capped: n - take,
+        decide: decide as u64,
         ptr,
         iov_count: if iov { count } else { 0 },
         left: take,
@@ -133,6 +189,15 @@ pub fn prepare(
     // SAFETY: this CPU's scratch.
     unsafe { core::ptr::write_volatile(&mut (*scratch).capture, job) };
     true
+}
+
+/// Events are submitted without waking the agent, which drains the ring on
+/// a short timer; once a quarter of the ring is waiting, each event wakes it.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    let waiting = PAYLOADS.query(BPF_RB_AVAIL_DATA as u64);
+    let size = PAYLOADS.query(BPF_RB_RING_SIZE as u64);
+    if waiting >= size / 4 { BPF_RB_FORCE_WAKEUP as u64 } else { BPF_RB_NO_WAKEUP as u64 }
 }
 
 /// A close of a captured connection, so the agent can drop its state.
@@ -150,7 +215,7 @@ pub fn closed(conn: &ConnState, tgid: u32, fd: u32, now: u64) {
         kind: KIND_CLOSE,
         ..ChunkHeader::default()
     };
-    if PAYLOADS.output::<ChunkHeader>(&header, 0).is_err() {
+    if PAYLOADS.output::<ChunkHeader>(&header, wakeup_flags()).is_err() {
         add(&COUNTERS, c::CAPTURE_DROPS, 1);
     }
 }
@@ -169,6 +234,12 @@ pub fn new_conn_id(key: u64) -> u64 {
 pub fn capture_payload_body<C: CallReturn>(ctx: &C) -> u32 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
     let Some(event) = CHUNK_BUFFER.get_ptr_mut(0) else { return 0 };
+    decide_pending(scratch);
+    // SAFETY: this CPU's scratch.
+    let capped = unsafe { core::ptr::read_volatile(&(*scratch).capture) }.capped;
+    if capped > 0 {
+        add(&COUNTERS, c::CAPTURE_CAPPED_BYTES, capped);
+    }
     for _ in 0..CHUNKS_PER_CALL {
         if !emit_chunk(scratch, event) {
             break;
@@ -190,6 +261,34 @@ pub fn capture_payload_body<C: CallReturn>(ctx: &C) -> u32 {
         }
     }
     0
+}
+
+/// Takes the pending sampling decision of the job's connection: an exchange
+/// not sampled copies nothing (and nothing of it counts as capped).
+#[inline(always)]
+fn decide_pending(scratch: *mut Scratch) {
+    // SAFETY: this CPU's scratch.
+    let (mut job, key) = unsafe { (core::ptr::read_volatile(&(*scratch).capture), (*scratch).conn_key) };
+    if job.decide == 0 {
+        return;
+    }
+    job.decide = 0;
+    let mut captured = false;
+    if let Some(conn) = CONNS.get_ptr_mut(&key) {
+        // SAFETY: a valid map value pointer.
+        let conn = unsafe { &mut *conn };
+        if conn.flags & CONN_SAMPLE_PENDING != 0 {
+            decide(conn);
+        }
+        captured = conn.flags & CONN_CAPTURE != 0;
+        job.header.sample_every = conn.flags >> CONN_SAMPLE_SHIFT;
+    }
+    if !captured {
+        job.left = 0;
+        job.capped = 0;
+    }
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(&mut (*scratch).capture, job) };
 }
 
 /// Emits one chunk; false when nothing is left.
@@ -226,7 +325,9 @@ fn emit_chunk(scratch: *mut Scratch, event: *mut ChunkEvent) -> bool {
     unsafe { (*event).header = header };
     let size = core::mem::size_of::<ChunkHeader>() as u64 + len;
     // SAFETY: `event` holds a header and CHUNK_BYTES bytes; size is within it.
-    let rc = unsafe { bpf_ringbuf_output(core::ptr::addr_of!(PAYLOADS).cast_mut().cast(), event.cast(), size, 0) };
+    let rc = unsafe {
+        bpf_ringbuf_output(core::ptr::addr_of!(PAYLOADS).cast_mut().cast(), event.cast(), size, wakeup_flags())
+    };
     if rc == 0 {
         add(&COUNTERS, c::CAPTURE_EVENTS, 1);
         add(&COUNTERS, c::CAPTURE_BYTES, len);

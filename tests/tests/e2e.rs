@@ -766,9 +766,11 @@ fn a_saturated_payload_ring_drops_and_counts_while_hot_path_counts_stay_exact() 
         }
         let s = assert_matches(&agent, &truth, openai, anthropic, 0);
         assert!(s.get("metrics_agent_capture_dropped_events_total") > 0, "drops are counted");
-        agent.wait_until(Duration::from_secs(5), "the circuit breaker to trip", |s| {
+        let s = agent.wait_until(Duration::from_secs(5), "drops to raise the sampling interval", |s| {
             s.get("metrics_agent_capture_breaker_trips_total") >= 1
         });
+        assert!(s.get("metrics_agent_capture_sample_every") >= 2, "sampled under ring pressure, not switched off");
+        assert_eq!(s.get("metrics_agent_capture_enabled"), 1);
     });
 }
 
@@ -872,7 +874,7 @@ fn tls_client_against_an_https_mock(mut client: std::process::Command) {
 }
 
 #[test]
-fn sampling_captures_one_request_in_n_and_hot_path_counts_stay_exact() {
+fn sampling_captures_one_exchange_in_n_as_pairs_and_hot_path_counts_stay_exact() {
     let _serial = serial();
     let setup = NginxWithProviders::start();
     let NginxWithProviders { openai, anthropic, nginx } = &setup;
@@ -886,47 +888,137 @@ fn sampling_captures_one_request_in_n_and_hot_path_counts_stay_exact() {
         }
         let s = assert_matches(&agent, &truth, openai, anthropic, 0);
         assert_eq!(s.get("metrics_agent_capture_sample_every"), 4);
-        // 80 request starts (40 client, 40 upstream), sampled per CPU: between
-        // 80/4 and 80/4 + one per CPU are captured.
+        // 40 client request starts, sampled per CPU: between 40/4 and 40/4 + one
+        // per CPU are captured, each with the upstream exchange it caused.
         let cpus = std::thread::available_parallelism().unwrap().get();
         std::thread::sleep(Duration::from_secs(2));
-        let all: Vec<_> = records(&agent, "client").into_iter().chain(records(&agent, "upstream")).collect();
-        assert!((20..=20 + cpus).contains(&all.len()), "{} records sampled", all.len());
-        for r in &all {
+        let (client, upstream) = (records(&agent, "client"), records(&agent, "upstream"));
+        assert!((10..=10 + cpus).contains(&client.len()), "{} client records sampled", client.len());
+        assert_eq!(client.len(), upstream.len(), "a sampled client exchange keeps its upstream exchange");
+        for r in client.iter().chain(&upstream) {
             assert_eq!((r["tokens"]["input"].clone(), r["tokens"]["output"].clone()), (12.into(), 34.into()), "{r}");
+            assert_eq!(r["sample_every"], 4, "{r}");
+        }
+        for r in &client {
+            assert_eq!(r["upstream_provider"], "openai", "paired with its upstream exchange: {r}");
         }
     });
 }
 
-#[test]
-fn an_agent_over_its_cpu_budget_switches_capture_off_and_back_on() {
-    let _serial = serial();
-    // A budget no agent can hold (10 µs of CPU per second): the breaker trips.
-    let dir = harness::TempDir::new("cpu-budget");
+/// An agent config file in `dir` with these lines.
+fn config_file(dir: &harness::TempDir, lines: &str) -> String {
     let config = dir.0.join("agent.toml");
-    std::fs::write(&config, "capture_cpu_budget_percent = 0.001\n").unwrap();
+    std::fs::write(&config, lines).unwrap();
+    config.display().to_string()
+}
+
+#[test]
+fn under_a_forced_cpu_budget_sampling_rises_and_records_keep_flowing_with_their_interval() {
+    let _serial = serial();
+    // A budget no audit thread can hold (10 µs of CPU per second): the
+    // interval doubles every second up to its ceiling of 4, and stays there.
+    let dir = harness::TempDir::new("cpu-budget");
+    let config = config_file(&dir, "capture_cpu_budget_percent = 0.001\nmax_sample_every = 4\n");
     let setup = NginxWithProviders::start();
     let NginxWithProviders { openai, anthropic, nginx } = &setup;
     for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
-        let agent = setup.agent(mode, &["--config", &config.display().to_string()]);
+        let agent = setup.agent(mode, &["--print-requests", "--config", &config]);
         let mut truth = Truth::default();
-        for _ in 0..20 {
+        let mut exchange = |truth: &mut Truth| {
             let mut c = Client::connect(nginx.port).unwrap();
-            assert_eq!(c.request("/openai/v1/chat/completions?bytes=20000", 2000, true).unwrap(), 200);
+            assert_eq!(c.request("/openai/v1/chat/completions?bytes=2000", 2000, true).unwrap(), 200);
             truth.add(&c.truth);
+        };
+        for _ in 0..10 {
+            exchange(&mut truth);
         }
-        assert_matches(&agent, &truth, openai, anthropic, 0);
-        let s = agent.wait_until(Duration::from_secs(5), "the CPU breaker to trip", |s| {
-            s.get("metrics_agent_capture_breaker_cpu_trips_total") >= 1
+        let s = agent.wait_until(Duration::from_secs(10), "the interval to reach its ceiling", |s| {
+            s.get("metrics_agent_capture_sample_every") == 4
         });
+        assert!(s.get("metrics_agent_capture_breaker_cpu_trips_total") >= 2, "1 -> 2 -> 4");
         assert_eq!(s.get("metrics_agent_capture_breaker_trips_total"), 0, "no drops were involved");
-        assert!(s.get_f64("metrics_agent_cpu_seconds_total") > 0.0);
-        // After the 5 s cool-down it comes back on (and trips again).
-        agent.wait_until(Duration::from_secs(15), "a second trip after the cool-down", |s| {
-            s.get("metrics_agent_capture_breaker_cpu_trips_total") >= 2
-        });
-        assert!(agent.log_text().contains("payload capture back on"), "{}", agent.log_text());
+        assert_eq!(s.get("metrics_agent_capture_enabled"), 1, "never switched off");
+        assert!(agent.log_text().contains("samples 1 exchange in 4"), "{}", agent.log_text());
+        let before = records(&agent, "client").len();
+        for _ in 0..40 {
+            exchange(&mut truth);
+        }
+        // The hot path counted every exchange, before and after the change.
+        assert_matches(&agent, &truth, openai, anthropic, 0);
+        std::thread::sleep(Duration::from_secs(2));
+        let client = records(&agent, "client");
+        let upstream = records(&agent, "upstream");
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        let late = &client[before..];
+        assert!((10..=10 + cpus).contains(&late.len()), "records keep flowing, 1 in 4: {} of 40", late.len());
+        for r in late {
+            assert_eq!(r["sample_every"], 4, "each record carries its interval: {r}");
+            assert_eq!(r["tokens"]["output"], 34, "{r}");
+        }
+        assert_eq!(client.len(), upstream.len(), "sampled pairs stay pairs");
+        // Exported counts are estimates scaled by N, labelled as such.
+        let s = agent.scrape();
+        let estimated: f64 = s
+            .text
+            .lines()
+            .filter(|l| {
+                l.starts_with("llm_requests_total{") && l.contains("side=\"client\"") && l.contains("estimate=\"true\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        let expected: u64 = client.iter().filter_map(|r| r["sample_every"].as_u64()).filter(|n| *n > 1).sum();
+        assert_eq!(estimated, expected as f64, "each sampled record counts as N: {}", s.text);
     });
+}
+
+#[test]
+fn api_load_on_other_threads_does_not_lower_capture() {
+    let _serial = serial();
+    // 5% of one core for the audit thread: a few exchanges use far less,
+    // while the API load below costs the agent's process far more.
+    let dir = harness::TempDir::new("api-load");
+    let config = config_file(&dir, "capture_cpu_budget_percent = 5\n");
+    let setup = NginxWithProviders::start();
+    let NginxWithProviders { openai, anthropic, nginx } = &setup;
+    let agent = setup.agent(AttachMode::Sockets, &["--print-requests", "--config", &config]);
+    let cpu_before = agent.scrape().get_f64("metrics_agent_cpu_seconds_total");
+    let started = std::time::Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|i| {
+            let (stop, port) = (stop.clone(), agent.port);
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let path = if i % 2 == 0 { "/metrics" } else { "/api/v1/metrics" };
+                    n += u64::from(harness::http_get(port, path, "text/plain").is_some());
+                }
+                n
+            })
+        })
+        .collect();
+    let mut truth = Truth::default();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(400));
+        let mut c = Client::connect(nginx.port).unwrap();
+        assert_eq!(c.request("/openai/v1/chat/completions", 300, true).unwrap(), 200);
+        truth.add(&c.truth);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served: u64 = load.into_iter().map(|t| t.join().unwrap()).sum();
+    let s = assert_matches(&agent, &truth, openai, anthropic, 0);
+    let process_share =
+        (s.get_f64("metrics_agent_cpu_seconds_total") - cpu_before) / started.elapsed().as_secs_f64() * 100.0;
+    assert!(
+        process_share > 10.0,
+        "the API load must cost the process over twice the budget: {process_share:.1}% ({served} answers)"
+    );
+    assert_eq!(s.get("metrics_agent_capture_breaker_cpu_trips_total"), 0, "{}", agent.log_text());
+    assert_eq!(s.get("metrics_agent_capture_sample_every"), 1);
+    wait_for_records(&agent, 10, 10);
+    for r in records(&agent, "client") {
+        assert_eq!(r["sample_every"], 1, "{r}");
+    }
 }
 
 #[test]

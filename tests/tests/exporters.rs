@@ -475,7 +475,7 @@ interval_seconds = 1
         || agent.log_text(),
     );
     let lines = statsd.lock().unwrap().clone();
-    let exact = "llm.requests:1|c|#env:e2e,side:upstream,gen_ai.provider.name:openai,gen_ai.request.model:gpt-4o-mini,gen_ai.operation.name:chat,status_class:4xx,error.type:rate_limit_exceeded";
+    let exact = "llm.requests:1|c|#env:e2e,side:upstream,gen_ai.provider.name:openai,gen_ai.request.model:gpt-4o-mini,gen_ai.operation.name:chat,status_class:4xx,estimate:false,error.type:rate_limit_exceeded";
     assert!(lines.iter().any(|l| l == exact), "exact line {exact:?} in {lines:#?}");
     let (_, durations) = statsd_sum(&lines, "gen_ai.client.operation.duration", "d", &["env:e2e", "side:upstream"]);
     assert_eq!(durations as u64, mock_requests, "one distribution sample per request");

@@ -19,9 +19,9 @@ use anyhow::{Context, Result, bail};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Seconds per wrk run.
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
+    /// Seconds per wrk run [default: 10; soak: 600].
+    #[arg(long)]
+    seconds: Option<u64>,
     /// wrk connections.
     #[arg(long, default_value_t = 16)]
     connections: u32,
@@ -34,9 +34,10 @@ pub struct BenchArgs {
     json: Option<PathBuf>,
     /// What to measure: `proxy` (nginx with and without the agent),
     /// `stream` (live stream fan-out to many WebSocket clients),
-    /// `exporters` (the export path's throughput; no root, no nginx) or
-    /// `storage` (ingest rate and query time on SQLite and PostgreSQL).
-    #[arg(default_value = "proxy", value_parser = ["proxy", "stream", "exporters", "storage"])]
+    /// `exporters` (the export path's throughput; no root, no nginx),
+    /// `storage` (ingest rate and query time on SQLite and PostgreSQL) or
+    /// `soak` (the default agent under sustained full-rate load, over time).
+    #[arg(default_value = "proxy", value_parser = ["proxy", "stream", "exporters", "storage", "soak"])]
     pub what: String,
     #[command(flatten)]
     pub storage: crate::bench_storage::StorageBenchArgs,
@@ -67,7 +68,7 @@ const SEND_CALLS: u32 = 500_000;
 /// The AF_UNIX sender is drained after this many 1-byte sends.
 const SENDS_PER_DRAIN: u32 = 64;
 
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -83,7 +84,7 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_port(port: u16) -> Result<()> {
+pub(crate) fn wait_port(port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -94,7 +95,7 @@ fn wait_port(port: u16) -> Result<()> {
     bail!("nothing listens on port {port}")
 }
 
-fn nginx(binary: &Path, dir: &Path, name: &str, server: &str) -> Result<Killed> {
+pub(crate) fn nginx(binary: &Path, dir: &Path, name: &str, server: &str) -> Result<Killed> {
     let d = dir.join(name);
     std::fs::create_dir_all(&d)?;
     let ds = d.display();
@@ -109,6 +110,12 @@ fn nginx(binary: &Path, dir: &Path, name: &str, server: &str) -> Result<Killed> 
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
     Ok(Killed(child))
+}
+
+impl BenchArgs {
+    fn seconds(&self) -> u64 {
+        self.seconds.unwrap_or(10)
+    }
 }
 
 struct WrkResult {
@@ -249,7 +256,7 @@ fn non_target_costs() -> Result<NonTarget> {
     Ok(NonTarget { write_ns: write_cost_ns(WRITE_CALLS), send_ns: socket_send_cost_ns(SEND_CALLS)? })
 }
 
-fn scrape(port: u16) -> String {
+pub(crate) fn scrape(port: u16) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
@@ -259,7 +266,7 @@ fn scrape(port: u16) -> String {
     if out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200") { out } else { String::new() }
 }
 
-fn metric(text: &str, series: &str) -> f64 {
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|r| r.trim().parse().ok())).unwrap_or(0.0)
 }
 
@@ -290,7 +297,7 @@ fn measured_run(port: u16, workers: &[u32], agent: Option<u32>, args: &BenchArgs
     let proxy_cpu = || workers.iter().map(|w| cpu_seconds(*w)).sum::<Result<f64>>();
     let agent_cpu = || agent.map_or(Ok(0.0), cpu_seconds);
     let (proxy0, agent0, start) = (proxy_cpu()?, agent_cpu()?, Instant::now());
-    let wrk = wrk(port, args.seconds, args.connections)?;
+    let wrk = wrk(port, args.seconds(), args.connections)?;
     let wall_s = start.elapsed().as_secs_f64();
     Ok(Run { wrk, wall_s, proxy_cpu_s: proxy_cpu()? - proxy0, agent_cpu_s: agent_cpu()? - agent0 })
 }
@@ -447,10 +454,11 @@ impl Relative {
 pub fn run(args: &BenchArgs) -> Result<()> {
     match args.what.as_str() {
         "proxy" => {}
-        "stream" => return crate::bench_stream::run(args.seconds),
+        "stream" => return crate::bench_stream::run(args.seconds()),
         "exporters" => return crate::bench_exporters::run(),
         "storage" => return crate::bench_storage::run(&args.storage),
-        other => bail!("unknown benchmark `{other}`: use `proxy`, `stream`, `exporters` or `storage`"),
+        "soak" => return crate::bench_soak::run(args.seconds.unwrap_or(600), args.connections),
+        other => bail!("unknown benchmark `{other}`: use `proxy`, `stream`, `exporters`, `storage` or `soak`"),
     }
     let modes = args
         .modes
@@ -553,7 +561,8 @@ fn markdown(args: &BenchArgs, base: &Baseline, results: &[ModeResult], audit: &s
     writeln!(
         r,
         "wrk -t2 -c{} -d{}s through nginx (1 worker, keep-alive upstream) to a local nginx upstream returning 300 B\n",
-        args.connections, args.seconds
+        args.connections,
+        args.seconds()
     )?;
     writeln!(r, "| run | requests/s | p50 ms | p99 ms | throughput ratio | p50 ratio | p99 ratio |")?;
     writeln!(r, "|---|---|---|---|---|---|---|")?;
@@ -656,7 +665,7 @@ fn json(args: &BenchArgs, base: &Baseline, results: &[ModeResult]) -> serde_json
     }
     json!({
         "machine": machine(),
-        "seconds": args.seconds,
+        "seconds": args.seconds(),
         "connections": args.connections,
         "baseline": {
             "requests_per_second": base.rps(),

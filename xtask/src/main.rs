@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_exporters;
+mod bench_soak;
 mod bench_storage;
 mod bench_stream;
 mod fuzz;

@@ -1,20 +1,31 @@
-//! The capture circuit breaker (the ADR's mitigation strategy): once a
-//! second the audit task reports whether the kernel dropped payload events
-//! and how much CPU the agent used; when either says the agent cannot keep
-//! up, payload capture is switched off in the kernel for a cool-down, then
-//! back on. Hot-path counters are unaffected either way.
+//! Adaptive sampling of payload capture (the ADR's mitigation strategy, in
+//! place of switching capture off): once a second the audit thread reports
+//! whether the kernel dropped payload events and how much CPU the audit
+//! thread itself used. Under pressure the sampling interval N (capture one
+//! exchange in N) doubles, up to a ceiling; after a few calm ticks (CPU under
+//! half the budget, no drops) it halves, down to the configured floor.
+//! Hot-path counters are unaffected either way: they are counted in the
+//! kernel for every exchange.
+//!
+//! The CPU measured is the audit thread's own (`thread_cpu_time`), so load on
+//! the HTTP API, storage or the exporters (other threads) never lowers capture.
 
 use std::time::Duration;
 
 /// Shortest tick over which CPU use is judged.
 const MIN_WINDOW: Duration = Duration::from_millis(500);
+/// Calm ticks in a row before N is lowered one step.
+const CALM_TICKS: u32 = 3;
+/// A tick is calm when CPU stays under this share of the budget: after
+/// halving N the CPU use roughly doubles and must still fit.
+const CALM_SHARE: f64 = 0.5;
 
-/// Why capture was switched off.
+/// Why sampling was raised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trip {
+pub enum Pressure {
     /// The ring buffer was full: the kernel dropped events.
     Drops,
-    /// The agent used more CPU than its budget.
+    /// The audit thread used more CPU than its budget.
     Cpu,
 }
 
@@ -22,64 +33,91 @@ pub enum Trip {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Nothing,
-    SwitchOff(Trip),
-    SwitchOn,
+    /// Capture one exchange in `to` from now on, because of the pressure.
+    Raise {
+        to: u32,
+        why: Pressure,
+    },
+    /// Capture one exchange in `to` from now on: there is room again.
+    Lower {
+        to: u32,
+    },
 }
 
 #[derive(Debug)]
-pub struct Breaker {
-    cool_down: Duration,
+pub struct Sampler {
+    /// The configured interval: N never goes below it.
+    floor: u32,
+    ceiling: u32,
+    current: u32,
     /// CPU budget in percent of one core (0: no CPU limit).
     cpu_budget_percent: f64,
-    /// Time left while off.
-    off_for: Option<Duration>,
+    calm_ticks: u32,
 }
 
-impl Breaker {
-    pub fn new(cool_down: Duration, cpu_budget_percent: f64) -> Self {
-        Self { cool_down, cpu_budget_percent, off_for: None }
+impl Sampler {
+    /// Starts at `floor` (the configured `sample_every`), rises to `ceiling` at most.
+    pub fn new(floor: u32, ceiling: u32, cpu_budget_percent: f64) -> Self {
+        let floor = floor.max(1);
+        Self { floor, ceiling: ceiling.max(floor), current: floor, cpu_budget_percent, calm_ticks: 0 }
     }
 
-    pub fn is_off(&self) -> bool {
-        self.off_for.is_some()
+    /// The interval in force.
+    pub fn every(&self) -> u32 {
+        self.current
     }
 
     /// One tick of `elapsed` wall time during which the kernel dropped
-    /// `new_drops` events and the agent used `cpu` CPU time.
+    /// `new_drops` events and the audit thread used `cpu` CPU time.
     pub fn tick(&mut self, elapsed: Duration, new_drops: u64, cpu: Duration) -> Action {
-        if let Some(left) = self.off_for {
-            let left = left.saturating_sub(elapsed);
-            if left.is_zero() {
-                self.off_for = None;
-                return Action::SwitchOn;
-            }
-            self.off_for = Some(left);
-            return Action::Nothing;
-        }
         // Too short a window says nothing about a sustained rate.
-        let cpu_percent = if elapsed < MIN_WINDOW { 0.0 } else { 100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64() };
-        let trip = if new_drops > 0 {
-            Some(Trip::Drops)
-        } else if self.cpu_budget_percent > 0.0 && cpu_percent > self.cpu_budget_percent {
-            Some(Trip::Cpu)
+        let judged = elapsed >= MIN_WINDOW;
+        let cpu_percent = if judged { 100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64() } else { 0.0 };
+        let limited = self.cpu_budget_percent > 0.0;
+        let pressure = if new_drops > 0 {
+            Some(Pressure::Drops)
+        } else if limited && cpu_percent > self.cpu_budget_percent {
+            Some(Pressure::Cpu)
         } else {
             None
         };
-        match trip {
-            Some(t) => {
-                self.off_for = Some(self.cool_down);
-                Action::SwitchOff(t)
+        if let Some(why) = pressure {
+            self.calm_ticks = 0;
+            if self.current >= self.ceiling {
+                return Action::Nothing;
             }
-            None => Action::Nothing,
+            self.current = self.current.saturating_mul(2).min(self.ceiling);
+            return Action::Raise { to: self.current, why };
         }
+        let calm = judged && (!limited || cpu_percent < self.cpu_budget_percent * CALM_SHARE);
+        if !calm {
+            self.calm_ticks = 0;
+            return Action::Nothing;
+        }
+        self.calm_ticks += 1;
+        if self.calm_ticks < CALM_TICKS || self.current <= self.floor {
+            return Action::Nothing;
+        }
+        self.calm_ticks = 0;
+        self.current = (self.current / 2).max(self.floor);
+        Action::Lower { to: self.current }
     }
 }
 
 /// CPU time this process has used so far (all threads).
 pub fn process_cpu_time() -> Duration {
+    clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// CPU time the calling thread has used so far.
+pub fn thread_cpu_time() -> Duration {
+    clock(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+fn clock(id: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes the timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    unsafe { libc::clock_gettime(id, &mut ts) };
     Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
@@ -88,39 +126,75 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+    const MS: fn(u64) -> Duration = Duration::from_millis;
 
     #[test]
-    fn drops_or_cpu_over_budget_switch_capture_off_for_the_cool_down() {
-        let mut b = Breaker::new(Duration::from_secs(3), 50.0);
-        assert_eq!(b.tick(S, 0, Duration::from_millis(400)), Action::Nothing, "40% is within 50%");
-        assert_eq!(b.tick(S, 2, Duration::ZERO), Action::SwitchOff(Trip::Drops));
-        assert!(b.is_off());
-        assert_eq!(b.tick(S, 5, Duration::from_secs(1)), Action::Nothing, "already off");
-        assert_eq!(b.tick(S, 0, Duration::ZERO), Action::Nothing);
-        assert_eq!(b.tick(S, 0, Duration::ZERO), Action::SwitchOn, "after 3 s");
-        assert_eq!(b.tick(S, 0, Duration::from_millis(600)), Action::SwitchOff(Trip::Cpu));
+    fn pressure_doubles_the_interval_up_to_the_ceiling() {
+        let mut s = Sampler::new(1, 8, 50.0);
+        assert_eq!(s.tick(S, 0, MS(400)), Action::Nothing, "40% is within 50%");
+        assert_eq!(s.tick(S, 2, Duration::ZERO), Action::Raise { to: 2, why: Pressure::Drops });
+        assert_eq!(s.tick(S, 0, MS(600)), Action::Raise { to: 4, why: Pressure::Cpu });
+        assert_eq!(s.tick(S, 0, MS(600)), Action::Raise { to: 8, why: Pressure::Cpu });
+        assert_eq!(s.tick(S, 0, MS(900)), Action::Nothing, "at the ceiling");
+        assert_eq!(s.every(), 8);
+    }
+
+    #[test]
+    fn calm_ticks_halve_the_interval_down_to_the_floor() {
+        let mut s = Sampler::new(3, 100, 50.0);
+        for _ in 0..3 {
+            s.tick(S, 1, Duration::ZERO);
+        }
+        assert_eq!(s.every(), 24);
+        // Between half the budget and the budget: hold.
+        for _ in 0..10 {
+            assert_eq!(s.tick(S, 0, MS(300)), Action::Nothing);
+        }
+        assert_eq!(s.tick(S, 0, MS(100)), Action::Nothing);
+        assert_eq!(s.tick(S, 0, MS(100)), Action::Nothing);
+        assert_eq!(s.tick(S, 0, MS(100)), Action::Lower { to: 12 });
+        // Pressure in between restarts the count.
+        s.tick(S, 0, MS(100));
+        s.tick(S, 0, MS(100));
+        assert_eq!(s.tick(S, 0, MS(600)), Action::Raise { to: 24, why: Pressure::Cpu });
+        let mut lowered = Vec::new();
+        for _ in 0..20 {
+            if let Action::Lower { to } = s.tick(S, 0, Duration::ZERO) {
+                lowered.push(to);
+            }
+        }
+        assert_eq!(lowered, [12, 6, 3], "never below the configured interval");
     }
 
     #[test]
     fn a_short_window_is_not_judged() {
-        let mut b = Breaker::new(S, 10.0);
-        assert_eq!(b.tick(Duration::from_millis(1), 0, Duration::from_millis(50)), Action::Nothing);
+        let mut s = Sampler::new(1, 8, 10.0);
+        assert_eq!(s.tick(MS(1), 0, MS(50)), Action::Nothing);
+        assert_eq!(s.every(), 1);
     }
 
     #[test]
-    fn a_zero_budget_means_no_cpu_limit() {
-        let mut b = Breaker::new(S, 0.0);
-        assert_eq!(b.tick(S, 0, Duration::from_secs(2)), Action::Nothing);
+    fn a_zero_budget_means_no_cpu_limit_but_drops_still_count() {
+        let mut s = Sampler::new(1, 8, 0.0);
+        assert_eq!(s.tick(S, 0, Duration::from_secs(2)), Action::Nothing);
+        assert_eq!(s.tick(S, 1, Duration::ZERO), Action::Raise { to: 2, why: Pressure::Drops });
     }
 
     #[test]
-    fn process_cpu_time_moves_forward() {
-        let a = process_cpu_time();
-        let mut x = 0u64;
-        for i in 0..2_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
-        }
-        std::hint::black_box(x);
-        assert!(process_cpu_time() > a);
+    fn thread_cpu_time_counts_this_thread_only() {
+        let busy = || {
+            let mut x = 0u64;
+            for i in 0..20_000_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
+        };
+        let before = thread_cpu_time();
+        // Another thread burns CPU: this thread's clock does not move for it.
+        std::thread::spawn(busy).join().unwrap();
+        let idle = thread_cpu_time() - before;
+        busy();
+        let worked = thread_cpu_time() - before;
+        assert!(worked > idle * 4, "own work {worked:?} vs another thread's {idle:?}");
     }
 }

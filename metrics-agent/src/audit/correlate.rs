@@ -35,6 +35,9 @@ use super::pipeline::RequestRecord;
 
 /// Recent upstream exchanges kept per process.
 const MAX_UPSTREAM_PER_PROCESS: usize = 512;
+/// Processes whose upstream records are kept at most (workers that exited
+/// leave theirs behind: the least recently active process makes room).
+const MAX_PROCESSES: usize = 128;
 /// Client records waiting at most.
 const MAX_WAITING: usize = 4096;
 /// An upstream record may end this much after its client record (ns): the
@@ -126,6 +129,14 @@ impl Upstream {
     }
 }
 
+/// What correlation needs of an upstream record (not a copy of all of it).
+struct UpstreamSpan {
+    start_ns: u64,
+    end_ns: u64,
+    duration_ms: f64,
+    provider: Option<String>,
+}
+
 pub struct Correlator {
     upstream: HashMap<u32, VecDeque<Upstream>>,
     waiting: VecDeque<(Instant, RequestRecord)>,
@@ -147,6 +158,13 @@ impl Correlator {
     pub fn push(&mut self, record: RequestRecord, now: Instant) -> Vec<RequestRecord> {
         let mut out = Vec::new();
         if record.side == "upstream" {
+            if !self.upstream.contains_key(&record.pid)
+                && self.upstream.len() >= MAX_PROCESSES
+                && let Some(idle) =
+                    self.upstream.iter().min_by_key(|(_, l)| l.back().map_or(0, |u| u.start_ns)).map(|(p, _)| *p)
+            {
+                self.upstream.remove(&idle);
+            }
             let list = self.upstream.entry(record.pid).or_default();
             if list.len() >= MAX_UPSTREAM_PER_PROCESS {
                 list.pop_front();
@@ -278,7 +296,8 @@ impl Correlator {
     /// have been missed (every exchange captured, no unpaired upstream
     /// exchange overlapping this one).
     fn without_upstream(&self, mut client: RequestRecord, uncertain: bool) -> RequestRecord {
-        if client.cache_hit.is_none() && self.complete && !uncertain {
+        // With sampling (1 in N > 1) a missing upstream exchange is no evidence.
+        if client.cache_hit.is_none() && self.complete && !uncertain && client.sample_every <= 1 {
             client.cache_hit = Some(true);
         }
         client
@@ -319,6 +338,7 @@ mod tests {
             application_id: None,
             rate_limits: Default::default(),
             pairing: Pairing::default(),
+            sample_every: 1,
         }
     }
 

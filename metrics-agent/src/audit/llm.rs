@@ -227,7 +227,51 @@ impl StreamInterpreter {
 
 /// Classifies a request from its target, Host header and JSON body.
 pub fn parse_request(target: &str, host: Option<&str>, body: &[u8]) -> LlmRequest {
-    classify_request(target, host, &serde_json::from_slice(body).unwrap_or(Value::Null))
+    classify_request(target, host, &request_fields(body))
+}
+
+/// Top-level request fields holding content (prompts, tool schemas): never
+/// read for classification or identity, so skipped without being built.
+const REQUEST_CONTENT_KEYS: [&str; 9] =
+    ["messages", "input", "contents", "prompt", "tools", "system", "instructions", "functions", "documents"];
+/// Top-level response fields holding content (completions, embeddings):
+/// usage, model and error live beside them.
+const RESPONSE_CONTENT_KEYS: [&str; 5] = ["choices", "output", "content", "data", "candidates"];
+
+/// A request body's JSON object without its content fields (`Null` when it
+/// is not a JSON object): what classification and `[identity]` body
+/// pointers read. Skipping a prompt validates it without allocating it.
+pub fn request_fields(body: &[u8]) -> Value {
+    object_without(body, &REQUEST_CONTENT_KEYS)
+}
+
+fn object_without(body: &[u8], skipped: &'static [&'static str]) -> Value {
+    use serde::Deserializer as _;
+
+    struct Fields(&'static [&'static str]);
+    impl<'de> serde::de::Visitor<'de> for Fields {
+        type Value = Value;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = serde_json::Map::new();
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if self.0.contains(&key.as_ref()) {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                } else {
+                    let value = map.next_value::<Value>()?;
+                    out.insert(key.into_owned(), value);
+                }
+            }
+            Ok(Value::Object(out))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match de.deserialize_map(Fields(skipped)) {
+        Ok(v) if de.end().is_ok() => v,
+        _ => Value::Null,
+    }
 }
 
 /// `parse_request` over an already parsed body.
@@ -347,7 +391,7 @@ pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[
         return stream.finish();
     }
     if !streaming {
-        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let v = object_without(body, &RESPONSE_CONTENT_KEYS);
         return LlmResponse {
             model: v.get("model").or_else(|| v.get("modelVersion")).and_then(Value::as_str).map(str::to_string),
             usage: usage_of(request.format, &v).unwrap_or_default(),
@@ -389,6 +433,21 @@ mod tests {
 
     fn req(target: &str, body: &str) -> LlmRequest {
         parse_request(target, None, body.as_bytes())
+    }
+
+    #[test]
+    fn request_fields_skip_content_and_keep_what_is_read() {
+        let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"a long prompt"}],"stream":true,
+            "stream_options":{"include_usage":true},"user":"u1","metadata":{"session_id":"s1"},"tools":[{"x":1}]}"#;
+        let full: Value = serde_json::from_slice(body).unwrap();
+        let fields = request_fields(body);
+        for pointer in ["/model", "/stream", "/stream_options/include_usage", "/user", "/metadata/session_id"] {
+            assert_eq!(fields.pointer(pointer), full.pointer(pointer), "{pointer}");
+        }
+        assert_eq!((fields.get("messages"), fields.get("tools")), (None, None), "content is not built");
+        for not_an_object in [&b"[1,2]"[..], b"\"x\"", b"{\"model\":", b"{} trailing", b""] {
+            assert_eq!(request_fields(not_an_object), Value::Null);
+        }
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub struct RequestRecord {
     pub rate_limits: std::collections::BTreeMap<String, String>,
     /// What ties a client record to its upstream record (`correlate`).
     pub pairing: Pairing,
+    /// The exchange was captured as 1 in this many (the adaptive sampling
+    /// interval when its request started): aggregates scale it by this.
+    pub sample_every: u32,
 }
 
 struct Pending {
@@ -93,6 +96,7 @@ struct Pending {
     start_ns: u64,
     /// Digest of the complete request body, for pairing.
     digest: Option<u64>,
+    sample_every: u32,
 }
 
 struct ConnAudit {
@@ -311,7 +315,7 @@ impl Pipeline {
                 let start_ns = conn.request_start_ns.take().unwrap_or(header.ts_ns);
                 let StartLine::Request { method, target } = &m.head.start else { continue };
                 conn.responses.expect_response_to(method);
-                let json = serde_json::from_slice(&m.body).unwrap_or(serde_json::Value::Null);
+                let json = llm::request_fields(&m.body);
                 let mut request = llm::classify_request(target, m.head.header("host"), &json);
                 if conn.side != SIDE_CLIENT
                     && let Some(p) = self.slot_providers.get(&conn.provider)
@@ -328,6 +332,7 @@ impl Pipeline {
                     ids,
                     start_ns,
                     digest: body_digest(&m),
+                    sample_every: header.sample_every.max(1),
                 });
             }
             if conn.requests.buffered() > 0 && conn.request_start_ns.is_none() {
@@ -460,6 +465,7 @@ impl Pipeline {
                 request_digest: pending.digest,
                 ..Pairing::default()
             },
+            sample_every: pending.sample_every,
         })
     }
 

@@ -4,6 +4,12 @@
 //! any label set beyond the series limit, collapse to `other` (counted).
 //! Optionally keeps raw duration/TTFB/token samples for DogStatsD
 //! distributions in a bounded buffer that each snapshot drains.
+//!
+//! Sampling: a record captured as 1 in N stands for N exchanges. Request,
+//! token, cost, unpriced and cache-hit counts add N per record, and the
+//! series carries `estimate="true"`; records captured at N = 1 go to
+//! `estimate="false"` series, which are exact. Histograms (duration, TTFB,
+//! token usage) are distributions over the captured exchanges, unscaled.
 
 use std::{
     borrow::Cow,
@@ -51,6 +57,8 @@ struct Key {
     operation: &'static str,
     status_class: &'static str,
     error_type: Option<String>,
+    /// Counts scaled by a sampling interval N > 1.
+    estimate: bool,
 }
 
 impl Key {
@@ -61,6 +69,7 @@ impl Key {
             ("gen_ai.request.model", Cow::Owned(self.model.clone())),
             ("gen_ai.operation.name", Cow::Borrowed(self.operation)),
             ("status_class", Cow::Borrowed(self.status_class)),
+            ("estimate", Cow::Borrowed(if self.estimate { "true" } else { "false" })),
         ];
         if let Some(e) = &self.error_type {
             l.push(("error.type", Cow::Owned(e.clone())));
@@ -199,6 +208,7 @@ impl AuditMetrics {
             operation: r.operation,
             status_class: status_class(r.status),
             error_type,
+            estimate: r.sample_every > 1,
         };
         if !s.series.contains_key(&key) && s.series.len() >= self.limits.max_series {
             s.overflow[2] += 1;
@@ -206,12 +216,13 @@ impl AuditMetrics {
             key.error_type = key.error_type.map(|_| OTHER.to_string());
         }
         let a = s.series.entry(key.clone()).or_insert_with(Aggregate::new);
-        a.requests += 1;
+        let weight = u64::from(r.sample_every.max(1));
+        a.requests += weight;
         let t = &r.tokens;
         for (slot, v) in [t.input, t.output, t.cache_read, t.cache_creation, t.reasoning].into_iter().enumerate() {
             if let Some(v) = v {
                 let sum = a.tokens[slot].get_or_insert(0);
-                *sum = sum.saturating_add(v);
+                *sum = sum.saturating_add(v.saturating_mul(weight));
             }
         }
         for (i, v) in [t.input, t.output].into_iter().enumerate() {
@@ -220,11 +231,11 @@ impl AuditMetrics {
             }
         }
         match r.cost_usd {
-            Some(c) => a.cost = a.cost.saturating_add(c),
-            None => a.unpriced += 1,
+            Some(c) => a.cost = a.cost.saturating_add(c.saturating_mul(Decimal::from(weight))),
+            None => a.unpriced += weight,
         }
         if let Some(hit) = r.cache_hit {
-            *a.cache_hits.get_or_insert(0) += u64::from(hit);
+            *a.cache_hits.get_or_insert(0) += u64::from(hit) * weight;
         }
         let (duration, ttfb) = (r.duration_ms / 1e3, r.ttfb_ms / 1e3);
         a.duration.observe(duration);
@@ -368,6 +379,7 @@ pub(crate) mod tests {
             application_id: None,
             rate_limits: Default::default(),
             pairing: Default::default(),
+            sample_every: 1,
         }
     }
 
@@ -401,6 +413,30 @@ pub(crate) mod tests {
                 assert!(!v.contains("session") && !v.contains("user"), "ids are never labels");
             }
         }
+    }
+
+    #[test]
+    fn sampled_records_are_scaled_estimates_in_their_own_series() {
+        let a = AuditMetrics::new(Limits::default());
+        a.observe(&record("client", "gpt-4o", 200, 10, 20));
+        a.observe(&RequestRecord { sample_every: 4, ..record("client", "gpt-4o", 200, 1, 2) });
+        let mut s = Vec::new();
+        a.series(&mut s);
+        let exact = [("estimate", "false")];
+        let estimate = [("estimate", "true")];
+        assert_eq!(value(&s, &m::REQUESTS, &exact), 1.0);
+        assert_eq!(value(&s, &m::REQUESTS, &estimate), 4.0, "1 record captured as 1 in 4");
+        assert_eq!(value(&s, &m::TOKENS, &[("estimate", "true"), ("gen_ai.token.type", "input")]), 4.0);
+        assert_eq!(value(&s, &m::TOKENS, &[("estimate", "false"), ("gen_ai.token.type", "output")]), 20.0);
+        assert!((value(&s, &m::COST, &estimate) - 0.0001).abs() < 1e-12);
+        let d = s
+            .iter()
+            .find(|x| {
+                std::ptr::eq(x.desc, &m::DURATION) && x.labels.iter().any(|(k, v)| *k == "estimate" && v == "true")
+            })
+            .unwrap();
+        let Value::Histogram(h) = &d.value else { panic!() };
+        assert_eq!(h.counts.iter().sum::<u64>(), 1, "distributions are over captured exchanges, unscaled");
     }
 
     #[test]

@@ -60,6 +60,7 @@ fn workload(n: usize) -> Vec<Arc<RequestRecord>> {
                 application_id: None,
                 rate_limits: Default::default(),
                 pairing: Default::default(),
+                sample_every: 1,
             })
         })
         .collect()

@@ -128,11 +128,11 @@ mod tests {
         let text = crate::http::openmetrics_to_prometheus(&text);
         for expected in [
             "# TYPE llm_requests_total counter",
-            r#"llm_requests_total{side="upstream",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",gen_ai_operation_name="chat",status_class="2xx"} 1"#,
-            r#"llm_tokens_total{side="upstream",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",gen_ai_operation_name="chat",status_class="2xx",gen_ai_token_type="output"} 34"#,
+            r#"llm_requests_total{side="upstream",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",gen_ai_operation_name="chat",status_class="2xx",estimate="false"} 1"#,
+            r#"llm_tokens_total{side="upstream",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",gen_ai_operation_name="chat",status_class="2xx",estimate="false",gen_ai_token_type="output"} 34"#,
             "# TYPE llm_cost_usd_total counter",
             "# TYPE gen_ai_client_operation_duration_seconds histogram",
-            r#"gen_ai_client_operation_duration_seconds_bucket{le="2.56",side="upstream",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",gen_ai_operation_name="chat",status_class="2xx"} 1"#,
+            r#"gen_ai_client_operation_duration_seconds_bucket{le="2.56",side="upstream",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",gen_ai_operation_name="chat",status_class="2xx",estimate="false"} 1"#,
             r#"metrics_agent_exporter_dropped_total{exporter="otlp",reason="queue_full"} 0"#,
         ] {
             assert!(text.contains(expected), "missing {expected} in:\n{text}");
@@ -163,7 +163,7 @@ mod tests {
                 vec![concat!(
                     r#"llm_requests_total{side="client",gen_ai_provider_name="openai","#,
                     r#"gen_ai_request_model="evil\"} 1\nllm_cost_usd_total{fake=\"x\"} 1e9\n# x","#,
-                    r#"gen_ai_operation_name="chat",status_class="4xx","#,
+                    r#"gen_ai_operation_name="chat",status_class="4xx",estimate="false","#,
                     r#"error_type="back\\slash\"\n# TYPE x counter"} 1"#
                 )]
             );

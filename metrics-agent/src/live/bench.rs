@@ -51,6 +51,7 @@ fn record(i: u64) -> RequestRecord {
         application_id: Some(format!("app-{}", i % 4)),
         rate_limits: BTreeMap::new(),
         pairing: Default::default(),
+        sample_every: 1,
     }
 }
 

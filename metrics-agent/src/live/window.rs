@@ -413,6 +413,7 @@ mod tests {
             application_id: Some(app.into()),
             rate_limits: BTreeMap::new(),
             pairing: Default::default(),
+            sample_every: 1,
         }
     }
 

@@ -49,6 +49,7 @@ fn record(ts_ms: u64, series: usize, i: u64) -> RequestRecord {
         application_id: Some(format!("app-{}", series / models.len())),
         rate_limits: Default::default(),
         pairing: Default::default(),
+        sample_every: 1,
     }
 }
 

@@ -279,6 +279,7 @@ pub(crate) mod tests {
             application_id: Some("app".into()),
             rate_limits: Default::default(),
             pairing: Default::default(),
+            sample_every: 1,
         }
     }
 

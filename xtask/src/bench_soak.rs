@@ -1,0 +1,287 @@
+//! `cargo xtask bench soak [--seconds N]`: the agent in its default mode
+//! (uprobes, audit path on, SQLite storage on) attached to nginx proxying to
+//! a fast upstream that answers OpenAI-style chat completions, driven by wrk
+//! at full rate. Every interval it reports the agent's RSS, audit
+//! connections and memory against the proxy's real connections, the
+//! sampling interval, records/s, the breaker counters and the database
+//! size; at the end, where the agent's CPU went per exchange, by thread.
+//! Prints Markdown (and writes target/bench/soak.md).
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::bench::{Killed, metric, nginx, scrape, wait_port};
+
+/// Samples taken over the run (at least one every 10 s).
+const SAMPLES: u64 = 30;
+
+/// One look at the agent.
+struct Sample {
+    at: Duration,
+    rss_mib: f64,
+    exchanges: f64,
+    records: f64,
+    audit_connections: f64,
+    audit_memory_kib: f64,
+    proxy_connections: usize,
+    sample_every: f64,
+    drop_raises: f64,
+    cpu_raises: f64,
+    database_mib: f64,
+    /// CPU seconds per thread name.
+    cpu: BTreeMap<String, f64>,
+}
+
+pub fn run(seconds: u64, connections: u32) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the soak benchmark attaches eBPF programs and must run as root");
+    }
+    let dir = crate::target_dir().join("bench").join("soak");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let agent_bin = crate::target_dir().join("release/metrics-agent");
+    // The upstream is a copy of nginx: another inode, so `--exe` does not trace it.
+    let upstream_bin = dir.join("nginx-upstream");
+    std::fs::copy("/usr/sbin/nginx", &upstream_bin)?;
+    let (up_port, proxy_port, agent_port) = (18911u16, 18912u16, 18913u16);
+    let answer = r#"{"id":"chatcmpl-soak","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"The soak benchmark answers every request with this short completion."},"finish_reason":"stop"}],"usage":{"prompt_tokens":42,"completion_tokens":17,"total_tokens":59}}"#;
+    let _upstream = nginx(
+        &upstream_bin,
+        &dir,
+        "upstream",
+        &format!(
+            "  server {{ listen 127.0.0.1:{up_port}; location / {{ default_type application/json; return 200 '{answer}'; }} }}"
+        ),
+    )?;
+    let _proxy = nginx(
+        Path::new("/usr/sbin/nginx"),
+        &dir,
+        "proxy",
+        &format!(
+            "  upstream up {{ server 127.0.0.1:{up_port}; keepalive 32; }}\n  server {{ listen 127.0.0.1:{proxy_port}; location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
+        ),
+    )?;
+    wait_port(up_port)?;
+    wait_port(proxy_port)?;
+    let database = dir.join("metrics.db");
+    let agent = Killed(
+        Command::new(&agent_bin)
+            .args(["run", "--exe", "/usr/sbin/nginx", "--provider", &format!("openai=127.0.0.1:{up_port}")])
+            .args(["--listen", &format!("127.0.0.1:{agent_port}")])
+            .env("METRICS_AGENT_DATABASE_URL", format!("sqlite://{}", database.display()))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("agent.log"))?)
+            .spawn()
+            .context("target/release/metrics-agent")?,
+    );
+    let agent_pid = agent.0.id();
+    wait_port(agent_port)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let script = dir.join("chat.lua");
+    std::fs::write(
+        &script,
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer sk-soak-not-a-key\"\nwrk.body = '{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"Say something short about soak tests.\"}],\"user\":\"soak\"}'\n",
+    )?;
+    let mut wrk = Killed(
+        Command::new("wrk")
+            .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s"), "-s"])
+            .arg(&script)
+            .arg(format!("http://127.0.0.1:{proxy_port}/v1/chat/completions"))
+            .stdout(std::fs::File::create(dir.join("wrk.txt"))?)
+            .spawn()
+            .context("wrk (Debian package wrk)")?,
+    );
+    let start = Instant::now();
+    let every = Duration::from_secs((seconds / SAMPLES).clamp(1, 10));
+    let mut samples = vec![sample(agent_pid, agent_port, proxy_port, up_port, &database, Duration::ZERO)];
+    while start.elapsed() < Duration::from_secs(seconds) {
+        std::thread::sleep(every);
+        samples.push(sample(agent_pid, agent_port, proxy_port, up_port, &database, start.elapsed()));
+    }
+    let _ = wrk.0.wait();
+    let traffic_end = samples.len() - 1;
+    // After the traffic: the audit state must fall back to the real connections.
+    std::thread::sleep(Duration::from_secs(15));
+    samples.push(sample(agent_pid, agent_port, proxy_port, up_port, &database, start.elapsed()));
+    drop(agent);
+    let wrk_text = std::fs::read_to_string(dir.join("wrk.txt")).unwrap_or_default();
+    let report = report(&samples, traffic_end, seconds, connections, &wrk_text)?;
+    println!("{report}");
+    std::fs::write(crate::target_dir().join("bench").join("soak.md"), &report)?;
+    Ok(())
+}
+
+fn sample(pid: u32, agent_port: u16, proxy_port: u16, up_port: u16, database: &Path, at: Duration) -> Sample {
+    let text = scrape(agent_port);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let database_bytes: u64 = ["", "-wal", "-shm"]
+        .iter()
+        .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", database.display())).ok())
+        .map(|m| m.len())
+        .sum();
+    Sample {
+        at,
+        rss_mib: rss_kib / 1024.0,
+        exchanges: metric(&text, "llm_proxy_requests_total "),
+        records: metric(&text, "metrics_agent_audit_records_total "),
+        audit_connections: metric(&text, "metrics_agent_audit_connections "),
+        audit_memory_kib: metric(&text, "metrics_agent_audit_memory_bytes ") / 1024.0,
+        proxy_connections: proxy_connections(proxy_port, up_port),
+        sample_every: metric(&text, "metrics_agent_capture_sample_every "),
+        drop_raises: metric(&text, "metrics_agent_capture_breaker_trips_total "),
+        cpu_raises: metric(&text, "metrics_agent_capture_breaker_cpu_trips_total "),
+        database_mib: database_bytes as f64 / (1024.0 * 1024.0),
+        cpu: thread_cpu(pid),
+    }
+}
+
+/// Established TCP connections of the proxy: accepted on its port, and
+/// opened to the upstream's.
+fn proxy_connections(proxy_port: u16, up_port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port = |addr: &str| addr.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // State 01: ESTABLISHED.
+            f.len() > 3
+                && f[3] == "01"
+                && (port(f[1]) == Some(proxy_port) || port(f[2]) == Some(up_port))
+                && port(f[1]) != Some(up_port)
+        })
+        .count()
+}
+
+/// CPU seconds the agent's threads used, by thread name (`audit`: the
+/// capture path; `tokio-runtime-w`: the HTTP API, storage, exporters, live
+/// stream; `metrics-agent`: the main thread, tracing new processes).
+fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut out = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        // `pid (comm) state ...`: comm may hold spaces, fields follow the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let comm = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let (Some(utime), Some(stime)) = (fields.get(11), fields.get(12)) else { continue };
+        let seconds = (utime.parse::<f64>().unwrap_or(0.0) + stime.parse::<f64>().unwrap_or(0.0)) / ticks;
+        *out.entry(comm.to_string()).or_insert(0.0) += seconds;
+    }
+    out
+}
+
+fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32, wrk: &str) -> Result<String> {
+    let mut r = String::new();
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
+        .unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    writeln!(
+        r,
+        "Machine: {} cores, {cpu_model}; load average at the end: {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    )?;
+    writeln!(
+        r,
+        "Soak: wrk -t2 -c{connections} -d{seconds}s POSTing chat completions through nginx (1 worker, keep-alive upstream) to a local upstream answering OpenAI JSON with usage; agent defaults (uprobes, audit on, adaptive sampling, SQLite storage).\n"
+    )?;
+    writeln!(
+        r,
+        "| t (s) | RSS MiB | exchanges/s | records/s | sampling N | raises (drops/CPU) | audit conns / proxy conns | audit memory KiB | database MiB |"
+    )?;
+    writeln!(r, "|---|---|---|---|---|---|---|---|---|")?;
+    for (i, s) in samples.iter().enumerate() {
+        let prev = if i == 0 { s } else { &samples[i - 1] };
+        let dt = (s.at.as_secs_f64() - prev.at.as_secs_f64()).max(1e-9);
+        let rate = |now: f64, before: f64| if i == 0 { 0.0 } else { (now - before) / dt };
+        writeln!(
+            r,
+            "| {:.0}{} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0}/{:.0} | {:.0} / {} | {:.0} | {:.1} |",
+            s.at.as_secs_f64(),
+            if i > traffic_end { " (idle)" } else { "" },
+            s.rss_mib,
+            rate(s.exchanges, prev.exchanges),
+            rate(s.records, prev.records),
+            s.sample_every,
+            s.drop_raises,
+            s.cpu_raises,
+            s.audit_connections,
+            s.proxy_connections,
+            s.audit_memory_kib,
+            s.database_mib,
+        )?;
+    }
+    let (first, last) = (&samples[0], &samples[traffic_end]);
+    let exchanges = last.exchanges - first.exchanges;
+    let records = last.records - first.records;
+    let elapsed = last.at.as_secs_f64() - first.at.as_secs_f64();
+    writeln!(r, "\nAgent CPU over the traffic ({exchanges:.0} exchanges, {records:.0} records in {elapsed:.0} s):\n")?;
+    writeln!(r, "| thread | CPU s | % of one core | µs per exchange | µs per record |")?;
+    writeln!(r, "|---|---|---|---|---|")?;
+    let mut total = 0.0;
+    for (group, cpu) in &last.cpu {
+        let used = cpu - first.cpu.get(group).copied().unwrap_or(0.0);
+        total += used;
+        writeln!(
+            r,
+            "| {group} | {used:.1} | {:.1} | {:.1} | {:.1} |",
+            100.0 * used / elapsed,
+            1e6 * used / exchanges.max(1.0),
+            1e6 * used / records.max(1.0)
+        )?;
+    }
+    writeln!(
+        r,
+        "| all | {total:.1} | {:.1} | {:.1} | {:.1} |",
+        100.0 * total / elapsed,
+        1e6 * total / exchanges.max(1.0),
+        1e6 * total / records.max(1.0)
+    )?;
+    let audit =
+        last.cpu.get("audit thread").copied().unwrap_or(0.0) - first.cpu.get("audit thread").copied().unwrap_or(0.0);
+    if audit > 0.0 && records > 0.0 {
+        // A captured exchange is two records (client and upstream side).
+        let per_exchange = 2.0 * audit / records;
+        writeln!(
+            r,
+            "\nAudit thread: {:.1} µs per captured exchange, so half a core keeps up with about {:.0} captured exchanges/s.",
+            1e6 * per_exchange,
+            0.5 / per_exchange
+        )?;
+    }
+    let warm = samples.iter().position(|s| s.at >= Duration::from_secs(120)).unwrap_or(traffic_end.min(1));
+    if warm < traffic_end {
+        let growth = 100.0 * (last.rss_mib / samples[warm].rss_mib - 1.0);
+        writeln!(
+            r,
+            "RSS from t = {:.0} s to the end of the traffic: {:.1} → {:.1} MiB ({growth:+.1}%).",
+            samples[warm].at.as_secs_f64(),
+            samples[warm].rss_mib,
+            last.rss_mib
+        )?;
+    }
+    writeln!(r, "\nwrk:\n```\n{}```", wrk.trim_end().to_string() + "\n")?;
+    Ok(r)
+}
