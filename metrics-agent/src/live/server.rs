@@ -57,12 +57,12 @@ impl ServerStats {
         let stats = Self::default();
         registry.register(
             "metrics_agent_http_connections",
-            "HTTP connections open on the agent's endpoint (upgraded stream clients not included).",
+            "HTTP connections open on the agent's endpoint (upgraded stream clients not included)",
             stats.open.clone(),
         );
         registry.register(
             "metrics_agent_http_connections_closed",
-            "HTTP connections closed by the agent's limits, by reason: header_timeout (no complete request head in time), idle_timeout, evicted (oldest idle connection closed for a new one at the cap), refused (at the cap with every connection busy).",
+            "HTTP connections closed by the agent's limits, by reason: header_timeout (no complete request head in time), idle_timeout, evicted (oldest idle connection closed for a new one at the cap), refused (at the cap with every connection busy)",
             stats.closed.clone(),
         );
         stats
