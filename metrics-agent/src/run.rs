@@ -207,6 +207,9 @@ async fn run_async(
         mode.name(),
         config.listen
     );
+    for line in storage.iter().map(|s| &s.summary).chain(&exporters.summary) {
+        log::info!("{line}");
+    }
 
     let mut library_rescan = tokio::time::interval(LIBRARY_RESCAN);
     loop {

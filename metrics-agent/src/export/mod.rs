@@ -170,6 +170,9 @@ pub struct Inputs {
 /// the tasks to wait for at shutdown.
 pub struct Started {
     pub source: Arc<Source>,
+    /// One line per push exporter, for the start-up log (said once the agent
+    /// is ready, so a start-up error stays the only line).
+    pub summary: Vec<String>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -238,11 +241,9 @@ pub fn start(
     if settings.prometheus {
         registry.register_collector(Box::new(prometheus::ExportCollector { source: source.clone() }));
     }
-    for p in &planned {
-        log::info!("exporting to {} every {:?}", p.name, p.delivery.interval);
-    }
+    let summary = planned.iter().map(|p| format!("exporting to {} every {:?}", p.name, p.delivery.interval)).collect();
     tasks.push(tokio::spawn(run(source.clone(), planned, stop)));
-    Ok(Started { source, tasks })
+    Ok(Started { source, summary, tasks })
 }
 
 /// A push exporter's end of the router.

@@ -48,6 +48,9 @@ const BUDGET_EVERY: Duration = Duration::from_secs(60);
 
 /// Storage as `run` starts it: the writer subscribed to the bus, upkeep, and the API routes.
 pub struct Running {
+    /// Where records go, for the start-up log (said once the agent is ready,
+    /// so a start-up error stays the only line).
+    pub summary: String,
     pub writer: JoinHandle<()>,
     pub maintenance: JoinHandle<()>,
     pub routes: axum::Router,
@@ -79,7 +82,7 @@ pub async fn start(config: &StorageConfig, records: &RecordBus, registry: &mut R
         migrated: migrated.clone(),
     };
     let receiver = records.subscribe();
-    log::info!(
+    let summary = format!(
         "storing records in {} as agent `{}` (flush every {:?})",
         db::redact(&config.database_url),
         config.agent_id,
@@ -87,6 +90,7 @@ pub async fn start(config: &StorageConfig, records: &RecordBus, registry: &mut R
     );
     let routes = api::routes(Arc::new(api::ApiState { store: store.clone(), config: config.clone() }));
     Ok(Running {
+        summary,
         writer: tokio::spawn(writer.run(receiver)),
         maintenance: tokio::spawn(writer::maintain(
             store,
