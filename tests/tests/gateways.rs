@@ -291,7 +291,7 @@ struct Sent {
 /// `clients` concurrent keep-alive clients, each sending `rounds` times
 /// `mix` with a unique `x-request-id` and `body_len`-byte request bodies.
 fn gateway_traffic(port: u16, clients: usize, rounds: usize, body_len: usize, mix: &[(&str, u16)]) -> Sent {
-    let per_client: Vec<(Vec<(String, u16)>, u64, u64)> = std::thread::scope(|scope| {
+    let per_client: Vec<Sent> = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..clients)
             .map(|t| {
                 scope.spawn(move || {
@@ -305,16 +305,16 @@ fn gateway_traffic(port: u16, clients: usize, rounds: usize, body_len: usize, mi
                             sent.push((id, *expected));
                         }
                     }
-                    (sent, c.truth.bytes_sent, c.truth.bytes_received)
+                    Sent { exchanges: sent, bytes_sent: c.truth.bytes_sent, bytes_received: c.truth.bytes_received }
                 })
             })
             .collect();
         threads.into_iter().map(|t| t.join().unwrap()).collect()
     });
     Sent {
-        exchanges: per_client.iter().flat_map(|(e, _, _)| e.clone()).collect(),
-        bytes_sent: per_client.iter().map(|(_, s, _)| s).sum(),
-        bytes_received: per_client.iter().map(|(_, _, r)| r).sum(),
+        exchanges: per_client.iter().flat_map(|c| c.exchanges.clone()).collect(),
+        bytes_sent: per_client.iter().map(|c| c.bytes_sent).sum(),
+        bytes_received: per_client.iter().map(|c| c.bytes_received).sum(),
     }
 }
 
