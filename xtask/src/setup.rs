@@ -50,10 +50,8 @@ pub fn python_gateway_venv() -> Result<()> {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let venv = Path::new(&home).join(".cache/metrics-agent/gateway-venv");
     let python = venv.join("bin/python");
-    let ready = Command::new(&python)
-        .args(["-c", "import uvicorn, uvloop, httpx"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let ready =
+        Command::new(&python).args(["-c", "import uvicorn, uvloop, httpx"]).output().is_ok_and(|o| o.status.success());
     if ready {
         return Ok(());
     }
