@@ -105,7 +105,8 @@ pub struct RunArgs {
     /// Application id put on every record of this agent's target.
     #[arg(long, env = "METRICS_AGENT_APPLICATION_ID")]
     pub application_id: Option<String>,
-    /// Model price table (TOML, USD per million tokens) layered over the built-in one.
+    /// Model price table layered over the built-in one: this project's TOML
+    /// (USD per million tokens) or a LiteLLM price-map JSON file.
     #[arg(long, value_name = "FILE", env = "METRICS_AGENT_PRICES")]
     pub prices: Option<PathBuf>,
     /// Where records are stored: sqlite:///PATH or postgres://USER@HOST/DB

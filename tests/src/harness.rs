@@ -199,19 +199,26 @@ pub struct TlsProvider {
     _dir: TempDir,
 }
 
+/// Writes a self-signed certificate and its key as `cert.pem` and `key.pem`
+/// into `dir`, with `openssl`.
+fn self_signed_certificate(dir: &Path) {
+    let d = dir.display().to_string();
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "2"])
+        .args(["-keyout", &format!("{d}/key.pem"), "-out", &format!("{d}/cert.pem")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "openssl (Debian package openssl) must be installed");
+}
+
 impl TlsProvider {
     pub fn start(upstream_port: u16) -> Self {
         let dir = TempDir::new("tls");
         let d = dir.0.display().to_string();
-        let ok = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "2"])
-            .args(["-keyout", &format!("{d}/key.pem"), "-out", &format!("{d}/cert.pem")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "openssl (Debian package openssl) must be installed");
+        self_signed_certificate(&dir.0);
         let binary = dir.0.join("nginx-tls");
         std::fs::copy(NGINX, &binary).expect("copy nginx");
         let port = free_port();
@@ -229,6 +236,41 @@ impl TlsProvider {
         );
         wait_for_port(port, Duration::from_secs(10));
         Self { guard, port, _dir: dir }
+    }
+}
+
+/// An HTTPS provider that counts TLS wire bytes and plaintext HTTP bytes
+/// itself (`tests/py/tls_counting_provider.py`, Python's ssl over memory
+/// BIOs): the ground truth for the agent's two kinds of byte counters.
+pub struct CountingTlsProvider {
+    pub guard: Guard,
+    pub port: u16,
+    counts: PathBuf,
+    _dir: TempDir,
+}
+
+impl CountingTlsProvider {
+    pub fn start() -> Self {
+        use std::io::BufRead;
+        let dir = TempDir::new("tls-count");
+        self_signed_certificate(&dir.0);
+        let counts = dir.0.join("counts.json");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("py/tls_counting_provider.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script).arg(dir.0.join("cert.pem")).arg(dir.0.join("key.pem")).arg(&counts);
+        let mut guard = Guard::spawn("tls-counting-provider", cmd.stdout(Stdio::piped()));
+        let stdout = guard.child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).expect("the provider prints its port");
+        let port = line.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).expect("port N");
+        Self { guard, port, counts, _dir: dir }
+    }
+
+    /// What it counted so far (updated when a connection ends):
+    /// `connections`, `requests`, `wire_in`, `wire_out`, `plain_in`, `plain_out`.
+    pub fn counts(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(&self.counts).unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
     }
 }
 

@@ -986,6 +986,57 @@ fn tls_upstreams_are_measured_from_the_plaintext() {
     });
 }
 
+/// On TLS connections `llm_proxy_bytes_*` count the plaintext HTTP bytes and
+/// `llm_proxy_tls_bytes_*` the wire bytes, both exactly as the HTTPS provider
+/// itself counted them.
+#[test]
+fn tls_bytes_are_counted_apart_from_http_bytes() {
+    let _serial = serial();
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        // The provider counts from its start: one provider (and nginx in
+        // front of it) per mode.
+        let provider = harness::CountingTlsProvider::start();
+        let nginx = Nginx::start_private(&[("openai-tls", provider.port)]);
+        let [attach, name] = mode.args();
+        let (exe, upstream) = (nginx.exe.display().to_string(), format!("openai=127.0.0.1:{}", provider.port));
+        let agent = Agent::start(&["--exe", &exe, attach, name, "--no-audit", "--provider", &upstream]);
+        agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+        let mut truth = Truth::default();
+        const REQUESTS: u64 = 5;
+        for _ in 0..REQUESTS {
+            let mut c = Client::connect(nginx.port).unwrap();
+            assert_eq!(c.request("/openai-tls/v1/chat/completions", 300, true).unwrap(), 200);
+            truth.add(&c.truth);
+        }
+        // nginx opens one upstream TLS connection per request (no keep-alive).
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let counts = loop {
+            let counts = provider.counts();
+            if counts["connections"] == REQUESTS || std::time::Instant::now() > deadline {
+                break counts;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(counts["requests"], REQUESTS, "{counts}");
+        let n = |key: &str| counts[key].as_u64().unwrap_or(0);
+        let s = agent.wait_until(Duration::from_secs(15), "all requests", |s| {
+            s.get("llm_proxy_request_duration_seconds_count") == REQUESTS
+                && s.get("llm_proxy_tls_bytes_sent_total{side=\"upstream\"}") == n("wire_in")
+        });
+        assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), REQUESTS);
+        assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"upstream\"}"), n("plain_in"), "plaintext to the provider");
+        assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"upstream\"}"), n("plain_out"), "plaintext from it");
+        assert_eq!(s.get("llm_proxy_tls_bytes_sent_total{side=\"upstream\"}"), n("wire_in"), "TLS bytes to it");
+        assert_eq!(s.get("llm_proxy_tls_bytes_received_total{side=\"upstream\"}"), n("wire_out"), "TLS bytes from it");
+        assert!(n("wire_in") > n("plain_in") && n("wire_out") > n("plain_out"), "TLS adds bytes: {counts}");
+        // The client side is clear text: HTTP bytes only.
+        assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), truth.bytes_sent);
+        assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), truth.bytes_received);
+        assert_eq!(s.get("llm_proxy_tls_bytes_received_total{side=\"client\"}"), 0);
+        assert_eq!(s.get("llm_proxy_tls_bytes_sent_total{side=\"client\"}"), 0);
+    });
+}
+
 /// The ids of the BPF programs loaded on the host (`bpftool -j prog show`).
 fn loaded_program_ids() -> Vec<u64> {
     let out = Command::new("bpftool")

@@ -1,9 +1,15 @@
 //! Cost of an exchange in USD, from a price table in decimal (no binary
 //! floating point, no per-request rounding): the built-in table
-//! (`prices/prices.toml`) with an operator's file layered over it. A model
-//! that is not in the table is *unpriced* (null), never free.
+//! (`prices/prices.toml`) with an operator's file layered over it — in this
+//! project's TOML format, or in the community-maintained LiteLLM price-map
+//! JSON format, so prices can be updated without a new release. A model
+//! that is not in the table is *unpriced* (null), never free, and is logged
+//! once by name.
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
 
 use anyhow::{Context, Result};
 use rust_decimal::Decimal;
@@ -29,23 +35,37 @@ struct PriceFile {
     models: HashMap<String, Price>,
 }
 
+/// Unpriced model names logged so far, at most this many (then one line
+/// says that further ones are not logged).
+const UNPRICED_LOGGED_MAX: usize = 1000;
+
 #[derive(Debug, Clone)]
 pub struct PriceTable {
     models: HashMap<String, Price>,
+    /// Unpriced models already logged (shared by clones).
+    unpriced_logged: Arc<Mutex<HashSet<String>>>,
 }
 
 impl PriceTable {
-    /// The built-in table, with `override_file`'s entries replacing or adding models.
+    /// The built-in table, with `override_file`'s entries replacing or adding
+    /// models. A file whose first non-blank character is `{` is read as a
+    /// LiteLLM price map, anything else as this project's TOML.
     pub fn load(override_file: Option<&std::path::Path>) -> Result<Self> {
         let mut models = toml::from_str::<PriceFile>(BUILT_IN).context("built-in price table")?.models;
         if let Some(path) = override_file {
             let text =
                 std::fs::read_to_string(path).with_context(|| format!("cannot read price file {}", path.display()))?;
-            let extra: PriceFile = toml::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("price file {}: {}", path.display(), e.message().replace('\n', " ")))?;
-            models.extend(extra.models);
+            let extra = if text.trim_start().starts_with('{') {
+                litellm::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("price file {} (LiteLLM JSON): {e}", path.display()))?
+            } else {
+                toml::from_str::<PriceFile>(&text)
+                    .map_err(|e| anyhow::anyhow!("price file {}: {}", path.display(), e.message().replace('\n', " ")))?
+                    .models
+            };
+            models.extend(extra);
         }
-        Ok(Self { models })
+        Ok(Self { models, unpriced_logged: Arc::default() })
     }
 
     /// The price of a model: exact name, else the name without a trailing
@@ -71,7 +91,12 @@ impl PriceTable {
     /// The cost of `usage` for `model`, `None` when unpriced or when the
     /// provider reported no usage.
     pub fn cost(&self, model: &str, usage: &Usage) -> Option<Decimal> {
-        let price = self.price(model)?;
+        let Some(price) = self.price(model) else {
+            if usage.input.is_some() || usage.output.is_some() {
+                self.log_unpriced(model);
+            }
+            return None;
+        };
         let input = usage.input?;
         // Unknown output is no cost at all, except where output is free (embeddings).
         let output = match usage.output {
@@ -90,6 +115,85 @@ impl PriceTable {
                 + per_token(price.cache_read.unwrap_or(price.input), read)
                 + per_token(price.cache_write.unwrap_or(price.input), write),
         )
+    }
+}
+
+impl PriceTable {
+    /// Logs an unpriced model the first time it is seen (bounded).
+    fn log_unpriced(&self, model: &str) {
+        let Ok(mut logged) = self.unpriced_logged.lock() else { return };
+        if logged.len() > UNPRICED_LOGGED_MAX || logged.contains(model) {
+            return;
+        }
+        if logged.len() == UNPRICED_LOGGED_MAX {
+            log::warn!("more than {UNPRICED_LOGGED_MAX} unpriced models: further ones are not logged");
+            logged.insert(String::new());
+            return;
+        }
+        let shown: String = model.chars().filter(|c| !c.is_control()).take(128).collect();
+        log::warn!("model `{shown}` has no price: its exchanges have cost_usd null (add it with --prices FILE)");
+        logged.insert(model.to_string());
+    }
+}
+
+/// The LiteLLM price map (`model_prices_and_context_window.json`): an
+/// object of model name -> entry, with prices in USD per single token
+/// (`input_cost_per_token`, `output_cost_per_token`,
+/// `cache_read_input_token_cost`, `cache_creation_input_token_cost`).
+/// Entries without input and output prices (images, audio, the
+/// `sample_spec` example) are skipped; other fields are ignored. A price is
+/// taken from the number's shortest decimal form (`3e-06` is exactly 3 per
+/// million), then kept in decimal.
+mod litellm {
+    use std::collections::HashMap;
+
+    use rust_decimal::Decimal;
+    use serde_json::Value;
+
+    use super::Price;
+
+    pub fn parse(text: &str) -> Result<HashMap<String, Price>, String> {
+        let map: serde_json::Map<String, Value> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let mut models = HashMap::new();
+        let mut short_names = Vec::new();
+        for (name, entry) in &map {
+            let per_million = |field: &str| -> Result<Option<Decimal>, String> {
+                match entry.get(field) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::Number(n)) => decimal(&n.to_string())
+                        .map(|d| Some(d * Decimal::from(1_000_000)))
+                        .ok_or_else(|| format!("{name}: {field} {n} is not a price")),
+                    Some(other) => Err(format!("{name}: {field} must be a number, not {other}")),
+                }
+            };
+            let (Some(input), Some(output)) =
+                (per_million("input_cost_per_token")?, per_million("output_cost_per_token")?)
+            else {
+                continue;
+            };
+            let price = Price {
+                input: input.normalize(),
+                output: output.normalize(),
+                cache_read: per_million("cache_read_input_token_cost")?.map(|d| d.normalize()),
+                cache_write: per_million("cache_creation_input_token_cost")?.map(|d| d.normalize()),
+            };
+            let name = name.to_ascii_lowercase();
+            // `openai/gpt-4o` also prices `gpt-4o`, unless that has its own entry.
+            if let Some((_, short)) = name.rsplit_once('/') {
+                short_names.push((short.to_string(), price.clone()));
+            }
+            models.insert(name, price);
+        }
+        for (short, price) in short_names {
+            models.entry(short).or_insert(price);
+        }
+        Ok(models)
+    }
+
+    /// A JSON number (`2.5e-06`, `0.000003`, `1`) as an exact decimal.
+    fn decimal(text: &str) -> Option<Decimal> {
+        if text.contains(['e', 'E']) { Decimal::from_scientific(text).ok() } else { text.parse().ok() }
+            .filter(|d: &Decimal| !d.is_sign_negative())
     }
 }
 
@@ -140,5 +244,48 @@ mod tests {
         let e = PriceTable::load(Some(&f)).unwrap_err().to_string();
         assert!(e.contains("price file") && !e.contains('\n'), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_litellm_price_map_overrides_built_in_prices_exactly() {
+        let dir = std::env::temp_dir().join(format!("ma-litellm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("model_prices_and_context_window.json");
+        std::fs::write(
+            &f,
+            r#"{
+              "sample_spec": {"max_tokens": "LEGACY", "input_cost_per_token": 0.0, "output_cost_per_token": 0.0, "mode": "chat"},
+              "gpt-4o": {"input_cost_per_token": 3e-06, "output_cost_per_token": 1.2e-05,
+                         "cache_read_input_token_cost": 1.5e-06, "litellm_provider": "openai", "mode": "chat"},
+              "mistral/mistral-large-latest": {"input_cost_per_token": 0.000002, "output_cost_per_token": 0.000006},
+              "dall-e-3": {"output_cost_per_image": 0.04},
+              "claude-x": {"input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05,
+                           "cache_read_input_token_cost": 3e-07, "cache_creation_input_token_cost": 3.75e-06}
+            }"#,
+        )
+        .unwrap();
+        let t = PriceTable::load(Some(&f)).unwrap();
+        let gpt = t.price("gpt-4o-2024-08-06").unwrap();
+        assert_eq!((gpt.input, gpt.output), (Decimal::from(3), Decimal::from(12)), "the map replaces the built-in");
+        assert_eq!(gpt.cache_read, Some(Decimal::from_str("1.5").unwrap()));
+        // 1,000 input of which 600 cached, 200 output: 400 × 3 + 600 × 1.5 + 200 × 12, per million.
+        let u = Usage { input: Some(1000), output: Some(200), cache_read: Some(600), ..Usage::default() };
+        assert_eq!(t.cost("gpt-4o", &u), Some(Decimal::from_str("0.0045").unwrap()));
+        assert_eq!(t.price("mistral-large-latest").unwrap().output, Decimal::from(6), "provider prefix dropped");
+        assert!(t.price("dall-e-3").is_none(), "entries without token prices are skipped");
+        assert_eq!(t.price("claude-x").unwrap().cache_write, Some(Decimal::from_str("3.75").unwrap()));
+        assert!(t.price("gemini-2.0-flash").is_some(), "built-in models not in the map stay");
+        std::fs::write(&f, r#"{"m": {"input_cost_per_token": "cheap", "output_cost_per_token": 1}}"#).unwrap();
+        let e = PriceTable::load(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("LiteLLM") && e.contains("must be a number") && !e.contains('\n'), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn gemini_1_5_models_are_priced() {
+        let t = PriceTable::load(None).unwrap();
+        for model in ["gemini-1.5-flash", "gemini-1.5-flash-002", "gemini-1.5-flash-8b", "gemini-1.5-pro-002"] {
+            assert!(t.price(model).is_some(), "{model}");
+        }
     }
 }
