@@ -276,7 +276,8 @@ fn go_reverse_proxy_without_libc_is_counted_exactly() {
             ("/anthropic/v1/messages?events=4&interval_ms=20", 200),
             ("/openai/v1/chat/completions?status=429", 429),
         ] {
-            assert_eq!(c.request(path, 300, false).unwrap(), status, "{path}");
+            let answered = c.request(path, 300, false).unwrap_or_else(|e| panic!("{path} through the Go proxy: {e}"));
+            assert_eq!(answered, status, "{path}");
         }
         let mut truth = c.truth.clone();
         drop(c);
