@@ -276,7 +276,8 @@ fn go_reverse_proxy_without_libc_is_counted_exactly() {
             ("/anthropic/v1/messages?events=4&interval_ms=20", 200),
             ("/openai/v1/chat/completions?status=429", 429),
         ] {
-            assert_eq!(c.request(path, 300, false).unwrap(), status, "{path}");
+            let answered = c.request(path, 300, false).unwrap_or_else(|e| panic!("{path} through the Go proxy: {e}"));
+            assert_eq!(answered, status, "{path}");
         }
         let mut truth = c.truth.clone();
         drop(c);
@@ -1086,49 +1087,49 @@ fn tls_upstreams_are_measured_from_the_plaintext() {
 #[test]
 fn tls_bytes_are_counted_apart_from_http_bytes() {
     let _serial = serial();
-    let provider = harness::CountingTlsProvider::start();
-    let nginx = Nginx::start(&[("openai-tls", provider.port)]);
-    let agent = Agent::start(&[
-        "--exe",
-        harness::NGINX,
-        "--no-audit",
-        "--provider",
-        &format!("openai=127.0.0.1:{}", provider.port),
-    ]);
-    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
-    let mut truth = Truth::default();
-    const REQUESTS: u64 = 5;
-    for _ in 0..REQUESTS {
-        let mut c = Client::connect(nginx.port).unwrap();
-        assert_eq!(c.request("/openai-tls/v1/chat/completions", 300, true).unwrap(), 200);
-        truth.add(&c.truth);
-    }
-    // nginx opens one upstream TLS connection per request (no keep-alive).
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let counts = loop {
-        let counts = provider.counts();
-        if counts["connections"] == REQUESTS || std::time::Instant::now() > deadline {
-            break counts;
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        // The provider counts from its start: one provider (and nginx in
+        // front of it) per mode.
+        let provider = harness::CountingTlsProvider::start();
+        let nginx = Nginx::start_private(&[("openai-tls", provider.port)]);
+        let [attach, name] = mode.args();
+        let (exe, upstream) = (nginx.exe.display().to_string(), format!("openai=127.0.0.1:{}", provider.port));
+        let agent = Agent::start(&["--exe", &exe, attach, name, "--no-audit", "--provider", &upstream]);
+        agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+        let mut truth = Truth::default();
+        const REQUESTS: u64 = 5;
+        for _ in 0..REQUESTS {
+            let mut c = Client::connect(nginx.port).unwrap();
+            assert_eq!(c.request("/openai-tls/v1/chat/completions", 300, true).unwrap(), 200);
+            truth.add(&c.truth);
         }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(counts["requests"], REQUESTS, "{counts}");
-    let n = |key: &str| counts[key].as_u64().unwrap_or(0);
-    let s = agent.wait_until(Duration::from_secs(15), "all requests", |s| {
-        s.get("llm_proxy_request_duration_seconds_count") == REQUESTS
-            && s.get("llm_proxy_tls_bytes_sent_total{side=\"upstream\"}") == n("wire_in")
+        // nginx opens one upstream TLS connection per request (no keep-alive).
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let counts = loop {
+            let counts = provider.counts();
+            if counts["connections"] == REQUESTS || std::time::Instant::now() > deadline {
+                break counts;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(counts["requests"], REQUESTS, "{counts}");
+        let n = |key: &str| counts[key].as_u64().unwrap_or(0);
+        let s = agent.wait_until(Duration::from_secs(15), "all requests", |s| {
+            s.get("llm_proxy_request_duration_seconds_count") == REQUESTS
+                && s.get("llm_proxy_tls_bytes_sent_total{side=\"upstream\"}") == n("wire_in")
+        });
+        assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), REQUESTS);
+        assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"upstream\"}"), n("plain_in"), "plaintext to the provider");
+        assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"upstream\"}"), n("plain_out"), "plaintext from it");
+        assert_eq!(s.get("llm_proxy_tls_bytes_sent_total{side=\"upstream\"}"), n("wire_in"), "TLS bytes to it");
+        assert_eq!(s.get("llm_proxy_tls_bytes_received_total{side=\"upstream\"}"), n("wire_out"), "TLS bytes from it");
+        assert!(n("wire_in") > n("plain_in") && n("wire_out") > n("plain_out"), "TLS adds bytes: {counts}");
+        // The client side is clear text: HTTP bytes only.
+        assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), truth.bytes_sent);
+        assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), truth.bytes_received);
+        assert_eq!(s.get("llm_proxy_tls_bytes_received_total{side=\"client\"}"), 0);
+        assert_eq!(s.get("llm_proxy_tls_bytes_sent_total{side=\"client\"}"), 0);
     });
-    assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), REQUESTS);
-    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"upstream\"}"), n("plain_in"), "plaintext to the provider");
-    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"upstream\"}"), n("plain_out"), "plaintext from it");
-    assert_eq!(s.get("llm_proxy_tls_bytes_sent_total{side=\"upstream\"}"), n("wire_in"), "TLS bytes to it");
-    assert_eq!(s.get("llm_proxy_tls_bytes_received_total{side=\"upstream\"}"), n("wire_out"), "TLS bytes from it");
-    assert!(n("wire_in") > n("plain_in") && n("wire_out") > n("plain_out"), "TLS adds bytes: {counts}");
-    // The client side is clear text: HTTP bytes only.
-    assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), truth.bytes_sent);
-    assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), truth.bytes_received);
-    assert_eq!(s.get("llm_proxy_tls_bytes_received_total{side=\"client\"}"), 0);
-    assert_eq!(s.get("llm_proxy_tls_bytes_sent_total{side=\"client\"}"), 0);
 }
 
 /// The ids of the BPF programs loaded on the host (`bpftool -j prog show`).
