@@ -36,6 +36,13 @@ impl Tracer {
     pub fn attach_initial(&mut self) -> Result<()> {
         for pid in self.target.current_processes() {
             if let Err(e) = self.attach(pid) {
+                // A process that exited while it was being attached (a worker
+                // replaced during a reload) is gone, not a reason to stop.
+                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    self.kernel.detach_process(pid);
+                    log::info!("process {pid} exited while it was being attached");
+                    continue;
+                }
                 return Err(e.context(format!("cannot trace process {pid} ({})", target::comm(pid))));
             }
         }
