@@ -66,6 +66,19 @@ pub static SSL_FDS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65_536, 
 #[map]
 pub static CIPHERTEXT_READS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16_384, 0);
 
+/// The `SSL*` a memory-BIO connection was tied to, by `CONNS` key, with the
+/// connection's id (an entry of a closed connection whose fd was reused does
+/// not match the new connection's id).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SslOwner {
+    pub ssl: u64,
+    pub conn_id: u64,
+}
+
+#[map]
+pub static SSL_OF_CONN: LruHashMap<u64, SslOwner> = LruHashMap::with_max_entries(65_536, 0);
+
 fn ssl_key(tgid: u32, ssl: u64) -> u64 {
     ((tgid as u64) << 32) ^ ssl
 }
@@ -184,18 +197,32 @@ pub fn note_ciphertext_read(id: u64, fd: u32) {
 
 /// Ties `ssl` to the socket of the ciphertext this thread read last, if any
 /// (and forgets that read: it was consumed). The newest read wins over an
-/// older tie, so an `SSL*` address reused for a new connection is re-tied.
+/// older tie, so an `SSL*` address reused for a new connection is re-tied,
+/// except that a connection already tied to another live `SSL*` is never
+/// taken from it: a read the runtime left unclaimed (its SSL call came
+/// later, or never) must not tie the next `SSL*` the thread uses — a new
+/// connection's first `SSL_read` runs before any of its own bytes arrive.
 #[inline(always)]
 fn claim_ciphertext_read(id: u64, ssl: u64) -> Option<u32> {
     // SAFETY: the value is copied.
     let fd = unsafe { CIPHERTEXT_READS.get(&id) }.copied()?;
     let _ = CIPHERTEXT_READS.remove(&id);
     let tgid = (id >> 32) as u32;
-    let _ = SSL_FDS.insert(&ssl_key(tgid, ssl), &fd, 0);
-    if let Some(conn) = CONNS.get_ptr_mut(&metrics_common::maps::conn_key(tgid, fd)) {
+    let key = metrics_common::maps::conn_key(tgid, fd);
+    if let Some(conn) = CONNS.get_ptr_mut(&key) {
         // SAFETY: a valid map value pointer.
-        unsafe { (*conn).flags |= CONN_TLS };
+        let conn = unsafe { &mut *conn };
+        // SAFETY: the value is copied.
+        if let Some(owner) = unsafe { SSL_OF_CONN.get(&key) }.copied()
+            && owner.conn_id == conn.conn_id
+            && owner.ssl != ssl
+        {
+            return None; // that socket belongs to another SSL*
+        }
+        let _ = SSL_OF_CONN.insert(&key, &SslOwner { ssl, conn_id: conn.conn_id }, 0);
+        conn.flags |= CONN_TLS;
     }
+    let _ = SSL_FDS.insert(&ssl_key(tgid, ssl), &fd, 0);
     Some(fd)
 }
 
