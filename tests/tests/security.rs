@@ -117,15 +117,17 @@ fn a_cross_site_form_post_is_refused_and_nothing_is_stored() {
     let (status, _) = post(port, &path, "application/json", "sec-fetch-site: same-site\r\n", &result("forged"));
     assert_eq!(status, 403);
     let (_, stored) = get(port, "/api/v1/fscores?from=-1h", &format!("127.0.0.1:{port}"), "");
-    assert_eq!(stored.trim(), "[]", "nothing forged was stored");
+    let stored: serde_json::Value = serde_json::from_str(stored.trim()).expect("a JSON page of F-scores");
+    assert_eq!(stored["rows"], serde_json::json!([]), "nothing forged was stored: {stored}");
 
     // A genuine client: JSON, and the terminal escape in its name stripped.
     let (status, body) = post(port, &path, "application/json", "", &result("night\\u001b[2Jly"));
     assert_eq!((status, body.as_str()), (200, r#"{"received":1,"stored":1}"#));
     let (_, stored) = get(port, "/api/v1/fscores?from=-1h", &format!("127.0.0.1:{port}"), "");
-    let rows: serde_json::Value = serde_json::from_str(&stored).unwrap();
-    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
-    assert_eq!(rows[0]["suite"], "night[2Jly", "the ESC character is gone: {rows}");
+    let page: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    let rows = &page["rows"];
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{page}");
+    assert_eq!(rows[0]["suite"], "night[2Jly", "the ESC character is gone: {page}");
 
     // One request may carry 10,000 results at most.
     let flood: String = (0..10_001)
