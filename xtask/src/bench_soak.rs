@@ -61,7 +61,7 @@ pub fn run(seconds: u64, connections: u32) -> Result<()> {
             "  server {{ listen 127.0.0.1:{up_port}; location / {{ default_type application/json; return 200 '{answer}'; }} }}"
         ),
     )?;
-    let _proxy = nginx(
+    let proxy = nginx(
         Path::new("/usr/sbin/nginx"),
         &dir,
         "proxy",
@@ -72,9 +72,12 @@ pub fn run(seconds: u64, connections: u32) -> Result<()> {
     wait_port(up_port)?;
     wait_port(proxy_port)?;
     let database = dir.join("metrics.db");
-    let agent = Killed(
+    // `--pid` (the master and the workers it forks), not `--exe`: other nginx
+    // processes on the machine are neither traced nor slowed down.
+    let proxy_pid = proxy.0.id().to_string();
+    let mut agent = Killed(
         Command::new(&agent_bin)
-            .args(["run", "--exe", "/usr/sbin/nginx", "--provider", &format!("openai=127.0.0.1:{up_port}")])
+            .args(["run", "--pid", &proxy_pid, "--provider", &format!("openai=127.0.0.1:{up_port}")])
             .args(["--listen", &format!("127.0.0.1:{agent_port}")])
             .env("METRICS_AGENT_DATABASE_URL", format!("sqlite://{}", database.display()))
             .stdout(Stdio::null())
@@ -104,6 +107,10 @@ pub fn run(seconds: u64, connections: u32) -> Result<()> {
     let mut samples = vec![sample(agent_pid, agent_port, proxy_port, up_port, &database, Duration::ZERO)];
     while start.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(every);
+        if let Ok(Some(status)) = agent.0.try_wait() {
+            let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+            bail!("the agent stopped ({status}) during the soak; its log:\n{log}");
+        }
         samples.push(sample(agent_pid, agent_port, proxy_port, up_port, &database, start.elapsed()));
     }
     let _ = wrk.0.wait();
