@@ -1,5 +1,6 @@
 //! `cargo xtask bench soak [--seconds N]`: the agent in its default mode
-//! (uprobes, audit path on, SQLite storage on) attached to nginx proxying to
+//! (uprobes, audit path on, SQLite storage on) attached by `--pid` to a copy
+//! of nginx (so no other agent on the machine traces it) proxying to
 //! a fast upstream that answers OpenAI-style chat completions, driven by wrk
 //! at full rate. Every interval it reports the agent's RSS, audit
 //! connections and memory against the proxy's real connections, the
@@ -61,8 +62,12 @@ pub fn run(seconds: u64, connections: u32) -> Result<()> {
             "  server {{ listen 127.0.0.1:{up_port}; location / {{ default_type application/json; return 200 '{answer}'; }} }}"
         ),
     )?;
+    // The proxy is a copy too: agents other engineers or tests run with
+    // `--exe /usr/sbin/nginx` do not trace it (and do not count its traffic).
+    let proxy_bin = dir.join("nginx-proxy");
+    std::fs::copy("/usr/sbin/nginx", &proxy_bin)?;
     let proxy = nginx(
-        Path::new("/usr/sbin/nginx"),
+        &proxy_bin,
         &dir,
         "proxy",
         &format!(
