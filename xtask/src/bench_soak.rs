@@ -294,6 +294,15 @@ fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32
             last.rss_mib
         )?;
     }
+    // The agent started before wrk and nothing else reaches this proxy: its
+    // counter since start is comparable with what wrk completed.
+    let completed =
+        wrk.lines().find(|l| l.contains("requests in")).and_then(|l| l.split_whitespace().next()).unwrap_or("?");
+    writeln!(
+        r,
+        "Hot path: {:.0} requests counted by the agent since its start, {completed} completed by wrk (plus those in flight when it stopped).",
+        samples.last().map_or(0.0, |s| s.exchanges)
+    )?;
     writeln!(r, "\nwrk:\n```\n{}```", wrk.trim_end().to_string() + "\n")?;
     Ok(r)
 }
