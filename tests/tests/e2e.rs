@@ -789,7 +789,7 @@ fn under_a_forced_cpu_budget_sampling_rises_and_records_keep_flowing_with_their_
     let NginxUnderAgent { openai, anthropic, nginx, agent } =
         NginxUnderAgent::start(&["--print-requests", "--config", &config]);
     let mut truth = Truth::default();
-    let mut exchange = |truth: &mut Truth| {
+    let exchange = |truth: &mut Truth| {
         let mut c = Client::connect(nginx.port).unwrap();
         assert_eq!(c.request("/openai/v1/chat/completions?bytes=2000", 2000, true).unwrap(), 200);
         truth.add(&c.truth);
