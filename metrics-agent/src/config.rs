@@ -323,6 +323,22 @@ mod tests {
     }
 
     #[test]
+    fn the_adaptive_sampling_ceiling_defaults_and_is_checked() {
+        let dir = std::env::temp_dir().join(format!("ma-config-sampling-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.toml");
+        std::fs::write(&path, "exe = \"/bin/true\"\n").unwrap();
+        let c = Config::from_args(&args(|a| a.config = Some(path.clone()))).unwrap();
+        assert_eq!((c.sample_every, c.max_sample_every), (1, crate::audit::reader::DEFAULT_MAX_SAMPLE_EVERY));
+        for bad in ["max_sample_every = 0", "max_sample_every = 70000"] {
+            std::fs::write(&path, format!("exe = \"/bin/true\"\n{bad}\n")).unwrap();
+            let err = Config::from_args(&args(|a| a.config = Some(path.clone()))).unwrap_err().to_string();
+            assert!(err.starts_with("max_sample_every = ") && !err.contains('\n'), "{err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn stream_and_api_sections() {
         let dir = std::env::temp_dir().join(format!("ma-config-live-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

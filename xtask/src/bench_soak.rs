@@ -1,5 +1,6 @@
 //! `cargo xtask bench soak [--seconds N]`: the agent in its default mode
-//! (uprobes, audit path on, SQLite storage on) attached to nginx proxying to
+//! (uprobes, audit path on, SQLite storage on) attached by `--pid` to a copy
+//! of nginx (so no other agent on the machine traces it) proxying to
 //! a fast upstream that answers OpenAI-style chat completions, driven by wrk
 //! at full rate. Every interval it reports the agent's RSS, audit
 //! connections and memory against the proxy's real connections, the
@@ -61,8 +62,12 @@ pub fn run(seconds: u64, connections: u32) -> Result<()> {
             "  server {{ listen 127.0.0.1:{up_port}; location / {{ default_type application/json; return 200 '{answer}'; }} }}"
         ),
     )?;
-    let _proxy = nginx(
-        Path::new("/usr/sbin/nginx"),
+    // The proxy is a copy too: agents other engineers or tests run with
+    // `--exe /usr/sbin/nginx` do not trace it (and do not count its traffic).
+    let proxy_bin = dir.join("nginx-proxy");
+    std::fs::copy("/usr/sbin/nginx", &proxy_bin)?;
+    let proxy = nginx(
+        &proxy_bin,
         &dir,
         "proxy",
         &format!(
@@ -72,9 +77,12 @@ pub fn run(seconds: u64, connections: u32) -> Result<()> {
     wait_port(up_port)?;
     wait_port(proxy_port)?;
     let database = dir.join("metrics.db");
-    let agent = Killed(
+    // `--pid` (the master and the workers it forks), not `--exe`: other nginx
+    // processes on the machine are neither traced nor slowed down.
+    let proxy_pid = proxy.0.id().to_string();
+    let mut agent = Killed(
         Command::new(&agent_bin)
-            .args(["run", "--exe", "/usr/sbin/nginx", "--provider", &format!("openai=127.0.0.1:{up_port}")])
+            .args(["run", "--pid", &proxy_pid, "--provider", &format!("openai=127.0.0.1:{up_port}")])
             .args(["--listen", &format!("127.0.0.1:{agent_port}")])
             .env("METRICS_AGENT_DATABASE_URL", format!("sqlite://{}", database.display()))
             .stdout(Stdio::null())
@@ -104,6 +112,10 @@ pub fn run(seconds: u64, connections: u32) -> Result<()> {
     let mut samples = vec![sample(agent_pid, agent_port, proxy_port, up_port, &database, Duration::ZERO)];
     while start.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(every);
+        if let Ok(Some(status)) = agent.0.try_wait() {
+            let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+            bail!("the agent stopped ({status}) during the soak; its log:\n{log}");
+        }
         samples.push(sample(agent_pid, agent_port, proxy_port, up_port, &database, start.elapsed()));
     }
     let _ = wrk.0.wait();
@@ -282,6 +294,15 @@ fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32
             last.rss_mib
         )?;
     }
+    // The agent started before wrk and nothing else reaches this proxy: its
+    // counter since start is comparable with what wrk completed.
+    let completed =
+        wrk.lines().find(|l| l.contains("requests in")).and_then(|l| l.split_whitespace().next()).unwrap_or("?");
+    writeln!(
+        r,
+        "Hot path: {:.0} requests counted by the agent since its start, {completed} completed by wrk (plus those in flight when it stopped).",
+        samples.last().map_or(0.0, |s| s.exchanges)
+    )?;
     writeln!(r, "\nwrk:\n```\n{}```", wrk.trim_end().to_string() + "\n")?;
     Ok(r)
 }

@@ -202,12 +202,12 @@ pub fn update(stamp: &Stamp, app: &AppView, provider: Option<&'static str>) -> S
 pub struct Health {
     pub uptime_seconds: f64,
     pub audit: bool,
-    /// Payload capture is on (off: `--no-audit`, or the circuit breaker tripped).
+    /// Payload capture is on (off: `--no-audit`; load raises `sample_every` instead).
     pub capture_enabled: bool,
     pub capture_breaker_trips: u64,
     /// Payload chunks the kernel dropped because the ring buffer was full.
     pub capture_dropped_events: u64,
-    /// Capture one request in N.
+    /// Capture one exchange in N now (adaptive under load).
     pub sample_every: u32,
     pub audit_records: u64,
     /// Records the stream missed because it fell behind the record bus.

@@ -260,7 +260,11 @@ fn build_snapshot(
         capture_enabled: stats.is_some_and(|s| load(&s.capture_enabled) != 0),
         capture_breaker_trips: stats.map_or(0, |s| load(&s.capture_breaker_trips)),
         capture_dropped_events: sources.capture_drops.as_ref().map_or(0, |f| f()),
-        sample_every: sources.sample_every,
+        // The adaptive interval in force (the configured floor before the audit task starts).
+        sample_every: stats
+            .map(|s| load(&s.capture_sample_every) as u32)
+            .filter(|n| *n > 0)
+            .unwrap_or(sources.sample_every),
         audit_records: stats.map_or(0, |s| load(&s.audit_records)),
         records_dropped: load(&counters.records_dropped),
         stream_clients: load(&counters.clients),
