@@ -237,9 +237,10 @@ fn stored_rollups_match_the_mock_providers_ground_truth(database: Database) {
     assert_eq!((status, answer.as_str()), (200, r#"{"received":5,"stored":0}"#), "re-ingesting counts once");
     let (status, answer) = http_post(agent.port, "/api/v1/fscores", "{\"application\":1}\n");
     assert_eq!(status, 400, "{answer}");
-    let scores: serde_json::Value =
+    let page: serde_json::Value =
         serde_json::from_str(&http_get(agent.port, "/api/v1/fscores?from=-1h&beta=2", "application/json").unwrap())
             .unwrap();
+    let scores = &page["rows"];
     let row = &scores[0];
     assert_eq!(scores.as_array().map(Vec::len), Some(1), "{scores}");
     assert_eq!(
