@@ -354,8 +354,6 @@ fn a_node_js_gateway_streaming_with_res_write_is_exact_on_its_client_side() {
 }
 
 #[test]
-#[ignore = "intermittent: in 1 of 4 runs one of 56 HTTPS upstream records was missing (Node's https module); \
-            the other runs were exact on both sides, framing_lost 0"]
 fn a_node_js_gateway_streaming_with_res_write_to_https_upstreams_is_exact_on_both_sides() {
     node_gateway_is_exact("https", &["client", "upstream"]);
 }
@@ -366,9 +364,6 @@ fn a_node_js_gateway_calling_its_provider_with_fetch_is_exact_on_its_client_side
 }
 
 #[test]
-#[ignore = "about 16 of 56 HTTPS upstream records are missing with fetch (undici), not with https. Suspected, \
-            not verified: reads of several TLS sockets on one thread before decrypting, which the kernel's \
-            memory-BIO tie (newest ciphertext read on the thread) cannot follow"]
 fn a_node_js_gateway_calling_its_provider_with_fetch_is_exact_on_its_https_upstream_side() {
     node_gateway_is_exact("fetch", &["client", "upstream"]);
 }
@@ -452,9 +447,6 @@ fn a_python_gateway_on_uvicorn_and_uvloop_is_exact_on_its_client_side() {
 }
 
 #[test]
-#[ignore = "about 18 of 64 HTTPS upstream records are missing (framing_lost 1). Suspected, not verified: \
-            uvloop reads several TLS sockets on one thread before decrypting, which the kernel's memory-BIO tie \
-            (newest ciphertext read on the thread) cannot follow"]
 fn a_python_gateway_on_uvicorn_and_uvloop_is_exact_on_its_https_upstream_side() {
     python_gateway_is_exact(&["client", "upstream"]);
 }
