@@ -260,7 +260,7 @@ pub(crate) fn scrape(port: u16) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
+    let _ = write!(s, "GET /metrics HTTP/1.0\r\nhost: 127.0.0.1:{port}\r\n\r\n");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     if out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200") { out } else { String::new() }

@@ -1,5 +1,7 @@
 //! The agent's `audit` modules, by path.
 
+#[path = "../../src/audit/correlate.rs"]
+pub mod correlate;
 #[path = "../../src/audit/decode.rs"]
 pub mod decode;
 #[path = "../../src/audit/identity.rs"]
@@ -12,3 +14,5 @@ pub mod message;
 pub mod pipeline;
 #[path = "../../src/audit/sse.rs"]
 pub mod sse;
+#[path = "../../src/audit/stream.rs"]
+pub mod stream;

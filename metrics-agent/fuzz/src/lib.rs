@@ -4,3 +4,5 @@
 #![allow(dead_code, reason = "the agent uses parts of these modules the fuzz targets do not")]
 
 pub mod audit;
+#[path = "../../src/secrets.rs"]
+pub mod secrets;
