@@ -168,7 +168,7 @@ impl SeriesApi {
             .timeout(settings.delivery.timeout)
             .connect_timeout(settings.delivery.timeout)
             // Credentials go to the configured host only.
-            .redirect(crate::secrets::same_host_redirects())
+            .redirect(super::redirects::same_host_redirects())
             .build()
             .map_err(|e| ExportError::Permanent(format!("datadog client: {}", describe(&e))))?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();

@@ -20,6 +20,7 @@ pub mod hot_path;
 pub mod model;
 pub mod otlp;
 pub mod prometheus;
+mod redirects;
 pub mod settings;
 pub mod system;
 

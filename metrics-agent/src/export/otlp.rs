@@ -201,7 +201,7 @@ impl OtlpExporter {
             .timeout(settings.delivery.timeout)
             .connect_timeout(settings.delivery.timeout)
             // Credentials go to the configured host only.
-            .redirect(crate::secrets::same_host_redirects())
+            .redirect(super::redirects::same_host_redirects())
             .build()
             .map_err(|e| ExportError::Permanent(format!("otlp client: {}", describe(&e))))?;
         Ok(Self { client, resource: resource_attributes(|k| std::env::var(k).ok()), settings, headers })
