@@ -196,6 +196,9 @@ async fn run_async(
     kernel.attach_tracepoints()?;
     let mut tracer = Tracer { kernel, target, conns: conns.clone(), providers: table.clone(), stats };
     tracer.attach_initial()?;
+    if let Some(system) = &exporters.source.system {
+        system.refresh();
+    }
     // Everything is loaded, attached and opened: drop what is no longer needed.
     crate::privilege::restrict()?;
     ready.store(true, std::sync::atomic::Ordering::Release);

@@ -31,6 +31,8 @@ use serde_json::Value;
 
 /// Bytes of one write's body at most.
 pub const MAX_INGEST_BYTES: usize = 2 * 1024 * 1024;
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Items (JSON lines, or elements of a JSON array) of one write at most.
 pub const MAX_INGEST_ITEMS: usize = 10_000;
 /// Items all writes together may carry per minute.
@@ -188,12 +190,21 @@ async fn guard(State(state): State<GuardState>, request: Request, next: Next) ->
         );
     }
     let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_INGEST_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
+    // A body that trickles in must not hold a connection (and a slot under
+    // the connection cap) for longer than a head may take.
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_INGEST_BYTES)).await;
+    let bytes = match read {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
             return refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the body is larger than {MAX_INGEST_BYTES} bytes: send it in smaller parts"),
+            );
+        }
+        Err(_) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
             );
         }
     };

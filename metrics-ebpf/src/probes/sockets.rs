@@ -105,7 +105,7 @@ mod nr {
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct SyscallRegs {
-    r10: u64,
+    _r10: u64,
     _r9: u64,
     _r8: u64,
     _ax: u64,
@@ -154,7 +154,7 @@ fn socket_call(ctx: &BtfTracePointContext, is_recv: bool) -> u32 {
         (nr::SENDFILE, false) => (CALL_SENDFILE, regs.di, 0, 0),
         // splice(fd_in, off_in, fd_out, off_out, len, flags)
         (nr::SPLICE, true) => (CALL_READ_NOBUF, regs.di, 0, 0),
-        (nr::SPLICE, false) => (CALL_SENDFILE, regs.r10, 0, 0),
+        (nr::SPLICE, false) => (CALL_SENDFILE, regs.dx, 0, 0),
         _ => return unseen_fd_call(ctx, id, sk, is_recv, ret),
     };
     if fd > i32::MAX as u64 {

@@ -152,6 +152,16 @@ impl SystemMetrics {
         }
     }
 
+    /// Collects now, outside the interval: once the initial targets are
+    /// attached, so the first snapshots already describe the traced proxy
+    /// (the collector starts before attaching).
+    pub fn refresh(&self) {
+        let s = self.collect();
+        if let Ok(mut latest) = self.latest.write() {
+            *latest = s;
+        }
+    }
+
     /// Reads every enabled source now.
     pub fn collect(&self) -> Vec<Series> {
         let c = &self.config;
