@@ -60,6 +60,7 @@ fn main() {
         Task::Build => setup::run().and_then(|()| build()),
         Task::Test { fuzz_seconds, args } => setup::run()
             .and_then(|()| build())
+            .and_then(|()| if args.is_empty() { lint() } else { Ok(()) })
             .and_then(|()| test(&args))
             .and_then(|()| if fuzz_seconds > 0 && args.is_empty() { fuzz::run(fuzz_seconds) } else { Ok(()) }),
         Task::Fuzz { seconds } => setup::run().and_then(|()| fuzz::run(seconds)),
@@ -87,6 +88,13 @@ fn cargo() -> Command {
 
 fn build() -> Result<()> {
     run_cmd(cargo().args(["build", "--workspace", "--bins", "--tests"]))
+}
+
+/// The lints CI enforces: formatting, then clippy with every warning an error.
+fn lint() -> Result<()> {
+    run_cmd(cargo().args(["fmt", "--all", "--check"])).context("run `cargo fmt --all` to format the tree")?;
+    run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+        .context("fix the clippy findings above")
 }
 
 fn build_release() -> Result<()> {

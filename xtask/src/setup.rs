@@ -39,6 +39,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn run() -> Result<()> {
     debian_packages()?;
+    lint_components()?;
     nightly_rust_src()?;
     bpf_linker()?;
     python_gateway_venv()?;
@@ -102,6 +103,16 @@ fn debian_packages() -> Result<()> {
     let _ = Command::new("pkill").args(["-x", "prometheus"]).status();
     let _ = Command::new("service").args(["postgresql", "stop"]).status();
     Ok(())
+}
+
+/// rustfmt and clippy on the default toolchain, for the lint step of `test`.
+fn lint_components() -> Result<()> {
+    let has = |tool: &str| Command::new("cargo").args([tool, "--version"]).output().is_ok_and(|o| o.status.success());
+    if has("fmt") && has("clippy") {
+        return Ok(());
+    }
+    eprintln!("xtask: adding rustfmt and clippy to the default toolchain");
+    run_cmd(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
 }
 
 fn nightly_sysroot() -> Option<PathBuf> {

@@ -180,7 +180,7 @@ impl Correlator {
             // A certain pair needs no wait; anything else waits for `hold`.
             match self.pair(record, true) {
                 Ok(paired) => out.push(paired),
-                Err(record) => self.waiting.push_back((now + self.hold, record)),
+                Err(record) => self.waiting.push_back((now + self.hold, *record)),
             }
         }
         out.extend(self.tick(now));
@@ -215,16 +215,16 @@ impl Correlator {
     }
 
     fn finalize(&mut self, client: RequestRecord) -> RequestRecord {
-        self.pair(client, false).unwrap_or_else(|client| client)
+        self.pair(client, false).unwrap_or_else(|client| *client)
     }
 
     /// Pairs `client` with its upstream record; with `certain_only`, only a
     /// certain pair is made now (`Err` gives the record back to wait).
-    fn pair(&mut self, mut client: RequestRecord, certain_only: bool) -> Result<RequestRecord, RequestRecord> {
+    fn pair(&mut self, mut client: RequestRecord, certain_only: bool) -> Result<RequestRecord, Box<RequestRecord>> {
         let (start, end) = (client.start_ns, end_ns(&client));
         let claimed: Vec<String> = self.ids_waiting().into_iter().map(str::to_string).collect();
         let Some(list) = self.upstream.get_mut(&client.pid) else {
-            return if certain_only { Err(client) } else { Ok(self.without_upstream(client, false)) };
+            return if certain_only { Err(Box::new(client)) } else { Ok(self.without_upstream(client, false)) };
         };
         let candidates: Vec<usize> = (0..list.len())
             .filter(|&i| {
@@ -270,7 +270,7 @@ impl Correlator {
         };
         let Some((i, confidence)) = chosen else {
             if certain_only {
-                return Err(client);
+                return Err(Box::new(client));
             }
             // Pairing is certain only if no overlapping upstream exchange is
             // unpaired or was paired by content or time alone.
@@ -278,7 +278,7 @@ impl Correlator {
             return Ok(self.without_upstream(client, uncertain));
         };
         if certain_only && confidence != Confidence::Certain {
-            return Err(client);
+            return Err(Box::new(client));
         }
         let up = &mut list[i];
         up.taken = Some(confidence);
