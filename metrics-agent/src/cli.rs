@@ -62,6 +62,26 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Runs the subcommand to its end.
+    pub fn run(self) -> anyhow::Result<()> {
+        use crate::{audit, config, export, live, run, store};
+        match self {
+            Command::Run(args) => run::run(args),
+            Command::Config(args) => config::print_effective(args),
+            Command::Query(args) => store::cli::query(args),
+            Command::Migrate(args) => store::cli::migrate(args),
+            Command::Fscore(command) => store::cli::fscore(command),
+            Command::BenchStorage { database_url, days, series, records } => {
+                store::bench::run(&database_url, days, series, records)
+            }
+            Command::BenchAudit { exchanges } => audit::bench::run(exchanges),
+            Command::BenchStream { clients, seconds } => live::bench::run(clients, seconds),
+            Command::BenchExport { records } => export::bench::run(records),
+        }
+    }
+}
+
 /// Settings of `run`; each may also come from the `--config` file.
 #[derive(Debug, Args, Clone, Default)]
 pub struct RunArgs {
