@@ -129,14 +129,6 @@ impl Upstream {
     }
 }
 
-/// What correlation needs of an upstream record (not a copy of all of it).
-struct UpstreamSpan {
-    start_ns: u64,
-    end_ns: u64,
-    duration_ms: f64,
-    provider: Option<String>,
-}
-
 pub struct Correlator {
     upstream: HashMap<u32, VecDeque<Upstream>>,
     waiting: VecDeque<(Instant, RequestRecord)>,

@@ -99,10 +99,6 @@ impl MessageParser {
         self.head_requests.push_back(method.eq_ignore_ascii_case("HEAD"));
     }
 
-    pub fn is_broken(&self) -> bool {
-        matches!(self.state, State::Broken)
-    }
-
     /// Bytes buffered but not yet part of a complete message (bounded).
     pub fn buffered(&self) -> usize {
         self.buf.len() + self.body.len()

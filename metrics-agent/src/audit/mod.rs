@@ -5,7 +5,6 @@
 //! Fed by the kernel's payload capture (`reader`); the parsers are pure
 //! functions over bytes that never panic on arbitrary input
 //! (property-tested) and keep memory bounded.
-#![allow(dead_code, reason = "parts of the parsers' API are used by their tests and the next milestones only")]
 
 pub mod bench;
 pub mod breaker;
