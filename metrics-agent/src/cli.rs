@@ -28,56 +28,18 @@ pub enum Command {
     /// Store test results and read precision, recall and F-scores.
     #[command(subcommand)]
     Fscore(crate::store::cli::FscoreCommand),
-    /// Measure storage ingest and query speed (for `cargo xtask bench storage`).
-    #[command(hide = true)]
-    BenchStorage {
-        #[arg(long)]
-        database_url: String,
-        #[arg(long, default_value_t = 30)]
-        days: u64,
-        #[arg(long, default_value_t = 50)]
-        series: usize,
-        #[arg(long, default_value_t = 1_000_000)]
-        records: u64,
-    },
-    /// Measure the audit path's parsing throughput on synthetic events (for `cargo xtask bench`).
-    #[command(hide = true)]
-    BenchAudit {
-        #[arg(long, default_value_t = 20_000)]
-        exchanges: usize,
-    },
-    /// Measure the live stream's fan-out to many WebSocket clients (for `cargo xtask bench stream`).
-    #[command(hide = true)]
-    BenchStream {
-        #[arg(long, default_value_t = 500)]
-        clients: usize,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-    },
-    /// Measure the exporters' aggregation and encoding throughput (for `cargo xtask bench exporters`).
-    #[command(hide = true)]
-    BenchExport {
-        #[arg(long, default_value_t = 200_000)]
-        records: usize,
-    },
 }
 
 impl Command {
     /// Runs the subcommand to its end.
     pub fn run(self) -> anyhow::Result<()> {
-        use crate::{audit, config, export, live, run, store};
+        use crate::{config, run, store};
         match self {
             Command::Run(args) => run::run(args),
             Command::Config(args) => config::print_effective(args),
             Command::Query(args) => store::cli::query(args),
             Command::Migrate(args) => store::cli::migrate(args),
             Command::Fscore(command) => store::cli::fscore(command),
-            Command::BenchStorage { database_url, days, series, records } => {
-                store::bench::run(&database_url, days, series, records)
-            }
-            Command::BenchAudit { exchanges } => audit::bench::run(exchanges),
-            Command::BenchStream { clients, seconds } => live::bench::run(clients, seconds),
-            Command::BenchExport { records } => export::bench::run(records),
         }
     }
 }

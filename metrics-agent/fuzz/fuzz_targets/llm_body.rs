@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use metrics_agent_fuzz::audit::llm;
+use metrics_agent::audit::llm;
 
 const TARGETS: [&str; 6] = [
     "/v1/chat/completions",

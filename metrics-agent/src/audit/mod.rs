@@ -6,7 +6,6 @@
 //! functions over bytes that never panic on arbitrary input
 //! (property-tested) and keep memory bounded.
 
-pub mod bench;
 pub mod breaker;
 pub mod correlate;
 pub mod cost;

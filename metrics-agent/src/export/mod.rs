@@ -11,7 +11,6 @@
 //! against the last batch they delivered.
 
 pub mod audit_metrics;
-pub mod bench;
 pub mod catalog;
 pub mod datadog_api;
 pub mod delta;

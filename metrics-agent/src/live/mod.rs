@@ -9,7 +9,6 @@
 //! (`dashboard`).
 
 pub mod auth;
-pub mod bench;
 pub mod dashboard;
 pub mod guard;
 pub mod histogram;

@@ -4,7 +4,6 @@
 //! retention per tier, a query CLI and an HTTP API. See docs/storage.md.
 
 pub mod api;
-pub mod bench;
 pub mod budget;
 pub mod cli;
 pub mod config;
