@@ -1,4 +1,4 @@
-//! `metrics-agent bench-audit`: how many captured events and bytes one core
+//! The audit benchmark (`cargo bench -p metrics-agent --bench audit`): how many captured events and bytes one core
 //! turns into records, on a synthetic mix of JSON and SSE exchanges cut into
 //! ring-buffer-sized chunks (used by `cargo xtask bench`).
 
@@ -9,7 +9,11 @@ use metrics_common::{
     conn::SIDE_CLIENT,
 };
 
-use super::pipeline::Pipeline;
+use metrics_agent::audit::pipeline::Pipeline;
+
+/// The agent binary's allocator, so that the numbers are the agent's.
+#[global_allocator]
+static ALLOCATOR: metrics_agent::zeroing::ZeroOnFree = metrics_agent::zeroing::ZeroOnFree;
 
 /// The events of `exchanges` exchanges on one keep-alive connection.
 fn workload(exchanges: usize) -> Vec<(ChunkHeader, Vec<u8>)> {
@@ -56,7 +60,7 @@ fn workload(exchanges: usize) -> Vec<(ChunkHeader, Vec<u8>)> {
     events
 }
 
-pub fn run(exchanges: usize) -> anyhow::Result<()> {
+fn run(exchanges: usize) -> anyhow::Result<()> {
     let events = workload(exchanges);
     let bytes: usize = events.iter().map(|(_, b)| b.len()).sum();
     let mut pipeline = Pipeline::new(256 * 1024);
@@ -75,4 +79,20 @@ pub fn run(exchanges: usize) -> anyhow::Result<()> {
         records as f64 / secs
     );
     Ok(())
+}
+
+/// Audit path parsing throughput on synthetic events.
+#[derive(clap::Parser)]
+struct Args {
+    /// Keep-alive exchanges in the workload (half JSON, half SSE).
+    #[arg(long, default_value_t = 20_000)]
+    exchanges: usize,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = <Args as clap::Parser>::parse();
+    run(args.exchanges)
 }

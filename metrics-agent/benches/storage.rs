@@ -1,4 +1,4 @@
-//! `metrics-agent bench-storage` (hidden; run by `cargo xtask bench storage`):
+//! The storage benchmark (`cargo bench -p metrics-agent --bench storage`, run by `cargo xtask bench storage`):
 //! ingest throughput through the real aggregation and flush path, with an
 //! aggregation-only baseline measured in the same run, a 30-day backfill of
 //! 1-minute rows, and query times over it. Prints one JSON object.
@@ -8,12 +8,21 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::{
-    db::{Batch, RowFilter, Store},
-    query::{self, Dimension, MetricsQuery},
-    rollup::{MinuteAggregator, Room, Tier},
+use metrics_agent::{
+    audit::llm::Usage,
+    records::RequestRecord,
+    store::{
+        budget,
+        db::{Batch, RowFilter, Store},
+        detail::DetailRow,
+        query::{self, Dimension, MetricsQuery},
+        rollup::{MinuteAggregator, Room, Tier},
+    },
 };
-use crate::{audit::llm::Usage, records::RequestRecord};
+
+/// The agent binary's allocator, so that the numbers are the agent's.
+#[global_allocator]
+static ALLOCATOR: metrics_agent::zeroing::ZeroOnFree = metrics_agent::zeroing::ZeroOnFree;
 
 const AGENT: &str = "bench/agent";
 
@@ -100,7 +109,7 @@ async fn row_bytes(store: &Store, start_ms: u64) -> Result<(f64, f64)> {
                 let mut r = record(start_ms + n * 50, (n as usize) % SERIES, n);
                 r.session_id = Some(format!("session-{}", n % 300));
                 r.user_id = Some(format!("user-{}@example.com", n % 1_000));
-                super::detail::DetailRow::of(&r)
+                DetailRow::of(&r)
             })
             .collect();
         let mut batch = Batch { seq: None, bytes: 0, minutes: Default::default(), details, records: 0 };
@@ -127,8 +136,8 @@ async fn row_bytes(store: &Store, start_ms: u64) -> Result<(f64, f64)> {
 /// SQLite: the pages in use (the whole database); PostgreSQL: `table` on disk.
 async fn measured(store: &Store, table: &str) -> Result<i64> {
     Ok(match store {
-        Store::Sqlite(_) => super::budget::size(store).await? as i64,
-        Store::Postgres(pool) => super::budget::postgres_table_bytes(pool, table).await? as i64,
+        Store::Sqlite(_) => budget::size(store).await? as i64,
+        Store::Postgres(pool) => budget::postgres_table_bytes(pool, table).await? as i64,
     })
 }
 
@@ -167,7 +176,7 @@ async fn time_query(store: &Store, q: &MetricsQuery) -> Result<(f64, usize)> {
     Ok((times[1], rows))
 }
 
-pub fn run(database_url: &str, days: u64, series: usize, records: u64) -> Result<()> {
+fn run(database_url: &str, days: u64, series: usize, records: u64) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let store = Store::open(database_url).await.context("opening the benchmark database")?;
@@ -226,4 +235,29 @@ pub fn run(database_url: &str, days: u64, series: usize, records: u64) -> Result
         store.close().await;
         Ok(())
     })
+}
+
+/// Storage ingest and query speed.
+#[derive(clap::Parser)]
+struct Args {
+    /// The database to fill: sqlite:///PATH or postgres://USER@HOST/DB.
+    #[arg(long)]
+    database_url: String,
+    /// Days of 1-minute rows in the backfill.
+    #[arg(long, default_value_t = 30)]
+    days: u64,
+    /// Series (provider, model, application) in the workload.
+    #[arg(long, default_value_t = 50)]
+    series: usize,
+    /// Records in the live ingest measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = <Args as clap::Parser>::parse();
+    run(&args.database_url, args.days, args.series, args.records)
 }

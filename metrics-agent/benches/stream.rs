@@ -1,4 +1,4 @@
-//! `metrics-agent bench-stream` (run by `cargo xtask bench stream`): the
+//! The stream benchmark (`cargo bench -p metrics-agent --bench stream`, run by `cargo xtask bench stream`): the
 //! live path in-process — aggregation fed with synthetic records at a fixed
 //! rate, the real WebSocket endpoint on loopback — with 1 client and then N
 //! clients in the same run. Clients run on their own runtime; the agent
@@ -14,8 +14,15 @@ use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use super::{HealthSources, Live, StreamConfig};
-use crate::{audit::llm::Usage, records::RequestRecord};
+use metrics_agent::{
+    audit::llm::Usage,
+    live::{self, HealthSources, Live, StreamConfig},
+    records::{self, RequestRecord},
+};
+
+/// The agent binary's allocator, so that the numbers are the agent's.
+#[global_allocator]
+static ALLOCATOR: metrics_agent::zeroing::ZeroOnFree = metrics_agent::zeroing::ZeroOnFree;
 
 const AGENT_THREAD: &str = "live-agent";
 const INTERVAL_MS: u64 = 250;
@@ -106,7 +113,7 @@ fn phase(clients: usize, seconds: u64) -> Result<PhaseResult> {
     let live = Live::new(config);
     let counters = live.counters.clone();
     let mut published = live.updates.clone();
-    let bus = crate::records::bus();
+    let bus = records::bus();
     let records = bus.subscribe();
     let router = live.routes(stop_rx.clone());
     let listener = agent.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
@@ -139,7 +146,7 @@ fn phase(clients: usize, seconds: u64) -> Result<PhaseResult> {
     });
     // Clients: each remembers when it had all of a tick's updates.
     let receipts: Arc<Mutex<Vec<HashMap<u64, Instant>>>> = Arc::default();
-    let url = format!("ws://127.0.0.1:{port}{}", super::stream::PATH);
+    let url = format!("ws://127.0.0.1:{port}{}", live::stream::PATH);
     client_rt.block_on(async {
         for _ in 0..clients {
             let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.context("bench client")?;
@@ -215,8 +222,8 @@ fn live_seq(times: &Mutex<HashMap<u64, Instant>>) -> u64 {
     times.lock().unwrap().keys().copied().max().unwrap_or(0)
 }
 
-pub fn run(clients: usize, seconds: u64) -> Result<()> {
-    crate::live::raise_open_files_limit(clients as u64 * 2 + crate::live::BASE_OPEN_FILES);
+fn run(clients: usize, seconds: u64) -> Result<()> {
+    live::raise_open_files_limit(clients as u64 * 2 + live::BASE_OPEN_FILES);
     let mut rows = Vec::new();
     for n in [1, clients] {
         rows.push(phase(n, seconds)?);
@@ -253,4 +260,23 @@ pub fn run(clients: usize, seconds: u64) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Live stream fan-out to many WebSocket clients.
+#[derive(clap::Parser)]
+struct Args {
+    /// WebSocket clients in the second run (the first has one).
+    #[arg(long, default_value_t = 500)]
+    clients: usize,
+    /// Seconds each run measures.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = <Args as clap::Parser>::parse();
+    run(args.clients, args.seconds)
 }

@@ -525,9 +525,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let non_target_after = non_target_costs()?;
     let base = Baseline { before, after, non_target: [non_target_before, non_target_after] };
 
-    let audit =
-        Command::new(&setup.agent_bin).args(["bench-audit", "--exchanges", "20000"]).output().context("bench-audit")?;
-    let report = markdown(args, &base, &results, &String::from_utf8_lossy(&audit.stdout))?;
+    let audit = crate::agent_bench("audit", &["--exchanges", "20000"])?;
+    let report = markdown(args, &base, &results, &audit)?;
     println!("{report}");
     std::fs::write(setup.dir.join("report.md"), &report)?;
     if let Some(path) = &args.json {
@@ -627,7 +626,7 @@ fn markdown(args: &BenchArgs, base: &Baseline, results: &[ModeResult], audit: &s
     }
     writeln!(
         r,
-        "\nAudit path parsing on one core (`metrics-agent bench-audit`: 20,000 keep-alive exchanges, half JSON, half SSE, in 4 KiB chunk events):\n"
+        "\nAudit path parsing on one core (`cargo bench -p metrics-agent --bench audit`: 20,000 keep-alive exchanges, half JSON, half SSE, in 4 KiB chunk events):\n"
     )?;
     writeln!(r, "```\n{audit}```")?;
     Ok(r)

@@ -1,22 +1,15 @@
 //! `cargo xtask bench exporters`: the export path's throughput, measured by
-//! the release agent's hidden `bench-export` command (records per second into
+//! the agent's `exporters` benchmark program (records per second into
 //! the aggregator against a bus consumer that only counts, and the cost of
 //! encoding one snapshot per exporter). Prints a Markdown report and writes
 //! target/bench/exporters.md.
 
-use std::{fmt::Write as _, process::Command};
+use std::fmt::Write as _;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 pub fn run() -> Result<()> {
-    let agent_bin = crate::target_dir().join("release/metrics-agent");
-    let out = Command::new(&agent_bin)
-        .args(["bench-export", "--records", "500000"])
-        .output()
-        .with_context(|| format!("running {} bench-export", agent_bin.display()))?;
-    if !out.status.success() {
-        bail!("bench-export failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
+    let out = crate::agent_bench("exporters", &["--records", "500000"])?;
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -27,8 +20,11 @@ pub fn run() -> Result<()> {
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let mut r = String::new();
-    writeln!(r, "## Exporters\n\nMachine: {cores} cores ({cpu}). `metrics-agent bench-export --records 500000`:\n")?;
-    writeln!(r, "{}", String::from_utf8_lossy(&out.stdout))?;
+    writeln!(
+        r,
+        "## Exporters\n\nMachine: {cores} cores ({cpu}). `cargo bench -p metrics-agent --bench exporters -- --records 500000`:\n"
+    )?;
+    writeln!(r, "{out}")?;
     println!("{r}");
     let dir = crate::target_dir().join("bench");
     std::fs::create_dir_all(&dir)?;

@@ -1,5 +1,5 @@
 //! `cargo xtask bench storage`: the agent's storage benchmark
-//! (`metrics-agent bench-storage`) against a SQLite file and a private
+//! (`cargo bench -p metrics-agent --bench storage`) against a SQLite file and a private
 //! PostgreSQL cluster started for the run, printed as Markdown (and written
 //! to target/bench/storage.md).
 
@@ -52,17 +52,14 @@ fn postgres_bin() -> Result<std::path::PathBuf> {
     versions.pop().map(|(_, b)| b).context("no PostgreSQL server in /usr/lib/postgresql")
 }
 
-fn run_one(agent: &Path, url: &str, args: &StorageBenchArgs) -> Result<serde_json::Value> {
-    let out = Command::new(agent)
-        .args(["bench-storage", "--database-url", url])
-        .args(["--days", &args.days.to_string(), "--series", &args.series.to_string()])
-        .args(["--records", &args.records.to_string()])
-        .output()
-        .context("running metrics-agent bench-storage")?;
-    if !out.status.success() {
-        bail!("bench-storage on {url} failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
+fn run_one(url: &str, args: &StorageBenchArgs) -> Result<serde_json::Value> {
+    let (days, series, records) = (args.days.to_string(), args.series.to_string(), args.records.to_string());
+    let out = crate::agent_bench(
+        "storage",
+        &["--database-url", url, "--days", &days, "--series", &series, "--records", &records],
+    )
+    .with_context(|| format!("the storage benchmark on {url}"))?;
+    Ok(serde_json::from_str(&out)?)
 }
 
 pub fn run(args: &StorageBenchArgs) -> Result<()> {
@@ -72,8 +69,7 @@ pub fn run(args: &StorageBenchArgs) -> Result<()> {
     let dir = crate::target_dir().join("bench/storage");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let agent = crate::target_dir().join("release/metrics-agent");
-    let sqlite = run_one(&agent, &format!("sqlite://{}/bench.db", dir.display()), args)?;
+    let sqlite = run_one(&format!("sqlite://{}/bench.db", dir.display()), args)?;
 
     let bin = postgres_bin()?;
     let pg_dir = dir.join("pg");
@@ -85,7 +81,7 @@ pub fn run(args: &StorageBenchArgs) -> Result<()> {
     let log = pg_dir.join("server.log").display().to_string();
     as_postgres(&bin.join("pg_ctl"), &["-D", &data, "-o", &options, "-l", &log, "-w", "start"])?;
     let cluster = Cluster { bin, data };
-    let postgres = run_one(&agent, "postgres://postgres@127.0.0.1:18950/postgres", args)?;
+    let postgres = run_one("postgres://postgres@127.0.0.1:18950/postgres", args)?;
     drop(cluster);
 
     let machine = format!(

@@ -82,7 +82,7 @@ pub fn run_cmd(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
@@ -95,6 +95,22 @@ fn lint() -> Result<()> {
     run_cmd(cargo().args(["fmt", "--all", "--check"])).context("run `cargo fmt --all` to format the tree")?;
     run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
         .context("fix the clippy findings above")
+}
+
+/// Runs one of the agent's benchmark programs (`metrics-agent/benches/NAME.rs`,
+/// optimised; cargo's and the program's messages go to standard error) and
+/// returns what it printed on standard output.
+pub(crate) fn agent_bench(name: &str, args: &[&str]) -> Result<String> {
+    let out = cargo()
+        .args(["bench", "-p", "metrics-agent", "--bench", name, "--"])
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run cargo bench")?;
+    if !out.status.success() {
+        bail!("the {name} benchmark failed ({}): see its messages above", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn build_release() -> Result<()> {
