@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use metrics_agent::{
     audit::llm::Usage,
+    http::limits,
     live::{self, HealthSources, Live, StreamConfig},
     records::{self, RequestRecord},
 };
@@ -223,7 +224,7 @@ fn live_seq(times: &Mutex<HashMap<u64, Instant>>) -> u64 {
 }
 
 fn run(clients: usize, seconds: u64) -> Result<()> {
-    live::raise_open_files_limit(clients as u64 * 2 + live::BASE_OPEN_FILES);
+    limits::raise_open_files_limit(clients as u64 * 2 + limits::BASE_OPEN_FILES);
     let mut rows = Vec::new();
     for n in [1, clients] {
         rows.push(phase(n, seconds)?);

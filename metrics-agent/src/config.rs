@@ -57,7 +57,7 @@ pub struct FileConfig {
     /// The live metrics stream (`[stream]`).
     pub stream: Option<crate::live::StreamConfig>,
     /// The HTTP API (`[api]`): its bearer token.
-    pub api: Option<crate::live::auth::ApiConfig>,
+    pub api: Option<crate::http::auth::ApiConfig>,
     /// Exporters: `[exporters.prometheus]`, `[exporters.otlp]`, `[exporters.datadog]`.
     pub exporters: Option<ExportersFile>,
     /// `[metrics.system]`: which system metrics are collected, how often.
@@ -94,11 +94,11 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub stream: crate::live::StreamConfig,
     /// Bearer token required by every HTTP route (`[api] token`, `METRICS_AGENT_API_TOKEN`).
-    pub api_token: Option<crate::live::auth::Secret>,
+    pub api_token: Option<crate::secrets::Secret>,
     /// `[api]` without its token: allowed host names and connection limits.
-    pub api: crate::live::auth::ApiConfig,
+    pub api: crate::http::auth::ApiConfig,
     /// The connection limits `[api]` sets, checked.
-    pub server_limits: crate::live::server::ServerLimits,
+    pub server_limits: crate::http::server::ServerLimits,
     /// Exporters and system metrics, resolved against the environment.
     pub export: ExportSettings,
     /// The `[exporters]` section as written (printed with secrets redacted).
@@ -150,10 +150,10 @@ impl Config {
         }
         ProviderSpec::check_unique(&providers)?;
         let listen = args.listen.or(file.listen).unwrap_or_else(default_listen);
-        let api_token = std::env::var(crate::live::auth::TOKEN_ENV)
+        let api_token = std::env::var(crate::http::auth::TOKEN_ENV)
             .ok()
             .or_else(|| file.api.as_ref().and_then(|a| a.token.clone()));
-        crate::live::auth::check(listen, api_token.as_deref())?;
+        crate::http::auth::check(listen, api_token.as_deref())?;
         Ok(Self {
             target,
             providers,
@@ -211,9 +211,9 @@ impl Config {
                 identity.validated()?
             },
             stream: file.stream.unwrap_or_default().validate()?,
-            api_token: api_token.map(crate::live::auth::Secret),
+            api_token: api_token.map(crate::secrets::Secret),
             server_limits: file.api.clone().unwrap_or_default().limits()?,
-            api: crate::live::auth::ApiConfig { token: None, ..file.api.clone().unwrap_or_default() },
+            api: crate::http::auth::ApiConfig { token: None, ..file.api.clone().unwrap_or_default() },
             export: export_settings::resolve(file.exporters.as_ref(), file.metrics.as_ref(), |k| std::env::var(k).ok())
                 .map_err(|e| anyhow::anyhow!("config: {e}"))?,
             exporters_file: file.exporters,
@@ -228,7 +228,7 @@ impl Config {
     /// Open files the connection limits need: HTTP connections, stream
     /// clients and the agent's own descriptors.
     pub fn open_files_needed(&self) -> u64 {
-        self.server_limits.max_connections as u64 + self.stream.max_clients + crate::live::BASE_OPEN_FILES
+        self.server_limits.max_connections as u64 + self.stream.max_clients + crate::http::limits::BASE_OPEN_FILES
     }
 
     fn to_file(&self) -> FileConfig {

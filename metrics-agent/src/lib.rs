@@ -11,7 +11,7 @@ pub mod cli;
 mod collector;
 mod config;
 pub mod export;
-mod http;
+pub mod http;
 mod kernel;
 mod libc_symbols;
 pub mod live;

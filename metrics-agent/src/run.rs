@@ -41,7 +41,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let prices = crate::audit::cost::PriceTable::load(config.prices.as_deref())?;
     let target = Target::resolve(&config.target)?;
     preflight::check()?;
-    crate::live::raise_open_files_limit(config.open_files_needed());
+    crate::http::limits::raise_open_files_limit(config.open_files_needed());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(run_async(config, target, prices, started))
 }
@@ -175,16 +175,16 @@ async fn run_async(
     } else {
         None
     };
-    let server_stats = crate::live::server::ServerStats::register(&mut registry);
+    let server_stats = crate::http::server::ServerStats::register(&mut registry);
     // Readiness is served without the token: it says nothing but "attached or not".
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let app = crate::live::auth::protect(http::router(Arc::new(registry), routes), config.api_token.as_ref())
+    let app = crate::http::auth::protect(http::router(Arc::new(registry), routes), config.api_token.as_ref())
         .merge(http::readiness(ready.clone()));
-    let app = crate::live::guard::protect(
+    let app = crate::http::guard::protect(
         app,
-        crate::live::guard::HostAllowlist::new(config.listen, &config.api.allowed_hosts),
+        crate::http::guard::HostAllowlist::new(config.listen, &config.api.allowed_hosts),
     );
-    let server = tokio::spawn(crate::live::server::serve(listener, app, config.server_limits, server_stats, stop_rx));
+    let server = tokio::spawn(crate::http::server::serve(listener, app, config.server_limits, server_stats, stop_rx));
     let resolver = tokio::spawn(providers::keep_resolving(
         config.providers.clone(),
         provider_map,

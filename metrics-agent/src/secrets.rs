@@ -1,11 +1,24 @@
 //! Keeping credentials inside the process: URLs are shown with their
-//! `user:password@` and secret query parameters redacted, header names that
+//! `user:password@` and secret query parameters redacted, credentials are
+//! held in `Secret` (never printed), header names that
 //! carry credentials are known (so they are never used as identity
 //! sources), and HTTP clients that send credentials follow no redirect to
 //! another host.
 
 /// What replaces a secret wherever one would be shown.
 pub const REDACTED: &str = "<redacted>";
+
+/// A credential held by the agent (the API token, an exporter's API key or
+/// header value): its `Debug` output is `<redacted>`, so it never reaches a
+/// log line or the printed configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
 
 /// Request headers whose values are credentials.
 pub const SECRET_HEADERS: &[&str] = &[

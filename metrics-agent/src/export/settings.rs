@@ -11,17 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{audit_metrics::Limits, system::SystemConfig};
 
-/// A value that must not be printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-pub const REDACTED: &str = "<redacted>";
+pub use crate::secrets::{REDACTED, Secret};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {

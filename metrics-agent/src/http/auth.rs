@@ -15,6 +15,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+use crate::secrets::Secret;
+
 /// `[api]` in the configuration file.
 #[derive(Debug, Default, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -61,16 +63,6 @@ impl ApiConfig {
     }
 }
 
-/// A token that never shows in logs or `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 /// The environment variable holding the token.
 pub const TOKEN_ENV: &str = "METRICS_AGENT_API_TOKEN";
 
@@ -99,7 +91,12 @@ fn presented(request: &Request) -> Option<String> {
     {
         return Some(token.trim().to_string());
     }
-    request.uri().query()?.split('&').find_map(|pair| pair.strip_prefix("token=")).map(super::stream::percent_decode)
+    request
+        .uri()
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .map(super::query_string::percent_decode)
 }
 
 /// `query` without its `token=` pairs (`None` when nothing is left).

@@ -166,7 +166,7 @@ pub async fn serve(
                 continue;
             }
         };
-        super::limit_send_buffer(&mut stream);
+        super::limits::limit_send_buffer(&mut stream);
         stats.open.inc();
         let app = app.clone();
         let stats = stats.clone();
