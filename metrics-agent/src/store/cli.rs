@@ -8,11 +8,14 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use super::{
-    api::{FScoreParams, MetricsParams},
     config::{DEFAULT_DATABASE_URL, StorageFile},
     db::{Store, redact},
     fscore,
-    query::{self, Format},
+    query::{
+        self, Format,
+        params::{FScoreParams, MetricsParams},
+    },
+    times::parse_time,
     writer::now_ms,
 };
 
@@ -175,7 +178,7 @@ pub fn fscore(command: FscoreCommand) -> Result<()> {
         FscoreCommand::Ingest { file, timestamp, db } => {
             let now = now_ms();
             let default_ms = match timestamp {
-                Some(t) => Some(query::parse_time(&t, now / 1000).map_err(anyhow::Error::msg)? * 1000),
+                Some(t) => Some(parse_time(&t, now / 1000).map_err(anyhow::Error::msg)? * 1000),
                 None => None,
             };
             let text = if file.as_os_str() == "-" {

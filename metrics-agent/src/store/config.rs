@@ -164,7 +164,7 @@ impl StorageFile {
             "[storage] flush_interval_ms = {flush_ms}: use 50 to 600000"
         );
         let beta = self.fscore_beta.unwrap_or(1.0);
-        let (low, high) = super::api::BETA_RANGE;
+        let (low, high) = super::query::params::BETA_RANGE;
         anyhow::ensure!(
             (low..=high).contains(&beta),
             "[storage] fscore_beta = {beta}: use a number from {low} to {high}"

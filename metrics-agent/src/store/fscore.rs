@@ -9,7 +9,7 @@ use sqlx::{QueryBuilder, Row};
 
 use super::{
     db::{Store, StoreError},
-    query::{parse_time, rfc3339},
+    times::{parse_time, rfc3339},
 };
 
 /// One test case's result as ingested (JSON lines or a JSON array).
@@ -104,7 +104,7 @@ pub fn parse_results(text: &str, default_ms: Option<i64>, now_ms: i64) -> Result
                 })?,
                 Some(serde_json::Value::Number(x)) => x
                     .as_f64()
-                    .filter(|s| (0.0..=super::query::MAX_UNIX as f64).contains(s))
+                    .filter(|s| (0.0..=super::times::MAX_UNIX as f64).contains(s))
                     .map(|s| (s * 1000.0) as i64)
                     .ok_or_else(|| format!("item {n}: timestamp {x} is not Unix seconds between 1970 and 9999"))?,
                 Some(serde_json::Value::String(s)) => {

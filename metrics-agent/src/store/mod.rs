@@ -17,6 +17,7 @@ pub mod query;
 pub mod rollup;
 pub mod sketch;
 pub mod stats;
+pub mod times;
 pub mod writer;
 
 #[cfg(test)]
