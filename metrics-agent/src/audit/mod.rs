@@ -7,9 +7,11 @@
 //! (property-tested) and keep memory bounded.
 
 pub mod breaker;
+pub mod capture;
 pub mod correlate;
 pub mod cost;
 pub mod decode;
+pub mod enrich;
 pub mod identity;
 pub mod llm;
 pub mod message;

@@ -1,6 +1,7 @@
-//! The audit task: reads the `PAYLOADS` ring buffer, runs the pipeline,
-//! prints records as JSON lines when asked, hands them to the record bus,
-//! and adapts the capture sampling interval (`breaker`) once a second.
+//! The audit task: reads the `PAYLOADS` ring buffer, runs the pipeline and
+//! the correlator, enriches the finished records and hands them on
+//! (`enrich`), and lets the capture controller (`capture`) adapt the
+//! sampling interval once a second.
 //!
 //! It runs on its own thread (`audit`) with a single-threaded runtime, so
 //! the CPU it measures for the budget is the capture path's own. The kernel
@@ -9,20 +10,15 @@
 //! `DRAIN_EVERY` and on those wake-ups, not once per event.
 
 use std::{
-    io::Write,
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
 use aya::maps::{Array, MapData, RingBuf};
-use metrics_common::capture::{ChunkHeader, MAX_SAMPLE_EVERY, control};
+use metrics_common::capture::ChunkHeader;
 use tokio::{io::unix::AsyncFd, sync::watch};
 
-use super::{
-    breaker::{Action, Pressure, Sampler, thread_cpu_time},
-    correlate::Correlator,
-    pipeline::{Pipeline, RequestRecord},
-};
+use super::{capture::CaptureController, correlate::Correlator, enrich::Enrichment, pipeline::Pipeline};
 use crate::collector::{AgentStats, CounterMaps};
 
 /// How often the sampler and the correlator run.
@@ -81,10 +77,14 @@ impl AuditTask {
         Ok(finished)
     }
 
+    /// The reading loop: drains the ring into the pipeline and the
+    /// correlator, emits finished records (`Enrichment`), and once a tick
+    /// lets the correlator time out, sweeps closed connections and lets the
+    /// capture controller adapt the sampling.
     async fn run(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
         let Self {
             ring,
-            mut control,
+            control,
             counters,
             stats,
             print_requests,
@@ -100,157 +100,133 @@ impl AuditTask {
             records_out,
             open_connections,
         } = self;
-        let mut correlator = Correlator::new(Duration::from_millis(500), true);
-        let name_of = |slot: u8| provider_names.iter().find(|(s, _)| *s == slot as u32).map(|(_, n)| n.clone());
-        let emit = |records: Vec<RequestRecord>| {
-            if records.is_empty() {
-                return;
-            }
-            let mut out = print_requests.then(|| std::io::stdout().lock());
-            for mut record in records {
-                if record.application_id.is_none() {
-                    record.application_id.clone_from(&application_id);
-                }
-                let model = record.model_returned.as_deref().or(record.model_requested.as_deref());
-                record.cost_usd = model.and_then(|m| prices.cost(m, &record.tokens)).map(|c| c.normalize());
-                if record.cost_usd.is_none() && (record.tokens.input.is_some() || record.tokens.output.is_some()) {
-                    stats.audit_unpriced_records.fetch_add(1, Ordering::Relaxed);
-                }
-                if let Some(out) = out.as_mut()
-                    && let Ok(line) = serde_json::to_string(&record)
-                {
-                    let _ = writeln!(out, "{line}");
-                }
-                // No receiver is not an error: nothing consumes records yet.
-                let _ = records_out.send(Arc::new(record));
-            }
-            if let Some(mut out) = out {
-                let _ = out.flush();
-            }
-        };
-        // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
-        let mut ring =
-            unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("watching the payload ring buffer: {e}"))?;
         let new_pipeline = || {
             Pipeline::new(message_cap_bytes)
                 .with_identity(identity.clone())
                 .with_configured_providers(&provider_names)
                 .with_memory_budget(memory_budget_bytes)
         };
-        let mut pipeline = new_pipeline();
+        let mut reader = Reader {
+            pipeline: new_pipeline(),
+            new_pipeline: &new_pipeline,
+            correlator: Correlator::new(Duration::from_millis(500), true),
+            enrichment: Enrichment {
+                provider_names: provider_names.clone(),
+                application_id,
+                prices,
+                print_requests,
+                records_out,
+                stats: stats.clone(),
+            },
+            stats: stats.clone(),
+        };
+        // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
+        let mut ring =
+            unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("watching the payload ring buffer: {e}"))?;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
         let mut drain_timer = tokio::time::interval(DRAIN_EVERY);
         drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut drops_seen = counters.capture_drops();
-        let mut sampler = Sampler::new(sample_every, max_sample_every.min(MAX_SAMPLE_EVERY), cpu_budget_percent);
+        let mut capture =
+            CaptureController::start(control, counters, stats, sample_every, max_sample_every, cpu_budget_percent);
         let mut sweeps = 0u64;
-        let (mut last_tick, mut last_cpu) = (tokio::time::Instant::now(), thread_cpu_time());
-        stats.capture_enabled.store(1, Ordering::Relaxed);
-        stats.capture_sample_every.store(sampler.every().into(), Ordering::Relaxed);
-        let mut ready = Vec::new();
-        // Drains up to DRAIN_BATCH events into the pipeline; true when the
-        // batch was full (more may be waiting).
-        let mut drain = |ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, correlator: &mut Correlator| {
-            let now = std::time::Instant::now();
-            let mut handled = 0;
-            while handled < DRAIN_BATCH
-                && let Some(item) = ring.next()
-            {
-                handled += 1;
-                if item.len() < size_of::<ChunkHeader>() {
-                    continue;
-                }
-                // SAFETY: the kernel wrote a ChunkHeader first; read it unaligned.
-                let header = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ChunkHeader>()) };
-                // A bug in the parsers must not end the audit path: the
-                // event is lost, the parser state starts afresh, and it is counted.
-                let data = &item[size_of::<ChunkHeader>()..];
-                let records =
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.on_event(&header, data))) {
-                        Ok(records) => records,
-                        Err(_) => {
-                            stats.audit_parser_panics.fetch_add(1, Ordering::Relaxed);
-                            log::error!("the audit parser failed on an event: its connections start afresh");
-                            *pipeline = new_pipeline();
-                            Vec::new()
-                        }
-                    };
-                for mut record in records {
-                    record.upstream_provider = record.provider_slot.and_then(name_of);
-                    ready.extend(correlator.push(record, now));
-                }
-            }
-            emit(std::mem::take(&mut ready));
-            stats.audit_records.store(pipeline.stats.records, Ordering::Relaxed);
-            stats.audit_resyncs.store(pipeline.stats.resyncs, Ordering::Relaxed);
-            stats.audit_connections.store(pipeline.tracked_connections() as u64, Ordering::Relaxed);
-            stats.audit_memory_bytes.store(pipeline.memory() as u64, Ordering::Relaxed);
-            stats.audit_evicted_connections.store(pipeline.stats.evicted_connections, Ordering::Relaxed);
-            stats.audit_evicted_for_memory.store(pipeline.stats.evicted_for_memory, Ordering::Relaxed);
-            handled == DRAIN_BATCH
-        };
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = drain_timer.tick() => {
-                    if drain(ring.get_mut(), &mut pipeline, &mut correlator) {
+                    if reader.drain(ring.get_mut()) {
                         drain_timer.reset_immediately();
                     }
                 }
                 _ = tick.tick() => {
-                    emit(correlator.tick(std::time::Instant::now()));
+                    reader.enrichment.emit(reader.correlator.tick(std::time::Instant::now()));
                     sweeps += 1;
                     if sweeps.is_multiple_of(SWEEP_TICKS)
                         && let Some(open) = open_connections()
                     {
-                        pipeline.release_closed(&open);
-                        stats.audit_connections.store(pipeline.tracked_connections() as u64, Ordering::Relaxed);
-                        stats.audit_memory_bytes.store(pipeline.memory() as u64, Ordering::Relaxed);
+                        reader.release_closed(&open);
                     }
-                    let drops = counters.capture_drops();
-                    if drops > drops_seen {
-                        correlator.capture_incomplete();
+                    if capture.tick() {
+                        reader.correlator.capture_incomplete();
                     }
-                    let (now, cpu) = (tokio::time::Instant::now(), thread_cpu_time());
-                    stats.audit_cpu_ns.store(cpu.as_nanos() as u64, Ordering::Relaxed);
-                    let used = cpu.saturating_sub(last_cpu);
-                    let window = now - last_tick;
-                    let every = match sampler.tick(window, drops - drops_seen, used) {
-                        Action::Raise { to, why } => {
-                            let (counter, cause) = match why {
-                                Pressure::Drops => (&stats.capture_breaker_trips, format!("the kernel dropped {} events", drops - drops_seen)),
-                                Pressure::Cpu => (
-                                    &stats.capture_breaker_cpu_trips,
-                                    format!("the audit thread used {} ms of CPU in {} ms, over its {cpu_budget_percent}% budget", used.as_millis(), window.as_millis()),
-                                ),
-                            };
-                            counter.fetch_add(1, Ordering::Relaxed);
-                            log::info!("payload capture now samples 1 exchange in {to}: {cause}");
-                            Some(to)
-                        }
-                        Action::Lower { to } => {
-                            log::info!("payload capture now samples 1 exchange in {to}: there is room again");
-                            Some(to)
-                        }
-                        Action::Nothing => None,
-                    };
-                    if let Some(every) = every {
-                        let _ = control.set(control::SAMPLE_EVERY, every, 0);
-                        stats.capture_sample_every.store(every.into(), Ordering::Relaxed);
-                    }
-                    (last_tick, last_cpu, drops_seen) = (now, cpu, drops);
                 }
                 guard = ring.readable_mut() => {
                     // The kernel woke the reader: the ring is filling up.
                     let mut guard = guard?;
-                    if !drain(guard.get_inner_mut(), &mut pipeline, &mut correlator) {
+                    if !reader.drain(guard.get_inner_mut()) {
                         guard.clear_ready();
                     }
                 }
             }
         }
-        let _ = control.set(control::ENABLED, 0, 0);
-        emit(correlator.drain());
+        capture.stop();
+        reader.enrichment.emit(reader.correlator.drain());
         Ok(())
+    }
+}
+
+/// The parsing side of the task: pipeline, correlator and enrichment.
+struct Reader<'a> {
+    pipeline: Pipeline,
+    /// A fresh pipeline, after a parser failure.
+    new_pipeline: &'a dyn Fn() -> Pipeline,
+    correlator: Correlator,
+    enrichment: Enrichment,
+    stats: Arc<AgentStats>,
+}
+
+impl Reader<'_> {
+    /// Drains up to DRAIN_BATCH events into the pipeline and emits the
+    /// records they finish; true when the batch was full (more may be waiting).
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> bool {
+        let now = std::time::Instant::now();
+        let mut handled = 0;
+        let mut ready = Vec::new();
+        while handled < DRAIN_BATCH
+            && let Some(item) = ring.next()
+        {
+            handled += 1;
+            if item.len() < size_of::<ChunkHeader>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a ChunkHeader first; read it unaligned.
+            let header = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ChunkHeader>()) };
+            // A bug in the parsers must not end the audit path: the
+            // event is lost, the parser state starts afresh, and it is counted.
+            let data = &item[size_of::<ChunkHeader>()..];
+            let pipeline = &mut self.pipeline;
+            let records =
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.on_event(&header, data))) {
+                    Ok(records) => records,
+                    Err(_) => {
+                        self.stats.audit_parser_panics.fetch_add(1, Ordering::Relaxed);
+                        log::error!("the audit parser failed on an event: its connections start afresh");
+                        self.pipeline = (self.new_pipeline)();
+                        Vec::new()
+                    }
+                };
+            for mut record in records {
+                record.upstream_provider = record.provider_slot.and_then(|slot| self.enrichment.provider_name(slot));
+                ready.extend(self.correlator.push(record, now));
+            }
+        }
+        self.enrichment.emit(ready);
+        let (stats, pipeline) = (&self.stats, &self.pipeline);
+        stats.audit_records.store(pipeline.stats.records, Ordering::Relaxed);
+        stats.audit_resyncs.store(pipeline.stats.resyncs, Ordering::Relaxed);
+        stats.audit_evicted_connections.store(pipeline.stats.evicted_connections, Ordering::Relaxed);
+        stats.audit_evicted_for_memory.store(pipeline.stats.evicted_for_memory, Ordering::Relaxed);
+        self.publish_memory();
+        handled == DRAIN_BATCH
+    }
+
+    /// Forgets connections the kernel no longer tracks (closed without a close event).
+    fn release_closed(&mut self, open: &std::collections::HashSet<u64>) {
+        self.pipeline.release_closed(open);
+        self.publish_memory();
+    }
+
+    fn publish_memory(&self) {
+        self.stats.audit_connections.store(self.pipeline.tracked_connections() as u64, Ordering::Relaxed);
+        self.stats.audit_memory_bytes.store(self.pipeline.memory() as u64, Ordering::Relaxed);
     }
 }
