@@ -15,7 +15,6 @@ use prost::Message;
 use rust_decimal::Decimal;
 
 use metrics_agent::{
-    audit::llm::Usage,
     export::{
         Source,
         audit_metrics::{AuditMetrics, Limits},
@@ -23,7 +22,7 @@ use metrics_agent::{
         delta::DeltaTracker,
         dogstatsd, otlp, prometheus,
     },
-    records::{self, RequestRecord},
+    records::{self, RecordBuilder, RequestRecord},
 };
 
 /// The agent binary's allocator, so that the numbers are the agent's.
@@ -35,40 +34,21 @@ fn workload(n: usize) -> Vec<Arc<RequestRecord>> {
     (0..n)
         .map(|i| {
             let status = [200, 200, 200, 200, 200, 200, 200, 429, 500, 529][i % 10];
-            Arc::new(RequestRecord {
-                timestamp_unix_ms: 0,
-                start_ns: 0,
-                pid: 1,
-                side: if i % 2 == 0 { "client" } else { "upstream" },
-                provider_slot: None,
-                upstream_provider: None,
-                proxy_overhead_ms: None,
-                cache_hit: Some(i % 7 == 0),
-                provider: PROVIDERS[i % 3],
-                operation: "chat",
-                endpoint: "/v1/chat/completions".into(),
-                model_requested: Some(format!("model-{}", i % 20)),
-                model_returned: None,
-                status,
-                error_type: (status >= 400).then(|| format!("error_{}", status)),
-                streaming: i % 2 == 1,
-                tokens: Usage {
-                    input: Some(100 + i as u64 % 900),
-                    output: Some(50 + i as u64 % 400),
-                    ..Usage::default()
-                },
-                ttfb_ms: (i % 1000) as f64,
-                duration_ms: (i % 30_000) as f64,
-                session_id: None,
-                user_id: None,
-                api_key_hash: None,
-                truncated: false,
-                cost_usd: Some(Decimal::new(i as i64 % 1000, 6)),
-                application_id: None,
-                rate_limits: Default::default(),
-                pairing: Default::default(),
-                sample_every: 1,
-            })
+            Arc::new(
+                RecordBuilder::new()
+                    .side(if i % 2 == 0 { "client" } else { "upstream" })
+                    .cache_hit(Some(i % 7 == 0))
+                    .provider(PROVIDERS[i % 3])
+                    .model(&format!("model-{}", i % 20))
+                    .status(status)
+                    .error_type((status >= 400).then(|| format!("error_{}", status)))
+                    .streaming(i % 2 == 1)
+                    .tokens(100 + i as u64 % 900, 50 + i as u64 % 400)
+                    .ttfb_ms((i % 1000) as f64)
+                    .duration_ms((i % 30_000) as f64)
+                    .cost_usd(Some(Decimal::new(i as i64 % 1000, 6)))
+                    .build(),
+            )
         })
         .collect()
 }

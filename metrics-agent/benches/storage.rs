@@ -9,8 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use metrics_agent::{
-    audit::llm::Usage,
-    records::RequestRecord,
+    records::{RecordBuilder, RequestRecord},
     store::{
         budget,
         db::{Batch, RowFilter, Store},
@@ -30,36 +29,22 @@ fn record(ts_ms: u64, series: usize, i: u64) -> RequestRecord {
     let models = ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "claude-sonnet-4", "gemini-2.0-flash"];
     let providers = ["openai", "openai", "openai", "anthropic", "gcp.gemini"];
     let m = series % models.len();
-    RequestRecord {
-        timestamp_unix_ms: ts_ms,
-        start_ns: 0,
-        pid: 1,
-        side: "client",
-        provider_slot: None,
-        upstream_provider: Some(providers[m].into()),
-        proxy_overhead_ms: Some(0.2),
-        cache_hit: Some(i.is_multiple_of(17)),
-        provider: providers[m],
-        operation: "chat",
-        endpoint: "/v1/chat/completions".into(),
-        model_requested: Some(models[m].into()),
-        model_returned: Some(models[m].into()),
-        status: if i.is_multiple_of(50) { 429 } else { 200 },
-        error_type: None,
-        streaming: i.is_multiple_of(3),
-        tokens: Usage { input: Some(100 + i % 900), output: Some(20 + i % 300), ..Default::default() },
-        ttfb_ms: 50.0 + (i % 997) as f64,
-        duration_ms: 200.0 + ((i * 7_919) % 20_000) as f64,
-        session_id: None,
-        user_id: None,
-        api_key_hash: None,
-        truncated: false,
-        cost_usd: Some(rust_decimal::Decimal::new((i % 1000) as i64 + 1, 7)),
-        application_id: Some(format!("app-{}", series / models.len())),
-        rate_limits: Default::default(),
-        pairing: Default::default(),
-        sample_every: 1,
-    }
+    RecordBuilder::new()
+        .timestamp_unix_ms(ts_ms)
+        .upstream_provider(Some(providers[m]))
+        .proxy_overhead_ms(Some(0.2))
+        .cache_hit(Some(i.is_multiple_of(17)))
+        .provider(providers[m])
+        .model(models[m])
+        .model_returned(models[m])
+        .status(if i.is_multiple_of(50) { 429 } else { 200 })
+        .streaming(i.is_multiple_of(3))
+        .tokens(100 + i % 900, 20 + i % 300)
+        .ttfb_ms(50.0 + (i % 997) as f64)
+        .duration_ms(200.0 + ((i * 7_919) % 20_000) as f64)
+        .cost_usd(Some(rust_decimal::Decimal::new((i % 1000) as i64 + 1, 7)))
+        .application_id(Some(format!("app-{}", series / models.len())))
+        .build()
 }
 
 /// Records per second through aggregation alone, and through aggregation

@@ -5,7 +5,7 @@
 //! side's CPU is read per thread from /proc. Prints a Markdown table.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -15,10 +15,9 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use metrics_agent::{
-    audit::llm::Usage,
     http::limits,
     live::{self, HealthSources, Live, StreamConfig},
-    records::{self, RequestRecord},
+    records::{self, RecordBuilder, RequestRecord},
 };
 
 /// The agent binary's allocator, so that the numbers are the agent's.
@@ -31,36 +30,19 @@ const RECORDS_PER_SECOND: u64 = 2000;
 
 fn record(i: u64) -> RequestRecord {
     const PROVIDERS: [&str; 3] = ["openai", "anthropic", "gcp.gemini"];
-    RequestRecord {
-        timestamp_unix_ms: 0,
-        start_ns: 0,
-        pid: 1,
-        side: "client",
-        provider_slot: None,
-        upstream_provider: None,
-        proxy_overhead_ms: None,
-        cache_hit: Some(false),
-        provider: PROVIDERS[(i % 3) as usize],
-        operation: "chat",
-        endpoint: "/v1/chat/completions".into(),
-        model_requested: Some(format!("model-{}", i % 4)),
-        model_returned: None,
-        status: if i.is_multiple_of(50) { 429 } else { 200 },
-        error_type: i.is_multiple_of(50).then(|| "rate_limit_exceeded".into()),
-        streaming: false,
-        tokens: Usage { input: Some(100), output: Some(40), ..Usage::default() },
-        ttfb_ms: (i % 97) as f64,
-        duration_ms: (i % 997) as f64,
-        session_id: Some(format!("s{}", i % 500)),
-        user_id: None,
-        api_key_hash: None,
-        truncated: false,
-        cost_usd: Some(rust_decimal::Decimal::new(123, 6)),
-        application_id: Some(format!("app-{}", i % 4)),
-        rate_limits: BTreeMap::new(),
-        pairing: Default::default(),
-        sample_every: 1,
-    }
+    RecordBuilder::new()
+        .cache_hit(Some(false))
+        .provider(PROVIDERS[(i % 3) as usize])
+        .model(&format!("model-{}", i % 4))
+        .status(if i.is_multiple_of(50) { 429 } else { 200 })
+        .error_type(i.is_multiple_of(50).then(|| "rate_limit_exceeded".into()))
+        .tokens(100, 40)
+        .ttfb_ms((i % 97) as f64)
+        .duration_ms((i % 997) as f64)
+        .session_id(Some(format!("s{}", i % 500)))
+        .cost_usd(Some(rust_decimal::Decimal::new(123, 6)))
+        .application_id(Some(format!("app-{}", i % 4)))
+        .build()
 }
 
 /// CPU seconds (user + system) of this process's threads named `prefix*`.

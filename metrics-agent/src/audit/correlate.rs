@@ -299,39 +299,16 @@ impl Correlator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::llm::Usage;
+    use crate::records::RecordBuilder;
 
     fn record(side: &'static str, start_ms: u64, duration_ms: f64, provider: Option<&str>) -> RequestRecord {
-        RequestRecord {
-            timestamp_unix_ms: 0,
-            start_ns: start_ms * 1_000_000,
-            pid: 7,
-            provider_slot: None,
-            upstream_provider: provider.map(str::to_string),
-            proxy_overhead_ms: None,
-            cache_hit: None,
-            side,
-            provider: "openai",
-            operation: "chat",
-            endpoint: "/v1/chat/completions".into(),
-            model_requested: None,
-            model_returned: None,
-            status: 200,
-            error_type: None,
-            streaming: false,
-            tokens: Usage::default(),
-            ttfb_ms: 0.0,
-            duration_ms,
-            session_id: None,
-            user_id: None,
-            api_key_hash: None,
-            truncated: false,
-            cost_usd: None,
-            application_id: None,
-            rate_limits: Default::default(),
-            pairing: Pairing::default(),
-            sample_every: 1,
-        }
+        RecordBuilder::new()
+            .start_ns(start_ms * 1_000_000)
+            .pid(7)
+            .upstream_provider(provider)
+            .side(side)
+            .duration_ms(duration_ms)
+            .build()
     }
 
     fn with_id(mut r: RequestRecord, id: &str) -> RequestRecord {

@@ -348,39 +348,22 @@ impl AuditMetrics {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::audit::llm::Usage;
+    use crate::records::RecordBuilder;
 
     pub fn record(side: &'static str, model: &str, status: u16, input: u64, output: u64) -> RequestRecord {
-        RequestRecord {
-            timestamp_unix_ms: 0,
-            start_ns: 0,
-            pid: 1,
-            side,
-            provider_slot: None,
-            upstream_provider: None,
-            proxy_overhead_ms: None,
-            cache_hit: None,
-            provider: "openai",
-            operation: "chat",
-            endpoint: "/v1/chat/completions".into(),
-            model_requested: Some(model.into()),
-            model_returned: None,
-            status,
-            error_type: (status >= 400).then(|| "rate_limit_exceeded".into()),
-            streaming: false,
-            tokens: Usage { input: Some(input), output: Some(output), ..Usage::default() },
-            ttfb_ms: 100.0,
-            duration_ms: 1500.0,
-            session_id: Some("session-not-a-label".into()),
-            user_id: Some("user-not-a-label".into()),
-            api_key_hash: Some("0123456789abcdef".into()),
-            truncated: false,
-            cost_usd: Some(Decimal::new(25, 6)),
-            application_id: None,
-            rate_limits: Default::default(),
-            pairing: Default::default(),
-            sample_every: 1,
-        }
+        RecordBuilder::new()
+            .side(side)
+            .model(model)
+            .status(status)
+            .error_type((status >= 400).then(|| "rate_limit_exceeded".into()))
+            .tokens(input, output)
+            .ttfb_ms(100.0)
+            .duration_ms(1500.0)
+            .session_id(Some("session-not-a-label".into()))
+            .user_id(Some("user-not-a-label".into()))
+            .api_key_hash("0123456789abcdef")
+            .cost_usd(Some(Decimal::new(25, 6)))
+            .build()
     }
 
     fn value(series: &[Series], desc: &'static Desc, has: &[(&str, &str)]) -> f64 {

@@ -382,39 +382,20 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::llm::Usage;
+    use crate::records::RecordBuilder;
 
     pub fn record(app: &str, provider: &'static str, model: &str, status: u16, duration_ms: f64) -> RequestRecord {
-        RequestRecord {
-            timestamp_unix_ms: 0,
-            start_ns: 0,
-            pid: 1,
-            side: "client",
-            provider_slot: None,
-            upstream_provider: None,
-            proxy_overhead_ms: None,
-            cache_hit: None,
-            provider,
-            operation: "chat",
-            endpoint: "/v1/chat/completions".into(),
-            model_requested: Some(model.into()),
-            model_returned: None,
-            status,
-            error_type: (status == 429).then(|| "rate_limit_exceeded".to_string()),
-            streaming: false,
-            tokens: Usage { input: Some(12), output: Some(34), ..Usage::default() },
-            ttfb_ms: duration_ms / 2.0,
-            duration_ms,
-            session_id: None,
-            user_id: None,
-            api_key_hash: None,
-            truncated: false,
-            cost_usd: (status == 200).then(|| Decimal::new(222, 7)),
-            application_id: Some(app.into()),
-            rate_limits: BTreeMap::new(),
-            pairing: Default::default(),
-            sample_every: 1,
-        }
+        RecordBuilder::new()
+            .provider(provider)
+            .model(model)
+            .status(status)
+            .error_type((status == 429).then(|| "rate_limit_exceeded".to_string()))
+            .tokens(12, 34)
+            .ttfb_ms(duration_ms / 2.0)
+            .duration_ms(duration_ms)
+            .cost_usd((status == 200).then(|| Decimal::new(222, 7)))
+            .application_id(Some(app.into()))
+            .build()
     }
 
     fn settings() -> WindowSettings {

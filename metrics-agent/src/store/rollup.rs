@@ -247,40 +247,22 @@ pub fn roll_up(minutes: &HashMap<SeriesKey, Aggregate>, tier: Tier) -> HashMap<S
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::audit::llm::Usage;
+    use crate::records::RecordBuilder;
 
     /// A client record with the given fields; everything else plain.
     pub fn record(ts_ms: u64, model: &str, duration_ms: f64, input: u64, output: u64, cost: &str) -> RequestRecord {
-        RequestRecord {
-            timestamp_unix_ms: ts_ms,
-            start_ns: 0,
-            pid: 1,
-            side: "client",
-            provider_slot: None,
-            upstream_provider: Some("openai".into()),
-            proxy_overhead_ms: None,
-            cache_hit: Some(false),
-            provider: "openai",
-            operation: "chat",
-            endpoint: "/v1/chat/completions".into(),
-            model_requested: Some(model.into()),
-            model_returned: Some(model.into()),
-            status: 200,
-            error_type: None,
-            streaming: false,
-            tokens: Usage { input: Some(input), output: Some(output), ..Default::default() },
-            ttfb_ms: duration_ms / 2.0,
-            duration_ms,
-            session_id: None,
-            user_id: None,
-            api_key_hash: None,
-            truncated: false,
-            cost_usd: Some(cost.parse().unwrap()),
-            application_id: Some("app".into()),
-            rate_limits: Default::default(),
-            pairing: Default::default(),
-            sample_every: 1,
-        }
+        RecordBuilder::new()
+            .timestamp_unix_ms(ts_ms)
+            .upstream_provider(Some("openai"))
+            .cache_hit(Some(false))
+            .model(model)
+            .model_returned(model)
+            .tokens(input, output)
+            .ttfb_ms(duration_ms / 2.0)
+            .duration_ms(duration_ms)
+            .cost_usd(Some(cost.parse().unwrap()))
+            .application_id(Some("app".into()))
+            .build()
     }
 
     #[test]
