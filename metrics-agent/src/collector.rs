@@ -498,7 +498,7 @@ impl Collector for HotPathCollector {
             Some(&Unit::Seconds),
             ConstCounter::new(0f64).metric_type(),
         )?)?;
-        ConstCounter::new(crate::audit::breaker::process_cpu_time().as_secs_f64()).encode(e.encode_descriptor(
+        ConstCounter::new(crate::cpu_time::process_cpu_time().as_secs_f64()).encode(e.encode_descriptor(
             "metrics_agent_cpu",
             "CPU time the agent itself used (user and system, all threads).",
             Some(&Unit::Seconds),

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     attach_mode::AttachMode,
     audit::identity::IdentityConfig,
-    cli::RunArgs,
     export::settings::{self as export_settings, ExportSettings, ExportersFile, MetricsFile},
     providers::ProviderSpec,
+    run_args::RunArgs,
 };
 
 /// The configuration file. Every field is optional; flags override it.
@@ -66,12 +66,7 @@ pub struct FileConfig {
     pub storage: Option<crate::store::config::StorageFile>,
 }
 
-/// What to trace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetSpec {
-    Exe(PathBuf),
-    Pid(u32),
-}
+pub use crate::target::TargetSpec;
 
 /// Validated settings of `run`.
 #[derive(Debug, Clone)]

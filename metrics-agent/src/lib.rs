@@ -1,7 +1,7 @@
 //! The `metrics-agent` library: attaches to an unmodified LLM API proxy with
 //! eBPF and serves exact per-provider request, failure, byte and latency
-//! counters. The binary (`main.rs`) only parses the command line and calls
-//! [`cli::Command::run`]; the benchmarks (`benches/`) and the fuzz targets
+//! counters. The binary (`main.rs`) parses the command line and calls the
+//! subcommand's entry (`run`, `config`, `store_cli`); the benchmarks (`benches/`) and the fuzz targets
 //! (`fuzz/`) use the modules made public here. docs/architecture.md shows
 //! the module layers and which may import which.
 
@@ -9,7 +9,8 @@ mod attach_mode;
 pub mod audit;
 pub mod cli;
 mod collector;
-mod config;
+pub mod config;
+mod cpu_time;
 pub mod export;
 pub mod http;
 mod kernel;
@@ -20,9 +21,11 @@ mod privilege;
 mod proc_events;
 mod providers;
 pub mod records;
-mod run;
+pub mod run;
+pub mod run_args;
 pub mod secrets;
 mod sockets;
 pub mod store;
+pub mod store_cli;
 mod target;
 pub mod zeroing;

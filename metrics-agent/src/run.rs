@@ -20,7 +20,6 @@ use tokio::{
 
 use crate::{
     audit::reader::AuditTask,
-    cli::RunArgs,
     collector::{AgentStats, CounterMaps, HotPathCollector},
     config::Config,
     http,
@@ -28,6 +27,7 @@ use crate::{
     preflight,
     proc_events::Tracer,
     providers::{self, AddressTable},
+    run_args::RunArgs,
     target::Target,
 };
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use super::{
+use crate::store::{
     config::{DEFAULT_DATABASE_URL, StorageFile},
     db::{Store, redact},
     fscore,

@@ -12,7 +12,13 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::TargetSpec;
+/// What to trace: every process running an executable, or one process
+/// and the processes it forks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    Exe(PathBuf),
+    Pid(u32),
+}
 
 /// A resolved target specification.
 #[derive(Debug, Clone)]

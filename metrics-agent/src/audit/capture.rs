@@ -13,8 +13,11 @@ use aya::maps::{Array, MapData};
 use metrics_common::capture::{MAX_SAMPLE_EVERY, control};
 use tokio::time::Instant;
 
-use super::breaker::{Action, Pressure, Sampler, thread_cpu_time};
-use crate::collector::{AgentStats, CounterMaps};
+use super::breaker::{Action, Pressure, Sampler};
+use crate::{
+    collector::{AgentStats, CounterMaps},
+    cpu_time::thread_cpu_time,
+};
 
 pub struct CaptureController {
     control: Array<MapData, u32>,

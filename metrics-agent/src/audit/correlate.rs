@@ -29,8 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
-
+use super::pairing::Confidence;
 use super::pipeline::RequestRecord;
 
 /// Recent upstream exchanges kept per process.
@@ -46,33 +45,6 @@ const END_SLACK_NS: u64 = 5_000_000;
 /// Weight of a model or usage agreement in the content score: more than
 /// streaming flag and status together.
 const STRONG: i32 = 4;
-
-/// How a client record was tied to its upstream record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Confidence {
-    /// The same provider response id or request body, on one candidate only.
-    Certain,
-    /// Model, streaming flag, status and usage single it out.
-    Content,
-    /// Only time and process: the latest-starting candidate.
-    Time,
-}
-
-/// What a record carries for pairing the two sides of a proxy.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Pairing {
-    /// The provider's id of the response (body `id`, else a `x-request-id`
-    /// or `request-id` header), bounded.
-    pub request_id: Option<String>,
-    /// Client records: how the upstream record was found; null when none was.
-    pub confidence: Option<Confidence>,
-    /// Client records: the paired upstream record's `request_id`.
-    pub upstream_request_id: Option<String>,
-    /// Digest of the request body (complete bodies only).
-    #[serde(skip)]
-    pub request_digest: Option<u64>,
-}
 
 /// The parts of an upstream record pairing looks at.
 struct Upstream {
@@ -299,7 +271,7 @@ impl Correlator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::RecordBuilder;
+    use crate::audit::record_builder::RecordBuilder;
 
     fn record(side: &'static str, start_ms: u64, duration_ms: f64, provider: Option<&str>) -> RequestRecord {
         RecordBuilder::new()

@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::{cost::PriceTable, pipeline::RequestRecord};
-use crate::{collector::AgentStats, records::RecordBus};
+use crate::collector::AgentStats;
 
 pub struct Enrichment {
     /// Label of each provider slot.
@@ -19,8 +19,10 @@ pub struct Enrichment {
     pub prices: PriceTable,
     /// Print every record on standard output.
     pub print_requests: bool,
-    /// Where finished records go (storage, exporters, the live stream).
-    pub records_out: RecordBus,
+    /// Where finished records go: the record bus (`crate::records`), to
+    /// storage, exporters and the live stream. Named by its type, not the
+    /// bus module's alias: that module sits above the audit parsers.
+    pub records_out: tokio::sync::broadcast::Sender<Arc<RequestRecord>>,
     /// Counts the records with usage but no price.
     pub stats: Arc<AgentStats>,
 }

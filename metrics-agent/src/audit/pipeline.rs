@@ -13,11 +13,11 @@ use metrics_common::{
 use serde::Serialize;
 
 use super::{
-    correlate::Pairing,
     decode,
     identity::{self, IdentityConfig, Ids},
     llm::{self, LlmRequest, Usage},
     message::{Kind, Message, MessageParser, StartLine},
+    pairing::Pairing,
     stream::StreamBody,
 };
 

@@ -54,7 +54,7 @@ pub struct AuditTask {
     /// Heap the parsers may hold together.
     pub memory_budget_bytes: usize,
     /// Where finished records go (storage, exporters, the live stream).
-    pub records_out: crate::records::RecordBus,
+    pub records_out: tokio::sync::broadcast::Sender<Arc<super::pipeline::RequestRecord>>,
     /// The connection ids the kernel tracks now (None when unreadable).
     pub open_connections: Box<dyn Fn() -> Option<std::collections::HashSet<u64>> + Send>,
 }

@@ -5,7 +5,6 @@
 
 pub mod api;
 pub mod budget;
-pub mod cli;
 pub mod config;
 pub mod db;
 pub mod detail;
