@@ -1,6 +1,7 @@
 //! `metrics-agent`: attaches to an unmodified LLM API proxy with eBPF and
 //! serves exact per-provider request, failure, byte and latency counters.
 
+mod agent_stats;
 mod attach_mode;
 mod audit;
 mod cli;

@@ -23,7 +23,7 @@ use super::{
     correlate::Correlator,
     pipeline::{Pipeline, RequestRecord},
 };
-use crate::collector::{AgentStats, CounterMaps};
+use crate::{agent_stats::AgentStats, collector::CounterMaps};
 
 /// How often the sampler and the correlator run.
 const TICK: Duration = Duration::from_secs(1);

@@ -1,9 +1,11 @@
-//! The audit, system and exporter-health series on `/metrics`: a
-//! prometheus-client collector that encodes a fresh snapshot at each scrape
-//! (the kernel counters have their own collector). Attribute keys become
-//! label names with `.` replaced by `_`. prometheus-client writes label
-//! values verbatim, so values (models and error types come from request and
-//! response bodies) are escaped here as the exposition format requires.
+//! Prometheus: `[exporters.prometheus]` and a prometheus-client collector
+//! that encodes a fresh snapshot of the catalogue at each scrape of
+//! `/metrics`. Names follow the catalogue's `prom` names: the unit suffix
+//! and, on counters, `_total` are added by the encoder; attribute keys
+//! become label names with `.` replaced by `_`. prometheus-client writes
+//! label values verbatim, so values (models and error types come from
+//! request and response bodies) are escaped here as the exposition format
+//! requires.
 
 use std::sync::Arc;
 
@@ -14,14 +16,61 @@ use prometheus_client::{
     registry::Unit,
 };
 
+use serde::{Deserialize, Serialize};
+
 use super::{
-    Source,
+    ExportError, Source,
+    backends::{Backend, Env, Resolved, Start},
     model::{Desc, Kind, Series, Value},
+    settings::SettingsError,
 };
+
+pub const NAME: &str = "prometheus";
+
+/// `[exporters.prometheus]`.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusFile {
+    /// Every metric on `/metrics` [true]; false keeps only the kernel
+    /// counters and the agent's statistics there.
+    pub enabled: Option<bool>,
+}
+
+/// Prometheus's place in the exporter list (`backends.rs`).
+pub struct Prometheus;
+
+impl Backend for Prometheus {
+    type File = PrometheusFile;
+
+    fn resolve(file: Option<&PrometheusFile>, _env: Env) -> Result<Vec<Arc<dyn Resolved>>, SettingsError> {
+        Ok(vec![Arc::new(PrometheusSettings { all: file.and_then(|f| f.enabled).unwrap_or(true) })])
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrometheusSettings {
+    /// Every source, or only the kernel counters and agent statistics.
+    pub all: bool,
+}
+
+impl Resolved for PrometheusSettings {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn start(&self) -> Result<Start, ExportError> {
+        let all = self.all;
+        Ok(Start::Pull(Box::new(move |source, registry| {
+            registry.register_collector(Box::new(ExportCollector { source, all }))
+        })))
+    }
+}
 
 #[derive(Debug)]
 pub struct ExportCollector {
     pub source: Arc<Source>,
+    /// See `PrometheusSettings::all`.
+    pub all: bool,
 }
 
 fn unit(desc: &Desc) -> Option<Unit> {
@@ -98,8 +147,7 @@ pub fn encode(series: &[Series], e: &mut DescriptorEncoder) -> Result<(), std::f
 
 impl Collector for ExportCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snapshot = self.source.snapshot(false, false);
-        encode(&snapshot.series, &mut e)
+        encode(&self.source.series(self.all), &mut e)
     }
 }
 
@@ -118,11 +166,12 @@ mod tests {
             start_unix_nanos: 0,
             audit,
             hot_path: None,
+            agent: None,
             system: None,
-            exporters: vec![("otlp", Arc::default())],
+            exporters: vec![crate::export::Health { name: "otlp", stats: Arc::default(), takes_samples: false }],
         });
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(ExportCollector { source }));
+        registry.register_collector(Box::new(ExportCollector { source, all: true }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         let text = crate::http::openmetrics_to_prometheus(&text);
@@ -148,10 +197,16 @@ mod tests {
         let mut r = crate::export::audit_metrics::tests::record("client", model, 429, 1, 1);
         r.error_type = Some("back\\slash\"\n# TYPE x counter".into());
         audit.observe(&r);
-        let source =
-            Arc::new(Source { start_unix_nanos: 0, audit, hot_path: None, system: None, exporters: Vec::new() });
+        let source = Arc::new(Source {
+            start_unix_nanos: 0,
+            audit,
+            hot_path: None,
+            agent: None,
+            system: None,
+            exporters: Vec::new(),
+        });
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(ExportCollector { source }));
+        registry.register_collector(Box::new(ExportCollector { source, all: true }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for text in [text.clone(), crate::http::openmetrics_to_prometheus(&text)] {

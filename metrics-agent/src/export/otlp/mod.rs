@@ -14,10 +14,13 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message;
 
+pub mod config;
+
+pub use self::config::Otlp;
+use self::config::{Compression, OtlpSettings};
 use super::{
     ExportError, Exporter,
     model::{Desc, Kind, Label, Snapshot, Value},
-    settings::{Compression, OtlpSettings},
 };
 
 pub const NAME: &str = "otlp";
