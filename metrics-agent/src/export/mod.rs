@@ -16,6 +16,8 @@ pub mod audit_metrics;
 pub mod backends;
 pub mod bench;
 pub mod catalog;
+#[cfg(test)]
+mod conformance;
 pub mod datadog;
 pub mod delta;
 pub mod hot_path;
