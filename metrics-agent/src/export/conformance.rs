@@ -109,10 +109,11 @@ fn every_backend_carries_every_catalogued_metric() {
     let expected: BTreeSet<String> = ALL.iter().map(|d| prometheus_family(d)).collect();
     assert_eq!(families, expected, "Prometheus families");
     for d in ALL {
-        let sample = match d.kind {
-            Kind::Histogram => format!("{}_count{{", d.prometheus_name()),
-            _ => format!("{}{{", prometheus_family(d)),
+        let name = match d.kind {
+            Kind::Histogram => format!("{}_count", d.prometheus_name()),
+            _ => prometheus_family(d),
         };
+        let sample = if d.labels.is_empty() { format!("{name} ") } else { format!("{name}{{") };
         let line = text.lines().find(|l| l.starts_with(&sample)).unwrap_or_else(|| panic!("{sample} in\n{text}"));
         for label in d.labels {
             assert!(line.contains(&format!("{}=\"v\"", label.replace('.', "_"))), "{label} on {line}");

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet},
+    encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Unit,
 };
@@ -120,29 +120,33 @@ pub fn encode(series: &[Series], e: &mut DescriptorEncoder) -> Result<(), std::f
     for desc in order {
         let u = unit(desc);
         let mut family = e.encode_descriptor(desc.prom, desc.help, u.as_ref(), metric_type(desc.kind))?;
-        for s in series.iter().filter(|s| std::ptr::eq(s.desc, desc)) {
-            let l = labels(s);
-            let m = family.encode_family(&l)?;
-            match (&s.value, desc.kind) {
-                (Value::Int(v), Kind::Counter) => ConstCounter::new(*v).encode(m)?,
-                (Value::Float(v), Kind::Counter) => ConstCounter::new(*v).encode(m)?,
-                (Value::Int(v), Kind::Gauge) => ConstGauge::new(i64::try_from(*v).unwrap_or(i64::MAX)).encode(m)?,
-                (Value::Float(v), Kind::Gauge) => ConstGauge::new(*v).encode(m)?,
-                (Value::Histogram(h), Kind::Histogram) => {
-                    let mut m = m;
-                    let buckets: Vec<(f64, u64)> = h
-                        .counts
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| (h.bounds.get(i).copied().unwrap_or(f64::MAX), *c))
-                        .collect();
-                    m.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?
+        let members: Vec<&Series> = series.iter().filter(|s| std::ptr::eq(s.desc, desc)).collect();
+        match members.as_slice() {
+            // A metric without labels is written `name value`, not `name{} value`.
+            [only] if only.labels.is_empty() => value(only, family)?,
+            _ => {
+                for s in members {
+                    value(s, family.encode_family(&labels(s))?)?;
                 }
-                _ => {}
             }
         }
     }
     Ok(())
+}
+
+fn value(s: &Series, mut m: MetricEncoder) -> Result<(), std::fmt::Error> {
+    match (&s.value, s.desc.kind) {
+        (Value::Int(v), Kind::Counter) => ConstCounter::new(*v).encode(m),
+        (Value::Float(v), Kind::Counter) => ConstCounter::new(*v).encode(m),
+        (Value::Int(v), Kind::Gauge) => ConstGauge::new(i64::try_from(*v).unwrap_or(i64::MAX)).encode(m),
+        (Value::Float(v), Kind::Gauge) => ConstGauge::new(*v).encode(m),
+        (Value::Histogram(h), Kind::Histogram) => {
+            let buckets: Vec<(f64, u64)> =
+                h.counts.iter().enumerate().map(|(i, c)| (h.bounds.get(i).copied().unwrap_or(f64::MAX), *c)).collect();
+            m.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
+        }
+        _ => Ok(()),
+    }
 }
 
 impl Collector for ExportCollector {
