@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 
 use super::{
     Health, Source,
-    audit_metrics::{AuditMetrics, Limits, SAMPLED},
+    audit_metrics::{AuditMetrics, Limits, is_sampled},
     catalog::{self as m, ALL},
     datadog::{api, dogstatsd},
     delta::DeltaTracker,
@@ -49,7 +49,11 @@ fn every_metric_once() -> Snapshot {
             },
         })
         .collect();
-    let samples = SAMPLED.iter().map(|d| Samples { desc: d, labels: Vec::new(), values: vec![0.5] }).collect();
+    let samples = ALL
+        .iter()
+        .filter(|d| is_sampled(d))
+        .map(|d| Samples { desc: d, labels: Vec::new(), values: vec![0.5] })
+        .collect();
     Snapshot { start_unix_nanos: 1, time_unix_nanos: 2_000_000_000, series, samples }
 }
 
@@ -83,7 +87,7 @@ fn prometheus_family(d: &Desc) -> String {
 /// their raw samples when sampled, else as `.count` and `.sum` counts.
 fn statsd_names(d: &Desc) -> Vec<String> {
     match d.kind {
-        Kind::Histogram if !SAMPLED.iter().any(|s| is(s, d)) => {
+        Kind::Histogram if !is_sampled(d) => {
             vec![format!("{}.count", d.otel), format!("{}.sum", d.otel)]
         }
         _ => vec![d.otel.to_string()],

@@ -64,7 +64,7 @@ pub fn groups(snapshot: &Snapshot, base: &DeltaTracker, global: &[String]) -> Ve
             (Kind::Counter, Delta::Number(d)) if d > 0.0 => line(&mut lines, s.desc.otel, d, "c", &t),
             (Kind::Histogram, Delta::Histogram(h)) if h.count > 0 => {
                 // Audit histograms go out as distributions of their raw samples.
-                if crate::export::audit_metrics::SAMPLED.iter().any(|d| std::ptr::eq(*d, s.desc)) {
+                if crate::export::audit_metrics::is_sampled(s.desc) {
                     continue;
                 }
                 line(&mut lines, &format!("{}.count", s.desc.otel), h.count as f64, "c", &t);
