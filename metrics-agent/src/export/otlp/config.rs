@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
-use super::OtlpExporter;
+use super::{OtlpExporter, grpc::GrpcExporter};
 use crate::export::{
     ExportError, Planned,
     backends::{Backend, Env, Resolved, Start},
@@ -16,15 +16,21 @@ use crate::export::{
     },
 };
 
-/// `[exporters.otlp]`: OTLP/HTTP protobuf push.
+/// `[exporters.otlp]`: OTLP push, HTTP/protobuf or gRPC.
 #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpFile {
     /// [true when the section is present]
     pub enabled: Option<bool>,
-    /// URL to POST to; a URL without a path gets `/v1/metrics`
-    /// [http://localhost:4318/v1/metrics].
+    /// `http/protobuf` [default] or `grpc`.
+    pub protocol: Option<String>,
+    /// HTTP: URL to POST to; a URL without a path gets `/v1/metrics`
+    /// [http://localhost:4318/v1/metrics]. gRPC: the collector's URL
+    /// [http://localhost:4317]; `https://` is TLS.
     pub endpoint: Option<String>,
+    /// PEM file of the certificate authority that signed the collector's TLS
+    /// certificate [the public web roots].
+    pub certificate: Option<std::path::PathBuf>,
     /// Extra request headers (authentication).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
@@ -42,9 +48,21 @@ pub enum Compression {
     Gzip,
 }
 
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Protobuf over HTTP POST (`/v1/metrics`).
+    HttpProtobuf,
+    /// The `MetricsService/Export` gRPC call.
+    Grpc,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpSettings {
+    pub protocol: Protocol,
     pub endpoint: String,
+    /// Extra trusted certificate authority (PEM), for TLS endpoints.
+    pub ca_pem: Option<Vec<u8>>,
     pub headers: Vec<(String, Secret)>,
     pub compression: Compression,
     pub delivery: Delivery,
@@ -77,24 +95,37 @@ impl Resolved for OtlpSettings {
     }
 
     fn start(&self) -> Result<Start, ExportError> {
-        Ok(Start::Push(Planned::new(super::NAME, self.delivery, OtlpExporter::new(self.clone())?)))
+        Ok(Start::Push(match self.protocol {
+            Protocol::HttpProtobuf => Planned::new(super::NAME, self.delivery, OtlpExporter::new(self.clone())?),
+            Protocol::Grpc => Planned::new(super::NAME, self.delivery, GrpcExporter::new(self.clone())?),
+        }))
     }
 }
 
 /// Resolves the section against the environment.
 pub fn settings(file: &OtlpFile, env: Env) -> Result<OtlpSettings, SettingsError> {
     const S: &str = "[exporters.otlp]";
-    if let Some((name, p)) = first_env(env, &["OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"])
-        && p.trim() != "http/protobuf"
+    let protocol = match first_env(env, &["OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"])
+        .or_else(|| file.protocol.clone().map(|p| (format!("{S} protocol"), p)))
     {
-        return Err(invalid(name, format!("{p:?} is not supported: unset it or use http/protobuf")));
-    }
+        None => Protocol::HttpProtobuf,
+        Some((_, p)) if p.trim() == "http/protobuf" => Protocol::HttpProtobuf,
+        Some((_, p)) if p.trim() == "grpc" => Protocol::Grpc,
+        Some((name, p)) => return Err(invalid(name, format!("{p:?} is not supported: use http/protobuf or grpc"))),
+    };
     let endpoint = if let Some((_, v)) = first_env(env, &["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"]) {
         check_url("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", v.trim())?;
         v.trim().to_string()
     } else if let Some((_, v)) = first_env(env, &["OTEL_EXPORTER_OTLP_ENDPOINT"]) {
         check_url("OTEL_EXPORTER_OTLP_ENDPOINT", v.trim())?;
-        format!("{}/v1/metrics", v.trim().trim_end_matches('/'))
+        match protocol {
+            Protocol::HttpProtobuf => format!("{}/v1/metrics", v.trim().trim_end_matches('/')),
+            Protocol::Grpc => v.trim().to_string(),
+        }
+    } else if protocol == Protocol::Grpc {
+        let v = file.endpoint.clone().unwrap_or_else(|| "http://localhost:4317".into());
+        check_url(&format!("{S} endpoint"), &v)?;
+        v
     } else {
         let v = file.endpoint.clone().unwrap_or_else(|| "http://localhost:4318/v1/metrics".into());
         check_url(&format!("{S} endpoint"), &v)?;
@@ -124,8 +155,18 @@ pub fn settings(file: &OtlpFile, env: Env) -> Result<OtlpSettings, SettingsError
         .or(millis_env(env, &["OTEL_METRIC_EXPORT_TIMEOUT"])?)
         .or(file.timeout_seconds);
     let interval = millis_env(env, &["OTEL_METRIC_EXPORT_INTERVAL"])?.or(file.interval_seconds);
+    let certificate = first_env(env, &["OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"])
+        .or_else(|| file.certificate.as_ref().map(|p| (format!("{S} certificate"), p.display().to_string())));
+    let ca_pem = match certificate {
+        Some((name, path)) => Some(std::fs::read(path.trim()).map_err(|e| {
+            invalid(name, format!("cannot read the certificate authority file {path:?}: {e} (a PEM file)"))
+        })?),
+        None => None,
+    };
     Ok(OtlpSettings {
+        protocol,
         endpoint,
+        ca_pem,
         headers: headers.into_iter().map(|(k, v)| (k, Secret(v))).collect(),
         compression,
         delivery: delivery(S, interval, timeout, file.queue_batches, file.max_retries)?,
@@ -175,8 +216,10 @@ mod tests {
         let e = otlp(f, &[("OTEL_EXPORTER_OTLP_HEADERS", "secret-token-without-equals")]).unwrap_err().to_string();
         assert!(e.starts_with("OTEL_EXPORTER_OTLP_HEADERS: expected key=value"), "{e}");
         assert!(!e.contains("secret-token"), "{e}");
-        let e = otlp(f, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).unwrap_err().to_string();
-        assert!(e.contains("use http/protobuf"), "{e}");
+        let e = otlp(f, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).unwrap_err().to_string();
+        assert_eq!(e, "OTEL_EXPORTER_OTLP_PROTOCOL: \"http/json\" is not supported: use http/protobuf or grpc");
+        let e = otlp("[exporters.otlp]\ncertificate = \"/nonexistent/ca.pem\"\n", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("[exporters.otlp] certificate: cannot read the certificate authority file"), "{e}");
         for e in [
             otlp("[exporters.otlp]\nendpoint = \"ftp://x\"\n", &[]),
             otlp("[exporters.otlp]\ninterval_seconds = 0\n", &[]),
@@ -188,6 +231,24 @@ mod tests {
             otlp("[exporters.otlp]\nmax_retries = 50\n", &[]).unwrap_err().to_string(),
             "[exporters.otlp] max_retries: 50 is out of range: use 0 to 20"
         );
+    }
+
+    #[test]
+    fn grpc_endpoints_have_no_path_appended() {
+        let o = otlp("[exporters.otlp]\nprotocol = \"grpc\"\n", &[]).unwrap();
+        assert_eq!((o.protocol, o.endpoint.as_str()), (Protocol::Grpc, "http://localhost:4317"));
+        let o = otlp(
+            "[exporters.otlp]\n",
+            &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel.example:4317")],
+        )
+        .unwrap();
+        assert_eq!((o.protocol, o.endpoint.as_str()), (Protocol::Grpc, "https://otel.example:4317"));
+        let o = otlp(
+            "[exporters.otlp]\nprotocol = \"grpc\"\n",
+            &[("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")],
+        )
+        .unwrap();
+        assert_eq!(o.protocol, Protocol::HttpProtobuf, "the environment overrides the file");
     }
 
     #[test]
