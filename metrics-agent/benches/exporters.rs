@@ -18,9 +18,9 @@ use metrics_agent::{
     export::{
         Source,
         audit_metrics::{AuditMetrics, Limits},
-        datadog_api,
+        datadog::{api as datadog_api, dogstatsd},
         delta::DeltaTracker,
-        dogstatsd, otlp, prometheus,
+        otlp, prometheus,
     },
     records::{self, RecordBuilder, RequestRecord},
 };
@@ -107,14 +107,15 @@ fn run(n: usize) -> anyhow::Result<()> {
         let aggregated = through_bus(&records, Arc::new(move |r: &RequestRecord| a.observe(r))).await;
         (baseline, aggregated)
     });
-    let source = Arc::new(Source { start_unix_nanos: 0, audit, hot_path: None, system: None, exporters: vec![] });
-    let snapshot = source.snapshot(false, false);
+    let source =
+        Arc::new(Source { start_unix_nanos: 0, audit, hot_path: None, agent: None, system: None, exporters: vec![] });
+    let snapshot = source.snapshot(false);
     let series = snapshot.series.len();
     let rounds = 50;
     let resource = otlp::resource_attributes(|_| None);
     let base = DeltaTracker::default();
     let mut registry = prometheus_client::registry::Registry::default();
-    registry.register_collector(Box::new(prometheus::ExportCollector { source }));
+    registry.register_collector(Box::new(prometheus::ExportCollector { source, all: true }));
     let (prom_us, prom) = time(rounds, || {
         let mut text = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut text, &registry);

@@ -364,7 +364,7 @@ mod tests {
         let c = Config::from_args(&args(|a| a.config = Some(path.clone()))).unwrap();
         assert_eq!(c.export.system.interval_seconds, 5);
         assert!(!c.export.system.collect_disk_io);
-        assert!(c.export.datadog_api.is_some());
+        assert!(c.export.exporters.iter().any(|e| e.name() == "datadog_api"));
         let printed = toml::to_string(&c.to_file()).unwrap();
         assert!(!printed.contains("dd-secret"), "{printed}");
         std::fs::write(&path, "exe = \"/bin/true\"\n[exporters.otlp]\nendpoint = \"http://x:4318\"\nintervl = 3\n")

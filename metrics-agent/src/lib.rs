@@ -5,6 +5,7 @@
 //! (`fuzz/`) use the modules made public here. docs/architecture.md shows
 //! the module layers and which may import which.
 
+pub mod agent_stats;
 mod attach_mode;
 pub mod audit;
 pub mod cli;

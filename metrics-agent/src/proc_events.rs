@@ -14,7 +14,7 @@ use metrics_common::{
 };
 
 use crate::{
-    collector::AgentStats,
+    agent_stats::AgentStats,
     kernel::Kernel,
     providers::AddressTable,
     sockets,

@@ -19,8 +19,9 @@ use tokio::{
 };
 
 use crate::{
+    agent_stats::AgentStats,
     audit::reader::AuditTask,
-    collector::{AgentStats, CounterMaps, HotPathCollector},
+    collector::CounterMaps,
     config::Config,
     http,
     kernel::Kernel,
@@ -83,12 +84,6 @@ async fn run_async(
         ("process_events", ring.as_fd(), u64::from(names::PROC_EVENTS_BYTES)),
     ]);
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(HotPathCollector {
-        maps: counter_maps.clone(),
-        conns: conns.clone(),
-        providers: providers::slot_names(&config.providers),
-        stats: stats.clone(),
-    }));
 
     // Signals first: a SIGTERM during attaching must still detach cleanly.
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -115,9 +110,10 @@ async fn run_async(
             settings: config.export.clone(),
             hot_path: crate::export::hot_path::HotPathSource {
                 maps: counter_maps.clone(),
-                stats: stats.clone(),
+                conns: conns.clone(),
                 providers: providers::slot_names(&config.providers),
             },
+            stats: stats.clone(),
             conns: conns.clone(),
             rings,
             provider_addresses: table.clone(),

@@ -9,6 +9,7 @@
 //! key (the client's canary) or the exporters' own credentials in a body.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     io::{Read, Write},
     net::{TcpListener, UdpSocket},
     os::unix::net::UnixDatagram,
@@ -247,6 +248,11 @@ fn otlp_sum(metrics: &[Metric], name: &str, want: &[(&str, &str)]) -> (f64, u64)
     total
 }
 
+/// The unit of an OTLP metric.
+fn otlp_metric_unit<'a>(metrics: &'a [Metric], name: &str) -> Option<&'a str> {
+    metrics.iter().find(|m| m.name == name).map(|m| m.unit.as_str())
+}
+
 /// The metrics of the most recent OTLP request.
 fn latest_otlp(rx: &Receiver) -> Vec<Metric> {
     let Some(last) = rx.all().into_iter().rev().find(|r| r.path == "/v1/metrics") else { return Vec::new() };
@@ -269,6 +275,65 @@ fn prom_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .filter(|l| labels.iter().all(|x| l.contains(x)))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum()
+}
+
+/// `# HELP` text -> (family, type) of a Prometheus exposition, leaving out
+/// the agent's HTTP server and storage metrics (registered apart from the
+/// metric catalogue, and served on `/metrics` only).
+fn prom_families(text: &str) -> BTreeMap<String, (String, String)> {
+    let mut types = BTreeMap::new();
+    for l in text.lines() {
+        if let Some((name, kind)) = l.strip_prefix("# TYPE ").and_then(|l| l.split_once(' ')) {
+            types.insert(name.to_string(), kind.to_string());
+        }
+    }
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# HELP ")?.split_once(' '))
+        .filter(|(name, _)| !name.starts_with("metrics_agent_http_") && !name.starts_with("metrics_agent_storage_"))
+        .map(|(name, help)| (help.to_string(), (name.to_string(), types.get(name).cloned().unwrap_or_default())))
+        .collect()
+}
+
+/// Description -> (name, type) of the metrics of an OTLP request, with the
+/// names whose points are not all zero.
+fn otlp_families(metrics: &[Metric]) -> (BTreeMap<String, (String, String)>, BTreeSet<String>) {
+    let mut nonzero = BTreeSet::new();
+    let families = metrics
+        .iter()
+        .map(|m| {
+            let number = |v: &Option<number_data_point::Value>| match v {
+                Some(number_data_point::Value::AsInt(v)) => *v != 0,
+                Some(number_data_point::Value::AsDouble(v)) => *v != 0.0,
+                None => false,
+            };
+            let (kind, live) = match &m.data {
+                Some(Data::Sum(s)) => ("counter", s.data_points.iter().any(|p| number(&p.value))),
+                Some(Data::Gauge(_)) => ("gauge", true),
+                Some(Data::Histogram(h)) => ("histogram", h.data_points.iter().any(|p| p.count > 0)),
+                other => panic!("{}: unexpected data {other:?}", m.name),
+            };
+            if live {
+                nonzero.insert(m.name.clone());
+            }
+            (m.description.clone(), (m.name.clone(), kind.to_string()))
+        })
+        .collect();
+    (families, nonzero)
+}
+
+/// The OTLP names DogStatsD lines stand for: histograms' `.count` and
+/// `.sum` lines are their histogram.
+fn statsd_metric_names(lines: &[String], histograms: &BTreeSet<String>) -> BTreeSet<String> {
+    lines
+        .iter()
+        .map(|l| {
+            let name = parse_line(l).0;
+            match name.strip_suffix(".count").or_else(|| name.strip_suffix(".sum")) {
+                Some(h) if histograms.contains(h) => h.to_string(),
+                _ => name,
+            }
+        })
+        .collect()
 }
 
 /// Debian's Prometheus server scraping the agent every second.
@@ -465,6 +530,53 @@ interval_seconds = 1
     assert!(otlp_sum(&m, "system.memory.usage", &[("system.memory.state", "used")]).0 > 0.0);
     assert!(otlp_sum(&m, "process.cpu.time", &[("process", "agent")]).1 == 2, "user and system");
     assert_eq!(otlp_sum(&m, "llm_proxy.connections.open", &[]).1, 3, "client, upstream, unknown");
+
+    // One catalogue: /metrics and OTLP carry the same metrics (paired by
+    // their help text), Prometheus naming its counters `_total` and its
+    // seconds `_seconds`; the agent's own statistics included.
+    let mut families = (BTreeMap::new(), BTreeMap::new(), BTreeSet::new());
+    wait_for(
+        "the same metrics on /metrics and over OTLP",
+        Duration::from_secs(20),
+        || {
+            let (otlp_families, nonzero) = otlp_families(&latest_otlp(&otlp));
+            families = (prom_families(&agent.scrape().text), otlp_families, nonzero);
+            families.0.keys().eq(families.1.keys())
+        },
+        || format!("{:#?}\n{:#?}", prom_families(&agent.scrape().text), otlp_families(&latest_otlp(&otlp)).0),
+    );
+    let (prom, by_help, nonzero) = families;
+    assert!(by_help.len() >= 60, "{by_help:#?}");
+    for (help, (name, kind)) in &by_help {
+        let (family, prom_kind) = &prom[help];
+        assert_eq!(kind, prom_kind, "{name} and {family}");
+        assert_eq!(kind == "counter", family.ends_with("_total"), "{family}");
+        if otlp_metric_unit(&m, name) == Some("s") {
+            assert!(family.contains("_seconds"), "{family}");
+        }
+    }
+    for name in ["metrics_agent.probe.hits", "metrics_agent.capture.sample_every", "metrics_agent.tracked_connections"]
+    {
+        assert!(by_help.values().any(|(n, _)| n == name), "{name} over OTLP");
+    }
+    // DogStatsD sends the same names, leaving out counters that never moved.
+    let histograms: BTreeSet<String> =
+        by_help.values().filter(|(_, k)| k == "histogram").map(|(n, _)| n.clone()).collect();
+    let otlp_names: BTreeSet<String> = by_help.values().map(|(n, _)| n.clone()).collect();
+    let mut statsd_names = BTreeSet::new();
+    wait_for(
+        "DogStatsD to send every metric that moved",
+        Duration::from_secs(20),
+        || {
+            statsd_names = statsd_metric_names(&statsd.lock().unwrap(), &histograms);
+            nonzero.is_subset(&statsd_names)
+        },
+        || {
+            let sent = statsd_metric_names(&statsd.lock().unwrap(), &histograms);
+            format!("missing {:?}", nonzero.difference(&sent).collect::<Vec<_>>())
+        },
+    );
+    assert!(statsd_names.is_subset(&otlp_names), "{:?}", statsd_names.difference(&otlp_names).collect::<Vec<_>>());
 
     // DogStatsD over UDP: increments add up to the totals.
     let dd_input = ["env:e2e", "side:upstream", "gen_ai.provider.name:openai", "gen_ai.token.type:input"];

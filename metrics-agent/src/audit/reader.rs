@@ -19,7 +19,7 @@ use metrics_common::capture::ChunkHeader;
 use tokio::{io::unix::AsyncFd, sync::watch};
 
 use super::{capture::CaptureController, correlate::Correlator, enrich::Enrichment, pipeline::Pipeline};
-use crate::collector::{AgentStats, CounterMaps};
+use crate::{agent_stats::AgentStats, collector::CounterMaps};
 
 /// How often the sampler and the correlator run.
 const TICK: Duration = Duration::from_secs(1);

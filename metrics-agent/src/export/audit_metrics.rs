@@ -28,8 +28,26 @@ use crate::records::RequestRecord;
 
 /// The value every label collapses to beyond its limit.
 pub const OTHER: &str = "other";
-/// Metrics whose raw samples are buffered (sent as distributions by DogStatsD).
-pub static SAMPLED: [&Desc; 3] = [&m::DURATION, &m::TTFB, &m::TOKEN_USAGE];
+/// A histogram of one value per record (a distribution over exchanges).
+pub struct RecordHistogram {
+    pub desc: &'static Desc,
+    pub bounds: &'static [f64],
+    /// The record's value in the metric's unit; `None`: not observed.
+    pub value: fn(&RequestRecord) -> Option<f64>,
+}
+
+/// Every per-exchange histogram of the audit path: adding one (time to first
+/// token, for instance) is one entry here plus its catalogue entry. Their raw
+/// samples are buffered for DogStatsD distributions.
+pub static RECORD_HISTOGRAMS: [RecordHistogram; 2] = [
+    RecordHistogram { desc: &m::DURATION, bounds: DURATION_BUCKETS, value: |r| Some(r.duration_ms / 1e3) },
+    RecordHistogram { desc: &m::TTFB, bounds: DURATION_BUCKETS, value: |r| Some(r.ttfb_ms / 1e3) },
+];
+
+/// True for metrics whose raw samples are buffered (sent as distributions by DogStatsD).
+pub fn is_sampled(desc: &Desc) -> bool {
+    std::ptr::eq(desc, &m::TOKEN_USAGE) || RECORD_HISTOGRAMS.iter().any(|h| std::ptr::eq(desc, h.desc))
+}
 /// Longest model or error type kept, in bytes.
 const MAX_VALUE_BYTES: usize = 96;
 
@@ -90,8 +108,8 @@ struct Aggregate {
     cost: Decimal,
     unpriced: u64,
     cache_hits: Option<u64>,
-    duration: HistogramValue,
-    ttfb: HistogramValue,
+    /// One per `RECORD_HISTOGRAMS` entry.
+    histograms: Vec<HistogramValue>,
 }
 
 impl Aggregate {
@@ -103,8 +121,7 @@ impl Aggregate {
             cost: Decimal::ZERO,
             unpriced: 0,
             cache_hits: None,
-            duration: HistogramValue::empty(DURATION_BUCKETS),
-            ttfb: HistogramValue::empty(DURATION_BUCKETS),
+            histograms: RECORD_HISTOGRAMS.iter().map(|h| HistogramValue::empty(h.bounds)).collect(),
         }
     }
 }
@@ -237,12 +254,16 @@ impl AuditMetrics {
         if let Some(hit) = r.cache_hit {
             *a.cache_hits.get_or_insert(0) += u64::from(hit) * weight;
         }
-        let (duration, ttfb) = (r.duration_ms / 1e3, r.ttfb_ms / 1e3);
-        a.duration.observe(duration);
-        a.ttfb.observe(ttfb);
+        let mut new: Vec<(&'static Desc, Option<&'static str>, f64)> = Vec::new();
+        for (h, histogram) in RECORD_HISTOGRAMS.iter().zip(&mut a.histograms) {
+            if let Some(v) = (h.value)(r) {
+                histogram.observe(v);
+                if self.limits.max_samples > 0 {
+                    new.push((h.desc, None, v));
+                }
+            }
+        }
         if self.limits.max_samples > 0 {
-            let mut new: Vec<(&'static Desc, Option<&'static str>, f64)> =
-                vec![(&m::DURATION, None, duration), (&m::TTFB, None, ttfb)];
             if let Some(v) = t.input {
                 new.push((&m::TOKEN_USAGE, Some("input"), v as f64));
             }
@@ -297,12 +318,15 @@ impl AuditMetrics {
             if let Some(hits) = a.cache_hits {
                 out.push(Series { desc: &m::CACHE_HITS, labels: labels.clone(), value: Value::Int(hits) });
             }
-            out.push(Series {
-                desc: &m::DURATION,
-                labels: labels.clone(),
-                value: Value::Histogram(a.duration.clone()),
-            });
-            out.push(Series { desc: &m::TTFB, labels, value: Value::Histogram(a.ttfb.clone()) });
+            for (h, histogram) in RECORD_HISTOGRAMS.iter().zip(&a.histograms) {
+                if histogram.count > 0 {
+                    out.push(Series {
+                        desc: h.desc,
+                        labels: labels.clone(),
+                        value: Value::Histogram(histogram.clone()),
+                    });
+                }
+            }
         }
         out.push(Series { desc: &m::RECORDS_LAGGED, labels: vec![], value: Value::Int(s.lagged) });
         for (i, label) in OVERFLOW_LABELS.iter().enumerate() {

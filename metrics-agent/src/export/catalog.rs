@@ -1,27 +1,65 @@
-//! Every metric the exporters send, named once per protocol. docs/metrics.md
-//! documents each of them and the OpenTelemetry GenAI mapping.
+//! The metric catalogue: every metric the agent exports, defined once with
+//! its OpenTelemetry and Prometheus names, unit, type, labels and help. The
+//! sources (kernel counters, audit aggregates, agent statistics, system
+//! metrics, exporter health) emit series against these entries, and every
+//! backend (Prometheus, OTLP, DogStatsD, the Datadog API) renders the same
+//! set with its own naming rules. docs/metrics.md documents each metric.
+//!
+//! Adding a metric: one entry here (and in `ALL`), then one line in the
+//! source that emits it (docs/architecture.md, "Adding a metric").
 
 use super::model::{Desc, Kind};
 
+#[allow(clippy::too_many_arguments)]
 const fn desc(
     otel: &'static str,
     prom: &'static str,
     unit: &'static str,
     prom_unit: Option<&'static str>,
     kind: Kind,
+    labels: &'static [&'static str],
     help: &'static str,
 ) -> Desc {
-    Desc { otel, prom, unit, prom_unit, kind, help }
+    Desc { otel, prom, unit, prom_unit, kind, labels, help }
 }
 
-// Audit path: one observation per `RequestRecord`.
+const SECONDS: Option<&str> = Some("seconds");
+const BYTES: Option<&str> = Some("bytes");
+use Kind::{Counter, Gauge, Histogram};
+
+/// Labels of every audit-path series (`error.type` only on errors).
+pub const AUDIT_LABELS: &[&str] = &[
+    "side",
+    "gen_ai.provider.name",
+    "gen_ai.request.model",
+    "gen_ai.operation.name",
+    "status_class",
+    "estimate",
+    "error.type",
+];
+const AUDIT_TOKEN_LABELS: &[&str] = &[
+    "side",
+    "gen_ai.provider.name",
+    "gen_ai.request.model",
+    "gen_ai.operation.name",
+    "status_class",
+    "estimate",
+    "error.type",
+    "gen_ai.token.type",
+];
+const SIDE: &[&str] = &["side"];
+const PROVIDER: &[&str] = &["provider"];
+const NONE: &[&str] = &[];
+
+// Audit path: one observation per `RequestRecord` (`audit_metrics.rs`).
 
 pub static REQUESTS: Desc = desc(
     "llm.requests",
     "llm_requests",
     "{request}",
     None,
-    Kind::Counter,
+    Counter,
+    AUDIT_LABELS,
     "LLM requests reconstructed by the audit path, by side, provider, model, operation, status class and error type.",
 );
 pub static TOKENS: Desc = desc(
@@ -29,7 +67,8 @@ pub static TOKENS: Desc = desc(
     "llm_tokens",
     "{token}",
     None,
-    Kind::Counter,
+    Counter,
+    AUDIT_TOKEN_LABELS,
     "Tokens the provider reported, by type (input includes cached; cache_read, cache_creation, reasoning are subsets).",
 );
 pub static TOKEN_USAGE: Desc = desc(
@@ -37,7 +76,8 @@ pub static TOKEN_USAGE: Desc = desc(
     "gen_ai_client_token_usage",
     "{token}",
     None,
-    Kind::Histogram,
+    Histogram,
+    AUDIT_TOKEN_LABELS,
     "Input and output tokens per request (OpenTelemetry GenAI).",
 );
 pub static COST: Desc = desc(
@@ -45,7 +85,8 @@ pub static COST: Desc = desc(
     "llm_cost",
     "USD",
     Some("usd"),
-    Kind::Counter,
+    Counter,
+    AUDIT_LABELS,
     "Cost in US dollars of priced requests (price table times reported usage).",
 );
 pub static UNPRICED: Desc = desc(
@@ -53,7 +94,8 @@ pub static UNPRICED: Desc = desc(
     "llm_unpriced_requests",
     "{request}",
     None,
-    Kind::Counter,
+    Counter,
+    AUDIT_LABELS,
     "Requests without a cost: model not in the price table, or usage unknown.",
 );
 pub static CACHE_HITS: Desc = desc(
@@ -61,34 +103,38 @@ pub static CACHE_HITS: Desc = desc(
     "llm_cache_hits",
     "{request}",
     None,
-    Kind::Counter,
+    Counter,
+    AUDIT_LABELS,
     "Client requests the proxy answered without an upstream call (or a cache header said so).",
 );
 pub static DURATION: Desc = desc(
     "gen_ai.client.operation.duration",
     "gen_ai_client_operation_duration",
     "s",
-    Some("seconds"),
-    Kind::Histogram,
+    SECONDS,
+    Histogram,
+    AUDIT_LABELS,
     "Request duration, first request byte to last response byte (OpenTelemetry GenAI).",
 );
 pub static TTFB: Desc = desc(
     "llm.time_to_first_byte",
     "llm_time_to_first_byte",
     "s",
-    Some("seconds"),
-    Kind::Histogram,
+    SECONDS,
+    Histogram,
+    AUDIT_LABELS,
     "Time from the first request byte to the first response byte.",
 );
 
-// The exporters' own health.
+// The exporters' own health (`mod.rs`, `audit_metrics.rs`).
 
 pub static RECORDS_LAGGED: Desc = desc(
     "metrics_agent.export.records_lagged",
     "metrics_agent_export_records_lagged",
     "{record}",
     None,
-    Kind::Counter,
+    Counter,
+    NONE,
     "Records the export aggregator missed because it fell behind the record bus.",
 );
 pub static LABEL_OVERFLOW: Desc = desc(
@@ -96,7 +142,8 @@ pub static LABEL_OVERFLOW: Desc = desc(
     "metrics_agent_export_label_overflow",
     "{record}",
     None,
-    Kind::Counter,
+    Counter,
+    &["label"],
     "Records whose label value was replaced by `other` to keep cardinality bounded, by label.",
 );
 pub static EXPORTER_BATCHES: Desc = desc(
@@ -104,7 +151,8 @@ pub static EXPORTER_BATCHES: Desc = desc(
     "metrics_agent_exporter_batches",
     "{batch}",
     None,
-    Kind::Counter,
+    Counter,
+    &["exporter"],
     "Batches an exporter delivered.",
 );
 pub static EXPORTER_FAILURES: Desc = desc(
@@ -112,7 +160,8 @@ pub static EXPORTER_FAILURES: Desc = desc(
     "metrics_agent_exporter_failures",
     "{attempt}",
     None,
-    Kind::Counter,
+    Counter,
+    &["exporter"],
     "Export attempts that failed (timeout, connection error, error status); retried with backoff.",
 );
 pub static EXPORTER_DROPPED: Desc = desc(
@@ -120,7 +169,8 @@ pub static EXPORTER_DROPPED: Desc = desc(
     "metrics_agent_exporter_dropped",
     "{batch}",
     None,
-    Kind::Counter,
+    Counter,
+    &["exporter", "reason"],
     "Batches an exporter dropped, by reason: queue_full (it was still busy) or send_failed (retries exhausted).",
 );
 pub static EXPORTER_SAMPLES_DROPPED: Desc = desc(
@@ -128,7 +178,8 @@ pub static EXPORTER_SAMPLES_DROPPED: Desc = desc(
     "metrics_agent_exporter_samples_dropped",
     "{sample}",
     None,
-    Kind::Counter,
+    Counter,
+    &["exporter", "reason"],
     "Distribution samples lost, by reason: buffer_full (the per-interval buffer), queue_full or send_failed (their batch was dropped).",
 );
 pub static EXPORTER_QUEUE: Desc = desc(
@@ -136,19 +187,20 @@ pub static EXPORTER_QUEUE: Desc = desc(
     "metrics_agent_exporter_queue_length",
     "{batch}",
     None,
-    Kind::Gauge,
+    Gauge,
+    &["exporter"],
     "Batches waiting in an exporter's queue.",
 );
 
-// Hot path (pushed by OTLP and Datadog; Prometheus reads these from the
-// kernel maps directly, under the same `prom` names).
+// Kernel counters (`hot_path.rs`): per-CPU maps summed over CPUs.
 
 pub static HP_REQUESTS: Desc = desc(
     "llm_proxy.requests",
     "llm_proxy_requests",
     "{request}",
     None,
-    Kind::Counter,
+    Counter,
+    NONE,
     "HTTP requests the proxy received from clients.",
 );
 pub static HP_REQUESTS_FAILED: Desc = desc(
@@ -156,63 +208,71 @@ pub static HP_REQUESTS_FAILED: Desc = desc(
     "llm_proxy_requests_failed",
     "{request}",
     None,
-    Kind::Counter,
-    "Client requests answered with status >= 400 or cut short.",
+    Counter,
+    NONE,
+    "Client requests answered with status >= 400 or whose connection closed before a complete response.",
 );
 pub static HP_RESPONSES: Desc = desc(
     "llm_proxy.responses",
     "llm_proxy_responses",
     "{response}",
     None,
-    Kind::Counter,
-    "Finished client requests by status class.",
+    Counter,
+    &["class"],
+    "Finished client requests by response status class (none: closed before a status line).",
 );
 pub static HP_BYTES_RECEIVED: Desc = desc(
     "llm_proxy.bytes.received",
     "llm_proxy_bytes_received",
     "By",
     None,
-    Kind::Counter,
-    "HTTP bytes the proxy read from traced connections (TLS plaintext on TLS connections), by side.",
+    Counter,
+    SIDE,
+    "HTTP bytes the proxy read from traced TCP connections (the plaintext on TLS connections), by side.",
 );
 pub static HP_BYTES_SENT: Desc = desc(
     "llm_proxy.bytes.sent",
     "llm_proxy_bytes_sent",
     "By",
     None,
-    Kind::Counter,
-    "HTTP bytes the proxy wrote to traced connections (TLS plaintext on TLS connections), by side.",
+    Counter,
+    SIDE,
+    "HTTP bytes the proxy wrote to traced TCP connections (the plaintext on TLS connections), by side.",
 );
 pub static HP_TLS_BYTES_RECEIVED: Desc = desc(
     "llm_proxy.tls.bytes.received",
     "llm_proxy_tls_bytes_received",
     "By",
     None,
-    Kind::Counter,
-    "TLS wire bytes (records and handshakes) the proxy read from traced connections, by side.",
+    Counter,
+    SIDE,
+    "TLS wire bytes (records and handshakes) the proxy read from traced TCP connections, by side.",
 );
 pub static HP_TLS_BYTES_SENT: Desc = desc(
     "llm_proxy.tls.bytes.sent",
     "llm_proxy_tls_bytes_sent",
     "By",
     None,
-    Kind::Counter,
-    "TLS wire bytes (records and handshakes) the proxy wrote to traced connections, by side.",
+    Counter,
+    SIDE,
+    "TLS wire bytes (records and handshakes) the proxy wrote to traced TCP connections, by side.",
 );
 pub static HP_CONNECTIONS_OPENED: Desc = desc(
     "llm_proxy.connections.opened",
     "llm_proxy_connections_opened",
     "{connection}",
     None,
-    Kind::Counter,
-    "Connections the proxy accepted (client) or opened (upstream).",
+    Counter,
+    SIDE,
+    "TCP connections the proxy accepted (client) or opened (upstream) while traced.",
 );
 pub static HP_CONNECTIONS_CLOSED: Desc = desc(
     "llm_proxy.connections.closed",
     "llm_proxy_connections_closed",
     "{connection}",
     None,
-    Kind::Counter,
+    Counter,
+    NONE,
     "Traced connections the proxy closed.",
 );
 pub static HP_PROVIDER_REQUESTS: Desc = desc(
@@ -220,82 +280,348 @@ pub static HP_PROVIDER_REQUESTS: Desc = desc(
     "llm_proxy_provider_requests",
     "{request}",
     None,
-    Kind::Counter,
-    "Requests the proxy sent upstream, by configured provider.",
+    Counter,
+    PROVIDER,
+    "Requests the proxy sent upstream, by provider.",
 );
 pub static HP_PROVIDER_FAILED: Desc = desc(
     "llm_proxy.provider.requests.failed",
     "llm_proxy_provider_requests_failed",
     "{request}",
     None,
-    Kind::Counter,
-    "Upstream requests answered with status >= 400 or cut short, by configured provider.",
-);
-pub static HP_REQUEST_DURATION: Desc = desc(
-    "llm_proxy.request.duration",
-    "llm_proxy_request_duration",
-    "s",
-    Some("seconds"),
-    Kind::Histogram,
-    "Client request duration measured in the kernel.",
-);
-pub static HP_TTFB: Desc = desc(
-    "llm_proxy.time_to_first_byte",
-    "llm_proxy_time_to_first_byte",
-    "s",
-    Some("seconds"),
-    Kind::Histogram,
-    "Client request time to first byte measured in the kernel.",
+    Counter,
+    PROVIDER,
+    "Upstream requests answered with status >= 400 or cut short, by provider.",
 );
 pub static HP_PROVIDER_DURATION: Desc = desc(
     "llm_proxy.provider.request.duration",
     "llm_proxy_provider_request_duration",
     "s",
-    Some("seconds"),
-    Kind::Histogram,
-    "Upstream request duration measured in the kernel, by configured provider.",
+    SECONDS,
+    Histogram,
+    PROVIDER,
+    "Upstream request duration, first request byte written to last response byte read, by provider.",
 );
-pub static HP_CAPTURE_DROPS: Desc = desc(
-    "metrics_agent.capture.dropped_events",
-    "metrics_agent_capture_dropped_events",
-    "{event}",
+pub static HP_REQUEST_DURATION: Desc = desc(
+    "llm_proxy.request.duration",
+    "llm_proxy_request_duration",
+    "s",
+    SECONDS,
+    Histogram,
+    NONE,
+    "Client request duration, first request byte received to last response byte sent.",
+);
+pub static HP_TTFB: Desc = desc(
+    "llm_proxy.time_to_first_byte",
+    "llm_proxy_time_to_first_byte",
+    "s",
+    SECONDS,
+    Histogram,
+    NONE,
+    "Client request time to first byte, first request byte received to first response byte sent.",
+);
+pub static TRACKED_CONNECTIONS: Desc = desc(
+    "metrics_agent.tracked_connections",
+    "metrics_agent_tracked_connections",
+    "{connection}",
     None,
-    Kind::Counter,
-    "Payload chunks dropped because the payload ring buffer was full.",
+    Gauge,
+    NONE,
+    "Connections in the kernel's connection table.",
 );
-pub static HP_PROC_EVENTS_DROPPED: Desc = desc(
+pub static UNCLASSIFIED_BYTES: Desc = desc(
+    "metrics_agent.unclassified.bytes",
+    "metrics_agent_unclassified_bytes",
+    "By",
+    None,
+    Counter,
+    NONE,
+    "Bytes on traced connections that are neither HTTP/1.x nor TLS (HTTP/2, other).",
+);
+pub static UNCLASSIFIED_CONNECTIONS: Desc = desc(
+    "metrics_agent.unclassified.connections",
+    "metrics_agent_unclassified_connections",
+    "{connection}",
+    None,
+    Counter,
+    NONE,
+    "Traced connections whose first bytes were neither HTTP/1.x nor a TLS handshake.",
+);
+pub static TLS_CONNECTIONS: Desc = desc(
+    "metrics_agent.tls.connections",
+    "metrics_agent_tls_connections",
+    "{connection}",
+    None,
+    Counter,
+    NONE,
+    "Traced connections that began with a TLS handshake record.",
+);
+pub static TLS_PLAINTEXT_CONNECTIONS: Desc = desc(
+    "metrics_agent.tls.plaintext_connections",
+    "metrics_agent_tls_plaintext_connections",
+    "{connection}",
+    None,
+    Counter,
+    NONE,
+    "TLS connections whose plaintext the OpenSSL probes delivered (parsed like clear text).",
+);
+pub static TLS_OPAQUE_BYTES: Desc = desc(
+    "metrics_agent.tls.opaque_bytes",
+    "metrics_agent_tls_opaque_bytes",
+    "By",
+    None,
+    Counter,
+    NONE,
+    "Ciphertext bytes on TLS connections no plaintext was tied to (yet): another TLS library, or a handshake before the tie.",
+);
+pub static FRAMING_LOST: Desc = desc(
+    "metrics_agent.framing_lost",
+    "metrics_agent_framing_lost",
+    "{response}",
+    None,
+    Counter,
+    NONE,
+    "Responses whose end the kernel could not find (parse budget exhausted or malformed framing).",
+);
+pub static PROC_EVENTS_DROPPED: Desc = desc(
     "metrics_agent.process_events.dropped",
     "metrics_agent_process_events_dropped",
     "{event}",
     None,
-    Kind::Counter,
-    "Process events dropped because their ring buffer was full.",
+    Counter,
+    NONE,
+    "Process fork/exec/exit events lost because their ring buffer was full.",
 );
-pub static HP_AUDIT_RECORDS: Desc = desc(
-    "metrics_agent.audit.records",
-    "metrics_agent_audit_records",
-    "{record}",
+pub static CAPTURE_EVENTS: Desc = desc(
+    "metrics_agent.capture.events",
+    "metrics_agent_capture_events",
+    "{event}",
     None,
-    Kind::Counter,
-    "LLM exchanges the audit path reconstructed.",
+    Counter,
+    NONE,
+    "Payload chunks the kernel sent to the audit path.",
 );
-pub static HP_TRACED_PROCESSES: Desc = desc(
+pub static CAPTURE_BYTES: Desc = desc(
+    "metrics_agent.capture.bytes",
+    "metrics_agent_capture_bytes",
+    "By",
+    None,
+    Counter,
+    NONE,
+    "Payload bytes the kernel sent to the audit path.",
+);
+pub static CAPTURE_DROPS: Desc = desc(
+    "metrics_agent.capture.dropped_events",
+    "metrics_agent_capture_dropped_events",
+    "{event}",
+    None,
+    Counter,
+    NONE,
+    "Payload chunks dropped because the ring buffer was full (the proxy is never blocked).",
+);
+pub static CAPTURE_CAPPED_BYTES: Desc = desc(
+    "metrics_agent.capture.capped_bytes",
+    "metrics_agent_capture_capped_bytes",
+    "By",
+    None,
+    Counter,
+    NONE,
+    "Payload bytes left out by the per-message capture cap or the per-call limit (64 chunks).",
+);
+pub static PROBE_HITS: Desc = desc(
+    "metrics_agent.probe.hits",
+    "metrics_agent_probe_hits",
+    "{hit}",
+    None,
+    Counter,
+    &["probe"],
+    "Uprobe hits in traced processes, by probe; each costs the proxy one trap.",
+);
+
+// Agent statistics (`agent.rs`, from `AgentStats`).
+
+pub static TRACED_PROCESSES: Desc = desc(
     "metrics_agent.traced_processes",
     "metrics_agent_traced_processes",
     "{process}",
     None,
-    Kind::Gauge,
-    "Processes the agent's probes are attached to.",
+    Gauge,
+    NONE,
+    "Processes the agent's uprobes are attached to.",
+);
+pub static PREEXISTING_CONNECTIONS: Desc = desc(
+    "metrics_agent.preexisting_connections",
+    "metrics_agent_preexisting_connections",
+    "{connection}",
+    None,
+    Counter,
+    NONE,
+    "Connections found open when the agent attached to a process.",
+);
+pub static ADOPTED_CONNECTIONS: Desc = desc(
+    "metrics_agent.adopted_connections",
+    "metrics_agent_adopted_connections",
+    "{connection}",
+    None,
+    Counter,
+    NONE,
+    "Untracked fds adopted as client connections because they carried a request line (accepted before the agent attached).",
+);
+pub static ADOPTED_REJECTED: Desc = desc(
+    "metrics_agent.adopted_rejected",
+    "metrics_agent_adopted_rejected",
+    "{connection}",
+    None,
+    Counter,
+    NONE,
+    "Adopted fds dropped because they were not TCP sockets.",
+);
+pub static ATTACH_FAILURES: Desc = desc(
+    "metrics_agent.attach_failures",
+    "metrics_agent_attach_failures",
+    "{failure}",
+    None,
+    Counter,
+    NONE,
+    "Target processes the agent failed to attach to.",
+);
+pub static CAPTURE_ENABLED: Desc = desc(
+    "metrics_agent.capture.enabled",
+    "metrics_agent_capture_enabled",
+    "1",
+    None,
+    Gauge,
+    NONE,
+    "1 while payload capture is on (0: off). Under pressure capture is sampled (metrics_agent_capture_sample_every), not switched off.",
+);
+pub static CAPTURE_SAMPLE_EVERY: Desc = desc(
+    "metrics_agent.capture.sample_every",
+    "metrics_agent_capture_sample_every",
+    "{exchange}",
+    None,
+    Gauge,
+    NONE,
+    "Payload capture samples 1 exchange in N now (0: the audit path is off); adaptive: raised under CPU or ring pressure, lowered when there is room.",
+);
+pub static CAPTURE_BREAKER_TRIPS: Desc = desc(
+    "metrics_agent.capture.breaker_trips",
+    "metrics_agent_capture_breaker_trips",
+    "{trip}",
+    None,
+    Counter,
+    NONE,
+    "Times the capture sampling interval N was doubled because the kernel dropped payload events.",
+);
+pub static CAPTURE_BREAKER_CPU_TRIPS: Desc = desc(
+    "metrics_agent.capture.breaker_cpu_trips",
+    "metrics_agent_capture_breaker_cpu_trips",
+    "{trip}",
+    None,
+    Counter,
+    NONE,
+    "Times the capture sampling interval N was doubled because the audit thread used more CPU than its budget.",
+);
+pub static AUDIT_CPU: Desc = desc(
+    "metrics_agent.audit.cpu",
+    "metrics_agent_audit_cpu",
+    "s",
+    SECONDS,
+    Counter,
+    NONE,
+    "CPU time the audit thread used (payload reading, parsing, correlation): what the capture CPU budget limits.",
+);
+pub static AGENT_CPU: Desc = desc(
+    "metrics_agent.cpu",
+    "metrics_agent_cpu",
+    "s",
+    SECONDS,
+    Counter,
+    NONE,
+    "CPU time the agent itself used (user and system, all threads).",
+);
+pub static AUDIT_RECORDS: Desc = desc(
+    "metrics_agent.audit.records",
+    "metrics_agent_audit_records",
+    "{record}",
+    None,
+    Counter,
+    NONE,
+    "LLM exchanges the audit path reconstructed.",
+);
+pub static AUDIT_PARSER_PANICS: Desc = desc(
+    "metrics_agent.audit.parser_panics",
+    "metrics_agent_audit_parser_panics",
+    "{event}",
+    None,
+    Counter,
+    NONE,
+    "Capture events on which the audit parsers failed (a bug): the parser state was reset, the audit path went on.",
+);
+pub static AUDIT_UNPRICED_RECORDS: Desc = desc(
+    "metrics_agent.audit.unpriced_records",
+    "metrics_agent_audit_unpriced_records",
+    "{record}",
+    None,
+    Counter,
+    NONE,
+    "Records with token usage whose model is not in the price table (cost unknown, not zero).",
+);
+pub static AUDIT_RESYNCS: Desc = desc(
+    "metrics_agent.audit.resyncs",
+    "metrics_agent_audit_resyncs",
+    "{resync}",
+    None,
+    Counter,
+    NONE,
+    "Captured streams that did not continue the previous chunk (drops or unsampled exchanges).",
+);
+pub static AUDIT_CONNECTIONS: Desc = desc(
+    "metrics_agent.audit.connections",
+    "metrics_agent_audit_connections",
+    "{connection}",
+    None,
+    Gauge,
+    NONE,
+    "Connections the audit path holds state for.",
+);
+pub static AUDIT_MEMORY: Desc = desc(
+    "metrics_agent.audit.memory",
+    // The unit is part of the name (no `# UNIT` line), as it always was.
+    "metrics_agent_audit_memory_bytes",
+    "By",
+    None,
+    Gauge,
+    NONE,
+    "Heap the audit path's parsers hold, bounded by audit_memory_mib.",
+);
+pub static AUDIT_EVICTED_CONNECTIONS: Desc = desc(
+    "metrics_agent.audit.evicted_connections",
+    "metrics_agent_audit_evicted_connections",
+    "{connection}",
+    None,
+    Counter,
+    NONE,
+    "Connections the audit path stopped following (too many connections, or over the memory budget).",
+);
+pub static AUDIT_EVICTED_FOR_MEMORY: Desc = desc(
+    "metrics_agent.audit.evicted_for_memory",
+    "metrics_agent_audit_evicted_for_memory",
+    "{connection}",
+    None,
+    Counter,
+    NONE,
+    "Of those, connections dropped because the parsers together exceeded the memory budget.",
 );
 
-// System metrics (`[metrics.system]`), OpenTelemetry system/process names.
+// System metrics (`system/`, `[metrics.system]`), OpenTelemetry system/process names.
 
 pub static SYS_CPU_TIME: Desc = desc(
     "system.cpu.time",
     "system_cpu_time",
     "s",
-    Some("seconds"),
-    Kind::Counter,
+    SECONDS,
+    Counter,
+    &["cpu.mode"],
     "Host CPU time summed over CPUs, by mode (/proc/stat).",
 );
 pub static SYS_CPU_COUNT: Desc = desc(
@@ -303,65 +629,73 @@ pub static SYS_CPU_COUNT: Desc = desc(
     "system_cpu_logical_cpus",
     "{cpu}",
     None,
-    Kind::Gauge,
+    Gauge,
+    NONE,
     "Logical CPUs of the host.",
 );
 pub static SYS_MEMORY_USAGE: Desc = desc(
     "system.memory.usage",
     "system_memory_usage",
     "By",
-    Some("bytes"),
-    Kind::Gauge,
+    BYTES,
+    Gauge,
+    &["system.memory.state"],
     "Host memory by state: used, free, buffers, cached (/proc/meminfo).",
 );
 pub static SYS_MEMORY_LIMIT: Desc =
-    desc("system.memory.limit", "system_memory_limit", "By", Some("bytes"), Kind::Gauge, "Host memory in total.");
+    desc("system.memory.limit", "system_memory_limit", "By", BYTES, Gauge, NONE, "Host memory in total.");
 pub static SYS_DISK_IO: Desc = desc(
     "system.disk.io",
     "system_disk_io",
     "By",
-    Some("bytes"),
-    Kind::Counter,
+    BYTES,
+    Counter,
+    &["system.device", "disk.io.direction"],
     "Bytes read from and written to block devices, by device and direction (/proc/diskstats).",
 );
 pub static SYS_NETWORK_IO: Desc = desc(
     "system.network.io",
     "system_network_io",
     "By",
-    Some("bytes"),
-    Kind::Counter,
+    BYTES,
+    Counter,
+    &["network.interface.name", "network.io.direction"],
     "Bytes received and transmitted, by interface and direction (/proc/net/dev).",
 );
 pub static PROC_CPU_TIME: Desc = desc(
     "process.cpu.time",
     "process_cpu_time",
     "s",
-    Some("seconds"),
-    Kind::Counter,
+    SECONDS,
+    Counter,
+    &["process", "cpu.mode"],
     "CPU time of the traced proxy's processes (process=proxy, exited ones included) and of the agent (process=agent).",
 );
 pub static PROC_MEMORY: Desc = desc(
     "process.memory.usage",
     "process_memory_usage",
     "By",
-    Some("bytes"),
-    Kind::Gauge,
+    BYTES,
+    Gauge,
+    &["process"],
     "Resident memory of the traced proxy's processes (summed) and of the agent.",
 );
 pub static RING_USAGE: Desc = desc(
     "metrics_agent.ring_buffer.usage",
     "metrics_agent_ring_buffer_usage",
     "By",
-    Some("bytes"),
-    Kind::Gauge,
+    BYTES,
+    Gauge,
+    &["ring"],
     "Bytes written by the kernel and not yet consumed, by ring buffer.",
 );
 pub static RING_SIZE: Desc = desc(
     "metrics_agent.ring_buffer.size",
     "metrics_agent_ring_buffer_size",
     "By",
-    Some("bytes"),
-    Kind::Gauge,
+    BYTES,
+    Gauge,
+    &["ring"],
     "Capacity of each ring buffer.",
 );
 pub static OPEN_CONNECTIONS: Desc = desc(
@@ -369,7 +703,8 @@ pub static OPEN_CONNECTIONS: Desc = desc(
     "llm_proxy_connections_open",
     "{connection}",
     None,
-    Kind::Gauge,
+    Gauge,
+    SIDE,
     "Connections of the proxy open now as tracked by the kernel, by side (client, upstream, unknown).",
 );
 pub static CACHE_ENTRIES: Desc = desc(
@@ -377,7 +712,8 @@ pub static CACHE_ENTRIES: Desc = desc(
     "metrics_agent_cache_entries",
     "{entry}",
     None,
-    Kind::Gauge,
+    Gauge,
+    &["table"],
     "Entries in the agent's internal tables, by table.",
 );
 pub static CACHE_CAPACITY: Desc = desc(
@@ -385,6 +721,102 @@ pub static CACHE_CAPACITY: Desc = desc(
     "metrics_agent_cache_capacity",
     "{entry}",
     None,
-    Kind::Gauge,
+    Gauge,
+    &["table"],
     "Capacity of the agent's internal tables, by table.",
 );
+
+/// Every metric of the catalogue, for the backends' conformance tests and
+/// the documentation check.
+#[allow(dead_code, reason = "read by the conformance tests (and the library API once there is one)")]
+pub static ALL: &[&Desc] = &[
+    &REQUESTS,
+    &TOKENS,
+    &TOKEN_USAGE,
+    &COST,
+    &UNPRICED,
+    &CACHE_HITS,
+    &DURATION,
+    &TTFB,
+    &RECORDS_LAGGED,
+    &LABEL_OVERFLOW,
+    &EXPORTER_BATCHES,
+    &EXPORTER_FAILURES,
+    &EXPORTER_DROPPED,
+    &EXPORTER_SAMPLES_DROPPED,
+    &EXPORTER_QUEUE,
+    &HP_REQUESTS,
+    &HP_REQUESTS_FAILED,
+    &HP_RESPONSES,
+    &HP_BYTES_RECEIVED,
+    &HP_BYTES_SENT,
+    &HP_TLS_BYTES_RECEIVED,
+    &HP_TLS_BYTES_SENT,
+    &HP_CONNECTIONS_OPENED,
+    &HP_CONNECTIONS_CLOSED,
+    &HP_PROVIDER_REQUESTS,
+    &HP_PROVIDER_FAILED,
+    &HP_PROVIDER_DURATION,
+    &HP_REQUEST_DURATION,
+    &HP_TTFB,
+    &TRACKED_CONNECTIONS,
+    &UNCLASSIFIED_BYTES,
+    &UNCLASSIFIED_CONNECTIONS,
+    &TLS_CONNECTIONS,
+    &TLS_PLAINTEXT_CONNECTIONS,
+    &TLS_OPAQUE_BYTES,
+    &FRAMING_LOST,
+    &PROC_EVENTS_DROPPED,
+    &CAPTURE_EVENTS,
+    &CAPTURE_BYTES,
+    &CAPTURE_DROPS,
+    &CAPTURE_CAPPED_BYTES,
+    &PROBE_HITS,
+    &TRACED_PROCESSES,
+    &PREEXISTING_CONNECTIONS,
+    &ADOPTED_CONNECTIONS,
+    &ADOPTED_REJECTED,
+    &ATTACH_FAILURES,
+    &CAPTURE_ENABLED,
+    &CAPTURE_SAMPLE_EVERY,
+    &CAPTURE_BREAKER_TRIPS,
+    &CAPTURE_BREAKER_CPU_TRIPS,
+    &AUDIT_CPU,
+    &AGENT_CPU,
+    &AUDIT_RECORDS,
+    &AUDIT_PARSER_PANICS,
+    &AUDIT_UNPRICED_RECORDS,
+    &AUDIT_RESYNCS,
+    &AUDIT_CONNECTIONS,
+    &AUDIT_MEMORY,
+    &AUDIT_EVICTED_CONNECTIONS,
+    &AUDIT_EVICTED_FOR_MEMORY,
+    &SYS_CPU_TIME,
+    &SYS_CPU_COUNT,
+    &SYS_MEMORY_USAGE,
+    &SYS_MEMORY_LIMIT,
+    &SYS_DISK_IO,
+    &SYS_NETWORK_IO,
+    &PROC_CPU_TIME,
+    &PROC_MEMORY,
+    &RING_USAGE,
+    &RING_SIZE,
+    &OPEN_CONNECTIONS,
+    &CACHE_ENTRIES,
+    &CACHE_CAPACITY,
+];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn names_are_unique_per_backend() {
+        let otel: HashSet<&str> = ALL.iter().map(|d| d.otel).collect();
+        let prom: HashSet<String> = ALL.iter().map(|d| d.prometheus_name()).collect();
+        assert_eq!(otel.len(), ALL.len(), "an OpenTelemetry name is defined twice");
+        assert_eq!(prom.len(), ALL.len(), "a Prometheus name is defined twice");
+    }
+}

@@ -1,39 +1,45 @@
-//! The kernel's exact hot-path counters as exporter series (OTLP, Datadog).
-//! Prometheus reads the same maps itself at scrape time (`collector`).
+//! The kernel counters as a metric source: the per-CPU maps `collector`
+//! reads (summed over CPUs) and the size of the kernel's connection table,
+//! as series of the catalogue, for every backend.
 
 use std::{
     borrow::Cow,
-    sync::{Arc, LazyLock, atomic::Ordering},
+    sync::{Arc, LazyLock, Mutex},
 };
 
+use aya::maps::{HashMap as BpfHashMap, MapData};
 use metrics_common::{
+    conn::ConnState,
     counters as c,
     histogram::{HIST_BUCKETS, bucket_upper_micros},
+    probes::HIT_NAMES,
 };
 
 use super::{
     catalog as m,
     model::{Desc, HistogramValue, Series, Value},
 };
-use crate::collector::{AgentStats, CounterMaps, HotPathSnapshot};
+use crate::collector::{CounterMaps, HotPathSnapshot};
 
 /// Upper bounds (seconds) of the kernel's log2 microsecond buckets, the last
 /// (unbounded) one left out.
 static LOG2_BOUNDS: LazyLock<Vec<f64>> =
     LazyLock::new(|| (0..HIST_BUCKETS).filter_map(|b| bucket_upper_micros(b).map(|us| us as f64 / 1e6)).collect());
 
-/// Reads the kernel maps and the agent's counters.
+/// Reads the kernel maps.
 #[derive(Debug, Clone)]
 pub struct HotPathSource {
     pub maps: Arc<CounterMaps>,
-    pub stats: Arc<AgentStats>,
+    /// The kernel's connection table (its size is `metrics_agent_tracked_connections`).
+    pub conns: Arc<Mutex<BpfHashMap<MapData, u64, ConnState>>>,
     /// (slot, configured name) of every provider, `other` last.
     pub providers: Vec<(u32, String)>,
 }
 
 impl HotPathSource {
     pub fn series(&self, out: &mut Vec<Series>) {
-        append(&self.maps.snapshot(), &self.stats, &self.providers, out);
+        let tracked = self.conns.lock().map(|m| m.keys().count()).unwrap_or(0) as u64;
+        append(&self.maps.snapshot(), tracked, &self.providers, out);
     }
 }
 
@@ -44,8 +50,9 @@ fn histogram(slots: &[u64], sum_us: u64) -> Value {
     Value::Histogram(HistogramValue { bounds, count: counts.iter().sum(), counts, sum: sum_us as f64 / 1e6 })
 }
 
-/// The series of one snapshot of the kernel counters.
-pub fn append(k: &HotPathSnapshot, stats: &AgentStats, providers: &[(u32, String)], out: &mut Vec<Series>) {
+/// The series of one snapshot of the kernel counters; `tracked` is the
+/// number of entries in the connection table.
+pub fn append(k: &HotPathSnapshot, tracked: u64, providers: &[(u32, String)], out: &mut Vec<Series>) {
     let mut push = |desc: &'static Desc, labels: &[(&'static str, &str)], value: Value| {
         let labels = labels.iter().map(|(key, v)| (*key, Cow::Owned(v.to_string()))).collect();
         out.push(Series { desc, labels, value });
@@ -91,10 +98,25 @@ pub fn append(k: &HotPathSnapshot, stats: &AgentStats, providers: &[(u32, String
     }
     push(&m::HP_REQUEST_DURATION, &[], histogram(&k.request_histogram, k.counter(c::REQUEST_DURATION_SUM_US)));
     push(&m::HP_TTFB, &[], histogram(&k.ttfb_histogram, k.counter(c::TTFB_SUM_US)));
-    push(&m::HP_CAPTURE_DROPS, &[], Value::Int(k.counter(c::CAPTURE_DROPS)));
-    push(&m::HP_PROC_EVENTS_DROPPED, &[], Value::Int(k.counter(c::PROC_EVENTS_DROPPED)));
-    push(&m::HP_AUDIT_RECORDS, &[], Value::Int(stats.audit_records.load(Ordering::Relaxed)));
-    push(&m::HP_TRACED_PROCESSES, &[], Value::Int(stats.traced_processes.load(Ordering::Relaxed)));
+    push(&m::TRACKED_CONNECTIONS, &[], Value::Int(tracked));
+    for (desc, slot) in [
+        (&m::UNCLASSIFIED_BYTES, c::UNCLASSIFIED_BYTES),
+        (&m::UNCLASSIFIED_CONNECTIONS, c::UNCLASSIFIED_CONNECTIONS),
+        (&m::TLS_CONNECTIONS, c::TLS_CONNECTIONS),
+        (&m::TLS_PLAINTEXT_CONNECTIONS, c::TLS_PLAINTEXT_CONNECTIONS),
+        (&m::TLS_OPAQUE_BYTES, c::TLS_OPAQUE_BYTES),
+        (&m::FRAMING_LOST, c::FRAMING_LOST),
+        (&m::PROC_EVENTS_DROPPED, c::PROC_EVENTS_DROPPED),
+        (&m::CAPTURE_EVENTS, c::CAPTURE_EVENTS),
+        (&m::CAPTURE_BYTES, c::CAPTURE_BYTES),
+        (&m::CAPTURE_DROPS, c::CAPTURE_DROPS),
+        (&m::CAPTURE_CAPPED_BYTES, c::CAPTURE_CAPPED_BYTES),
+    ] {
+        push(desc, &[], Value::Int(k.counter(slot)));
+    }
+    for (i, probe) in HIT_NAMES.iter().enumerate() {
+        push(&m::PROBE_HITS, &[("probe", probe)], Value::Int(k.probe_hits.get(i).copied().unwrap_or(0)));
+    }
 }
 
 #[cfg(test)]
@@ -110,7 +132,7 @@ mod tests {
         k.request_histogram[HIST_BUCKETS as usize - 1] = 1;
         k.request_histogram[20] = 6;
         let mut out = Vec::new();
-        append(&k, &AgentStats::default(), &[(0, "openai".into()), (15, "other".into())], &mut out);
+        append(&k, 0, &[(0, "openai".into()), (15, "other".into())], &mut out);
         let req = out.iter().find(|s| std::ptr::eq(s.desc, &m::HP_REQUESTS)).unwrap();
         assert_eq!(req.value, Value::Int(7));
         let h = out.iter().find(|s| std::ptr::eq(s.desc, &m::HP_REQUEST_DURATION)).unwrap();

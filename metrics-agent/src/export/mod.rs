@@ -1,7 +1,8 @@
-//! The export router: every interval it takes one `Snapshot` of the audit
-//! aggregates, the kernel's hot-path counters, the system metrics and the
-//! exporters' own health, and offers it to every push exporter (OTLP,
-//! DogStatsD, Datadog series API). Each exporter has its own bounded queue
+//! The export router: every interval it takes one `Snapshot` of every
+//! metric of the catalogue (`catalog.rs`) from its sources — the audit
+//! aggregates, the kernel counters, the agent's statistics, the system
+//! metrics and the exporters' own health — and offers it to every push
+//! exporter (OTLP, DogStatsD, Datadog series API). Each exporter has its own bounded queue
 //! and task: a slow, failing or unreachable exporter fills only its own queue,
 //! and the snapshots it cannot take are dropped and counted
 //! (`metrics_agent_exporter_dropped_total{exporter,reason}`); failed batches
@@ -10,11 +11,14 @@
 //! loses resolution, never counts: delta protocols (Datadog) compute deltas
 //! against the last batch they delivered.
 
+pub mod agent;
 pub mod audit_metrics;
+pub mod backends;
 pub mod catalog;
-pub mod datadog_api;
+#[cfg(test)]
+mod conformance;
+pub mod datadog;
 pub mod delta;
-pub mod dogstatsd;
 pub mod hot_path;
 pub mod model;
 pub mod otlp;
@@ -41,11 +45,13 @@ use tokio::{
 
 use self::{
     audit_metrics::AuditMetrics,
+    backends::Start,
     hot_path::HotPathSource,
     model::{Series, Snapshot, Value},
     settings::{Delivery, ExportSettings},
     system::SystemMetrics,
 };
+use crate::agent_stats::AgentStats;
 
 /// Why an export attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +75,12 @@ pub trait Exporter: Send + 'static {
     fn abandon(&mut self, snapshot: &Snapshot) -> u64 {
         snapshot.sample_count()
     }
+
+    /// True when it needs the raw distribution samples (DogStatsD `d`
+    /// lines): the router then buffers them and hands them to it.
+    fn takes_samples(&self) -> bool {
+        false
+    }
 }
 
 /// An exporter's delivery counters, exported as metrics.
@@ -84,43 +96,69 @@ pub struct ExporterStats {
     pub samples_dropped_send_failed: AtomicU64,
 }
 
-/// Everything a snapshot is made of; shared by the router and the
+/// A push exporter's health, reported as `metrics_agent_exporter_*{exporter}`.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub name: &'static str,
+    pub stats: Arc<ExporterStats>,
+    /// It takes raw samples: their drops are reported too.
+    pub takes_samples: bool,
+}
+
+/// The metric sources a snapshot is made of; shared by the router and the
 /// Prometheus collector (and usable by the live stream).
 #[derive(Debug)]
 pub struct Source {
     pub start_unix_nanos: u64,
     pub audit: Arc<AuditMetrics>,
     pub hot_path: Option<HotPathSource>,
+    pub agent: Option<Arc<AgentStats>>,
     pub system: Option<Arc<SystemMetrics>>,
-    pub exporters: Vec<(&'static str, Arc<ExporterStats>)>,
+    pub exporters: Vec<Health>,
 }
 
 impl Source {
-    /// Every series now. `hot_path` adds the kernel counters (Prometheus
-    /// reads those itself); `samples` takes the buffered raw samples.
-    pub fn snapshot(&self, hot_path: bool, samples: bool) -> Snapshot {
-        let mut series = Vec::with_capacity(256);
-        self.audit.series(&mut series);
-        if hot_path && let Some(h) = &self.hot_path {
-            h.series(&mut series);
-        }
-        if let Some(system) = &self.system {
-            series.extend(system.latest());
-        }
-        self.exporter_series(&mut series);
+    /// Every series now; `samples` takes the buffered raw samples.
+    pub fn snapshot(&self, samples: bool) -> Snapshot {
         Snapshot {
             start_unix_nanos: self.start_unix_nanos,
             time_unix_nanos: model::now_unix_nanos(),
-            series,
+            series: self.series(true),
             samples: if samples { self.audit.take_samples() } else { Vec::new() },
         }
     }
 
+    /// The series of every source; with `all` false only the kernel counters
+    /// and the agent's statistics (`/metrics` with Prometheus export off).
+    pub fn series(&self, all: bool) -> Vec<Series> {
+        let mut series = Vec::with_capacity(256);
+        if let Some(h) = &self.hot_path {
+            h.series(&mut series);
+        }
+        if let Some(stats) = &self.agent {
+            agent::append(stats, agent::agent_cpu_seconds(), &mut series);
+        }
+        if !all {
+            return series;
+        }
+        self.audit.series(&mut series);
+        if let Some(system) = &self.system {
+            series.extend(system.latest());
+        }
+        self.exporter_series(&mut series);
+        debug_assert!(
+            series.iter().all(|s| s.labels.iter().all(|(k, _)| s.desc.labels.contains(k))),
+            "a series carries a label its catalogue entry does not list"
+        );
+        series
+    }
+
     fn exporter_series(&self, out: &mut Vec<Series>) {
         use catalog as m;
-        for (name, s) in &self.exporters {
+        for h in &self.exporters {
+            let (name, s) = (h.name, &h.stats);
             let l = |extra: Option<&'static str>| {
-                let mut v = vec![("exporter", Cow::Borrowed(*name))];
+                let mut v = vec![("exporter", Cow::Borrowed(name))];
                 if let Some(reason) = extra {
                     v.push(("reason", Cow::Borrowed(reason)));
                 }
@@ -140,18 +178,18 @@ impl Source {
                 value: int(&s.dropped_send_failed),
             });
             out.push(Series { desc: &m::EXPORTER_QUEUE, labels: l(None), value: int(&s.queued) });
-        }
-        if let Some((_, s)) = self.exporters.iter().find(|(n, _)| *n == dogstatsd::NAME) {
-            for (reason, n) in [
-                ("buffer_full", self.audit.samples_dropped()),
-                ("queue_full", s.samples_dropped_queue_full.load(Ordering::Relaxed)),
-                ("send_failed", s.samples_dropped_send_failed.load(Ordering::Relaxed)),
-            ] {
-                out.push(Series {
-                    desc: &m::EXPORTER_SAMPLES_DROPPED,
-                    labels: vec![("exporter", Cow::Borrowed(dogstatsd::NAME)), ("reason", Cow::Borrowed(reason))],
-                    value: Value::Int(n),
-                });
+            if h.takes_samples {
+                for (reason, n) in [
+                    ("buffer_full", self.audit.samples_dropped()),
+                    ("queue_full", s.samples_dropped_queue_full.load(Ordering::Relaxed)),
+                    ("send_failed", s.samples_dropped_send_failed.load(Ordering::Relaxed)),
+                ] {
+                    out.push(Series {
+                        desc: &m::EXPORTER_SAMPLES_DROPPED,
+                        labels: l(Some(reason)),
+                        value: Value::Int(n),
+                    });
+                }
             }
         }
     }
@@ -161,6 +199,7 @@ impl Source {
 pub struct Inputs {
     pub settings: ExportSettings,
     pub hot_path: HotPathSource,
+    pub stats: Arc<AgentStats>,
     pub conns: Arc<std::sync::Mutex<aya::maps::HashMap<aya::maps::MapData, u64, metrics_common::conn::ConnState>>>,
     pub rings: Vec<system::RingFill>,
     pub provider_addresses: crate::providers::AddressTable,
@@ -187,30 +226,42 @@ impl Started {
 }
 
 /// Subscribes to the record bus (call before the audit task starts), starts
-/// the aggregator, the system collector and the push exporters, and
-/// registers the Prometheus collector when `[exporters.prometheus]` is on.
+/// the aggregator, the system collector and the exporters: the push
+/// exporters get a route, the pull ones (Prometheus) register on `registry`.
 pub fn start(
     inputs: Inputs,
     records: &crate::records::RecordBus,
     registry: &mut prometheus_client::registry::Registry,
     stop: watch::Receiver<bool>,
 ) -> Result<Started, ExportError> {
-    let Inputs { settings, hot_path, conns, rings, provider_addresses } = inputs;
-    let planned = plan(&settings)?;
-    let audit = Arc::new(AuditMetrics::new(settings.limits));
+    let Inputs { settings, hot_path, stats, conns, rings, provider_addresses } = inputs;
+    let mut planned = Vec::new();
+    let mut pulls = Vec::new();
+    for exporter in &settings.exporters {
+        log::debug!("starting exporter {}", exporter.name());
+        match exporter.start()? {
+            Start::Push(p) => planned.push(p),
+            Start::Pull(register) => pulls.push(register),
+        }
+    }
+    let mut limits = settings.limits;
+    if planned.iter().any(|p| p.takes_samples) {
+        limits.max_samples = RAW_SAMPLES;
+    }
+    let audit = Arc::new(AuditMetrics::new(limits));
     let mut tasks = Vec::new();
     {
         let (audit, rx, stop) = (audit.clone(), records.subscribe(), stop.clone());
         tasks.push(tokio::spawn(async move { audit.run(rx, stop).await }));
     }
-    let stats = hot_path.stats.clone();
+    let audit_stats = stats.clone();
     let bus = records.downgrade();
     let a = audit.clone();
     let tables = vec![
         system::Table {
             name: "audit_connections",
             capacity: Some(crate::audit::pipeline::MAX_CONNECTIONS as u64),
-            entries: Box::new(move || stats.audit_connections.load(Ordering::Relaxed)),
+            entries: Box::new(move || audit_stats.audit_connections.load(Ordering::Relaxed)),
         },
         system::Table {
             name: "record_bus",
@@ -228,18 +279,19 @@ pub fn start(
             entries: Box::new(move || provider_addresses.read().map(|t| t.len() as u64).unwrap_or(0)),
         },
     ];
-    let sources = system::Sources { stats: Some(hot_path.stats.clone()), rings, conns: Some(conns), tables };
+    let sources = system::Sources { stats: Some(stats.clone()), rings, conns: Some(conns), tables };
     let system = Arc::new(SystemMetrics::new(settings.system.clone(), sources));
     tasks.push(tokio::spawn(system.clone().run(stop.clone())));
     let source = Arc::new(Source {
         start_unix_nanos: model::now_unix_nanos(),
         audit,
         hot_path: Some(hot_path),
+        agent: Some(stats),
         system: Some(system),
-        exporters: planned.iter().map(|p| (p.name, p.stats.clone())).collect(),
+        exporters: planned.iter().map(Planned::health).collect(),
     });
-    if settings.prometheus {
-        registry.register_collector(Box::new(prometheus::ExportCollector { source: source.clone() }));
+    for register in pulls {
+        register(source.clone(), registry);
     }
     let summary = planned.iter().map(|p| format!("exporting to {} every {:?}", p.name, p.delivery.interval)).collect();
     tasks.push(tokio::spawn(run(source.clone(), planned, stop)));
@@ -257,6 +309,9 @@ struct Route {
     samples: bool,
 }
 
+/// Raw samples buffered between two snapshots when an exporter takes them.
+const RAW_SAMPLES: usize = 100_000;
+
 /// Spawns an exporter's task on its queue.
 type StartTask = Box<dyn FnOnce(mpsc::Receiver<Arc<Snapshot>>, watch::Receiver<bool>) -> JoinHandle<()> + Send>;
 
@@ -265,6 +320,8 @@ pub struct Planned {
     pub name: &'static str,
     pub delivery: Delivery,
     pub stats: Arc<ExporterStats>,
+    /// The exporter takes raw samples (`Exporter::takes_samples`).
+    pub takes_samples: bool,
     start: StartTask,
 }
 
@@ -276,24 +333,14 @@ impl Planned {
             name,
             delivery,
             stats,
+            takes_samples: exporter.takes_samples(),
             start: Box::new(move |queue, stop| tokio::spawn(deliver(name, exporter, queue, s, delivery, stop))),
         }
     }
-}
 
-/// The push exporters `settings` configures (none when only Prometheus is on).
-pub fn plan(settings: &ExportSettings) -> Result<Vec<Planned>, ExportError> {
-    let mut out = Vec::new();
-    if let Some(o) = &settings.otlp {
-        out.push(Planned::new(otlp::NAME, o.delivery, otlp::OtlpExporter::new(o.clone())?));
+    pub fn health(&self) -> Health {
+        Health { name: self.name, stats: self.stats.clone(), takes_samples: self.takes_samples }
     }
-    if let Some(s) = &settings.statsd {
-        out.push(Planned::new(dogstatsd::NAME, s.delivery, dogstatsd::DogStatsd::new(s.clone())));
-    }
-    if let Some(a) = &settings.datadog_api {
-        out.push(Planned::new(datadog_api::NAME, a.delivery, datadog_api::SeriesApi::new(a.clone())?));
-    }
-    Ok(out)
 }
 
 /// Starts the exporters' tasks and the router; returns when `stop` turns
@@ -311,7 +358,7 @@ pub async fn run(source: Arc<Source>, planned: Vec<Planned>, stop: watch::Receiv
             next_due: now + p.delivery.interval,
             queue: tx,
             stats: p.stats,
-            samples: p.name == dogstatsd::NAME,
+            samples: p.takes_samples,
         });
     }
     route(&source, &mut routes, stop).await;
@@ -353,7 +400,7 @@ fn offer(source: &Source, routes: &mut [&mut Route]) {
     if routes.is_empty() {
         return;
     }
-    let base = Arc::new(source.snapshot(true, false));
+    let base = Arc::new(source.snapshot(false));
     for r in routes.iter_mut() {
         let snapshot = if r.samples {
             let mut s = (*base).clone();
@@ -448,6 +495,8 @@ mod tests {
         sent: Arc<Mutex<Vec<u64>>>,
         fail: Arc<std::sync::atomic::AtomicBool>,
         hang: bool,
+        /// Takes raw samples, as DogStatsD does.
+        samples: bool,
     }
 
     impl Exporter for Probe {
@@ -461,6 +510,10 @@ mod tests {
             self.sent.lock().unwrap().push(s.time_unix_nanos);
             Ok(())
         }
+
+        fn takes_samples(&self) -> bool {
+            self.samples
+        }
     }
 
     fn source() -> Arc<Source> {
@@ -468,6 +521,7 @@ mod tests {
             start_unix_nanos: 1,
             audit: Arc::new(AuditMetrics::default()),
             hot_path: None,
+            agent: None,
             system: None,
             exporters: Vec::new(),
         })
@@ -525,12 +579,13 @@ mod tests {
     }
 
     /// A source whose audit metrics keep raw samples (as with DogStatsD on).
-    fn sampling_source(exporters: Vec<(&'static str, Arc<ExporterStats>)>) -> Arc<Source> {
+    fn sampling_source(exporters: Vec<Health>) -> Arc<Source> {
         let limits = audit_metrics::Limits { max_samples: 1000, ..audit_metrics::Limits::default() };
         Arc::new(Source {
             start_unix_nanos: 1,
             audit: Arc::new(AuditMetrics::new(limits)),
             hot_path: None,
+            agent: None,
             system: None,
             exporters,
         })
@@ -538,7 +593,7 @@ mod tests {
 
     fn samples_dropped(source: &Source, reason: &str) -> f64 {
         source
-            .snapshot(false, false)
+            .snapshot(false)
             .series
             .iter()
             .filter(|s| std::ptr::eq(s.desc, &catalog::EXPORTER_SAMPLES_DROPPED))
@@ -549,10 +604,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn samples_of_a_batch_that_failed_are_counted() {
-        let p = Probe::default();
+        let p = Probe { samples: true, ..Probe::default() };
         p.fail.store(true, Ordering::Relaxed);
-        let planned = vec![Planned::new(dogstatsd::NAME, Delivery { max_retries: 0, ..delivery(1000) }, p.clone())];
-        let source = sampling_source(vec![(dogstatsd::NAME, planned[0].stats.clone())]);
+        let planned = vec![Planned::new("statsd", Delivery { max_retries: 0, ..delivery(1000) }, p.clone())];
+        let source = sampling_source(vec![planned[0].health()]);
         // Duration, TTFB, input and output tokens: 4 samples.
         source.audit.observe(&audit_metrics::tests::record("client", "gpt-4o", 200, 5, 7));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -567,11 +622,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn samples_of_a_batch_the_queue_refused_are_counted() {
-        let p = Probe { hang: true, ..Probe::default() };
+        let p = Probe { hang: true, samples: true, ..Probe::default() };
         let slow = Delivery { timeout: Duration::from_secs(3600), ..delivery(1000) };
-        let planned = vec![Planned::new(dogstatsd::NAME, slow, p)];
+        let planned = vec![Planned::new("statsd", slow, p)];
         let stats = planned[0].stats.clone();
-        let source = sampling_source(vec![(dogstatsd::NAME, stats.clone())]);
+        let source = sampling_source(vec![planned[0].health()]);
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(run(source.clone(), planned, stop_rx));
         // 1 s: taken by the hanging task; 2 s and 3 s: queued (2 slots).

@@ -1,7 +1,7 @@
 //! The exporters' common data model: a `Snapshot` is every exported series at
 //! one instant (cumulative since the agent started), plus raw latency and
 //! token samples for protocols with client-side distributions (DogStatsD).
-//! Each series points at a static `Desc` that names it once per protocol.
+//! Each series points at a static `Desc` of the catalogue (`catalog.rs`).
 
 use std::borrow::Cow;
 
@@ -27,7 +27,21 @@ pub struct Desc {
     /// Prometheus unit suffix (`seconds`, `bytes`), if any.
     pub prom_unit: Option<&'static str>,
     pub kind: Kind,
+    /// Label (attribute) keys its series may carry, in OpenTelemetry form.
+    pub labels: &'static [&'static str],
     pub help: &'static str,
+}
+
+impl Desc {
+    /// The Prometheus family name: the base name and its unit suffix
+    /// (counters' samples add `_total`).
+    #[allow(dead_code, reason = "read by the conformance tests (and the library API once there is one)")]
+    pub fn prometheus_name(&self) -> String {
+        match self.prom_unit {
+            Some(unit) => format!("{}_{unit}", self.prom),
+            None => self.prom.to_string(),
+        }
+    }
 }
 
 impl PartialEq for Desc {

@@ -1,27 +1,76 @@
-//! The audit, system and exporter-health series on `/metrics`: a
-//! prometheus-client collector that encodes a fresh snapshot at each scrape
-//! (the kernel counters have their own collector). Attribute keys become
-//! label names with `.` replaced by `_`. prometheus-client writes label
-//! values verbatim, so values (models and error types come from request and
-//! response bodies) are escaped here as the exposition format requires.
+//! Prometheus: `[exporters.prometheus]` and a prometheus-client collector
+//! that encodes a fresh snapshot of the catalogue at each scrape of
+//! `/metrics`. Names follow the catalogue's `prom` names: the unit suffix
+//! and, on counters, `_total` are added by the encoder; attribute keys
+//! become label names with `.` replaced by `_`. prometheus-client writes
+//! label values verbatim, so values (models and error types come from
+//! request and response bodies) are escaped here as the exposition format
+//! requires.
 
 use std::sync::Arc;
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet},
+    encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet},
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Unit,
 };
 
+use serde::{Deserialize, Serialize};
+
 use super::{
-    Source,
+    ExportError, Source,
+    backends::{Backend, Env, Resolved, Start},
     model::{Desc, Kind, Series, Value},
+    settings::SettingsError,
 };
+
+pub const NAME: &str = "prometheus";
+
+/// `[exporters.prometheus]`.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusFile {
+    /// Every metric on `/metrics` [true]; false keeps only the kernel
+    /// counters and the agent's statistics there.
+    pub enabled: Option<bool>,
+}
+
+/// Prometheus's place in the exporter list (`backends.rs`).
+pub struct Prometheus;
+
+impl Backend for Prometheus {
+    type File = PrometheusFile;
+
+    fn resolve(file: Option<&PrometheusFile>, _env: Env) -> Result<Vec<Arc<dyn Resolved>>, SettingsError> {
+        Ok(vec![Arc::new(PrometheusSettings { all: file.and_then(|f| f.enabled).unwrap_or(true) })])
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrometheusSettings {
+    /// Every source, or only the kernel counters and agent statistics.
+    pub all: bool,
+}
+
+impl Resolved for PrometheusSettings {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn start(&self) -> Result<Start, ExportError> {
+        let all = self.all;
+        Ok(Start::Pull(Box::new(move |source, registry| {
+            registry.register_collector(Box::new(ExportCollector { source, all }))
+        })))
+    }
+}
 
 #[derive(Debug)]
 pub struct ExportCollector {
     pub source: Arc<Source>,
+    /// See `PrometheusSettings::all`.
+    pub all: bool,
 }
 
 fn unit(desc: &Desc) -> Option<Unit> {
@@ -71,35 +120,38 @@ pub fn encode(series: &[Series], e: &mut DescriptorEncoder) -> Result<(), std::f
     for desc in order {
         let u = unit(desc);
         let mut family = e.encode_descriptor(desc.prom, desc.help, u.as_ref(), metric_type(desc.kind))?;
-        for s in series.iter().filter(|s| std::ptr::eq(s.desc, desc)) {
-            let l = labels(s);
-            let m = family.encode_family(&l)?;
-            match (&s.value, desc.kind) {
-                (Value::Int(v), Kind::Counter) => ConstCounter::new(*v).encode(m)?,
-                (Value::Float(v), Kind::Counter) => ConstCounter::new(*v).encode(m)?,
-                (Value::Int(v), Kind::Gauge) => ConstGauge::new(i64::try_from(*v).unwrap_or(i64::MAX)).encode(m)?,
-                (Value::Float(v), Kind::Gauge) => ConstGauge::new(*v).encode(m)?,
-                (Value::Histogram(h), Kind::Histogram) => {
-                    let mut m = m;
-                    let buckets: Vec<(f64, u64)> = h
-                        .counts
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| (h.bounds.get(i).copied().unwrap_or(f64::MAX), *c))
-                        .collect();
-                    m.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?
+        let members: Vec<&Series> = series.iter().filter(|s| std::ptr::eq(s.desc, desc)).collect();
+        match members.as_slice() {
+            // A metric without labels is written `name value`, not `name{} value`.
+            [only] if only.labels.is_empty() => value(only, family)?,
+            _ => {
+                for s in members {
+                    value(s, family.encode_family(&labels(s))?)?;
                 }
-                _ => {}
             }
         }
     }
     Ok(())
 }
 
+fn value(s: &Series, mut m: MetricEncoder) -> Result<(), std::fmt::Error> {
+    match (&s.value, s.desc.kind) {
+        (Value::Int(v), Kind::Counter) => ConstCounter::new(*v).encode(m),
+        (Value::Float(v), Kind::Counter) => ConstCounter::new(*v).encode(m),
+        (Value::Int(v), Kind::Gauge) => ConstGauge::new(i64::try_from(*v).unwrap_or(i64::MAX)).encode(m),
+        (Value::Float(v), Kind::Gauge) => ConstGauge::new(*v).encode(m),
+        (Value::Histogram(h), Kind::Histogram) => {
+            let buckets: Vec<(f64, u64)> =
+                h.counts.iter().enumerate().map(|(i, c)| (h.bounds.get(i).copied().unwrap_or(f64::MAX), *c)).collect();
+            m.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Collector for ExportCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snapshot = self.source.snapshot(false, false);
-        encode(&snapshot.series, &mut e)
+        encode(&self.source.series(self.all), &mut e)
     }
 }
 
@@ -118,11 +170,12 @@ mod tests {
             start_unix_nanos: 0,
             audit,
             hot_path: None,
+            agent: None,
             system: None,
-            exporters: vec![("otlp", Arc::default())],
+            exporters: vec![crate::export::Health { name: "otlp", stats: Arc::default(), takes_samples: false }],
         });
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(ExportCollector { source }));
+        registry.register_collector(Box::new(ExportCollector { source, all: true }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         let text = crate::http::openmetrics_to_prometheus(&text);
@@ -148,10 +201,16 @@ mod tests {
         let mut r = crate::export::audit_metrics::tests::record("client", model, 429, 1, 1);
         r.error_type = Some("back\\slash\"\n# TYPE x counter".into());
         audit.observe(&r);
-        let source =
-            Arc::new(Source { start_unix_nanos: 0, audit, hot_path: None, system: None, exporters: Vec::new() });
+        let source = Arc::new(Source {
+            start_unix_nanos: 0,
+            audit,
+            hot_path: None,
+            agent: None,
+            system: None,
+            exporters: Vec::new(),
+        });
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(ExportCollector { source }));
+        registry.register_collector(Box::new(ExportCollector { source, all: true }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for text in [text.clone(), crate::http::openmetrics_to_prometheus(&text)] {

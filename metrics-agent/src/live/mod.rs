@@ -25,7 +25,7 @@ use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
-use crate::{collector::AgentStats, records::RequestRecord};
+use crate::{agent_stats::AgentStats, records::RequestRecord};
 use message::{Health, Stamp};
 use window::{Window, WindowSettings};
 

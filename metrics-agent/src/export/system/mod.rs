@@ -26,7 +26,7 @@ use super::{
 };
 pub use ring::RingFill;
 
-use crate::collector::AgentStats;
+use crate::agent_stats::AgentStats;
 
 /// Devices and interfaces reported at most (bounded cardinality).
 const MAX_DEVICES: usize = 32;

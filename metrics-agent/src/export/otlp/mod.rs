@@ -1,7 +1,8 @@
-//! OTLP/HTTP protobuf push: a snapshot becomes one
-//! `ExportMetricsServiceRequest` (the official OpenTelemetry proto types),
-//! cumulative temporality with the agent's start time, explicit-bucket
-//! histograms, gzip-compressed, POSTed to the collector's `/v1/metrics`.
+//! OTLP push: a snapshot becomes one `ExportMetricsServiceRequest` (the
+//! official OpenTelemetry proto types), cumulative temporality with the
+//! agent's start time, explicit-bucket histograms, gzip-compressed, POSTed
+//! to the collector's `/v1/metrics` (here) or sent with the gRPC
+//! `MetricsService/Export` call (`grpc.rs`).
 
 use opentelemetry_proto::tonic::{
     collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse},
@@ -14,10 +15,14 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message;
 
+pub mod config;
+pub mod grpc;
+
+pub use self::config::Otlp;
+use self::config::{Compression, OtlpSettings};
 use super::{
     ExportError, Exporter,
     model::{Desc, Kind, Label, Snapshot, Value},
-    settings::{Compression, OtlpSettings},
 };
 
 pub const NAME: &str = "otlp";
@@ -197,7 +202,14 @@ impl OtlpExporter {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        if let Some(pem) = &settings.ca_pem {
+            let ca = reqwest::Certificate::from_pem(pem).map_err(|_| {
+                ExportError::Permanent("otlp: the certificate authority file is not a PEM certificate".into())
+            })?;
+            client = client.add_root_certificate(ca);
+        }
+        let client = client
             .timeout(settings.delivery.timeout)
             .connect_timeout(settings.delivery.timeout)
             // Credentials go to the configured host only.

@@ -8,13 +8,12 @@
 
 use serde::Serialize;
 
-use super::{
+use super::{DatadogApiSettings, dogstatsd::tag_value};
+use crate::export::{
     ExportError, Exporter,
     delta::{Delta, DeltaTracker},
-    dogstatsd::tag_value,
     model::{Kind, Label, Snapshot},
     otlp::{classify, describe, gzip},
-    settings::DatadogApiSettings,
 };
 
 pub const NAME: &str = "datadog_api";
@@ -168,7 +167,7 @@ impl SeriesApi {
             .timeout(settings.delivery.timeout)
             .connect_timeout(settings.delivery.timeout)
             // Credentials go to the configured host only.
-            .redirect(super::redirects::same_host_redirects())
+            .redirect(crate::export::redirects::same_host_redirects())
             .build()
             .map_err(|e| ExportError::Permanent(format!("datadog client: {}", describe(&e))))?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();

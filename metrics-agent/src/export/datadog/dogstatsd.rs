@@ -7,11 +7,11 @@
 
 use std::fmt::Write as _;
 
-use super::{
+use super::{StatsdAddress, StatsdSettings};
+use crate::export::{
     ExportError, Exporter,
     delta::{Delta, DeltaTracker},
     model::{Kind, Label, Snapshot},
-    settings::{StatsdAddress, StatsdSettings},
 };
 
 pub const NAME: &str = "datadog_statsd";
@@ -64,7 +64,7 @@ pub fn groups(snapshot: &Snapshot, base: &DeltaTracker, global: &[String]) -> Ve
             (Kind::Counter, Delta::Number(d)) if d > 0.0 => line(&mut lines, s.desc.otel, d, "c", &t),
             (Kind::Histogram, Delta::Histogram(h)) if h.count > 0 => {
                 // Audit histograms go out as distributions of their raw samples.
-                if super::audit_metrics::SAMPLED.iter().any(|d| std::ptr::eq(*d, s.desc)) {
+                if crate::export::audit_metrics::is_sampled(s.desc) {
                     continue;
                 }
                 line(&mut lines, &format!("{}.count", s.desc.otel), h.count as f64, "c", &t);
@@ -209,6 +209,10 @@ impl Exporter for DogStatsd {
         self.in_flight = None;
         self.base.delivered(snapshot);
         Ok(())
+    }
+
+    fn takes_samples(&self) -> bool {
+        true
     }
 
     fn abandon(&mut self, snapshot: &Snapshot) -> u64 {

@@ -1,0 +1,45 @@
+//! The agent's own statistics (`AgentStats`) and CPU time as a metric source:
+//! series of the catalogue for every backend.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{
+    catalog as m,
+    model::{Desc, Series, Value},
+};
+use crate::agent_stats::AgentStats;
+
+/// Appends the series of `stats`; `agent_cpu_seconds` is the agent's own CPU time.
+pub fn append(stats: &AgentStats, agent_cpu_seconds: f64, out: &mut Vec<Series>) {
+    let s = stats;
+    let metrics: [(&'static Desc, &AtomicU64); 17] = [
+        (&m::TRACED_PROCESSES, &s.traced_processes),
+        (&m::PREEXISTING_CONNECTIONS, &s.preexisting_connections),
+        (&m::ADOPTED_CONNECTIONS, &s.adopted_connections),
+        (&m::ADOPTED_REJECTED, &s.adopted_rejected),
+        (&m::ATTACH_FAILURES, &s.attach_failures),
+        (&m::CAPTURE_ENABLED, &s.capture_enabled),
+        (&m::CAPTURE_SAMPLE_EVERY, &s.capture_sample_every),
+        (&m::CAPTURE_BREAKER_TRIPS, &s.capture_breaker_trips),
+        (&m::CAPTURE_BREAKER_CPU_TRIPS, &s.capture_breaker_cpu_trips),
+        (&m::AUDIT_RECORDS, &s.audit_records),
+        (&m::AUDIT_PARSER_PANICS, &s.audit_parser_panics),
+        (&m::AUDIT_UNPRICED_RECORDS, &s.audit_unpriced_records),
+        (&m::AUDIT_RESYNCS, &s.audit_resyncs),
+        (&m::AUDIT_CONNECTIONS, &s.audit_connections),
+        (&m::AUDIT_MEMORY, &s.audit_memory_bytes),
+        (&m::AUDIT_EVICTED_CONNECTIONS, &s.audit_evicted_connections),
+        (&m::AUDIT_EVICTED_FOR_MEMORY, &s.audit_evicted_for_memory),
+    ];
+    for (desc, v) in metrics {
+        out.push(Series { desc, labels: Vec::new(), value: Value::Int(v.load(Ordering::Relaxed)) });
+    }
+    let audit_cpu = s.audit_cpu_ns.load(Ordering::Relaxed) as f64 / 1e9;
+    out.push(Series { desc: &m::AUDIT_CPU, labels: Vec::new(), value: Value::Float(audit_cpu) });
+    out.push(Series { desc: &m::AGENT_CPU, labels: Vec::new(), value: Value::Float(agent_cpu_seconds) });
+}
+
+/// The agent's CPU time now (user and system, all threads).
+pub fn agent_cpu_seconds() -> f64 {
+    crate::audit::breaker::process_cpu_time().as_secs_f64()
+}
