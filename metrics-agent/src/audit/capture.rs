@@ -14,10 +14,7 @@ use metrics_common::capture::{MAX_SAMPLE_EVERY, control};
 use tokio::time::Instant;
 
 use super::breaker::{Action, Pressure, Sampler};
-use crate::{
-    collector::{AgentStats, CounterMaps},
-    cpu_time::thread_cpu_time,
-};
+use crate::{agent_stats::AgentStats, collector::CounterMaps, cpu_time::thread_cpu_time};
 
 pub struct CaptureController {
     control: Array<MapData, u32>,

@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::{cost::PriceTable, pipeline::RequestRecord};
-use crate::collector::AgentStats;
+use crate::agent_stats::AgentStats;
 
 pub struct Enrichment {
     /// Label of each provider slot.

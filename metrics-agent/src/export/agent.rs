@@ -41,5 +41,5 @@ pub fn append(stats: &AgentStats, agent_cpu_seconds: f64, out: &mut Vec<Series>)
 
 /// The agent's CPU time now (user and system, all threads).
 pub fn agent_cpu_seconds() -> f64 {
-    crate::audit::breaker::process_cpu_time().as_secs_f64()
+    crate::cpu_time::process_cpu_time().as_secs_f64()
 }
