@@ -726,3 +726,101 @@ fn a_stuck_exporter_neither_delays_the_others_nor_grows() {
     assert!(!log.contains("did not finish its last batch"), "{log}");
     drop(held);
 }
+
+/// A gRPC OTLP collector serving the official `MetricsService`: records each
+/// request's metrics with its `authorization` and `grpc-encoding` metadata.
+#[derive(Clone, Default)]
+struct GrpcCollector {
+    got: Arc<Mutex<Vec<GrpcReceived>>>,
+}
+
+/// A request's metrics with its `authorization` and `grpc-encoding` metadata.
+type GrpcReceived = (Vec<Metric>, Option<String>, Option<String>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsService for GrpcCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse>,
+        tonic::Status,
+    > {
+        let header = |k: &str| request.metadata().get(k).and_then(|v| v.to_str().ok()).map(String::from);
+        let (auth, encoding) = (header("authorization"), header("grpc-encoding"));
+        let metrics = request.into_inner().resource_metrics.into_iter().flat_map(|r| r.scope_metrics);
+        let metrics = metrics.flat_map(|s| s.metrics).collect();
+        self.got.lock().unwrap().push((metrics, auth, encoding));
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+impl GrpcCollector {
+    /// Serves on a loopback port from a runtime of its own; returns the port.
+    fn start(&self) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let service =
+            opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer::new(
+                self.clone(),
+            )
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let incoming =
+                    futures_util::stream::unfold(
+                        listener,
+                        |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) },
+                    );
+                tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await
+            })
+        });
+        port
+    }
+}
+
+#[test]
+fn otlp_over_grpc_reaches_a_grpc_collector() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", openai.port)]);
+    let collector = GrpcCollector::default();
+    let port = collector.start();
+    let dir = TempDir::new("grpc");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(&config, "[exporters.otlp]\ninterval_seconds = 1\n").unwrap();
+    let provider = format!("openai=127.0.0.1:{}", openai.port);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let agent = Agent::start_with_env(
+        &["--exe", harness::NGINX, "--provider", &provider, "--config", config.to_str().unwrap()],
+        &[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20grpc-token"),
+        ],
+    );
+    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    traffic(&nginx);
+    openai.wait_idle(Duration::from_secs(5));
+    let (upstream, _, _) = openai.snapshot();
+    let usage = openai.usage_sent();
+    let latest = || collector.got.lock().unwrap().last().cloned();
+    wait_for(
+        "the gRPC collector to receive every record",
+        Duration::from_secs(20),
+        || latest().is_some_and(|(m, _, _)| otlp_sum(&m, "llm.requests", &[("side", "upstream")]).0 == upstream as f64),
+        || agent.log_text(),
+    );
+    let (metrics, auth, encoding) = latest().unwrap();
+    assert_eq!(auth.as_deref(), Some("Bearer grpc-token"), "OTEL_EXPORTER_OTLP_HEADERS as gRPC metadata");
+    assert_eq!(encoding.as_deref(), Some("gzip"));
+    let input = [("side", "upstream"), ("gen_ai.token.type", "input")];
+    assert_eq!(otlp_sum(&metrics, "llm.tokens", &input).0, usage.input as f64);
+    assert_eq!(otlp_sum(&metrics, "llm_proxy.provider.requests", &[("provider", "openai")]).0, upstream as f64);
+    assert!(otlp_sum(&metrics, "metrics_agent.probe.hits", &[]).0 > 0.0, "the agent's own statistics too");
+    let text = agent.scrape().text;
+    assert_eq!(prom_sum(&text, "metrics_agent_exporter_dropped_total", &["exporter=\"otlp\""]), 0.0, "{text}");
+}

@@ -110,11 +110,14 @@ mod tests {
         settings::{Delivery, Secret},
     };
 
+    /// A request with its `authorization` and `grpc-encoding` metadata.
+    type Received = (ExportMetricsServiceRequest, Option<String>, Option<String>);
+
     /// A test collector: the official service definition, recording each
     /// request with its metadata; fails with `fail` while it is set.
     #[derive(Clone, Default)]
     struct Collector {
-        got: Arc<Mutex<Vec<(ExportMetricsServiceRequest, Option<String>, Option<String>)>>>,
+        got: Arc<Mutex<Vec<Received>>>,
         fail: Arc<Mutex<Option<Code>>>,
     }
 
