@@ -322,6 +322,8 @@ mod tests {
             provider: "openai",
             operation: "chat",
             endpoint: "/v1/chat/completions".into(),
+            deployment: None,
+            stream_timing: Default::default(),
             model_requested: None,
             model_returned: None,
             status: 200,

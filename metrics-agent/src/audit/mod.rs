@@ -7,15 +7,20 @@
 //! (property-tested) and keep memory bounded.
 #![allow(dead_code, reason = "parts of the parsers' API are used by their tests and the next milestones only")]
 
+pub mod bedrock;
 pub mod bench;
 pub mod breaker;
+pub mod cohere;
 pub mod correlate;
 pub mod cost;
 pub mod decode;
+pub mod eventstream;
 pub mod identity;
 pub mod llm;
 pub mod message;
+pub mod ollama;
 pub mod pipeline;
+pub mod provider;
 pub mod reader;
 pub mod sse;
 pub mod stream;

@@ -40,6 +40,8 @@ fn workload(n: usize) -> Vec<Arc<RequestRecord>> {
                 provider: PROVIDERS[i % 3],
                 operation: "chat",
                 endpoint: "/v1/chat/completions".into(),
+                deployment: None,
+                stream_timing: Default::default(),
                 model_requested: Some(format!("model-{}", i % 20)),
                 model_returned: None,
                 status,

@@ -35,6 +35,8 @@ fn record(i: u64) -> RequestRecord {
         provider: PROVIDERS[(i % 3) as usize],
         operation: "chat",
         endpoint: "/v1/chat/completions".into(),
+        deployment: None,
+        stream_timing: Default::default(),
         model_requested: Some(format!("model-{}", i % 4)),
         model_returned: None,
         status: if i.is_multiple_of(50) { 429 } else { 200 },

@@ -397,6 +397,8 @@ mod tests {
             provider,
             operation: "chat",
             endpoint: "/v1/chat/completions".into(),
+            deployment: None,
+            stream_timing: Default::default(),
             model_requested: Some(model.into()),
             model_returned: None,
             status,

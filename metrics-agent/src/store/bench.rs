@@ -33,6 +33,8 @@ fn record(ts_ms: u64, series: usize, i: u64) -> RequestRecord {
         provider: providers[m],
         operation: "chat",
         endpoint: "/v1/chat/completions".into(),
+        deployment: None,
+        stream_timing: Default::default(),
         model_requested: Some(models[m].into()),
         model_returned: Some(models[m].into()),
         status: if i.is_multiple_of(50) { 429 } else { 200 },

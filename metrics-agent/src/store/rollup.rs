@@ -263,6 +263,8 @@ pub(crate) mod tests {
             provider: "openai",
             operation: "chat",
             endpoint: "/v1/chat/completions".into(),
+            deployment: None,
+            stream_timing: Default::default(),
             model_requested: Some(model.into()),
             model_returned: Some(model.into()),
             status: 200,
