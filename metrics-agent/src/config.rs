@@ -11,7 +11,7 @@ use crate::{
     audit::identity::IdentityConfig,
     cli::RunArgs,
     export::settings::{self as export_settings, ExportSettings, ExportersFile, MetricsFile},
-    providers::ProviderSpec,
+    upstream_addresses::ProviderSpec,
 };
 
 /// The configuration file. Every field is optional; flags override it.

@@ -14,13 +14,13 @@ mod live;
 mod preflight;
 mod privilege;
 mod proc_events;
-mod providers;
 mod records;
 mod run;
 mod secrets;
 mod sockets;
 mod store;
 mod target;
+mod upstream_addresses;
 mod zeroing;
 
 /// Freed heap blocks are zeroed: payloads and API keys do not linger (zeroing.rs).
