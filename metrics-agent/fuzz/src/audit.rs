@@ -16,3 +16,13 @@ pub mod pipeline;
 pub mod sse;
 #[path = "../../src/audit/stream.rs"]
 pub mod stream;
+#[path = "../../src/audit/bedrock.rs"]
+pub mod bedrock;
+#[path = "../../src/audit/cohere.rs"]
+pub mod cohere;
+#[path = "../../src/audit/eventstream.rs"]
+pub mod eventstream;
+#[path = "../../src/audit/ollama.rs"]
+pub mod ollama;
+#[path = "../../src/audit/provider.rs"]
+pub mod provider;

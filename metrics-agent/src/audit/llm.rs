@@ -333,7 +333,7 @@ pub fn classify_request(target: &str, host: Option<&str>, json: &Value) -> LlmRe
     let body_model = json.get("model").and_then(Value::as_str).map(str::to_string);
     let last_segment = || path.rsplit('/').next().and_then(|last| last.split(':').next()).map(str::to_string);
     let model = match shape.map(|(_, s)| s.model) {
-        Some(ModelIn::LastSegment) => body_model.or_else(last_segment),
+        Some(ModelIn::LastSegment) => last_segment().or(body_model),
         Some(ModelIn::AfterModel) => bedrock::model_in_path(path).or(body_model),
         Some(ModelIn::Body) | None => body_model,
     };

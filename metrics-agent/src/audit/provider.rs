@@ -97,7 +97,8 @@ impl Operation {
 pub enum ModelIn {
     /// The body's `model` field.
     Body,
-    /// The last path segment up to its `:` (`.../models/gemini-2.0-flash:generateContent`).
+    /// The last path segment up to its `:` (`.../models/gemini-2.0-flash:generateContent`),
+    /// else the body's `model`.
     LastSegment,
     /// The segment after `/model/` (Bedrock), percent-decoded.
     AfterModel,
