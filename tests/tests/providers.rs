@@ -297,6 +297,7 @@ fn every_provider_api_is_recorded_exactly_on_both_sides() {
                     .filter(|r| {
                         r["endpoint"] == endpoint
                             && r["status"] == case.status
+                            && r["streaming"] == case.streaming
                             && r["upstream_provider"] == case.upstream
                     })
                     .collect();
