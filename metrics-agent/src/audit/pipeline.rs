@@ -107,9 +107,14 @@ pub struct StreamTiming {
     /// (last content event - first content event) / (output tokens - 1),
     /// in ms; null when usage is unknown or under 2 output tokens.
     pub time_per_output_token_ms: Option<f64>,
+    /// Mean time between content-bearing events after the first: (last -
+    /// first content event) / (content events - 1), in ms; null under 2.
+    pub time_per_output_chunk_ms: Option<f64>,
     /// Stream events received (SSE events with data, `[DONE]` excluded;
     /// JSON-array elements; NDJSON lines; event-stream messages).
     pub stream_events: Option<u32>,
+    /// Of those, the events that carried content (text, reasoning, tool input).
+    pub content_events: Option<u32>,
 }
 
 impl StreamTiming {
@@ -119,16 +124,17 @@ impl StreamTiming {
             return Self::default();
         }
         let ms = |ns: u64| ns.saturating_sub(start_ns) as f64 / 1e6;
-        let per_token = match (response.first_content_ns, response.last_content_ns, response.usage.output) {
-            (Some(first), Some(last), Some(output)) if output >= 2 => {
-                Some(last.saturating_sub(first) as f64 / 1e6 / (output - 1) as f64)
-            }
+        let span_ms = match (response.first_content_ns, response.last_content_ns) {
+            (Some(first), Some(last)) => Some(last.saturating_sub(first) as f64 / 1e6),
             _ => None,
         };
+        let per = |n: Option<u64>| span_ms.zip(n.filter(|n| *n >= 2)).map(|(span, n)| span / (n - 1) as f64);
         Self {
             time_to_first_token_ms: response.first_content_ns.map(ms),
-            time_per_output_token_ms: per_token,
+            time_per_output_token_ms: per(response.usage.output),
+            time_per_output_chunk_ms: per(Some(u64::from(response.content_events))),
             stream_events: Some(response.events),
+            content_events: Some(response.content_events),
         }
     }
 }

@@ -92,6 +92,10 @@ struct Aggregate {
     cache_hits: Option<u64>,
     duration: HistogramValue,
     ttfb: HistogramValue,
+    /// Streaming time; empty until a streamed record had it.
+    time_to_first_chunk: HistogramValue,
+    time_per_output_chunk: HistogramValue,
+    time_per_output_token: HistogramValue,
 }
 
 impl Aggregate {
@@ -105,6 +109,9 @@ impl Aggregate {
             cache_hits: None,
             duration: HistogramValue::empty(DURATION_BUCKETS),
             ttfb: HistogramValue::empty(DURATION_BUCKETS),
+            time_to_first_chunk: HistogramValue::empty(DURATION_BUCKETS),
+            time_per_output_chunk: HistogramValue::empty(DURATION_BUCKETS),
+            time_per_output_token: HistogramValue::empty(DURATION_BUCKETS),
         }
     }
 }
@@ -240,6 +247,18 @@ impl AuditMetrics {
         let (duration, ttfb) = (r.duration_ms / 1e3, r.ttfb_ms / 1e3);
         a.duration.observe(duration);
         a.ttfb.observe(ttfb);
+        let timing = &r.stream_timing;
+        if let Some(t) = timing.time_to_first_token_ms {
+            a.time_to_first_chunk.observe(t / 1e3);
+        }
+        if let (Some(gap), Some(chunks)) = (timing.time_per_output_chunk_ms, timing.content_events) {
+            // One observation per gap between content chunks, each the
+            // request's mean gap: count and sum are exact.
+            a.time_per_output_chunk.observe_n(gap / 1e3, u64::from(chunks.saturating_sub(1)));
+        }
+        if let Some(t) = timing.time_per_output_token_ms {
+            a.time_per_output_token.observe(t / 1e3);
+        }
         if self.limits.max_samples > 0 {
             let mut new: Vec<(&'static Desc, Option<&'static str>, f64)> =
                 vec![(&m::DURATION, None, duration), (&m::TTFB, None, ttfb)];
@@ -302,6 +321,15 @@ impl AuditMetrics {
                 labels: labels.clone(),
                 value: Value::Histogram(a.duration.clone()),
             });
+            for (desc, h) in [
+                (&m::TIME_TO_FIRST_CHUNK, &a.time_to_first_chunk),
+                (&m::TIME_PER_OUTPUT_CHUNK, &a.time_per_output_chunk),
+                (&m::TIME_PER_OUTPUT_TOKEN, &a.time_per_output_token),
+            ] {
+                if h.count > 0 {
+                    out.push(Series { desc, labels: labels.clone(), value: Value::Histogram(h.clone()) });
+                }
+            }
             out.push(Series { desc: &m::TTFB, labels, value: Value::Histogram(a.ttfb.clone()) });
         }
         out.push(Series { desc: &m::RECORDS_LAGGED, labels: vec![], value: Value::Int(s.lagged) });
@@ -415,6 +443,34 @@ pub(crate) mod tests {
                 assert!(!v.contains("session") && !v.contains("user"), "ids are never labels");
             }
         }
+    }
+
+    #[test]
+    fn streaming_time_is_observed_for_streams_only_with_exact_chunk_counts() {
+        use crate::audit::pipeline::StreamTiming;
+        let a = AuditMetrics::new(Limits::default());
+        a.observe(&record("client", "gpt-4o", 200, 10, 20));
+        let timing = StreamTiming {
+            time_to_first_token_ms: Some(150.0),
+            time_per_output_token_ms: Some(10.0),
+            time_per_output_chunk_ms: Some(40.0),
+            stream_events: Some(7),
+            content_events: Some(5),
+        };
+        a.observe(&RequestRecord { streaming: true, stream_timing: timing, ..record("client", "gpt-4o", 200, 10, 20) });
+        let mut s = Vec::new();
+        a.series(&mut s);
+        let histogram = |desc: &'static Desc| {
+            let found: Vec<_> = s.iter().filter(|x| std::ptr::eq(x.desc, desc)).collect();
+            assert_eq!(found.len(), 1, "{}", desc.otel);
+            let Value::Histogram(h) = &found[0].value else { panic!() };
+            (h.count, h.sum)
+        };
+        assert_eq!(histogram(&m::TIME_TO_FIRST_CHUNK), (1, 0.15), "the plain record is not observed");
+        let (count, sum) = histogram(&m::TIME_PER_OUTPUT_CHUNK);
+        assert_eq!(count, 4, "5 content chunks: 4 gaps");
+        assert!((sum - 0.16).abs() < 1e-12, "{sum}: the span between first and last chunk");
+        assert_eq!(histogram(&m::TIME_PER_OUTPUT_TOKEN), (1, 0.01));
     }
 
     #[test]
