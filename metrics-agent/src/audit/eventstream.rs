@@ -66,10 +66,8 @@ impl Decoder {
             let n = need.min(bytes.len());
             self.buf.extend_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
-            if self.buf.len() == PRELUDE && self.total_len().is_none() {
-                if !self.check_prelude() {
-                    continue;
-                }
+            if self.buf.len() == PRELUDE && self.total_len().is_none() && !self.check_prelude() {
+                continue;
             }
             if let Some(total) = self.total_len()
                 && self.buf.len() == total

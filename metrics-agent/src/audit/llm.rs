@@ -168,11 +168,7 @@ impl StreamInterpreter {
                     usage.output = usage.output.or(u.output);
                 }
             }
-            (_, "contentBlockDelta") => {
-                if bedrock::converse_delta_has_content(&v) {
-                    self.content();
-                }
-            }
+            (_, "contentBlockDelta") if bedrock::converse_delta_has_content(&v) => self.content(),
             (_, "metadata") => {
                 if let Some(u) = bedrock::converse_usage(&v) {
                     self.out.usage = u;
