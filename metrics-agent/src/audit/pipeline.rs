@@ -208,6 +208,9 @@ pub struct PipelineStats {
     pub released_closed: u64,
     /// Stream events longer than the message cap, skipped.
     pub oversized_stream_events: u64,
+    /// Bedrock event-stream messages with a wrong CRC or header (skipped),
+    /// and preludes that lost the framing (the rest of that body ignored).
+    pub stream_framing_errors: u64,
     pub records: u64,
 }
 
@@ -480,6 +483,7 @@ impl Pipeline {
                 stream.at(last);
                 stream.feed(&m.body);
                 stats.oversized_stream_events += stream.oversized;
+                stats.stream_framing_errors += stream.framing_errors;
                 stream.finish(!m.truncated).unwrap_or_else(|whole| parse_whole(&whole))
             }
             None => parse_whole(&m.body),

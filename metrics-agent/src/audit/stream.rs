@@ -51,6 +51,9 @@ pub struct StreamBody {
     max_event: usize,
     /// Events or elements skipped because they exceeded `max_event`.
     pub oversized: u64,
+    /// Event-stream messages skipped for a wrong CRC or header, and preludes
+    /// that lost the framing (Bedrock).
+    pub framing_errors: u64,
 }
 
 impl StreamBody {
@@ -95,6 +98,7 @@ impl StreamBody {
             escaped: false,
             max_event,
             oversized: 0,
+            framing_errors: 0,
         }
     }
 
@@ -117,6 +121,7 @@ impl StreamBody {
                 let interpreter = &mut self.interpreter;
                 decoder.feed(bytes, |m| interpreter.eventstream_message(&m));
                 self.oversized = decoder.oversized;
+                self.framing_errors = decoder.bad_messages - decoder.oversized + decoder.bad_preludes;
             }
             Shape::Undecided | Shape::Array => bytes.iter().for_each(|&b| self.array_byte(b)),
             Shape::Whole => self.keep(bytes),
@@ -346,6 +351,41 @@ mod tests {
         let mut s = StreamBody::json(&request, 1024);
         s.feed(br#" {"error":{"status":"X"}}"#);
         assert_eq!(s.finish(true).unwrap_err(), br#"{"error":{"status":"X"}}"#);
+    }
+
+    #[test]
+    fn ndjson_and_event_streams_in_any_pieces_give_what_the_whole_body_gives() {
+        let ollama = parse_request("/api/chat", None, br#"{"model":"llama3.2"}"#);
+        let body = b"{\"model\":\"llama3.2\",\"message\":{\"content\":\"Hi\"},\"done\":false}\n{\"model\":\"llama3.2\",\"done\":true,\"prompt_eval_count\":10,\"eval_count\":2}\n";
+        let whole = llm::parse_response(&ollama, Some("application/x-ndjson"), body, true);
+        for piece in [1, 5, 4096] {
+            assert_eq!(fed_in_pieces(StreamBody::ndjson(&ollama, 1024), body, piece), whole);
+        }
+        assert_eq!((whole.usage.input, whole.usage.output, whole.content_events), (Some(10), Some(2), 1));
+
+        let bedrock = parse_request("/model/amazon.nova-lite-v1:0/converse-stream", None, b"{}");
+        let m = |kind: &str, payload: &str| {
+            crate::audit::eventstream::encode(&[(":event-type", kind), (":message-type", "event")], payload.as_bytes())
+        };
+        let mut corrupt = m("contentBlockDelta", r#"{"delta":{"text":"lost"}}"#);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0x80;
+        let body = [
+            m("messageStart", r#"{"role":"assistant"}"#),
+            m("contentBlockDelta", r#"{"delta":{"text":"Hi"}}"#),
+            corrupt,
+            m("metadata", r#"{"usage":{"inputTokens":5,"outputTokens":2}}"#),
+        ]
+        .concat();
+        for piece in [1, 7, 4096] {
+            let mut s = StreamBody::eventstream(&bedrock, 1024);
+            for p in body.chunks(piece) {
+                s.feed(p);
+            }
+            assert_eq!(s.framing_errors, 1, "the message with a bad CRC is counted");
+            let r = s.finish(true).unwrap();
+            assert_eq!((r.usage.input, r.usage.output, r.content_events, r.events), (Some(5), Some(2), 1, 3));
+        }
     }
 
     proptest! {
