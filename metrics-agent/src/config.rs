@@ -10,8 +10,8 @@ use crate::{
     attach_mode::AttachMode,
     audit::identity::IdentityConfig,
     export::settings::{self as export_settings, ExportSettings, ExportersFile, MetricsFile},
-    providers::ProviderSpec,
     run_args::RunArgs,
+    upstream_addresses::ProviderSpec,
 };
 
 /// The configuration file. Every field is optional; flags override it.

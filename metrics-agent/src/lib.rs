@@ -20,7 +20,7 @@ pub mod live;
 mod preflight;
 mod privilege;
 mod proc_events;
-mod providers;
+mod upstream_addresses;
 pub mod records;
 pub mod run;
 pub mod run_args;

@@ -16,9 +16,9 @@ use metrics_common::{
 use crate::{
     agent_stats::AgentStats,
     kernel::Kernel,
-    providers::AddressTable,
     sockets,
     target::{self, Target},
+    upstream_addresses::AddressTable,
 };
 
 pub struct Tracer {

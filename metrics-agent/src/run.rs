@@ -27,9 +27,10 @@ use crate::{
     kernel::Kernel,
     preflight,
     proc_events::Tracer,
-    providers::{self, AddressTable},
+    upstream_addresses::{self, AddressTable},
     run_args::RunArgs,
     target::Target,
+    upstream_addresses::{self, AddressTable},
 };
 
 /// How often traced processes are checked for a libssl loaded after attach.
@@ -70,7 +71,7 @@ async fn run_async(
     }
     let mut provider_map = BpfHashMap::try_from(kernel.take_map(names::PROVIDER_ADDRS)?)?;
     let table = AddressTable::default();
-    for failure in providers::resolve_all(&config.providers, &mut provider_map, &table).await {
+    for failure in upstream_addresses::resolve_all(&config.providers, &mut provider_map, &table).await {
         log::warn!("{failure} (retrying every {} s)", config.resolve_interval_seconds);
     }
     let conns = Arc::new(Mutex::new(BpfHashMap::try_from(kernel.take_map(names::CONNS)?)?));
@@ -111,7 +112,7 @@ async fn run_async(
             hot_path: crate::export::hot_path::HotPathSource {
                 maps: counter_maps.clone(),
                 conns: conns.clone(),
-                providers: providers::slot_names(&config.providers),
+                providers: upstream_addresses::slot_names(&config.providers),
             },
             stats: stats.clone(),
             conns: conns.clone(),
@@ -150,7 +151,7 @@ async fn run_async(
             stats: stats.clone(),
             print_requests: config.print_requests,
             message_cap_bytes: config.message_cap_kib as usize * 1024,
-            provider_names: providers::slot_names(&config.providers),
+            provider_names: upstream_addresses::slot_names(&config.providers),
             sample_every: config.sample_every,
             max_sample_every: config.max_sample_every,
             prices,
@@ -181,7 +182,7 @@ async fn run_async(
         crate::http::guard::HostAllowlist::new(config.listen, &config.api.allowed_hosts),
     );
     let server = tokio::spawn(crate::http::server::serve(listener, app, config.server_limits, server_stats, stop_rx));
-    let resolver = tokio::spawn(providers::keep_resolving(
+    let resolver = tokio::spawn(upstream_addresses::keep_resolving(
         config.providers.clone(),
         provider_map,
         table.clone(),

@@ -17,7 +17,7 @@ use metrics_common::{
     providers::{PROVIDER_OTHER, ProviderAddr},
 };
 
-use crate::providers::provider_addr;
+use crate::upstream_addresses::provider_addr;
 
 const TCP_ESTABLISHED: u8 = 0x01;
 const TCP_LISTEN: u8 = 0x0A;

@@ -10,7 +10,18 @@
 //! - `usage=1` with `events`: a final usage chunk (prompt 21, completion 55);
 //! - `pad=N` with `events` (OpenAI chat): N more bytes of content per event;
 //! - `batch=N` with `events`: N events per write, `interval_ms` between writes;
-//! - `encoding=1|2|3|4`: a gzip, deflate, br or zstd JSON body.
+//! - `encoding=1|2|3|4`: a gzip, deflate, br or zstd JSON body;
+//! - `role_first=1` with `events` (OpenAI chat): event 0 is a role-only delta
+//!   (`{"role":"assistant","content":""}`), as OpenAI sends it;
+//! - `api=deepseek` (chat completions): DeepSeek's usage shape.
+//!
+//! The API is chosen by the path (`Api::of`): OpenAI, Azure OpenAI
+//! (`/openai/deployments/...`: OpenAI's bodies), Anthropic (also Vertex AI's
+//! `:rawPredict`), Gemini (AI Studio and Vertex AI), Bedrock Runtime
+//! (Converse, ConverseStream, InvokeModel, InvokeModelWithResponseStream:
+//! streams in the binary `application/vnd.amazon.eventstream` framing with
+//! correct CRCs), Cohere v2 chat, Ollama (`/api/chat`, `/api/generate`:
+//! NDJSON streams).
 //!
 //! Every response carries a unique id, as providers' do: the request's
 //! `x-request-id` header (letters, digits, `-`, `_`; at most 64) when it has
@@ -234,12 +245,40 @@ pub enum Api {
     Gemini,
     /// Usage: prompt 8 (no output); model text-embedding-3-small.
     Embeddings,
+    /// DeepSeek chat: prompt 100 (64 cache hits), completion 10; model deepseek-chat.
+    DeepSeek,
+    /// Bedrock Converse: input 11 + cache read 3 (normalised 14), output 7;
+    /// stream (event stream): input 25, output 9.
+    BedrockConverse,
+    /// Bedrock InvokeModel with an Anthropic body: input 12, output 6 (also
+    /// in the `x-amzn-bedrock-*-token-count` headers); the stream's chunks
+    /// say the same; model claude-3-haiku-20240307.
+    BedrockInvoke,
+    /// Cohere v2 chat: tokens input 70, output 3 (billed 5, 3).
+    Cohere,
+    /// Ollama `/api/chat`: prompt_eval_count 26, eval_count 298; NDJSON
+    /// stream: 10, 20; model llama3.2.
+    OllamaChat,
+    /// Ollama `/api/generate`: as `OllamaChat`.
+    OllamaGenerate,
 }
 
 impl Api {
     pub fn of(path: &str) -> Self {
         let p = path.split('?').next().unwrap_or(path);
-        if p.ends_with("/messages") {
+        if p.contains("/model/") && (p.ends_with("/converse") || p.ends_with("/converse-stream")) {
+            Self::BedrockConverse
+        } else if p.contains("/model/") && (p.ends_with("/invoke") || p.ends_with("/invoke-with-response-stream")) {
+            Self::BedrockInvoke
+        } else if p.ends_with("/v2/chat") {
+            Self::Cohere
+        } else if p.ends_with("/api/chat") {
+            Self::OllamaChat
+        } else if p.ends_with("/api/generate") {
+            Self::OllamaGenerate
+        } else if path.contains("api=deepseek") {
+            Self::DeepSeek
+        } else if p.ends_with("/messages") || p.ends_with(":rawPredict") || p.ends_with(":streamRawPredict") {
             Self::AnthropicMessages
         } else if p.ends_with("/responses") {
             Self::OpenAiResponses
@@ -267,6 +306,24 @@ impl Api {
                 r#"{{"candidates":[{{"content":{{"parts":[{{"text":"{pad}"}}],"role":"model"}}}}],"usageMetadata":{{"promptTokenCount":9,"candidatesTokenCount":4,"cachedContentTokenCount":2,"totalTokenCount":13}},"modelVersion":"gemini-2.0-flash"}}"#
             ),
             Self::Embeddings => r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}"#.to_string(),
+            Self::DeepSeek => format!(
+                r#"{{"id":"chatcmpl-1","object":"chat.completion","model":"deepseek-chat","choices":[{{"index":0,"message":{{"role":"assistant","content":"{pad}"}}}}],"usage":{{"prompt_tokens":100,"completion_tokens":10,"total_tokens":110,"prompt_cache_hit_tokens":64,"prompt_cache_miss_tokens":36}}}}"#
+            ),
+            Self::BedrockConverse => format!(
+                r#"{{"output":{{"message":{{"role":"assistant","content":[{{"text":"{pad}"}}]}}}},"stopReason":"end_turn","usage":{{"inputTokens":11,"outputTokens":7,"totalTokens":21,"cacheReadInputTokens":3}},"metrics":{{"latencyMs":5}}}}"#
+            ),
+            Self::BedrockInvoke => format!(
+                r#"{{"id":"msg_1","type":"message","role":"assistant","model":"claude-3-haiku-20240307","content":[{{"type":"text","text":"{pad}"}}],"usage":{{"input_tokens":12,"output_tokens":6}}}}"#
+            ),
+            Self::Cohere => format!(
+                r#"{{"id":"msg_1","finish_reason":"COMPLETE","message":{{"role":"assistant","content":[{{"type":"text","text":"{pad}"}}]}},"usage":{{"billed_units":{{"input_tokens":5,"output_tokens":3}},"tokens":{{"input_tokens":70,"output_tokens":3}}}}}}"#
+            ),
+            Self::OllamaChat => format!(
+                r#"{{"model":"llama3.2","created_at":"2026-11-30T10:00:00Z","message":{{"role":"assistant","content":"{pad}"}},"done":true,"done_reason":"stop","prompt_eval_count":26,"eval_count":298}}"#
+            ),
+            Self::OllamaGenerate => format!(
+                r#"{{"model":"llama3.2","created_at":"2026-11-30T10:00:00Z","response":"{pad}","done":true,"done_reason":"stop","prompt_eval_count":26,"eval_count":298}}"#
+            ),
         }
     }
 
@@ -278,6 +335,28 @@ impl Api {
             Self::AnthropicMessages => (10 + 100 + 5, 7),
             Self::Gemini => (9, 4),
             Self::Embeddings => (8, 0),
+            Self::DeepSeek => (100, 10),
+            Self::BedrockConverse => (11 + 3, 7),
+            Self::BedrockInvoke => (12, 6),
+            Self::Cohere => (70, 3),
+            Self::OllamaChat | Self::OllamaGenerate => (26, 298),
+        }
+    }
+
+    /// Extra response header lines of a non-streamed 200 answer.
+    fn headers(self) -> &'static str {
+        match self {
+            Self::BedrockInvoke => "x-amzn-bedrock-input-token-count: 12\r\nx-amzn-bedrock-output-token-count: 6\r\n",
+            _ => "",
+        }
+    }
+
+    /// How a stream of this API is framed.
+    fn stream_content_type(self) -> &'static str {
+        match self {
+            Self::BedrockConverse | Self::BedrockInvoke => "application/vnd.amazon.eventstream",
+            Self::OllamaChat | Self::OllamaGenerate => "application/x-ndjson",
+            _ => "text/event-stream",
         }
     }
 
@@ -289,6 +368,9 @@ impl Api {
             Self::AnthropicMessages if i == 0 => Some((115, 1)),
             Self::AnthropicMessages if last => Some((115, 40)),
             Self::OpenAiResponses | Self::Gemini if last => Some(self.usage()),
+            Self::BedrockConverse if last => Some((25, 9)),
+            Self::BedrockInvoke | Self::Cohere if last => Some(self.usage()),
+            Self::OllamaChat | Self::OllamaGenerate if last => Some((10, 20)),
             _ => None,
         }
     }
@@ -305,9 +387,83 @@ impl Api {
             Self::OpenAiResponses => format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"delta\":\"t{i}\"}}\n\n"),
             Self::Gemini if last => "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"end\"}]}}],\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":4,\"cachedContentTokenCount\":2},\"modelVersion\":\"gemini-2.0-flash\"}\n\n".to_string(),
             Self::Gemini => format!("data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"t{i}\"}}]}}}}]}}\n\n"),
+            Self::Cohere if i == 0 => "event: message-start\ndata: {\"id\":\"msg_1\",\"type\":\"message-start\",\"delta\":{\"message\":{\"role\":\"assistant\"}}}\n\n".to_string(),
+            Self::Cohere if last => "event: message-end\ndata: {\"type\":\"message-end\",\"delta\":{\"finish_reason\":\"COMPLETE\",\"usage\":{\"billed_units\":{\"input_tokens\":5,\"output_tokens\":3},\"tokens\":{\"input_tokens\":70,\"output_tokens\":3}}}}\n\n".to_string(),
+            Self::Cohere => format!("event: content-delta\ndata: {{\"type\":\"content-delta\",\"index\":0,\"delta\":{{\"message\":{{\"content\":{{\"text\":\"t{i}\"}}}}}}}}\n\n"),
+            Self::OllamaChat | Self::OllamaGenerate => {
+                let text = if i == 0 { String::new() } else { format!("t{i}") };
+                let content = if self == Self::OllamaChat {
+                    format!(r#""message":{{"role":"assistant","content":"{text}"}}"#)
+                } else {
+                    format!(r#""response":"{text}""#)
+                };
+                let end = if last { r#","done_reason":"stop","prompt_eval_count":10,"eval_count":20"# } else { "" };
+                format!("{{\"model\":\"llama3.2\",{content},\"done\":{last}{end}}}\n")
+            }
             _ => "data: [DONE]\n\n".to_string(),
         }
     }
+
+    /// Event-stream message(s) `i` of `events` (Bedrock): the same story as
+    /// the SSE events, in AWS's binary framing.
+    fn eventstream_event(self, i: u64, events: u64) -> Vec<u8> {
+        let last = i == events;
+        let event = |kind: &str, payload: &str| {
+            eventstream_message(
+                &[(":event-type", kind), (":content-type", "application/json"), (":message-type", "event")],
+                payload.as_bytes(),
+            )
+        };
+        if self == Self::BedrockInvoke {
+            use base64::Engine as _;
+            let anthropic = if i == 0 {
+                r#"{"type":"message_start","message":{"id":"msg_1","model":"claude-3-haiku-20240307","usage":{"input_tokens":12,"output_tokens":1}}}"#.to_string()
+            } else if last {
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":6},"amazon-bedrock-invocationMetrics":{"inputTokenCount":12,"outputTokenCount":6,"invocationLatency":100,"firstByteLatency":10}}"#.to_string()
+            } else {
+                format!(r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":"t{i}"}}}}"#)
+            };
+            let b64 = base64::engine::general_purpose::STANDARD.encode(anthropic);
+            return event("chunk", &format!(r#"{{"bytes":"{b64}","p":"abc"}}"#));
+        }
+        if i == 0 {
+            event("messageStart", r#"{"role":"assistant","p":"abcd"}"#)
+        } else if last {
+            [
+                event("contentBlockStop", r#"{"contentBlockIndex":0}"#),
+                event("messageStop", r#"{"stopReason":"end_turn"}"#),
+                event(
+                    "metadata",
+                    r#"{"usage":{"inputTokens":25,"outputTokens":9,"totalTokens":34},"metrics":{"latencyMs":120}}"#,
+                ),
+            ]
+            .concat()
+        } else {
+            event("contentBlockDelta", &format!(r#"{{"contentBlockIndex":0,"delta":{{"text":"t{i}"}}}}"#))
+        }
+    }
+}
+
+/// One AWS event-stream message: prelude (total length, headers length,
+/// CRC32 of those 8 bytes), string headers (type 7), payload, CRC32 of all
+/// before it; integers big-endian.
+pub fn eventstream_message(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
+    let mut h = Vec::new();
+    for (name, value) in headers {
+        h.push(name.len() as u8);
+        h.extend_from_slice(name.as_bytes());
+        h.push(7);
+        h.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        h.extend_from_slice(value.as_bytes());
+    }
+    let total = (12 + h.len() + payload.len() + 4) as u32;
+    let mut m = total.to_be_bytes().to_vec();
+    m.extend_from_slice(&(h.len() as u32).to_be_bytes());
+    m.extend_from_slice(&crc32fast::hash(&m).to_be_bytes());
+    m.extend_from_slice(&h);
+    m.extend_from_slice(payload);
+    m.extend_from_slice(&crc32fast::hash(&m).to_be_bytes());
+    m
 }
 
 /// Compresses a body as the `encoding` query parameter asks (1 gzip,
@@ -368,13 +524,26 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
     let conn_header = format!("{}\r\nx-request-id: {rid}", if keep_alive { "keep-alive" } else { "close" });
     if status != 200 {
         stats.errors.fetch_add(1, Ordering::SeqCst);
+        let api = Api::of(&path);
+        let bedrock = matches!(api, Api::BedrockConverse | Api::BedrockInvoke);
+        let vertex = path.contains("/publishers/google/");
         let body = match status {
+            429 if bedrock => r#"{"message":"Too many requests, please wait before trying again."}"#.to_string(),
+            429 if vertex => {
+                r#"{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED"}}"#.to_string()
+            }
             429 => r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#
                 .to_string(),
             529 => r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#.to_string(),
             _ => format!(r#"{{"error":{{"message":"upstream failure {status}","type":"server_error"}}}}"#),
         };
-        let extra = if status == 429 { "retry-after: 1\r\nx-ratelimit-remaining-requests: 0\r\n" } else { "" };
+        let extra = match status {
+            429 if bedrock => {
+                "x-amzn-errortype: ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/\r\n"
+            }
+            429 => "retry-after: 1\r\nx-ratelimit-remaining-requests: 0\r\n",
+            _ => "",
+        };
         let resp = format!(
             "HTTP/1.1 {status} Error\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\nconnection: {conn_header}\r\n\r\n{body}",
             body.len()
@@ -391,7 +560,8 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
         }
         let (body, coding) = encode(body.into_bytes(), &path);
         let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{coding}content-length: {}\r\nconnection: {conn_header}\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{}{coding}content-length: {}\r\nconnection: {conn_header}\r\n\r\n",
+            api.headers(),
             body.len()
         );
         send(w, stats, &[head.into_bytes(), body].concat())?;
@@ -405,7 +575,7 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
     let chunked = !head.is_http10();
     let framing = if chunked { "transfer-encoding: chunked\r\n" } else { "" };
     let json_array = api == Api::Gemini && !path.contains("alt=sse");
-    let content_type = if json_array { "application/json" } else { "text/event-stream" };
+    let content_type = if json_array { "application/json" } else { api.stream_content_type() };
     let resp = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\n{framing}connection: {conn_header}\r\n\r\n"
     );
@@ -452,6 +622,19 @@ fn stream(
             }
         }
         let openai_usage = api == Api::OpenAiChat && i == events && query(path, "usage") == Some(1);
+        let binary = matches!(api, Api::BedrockConverse | Api::BedrockInvoke);
+        if binary {
+            let message = api.eventstream_event(i, events);
+            if chunked {
+                out.extend_from_slice(format!("{:x}\r\n", message.len()).as_bytes());
+                out.extend_from_slice(&message);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(&message);
+            }
+            usage.saw(api.stream_usage(i, events));
+            continue;
+        }
         let data = if json_array {
             let event = api.stream_event(i, events);
             let element = event.trim_start_matches("data: ").trim_end();
@@ -465,6 +648,8 @@ fn stream(
                 .to_string()
         } else if i == events {
             "data: [DONE]\n\n".to_string()
+        } else if i == 0 && query(path, "role_first") == Some(1) {
+            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n".to_string()
         } else {
             let pad = "x".repeat(query(path, "pad").unwrap_or(0).min(1 << 20) as usize);
             format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {i}{pad}\"}}}}]}}\n\n")
@@ -500,6 +685,44 @@ mod tests {
         }
         let anthropic_extra = n(&u["cache_read_input_tokens"]) + n(&u["cache_creation_input_tokens"]);
         Some((n(&u["input_tokens"]) + anthropic_extra, n(&u["output_tokens"])))
+    }
+
+    /// The newer APIs' bodies carry the usage counted for them, read by hand
+    /// in each provider's own shape.
+    #[test]
+    fn counted_usage_matches_the_bodies_of_the_other_providers() {
+        let n = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+        let body = |api: Api| serde_json::from_str::<Value>(&api.body("pad")).unwrap();
+        let b = body(Api::BedrockConverse);
+        assert_eq!(
+            (n(&b, "/usage/inputTokens") + n(&b, "/usage/cacheReadInputTokens"), n(&b, "/usage/outputTokens")),
+            Api::BedrockConverse.usage()
+        );
+        let b = body(Api::Cohere);
+        assert_eq!((n(&b, "/usage/tokens/input_tokens"), n(&b, "/usage/tokens/output_tokens")), Api::Cohere.usage());
+        for api in [Api::OllamaChat, Api::OllamaGenerate] {
+            let b = body(api);
+            assert_eq!((n(&b, "/prompt_eval_count"), n(&b, "/eval_count")), api.usage());
+        }
+        let b = body(Api::DeepSeek);
+        assert_eq!((n(&b, "/usage/prompt_tokens"), n(&b, "/usage/completion_tokens")), Api::DeepSeek.usage());
+    }
+
+    /// Event-stream messages carry correct CRCs and lengths.
+    #[test]
+    fn eventstream_messages_are_well_framed() {
+        let m = Api::BedrockConverse.eventstream_event(3, 3);
+        let mut rest = &m[..];
+        let mut count = 0;
+        while !rest.is_empty() {
+            let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+            let total = be(&rest[0..4]) as usize;
+            assert_eq!(crc32fast::hash(&rest[0..8]), be(&rest[8..12]), "prelude CRC");
+            assert_eq!(crc32fast::hash(&rest[..total - 4]), be(&rest[total - 4..total]), "message CRC");
+            rest = &rest[total..];
+            count += 1;
+        }
+        assert_eq!(count, 3, "contentBlockStop, messageStop, metadata");
     }
 
     /// The usage numbers counted match the bodies and events actually sent.

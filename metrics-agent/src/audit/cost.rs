@@ -68,14 +68,19 @@ impl PriceTable {
         Ok(Self { models, unpriced_logged: Arc::default() })
     }
 
-    /// The price of a model: exact name, else the name without a trailing
-    /// date or version (`gpt-4o-2024-08-06`, `claude-sonnet-4-20250514`).
+    /// The price of a model: exact name, else its provider-neutral name
+    /// (`price_name`), else that without a trailing date or version
+    /// (`gpt-4o-2024-08-06`, `claude-sonnet-4-20250514`).
     pub fn price(&self, model: &str) -> Option<&Price> {
         let model = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
         if let Some(p) = self.models.get(&model) {
             return Some(p);
         }
-        let mut name = model.as_str();
+        let model = price_name(&model);
+        if let Some(p) = self.models.get(model) {
+            return Some(p);
+        }
+        let mut name = model;
         while let Some((head, tail)) = name.rsplit_once('-') {
             if !tail.chars().all(|c| c.is_ascii_digit()) && tail != "latest" {
                 break;
@@ -116,6 +121,36 @@ impl PriceTable {
                 + per_token(price.cache_write.unwrap_or(price.input), write),
         )
     }
+}
+
+/// A provider-specific model id without what only says where it runs:
+/// Vertex AI's `@version` (`claude-sonnet-4@20250514`), Bedrock's region
+/// and vendor prefixes and version suffix (`us.anthropic.claude-sonnet-4-20250514-v1:0`,
+/// `amazon.nova-pro-v1:0`). Prefixes are letters (and `-`) before a dot, so
+/// `gpt-4.1` and `gemini-1.5-pro` are left alone.
+fn price_name(model: &str) -> &str {
+    let mut m = model.split('@').next().unwrap_or(model);
+    for _ in 0..2 {
+        if let Some((prefix, rest)) = m.split_once('.')
+            && !prefix.is_empty()
+            && !rest.is_empty()
+            && prefix.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+        {
+            m = rest;
+        }
+    }
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some((head, tail)) = m.rsplit_once(':')
+        && digits(tail)
+    {
+        m = head;
+    }
+    if let Some((head, tail)) = m.rsplit_once("-v")
+        && digits(tail)
+    {
+        m = head;
+    }
+    m
 }
 
 impl PriceTable {
@@ -279,6 +314,39 @@ mod tests {
         let e = PriceTable::load(Some(&f)).unwrap_err().to_string();
         assert!(e.contains("LiteLLM") && e.contains("must be a number") && !e.contains('\n'), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn provider_specific_ids_are_priced_under_the_model_name() {
+        let t = PriceTable::load(None).unwrap();
+        let same = |id: &str, name: &str| assert_eq!(t.price(id), t.price(name), "{id}");
+        same("anthropic.claude-3-5-haiku-20241022-v1:0", "claude-3-5-haiku");
+        same("us.anthropic.claude-sonnet-4-20250514-v1:0", "claude-sonnet-4");
+        same("claude-sonnet-4@20250514", "claude-sonnet-4");
+        same("amazon.nova-pro-v1:0", "nova-pro");
+        same("projects/p/locations/l/publishers/google/models/gemini-2.5-flash", "gemini-2.5-flash");
+        assert_eq!(price_name("gpt-4.1-mini"), "gpt-4.1-mini");
+        assert_eq!(price_name("llama3.2:3b"), "llama3.2:3b", "an Ollama tag is not a version");
+        // Every provider's current lineup has prices.
+        for model in [
+            "gpt-5",
+            "gpt-5-mini",
+            "claude-sonnet-4-5-20250929",
+            "claude-haiku-4-5",
+            "claude-opus-4-1",
+            "gemini-2.5-pro",
+            "mistral-large-latest",
+            "mistral-small-latest",
+            "command-a-03-2025",
+            "command-r-plus-08-2024",
+            "deepseek-chat",
+            "deepseek-reasoner",
+            "amazon.nova-lite-v1:0",
+            "grok-4",
+            "llama-3.3-70b-versatile",
+        ] {
+            assert!(t.price(model).is_some(), "{model}");
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::provider::{self, KeyHeader};
+
 /// Longest id kept; longer values are cut (ids are labels, not payloads).
 const MAX_ID_CHARS: usize = 128;
 
@@ -109,16 +111,24 @@ pub fn resolve<'a>(config: &IdentityConfig, header: impl Fn(&str) -> Option<&'a 
     }
 }
 
-/// The API key of a request: `Authorization: Bearer`, Anthropic's
-/// `x-api-key`, Gemini's `x-goog-api-key`, Azure's `api-key`.
+/// The API key of a request, wherever the provider table says keys travel:
+/// `Authorization: Bearer`, Anthropic's `x-api-key`, Gemini's
+/// `x-goog-api-key`, Azure's `api-key`, AWS Signature V4's access key id.
 fn api_key<'a>(header: &impl Fn(&str) -> Option<&'a str>) -> Option<&'a str> {
-    header("authorization")
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .or_else(|| header("x-api-key"))
-        .or_else(|| header("x-goog-api-key"))
-        .or_else(|| header("api-key"))
+    provider::key_headers().find_map(|k| {
+        match k {
+            KeyHeader::Bearer => {
+                header("authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            }
+            KeyHeader::Plain(name) => header(name),
+            KeyHeader::SigV4 => header("authorization")
+                .and_then(|v| v.strip_prefix("AWS4-HMAC-SHA256 "))
+                .and_then(|v| v.split_once("Credential="))
+                .and_then(|(_, c)| c.split('/').next()),
+        }
         .map(str::trim)
         .filter(|k| !k.is_empty())
+    })
 }
 
 fn key_hash(salt: &str, key: &str) -> String {
@@ -187,6 +197,11 @@ mod tests {
         let a = ids(&c, &[("authorization", "Bearer sk-canary-1")], "{}");
         let b = ids(&c, &[("x-api-key", "sk-canary-1")], "{}");
         let other = ids(&c, &[("x-goog-api-key", "sk-canary-2")], "{}");
+        let azure = ids(&c, &[("api-key", "sk-canary-1")], "{}");
+        assert_eq!(azure.api_key_hash, a.api_key_hash);
+        let sigv4 = "AWS4-HMAC-SHA256 Credential=AKIDCANARY/20261130/us-east-1/bedrock/aws4_request, SignedHeaders=host, Signature=ab";
+        let aws = ids(&c, &[("authorization", sigv4)], "{}");
+        assert_eq!(aws.api_key_hash, ids(&c, &[("x-api-key", "AKIDCANARY")], "{}").api_key_hash, "the access key id");
         let hash = a.api_key_hash.clone().unwrap();
         assert_eq!(hash.len(), 16);
         assert_eq!(a.api_key_hash, b.api_key_hash, "the same key hashes the same through any header");

@@ -9,86 +9,8 @@
 
 use serde_json::Value;
 
-use super::sse;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    OpenAi,
-    Anthropic,
-    Gemini,
-    Unknown,
-}
-
-impl Provider {
-    /// The provider a configured upstream name stands for (`--provider
-    /// openai=...`), if it names one this agent knows.
-    pub fn from_configured_name(name: &str) -> Option<Self> {
-        let n = name.to_ascii_lowercase();
-        if n.contains("openai") || n.contains("azure") {
-            Some(Self::OpenAi)
-        } else if n.contains("anthropic") || n.contains("claude") {
-            Some(Self::Anthropic)
-        } else if n.contains("gemini") || n.contains("google") || n.contains("vertex") {
-            Some(Self::Gemini)
-        } else {
-            None
-        }
-    }
-
-    /// The provider whose servers send these response headers.
-    pub fn from_response_headers<'a>(mut names: impl Iterator<Item = &'a str>) -> Self {
-        names
-            .find_map(|h| {
-                if h.starts_with("openai-") {
-                    Some(Self::OpenAi)
-                } else if h.starts_with("anthropic-") {
-                    Some(Self::Anthropic)
-                } else if h.starts_with("x-goog-") {
-                    Some(Self::Gemini)
-                } else {
-                    None
-                }
-            })
-            .unwrap_or(Self::Unknown)
-    }
-
-    /// `gen_ai.provider.name`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::OpenAi => "openai",
-            Self::Anthropic => "anthropic",
-            Self::Gemini => "gcp.gemini",
-            Self::Unknown => "unknown",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    /// OpenAI Chat Completions.
-    ChatCompletions,
-    /// OpenAI Responses.
-    Responses,
-    /// Anthropic Messages.
-    Messages,
-    Embeddings,
-    /// Gemini generateContent / streamGenerateContent.
-    GenerateContent,
-    Other,
-}
-
-impl Operation {
-    /// `gen_ai.operation.name`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::ChatCompletions | Self::Messages => "chat",
-            Self::Responses => "responses",
-            Self::Embeddings => "embeddings",
-            Self::GenerateContent => "generate_content",
-            Self::Other => "other",
-        }
-    }
-}
+pub use super::provider::{Operation, Provider, WireFormat};
+use super::{bedrock, cohere, eventstream, ollama, provider, sse};
 
 /// What a request says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,9 +20,11 @@ pub struct LlmRequest {
     pub provider: Provider,
     /// Whose wire format the bodies use (from the path): an OpenAI-compatible
     /// endpoint of another provider is parsed as OpenAI.
-    pub format: Provider,
+    pub format: WireFormat,
     pub operation: Operation,
     pub model: Option<String>,
+    /// Azure OpenAI's deployment (`/openai/deployments/{deployment}/...`).
+    pub deployment: Option<String>,
     pub stream: bool,
     /// OpenAI `stream_options.include_usage`.
     pub include_usage: bool,
@@ -125,8 +49,16 @@ pub struct LlmResponse {
     /// Provider error type (`rate_limit_exceeded`, `overloaded_error`, `RESOURCE_EXHAUSTED`, ...).
     pub error_type: Option<String>,
     pub streaming: bool,
-    /// Content-bearing stream events (lifecycle events excluded).
+    /// Content-bearing stream events (lifecycle events, role-only and empty
+    /// deltas excluded).
     pub content_events: u32,
+    /// Stream events of any kind (SSE events with data, `[DONE]` excluded;
+    /// JSON-array elements; NDJSON lines; event-stream messages).
+    pub events: u32,
+    /// Times (kernel ns, as given by `StreamInterpreter::at`) of the first
+    /// and the last content-bearing events.
+    pub first_content_ns: Option<u64>,
+    pub last_content_ns: Option<u64>,
     /// The provider's id of this response (`chatcmpl-...`, `msg_...`,
     /// `resp_...`, Gemini's `responseId`): a proxy that passes the body
     /// through shows the same id on both sides.
@@ -138,33 +70,72 @@ fn id_of(v: &Value) -> Option<String> {
     v.get("id").or_else(|| v.get("responseId")).and_then(Value::as_str).map(|s| s.chars().take(128).collect())
 }
 
-/// Interprets a streamed response one event at a time (SSE events, or the
-/// elements of a JSON-array stream), keeping only what a record needs: the
-/// memory it holds does not grow with the stream's length.
+fn model_of(v: &Value) -> Option<String> {
+    v.get("model").or_else(|| v.get("modelVersion")).and_then(Value::as_str).map(str::to_string)
+}
+
+fn non_empty(v: &Value, pointer: &str) -> bool {
+    v.pointer(pointer).and_then(Value::as_str).is_some_and(|s| !s.is_empty())
+}
+
+/// Whether a Gemini response chunk carries generated text or a function call.
+fn gemini_has_content(v: &Value) -> bool {
+    v.pointer("/candidates/0/content/parts")
+        .and_then(Value::as_array)
+        .is_some_and(|parts| parts.iter().any(|p| non_empty(p, "/text") || p.get("functionCall").is_some()))
+}
+
+/// Whether an OpenAI chat chunk carries generated text, reasoning or a tool
+/// call (the first chunk's `{"role":"assistant","content":""}` does not).
+fn openai_chunk_has_content(v: &Value) -> bool {
+    let Some(d) = v.pointer("/choices/0/delta") else { return false };
+    ["/content", "/reasoning_content", "/reasoning", "/refusal"].iter().any(|p| non_empty(d, p))
+        || d.get("tool_calls").and_then(Value::as_array).is_some_and(|t| !t.is_empty())
+}
+
+/// Interprets a streamed response one event at a time (SSE events, the
+/// elements of a JSON-array stream, NDJSON lines, event-stream messages),
+/// keeping only what a record needs: the memory it holds does not grow with
+/// the stream's length.
 #[derive(Debug)]
 pub struct StreamInterpreter {
-    format: Provider,
+    format: WireFormat,
     out: LlmResponse,
+    /// The time of the bytes being interpreted (0 when not given).
+    now_ns: u64,
 }
 
 impl StreamInterpreter {
     pub fn new(request: &LlmRequest) -> Self {
-        Self { format: request.format, out: LlmResponse { streaming: true, ..LlmResponse::default() } }
+        Self { format: request.format, out: LlmResponse { streaming: true, ..LlmResponse::default() }, now_ns: 0 }
+    }
+
+    /// The bytes interpreted next arrived at `ns` (kernel monotonic time).
+    pub fn at(&mut self, ns: u64) {
+        self.now_ns = ns;
+    }
+
+    /// A content-bearing event, now.
+    fn content(&mut self) {
+        let out = &mut self.out;
+        out.content_events += 1;
+        if self.now_ns != 0 {
+            out.first_content_ns.get_or_insert(self.now_ns);
+            out.last_content_ns = Some(self.now_ns);
+        }
     }
 
     /// One element of a JSON-array stream (Gemini without `alt=sse`); the
     /// last element carries the usage.
     pub fn array_element(&mut self, v: &Value) {
-        let out = &mut self.out;
-        out.model = out.model.take().or_else(|| v.get("modelVersion").and_then(Value::as_str).map(str::to_string));
-        out.id = out.id.take().or_else(|| id_of(v));
-        if let Some(u) = usage_of(self.format, v) {
-            out.usage = u;
-        }
-        if v.pointer("/candidates/0/content").is_some() {
-            out.content_events += 1;
-        }
-        out.error_type = error_of(v).or(out.error_type.take());
+        self.out.events += 1;
+        self.json_event("", v);
+    }
+
+    /// One line of an NDJSON stream (Ollama); the last carries the usage.
+    pub fn ndjson_line(&mut self, v: &Value) {
+        self.out.events += 1;
+        self.json_event("", v);
     }
 
     /// One server-sent event (`event:` field and joined `data:` lines).
@@ -172,50 +143,109 @@ impl StreamInterpreter {
         if data == "[DONE]" {
             return;
         }
+        self.out.events += 1;
         let Ok(v) = serde_json::from_str::<Value>(data) else { return };
-        let (provider, out) = (self.format, &mut self.out);
-        let kind = event.or_else(|| v.get("type").and_then(Value::as_str)).unwrap_or("");
-        match (provider, kind) {
-            (Provider::Anthropic, "message_start") => {
+        let kind = event.or_else(|| v.get("type").and_then(Value::as_str)).unwrap_or("").to_string();
+        self.json_event(&kind, &v);
+    }
+
+    /// One message of an AWS event stream (Bedrock).
+    pub fn eventstream_message(&mut self, m: &eventstream::Message) {
+        self.out.events += 1;
+        if m.message_type.as_deref().is_some_and(|t| t != "event") {
+            self.out.error_type = m.exception_type.clone().or_else(|| m.message_type.clone());
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(&m.payload) else { return };
+        match (self.format, m.event_type.as_deref().unwrap_or("")) {
+            (WireFormat::BedrockInvoke, "chunk") => {
+                let Some(inner) = bedrock::chunk_event(&m.payload) else { return };
+                let kind = inner.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+                self.anthropic_event(&kind, &inner);
+                if let Some(u) = bedrock::invocation_metrics_usage(&inner) {
+                    let usage = &mut self.out.usage;
+                    usage.input = usage.input.or(u.input);
+                    usage.output = usage.output.or(u.output);
+                }
+            }
+            (_, "contentBlockDelta") if bedrock::converse_delta_has_content(&v) => self.content(),
+            (_, "metadata") => {
+                if let Some(u) = bedrock::converse_usage(&v) {
+                    self.out.usage = u;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Anthropic's stream events (also inside Bedrock's chunks).
+    fn anthropic_event(&mut self, kind: &str, v: &Value) {
+        match kind {
+            "message_start" => {
                 let m = v.get("message").unwrap_or(&Value::Null);
-                out.model = m.get("model").and_then(Value::as_str).map(str::to_string).or(out.model.take());
+                let out = &mut self.out;
+                out.model = model_of(m).or(out.model.take());
                 out.id = out.id.take().or_else(|| id_of(m));
-                if let Some(u) = usage_of(provider, m) {
+                if let Some(u) = anthropic_usage(m) {
                     out.usage = Usage { output: None, ..u };
                 }
             }
-            (Provider::Anthropic, "message_delta") => {
-                if let Some(o) = num(&v, "/usage/output_tokens") {
-                    out.usage.output = Some(o); // cumulative
+            "message_delta" => {
+                if let Some(o) = num(v, "/usage/output_tokens") {
+                    self.out.usage.output = Some(o); // cumulative
                 }
             }
-            (Provider::Anthropic, "content_block_delta") => out.content_events += 1,
-            (_, "error") => out.error_type = error_of(&v).or(out.error_type.take()),
-            (Provider::OpenAi, "response.created" | "response.in_progress") => {
-                out.id = out.id.take().or_else(|| v.get("response").and_then(id_of));
+            "content_block_delta" => {
+                let d = v.get("delta").unwrap_or(&Value::Null);
+                if ["/text", "/partial_json", "/thinking"].iter().any(|p| non_empty(d, p)) {
+                    self.content();
+                }
             }
-            (Provider::OpenAi, "response.completed") => {
+            "error" => self.out.error_type = error_of(v).or(self.out.error_type.take()),
+            _ => {}
+        }
+    }
+
+    /// One JSON event of the stream's format; `kind` is its SSE event name
+    /// or `type` field ("" for array elements and NDJSON lines).
+    fn json_event(&mut self, kind: &str, v: &Value) {
+        match (self.format, kind) {
+            (WireFormat::Anthropic | WireFormat::BedrockInvoke, _) => self.anthropic_event(kind, v),
+            (_, "error") => self.out.error_type = error_of(v).or(self.out.error_type.take()),
+            (WireFormat::OpenAi, "response.created" | "response.in_progress") => {
+                self.out.id = self.out.id.take().or_else(|| v.get("response").and_then(id_of));
+            }
+            (WireFormat::OpenAi, "response.completed") => {
                 let r = v.get("response").unwrap_or(&Value::Null);
-                out.model = r.get("model").and_then(Value::as_str).map(str::to_string).or(out.model.take());
+                let out = &mut self.out;
+                out.model = model_of(r).or(out.model.take());
                 out.id = out.id.take().or_else(|| id_of(r));
-                out.usage = usage_of(provider, r).unwrap_or(out.usage);
+                out.usage = usage_of(WireFormat::OpenAi, r).unwrap_or(out.usage);
             }
-            (Provider::OpenAi, "response.output_text.delta") => out.content_events += 1,
-            _ => {
-                if out.model.is_none() {
-                    out.model =
-                        v.get("model").or_else(|| v.get("modelVersion")).and_then(Value::as_str).map(str::to_string);
+            (WireFormat::OpenAi, "response.output_text.delta" | "response.function_call_arguments.delta") => {
+                if non_empty(v, "/delta") {
+                    self.content();
                 }
-                out.id = out.id.take().or_else(|| id_of(&v));
-                if let Some(u) = usage_of(provider, &v) {
+            }
+            (format, _) => {
+                let out = &mut self.out;
+                if out.model.is_none() {
+                    out.model = model_of(v);
+                }
+                out.id = out.id.take().or_else(|| id_of(v));
+                if let Some(u) = usage_of(format, v) {
                     out.usage = u;
                 }
-                let has_content = v.pointer("/choices/0/delta/content").is_some_and(|c| !c.is_null())
-                    || v.pointer("/candidates/0/content").is_some();
+                out.error_type = error_in(format, v).or(out.error_type.take());
+                let has_content = match format {
+                    WireFormat::Gemini => gemini_has_content(v),
+                    WireFormat::Cohere => cohere::has_content(v),
+                    WireFormat::Ollama => ollama::has_content(v),
+                    _ => openai_chunk_has_content(v) || gemini_has_content(v),
+                };
                 if has_content {
-                    out.content_events += 1;
+                    self.content();
                 }
-                out.error_type = error_of(&v).or(out.error_type.take());
             }
         }
     }
@@ -232,11 +262,22 @@ pub fn parse_request(target: &str, host: Option<&str>, body: &[u8]) -> LlmReques
 
 /// Top-level request fields holding content (prompts, tool schemas): never
 /// read for classification or identity, so skipped without being built.
-const REQUEST_CONTENT_KEYS: [&str; 9] =
-    ["messages", "input", "contents", "prompt", "tools", "system", "instructions", "functions", "documents"];
+const REQUEST_CONTENT_KEYS: [&str; 10] = [
+    "messages",
+    "input",
+    "contents",
+    "prompt",
+    "tools",
+    "system",
+    "instructions",
+    "functions",
+    "documents",
+    "inputText",
+];
 /// Top-level response fields holding content (completions, embeddings):
 /// usage, model and error live beside them.
-const RESPONSE_CONTENT_KEYS: [&str; 5] = ["choices", "output", "content", "data", "candidates"];
+const RESPONSE_CONTENT_KEYS: [&str; 8] =
+    ["choices", "output", "content", "data", "candidates", "message", "response", "generations"];
 
 /// A request body's JSON object without its content fields (`Null` when it
 /// is not a JSON object): what classification and `[identity]` body
@@ -276,63 +317,63 @@ fn object_without(body: &[u8], skipped: &'static [&'static str]) -> Value {
 
 /// `parse_request` over an already parsed body.
 pub fn classify_request(target: &str, host: Option<&str>, json: &Value) -> LlmRequest {
+    use provider::ModelIn;
     let path = target.split('?').next().unwrap_or(target);
     let host = host.unwrap_or("").to_ascii_lowercase();
-    let (provider, operation) = if path.ends_with("/chat/completions") {
-        (Provider::OpenAi, Operation::ChatCompletions)
-    } else if path.ends_with("/responses") {
-        (Provider::OpenAi, Operation::Responses)
-    } else if path.ends_with("/messages") {
-        (Provider::Anthropic, Operation::Messages)
-    } else if path.ends_with(":generateContent") || path.ends_with(":streamGenerateContent") {
-        (Provider::Gemini, Operation::GenerateContent)
-    } else if path.ends_with("/embeddings") || path.ends_with(":embedContent") {
-        (if path.contains(':') { Provider::Gemini } else { Provider::OpenAi }, Operation::Embeddings)
-    } else {
-        (Provider::Unknown, Operation::Other)
-    };
-    let format = provider;
-    let provider = if host.contains("openai") {
-        Provider::OpenAi
-    } else if host.contains("anthropic") {
-        Provider::Anthropic
-    } else if host.contains("googleapis") {
-        Provider::Gemini
-    } else {
-        provider
-    };
+    let shape = provider::shape_of(path);
+    let (path_provider, operation, format) =
+        shape.map_or((Provider::Unknown, Operation::Other, WireFormat::Unknown), |(p, s)| (p, s.operation, s.format));
+    let provider = Provider::from_host(&host).unwrap_or(path_provider);
     // A path this agent does not know is read in its host's format.
-    let format = if format == Provider::Unknown { provider } else { format };
-    let gemini_model =
-        path.rsplit('/').next().and_then(|last| last.split(':').next()).filter(|_| format == Provider::Gemini);
-    let model = json.get("model").and_then(Value::as_str).map(str::to_string).or(gemini_model.map(str::to_string));
-    let stream =
-        json.get("stream").and_then(Value::as_bool).unwrap_or(false) || path.ends_with(":streamGenerateContent");
+    let format = if format == WireFormat::Unknown { provider.entry().format } else { format };
+    let body_model = json.get("model").and_then(Value::as_str).map(str::to_string);
+    let last_segment = || path.rsplit('/').next().and_then(|last| last.split(':').next()).map(str::to_string);
+    let model = match shape.map(|(_, s)| s.model) {
+        Some(ModelIn::LastSegment) => last_segment().or(body_model),
+        Some(ModelIn::AfterModel) => bedrock::model_in_path(path).or(body_model),
+        Some(ModelIn::Body) | None => body_model,
+    };
+    let deployment = path
+        .split_once("/openai/deployments/")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .filter(|d| !d.is_empty())
+        .map(str::to_string);
+    let body_stream = json.get("stream").and_then(Value::as_bool);
+    let stream = body_stream.unwrap_or(false)
+        || shape.is_some_and(|(_, s)| s.streams || (s.streams_by_default && body_stream != Some(false)));
     let include_usage = json.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-    LlmRequest { provider, format, operation, model, stream, include_usage }
+    LlmRequest { provider, format, operation, model, deployment, stream, include_usage }
 }
 
 /// Largest token count believed: no request uses 10^12 tokens, and sums of
 /// believable counts cannot overflow. A larger number is unknown, not huge.
 pub const MAX_TOKENS: u64 = 1_000_000_000_000;
 
-fn num(v: &Value, pointer: &str) -> Option<u64> {
+/// A believable token count at `pointer`.
+pub fn num(v: &Value, pointer: &str) -> Option<u64> {
     v.pointer(pointer).and_then(Value::as_u64).filter(|n| *n <= MAX_TOKENS)
 }
 
-/// Usage from one JSON object in the provider's shape (None if it has none).
-fn usage_of(provider: Provider, v: &Value) -> Option<Usage> {
-    match provider {
-        Provider::Anthropic => {
-            let u = v.get("usage")?;
-            let cache_read = num(u, "/cache_read_input_tokens");
-            let cache_creation = num(u, "/cache_creation_input_tokens");
-            // Anthropic's input_tokens excludes both cache buckets.
-            let input = num(u, "/input_tokens").map(|i| i + cache_read.unwrap_or(0) + cache_creation.unwrap_or(0));
-            // (each term is at most MAX_TOKENS: the sum cannot overflow)
-            Some(Usage { input, output: num(u, "/output_tokens"), cache_read, cache_creation, reasoning: None })
-        }
-        Provider::Gemini => {
+/// Anthropic usage (`usage` of a message).
+fn anthropic_usage(v: &Value) -> Option<Usage> {
+    let u = v.get("usage").filter(|u| u.is_object())?;
+    let cache_read = num(u, "/cache_read_input_tokens");
+    let cache_creation = num(u, "/cache_creation_input_tokens");
+    // Anthropic's input_tokens excludes both cache buckets.
+    let input = num(u, "/input_tokens").map(|i| i + cache_read.unwrap_or(0) + cache_creation.unwrap_or(0));
+    // (each term is at most MAX_TOKENS: the sum cannot overflow)
+    Some(Usage { input, output: num(u, "/output_tokens"), cache_read, cache_creation, reasoning: None })
+}
+
+/// Usage from one JSON object in the format's shape (None if it has none).
+fn usage_of(format: WireFormat, v: &Value) -> Option<Usage> {
+    match format {
+        WireFormat::Anthropic => anthropic_usage(v),
+        WireFormat::BedrockInvoke => anthropic_usage(v).or_else(|| bedrock::invocation_metrics_usage(v)),
+        WireFormat::BedrockConverse => bedrock::converse_usage(v),
+        WireFormat::Cohere => cohere::usage(v),
+        WireFormat::Ollama => ollama::usage(v),
+        WireFormat::Gemini => {
             let u = v.get("usageMetadata")?;
             // Gemini counts thoughts apart from candidates; output includes
             // reasoning, as OpenAI's completion_tokens does (and both bill it as output).
@@ -345,14 +386,16 @@ fn usage_of(provider: Provider, v: &Value) -> Option<Usage> {
                 reasoning,
             })
         }
-        _ => {
+        WireFormat::OpenAi | WireFormat::Unknown => {
             let u = v.get("usage").filter(|u| u.is_object())?;
             if u.get("prompt_tokens").is_some() {
-                // Chat Completions and embeddings.
+                // Chat Completions and embeddings; DeepSeek names its cache
+                // hits `prompt_cache_hit_tokens` (prompt_tokens includes them).
                 Some(Usage {
                     input: num(u, "/prompt_tokens"),
                     output: num(u, "/completion_tokens"),
-                    cache_read: num(u, "/prompt_tokens_details/cached_tokens"),
+                    cache_read: num(u, "/prompt_tokens_details/cached_tokens")
+                        .or_else(|| num(u, "/prompt_cache_hit_tokens")),
                     cache_creation: None,
                     reasoning: num(u, "/completion_tokens_details/reasoning_tokens"),
                 })
@@ -378,33 +421,84 @@ fn error_of(v: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Interprets a response body (JSON, or SSE when `content_type` says so).
+/// The error a body of this format names.
+fn error_in(format: WireFormat, v: &Value) -> Option<String> {
+    match format {
+        WireFormat::Ollama => ollama::error(v),
+        _ => error_of(v),
+    }
+}
+
+/// Interprets a response body (JSON, or a stream when `content_type` says so).
 pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[u8], complete: bool) -> LlmResponse {
-    let streaming = content_type.is_some_and(|c| c.contains("text/event-stream"));
-    if !streaming && request.stream && body.trim_ascii_start().starts_with(b"[") {
+    let content_type = content_type.unwrap_or("");
+    let mut stream = StreamInterpreter::new(request);
+    if content_type.contains("text/event-stream") {
+        for event in sse::events(body, complete) {
+            stream.sse_event(event.event.as_deref(), &event.data);
+        }
+        return stream.finish();
+    }
+    if content_type.contains("application/vnd.amazon.eventstream") {
+        // A whole body is bounded by the capture cap.
+        let mut decoder = eventstream::Decoder::new(body.len().max(16));
+        decoder.feed(body, |m| stream.eventstream_message(&m));
+        return stream.finish();
+    }
+    if content_type.contains("ndjson") {
+        for line in body.split(|&b| b == b'\n') {
+            if let Ok(v) = serde_json::from_slice::<Value>(line) {
+                stream.ndjson_line(&v);
+            }
+        }
+        return stream.finish();
+    }
+    if request.stream && body.trim_ascii_start().starts_with(b"[") {
         // Gemini's streamGenerateContent without `alt=sse`: one JSON array
         // written element by element; the last element carries the usage.
-        let mut stream = StreamInterpreter::new(request);
         for v in json_array_elements(body) {
             stream.array_element(&v);
         }
         return stream.finish();
     }
-    if !streaming {
-        let v = object_without(body, &RESPONSE_CONTENT_KEYS);
-        return LlmResponse {
-            model: v.get("model").or_else(|| v.get("modelVersion")).and_then(Value::as_str).map(str::to_string),
-            usage: usage_of(request.format, &v).unwrap_or_default(),
-            error_type: error_of(&v),
-            id: id_of(&v),
-            ..LlmResponse::default()
-        };
+    let v = object_without(body, &RESPONSE_CONTENT_KEYS);
+    LlmResponse {
+        model: model_of(&v),
+        usage: usage_of(request.format, &v).unwrap_or_default(),
+        error_type: error_in(request.format, &v),
+        id: id_of(&v),
+        ..LlmResponse::default()
     }
-    let mut stream = StreamInterpreter::new(request);
-    for event in sse::events(body, complete) {
-        stream.sse_event(event.event.as_deref(), &event.data);
+}
+
+/// What a response's headers add: an error type (Bedrock's
+/// `x-amzn-errortype`) when the body named none, token counts (Bedrock's
+/// `x-amzn-bedrock-*-token-count`) when the body had no usage. Header names
+/// come from the provider table.
+pub fn apply_headers<'a>(response: &mut LlmResponse, header: impl Fn(&str) -> Option<&'a str>) {
+    for entry in provider::PROVIDERS {
+        if response.error_type.is_none()
+            && let Some(value) = entry.error_header.and_then(&header)
+        {
+            // `ThrottlingException:http://internal.amazon.com/coral/...`
+            let kind = value.split(':').next().unwrap_or("").trim();
+            response.error_type = (!kind.is_empty()).then(|| kind.chars().take(128).collect());
+        }
+        if response.usage == Usage::default()
+            && let Some(h) = entry.usage_headers
+        {
+            let count =
+                |name: &str| header(name).and_then(|v| v.trim().parse::<u64>().ok()).filter(|n| *n <= MAX_TOKENS);
+            let (cache_read, cache_creation) = (count(h.cache_read), count(h.cache_write));
+            response.usage = Usage {
+                input: count(h.input).map(|i| i + cache_read.unwrap_or(0) + cache_creation.unwrap_or(0)),
+                output: count(h.output),
+                cache_read,
+                cache_creation,
+                reasoning: None,
+            };
+        }
     }
-    stream.finish()
 }
 
 /// The complete elements of a JSON array, even when the array was cut off.
@@ -512,7 +606,7 @@ mod tests {
                 reasoning: None
             }
         );
-        let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4\",\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\"}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":40}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4\",\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"a\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":40}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let resp = parse_response(&r, Some("text/event-stream"), stream.as_bytes(), true);
         assert_eq!((resp.usage.input, resp.usage.output, resp.content_events), (Some(12), Some(40), 1));
     }
@@ -542,7 +636,7 @@ mod tests {
             Usage { input: Some(9), output: Some(5), cache_read: Some(2), cache_creation: None, reasoning: Some(1) }
         );
         let o = req("/v1/responses", "{}");
-        let stream = "event: response.created\ndata: {\"type\":\"response.created\"}\n\nevent: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\"}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-4.1\",\"usage\":{\"input_tokens\":30,\"input_tokens_details\":{\"cached_tokens\":10},\"output_tokens\":8,\"output_tokens_details\":{\"reasoning_tokens\":2}}}}\n\n";
+        let stream = "event: response.created\ndata: {\"type\":\"response.created\"}\n\nevent: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"a\"}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-4.1\",\"usage\":{\"input_tokens\":30,\"input_tokens_details\":{\"cached_tokens\":10},\"output_tokens\":8,\"output_tokens_details\":{\"reasoning_tokens\":2}}}}\n\n";
         let resp = parse_response(&o, Some("text/event-stream"), stream.as_bytes(), true);
         assert_eq!(
             resp.usage,
@@ -578,6 +672,195 @@ mod tests {
         assert_eq!((u.input, u.cache_read, u.output), (None, Some(1), Some(7)));
         let body = br#"{"usage":{"input_tokens":1000000000000,"cache_read_input_tokens":1000000000000,"cache_creation_input_tokens":1000000000000}}"#;
         assert_eq!(parse_response(&a, None, body, true).usage.input, Some(3 * MAX_TOKENS));
+    }
+
+    fn usage(input: u64, output: u64, cache_read: Option<u64>, cache_creation: Option<u64>) -> Usage {
+        Usage { input: Some(input), output: Some(output), cache_read, cache_creation, reasoning: None }
+    }
+
+    #[test]
+    fn bedrock_converse_plain_and_streamed() {
+        let r = req("/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse", r#"{"inferenceConfig":{}}"#);
+        assert_eq!(
+            (r.provider, r.operation.name(), r.format, r.model.as_deref(), r.stream),
+            (
+                Provider::Bedrock,
+                "chat",
+                WireFormat::BedrockConverse,
+                Some("anthropic.claude-3-5-haiku-20241022-v1:0"),
+                false
+            )
+        );
+        let body = br#"{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":11,"outputTokens":7,"totalTokens":18,"cacheReadInputTokens":3}}"#;
+        assert_eq!(parse_response(&r, Some("application/json"), body, true).usage, usage(14, 7, Some(3), None));
+        let s = req("/model/amazon.nova-lite-v1:0/converse-stream", "{}");
+        assert!(s.stream);
+        let m = |kind: &str, payload: &str| {
+            eventstream::encode(&[(":event-type", kind), (":message-type", "event")], payload.as_bytes())
+        };
+        let body = [
+            m("messageStart", r#"{"role":"assistant"}"#),
+            m("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":""}}"#),
+            m("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":"Hel"}}"#),
+            m("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":"lo"}}"#),
+            m("contentBlockStop", r#"{"contentBlockIndex":0}"#),
+            m("messageStop", r#"{"stopReason":"end_turn"}"#),
+            m(
+                "metadata",
+                r#"{"usage":{"inputTokens":25,"outputTokens":9,"totalTokens":34},"metrics":{"latencyMs":300}}"#,
+            ),
+        ]
+        .concat();
+        let resp = parse_response(&s, Some("application/vnd.amazon.eventstream"), &body, true);
+        assert_eq!((resp.usage, resp.content_events, resp.events), (usage(25, 9, None, None), 2, 7));
+        let throttled = eventstream::encode(
+            &[(":exception-type", "throttlingException"), (":message-type", "exception")],
+            br#"{"message":"slow down"}"#,
+        );
+        let resp = parse_response(&s, Some("application/vnd.amazon.eventstream"), &throttled, true);
+        assert_eq!(resp.error_type.as_deref(), Some("throttlingException"));
+    }
+
+    #[test]
+    fn bedrock_invoke_reads_anthropic_bodies_chunks_and_token_headers() {
+        use base64::Engine as _;
+        let r = req(
+            "/model/anthropic.claude-3-haiku-20240307-v1:0/invoke",
+            r#"{"anthropic_version":"bedrock-2023-05-31"}"#,
+        );
+        assert_eq!((r.format, r.operation), (WireFormat::BedrockInvoke, Operation::InvokeModel));
+        let body = br#"{"id":"msg_bdrk_1","type":"message","model":"claude-3-haiku-20240307","content":[],"usage":{"input_tokens":12,"output_tokens":6}}"#;
+        let resp = parse_response(&r, Some("application/json"), body, true);
+        assert_eq!((resp.usage, resp.model.as_deref()), (usage(12, 6, None, None), Some("claude-3-haiku-20240307")));
+        // A body of another model family: the headers' counts.
+        let mut resp = parse_response(&r, Some("application/json"), br#"{"generation":"x"}"#, true);
+        let headers = [("x-amzn-bedrock-input-token-count", "40"), ("x-amzn-bedrock-output-token-count", "2")];
+        apply_headers(&mut resp, |n| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| *v));
+        assert_eq!(resp.usage, usage(40, 2, None, None));
+        let mut err = parse_response(&r, Some("application/json"), br#"{"message":"Too many requests"}"#, true);
+        apply_headers(&mut err, |n| {
+            (n == "x-amzn-errortype")
+                .then_some("ThrottlingException:http://internal.amazon.com/coral/com.amazon.bedrock/")
+        });
+        assert_eq!(err.error_type.as_deref(), Some("ThrottlingException"));
+        let s = req("/model/anthropic.claude-3-haiku-20240307-v1:0/invoke-with-response-stream", "{}");
+        let chunk = |event: &str| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(event);
+            eventstream::encode(
+                &[(":event-type", "chunk"), (":message-type", "event")],
+                format!(r#"{{"bytes":"{b64}"}}"#).as_bytes(),
+            )
+        };
+        let body = [
+            chunk(r#"{"type":"message_start","message":{"model":"claude-3-haiku-20240307","usage":{"input_tokens":12,"output_tokens":1}}}"#),
+            chunk(r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#),
+            chunk(r#"{"type":"message_delta","usage":{"output_tokens":6}}"#),
+            chunk(r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":12,"outputTokenCount":6}}"#),
+        ]
+        .concat();
+        let resp = parse_response(&s, Some("application/vnd.amazon.eventstream"), &body, true);
+        assert_eq!((resp.usage, resp.content_events, resp.events), (usage(12, 6, None, None), 1, 4));
+    }
+
+    #[test]
+    fn vertex_azure_and_openai_compatible_servers() {
+        let v = req(
+            "/v1/projects/p1/locations/us-central1/publishers/google/models/gemini-2.5-flash:streamGenerateContent",
+            "{}",
+        );
+        assert_eq!(
+            (v.provider.name(), v.format, v.model.as_deref(), v.stream),
+            ("gcp.vertex_ai", WireFormat::Gemini, Some("gemini-2.5-flash"), true)
+        );
+        let a = req(
+            "/v1/projects/p1/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict",
+            r#"{"anthropic_version":"vertex-2023-10-16"}"#,
+        );
+        assert_eq!((a.provider.name(), a.format, a.operation.name()), ("gcp.vertex_ai", WireFormat::Anthropic, "chat"));
+        assert_eq!(a.model.as_deref(), Some("claude-sonnet-4@20250514"));
+        let z = req("/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21", "{}");
+        assert_eq!(
+            (z.provider.name(), z.deployment.as_deref(), z.model.as_deref()),
+            ("azure.ai.openai", Some("prod-4o"), None)
+        );
+        let resp = parse_response(
+            &z,
+            None,
+            br#"{"model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+            true,
+        );
+        assert_eq!(resp.model.as_deref(), Some("gpt-4o-2024-08-06"), "Azure's model comes from the response");
+        let d = parse_request("/chat/completions", Some("api.deepseek.com"), br#"{"model":"deepseek-chat"}"#);
+        assert_eq!((d.provider.name(), d.format), ("deepseek", WireFormat::OpenAi));
+        let body = br#"{"usage":{"prompt_tokens":100,"completion_tokens":10,"prompt_cache_hit_tokens":64,"prompt_cache_miss_tokens":36,"completion_tokens_details":{"reasoning_tokens":4}}}"#;
+        assert_eq!(
+            parse_response(&d, None, body, true).usage,
+            Usage {
+                input: Some(100),
+                output: Some(10),
+                cache_read: Some(64),
+                cache_creation: None,
+                reasoning: Some(4)
+            }
+        );
+        let m = parse_request("/v1/chat/completions", Some("api.mistral.ai"), b"{}");
+        assert_eq!(m.provider.name(), "mistral_ai");
+        let g = parse_request("/openai/v1/chat/completions", Some("api.groq.com"), b"{}");
+        assert_eq!((g.provider.name(), g.format), ("groq", WireFormat::OpenAi));
+    }
+
+    #[test]
+    fn cohere_v2_chat_plain_and_streamed() {
+        let r = req("/v2/chat", r#"{"model":"command-r-plus-08-2024","stream":true}"#);
+        assert_eq!((r.provider.name(), r.operation.name(), r.stream), ("cohere", "chat", true));
+        let body = br#"{"id":"c1","finish_reason":"COMPLETE","message":{"role":"assistant","content":[{"type":"text","text":"hi"}]},"usage":{"billed_units":{"input_tokens":5,"output_tokens":2},"tokens":{"input_tokens":71,"output_tokens":2}}}"#;
+        assert_eq!(parse_response(&r, None, body, true).usage, usage(71, 2, None, None));
+        let stream = "event: message-start\ndata: {\"id\":\"c2\",\"type\":\"message-start\",\"delta\":{\"message\":{\"role\":\"assistant\"}}}\n\nevent: content-start\ndata: {\"type\":\"content-start\",\"index\":0,\"delta\":{\"message\":{\"content\":{\"type\":\"text\",\"text\":\"\"}}}}\n\nevent: content-delta\ndata: {\"type\":\"content-delta\",\"index\":0,\"delta\":{\"message\":{\"content\":{\"text\":\"Hi\"}}}}\n\nevent: message-end\ndata: {\"type\":\"message-end\",\"delta\":{\"finish_reason\":\"COMPLETE\",\"usage\":{\"billed_units\":{\"input_tokens\":5,\"output_tokens\":3},\"tokens\":{\"input_tokens\":70,\"output_tokens\":3}}}}\n\n";
+        let resp = parse_response(&r, Some("text/event-stream"), stream.as_bytes(), true);
+        assert_eq!(
+            (resp.usage, resp.content_events, resp.events, resp.id.as_deref()),
+            (usage(70, 3, None, None), 1, 4, Some("c2"))
+        );
+    }
+
+    #[test]
+    fn ollama_native_plain_and_ndjson() {
+        let r = req("/api/chat", r#"{"model":"llama3.2"}"#);
+        assert_eq!(
+            (r.provider.name(), r.operation.name(), r.stream),
+            ("ollama", "chat", true),
+            "Ollama streams by default"
+        );
+        let g = req("/api/generate", r#"{"model":"llama3.2","stream":false}"#);
+        assert_eq!((g.operation.name(), g.stream), ("text_completion", false));
+        let body = br#"{"model":"llama3.2","created_at":"2026-11-30T10:00:00Z","response":"hi","done":true,"prompt_eval_count":26,"eval_count":298}"#;
+        let resp = parse_response(&g, Some("application/json"), body, true);
+        assert_eq!((resp.usage, resp.model.as_deref()), (usage(26, 298, None, None), Some("llama3.2")));
+        let ndjson = b"{\"model\":\"llama3.2\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":false}\n{\"model\":\"llama3.2\",\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},\"done\":false}\n{\"model\":\"llama3.2\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":10,\"eval_count\":2}\n";
+        let resp = parse_response(&r, Some("application/x-ndjson"), ndjson, true);
+        assert_eq!((resp.usage, resp.content_events, resp.events), (usage(10, 2, None, None), 1, 3));
+        let err = parse_response(&r, Some("application/json"), br#"{"error":"model \"x\" not found"}"#, true);
+        assert_eq!(err.error_type.as_deref(), Some("error"));
+    }
+
+    #[test]
+    fn role_only_and_empty_deltas_are_not_content_and_content_is_timed() {
+        let r = req("/v1/chat/completions", r#"{"stream":true}"#);
+        let mut s = StreamInterpreter::new(&r);
+        s.at(100);
+        s.sse_event(None, r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#);
+        s.at(200);
+        s.sse_event(None, r#"{"choices":[{"delta":{"content":"a"}}]}"#);
+        s.at(300);
+        s.sse_event(None, r#"{"choices":[{"delta":{"content":null}}]}"#);
+        s.at(500);
+        s.sse_event(None, r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#);
+        s.sse_event(None, "[DONE]");
+        let out = s.finish();
+        assert_eq!(
+            (out.content_events, out.events, out.first_content_ns, out.last_content_ns),
+            (2, 4, Some(200), Some(500))
+        );
     }
 
     proptest! {

@@ -6,17 +6,22 @@
 //! functions over bytes that never panic on arbitrary input
 //! (property-tested) and keep memory bounded.
 
+pub mod bedrock;
 pub mod breaker;
 pub mod capture;
+pub mod cohere;
 pub mod correlate;
 pub mod cost;
 pub mod decode;
 pub mod enrich;
+pub mod eventstream;
 pub mod identity;
 pub mod llm;
 pub mod message;
+pub mod ollama;
 pub mod pairing;
 pub mod pipeline;
+pub mod provider;
 pub mod reader;
 pub mod record_builder;
 pub mod sse;

@@ -18,6 +18,7 @@ use super::{
     llm::{self, LlmRequest, Usage},
     message::{Kind, Message, MessageParser, StartLine},
     pairing::Pairing,
+    provider::{self, Provider, WireFormat},
     stream::StreamBody,
 };
 
@@ -56,6 +57,8 @@ pub struct RequestRecord {
     pub provider: &'static str,
     pub operation: &'static str,
     pub endpoint: String,
+    /// Azure OpenAI's deployment name (from the path); null elsewhere.
+    pub deployment: Option<String>,
     pub model_requested: Option<String>,
     pub model_returned: Option<String>,
     pub status: u16,
@@ -66,6 +69,10 @@ pub struct RequestRecord {
     /// First request byte to first response byte, and to the last, in ms.
     pub ttfb_ms: f64,
     pub duration_ms: f64,
+    /// Streamed responses: time to first token, time per output token and
+    /// the number of stream events (`StreamTiming`).
+    #[serde(flatten)]
+    pub stream_timing: StreamTiming,
     pub session_id: Option<String>,
     pub user_id: Option<String>,
     /// Salted hash of the API key, only when `identity.api_key_salt` is set.
@@ -87,6 +94,49 @@ pub struct RequestRecord {
     /// The exchange was captured as 1 in this many (the adaptive sampling
     /// interval when its request started): aggregates scale it by this.
     pub sample_every: u32,
+}
+
+/// How a streamed response's content arrived. All null for a response
+/// that was not streamed, or whose stream was not parsed as it arrived
+/// (compressed): times are taken from the capture of each event's bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StreamTiming {
+    /// First request byte to the first content-bearing event (role-only,
+    /// empty and lifecycle events do not count), in ms.
+    pub time_to_first_token_ms: Option<f64>,
+    /// (last content event - first content event) / (output tokens - 1),
+    /// in ms; null when usage is unknown or under 2 output tokens.
+    pub time_per_output_token_ms: Option<f64>,
+    /// Mean time between content-bearing events after the first: (last -
+    /// first content event) / (content events - 1), in ms; null under 2.
+    pub time_per_output_chunk_ms: Option<f64>,
+    /// Stream events received (SSE events with data, `[DONE]` excluded;
+    /// JSON-array elements; NDJSON lines; event-stream messages).
+    pub stream_events: Option<u32>,
+    /// Of those, the events that carried content (text, reasoning, tool input).
+    pub content_events: Option<u32>,
+}
+
+impl StreamTiming {
+    /// From a parsed response: `start_ns` is the first request byte.
+    pub fn of(response: &llm::LlmResponse, start_ns: u64) -> Self {
+        if !response.streaming {
+            return Self::default();
+        }
+        let ms = |ns: u64| ns.saturating_sub(start_ns) as f64 / 1e6;
+        let span_ms = match (response.first_content_ns, response.last_content_ns) {
+            (Some(first), Some(last)) => Some(last.saturating_sub(first) as f64 / 1e6),
+            _ => None,
+        };
+        let per = |n: Option<u64>| span_ms.zip(n.filter(|n| *n >= 2)).map(|(span, n)| span / (n - 1) as f64);
+        Self {
+            time_to_first_token_ms: response.first_content_ns.map(ms),
+            time_per_output_token_ms: per(response.usage.output),
+            time_per_output_chunk_ms: per(Some(u64::from(response.content_events))),
+            stream_events: Some(response.events),
+            content_events: Some(response.content_events),
+        }
+    }
 }
 
 struct Pending {
@@ -158,6 +208,9 @@ pub struct PipelineStats {
     pub released_closed: u64,
     /// Stream events longer than the message cap, skipped.
     pub oversized_stream_events: u64,
+    /// Bedrock event-stream messages with a wrong CRC or header (skipped),
+    /// and preludes that lost the framing (the rest of that body ignored).
+    pub stream_framing_errors: u64,
     pub records: u64,
 }
 
@@ -169,7 +222,7 @@ pub struct Pipeline {
     memory: usize,
     identity: IdentityConfig,
     /// Provider of each configured upstream slot whose name says which.
-    slot_providers: HashMap<u8, llm::Provider>,
+    slot_providers: HashMap<u8, Provider>,
     clock: u64,
     pub stats: PipelineStats,
 }
@@ -193,7 +246,7 @@ impl Pipeline {
     pub fn with_configured_providers(mut self, slots: &[(u32, String)]) -> Self {
         self.slot_providers = slots
             .iter()
-            .filter_map(|(slot, name)| Some((u8::try_from(*slot).ok()?, llm::Provider::from_configured_name(name)?)))
+            .filter_map(|(slot, name)| Some((u8::try_from(*slot).ok()?, Provider::from_configured_name(name)?)))
             .collect();
         self
     }
@@ -347,7 +400,7 @@ impl Pipeline {
             for m in completed {
                 out.extend(Self::pair(conn, m, &mut self.stats));
             }
-            Self::stream_progress(conn, cap);
+            Self::stream_progress(conn, cap, header.ts_ns);
         }
         self.stats.records += out.len() as u64;
         self.charge(header.conn_id);
@@ -374,12 +427,13 @@ impl Pipeline {
     /// A streamed response in progress (SSE, or a JSON array answering a
     /// streaming request; not compressed) is parsed as its bytes arrive,
     /// so its length is not bounded by the message cap.
-    fn stream_progress(conn: &mut ConnAudit, cap: usize) {
+    fn stream_progress(conn: &mut ConnAudit, cap: usize, now_ns: u64) {
         let Some(head) = conn.responses.current_head() else { return };
         if conn.stream.is_none() {
             let Some(mut request) = conn.pending.front().map(|p| p.request.clone()) else { return };
-            if request.format == llm::Provider::Unknown {
-                request.format = llm::Provider::from_response_headers(head.headers.iter().map(|(k, _)| k.as_str()));
+            if request.format == WireFormat::Unknown {
+                request.format =
+                    Provider::from_response_headers(head.headers.iter().map(|(k, _)| k.as_str())).entry().format;
             }
             let request = &request;
             let identity = head.header("content-encoding").is_none_or(|e| e.trim().eq_ignore_ascii_case("identity"));
@@ -388,6 +442,10 @@ impl Pipeline {
                 None
             } else if content_type.contains("text/event-stream") {
                 Some(StreamBody::sse(request, cap))
+            } else if content_type.contains("application/vnd.amazon.eventstream") {
+                Some(StreamBody::eventstream(request, cap))
+            } else if content_type.contains("ndjson") {
+                Some(StreamBody::ndjson(request, cap))
             } else if request.stream && content_type.contains("json") {
                 Some(StreamBody::json(request, cap))
             } else {
@@ -395,6 +453,7 @@ impl Pipeline {
             };
         }
         if let Some(stream) = conn.stream.as_mut() {
+            stream.at(now_ns);
             conn.responses.drain_body(|bytes| stream.feed(bytes));
         }
     }
@@ -405,11 +464,11 @@ impl Pipeline {
         let last = conn.response_last_ns;
         let mut pending = conn.pending.pop_front()?;
         let StartLine::Response { status } = m.head.start else { return None };
-        if pending.request.provider == llm::Provider::Unknown {
-            let p = llm::Provider::from_response_headers(m.head.headers.iter().map(|(k, _)| k.as_str()));
+        if pending.request.provider == Provider::Unknown {
+            let p = Provider::from_response_headers(m.head.headers.iter().map(|(k, _)| k.as_str()));
             pending.request.provider = p;
-            if pending.request.format == llm::Provider::Unknown {
-                pending.request.format = p;
+            if pending.request.format == WireFormat::Unknown {
+                pending.request.format = p.entry().format;
             }
         }
         let parse_whole = |body: &[u8]| {
@@ -419,15 +478,19 @@ impl Pipeline {
                     .unwrap_or_default();
             llm::parse_response(&pending.request, m.head.header("content-type"), &body, true)
         };
-        let response = match stream {
+        let mut response = match stream {
             Some(mut stream) => {
+                stream.at(last);
                 stream.feed(&m.body);
                 stats.oversized_stream_events += stream.oversized;
+                stats.stream_framing_errors += stream.framing_errors;
                 stream.finish(!m.truncated).unwrap_or_else(|whole| parse_whole(&whole))
             }
             None => parse_whole(&m.body),
         };
+        llm::apply_headers(&mut response, |name| m.head.header(name));
         let ms = |t: u64| t.saturating_sub(pending.start_ns) as f64 / 1e6;
+        let stream_timing = StreamTiming::of(&response, pending.start_ns);
         Some(RequestRecord {
             timestamp_unix_ms: monotonic_to_unix_ms(pending.start_ns),
             start_ns: pending.start_ns,
@@ -440,6 +503,7 @@ impl Pipeline {
             provider: pending.request.provider.name(),
             operation: pending.request.operation.name(),
             endpoint: pending.endpoint,
+            deployment: pending.request.deployment.map(bounded),
             model_requested: pending.request.model.map(bounded),
             model_returned: response.model.map(bounded),
             status,
@@ -448,6 +512,7 @@ impl Pipeline {
             tokens: response.usage,
             ttfb_ms: ms(first),
             duration_ms: ms(last),
+            stream_timing,
             session_id: pending.ids.session,
             user_id: pending.ids.user,
             api_key_hash: pending.ids.api_key_hash,
@@ -514,12 +579,13 @@ pub fn without_control_chars(s: String) -> String {
     if s.chars().any(char::is_control) { s.chars().filter(|c| !c.is_control()).collect() } else { s }
 }
 
-/// The rate-limit headers of a response (OpenAI `x-ratelimit-*`, Anthropic
-/// `anthropic-ratelimit-*`, `retry-after`), at most 16.
+/// The rate-limit headers of a response (the provider table's: OpenAI
+/// `x-ratelimit-*`, Anthropic `anthropic-ratelimit-*`, `retry-after`, ...),
+/// at most 16.
 fn rate_limit_headers(head: &super::message::Head) -> std::collections::BTreeMap<String, String> {
     head.headers
         .iter()
-        .filter(|(k, _)| k.starts_with("x-ratelimit-") || k.starts_with("anthropic-ratelimit-") || k == "retry-after")
+        .filter(|(k, _)| provider::is_rate_limit_header(k))
         .take(16)
         .map(|(k, v)| (k.clone(), v.chars().take(64).collect()))
         .collect()

@@ -25,6 +25,8 @@ impl Default for RecordBuilder {
             provider: "openai",
             operation: "chat",
             endpoint: "/v1/chat/completions".into(),
+            deployment: None,
+            stream_timing: Default::default(),
             model_requested: None,
             model_returned: None,
             status: 200,
@@ -159,6 +161,11 @@ impl RecordBuilder {
 
     pub fn application_id(mut self, id: Option<String>) -> Self {
         self.0.application_id = id;
+        self
+    }
+
+    pub fn stream_timing(mut self, timing: crate::audit::pipeline::StreamTiming) -> Self {
+        self.0.stream_timing = timing;
         self
     }
 

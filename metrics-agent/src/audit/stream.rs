@@ -1,15 +1,19 @@
 //! Streamed response bodies parsed as their bytes arrive: server-sent
-//! events, or the elements of a JSON-array stream (Gemini without
-//! `alt=sse`), each handed to the LLM interpretation (`llm::StreamInterpreter`)
-//! and then forgotten. Memory per connection is bounded by the largest
-//! single event, itself capped: a longer event is skipped and counted.
+//! events, the elements of a JSON-array stream (Gemini without `alt=sse`),
+//! NDJSON lines (Ollama) or AWS event-stream messages (Bedrock), each handed
+//! to the LLM interpretation (`llm::StreamInterpreter`) and then forgotten.
+//! Memory per connection is bounded by the largest single event, itself
+//! capped: a longer event is skipped and counted.
 
 use serde_json::Value;
 
-use super::llm::{LlmRequest, LlmResponse, StreamInterpreter};
+use super::{
+    eventstream::Decoder,
+    llm::{LlmRequest, LlmResponse, StreamInterpreter},
+};
 
 /// How the body is split.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Shape {
     /// `text/event-stream`.
     Sse,
@@ -17,6 +21,10 @@ enum Shape {
     /// until the first non-blank byte says whether the body is an array.
     Undecided,
     Array,
+    /// Newline-delimited JSON (`application/x-ndjson`): one object a line.
+    Ndjson,
+    /// `application/vnd.amazon.eventstream` (binary, CRC-checked messages).
+    EventStream(Box<Decoder>),
     /// Not a stream after all: the body is kept (up to the cap) for the
     /// ordinary parser.
     Whole,
@@ -43,6 +51,9 @@ pub struct StreamBody {
     max_event: usize,
     /// Events or elements skipped because they exceeded `max_event`.
     pub oversized: u64,
+    /// Event-stream messages skipped for a wrong CRC or header, and preludes
+    /// that lost the framing (Bedrock).
+    pub framing_errors: u64,
 }
 
 impl StreamBody {
@@ -55,6 +66,22 @@ impl StreamBody {
     /// element by element, anything else is kept whole (up to `max_event`).
     pub fn json(request: &LlmRequest, max_event: usize) -> Self {
         Self::new(Shape::Undecided, request, max_event)
+    }
+
+    /// An NDJSON stream (Ollama) answering `request`.
+    pub fn ndjson(request: &LlmRequest, max_event: usize) -> Self {
+        Self::new(Shape::Ndjson, request, max_event)
+    }
+
+    /// An AWS event stream (Bedrock) answering `request`.
+    pub fn eventstream(request: &LlmRequest, max_event: usize) -> Self {
+        Self::new(Shape::EventStream(Box::new(Decoder::new(max_event))), request, max_event)
+    }
+
+    /// The bytes fed next arrived at `ns` (kernel monotonic time): content
+    /// events found in them are stamped with it.
+    pub fn at(&mut self, ns: u64) {
+        self.interpreter.at(ns);
     }
 
     fn new(shape: Shape, request: &LlmRequest, max_event: usize) -> Self {
@@ -71,20 +98,31 @@ impl StreamBody {
             escaped: false,
             max_event,
             oversized: 0,
+            framing_errors: 0,
         }
     }
 
     /// Heap held now.
     pub fn memory(&self) -> usize {
         self.pending.capacity()
+            + match &self.shape {
+                Shape::EventStream(d) => d.memory(),
+                _ => 0,
+            }
             + self.event.as_ref().map_or(0, String::capacity)
             + self.data.as_ref().map_or(0, String::capacity)
     }
 
     /// Feeds decoded body bytes (chunk framing removed).
     pub fn feed(&mut self, bytes: &[u8]) {
-        match self.shape {
-            Shape::Sse => self.sse_bytes(bytes),
+        match &mut self.shape {
+            Shape::Sse | Shape::Ndjson => self.sse_bytes(bytes),
+            Shape::EventStream(decoder) => {
+                let interpreter = &mut self.interpreter;
+                decoder.feed(bytes, |m| interpreter.eventstream_message(&m));
+                self.oversized = decoder.oversized;
+                self.framing_errors = decoder.bad_messages - decoder.oversized + decoder.bad_preludes;
+            }
             Shape::Undecided | Shape::Array => bytes.iter().for_each(|&b| self.array_byte(b)),
             Shape::Whole => self.keep(bytes),
         }
@@ -96,7 +134,7 @@ impl StreamBody {
     pub fn finish(mut self, complete: bool) -> Result<LlmResponse, Vec<u8>> {
         match self.shape {
             Shape::Whole => return Err(self.pending),
-            Shape::Sse if complete => {
+            Shape::Sse | Shape::Ndjson if complete => {
                 self.end_line();
                 self.dispatch();
             }
@@ -154,6 +192,15 @@ impl StreamBody {
 
     /// A line ended: a field, or (empty) the end of an event.
     fn end_line(&mut self) {
+        if matches!(self.shape, Shape::Ndjson) {
+            if !std::mem::take(&mut self.skipping)
+                && let Ok(v) = serde_json::from_slice::<Value>(&self.pending)
+            {
+                self.interpreter.ndjson_line(&v);
+            }
+            self.pending.clear();
+            return;
+        }
         if self.pending.is_empty() {
             if !std::mem::take(&mut self.skipping) {
                 self.dispatch();
@@ -190,11 +237,11 @@ impl StreamBody {
     }
 
     fn array_byte(&mut self, b: u8) {
-        if self.shape == Shape::Whole {
+        if matches!(self.shape, Shape::Whole) {
             self.keep(&[b]);
             return;
         }
-        if self.shape == Shape::Undecided {
+        if matches!(self.shape, Shape::Undecided) {
             match b {
                 b' ' | b'\t' | b'\r' | b'\n' => return,
                 b'[' => {
@@ -304,6 +351,41 @@ mod tests {
         let mut s = StreamBody::json(&request, 1024);
         s.feed(br#" {"error":{"status":"X"}}"#);
         assert_eq!(s.finish(true).unwrap_err(), br#"{"error":{"status":"X"}}"#);
+    }
+
+    #[test]
+    fn ndjson_and_event_streams_in_any_pieces_give_what_the_whole_body_gives() {
+        let ollama = parse_request("/api/chat", None, br#"{"model":"llama3.2"}"#);
+        let body = b"{\"model\":\"llama3.2\",\"message\":{\"content\":\"Hi\"},\"done\":false}\n{\"model\":\"llama3.2\",\"done\":true,\"prompt_eval_count\":10,\"eval_count\":2}\n";
+        let whole = llm::parse_response(&ollama, Some("application/x-ndjson"), body, true);
+        for piece in [1, 5, 4096] {
+            assert_eq!(fed_in_pieces(StreamBody::ndjson(&ollama, 1024), body, piece), whole);
+        }
+        assert_eq!((whole.usage.input, whole.usage.output, whole.content_events), (Some(10), Some(2), 1));
+
+        let bedrock = parse_request("/model/amazon.nova-lite-v1:0/converse-stream", None, b"{}");
+        let m = |kind: &str, payload: &str| {
+            crate::audit::eventstream::encode(&[(":event-type", kind), (":message-type", "event")], payload.as_bytes())
+        };
+        let mut corrupt = m("contentBlockDelta", r#"{"delta":{"text":"lost"}}"#);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0x80;
+        let body = [
+            m("messageStart", r#"{"role":"assistant"}"#),
+            m("contentBlockDelta", r#"{"delta":{"text":"Hi"}}"#),
+            corrupt,
+            m("metadata", r#"{"usage":{"inputTokens":5,"outputTokens":2}}"#),
+        ]
+        .concat();
+        for piece in [1, 7, 4096] {
+            let mut s = StreamBody::eventstream(&bedrock, 1024);
+            for p in body.chunks(piece) {
+                s.feed(p);
+            }
+            assert_eq!(s.framing_errors, 1, "the message with a bad CRC is counted");
+            let r = s.finish(true).unwrap();
+            assert_eq!((r.usage.input, r.usage.output, r.content_events, r.events), (Some(5), Some(2), 1, 3));
+        }
     }
 
     proptest! {

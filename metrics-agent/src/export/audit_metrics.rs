@@ -34,14 +34,40 @@ pub struct RecordHistogram {
     pub bounds: &'static [f64],
     /// The record's value in the metric's unit; `None`: not observed.
     pub value: fn(&RequestRecord) -> Option<f64>,
+    /// How many observations of that value the record makes (1 for most;
+    /// one per gap between content chunks for the time per output chunk).
+    pub observations: fn(&RequestRecord) -> u64,
+}
+
+fn once(_: &RequestRecord) -> u64 {
+    1
 }
 
 /// Every per-exchange histogram of the audit path: adding one (time to first
 /// token, for instance) is one entry here plus its catalogue entry. Their raw
 /// samples are buffered for DogStatsD distributions.
-pub static RECORD_HISTOGRAMS: [RecordHistogram; 2] = [
-    RecordHistogram { desc: &m::DURATION, bounds: DURATION_BUCKETS, value: |r| Some(r.duration_ms / 1e3) },
-    RecordHistogram { desc: &m::TTFB, bounds: DURATION_BUCKETS, value: |r| Some(r.ttfb_ms / 1e3) },
+pub static RECORD_HISTOGRAMS: [RecordHistogram; 5] = [
+    RecordHistogram { desc: &m::DURATION, bounds: DURATION_BUCKETS, value: |r| Some(r.duration_ms / 1e3), observations: once },
+    RecordHistogram { desc: &m::TTFB, bounds: DURATION_BUCKETS, value: |r| Some(r.ttfb_ms / 1e3), observations: once },
+    RecordHistogram {
+        desc: &m::TIME_TO_FIRST_CHUNK,
+        bounds: DURATION_BUCKETS,
+        value: |r| r.stream_timing.time_to_first_token_ms.map(|t| t / 1e3),
+        observations: once,
+    },
+    RecordHistogram {
+        desc: &m::TIME_PER_OUTPUT_CHUNK,
+        bounds: DURATION_BUCKETS,
+        value: |r| r.stream_timing.time_per_output_chunk_ms.map(|t| t / 1e3),
+        // Each request's mean gap, observed once per gap: count and sum exact.
+        observations: |r| u64::from(r.stream_timing.content_events.unwrap_or(0).saturating_sub(1)),
+    },
+    RecordHistogram {
+        desc: &m::TIME_PER_OUTPUT_TOKEN,
+        bounds: DURATION_BUCKETS,
+        value: |r| r.stream_timing.time_per_output_token_ms.map(|t| t / 1e3),
+        observations: once,
+    },
 ];
 
 /// True for metrics whose raw samples are buffered (sent as distributions by DogStatsD).
@@ -256,8 +282,9 @@ impl AuditMetrics {
         }
         let mut new: Vec<(&'static Desc, Option<&'static str>, f64)> = Vec::new();
         for (h, histogram) in RECORD_HISTOGRAMS.iter().zip(&mut a.histograms) {
-            if let Some(v) = (h.value)(r) {
-                histogram.observe(v);
+            let n = (h.observations)(r);
+            if let Some(v) = (h.value)(r).filter(|_| n > 0) {
+                histogram.observe_n(v, n);
                 if self.limits.max_samples > 0 {
                     new.push((h.desc, None, v));
                 }
@@ -420,6 +447,34 @@ pub(crate) mod tests {
                 assert!(!v.contains("session") && !v.contains("user"), "ids are never labels");
             }
         }
+    }
+
+    #[test]
+    fn streaming_time_is_observed_for_streams_only_with_exact_chunk_counts() {
+        use crate::audit::pipeline::StreamTiming;
+        let a = AuditMetrics::new(Limits::default());
+        a.observe(&record("client", "gpt-4o", 200, 10, 20));
+        let timing = StreamTiming {
+            time_to_first_token_ms: Some(150.0),
+            time_per_output_token_ms: Some(10.0),
+            time_per_output_chunk_ms: Some(40.0),
+            stream_events: Some(7),
+            content_events: Some(5),
+        };
+        a.observe(&RequestRecord { streaming: true, stream_timing: timing, ..record("client", "gpt-4o", 200, 10, 20) });
+        let mut s = Vec::new();
+        a.series(&mut s);
+        let histogram = |desc: &'static Desc| {
+            let found: Vec<_> = s.iter().filter(|x| std::ptr::eq(x.desc, desc)).collect();
+            assert_eq!(found.len(), 1, "{}", desc.otel);
+            let Value::Histogram(h) = &found[0].value else { panic!() };
+            (h.count, h.sum)
+        };
+        assert_eq!(histogram(&m::TIME_TO_FIRST_CHUNK), (1, 0.15), "the plain record is not observed");
+        let (count, sum) = histogram(&m::TIME_PER_OUTPUT_CHUNK);
+        assert_eq!(count, 4, "5 content chunks: 4 gaps");
+        assert!((sum - 0.16).abs() < 1e-12, "{sum}: the span between first and last chunk");
+        assert_eq!(histogram(&m::TIME_PER_OUTPUT_TOKEN), (1, 0.01));
     }
 
     #[test]

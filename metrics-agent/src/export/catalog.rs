@@ -126,6 +126,34 @@ pub static TTFB: Desc = desc(
     "Time from the first request byte to the first response byte.",
 );
 
+// Streaming time (OpenTelemetry GenAI semantic conventions v1.41.0, status
+// Development): observed for streamed responses whose stream was parsed as
+// it arrived (see docs/metrics.md).
+pub static TIME_TO_FIRST_CHUNK: Desc = desc(
+    "gen_ai.client.operation.time_to_first_chunk",
+    "gen_ai_client_operation_time_to_first_chunk",
+    "s",
+    Some("seconds"),
+    Kind::Histogram,
+    "Streamed responses: first request byte to the first content-bearing event (OpenTelemetry GenAI).",
+);
+pub static TIME_PER_OUTPUT_CHUNK: Desc = desc(
+    "gen_ai.client.operation.time_per_output_chunk",
+    "gen_ai_client_operation_time_per_output_chunk",
+    "s",
+    Some("seconds"),
+    Kind::Histogram,
+    "Streamed responses: time between content-bearing events after the first (OpenTelemetry GenAI; each request's mean gap, observed once per gap).",
+);
+pub static TIME_PER_OUTPUT_TOKEN: Desc = desc(
+    "llm.time_per_output_token",
+    "llm_time_per_output_token",
+    "s",
+    Some("seconds"),
+    Kind::Histogram,
+    "Streamed responses with known usage: (last - first content event) / (output tokens - 1).",
+);
+
 // The exporters' own health (`mod.rs`, `audit_metrics.rs`).
 
 pub static RECORDS_LAGGED: Desc = desc(

@@ -202,7 +202,7 @@ pub struct Inputs {
     pub stats: Arc<AgentStats>,
     pub conns: Arc<std::sync::Mutex<aya::maps::HashMap<aya::maps::MapData, u64, metrics_common::conn::ConnState>>>,
     pub rings: Vec<system::RingFill>,
-    pub provider_addresses: crate::providers::AddressTable,
+    pub provider_addresses: crate::upstream_addresses::AddressTable,
 }
 
 /// The running export side: the shared source (for the live stream) and

@@ -93,6 +93,17 @@ impl HistogramValue {
         self.sum += value;
         self.count += 1;
     }
+
+    /// `n` observations of the same value.
+    pub fn observe_n(&mut self, value: f64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let i = self.bounds.iter().position(|b| value <= *b).unwrap_or(self.bounds.len());
+        self.counts[i] += n;
+        self.sum += value * n as f64;
+        self.count += n;
+    }
 }
 
 /// One labelled time series.

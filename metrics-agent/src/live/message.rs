@@ -41,6 +41,10 @@ struct WindowMetrics {
     p99_latency_ms: Option<f64>,
     p50_ttfb_ms: Option<f64>,
     p99_ttfb_ms: Option<f64>,
+    /// Streamed responses only: time to first token, time per output token.
+    p50_ttft_ms: Option<f64>,
+    p99_ttft_ms: Option<f64>,
+    p50_tpot_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     active_sessions: Option<u64>,
     requests: u64,
@@ -67,6 +71,9 @@ impl WindowMetrics {
             p99_latency_ms: q(&w.latency, 0.99),
             p50_ttfb_ms: q(&w.ttfb, 0.5),
             p99_ttfb_ms: q(&w.ttfb, 0.99),
+            p50_ttft_ms: q(&w.ttft, 0.5),
+            p99_ttft_ms: q(&w.ttft, 0.99),
+            p50_tpot_ms: q(&w.tpot, 0.5),
             active_sessions: sessions.then_some(s.active_sessions),
             requests: c.requests,
             errors: c.errors,

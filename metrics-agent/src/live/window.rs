@@ -113,6 +113,9 @@ pub struct Stats {
     pub counts: Totals,
     pub latency: LogHistogram,
     pub ttfb: LogHistogram,
+    /// Streamed responses: time to first token, time per output token.
+    pub ttft: LogHistogram,
+    pub tpot: LogHistogram,
     pub error_types: BTreeMap<String, u64>,
 }
 
@@ -135,6 +138,12 @@ impl Stats {
         self.counts.add(counts);
         self.latency.record(r.duration_ms);
         self.ttfb.record(r.ttfb_ms);
+        if let Some(t) = r.stream_timing.time_to_first_token_ms {
+            self.ttft.record(t);
+        }
+        if let Some(t) = r.stream_timing.time_per_output_token_ms {
+            self.tpot.record(t);
+        }
         if counts.errors > 0 {
             let name = error_name(r);
             let known = self.error_types.len() < MAX_ERROR_TYPES || self.error_types.contains_key(&name);
@@ -146,6 +155,8 @@ impl Stats {
         self.counts.add(&other.counts);
         self.latency.merge(&other.latency);
         self.ttfb.merge(&other.ttfb);
+        self.ttft.merge(&other.ttft);
+        self.tpot.merge(&other.tpot);
         for (name, n) in &other.error_types {
             *self.error_types.entry(name.clone()).or_default() += n;
         }

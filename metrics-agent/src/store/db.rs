@@ -38,7 +38,7 @@ const METRIC_COLUMNS: &str = "bucket_start, agent_id, application_id, side, prov
     error_count, cache_hits, usage_unknown_count, unpriced_count, tokens_input_sum, tokens_output_sum, \
     tokens_cached_sum, tokens_cache_creation_sum, tokens_reasoning_sum, cost_usd_sum, latency_p50_us, \
     latency_p90_us, latency_p99_us, latency_max_us, ttfb_p50_us, ttfb_p90_us, ttfb_p99_us, ttfb_max_us, \
-    latency_sketch, ttfb_sketch";
+    latency_sketch, ttfb_sketch, ttft_sketch, tpot_sketch";
 /// Columns read back to merge or query (cost as text: exact in both databases).
 /// Flush sequences of processes that stopped flushing long ago (one row per
 /// process start accumulates otherwise): older than the minute tier's cutoff.
@@ -47,11 +47,11 @@ const FORGET_OLD_FLUSHES: &str = "DELETE FROM agent_flushes WHERE last_flush_uni
 const METRIC_READ_COLUMNS: &str = "bucket_start, agent_id, application_id, side, provider, model, request_count, \
     error_count, cache_hits, usage_unknown_count, unpriced_count, tokens_input_sum, tokens_output_sum, \
     tokens_cached_sum, tokens_cache_creation_sum, tokens_reasoning_sum, CAST(cost_usd_sum AS TEXT) AS cost, \
-    latency_sketch, ttfb_sketch";
+    latency_sketch, ttfb_sketch, ttft_sketch, tpot_sketch";
 const DETAIL_COLUMNS: &str = "ts_ms, agent_id, flush_seq, application_id, side, provider, upstream_provider, \
     operation, endpoint, model_requested, model_returned, status, error_type, streaming, cache_hit, ttfb_us, \
     duration_us, tokens_input, tokens_output, tokens_cached, tokens_cache_creation, tokens_reasoning, cost_usd, \
-    session_id, user_id, truncated";
+    session_id, user_id, truncated, deployment, ttft_us, tpot_us, stream_events";
 
 /// What went wrong with the database.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +120,13 @@ macro_rules! read_aggregate {
             let bytes: Vec<u8> = row.try_get(name)?;
             Sketch::from_bytes(&bytes).map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))
         };
+        let optional_sketch = |name: &str| {
+            let bytes: Option<Vec<u8>> = row.try_get(name)?;
+            match bytes {
+                Some(bytes) => Sketch::from_bytes(&bytes).map_err(|e| StoreError::Corrupt(format!("{name}: {e}"))),
+                None => Ok(Sketch::default()),
+            }
+        };
         let cost: String = row.try_get("cost")?;
         Ok::<_, StoreError>(Aggregate {
             request_count: row.try_get("request_count")?,
@@ -135,6 +142,9 @@ macro_rules! read_aggregate {
             cost_usd: parse_decimal(&cost)?,
             latency: sketch("latency_sketch")?,
             ttfb: sketch("ttfb_sketch")?,
+            // Rows written before migration 0003 have none.
+            ttft: optional_sketch("ttft_sketch")?,
+            tpot: optional_sketch("tpot_sketch")?,
         })
     }};
 }
@@ -383,7 +393,9 @@ impl Store {
                             .push_bind(t99)
                             .push_bind(a.ttfb.max() as i64)
                             .push_bind(a.latency.to_bytes())
-                            .push_bind(a.ttfb.to_bytes());
+                            .push_bind(a.ttfb.to_bytes())
+                            .push_bind(a.ttft.to_bytes())
+                            .push_bind(a.tpot.to_bytes());
                     });
                     q.push(
                         " ON CONFLICT (bucket_start, agent_id, application_id, side, provider, model) DO UPDATE SET ",
@@ -431,7 +443,13 @@ impl Store {
                     } else {
                         b.push_bind(cost);
                     }
-                    b.push_bind(d.session_id.clone()).push_bind(d.user_id.clone()).push_bind(d.truncated);
+                    b.push_bind(d.session_id.clone())
+                        .push_bind(d.user_id.clone())
+                        .push_bind(d.truncated)
+                        .push_bind(d.deployment.clone())
+                        .push_bind(d.ttft_us)
+                        .push_bind(d.tpot_us)
+                        .push_bind(d.stream_events);
                 });
                 q.build().execute(&mut *tx).await?;
             }
@@ -528,7 +546,8 @@ impl Store {
         let sql = "SELECT ts_ms, application_id, side, provider, upstream_provider, operation, endpoint, \
             model_requested, model_returned, status, error_type, streaming, cache_hit, ttfb_us, duration_us, \
             tokens_input, tokens_output, tokens_cached, tokens_cache_creation, tokens_reasoning, \
-            CAST(cost_usd AS TEXT) AS cost, session_id, user_id, truncated FROM request_details \
+            CAST(cost_usd AS TEXT) AS cost, session_id, user_id, truncated, deployment, ttft_us, tpot_us, \
+            stream_events FROM request_details \
             WHERE ts_ms >= $1 AND ts_ms < $2 \
             ORDER BY ts_ms, agent_id, flush_seq, side, provider, endpoint, status, duration_us, ttfb_us \
             LIMIT $3 OFFSET $4";
@@ -585,6 +604,10 @@ impl Store {
                     session_id: row.try_get("session_id")?,
                     user_id: row.try_get("user_id")?,
                     truncated: row.try_get("truncated")?,
+                    deployment: row.try_get("deployment")?,
+                    ttft_us: row.try_get("ttft_us")?,
+                    tpot_us: row.try_get("tpot_us")?,
+                    stream_events: row.try_get("stream_events")?,
                 });
             }
             Ok(out)

@@ -34,6 +34,13 @@ pub struct DetailRow {
     pub session_id: Option<String>,
     pub user_id: Option<String>,
     pub truncated: bool,
+    /// Azure OpenAI deployment.
+    pub deployment: Option<String>,
+    /// Streamed responses: time to first token and per output token, µs;
+    /// number of stream events.
+    pub ttft_us: Option<i64>,
+    pub tpot_us: Option<i64>,
+    pub stream_events: Option<i64>,
 }
 
 fn micros(ms: f64) -> i64 {
@@ -82,6 +89,10 @@ impl DetailRow {
             session_id: r.session_id.clone().map(text),
             user_id: r.user_id.clone().map(text),
             truncated: r.truncated,
+            deployment: r.deployment.clone().map(text),
+            ttft_us: r.stream_timing.time_to_first_token_ms.map(micros),
+            tpot_us: r.stream_timing.time_per_output_token_ms.map(micros),
+            stream_events: r.stream_timing.stream_events.map(i64::from),
         }
     }
 }

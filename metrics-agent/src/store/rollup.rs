@@ -112,6 +112,11 @@ pub struct Aggregate {
     pub latency: Sketch,
     /// Time to first response byte, µs.
     pub ttfb: Sketch,
+    /// Streamed responses: time to the first content event, µs (empty
+    /// when no stream of the row had one).
+    pub ttft: Sketch,
+    /// Streamed responses with known usage: time per output token, µs.
+    pub tpot: Sketch,
 }
 
 fn clamp_i64(v: u64) -> i64 {
@@ -147,6 +152,12 @@ impl Aggregate {
         }
         self.latency.insert(micros(r.duration_ms));
         self.ttfb.insert(micros(r.ttfb_ms));
+        if let Some(t) = r.stream_timing.time_to_first_token_ms {
+            self.ttft.insert(micros(t));
+        }
+        if let Some(t) = r.stream_timing.time_per_output_token_ms {
+            self.tpot.insert(micros(t));
+        }
     }
 
     pub fn merge(&mut self, o: &Aggregate) {
@@ -163,6 +174,8 @@ impl Aggregate {
         self.cost_usd = self.cost_usd.saturating_add(o.cost_usd);
         self.latency.merge(&o.latency);
         self.ttfb.merge(&o.ttfb);
+        self.ttft.merge(&o.ttft);
+        self.tpot.merge(&o.tpot);
     }
 }
 
@@ -174,7 +187,12 @@ impl Aggregate {
     /// An upper bound of the memory a row with this key takes.
     pub fn heap_bytes(&self, key: &SeriesKey) -> usize {
         let text = key.application_id.len() + key.side.len() + key.provider.len() + key.model.len();
-        ROW_HEAP_BYTES + text + self.latency.heap_bytes() + self.ttfb.heap_bytes()
+        ROW_HEAP_BYTES
+            + text
+            + self.latency.heap_bytes()
+            + self.ttfb.heap_bytes()
+            + self.ttft.heap_bytes()
+            + self.tpot.heap_bytes()
     }
 }
 

@@ -120,6 +120,12 @@ fn traffic(n: usize, span_ms: u64, seed: u64) -> Vec<RequestRecord> {
         if i % 7 == 0 {
             r.side = "upstream";
         }
+        if i % 3 == 0 {
+            r.streaming = true;
+            r.stream_timing.time_to_first_token_ms = Some(duration_ms / 4.0);
+            r.stream_timing.time_per_output_token_ms = Some(duration_ms / 100.0);
+            r.stream_timing.stream_events = Some(12);
+        }
         out.push(r);
     }
     out
@@ -181,6 +187,14 @@ async fn rollups_and_percentiles_match_direct_computation(db: TestDb) {
         assert_eq!(row.latency_max_us, *latencies.iter().max().unwrap());
         let ttfbs: Vec<u64> = group.iter().map(|r| (r.ttfb_ms * 1000.0).round() as u64).collect();
         assert_within_bound(row.ttfb_p99_us, exact(ttfbs, 0.99), "ttfb p99");
+        let micros = |t: f64| (t * 1000.0).round() as u64;
+        let ttfts: Vec<u64> = group.iter().filter_map(|r| r.stream_timing.time_to_first_token_ms).map(micros).collect();
+        let tpots: Vec<u64> =
+            group.iter().filter_map(|r| r.stream_timing.time_per_output_token_ms).map(micros).collect();
+        assert!(!ttfts.is_empty(), "every group has streams");
+        assert_within_bound(row.ttft_p90_us.unwrap(), exact(ttfts.clone(), 0.9), "ttft p90");
+        assert_within_bound(row.ttft_p99_us.unwrap(), exact(ttfts, 0.99), "ttft p99");
+        assert_within_bound(row.tpot_p50_us.unwrap(), exact(tpots, 0.5), "tpot p50");
     }
 
     // The whole day from the 1-day tier, both sides.
@@ -220,6 +234,8 @@ async fn rollups_and_percentiles_match_direct_computation(db: TestDb) {
     // Detail rows: one per record, no more.
     let details = db.store.read_details(0, i64::MAX, None, 100_000).await.unwrap().0;
     assert_eq!(details.len(), records.len());
+    let streamed = records.iter().filter(|r| r.streaming).count();
+    assert_eq!(details.iter().filter(|d| d.ttft_us.is_some() && d.stream_events == Some(12)).count(), streamed);
 }
 
 async fn a_flush_is_applied_once(db: TestDb) {

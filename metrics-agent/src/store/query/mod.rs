@@ -109,6 +109,13 @@ pub struct MetricsRow {
     pub ttfb_p90_us: u64,
     pub ttfb_p99_us: u64,
     pub ttfb_max_us: u64,
+    /// Streamed requests only (null when the group had none): time to the
+    /// first content event and per output token.
+    pub ttft_p50_us: Option<u64>,
+    pub ttft_p90_us: Option<u64>,
+    pub ttft_p99_us: Option<u64>,
+    pub tpot_p50_us: Option<u64>,
+    pub tpot_p99_us: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -231,6 +238,11 @@ fn output_row((start, [application, side, provider, model, agent]): MetricsPosit
         ttfb_p90_us: q(&a.ttfb, 0.9),
         ttfb_p99_us: q(&a.ttfb, 0.99),
         ttfb_max_us: a.ttfb.max(),
+        ttft_p50_us: a.ttft.quantile(0.5),
+        ttft_p90_us: a.ttft.quantile(0.9),
+        ttft_p99_us: a.ttft.quantile(0.99),
+        tpot_p50_us: a.tpot.quantile(0.5),
+        tpot_p99_us: a.tpot.quantile(0.99),
     }
 }
 

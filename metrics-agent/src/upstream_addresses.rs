@@ -1,5 +1,7 @@
-//! Providers: `NAME=HOST:PORT` specs, their slots, and the resolver that keeps
-//! the kernel's address table (`PROVIDER_ADDRS`) current.
+//! Upstream addresses: the `--provider NAME=HOST:PORT` specs, the slot each
+//! takes, and the resolver that keeps the kernel's address table
+//! (`PROVIDER_ADDRS`) current, so that upstream connections are labelled by
+//! slot. (Which LLM provider a request is for is `audit::provider`.)
 
 use std::{
     collections::HashMap,

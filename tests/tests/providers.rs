@@ -1,0 +1,398 @@
+//! End-to-end tests (root) of the LLM providers beyond OpenAI, Anthropic and
+//! Gemini: Bedrock Runtime (its binary event stream included), Vertex AI,
+//! Azure OpenAI, Cohere, Ollama and OpenAI-compatible servers, each behind
+//! nginx with its own mock provider; and streaming time (time to first
+//! token, time per output token, stream events) against a paced mock.
+//!
+//! Every expected value comes from what the mock provider sends (`mock::Api`
+//! documents each API's usage) and from the configured upstream names.
+
+use std::{
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+use llm_proxy_e2e::{
+    client::Client,
+    harness::{Agent, Nginx},
+    mock::MockProvider,
+    modes::{self, for_each_mode},
+};
+use serde_json::Value;
+
+/// The tests attach to processes: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One mock provider per configured upstream name, all behind one nginx
+/// (`/NAME/...` and `/NAME-ka/...`).
+struct Upstreams {
+    mocks: Vec<(&'static str, MockProvider)>,
+    nginx: Nginx,
+}
+
+impl Upstreams {
+    fn start(names: &[&'static str]) -> Self {
+        let mocks: Vec<_> = names.iter().map(|n| (*n, MockProvider::start(0).unwrap())).collect();
+        let routes: Vec<(&str, u16)> = mocks.iter().map(|(n, m)| (*n, m.port)).collect();
+        let nginx = Nginx::start_private(&routes);
+        Self { mocks, nginx }
+    }
+
+    fn agent(&self, mode: modes::AttachMode) -> Agent {
+        for (_, m) in &self.mocks {
+            m.reset();
+        }
+        let mut args: Vec<String> =
+            vec!["--exe".into(), self.nginx.exe.display().to_string(), "--print-requests".into()];
+        args.extend(mode.args().map(String::from));
+        for (name, m) in &self.mocks {
+            args.extend(["--provider".to_string(), format!("{name}=127.0.0.1:{}", m.port)]);
+        }
+        let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        agent.wait_until(Duration::from_secs(10), "nginx's master and its two workers traced", |s| {
+            s.get("metrics_agent_traced_processes") >= 3
+        });
+        agent
+    }
+}
+
+/// The JSON records the agent printed (`--print-requests`), by side.
+fn records(agent: &Agent, side: &str) -> Vec<Value> {
+    agent
+        .log_text()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["side"] == side)
+        .collect()
+}
+
+fn wait_for_records(agent: &Agent, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while records(agent, "client").len() < n || records(agent, "upstream").len() < n {
+        assert!(std::time::Instant::now() < deadline, "records missing:\n{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One exchange and what both of its records must say.
+struct Case {
+    /// Configured upstream name (the nginx route: `/NAME/` or `/NAME-ka/` for streams).
+    upstream: &'static str,
+    /// Path and query the provider sees.
+    path: &'static str,
+    status: u16,
+    /// `provider` of the client record (from the path's shape) and of the
+    /// upstream record (from the configured name).
+    client_provider: &'static str,
+    upstream_provider: &'static str,
+    operation: &'static str,
+    model_requested: Option<&'static str>,
+    model_returned: Option<&'static str>,
+    streaming: bool,
+    error_type: Option<&'static str>,
+    /// input, output, cache_read, cache_creation, reasoning.
+    tokens: [Option<u64>; 5],
+    deployment: Option<&'static str>,
+    stream_events: Option<u64>,
+}
+
+const fn t(input: u64, output: u64, cache_read: Option<u64>, cache_creation: Option<u64>) -> [Option<u64>; 5] {
+    [Some(input), Some(output), cache_read, cache_creation, None]
+}
+
+const NO_TOKENS: [Option<u64>; 5] = [None; 5];
+
+/// The client sends `"model":"gpt-4o-mini"` in every body.
+const BODY_MODEL: Option<&str> = Some("gpt-4o-mini");
+
+fn cases() -> Vec<Case> {
+    let base = Case {
+        upstream: "",
+        path: "",
+        status: 200,
+        client_provider: "",
+        upstream_provider: "",
+        operation: "chat",
+        model_requested: BODY_MODEL,
+        model_returned: None,
+        streaming: false,
+        error_type: None,
+        tokens: NO_TOKENS,
+        deployment: None,
+        stream_events: None,
+    };
+    let bedrock =
+        Case { upstream: "bedrock", client_provider: "aws.bedrock", upstream_provider: "aws.bedrock", ..base };
+    let vertex = || Case {
+        upstream: "vertex",
+        client_provider: "gcp.vertex_ai",
+        upstream_provider: "gcp.vertex_ai",
+        operation: "generate_content",
+        model_requested: Some("gemini-2.0-flash"),
+        model_returned: Some("gemini-2.0-flash"),
+        tokens: [Some(9), Some(4), Some(2), None, None],
+        ..base
+    };
+    let vertex_claude = || Case {
+        model_requested: Some("claude-sonnet-4@20250514"),
+        model_returned: Some("claude-sonnet-4"),
+        operation: "chat",
+        tokens: t(115, 7, Some(100), Some(5)),
+        ..vertex()
+    };
+    let cohere = || Case {
+        upstream: "cohere",
+        client_provider: "cohere",
+        upstream_provider: "cohere",
+        tokens: t(70, 3, None, None),
+        ..base
+    };
+    let ollama = || Case {
+        upstream: "ollama",
+        client_provider: "ollama",
+        upstream_provider: "ollama",
+        model_returned: Some("llama3.2"),
+        ..base
+    };
+    let compatible = |upstream, provider| Case {
+        upstream,
+        client_provider: "openai",
+        upstream_provider: provider,
+        model_returned: Some("gpt-4o-mini"),
+        tokens: t(12, 34, None, None),
+        ..base
+    };
+    vec![
+        Case {
+            path: "/model/anthropic.claude-3-5-haiku-20241022-v1:0/converse",
+            model_requested: Some("anthropic.claude-3-5-haiku-20241022-v1:0"),
+            tokens: t(14, 7, Some(3), None),
+            ..bedrock
+        },
+        Case {
+            path: "/model/amazon.nova-lite-v1:0/converse-stream?events=5&interval_ms=30",
+            model_requested: Some("amazon.nova-lite-v1:0"),
+            streaming: true,
+            tokens: t(25, 9, None, None),
+            // messageStart, 4 deltas, contentBlockStop, messageStop, metadata.
+            stream_events: Some(8),
+            ..bedrock
+        },
+        Case {
+            path: "/model/anthropic.claude-3-haiku-20240307-v1:0/invoke",
+            model_requested: Some("anthropic.claude-3-haiku-20240307-v1:0"),
+            model_returned: Some("claude-3-haiku-20240307"),
+            tokens: t(12, 6, None, None),
+            ..bedrock
+        },
+        Case {
+            path: "/model/anthropic.claude-3-haiku-20240307-v1:0/invoke-with-response-stream?events=4&interval_ms=30",
+            model_requested: Some("anthropic.claude-3-haiku-20240307-v1:0"),
+            model_returned: Some("claude-3-haiku-20240307"),
+            streaming: true,
+            tokens: t(12, 6, None, None),
+            stream_events: Some(5),
+            ..bedrock
+        },
+        Case {
+            path: "/model/amazon.nova-lite-v1:0/converse?status=429",
+            status: 429,
+            model_requested: Some("amazon.nova-lite-v1:0"),
+            error_type: Some("ThrottlingException"),
+            ..bedrock
+        },
+        Case {
+            path: "/v1/projects/p1/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent",
+            ..vertex()
+        },
+        Case {
+            path: "/v1/projects/p1/locations/us-central1/publishers/google/models/gemini-2.0-flash:streamGenerateContent?alt=sse&events=5&interval_ms=20",
+            streaming: true,
+            stream_events: Some(6),
+            ..vertex()
+        },
+        Case {
+            path: "/v1/projects/p1/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent?status=429",
+            status: 429,
+            model_returned: None,
+            tokens: NO_TOKENS,
+            error_type: Some("RESOURCE_EXHAUSTED"),
+            ..vertex()
+        },
+        Case {
+            path: "/v1/projects/p1/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict",
+            ..vertex_claude()
+        },
+        Case {
+            path: "/v1/projects/p1/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:streamRawPredict?events=5&interval_ms=20",
+            streaming: true,
+            tokens: t(115, 40, Some(100), Some(5)),
+            stream_events: Some(7),
+            ..vertex_claude()
+        },
+        Case {
+            upstream: "azure",
+            path: "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21",
+            client_provider: "azure.ai.openai",
+            upstream_provider: "azure.ai.openai",
+            model_returned: Some("gpt-4o-mini"),
+            tokens: t(12, 34, None, None),
+            deployment: Some("prod-4o"),
+            ..base
+        },
+        Case { path: "/v2/chat", ..cohere() },
+        Case { path: "/v2/chat?events=4&interval_ms=20", streaming: true, stream_events: Some(5), ..cohere() },
+        Case { path: "/api/chat", tokens: t(26, 298, None, None), ..ollama() },
+        Case {
+            path: "/api/generate?events=5&interval_ms=20",
+            operation: "text_completion",
+            streaming: true,
+            tokens: t(10, 20, None, None),
+            stream_events: Some(6),
+            ..ollama()
+        },
+        Case { path: "/v1/chat/completions", ..compatible("mistral", "mistral_ai") },
+        Case {
+            path: "/chat/completions?api=deepseek",
+            model_returned: Some("deepseek-chat"),
+            tokens: t(100, 10, Some(64), None),
+            ..compatible("deepseek", "deepseek")
+        },
+        Case { path: "/openai/v1/chat/completions", ..compatible("groq", "groq") },
+    ]
+}
+
+#[test]
+fn every_provider_api_is_recorded_exactly_on_both_sides() {
+    let _serial = serial();
+    let setup = Upstreams::start(&["bedrock", "vertex", "azure", "cohere", "ollama", "mistral", "deepseek", "groq"]);
+    let cases = cases();
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        let agent = setup.agent(mode);
+        let mut c = Client::connect(setup.nginx.port).unwrap();
+        for case in &cases {
+            let route = if case.streaming { format!("{}-ka", case.upstream) } else { case.upstream.to_string() };
+            let status = c.request(&format!("/{route}{}", case.path), 300, false).unwrap();
+            assert_eq!(status, case.status, "{}", case.path);
+        }
+        drop(c);
+        wait_for_records(&agent, cases.len());
+        let (client, upstream) = (records(&agent, "client"), records(&agent, "upstream"));
+        assert_eq!((client.len(), upstream.len()), (cases.len(), cases.len()), "{client:?}\n{upstream:?}");
+        for case in &cases {
+            let endpoint = case.path.split('?').next().unwrap();
+            let route = if case.streaming { format!("{}-ka", case.upstream) } else { case.upstream.to_string() };
+            let client_endpoint = format!("/{route}{endpoint}");
+            for (side, records, endpoint, provider) in [
+                ("client", &client, client_endpoint.as_str(), case.client_provider),
+                ("upstream", &upstream, endpoint, case.upstream_provider),
+            ] {
+                let matching: Vec<&Value> = records
+                    .iter()
+                    .filter(|r| {
+                        r["endpoint"] == endpoint
+                            && r["status"] == case.status
+                            && r["streaming"] == case.streaming
+                            && r["upstream_provider"] == case.upstream
+                    })
+                    .collect();
+                assert_eq!(matching.len(), 1, "{side} {}: {records:?}", case.path);
+                let r = matching[0];
+                let what = format!("{side} {}: {r}", case.path);
+                assert_eq!(r["provider"], provider, "{what}");
+                assert_eq!(r["operation"], case.operation, "{what}");
+                assert_eq!(r["model_requested"].as_str(), case.model_requested, "{what}");
+                assert_eq!(r["model_returned"].as_str(), case.model_returned, "{what}");
+                assert_eq!(r["streaming"], case.streaming, "{what}");
+                assert_eq!(r["error_type"].as_str(), case.error_type, "{what}");
+                assert_eq!(r["deployment"].as_str(), case.deployment, "{what}");
+                let tokens =
+                    ["input", "output", "cache_read", "cache_creation", "reasoning"].map(|k| r["tokens"][k].as_u64());
+                assert_eq!(tokens, case.tokens, "{what}");
+                assert_eq!(r["stream_events"].as_u64(), case.stream_events, "{what}");
+                if case.streaming {
+                    assert!(r["time_to_first_token_ms"].as_f64().is_some(), "{what}");
+                } else {
+                    assert!(r["time_to_first_token_ms"].is_null(), "{what}");
+                }
+            }
+        }
+    });
+}
+
+/// Tolerance of the streaming times: the capture stamps each event when the
+/// proxy reads (upstream side) or writes (client side) it, so a time from
+/// the request's start can be late by scheduling on a loaded machine but
+/// never early (2 ms for clock granularity); a span between two events can
+/// shrink when its first event was the late one.
+const EARLY_MS: f64 = 2.0;
+const LATE_MS: f64 = 100.0;
+const SPAN_EARLY_MS: f64 = 50.0;
+
+fn within(what: &str, measured: f64, expected: f64, early: f64, late: f64) {
+    assert!(
+        measured >= expected - early && measured <= expected + late,
+        "{what}: {measured} ms, expected {expected} ms (-{early}/+{late})"
+    );
+}
+
+#[test]
+fn streaming_time_follows_a_paced_schedule_and_role_only_deltas_are_not_tokens() {
+    let _serial = serial();
+    let setup = Upstreams::start(&["openai", "bedrock"]);
+    const INTERVAL: f64 = 150.0;
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        let agent = setup.agent(mode);
+        let mut c = Client::connect(setup.nginx.port).unwrap();
+        // OpenAI: a role-only delta at once, content events 1..=5 at
+        // 150 ms steps, then the usage chunk (completion 55) and [DONE].
+        let openai = "/openai-ka/v1/chat/completions?events=6&interval_ms=150&usage=1&role_first=1";
+        assert_eq!(c.request(openai, 300, false).unwrap(), 200);
+        // Bedrock ConverseStream: messageStart at once, deltas 1..=3 at
+        // 150 ms steps, then the closing events with usage (output 9).
+        let bedrock = "/bedrock-ka/model/amazon.nova-lite-v1:0/converse-stream?events=4&interval_ms=150";
+        assert_eq!(c.request(bedrock, 300, false).unwrap(), 200);
+        drop(c);
+        wait_for_records(&agent, 2);
+        for side in ["client", "upstream"] {
+            for r in records(&agent, side) {
+                let what = format!("{side} {}", r["endpoint"]);
+                let ms = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{what}: no {k} in {r}"));
+                let (content_events, output_tokens, events) =
+                    if r["provider"] == "aws.bedrock" { (3.0, 9.0, 7) } else { (5.0, 55.0, 7) };
+                assert_eq!(r["stream_events"], events, "{what}: {r}");
+                // The first content event is the one at 150 ms: the role-only
+                // delta and messageStart, sent at once, do not count.
+                within(
+                    &format!("{what} time to first token"),
+                    ms("time_to_first_token_ms"),
+                    INTERVAL,
+                    EARLY_MS,
+                    LATE_MS,
+                );
+                let span = (content_events - 1.0) * INTERVAL;
+                let tpot = ms("time_per_output_token_ms");
+                within(
+                    &format!("{what} time per output token x (output - 1)"),
+                    tpot * (output_tokens - 1.0),
+                    span,
+                    SPAN_EARLY_MS,
+                    LATE_MS,
+                );
+                assert_eq!(r["content_events"], content_events as u64, "{what}: {r}");
+            }
+        }
+        // Exported: 2 streams on each of 2 sides; one chunk gap per content
+        // event after the first (4 for OpenAI, 2 for Bedrock).
+        let s = agent.scrape();
+        llm_proxy_e2e::metrics::promtool_check(&s.text, "prometheus text with streaming time");
+        assert_eq!(s.sum("gen_ai_client_operation_time_to_first_chunk_seconds_count"), 4, "{}", s.text);
+        assert_eq!(s.sum("gen_ai_client_operation_time_per_output_chunk_seconds_count"), 2 * (4 + 2));
+        assert_eq!(s.sum("llm_time_per_output_token_seconds_count"), 4);
+    });
+}
