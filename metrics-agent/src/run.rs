@@ -27,7 +27,6 @@ use crate::{
     kernel::Kernel,
     preflight,
     proc_events::Tracer,
-    upstream_addresses::{self, AddressTable},
     run_args::RunArgs,
     target::Target,
     upstream_addresses::{self, AddressTable},

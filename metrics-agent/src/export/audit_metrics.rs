@@ -47,7 +47,12 @@ fn once(_: &RequestRecord) -> u64 {
 /// token, for instance) is one entry here plus its catalogue entry. Their raw
 /// samples are buffered for DogStatsD distributions.
 pub static RECORD_HISTOGRAMS: [RecordHistogram; 5] = [
-    RecordHistogram { desc: &m::DURATION, bounds: DURATION_BUCKETS, value: |r| Some(r.duration_ms / 1e3), observations: once },
+    RecordHistogram {
+        desc: &m::DURATION,
+        bounds: DURATION_BUCKETS,
+        value: |r| Some(r.duration_ms / 1e3),
+        observations: once,
+    },
     RecordHistogram { desc: &m::TTFB, bounds: DURATION_BUCKETS, value: |r| Some(r.ttfb_ms / 1e3), observations: once },
     RecordHistogram {
         desc: &m::TIME_TO_FIRST_CHUNK,

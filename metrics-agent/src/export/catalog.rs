@@ -133,24 +133,27 @@ pub static TIME_TO_FIRST_CHUNK: Desc = desc(
     "gen_ai.client.operation.time_to_first_chunk",
     "gen_ai_client_operation_time_to_first_chunk",
     "s",
-    Some("seconds"),
-    Kind::Histogram,
+    SECONDS,
+    Histogram,
+    AUDIT_LABELS,
     "Streamed responses: first request byte to the first content-bearing event (OpenTelemetry GenAI).",
 );
 pub static TIME_PER_OUTPUT_CHUNK: Desc = desc(
     "gen_ai.client.operation.time_per_output_chunk",
     "gen_ai_client_operation_time_per_output_chunk",
     "s",
-    Some("seconds"),
-    Kind::Histogram,
+    SECONDS,
+    Histogram,
+    AUDIT_LABELS,
     "Streamed responses: time between content-bearing events after the first (OpenTelemetry GenAI; each request's mean gap, observed once per gap).",
 );
 pub static TIME_PER_OUTPUT_TOKEN: Desc = desc(
     "llm.time_per_output_token",
     "llm_time_per_output_token",
     "s",
-    Some("seconds"),
-    Kind::Histogram,
+    SECONDS,
+    Histogram,
+    AUDIT_LABELS,
     "Streamed responses with known usage: (last - first content event) / (output tokens - 1).",
 );
 
