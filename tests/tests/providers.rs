@@ -245,9 +245,29 @@ fn cases() -> Vec<Case> {
             deployment: Some("prod-4o"),
             ..base
         },
+        Case {
+            upstream: "azure",
+            path: "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21&events=4&interval_ms=20&usage=1",
+            client_provider: "azure.ai.openai",
+            upstream_provider: "azure.ai.openai",
+            streaming: true,
+            // The mock's chunks name no model; usage comes in the last chunk.
+            tokens: t(21, 55, None, None),
+            deployment: Some("prod-4o"),
+            stream_events: Some(5),
+            ..base
+        },
         Case { path: "/v2/chat", ..cohere() },
         Case { path: "/v2/chat?events=4&interval_ms=20", streaming: true, stream_events: Some(5), ..cohere() },
         Case { path: "/api/chat", tokens: t(26, 298, None, None), ..ollama() },
+        Case {
+            path: "/api/chat?events=3&interval_ms=20",
+            streaming: true,
+            tokens: t(10, 20, None, None),
+            stream_events: Some(4),
+            ..ollama()
+        },
+        Case { path: "/api/generate", operation: "text_completion", tokens: t(26, 298, None, None), ..ollama() },
         Case {
             path: "/api/generate?events=5&interval_ms=20",
             operation: "text_completion",
