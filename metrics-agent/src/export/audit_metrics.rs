@@ -39,7 +39,7 @@ pub struct RecordHistogram {
 /// Every per-exchange histogram of the audit path: adding one (time to first
 /// token, for instance) is one entry here plus its catalogue entry. Their raw
 /// samples are buffered for DogStatsD distributions.
-pub static RECORD_HISTOGRAMS: [RecordHistogram; 2] = [
+pub static RECORD_HISTOGRAMS: &[RecordHistogram] = &[
     RecordHistogram { desc: &m::DURATION, bounds: DURATION_BUCKETS, value: |r| Some(r.duration_ms / 1e3) },
     RecordHistogram { desc: &m::TTFB, bounds: DURATION_BUCKETS, value: |r| Some(r.ttfb_ms / 1e3) },
 ];
