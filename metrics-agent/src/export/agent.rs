@@ -12,7 +12,7 @@ use crate::agent_stats::AgentStats;
 /// Appends the series of `stats`; `agent_cpu_seconds` is the agent's own CPU time.
 pub fn append(stats: &AgentStats, agent_cpu_seconds: f64, out: &mut Vec<Series>) {
     let s = stats;
-    let metrics: [(&'static Desc, &AtomicU64); 17] = [
+    let metrics: &[(&'static Desc, &AtomicU64)] = &[
         (&m::TRACED_PROCESSES, &s.traced_processes),
         (&m::PREEXISTING_CONNECTIONS, &s.preexisting_connections),
         (&m::ADOPTED_CONNECTIONS, &s.adopted_connections),

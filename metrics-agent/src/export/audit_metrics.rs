@@ -46,7 +46,7 @@ fn once(_: &RequestRecord) -> u64 {
 /// Every per-exchange histogram of the audit path: adding one (time to first
 /// token, for instance) is one entry here plus its catalogue entry. Their raw
 /// samples are buffered for DogStatsD distributions.
-pub static RECORD_HISTOGRAMS: [RecordHistogram; 5] = [
+pub static RECORD_HISTOGRAMS: &[RecordHistogram] = &[
     RecordHistogram {
         desc: &m::DURATION,
         bounds: DURATION_BUCKETS,
