@@ -4,6 +4,8 @@
 pub mod correlate;
 #[path = "../../src/audit/decode.rs"]
 pub mod decode;
+#[path = "../../src/audit/h2/mod.rs"]
+pub mod h2;
 #[path = "../../src/audit/identity.rs"]
 pub mod identity;
 #[path = "../../src/audit/llm.rs"]

@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod correlate;
 pub mod cost;
 pub mod decode;
+pub mod h2;
 pub mod identity;
 pub mod llm;
 pub mod message;
