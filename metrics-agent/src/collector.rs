@@ -128,6 +128,9 @@ pub struct AgentStats {
     /// Events on which the audit parsers panicked (a bug; the state was reset).
     pub audit_parser_panics: AtomicU64,
     pub audit_resyncs: AtomicU64,
+    pub audit_h2_streams: AtomicU64,
+    pub audit_h2_evicted_streams: AtomicU64,
+    pub audit_h2_broken_connections: AtomicU64,
     pub audit_connections: AtomicU64,
     pub audit_memory_bytes: AtomicU64,
     pub audit_evicted_connections: AtomicU64,
@@ -267,6 +270,42 @@ impl Collector for HotPathCollector {
                 ("unknown", at(c::TLS_BYTES_SENT_UNKNOWN)),
             ],
         )?;
+        for (name, help, slot) in [
+            (
+                "llm_proxy_h2_connections",
+                "HTTP/2 connections (h2c, or TLS plaintext after ALPN h2).",
+                c::H2_CONNECTIONS,
+            ),
+            (
+                "llm_proxy_h2_streams_opened",
+                "HTTP/2 streams the client side opened (HEADERS on a new odd stream id), both sides of the proxy.",
+                c::H2_STREAMS_OPENED,
+            ),
+            (
+                "llm_proxy_h2_streams_ended",
+                "HTTP/2 streams the server side ended (END_STREAM), both sides of the proxy.",
+                c::H2_STREAMS_ENDED,
+            ),
+            ("llm_proxy_h2_rst_streams", "HTTP/2 RST_STREAM frames, either direction.", c::H2_RST_STREAMS),
+            (
+                "llm_proxy_h2_data_bytes_received",
+                "HTTP/2 DATA frame payload bytes the proxy read.",
+                c::H2_DATA_BYTES_RECEIVED,
+            ),
+            ("llm_proxy_h2_data_bytes_sent", "HTTP/2 DATA frame payload bytes the proxy wrote.", c::H2_DATA_BYTES_SENT),
+            (
+                "metrics_agent_h2_status_undecoded",
+                "HTTP/2 response heads whose :status needs the HPACK dynamic table (in no status class on the hot path).",
+                c::H2_STATUS_UNDECODED,
+            ),
+            (
+                "metrics_agent_h2_framing_lost",
+                "HTTP/2 connection directions whose frame boundaries the kernel lost (not counted further).",
+                c::H2_FRAMING_LOST,
+            ),
+        ] {
+            counter(&mut e, name, help, None, at(slot))?;
+        }
         labelled_counters(
             &mut e,
             "llm_proxy_connections_opened",
@@ -525,6 +564,25 @@ impl Collector for HotPathCollector {
             None,
             self.stats.audit_unpriced_records.load(Ordering::Relaxed),
         )?;
+        for (name, help, value) in [
+            (
+                "metrics_agent_audit_h2_streams",
+                "HTTP/2 streams the audit path parsed into exchanges.",
+                &self.stats.audit_h2_streams,
+            ),
+            (
+                "metrics_agent_audit_h2_evicted_streams",
+                "HTTP/2 streams dropped in flight because a connection had 128 open.",
+                &self.stats.audit_h2_evicted_streams,
+            ),
+            (
+                "metrics_agent_audit_h2_broken_connections",
+                "HTTP/2 connections whose parse stopped (malformed frames, HPACK error, oversized header block, missing bytes).",
+                &self.stats.audit_h2_broken_connections,
+            ),
+        ] {
+            counter(&mut e, name, help, None, value.load(Ordering::Relaxed))?;
+        }
         counter(
             &mut e,
             "metrics_agent_audit_resyncs",

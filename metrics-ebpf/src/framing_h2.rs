@@ -59,7 +59,9 @@ pub struct H2Walk {
     max_stream: u32,
     /// Non-zero when a direction lost its frame boundaries.
     lost: [u32; 2],
-    _pad: u32,
+    /// A response HEADERS frame whose payload starts in the next iovec or
+    /// call: its flags | `STATUS_PENDING`, for reading `:status` there.
+    status_pending: u32,
     /// Frame header bytes (the first 9) of each direction; room for a
     /// masked read at any `have`.
     header: [[u8; 32]; 2],
@@ -176,6 +178,7 @@ fn starts(conn: &mut ConnState, fd: u32) -> bool {
     set!((*walk).have, [0, 0]);
     set!((*walk).max_stream, 0);
     set!((*walk).lost, [0, 0]);
+    set!((*walk).status_pending, 0);
     // SAFETY: a map value pointer.
     if H2_WALKS.insert(&conn_key(tgid, fd), unsafe { &*walk }, 0).is_err() {
         return false;
@@ -255,6 +258,13 @@ fn step(cur: *mut Cursor, w: *mut H2Walk, conn: &mut ConnState) -> u32 {
     let dir = (get!((*cur).dir) & 1) as usize;
     let left = get!((*w).left[dir]) as u64;
     if left > 0 {
+        let pending = get!((*w).status_pending);
+        if dir == 1 && pending != 0 {
+            // The payload of a response HEADERS frame starts here.
+            set!((*w).status_pending, 0);
+            let f = Frame { len: left as u32, kind: HEADERS, flags: pending as u8, stream: 0 };
+            headers_status(conn, f, get!((*cur).seg_ptr) + seg_off, avail);
+        }
         let take = if left < avail { left } else { avail };
         consume(cur, take);
         set!((*w).left[dir], (left - take) as u32);
@@ -292,7 +302,7 @@ fn step(cur: *mut Cursor, w: *mut H2Walk, conn: &mut ConnState) -> u32 {
         client_frame(conn, w, frame);
     } else {
         // The payload's first bytes, for `:status`, when this iovec holds them.
-        server_frame(conn, frame, src + take, avail - take);
+        server_frame(conn, w, frame, src + take, avail - take);
     }
     STEP_MORE
 }
@@ -324,20 +334,35 @@ fn client_frame(conn: &ConnState, w: *mut H2Walk, f: Frame) {
 
 /// A frame the server side sent.
 #[inline(always)]
-fn server_frame(conn: &ConnState, f: Frame, payload: u64, avail: u64) {
-    if f.kind == HEADERS {
-        let status = status_of(f, payload, avail);
-        if status >= 200 {
-            response_status(conn, status);
-        } else if status == 0 && f.flags & FLAG_END_STREAM == 0 {
-            // Not trailers (those end the stream) and not readable.
-            add(&COUNTERS, c::H2_STATUS_UNDECODED, 1);
+fn server_frame(conn: &ConnState, w: *mut H2Walk, f: Frame, payload: u64, avail: u64) {
+    if f.kind == HEADERS && f.len > 0 {
+        if avail == 0 {
+            // nginx writes the frame header and the block as two iovecs.
+            set!((*w).status_pending, f.flags as u32 | STATUS_PENDING);
+        } else {
+            headers_status(conn, f, payload, avail);
         }
     }
     if (f.kind == HEADERS || f.kind == DATA) && f.flags & FLAG_END_STREAM != 0 {
         add(&COUNTERS, c::H2_STREAMS_ENDED, 1);
     }
     common(conn, f, false);
+}
+
+/// Marks `H2Walk::status_pending`.
+const STATUS_PENDING: u32 = 0x100;
+
+/// Counts the status of a response HEADERS frame whose payload starts at
+/// `payload` (`avail` bytes readable there).
+#[inline(always)]
+fn headers_status(conn: &ConnState, f: Frame, payload: u64, avail: u64) {
+    let status = status_of(f, payload, avail);
+    if status >= 200 {
+        response_status(conn, status);
+    } else if status == 0 && f.flags & FLAG_END_STREAM == 0 {
+        // Not trailers (those end the stream) and not readable.
+        add(&COUNTERS, c::H2_STATUS_UNDECODED, 1);
+    }
 }
 
 /// DATA bytes and RST_STREAM, either direction.
@@ -360,11 +385,18 @@ fn common(conn: &ConnState, f: Frame, from_client: bool) {
 #[inline(always)]
 fn status_of(f: Frame, payload: u64, avail: u64) -> u32 {
     let skip = if f.flags & FLAG_PADDED != 0 { 1 } else { 0 } + if f.flags & FLAG_PRIORITY != 0 { 5 } else { 0 };
-    if avail < skip + 5 || (f.len as u64) < skip + 1 {
+    if avail < skip + 1 || (f.len as u64) < skip + 1 {
         return 0;
     }
     // SAFETY: reading user memory through the helper.
-    let Ok(b) = (unsafe { bpf_probe_read_user((payload + skip) as *const [u8; 5]) }) else { return 0 };
+    let Ok(b) = (unsafe { bpf_probe_read_user((payload + skip) as *const [u8; 6]) }) else { return 0 };
+    // A one-byte dynamic table size update may come first (nginx starts
+    // its first block with one to size 0).
+    let b = if b[0] & 0xe0 == 0x20 && b[0] != 0x3f {
+        [b[1], b[2], b[3], b[4], b[5]]
+    } else {
+        [b[0], b[1], b[2], b[3], b[4]]
+    };
     let status = match b[0] {
         0x88 => 200,
         0x89 => 204,

@@ -183,6 +183,9 @@ impl AuditTask {
             emit(std::mem::take(&mut ready));
             stats.audit_records.store(pipeline.stats.records, Ordering::Relaxed);
             stats.audit_resyncs.store(pipeline.stats.resyncs, Ordering::Relaxed);
+            stats.audit_h2_streams.store(pipeline.stats.h2.streams, Ordering::Relaxed);
+            stats.audit_h2_evicted_streams.store(pipeline.stats.h2.evicted_streams, Ordering::Relaxed);
+            stats.audit_h2_broken_connections.store(pipeline.stats.h2.broken_connections, Ordering::Relaxed);
             stats.audit_connections.store(pipeline.tracked_connections() as u64, Ordering::Relaxed);
             stats.audit_memory_bytes.store(pipeline.memory() as u64, Ordering::Relaxed);
             stats.audit_evicted_connections.store(pipeline.stats.evicted_connections, Ordering::Relaxed);
