@@ -397,8 +397,10 @@ impl Pipeline {
             }
             let data = &data[..(header.len as usize).min(data.len())];
             if !self.h2.contains_key(&header.conn_id) {
-                let fresh = request_dir && header.offset == 0 && !self.conns.contains_key(&header.conn_id);
-                if !fresh || !h2::starts_with_preface(data) {
+                let fresh = header.offset == 0 && !self.conns.contains_key(&header.conn_id);
+                // A server may send its SETTINGS before it reads the preface.
+                let starts = if request_dir { h2::starts_with_preface(data) } else { h2::is_server_preface(data) };
+                if !fresh || !starts {
                     return None;
                 }
                 if self.h2.len() >= MAX_CONNECTIONS {

@@ -39,6 +39,18 @@ pub fn starts_with_preface(data: &[u8]) -> bool {
     n >= 4 && data[..n] == PREFACE[..n]
 }
 
+/// True when a connection's first response bytes are a server's
+/// connection preface: a SETTINGS frame on stream 0, whole settings.
+pub fn is_server_preface(data: &[u8]) -> bool {
+    match data {
+        [l0, l1, l2, frame::SETTINGS, 0, 0, 0, 0, 0, ..] => {
+            let len = u32::from_be_bytes([0, *l0, *l1, *l2]);
+            len % 6 == 0 && len <= 16 * 1024
+        }
+        _ => false,
+    }
+}
+
 /// Health counters of the HTTP/2 parsers.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct H2Stats {

@@ -134,6 +134,25 @@ fn an_error_status_in_a_headers_only_response_and_huffman_coded_fields() {
 }
 
 #[test]
+fn a_connection_whose_server_speaks_first_is_recognised() {
+    let mut p = Pipeline::new(1 << 20);
+    let mut w = Wire::new(15);
+    // nginx over TLS writes its SETTINGS before it reads the preface.
+    assert!(w.send(&mut p, false, 0, &frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 0x80])).is_empty());
+    let block = w.headers(true, &request_fields("/v1/chat/completions", "s"));
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, &block));
+    w.send(&mut p, true, 1, &bytes);
+    let block = w.headers(false, &[(":status", "200")]);
+    let mut bytes = frame(HEADERS, FLAG_END_HEADERS, 1, &block);
+    bytes.extend(frame(DATA, FLAG_END_STREAM, 1, OPENAI_BODY.as_bytes()));
+    let r = w.send(&mut p, false, 2, &bytes);
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].status, r[0].tokens.output), (200, Some(22)));
+    assert_eq!(p.stats.h2.connections, 1);
+}
+
+#[test]
 fn reset_streams_and_goaway_end_streams_without_records() {
     let mut p = Pipeline::new(1 << 20);
     let mut w = Wire::new(5);
