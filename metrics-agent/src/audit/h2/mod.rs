@@ -45,7 +45,7 @@ pub fn is_server_preface(data: &[u8]) -> bool {
     match data {
         [l0, l1, l2, frame::SETTINGS, 0, 0, 0, 0, 0, ..] => {
             let len = u32::from_be_bytes([0, *l0, *l1, *l2]);
-            len % 6 == 0 && len <= 16 * 1024
+            len.is_multiple_of(6) && len <= 16 * 1024
         }
         _ => false,
     }
@@ -260,11 +260,9 @@ impl ConnStreams {
                     self.decode_block(dir, stats);
                 }
             }
-            RST_STREAM => {
-                if self.streams.contains_key(&header.stream) {
-                    stats.reset_streams += 1;
-                    self.close(header.stream);
-                }
+            RST_STREAM if self.streams.contains_key(&header.stream) => {
+                stats.reset_streams += 1;
+                self.close(header.stream);
             }
             GOAWAY if payload.len() >= 4 => {
                 // Streams the sender of GOAWAY never processed are over.
@@ -321,7 +319,7 @@ impl ConnStreams {
             }
             return;
         }
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             return; // streams are opened by the client with odd ids
         }
         let Some(head) = transcode::request_head(fields) else { return };
