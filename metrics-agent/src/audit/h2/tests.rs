@@ -10,27 +10,33 @@ use proptest::prelude::*;
 use super::{MAX_STREAMS, frame::*};
 use crate::audit::pipeline::{Pipeline, RequestRecord};
 
-/// One side of a client-side HTTP/2 connection as the proxy sees it.
+/// An HTTP/2 connection as the proxy sees it (a client-side one unless
+/// `side` says otherwise).
 struct Wire {
     conn: u64,
+    side: u8,
+    provider: u8,
     offsets: [u64; 2],
     encoders: [Encoder<'static>; 2],
 }
 
 impl Wire {
     fn new(conn: u64) -> Self {
-        Self { conn, offsets: [0, 0], encoders: [Encoder::new(), Encoder::new()] }
+        Self { conn, side: SIDE_CLIENT, provider: 0, offsets: [0, 0], encoders: [Encoder::new(), Encoder::new()] }
     }
 
-    /// Bytes the proxy read (`request`) or wrote, at time `ms`.
+    /// Request bytes (`request`) or response bytes, at time `ms`: read on a
+    /// client-side connection, written on an upstream one.
     fn send(&mut self, p: &mut Pipeline, request: bool, ms: u64, bytes: &[u8]) -> Vec<RequestRecord> {
         let dir = usize::from(!request);
+        let read = request == (self.side == SIDE_CLIENT);
         let h = ChunkHeader {
             conn_id: self.conn,
             offset: self.offsets[dir],
             ts_ns: ms * 1_000_000,
-            direction: if request { DIR_READ } else { DIR_WRITE },
-            side: SIDE_CLIENT,
+            direction: if read { DIR_READ } else { DIR_WRITE },
+            side: self.side,
+            provider: self.provider,
             kind: KIND_DATA,
             len: bytes.len() as u32,
             sample_every: 1,
@@ -131,6 +137,27 @@ fn an_error_status_in_a_headers_only_response_and_huffman_coded_fields() {
     let r = w.send(&mut p, false, 3, &frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, b"\x48\x03429"));
     assert_eq!(r.len(), 1);
     assert_eq!((r[0].status, r[0].endpoint.as_str(), r[0].ttfb_ms), (429, "/", 2.0));
+}
+
+#[test]
+fn an_upstream_connection_gives_upstream_records_of_its_configured_provider() {
+    let mut p = Pipeline::new(1 << 20).with_configured_providers(&[(2, "anthropic".into())]);
+    let mut w = Wire::new(17);
+    (w.side, w.provider) = (metrics_common::conn::SIDE_UPSTREAM, 2);
+    let block = w.headers(true, &request_fields("/v1/messages", "s"));
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(HEADERS, FLAG_END_HEADERS, 1, &block));
+    bytes.extend(frame(DATA, FLAG_END_STREAM, 1, br#"{"model":"claude-sonnet-4-5"}"#));
+    w.send(&mut p, true, 1, &bytes);
+    let block = w.headers(false, &[(":status", "200"), ("content-type", "application/json")]);
+    let mut bytes = frame(HEADERS, FLAG_END_HEADERS, 1, &block);
+    let body = r#"{"model":"claude-sonnet-4-5","usage":{"input_tokens":3,"output_tokens":4}}"#;
+    bytes.extend(frame(DATA, FLAG_END_STREAM, 1, body.as_bytes()));
+    let r = w.send(&mut p, false, 5, &bytes);
+    assert_eq!(r.len(), 1);
+    let r = &r[0];
+    assert_eq!((r.side, r.provider, r.provider_slot), ("upstream", "anthropic", Some(2)));
+    assert_eq!((r.tokens.input, r.tokens.output, r.ttfb_ms), (Some(3), Some(4), 4.0));
 }
 
 #[test]
