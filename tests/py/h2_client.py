@@ -5,7 +5,12 @@ all at once multiplexed (--parallel), reads each response whole, and prints
 one JSON line per request: path, HTTP version, status, time to the response
 head (ms), body bytes.
 
-usage: h2_client.py BASE_URL BODY [--parallel] PATH...
+usage: h2_client.py [--wait-stdin] BASE_URL[,BASE_URL...] BODY [--parallel] PATH...
+
+With several base URLs, the paths go to each in turn (one connection each).
+--wait-stdin: the client is ready (imports done, so libssl mapped) and waits
+for a line on standard input before it connects, so that an agent can attach
+to it first.
 """
 
 import asyncio
@@ -34,17 +39,23 @@ async def one(client, base, body, path):
 
 
 async def main():
-    base, body, rest = sys.argv[1], sys.argv[2], sys.argv[3:]
+    args = sys.argv[1:]
+    if args[:1] == ["--wait-stdin"]:
+        args = args[1:]
+        print("ready", flush=True)
+        sys.stdin.readline()
+    bases, body, rest = args[0].split(","), args[1], args[2:]
     parallel = rest[:1] == ["--parallel"]
     paths = rest[1:] if parallel else rest
     limits = httpx.Limits(max_connections=1)
-    async with httpx.AsyncClient(http1=False, http2=True, verify=False, limits=limits, timeout=30) as client:
-        if parallel:
-            results = await asyncio.gather(*(one(client, base, body, p) for p in paths))
-        else:
-            results = [await one(client, base, body, p) for p in paths]
-    for r in results:
-        print(json.dumps(r), flush=True)
+    for base in bases:
+        async with httpx.AsyncClient(http1=False, http2=True, verify=False, limits=limits, timeout=30) as client:
+            if parallel:
+                results = await asyncio.gather(*(one(client, base, body, p) for p in paths))
+            else:
+                results = [await one(client, base, body, p) for p in paths]
+        for r in results:
+            print(json.dumps(r), flush=True)
 
 
 asyncio.run(main())

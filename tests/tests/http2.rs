@@ -6,13 +6,14 @@
 //! records must match the client's and the providers' ground truth exactly.
 
 use std::{
-    process::Command,
+    io::{BufRead, BufReader, Write},
+    process::{Command, Stdio},
     sync::{Mutex, MutexGuard},
     time::Duration,
 };
 
 use llm_proxy_e2e::{
-    harness::{Agent, NginxH2},
+    harness::{Agent, Guard, NginxH2},
     mock::MockProvider,
     modes::{self, for_each_mode},
 };
@@ -191,5 +192,95 @@ fn nginx_http2_clients_are_counted_and_audited_exactly() {
             assert!(r["upstream_provider"] == r["provider"], "paired with its upstream exchange: {r}");
         }
         assert_eq!(agent.scrape().get("metrics_agent_audit_h2_broken_connections_total"), 0);
+    });
+}
+
+/// The upstream side: a Python process (httpx with h2) that calls its
+/// providers over HTTP/2 — h2c with prior knowledge and h2 over TLS, both
+/// served by nginx's HTTP/2 listeners in front of the mock — traced as the
+/// proxy. Its streams are provider requests, its records upstream records.
+#[test]
+fn http2_upstream_calls_are_provider_requests_with_exact_records() {
+    let _serial = serial();
+    let mock = MockProvider::start(0).unwrap();
+    let nginx = NginxH2::start(&[("openai", mock.port)]);
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let python = std::path::PathBuf::from(home).join(".cache/metrics-agent/gateway-venv/bin/python");
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("py/h2_client.py");
+    let bases = format!("http://127.0.0.1:{},https://127.0.0.1:{}", nginx.h2c_port, nginx.tls_port);
+    let paths = [
+        "/openai/v1/chat/completions",
+        "/openai/v1/chat/completions?status=429",
+        "/openai/v1/chat/completions?events=5&interval_ms=20&usage=1",
+    ];
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        mock.reset();
+        let mut client = Guard::spawn(
+            "h2-client",
+            Command::new(&python)
+                .arg(&script)
+                .arg("--wait-stdin")
+                .arg(&bases)
+                .arg(OPENAI_BODY)
+                .args(paths)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        );
+        let mut stdout = BufReader::new(client.child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        let [attach, name] = mode.args();
+        let (h2c, tls) = (format!("h2c=127.0.0.1:{}", nginx.h2c_port), format!("tls=127.0.0.1:{}", nginx.tls_port));
+        let pid = client.pid().to_string();
+        let agent =
+            Agent::start(&["--pid", &pid, attach, name, "--provider", &h2c, "--provider", &tls, "--print-requests"]);
+        agent
+            .wait_until(Duration::from_secs(10), "the client traced", |s| s.get("metrics_agent_traced_processes") >= 1);
+        client.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let answers: Vec<serde_json::Value> =
+            stdout.lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+        assert_eq!(answers.len(), 2 * paths.len(), "{answers:?}");
+        // The same calls went to both providers.
+        let failed_each = answers.iter().filter(|a| a["status"].as_u64().unwrap() >= 400).count() as u64 / 2;
+        mock.wait_idle(Duration::from_secs(20));
+        assert_eq!(mock.snapshot().0, answers.len() as u64, "every call reached the provider");
+        let s = agent.wait_until(Duration::from_secs(20), "every stream counted", |s| {
+            s.get("llm_proxy_h2_streams_ended_total") >= answers.len() as u64
+        });
+        for provider in ["h2c", "tls"] {
+            let series = |m: &str| format!("{m}{{provider=\"{provider}\"}}");
+            assert_eq!(
+                s.get(&series("llm_proxy_provider_requests_total")),
+                paths.len() as u64,
+                "{provider}\n{}",
+                s.text
+            );
+            assert_eq!(s.get(&series("llm_proxy_provider_requests_failed_total")), failed_each, "{provider}");
+        }
+        assert_eq!(s.get("llm_proxy_h2_connections_total"), 2);
+        assert_eq!(s.get("llm_proxy_h2_streams_opened_total"), answers.len() as u64);
+        assert_eq!(s.get("llm_proxy_requests_total"), 0, "no client side here");
+        assert_eq!(s.get("metrics_agent_h2_framing_lost_total"), 0);
+        llm_proxy_e2e::metrics::promtool_check(&s.text, "prometheus text");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while records(&agent, "upstream").len() < answers.len() {
+            assert!(std::time::Instant::now() < deadline, "records missing:\n{}", agent.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let upstream = records(&agent, "upstream");
+        assert_eq!(upstream.len(), answers.len());
+        let sent = mock.usage_sent();
+        let sum = |field: &str| upstream.iter().map(|r| r["tokens"][field].as_u64().unwrap_or(0)).sum::<u64>();
+        assert_eq!((sum("input"), sum("output")), (sent.input, sent.output), "tokens");
+        for provider in ["h2c", "tls"] {
+            let mut statuses: Vec<u64> = upstream
+                .iter()
+                .filter(|r| r["upstream_provider"] == provider)
+                .map(|r| r["status"].as_u64().unwrap())
+                .collect();
+            statuses.sort();
+            assert_eq!(statuses, [200, 200, 429], "{provider}: {upstream:?}");
+        }
     });
 }
