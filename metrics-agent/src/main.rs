@@ -7,6 +7,7 @@ mod cli;
 mod collector;
 mod config;
 mod export;
+mod gotls;
 mod http;
 mod kernel;
 mod libc_symbols;
