@@ -1,7 +1,8 @@
 //! Finds functions in a Go executable by Go's own function table
 //! (`.gopclntab`), which stripped binaries (`-ldflags=-s -w`) keep, or by
 //! `.symtab` when present: their address, the file offset a uprobe needs,
-//! and their size (up to the next function, for decoding the body).
+//! and their size (up to the next function, for decoding the body); and
+//! the Go version from the build info (`go_version`).
 //!
 //! Layout of the Go 1.18 and later table (`runtime/symtab.go`, `pcHeader`):
 //! magic (0xfffffff0 for 1.18-1.19, 0xfffffff1 for 1.20 and later), two zero
@@ -33,6 +34,8 @@ pub enum PclntabError {
     NoTable,
     #[error("unsupported Go function table (magic {magic:#x}): Go 1.18 or later is needed")]
     UnsupportedVersion { magic: u32 },
+    #[error("no .go.buildinfo section: not a Go executable")]
+    NoBuildInfo,
     #[error("malformed Go function table: {what}")]
     Malformed { what: &'static str },
 }
@@ -129,6 +132,35 @@ fn for_each_function(t: &[u8], mut f: impl FnMut(&[u8], u64, u64)) -> Result<(),
     Ok(())
 }
 
+/// The Go version an executable was built with (`go1.24.4`), from its
+/// `.go.buildinfo` section (Go 1.18 and later write it inline: a 16-byte
+/// header `\xff Go buildinf:`, pointer size, flags with bit 1 set, padding
+/// to 32 bytes, then the version as a varint-length-prefixed string).
+pub fn go_version(elf: &[u8]) -> Result<String, PclntabError> {
+    let file = object::File::parse(elf).map_err(|e| PclntabError::NotElf { reason: e.to_string() })?;
+    let section = file.section_by_name(".go.buildinfo").ok_or(PclntabError::NoBuildInfo)?;
+    let data = section.data().map_err(|_| PclntabError::Malformed { what: "unreadable build info" })?;
+    if data.get(..14) != Some(b"\xff Go buildinf:".as_slice()) {
+        return Err(PclntabError::Malformed { what: "build info without its magic" });
+    }
+    if data.get(15).is_none_or(|flags| flags & 2 == 0) {
+        return Err(PclntabError::UnsupportedVersion { magic: 0 });
+    }
+    let (mut len, mut at, mut shift) = (0usize, 32usize, 0);
+    loop {
+        let b = *data.get(at).ok_or(PclntabError::Malformed { what: "build info cut short" })?;
+        len |= usize::from(b & 0x7f) << shift;
+        at += 1;
+        shift += 7;
+        if b & 0x80 == 0 || shift > 28 {
+            break;
+        }
+    }
+    let version =
+        data.get(at..at.saturating_add(len)).ok_or(PclntabError::Malformed { what: "build info cut short" })?;
+    Ok(String::from_utf8_lossy(version).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use std::{path::Path, process::Command};
@@ -210,12 +242,18 @@ func main() {
             }
         }
         assert_eq!(find_functions(&stripped, &["no/such.Function"]).unwrap(), vec![None]);
+        // The build's Go version, as `go version` says it.
+        let out = Command::new("go").arg("version").output().unwrap();
+        let toolchain = String::from_utf8(out.stdout).unwrap().split_whitespace().nth(2).unwrap().to_string();
+        assert_eq!(go_version(&stripped).unwrap(), toolchain);
+        assert_eq!(go_version(&plain).unwrap(), toolchain);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn bad_tables_are_errors_not_panics() {
         assert!(matches!(find_functions(b"not an elf", &["x"]), Err(PclntabError::NotElf { .. })));
+        assert!(matches!(go_version(b"not an elf"), Err(PclntabError::NotElf { .. })));
         let mut table = vec![0u8; 64];
         table[..4].copy_from_slice(&0xffff_fffau32.to_le_bytes());
         assert_eq!(
