@@ -15,7 +15,9 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray},
 };
 use metrics_common::{
-    conn::{CONN_PREEXISTING, ConnState, PROTO_HTTP2, PROTO_UNDETERMINED, SIDE_CLIENT, SIDE_UPSTREAM},
+    conn::{
+        CONN_PREEXISTING, ConnState, PROTO_HTTP2, PROTO_UNCLASSIFIED, PROTO_UNDETERMINED, SIDE_CLIENT, SIDE_UPSTREAM,
+    },
     counters as c,
     maps::conn_key,
     providers::MAX_PROVIDERS,
@@ -216,7 +218,13 @@ fn prepare_walk(scratch: *mut Scratch, call: &Call, n: u64, dir: u64) {
 /// lost and counted.
 #[inline(always)]
 pub fn continue_walk<C: CallReturn>(ctx: &C, key: u64, conn: &mut ConnState, depth: u32) -> u32 {
-    let Some(w) = H2_WALKS.get_ptr_mut(&key) else { return 0 };
+    let Some(w) = H2_WALKS.get_ptr_mut(&key) else {
+        // Its walk state was evicted (more than 16,384 HTTP/2 connections):
+        // frame boundaries are gone; counted once, then left unclassified.
+        conn.proto = PROTO_UNCLASSIFIED;
+        add(&COUNTERS, c::H2_FRAMING_LOST, 1);
+        return 0;
+    };
     let Some(cur) = H2_CURSOR.get_ptr_mut(0) else { return 0 };
     let dir = (get!((*cur).dir) & 1) as usize;
     if get!((*w).lost[dir]) != 0 {
