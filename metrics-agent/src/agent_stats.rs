@@ -24,6 +24,9 @@ pub struct AgentStats {
     /// Events on which the audit parsers panicked (a bug; the state was reset).
     pub audit_parser_panics: AtomicU64,
     pub audit_resyncs: AtomicU64,
+    pub audit_h2_streams: AtomicU64,
+    pub audit_h2_evicted_streams: AtomicU64,
+    pub audit_h2_broken_connections: AtomicU64,
     pub audit_connections: AtomicU64,
     pub audit_memory_bytes: AtomicU64,
     pub audit_evicted_connections: AtomicU64,

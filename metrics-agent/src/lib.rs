@@ -15,6 +15,7 @@ mod cpu_time;
 pub mod export;
 pub mod http;
 mod kernel;
+pub mod gotls;
 mod libc_symbols;
 pub mod live;
 mod preflight;

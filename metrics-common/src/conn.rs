@@ -26,6 +26,9 @@ pub const PROTO_UNCLASSIFIED: u8 = 2;
 /// Began with a TLS handshake record: ciphertext. Parsed once its plaintext
 /// is tied to it (`CONN_TLS`); counted as opaque TLS bytes until then.
 pub const PROTO_TLS: u8 = 3;
+/// HTTP/2 (h2c, or TLS plaintext after ALPN `h2`): frames are walked by
+/// `framing_h2`, not the HTTP/1.x engine.
+pub const PROTO_HTTP2: u8 = 4;
 
 /// `ConnState::flags`: a request is in flight (its response is not complete).
 pub const CONN_IN_FLIGHT: u32 = 1;

@@ -66,4 +66,25 @@ pub const TLS_BYTES_SENT_CLIENT: u32 = 33;
 pub const TLS_BYTES_SENT_UPSTREAM: u32 = 34;
 pub const TLS_BYTES_SENT_UNKNOWN: u32 = 35;
 
-pub const COUNT: u32 = 36;
+/// HTTP/2 connections (client preface, or a server SETTINGS frame first).
+pub const H2_CONNECTIONS: u32 = 36;
+/// HTTP/2 streams the client side opened (HEADERS on a new odd stream id),
+/// on both sides of the proxy; each is also a request (`REQUESTS_TOTAL` on
+/// the client side, `PROVIDER_REQUESTS` upstream).
+pub const H2_STREAMS_OPENED: u32 = 37;
+/// HTTP/2 streams the server side ended (END_STREAM on HEADERS or DATA).
+pub const H2_STREAMS_ENDED: u32 = 38;
+/// RST_STREAM frames, either direction.
+pub const H2_RST_STREAMS: u32 = 39;
+/// DATA frame payload bytes the proxy read / wrote.
+pub const H2_DATA_BYTES_RECEIVED: u32 = 40;
+pub const H2_DATA_BYTES_SENT: u32 = 41;
+/// Response HEADERS whose `:status` the kernel could not read without the
+/// HPACK dynamic table (counted in no status class).
+pub const H2_STATUS_UNDECODED: u32 = 42;
+/// Directions of HTTP/2 connections whose frame boundaries were lost (more
+/// frames in one call than the walk's budget, or a frame header split
+/// across iovecs): the rest of that direction is not counted.
+pub const H2_FRAMING_LOST: u32 = 43;
+
+pub const COUNT: u32 = 44;

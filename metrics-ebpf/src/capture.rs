@@ -19,8 +19,8 @@ use metrics_common::{
         control,
     },
     conn::{
-        CONN_CAPTURE, CONN_SAMPLE_MASK, CONN_SAMPLE_PENDING, CONN_SAMPLE_SHIFT, ConnState, RESP_HAS_LENGTH,
-        SIDE_CLIENT, SIDE_UPSTREAM,
+        CONN_CAPTURE, CONN_SAMPLE_MASK, CONN_SAMPLE_PENDING, CONN_SAMPLE_SHIFT, ConnState, PROTO_HTTP2,
+        RESP_HAS_LENGTH, SIDE_CLIENT, SIDE_UPSTREAM,
     },
     counters as c,
 };
@@ -149,7 +149,8 @@ pub fn prepare(
     let done = if request_direction { conn.captured_request } else { conn.captured_response } as u64;
     // A response without Content-Length (chunked or close-delimited: how
     // streams are sent) is captured whole; the agent parses it as it comes.
-    let streamed = !request_direction && conn.response.flags & RESP_HAS_LENGTH == 0;
+    // An HTTP/2 connection is captured whole (HPACK needs every header block).
+    let streamed = conn.proto == PROTO_HTTP2 || (!request_direction && conn.response.flags & RESP_HAS_LENGTH == 0);
     let room = if streamed { n } else { cap.saturating_sub(done) };
     let take = if n < room { n } else { room };
     let total = done + take;

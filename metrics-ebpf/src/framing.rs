@@ -120,6 +120,9 @@ fn http_bytes(scratch: *mut Scratch, conn: &mut ConnState, call: &Call, n: u64, 
     if conn.side == SIDE_UNKNOWN {
         return;
     }
+    if crate::framing_h2::claims(scratch, conn, call, n, is_read, &first, first_len) {
+        return; // HTTP/2 frames
+    }
     let fresh = conn.proto == PROTO_UNDETERMINED && conn.flags & CONN_PREEXISTING == 0;
     let request_direction = (conn.side == SIDE_CLIENT) == is_read;
     if request_direction {
@@ -351,6 +354,9 @@ pub fn continue_parsing<C: CallReturn>(ctx: &C) -> u32 {
     let Some(conn) = CONNS.get_ptr_mut(&key) else { return 0 };
     // SAFETY: a valid map value pointer for the duration of the program.
     let conn = unsafe { &mut *conn };
+    if conn.proto == metrics_common::conn::PROTO_HTTP2 {
+        return crate::framing_h2::continue_walk(ctx, key, conn, depth);
+    }
     let mut r = run_steps(scratch, &mut conn.response);
     if r == STEP_MORE {
         if depth < MAX_CONTINUATIONS {

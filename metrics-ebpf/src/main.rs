@@ -20,6 +20,8 @@ mod data;
 #[cfg(target_arch = "bpf")]
 mod framing;
 #[cfg(target_arch = "bpf")]
+mod framing_h2;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod probes;

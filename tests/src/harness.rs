@@ -190,6 +190,52 @@ impl Nginx {
     }
 }
 
+/// A private copy of Debian's nginx speaking HTTP/2 to its clients: h2c
+/// with prior knowledge on `h2c_port`, h2 over TLS (ALPN, self-signed
+/// certificate) on `tls_port`; `/NAME/` locations proxy to the routes'
+/// ports over HTTP/1.1 keep-alive connections, unbuffered (streams flow).
+pub struct NginxH2 {
+    pub guard: Guard,
+    pub h2c_port: u16,
+    pub tls_port: u16,
+    pub exe: PathBuf,
+    _dir: TempDir,
+}
+
+impl NginxH2 {
+    pub fn start(routes: &[(&str, u16)]) -> Self {
+        assert!(Path::new(NGINX).exists(), "{NGINX} is missing: apt-get install nginx-light");
+        let dir = TempDir::new("nginx-h2");
+        self_signed_certificate(&dir.0);
+        let exe = dir.0.join("nginx");
+        std::fs::copy(NGINX, &exe).expect("copy nginx");
+        let (h2c_port, tls_port) = (free_port(), free_port());
+        let d = dir.0.display();
+        let mut http = format!(
+            "  access_log off;\n  client_body_temp_path {d}/b;\n  proxy_temp_path {d}/p;\n  fastcgi_temp_path {d}/f;\n  uwsgi_temp_path {d}/u;\n  scgi_temp_path {d}/s;\n"
+        );
+        let mut locations = String::new();
+        for (name, up) in routes {
+            http.push_str(&format!("  upstream {name} {{ server 127.0.0.1:{up}; keepalive 4; }}\n"));
+            locations.push_str(&format!(
+                "    location /{name}/ {{ proxy_pass http://{name}/; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }}\n"
+            ));
+        }
+        let conf = format!(
+            "worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 512; }}\nhttp {{\n{http}  server {{\n    listen 127.0.0.1:{h2c_port} http2;\n    listen 127.0.0.1:{tls_port} ssl http2;\n    ssl_certificate {d}/cert.pem;\n    ssl_certificate_key {d}/key.pem;\n{locations}  }}\n}}\n"
+        );
+        let path = dir.0.join("nginx.conf");
+        std::fs::write(&path, conf).expect("write nginx.conf");
+        let guard = Guard::spawn(
+            "nginx-h2",
+            Command::new(&exe).arg("-c").arg(&path).args(["-g", "daemon off;"]).stdout(Stdio::null()),
+        );
+        wait_for_port(h2c_port, Duration::from_secs(10));
+        wait_for_port(tls_port, Duration::from_secs(10));
+        Self { guard, h2c_port, tls_port, exe, _dir: dir }
+    }
+}
+
 /// An HTTPS front for a mock provider: a *copy* of the nginx binary (another
 /// inode, so `--exe /usr/sbin/nginx` does not trace it) terminating TLS with
 /// a self-signed certificate made here by `openssl`.

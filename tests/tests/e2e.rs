@@ -464,11 +464,12 @@ fn bytes_that_are_not_http1_are_counted_as_unclassified() {
         let mut sent = 0u64;
         let mut received = 0u64;
         let (mut tls_sent, mut tls_received) = (0u64, 0u64);
-        // A TLS ClientHello-like record and an HTTP/2 connection preface sent to
-        // a plain HTTP/1.1 listener: nginx answers 400 and closes.
+        // A TLS ClientHello-like record and an SSH banner sent to a plain
+        // HTTP/1.1 listener: nginx answers 400 and closes. (An HTTP/2
+        // preface is HTTP/2 now: tests/tests/http2.rs.)
         for hello in [
             [&[0x16u8, 0x03, 0x01, 0x00, 0x40, 0x01][..], &[0u8; 64][..]].concat(),
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+            b"SSH-2.0-OpenSSH_9.2p1\r\n".to_vec(),
         ] {
             let mut s = std::net::TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -484,7 +485,7 @@ fn bytes_that_are_not_http1_are_counted_as_unclassified() {
         let s = agent.wait_until(Duration::from_secs(10), "both connections closed", |s| {
             s.get("llm_proxy_connections_closed_total") >= 2
         });
-        // The TLS hello is TLS no probe decrypts (opaque); the HTTP/2 preface is unclassified.
+        // The TLS hello is TLS no probe decrypts (opaque); the SSH banner is unclassified.
         assert_eq!(s.get("metrics_agent_unclassified_connections_total"), 1);
         assert_eq!(s.get("metrics_agent_tls_connections_total"), 1);
         assert_eq!(s.get("metrics_agent_tls_plaintext_connections_total"), 0);

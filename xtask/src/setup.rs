@@ -46,20 +46,28 @@ pub fn run() -> Result<()> {
     cargo_fuzz()
 }
 
-/// The Python packages of the Python gateway test (uvicorn, uvloop, httpx
-/// from PyPI), in a virtual environment of Debian's python3 (whatever
+/// The Python packages of the Python gateway test and the HTTP/2 client
+/// (uvicorn, uvloop, httpx with h2, from PyPI), in a virtual environment of Debian's python3 (whatever
 /// `python3` is first on PATH), so the system's packages stay untouched.
 pub fn python_gateway_venv() -> Result<()> {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let venv = Path::new(&home).join(".cache/metrics-agent/gateway-venv");
     let python = venv.join("bin/python");
-    let ready =
-        Command::new(&python).args(["-c", "import uvicorn, uvloop, httpx"]).output().is_ok_and(|o| o.status.success());
+    let ready = Command::new(&python)
+        .args(["-c", "import uvicorn, uvloop, httpx, h2"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if ready {
         return Ok(());
     }
     run_cmd(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv))?;
-    run_cmd(Command::new(venv.join("bin/pip")).args(["install", "-q", "uvicorn>=0.30", "uvloop>=0.19", "httpx>=0.27"]))
+    run_cmd(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "-q",
+        "uvicorn>=0.30",
+        "uvloop>=0.19",
+        "httpx[http2]>=0.27",
+    ]))
 }
 
 /// cargo-fuzz, for `cargo xtask fuzz` (and the fuzzing step of `test`).

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::{
     decode,
+    h2::{self, H2Conn, H2Stats},
     identity::{self, IdentityConfig, Ids},
     llm::{self, LlmRequest, Usage},
     message::{Kind, Message, MessageParser, StartLine},
@@ -212,10 +213,14 @@ pub struct PipelineStats {
     /// and preludes that lost the framing (the rest of that body ignored).
     pub stream_framing_errors: u64,
     pub records: u64,
+    /// HTTP/2 connections (`h2`).
+    pub h2: H2Stats,
 }
 
 pub struct Pipeline {
     conns: HashMap<u64, ConnAudit>,
+    /// HTTP/2 connections; each stream is a virtual connection in `conns`.
+    h2: HashMap<u64, H2Conn>,
     body_cap: usize,
     memory_budget: usize,
     /// Heap held by all connections' parsers (sum of `ConnAudit::memory`).
@@ -231,6 +236,7 @@ impl Pipeline {
     pub fn new(body_cap: usize) -> Self {
         Self {
             conns: HashMap::new(),
+            h2: HashMap::new(),
             body_cap,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             memory: 0,
@@ -270,7 +276,7 @@ impl Pipeline {
     }
 
     pub fn tracked_connections(&self) -> usize {
-        self.conns.len()
+        self.conns.len() + self.h2.len()
     }
 
     /// Releases the state of connections the kernel no longer tracks (`open`
@@ -281,8 +287,27 @@ impl Pipeline {
     pub fn release_closed(&mut self, open: &std::collections::HashSet<u64>) {
         let clock = self.clock;
         let mut gone = Vec::new();
-        for (id, c) in &mut self.conns {
+        // The streams of an HTTP/2 connection the kernel tracks are open.
+        let open_streams: std::collections::HashSet<u64> =
+            self.h2.iter().filter(|(id, _)| open.contains(id)).flat_map(|(_, c)| c.stream_conns()).collect();
+        for (id, c) in &mut self.h2 {
             if open.contains(id) {
+                c.missing_since = None;
+            } else {
+                match c.missing_since {
+                    Some(since) if c.last_seen <= since => gone.push(*id),
+                    _ => c.missing_since = Some(clock),
+                }
+            }
+        }
+        for id in gone.drain(..) {
+            if let Some(c) = self.h2.remove(&id) {
+                self.memory -= c.memory;
+                self.stats.released_closed += 1;
+            }
+        }
+        for (id, c) in &mut self.conns {
+            if open.contains(id) || open_streams.contains(id) {
                 c.missing_since = None;
             } else {
                 match c.missing_since {
@@ -303,6 +328,9 @@ impl Pipeline {
     pub fn on_event(&mut self, header: &ChunkHeader, data: &[u8]) -> Vec<RequestRecord> {
         self.clock += 1;
         self.stats.chunks += 1;
+        if let Some(records) = self.h2_event(header, data) {
+            return records;
+        }
         if header.kind == KIND_CLOSE {
             let mut out = Vec::new();
             if let Some(mut c) = self.conns.remove(&header.conn_id) {
@@ -407,6 +435,59 @@ impl Pipeline {
         out
     }
 
+    /// An event of an HTTP/2 connection (one whose first request bytes are
+    /// the client preface): its streams' HTTP/1.1 bytes are fed back as
+    /// events of their virtual connections. `None` for other connections.
+    fn h2_event(&mut self, header: &ChunkHeader, data: &[u8]) -> Option<Vec<RequestRecord>> {
+        let request_dir = (header.side == SIDE_CLIENT) == (header.direction == DIR_READ);
+        let outputs = if header.kind == KIND_CLOSE {
+            let conn = self.h2.remove(&header.conn_id)?;
+            self.memory -= conn.memory;
+            conn.close()
+        } else {
+            if header.kind != KIND_DATA {
+                return None;
+            }
+            let data = &data[..(header.len as usize).min(data.len())];
+            if !self.h2.contains_key(&header.conn_id) {
+                let fresh = header.offset == 0 && !self.conns.contains_key(&header.conn_id);
+                // A server may send its SETTINGS before it reads the preface.
+                let starts = if request_dir { h2::starts_with_preface(data) } else { h2::is_server_preface(data) };
+                if !fresh || !starts {
+                    return None;
+                }
+                if self.h2.len() >= MAX_CONNECTIONS {
+                    self.evict_oldest();
+                }
+                self.stats.h2.connections += 1;
+                self.h2.insert(header.conn_id, H2Conn::new(header.conn_id));
+            }
+            let conn = self.h2.get_mut(&header.conn_id)?;
+            conn.last_seen = self.clock;
+            conn.missing_since = None;
+            let outputs = conn.feed(request_dir, header.offset, data, &mut self.stats.h2);
+            let before = conn.memory;
+            self.memory = self.memory - before + conn.recount();
+            outputs
+        };
+        let mut records = Vec::new();
+        for output in outputs {
+            let mut h = *header;
+            match output {
+                h2::Output::Bytes { stream_conn, offset, bytes, .. } => {
+                    (h.conn_id, h.offset, h.len, h.kind) = (stream_conn, offset, bytes.len() as u32, KIND_DATA);
+                    records.extend(self.on_event(&h, &bytes));
+                }
+                h2::Output::Close { stream_conn } => {
+                    (h.conn_id, h.len, h.kind) = (stream_conn, 0, KIND_CLOSE);
+                    records.extend(self.on_event(&h, &[]));
+                }
+            }
+        }
+        self.charge(header.conn_id);
+        Some(records)
+    }
+
     /// Re-counts one connection's heap, then drops the least recently active
     /// connections while the total is over budget.
     fn charge(&mut self, conn_id: u64) {
@@ -418,7 +499,7 @@ impl Pipeline {
             self.memory = self.memory - c.memory + now;
             c.memory = now;
         }
-        while self.memory > self.memory_budget && !self.conns.is_empty() {
+        while self.memory > self.memory_budget && !(self.conns.is_empty() && self.h2.is_empty()) {
             self.evict_oldest();
             self.stats.evicted_for_memory += 1;
         }
@@ -535,7 +616,16 @@ impl Pipeline {
     }
 
     fn evict_oldest(&mut self) {
-        if let Some((&id, _)) = self.conns.iter().min_by_key(|(_, c)| c.last_seen)
+        let oldest = self.conns.iter().map(|(&id, c)| (c.last_seen, id)).min();
+        let oldest_h2 = self.h2.iter().map(|(&id, c)| (c.last_seen, id)).min();
+        if oldest_h2.is_some_and(|h| oldest.is_none_or(|c| h < c))
+            && let Some((_, id)) = oldest_h2
+            && let Some(c) = self.h2.remove(&id)
+        {
+            // Its streams' virtual connections go as they age out.
+            self.memory -= c.memory;
+            self.stats.evicted_connections += 1;
+        } else if let Some((_, id)) = oldest
             && let Some(c) = self.conns.remove(&id)
         {
             self.memory -= c.memory;

@@ -213,6 +213,9 @@ impl Reader<'_> {
         let (stats, pipeline) = (&self.stats, &self.pipeline);
         stats.audit_records.store(pipeline.stats.records, Ordering::Relaxed);
         stats.audit_resyncs.store(pipeline.stats.resyncs, Ordering::Relaxed);
+        stats.audit_h2_streams.store(pipeline.stats.h2.streams, Ordering::Relaxed);
+        stats.audit_h2_evicted_streams.store(pipeline.stats.h2.evicted_streams, Ordering::Relaxed);
+        stats.audit_h2_broken_connections.store(pipeline.stats.h2.broken_connections, Ordering::Relaxed);
         stats.audit_evicted_connections.store(pipeline.stats.evicted_connections, Ordering::Relaxed);
         stats.audit_evicted_for_memory.store(pipeline.stats.evicted_for_memory, Ordering::Relaxed);
         self.publish_memory();

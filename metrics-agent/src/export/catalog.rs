@@ -414,6 +414,106 @@ pub static FRAMING_LOST: Desc = desc(
     NONE,
     "Responses whose end the kernel could not find (parse budget exhausted or malformed framing).",
 );
+// HTTP/2 (kernel frame walk and audit parser).
+pub static H2_CONNECTIONS: Desc = desc(
+    "llm_proxy.h2.connections",
+    "llm_proxy_h2_connections",
+    "{connection}",
+    None,
+    Counter,
+    NONE,
+    "HTTP/2 connections (h2c, or TLS plaintext after ALPN h2).",
+);
+pub static H2_STREAMS_OPENED: Desc = desc(
+    "llm_proxy.h2.streams_opened",
+    "llm_proxy_h2_streams_opened",
+    "{stream}",
+    None,
+    Counter,
+    NONE,
+    "HTTP/2 streams the client side opened (HEADERS on a new odd stream id), both sides of the proxy.",
+);
+pub static H2_STREAMS_ENDED: Desc = desc(
+    "llm_proxy.h2.streams_ended",
+    "llm_proxy_h2_streams_ended",
+    "{stream}",
+    None,
+    Counter,
+    NONE,
+    "HTTP/2 streams the server side ended (END_STREAM), both sides of the proxy.",
+);
+pub static H2_RST_STREAMS: Desc = desc(
+    "llm_proxy.h2.rst_streams",
+    "llm_proxy_h2_rst_streams",
+    "{frame}",
+    None,
+    Counter,
+    NONE,
+    "HTTP/2 RST_STREAM frames, either direction.",
+);
+pub static H2_DATA_BYTES_RECEIVED: Desc = desc(
+    "llm_proxy.h2.data_bytes_received",
+    "llm_proxy_h2_data_bytes_received",
+    "By",
+    None,
+    Counter,
+    NONE,
+    "HTTP/2 DATA frame payload bytes the proxy read.",
+);
+pub static H2_DATA_BYTES_SENT: Desc = desc(
+    "llm_proxy.h2.data_bytes_sent",
+    "llm_proxy_h2_data_bytes_sent",
+    "By",
+    None,
+    Counter,
+    NONE,
+    "HTTP/2 DATA frame payload bytes the proxy wrote.",
+);
+pub static H2_STATUS_UNDECODED: Desc = desc(
+    "metrics_agent.h2.status_undecoded",
+    "metrics_agent_h2_status_undecoded",
+    "{response}",
+    None,
+    Counter,
+    NONE,
+    "HTTP/2 response heads whose :status needs the HPACK dynamic table (in no status class on the hot path).",
+);
+pub static H2_FRAMING_LOST: Desc = desc(
+    "metrics_agent.h2.framing_lost",
+    "metrics_agent_h2_framing_lost",
+    "{direction}",
+    None,
+    Counter,
+    NONE,
+    "HTTP/2 connection directions whose frame boundaries the kernel lost (not counted further).",
+);
+pub static AUDIT_H2_STREAMS: Desc = desc(
+    "metrics_agent.audit.h2.streams",
+    "metrics_agent_audit_h2_streams",
+    "{stream}",
+    None,
+    Counter,
+    NONE,
+    "HTTP/2 streams the audit path parsed into exchanges.",
+);
+pub static AUDIT_H2_EVICTED_STREAMS: Desc = desc(
+    "metrics_agent.audit.h2.evicted_streams",
+    "metrics_agent_audit_h2_evicted_streams",
+    "{stream}",
+    None,
+    Counter,
+    NONE,
+    "HTTP/2 streams dropped in flight because a connection had 128 open.",
+);
+pub static AUDIT_H2_BROKEN_CONNECTIONS: Desc = desc(
+    "metrics_agent.audit.h2.broken_connections",
+    "metrics_agent_audit_h2_broken_connections",
+    "{connection}",
+    None,
+    Counter,
+    NONE,
+    "HTTP/2 connections whose parse stopped (malformed frames, HPACK error, oversized header block, missing bytes).",
+);
 pub static PROC_EVENTS_DROPPED: Desc = desc(
     "metrics_agent.process_events.dropped",
     "metrics_agent_process_events_dropped",
@@ -797,6 +897,17 @@ pub static ALL: &[&Desc] = &[
     &TLS_PLAINTEXT_CONNECTIONS,
     &TLS_OPAQUE_BYTES,
     &FRAMING_LOST,
+    &H2_CONNECTIONS,
+    &H2_STREAMS_OPENED,
+    &H2_STREAMS_ENDED,
+    &H2_RST_STREAMS,
+    &H2_DATA_BYTES_RECEIVED,
+    &H2_DATA_BYTES_SENT,
+    &H2_STATUS_UNDECODED,
+    &H2_FRAMING_LOST,
+    &AUDIT_H2_STREAMS,
+    &AUDIT_H2_EVICTED_STREAMS,
+    &AUDIT_H2_BROKEN_CONNECTIONS,
     &PROC_EVENTS_DROPPED,
     &CAPTURE_EVENTS,
     &CAPTURE_BYTES,

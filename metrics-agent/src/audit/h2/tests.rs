@@ -1,0 +1,252 @@
+//! HTTP/2 connections through the whole pipeline: records as for HTTP/1.1.
+
+use loona_hpack::Encoder;
+use metrics_common::{
+    capture::{ChunkHeader, DIR_READ, DIR_WRITE, KIND_CLOSE, KIND_DATA},
+    conn::SIDE_CLIENT,
+};
+use proptest::prelude::*;
+
+use super::{MAX_STREAMS, frame::*};
+use crate::audit::pipeline::{Pipeline, RequestRecord};
+
+/// An HTTP/2 connection as the proxy sees it (a client-side one unless
+/// `side` says otherwise).
+struct Wire {
+    conn: u64,
+    side: u8,
+    provider: u8,
+    offsets: [u64; 2],
+    encoders: [Encoder<'static>; 2],
+}
+
+impl Wire {
+    fn new(conn: u64) -> Self {
+        Self { conn, side: SIDE_CLIENT, provider: 0, offsets: [0, 0], encoders: [Encoder::new(), Encoder::new()] }
+    }
+
+    /// Request bytes (`request`) or response bytes, at time `ms`: read on a
+    /// client-side connection, written on an upstream one.
+    fn send(&mut self, p: &mut Pipeline, request: bool, ms: u64, bytes: &[u8]) -> Vec<RequestRecord> {
+        let dir = usize::from(!request);
+        let read = request == (self.side == SIDE_CLIENT);
+        let h = ChunkHeader {
+            conn_id: self.conn,
+            offset: self.offsets[dir],
+            ts_ns: ms * 1_000_000,
+            direction: if read { DIR_READ } else { DIR_WRITE },
+            side: self.side,
+            provider: self.provider,
+            kind: KIND_DATA,
+            len: bytes.len() as u32,
+            sample_every: 1,
+            ..ChunkHeader::default()
+        };
+        self.offsets[dir] += bytes.len() as u64;
+        p.on_event(&h, bytes)
+    }
+
+    fn headers(&mut self, request: bool, fields: &[(&str, &str)]) -> Vec<u8> {
+        self.encoders[usize::from(!request)].encode(fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+    }
+}
+
+fn request_fields<'a>(path: &'a str, session: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "gw.internal"),
+        (":path", path),
+        ("content-type", "application/json"),
+        ("x-session-id", session),
+    ]
+}
+
+const OPENAI_BODY: &str = r#"{"model":"gpt-4o","usage":{"prompt_tokens":11,"completion_tokens":22}}"#;
+
+#[test]
+fn concurrent_streams_become_records_like_http1_exchanges() {
+    let mut p = Pipeline::new(1 << 20);
+    let mut w = Wire::new(1);
+    let mut bytes = PREFACE.to_vec();
+    // The client lets the server's encoder use an 8 KiB table.
+    bytes.extend(frame(SETTINGS, 0, 0, &[0, 1, 0, 0, 0x20, 0]));
+    assert!(w.send(&mut p, true, 0, &bytes).is_empty());
+    assert!(w.send(&mut p, false, 0, &frame(SETTINGS, 0, 0, &[])).is_empty());
+
+    // Stream 1: a plain request; its header block split over CONTINUATION,
+    // its body padded.
+    let block = w.headers(true, &request_fields("/v1/chat/completions", "s1"));
+    let (a, b) = block.split_at(block.len() / 2);
+    let mut bytes = frame(HEADERS, 0, 1, a);
+    bytes.extend(frame(CONTINUATION, FLAG_END_HEADERS, 1, b));
+    let mut padded = vec![4];
+    padded.extend_from_slice(br#"{"model":"gpt-4o"}"#);
+    padded.extend_from_slice(&[0; 4]);
+    bytes.extend(frame(DATA, FLAG_PADDED | FLAG_END_STREAM, 1, &padded));
+    assert!(w.send(&mut p, true, 10, &bytes).is_empty());
+
+    // Stream 3: a streamed Anthropic request, sent while stream 1 waits.
+    let block = w.headers(true, &request_fields("/v1/messages", "s1"));
+    let mut bytes =
+        frame(HEADERS, FLAG_END_HEADERS | FLAG_PRIORITY, 3, &[[0, 0, 0, 0, 15].as_slice(), &block].concat());
+    bytes.extend(frame(DATA, FLAG_END_STREAM, 3, br#"{"model":"claude-sonnet-4-5","stream":true}"#));
+    assert!(w.send(&mut p, true, 20, &bytes).is_empty());
+
+    // Stream 3 answers first, as a stream of events over DATA frames.
+    let block = w.headers(false, &[(":status", "200"), ("content-type", "text/event-stream")]);
+    assert!(w.send(&mut p, false, 50, &frame(HEADERS, FLAG_END_HEADERS, 3, &block)).is_empty());
+    let events = [
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":30}}\n\n",
+    ];
+    assert!(w.send(&mut p, false, 60, &frame(DATA, 0, 3, events[0].as_bytes())).is_empty());
+    // Stream 1's response (its header block reuses the dynamic table).
+    let block = w.headers(false, &[(":status", "200"), ("content-type", "application/json")]);
+    let mut bytes = frame(HEADERS, FLAG_END_HEADERS, 1, &block);
+    bytes.extend(frame(DATA, FLAG_END_STREAM, 1, OPENAI_BODY.as_bytes()));
+    let first = w.send(&mut p, false, 70, &bytes);
+    let last = w.send(&mut p, false, 90, &frame(DATA, FLAG_END_STREAM, 3, events[1].as_bytes()));
+
+    assert_eq!(first.len(), 1);
+    let r = &first[0];
+    assert_eq!((r.provider, r.status, r.streaming), ("openai", 200, false));
+    assert_eq!((r.tokens.input, r.tokens.output), (Some(11), Some(22)));
+    assert_eq!((r.ttfb_ms, r.duration_ms), (60.0, 60.0));
+    assert_eq!((r.endpoint.as_str(), r.session_id.as_deref()), ("/v1/chat/completions", Some("s1")));
+    assert_eq!(last.len(), 1);
+    let r = &last[0];
+    assert_eq!((r.provider, r.status, r.streaming), ("anthropic", 200, true));
+    assert_eq!((r.tokens.input, r.tokens.output), (Some(7), Some(30)));
+    assert_eq!((r.ttfb_ms, r.duration_ms), (30.0, 70.0));
+    assert_eq!(r.session_id.as_deref(), Some("s1"), "an indexed field from the dynamic table");
+    assert_eq!((p.stats.h2.connections, p.stats.h2.streams, p.stats.h2.broken_connections), (1, 2, 0));
+    assert_eq!(p.tracked_connections(), 1, "finished streams release their state");
+}
+
+#[test]
+fn an_error_status_in_a_headers_only_response_and_huffman_coded_fields() {
+    let mut p = Pipeline::new(1 << 20);
+    let mut w = Wire::new(3);
+    // RFC 7541 C.4.1: GET http://www.example.com/, Huffman-coded.
+    let block = [0x82, 0x86, 0x84, 0x41, 0x8c, 0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab, 0x90, 0xf4, 0xff];
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, &block));
+    w.send(&mut p, true, 1, &bytes);
+    // `:status: 429` as nginx writes it: literal with indexing, name index 8.
+    let r = w.send(&mut p, false, 3, &frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, b"\x48\x03429"));
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].status, r[0].endpoint.as_str(), r[0].ttfb_ms), (429, "/", 2.0));
+}
+
+#[test]
+fn an_upstream_connection_gives_upstream_records_of_its_configured_provider() {
+    let mut p = Pipeline::new(1 << 20).with_configured_providers(&[(2, "anthropic".into())]);
+    let mut w = Wire::new(17);
+    (w.side, w.provider) = (metrics_common::conn::SIDE_UPSTREAM, 2);
+    let block = w.headers(true, &request_fields("/v1/messages", "s"));
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(HEADERS, FLAG_END_HEADERS, 1, &block));
+    bytes.extend(frame(DATA, FLAG_END_STREAM, 1, br#"{"model":"claude-sonnet-4-5"}"#));
+    w.send(&mut p, true, 1, &bytes);
+    let block = w.headers(false, &[(":status", "200"), ("content-type", "application/json")]);
+    let mut bytes = frame(HEADERS, FLAG_END_HEADERS, 1, &block);
+    let body = r#"{"model":"claude-sonnet-4-5","usage":{"input_tokens":3,"output_tokens":4}}"#;
+    bytes.extend(frame(DATA, FLAG_END_STREAM, 1, body.as_bytes()));
+    let r = w.send(&mut p, false, 5, &bytes);
+    assert_eq!(r.len(), 1);
+    let r = &r[0];
+    assert_eq!((r.side, r.provider, r.provider_slot), ("upstream", "anthropic", Some(2)));
+    assert_eq!((r.tokens.input, r.tokens.output, r.ttfb_ms), (Some(3), Some(4), 4.0));
+}
+
+#[test]
+fn a_connection_whose_server_speaks_first_is_recognised() {
+    let mut p = Pipeline::new(1 << 20);
+    let mut w = Wire::new(15);
+    // nginx over TLS writes its SETTINGS before it reads the preface.
+    assert!(w.send(&mut p, false, 0, &frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 0x80])).is_empty());
+    let block = w.headers(true, &request_fields("/v1/chat/completions", "s"));
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, &block));
+    w.send(&mut p, true, 1, &bytes);
+    let block = w.headers(false, &[(":status", "200")]);
+    let mut bytes = frame(HEADERS, FLAG_END_HEADERS, 1, &block);
+    bytes.extend(frame(DATA, FLAG_END_STREAM, 1, OPENAI_BODY.as_bytes()));
+    let r = w.send(&mut p, false, 2, &bytes);
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].status, r[0].tokens.output), (200, Some(22)));
+    assert_eq!(p.stats.h2.connections, 1);
+}
+
+#[test]
+fn reset_streams_and_goaway_end_streams_without_records() {
+    let mut p = Pipeline::new(1 << 20);
+    let mut w = Wire::new(5);
+    let mut bytes = PREFACE.to_vec();
+    for id in [1, 3, 5] {
+        let block = w.headers(true, &request_fields("/v1/chat/completions", "s"));
+        bytes.extend(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, id, &block));
+    }
+    w.send(&mut p, true, 1, &bytes);
+    assert!(w.send(&mut p, true, 2, &frame(RST_STREAM, 0, 1, &[0, 0, 0, 8])).is_empty());
+    assert!(w.send(&mut p, false, 3, &frame(GOAWAY, 0, 0, &[0, 0, 0, 3, 0, 0, 0, 0])).is_empty());
+    assert_eq!(p.stats.h2.reset_streams, 2);
+    // Stream 3 is still answered.
+    let block = w.headers(false, &[(":status", "200")]);
+    let mut bytes = frame(HEADERS, FLAG_END_HEADERS, 3, &block);
+    bytes.extend(frame(DATA, FLAG_END_STREAM, 3, OPENAI_BODY.as_bytes()));
+    assert_eq!(w.send(&mut p, false, 4, &bytes).len(), 1);
+    assert_eq!(p.tracked_connections(), 1);
+    let close = ChunkHeader { conn_id: 5, kind: KIND_CLOSE, side: SIDE_CLIENT, ..ChunkHeader::default() };
+    assert!(p.on_event(&close, &[]).is_empty());
+    assert_eq!((p.tracked_connections(), p.memory()), (0, 0));
+}
+
+#[test]
+fn streams_in_flight_are_bounded_and_evictions_counted() {
+    let mut p = Pipeline::new(1 << 20);
+    let mut w = Wire::new(7);
+    w.send(&mut p, true, 0, PREFACE);
+    for i in 0..(MAX_STREAMS as u32 + 10) {
+        let block = w.headers(true, &request_fields("/v1/chat/completions", "s"));
+        w.send(&mut p, true, 1, &frame(HEADERS, FLAG_END_HEADERS, 2 * i + 1, &block));
+    }
+    assert_eq!(p.stats.h2.evicted_streams, 10);
+    assert_eq!(p.tracked_connections(), 1 + MAX_STREAMS);
+}
+
+#[test]
+fn a_gap_or_an_hpack_error_stops_the_connection_and_is_counted() {
+    let mut p = Pipeline::new(1 << 20);
+    let mut w = Wire::new(9);
+    let block = w.headers(true, &request_fields("/v1/chat/completions", "s"));
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(HEADERS, FLAG_END_HEADERS, 1, &block));
+    w.send(&mut p, true, 0, &bytes);
+    w.offsets[0] += 100; // bytes lost
+    w.send(&mut p, true, 1, &frame(DATA, FLAG_END_STREAM, 1, b"{}"));
+    assert_eq!(p.stats.h2.broken_connections, 1);
+    assert_eq!(p.tracked_connections(), 1, "the stream went, the connection stays ignored");
+
+    let mut w = Wire::new(11);
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(HEADERS, FLAG_END_HEADERS, 1, &[0xff, 0xff, 0xff, 0xff, 0x0f])); // index out of range
+    w.send(&mut p, true, 0, &bytes);
+    assert_eq!(p.stats.h2.broken_connections, 2);
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_frames_never_panic_and_stay_bounded(
+        frames in prop::collection::vec((any::<bool>(), 0u8..12, any::<u8>(), 0u32..8, prop::collection::vec(any::<u8>(), 0..300)), 0..40)
+    ) {
+        let mut p = Pipeline::new(4096).with_memory_budget(512 * 1024);
+        let mut w = Wire::new(13);
+        w.send(&mut p, true, 0, PREFACE);
+        for (request, kind, flags, stream, payload) in frames {
+            let _ = w.send(&mut p, request, 1, &frame(kind, flags, stream, &payload));
+            prop_assert!(p.memory() <= 512 * 1024);
+        }
+    }
+}
