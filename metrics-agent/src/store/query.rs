@@ -102,6 +102,12 @@ pub struct MetricsRow {
     pub ttfb_p90_us: u64,
     pub ttfb_p99_us: u64,
     pub ttfb_max_us: u64,
+    /// False: the counts, token sums and cost are exact. True: some records
+    /// were captured at sampling interval N > 1 and count N times each, so
+    /// those values are estimates (percentiles are over captured exchanges).
+    pub estimate: bool,
+    /// Records captured behind the row (equals `request_count` when exact).
+    pub captured_count: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -289,6 +295,8 @@ fn output_row((start, [application, side, provider, model, agent]): MetricsPosit
         ttfb_p90_us: q(&a.ttfb, 0.9),
         ttfb_p99_us: q(&a.ttfb, 0.99),
         ttfb_max_us: a.ttfb.max(),
+        estimate: a.estimate,
+        captured_count: a.captured_count,
     }
 }
 
