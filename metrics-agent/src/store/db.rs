@@ -33,6 +33,13 @@ const ROWS_PER_STATEMENT: usize = 200;
 /// expected to take a while; the flush duration is exported as a metric).
 const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 
+// The flush's multi-row statements (`INSERT ... VALUES (..), (..)` and
+// `IN (..)` lists) differ with every row count, so they are built with
+// `persistent(false)`: sqlx would otherwise keep up to 100 prepared
+// statements per pooled connection, each a compiled program for up to 200
+// rows of 30 columns, and the agent's memory would grow with every new row
+// count until the caches were full (docs/benchmarks.md, soak).
+
 /// Columns of a metrics row, in the order they are bound.
 const METRIC_COLUMNS: &str = "bucket_start, agent_id, application_id, side, provider, model, request_count, \
     error_count, cache_hits, usage_unknown_count, unpriced_count, tokens_input_sum, tokens_output_sum, \
@@ -365,7 +372,7 @@ impl Store {
                         list.push_bind(*b);
                     }
                     q.push(")");
-                    for row in q.build().fetch_all(&mut *tx).await? {
+                    for row in q.build().persistent(false).fetch_all(&mut *tx).await? {
                         let (key, _) = read_key!(&row)?;
                         if let Some(new) = rows.get_mut(&key) {
                             new.merge(&read_aggregate!(&row)?);
@@ -421,7 +428,7 @@ impl Store {
                     let updates: Vec<String> =
                         METRIC_COLUMNS.split(", ").skip(6).map(|c| format!("{c} = excluded.{c}")).collect();
                     q.push(updates.join(", "));
-                    q.build().execute(&mut *tx).await?;
+                    q.build().persistent(false).execute(&mut *tx).await?;
                 }
                 let n = rows.len() as u64;
                 match tier {
@@ -463,7 +470,7 @@ impl Store {
                     }
                     b.push_bind(d.session_id.clone()).push_bind(d.user_id.clone()).push_bind(d.truncated);
                 });
-                q.build().execute(&mut *tx).await?;
+                q.build().persistent(false).execute(&mut *tx).await?;
             }
             written.detail_rows = batch.details.len() as u64;
             sqlx::query(
