@@ -7,6 +7,7 @@ mod cli;
 mod collector;
 mod config;
 mod export;
+mod heap;
 mod http;
 mod kernel;
 mod libc_symbols;
@@ -32,6 +33,7 @@ static ALLOCATOR: zeroing::ZeroOnFree = zeroing::ZeroOnFree;
 use clap::Parser;
 
 fn main() {
+    heap::tune();
     let cli = cli::Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(cli.log_level.as_str()))
         .format_timestamp_millis()

@@ -185,6 +185,7 @@ async fn run_async(
         crate::live::guard::HostAllowlist::new(config.listen, &config.api.allowed_hosts),
     );
     let server = tokio::spawn(crate::live::server::serve(listener, app, config.server_limits, server_stats, stop_rx));
+    let _trimmer = AbortOnDrop(tokio::spawn(crate::heap::keep_trimming()));
     let resolver = tokio::spawn(providers::keep_resolving(
         config.providers.clone(),
         provider_map,
@@ -260,4 +261,13 @@ async fn run_async(
     }
     log::info!("detached");
     Ok(())
+}
+
+/// Aborts a background task when dropped (the heap trimmer ends with `run`).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -152,9 +152,11 @@ fn drive(port: u16, rate: f64, stop: &AtomicBool, done: &AtomicU64) {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        if s.write_all(request.as_bytes()).is_err() || read_message(&mut s, &mut buf).is_none() {
+        if s.write_all(request.as_bytes()).is_err() {
             return;
         }
+        let Some(n) = read_message(&mut s, &mut buf) else { return };
+        buf.drain(..n);
         sent += 1;
         done.fetch_add(1, Ordering::Relaxed);
     }
@@ -172,7 +174,8 @@ fn serve_upstream(listener: TcpListener) {
             let mut conn = conn;
             let _ = conn.set_nodelay(true);
             let mut buf = Vec::with_capacity(4096);
-            while read_message(&mut conn, &mut buf).is_some() {
+            while let Some(n) = read_message(&mut conn, &mut buf) {
+                buf.drain(..n);
                 if conn.write_all(response.as_bytes()).is_err() {
                     return;
                 }
@@ -249,7 +252,10 @@ fn report(first: &Look, last: &Look, max_n: f64, rate: u64, connections: u32) ->
         r,
         "Audit path at {rate} exchanges/s asked ({connections} client connections, paced) through `xtask loopback-proxy` to an upstream answering OpenAI chat JSON with usage; agent defaults (sockets, capture with adaptive sampling, SQLite storage), {secs:.0} s measured after 5 s of warm-up.\n"
     )?;
-    writeln!(r, "| exchanges/s done | counted by the hot path /s | records/s | records per exchange | sampling N (end / max) | ring drops |")?;
+    writeln!(
+        r,
+        "| exchanges/s done | counted by the hot path /s | records/s | records per exchange | sampling N (end / max) | ring drops |"
+    )?;
     writeln!(r, "|---|---|---|---|---|---|")?;
     writeln!(
         r,

@@ -283,8 +283,7 @@ fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32
         1e6 * total / exchanges.max(1.0),
         1e6 * total / records.max(1.0)
     )?;
-    let audit =
-        last.cpu.get("audit").copied().unwrap_or(0.0) - first.cpu.get("audit").copied().unwrap_or(0.0);
+    let audit = last.cpu.get("audit").copied().unwrap_or(0.0) - first.cpu.get("audit").copied().unwrap_or(0.0);
     if audit > 0.0 && records > 0.0 {
         // A captured exchange is two records (client and upstream side).
         let per_exchange = 2.0 * audit / records;

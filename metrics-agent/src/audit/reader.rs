@@ -195,6 +195,11 @@ impl AuditTask {
                 _ = drain_timer.tick() => {
                     if drain(ring.get_mut(), &mut pipeline, &mut correlator) {
                         drain_timer.reset_immediately();
+                        // A ring that refills as fast as it is read keeps a
+                        // branch ready: without yielding, this single-task
+                        // runtime never runs its timers, so the once-a-second
+                        // tick (sampling under pressure) would never come.
+                        tokio::task::yield_now().await;
                     }
                 }
                 _ = tick.tick() => {
@@ -243,7 +248,9 @@ impl AuditTask {
                 guard = ring.readable_mut() => {
                     // The kernel woke the reader: the ring is filling up.
                     let mut guard = guard?;
-                    if !drain(guard.get_inner_mut(), &mut pipeline, &mut correlator) {
+                    if drain(guard.get_inner_mut(), &mut pipeline, &mut correlator) {
+                        tokio::task::yield_now().await; // as above: let the tick run
+                    } else {
                         guard.clear_ready();
                     }
                 }
