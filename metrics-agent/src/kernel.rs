@@ -108,6 +108,8 @@ const SSL_HOOKS: &[Hook] = &[
     hook("SSL_read_ex", ssl::ENTER_SSL_READ_EX, Some(ssl::RETURN_SSL)),
     hook("SSL_write_ex", ssl::ENTER_SSL_WRITE_EX, Some(ssl::RETURN_SSL)),
     hook("SSL_do_handshake", ssl::ENTER_SSL_HANDSHAKE, Some(ssl::RETURN_SSL_HANDSHAKE)),
+    // Return only: whether a failed `SSL_read_ex` was the peer's close.
+    hook("SSL_get_error", ssl::RETURN_SSL_GET_ERROR, None),
 ];
 
 /// Functions a libc must have for the agent to work.

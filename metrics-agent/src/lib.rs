@@ -14,6 +14,7 @@ pub mod config;
 mod cpu_time;
 pub mod export;
 pub mod gotls;
+pub mod heap;
 pub mod http;
 mod kernel;
 mod libc_symbols;

@@ -14,6 +14,7 @@ use metrics_agent::{
 static ALLOCATOR: ZeroOnFree = ZeroOnFree;
 
 fn main() {
+    metrics_agent::heap::tune();
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(cli.log_level.as_str()))
         .format_timestamp_millis()

@@ -181,6 +181,7 @@ async fn run_async(
         crate::http::guard::HostAllowlist::new(config.listen, &config.api.allowed_hosts),
     );
     let server = tokio::spawn(crate::http::server::serve(listener, app, config.server_limits, server_stats, stop_rx));
+    let _trimmer = AbortOnDrop(tokio::spawn(crate::heap::keep_trimming()));
     let resolver = tokio::spawn(upstream_addresses::keep_resolving(
         config.providers.clone(),
         provider_map,
@@ -256,4 +257,13 @@ async fn run_async(
     }
     log::info!("detached");
     Ok(())
+}
+
+/// Aborts a background task when dropped (the heap trimmer ends with `run`).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -365,7 +365,7 @@ fn a_node_js_gateway_calling_its_provider_with_fetch_is_exact_on_its_client_side
 }
 
 #[test]
-#[ignore = "intermittent: after the memory-BIO tie fix it passed 2 of 3 runs (a clean-clone CI run lost upstream records); cause not found yet"]
+#[ignore = "fails: 45 of 56 upstream records in a run on 2026-11-30 (runs of consecutive exchanges of one client lost, then recovered): the memory-BIO tie is still wrong at times; cause not found yet"]
 fn a_node_js_gateway_calling_its_provider_with_fetch_is_exact_on_its_https_upstream_side() {
     node_gateway_is_exact("fetch", &["client", "upstream"]);
 }
@@ -449,7 +449,7 @@ fn a_python_gateway_on_uvicorn_and_uvloop_is_exact_on_its_client_side() {
 }
 
 #[test]
-#[ignore = "intermittent: passed 2 of 3 runs after the memory-BIO tie fix; a clean-clone CI run lost upstream records; cause not found yet"]
+#[ignore = "fails: 40 of 64 upstream records in a run on 2026-11-30 (mostly the first exchanges of each client): the memory-BIO tie is still wrong at times; cause not found yet"]
 fn a_python_gateway_on_uvicorn_and_uvloop_is_exact_on_its_https_upstream_side() {
     python_gateway_is_exact(&["client", "upstream"]);
 }

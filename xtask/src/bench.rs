@@ -36,9 +36,13 @@ pub struct BenchArgs {
     /// `stream` (live stream fan-out to many WebSocket clients),
     /// `exporters` (the export path's throughput; no root, no nginx),
     /// `storage` (ingest rate and query time on SQLite and PostgreSQL) or
-    /// `soak` (the default agent under sustained full-rate load, over time).
-    #[arg(default_value = "proxy", value_parser = ["proxy", "stream", "exporters", "storage", "soak"])]
+    /// `soak` (the default agent under sustained full-rate load, over time)
+    /// or `audit` (the audit path at `--rate` exchanges/s through the real ring buffer).
+    #[arg(default_value = "proxy", value_parser = ["proxy", "stream", "exporters", "storage", "soak", "audit"])]
     pub what: String,
+    /// `audit`: exchanges per second asked of the traced loopback proxy.
+    #[arg(long, default_value_t = 20_000)]
+    rate: u64,
     #[command(flatten)]
     pub storage: crate::bench_storage::StorageBenchArgs,
 }
@@ -458,7 +462,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "exporters" => return crate::bench_exporters::run(),
         "storage" => return crate::bench_storage::run(&args.storage),
         "soak" => return crate::bench_soak::run(args.seconds.unwrap_or(600), args.connections),
-        other => bail!("unknown benchmark `{other}`: use `proxy`, `stream`, `exporters`, `storage` or `soak`"),
+        "audit" => return crate::bench_audit::run(args.seconds.unwrap_or(30), args.rate, args.connections),
+        other => bail!("unknown benchmark `{other}`: use `proxy`, `stream`, `exporters`, `storage`, `soak` or `audit`"),
     }
     let modes = args
         .modes

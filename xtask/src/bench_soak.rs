@@ -27,6 +27,9 @@ const SAMPLES: u64 = 30;
 struct Sample {
     at: Duration,
     rss_mib: f64,
+    /// Heap and other private memory (`RssAnon`); the rest of RSS is file
+    /// pages (the binary, SQLite's shared-memory index) and shared memory.
+    anon_mib: f64,
     exchanges: f64,
     records: f64,
     audit_connections: f64,
@@ -134,11 +137,14 @@ pub fn run(seconds: u64, connections: u32) -> Result<()> {
 fn sample(pid: u32, agent_port: u16, proxy_port: u16, up_port: u16, database: &Path, at: Duration) -> Sample {
     let text = scrape(agent_port);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
+    let kib = |field: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let rss_kib = kib("VmRSS:");
     let database_bytes: u64 = ["", "-wal", "-shm"]
         .iter()
         .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", database.display())).ok())
@@ -147,6 +153,7 @@ fn sample(pid: u32, agent_port: u16, proxy_port: u16, up_port: u16, database: &P
     Sample {
         at,
         rss_mib: rss_kib / 1024.0,
+        anon_mib: kib("RssAnon:") / 1024.0,
         exchanges: metric(&text, "llm_proxy_requests_total "),
         records: metric(&text, "metrics_agent_audit_records_total "),
         audit_connections: metric(&text, "metrics_agent_audit_connections "),
@@ -182,7 +189,7 @@ fn proxy_connections(proxy_port: u16, up_port: u16) -> usize {
 /// CPU seconds the agent's threads used, by thread name (`audit`: the
 /// capture path; `tokio-runtime-w`: the HTTP API, storage, exporters, live
 /// stream; `metrics-agent`: the main thread, tracing new processes).
-fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
+pub(crate) fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let mut out = BTreeMap::new();
@@ -199,8 +206,8 @@ fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
     out
 }
 
-fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32, wrk: &str) -> Result<String> {
-    let mut r = String::new();
+/// The machine and its load average now, one line.
+pub(crate) fn machine_line() -> String {
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -209,19 +216,23 @@ fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32
         })
         .unwrap_or_default();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    writeln!(
-        r,
+    format!(
         "Machine: {} cores, {cpu_model}; load average at the end: {}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-    )?;
+    )
+}
+
+fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32, wrk: &str) -> Result<String> {
+    let mut r = String::new();
+    writeln!(r, "{}", machine_line())?;
     writeln!(
         r,
         "Soak: wrk -t2 -c{connections} -d{seconds}s POSTing chat completions through nginx (1 worker, keep-alive upstream) to a local upstream answering OpenAI JSON with usage; agent defaults (uprobes, audit on, adaptive sampling, SQLite storage).\n"
     )?;
     writeln!(
         r,
-        "| t (s) | RSS MiB | exchanges/s | records/s | sampling N | raises (drops/CPU) | audit conns / proxy conns | audit memory KiB | database MiB |"
+        "| t (s) | RSS MiB (anon) | exchanges/s | records/s | sampling N | raises (drops/CPU) | audit conns / proxy conns | audit memory KiB | database MiB |"
     )?;
     writeln!(r, "|---|---|---|---|---|---|---|---|---|")?;
     for (i, s) in samples.iter().enumerate() {
@@ -230,10 +241,11 @@ fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32
         let rate = |now: f64, before: f64| if i == 0 { 0.0 } else { (now - before) / dt };
         writeln!(
             r,
-            "| {:.0}{} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0}/{:.0} | {:.0} / {} | {:.0} | {:.1} |",
+            "| {:.0}{} | {:.1} ({:.1}) | {:.0} | {:.0} | {:.0} | {:.0}/{:.0} | {:.0} / {} | {:.0} | {:.1} |",
             s.at.as_secs_f64(),
             if i > traffic_end { " (idle)" } else { "" },
             s.rss_mib,
+            s.anon_mib,
             rate(s.exchanges, prev.exchanges),
             rate(s.records, prev.records),
             s.sample_every,
@@ -271,8 +283,7 @@ fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32
         1e6 * total / exchanges.max(1.0),
         1e6 * total / records.max(1.0)
     )?;
-    let audit =
-        last.cpu.get("audit thread").copied().unwrap_or(0.0) - first.cpu.get("audit thread").copied().unwrap_or(0.0);
+    let audit = last.cpu.get("audit").copied().unwrap_or(0.0) - first.cpu.get("audit").copied().unwrap_or(0.0);
     if audit > 0.0 && records > 0.0 {
         // A captured exchange is two records (client and upstream side).
         let per_exchange = 2.0 * audit / records;

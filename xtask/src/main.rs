@@ -2,6 +2,7 @@
 //! commands, so a fresh machine needs nothing but this repository.
 
 mod bench;
+mod bench_audit;
 mod bench_exporters;
 mod bench_soak;
 mod bench_storage;
@@ -51,6 +52,14 @@ enum Task {
     },
     /// Benchmarks: nginx with and without the agent, and a non-target's cost.
     Bench(bench::BenchArgs),
+    /// The traced target of `bench audit` (a minimal keep-alive proxy).
+    #[command(hide = true)]
+    LoopbackProxy {
+        #[arg(long)]
+        listen: u16,
+        #[arg(long)]
+        upstream: u16,
+    },
 }
 
 fn main() {
@@ -66,6 +75,7 @@ fn main() {
         Task::Fuzz { seconds } => setup::run().and_then(|()| fuzz::run(seconds)),
         Task::Demo { seconds } => setup::run().and_then(|()| build()).and_then(|()| demo(seconds)),
         Task::Bench(args) => setup::run().and_then(|()| build_release()).and_then(|()| bench::run(&args)),
+        Task::LoopbackProxy { listen, upstream } => bench_audit::loopback_proxy(listen, upstream),
     };
     if let Err(e) = result {
         let chain: Vec<String> = e.chain().map(ToString::to_string).collect();

@@ -135,6 +135,11 @@ impl AuditTask {
                 _ = drain_timer.tick() => {
                     if reader.drain(ring.get_mut()) {
                         drain_timer.reset_immediately();
+                        // A ring that refills as fast as it is read keeps a
+                        // branch ready: without yielding, this single-task
+                        // runtime never runs its timers, so the once-a-second
+                        // tick (sampling under pressure) would never come.
+                        tokio::task::yield_now().await;
                     }
                 }
                 _ = tick.tick() => {
@@ -152,7 +157,9 @@ impl AuditTask {
                 guard = ring.readable_mut() => {
                     // The kernel woke the reader: the ring is filling up.
                     let mut guard = guard?;
-                    if !reader.drain(guard.get_inner_mut()) {
+                    if reader.drain(guard.get_inner_mut()) {
+                        tokio::task::yield_now().await; // as above: let the tick run
+                    } else {
                         guard.clear_ready();
                     }
                 }

@@ -33,12 +33,19 @@ const ROWS_PER_STATEMENT: usize = 200;
 /// expected to take a while; the flush duration is exported as a metric).
 const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 
+// The flush's multi-row statements (`INSERT ... VALUES (..), (..)` and
+// `IN (..)` lists) differ with every row count, so they are built with
+// `persistent(false)`: sqlx would otherwise keep up to 100 prepared
+// statements per pooled connection, each a compiled program for up to 200
+// rows of 30 columns, and the agent's memory would grow with every new row
+// count until the caches were full (docs/benchmarks.md, soak).
+
 /// Columns of a metrics row, in the order they are bound.
 const METRIC_COLUMNS: &str = "bucket_start, agent_id, application_id, side, provider, model, request_count, \
     error_count, cache_hits, usage_unknown_count, unpriced_count, tokens_input_sum, tokens_output_sum, \
     tokens_cached_sum, tokens_cache_creation_sum, tokens_reasoning_sum, cost_usd_sum, latency_p50_us, \
     latency_p90_us, latency_p99_us, latency_max_us, ttfb_p50_us, ttfb_p90_us, ttfb_p99_us, ttfb_max_us, \
-    latency_sketch, ttfb_sketch, ttft_sketch, tpot_sketch";
+    latency_sketch, ttfb_sketch, ttft_sketch, tpot_sketch, estimate, captured_count";
 /// Columns read back to merge or query (cost as text: exact in both databases).
 /// Flush sequences of processes that stopped flushing long ago (one row per
 /// process start accumulates otherwise): older than the minute tier's cutoff.
@@ -47,7 +54,7 @@ const FORGET_OLD_FLUSHES: &str = "DELETE FROM agent_flushes WHERE last_flush_uni
 const METRIC_READ_COLUMNS: &str = "bucket_start, agent_id, application_id, side, provider, model, request_count, \
     error_count, cache_hits, usage_unknown_count, unpriced_count, tokens_input_sum, tokens_output_sum, \
     tokens_cached_sum, tokens_cache_creation_sum, tokens_reasoning_sum, CAST(cost_usd_sum AS TEXT) AS cost, \
-    latency_sketch, ttfb_sketch, ttft_sketch, tpot_sketch";
+    latency_sketch, ttfb_sketch, ttft_sketch, tpot_sketch, estimate, captured_count";
 const DETAIL_COLUMNS: &str = "ts_ms, agent_id, flush_seq, application_id, side, provider, upstream_provider, \
     operation, endpoint, model_requested, model_returned, status, error_type, streaming, cache_hit, ttfb_us, \
     duration_us, tokens_input, tokens_output, tokens_cached, tokens_cache_creation, tokens_reasoning, cost_usd, \
@@ -145,6 +152,8 @@ macro_rules! read_aggregate {
             // Rows written before migration 0003 have none.
             ttft: optional_sketch("ttft_sketch")?,
             tpot: optional_sketch("tpot_sketch")?,
+            estimate: row.try_get("estimate")?,
+            captured_count: row.try_get("captured_count")?,
         })
     }};
 }
@@ -281,6 +290,32 @@ impl Store {
         Ok(())
     }
 
+    /// Applies the migrations up to `version` only (tests of a migration on
+    /// a database that holds rows of the schema before it).
+    #[cfg(test)]
+    pub async fn migrate_to(&self, version: i64) -> Result<(), StoreError> {
+        let upto = |m: &Migrator| Migrator {
+            migrations: m.migrations.iter().filter(|x| x.version <= version).cloned().collect::<Vec<_>>().into(),
+            ignore_missing: m.ignore_missing,
+            locking: m.locking,
+            no_tx: m.no_tx,
+        };
+        match self {
+            Store::Sqlite(pool) => upto(&SQLITE_MIGRATIONS).run(pool).await?,
+            Store::Postgres(pool) => upto(&POSTGRES_MIGRATIONS).run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Runs one statement (tests: rows of an older schema).
+    #[cfg(test)]
+    pub async fn execute(&self, sql: &str) -> Result<(), StoreError> {
+        on_pool!(self, |pool, pg| {
+            sqlx::raw_sql(sql).execute(pool).await?;
+        });
+        Ok(())
+    }
+
     /// The last committed flush of `agent` (0 when none).
     #[cfg(test)]
     pub async fn last_flush_seq(&self, agent: &str) -> Result<i64, StoreError> {
@@ -347,7 +382,7 @@ impl Store {
                         list.push_bind(*b);
                     }
                     q.push(")");
-                    for row in q.build().fetch_all(&mut *tx).await? {
+                    for row in q.build().persistent(false).fetch_all(&mut *tx).await? {
                         let (key, _) = read_key!(&row)?;
                         if let Some(new) = rows.get_mut(&key) {
                             new.merge(&read_aggregate!(&row)?);
@@ -395,7 +430,9 @@ impl Store {
                             .push_bind(a.latency.to_bytes())
                             .push_bind(a.ttfb.to_bytes())
                             .push_bind(a.ttft.to_bytes())
-                            .push_bind(a.tpot.to_bytes());
+                            .push_bind(a.tpot.to_bytes())
+                            .push_bind(a.estimate)
+                            .push_bind(a.captured_count);
                     });
                     q.push(
                         " ON CONFLICT (bucket_start, agent_id, application_id, side, provider, model) DO UPDATE SET ",
@@ -403,7 +440,7 @@ impl Store {
                     let updates: Vec<String> =
                         METRIC_COLUMNS.split(", ").skip(6).map(|c| format!("{c} = excluded.{c}")).collect();
                     q.push(updates.join(", "));
-                    q.build().execute(&mut *tx).await?;
+                    q.build().persistent(false).execute(&mut *tx).await?;
                 }
                 let n = rows.len() as u64;
                 match tier {
@@ -451,7 +488,7 @@ impl Store {
                         .push_bind(d.tpot_us)
                         .push_bind(d.stream_events);
                 });
-                q.build().execute(&mut *tx).await?;
+                q.build().persistent(false).execute(&mut *tx).await?;
             }
             written.detail_rows = batch.details.len() as u64;
             sqlx::query(

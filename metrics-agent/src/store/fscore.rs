@@ -144,7 +144,7 @@ pub async fn insert(store: &Store, agent: &str, results: &[StoredResult]) -> Res
                         .push_bind(agent.to_string());
                 });
                 q.push(" ON CONFLICT DO NOTHING");
-                q.build().execute($pool).await?.rows_affected()
+                q.build().persistent(false).execute($pool).await?.rows_affected()
             }};
         }
         new += match store {

@@ -117,6 +117,13 @@ pub struct Aggregate {
     pub ttft: Sketch,
     /// Streamed responses with known usage: time per output token, µs.
     pub tpot: Sketch,
+    /// True when a record in the row was captured at sampling interval N > 1:
+    /// the counts, token sums and cost above are then estimates (each such
+    /// record counted N times); false when they are exact.
+    pub estimate: bool,
+    /// Records behind the row (without the scaling by N): equals
+    /// `request_count` on an exact row, the sample size of an estimate.
+    pub captured_count: i64,
 }
 
 fn clamp_i64(v: u64) -> i64 {
@@ -128,27 +135,34 @@ fn micros(ms: f64) -> u64 {
 }
 
 impl Aggregate {
+    /// Adds a record; one captured at sampling interval N > 1 stands for N
+    /// exchanges, so its counts, tokens and cost are added N times and the
+    /// row becomes an estimate. The sketches hold captured exchanges only
+    /// (a sample of the distribution, unscaled).
     pub fn add(&mut self, r: &RequestRecord) {
-        self.request_count += 1;
+        let n = i64::from(r.sample_every.max(1));
+        let scaled = |v: Option<u64>| clamp_i64(v.unwrap_or(0)).saturating_mul(n);
+        self.estimate |= n > 1;
+        self.captured_count += 1;
+        self.request_count += n;
         if r.status == 0 || r.status >= 400 || r.error_type.is_some() {
-            self.error_count += 1;
+            self.error_count += n;
         }
         if r.cache_hit == Some(true) {
-            self.cache_hits += 1;
+            self.cache_hits += n;
         }
         let t = &r.tokens;
         if t.input.is_none() && t.output.is_none() {
-            self.usage_unknown_count += 1;
+            self.usage_unknown_count += n;
         }
-        self.tokens_input = self.tokens_input.saturating_add(clamp_i64(t.input.unwrap_or(0)));
-        self.tokens_output = self.tokens_output.saturating_add(clamp_i64(t.output.unwrap_or(0)));
-        self.tokens_cached = self.tokens_cached.saturating_add(clamp_i64(t.cache_read.unwrap_or(0)));
-        self.tokens_cache_creation =
-            self.tokens_cache_creation.saturating_add(clamp_i64(t.cache_creation.unwrap_or(0)));
-        self.tokens_reasoning = self.tokens_reasoning.saturating_add(clamp_i64(t.reasoning.unwrap_or(0)));
+        self.tokens_input = self.tokens_input.saturating_add(scaled(t.input));
+        self.tokens_output = self.tokens_output.saturating_add(scaled(t.output));
+        self.tokens_cached = self.tokens_cached.saturating_add(scaled(t.cache_read));
+        self.tokens_cache_creation = self.tokens_cache_creation.saturating_add(scaled(t.cache_creation));
+        self.tokens_reasoning = self.tokens_reasoning.saturating_add(scaled(t.reasoning));
         match r.cost_usd {
-            Some(c) => self.cost_usd = self.cost_usd.saturating_add(c),
-            None => self.unpriced_count += 1,
+            Some(c) => self.cost_usd = self.cost_usd.saturating_add(c.saturating_mul(Decimal::from(n))),
+            None => self.unpriced_count += n,
         }
         self.latency.insert(micros(r.duration_ms));
         self.ttfb.insert(micros(r.ttfb_ms));
@@ -176,6 +190,8 @@ impl Aggregate {
         self.ttfb.merge(&o.ttfb);
         self.ttft.merge(&o.ttft);
         self.tpot.merge(&o.tpot);
+        self.estimate |= o.estimate;
+        self.captured_count += o.captured_count;
     }
 }
 

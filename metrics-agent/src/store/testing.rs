@@ -129,15 +129,25 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn sqlite() -> Self {
+        Self::sqlite_at(None).await
+    }
+
+    /// `sqlite()` migrated up to schema `version` only (`None`: the newest).
+    pub async fn sqlite_at(version: Option<i64>) -> Self {
         let dir = unique_dir("sqlite");
         let url = format!("sqlite://{}", dir.join("nested/metrics.db").display());
         let store = Store::open(&url).await.unwrap();
-        store.migrate().await.unwrap();
+        migrate(&store, version).await.unwrap();
         Self { store, url, cluster: None, dir: Some(dir) }
     }
 
     /// A fresh database on the configured server, else on a private cluster.
     pub async fn postgres() -> Self {
+        Self::postgres_at(None).await
+    }
+
+    /// `postgres()` migrated up to schema `version` only (`None`: the newest).
+    pub async fn postgres_at(version: Option<i64>) -> Self {
         match std::env::var("METRICS_AGENT_TEST_POSTGRES_URL") {
             Ok(server) if !server.is_empty() => {
                 let name = format!("ma_test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
@@ -153,20 +163,31 @@ impl TestDb {
                 let (base, _) = server.rsplit_once('/').unwrap();
                 let url = format!("{base}/{name}");
                 let store = Store::open(&url).await.unwrap();
-                store.migrate().await.unwrap();
+                migrate(&store, version).await.unwrap();
                 Self { store, url, cluster: None, dir: None }
             }
-            _ => Self::private_postgres().await,
+            _ => Self::private_postgres_at(version).await,
         }
     }
 
     /// Always a cluster of its own (for tests that stop the server).
     pub async fn private_postgres() -> Self {
+        Self::private_postgres_at(None).await
+    }
+
+    async fn private_postgres_at(version: Option<i64>) -> Self {
         let cluster = PgCluster::start();
         let url = cluster.url();
         let store = Store::open(&url).await.unwrap();
-        store.migrate().await.unwrap_or_else(|e| panic!("PostgreSQL at {url} is unavailable: {e}"));
+        migrate(&store, version).await.unwrap_or_else(|e| panic!("PostgreSQL at {url} is unavailable: {e}"));
         Self { store, url, cluster: Some(cluster), dir: None }
+    }
+}
+
+async fn migrate(store: &Store, version: Option<i64>) -> Result<(), super::db::StoreError> {
+    match version {
+        Some(v) => store.migrate_to(v).await,
+        None => store.migrate().await,
     }
 }
 

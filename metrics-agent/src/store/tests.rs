@@ -55,7 +55,21 @@ on_both_databases!(
     metric_and_detail_pages_cover_every_row_once,
     the_size_budget_drops_the_oldest_details_then_the_oldest_minutes,
     a_fresh_database_gets_no_retention_warning,
+    sampled_records_are_stored_as_scaled_estimates,
 );
+
+/// Schema-migration tests: the database starts at an older schema, holds rows
+/// of it, then the agent's migrations bring it to the newest.
+mod rows_of_schema_1_are_exact_after_migration_2 {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::rows_of_schema_1_are_exact_after_migration_2(super::TestDb::sqlite_at(Some(1)).await).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::rows_of_schema_1_are_exact_after_migration_2(super::TestDb::postgres_at(Some(1)).await).await
+    }
+}
 
 /// Tests that stop the database need a server of their own.
 mod the_writer_rides_out_an_outage {
@@ -236,6 +250,85 @@ async fn rollups_and_percentiles_match_direct_computation(db: TestDb) {
     assert_eq!(details.len(), records.len());
     let streamed = records.iter().filter(|r| r.streaming).count();
     assert_eq!(details.iter().filter(|d| d.ttft_us.is_some() && d.stream_events == Some(12)).count(), streamed);
+}
+
+/// (request_count, captured_count, estimate, tokens_input_sum, cost) of each row.
+type Scaled = (i64, i64, bool, i64, String);
+
+fn scaled(rows: &[query::MetricsRow]) -> Vec<Scaled> {
+    rows.iter()
+        .map(|r| (r.request_count, r.captured_count, r.estimate, r.tokens_input_sum, r.cost_usd_sum.to_string()))
+        .collect()
+}
+
+/// A record captured at sampling interval N counts N times (requests, errors,
+/// tokens, cost) and makes its row an estimate, in the minute row and in the
+/// hour and day rows merged from it, across flushes; rows of records captured
+/// at N = 1 stay exact. The API shows both columns.
+async fn sampled_records_are_stored_as_scaled_estimates(db: TestDb) {
+    let minute = 60_000;
+    let at = |ts: u64, every: u32| RequestRecord { sample_every: every, ..record(ts, "m", 5.0, 100, 7, "0.001") };
+    let records = [
+        at(T0_MS, 1),
+        at(T0_MS + 1, 1),
+        at(T0_MS + 2, 1),
+        at(T0_MS + minute, 8),
+        at(T0_MS + minute + 1, 8),
+        RequestRecord { status: 500, error_type: Some("server_error".into()), ..at(T0_MS + minute + 2, 4) },
+    ];
+    // Two records per flush: both minute rows are merged with stored rows.
+    ingest(&db.store, &records, 3).await;
+    let minutes = query::run(&db.store, &params(T0_MS, T0_MS + 2 * minute, 60, "", None)).await.unwrap();
+    assert_eq!(
+        scaled(&minutes.rows),
+        [(3, 3, false, 300, "0.003".into()), (20, 3, true, 2_000, "0.020".into())],
+        "exact minute, then a minute of records captured 1 in 8, 1 in 8 and 1 in 4"
+    );
+    assert_eq!(minutes.rows[1].error_count, 4);
+    assert_eq!(minutes.rows[0].latency_max_us, 5_000, "sketches are not scaled");
+    for step in [3_600, 86_400] {
+        let coarse = query::run(&db.store, &params(T0_MS, T0_MS + 2 * minute, step, "", None)).await.unwrap();
+        assert_eq!(scaled(&coarse.rows), [(23, 6, true, 2_300, "0.023".into())], "step {step}");
+    }
+    let (status, body) =
+        api_get(&db, &format!("/api/v1/metrics?from={}&to={}&side=all", T0_MS / 1000, T0_MS / 1000 + 120)).await;
+    assert_eq!(status, 200, "{body}");
+    let api: Vec<_> = body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["request_count"].clone(), r["captured_count"].clone(), r["estimate"].clone()))
+        .collect();
+    assert_eq!(api, [(3.into(), 3.into(), false.into()), (20.into(), 3.into(), true.into())], "{body}");
+}
+
+/// Rows written under schema 1 (before rows said whether they are estimates)
+/// read back after migration 2 as exact, their records counted once each.
+async fn rows_of_schema_1_are_exact_after_migration_2(db: TestDb) {
+    let bucket = T0_MS / 1000;
+    let hex: String = Sketch::default().to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let sketch =
+        if matches!(db.store, Store::Postgres(_)) { format!("'\\x{hex}'::bytea") } else { format!("X'{hex}'") };
+    for table in ["metrics_1m", "metrics_1h", "metrics_1d"] {
+        if matches!(db.store, Store::Postgres(_)) {
+            let partition =
+                format!("CREATE TABLE {table}_all PARTITION OF {table} FOR VALUES FROM (0) TO ({})", i64::MAX);
+            db.store.execute(&partition).await.unwrap();
+        }
+        db.store
+            .execute(&format!(
+                "INSERT INTO {table} VALUES ({bucket}, '{AGENT}', 'app', 'client', 'openai', 'm', 9, 1, 0, 0, 0, \
+                 90, 9, 0, 0, 0, 0.5, 1, 2, 3, 4, 1, 2, 3, 4, {sketch}, {sketch})"
+            ))
+            .await
+            .unwrap();
+    }
+    db.store.migrate().await.unwrap();
+    for tier in Tier::ALL {
+        let rows = db.store.read_rows(tier, 0, i64::MAX, &RowFilter::default()).await.unwrap();
+        let got: Vec<_> = rows.iter().map(|(_, _, a)| (a.request_count, a.captured_count, a.estimate)).collect();
+        assert_eq!(got, [(9, 9, false)], "{tier:?}");
+    }
 }
 
 async fn a_flush_is_applied_once(db: TestDb) {

@@ -51,6 +51,7 @@ check_program_names!(
     ssl::return_ssl => RETURN_SSL,
     ssl::enter_ssl_handshake => ENTER_SSL_HANDSHAKE,
     ssl::return_ssl_handshake => RETURN_SSL_HANDSHAKE,
+    ssl::return_ssl_get_error => RETURN_SSL_GET_ERROR,
     syscalls::sys_enter_read => SYS_ENTER_READ,
     syscalls::sys_enter_recv => SYS_ENTER_RECV,
     syscalls::sys_enter_write => SYS_ENTER_WRITE,

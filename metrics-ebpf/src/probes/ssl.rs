@@ -21,7 +21,8 @@
 //! Hooked: `int SSL_read(SSL *s, void *buf, int num)`, `int SSL_write(SSL *s,
 //! const void *buf, int num)`, `int SSL_read_ex(SSL *s, void *buf, size_t num,
 //! size_t *readbytes)`, `int SSL_write_ex(..., size_t *written)`,
-//! `int SSL_do_handshake(SSL *s)`.
+//! `int SSL_do_handshake(SSL *s)`, `int SSL_get_error(const SSL *s, int ret)`
+//! (return only).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
@@ -57,9 +58,27 @@ pub static SSL_CALLS: LruHashMap<u64, SslCall> = LruHashMap::with_max_entries(16
 /// Handshakes in progress, by pid_tgid: the `SSL*`.
 #[map]
 pub static SSL_HANDSHAKES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16_384, 0);
-/// `SSL*` -> socket fd, keyed by (tgid << 32) ^ SSL*.
+/// An `SSL*` of one process (addresses repeat across processes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SslKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ssl: u64,
+}
+
+/// `SSL*` -> socket fd.
 #[map]
-pub static SSL_FDS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65_536, 0);
+pub static SSL_FDS: LruHashMap<SslKey, u32> = LruHashMap::with_max_entries(65_536, 0);
+
+/// An `SSL_read_ex` that failed on a tied socket, by pid_tgid: its fd, until
+/// the `SSL_get_error` the caller makes next says whether the peer closed
+/// the TLS session (`_ex` returns 0 for every failure, "want read" included).
+#[map]
+pub static SSL_EX_READ_FAILED: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16_384, 0);
+
+/// `SSL_get_error`'s answer when the peer sent close_notify.
+const SSL_ERROR_ZERO_RETURN: i32 = 6;
 
 /// A read of TLS ciphertext outside any SSL call, by pid_tgid: the socket
 /// the thread's next SSL read or handshake belongs to (memory BIOs).
@@ -79,8 +98,8 @@ pub struct SslOwner {
 #[map]
 pub static SSL_OF_CONN: LruHashMap<u64, SslOwner> = LruHashMap::with_max_entries(65_536, 0);
 
-fn ssl_key(tgid: u32, ssl: u64) -> u64 {
-    ((tgid as u64) << 32) ^ ssl
+fn ssl_key(tgid: u32, ssl: u64) -> SslKey {
+    SslKey { tgid, _pad: 0, ssl }
 }
 
 #[inline(always)]
@@ -91,6 +110,8 @@ fn ssl_entered<A: CallArgs>(ctx: &A, kind: u32, ex: bool) {
         return;
     }
     let ssl = ctx.arg_u64(0);
+    // A failed `_ex` read not followed by `SSL_get_error`: forgotten.
+    let _ = SSL_EX_READ_FAILED.remove(&id);
     // SAFETY: the value is copied.
     let fd = unsafe { SSL_FDS.get(&ssl_key(tgid, ssl)) }.copied().unwrap_or(u32::MAX);
     let call = SslCall { ssl, buf: ctx.arg_u64(1), count_ptr: if ex { ctx.arg_u64(3) } else { 0 }, kind, fd };
@@ -143,6 +164,10 @@ fn ssl_returned<C: CallReturn>(ctx: &C) -> u32 {
     let ret = ctx.return_value() as i32 as i64;
     let n = if call.count_ptr != 0 {
         if ret != 1 {
+            if call.kind == CALL_READ_BUF && call.fd != u32::MAX {
+                // Failed: a close or "want read"; `SSL_get_error` tells.
+                let _ = SSL_EX_READ_FAILED.insert(&id, &call.fd, 0);
+            }
             return 0;
         }
         // SAFETY: reading user memory through the helper.
@@ -161,6 +186,22 @@ fn ssl_returned<C: CallReturn>(ctx: &C) -> u32 {
         return 0;
     }
     process_plaintext(ctx, (id >> 32) as u32, call.fd, call.kind, call.buf, n)
+}
+
+/// Return of `int SSL_get_error(const SSL *s, int ret)`: after a failed
+/// `SSL_read_ex` on this thread, `SSL_ERROR_ZERO_RETURN` means the peer
+/// closed the TLS session (a body framed by the connection's close ends
+/// here), as `SSL_read` returning 0 does.
+#[uretprobe]
+pub fn return_ssl_get_error(ctx: RetProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(fd) = (unsafe { SSL_EX_READ_FAILED.get(&id) }).copied() else { return 0 };
+    let _ = SSL_EX_READ_FAILED.remove(&id);
+    if ctx.return_value() as i32 == SSL_ERROR_ZERO_RETURN {
+        plaintext_peer_closed((id >> 32) as u32, fd);
+    }
+    0
 }
 
 /// int SSL_do_handshake(SSL *s): socket calls inside it belong to `s`.

@@ -116,6 +116,12 @@ pub struct MetricsRow {
     pub ttft_p99_us: Option<u64>,
     pub tpot_p50_us: Option<u64>,
     pub tpot_p99_us: Option<u64>,
+    /// False: the counts, token sums and cost are exact. True: some records
+    /// were captured at sampling interval N > 1 and count N times each, so
+    /// those values are estimates (percentiles are over captured exchanges).
+    pub estimate: bool,
+    /// Records captured behind the row (equals `request_count` when exact).
+    pub captured_count: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -243,6 +249,8 @@ fn output_row((start, [application, side, provider, model, agent]): MetricsPosit
         ttft_p99_us: a.ttft.quantile(0.99),
         tpot_p50_us: a.tpot.quantile(0.5),
         tpot_p99_us: a.tpot.quantile(0.99),
+        estimate: a.estimate,
+        captured_count: a.captured_count,
     }
 }
 
