@@ -15,7 +15,6 @@ use metrics_common::{
         CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, ConnState, EV_END, EV_MALFORMED, EV_NONE, METHOD_HEAD,
         METHOD_NONE, METHOD_PENDING, PHASE_BODY_LENGTH, PHASE_CHUNK_DATA, PHASE_LOST, PHASE_UNTIL_CLOSE, PROTO_HTTP1,
         PROTO_UNCLASSIFIED, PROTO_UNDETERMINED, ResponseParser, SIDE_CLIENT, SIDE_UNKNOWN, SIDE_UPSTREAM,
-        head::{HEAD_BYTES, HEAD_WORDS, HeadLines, finish_head, scan_head_lines, wants_head},
         is_status_line_start, method_at_start,
     },
     counters as c,
@@ -209,8 +208,8 @@ fn request_begins(conn: &mut ConnState, method: u32, now: u64) {
 }
 
 /// Bytes travelling toward the client side: the response of the in-flight
-/// request. The common cases are parsed here (`parse_call`); the rest is set
-/// up for the continuation program.
+/// request. Body bytes of known framing are skipped here (`parse_call`);
+/// the rest is set up for the continuation program.
 #[inline(always)]
 fn response_bytes(scratch: *mut Scratch, conn: &mut ConnState, call: &Call, n: u64, now: u64) {
     if conn.flags & CONN_IN_FLIGHT == 0 {
@@ -231,9 +230,9 @@ fn response_bytes(scratch: *mut Scratch, conn: &mut ConnState, call: &Call, n: u
 
 /// Parses what it can of a call's response bytes in the calling program:
 /// body bytes of a known length or up to the close are skipped without
-/// reading them. Anything else (a response head, chunk-size lines) is set up
-/// for the continuation program (`continue_parsing`), which scans a whole
-/// head word at a time (`fast_head`) and the rest byte by byte.
+/// reading them (and without a tail call). Anything else (a response head,
+/// chunk-size lines) is set up for the continuation program
+/// (`continue_parsing`), which scans it byte by byte.
 #[inline(always)]
 fn parse_call(scratch: *mut Scratch, conn: &mut ConnState, call: &Call, n: u64, now: u64) {
     let p = &mut conn.response;
@@ -263,59 +262,6 @@ fn parse_call(scratch: *mut Scratch, conn: &mut ConnState, call: &Call, n: u64, 
         (*scratch).continuations = 0;
         (*scratch).parse_pending = 1;
     }
-}
-
-/// A whole response head at the cursor, in the current segment: scanned
-/// word at a time (`scan_head`, exact as the DFA), then a body of known
-/// length (or up to the close) skipped. Returns the framing event, or
-/// `STEP_MORE` when the byte-level steps go on (also when the head is not
-/// whole in the segment: the DFA then takes it from the same position).
-#[inline(always)]
-fn fast_head(scratch: *mut Scratch, parser: *mut ResponseParser) -> u32 {
-    // SAFETY: both point into map values valid for the whole program.
-    let mut p = unsafe { core::ptr::read_volatile(parser) };
-    if !wants_head(&p) {
-        return STEP_MORE;
-    }
-    let mut cur = unsafe { core::ptr::read_volatile(&(*scratch).cursor) };
-    if cur.seg_off >= cur.seg_len && !cur.next_segment() {
-        return STEP_MORE;
-    }
-    let avail = cur.seg_len - cur.seg_off;
-    let len = if avail < HEAD_BYTES as u64 { avail } else { HEAD_BYTES as u64 };
-    let head = unsafe { core::ptr::addr_of_mut!((*scratch).head) };
-    // SAFETY: `head` holds HEAD_BYTES bytes and len <= HEAD_BYTES.
-    if len < 16
-        || len > HEAD_BYTES as u64
-        || unsafe { read_user_raw(head as *mut _, len as u32, (cur.seg_ptr + cur.seg_off) as *const _) } != 0
-    {
-        unsafe { core::ptr::write_volatile(&mut (*scratch).cursor, cur) };
-        return STEP_MORE;
-    }
-    // SAFETY: the bytes were just read.
-    // The scan's findings go through map memory: the verifier checks each
-    // position and what follows the scan once, not once per path.
-    let out = unsafe { core::ptr::addr_of_mut!((*scratch).lines) };
-    if !scan_head_lines(unsafe { &*head }, len, &p, out) {
-        unsafe { core::ptr::write_volatile(&mut (*scratch).cursor, cur) };
-        return STEP_MORE;
-    }
-    let lines = unsafe { core::ptr::read_volatile(&(*scratch).lines) };
-    let Some((used, mut ev)) = finish_head(unsafe { &*head }, len, lines, &mut p) else {
-        unsafe { core::ptr::write_volatile(&mut (*scratch).cursor, cur) };
-        return STEP_MORE;
-    };
-    cur.consume(used);
-    if ev == EV_NONE && cur.left > 0 && (p.phase == PHASE_BODY_LENGTH || p.phase == PHASE_UNTIL_CLOSE) {
-        let (skipped, e) = p.skip(cur.left);
-        cur.left -= skipped;
-        ev = e;
-    }
-    unsafe {
-        core::ptr::write_volatile(parser, p);
-        core::ptr::write_volatile(&mut (*scratch).cursor, cur);
-    }
-    if ev != EV_NONE || cur.left == 0 { ev } else { STEP_MORE }
 }
 
 /// Acts on what parsing a call's bytes found.
@@ -374,9 +320,6 @@ pub struct Cursor {
 #[repr(C)]
 pub struct Scratch {
     pub window: [u8; WINDOW],
-    /// The first bytes of a call that starts a response head (`parse_call`).
-    pub head: [u64; HEAD_WORDS],
-    pub lines: HeadLines,
     pub cursor: Cursor,
     pub conn_key: u64,
     pub now: u64,
@@ -424,18 +367,6 @@ pub fn continue_parsing<C: CallReturn>(ctx: &C) -> u32 {
     let Some(conn) = CONNS.get_ptr_mut(&key) else { return 0 };
     // SAFETY: a valid map value pointer for the duration of the program.
     let conn = unsafe { &mut *conn };
-    if depth == 1 && wants_head(&conn.response) {
-        let r = fast_head(scratch, &mut conn.response);
-        if r != STEP_MORE {
-            framing_outcome(conn, r, now);
-            return 0;
-        }
-        // The byte-level steps go on in a fresh run of this program, so the
-        // verifier checks them once, not once per way the scan can end.
-        ctx.continue_parsing();
-        framing_outcome(conn, EV_BUDGET, now);
-        return 0;
-    }
     let mut r = run_steps(scratch, &mut conn.response);
     if r == STEP_MORE {
         if depth < MAX_CONTINUATIONS {
