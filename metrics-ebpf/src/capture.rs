@@ -133,6 +133,7 @@ pub fn prepare(
     n: u64,
     is_read: bool,
     request_direction: bool,
+    response_flags: u32,
     now: u64,
 ) -> bool {
     let offset = if is_read { conn.read_offset } else { conn.write_offset };
@@ -150,7 +151,7 @@ pub fn prepare(
     // A response without Content-Length (chunked or close-delimited: how
     // streams are sent) is captured whole; the agent parses it as it comes.
     // An HTTP/2 connection is captured whole (HPACK needs every header block).
-    let streamed = conn.proto == PROTO_HTTP2 || (!request_direction && conn.response.flags & RESP_HAS_LENGTH == 0);
+    let streamed = conn.proto == PROTO_HTTP2 || (!request_direction && response_flags & RESP_HAS_LENGTH == 0);
     let room = if streamed { n } else { cap.saturating_sub(done) };
     let take = if n < room { n } else { room };
     let total = done + take;

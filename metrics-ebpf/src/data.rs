@@ -58,10 +58,25 @@ pub fn stash<A: CallArgs>(ctx: &A, kind: u32, hit: u32) {
 /// accept() that was already blocking when the agent attached.
 #[inline(always)]
 pub fn traced_call(id: u64, tgid: u32, fd: u32, kind: u32, ptr: u64, count: u64) -> Option<Call> {
+    traced_call_conn(id, tgid, fd, kind, ptr, count).map(|(call, _)| call)
+}
+
+/// `traced_call`, with the connection's state (null for a plain read of an
+/// fd not traced yet), for hooks that see a call's arguments and its result
+/// in one program run (socket tracepoints): the one `CONNS` lookup of the call.
+#[inline(always)]
+pub fn traced_call_conn(
+    id: u64,
+    tgid: u32,
+    fd: u32,
+    kind: u32,
+    ptr: u64,
+    count: u64,
+) -> Option<(Call, *mut ConnState)> {
     crate::probes::ssl::note_nested_socket_call(id, tgid, fd);
     let mut kind = kind;
-    // SAFETY: only tested for presence.
-    if unsafe { CONNS.get(&conn_key(tgid, fd)) }.is_none() {
+    let conn = CONNS.get_ptr_mut(&conn_key(tgid, fd)).unwrap_or(core::ptr::null_mut());
+    if conn.is_null() {
         if kind != CALL_READ_BUF {
             return None;
         }
@@ -76,7 +91,7 @@ pub fn traced_call(id: u64, tgid: u32, fd: u32, kind: u32, ptr: u64, count: u64)
         ptr = iov;
         kind -= MSGHDR;
     }
-    Some(Call { fd, kind, ptr, count })
+    Some((Call { fd, kind, ptr, count }, conn))
 }
 
 /// recv/recvfrom: a `MSG_PEEK` read leaves the bytes queued, so it is not
@@ -117,16 +132,34 @@ pub fn data_returned<C: CallReturn>(ctx: &C, hit: u32) -> u32 {
 /// response parsing (when this call carried response bytes).
 #[inline(always)]
 pub fn data_done<C: CallReturn>(ctx: &C, id: u64, call: Call, ret: i64) -> u32 {
+    let conn = if call.kind == CALL_READ_UNKNOWN {
+        core::ptr::null_mut()
+    } else {
+        let Some(conn) = CONNS.get_ptr_mut(&conn_key((id >> 32) as u32, call.fd)) else { return 0 };
+        conn
+    };
+    data_done_on(ctx, id, call, ret, conn)
+}
+
+/// `data_done` on the connection state `conn` already looked up (null for
+/// a `CALL_READ_UNKNOWN` call, whose connection may be adopted here).
+#[inline(always)]
+pub fn data_done_on<C: CallReturn>(ctx: &C, id: u64, call: Call, ret: i64, conn: *mut ConnState) -> u32 {
     let tgid = (id >> 32) as u32;
     let mut call = call;
+    let mut conn = conn;
     if call.kind == CALL_READ_UNKNOWN {
         call.kind = CALL_READ_BUF;
         if ret <= 0 || !adopt_client_connection(tgid, &call, ret as u64) {
             return 0;
         }
+        let Some(adopted) = CONNS.get_ptr_mut(&conn_key(tgid, call.fd)) else { return 0 };
+        conn = adopted;
     }
-    let Some(conn) = CONNS.get_ptr_mut(&conn_key(tgid, call.fd)) else { return 0 };
-    // SAFETY: a valid map value pointer for the duration of the program.
+    if conn.is_null() {
+        return 0;
+    }
+    // SAFETY: a valid map value pointer (checked above) for the duration of the program.
     let conn = unsafe { &mut *conn };
     let is_read = is_read(call.kind);
     if ret == 0 && is_read {

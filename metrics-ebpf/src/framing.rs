@@ -13,9 +13,9 @@ use aya_ebpf::helpers::{
 use metrics_common::{
     conn::{
         CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, ConnState, EV_END, EV_MALFORMED, EV_NONE, METHOD_HEAD,
-        METHOD_NONE, METHOD_PENDING, PHASE_CHUNK_DATA, PHASE_LOST, PHASE_UNTIL_CLOSE, PROTO_HTTP1, PROTO_UNCLASSIFIED,
-        PROTO_UNDETERMINED, ResponseParser, SIDE_CLIENT, SIDE_UNKNOWN, SIDE_UPSTREAM, is_status_line_start,
-        method_at_start,
+        METHOD_NONE, METHOD_PENDING, PHASE_BODY_LENGTH, PHASE_CHUNK_DATA, PHASE_LOST, PHASE_UNTIL_CLOSE, PROTO_HTTP1,
+        PROTO_UNCLASSIFIED, PROTO_UNDETERMINED, ResponseParser, SIDE_CLIENT, SIDE_UNKNOWN, SIDE_UPSTREAM,
+        is_status_line_start, method_at_start,
     },
     counters as c,
     maps::conn_key,
@@ -81,6 +81,9 @@ pub fn http_and_capture<C: CallReturn>(
             response_bytes(scratch, conn, &call, n, now);
         }
     } else {
+        // What capture decides from the response's framing is taken from
+        // before this call's bytes were parsed.
+        let response_flags = conn.response.flags;
         http_bytes(scratch, conn, &call, n, is_read, now);
         let iov = call.kind == CALL_READ_IOV || call.kind == CALL_WRITE_IOV;
         let request_direction = (conn.side == SIDE_CLIENT) == is_read;
@@ -95,6 +98,7 @@ pub fn http_and_capture<C: CallReturn>(
             n,
             is_read,
             request_direction,
+            response_flags,
             now,
         );
         if capture {
@@ -207,7 +211,8 @@ fn request_begins(conn: &mut ConnState, method: u32, now: u64) {
 }
 
 /// Bytes travelling toward the client side: the response of the in-flight
-/// request. Parsing is set up here and run by the continuation program.
+/// request. Body bytes of known framing are skipped here (`parse_call`);
+/// the rest is set up for the continuation program.
 #[inline(always)]
 fn response_bytes(scratch: *mut Scratch, conn: &mut ConnState, call: &Call, n: u64, now: u64) {
     if conn.flags & CONN_IN_FLIGHT == 0 {
@@ -223,7 +228,43 @@ fn response_bytes(scratch: *mut Scratch, conn: &mut ConnState, call: &Call, n: u
         framing_outcome(conn, ev, now);
         return;
     }
-    prepare_parse(scratch, call, n, now);
+    parse_call(scratch, conn, call, n, now);
+}
+
+/// Parses what it can of a call's response bytes in the calling program:
+/// body bytes of a known length or up to the close are skipped without
+/// reading them (and without a tail call). Anything else (a response head,
+/// chunk-size lines) is set up for the continuation program
+/// (`continue_parsing`), which scans it byte by byte.
+#[inline(always)]
+fn parse_call(scratch: *mut Scratch, conn: &mut ConnState, call: &Call, n: u64, now: u64) {
+    let p = &mut conn.response;
+    if p.phase == PHASE_BODY_LENGTH || p.phase == PHASE_UNTIL_CLOSE {
+        // Only the count matters, not where the iovecs split the bytes.
+        let (used, ev) = p.skip(n);
+        if ev != EV_NONE || used == n {
+            framing_outcome(conn, ev, now);
+            return;
+        }
+    }
+    let iov_call = call.kind == CALL_READ_IOV || call.kind == CALL_WRITE_IOV;
+    let cursor = Cursor {
+        iov: if iov_call { call.ptr } else { 0 },
+        iov_count: if iov_call { call.count } else { 0 },
+        iov_next: 0,
+        seg_ptr: call.ptr,
+        seg_len: if iov_call { 0 } else { n },
+        seg_off: 0,
+        left: n,
+    };
+    // SAFETY: `scratch` is this CPU's map value.
+    unsafe {
+        core::ptr::write_volatile(&mut (*scratch).cursor, cursor);
+        (*scratch).conn_key = conn_key((bpf_get_current_pid_tgid() >> 32) as u32, call.fd);
+        (*scratch).now = now;
+        (*scratch).continuations = 0;
+        (*scratch).parse_pending = 1;
+    }
 }
 
 /// Acts on what parsing a call's bytes found.
@@ -318,31 +359,6 @@ impl Cursor {
 
 /// `step` result: keep going.
 const STEP_MORE: u32 = 200;
-
-/// Sets up parsing of the `n` bytes of one call by `continue_response`,
-/// which takes `MAX_STEPS` steps per run and calls itself while bytes
-/// remain, up to `MAX_CONTINUATIONS` runs, then records the outcome.
-#[inline(always)]
-fn prepare_parse(scratch: *mut Scratch, call: &Call, n: u64, now: u64) {
-    let iov_call = call.kind == CALL_READ_IOV || call.kind == CALL_WRITE_IOV;
-    let cursor = Cursor {
-        iov: if iov_call { call.ptr } else { 0 },
-        iov_count: if iov_call { call.count } else { 0 },
-        iov_next: 0,
-        seg_ptr: call.ptr,
-        seg_len: if iov_call { 0 } else { n },
-        seg_off: 0,
-        left: n,
-    };
-    // SAFETY: `scratch` is this CPU's map value.
-    unsafe {
-        core::ptr::write_volatile(&mut (*scratch).cursor, cursor);
-        (*scratch).conn_key = conn_key((bpf_get_current_pid_tgid() >> 32) as u32, call.fd);
-        (*scratch).now = now;
-        (*scratch).continuations = 0;
-        (*scratch).parse_pending = 1;
-    }
-}
 
 /// The body of every continuation program (one per program type).
 #[inline(always)]

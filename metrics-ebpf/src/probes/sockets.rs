@@ -26,14 +26,14 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use metrics_common::{
-    conn::CONN_SOCK_MAPPED,
+    conn::{CONN_SOCK_MAPPED, ConnState},
     maps::{SLOT_CAPTURE, SLOT_PARSE},
     probes::{HIT_SOCKET_RECV, HIT_SOCKET_SEND},
 };
 
 use crate::{
     ctx::CallReturn,
-    data::{MSG_PEEK, MSGHDR, data_done, traced_call},
+    data::{MSG_PEEK, MSGHDR, data_done, data_done_on, traced_call_conn},
     framing::continue_parsing,
     maps::{
         CALL_READ_BUF, CALL_READ_IOV, CALL_READ_NOBUF, CALL_SENDFILE, CALL_WRITE_BUF, CALL_WRITE_IOV, CONNS,
@@ -160,19 +160,19 @@ fn socket_call(ctx: &BtfTracePointContext, is_recv: bool) -> u32 {
     if fd > i32::MAX as u64 {
         return 0;
     }
-    let Some(call) = traced_call(id, tgid, fd as u32, kind, ptr, count) else { return 0 };
-    remember_socket(tgid, call.fd, sk);
-    data_done(ctx, id, call, ret)
+    let Some((call, conn)) = traced_call_conn(id, tgid, fd as u32, kind, ptr, count) else { return 0 };
+    if !conn.is_null() {
+        // SAFETY: a valid map value pointer for the duration of the program.
+        remember_socket(unsafe { &mut *conn }, tgid, call.fd, sk);
+    }
+    data_done_on(ctx, id, call, ret, conn)
 }
 
 /// Maps the kernel socket to its connection, once per connection, for the
 /// calls whose fd the registers do not show.
 #[inline(always)]
-fn remember_socket(tgid: u32, fd: u32, sk: u64) {
+fn remember_socket(conn: &mut ConnState, tgid: u32, fd: u32, sk: u64) {
     let key = metrics_common::maps::conn_key(tgid, fd);
-    let Some(conn) = CONNS.get_ptr_mut(&key) else { return };
-    // SAFETY: a valid map value pointer for the duration of the program.
-    let conn = unsafe { &mut *conn };
     if conn.flags & CONN_SOCK_MAPPED == 0 {
         conn.flags |= CONN_SOCK_MAPPED;
         let _ = SOCK_CONNS.insert(&sk, &SockConn { key, conn_id: conn.conn_id }, 0);
