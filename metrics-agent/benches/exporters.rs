@@ -107,8 +107,7 @@ fn run(n: usize) -> anyhow::Result<()> {
         let aggregated = through_bus(&records, Arc::new(move |r: &RequestRecord| a.observe(r))).await;
         (baseline, aggregated)
     });
-    let source =
-        Arc::new(Source { start_unix_nanos: 0, audit, hot_path: None, agent: None, system: None, exporters: vec![] });
+    let source = Arc::new(Source::of_audit(audit, vec![]));
     let snapshot = source.snapshot(false);
     let series = snapshot.series.len();
     let rounds = 50;

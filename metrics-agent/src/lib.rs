@@ -27,6 +27,7 @@ pub mod run;
 pub mod run_args;
 pub mod secrets;
 mod sockets;
+pub mod stat_cells;
 pub mod store;
 pub mod store_cli;
 mod target;

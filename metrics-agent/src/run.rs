@@ -97,9 +97,10 @@ async fn run_async(
     let records = crate::records::bus();
     // Consumers of records subscribe here, before the audit task starts.
     let mut routes = axum::Router::new();
+    let server_stats = Arc::new(crate::http::server::ServerStats::default());
     let storage = match &config.storage {
         Some(storage) => {
-            let running = crate::store::start(storage, &records, &mut registry).await?;
+            let running = crate::store::start(storage, &records).await?;
             routes = routes.merge(running.routes.clone());
             Some(running)
         }
@@ -117,6 +118,8 @@ async fn run_async(
             conns: conns.clone(),
             rings,
             provider_addresses: table.clone(),
+            http: server_stats.clone(),
+            storage: storage.as_ref().map(|s| s.stats.clone()),
         },
         &records,
         &mut registry,
@@ -171,7 +174,6 @@ async fn run_async(
     } else {
         None
     };
-    let server_stats = crate::http::server::ServerStats::register(&mut registry);
     // Readiness is served without the token: it says nothing but "attached or not".
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let app = crate::http::auth::protect(http::router(Arc::new(registry), routes), config.api_token.as_ref())

@@ -14,14 +14,14 @@ use std::{
     net::{TcpListener, UdpSocket},
     os::unix::net::UnixDatagram,
     process::{Command, Stdio},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
 use llm_proxy_e2e::{
     client::Client,
-    harness::{self, Agent, Guard, Nginx, TempDir},
+    harness::{self, Agent, Guard, Nginx, TempDir, serial},
     http1::Reader,
     mock::MockProvider,
 };
@@ -31,12 +31,6 @@ use opentelemetry_proto::tonic::{
     metrics::v1::{Metric, metric::Data, number_data_point},
 };
 use prost::Message;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Plain 200 answers in `traffic`.
 const PLAIN_OK: u64 = 3;
@@ -277,9 +271,7 @@ fn prom_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-/// `# HELP` text -> (family, type) of a Prometheus exposition, leaving out
-/// the agent's HTTP server and storage metrics (registered apart from the
-/// metric catalogue, and served on `/metrics` only).
+/// `# HELP` text -> (family, type) of a Prometheus exposition.
 fn prom_families(text: &str) -> BTreeMap<String, (String, String)> {
     let mut types = BTreeMap::new();
     for l in text.lines() {
@@ -289,7 +281,6 @@ fn prom_families(text: &str) -> BTreeMap<String, (String, String)> {
     }
     text.lines()
         .filter_map(|l| l.strip_prefix("# HELP ")?.split_once(' '))
-        .filter(|(name, _)| !name.starts_with("metrics_agent_http_") && !name.starts_with("metrics_agent_storage_"))
         .map(|(name, help)| (help.to_string(), (name.to_string(), types.get(name).cloned().unwrap_or_default())))
         .collect()
 }
@@ -429,7 +420,7 @@ interval_seconds = 1
             ("DD_API_KEY", "e2e-dd-key"),
         ],
     );
-    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    agent.wait_for_nginx();
     let prometheus = PrometheusServer::start(agent.port);
     let sent = traffic(&nginx);
     assert_eq!(hostile_request(nginx.port), 200);
@@ -533,7 +524,8 @@ interval_seconds = 1
 
     // One catalogue: /metrics and OTLP carry the same metrics (paired by
     // their help text), Prometheus naming its counters `_total` and its
-    // seconds `_seconds`; the agent's own statistics included.
+    // seconds `_seconds`; the agent's own statistics, HTTP server and
+    // storage included.
     let mut families = (BTreeMap::new(), BTreeMap::new(), BTreeSet::new());
     wait_for(
         "the same metrics on /metrics and over OTLP",
@@ -555,8 +547,15 @@ interval_seconds = 1
             assert!(family.contains("_seconds"), "{family}");
         }
     }
-    for name in ["metrics_agent.probe.hits", "metrics_agent.capture.sample_every", "metrics_agent.tracked_connections"]
-    {
+    // The agent's HTTP server and storage metrics too (storage is on by default).
+    for name in [
+        "metrics_agent.probe.hits",
+        "metrics_agent.capture.sample_every",
+        "metrics_agent.tracked_connections",
+        "metrics_agent.http.connections",
+        "metrics_agent.storage.records",
+        "metrics_agent.storage.database_up",
+    ] {
         assert!(by_help.values().any(|(n, _)| n == name), "{name} over OTLP");
     }
     // DogStatsD sends the same names, leaving out counters that never moved.
@@ -692,7 +691,7 @@ fn a_stuck_exporter_neither_delays_the_others_nor_grows() {
     let provider = format!("openai=127.0.0.1:{}", openai.port);
     let mut agent =
         Agent::start(&["--exe", harness::NGINX, "--provider", &provider, "--config", config.to_str().unwrap()]);
-    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    agent.wait_for_nginx();
     let snapshots = |lines: &[String]| statsd_sum(lines, "metrics_agent.traced_processes", "g", &[]).1;
     let start_count = snapshots(&statsd.lock().unwrap());
     let started = Instant::now();
@@ -802,7 +801,7 @@ fn otlp_over_grpc_reaches_a_grpc_collector() {
             ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20grpc-token"),
         ],
     );
-    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    agent.wait_for_nginx();
     traffic(&nginx);
     openai.wait_idle(Duration::from_secs(5));
     let (upstream, _, _) = openai.snapshot();

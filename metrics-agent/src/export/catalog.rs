@@ -6,7 +6,7 @@
 //! set with its own naming rules. docs/metrics.md documents each metric.
 //!
 //! Adding a metric: one entry here (and in `ALL`), then one line in the
-//! source that emits it (docs/architecture.md, "Adding a metric").
+//! source that emits it (docs/architecture.md, "Where new things go").
 
 use super::model::{Desc, Kind};
 
@@ -50,6 +50,10 @@ const AUDIT_TOKEN_LABELS: &[&str] = &[
 const SIDE: &[&str] = &["side"];
 const PROVIDER: &[&str] = &["provider"];
 const NONE: &[&str] = &[];
+const REASON: &[&str] = &["reason"];
+const KIND: &[&str] = &["kind"];
+const TABLE: &[&str] = &["table"];
+const RESULT: &[&str] = &["result"];
 
 // Audit path: one observation per `RequestRecord` (`audit_metrics.rs`).
 
@@ -844,7 +848,7 @@ pub static CACHE_ENTRIES: Desc = desc(
     "{entry}",
     None,
     Gauge,
-    &["table"],
+    TABLE,
     "Entries in the agent's internal tables, by table.",
 );
 pub static CACHE_CAPACITY: Desc = desc(
@@ -853,8 +857,176 @@ pub static CACHE_CAPACITY: Desc = desc(
     "{entry}",
     None,
     Gauge,
-    &["table"],
+    TABLE,
     "Capacity of the agent's internal tables, by table.",
+);
+
+// The agent's HTTP server (`http_server.rs`, from `http::server::ServerStats`).
+
+pub static HTTP_CONNECTIONS: Desc = desc(
+    "metrics_agent.http.connections",
+    "metrics_agent_http_connections",
+    "{connection}",
+    None,
+    Gauge,
+    NONE,
+    "HTTP connections open on the agent's endpoint (upgraded stream clients not included).",
+);
+pub static HTTP_CONNECTIONS_CLOSED: Desc = desc(
+    "metrics_agent.http.connections_closed",
+    "metrics_agent_http_connections_closed",
+    "{connection}",
+    None,
+    Counter,
+    REASON,
+    "HTTP connections closed by the agent's limits, by reason: header_timeout (no complete request head in time), idle_timeout, evicted (oldest idle connection closed for a new one at the cap), refused (at the cap with every connection busy).",
+);
+
+// Storage (`storage.rs`, from `store::stats::StorageStats`).
+
+pub static STORAGE_RECORDS: Desc = desc(
+    "metrics_agent.storage.records",
+    "metrics_agent_storage_records",
+    "{record}",
+    None,
+    Counter,
+    NONE,
+    "Records aggregated into buffered rows.",
+);
+pub static STORAGE_RECORDS_DROPPED: Desc = desc(
+    "metrics_agent.storage.records_dropped",
+    "metrics_agent_storage_records_dropped",
+    "{record}",
+    None,
+    Counter,
+    REASON,
+    "Records not stored, by reason (lagged, buffer_full, rejected).",
+);
+pub static STORAGE_DETAILS_DROPPED: Desc = desc(
+    "metrics_agent.storage.detail_rows_dropped",
+    "metrics_agent_storage_detail_rows_dropped",
+    "{row}",
+    None,
+    Counter,
+    REASON,
+    "Sampled detail rows not stored, by reason (minute_cap, buffer_full, rejected).",
+);
+pub static STORAGE_NAMES_COLLAPSED: Desc = desc(
+    "metrics_agent.storage.names_collapsed",
+    "metrics_agent_storage_names_collapsed",
+    "{record}",
+    None,
+    Counter,
+    KIND,
+    "Records whose model or application name was stored as `other` (bounded names), by kind.",
+);
+pub static STORAGE_BUDGET_ROWS_DROPPED: Desc = desc(
+    "metrics_agent.storage.budget_rows_dropped",
+    "metrics_agent_storage_budget_rows_dropped",
+    "{row}",
+    None,
+    Counter,
+    TABLE,
+    "Rows deleted to keep the database within max_size_mib, by table.",
+);
+pub static STORAGE_DATABASE_SIZE: Desc = desc(
+    "metrics_agent.storage.database_size",
+    "metrics_agent_storage_database_size",
+    "By",
+    BYTES,
+    Gauge,
+    NONE,
+    "Size of the database as the size budget measures it.",
+);
+pub static STORAGE_SIZE_BUDGET: Desc = desc(
+    "metrics_agent.storage.size_budget",
+    "metrics_agent_storage_size_budget",
+    "By",
+    BYTES,
+    Gauge,
+    NONE,
+    "The size budget (max_size_mib) in bytes; 0: none.",
+);
+pub static STORAGE_ROWS_WRITTEN: Desc = desc(
+    "metrics_agent.storage.rows_written",
+    "metrics_agent_storage_rows_written",
+    "{row}",
+    None,
+    Counter,
+    TABLE,
+    "Rows written to the database, by table.",
+);
+pub static STORAGE_FLUSHES: Desc = desc(
+    "metrics_agent.storage.flushes",
+    "metrics_agent_storage_flushes",
+    "{flush}",
+    None,
+    Counter,
+    RESULT,
+    "Flushes by result (ok, error, duplicate, rejected).",
+);
+pub static STORAGE_BUFFERED_SERIES: Desc = desc(
+    "metrics_agent.storage.buffered_series",
+    "metrics_agent_storage_buffered_series",
+    "{row}",
+    None,
+    Gauge,
+    NONE,
+    "Minute rows waiting to be written.",
+);
+pub static STORAGE_BUFFERED_MEMORY: Desc = desc(
+    "metrics_agent.storage.buffered_memory",
+    "metrics_agent_storage_buffered",
+    "By",
+    BYTES,
+    Gauge,
+    NONE,
+    "Upper bound of the heap the buffered minute rows take.",
+);
+pub static STORAGE_BUFFERED_DETAILS: Desc = desc(
+    "metrics_agent.storage.buffered_detail_rows",
+    "metrics_agent_storage_buffered_detail_rows",
+    "{row}",
+    None,
+    Gauge,
+    NONE,
+    "Detail rows waiting to be written.",
+);
+pub static STORAGE_LAST_FLUSH_DURATION: Desc = desc(
+    "metrics_agent.storage.last_flush.duration",
+    "metrics_agent_storage_last_flush_duration",
+    "s",
+    SECONDS,
+    Gauge,
+    NONE,
+    "Duration of the last successful flush.",
+);
+pub static STORAGE_LAST_FLUSH_TIME: Desc = desc(
+    "metrics_agent.storage.last_flush.timestamp",
+    "metrics_agent_storage_last_flush_timestamp",
+    "s",
+    SECONDS,
+    Gauge,
+    NONE,
+    "Unix time of the last successful flush.",
+);
+pub static STORAGE_DATABASE_UP: Desc = desc(
+    "metrics_agent.storage.database_up",
+    "metrics_agent_storage_database_up",
+    "1",
+    None,
+    Gauge,
+    NONE,
+    "1 when the last database operation succeeded.",
+);
+pub static STORAGE_MAINTENANCE_RUNS: Desc = desc(
+    "metrics_agent.storage.maintenance_runs",
+    "metrics_agent_storage_maintenance_runs",
+    "{run}",
+    None,
+    Counter,
+    RESULT,
+    "Retention and partition runs, by result (ok, error).",
 );
 
 /// Every metric of the catalogue, for the backends' conformance tests and
@@ -946,6 +1118,24 @@ pub static ALL: &[&Desc] = &[
     &OPEN_CONNECTIONS,
     &CACHE_ENTRIES,
     &CACHE_CAPACITY,
+    &HTTP_CONNECTIONS,
+    &HTTP_CONNECTIONS_CLOSED,
+    &STORAGE_RECORDS,
+    &STORAGE_RECORDS_DROPPED,
+    &STORAGE_DETAILS_DROPPED,
+    &STORAGE_NAMES_COLLAPSED,
+    &STORAGE_BUDGET_ROWS_DROPPED,
+    &STORAGE_DATABASE_SIZE,
+    &STORAGE_SIZE_BUDGET,
+    &STORAGE_ROWS_WRITTEN,
+    &STORAGE_FLUSHES,
+    &STORAGE_BUFFERED_SERIES,
+    &STORAGE_BUFFERED_MEMORY,
+    &STORAGE_BUFFERED_DETAILS,
+    &STORAGE_LAST_FLUSH_DURATION,
+    &STORAGE_LAST_FLUSH_TIME,
+    &STORAGE_DATABASE_UP,
+    &STORAGE_MAINTENANCE_RUNS,
 ];
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Conformance of the sources and backends to the catalogue: every source
-//! emits only catalogued metrics with their listed labels and together they
-//! cover the catalogue, and Prometheus, OTLP, DogStatsD and the Datadog
+//! (kernel counters, agent statistics, audit aggregates, HTTP server,
+//! storage, system metrics, exporter health) emits only catalogued metrics
+//! with their listed labels and together they cover the catalogue, and Prometheus, OTLP, DogStatsD and the Datadog
 //! series API each carry every catalogued metric, named by their own rules.
 
 use std::{
@@ -24,7 +25,10 @@ use super::{
     otlp, prometheus,
     system::{Sources, SystemConfig, SystemMetrics, Table},
 };
-use crate::{agent_stats::AgentStats, audit::llm::Usage, collector::HotPathSnapshot};
+use crate::{
+    agent_stats::AgentStats, audit::llm::Usage, collector::HotPathSnapshot, http::server::ServerStats,
+    store::stats::StorageStats,
+};
 
 fn is(desc: &Desc, other: &Desc) -> bool {
     std::ptr::eq(desc, other)
@@ -176,13 +180,27 @@ fn every_source() -> Vec<Series> {
         ..Sources::default()
     };
     let system = Arc::new(SystemMetrics::new(SystemConfig::default(), sources));
+    let http = ServerStats::default();
+    http.open.inc();
+    http.closed.inc("idle_timeout");
+    let storage = StorageStats::default();
+    storage.records.inc();
+    for by_label in [
+        &storage.records_dropped,
+        &storage.details_dropped,
+        &storage.names_collapsed,
+        &storage.budget_rows_dropped,
+        &storage.rows_written,
+        &storage.flushes,
+        &storage.maintenance_runs,
+    ] {
+        by_label.inc("v");
+    }
+    storage.last_flush_duration_seconds.set(0.25);
     let source = Source {
-        start_unix_nanos: 1,
-        audit,
-        hot_path: None,
-        agent: None,
-        system: None,
-        exporters: vec![Health { name: "statsd", stats: Arc::default(), takes_samples: true }],
+        http: Some(Arc::new(http)),
+        storage: Some(Arc::new(storage)),
+        ..Source::of_audit(audit, vec![Health { name: "statsd", stats: Arc::default(), takes_samples: true }])
     };
     out.extend(source.series(true));
     out.extend(system.collect());

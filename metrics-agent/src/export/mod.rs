@@ -20,11 +20,13 @@ mod conformance;
 pub mod datadog;
 pub mod delta;
 pub mod hot_path;
+pub mod http_server;
 pub mod model;
 pub mod otlp;
 pub mod prometheus;
 mod redirects;
 pub mod settings;
+pub mod storage;
 pub mod system;
 
 use std::{
@@ -51,7 +53,7 @@ use self::{
     settings::{Delivery, ExportSettings},
     system::SystemMetrics,
 };
-use crate::agent_stats::AgentStats;
+use crate::{agent_stats::AgentStats, http::server::ServerStats, store::stats::StorageStats};
 
 /// Why an export attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -113,11 +115,30 @@ pub struct Source {
     pub audit: Arc<AuditMetrics>,
     pub hot_path: Option<HotPathSource>,
     pub agent: Option<Arc<AgentStats>>,
+    /// The agent's HTTP server.
+    pub http: Option<Arc<ServerStats>>,
+    /// Storage, when it is on.
+    pub storage: Option<Arc<StorageStats>>,
     pub system: Option<Arc<SystemMetrics>>,
     pub exporters: Vec<Health>,
 }
 
 impl Source {
+    /// A source of the audit aggregates and the given exporters' health
+    /// only (tests and benchmarks).
+    pub fn of_audit(audit: Arc<AuditMetrics>, exporters: Vec<Health>) -> Self {
+        Self {
+            start_unix_nanos: 1,
+            audit,
+            hot_path: None,
+            agent: None,
+            http: None,
+            storage: None,
+            system: None,
+            exporters,
+        }
+    }
+
     /// Every series now; `samples` takes the buffered raw samples.
     pub fn snapshot(&self, samples: bool) -> Snapshot {
         Snapshot {
@@ -129,7 +150,8 @@ impl Source {
     }
 
     /// The series of every source; with `all` false only the kernel counters
-    /// and the agent's statistics (`/metrics` with Prometheus export off).
+    /// and the agent's own statistics, HTTP server and storage (`/metrics`
+    /// with Prometheus export off).
     pub fn series(&self, all: bool) -> Vec<Series> {
         let mut series = Vec::with_capacity(256);
         if let Some(h) = &self.hot_path {
@@ -137,6 +159,12 @@ impl Source {
         }
         if let Some(stats) = &self.agent {
             agent::append(stats, agent::agent_cpu_seconds(), &mut series);
+        }
+        if let Some(stats) = &self.http {
+            http_server::append(stats, &mut series);
+        }
+        if let Some(stats) = &self.storage {
+            storage::append(stats, &mut series);
         }
         if !all {
             return series;
@@ -203,6 +231,10 @@ pub struct Inputs {
     pub conns: Arc<std::sync::Mutex<aya::maps::HashMap<aya::maps::MapData, u64, metrics_common::conn::ConnState>>>,
     pub rings: Vec<system::RingFill>,
     pub provider_addresses: crate::upstream_addresses::AddressTable,
+    /// The agent's HTTP server's statistics.
+    pub http: Arc<ServerStats>,
+    /// Storage's statistics, when storage is on.
+    pub storage: Option<Arc<StorageStats>>,
 }
 
 /// The running export side: the shared source (for the live stream) and
@@ -234,7 +266,7 @@ pub fn start(
     registry: &mut prometheus_client::registry::Registry,
     stop: watch::Receiver<bool>,
 ) -> Result<Started, ExportError> {
-    let Inputs { settings, hot_path, stats, conns, rings, provider_addresses } = inputs;
+    let Inputs { settings, hot_path, stats, conns, rings, provider_addresses, http, storage } = inputs;
     let mut planned = Vec::new();
     let mut pulls = Vec::new();
     for exporter in &settings.exporters {
@@ -287,6 +319,8 @@ pub fn start(
         audit,
         hot_path: Some(hot_path),
         agent: Some(stats),
+        http: Some(http),
+        storage,
         system: Some(system),
         exporters: planned.iter().map(Planned::health).collect(),
     });
@@ -517,14 +551,7 @@ mod tests {
     }
 
     fn source() -> Arc<Source> {
-        Arc::new(Source {
-            start_unix_nanos: 1,
-            audit: Arc::new(AuditMetrics::default()),
-            hot_path: None,
-            agent: None,
-            system: None,
-            exporters: Vec::new(),
-        })
+        Arc::new(Source::of_audit(Arc::new(AuditMetrics::default()), Vec::new()))
     }
 
     fn delivery(ms: u64) -> Delivery {
@@ -581,14 +608,7 @@ mod tests {
     /// A source whose audit metrics keep raw samples (as with DogStatsD on).
     fn sampling_source(exporters: Vec<Health>) -> Arc<Source> {
         let limits = audit_metrics::Limits { max_samples: 1000, ..audit_metrics::Limits::default() };
-        Arc::new(Source {
-            start_unix_nanos: 1,
-            audit: Arc::new(AuditMetrics::new(limits)),
-            hot_path: None,
-            agent: None,
-            system: None,
-            exporters,
-        })
+        Arc::new(Source::of_audit(Arc::new(AuditMetrics::new(limits)), exporters))
     }
 
     fn samples_dropped(source: &Source, reason: &str) -> f64 {

@@ -114,6 +114,17 @@ pub struct Series {
     pub value: Value,
 }
 
+/// One counter series per label value of `counts`, labelled with `desc`'s
+/// one label (its first, should it list more).
+pub fn series_by_label(desc: &'static Desc, counts: &[(&'static str, u64)]) -> Vec<Series> {
+    debug_assert_eq!(desc.labels.len(), 1, "{} has one label", desc.otel);
+    let Some(key) = desc.labels.first() else { return Vec::new() };
+    counts
+        .iter()
+        .map(|(value, n)| Series { desc, labels: vec![(*key, Cow::Borrowed(*value))], value: Value::Int(*n) })
+        .collect()
+}
+
 /// Raw observations of one latency or token metric since the previous
 /// snapshot, for DogStatsD distributions (`|d`).
 #[derive(Debug, Clone, PartialEq)]

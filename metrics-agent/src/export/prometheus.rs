@@ -32,7 +32,8 @@ pub const NAME: &str = "prometheus";
 #[serde(deny_unknown_fields)]
 pub struct PrometheusFile {
     /// Every metric on `/metrics` [true]; false keeps only the kernel
-    /// counters and the agent's statistics there.
+    /// counters and the agent's own statistics (HTTP server and storage
+    /// included) there.
     pub enabled: Option<bool>,
 }
 
@@ -166,14 +167,8 @@ mod tests {
     fn exposition_names_and_labels() {
         let audit = Arc::new(AuditMetrics::default());
         audit.observe(&crate::export::audit_metrics::tests::record("upstream", "gpt-4o-mini", 200, 12, 34));
-        let source = Arc::new(Source {
-            start_unix_nanos: 0,
-            audit,
-            hot_path: None,
-            agent: None,
-            system: None,
-            exporters: vec![crate::export::Health { name: "otlp", stats: Arc::default(), takes_samples: false }],
-        });
+        let otlp = crate::export::Health { name: "otlp", stats: Arc::default(), takes_samples: false };
+        let source = Arc::new(Source::of_audit(audit, vec![otlp]));
         let mut registry = Registry::default();
         registry.register_collector(Box::new(ExportCollector { source, all: true }));
         let mut text = String::new();
@@ -201,14 +196,7 @@ mod tests {
         let mut r = crate::export::audit_metrics::tests::record("client", model, 429, 1, 1);
         r.error_type = Some("back\\slash\"\n# TYPE x counter".into());
         audit.observe(&r);
-        let source = Arc::new(Source {
-            start_unix_nanos: 0,
-            audit,
-            hot_path: None,
-            agent: None,
-            system: None,
-            exporters: Vec::new(),
-        });
+        let source = Arc::new(Source::of_audit(audit, Vec::new()));
         let mut registry = Registry::default();
         registry.register_collector(Box::new(ExportCollector { source, all: true }));
         let mut text = String::new();

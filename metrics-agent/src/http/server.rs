@@ -25,11 +25,9 @@ use std::{
 };
 
 use axum::{Router, extract::ConnectInfo};
+
+use crate::stat_cells::{CounterByLabel, Gauge};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus_client::{
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
-};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpListener,
@@ -44,33 +42,12 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
 }
 
-/// Connections closed by the limits, exported as
-/// `metrics_agent_http_connections_closed_total{reason}` with a gauge of open ones.
-#[derive(Clone, Default)]
+/// The server's own metrics: connections open, and closed by the limits by
+/// reason (`export::http_server` turns them into `metrics_agent_http_*`).
+#[derive(Debug, Default)]
 pub struct ServerStats {
-    open: Gauge,
-    closed: Family<Vec<(&'static str, &'static str)>, Counter>,
-}
-
-impl ServerStats {
-    pub fn register(registry: &mut Registry) -> Self {
-        let stats = Self::default();
-        registry.register(
-            "metrics_agent_http_connections",
-            "HTTP connections open on the agent's endpoint (upgraded stream clients not included)",
-            stats.open.clone(),
-        );
-        registry.register(
-            "metrics_agent_http_connections_closed",
-            "HTTP connections closed by the agent's limits, by reason: header_timeout (no complete request head in time), idle_timeout, evicted (oldest idle connection closed for a new one at the cap), refused (at the cap with every connection busy)",
-            stats.closed.clone(),
-        );
-        stats
-    }
-
-    fn closed(&self, reason: &'static str) {
-        self.closed.get_or_create(&vec![("reason", reason)]).inc();
-    }
+    pub open: Gauge,
+    pub closed: CounterByLabel,
 }
 
 /// An open connection's entry: whether a request is being answered, and how to close it.
@@ -131,7 +108,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ServerLimits,
-    stats: ServerStats,
+    stats: Arc<ServerStats>,
     mut stop: watch::Receiver<bool>,
 ) {
     let connections =
@@ -157,12 +134,12 @@ pub async fn serve(
         let admitted = match connections.admit() {
             Ok((admitted, evicted)) => {
                 if evicted {
-                    stats.closed("evicted");
+                    stats.closed.inc("evicted");
                 }
                 admitted
             }
             Err(()) => {
-                stats.closed("refused");
+                stats.closed.inc("refused");
                 continue;
             }
         };
@@ -220,7 +197,7 @@ async fn serve_connection(
                 if let Err(e) = result
                     && e.is_timeout()
                 {
-                    stats.closed("header_timeout");
+                    stats.closed.inc("header_timeout");
                 }
                 return;
             }
@@ -228,7 +205,7 @@ async fn serve_connection(
             _ = watchdog.tick() => {
                 let idle_ms = (started.elapsed().as_millis() as u64).saturating_sub(last_io.load(Ordering::Relaxed));
                 if !admitted.busy.load(Ordering::Relaxed) && Duration::from_millis(idle_ms) >= limits.idle_timeout {
-                    stats.closed("idle_timeout");
+                    stats.closed.inc("idle_timeout");
                     return;
                 }
             }

@@ -7,6 +7,7 @@ pub mod api;
 pub mod budget;
 pub mod config;
 pub mod db;
+pub mod db_types;
 pub mod detail;
 pub mod fscore;
 pub mod names;
@@ -33,7 +34,6 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 
 use crate::records::RecordBus;
@@ -53,12 +53,14 @@ pub struct Running {
     pub writer: JoinHandle<()>,
     pub maintenance: JoinHandle<()>,
     pub routes: axum::Router,
+    /// Storage's own metrics, a source of the metric catalogue (`export::storage`).
+    pub stats: Arc<stats::StorageStats>,
 }
 
 /// Opens the database (SQLite: migrations applied now, a failure stops the
 /// start; PostgreSQL: tried now, retried by the writer if it is down),
 /// subscribes to the record bus and starts the tasks.
-pub async fn start(config: &StorageConfig, records: &RecordBus, registry: &mut Registry) -> Result<Running> {
+pub async fn start(config: &StorageConfig, records: &RecordBus) -> Result<Running> {
     let store = Store::open(&config.database_url)
         .await
         .with_context(|| format!("opening the database {}", db::redact(&config.database_url)))?;
@@ -72,8 +74,7 @@ pub async fn start(config: &StorageConfig, records: &RecordBus, registry: &mut R
             log::warn!("storage: {why}; records are buffered and written when it is up")
         }
     }
-    let stats = stats::StorageStats::default();
-    stats.register(registry);
+    let stats = Arc::new(stats::StorageStats::default());
     let writer = writer::Writer {
         store: store.clone(),
         config: config.clone(),
@@ -94,10 +95,11 @@ pub async fn start(config: &StorageConfig, records: &RecordBus, registry: &mut R
         maintenance: tokio::spawn(writer::maintain(
             store,
             config.clone(),
-            stats,
+            stats.clone(),
             writer::Upkeep { retention_every: MAINTENANCE_EVERY, budget_every: BUDGET_EVERY },
             migrated,
         )),
         routes,
+        stats,
     })
 }

@@ -554,7 +554,7 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
 }
 
 async fn the_writer_rides_out_an_outage(db: TestDb) {
-    let stats = StorageStats::default();
+    let stats = Arc::new(StorageStats::default());
     // 40 series at most in memory: the outage below sees 60 distinct models.
     let writer = Writer {
         store: db.store.clone(),
@@ -574,10 +574,10 @@ async fn the_writer_rides_out_an_outage(db: TestDb) {
 
     let outage = Outage::begin(&db).await;
     send(500, 600, 60);
-    let error = || stats.flushes.get_or_create(&vec![("result", "error")]).get();
+    let error = || stats.flushes.get("error");
     wait_for("a failed flush", async || error() > 0).await;
     assert_eq!(stats.database_up.get(), 0);
-    let dropped = stats.records_dropped.get_or_create(&vec![("reason", "buffer_full")]).get();
+    let dropped = stats.records_dropped.get("buffer_full");
     assert!(dropped > 0, "60 series do not fit in 40");
     assert!(stats.buffered_series.get() <= 40, "buffered {}", stats.buffered_series.get());
     outage.end(&db).await;
@@ -589,11 +589,11 @@ async fn the_writer_rides_out_an_outage(db: TestDb) {
         .expect("the writer finishes after the bus closes")
         .unwrap();
     let stored = stored_requests(&db.store).await;
-    let dropped = stats.records_dropped.get_or_create(&vec![("reason", "buffer_full")]).get();
+    let dropped = stats.records_dropped.get("buffer_full");
     assert_eq!(stored as u64 + dropped, 1_200, "every record is stored or counted as dropped");
     assert_eq!(stats.records.get(), stored as u64);
     assert_eq!(stats.database_up.get(), 1);
-    assert_eq!(stats.flushes.get_or_create(&vec![("result", "duplicate")]).get(), 0);
+    assert_eq!(stats.flushes.get("duplicate"), 0);
 }
 
 #[test]
@@ -622,7 +622,7 @@ async fn postgres_down_at_start_is_migrated_and_written_when_it_comes_up() {
         .unwrap()
         .unwrap();
     config.agent_id = AGENT.into();
-    let stats = StorageStats::default();
+    let stats = Arc::new(StorageStats::default());
     let writer =
         Writer { store: store.clone(), config, stats: stats.clone(), migrated: Arc::new(AtomicBool::new(false)) };
     let (tx, rx) = tokio::sync::broadcast::channel(1_000);
@@ -630,7 +630,7 @@ async fn postgres_down_at_start_is_migrated_and_written_when_it_comes_up() {
     for i in 0..50 {
         tx.send(Arc::new(record(T0_MS + i, "m", 1.0, 1, 1, "0.001"))).unwrap();
     }
-    let error = || stats.flushes.get_or_create(&vec![("result", "error")]).get();
+    let error = || stats.flushes.get("error");
     wait_for("a failed flush", async || error() > 0).await;
     cluster.resume();
     wait_for("the buffered records", async || stored_requests(&store).await == 50).await;
@@ -642,8 +642,8 @@ async fn postgres_down_at_start_is_migrated_and_written_when_it_comes_up() {
 /// A writer on `db` with a 100 ms flush interval, its stats and its bus.
 fn spawn_writer(
     db: &TestDb,
-) -> (StorageStats, tokio::sync::broadcast::Sender<Arc<RequestRecord>>, tokio::task::JoinHandle<()>) {
-    let stats = StorageStats::default();
+) -> (Arc<StorageStats>, tokio::sync::broadcast::Sender<Arc<RequestRecord>>, tokio::task::JoinHandle<()>) {
+    let stats = Arc::new(StorageStats::default());
     let writer = Writer {
         store: db.store.clone(),
         config: writer_config(db, 1_000),
@@ -674,7 +674,7 @@ async fn a_nul_in_a_model_name_does_not_stop_storage(db: TestDb) {
     assert_eq!(models, [("app".to_string(), "good".to_string()), ("app".into(), "x".into())]);
     let details = db.store.read_details(0, i64::MAX, None, 100).await.unwrap().0;
     assert_eq!(details[0].session_id.as_deref(), Some("s1"));
-    assert_eq!(stats.flushes.get_or_create(&vec![("result", "error")]).get(), 0);
+    assert_eq!(stats.flushes.get("error"), 0);
     assert_eq!(stats.database_up.get(), 1);
 }
 
@@ -703,7 +703,7 @@ async fn a_batch_the_database_refuses_is_dropped_and_storage_goes_on(db: TestDb)
         .unwrap();
     }
     let (stats, tx, task) = spawn_writer(&db);
-    let rejected = || stats.records_dropped.get_or_create(&vec![("reason", "rejected")]).get();
+    let rejected = || stats.records_dropped.get("rejected");
     tx.send(Arc::new(record(T0_MS, "poison", 1.0, 1, 1, "0.001"))).unwrap();
     if matches!(db.store, Store::Postgres(_)) {
         // Also refused by PostgreSQL itself: a time after year 9999 has no partition.
@@ -711,11 +711,8 @@ async fn a_batch_the_database_refuses_is_dropped_and_storage_goes_on(db: TestDb)
     }
     let poisoned = if matches!(db.store, Store::Postgres(_)) { 2 } else { 1 };
     wait_for("the refused batch to be dropped", async || rejected() == poisoned).await;
-    assert_eq!(stats.flushes.get_or_create(&vec![("result", "rejected")]).get(), 1);
-    assert_eq!(
-        stats.flushes.get_or_create(&vec![("result", "error")]).get(),
-        u64::from(super::writer::REJECTED_ATTEMPTS - 1)
-    );
+    assert_eq!(stats.flushes.get("rejected"), 1);
+    assert_eq!(stats.flushes.get("error"), u64::from(super::writer::REJECTED_ATTEMPTS - 1));
     for i in 0..20 {
         tx.send(Arc::new(record(T0_MS + i, "good", 1.0, 1, 1, "0.001"))).unwrap();
     }
@@ -724,7 +721,7 @@ async fn a_batch_the_database_refuses_is_dropped_and_storage_goes_on(db: TestDb)
     drop(tx);
     task.await.unwrap();
     assert_eq!(rejected(), poisoned);
-    assert_eq!(stats.records_dropped.get_or_create(&vec![("reason", "buffer_full")]).get(), 0);
+    assert_eq!(stats.records_dropped.get("buffer_full"), 0);
 }
 
 /// GET `path` from the storage API served on a local port: status and JSON body.
@@ -841,7 +838,7 @@ async fn an_unreachable_postgres_is_one_line_naming_the_server_and_the_cause() {
 /// 8 per minute, and at most 50 detail rows per minute.
 fn bounded_writer(
     db: &TestDb,
-) -> (StorageStats, tokio::sync::broadcast::Sender<Arc<RequestRecord>>, tokio::task::JoinHandle<()>) {
+) -> (Arc<StorageStats>, tokio::sync::broadcast::Sender<Arc<RequestRecord>>, tokio::task::JoinHandle<()>) {
     let mut config = super::config::StorageFile {
         database_url: Some(db.url.clone()),
         flush_interval_ms: Some(100),
@@ -856,7 +853,7 @@ fn bounded_writer(
     .unwrap()
     .unwrap();
     config.agent_id = AGENT.into();
-    let stats = StorageStats::default();
+    let stats = Arc::new(StorageStats::default());
     let writer =
         Writer { store: db.store.clone(), config, stats: stats.clone(), migrated: Arc::new(AtomicBool::new(true)) };
     let (tx, rx) = tokio::sync::broadcast::channel(10_000);
@@ -880,7 +877,7 @@ async fn invented_model_and_application_names_collapse_to_other(db: TestDb) {
     assert_eq!(stored_requests(&db.store).await, 500, "no record is lost");
     // Minute 0 admits 8 names, minute 1 8 more, minute 2 the last 4 of 20.
     for kind in ["model", "application"] {
-        assert_eq!(stats.names_collapsed.get_or_create(&vec![("kind", kind)]).get(), 480, "{kind}");
+        assert_eq!(stats.names_collapsed.get(kind), 480, "{kind}");
     }
     let rows = db.store.read_rows(Tier::Minute, 0, i64::MAX, &RowFilter::default()).await.unwrap();
     let mut models = std::collections::BTreeSet::new();
@@ -900,7 +897,7 @@ async fn invented_model_and_application_names_collapse_to_other(db: TestDb) {
     // Detail rows: 50 per minute at most, with the same bounded names.
     let (details, _) = db.store.read_details(0, i64::MAX, None, 10_000).await.unwrap();
     assert_eq!(details.len(), 250);
-    assert_eq!(stats.details_dropped.get_or_create(&vec![("reason", "minute_cap")]).get(), 250);
+    assert_eq!(stats.details_dropped.get("minute_cap"), 250);
     for d in &details {
         let model = d.model_returned.clone().unwrap();
         assert!(models.contains(&model) && d.model_requested.as_deref() == Some(model.as_str()), "{d:?}");
@@ -1032,7 +1029,7 @@ async fn metric_and_detail_pages_cover_every_row_once(db: TestDb) {
 /// minute rows), the newest are kept, and every deleted row is counted.
 async fn the_size_budget_drops_the_oldest_details_then_the_oldest_minutes(db: TestDb) {
     const BUDGET: u64 = 1 << 20;
-    let stats = StorageStats::default();
+    let stats = Arc::new(StorageStats::default());
     let mut written_details = 0u64;
     for round in 0..40u64 {
         let start = T0_MS + round * 600_000; // 10 minutes per round
@@ -1050,7 +1047,7 @@ async fn the_size_budget_drops_the_oldest_details_then_the_oldest_minutes(db: Te
         assert!(size <= BUDGET, "round {round}: {size} bytes");
         assert_eq!(stats.database_size_bytes.get() as u64, size);
     }
-    let dropped = |table: &'static str| stats.budget_rows_dropped.get_or_create(&vec![("table", table)]).get();
+    let dropped = |table: &'static str| stats.budget_rows_dropped.get(table);
     let (kept, _) = db.store.read_details(0, i64::MAX, None, 10_000).await.unwrap();
     assert!(!kept.is_empty() && dropped("request_details") > 0);
     assert_eq!(kept.len() as u64 + dropped("request_details"), written_details, "every deleted row is counted");

@@ -45,7 +45,7 @@ pub fn now_ms() -> i64 {
 pub struct Writer {
     pub store: Store,
     pub config: StorageConfig,
-    pub stats: StorageStats,
+    pub stats: Arc<StorageStats>,
     /// Set once migrations are known to be applied (PostgreSQL may be down at start).
     pub migrated: Arc<AtomicBool>,
 }
@@ -101,7 +101,7 @@ impl Writer {
                 received = records.recv() => match received {
                     Ok(record) => self.accept(&mut state, &record),
                     Err(RecvError::Lagged(n)) => {
-                        self.stats.records_dropped.get_or_create(&vec![("reason", "lagged")]).inc_by(n);
+                        self.stats.records_dropped.inc_by("lagged", n);
                     }
                     Err(RecvError::Closed) => break,
                 },
@@ -127,7 +127,7 @@ impl Writer {
         if state.live.add_as(key, record, room) {
             self.stats.records.inc();
         } else {
-            self.stats.records_dropped.get_or_create(&vec![("reason", "buffer_full")]).inc();
+            self.stats.records_dropped.inc("buffer_full");
             return;
         }
         if state.sampler.keep() {
@@ -140,7 +140,7 @@ impl Writer {
             };
             match dropped {
                 Some(reason) => {
-                    self.stats.details_dropped.get_or_create(&vec![("reason", reason)]).inc();
+                    self.stats.details_dropped.inc(reason);
                 }
                 None => {
                     let mut row = DetailRow::of(record);
@@ -163,7 +163,7 @@ impl Writer {
         let application = state.names.application(minute, std::mem::take(&mut key.application_id));
         for (kind, admitted) in [("model", &model), ("application", &application)] {
             if admitted.collapsed {
-                self.stats.names_collapsed.get_or_create(&vec![("kind", kind)]).inc();
+                self.stats.names_collapsed.inc(kind);
             }
         }
         // The key's model is the returned one, else the requested one.
@@ -179,9 +179,9 @@ impl Writer {
     }
 
     fn update_gauges(&self, state: &State) {
-        self.stats.buffered_series.set((state.live.rows.len() + state.held_series) as i64);
-        self.stats.buffered_bytes.set((state.live.bytes + state.held_bytes) as i64);
-        self.stats.buffered_details.set((state.details.len() + state.held_details) as i64);
+        self.stats.buffered_series.set((state.live.rows.len() + state.held_series) as u64);
+        self.stats.buffered_bytes.set((state.live.bytes + state.held_bytes) as u64);
+        self.stats.buffered_details.set((state.details.len() + state.held_details) as u64);
     }
 
     /// Starts writing the failed batch, else what was gathered, unless a flush is running.
@@ -238,9 +238,9 @@ impl Writer {
                 }
                 self.stats.database_up.set(1);
                 if written.already_applied {
-                    self.stats.flushes.get_or_create(&vec![("result", "duplicate")]).inc();
+                    self.stats.flushes.inc("duplicate");
                 } else {
-                    self.stats.flushes.get_or_create(&vec![("result", "ok")]).inc();
+                    self.stats.flushes.inc("ok");
                 }
                 for (table, n) in [
                     ("metrics_1m", written.minute_rows),
@@ -248,10 +248,10 @@ impl Writer {
                     ("metrics_1d", written.day_rows),
                     ("request_details", written.detail_rows),
                 ] {
-                    self.stats.rows_written.get_or_create(&vec![("table", table)]).inc_by(n);
+                    self.stats.rows_written.inc_by(table, n);
                 }
                 self.stats.last_flush_duration_seconds.set(took.as_secs_f64());
-                self.stats.last_flush_timestamp_seconds.set(now_ms() / 1000);
+                self.stats.last_flush_timestamp_seconds.set(u64::try_from(now_ms() / 1000).unwrap_or(0));
                 log::debug!("storage: flushed {} records in {took:?}", batch.records);
             }
             Err(e) if e.is_rejected_data() && state.rejected_attempts + 1 >= REJECTED_ATTEMPTS => {
@@ -260,12 +260,9 @@ impl Writer {
                     "storage: the database refused a flush {REJECTED_ATTEMPTS} times; dropping its {} records: {e}",
                     batch.records
                 );
-                self.stats.flushes.get_or_create(&vec![("result", "rejected")]).inc();
-                self.stats.records_dropped.get_or_create(&vec![("reason", "rejected")]).inc_by(batch.records);
-                self.stats
-                    .details_dropped
-                    .get_or_create(&vec![("reason", "rejected")])
-                    .inc_by(batch.details.len() as u64);
+                self.stats.flushes.inc("rejected");
+                self.stats.records_dropped.inc_by("rejected", batch.records);
+                self.stats.details_dropped.inc_by("rejected", batch.details.len() as u64);
                 self.stats.database_up.set(1);
                 state.rejected_attempts = 0;
                 state.held_series = 0;
@@ -275,7 +272,7 @@ impl Writer {
             }
             Err(e) => {
                 state.rejected_attempts = if e.is_rejected_data() { state.rejected_attempts + 1 } else { 0 };
-                self.stats.flushes.get_or_create(&vec![("result", "error")]).inc();
+                self.stats.flushes.inc("error");
                 self.stats.database_up.set(0);
                 if !state.database_down {
                     log::warn!(
@@ -339,18 +336,18 @@ pub struct Upkeep {
 pub async fn maintain(
     store: Store,
     config: StorageConfig,
-    stats: StorageStats,
+    stats: Arc<StorageStats>,
     every: Upkeep,
     migrated: Arc<AtomicBool>,
 ) {
-    stats.size_budget_bytes.set(i64::try_from(config.max_size_bytes).unwrap_or(i64::MAX));
+    stats.size_budget_bytes.set(config.max_size_bytes);
     let mut next_retention = Instant::now();
     loop {
         if Instant::now() >= next_retention {
             next_retention = Instant::now()
                 + match retention(&store, &config, &migrated).await {
                     Ok(n) => {
-                        stats.maintenance_runs.get_or_create(&vec![("result", "ok")]).inc();
+                        stats.maintenance_runs.inc("ok");
                         if n > 0 {
                             log::info!(
                                 "storage retention removed {n} {}",
@@ -360,7 +357,7 @@ pub async fn maintain(
                         every.retention_every
                     }
                     Err(e) => {
-                        stats.maintenance_runs.get_or_create(&vec![("result", "error")]).inc();
+                        stats.maintenance_runs.inc("error");
                         log::warn!("storage retention/partition upkeep failed (retried in {MAINTENANCE_RETRY:?}): {e}");
                         MAINTENANCE_RETRY
                     }
@@ -390,9 +387,9 @@ async fn retention(store: &Store, config: &StorageConfig, migrated: &AtomicBool)
 pub async fn keep_within_budget(store: &Store, budget: u64, stats: &StorageStats) {
     match super::budget::enforce(store, budget).await {
         Ok(done) => {
-            stats.database_size_bytes.set(i64::try_from(done.size_after).unwrap_or(i64::MAX));
+            stats.database_size_bytes.set(done.size_after);
             for (table, n) in &done.dropped {
-                stats.budget_rows_dropped.get_or_create(&vec![("table", *table)]).inc_by(*n);
+                stats.budget_rows_dropped.inc_by(*table, *n);
             }
             if !done.dropped.is_empty() {
                 log::info!(

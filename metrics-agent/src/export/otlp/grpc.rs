@@ -175,7 +175,7 @@ mod tests {
     fn source() -> Arc<Source> {
         let audit = Arc::new(AuditMetrics::default());
         audit.observe(&record("upstream", "gpt-4o-mini", 200, 12, 34));
-        Arc::new(Source { start_unix_nanos: 1, audit, hot_path: None, agent: None, system: None, exporters: vec![] })
+        Arc::new(Source::of_audit(audit, vec![]))
     }
 
     /// The official service receives the snapshot, gzip-compressed, with the
