@@ -16,6 +16,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub use super::db_types::{Batch, Cutoffs, StoreError};
 use super::{
     detail::DetailRow,
     rollup::{Aggregate, SeriesKey, Tier, roll_up},
@@ -59,39 +60,6 @@ const DETAIL_COLUMNS: &str = "ts_ms, agent_id, flush_seq, application_id, side, 
     operation, endpoint, model_requested, model_returned, status, error_type, streaming, cache_hit, ttfb_us, \
     duration_us, tokens_input, tokens_output, tokens_cached, tokens_cache_creation, tokens_reasoning, cost_usd, \
     session_id, user_id, truncated, deployment, ttft_us, tpot_us, stream_events";
-
-/// What went wrong with the database.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database url `{0}` is not understood: use sqlite:///PATH (or a file path) or postgres://USER@HOST/DB")]
-    BadUrl(String),
-    #[error("cannot create {path} for the SQLite database ({source}): choose another path with --database-url")]
-    CreateDir { path: String, source: std::io::Error },
-    #[error("database: {0}")]
-    Sql(#[from] sqlx::Error),
-    #[error("applying migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("stored row is unreadable: {0}")]
-    Corrupt(String),
-    #[error("one step bucket would have more than {0} groups: use a finer step, filters or fewer group-by columns")]
-    TooManyRows(usize),
-}
-
-impl StoreError {
-    /// The database refused the data itself, so the same rows will be refused
-    /// again: PostgreSQL SQLSTATE class 22 (data exception, e.g. NUL in text)
-    /// or 23 (integrity constraint, e.g. no partition for a row); SQLite
-    /// SQLITE_TOOBIG, SQLITE_CONSTRAINT (any extended code) or SQLITE_MISMATCH.
-    pub fn is_rejected_data(&self) -> bool {
-        let StoreError::Sql(sqlx::Error::Database(e)) = self else { return false };
-        let Some(code) = e.code() else { return false };
-        if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-            code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 18..=20))
-        } else {
-            code.starts_with("22") || code.starts_with("23")
-        }
-    }
-}
 
 /// A connection pool to one of the two databases.
 #[derive(Debug, Clone)]
@@ -179,20 +147,6 @@ fn parse_decimal(text: &str) -> Result<Decimal, StoreError> {
     Decimal::from_str(text)
         .or_else(|_| Decimal::from_scientific(text))
         .map_err(|e| StoreError::Corrupt(format!("cost `{text}`: {e}")))
-}
-
-/// One flush: the minute rows and detail rows gathered since the last one.
-#[derive(Debug, Default)]
-pub struct Batch {
-    /// Sequence number, assigned on the first attempt (the agent's last
-    /// committed one plus one) and kept across retries.
-    pub seq: Option<i64>,
-    pub minutes: HashMap<SeriesKey, Aggregate>,
-    /// Heap bound of `minutes` (`MinuteAggregator::bytes`).
-    pub bytes: usize,
-    pub details: Vec<DetailRow>,
-    /// Records aggregated into `minutes`.
-    pub records: u64,
 }
 
 /// Rows a committed flush wrote, per table.
@@ -700,31 +654,6 @@ impl Store {
 pub struct DetailPosition {
     pub ts_ms: i64,
     pub rows_at_ts: i64,
-}
-
-/// Oldest timestamps each table keeps.
-#[derive(Debug, Clone, Copy)]
-pub struct Cutoffs {
-    /// Unix seconds per tier.
-    pub minute: i64,
-    pub hour: i64,
-    pub day: i64,
-    /// Unix milliseconds.
-    pub detail_ms: i64,
-    pub fscore_ms: i64,
-}
-
-impl Cutoffs {
-    /// (table, time column, cutoff in that column's unit).
-    pub fn columns(&self) -> [(&'static str, &'static str, i64); 5] {
-        [
-            ("metrics_1m", "bucket_start", self.minute),
-            ("metrics_1h", "bucket_start", self.hour),
-            ("metrics_1d", "bucket_start", self.day),
-            ("request_details", "ts_ms", self.detail_ms),
-            ("fscore_results", "ts_ms", self.fscore_ms),
-        ]
-    }
 }
 
 /// Creates the database file's missing directories (mode 0700) and the

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use sqlx::PgPool;
 use time::{Date, Month, OffsetDateTime};
 
-use super::db::{Batch, Cutoffs, StoreError};
+use super::db_types::{Batch, Cutoffs, StoreError};
 
 /// Partitioned tables: (name, unit of the partition key in seconds per unit).
 /// `metrics_*` are keyed in seconds, `request_details` in milliseconds.
