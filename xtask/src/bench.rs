@@ -9,13 +9,17 @@
 
 use std::{
     fmt::Write as _,
-    net::TcpStream,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::PathBuf,
+    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
+
+use crate::bench_rig::{
+    AgentRun, children_of, cores, cpu_model, cpu_seconds, free_port, metric, metric_sum, proxied_upstream,
+    require_root, rss_mib, scrape, spawn_agent,
+};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -72,50 +76,6 @@ const SEND_CALLS: u32 = 500_000;
 /// The AF_UNIX sender is drained after this many 1-byte sends.
 const SENDS_PER_DRAIN: u32 = 64;
 
-pub(crate) struct Killed(pub(crate) Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
-/// A loopback port free a moment ago (fixed ports collide with other runs
-/// on a shared host).
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-pub(crate) fn wait_port(port: u16) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("nothing listens on port {port}")
-}
-
-pub(crate) fn nginx(binary: &Path, dir: &Path, name: &str, server: &str) -> Result<Killed> {
-    let d = dir.join(name);
-    std::fs::create_dir_all(&d)?;
-    let ds = d.display();
-    let conf = format!(
-        "worker_processes 1;\npid {ds}/nginx.pid;\nerror_log {ds}/error.log;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {ds}/b;\n  proxy_temp_path {ds}/p;\n  fastcgi_temp_path {ds}/f;\n  uwsgi_temp_path {ds}/u;\n  scgi_temp_path {ds}/s;\n{server}\n}}\n"
-    );
-    std::fs::write(d.join("nginx.conf"), conf)?;
-    let child = Command::new(binary)
-        .arg("-c")
-        .arg(d.join("nginx.conf"))
-        .args(["-g", "daemon off;"])
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    Ok(Killed(child))
-}
-
 impl BenchArgs {
     fn seconds(&self) -> u64 {
         self.seconds.unwrap_or(10)
@@ -162,39 +122,6 @@ fn wrk(port: u16, seconds: u64, connections: u32) -> Result<WrkResult> {
         bail!("wrk produced no result:\n{text}");
     }
     Ok(WrkResult { rps, p50_ms: parse_latency(&field("50%")), p99_ms: parse_latency(&field("99%")), requests })
-}
-
-/// Fields of /proc/PID/stat after the command name (field 3, the state, first).
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    Some(stat.rsplit_once(')')?.1.split_whitespace().map(String::from).collect())
-}
-
-/// CPU time a process used so far (utime + stime), in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let fields = stat_fields(pid).with_context(|| format!("/proc/{pid}/stat"))?;
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks / per_second)
-}
-
-/// The processes whose parent is `pid` (nginx's workers under its master).
-fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| stat_fields(*child).is_some_and(|f| f.get(1).is_some_and(|ppid| *ppid == pid.to_string())))
-        .collect()
-}
-
-/// Resident memory of a process, in MiB (VmRSS).
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok()))
-        .map_or(f64::NAN, |kib: f64| kib / 1024.0)
 }
 
 /// Nanoseconds per `write(2)` of 1 byte to /dev/null through libc.
@@ -260,28 +187,6 @@ fn non_target_costs() -> Result<NonTarget> {
     Ok(NonTarget { write_ns: write_cost_ns(WRITE_CALLS), send_ns: socket_send_cost_ns(SEND_CALLS)? })
 }
 
-pub(crate) fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(s, "GET /metrics HTTP/1.0\r\nhost: 127.0.0.1:{port}\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    if out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200") { out } else { String::new() }
-}
-
-pub(crate) fn metric(text: &str, series: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|r| r.trim().parse().ok())).unwrap_or(0.0)
-}
-
-/// The sum of every series of `name`, whatever its labels.
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{') || r.starts_with(' ')))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
 /// One wrk run and the CPU time the proxy's workers (and the agent) used
 /// during it.
 struct Run {
@@ -325,25 +230,21 @@ fn measure_mode(mode: &'static Mode, setup: &Setup, args: &BenchArgs) -> Result<
         bail!("port {} for the agent is taken (an agent of an earlier run still stopping?)", setup.agent_port);
     }
     let log_path = setup.dir.join(format!("agent-{}.log", mode.key.replace('+', "-")));
-    let log = std::fs::File::create(&log_path)?;
-    let listen = format!("127.0.0.1:{}", setup.agent_port);
     // Storage stays on, as by default, in a database of this run's own.
     let database = setup.dir.join(format!("agent-{}.db", mode.key.replace('+', "-")));
     for stale in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{stale}", database.display()));
     }
     let started = Instant::now();
-    let mut agent = Killed(
-        Command::new(&setup.agent_bin)
-            .args(["run", "--exe", &setup.proxy_bin.display().to_string(), "--provider", &setup.provider])
-            .args(["--listen", &listen])
-            .args(mode.args)
-            .env("METRICS_AGENT_DATABASE_URL", format!("sqlite://{}", database.display()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| setup.agent_bin.display().to_string())?,
-    );
+    let proxy_bin = setup.proxy_bin.display().to_string();
+    let mut agent = spawn_agent(&AgentRun {
+        target: ["--exe", &proxy_bin],
+        provider: &setup.provider,
+        port: setup.agent_port,
+        database: &database,
+        log: &log_path,
+        extra: mode.args,
+    })?;
     let failed = |what: &str| {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         anyhow::anyhow!("the agent in mode {} {what}; its log ({}):\n{log}", mode.key, log_path.display())
@@ -390,7 +291,6 @@ struct Setup {
     dir: PathBuf,
     /// The proxy's executable (a copy of Debian's nginx), the agent's `--exe`.
     proxy_bin: PathBuf,
-    agent_bin: PathBuf,
     provider: String,
     proxy_port: u16,
     agent_port: u16,
@@ -475,49 +375,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the benchmark attaches eBPF programs and must run as root");
-    }
+    require_root("proxy")?;
     let dir = crate::target_dir().join("bench");
     std::fs::create_dir_all(&dir)?;
-    // The upstream and the proxy are copies of nginx (each its own inode):
-    // the agent's `--exe` traces the proxy, and neither the upstream nor any
-    // other nginx the host runs.
-    let upstream_bin = dir.join("nginx-upstream");
-    std::fs::copy("/usr/sbin/nginx", &upstream_bin)?;
-    let proxy_bin = dir.join("nginx-proxy");
-    std::fs::copy("/usr/sbin/nginx", &proxy_bin)?;
-    let (up_port, proxy_port, agent_port) = (free_port()?, free_port()?, free_port()?);
-    let body = "x".repeat(300);
-    let _upstream = nginx(
-        &upstream_bin,
-        &dir,
-        "upstream",
-        &format!(
-            "  server {{ listen 127.0.0.1:{up_port}; location / {{ default_type application/json; return 200 '{body}'; }} }}"
-        ),
-    )?;
-    let proxy = nginx(
-        &proxy_bin,
-        &dir,
-        "proxy",
-        &format!(
-            "  upstream up {{ server 127.0.0.1:{up_port}; keepalive 32; }}\n  server {{ listen 127.0.0.1:{proxy_port}; location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
-        ),
-    )?;
-    wait_port(up_port)?;
-    wait_port(proxy_port)?;
+    let rig = proxied_upstream(&dir, &"x".repeat(300))?;
+    let (proxy, proxy_port, agent_port) = (&rig.proxy, rig.proxy_port, free_port()?);
     wrk(proxy_port, 2, args.connections)?; // warm-up; nginx has forked its worker by now
     let workers = children_of(proxy.0.id());
     if workers.is_empty() {
         bail!("nginx (pid {}) has no worker process", proxy.0.id());
     }
     let setup = Setup {
-        proxy_bin,
-        agent_bin: crate::target_dir().join("release/metrics-agent"),
+        proxy_bin: rig.proxy_bin.clone(),
         dir,
-        provider: format!("local=127.0.0.1:{up_port}"),
+        provider: format!("local=127.0.0.1:{}", rig.up_port),
         proxy_port,
         agent_port,
         workers,
@@ -543,20 +414,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
 /// "N cores, CPU model, kernel K".
 fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
-        })
-        .unwrap_or_default();
     let kernel = Command::new("uname")
         .arg("-r")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    format!("{cores} cores, {cpu}, kernel {kernel}")
+    format!("{} cores, {}, kernel {kernel}", cores(), cpu_model())
 }
 
 fn markdown(args: &BenchArgs, base: &Baseline, results: &[ModeResult], audit: &str) -> Result<String> {

@@ -13,7 +13,7 @@
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    process::{Command, Stdio},
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -23,7 +23,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::{Killed, metric, scrape, wait_port};
+use crate::bench_rig::{
+    AgentRun, Killed, free_port, machine_line, metric, require_root, scrape, spawn_agent, thread_cpu, wait_port,
+    wait_ready,
+};
 
 const REQUEST_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say something short about audit paths."}],"user":"bench"}"#;
 const ANSWER: &str = r#"{"id":"chatcmpl-audit","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"The audit benchmark answers every request with this short completion."},"finish_reason":"stop"}],"usage":{"prompt_tokens":42,"completion_tokens":17,"total_tokens":59}}"#;
@@ -37,10 +40,7 @@ struct Look {
 }
 
 pub fn run(seconds: u64, rate: u64, connections: u32) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the audit benchmark attaches eBPF programs and must run as root");
-    }
+    require_root("audit")?;
     let dir = crate::target_dir().join("bench").join("audit");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -58,16 +58,15 @@ pub fn run(seconds: u64, rate: u64, connections: u32) -> Result<()> {
     wait_port(proxy_port)?;
     let agent_port = free_port()?;
     let database = dir.join("metrics.db");
-    let agent = Killed(
-        Command::new(crate::target_dir().join("release/metrics-agent"))
-            .args(["run", "--pid", &proxy.0.id().to_string(), "--provider", &format!("openai=127.0.0.1:{up_port}")])
-            .args(["--listen", &format!("127.0.0.1:{agent_port}")])
-            .env("METRICS_AGENT_DATABASE_URL", format!("sqlite://{}", database.display()))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("agent.log"))?)
-            .spawn()
-            .context("target/release/metrics-agent")?,
-    );
+    let proxy_pid = proxy.0.id().to_string();
+    let agent = spawn_agent(&AgentRun {
+        target: ["--pid", &proxy_pid],
+        provider: &format!("openai=127.0.0.1:{up_port}"),
+        port: agent_port,
+        database: &database,
+        log: &dir.join("agent.log"),
+        extra: &[],
+    })?;
     let agent_pid = agent.0.id();
     wait_ready(agent_port)?;
     let done = Arc::new(AtomicU64::new(0));
@@ -83,7 +82,7 @@ pub fn run(seconds: u64, rate: u64, connections: u32) -> Result<()> {
         at: Instant::now(),
         exchanges: done.load(Ordering::Relaxed),
         text: scrape(agent_port),
-        cpu: crate::bench_soak::thread_cpu(agent_pid),
+        cpu: thread_cpu(agent_pid),
     };
     let first = look();
     let mut max_n = metric(&first.text, "metrics_agent_capture_sample_every ");
@@ -97,7 +96,7 @@ pub fn run(seconds: u64, rate: u64, connections: u32) -> Result<()> {
     for c in clients {
         let _ = c.join();
     }
-    if !agent_alive(agent_pid) {
+    if !std::path::Path::new(&format!("/proc/{agent_pid}")).exists() {
         let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
         bail!("the agent stopped during the benchmark; its log:\n{log}");
     }
@@ -107,32 +106,6 @@ pub fn run(seconds: u64, rate: u64, connections: u32) -> Result<()> {
     println!("{report}");
     std::fs::write(crate::target_dir().join("bench").join("audit.md"), &report)?;
     Ok(())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn agent_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Waits for the agent's `/readyz` (its programs attached).
-fn wait_ready(port: u16) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = write!(s, "GET /readyz HTTP/1.0\r\nhost: 127.0.0.1:{port}\r\n\r\n");
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200") {
-                return Ok(());
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("the agent was not ready within 60 s")
 }
 
 /// One client connection sending chat requests at `rate` per second.
@@ -247,7 +220,7 @@ fn report(first: &Look, last: &Look, max_n: f64, rate: u64, connections: u32) ->
     let dropped = delta("metrics_agent_capture_dropped_events_total ");
     let n_end = metric(&last.text, "metrics_agent_capture_sample_every ");
     let mut r = String::new();
-    writeln!(r, "{}", crate::bench_soak::machine_line())?;
+    writeln!(r, "{}", machine_line())?;
     writeln!(
         r,
         "Audit path at {rate} exchanges/s asked ({connections} client connections, paced) through `xtask loopback-proxy` to an upstream answering OpenAI chat JSON with usage; agent defaults (sockets, capture with adaptive sampling, SQLite storage), {secs:.0} s measured after 5 s of warm-up.\n"

@@ -12,13 +12,16 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::{Killed, metric, nginx, scrape, wait_port};
+use crate::bench_rig::{
+    AgentRun, Killed, free_port, machine_line, metric, proxied_upstream, require_root, scrape, spawn_agent, thread_cpu,
+    wait_port,
+};
 
 /// Samples taken over the run (at least one every 10 s).
 const SAMPLES: u64 = 30;
@@ -44,55 +47,25 @@ struct Sample {
 }
 
 pub fn run(seconds: u64, connections: u32) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the soak benchmark attaches eBPF programs and must run as root");
-    }
+    require_root("soak")?;
     let dir = crate::target_dir().join("bench").join("soak");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let agent_bin = crate::target_dir().join("release/metrics-agent");
-    // The upstream is a copy of nginx: another inode, so `--exe` does not trace it.
-    let upstream_bin = dir.join("nginx-upstream");
-    std::fs::copy("/usr/sbin/nginx", &upstream_bin)?;
-    let (up_port, proxy_port, agent_port) = (18911u16, 18912u16, 18913u16);
     let answer = r#"{"id":"chatcmpl-soak","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"The soak benchmark answers every request with this short completion."},"finish_reason":"stop"}],"usage":{"prompt_tokens":42,"completion_tokens":17,"total_tokens":59}}"#;
-    let _upstream = nginx(
-        &upstream_bin,
-        &dir,
-        "upstream",
-        &format!(
-            "  server {{ listen 127.0.0.1:{up_port}; location / {{ default_type application/json; return 200 '{answer}'; }} }}"
-        ),
-    )?;
-    // The proxy is a copy too: agents other engineers or tests run with
-    // `--exe /usr/sbin/nginx` do not trace it (and do not count its traffic).
-    let proxy_bin = dir.join("nginx-proxy");
-    std::fs::copy("/usr/sbin/nginx", &proxy_bin)?;
-    let proxy = nginx(
-        &proxy_bin,
-        &dir,
-        "proxy",
-        &format!(
-            "  upstream up {{ server 127.0.0.1:{up_port}; keepalive 32; }}\n  server {{ listen 127.0.0.1:{proxy_port}; location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
-        ),
-    )?;
-    wait_port(up_port)?;
-    wait_port(proxy_port)?;
+    let rig = proxied_upstream(&dir, answer)?;
+    let (up_port, proxy_port, agent_port) = (rig.up_port, rig.proxy_port, free_port()?);
     let database = dir.join("metrics.db");
     // `--pid` (the master and the workers it forks), not `--exe`: other nginx
     // processes on the machine are neither traced nor slowed down.
-    let proxy_pid = proxy.0.id().to_string();
-    let mut agent = Killed(
-        Command::new(&agent_bin)
-            .args(["run", "--pid", &proxy_pid, "--provider", &format!("openai=127.0.0.1:{up_port}")])
-            .args(["--listen", &format!("127.0.0.1:{agent_port}")])
-            .env("METRICS_AGENT_DATABASE_URL", format!("sqlite://{}", database.display()))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("agent.log"))?)
-            .spawn()
-            .context("target/release/metrics-agent")?,
-    );
+    let proxy_pid = rig.proxy.0.id().to_string();
+    let mut agent = spawn_agent(&AgentRun {
+        target: ["--pid", &proxy_pid],
+        provider: &format!("openai=127.0.0.1:{up_port}"),
+        port: agent_port,
+        database: &database,
+        log: &dir.join("agent.log"),
+        extra: &[],
+    })?;
     let agent_pid = agent.0.id();
     wait_port(agent_port)?;
     std::thread::sleep(Duration::from_secs(2));
@@ -184,43 +157,6 @@ fn proxy_connections(proxy_port: u16, up_port: u16) -> usize {
                 && port(f[1]) != Some(up_port)
         })
         .count()
-}
-
-/// CPU seconds the agent's threads used, by thread name (`audit`: the
-/// capture path; `tokio-runtime-w`: the HTTP API, storage, exporters, live
-/// stream; `metrics-agent`: the main thread, tracing new processes).
-pub(crate) fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let mut out = BTreeMap::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
-        // `pid (comm) state ...`: comm may hold spaces, fields follow the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-        let comm = &stat[open + 1..close];
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let (Some(utime), Some(stime)) = (fields.get(11), fields.get(12)) else { continue };
-        let seconds = (utime.parse::<f64>().unwrap_or(0.0) + stime.parse::<f64>().unwrap_or(0.0)) / ticks;
-        *out.entry(comm.to_string()).or_insert(0.0) += seconds;
-    }
-    out
-}
-
-/// The machine and its load average now, one line.
-pub(crate) fn machine_line() -> String {
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
-        })
-        .unwrap_or_default();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    format!(
-        "Machine: {} cores, {cpu_model}; load average at the end: {}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-    )
 }
 
 fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32, wrk: &str) -> Result<String> {

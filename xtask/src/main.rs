@@ -4,6 +4,7 @@
 mod bench;
 mod bench_audit;
 mod bench_exporters;
+mod bench_rig;
 mod bench_soak;
 mod bench_storage;
 mod bench_stream;
