@@ -453,6 +453,49 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+
+    /// Waits (10 s at most) until nginx's master and its two workers are traced.
+    pub fn wait_for_nginx(&self) {
+        self.wait_until(Duration::from_secs(10), "nginx's master and its two workers traced", |s| {
+            s.get("metrics_agent_traced_processes") >= 3
+        });
+    }
+
+    /// The JSON records the agent printed (`--print-requests`) of one side
+    /// (`client` or `upstream`).
+    pub fn printed_records(&self, side: &str) -> Vec<serde_json::Value> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["side"] == side)
+            .collect()
+    }
+
+    /// Waits until the agent printed at least `client` client and `upstream`
+    /// upstream records; panics with its log after `timeout`.
+    pub fn wait_for_printed_records(&self, client: usize, upstream: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (c, u) = (self.printed_records("client").len(), self.printed_records("upstream").len());
+            if c >= client && u >= upstream {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{c} of {client} client and {u} of {upstream} upstream records after {timeout:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Serialises the tests of one test binary (they attach to processes and
+/// read host-wide counters): hold the guard for the whole test.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A plain HTTP/1.0 GET returning the body (None on any failure).

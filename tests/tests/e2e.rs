@@ -5,27 +5,16 @@
 //! test names: each test runs its body once per mode, sharing its proxies
 //! and mock providers between the modes.
 
-use std::{
-    process::Command,
-    sync::{Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use llm_proxy_e2e::{
     client::{Client, Truth},
     go,
-    harness::{self, Agent, Nginx},
+    harness::{self, Agent, Nginx, serial},
     metrics::Scrape,
     mock::MockProvider,
     modes::{self, AttachMode, for_each_mode},
 };
-
-/// The tests attach to processes and read global counters: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Requests whose duration is >= 1 s (the streams below take 1.2 s).
 const LONG_STREAMS: u64 = 2;
@@ -188,9 +177,7 @@ impl NginxWithProviders {
         args.extend(extra.iter().map(|a| a.to_string()));
         args.extend(providers_args(&self.openai, &self.anthropic));
         let agent = Agent::start(&as_strs(&args));
-        agent.wait_until(Duration::from_secs(10), "nginx's master and its two workers traced", |s| {
-            s.get("metrics_agent_traced_processes") >= 3
-        });
+        agent.wait_for_nginx();
         agent
     }
 }
@@ -281,10 +268,10 @@ fn go_reverse_proxy_without_libc_is_counted_exactly() {
         }
         let mut truth = c.truth.clone();
         drop(c);
-        wait_for_records(&agent, 4, 4);
+        agent.wait_for_printed_records(4, 4, Duration::from_secs(20));
         let (oa, an) = (openai.usage_sent(), anthropic.usage_sent());
         for side in ["client", "upstream"] {
-            let r = records(&agent, side);
+            let r = agent.printed_records(side);
             assert_eq!(r.len(), 4, "{side}: {r:?}");
             let mut statuses: Vec<u64> = r.iter().filter_map(|x| x["status"].as_u64()).collect();
             statuses.sort();
@@ -387,9 +374,7 @@ fn connections_open_before_the_agent_and_reloaded_workers_are_counted() {
         args.extend(mode.args().map(String::from));
         args.extend(providers_args(&openai, &anthropic));
         let agent = Agent::start(&as_strs(&args));
-        agent.wait_until(Duration::from_secs(10), "3 traced nginx processes", |s| {
-            s.get("metrics_agent_traced_processes") >= 3
-        });
+        agent.wait_for_nginx();
         let s = agent.scrape();
         assert!(
             s.get("metrics_agent_preexisting_connections_total") >= 2,
@@ -460,7 +445,7 @@ fn bytes_that_are_not_http1_are_counted_as_unclassified() {
         let provider = format!("openai=127.0.0.1:{}", openai.port);
         let exe = nginx.exe.display().to_string();
         let agent = Agent::start(&["--exe", &exe, attach, name, "--provider", &provider]);
-        agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+        agent.wait_for_nginx();
         let mut sent = 0u64;
         let mut received = 0u64;
         let (mut tls_sent, mut tls_received) = (0u64, 0u64);
@@ -504,26 +489,6 @@ fn bytes_that_are_not_http1_are_counted_as_unclassified() {
     });
 }
 
-/// Waits (20 s at most) until the agent printed at least this many records.
-fn wait_for_records(agent: &Agent, client: usize, upstream: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while records(agent, "client").len() < client || records(agent, "upstream").len() < upstream {
-        assert!(std::time::Instant::now() < deadline, "records missing:\n{}", agent.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The JSON records the agent printed (`--print-requests`), by side.
-fn records(agent: &Agent, side: &str) -> Vec<serde_json::Value> {
-    agent
-        .log_text()
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|r| r["side"] == side)
-        .collect()
-}
-
 #[test]
 fn audit_records_match_what_the_mock_provider_sent() {
     let _serial = serial();
@@ -556,9 +521,9 @@ fn audit_records_match_what_the_mock_provider_sent() {
         // Answered by nginx itself, without an upstream call: a cache hit.
         assert_eq!(c.request("/cached/v1/chat/completions", 300, false).unwrap(), 200);
         drop(c);
-        wait_for_records(&agent, 9, 8);
+        agent.wait_for_printed_records(9, 8, Duration::from_secs(20));
         for side in ["client", "upstream"] {
-            let mut r = records(&agent, side);
+            let mut r = agent.printed_records(side);
             if side == "client" {
                 let hit =
                     r.iter().position(|x| x["endpoint"] == "/cached/v1/chat/completions").expect("the cached exchange");
@@ -630,8 +595,8 @@ fn audit_records_match_what_the_mock_provider_sent() {
             assert_eq!(c.request(path, 300, false).unwrap(), 200, "{path}");
         }
         drop(c);
-        wait_for_records(&agent, 17, 0);
-        let client = records(&agent, "client");
+        agent.wait_for_printed_records(17, 0, Duration::from_secs(20));
+        let client = agent.printed_records("client");
         let find = |endpoint: &str, streaming: bool| {
             client
                 .iter()
@@ -710,7 +675,8 @@ fn audit_records_match_what_the_mock_provider_sent() {
         let s = agent.scrape();
         assert_eq!(s.get("metrics_agent_capture_dropped_events_total"), 0);
         assert_eq!(s.get("metrics_agent_audit_records_total"), 17 + 16);
-        let all: Vec<_> = records(&agent, "client").into_iter().chain(records(&agent, "upstream")).collect();
+        let all: Vec<_> =
+            agent.printed_records("client").into_iter().chain(agent.printed_records("upstream")).collect();
         let unpriced = all.iter().filter(|r| r["cost_usd"].is_null() && !r["tokens"]["input"].is_null()).count();
         assert_eq!(s.get("metrics_agent_audit_unpriced_records_total"), unpriced as u64);
     });
@@ -729,9 +695,9 @@ fn audit_records_through_the_send_recv_proxy() {
         assert_eq!(c.request("/anthropic/v1/messages?events=4&interval_ms=20", 300, false).unwrap(), 200);
         assert_eq!(c.request("/openai/v1/chat/completions?status=429", 300, false).unwrap(), 429);
         drop(c);
-        wait_for_records(&agent, 3, 3);
+        agent.wait_for_printed_records(3, 3, Duration::from_secs(20));
         for side in ["client", "upstream"] {
-            let r = records(&agent, side);
+            let r = agent.printed_records(side);
             let chat = r.iter().find(|x| x["status"] == 200 && x["provider"] == "openai").expect("chat");
             assert_eq!(
                 (chat["tokens"]["input"].clone(), chat["tokens"]["output"].clone()),
@@ -746,7 +712,7 @@ fn audit_records_through_the_send_recv_proxy() {
             );
             assert_eq!(r.iter().find(|x| x["status"] == 429).expect("429")["error_type"], "rate_limit_exceeded");
         }
-        for x in records(&agent, "client") {
+        for x in agent.printed_records("client") {
             assert_eq!(x["cache_hit"], false, "every request went upstream: {x}");
         }
     });
@@ -852,8 +818,8 @@ fn tls_client_against_an_https_mock(mut client: std::process::Command) {
         stdout.read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "done 4");
         assert!(child.child.wait().unwrap().success());
-        wait_for_records(&agent, 0, 4);
-        let up = records(&agent, "upstream");
+        agent.wait_for_printed_records(0, 4, Duration::from_secs(20));
+        let up = agent.printed_records("upstream");
         assert_eq!(up.len(), 4, "{up:?}");
         for r in &up {
             assert_eq!((r["status"].clone(), r["upstream_provider"].clone()), (200.into(), "openai".into()), "{r}");
@@ -894,7 +860,7 @@ fn sampling_captures_one_exchange_in_n_as_pairs_and_hot_path_counts_stay_exact()
         // per CPU are captured, each with the upstream exchange it caused.
         let cpus = std::thread::available_parallelism().unwrap().get();
         std::thread::sleep(Duration::from_secs(2));
-        let (client, upstream) = (records(&agent, "client"), records(&agent, "upstream"));
+        let (client, upstream) = (agent.printed_records("client"), agent.printed_records("upstream"));
         assert!((10..=10 + cpus).contains(&client.len()), "{} client records sampled", client.len());
         assert_eq!(client.len(), upstream.len(), "a sampled client exchange keeps its upstream exchange");
         for r in client.iter().chain(&upstream) {
@@ -941,15 +907,15 @@ fn under_a_forced_cpu_budget_sampling_rises_and_records_keep_flowing_with_their_
         assert_eq!(s.get("metrics_agent_capture_breaker_trips_total"), 0, "no drops were involved");
         assert_eq!(s.get("metrics_agent_capture_enabled"), 1, "never switched off");
         assert!(agent.log_text().contains("samples 1 exchange in 4"), "{}", agent.log_text());
-        let before = records(&agent, "client").len();
+        let before = agent.printed_records("client").len();
         for _ in 0..40 {
             exchange(&mut truth);
         }
         // The hot path counted every exchange, before and after the change.
         assert_matches(&agent, &truth, openai, anthropic, 0);
         std::thread::sleep(Duration::from_secs(2));
-        let client = records(&agent, "client");
-        let upstream = records(&agent, "upstream");
+        let client = agent.printed_records("client");
+        let upstream = agent.printed_records("upstream");
         let cpus = std::thread::available_parallelism().unwrap().get();
         let late = &client[before..];
         // Each CPU's sampling sequence is mid-way when the interval settles at
@@ -1019,8 +985,8 @@ fn api_load_on_other_threads_does_not_lower_capture() {
     );
     assert_eq!(s.get("metrics_agent_capture_breaker_cpu_trips_total"), 0, "{}", agent.log_text());
     assert_eq!(s.get("metrics_agent_capture_sample_every"), 1);
-    wait_for_records(&agent, 10, 10);
-    for r in records(&agent, "client") {
+    agent.wait_for_printed_records(10, 10, Duration::from_secs(20));
+    for r in agent.printed_records("client") {
         assert_eq!(r["sample_every"], 1, "{r}");
     }
 }
@@ -1037,7 +1003,7 @@ fn tls_upstreams_are_measured_from_the_plaintext() {
         let provider = format!("openai=127.0.0.1:{}", tls.port);
         let exe = nginx.exe.display().to_string();
         let agent = Agent::start(&["--exe", &exe, attach, name, "--print-requests", "--provider", &provider]);
-        agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+        agent.wait_for_nginx();
         let mut truth = Truth::default();
         for path in [
             "/openai-tls/v1/chat/completions",
@@ -1064,8 +1030,8 @@ fn tls_upstreams_are_measured_from_the_plaintext() {
         assert!(s.get("metrics_agent_tls_plaintext_connections_total") >= 1);
         assert_eq!(s.get("llm_proxy_bytes_received_total{side=\"client\"}"), truth.bytes_sent);
         assert_eq!(s.get("llm_proxy_bytes_sent_total{side=\"client\"}"), truth.bytes_received);
-        wait_for_records(&agent, 0, 3);
-        let up = records(&agent, "upstream");
+        agent.wait_for_printed_records(0, 3, Duration::from_secs(20));
+        let up = agent.printed_records("upstream");
         let plain = up.iter().find(|r| r["status"] == 200 && r["streaming"] == false).expect("plain 200");
         assert_eq!(
             (plain["tokens"]["input"].clone(), plain["tokens"]["output"].clone()),
@@ -1096,7 +1062,7 @@ fn tls_bytes_are_counted_apart_from_http_bytes() {
         let [attach, name] = mode.args();
         let (exe, upstream) = (nginx.exe.display().to_string(), format!("openai=127.0.0.1:{}", provider.port));
         let agent = Agent::start(&["--exe", &exe, attach, name, "--no-audit", "--provider", &upstream]);
-        agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+        agent.wait_for_nginx();
         let mut truth = Truth::default();
         const REQUESTS: u64 = 5;
         for _ in 0..REQUESTS {
@@ -1177,7 +1143,7 @@ fn sigterm_detaches_everything_and_the_proxy_keeps_serving() {
         let provider = format!("openai=127.0.0.1:{}", openai.port);
         let exe = nginx.exe.display().to_string();
         let mut agent = Agent::start(&["--exe", &exe, attach, name, "--provider", &provider]);
-        agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+        agent.wait_for_nginx();
         // This agent's programs, by id: others' agents may run on the host.
         let agent_pid = agent.guard.pid();
         let ours = programs_held_by(agent_pid);

@@ -7,24 +7,16 @@
 use std::{
     collections::HashMap,
     process::{Command, Stdio},
-    sync::{Mutex, MutexGuard},
     time::Duration,
 };
 
 use llm_proxy_e2e::{
     client::Client,
-    harness::{self, Agent, Guard, Nginx, TempDir},
+    harness::{self, Agent, Guard, Nginx, TempDir, serial},
     metrics::Scrape,
     mock::MockProvider,
 };
 use serde_json::Value;
-
-/// The tests attach to processes and read global counters: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The agent tracing one nginx (its master and workers, by pid, so other
 /// nginx processes on the host stay out of the numbers), printing records.
@@ -33,38 +25,8 @@ fn agent_on(nginx_pid: u32, mock: &MockProvider, extra: &[&str]) -> Agent {
     let mut args = vec!["--pid", &pid, "--provider", &provider, "--print-requests"];
     args.extend_from_slice(extra);
     let agent = Agent::start(&args);
-    agent.wait_until(Duration::from_secs(10), "nginx's master and its two workers traced", |s| {
-        s.get("metrics_agent_traced_processes") >= 3
-    });
+    agent.wait_for_nginx();
     agent
-}
-
-/// The JSON records the agent printed (`--print-requests`), by side.
-fn records(agent: &Agent, side: &str) -> Vec<Value> {
-    agent
-        .log_text()
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|r| r["side"] == side)
-        .collect()
-}
-
-/// Waits (60 s at most) until the agent printed this many records per side.
-fn wait_for_records(agent: &Agent, client: usize, upstream: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (c, u) = (records(agent, "client").len(), records(agent, "upstream").len());
-        if c >= client && u >= upstream {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{c} of {client} client and {u} of {upstream} upstream records:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// The sum of every series of `name` (any labels).
@@ -110,9 +72,9 @@ fn concurrent_exchanges_pair_with_their_own_upstream_exchange_and_no_cache_hit_i
     });
     let total = CLIENTS * PER_CLIENT;
     assert_eq!(mock.snapshot().0, total as u64, "every request went upstream");
-    wait_for_records(&agent, total, total);
-    let clients = records(&agent, "client");
-    let upstreams = records(&agent, "upstream");
+    agent.wait_for_printed_records(total, total, Duration::from_secs(60));
+    let clients = agent.printed_records("client");
+    let upstreams = agent.printed_records("upstream");
     let ids = |r: &[Value]| {
         let mut ids: Vec<String> =
             r.iter().map(|x| x["pairing"]["request_id"].as_str().unwrap_or("").to_string()).collect();
@@ -175,8 +137,8 @@ fn every_response_cache_hit_is_counted() {
     let upstream_calls = mock.snapshot().0 as usize;
     let hits = URIS * REPEATS - upstream_calls;
     assert_eq!(upstream_calls, URIS, "nginx answered the repeats from its cache");
-    wait_for_records(&agent, URIS * REPEATS, upstream_calls);
-    let clients = records(&agent, "client");
+    agent.wait_for_printed_records(URIS * REPEATS, upstream_calls, Duration::from_secs(60));
+    let clients = agent.printed_records("client");
     assert_eq!(clients.len(), URIS * REPEATS);
     let by_hit = clients.iter().fold(HashMap::<String, usize>::new(), |mut m, r| {
         *m.entry(r["cache_hit"].to_string()).or_default() += 1;
@@ -253,12 +215,12 @@ fn a_20_mib_stream_ends_with_its_usage_within_bounded_audit_memory() {
     assert!(received > 20 << 20, "the stream is over 20 MiB: {received}");
     let sent = mock.usage_sent();
     assert_eq!((sent.input, sent.output, sent.responses), (21, 55, 1));
-    wait_for_records(&agent, 1, 1);
+    agent.wait_for_printed_records(1, 1, Duration::from_secs(60));
     let s = agent.scrape();
     let capture: Vec<_> = s.series.iter().filter(|(k, _)| k.starts_with("metrics_agent_capture")).collect();
     assert_eq!(s.get("metrics_agent_capture_dropped_events_total"), 0, "no event dropped: {capture:?}");
     for side in ["client", "upstream"] {
-        let r = &records(&agent, side)[0];
+        let r = &agent.printed_records(side)[0];
         assert_eq!((r["tokens"]["input"].as_u64(), r["tokens"]["output"].as_u64()), (Some(21), Some(55)), "{r}");
         assert_eq!(r["cost_usd"], "0.00003615", "21 x 0.15e-6 + 55 x 0.60e-6: {r}");
         assert_eq!((r["streaming"].clone(), r["truncated"].clone()), (true.into(), false.into()), "{r}");
@@ -323,10 +285,10 @@ fn gateway_traffic(port: u16, clients: usize, rounds: usize, body_len: usize, mi
 /// checked) no framing was lost.
 fn assert_gateway_records(agent: &Agent, mock: &MockProvider, sent: &[(String, u16)], sides: &[&str]) {
     let wanted = |side| if sides.contains(&side) { sent.len() } else { 0 };
-    wait_for_records(agent, wanted("client"), wanted("upstream"));
+    agent.wait_for_printed_records(wanted("client"), wanted("upstream"), Duration::from_secs(60));
     let expected: HashMap<&str, u16> = sent.iter().map(|(id, s)| (id.as_str(), *s)).collect();
     for &side in sides {
-        let records = records(agent, side);
+        let records = agent.printed_records(side);
         let mut seen = HashMap::new();
         for r in &records {
             let id = r["pairing"]["request_id"].as_str().unwrap_or_default().to_string();

@@ -8,21 +8,14 @@
 use std::{
     io::{BufRead, BufReader, Write},
     process::{Command, Stdio},
-    sync::{Mutex, MutexGuard},
     time::Duration,
 };
 
 use llm_proxy_e2e::{
-    harness::{Agent, Guard, NginxH2},
+    harness::{Agent, Guard, NginxH2, serial},
     mock::MockProvider,
     modes::{self, for_each_mode},
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// What the client saw of one request: its status and time to first byte.
 #[derive(Debug, Clone)]
@@ -64,17 +57,6 @@ fn h2_client(base: &str, parallel: bool, body: &str, paths: &[&str]) -> Vec<Answ
     answers
 }
 
-/// The JSON records the agent printed (`--print-requests`), by side.
-fn records(agent: &Agent, side: &str) -> Vec<serde_json::Value> {
-    agent
-        .log_text()
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|r| r["side"] == side)
-        .collect()
-}
-
 const OPENAI_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
 const OPENAI_STREAM_BODY: &str = r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
 const ANTHROPIC_BODY: &str = r#"{"model":"claude-sonnet-4","max_tokens":10,"messages":[]}"#;
@@ -111,9 +93,7 @@ fn nginx_http2_clients_are_counted_and_audited_exactly() {
         let (oa, an) = (format!("openai=127.0.0.1:{}", openai.port), format!("anthropic=127.0.0.1:{}", anthropic.port));
         let agent =
             Agent::start(&["--exe", &exe, attach, name, "--provider", &oa, "--provider", &an, "--print-requests"]);
-        agent.wait_until(Duration::from_secs(10), "nginx's master and workers traced", |s| {
-            s.get("metrics_agent_traced_processes") >= 3
-        });
+        agent.wait_for_nginx();
         let mut answers = traffic(&format!("http://127.0.0.1:{}", nginx.h2c_port));
         answers.extend(traffic(&format!("https://127.0.0.1:{}", nginx.tls_port)));
         let requests = answers.len() as u64;
@@ -149,12 +129,8 @@ fn nginx_http2_clients_are_counted_and_audited_exactly() {
         llm_proxy_e2e::metrics::promtool_check(&s.text, "prometheus text");
 
         // Audit path: one record per stream, as the providers answered it.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while records(&agent, "client").len() < answers.len() || records(&agent, "upstream").len() < answers.len() {
-            assert!(std::time::Instant::now() < deadline, "records missing:\n{}", agent.log_text());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let client = records(&agent, "client");
+        agent.wait_for_printed_records(answers.len(), answers.len(), Duration::from_secs(20));
+        let client = agent.printed_records("client");
         assert_eq!(client.len(), answers.len(), "{client:?}");
         let mut got: Vec<u64> = client.iter().map(|r| r["status"].as_u64().unwrap()).collect();
         let mut want: Vec<u64> = answers.iter().map(|a| a.status).collect();
@@ -263,12 +239,8 @@ fn http2_upstream_calls_are_provider_requests_with_exact_records() {
         assert_eq!(s.get("llm_proxy_requests_total"), 0, "no client side here");
         assert_eq!(s.get("metrics_agent_h2_framing_lost_total"), 0);
         llm_proxy_e2e::metrics::promtool_check(&s.text, "prometheus text");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while records(&agent, "upstream").len() < answers.len() {
-            assert!(std::time::Instant::now() < deadline, "records missing:\n{}", agent.log_text());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let upstream = records(&agent, "upstream");
+        agent.wait_for_printed_records(0, answers.len(), Duration::from_secs(20));
+        let upstream = agent.printed_records("upstream");
         assert_eq!(upstream.len(), answers.len());
         let sent = mock.usage_sent();
         let sum = |field: &str| upstream.iter().map(|r| r["tokens"][field].as_u64().unwrap_or(0)).sum::<u64>();

@@ -11,14 +11,14 @@ use std::{
     collections::BTreeMap,
     io::{Read, Write},
     net::TcpStream,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use futures_util::{SinkExt, StreamExt};
 use llm_proxy_e2e::{
     client::{Client, Truth},
-    harness::{self, Agent, Nginx, TempDir},
+    harness::{self, Agent, Nginx, TempDir, serial},
     mock::MockProvider,
     webdriver::Browser,
 };
@@ -28,12 +28,6 @@ use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream, client_async, connect_async,
     tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const STREAM: &str = "/api/v1/metrics/stream";
 /// The API key the test clients send: it must never reach a message or a page.
@@ -77,7 +71,7 @@ impl Setup {
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let agent = Agent::start_with_env(&args, env);
-        agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+        agent.wait_for_nginx();
         Self { openai, anthropic, nginx, agent, _dir: dir }
     }
 

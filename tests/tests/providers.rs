@@ -7,25 +7,15 @@
 //! Every expected value comes from what the mock provider sends (`mock::Api`
 //! documents each API's usage) and from the configured upstream names.
 
-use std::{
-    sync::{Mutex, MutexGuard},
-    time::Duration,
-};
+use std::time::Duration;
 
 use llm_proxy_e2e::{
     client::Client,
-    harness::{Agent, Nginx},
+    harness::{Agent, Nginx, serial},
     mock::MockProvider,
     modes::{self, for_each_mode},
 };
 use serde_json::Value;
-
-/// The tests attach to processes: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// One mock provider per configured upstream name, all behind one nginx
 /// (`/NAME/...` and `/NAME-ka/...`).
@@ -53,29 +43,8 @@ impl Upstreams {
             args.extend(["--provider".to_string(), format!("{name}=127.0.0.1:{}", m.port)]);
         }
         let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        agent.wait_until(Duration::from_secs(10), "nginx's master and its two workers traced", |s| {
-            s.get("metrics_agent_traced_processes") >= 3
-        });
+        agent.wait_for_nginx();
         agent
-    }
-}
-
-/// The JSON records the agent printed (`--print-requests`), by side.
-fn records(agent: &Agent, side: &str) -> Vec<Value> {
-    agent
-        .log_text()
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|r| r["side"] == side)
-        .collect()
-}
-
-fn wait_for_records(agent: &Agent, n: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while records(agent, "client").len() < n || records(agent, "upstream").len() < n {
-        assert!(std::time::Instant::now() < deadline, "records missing:\n{}", agent.log_text());
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -301,8 +270,8 @@ fn every_provider_api_is_recorded_exactly_on_both_sides() {
             assert_eq!(status, case.status, "{}", case.path);
         }
         drop(c);
-        wait_for_records(&agent, cases.len());
-        let (client, upstream) = (records(&agent, "client"), records(&agent, "upstream"));
+        agent.wait_for_printed_records(cases.len(), cases.len(), Duration::from_secs(20));
+        let (client, upstream) = (agent.printed_records("client"), agent.printed_records("upstream"));
         assert_eq!((client.len(), upstream.len()), (cases.len(), cases.len()), "{client:?}\n{upstream:?}");
         for case in &cases {
             let endpoint = case.path.split('?').next().unwrap();
@@ -378,9 +347,9 @@ fn streaming_time_follows_a_paced_schedule_and_role_only_deltas_are_not_tokens()
         let bedrock = "/bedrock-ka/model/amazon.nova-lite-v1:0/converse-stream?events=4&interval_ms=150";
         assert_eq!(c.request(bedrock, 300, false).unwrap(), 200);
         drop(c);
-        wait_for_records(&agent, 2);
+        agent.wait_for_printed_records(2, 2, Duration::from_secs(20));
         for side in ["client", "upstream"] {
-            for r in records(&agent, side) {
+            for r in agent.printed_records(side) {
                 let what = format!("{side} {}", r["endpoint"]);
                 let ms = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{what}: no {k} in {r}"));
                 let (content_events, output_tokens, events) =

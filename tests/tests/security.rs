@@ -7,22 +7,15 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     process::{Command, Stdio},
-    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
 use llm_proxy_e2e::{
     client::Client,
-    harness::{self, Agent, TempDir, agent_binary},
+    harness::{self, Agent, TempDir, agent_binary, serial},
     mock::MockProvider,
     postgres::PgCluster,
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// An agent waiting for a proxy that is not running yet (the send/recv test
 /// proxy), with `config` as its configuration file.

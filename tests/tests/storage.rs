@@ -8,24 +8,17 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     process::Command,
-    sync::{Mutex, MutexGuard},
     thread::sleep,
     time::Duration,
 };
 
 use llm_proxy_e2e::{
     client::Client,
-    harness::{self, Agent, Nginx, TempDir, agent_binary, http_get},
+    harness::{self, Agent, Nginx, TempDir, agent_binary, http_get, serial},
     metrics::Scrape,
     mock::MockProvider,
     postgres::PgCluster,
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Flush interval the tests configure.
 const FLUSH_MS: u64 = 1_000;
@@ -88,7 +81,7 @@ impl Setup {
             ],
             env,
         );
-        agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+        agent.wait_for_nginx();
         agent
     }
 
