@@ -408,8 +408,11 @@ impl Api {
     /// the SSE events, in AWS's binary framing.
     fn eventstream_event(self, i: u64, events: u64) -> Vec<u8> {
         let last = i == events;
+        // The framing is the agent's own encoder (its decoder's unit tests
+        // and fuzz target check the two against each other); the CRCs are
+        // checked independently in `eventstream_messages_are_well_framed`.
         let event = |kind: &str, payload: &str| {
-            eventstream_message(
+            metrics_agent::audit::eventstream::encode(
                 &[(":event-type", kind), (":content-type", "application/json"), (":message-type", "event")],
                 payload.as_bytes(),
             )
@@ -442,28 +445,6 @@ impl Api {
             event("contentBlockDelta", &format!(r#"{{"contentBlockIndex":0,"delta":{{"text":"t{i}"}}}}"#))
         }
     }
-}
-
-/// One AWS event-stream message: prelude (total length, headers length,
-/// CRC32 of those 8 bytes), string headers (type 7), payload, CRC32 of all
-/// before it; integers big-endian.
-pub fn eventstream_message(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
-    let mut h = Vec::new();
-    for (name, value) in headers {
-        h.push(name.len() as u8);
-        h.extend_from_slice(name.as_bytes());
-        h.push(7);
-        h.extend_from_slice(&(value.len() as u16).to_be_bytes());
-        h.extend_from_slice(value.as_bytes());
-    }
-    let total = (12 + h.len() + payload.len() + 4) as u32;
-    let mut m = total.to_be_bytes().to_vec();
-    m.extend_from_slice(&(h.len() as u32).to_be_bytes());
-    m.extend_from_slice(&crc32fast::hash(&m).to_be_bytes());
-    m.extend_from_slice(&h);
-    m.extend_from_slice(payload);
-    m.extend_from_slice(&crc32fast::hash(&m).to_be_bytes());
-    m
 }
 
 /// Compresses a body as the `encoding` query parameter asks (1 gzip,

@@ -166,7 +166,8 @@ fn decode(m: &[u8]) -> Option<Message> {
     Some(out)
 }
 
-/// Encodes one message with string headers (tests, benchmarks).
+/// Encodes one message with string headers (the unit tests, the fuzz target
+/// and the e2e mock provider's Bedrock streams).
 pub fn encode(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
     let mut h = Vec::new();
     for (name, value) in headers {
