@@ -6,7 +6,7 @@
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::llm::{Usage, num};
+use super::usage::{Usage, num};
 
 /// Converse usage (`usage` of a response, or of a stream's `metadata` event).
 pub fn converse_usage(v: &Value) -> Option<Usage> {

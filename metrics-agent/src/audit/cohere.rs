@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::llm::{Usage, num};
+use super::usage::{Usage, num};
 
 /// Usage of a response (`usage`) or of a stream's `message-end` (`delta.usage`).
 pub fn usage(v: &Value) -> Option<Usage> {

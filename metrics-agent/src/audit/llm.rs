@@ -10,6 +10,7 @@
 use serde_json::Value;
 
 pub use super::provider::{Operation, Provider, WireFormat};
+pub use super::usage::{MAX_TOKENS, Usage, num};
 use super::{bedrock, cohere, eventstream, ollama, provider, sse};
 
 /// What a request says.
@@ -28,17 +29,6 @@ pub struct LlmRequest {
     pub stream: bool,
     /// OpenAI `stream_options.include_usage`.
     pub include_usage: bool,
-}
-
-/// Normalised token usage.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Usage {
-    /// Input tokens, cached ones included.
-    pub input: Option<u64>,
-    pub output: Option<u64>,
-    pub cache_read: Option<u64>,
-    pub cache_creation: Option<u64>,
-    pub reasoning: Option<u64>,
 }
 
 /// What a response says.
@@ -343,15 +333,6 @@ pub fn classify_request(target: &str, host: Option<&str>, json: &Value) -> LlmRe
         || shape.is_some_and(|(_, s)| s.streams || (s.streams_by_default && body_stream != Some(false)));
     let include_usage = json.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
     LlmRequest { provider, format, operation, model, deployment, stream, include_usage }
-}
-
-/// Largest token count believed: no request uses 10^12 tokens, and sums of
-/// believable counts cannot overflow. A larger number is unknown, not huge.
-pub const MAX_TOKENS: u64 = 1_000_000_000_000;
-
-/// A believable token count at `pointer`.
-pub fn num(v: &Value, pointer: &str) -> Option<u64> {
-    v.pointer(pointer).and_then(Value::as_u64).filter(|n| *n <= MAX_TOKENS)
 }
 
 /// Anthropic usage (`usage` of a message).

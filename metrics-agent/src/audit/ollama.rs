@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::llm::{Usage, num};
+use super::usage::{Usage, num};
 
 /// Usage of a final object; None before the end (`done` false or absent).
 pub fn usage(v: &Value) -> Option<Usage> {
