@@ -1,18 +1,16 @@
-//! The exporters and what each owns: its `[exporters.NAME]` section, its
+//! What each exporter owns, as traits: its `[exporters.NAME]` section, its
 //! environment overrides and their resolution (`Backend`), and how it starts
 //! (`Resolved`). The router asks these traits what an exporter needs and
 //! never checks names. A new exporter is one module implementing `Backend`
-//! plus one line in the `exporters!` list at the bottom of this file.
+//! plus one line in the `exporters!` list (`settings.rs`).
 
 use std::{fmt::Debug, sync::Arc};
 
 use prometheus_client::registry::Registry;
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Serialize, de::DeserializeOwned};
 
-use super::{ExportError, Planned, Source, settings::SettingsError};
-
-/// Reads one environment variable (`std::env::var` in the agent, a map in tests).
-pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub use super::common_settings::Env;
+use super::{ExportError, Planned, Source, common_settings::SettingsError};
 
 /// One exporter's configuration.
 pub trait Backend {
@@ -48,46 +46,4 @@ pub enum Start {
     Push(Planned),
     /// It reads the source when asked (Prometheus scrapes).
     Pull(Register),
-}
-
-/// Defines `ExportersFile` (the `[exporters]` table) with one field per
-/// listed exporter, and the loops over them.
-macro_rules! exporters {
-    ($($(#[$doc:meta])* $section:ident: $backend:ty,)*) => {
-        /// `[exporters]`.
-        #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
-        #[serde(deny_unknown_fields)]
-        pub struct ExportersFile {
-            /// Distinct models kept as label values; more collapse to `other` [100].
-            pub max_models: Option<usize>,
-            /// Distinct error types kept as label values [20].
-            pub max_error_types: Option<usize>,
-            /// Audit label sets kept at most [5000].
-            pub max_series: Option<usize>,
-            $($(#[$doc])* pub $section: Option<<$backend as Backend>::File>,)*
-        }
-
-        /// Every exporter the sections and the environment turn on.
-        pub fn resolve_all(file: &ExportersFile, env: Env) -> Result<Vec<Arc<dyn Resolved>>, SettingsError> {
-            let mut out = Vec::new();
-            $(out.extend(<$backend as Backend>::resolve(file.$section.as_ref(), env)?);)*
-            Ok(out)
-        }
-
-        /// The sections with their secrets hidden.
-        pub fn redact_all(file: &mut ExportersFile) {
-            $(if let Some(section) = &mut file.$section {
-                <$backend as Backend>::redact(section);
-            })*
-        }
-    };
-}
-
-exporters! {
-    /// `[exporters.prometheus]`: the metrics on `/metrics`.
-    prometheus: super::prometheus::Prometheus,
-    /// `[exporters.otlp]`: OTLP push.
-    otlp: super::otlp::Otlp,
-    /// `[exporters.datadog]`: DogStatsD and the Datadog series API.
-    datadog: super::datadog::Datadog,
 }

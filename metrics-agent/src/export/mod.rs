@@ -15,6 +15,7 @@ pub mod agent;
 pub mod audit_metrics;
 pub mod backends;
 pub mod catalog;
+pub mod common_settings;
 #[cfg(test)]
 mod conformance;
 pub mod datadog;

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     ExportError, Source,
     backends::{Backend, Env, Resolved, Start},
+    common_settings::SettingsError,
     model::{Desc, Kind, Series, Value},
-    settings::SettingsError,
 };
 
 pub const NAME: &str = "prometheus";
@@ -37,7 +37,7 @@ pub struct PrometheusFile {
     pub enabled: Option<bool>,
 }
 
-/// Prometheus's place in the exporter list (`backends.rs`).
+/// Prometheus's place in the exporter list (`settings.rs`).
 pub struct Prometheus;
 
 impl Backend for Prometheus {

@@ -1,49 +1,27 @@
-//! Exporter configuration shared by every exporter: the `[exporters]` limits,
-//! `[metrics.system]`, delivery settings, secrets and the environment helpers.
-//! Each exporter's own section, environment overrides and resolution live
-//! next to it (`backends.rs` lists them). Secrets (API keys, OTLP headers)
-//! are wrapped so that they never reach a log line or the printed
-//! effective configuration.
+//! The export configuration as a whole: the `[exporters]` table with one
+//! section per exporter (the `exporters!` list below: a new exporter is one
+//! line there), its limits, `[metrics.system]`, and their resolution into
+//! `ExportSettings`. Each exporter's own section, environment overrides and
+//! resolution live next to it; what they share is `common_settings`.
+//! Secrets (API keys, OTLP headers) are wrapped so that they never reach a
+//! log line or the printed effective configuration.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use super::backends::ExportersFile;
+pub use super::common_settings::*;
 use super::{
     audit_metrics::Limits,
-    backends::{self, Resolved},
+    backends::{Backend, Resolved},
     system::SystemConfig,
 };
-
-pub use crate::secrets::{REDACTED, Secret};
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SettingsError {
-    #[error("{what}: {problem}")]
-    Invalid { what: String, problem: String },
-}
-
-pub fn invalid(what: impl Into<String>, problem: impl Into<String>) -> SettingsError {
-    SettingsError::Invalid { what: what.into(), problem: problem.into() }
-}
 
 /// `[metrics]`.
 #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsFile {
     pub system: Option<SystemConfig>,
-}
-
-/// How a push exporter delivers.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Delivery {
-    pub interval: Duration,
-    pub timeout: Duration,
-    /// Batches queued at most; a new batch is dropped (counted) beyond.
-    pub queue_batches: usize,
-    /// Retries of a failed batch (with exponential backoff) before it is dropped.
-    pub max_retries: u32,
 }
 
 /// Everything the export router needs.
@@ -55,116 +33,46 @@ pub struct ExportSettings {
     pub system: SystemConfig,
 }
 
-fn seconds(what: &str, v: Option<f64>, default: f64) -> Result<Duration, SettingsError> {
-    let v = v.unwrap_or(default);
-    if !(0.05..=86_400.0).contains(&v) {
-        return Err(invalid(what, format!("{v} s is out of range: use 0.05 to 86400")));
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
-pub fn millis_env(env: backends::Env, names: &[&str]) -> Result<Option<f64>, SettingsError> {
-    for name in names {
-        if let Some(v) = env(name) {
-            let ms: f64 = v.trim().parse().map_err(|_| invalid(*name, "expected milliseconds"))?;
-            return Ok(Some(ms / 1000.0));
+/// Defines `ExportersFile` (the `[exporters]` table) with one field per
+/// listed exporter, and the loops over them.
+macro_rules! exporters {
+    ($($(#[$doc:meta])* $section:ident: $backend:ty,)*) => {
+        /// `[exporters]`.
+        #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+        #[serde(deny_unknown_fields)]
+        pub struct ExportersFile {
+            /// Distinct models kept as label values; more collapse to `other` [100].
+            pub max_models: Option<usize>,
+            /// Distinct error types kept as label values [20].
+            pub max_error_types: Option<usize>,
+            /// Audit label sets kept at most [5000].
+            pub max_series: Option<usize>,
+            $($(#[$doc])* pub $section: Option<<$backend as Backend>::File>,)*
         }
-    }
-    Ok(None)
-}
 
-pub fn first_env(env: backends::Env, names: &[&str]) -> Option<(String, String)> {
-    names.iter().find_map(|n| env(n).filter(|v| !v.trim().is_empty()).map(|v| (n.to_string(), v)))
-}
+        /// Every exporter the sections and the environment turn on.
+        pub fn resolve_all(file: &ExportersFile, env: Env) -> Result<Vec<Arc<dyn Resolved>>, SettingsError> {
+            let mut out = Vec::new();
+            $(out.extend(<$backend as Backend>::resolve(file.$section.as_ref(), env)?);)*
+            Ok(out)
+        }
 
-/// `url` with any `user:password@` replaced by `<redacted>@` and secret
-/// query parameters (`?api_key=`, `?dd-api-key=`) redacted, for messages.
-pub fn redact_userinfo(url: &str) -> String {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
-    let shown = match url[start..end].rfind('@') {
-        Some(at) => format!("{}{REDACTED}{}", &url[..start], &url[start + at..]),
-        None => url.to_string(),
+        /// The sections with their secrets hidden.
+        pub fn redact_all(file: &mut ExportersFile) {
+            $(if let Some(section) = &mut file.$section {
+                <$backend as Backend>::redact(section);
+            })*
+        }
     };
-    crate::secrets::redact_query(&shown)
 }
 
-pub fn check_url(what: &str, url: &str) -> Result<(), SettingsError> {
-    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
-        let shown = redact_userinfo(url);
-        return Err(invalid(what, format!("{shown:?} is not an http:// or https:// URL")));
-    }
-    Ok(())
-}
-
-/// Decodes `%XX` escapes (the OTLP headers variable's values are URL-encoded).
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// Parses `key1=value1,key2=value2` (the `OTEL_EXPORTER_OTLP_HEADERS` and
-/// `OTEL_RESOURCE_ATTRIBUTES` format, values URL-encoded).
-/// The error never repeats the text: it may hold a credential.
-pub fn parse_headers(name: &str, text: &str) -> Result<Vec<(String, String)>, SettingsError> {
-    let mut out = Vec::new();
-    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| invalid(name, "expected key=value pairs separated by commas (values URL-encoded)"))?;
-        let key = k.trim();
-        if key.is_empty() || !key.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c)) {
-            return Err(invalid(name, "a key is empty or has characters other than letters, digits, '-', '_' and '.'"));
-        }
-        let value = percent_decode(v.trim()).ok_or_else(|| invalid(name, "a value has a malformed %-escape"))?;
-        out.push((key.to_string(), value));
-    }
-    Ok(out)
-}
-
-/// Most retries of one batch (with the backoff capped at 30 s, about ten
-/// minutes of trying).
-const MAX_RETRIES: u32 = 20;
-
-pub fn delivery(
-    section: &str,
-    interval: Option<f64>,
-    timeout: Option<f64>,
-    queue: Option<usize>,
-    retries: Option<u32>,
-) -> Result<Delivery, SettingsError> {
-    let queue_batches = queue.unwrap_or(8);
-    if !(1..=1024).contains(&queue_batches) {
-        return Err(invalid(
-            format!("{section} queue_batches"),
-            format!("{queue_batches} is out of range: use 1 to 1024"),
-        ));
-    }
-    let max_retries = retries.unwrap_or(3);
-    if max_retries > MAX_RETRIES {
-        return Err(invalid(
-            format!("{section} max_retries"),
-            format!("{max_retries} is out of range: use 0 to {MAX_RETRIES}"),
-        ));
-    }
-    Ok(Delivery {
-        interval: seconds(&format!("{section} interval_seconds"), interval, 10.0)?,
-        timeout: seconds(&format!("{section} timeout_seconds"), timeout, 10.0)?,
-        queue_batches,
-        max_retries,
-    })
+exporters! {
+    /// `[exporters.prometheus]`: the metrics on `/metrics`.
+    prometheus: super::prometheus::Prometheus,
+    /// `[exporters.otlp]`: OTLP push.
+    otlp: super::otlp::Otlp,
+    /// `[exporters.datadog]`: DogStatsD and the Datadog series API.
+    datadog: super::datadog::Datadog,
 }
 
 /// Resolves the sections against the environment (`env` is `std::env::var`
@@ -193,13 +101,13 @@ pub fn resolve(
         max_series: at_least_one("max_series", f.max_series, d.max_series)?,
         max_samples: 0,
     };
-    Ok(ExportSettings { limits, exporters: backends::resolve_all(&f, &env)?, system })
+    Ok(ExportSettings { limits, exporters: resolve_all(&f, &env)?, system })
 }
 
 /// The file sections as `metrics-agent config` prints them: secrets redacted.
 pub fn redacted(file: &ExportersFile) -> ExportersFile {
     let mut f = file.clone();
-    backends::redact_all(&mut f);
+    redact_all(&mut f);
     f
 }
 

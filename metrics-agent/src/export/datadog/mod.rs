@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::export::{
     ExportError, Planned,
     backends::{Backend, Env, Resolved, Start},
-    settings::{Delivery, REDACTED, Secret, SettingsError, check_url, delivery, first_env, invalid, redact_userinfo},
+    common_settings::{
+        Delivery, REDACTED, Secret, SettingsError, check_url, delivery, first_env, invalid, redact_userinfo,
+    },
 };
 
 /// `[exporters.datadog]`: DogStatsD and/or the HTTP series API.
@@ -68,7 +70,7 @@ pub struct DatadogApiSettings {
 /// Datagram sizes accepted: DogStatsD's smallest useful size to what UDP carries.
 const DATAGRAM_BYTES: std::ops::RangeInclusive<usize> = 512..=65_000;
 
-/// The Datadog exporters' place in the exporter list (`backends.rs`).
+/// The Datadog exporters' place in the exporter list (`settings.rs`).
 pub struct Datadog;
 
 impl Backend for Datadog {

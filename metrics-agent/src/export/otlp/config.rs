@@ -6,11 +6,9 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
-use super::{OtlpExporter, grpc::GrpcExporter};
 use crate::export::{
-    ExportError, Planned,
-    backends::{Backend, Env, Resolved, Start},
-    settings::{
+    backends::{Backend, Env, Resolved},
+    common_settings::{
         Delivery, REDACTED, Secret, SettingsError, check_url, delivery, first_env, invalid, millis_env, parse_headers,
         redact_userinfo,
     },
@@ -68,7 +66,7 @@ pub struct OtlpSettings {
     pub delivery: Delivery,
 }
 
-/// The OTLP exporter's place in the exporter list (`backends.rs`).
+/// The OTLP exporter's place in the exporter list (`settings.rs`).
 pub struct Otlp;
 
 impl Backend for Otlp {
@@ -86,19 +84,6 @@ impl Backend for Otlp {
             *v = REDACTED.into();
         }
         file.endpoint = file.endpoint.as_deref().map(redact_userinfo);
-    }
-}
-
-impl Resolved for OtlpSettings {
-    fn name(&self) -> &'static str {
-        super::NAME
-    }
-
-    fn start(&self) -> Result<Start, ExportError> {
-        Ok(Start::Push(match self.protocol {
-            Protocol::HttpProtobuf => Planned::new(super::NAME, self.delivery, OtlpExporter::new(self.clone())?),
-            Protocol::Grpc => Planned::new(super::NAME, self.delivery, GrpcExporter::new(self.clone())?),
-        }))
     }
 }
 

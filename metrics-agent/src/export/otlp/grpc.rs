@@ -17,7 +17,7 @@ use super::{
     config::{Compression, OtlpSettings},
     encode, resource_attributes,
 };
-use crate::export::{ExportError, Exporter, model::Snapshot, settings::redact_userinfo};
+use crate::export::{ExportError, Exporter, common_settings::redact_userinfo, model::Snapshot};
 
 pub struct GrpcExporter {
     client: MetricsServiceClient<Channel>,

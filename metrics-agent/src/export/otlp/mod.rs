@@ -17,6 +17,7 @@ use prost::Message;
 
 pub mod config;
 pub mod grpc;
+mod start;
 
 pub use self::config::Otlp;
 use self::config::{Compression, OtlpSettings};
@@ -50,7 +51,7 @@ pub fn resource_attributes(env: impl Fn(&str) -> Option<String>) -> Vec<(String,
         attrs.push(("host.name".into(), host.trim().to_string()));
     }
     if let Some(extra) = env("OTEL_RESOURCE_ATTRIBUTES")
-        && let Ok(pairs) = super::settings::parse_headers("OTEL_RESOURCE_ATTRIBUTES", &extra)
+        && let Ok(pairs) = super::common_settings::parse_headers("OTEL_RESOURCE_ATTRIBUTES", &extra)
     {
         for (k, v) in pairs {
             attrs.retain(|(ek, _)| *ek != k);
