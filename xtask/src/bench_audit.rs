@@ -24,7 +24,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::bench_rig::{
-    AgentRun, Killed, free_port, machine_line, metric, require_root, scrape, spawn_agent, thread_cpu, wait_port,
+    Killed, free_port, machine_line, metric, require_root, scrape, spawn_agent_on_pid, thread_cpu, wait_port,
     wait_ready,
 };
 
@@ -57,16 +57,7 @@ pub fn run(seconds: u64, rate: u64, connections: u32) -> Result<()> {
     );
     wait_port(proxy_port)?;
     let agent_port = free_port()?;
-    let database = dir.join("metrics.db");
-    let proxy_pid = proxy.0.id().to_string();
-    let agent = spawn_agent(&AgentRun {
-        target: ["--pid", &proxy_pid],
-        provider: &format!("openai=127.0.0.1:{up_port}"),
-        port: agent_port,
-        database: &database,
-        log: &dir.join("agent.log"),
-        extra: &[],
-    })?;
+    let agent = spawn_agent_on_pid(&dir, proxy.0.id(), up_port, agent_port)?;
     let agent_pid = agent.0.id();
     wait_ready(agent_port)?;
     let done = Arc::new(AtomicU64::new(0));

@@ -193,6 +193,21 @@ pub(crate) fn spawn_agent(run: &AgentRun) -> Result<Killed> {
     Ok(Killed(child))
 }
 
+/// The agent in its default mode on process `pid` (and the children it
+/// forks) with `openai=127.0.0.1:UP_PORT` as provider, its database
+/// (`metrics.db`) and log (`agent.log`) in `dir`. `--pid`, not `--exe`:
+/// other processes of the same executable are neither traced nor slowed down.
+pub(crate) fn spawn_agent_on_pid(dir: &Path, pid: u32, up_port: u16, port: u16) -> Result<Killed> {
+    spawn_agent(&AgentRun {
+        target: ["--pid", &pid.to_string()],
+        provider: &format!("openai=127.0.0.1:{up_port}"),
+        port,
+        database: &dir.join("metrics.db"),
+        log: &dir.join("agent.log"),
+        extra: &[],
+    })
+}
+
 /// Fields of /proc/PID/stat after the command name (field 3, the state, first).
 pub(crate) fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::bench_rig::{
-    AgentRun, Killed, free_port, machine_line, metric, proxied_upstream, require_root, scrape, spawn_agent, thread_cpu,
+    Killed, free_port, machine_line, metric, proxied_upstream, require_root, scrape, spawn_agent_on_pid, thread_cpu,
     wait_port,
 };
 
@@ -55,17 +55,7 @@ pub fn run(seconds: u64, connections: u32) -> Result<()> {
     let rig = proxied_upstream(&dir, answer)?;
     let (up_port, proxy_port, agent_port) = (rig.up_port, rig.proxy_port, free_port()?);
     let database = dir.join("metrics.db");
-    // `--pid` (the master and the workers it forks), not `--exe`: other nginx
-    // processes on the machine are neither traced nor slowed down.
-    let proxy_pid = rig.proxy.0.id().to_string();
-    let mut agent = spawn_agent(&AgentRun {
-        target: ["--pid", &proxy_pid],
-        provider: &format!("openai=127.0.0.1:{up_port}"),
-        port: agent_port,
-        database: &database,
-        log: &dir.join("agent.log"),
-        extra: &[],
-    })?;
+    let mut agent = spawn_agent_on_pid(&dir, rig.proxy.0.id(), up_port, agent_port)?;
     let agent_pid = agent.0.id();
     wait_port(agent_port)?;
     std::thread::sleep(Duration::from_secs(2));
