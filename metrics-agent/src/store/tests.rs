@@ -1045,7 +1045,7 @@ async fn the_size_budget_drops_the_oldest_details_then_the_oldest_minutes(db: Te
         super::writer::keep_within_budget(&db.store, BUDGET, &stats).await;
         let size = super::budget::size(&db.store).await.unwrap();
         assert!(size <= BUDGET, "round {round}: {size} bytes");
-        assert_eq!(stats.database_size_bytes.get() as u64, size);
+        assert_eq!(stats.database_size_bytes.get(), size);
     }
     let dropped = |table: &'static str| stats.budget_rows_dropped.get(table);
     let (kept, _) = db.store.read_details(0, i64::MAX, None, 10_000).await.unwrap();

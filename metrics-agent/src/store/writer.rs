@@ -389,7 +389,7 @@ pub async fn keep_within_budget(store: &Store, budget: u64, stats: &StorageStats
         Ok(done) => {
             stats.database_size_bytes.set(done.size_after);
             for (table, n) in &done.dropped {
-                stats.budget_rows_dropped.inc_by(*table, *n);
+                stats.budget_rows_dropped.inc_by(table, *n);
             }
             if !done.dropped.is_empty() {
                 log::info!(
