@@ -115,6 +115,12 @@ pub fn http_and_capture<C: CallReturn>(
     }
     // SAFETY: as above.
     if unsafe { (*scratch).parse_pending } != 0 {
+        // A response head whole in the call's first segment is framed here,
+        // without the tail call (when no capture ran first: its program
+        // tail-calls the parse continuation, which then does the same).
+        if !fast_head_here(scratch, conn, now) {
+            return 0;
+        }
         ctx.continue_parsing();
         framing_outcome(conn, EV_BUDGET, now);
     }
@@ -268,8 +274,27 @@ fn parse_call(scratch: *mut Scratch, conn: &mut ConnState, call: &Call, n: u64, 
         (*scratch).conn_key = conn_key((bpf_get_current_pid_tgid() >> 32) as u32, call.fd);
         (*scratch).now = now;
         (*scratch).continuations = 0;
+        (*scratch).head_tried = 0;
         (*scratch).parse_pending = 1;
     }
+}
+
+/// Runs `fast_head` for the pending parse of `conn`'s response bytes in
+/// the data program itself. False when it framed everything (nothing is
+/// left for the continuation).
+#[inline(always)]
+fn fast_head_here(scratch: *mut Scratch, conn: &mut ConnState, now: u64) -> bool {
+    if conn.proto == metrics_common::conn::PROTO_HTTP2 || !wants_head(&conn.response) {
+        return true;
+    }
+    let r = fast_head(scratch, &mut conn.response);
+    if r == STEP_MORE {
+        return true;
+    }
+    framing_outcome(conn, r, now);
+    // SAFETY: this CPU's scratch.
+    unsafe { (*scratch).parse_pending = 0 };
+    false
 }
 
 /// Acts on what parsing a call's bytes found.
@@ -334,7 +359,8 @@ pub struct Scratch {
     pub lines: HeadLines,
     /// `head_word`'s verdict: `WORD_END`, or anything else to fall back.
     pub head_outcome: u32,
-    pub _pad: u32,
+    /// Non-zero once `fast_head` ran for the call being parsed.
+    pub head_tried: u32,
     pub cursor: Cursor,
     pub conn_key: u64,
     pub now: u64,
@@ -382,6 +408,7 @@ const STEP_MORE: u32 = 200;
 #[inline(always)]
 fn fast_head(scratch: *mut Scratch, parser: *mut ResponseParser) -> u32 {
     // SAFETY: both point into map values valid for the whole program.
+    unsafe { (*scratch).head_tried = 1 };
     let mut p = unsafe { core::ptr::read_volatile(parser) };
     let mut cur = unsafe { core::ptr::read_volatile(&(*scratch).cursor) };
     if cur.seg_off >= cur.seg_len && !cur.next_segment() {
@@ -456,7 +483,7 @@ pub fn continue_parsing<C: CallReturn>(ctx: &C) -> u32 {
     if conn.proto == metrics_common::conn::PROTO_HTTP2 {
         return crate::framing_h2::continue_walk(ctx, key, conn, depth);
     }
-    if depth == 1 && wants_head(&conn.response) {
+    if depth == 1 && wants_head(&conn.response) && unsafe { (*scratch).head_tried } == 0 {
         let r = fast_head(scratch, &mut conn.response);
         if r != STEP_MORE {
             framing_outcome(conn, r, now);

@@ -14,8 +14,9 @@
 
 use super::{MAX_LENGTH, RESP_CHUNKED, RESP_HAS_LENGTH, ResponseParser, S_STATUS};
 
-/// Words of the head buffer: heads up to 512 bytes take the fast path.
-pub const HEAD_WORDS: usize = 64;
+/// Words of the head buffer: heads up to 1 KiB (an LLM provider's response
+/// head with its rate-limit headers is 0.5 to 1 KiB) take the fast path.
+pub const HEAD_WORDS: usize = 128;
 /// Bytes of the head buffer.
 pub const HEAD_BYTES: usize = HEAD_WORDS * 8;
 /// Content-Length value bytes (spaces included) the fast path reads at most.
