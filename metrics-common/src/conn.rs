@@ -590,5 +590,7 @@ pub fn is_status_line_start(b: &[u8; 8], len: u64) -> bool {
         && b[6] == b'.'
 }
 
+pub mod head;
+
 #[cfg(test)]
 mod tests;

@@ -8,13 +8,18 @@
 //! tail-called program (`capture`).
 
 use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw,
+    bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+    generated::{bpf_loop, bpf_probe_read_user as read_user_raw},
 };
 use metrics_common::{
     conn::{
         CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, ConnState, EV_END, EV_MALFORMED, EV_NONE, METHOD_HEAD,
         METHOD_NONE, METHOD_PENDING, PHASE_BODY_LENGTH, PHASE_CHUNK_DATA, PHASE_LOST, PHASE_UNTIL_CLOSE, PROTO_HTTP1,
         PROTO_UNCLASSIFIED, PROTO_UNDETERMINED, ResponseParser, SIDE_CLIENT, SIDE_UNKNOWN, SIDE_UPSTREAM,
+        head::{
+            HEAD_BYTES, HEAD_WORDS, HeadLines, WORD_END, WORD_NEXT, finish_head, head_start, head_words, scan_word,
+            wants_head,
+        },
         is_status_line_start, method_at_start,
     },
     counters as c,
@@ -110,6 +115,12 @@ pub fn http_and_capture<C: CallReturn>(
     }
     // SAFETY: as above.
     if unsafe { (*scratch).parse_pending } != 0 {
+        // A response head whole in the call's first segment is framed here,
+        // without the tail call (when no capture ran first: its program
+        // tail-calls the parse continuation, which then does the same).
+        if !fast_head_here(scratch, conn, now) {
+            return 0;
+        }
         ctx.continue_parsing();
         framing_outcome(conn, EV_BUDGET, now);
     }
@@ -263,8 +274,27 @@ fn parse_call(scratch: *mut Scratch, conn: &mut ConnState, call: &Call, n: u64, 
         (*scratch).conn_key = conn_key((bpf_get_current_pid_tgid() >> 32) as u32, call.fd);
         (*scratch).now = now;
         (*scratch).continuations = 0;
+        (*scratch).head_tried = 0;
         (*scratch).parse_pending = 1;
     }
+}
+
+/// Runs `fast_head` for the pending parse of `conn`'s response bytes in
+/// the data program itself. False when it framed everything (nothing is
+/// left for the continuation).
+#[inline(always)]
+fn fast_head_here(scratch: *mut Scratch, conn: &mut ConnState, now: u64) -> bool {
+    if conn.proto == metrics_common::conn::PROTO_HTTP2 || !wants_head(&conn.response) {
+        return true;
+    }
+    let r = fast_head(scratch, &mut conn.response);
+    if r == STEP_MORE {
+        return true;
+    }
+    framing_outcome(conn, r, now);
+    // SAFETY: this CPU's scratch.
+    unsafe { (*scratch).parse_pending = 0 };
+    false
 }
 
 /// Acts on what parsing a call's bytes found.
@@ -323,6 +353,14 @@ pub struct Cursor {
 #[repr(C)]
 pub struct Scratch {
     pub window: [u8; WINDOW],
+    /// The first bytes of a call that starts a response head (`fast_head`).
+    pub head: [u64; HEAD_WORDS],
+    /// What the word scan of `head` found so far.
+    pub lines: HeadLines,
+    /// `head_word`'s verdict: `WORD_END`, or anything else to fall back.
+    pub head_outcome: u32,
+    /// Non-zero once `fast_head` ran for the call being parsed.
+    pub head_tried: u32,
     pub cursor: Cursor,
     pub conn_key: u64,
     pub now: u64,
@@ -360,6 +398,78 @@ impl Cursor {
 /// `step` result: keep going.
 const STEP_MORE: u32 = 200;
 
+/// A whole response head at the cursor, in the current segment: scanned
+/// word at a time (`metrics_common::conn::head`, exact as the DFA), one
+/// `bpf_loop` callback per word (the verifier checks the callback once
+/// instead of every word position), then a body of known length (or up to
+/// the close) skipped. Returns the framing event, or `STEP_MORE` when the
+/// byte-level steps go on (also when the head is not whole in the segment:
+/// the DFA then takes it from the same position, nothing consumed).
+#[inline(always)]
+fn fast_head(scratch: *mut Scratch, parser: *mut ResponseParser) -> u32 {
+    // SAFETY: both point into map values valid for the whole program.
+    unsafe { (*scratch).head_tried = 1 };
+    let mut p = unsafe { core::ptr::read_volatile(parser) };
+    let mut cur = unsafe { core::ptr::read_volatile(&(*scratch).cursor) };
+    if cur.seg_off >= cur.seg_len && !cur.next_segment() {
+        return STEP_MORE;
+    }
+    // The segment found is kept: the byte-level steps start from it too.
+    unsafe { core::ptr::write_volatile(&mut (*scratch).cursor, cur) };
+    let avail = cur.seg_len - cur.seg_off;
+    let len = if avail < HEAD_BYTES as u64 { avail } else { HEAD_BYTES as u64 };
+    if len < 16 || len > HEAD_BYTES as u64 {
+        return STEP_MORE;
+    }
+    let head = unsafe { core::ptr::addr_of_mut!((*scratch).head) };
+    // SAFETY: `head` holds HEAD_BYTES bytes and len <= HEAD_BYTES.
+    if unsafe { read_user_raw(head as *mut _, len as u32, (cur.seg_ptr + cur.seg_off) as *const _) } != 0 {
+        return STEP_MORE;
+    }
+    let lines = unsafe { core::ptr::addr_of_mut!((*scratch).lines) };
+    // SAFETY: the bytes were just read into `head`.
+    if !head_start(unsafe { &*head }, len, &p, lines) {
+        return STEP_MORE;
+    }
+    unsafe { core::ptr::write_volatile(&mut (*scratch).head_outcome, WORD_NEXT) };
+    let words = head_words(len) as u32;
+    // SAFETY: `head_word` has the callback signature bpf_loop expects.
+    unsafe { bpf_loop(words - 1, head_word as *mut _, core::ptr::null_mut(), 0) };
+    if unsafe { core::ptr::read_volatile(&(*scratch).head_outcome) } != WORD_END {
+        return STEP_MORE;
+    }
+    let found = unsafe { core::ptr::read_volatile(lines) };
+    let Some((used, mut ev)) = finish_head(unsafe { &*head }, len, found, &mut p) else {
+        return STEP_MORE;
+    };
+    cur.consume(used);
+    if ev == EV_NONE && cur.left > 0 && (p.phase == PHASE_BODY_LENGTH || p.phase == PHASE_UNTIL_CLOSE) {
+        // Only the count matters, not where the iovecs split the bytes.
+        let (skipped, e) = p.skip(cur.left);
+        cur.left -= skipped;
+        ev = e;
+    }
+    unsafe {
+        core::ptr::write_volatile(parser, p);
+        core::ptr::write_volatile(&mut (*scratch).cursor, cur);
+    }
+    if ev != EV_NONE || cur.left == 0 { ev } else { STEP_MORE }
+}
+
+/// `bpf_loop` callback of `fast_head`: scans word `index + 1` of this CPU's
+/// head buffer; returns 1 (stop) when the head ended or the scan gave up.
+#[inline(never)]
+extern "C" fn head_word(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 1 };
+    // SAFETY: this CPU's scratch, filled by `fast_head`.
+    let r = unsafe { scan_word(&(*scratch).head, index as u64 + 1, core::ptr::addr_of_mut!((*scratch).lines)) };
+    if r == WORD_NEXT {
+        return 0;
+    }
+    unsafe { core::ptr::write_volatile(&mut (*scratch).head_outcome, r) };
+    1
+}
+
 /// The body of every continuation program (one per program type).
 #[inline(always)]
 pub fn continue_parsing<C: CallReturn>(ctx: &C) -> u32 {
@@ -372,6 +482,13 @@ pub fn continue_parsing<C: CallReturn>(ctx: &C) -> u32 {
     let conn = unsafe { &mut *conn };
     if conn.proto == metrics_common::conn::PROTO_HTTP2 {
         return crate::framing_h2::continue_walk(ctx, key, conn, depth);
+    }
+    if depth == 1 && wants_head(&conn.response) && unsafe { (*scratch).head_tried } == 0 {
+        let r = fast_head(scratch, &mut conn.response);
+        if r != STEP_MORE {
+            framing_outcome(conn, r, now);
+            return 0;
+        }
     }
     let mut r = run_steps(scratch, &mut conn.response);
     if r == STEP_MORE {

@@ -20,13 +20,13 @@ use metrics_common::{
     },
     counters as c,
     maps::conn_key,
-    providers::MAX_PROVIDERS,
 };
 
 use crate::{
     ctx::CallReturn,
     framing::Scratch,
     maps::{CALL_READ_IOV, CALL_WRITE_IOV, COUNTERS, Call, PROVIDER_FAILED, PROVIDER_REQUESTS, add},
+    record::{provider_slot, status_class},
 };
 
 /// The client preface's first 8 bytes.
@@ -431,15 +431,7 @@ fn status_of(f: Frame, payload: u64, avail: u64) -> u32 {
 fn response_status(conn: &ConnState, status: u32) {
     let failed = status >= 400;
     if conn.side == SIDE_CLIENT {
-        let class = if status < 300 {
-            c::RESPONSES_2XX
-        } else if status < 400 {
-            c::RESPONSES_3XX
-        } else if status < 500 {
-            c::RESPONSES_4XX
-        } else {
-            c::RESPONSES_5XX
-        };
+        let class = status_class(status);
         add(&COUNTERS, class, 1);
         if failed {
             add(&COUNTERS, c::REQUESTS_FAILED, 1);
@@ -447,10 +439,4 @@ fn response_status(conn: &ConnState, status: u32) {
     } else if conn.side == SIDE_UPSTREAM && failed {
         add(&PROVIDER_FAILED, provider_slot(conn), 1);
     }
-}
-
-#[inline(always)]
-fn provider_slot(conn: &ConnState) -> u32 {
-    let p = conn.provider as u32;
-    if p < MAX_PROVIDERS { p } else { MAX_PROVIDERS - 1 }
 }

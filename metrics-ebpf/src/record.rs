@@ -51,17 +51,7 @@ pub fn request_finished(conn: &mut ConnState, end_ns: u64, complete: bool) {
     let us = end_ns.saturating_sub(conn.request_ns) / 1000;
     let bucket = bucket_of(us);
     if conn.side == SIDE_CLIENT {
-        let class = if status < 200 {
-            c::RESPONSES_NONE
-        } else if status < 300 {
-            c::RESPONSES_2XX
-        } else if status < 400 {
-            c::RESPONSES_3XX
-        } else if status < 500 {
-            c::RESPONSES_4XX
-        } else {
-            c::RESPONSES_5XX
-        };
+        let class = status_class(status);
         add(&COUNTERS, class, 1);
         if failed {
             add(&COUNTERS, c::REQUESTS_FAILED, 1);
@@ -78,8 +68,27 @@ pub fn request_finished(conn: &mut ConnState, end_ns: u64, complete: bool) {
     }
 }
 
+/// The `responses_*` counter of a final status (`RESPONSES_NONE` when no
+/// final status was seen), shared by the HTTP/1.x and HTTP/2 framing.
 #[inline(always)]
-fn provider_slot(conn: &ConnState) -> u32 {
+pub fn status_class(status: u32) -> u32 {
+    if status < 200 {
+        c::RESPONSES_NONE
+    } else if status < 300 {
+        c::RESPONSES_2XX
+    } else if status < 400 {
+        c::RESPONSES_3XX
+    } else if status < 500 {
+        c::RESPONSES_4XX
+    } else {
+        c::RESPONSES_5XX
+    }
+}
+
+/// The provider slot of an upstream connection (the last slot for any
+/// out-of-range value).
+#[inline(always)]
+pub fn provider_slot(conn: &ConnState) -> u32 {
     let p = conn.provider as u32;
     if p < MAX_PROVIDERS { p } else { MAX_PROVIDERS - 1 }
 }
