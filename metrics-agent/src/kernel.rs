@@ -112,6 +112,11 @@ const SSL_HOOKS: &[Hook] = &[
     hook("SSL_get_error", ssl::RETURN_SSL_GET_ERROR, None),
 ];
 
+/// OpenSSL's libcrypto functions hooked (in the libcrypto a target maps,
+/// or in its executable): the records an SSL call writes into a memory BIO,
+/// which tie that `SSL*` to the socket that sends them.
+const CRYPTO_HOOKS: &[Hook] = &[hook("BIO_write", ssl::ENTER_BIO_WRITE, None)];
+
 /// Functions a libc must have for the agent to work.
 const REQUIRED: &[&str] = &["read", "write", "close", "connect", "accept4"];
 
@@ -313,15 +318,18 @@ impl Kernel {
         }
         // OpenSSL, in every mode: the plaintext of TLS connections.
         let libssl = libc_symbols::library_of(pid, "libssl.so");
-        if let Some(libssl) = &libssl {
-            let offsets = self.offsets_in(libssl, SSL_HOOKS.iter().map(|h| h.symbol))?;
-            plan_hooks(&mut plan, libssl, &offsets, SSL_HOOKS);
+        if libssl.is_some() {
+            self.plan_libssl(pid, &mut plan)?;
         }
         // OpenSSL linked into the executable itself (Node.js, static builds):
         // the kernel follows the /proc link to the file, in any namespace.
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-        if let Ok(offsets) = self.offsets_in(&exe, SSL_HOOKS.iter().map(|h| h.symbol)) {
+        let symbols = SSL_HOOKS.iter().chain(CRYPTO_HOOKS).map(|h| h.symbol);
+        if let Ok(offsets) = self.offsets_in(&exe, symbols) {
             plan_hooks(&mut plan, &exe, &offsets, SSL_HOOKS);
+            if SSL_HOOKS.iter().any(|h| offsets.contains_key(h.symbol)) {
+                plan_hooks(&mut plan, &exe, &offsets, CRYPTO_HOOKS);
+            }
         }
         self.targets.insert(pid, 0, 0).context("adding to the TARGETS map")?;
         let mut links = Vec::new();
@@ -359,12 +367,13 @@ impl Kernel {
         if !self.is_traced(pid) || self.libssl_hooked.contains(&pid) {
             return Ok(0);
         }
-        let Some(libssl) = libc_symbols::library_of(pid, "libssl.so") else { return Ok(0) };
+        if libc_symbols::library_of(pid, "libssl.so").is_none() {
+            return Ok(0);
+        }
         self.libssl_hooked.insert(pid);
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
-        let offsets = self.offsets_in(&libssl, SSL_HOOKS.iter().map(|h| h.symbol))?;
         let mut plan = Vec::new();
-        plan_hooks(&mut plan, &libssl, &offsets, SSL_HOOKS);
+        self.plan_libssl(pid, &mut plan)?;
         let mut added = 0;
         for (file, offset, program, symbol) in plan {
             let probe: &mut UProbe = self.ebpf.program_mut(program).expect("program exists").try_into()?;
@@ -375,6 +384,18 @@ impl Kernel {
             added += 1;
         }
         Ok(added)
+    }
+
+    /// Plans the hooks of the libssl `pid` maps and of its libcrypto.
+    fn plan_libssl(&mut self, pid: u32, plan: &mut Vec<PlannedProbe>) -> Result<()> {
+        let Some(libssl) = libc_symbols::library_of(pid, "libssl.so") else { return Ok(()) };
+        let offsets = self.offsets_in(&libssl, SSL_HOOKS.iter().map(|h| h.symbol))?;
+        plan_hooks(plan, &libssl, &offsets, SSL_HOOKS);
+        if let Some(libcrypto) = libc_symbols::library_of(pid, "libcrypto.so") {
+            let offsets = self.offsets_in(&libcrypto, CRYPTO_HOOKS.iter().map(|h| h.symbol))?;
+            plan_hooks(plan, &libcrypto, &offsets, CRYPTO_HOOKS);
+        }
+        Ok(())
     }
 
     /// Symbol offsets in a library or executable, computed once per file

@@ -46,6 +46,7 @@ pub mod ssl {
     pub const ENTER_SSL_HANDSHAKE: &str = "enter_ssl_handshake";
     pub const RETURN_SSL_HANDSHAKE: &str = "return_ssl_handshake";
     pub const RETURN_SSL_GET_ERROR: &str = "return_ssl_get_error";
+    pub const ENTER_BIO_WRITE: &str = "enter_bio_write";
 }
 
 /// Syscall tracepoints (`--attach syscalls`; socket mode uses the lifecycle ones).

@@ -183,8 +183,8 @@ pub fn data_done_on<C: CallReturn>(ctx: &C, id: u64, call: Call, ret: i64, conn:
     }
     let tls = conn.proto == PROTO_TLS || conn.flags & CONN_TLS != 0;
     count_bytes(conn, is_read, n, tls);
-    if conn.proto == PROTO_TLS && is_read {
-        crate::probes::ssl::note_ciphertext_read(id, call.fd);
+    if tls && !is_read {
+        crate::probes::ssl::note_ciphertext_write(id, &call, n, conn);
     }
     if conn.flags & CONN_TLS != 0 {
         return 0; // ciphertext: the SSL probes see the plaintext

@@ -15,6 +15,7 @@ use llm_proxy_e2e::{
     harness::{self, Agent, Guard, Nginx, TempDir, serial},
     metrics::Scrape,
     mock::MockProvider,
+    modes::{self, AttachMode, for_each_mode},
 };
 use serde_json::Value;
 
@@ -312,31 +313,29 @@ fn assert_gateway_records(agent: &Agent, mock: &MockProvider, sent: &[(String, u
 
 #[test]
 fn a_node_js_gateway_streaming_with_res_write_is_exact_on_its_client_side() {
-    node_gateway_is_exact("https", &["client"]);
+    node_gateway_is_exact("https", &["client"], &[]);
 }
 
 #[test]
-#[ignore = "intermittent: passed 3 of 3 runs after the memory-BIO tie fix, but failed 1 of 4 before; kept out of CI until proven stable"]
 fn a_node_js_gateway_streaming_with_res_write_to_https_upstreams_is_exact_on_both_sides() {
-    node_gateway_is_exact("https", &["client", "upstream"]);
+    for_each_mode(modes::ALL, |mode| node_gateway_is_exact("https", &["client", "upstream"], &mode.args()));
 }
 
 #[test]
 fn a_node_js_gateway_calling_its_provider_with_fetch_is_exact_on_its_client_side() {
-    node_gateway_is_exact("fetch", &["client"]);
+    node_gateway_is_exact("fetch", &["client"], &[]);
 }
 
 #[test]
-#[ignore = "fails: 45 of 56 upstream records in a run on 2026-11-30 (runs of consecutive exchanges of one client lost, then recovered): the memory-BIO tie is still wrong at times; cause not found yet"]
 fn a_node_js_gateway_calling_its_provider_with_fetch_is_exact_on_its_https_upstream_side() {
-    node_gateway_is_exact("fetch", &["client", "upstream"]);
+    for_each_mode(modes::ALL, |mode| node_gateway_is_exact("fetch", &["client", "upstream"], &mode.args()));
 }
 
 /// The Node.js gateway (`client`: Node's `https` or `fetch` to the provider)
 /// under the agent, driven by 4 clients with the gateway mix; checks the
 /// records of `sides`, client bytes and (with the upstream side) provider
-/// requests.
-fn node_gateway_is_exact(client: &str, sides: &[&str]) {
+/// requests. `attach`: extra agent arguments (`--attach MODE`).
+fn node_gateway_is_exact(client: &str, sides: &[&str], attach: &[&str]) {
     let _serial = serial();
     let node = std::path::Path::new("/usr/bin/node");
     assert!(node.exists(), "Node.js (/usr/bin/node) is needed: `cargo xtask setup` installs it");
@@ -354,7 +353,9 @@ fn node_gateway_is_exact(client: &str, sides: &[&str]) {
     );
     harness::wait_for_port(port, Duration::from_secs(10));
     let (pid, provider) = (gateway.pid().to_string(), format!("openai=127.0.0.1:{}", tls.port));
-    let agent = Agent::start(&["--pid", &pid, "--provider", &provider, "--print-requests"]);
+    let mut args = vec!["--pid", &pid, "--provider", &provider, "--print-requests"];
+    args.extend_from_slice(attach);
+    let agent = Agent::start(&args);
     let sent = gateway_traffic(port, 4, 2, 300, &GATEWAY_MIX);
     assert_eq!(mock.snapshot().0, sent.exchanges.len() as u64);
     assert_gateway_records(&agent, &mock, &sent.exchanges, sides);
@@ -371,7 +372,8 @@ fn node_gateway_is_exact(client: &str, sides: &[&str]) {
 
 /// The Python gateway under the agent, driven by 4 clients: request bodies
 /// over 100 KiB, gzip answers, streams, errors; checks the `sides` records.
-fn python_gateway_is_exact(sides: &[&str]) {
+/// `attach`: extra agent arguments (`--attach MODE`).
+fn python_gateway_is_exact(sides: &[&str], attach: &[&str]) {
     let _serial = serial();
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let python = std::path::PathBuf::from(home).join(".cache/metrics-agent/gateway-venv/bin/python");
@@ -390,7 +392,9 @@ fn python_gateway_is_exact(sides: &[&str]) {
     );
     harness::wait_for_port(port, Duration::from_secs(20));
     let (pid, provider) = (gateway.pid().to_string(), format!("openai=127.0.0.1:{}", tls.port));
-    let agent = Agent::start(&["--pid", &pid, "--provider", &provider, "--print-requests"]);
+    let mut args = vec!["--pid", &pid, "--provider", &provider, "--print-requests"];
+    args.extend_from_slice(attach);
+    let agent = Agent::start(&args);
     // Request bodies over 100 KiB, gzip answers, streams, errors.
     let mut mix = GATEWAY_MIX.to_vec();
     mix.push(("/v1/chat/completions?encoding=1&bytes=5000", 200));
@@ -407,11 +411,63 @@ fn python_gateway_is_exact(sides: &[&str]) {
 
 #[test]
 fn a_python_gateway_on_uvicorn_and_uvloop_is_exact_on_its_client_side() {
-    python_gateway_is_exact(&["client"]);
+    python_gateway_is_exact(&["client"], &[]);
 }
 
 #[test]
-#[ignore = "fails: 40 of 64 upstream records in a run on 2026-11-30 (mostly the first exchanges of each client): the memory-BIO tie is still wrong at times; cause not found yet"]
 fn a_python_gateway_on_uvicorn_and_uvloop_is_exact_on_its_https_upstream_side() {
-    python_gateway_is_exact(&["client", "upstream"]);
+    for_each_mode(modes::ALL, |mode| python_gateway_is_exact(&["client", "upstream"], &mode.args()));
+}
+
+/// One thread drives several TLS connections through memory BIOs, reading
+/// every readable socket before decrypting anything, decrypting in the
+/// reverse order, and starting a new handshake between a socket's read and
+/// its decryption (`py/interleaved_memory_bio_client.py`): every exchange
+/// still has its upstream record, with its own request id.
+#[test]
+fn tls_connections_decrypted_out_of_order_through_memory_bios_are_each_tied_to_their_own_socket() {
+    use std::io::{BufRead, Write};
+    let _serial = serial();
+    const CONNECTIONS: usize = 3;
+    const ROUNDS: usize = 3;
+    let mock = MockProvider::start(0).unwrap();
+    let tls = harness::TlsProvider::start(mock.port);
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("py/interleaved_memory_bio_client.py");
+    for_each_mode(modes::ALL, |mode: AttachMode| {
+        let mut client = Guard::spawn(
+            "interleaved TLS client",
+            Command::new("python3")
+                .arg(&script)
+                .args(["127.0.0.1", &tls.port.to_string(), &CONNECTIONS.to_string(), &ROUNDS.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        );
+        let (pid, provider) = (client.pid().to_string(), format!("openai=127.0.0.1:{}", tls.port));
+        let [attach, name] = mode.args();
+        let agent = Agent::start(&["--pid", &pid, attach, name, "--provider", &provider, "--print-requests"]);
+        agent
+            .wait_until(Duration::from_secs(10), "the client traced", |s| s.get("metrics_agent_traced_processes") >= 1);
+        let mut stdin = client.child.stdin.take().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(client.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let total = CONNECTIONS * ROUNDS;
+        assert_eq!(line.trim(), format!("done {total}"));
+        wait_for_records(&agent, 0, total);
+        let mut ids: Vec<String> = records(&agent, "upstream")
+            .iter()
+            .map(|r| {
+                assert_eq!(r["status"], 200, "{r}");
+                r["pairing"]["request_id"].as_str().unwrap_or_default().to_string()
+            })
+            .collect();
+        ids.sort();
+        let mut sent: Vec<String> =
+            (0..CONNECTIONS).flat_map(|c| (0..ROUNDS).map(move |r| format!("m{c}-{r}"))).collect();
+        sent.sort();
+        assert_eq!(ids, sent, "one upstream record per exchange, each with its own request id");
+        let s = agent.scrape();
+        assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), total as u64, "{}", s.text);
+    });
 }

@@ -30,12 +30,12 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
-use metrics_common::conn::CONN_TLS;
+use metrics_common::conn::{CONN_TLS, ConnState};
 
 use crate::{
     ctx::{CallArgs, CallReturn},
     data::{plaintext_peer_closed, process_plaintext},
-    maps::{CALL_READ_BUF, CALL_WRITE_BUF, CONNS, is_target},
+    maps::{CALL_READ_BUF, CALL_WRITE_BUF, CALL_WRITE_IOV, CONNS, Call, is_target},
 };
 
 /// An SSL call in progress on a thread.
@@ -80,23 +80,30 @@ pub static SSL_EX_READ_FAILED: LruHashMap<u64, u32> = LruHashMap::with_max_entri
 /// `SSL_get_error`'s answer when the peer sent close_notify.
 const SSL_ERROR_ZERO_RETURN: i32 = 6;
 
-/// A read of TLS ciphertext outside any SSL call, by pid_tgid: the socket
-/// the thread's next SSL read or handshake belongs to (memory BIOs).
-#[map]
-pub static CIPHERTEXT_READS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16_384, 0);
-
-/// The `SSL*` a memory-BIO connection was tied to, by `CONNS` key, with the
-/// connection's id (an entry of a closed connection whose fd was reused does
-/// not match the new connection's id).
+/// 16 bytes of a TLS record, after its 5-byte header, in one process: the
+/// start of a record's ciphertext (or of a ClientHello's random), unique to
+/// one record of one connection.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct SslOwner {
-    pub ssl: u64,
-    pub conn_id: u64,
+pub struct RecordPrint {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub bytes: [u8; 16],
 }
 
+/// TLS record header: type, version, length.
+const RECORD_HEADER_LEN: u64 = 5;
+/// Record content types: change_cipher_spec, alert, handshake,
+/// application_data, heartbeat.
+const TLS_CONTENT_TYPES: core::ops::RangeInclusive<u8> = 20..=24;
+const TLS_MAJOR_VERSION: u8 = 3;
+/// A write shorter than this holds no full `RecordPrint`.
+const PRINTED_LEN: u64 = RECORD_HEADER_LEN + 16;
+
+/// Records an SSL call wrote into its BIO (memory BIOs: still to be sent by
+/// the runtime), by `RecordPrint`: the `SSL*` that wrote them.
 #[map]
-pub static SSL_OF_CONN: LruHashMap<u64, SslOwner> = LruHashMap::with_max_entries(65_536, 0);
+pub static RECORDS_WRITTEN: LruHashMap<RecordPrint, u64> = LruHashMap::with_max_entries(16_384, 0);
 
 fn ssl_key(tgid: u32, ssl: u64) -> SslKey {
     SslKey { tgid, _pad: 0, ssl }
@@ -154,12 +161,6 @@ fn ssl_returned<C: CallReturn>(ctx: &C) -> u32 {
     // SAFETY: the value is copied out before the entry is removed.
     let Some(call) = (unsafe { SSL_CALLS.get(&id) }).copied() else { return 0 };
     let _ = SSL_CALLS.remove(&id);
-    let mut call = call;
-    if call.kind == CALL_READ_BUF
-        && let Some(fd) = claim_ciphertext_read(id, call.ssl)
-    {
-        call.fd = fd;
-    }
     // All four return an `int`: only the low 32 bits of the register count.
     let ret = ctx.return_value() as i32 as i64;
     let n = if call.count_ptr != 0 {
@@ -216,55 +217,87 @@ pub fn enter_ssl_handshake(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn return_ssl_handshake(_ctx: RetProbeContext) -> u32 {
+    let _ = SSL_HANDSHAKES.remove(&bpf_get_current_pid_tgid());
+    0
+}
+
+/// The `SSL*` of the SSL call or handshake thread `id` is inside, if any.
+#[inline(always)]
+fn ssl_in_progress(id: u64) -> Option<u64> {
+    // SAFETY: the values are copied.
+    if let Some(call) = unsafe { SSL_CALLS.get(&id) } {
+        return Some(call.ssl);
+    }
+    unsafe { SSL_HANDSHAKES.get(&id) }.copied()
+}
+
+/// The `RecordPrint` of the bytes at `ptr`, when they begin with a TLS
+/// record header (content type 20..=24, protocol major 3). OpenSSL also
+/// writes bare handshake messages into a memory BIO of its own (the
+/// transcript kept until the hash is chosen): those are not records.
+#[inline(always)]
+fn record_print(tgid: u32, ptr: u64) -> Option<RecordPrint> {
+    // SAFETY: reading user memory through the helper.
+    let head = unsafe { bpf_probe_read_user(ptr as *const [u8; PRINTED_LEN as usize]) }.ok()?;
+    if !(TLS_CONTENT_TYPES.contains(&head[0]) && head[1] == TLS_MAJOR_VERSION) {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&head[RECORD_HEADER_LEN as usize..]);
+    Some(RecordPrint { tgid, _pad: 0, bytes })
+}
+
+/// int BIO_write(BIO *b, const void *data, int dlen): inside an SSL call or
+/// handshake, OpenSSL writing the records it made (one or more whole
+/// records per call) into the `SSL*`'s write BIO. Their print is kept, so
+/// that the socket write that sends them ties that `SSL*` to its socket.
+#[uprobe]
+pub fn enter_bio_write(ctx: ProbeContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied.
-    if let Some(ssl) = unsafe { SSL_HANDSHAKES.get(&id) }.copied() {
-        let _ = SSL_HANDSHAKES.remove(&id);
-        let _ = claim_ciphertext_read(id, ssl);
+    let tgid = (id >> 32) as u32;
+    if !is_target(tgid) || (ctx.arg_u64(2) as i32 as i64) < PRINTED_LEN as i64 {
+        return 0;
+    }
+    let Some(ssl) = ssl_in_progress(id) else { return 0 };
+    if let Some(print) = record_print(tgid, ctx.arg_u64(1)) {
+        let _ = RECORDS_WRITTEN.insert(&print, &ssl, 0);
     }
     0
 }
 
-/// A socket read of TLS ciphertext returned on thread `id`: outside any SSL
-/// call it was made by the runtime for a memory BIO; remember its socket.
+/// A socket write of `n` bytes of TLS ciphertext (`call`) returned on thread
+/// `id`. Outside any SSL call it is a runtime sending what a memory BIO
+/// holds: when it begins with a record an SSL call wrote (`RECORDS_WRITTEN`),
+/// that `SSL*` is tied to this socket. The match is by content, so it holds
+/// whatever the runtime did between the SSL call and the send (other
+/// connections' calls, queued writes), and it happens at the connection's
+/// first bytes (the ClientHello, or a server's first flight), before any
+/// plaintext. An `SSL*` address reused by a new connection is re-tied by
+/// that connection's first write.
 #[inline(always)]
-pub fn note_ciphertext_read(id: u64, fd: u32) {
-    // SAFETY: only tested for presence.
-    if unsafe { SSL_CALLS.get(&id).is_some() || SSL_HANDSHAKES.get(&id).is_some() } {
-        return; // nested in an SSL call: tied by `note_nested_socket_call`
+pub fn note_ciphertext_write(id: u64, call: &Call, n: u64, conn: &mut ConnState) {
+    if n < PRINTED_LEN || ssl_in_progress(id).is_some() {
+        return; // too short, or nested in an SSL call: tied by `note_nested_socket_call`
     }
-    let _ = CIPHERTEXT_READS.insert(&id, &fd, 0);
-}
-
-/// Ties `ssl` to the socket of the ciphertext this thread read last, if any
-/// (and forgets that read: it was consumed). The newest read wins over an
-/// older tie, so an `SSL*` address reused for a new connection is re-tied,
-/// except that a connection already tied to another live `SSL*` is never
-/// taken from it: a read the runtime left unclaimed (its SSL call came
-/// later, or never) must not tie the next `SSL*` the thread uses — a new
-/// connection's first `SSL_read` runs before any of its own bytes arrive.
-#[inline(always)]
-fn claim_ciphertext_read(id: u64, ssl: u64) -> Option<u32> {
-    // SAFETY: the value is copied.
-    let fd = unsafe { CIPHERTEXT_READS.get(&id) }.copied()?;
-    let _ = CIPHERTEXT_READS.remove(&id);
-    let tgid = (id >> 32) as u32;
-    let key = metrics_common::maps::conn_key(tgid, fd);
-    if let Some(conn) = CONNS.get_ptr_mut(&key) {
-        // SAFETY: a valid map value pointer.
-        let conn = unsafe { &mut *conn };
-        // SAFETY: the value is copied.
-        if let Some(owner) = unsafe { SSL_OF_CONN.get(&key) }.copied()
-            && owner.conn_id == conn.conn_id
-            && owner.ssl != ssl
-        {
-            return None; // that socket belongs to another SSL*
+    let start = if call.kind == CALL_WRITE_IOV {
+        // The first iovec: { base, len }.
+        // SAFETY: reading user memory through the helper.
+        match unsafe { bpf_probe_read_user(call.ptr as *const [u64; 2]) } {
+            Ok([base, len]) if len >= PRINTED_LEN => base,
+            _ => return,
         }
-        let _ = SSL_OF_CONN.insert(&key, &SslOwner { ssl, conn_id: conn.conn_id }, 0);
-        conn.flags |= CONN_TLS;
-    }
-    let _ = SSL_FDS.insert(&ssl_key(tgid, ssl), &fd, 0);
-    Some(fd)
+    } else if call.kind == CALL_WRITE_BUF {
+        call.ptr
+    } else {
+        return;
+    };
+    let tgid = (id >> 32) as u32;
+    let Some(print) = record_print(tgid, start) else { return };
+    // SAFETY: the value is copied.
+    let Some(ssl) = unsafe { RECORDS_WRITTEN.get(&print) }.copied() else { return };
+    let _ = RECORDS_WRITTEN.remove(&print);
+    let _ = SSL_FDS.insert(&ssl_key(tgid, ssl), &call.fd, 0);
+    conn.flags |= CONN_TLS;
 }
 
 /// Called at the entry of every socket call of a target: inside an SSL call
