@@ -6,16 +6,13 @@ use super::{
     model::{Desc, Series, Value, series_by_label},
 };
 use crate::{
-    stat_cells::{Counter, CounterByLabel, Gauge},
+    stat_cells::{CounterByLabel, Gauge},
     store::stats::StorageStats,
 };
 
 /// Appends the series of `stats`.
 pub fn append(s: &StorageStats, out: &mut Vec<Series>) {
-    let counters: &[(&'static Desc, &Counter)] = &[(&m::STORAGE_RECORDS, &s.records)];
-    for (desc, c) in counters {
-        out.push(Series { desc, labels: Vec::new(), value: Value::Int(c.get()) });
-    }
+    out.push(Series { desc: &m::STORAGE_RECORDS, labels: Vec::new(), value: Value::Int(s.records.get()) });
     let by_label: &[(&'static Desc, &CounterByLabel)] = &[
         (&m::STORAGE_RECORDS_DROPPED, &s.records_dropped),
         (&m::STORAGE_DETAILS_DROPPED, &s.details_dropped),
