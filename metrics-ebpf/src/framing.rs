@@ -428,7 +428,7 @@ fn fast_head(scratch: *mut Scratch, parser: *mut ResponseParser) -> u32 {
     }
     let lines = unsafe { core::ptr::addr_of_mut!((*scratch).lines) };
     // SAFETY: the bytes were just read into `head`.
-    if !head_start(unsafe { &*head }, len, &p, lines) {
+    if !head_start(unsafe { &*head }, len, &p, unsafe { &mut *lines }) {
         return STEP_MORE;
     }
     unsafe { core::ptr::write_volatile(&mut (*scratch).head_outcome, WORD_NEXT) };
@@ -462,7 +462,7 @@ fn fast_head(scratch: *mut Scratch, parser: *mut ResponseParser) -> u32 {
 extern "C" fn head_word(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 1 };
     // SAFETY: this CPU's scratch, filled by `fast_head`.
-    let r = unsafe { scan_word(&(*scratch).head, index as u64 + 1, core::ptr::addr_of_mut!((*scratch).lines)) };
+    let r = unsafe { scan_word(&(*scratch).head, index as u64 + 1, &mut (*scratch).lines) };
     if r == WORD_NEXT {
         return 0;
     }

@@ -136,7 +136,7 @@ pub const WORD_BAIL: u32 = 2;
 /// The first half of `scan_head`: the status line and the line starts,
 /// into `*out` (true when the head's end was found).
 #[inline(always)]
-pub fn scan_head_lines(buf: &[u64; HEAD_WORDS], len: u64, p: &ResponseParser, out: *mut HeadLines) -> bool {
+pub fn scan_head_lines(buf: &[u64; HEAD_WORDS], len: u64, p: &ResponseParser, out: &mut HeadLines) -> bool {
     if !head_start(buf, len, p, out) {
         return false;
     }
@@ -162,7 +162,9 @@ pub fn head_words(len: u64) -> u64 {
 /// Starts a head scan: checks the status line at its fixed offsets and
 /// fills `*out` (false when the fast path does not apply).
 #[inline(always)]
-pub fn head_start(buf: &[u64; HEAD_WORDS], len: u64, p: &ResponseParser, out: *mut HeadLines) -> bool {
+pub fn head_start(buf: &[u64; HEAD_WORDS], len: u64, p: &ResponseParser, out: &mut HeadLines) -> bool {
+    // Volatile accesses through it: map memory in the kernel (see `HeadLines`).
+    let out: *mut HeadLines = out;
     if p.phase != S_STATUS as u32 || len < 16 || len > HEAD_BYTES as u64 {
         return false;
     }
@@ -185,7 +187,9 @@ pub fn head_start(buf: &[u64; HEAD_WORDS], len: u64, p: &ResponseParser, out: *m
 /// 12 on ends a line (the status line's prefix and digits hold none); the
 /// byte after it starts the next line (`line_start`).
 #[inline(always)]
-pub fn scan_word(buf: &[u64; HEAD_WORDS], w: u64, out: *mut HeadLines) -> u32 {
+pub fn scan_word(buf: &[u64; HEAD_WORDS], w: u64, out: &mut HeadLines) -> u32 {
+    // Volatile accesses through it: map memory in the kernel (see `HeadLines`).
+    let out: *mut HeadLines = out;
     // SAFETY: `out` is the caller's, valid.
     let len = unsafe { core::ptr::read_volatile(&(*out).len) };
     if w == 0 || w >= HEAD_WORDS as u64 || w * 8 >= len {
