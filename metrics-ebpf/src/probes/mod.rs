@@ -52,6 +52,7 @@ check_program_names!(
     ssl::enter_ssl_handshake => ENTER_SSL_HANDSHAKE,
     ssl::return_ssl_handshake => RETURN_SSL_HANDSHAKE,
     ssl::return_ssl_get_error => RETURN_SSL_GET_ERROR,
+    ssl::enter_bio_write => ENTER_BIO_WRITE,
     syscalls::sys_enter_read => SYS_ENTER_READ,
     syscalls::sys_enter_recv => SYS_ENTER_RECV,
     syscalls::sys_enter_write => SYS_ENTER_WRITE,

@@ -10,19 +10,24 @@
 //!   call (or `SSL_do_handshake`), the socket calls OpenSSL makes are nested
 //!   in it; such a nested call records `SSL* -> fd` and marks the connection
 //!   TLS.
-//! - memory BIOs (Node.js): the runtime reads ciphertext from the socket
-//!   itself, then feeds it to OpenSSL and calls `SSL_read` on the same
-//!   thread. A read of TLS ciphertext outside any SSL call is remembered per
-//!   thread, and the next `SSL_read`/`SSL_do_handshake` on that thread claims
-//!   it: that `SSL*` is tied to that socket. A write cannot tie (its
-//!   ciphertext leaves after the SSL call), but the handshake's reads always
-//!   come first, so a connection is tied before its first request.
+//! - memory BIOs (Node.js, Python's `ssl` under asyncio/uvloop): OpenSSL
+//!   writes its records into a memory BIO, and the runtime sends them on the
+//!   socket itself, after the SSL call, possibly after other connections'
+//!   calls. A `BIO_write` inside an SSL call or handshake keeps a print of the
+//!   record it writes (the 16 bytes after the record header) with the `SSL*`;
+//!   the socket write outside any SSL call that begins with that record ties
+//!   the `SSL*` to its socket. A connection's first bytes are such a write
+//!   (the ClientHello, or a server's first flight), so it is tied before any
+//!   plaintext, whatever order the runtime reads, decrypts and sends in.
+//!   (Reads cannot tie: an event loop reads several sockets before it
+//!   decrypts any, so "the next SSL call after a read" is not that read's.)
 //!
 //! Hooked: `int SSL_read(SSL *s, void *buf, int num)`, `int SSL_write(SSL *s,
 //! const void *buf, int num)`, `int SSL_read_ex(SSL *s, void *buf, size_t num,
 //! size_t *readbytes)`, `int SSL_write_ex(..., size_t *written)`,
 //! `int SSL_do_handshake(SSL *s)`, `int SSL_get_error(const SSL *s, int ret)`
-//! (return only).
+//! (return only), and libcrypto's `int BIO_write(BIO *b, const void *data,
+//! int dlen)` (entry only).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
