@@ -74,13 +74,13 @@ fn model_of(v: &Value) -> Option<String> {
     v.get("model").or_else(|| v.get("modelVersion")).and_then(Value::as_str).map(str::to_string)
 }
 
-fn non_empty(v: &Value, pointer: &str) -> bool {
-    v.pointer(pointer).and_then(Value::as_str).is_some_and(|s| !s.is_empty())
+fn non_empty(v: &Value, path: &str) -> bool {
+    pointer(v, path).and_then(Value::as_str).is_some_and(|s| !s.is_empty())
 }
 
 /// Whether a Gemini response chunk carries generated text or a function call.
 fn gemini_has_content(v: &Value) -> bool {
-    v.pointer("/candidates/0/content/parts")
+    pointer(v, "/candidates/0/content/parts")
         .and_then(Value::as_array)
         .is_some_and(|parts| parts.iter().any(|p| non_empty(p, "/text") || p.get("functionCall").is_some()))
 }
@@ -88,7 +88,7 @@ fn gemini_has_content(v: &Value) -> bool {
 /// Whether an OpenAI chat chunk carries generated text, reasoning or a tool
 /// call (the first chunk's `{"role":"assistant","content":""}` does not).
 fn openai_chunk_has_content(v: &Value) -> bool {
-    let Some(d) = v.pointer("/choices/0/delta") else { return false };
+    let Some(d) = pointer(v, "/choices/0/delta") else { return false };
     ["/content", "/reasoning_content", "/reasoning", "/refusal"].iter().any(|p| non_empty(d, p))
         || d.get("tool_calls").and_then(Value::as_array).is_some_and(|t| !t.is_empty())
 }
@@ -341,17 +341,44 @@ pub fn classify_request(target: &str, host: Option<&str>, json: &Value) -> LlmRe
     let body_stream = json.get("stream").and_then(Value::as_bool);
     let stream = body_stream.unwrap_or(false)
         || shape.is_some_and(|(_, s)| s.streams || (s.streams_by_default && body_stream != Some(false)));
-    let include_usage = json.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = pointer(json, "/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
     LlmRequest { provider, format, operation, model, deployment, stream, include_usage }
+}
+
+/// `pointer(v, pointer)` (a JSON Pointer, RFC 6901) without its cost:
+/// serde_json's allocates two strings per token to unescape it; here a
+/// token is only copied when it holds an escape (`~0`, `~1`).
+pub fn pointer<'a>(v: &'a Value, pointer: &str) -> Option<&'a Value> {
+    if pointer.is_empty() {
+        return Some(v);
+    }
+    let rest = pointer.strip_prefix('/')?;
+    rest.split('/').try_fold(v, |target, token| {
+        let token: std::borrow::Cow<str> =
+            if token.contains('~') { token.replace("~1", "/").replace("~0", "~").into() } else { token.into() };
+        match target {
+            Value::Object(map) => map.get(token.as_ref()),
+            Value::Array(list) => array_index(&token).and_then(|i| list.get(i)),
+            _ => None,
+        }
+    })
+}
+
+/// An array index token as JSON Pointer reads it: digits, no leading zero or sign.
+fn array_index(token: &str) -> Option<usize> {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
+        return None;
+    }
+    token.parse().ok()
 }
 
 /// Largest token count believed: no request uses 10^12 tokens, and sums of
 /// believable counts cannot overflow. A larger number is unknown, not huge.
 pub const MAX_TOKENS: u64 = 1_000_000_000_000;
 
-/// A believable token count at `pointer`.
-pub fn num(v: &Value, pointer: &str) -> Option<u64> {
-    v.pointer(pointer).and_then(Value::as_u64).filter(|n| *n <= MAX_TOKENS)
+/// A believable token count at the JSON Pointer `path`.
+pub fn num(v: &Value, path: &str) -> Option<u64> {
+    pointer(v, path).and_then(Value::as_u64).filter(|n| *n <= MAX_TOKENS)
 }
 
 /// Anthropic usage (`usage` of a message).
@@ -417,7 +444,7 @@ fn error_of(v: &Value) -> Option<String> {
     let e = v.get("error")?;
     ["/code", "/type", "/status"]
         .iter()
-        .find_map(|p| e.pointer(p).and_then(Value::as_str).filter(|s| !s.is_empty()))
+        .find_map(|p| pointer(e, p).and_then(Value::as_str).filter(|s| !s.is_empty()))
         .map(str::to_string)
 }
 
@@ -541,6 +568,42 @@ mod tests {
         assert_eq!((fields.get("messages"), fields.get("tools")), (None, None), "content is not built");
         for not_an_object in [&b"[1,2]"[..], b"\"x\"", b"{\"model\":", b"{} trailing", b""] {
             assert_eq!(request_fields(not_an_object), Value::Null);
+        }
+    }
+
+    #[test]
+    fn pointer_reads_what_serde_json_pointer_reads() {
+        let v: Value = serde_json::from_str(
+            r#"{"a":{"b":[10,{"c":"x"}]},"a/b":1,"m~n":2,"":{"":3},"usage":{"prompt_tokens":42},"l":[0,1]}"#,
+        )
+        .unwrap();
+        for p in [
+            "",
+            "/",
+            "/a",
+            "/a/b",
+            "/a/b/0",
+            "/a/b/1/c",
+            "/a/b/2",
+            "/a/b/01",
+            "/a/b/+1",
+            "/a/b/-1",
+            "/a~1b",
+            "/m~0n",
+            "/m~n",
+            "//",
+            "/usage/prompt_tokens",
+            "/usage/prompt_tokens/x",
+            "a",
+            "/l/1",
+            "/l/00",
+            "/l/0",
+            "/l/",
+            "/a/b/1/c/",
+            "/~01",
+            "/~10",
+        ] {
+            assert_eq!(pointer(&v, p), v.pointer(p), "{p:?}");
         }
     }
 
