@@ -6,7 +6,7 @@
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::usage::{Usage, num};
+use super::usage::{Usage, num, pointer};
 
 /// Converse usage (`usage` of a response, or of a stream's `metadata` event).
 pub fn converse_usage(v: &Value) -> Option<Usage> {
@@ -33,7 +33,7 @@ pub fn converse_delta_has_content(v: &Value) -> bool {
     let Some(d) = v.get("delta") else { return false };
     ["/text", "/reasoningContent/text", "/toolUse/input"]
         .iter()
-        .any(|p| d.pointer(p).and_then(Value::as_str).is_some_and(|s| !s.is_empty()))
+        .any(|p| pointer(d, p).and_then(Value::as_str).is_some_and(|s| !s.is_empty()))
 }
 
 /// The model event inside an InvokeModelWithResponseStream `chunk` payload

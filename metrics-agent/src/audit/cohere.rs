@@ -4,11 +4,11 @@
 
 use serde_json::Value;
 
-use super::usage::{Usage, num};
+use super::usage::{Usage, num, pointer};
 
 /// Usage of a response (`usage`) or of a stream's `message-end` (`delta.usage`).
 pub fn usage(v: &Value) -> Option<Usage> {
-    let u = v.get("usage").or_else(|| v.pointer("/delta/usage")).filter(|u| u.is_object())?;
+    let u = v.get("usage").or_else(|| pointer(v, "/delta/usage")).filter(|u| u.is_object())?;
     let counts = u.get("tokens").filter(|t| t.is_object()).or_else(|| u.get("billed_units"))?;
     Some(Usage { input: num(counts, "/input_tokens"), output: num(counts, "/output_tokens"), ..Usage::default() })
 }
@@ -17,7 +17,7 @@ pub fn usage(v: &Value) -> Option<Usage> {
 pub fn has_content(v: &Value) -> bool {
     match v.get("type").and_then(Value::as_str) {
         Some("content-delta") => {
-            v.pointer("/delta/message/content/text").and_then(Value::as_str).is_some_and(|t| !t.is_empty())
+            pointer(v, "/delta/message/content/text").and_then(Value::as_str).is_some_and(|t| !t.is_empty())
         }
         Some("tool-call-delta") => true,
         _ => false,

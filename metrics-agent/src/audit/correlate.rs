@@ -172,12 +172,6 @@ impl Correlator {
         held.into_iter().map(|r| self.finalize(r)).collect()
     }
 
-    /// Response ids of client records still waiting: a time-only pairing
-    /// must not take the upstream one of them will claim by id.
-    fn ids_waiting(&self) -> Vec<&str> {
-        self.waiting.iter().filter_map(|(_, r)| r.pairing.request_id.as_deref()).collect()
-    }
-
     fn finalize(&mut self, client: RequestRecord) -> RequestRecord {
         self.pair(client, false).unwrap_or_else(|client| *client)
     }
@@ -186,7 +180,10 @@ impl Correlator {
     /// certain pair is made now (`Err` gives the record back to wait).
     fn pair(&mut self, mut client: RequestRecord, certain_only: bool) -> Result<RequestRecord, Box<RequestRecord>> {
         let (start, end) = (client.start_ns, end_ns(&client));
-        let claimed: Vec<String> = self.ids_waiting().into_iter().map(str::to_string).collect();
+        // A response id a client record still waiting carries: a time-only
+        // pairing must not take the upstream record that one will claim by id.
+        let waiting = &self.waiting;
+        let claimed = |id: &str| waiting.iter().any(|(_, r)| r.pairing.request_id.as_deref() == Some(id));
         let Some(list) = self.upstream.get_mut(&client.pid) else {
             return if certain_only { Err(Box::new(client)) } else { Ok(self.without_upstream(client, false)) };
         };
@@ -219,7 +216,7 @@ impl Correlator {
                         list[i]
                             .request_id
                             .as_ref()
-                            .is_none_or(|id| client.pairing.request_id.as_ref() == Some(id) || !claimed.contains(id))
+                            .is_none_or(|id| client.pairing.request_id.as_ref() == Some(id) || !claimed(id))
                     })
                     .map(|&i| (list[i].content_score(&client), Reverse(end.saturating_sub(list[i].end_ns)), i))
                     .collect();

@@ -94,7 +94,7 @@ pub fn resolve<'a>(config: &IdentityConfig, header: impl Fn(&str) -> Option<&'a 
             .iter()
             .find_map(|h| header(h).filter(|v| !v.is_empty()).map(str::to_string))
             .or_else(|| {
-                pointers.iter().find_map(|p| match body.pointer(p)? {
+                pointers.iter().find_map(|p| match super::usage::pointer(body, p)? {
                     Value::String(s) if !s.is_empty() => Some(s.clone()),
                     Value::Number(n) => Some(n.to_string()),
                     _ => None,

@@ -10,7 +10,7 @@
 use serde_json::Value;
 
 pub use super::provider::{Operation, Provider, WireFormat};
-pub use super::usage::{MAX_TOKENS, Usage, num};
+pub use super::usage::{MAX_TOKENS, Usage, num, pointer};
 use super::{bedrock, cohere, eventstream, ollama, provider, sse};
 
 /// What a request says.
@@ -64,13 +64,13 @@ fn model_of(v: &Value) -> Option<String> {
     v.get("model").or_else(|| v.get("modelVersion")).and_then(Value::as_str).map(str::to_string)
 }
 
-fn non_empty(v: &Value, pointer: &str) -> bool {
-    v.pointer(pointer).and_then(Value::as_str).is_some_and(|s| !s.is_empty())
+fn non_empty(v: &Value, path: &str) -> bool {
+    pointer(v, path).and_then(Value::as_str).is_some_and(|s| !s.is_empty())
 }
 
 /// Whether a Gemini response chunk carries generated text or a function call.
 fn gemini_has_content(v: &Value) -> bool {
-    v.pointer("/candidates/0/content/parts")
+    pointer(v, "/candidates/0/content/parts")
         .and_then(Value::as_array)
         .is_some_and(|parts| parts.iter().any(|p| non_empty(p, "/text") || p.get("functionCall").is_some()))
 }
@@ -78,7 +78,7 @@ fn gemini_has_content(v: &Value) -> bool {
 /// Whether an OpenAI chat chunk carries generated text, reasoning or a tool
 /// call (the first chunk's `{"role":"assistant","content":""}` does not).
 fn openai_chunk_has_content(v: &Value) -> bool {
-    let Some(d) = v.pointer("/choices/0/delta") else { return false };
+    let Some(d) = pointer(v, "/choices/0/delta") else { return false };
     ["/content", "/reasoning_content", "/reasoning", "/refusal"].iter().any(|p| non_empty(d, p))
         || d.get("tool_calls").and_then(Value::as_array).is_some_and(|t| !t.is_empty())
 }
@@ -331,7 +331,7 @@ pub fn classify_request(target: &str, host: Option<&str>, json: &Value) -> LlmRe
     let body_stream = json.get("stream").and_then(Value::as_bool);
     let stream = body_stream.unwrap_or(false)
         || shape.is_some_and(|(_, s)| s.streams || (s.streams_by_default && body_stream != Some(false)));
-    let include_usage = json.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = pointer(json, "/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
     LlmRequest { provider, format, operation, model, deployment, stream, include_usage }
 }
 
@@ -398,7 +398,7 @@ fn error_of(v: &Value) -> Option<String> {
     let e = v.get("error")?;
     ["/code", "/type", "/status"]
         .iter()
-        .find_map(|p| e.pointer(p).and_then(Value::as_str).filter(|s| !s.is_empty()))
+        .find_map(|p| pointer(e, p).and_then(Value::as_str).filter(|s| !s.is_empty()))
         .map(str::to_string)
 }
 
@@ -522,6 +522,42 @@ mod tests {
         assert_eq!((fields.get("messages"), fields.get("tools")), (None, None), "content is not built");
         for not_an_object in [&b"[1,2]"[..], b"\"x\"", b"{\"model\":", b"{} trailing", b""] {
             assert_eq!(request_fields(not_an_object), Value::Null);
+        }
+    }
+
+    #[test]
+    fn pointer_reads_what_serde_json_pointer_reads() {
+        let v: Value = serde_json::from_str(
+            r#"{"a":{"b":[10,{"c":"x"}]},"a/b":1,"m~n":2,"":{"":3},"usage":{"prompt_tokens":42},"l":[0,1]}"#,
+        )
+        .unwrap();
+        for p in [
+            "",
+            "/",
+            "/a",
+            "/a/b",
+            "/a/b/0",
+            "/a/b/1/c",
+            "/a/b/2",
+            "/a/b/01",
+            "/a/b/+1",
+            "/a/b/-1",
+            "/a~1b",
+            "/m~0n",
+            "/m~n",
+            "//",
+            "/usage/prompt_tokens",
+            "/usage/prompt_tokens/x",
+            "a",
+            "/l/1",
+            "/l/00",
+            "/l/0",
+            "/l/",
+            "/a/b/1/c/",
+            "/~01",
+            "/~10",
+        ] {
+            assert_eq!(pointer(&v, p), v.pointer(p), "{p:?}");
         }
     }
 

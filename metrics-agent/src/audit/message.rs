@@ -13,8 +13,12 @@ const MAX_HEADERS: usize = 96;
 pub struct Head {
     /// Request: method and target; response: status and reason.
     pub start: StartLine,
-    /// Header names lower-cased, in order.
-    pub headers: Vec<(String, String)>,
+    /// Every header's lower-cased name followed by its value, in one buffer
+    /// (one allocation per head instead of two per header).
+    text: String,
+    /// Per header, in order: where its name ends and its value ends in `text`
+    /// (the name starts where the previous value ended).
+    ends: Vec<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +28,35 @@ pub enum StartLine {
 }
 
 impl Head {
+    /// Appends a header; its name is lower-cased.
+    fn push(&mut self, name: &str, value: &str) {
+        let start = self.text.len();
+        self.text.push_str(name);
+        self.text[start..].make_ascii_lowercase();
+        let name_end = self.text.len() as u32;
+        self.text.push_str(value);
+        self.ends.push((name_end, self.text.len() as u32));
+    }
+
+    /// The first value of header `name` (lower-case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// Every header as (lower-cased name, value), in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut start = 0usize;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let (name_end, value_end) = (name_end as usize, value_end as usize);
+            let header = (&self.text[start..name_end], &self.text[name_end..value_end]);
+            start = value_end;
+            header
+        })
+    }
+
+    /// Heap bytes the head holds.
+    fn memory(&self) -> usize {
+        self.text.capacity() + self.ends.capacity() * size_of::<(u32, u32)>()
     }
 }
 
@@ -106,8 +137,7 @@ impl MessageParser {
 
     /// Heap bytes this parser holds (allocated, not just used).
     pub fn memory(&self) -> usize {
-        let head =
-            self.head.as_ref().map_or(0, |h| h.headers.iter().map(|(k, v)| k.capacity() + v.capacity() + 48).sum());
+        let head = self.head.as_ref().map_or(0, Head::memory);
         self.buf.capacity() + self.body.capacity() + head + self.head_requests.capacity()
     }
 
@@ -208,18 +238,27 @@ impl MessageParser {
     fn step_head(&mut self, data: &[u8], out: &mut Vec<Message>) -> usize {
         let before = self.buf.len();
         let take = data.len().min(MAX_HEAD_BYTES + 4 - before.min(MAX_HEAD_BYTES));
-        self.buf.extend_from_slice(&data[..take]);
-        let Some(end) = find(&self.buf, b"\r\n\r\n").map(|i| i + 4) else {
-            if self.buf.len() > MAX_HEAD_BYTES {
-                self.state = State::Broken;
-            }
-            return take;
+        // A head that arrives whole (the usual case) is parsed where it
+        // lies; only a head split across chunks is gathered in `buf`.
+        let (head, used) = if before == 0
+            && let Some(end) = head_end(&data[..take], 0)
+        {
+            (parse_head(&data[..end], self.kind), end)
+        } else {
+            self.buf.extend_from_slice(&data[..take]);
+            // Only the new bytes (and the 3 before them) can complete the blank line.
+            let Some(end) = head_end(&self.buf, before.saturating_sub(3)) else {
+                if self.buf.len() > MAX_HEAD_BYTES {
+                    self.state = State::Broken;
+                }
+                return take;
+            };
+            let head = parse_head(&self.buf[..end], self.kind);
+            self.release_buf();
+            (head, end - before)
         };
-        let used = end - before;
-        let head_bytes: Vec<u8> = self.buf.drain(..end).collect();
-        self.buf.clear();
-        self.wire += end as u64;
-        let Some(head) = parse_head(&head_bytes, self.kind) else {
+        self.wire += (before + used) as u64;
+        let Some(head) = head else {
             self.state = State::Broken;
             return used;
         };
@@ -240,6 +279,15 @@ impl MessageParser {
             out.extend(self.finish());
         }
         used
+    }
+
+    /// Empties the gathering buffer; a large one (a long head) is freed.
+    fn release_buf(&mut self) {
+        if self.buf.capacity() > 4096 {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
     }
 
     fn body_framing(&mut self, head: &Head) -> Framing {
@@ -280,22 +328,29 @@ impl MessageParser {
             }
             return data.len();
         };
-        self.buf.extend_from_slice(&data[..=nl]);
-        let line = std::mem::take(&mut self.buf);
-        self.wire += line.len() as u64;
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches(['\r', '\n']);
+        // A line that arrives whole is read where it lies (no copy).
+        let (line_len, empty, size) = {
+            let line: &[u8] = if before == 0 {
+                &data[..=nl]
+            } else {
+                self.buf.extend_from_slice(&data[..=nl]);
+                &self.buf
+            };
+            let text = String::from_utf8_lossy(line);
+            let text = text.trim_end_matches(['\r', '\n']);
+            let size = text.split(';').next().unwrap_or("").trim();
+            (line.len(), text.is_empty(), u64::from_str_radix(size, 16))
+        };
+        self.release_buf();
+        self.wire += line_len as u64;
         match self.state {
             State::ChunkDataEnd => self.state = State::ChunkSize,
-            State::ChunkSize => {
-                let size = text.split(';').next().unwrap_or("").trim();
-                match u64::from_str_radix(size, 16) {
-                    Ok(0) => self.state = State::Trailers,
-                    Ok(n) => self.state = State::ChunkData { left: n },
-                    Err(_) => self.state = State::Broken,
-                }
-            }
-            State::Trailers if text.is_empty() => {
+            State::ChunkSize => match size {
+                Ok(0) => self.state = State::Trailers,
+                Ok(n) => self.state = State::ChunkData { left: n },
+                Err(_) => self.state = State::Broken,
+            },
+            State::Trailers if empty => {
                 out.extend(self.finish());
             }
             _ => {}
@@ -323,43 +378,48 @@ enum Framing {
     Close,
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// Where the head in `bytes` ends (just past its blank line, CRLF CRLF),
+/// looking for the blank line from `from` on.
+fn head_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while let Some(i) = bytes.get(at..)?.iter().position(|&b| b == b'\n') {
+        let nl = at + i;
+        if nl >= 3 && &bytes[nl - 3..=nl] == b"\r\n\r\n" {
+            return Some(nl + 1);
+        }
+        at = nl + 1;
+    }
+    None
 }
 
 fn parse_head(bytes: &[u8], kind: Kind) -> Option<Head> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let (start, parsed) = match kind {
+    let (start, parsed): (StartLine, &[httparse::Header]) = match kind {
         Kind::Request => {
             let mut req = httparse::Request::new(&mut headers);
             if !req.parse(bytes).ok()?.is_complete() {
                 return None;
             }
             let start = StartLine::Request { method: req.method?.to_string(), target: req.path?.to_string() };
-            (
-                start,
-                req.headers
-                    .iter()
-                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).to_string()))
-                    .collect(),
-            )
+            (start, req.headers)
         }
         Kind::Response => {
             let mut resp = httparse::Response::new(&mut headers);
             if !resp.parse(bytes).ok()?.is_complete() {
                 return None;
             }
-            let start = StartLine::Response { status: resp.code? };
-            (
-                start,
-                resp.headers
-                    .iter()
-                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).to_string()))
-                    .collect(),
-            )
+            (StartLine::Response { status: resp.code? }, resp.headers)
         }
     };
-    Some(Head { start, headers: parsed })
+    let mut head = Head {
+        start,
+        text: String::with_capacity(parsed.iter().map(|h| h.name.len() + h.value.len()).sum()),
+        ends: Vec::with_capacity(parsed.len()),
+    };
+    for h in parsed {
+        head.push(h.name, &String::from_utf8_lossy(h.value));
+    }
+    Some(head)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::usage::{Usage, num};
+use super::usage::{Usage, num, pointer};
 
 /// Usage of a final object; None before the end (`done` false or absent).
 pub fn usage(v: &Value) -> Option<Usage> {
@@ -19,7 +19,7 @@ pub fn usage(v: &Value) -> Option<Usage> {
 pub fn has_content(v: &Value) -> bool {
     ["/message/content", "/message/thinking", "/response", "/thinking"]
         .iter()
-        .any(|p| v.pointer(p).and_then(Value::as_str).is_some_and(|t| !t.is_empty()))
+        .any(|p| pointer(v, p).and_then(Value::as_str).is_some_and(|t| !t.is_empty()))
 }
 
 /// Ollama's errors are a bare message: `{"error":"model \"x\" not found"}`.

@@ -513,8 +513,7 @@ impl Pipeline {
         if conn.stream.is_none() {
             let Some(mut request) = conn.pending.front().map(|p| p.request.clone()) else { return };
             if request.format == WireFormat::Unknown {
-                request.format =
-                    Provider::from_response_headers(head.headers.iter().map(|(k, _)| k.as_str())).entry().format;
+                request.format = Provider::from_response_headers(head.headers().map(|(k, _)| k)).entry().format;
             }
             let request = &request;
             let identity = head.header("content-encoding").is_none_or(|e| e.trim().eq_ignore_ascii_case("identity"));
@@ -546,7 +545,7 @@ impl Pipeline {
         let mut pending = conn.pending.pop_front()?;
         let StartLine::Response { status } = m.head.start else { return None };
         if pending.request.provider == Provider::Unknown {
-            let p = Provider::from_response_headers(m.head.headers.iter().map(|(k, _)| k.as_str()));
+            let p = Provider::from_response_headers(m.head.headers().map(|(k, _)| k));
             pending.request.provider = p;
             if pending.request.format == WireFormat::Unknown {
                 pending.request.format = p.entry().format;
@@ -673,11 +672,10 @@ pub fn without_control_chars(s: String) -> String {
 /// `x-ratelimit-*`, Anthropic `anthropic-ratelimit-*`, `retry-after`, ...),
 /// at most 16.
 fn rate_limit_headers(head: &super::message::Head) -> std::collections::BTreeMap<String, String> {
-    head.headers
-        .iter()
+    head.headers()
         .filter(|(k, _)| provider::is_rate_limit_header(k))
         .take(16)
-        .map(|(k, v)| (k.clone(), v.chars().take(64).collect()))
+        .map(|(k, v)| (k.to_string(), v.chars().take(64).collect()))
         .collect()
 }
 

@@ -1,7 +1,7 @@
-//! Token usage as every provider's parser reports it (`Usage`), and the
-//! bound on a believable token count. A leaf: `llm` and the per-format
-//! parsers (`bedrock`, `cohere`, `ollama`) use it without importing each
-//! other both ways.
+//! Token usage as every provider's parser reports it (`Usage`), the bound
+//! on a believable token count, and an allocation-free JSON Pointer lookup.
+//! A leaf: `llm` and the per-format parsers (`bedrock`, `cohere`, `ollama`)
+//! use it without importing each other both ways.
 
 use serde_json::Value;
 
@@ -20,7 +20,34 @@ pub struct Usage {
 /// believable counts cannot overflow. A larger number is unknown, not huge.
 pub const MAX_TOKENS: u64 = 1_000_000_000_000;
 
-/// A believable token count at `pointer`.
-pub fn num(v: &Value, pointer: &str) -> Option<u64> {
-    v.pointer(pointer).and_then(Value::as_u64).filter(|n| *n <= MAX_TOKENS)
+/// A believable token count at the JSON Pointer `path`.
+pub fn num(v: &Value, path: &str) -> Option<u64> {
+    pointer(v, path).and_then(Value::as_u64).filter(|n| *n <= MAX_TOKENS)
+}
+
+/// `v.pointer(pointer)` (a JSON Pointer, RFC 6901) without its cost:
+/// serde_json's allocates two strings per token to unescape it; here a
+/// token is only copied when it holds an escape (`~0`, `~1`).
+pub fn pointer<'a>(v: &'a Value, pointer: &str) -> Option<&'a Value> {
+    if pointer.is_empty() {
+        return Some(v);
+    }
+    let rest = pointer.strip_prefix('/')?;
+    rest.split('/').try_fold(v, |target, token| {
+        let token: std::borrow::Cow<str> =
+            if token.contains('~') { token.replace("~1", "/").replace("~0", "~").into() } else { token.into() };
+        match target {
+            Value::Object(map) => map.get(token.as_ref()),
+            Value::Array(list) => array_index(&token).and_then(|i| list.get(i)),
+            _ => None,
+        }
+    })
+}
+
+/// An array index token as JSON Pointer reads it: digits, no leading zero or sign.
+fn array_index(token: &str) -> Option<usize> {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
+        return None;
+    }
+    token.parse().ok()
 }
