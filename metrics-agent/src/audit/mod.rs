@@ -27,3 +27,4 @@ pub mod reader;
 pub mod record_builder;
 pub mod sse;
 pub mod stream;
+pub mod trace_context;

@@ -237,11 +237,13 @@ pub fn start(
     let Inputs { settings, hot_path, stats, conns, rings, provider_addresses } = inputs;
     let mut planned = Vec::new();
     let mut pulls = Vec::new();
+    let mut consumers = Vec::new();
     for exporter in &settings.exporters {
         log::debug!("starting exporter {}", exporter.name());
         match exporter.start()? {
             Start::Push(p) => planned.push(p),
             Start::Pull(register) => pulls.push(register),
+            Start::Records(consume) => consumers.push((exporter.name(), consume)),
         }
     }
     let mut limits = settings.limits;
@@ -286,14 +288,20 @@ pub fn start(
         start_unix_nanos: model::now_unix_nanos(),
         audit,
         hot_path: Some(hot_path),
-        agent: Some(stats),
+        agent: Some(stats.clone()),
         system: Some(system),
         exporters: planned.iter().map(Planned::health).collect(),
     });
     for register in pulls {
         register(source.clone(), registry);
     }
-    let summary = planned.iter().map(|p| format!("exporting to {} every {:?}", p.name, p.delivery.interval)).collect();
+    let mut summary: Vec<String> =
+        planned.iter().map(|p| format!("exporting to {} every {:?}", p.name, p.delivery.interval)).collect();
+    for (name, consume) in consumers {
+        let feed = backends::RecordFeed { records: records.subscribe(), stats: stats.clone(), stop: stop.clone() };
+        tasks.push(consume(feed));
+        summary.push(format!("exporting {name}"));
+    }
     tasks.push(tokio::spawn(run(source.clone(), planned, stop)));
     Ok(Started { source, summary, tasks })
 }
