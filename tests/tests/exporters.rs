@@ -998,8 +998,11 @@ fn genai_spans_over_otlp_http_match_the_mock_providers_exchanges() {
 /// request with its `authorization` metadata.
 #[derive(Clone, Default)]
 struct GrpcTraceCollector {
-    got: Arc<Mutex<Vec<(ExportTraceServiceRequest, Option<String>)>>>,
+    got: Arc<Mutex<Vec<TraceReceived>>>,
 }
+
+/// A trace request with its `authorization` metadata.
+type TraceReceived = (ExportTraceServiceRequest, Option<String>);
 
 #[tonic::async_trait]
 impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for GrpcTraceCollector {

@@ -146,7 +146,7 @@ async fn spans_reach_an_http_collector() {
     check_pairs(&spans(&got), 5);
     assert!(got.lock().unwrap().iter().all(|(r, auth)| auth.as_deref() == Some("Bearer trace-token")
         && r.resource_spans[0].scope_spans[0].spans.len() <= 3));
-    let r = &got.lock().unwrap()[0].0.resource_spans[0];
+    let r = got.lock().unwrap()[0].0.resource_spans[0].clone();
     assert_eq!(r.scope_spans[0].schema_url, sink::SCHEMA_URL);
     assert!(r.resource.as_ref().unwrap().attributes.iter().any(|a| a.key == "service.name"));
     stop.send(true).unwrap();
