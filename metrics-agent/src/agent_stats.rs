@@ -33,6 +33,17 @@ pub struct AgentStats {
     pub audit_evicted_for_memory: AtomicU64,
     pub adopted_connections: AtomicU64,
     pub adopted_rejected: AtomicU64,
+    /// GenAI spans the OTLP trace exporter delivered (`export::otlp::traces`).
+    pub spans_exported: AtomicU64,
+    /// Spans dropped: the span queue was full, delivery failed for good,
+    /// or the exporter fell behind the record bus (records it never saw).
+    pub spans_dropped_queue_full: AtomicU64,
+    pub spans_dropped_send_failed: AtomicU64,
+    pub spans_dropped_lagged: AtomicU64,
+    /// Spans waiting in the queue now.
+    pub spans_queued: AtomicU64,
+    /// Trace export attempts that failed (retried with backoff).
+    pub span_export_failures: AtomicU64,
     /// Pids of the traced processes (for the system metrics).
     pub traced_pids: Mutex<Vec<u32>>,
 }

@@ -63,6 +63,18 @@ pub struct ProviderStats {
     pub output_tokens: AtomicU64,
     /// Responses that reported usage.
     pub responses_with_usage: AtomicU64,
+    /// Every answer: its id, status and the usage it reported.
+    pub answers: std::sync::Mutex<Vec<Answer>>,
+}
+
+/// One answer the provider sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Its id (`x-request-id` header, and `id` of a non-streamed body).
+    pub id: String,
+    pub status: u16,
+    /// Normalised (input, output) usage it reported, if any.
+    pub usage: Option<(u64, u64)>,
 }
 
 /// Usage tokens the provider reported, summed over its responses.
@@ -129,6 +141,12 @@ impl MockProvider {
         ] {
             counter.store(0, Ordering::SeqCst);
         }
+        s.answers.lock().unwrap().clear();
+    }
+
+    /// Every answer sent so far, in order.
+    pub fn answers(&self) -> Vec<Answer> {
+        self.stats.answers.lock().unwrap().clone()
     }
 
     /// The usage tokens put in the responses sent so far.
@@ -208,6 +226,13 @@ struct UsageInResponse {
 }
 
 impl UsageInResponse {
+    /// Notes the answer `id` with the usage seen.
+    fn answered(&self, stats: &ProviderStats, id: &str) {
+        let usage = (self.input.is_some() || self.output.is_some())
+            .then(|| (self.input.unwrap_or(0), self.output.unwrap_or(0)));
+        stats.answers.lock().unwrap().push(Answer { id: id.to_string(), status: 200, usage });
+    }
+
     fn saw(&mut self, usage: Option<(u64, u64)>) {
         if let Some((i, o)) = usage {
             (self.input, self.output) = (Some(i), Some(o));
@@ -530,6 +555,7 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
             body.len()
         );
         send(w, stats, resp.as_bytes())?;
+        stats.answers.lock().unwrap().push(Answer { id: rid, status, usage: None });
         return Ok(true);
     }
     let api = Api::of(&path);
@@ -548,6 +574,7 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
         send(w, stats, &[head.into_bytes(), body].concat())?;
         let mut usage = UsageInResponse::default();
         usage.saw(Some(api.usage()));
+        usage.answered(stats, &rid);
         usage.count(stats);
         return Ok(true);
     }
@@ -575,6 +602,7 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
     }
     let mut usage = UsageInResponse::default();
     let result = stream(w, stats, &path, api, events, interval, chunked, json_array, &mut usage);
+    usage.answered(stats, &rid);
     usage.count(stats);
     result
 }

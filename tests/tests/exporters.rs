@@ -26,9 +26,10 @@ use llm_proxy_e2e::{
     mock::MockProvider,
 };
 use opentelemetry_proto::tonic::{
-    collector::metrics::v1::ExportMetricsServiceRequest,
+    collector::{metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest},
     common::v1::{KeyValue, any_value},
     metrics::v1::{Metric, metric::Data, number_data_point},
+    trace::v1::{Span, span::SpanKind},
 };
 use prost::Message;
 
@@ -822,4 +823,327 @@ fn otlp_over_grpc_reaches_a_grpc_collector() {
     assert!(otlp_sum(&metrics, "metrics_agent.probe.hits", &[]).0 > 0.0, "the agent's own statistics too");
     let text = agent.scrape().text;
     assert_eq!(prom_sum(&text, "metrics_agent_exporter_dropped_total", &["exporter=\"otlp\""]), 0.0, "{text}");
+}
+
+// GenAI spans (OTLP traces).
+
+/// A request through the proxy with its id and, when `traced`, a W3C
+/// `traceparent`: (path, status the mock answers, traced).
+const TRACED_TRAFFIC: [(&str, u16, bool); 6] = [
+    ("/openai/v1/chat/completions", 200, true),
+    ("/openai/v1/chat/completions", 200, false),
+    ("/openai/v1/chat/completions?events=4&interval_ms=20&usage=1", 200, true),
+    ("/openai/v1/chat/completions?events=4&interval_ms=20&usage=1", 200, false),
+    ("/openai/v1/chat/completions?status=429", 429, true),
+    ("/openai/v1/chat/completions?status=429", 429, false),
+];
+
+/// Sends `TRACED_TRAFFIC` with ids `{prefix}-{i}`; returns the `traceparent`
+/// sent per id as (trace id, parent span id) in hex.
+fn traced_traffic(port: u16, prefix: &str) -> BTreeMap<String, (String, String)> {
+    let mut c = Client::connect(port).unwrap();
+    let mut sent = BTreeMap::new();
+    for (i, (path, status, traced)) in TRACED_TRAFFIC.iter().enumerate() {
+        let id = format!("{prefix}-{i}");
+        c.extra_headers = format!("x-request-id: {id}\r\n");
+        if *traced {
+            let (trace, parent) =
+                (format!("{:032x}", 0x7ace_0000_u64 + i as u64), format!("{:016x}", 0x9a7e_0000_u64 + i as u64));
+            c.extra_headers.push_str(&format!("traceparent: 00-{trace}-{parent}-01\r\n"));
+            sent.insert(id, (trace, parent));
+        }
+        assert_eq!(c.request(path, 200, false).unwrap(), *status);
+    }
+    sent
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn span_attr<'a>(s: &'a Span, key: &str) -> Option<&'a any_value::Value> {
+    s.attributes.iter().find(|a| a.key == key).and_then(|a| a.value.as_ref()?.value.as_ref())
+}
+
+fn span_text(s: &Span, key: &str) -> Option<String> {
+    match span_attr(s, key) {
+        Some(any_value::Value::StringValue(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+fn span_int(s: &Span, key: &str) -> Option<u64> {
+    match span_attr(s, key) {
+        Some(any_value::Value::IntValue(v)) => Some(*v as u64),
+        _ => None,
+    }
+}
+
+fn spans_of(requests: impl IntoIterator<Item = ExportTraceServiceRequest>) -> Vec<Span> {
+    requests.into_iter().flat_map(|r| r.resource_spans).flat_map(|r| r.scope_spans).flat_map(|s| s.spans).collect()
+}
+
+/// The spans an OTLP/HTTP receiver got on `/v1/traces`.
+fn http_spans(rx: &Receiver) -> Vec<Span> {
+    spans_of(
+        rx.all()
+            .into_iter()
+            .filter(|r| r.path == "/v1/traces")
+            .map(|r| ExportTraceServiceRequest::decode(r.plain_body().as_slice()).expect("a valid OTLP protobuf")),
+    )
+}
+
+/// The spans against the mock provider's answers, exactly: one client
+/// (`SERVER`) and one upstream (`CLIENT`) span per answer, found by the
+/// answer's id; the upstream span a child of the client span; the client
+/// span in the caller's trace when it sent a `traceparent`, in a fresh one
+/// otherwise; status, error type, model and the usage the mock sent.
+fn check_spans(
+    spans: &[Span],
+    answers: &[llm_proxy_e2e::mock::Answer],
+    traceparents: &BTreeMap<String, (String, String)>,
+) {
+    assert_eq!(spans.len(), 2 * answers.len(), "one span per exchange and side: {spans:#?}");
+    let mut fresh_traces = BTreeSet::new();
+    for a in answers {
+        let of = |kind: SpanKind| {
+            let found: Vec<&Span> = spans
+                .iter()
+                .filter(|s| s.kind == kind as i32 && span_text(s, "gen_ai.response.id").as_deref() == Some(&a.id))
+                .collect();
+            assert_eq!(found.len(), 1, "one {kind:?} span for {}", a.id);
+            found[0]
+        };
+        let (client, upstream) = (of(SpanKind::Server), of(SpanKind::Client));
+        assert_eq!(upstream.trace_id, client.trace_id, "{}: one trace", a.id);
+        assert_eq!(upstream.parent_span_id, client.span_id, "{}: the upstream span under the client span", a.id);
+        match traceparents.get(&a.id) {
+            Some((trace, parent)) => {
+                assert_eq!(hex(&client.trace_id), *trace, "{}: the caller's trace continues", a.id);
+                assert_eq!(hex(&client.parent_span_id), *parent, "{}: under the caller's span", a.id);
+            }
+            None => {
+                assert!(client.parent_span_id.is_empty(), "{}: a root span", a.id);
+                assert!(fresh_traces.insert(client.trace_id.clone()), "{}: a trace of its own", a.id);
+            }
+        }
+        for s in [client, upstream] {
+            assert_eq!(s.name, "chat gpt-4o-mini");
+            assert_eq!(span_text(s, "gen_ai.operation.name").as_deref(), Some("chat"));
+            assert_eq!(span_text(s, "gen_ai.provider.name").as_deref(), Some("openai"));
+            assert_eq!(span_text(s, "gen_ai.request.model").as_deref(), Some("gpt-4o-mini"));
+            assert_eq!(span_int(s, "http.response.status_code"), Some(u64::from(a.status)));
+            let usage = span_int(s, "gen_ai.usage.input_tokens").zip(span_int(s, "gen_ai.usage.output_tokens"));
+            assert_eq!(usage, a.usage, "{}: the usage the mock sent", a.id);
+            let error = (a.status == 429).then(|| "rate_limit_exceeded".to_string());
+            assert_eq!(span_text(s, "error.type"), error, "{}", a.id);
+            assert!(s.end_time_unix_nano > s.start_time_unix_nano);
+        }
+        assert!(upstream.start_time_unix_nano >= client.start_time_unix_nano, "{}: inside its client span", a.id);
+        assert!(span_text(upstream, "server.address").is_some());
+    }
+}
+
+#[test]
+fn genai_spans_over_otlp_http_match_the_mock_providers_exchanges() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", openai.port)]);
+    let otlp = Receiver::start();
+    let dir = TempDir::new("spans-http");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[exporters.otlp]\nendpoint = \"http://127.0.0.1:{}\"\ninterval_seconds = 1\ntraces = true\ntraces_interval_seconds = 0.2\nheaders = {{ authorization = \"Bearer span-token\" }}\n",
+            otlp.port
+        ),
+    )
+    .unwrap();
+    let provider = format!("openai=127.0.0.1:{}", openai.port);
+    let agent = Agent::start(&["--exe", harness::NGINX, "--provider", &provider, "--config", config.to_str().unwrap()]);
+    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let traceparents = traced_traffic(nginx.port, "http");
+    openai.wait_idle(Duration::from_secs(5));
+    let answers = openai.answers();
+    assert_eq!(answers.len(), TRACED_TRAFFIC.len(), "the mock answered every request");
+    wait_for(
+        "a span per exchange and side",
+        Duration::from_secs(20),
+        || http_spans(&otlp).len() >= 2 * answers.len(),
+        || agent.log_text(),
+    );
+    thread::sleep(Duration::from_millis(500)); // nothing more may come
+    check_spans(&http_spans(&otlp), &answers, &traceparents);
+    let usage = openai.usage_sent();
+    let upstream: Vec<Span> = http_spans(&otlp).into_iter().filter(|s| s.kind == SpanKind::Client as i32).collect();
+    let total = |key: &str| upstream.iter().filter_map(|s| span_int(s, key)).sum::<u64>();
+    assert_eq!((total("gen_ai.usage.input_tokens"), total("gen_ai.usage.output_tokens")), (usage.input, usage.output));
+    for r in otlp.all().into_iter().filter(|r| r.path == "/v1/traces") {
+        assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
+        assert_eq!(r.header("content-encoding"), Some("gzip"));
+        assert_eq!(r.header("authorization"), Some("Bearer span-token"));
+        for body in [r.plain_body(), r.body.clone()] {
+            assert!(!contains(&body, CANARY) && !contains(&body, "sk-test"), "no API key in a span");
+            assert!(!contains(&body, "authorization") && !contains(&body, "span-token"), "no header value in a span");
+        }
+    }
+    let text = agent.scrape().text;
+    assert_eq!(prom_sum(&text, "metrics_agent_spans_exported_total", &[]), 2.0 * answers.len() as f64, "{text}");
+    assert_eq!(prom_sum(&text, "metrics_agent_spans_dropped_total", &[]), 0.0, "{text}");
+}
+
+/// A gRPC collector serving the official `TraceService`, recording each
+/// request with its `authorization` metadata.
+#[derive(Clone, Default)]
+struct GrpcTraceCollector {
+    got: Arc<Mutex<Vec<TraceReceived>>>,
+}
+
+/// A trace request with its `authorization` metadata.
+type TraceReceived = (ExportTraceServiceRequest, Option<String>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for GrpcTraceCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
+        tonic::Status,
+    > {
+        let auth = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(String::from);
+        self.got.lock().unwrap().push((request.into_inner(), auth));
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+impl GrpcTraceCollector {
+    /// Serves on a loopback port from a runtime of its own; returns the port.
+    fn start(&self) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+            self.clone(),
+        )
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let incoming =
+                    futures_util::stream::unfold(
+                        listener,
+                        |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) },
+                    );
+                tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await
+            })
+        });
+        port
+    }
+}
+
+#[test]
+fn genai_spans_over_otlp_grpc_from_the_environment_alone() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", openai.port)]);
+    let collector = GrpcTraceCollector::default();
+    let port = collector.start();
+    let provider = format!("openai=127.0.0.1:{}", openai.port);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    // No [exporters.otlp] section: the traces endpoint variable turns spans on.
+    let agent = Agent::start_with_env(
+        &["--exe", harness::NGINX, "--provider", &provider],
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20grpc-span-token"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    );
+    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let traceparents = traced_traffic(nginx.port, "grpc");
+    openai.wait_idle(Duration::from_secs(5));
+    let answers = openai.answers();
+    let spans = || spans_of(collector.got.lock().unwrap().iter().map(|(r, _)| r.clone()));
+    wait_for(
+        "a span per exchange and side",
+        Duration::from_secs(20),
+        || spans().len() >= 2 * answers.len(),
+        || agent.log_text(),
+    );
+    thread::sleep(Duration::from_millis(500));
+    check_spans(&spans(), &answers, &traceparents);
+    assert!(collector.got.lock().unwrap().iter().all(|(_, auth)| auth.as_deref() == Some("Bearer grpc-span-token")));
+    let text = agent.scrape().text;
+    assert_eq!(prom_sum(&text, "metrics_agent_spans_exported_total", &[]), 2.0 * answers.len() as f64, "{text}");
+}
+
+#[test]
+fn a_stuck_traces_endpoint_stalls_nothing_and_its_drops_are_counted() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", openai.port)]);
+    let otlp = Receiver::start();
+    // Accepts connections and never answers.
+    let blackhole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let blackhole_port = blackhole.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let h = held.clone();
+    thread::spawn(move || {
+        for c in blackhole.incoming().flatten() {
+            h.lock().unwrap().push(c);
+        }
+    });
+    let dir = TempDir::new("spans-stuck");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[exporters.otlp]\nendpoint = \"http://127.0.0.1:{}\"\ninterval_seconds = 1\ntimeout_seconds = 0.5\nmax_retries = 0\ntraces = true\ntraces_endpoint = \"http://127.0.0.1:{blackhole_port}\"\ntraces_interval_seconds = 0.2\ntraces_queue_spans = 4\ntraces_batch_spans = 2\n",
+            otlp.port
+        ),
+    )
+    .unwrap();
+    let provider = format!("openai=127.0.0.1:{}", openai.port);
+    let mut agent =
+        Agent::start(&["--exe", harness::NGINX, "--provider", &provider, "--config", config.to_str().unwrap()]);
+    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    // The proxy keeps serving: every request answers with its status (checked by `traffic`).
+    let mut sent = 0;
+    for _ in 0..4 {
+        sent += traffic(&nginx);
+    }
+    openai.wait_idle(Duration::from_secs(5));
+    let (upstream, _, _) = openai.snapshot();
+    assert_eq!(upstream, sent);
+    let spans = 2.0 * upstream as f64;
+    wait_for(
+        "every span dropped and counted",
+        Duration::from_secs(30),
+        || {
+            let text = agent.scrape().text;
+            prom_sum(&text, "metrics_agent_spans_dropped_total", &["reason=\"queue_full\""])
+                + prom_sum(&text, "metrics_agent_spans_dropped_total", &["reason=\"send_failed\""])
+                == spans
+        },
+        || agent.scrape().text,
+    );
+    let text = agent.scrape().text;
+    assert_eq!(prom_sum(&text, "metrics_agent_spans_exported_total", &[]), 0.0);
+    assert!(prom_sum(&text, "metrics_agent_spans_export_failures_total", &[]) >= 1.0, "{text}");
+    assert!(prom_sum(&text, "metrics_agent_spans_queue_length", &[]) <= 4.0, "bounded queue");
+    assert!(prom_sum(&text, "metrics_agent_spans_dropped_total", &["reason=\"queue_full\""]) > 0.0, "{text}");
+    // The metrics exporter is not held up by the stuck traces endpoint.
+    wait_for(
+        "OTLP metrics with every record",
+        Duration::from_secs(20),
+        || otlp_sum(&latest_otlp(&otlp), "llm.requests", &[("side", "upstream")]).0 == upstream as f64,
+        || agent.log_text(),
+    );
+    let status = agent.guard.signal_and_wait(libc::SIGTERM, Duration::from_secs(60));
+    assert!(status.is_some_and(|s| s.success()), "the agent stopped cleanly:\n{}", agent.log_text());
+    drop(held);
 }

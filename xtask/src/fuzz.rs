@@ -10,8 +10,18 @@ use anyhow::Result;
 use crate::{run_cmd, workspace_root};
 
 /// Every target in `metrics-agent/fuzz/fuzz_targets`.
-pub const TARGETS: &[&str] =
-    &["http_message", "sse", "llm_body", "decode", "pipeline", "eventstream", "ndjson", "h2_frames", "hpack"];
+pub const TARGETS: &[&str] = &[
+    "http_message",
+    "sse",
+    "llm_body",
+    "decode",
+    "pipeline",
+    "eventstream",
+    "ndjson",
+    "h2_frames",
+    "hpack",
+    "traceparent",
+];
 
 pub fn run(seconds_per_target: u64) -> Result<()> {
     let crate_dir = workspace_root().join("metrics-agent");

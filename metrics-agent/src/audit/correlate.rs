@@ -60,6 +60,8 @@ struct Upstream {
     usage: (Option<u64>, Option<u64>),
     /// Already paired with a client record, with this confidence.
     taken: Option<Confidence>,
+    /// The record's `pairing.seq`.
+    seq: u64,
 }
 
 impl Upstream {
@@ -76,6 +78,7 @@ impl Upstream {
             status: r.status,
             usage: (r.tokens.input, r.tokens.output),
             taken: None,
+            seq: r.pairing.seq,
         }
     }
 
@@ -107,6 +110,8 @@ pub struct Correlator {
     hold: Duration,
     /// Every exchange is captured (sample 1 in 1, nothing dropped).
     complete: bool,
+    /// The last upstream record's `pairing.seq`.
+    last_seq: u64,
 }
 
 fn end_ns(r: &RequestRecord) -> u64 {
@@ -115,13 +120,15 @@ fn end_ns(r: &RequestRecord) -> u64 {
 
 impl Correlator {
     pub fn new(hold: Duration, complete: bool) -> Self {
-        Self { upstream: HashMap::new(), waiting: VecDeque::new(), hold, complete }
+        Self { upstream: HashMap::new(), waiting: VecDeque::new(), hold, complete, last_seq: 0 }
     }
 
     /// Takes a record; returns those ready to be emitted.
-    pub fn push(&mut self, record: RequestRecord, now: Instant) -> Vec<RequestRecord> {
+    pub fn push(&mut self, mut record: RequestRecord, now: Instant) -> Vec<RequestRecord> {
         let mut out = Vec::new();
         if record.side == "upstream" {
+            self.last_seq += 1;
+            record.pairing.seq = self.last_seq;
             if !self.upstream.contains_key(&record.pid)
                 && self.upstream.len() >= MAX_PROCESSES
                 && let Some(idle) =
@@ -247,6 +254,7 @@ impl Correlator {
         client.proxy_overhead_ms = Some((client.duration_ms - up.duration_ms).max(0.0));
         client.pairing.confidence = Some(confidence);
         client.pairing.upstream_request_id = up.request_id.clone();
+        client.pairing.upstream_seq = Some(up.seq);
         if client.cache_hit.is_none() {
             client.cache_hit = Some(false);
         }
@@ -297,8 +305,9 @@ mod tests {
         assert_eq!((first.upstream_provider.as_deref(), first.cache_hit), (Some("a"), Some(false)));
         assert_eq!(first.proxy_overhead_ms, Some(2.0));
         assert_eq!(first.pairing.confidence, Some(Confidence::Time));
+        assert_eq!(first.pairing.upstream_seq, Some(1), "the first upstream record's number");
         let out = c.push(record("client", 11, 9.0, None), now);
-        assert_eq!(out[0].upstream_provider.as_deref(), Some("b"));
+        assert_eq!((out[0].upstream_provider.as_deref(), out[0].pairing.upstream_seq), (Some("b"), Some(2)));
         // No upstream call at all: a cache hit when everything is captured.
         let out = c.push(record("client", 30, 1.0, None), now);
         assert_eq!(out[0].cache_hit, Some(true));

@@ -349,6 +349,19 @@ mod tests {
         }
     }
 
+    /// Opus 4.5 and later cost a third of Opus 4: their dated ids must not
+    /// fall back to `claude-opus-4` by dropping the trailing version.
+    #[test]
+    fn later_opus_models_are_not_priced_as_opus_4() {
+        let t = PriceTable::load(None).unwrap();
+        let usage = Usage { input: Some(1_000_000), output: Some(1_000_000), ..Usage::default() };
+        let cost = |model: &str| t.cost(model, &usage).map(|c| c.normalize().to_string());
+        assert_eq!(cost("claude-opus-4-5-20251101").as_deref(), Some("30"), "$5 + $25");
+        assert_eq!(cost("claude-opus-4-6").as_deref(), Some("30"));
+        assert_eq!(cost("claude-opus-4-20250514").as_deref(), Some("90"), "$15 + $75");
+        assert_eq!(cost("claude-opus-4-1-20250805").as_deref(), Some("90"));
+    }
+
     #[test]
     fn gemini_1_5_models_are_priced() {
         let t = PriceTable::load(None).unwrap();

@@ -27,4 +27,5 @@ pub mod reader;
 pub mod record_builder;
 pub mod sse;
 pub mod stream;
+pub mod trace_context;
 pub mod usage;

@@ -28,4 +28,12 @@ pub struct Pairing {
     /// Digest of the request body (complete bodies only).
     #[serde(skip)]
     pub request_digest: Option<u64>,
+    /// Upstream records: their number in the correlator's order (from 1),
+    /// unique per agent run; 0 until correlated.
+    #[serde(skip)]
+    pub seq: u64,
+    /// Client records: the paired upstream record's `seq` (spans make the
+    /// upstream span a child of the client span with it).
+    #[serde(skip)]
+    pub upstream_seq: Option<u64>,
 }

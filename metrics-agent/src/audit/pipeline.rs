@@ -21,6 +21,7 @@ use super::{
     pairing::Pairing,
     provider::{self, Provider, WireFormat},
     stream::StreamBody,
+    trace_context::TraceContext,
 };
 
 /// Connections tracked at most; the least recently seen is dropped beyond.
@@ -95,6 +96,13 @@ pub struct RequestRecord {
     /// The exchange was captured as 1 in this many (the adaptive sampling
     /// interval when its request started): aggregates scale it by this.
     pub sample_every: u32,
+    /// The request's W3C `traceparent` (trace id, parent span id, flags),
+    /// so its span joins the caller's trace; nothing else of the header.
+    #[serde(skip)]
+    pub trace_context: Option<TraceContext>,
+    /// The request's `Host` header (`server.address` of its span), bounded.
+    #[serde(skip)]
+    pub server_address: Option<String>,
 }
 
 /// How a streamed response's content arrived. All null for a response
@@ -148,6 +156,8 @@ struct Pending {
     /// Digest of the complete request body, for pairing.
     digest: Option<u64>,
     sample_every: u32,
+    trace_context: Option<TraceContext>,
+    host: Option<String>,
 }
 
 struct ConnAudit {
@@ -414,6 +424,8 @@ impl Pipeline {
                     start_ns,
                     digest: body_digest(&m),
                     sample_every: header.sample_every.max(1),
+                    trace_context: m.head.header("traceparent").and_then(TraceContext::parse),
+                    host: m.head.header("host").map(|h| bounded(h.to_string())),
                 });
             }
             if conn.requests.buffered() > 0 && conn.request_start_ns.is_none() {
@@ -611,6 +623,8 @@ impl Pipeline {
                 ..Pairing::default()
             },
             sample_every: pending.sample_every,
+            trace_context: pending.trace_context,
+            server_address: pending.host,
         })
     }
 
@@ -772,6 +786,26 @@ mod tests {
         let mut r = p.on_event(&h, resp.as_bytes());
         assert_eq!(r.len(), 1);
         r.remove(0)
+    }
+
+    /// The request's `traceparent` is kept as ids only, and its `Host`;
+    /// a malformed `traceparent` is no trace context.
+    #[test]
+    fn trace_context_and_host_come_from_the_request_head() {
+        let mut p = Pipeline::new(1 << 20);
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for (conn, header, expected) in [(1, tp, true), (2, "00-zz-00f067aa0ba902b7-01", false)] {
+            let req = format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com:443\r\ntraceparent: {header}\r\nContent-Length: 2\r\n\r\n{{}}"
+            );
+            let resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+            assert!(p.on_event(&chunk(conn, DIR_READ, 0, 1, req.len()), req.as_bytes()).is_empty());
+            let r = p.on_event(&chunk(conn, DIR_WRITE, 0, 2, resp.len()), resp.as_bytes()).remove(0);
+            assert_eq!(r.server_address.as_deref(), Some("api.openai.com:443"));
+            assert_eq!(r.trace_context, if expected { TraceContext::parse(tp) } else { None });
+            let json = serde_json::to_string(&r).unwrap();
+            assert!(!json.contains("4bf92f35") && !json.contains("traceparent"), "{json}");
+        }
     }
 
     #[test]

@@ -44,6 +44,8 @@ impl Default for RecordBuilder {
             rate_limits: Default::default(),
             pairing: Default::default(),
             sample_every: 1,
+            trace_context: None,
+            server_address: None,
         })
     }
 }

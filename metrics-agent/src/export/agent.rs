@@ -33,9 +33,20 @@ pub fn append(stats: &AgentStats, agent_cpu_seconds: f64, out: &mut Vec<Series>)
         (&m::AUDIT_MEMORY, &s.audit_memory_bytes),
         (&m::AUDIT_EVICTED_CONNECTIONS, &s.audit_evicted_connections),
         (&m::AUDIT_EVICTED_FOR_MEMORY, &s.audit_evicted_for_memory),
+        (&m::SPANS_EXPORTED, &s.spans_exported),
+        (&m::SPANS_QUEUED, &s.spans_queued),
+        (&m::SPAN_EXPORT_FAILURES, &s.span_export_failures),
     ];
     for (desc, v) in metrics {
         out.push(Series { desc, labels: Vec::new(), value: Value::Int(v.load(Ordering::Relaxed)) });
+    }
+    for (reason, v) in [
+        ("queue_full", &s.spans_dropped_queue_full),
+        ("send_failed", &s.spans_dropped_send_failed),
+        ("lagged", &s.spans_dropped_lagged),
+    ] {
+        let labels = vec![("reason", std::borrow::Cow::Borrowed(reason))];
+        out.push(Series { desc: &m::SPANS_DROPPED, labels, value: Value::Int(v.load(Ordering::Relaxed)) });
     }
     let audit_cpu = s.audit_cpu_ns.load(Ordering::Relaxed) as f64 / 1e9;
     out.push(Series { desc: &m::AUDIT_CPU, labels: Vec::new(), value: Value::Float(audit_cpu) });

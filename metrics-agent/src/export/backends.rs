@@ -40,10 +40,24 @@ pub trait Resolved: Debug + Send + Sync {
 /// A pull exporter's registration on the `/metrics` registry.
 pub type Register = Box<dyn FnOnce(Arc<Source>, &mut Registry) + Send>;
 
+/// What an exporter of records (not metrics) is started with.
+pub struct RecordFeed {
+    /// Its own subscription to the record bus.
+    pub records: tokio::sync::broadcast::Receiver<Arc<crate::records::RequestRecord>>,
+    /// Where it counts what it delivered and dropped.
+    pub stats: Arc<crate::agent_stats::AgentStats>,
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Starts an exporter of records: its task, awaited at shutdown.
+pub type Consume = Box<dyn FnOnce(RecordFeed) -> tokio::task::JoinHandle<()> + Send>;
+
 /// How an exporter runs.
 pub enum Start {
     /// The router offers it snapshots on its own bounded queue.
     Push(Planned),
     /// It reads the source when asked (Prometheus scrapes).
     Pull(Register),
+    /// It consumes the finished records itself (OTLP spans).
+    Records(Consume),
 }

@@ -227,6 +227,45 @@ pub static EXPORTER_QUEUE: Desc = desc(
     "Batches waiting in an exporter's queue.",
 );
 
+// The OTLP trace exporter (`otlp/traces/`), from the agent statistics (`agent.rs`).
+
+pub static SPANS_EXPORTED: Desc = desc(
+    "metrics_agent.spans.exported",
+    "metrics_agent_spans_exported",
+    "{span}",
+    None,
+    Counter,
+    NONE,
+    "GenAI spans (one per LLM exchange and side) the OTLP trace exporter delivered.",
+);
+pub static SPANS_DROPPED: Desc = desc(
+    "metrics_agent.spans.dropped",
+    "metrics_agent_spans_dropped",
+    "{span}",
+    None,
+    Counter,
+    &["reason"],
+    "Spans dropped, by reason: queue_full (the span queue was full), send_failed (retries exhausted or a permanent error), lagged (records the exporter missed on the record bus).",
+);
+pub static SPANS_QUEUED: Desc = desc(
+    "metrics_agent.spans.queue_length",
+    "metrics_agent_spans_queue_length",
+    "{span}",
+    None,
+    Gauge,
+    NONE,
+    "Spans waiting in the trace exporter's bounded queue.",
+);
+pub static SPAN_EXPORT_FAILURES: Desc = desc(
+    "metrics_agent.spans.export_failures",
+    "metrics_agent_spans_export_failures",
+    "{attempt}",
+    None,
+    Counter,
+    NONE,
+    "Trace export attempts that failed (timeout, connection error, error status); retried with backoff.",
+);
+
 // Kernel counters (`hot_path.rs`): per-CPU maps summed over CPUs.
 
 pub static HP_REQUESTS: Desc = desc(
@@ -1048,6 +1087,10 @@ pub static ALL: &[&Desc] = &[
     &EXPORTER_DROPPED,
     &EXPORTER_SAMPLES_DROPPED,
     &EXPORTER_QUEUE,
+    &SPANS_EXPORTED,
+    &SPANS_DROPPED,
+    &SPANS_QUEUED,
+    &SPAN_EXPORT_FAILURES,
     &HP_REQUESTS,
     &HP_REQUESTS_FAILED,
     &HP_RESPONSES,

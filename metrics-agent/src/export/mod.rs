@@ -270,11 +270,13 @@ pub fn start(
     let Inputs { settings, hot_path, stats, conns, rings, provider_addresses, http, storage } = inputs;
     let mut planned = Vec::new();
     let mut pulls = Vec::new();
+    let mut consumers = Vec::new();
     for exporter in &settings.exporters {
         log::debug!("starting exporter {}", exporter.name());
         match exporter.start()? {
             Start::Push(p) => planned.push(p),
             Start::Pull(register) => pulls.push(register),
+            Start::Records(consume) => consumers.push((exporter.name(), consume)),
         }
     }
     let mut limits = settings.limits;
@@ -319,7 +321,7 @@ pub fn start(
         start_unix_nanos: model::now_unix_nanos(),
         audit,
         hot_path: Some(hot_path),
-        agent: Some(stats),
+        agent: Some(stats.clone()),
         http: Some(http),
         storage,
         system: Some(system),
@@ -328,7 +330,13 @@ pub fn start(
     for register in pulls {
         register(source.clone(), registry);
     }
-    let summary = planned.iter().map(|p| format!("exporting to {} every {:?}", p.name, p.delivery.interval)).collect();
+    let mut summary: Vec<String> =
+        planned.iter().map(|p| format!("exporting to {} every {:?}", p.name, p.delivery.interval)).collect();
+    for (name, consume) in consumers {
+        let feed = backends::RecordFeed { records: records.subscribe(), stats: stats.clone(), stop: stop.clone() };
+        tasks.push(consume(feed));
+        summary.push(format!("exporting {name}"));
+    }
     tasks.push(tokio::spawn(run(source.clone(), planned, stop)));
     Ok(Started { source, summary, tasks })
 }

@@ -1,6 +1,8 @@
 //! `[exporters.otlp]`: the section, its `OTEL_EXPORTER_OTLP_*` and
 //! `OTEL_METRIC_EXPORT_*` environment overrides (the environment wins, as the
-//! OpenTelemetry specification says), and their resolution.
+//! OpenTelemetry specification says), and their resolution: the metrics
+//! exporter here, the trace exporter in `traces/config.rs` (both share the
+//! transport settings, `transport`).
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -38,6 +40,18 @@ pub struct OtlpFile {
     pub timeout_seconds: Option<f64>,
     pub queue_batches: Option<usize>,
     pub max_retries: Option<u32>,
+    /// GenAI spans, one per LLM exchange and side [false; true when
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set].
+    pub traces: Option<bool>,
+    /// HTTP: URL to POST spans to; a URL without a path gets `/v1/traces`
+    /// [`endpoint` with `/v1/traces` for `/v1/metrics`]. gRPC: [`endpoint`].
+    pub traces_endpoint: Option<String>,
+    /// Longest wait before queued spans are sent [5] (`OTEL_BSP_SCHEDULE_DELAY`, ms).
+    pub traces_interval_seconds: Option<f64>,
+    /// Spans queued at most; more are dropped and counted [2048] (`OTEL_BSP_MAX_QUEUE_SIZE`).
+    pub traces_queue_spans: Option<usize>,
+    /// Spans per export request at most [512] (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`).
+    pub traces_batch_spans: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,10 +87,14 @@ impl Backend for Otlp {
     type File = OtlpFile;
 
     fn resolve(file: Option<&OtlpFile>, env: Env) -> Result<Vec<Arc<dyn Resolved>>, SettingsError> {
-        match file.filter(|f| f.enabled != Some(false)) {
-            Some(f) => Ok(vec![Arc::new(settings(f, env)?)]),
-            None => Ok(Vec::new()),
+        let mut out: Vec<Arc<dyn Resolved>> = Vec::new();
+        if let Some(f) = file.filter(|f| f.enabled != Some(false)) {
+            out.push(Arc::new(settings(f, env)?));
         }
+        if let Some(t) = super::traces::config::settings(file, env)? {
+            out.push(Arc::new(t));
+        }
+        Ok(out)
     }
 
     fn redact(file: &mut OtlpFile) {
@@ -84,13 +102,24 @@ impl Backend for Otlp {
             *v = REDACTED.into();
         }
         file.endpoint = file.endpoint.as_deref().map(redact_userinfo);
+        file.traces_endpoint = file.traces_endpoint.as_deref().map(redact_userinfo);
     }
 }
 
-/// Resolves the section against the environment.
-pub fn settings(file: &OtlpFile, env: Env) -> Result<OtlpSettings, SettingsError> {
+/// What metrics and traces resolve alike, each with its own
+/// `OTEL_EXPORTER_OTLP_{METRICS,TRACES}_*` variables first.
+pub struct Transport {
+    pub protocol: Protocol,
+    pub headers: Vec<(String, Secret)>,
+    pub compression: Compression,
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// The transport settings of one signal (`METRICS` or `TRACES`).
+pub fn transport(file: &OtlpFile, env: Env, signal: &str) -> Result<Transport, SettingsError> {
     const S: &str = "[exporters.otlp]";
-    let protocol = match first_env(env, &["OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"])
+    let specific = |what: &str| format!("OTEL_EXPORTER_OTLP_{signal}_{what}");
+    let protocol = match first_env(env, &[&specific("PROTOCOL"), "OTEL_EXPORTER_OTLP_PROTOCOL"])
         .or_else(|| file.protocol.clone().map(|p| (format!("{S} protocol"), p)))
     {
         None => Protocol::HttpProtobuf,
@@ -98,6 +127,47 @@ pub fn settings(file: &OtlpFile, env: Env) -> Result<OtlpSettings, SettingsError
         Some((_, p)) if p.trim() == "grpc" => Protocol::Grpc,
         Some((name, p)) => return Err(invalid(name, format!("{p:?} is not supported: use http/protobuf or grpc"))),
     };
+    let mut headers: BTreeMap<String, String> =
+        file.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+    for name in ["OTEL_EXPORTER_OTLP_HEADERS".to_string(), specific("HEADERS")] {
+        if let Some(text) = env(&name) {
+            headers.extend(parse_headers(&name, &text)?.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)));
+        }
+    }
+    let compression = match first_env(env, &[&specific("COMPRESSION"), "OTEL_EXPORTER_OTLP_COMPRESSION"])
+        .or_else(|| file.compression.clone().map(|v| (format!("{S} compression"), v)))
+    {
+        None => Compression::Gzip,
+        Some((_, v)) if v == "gzip" => Compression::Gzip,
+        Some((_, v)) if v == "none" => Compression::None,
+        Some((n, v)) => return Err(invalid(n, format!("{v:?}: use gzip or none"))),
+    };
+    let certificate = first_env(env, &[&specific("CERTIFICATE"), "OTEL_EXPORTER_OTLP_CERTIFICATE"])
+        .or_else(|| file.certificate.as_ref().map(|p| (format!("{S} certificate"), p.display().to_string())));
+    let ca_pem = match certificate {
+        Some((name, path)) => Some(std::fs::read(path.trim()).map_err(|e| {
+            invalid(name, format!("cannot read the certificate authority file {path:?}: {e} (a PEM file)"))
+        })?),
+        None => None,
+    };
+    Ok(Transport { protocol, headers: headers.into_iter().map(|(k, v)| (k, Secret(v))).collect(), compression, ca_pem })
+}
+
+/// True when the URL has a path beyond `/`.
+pub fn has_path(url: &str) -> bool {
+    let path_start = url.find("://").map(|i| i + 3).and_then(|i| url[i..].find('/').map(|j| i + j));
+    path_start.is_some_and(|p| url[p..] != *"/")
+}
+
+/// An HTTP endpoint URL with `path` (`/v1/metrics`) appended when it has none.
+pub fn with_default_path(url: &str, path: &str) -> String {
+    if has_path(url) { url.to_string() } else { format!("{}{path}", url.trim_end_matches('/')) }
+}
+
+/// Resolves the section against the environment.
+pub fn settings(file: &OtlpFile, env: Env) -> Result<OtlpSettings, SettingsError> {
+    const S: &str = "[exporters.otlp]";
+    let Transport { protocol, headers, compression, ca_pem } = transport(file, env, "METRICS")?;
     let endpoint = if let Some((_, v)) = first_env(env, &["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"]) {
         check_url("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", v.trim())?;
         v.trim().to_string()
@@ -114,45 +184,17 @@ pub fn settings(file: &OtlpFile, env: Env) -> Result<OtlpSettings, SettingsError
     } else {
         let v = file.endpoint.clone().unwrap_or_else(|| "http://localhost:4318/v1/metrics".into());
         check_url(&format!("{S} endpoint"), &v)?;
-        let path_start = v.find("://").map(|i| i + 3).and_then(|i| v[i..].find('/').map(|j| i + j));
-        match path_start {
-            Some(p) if v[p..] != *"/" => v,
-            _ => format!("{}/v1/metrics", v.trim_end_matches('/')),
-        }
+        with_default_path(&v, "/v1/metrics")
     };
-    let mut headers: BTreeMap<String, String> =
-        file.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
-    for name in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_METRICS_HEADERS"] {
-        if let Some(text) = env(name) {
-            headers.extend(parse_headers(name, &text)?.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)));
-        }
-    }
-    let compression =
-        match first_env(env, &["OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"])
-            .or_else(|| file.compression.clone().map(|v| (format!("{S} compression"), v)))
-        {
-            None => Compression::Gzip,
-            Some((_, v)) if v == "gzip" => Compression::Gzip,
-            Some((_, v)) if v == "none" => Compression::None,
-            Some((n, v)) => return Err(invalid(n, format!("{v:?}: use gzip or none"))),
-        };
     let timeout = millis_env(env, &["OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"])?
         .or(millis_env(env, &["OTEL_METRIC_EXPORT_TIMEOUT"])?)
         .or(file.timeout_seconds);
     let interval = millis_env(env, &["OTEL_METRIC_EXPORT_INTERVAL"])?.or(file.interval_seconds);
-    let certificate = first_env(env, &["OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"])
-        .or_else(|| file.certificate.as_ref().map(|p| (format!("{S} certificate"), p.display().to_string())));
-    let ca_pem = match certificate {
-        Some((name, path)) => Some(std::fs::read(path.trim()).map_err(|e| {
-            invalid(name, format!("cannot read the certificate authority file {path:?}: {e} (a PEM file)"))
-        })?),
-        None => None,
-    };
     Ok(OtlpSettings {
         protocol,
         endpoint,
         ca_pem,
-        headers: headers.into_iter().map(|(k, v)| (k, Secret(v))).collect(),
+        headers,
         compression,
         delivery: delivery(S, interval, timeout, file.queue_batches, file.max_retries)?,
     })

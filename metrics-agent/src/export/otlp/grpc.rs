@@ -25,33 +25,41 @@ pub struct GrpcExporter {
     resource: Vec<(String, String)>,
 }
 
+/// The lazily connected channel to a gRPC collector (TLS for `https://`,
+/// with the extra certificate authority) and the headers as metadata.
+/// Shared by metrics and traces (`traces`).
+pub fn channel(settings: &OtlpSettings) -> Result<(Channel, MetadataMap), ExportError> {
+    let shown = redact_userinfo(&settings.endpoint);
+    let mut endpoint = Endpoint::from_shared(settings.endpoint.clone())
+        .map_err(|_| ExportError::Permanent(format!("otlp: {shown} is not a valid gRPC endpoint URL")))?
+        .connect_timeout(settings.delivery.timeout)
+        .timeout(settings.delivery.timeout);
+    if settings.endpoint.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_webpki_roots();
+        if let Some(pem) = &settings.ca_pem {
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint =
+            endpoint.tls_config(tls).map_err(|e| ExportError::Permanent(format!("otlp: TLS for {shown}: {e}")))?;
+    }
+    let mut metadata = MetadataMap::new();
+    for (k, v) in &settings.headers {
+        let key = MetadataKey::from_bytes(k.as_bytes())
+            .map_err(|_| ExportError::Permanent(format!("otlp header name {k:?} is not valid gRPC metadata")))?;
+        let value = MetadataValue::try_from(v.0.as_str())
+            .map_err(|_| ExportError::Permanent(format!("otlp header {k:?} has a value that is not valid")))?;
+        metadata.insert(key, value);
+    }
+    Ok((endpoint.connect_lazy(), metadata))
+}
+
 impl GrpcExporter {
     /// Builds the channel (connected at the first export).
     pub fn new(settings: OtlpSettings) -> Result<Self, ExportError> {
-        let shown = redact_userinfo(&settings.endpoint);
-        let mut endpoint = Endpoint::from_shared(settings.endpoint.clone())
-            .map_err(|_| ExportError::Permanent(format!("otlp: {shown} is not a valid gRPC endpoint URL")))?
-            .connect_timeout(settings.delivery.timeout)
-            .timeout(settings.delivery.timeout);
-        if settings.endpoint.starts_with("https://") {
-            let mut tls = ClientTlsConfig::new().with_webpki_roots();
-            if let Some(pem) = &settings.ca_pem {
-                tls = tls.ca_certificate(Certificate::from_pem(pem));
-            }
-            endpoint =
-                endpoint.tls_config(tls).map_err(|e| ExportError::Permanent(format!("otlp: TLS for {shown}: {e}")))?;
-        }
-        let mut client = MetricsServiceClient::new(endpoint.connect_lazy());
+        let (channel, metadata) = channel(&settings)?;
+        let mut client = MetricsServiceClient::new(channel);
         if settings.compression == Compression::Gzip {
             client = client.send_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Gzip);
-        }
-        let mut metadata = MetadataMap::new();
-        for (k, v) in &settings.headers {
-            let key = MetadataKey::from_bytes(k.as_bytes())
-                .map_err(|_| ExportError::Permanent(format!("otlp header name {k:?} is not valid gRPC metadata")))?;
-            let value = MetadataValue::try_from(v.0.as_str())
-                .map_err(|_| ExportError::Permanent(format!("otlp header {k:?} has a value that is not valid")))?;
-            metadata.insert(key, value);
         }
         Ok(Self { client, metadata, resource: resource_attributes(|k| std::env::var(k).ok()) })
     }

@@ -18,6 +18,7 @@ use prost::Message;
 pub mod config;
 pub mod grpc;
 mod start;
+pub mod traces;
 
 pub use self::config::Otlp;
 use self::config::{Compression, OtlpSettings};
@@ -28,7 +29,7 @@ use super::{
 
 pub const NAME: &str = "otlp";
 
-fn kv(key: &str, value: &str) -> KeyValue {
+pub fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.to_string(),
         value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.to_string())) }),
@@ -192,31 +193,60 @@ pub struct OtlpExporter {
     headers: reqwest::header::HeaderMap,
 }
 
+/// The HTTP client for an OTLP endpoint (timeouts, the extra certificate
+/// authority, redirects only to the same host) and its headers, marked
+/// sensitive. Shared by metrics and traces (`traces`).
+pub fn http_client(settings: &OtlpSettings) -> Result<(reqwest::Client, reqwest::header::HeaderMap), ExportError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (k, v) in &settings.headers {
+        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| ExportError::Permanent(format!("otlp header name {k:?} is not valid")))?;
+        let mut value = reqwest::header::HeaderValue::from_str(&v.0)
+            .map_err(|_| ExportError::Permanent(format!("otlp header {k:?} has a value that is not valid")))?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+    let mut client = reqwest::Client::builder();
+    if let Some(pem) = &settings.ca_pem {
+        let ca = reqwest::Certificate::from_pem(pem).map_err(|_| {
+            ExportError::Permanent("otlp: the certificate authority file is not a PEM certificate".into())
+        })?;
+        client = client.add_root_certificate(ca);
+    }
+    let client = client
+        .timeout(settings.delivery.timeout)
+        .connect_timeout(settings.delivery.timeout)
+        // Credentials go to the configured host only.
+        .redirect(super::redirects::same_host_redirects())
+        .build()
+        .map_err(|e| ExportError::Permanent(format!("otlp client: {}", describe(&e))))?;
+    Ok((client, headers))
+}
+
+/// POSTs one protobuf body to the configured endpoint, gzip-compressed when
+/// configured; returns the answer's body when the collector accepted it.
+pub async fn post(
+    client: &reqwest::Client,
+    settings: &OtlpSettings,
+    headers: &reqwest::header::HeaderMap,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, ExportError> {
+    let mut req = client
+        .post(&settings.endpoint)
+        .headers(headers.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
+    req = match settings.compression {
+        Compression::Gzip => req.header(reqwest::header::CONTENT_ENCODING, "gzip").body(gzip(&body)),
+        Compression::None => req.body(body),
+    };
+    let resp = req.send().await.map_err(|e| ExportError::Retryable(format!("otlp: {}", describe(&e))))?;
+    classify("the OTLP endpoint", resp.status())?;
+    Ok(resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
+}
+
 impl OtlpExporter {
     pub fn new(settings: OtlpSettings) -> Result<Self, ExportError> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (k, v) in &settings.headers {
-            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| ExportError::Permanent(format!("otlp header name {k:?} is not valid")))?;
-            let mut value = reqwest::header::HeaderValue::from_str(&v.0)
-                .map_err(|_| ExportError::Permanent(format!("otlp header {k:?} has a value that is not valid")))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
-        let mut client = reqwest::Client::builder();
-        if let Some(pem) = &settings.ca_pem {
-            let ca = reqwest::Certificate::from_pem(pem).map_err(|_| {
-                ExportError::Permanent("otlp: the certificate authority file is not a PEM certificate".into())
-            })?;
-            client = client.add_root_certificate(ca);
-        }
-        let client = client
-            .timeout(settings.delivery.timeout)
-            .connect_timeout(settings.delivery.timeout)
-            // Credentials go to the configured host only.
-            .redirect(super::redirects::same_host_redirects())
-            .build()
-            .map_err(|e| ExportError::Permanent(format!("otlp client: {}", describe(&e))))?;
+        let (client, headers) = http_client(&settings)?;
         Ok(Self { client, resource: resource_attributes(|k| std::env::var(k).ok()), settings, headers })
     }
 }
@@ -224,19 +254,8 @@ impl OtlpExporter {
 impl Exporter for OtlpExporter {
     async fn export(&mut self, snapshot: &Snapshot) -> Result<(), ExportError> {
         let body = encode(snapshot, &self.resource).encode_to_vec();
-        let mut req = self
-            .client
-            .post(&self.settings.endpoint)
-            .headers(self.headers.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
-        req = match self.settings.compression {
-            Compression::Gzip => req.header(reqwest::header::CONTENT_ENCODING, "gzip").body(gzip(&body)),
-            Compression::None => req.body(body),
-        };
-        let resp = req.send().await.map_err(|e| ExportError::Retryable(format!("otlp: {}", describe(&e))))?;
-        classify("the OTLP endpoint", resp.status())?;
-        if let Ok(bytes) = resp.bytes().await
-            && let Ok(answer) = ExportMetricsServiceResponse::decode(bytes.as_ref())
+        let bytes = post(&self.client, &self.settings, &self.headers, body).await?;
+        if let Ok(answer) = ExportMetricsServiceResponse::decode(bytes.as_slice())
             && let Some(p) = answer.partial_success
             && p.rejected_data_points > 0
         {
