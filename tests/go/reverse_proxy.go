@@ -7,12 +7,15 @@
 //	reverse_proxy -listen 127.0.0.1:8080 -route /openai/=127.0.0.1:9001 ...
 //
 // A request under a route's prefix goes to that upstream with the prefix
-// removed (/openai/v1/chat/completions -> /v1/chat/completions). Client and
+// removed (/openai/v1/chat/completions -> /v1/chat/completions). An upstream
+// written https://HOST:PORT is reached over TLS by Go's crypto/tls (HTTP/1.1,
+// the test certificate is self-signed so it is not verified). Client and
 // upstream connections are kept alive; responses are flushed to the client
 // as each write arrives from the upstream, so streams stay streams.
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log"
 	"net/http"
@@ -52,8 +55,14 @@ func main() {
 // environment, no compression the client did not ask for, and every write
 // flushed at once.
 func proxyTo(upstream string) http.Handler {
-	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: upstream})
-	proxy.Transport = &http.Transport{Proxy: nil, DisableCompression: true, MaxIdleConnsPerHost: 8}
+	scheme, host := "http", upstream
+	transport := &http.Transport{Proxy: nil, DisableCompression: true, MaxIdleConnsPerHost: 8}
+	if strings.HasPrefix(upstream, "https://") {
+		scheme, host = "https", strings.TrimPrefix(upstream, "https://")
+		transport.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: scheme, Host: host})
+	proxy.Transport = transport
 	proxy.FlushInterval = -1
 	return proxy
 }
