@@ -423,7 +423,7 @@ impl Kernel {
         let planned = match std::fs::read(exe).map(|elf| go::plan(&elf)) {
             Ok(Ok(Some(probes))) => {
                 log::info!(
-                    "{}: Go {} executable, crypto/tls plaintext followed ({} return sites)",
+                    "{}: {} executable, crypto/tls plaintext followed ({} return sites)",
                     shown.display(),
                     probes.go_version,
                     probes.returns.len()
