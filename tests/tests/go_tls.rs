@@ -5,7 +5,10 @@
 //! the mock providers sent, exactly: over HTTP/1.1, and over HTTP/2 (Go's
 //! `http.Transport` with `ForceAttemptHTTP2`) to nginx's h2 TLS listener.
 
-use std::time::Duration;
+use std::{
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
 
 use llm_proxy_e2e::{
     client::Client,
@@ -15,6 +18,13 @@ use llm_proxy_e2e::{
     modes::{AttachMode, for_each_mode},
     records::{records, wait_for_records},
 };
+
+/// One test at a time: each starts its own agent and proxies.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The exchanges sent through the proxy: plain and streamed, both
 /// providers, an error; with their statuses.
@@ -27,6 +37,7 @@ const EXCHANGES: [(&str, u16); 4] = [
 
 #[test]
 fn go_reverse_proxy_tls_upstreams_are_measured_from_crypto_tls_plaintext() {
+    let _serial = serial();
     let upstreams = TlsUpstreams::start();
     let dir = TempDir::new("go-tls");
     for (build, ldflags) in [("unstripped", ""), ("stripped", "-s -w")] {
@@ -87,6 +98,7 @@ fn go_reverse_proxy_tls_upstreams_are_measured_from_crypto_tls_plaintext() {
 
 #[test]
 fn go_http2_upstream_client_over_crypto_tls_is_measured() {
+    let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
     let anthropic = MockProvider::start(0).unwrap();
     // nginx speaks h2 over TLS to the Go proxy and HTTP/1.1 to the mocks.
@@ -113,6 +125,10 @@ fn go_http2_upstream_client_over_crypto_tls_is_measured() {
             assert_eq!(answered, status, "{path}");
         }
         drop(c);
+        let s = agent.wait_until(Duration::from_secs(10), "the upstream h2 requests (hot path)", |s| {
+            s.get("llm_proxy_provider_requests_total{provider=\"openai\"}") == 4
+        });
+        assert!(s.get("metrics_agent_tls_plaintext_connections_total") >= 1, "the h2 connection's plaintext");
         wait_for_records(&agent, 4, 4);
         let (oa, an) = (openai.usage_sent(), anthropic.usage_sent());
         let up = records(&agent, "upstream");
@@ -127,9 +143,5 @@ fn go_http2_upstream_client_over_crypto_tls_is_measured() {
             (oa.input + an.input, oa.output + an.output),
             "the tokens the providers sent: {up:?}"
         );
-        let s = agent.wait_until(Duration::from_secs(10), "the upstream h2 requests", |s| {
-            s.get("llm_proxy_provider_requests_total{provider=\"openai\"}") == 4
-        });
-        assert!(s.get("metrics_agent_tls_plaintext_connections_total") >= 1, "the h2 connection's plaintext");
     });
 }
