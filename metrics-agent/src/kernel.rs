@@ -17,10 +17,11 @@ use aya::{
 };
 use metrics_common::{
     maps as names,
-    programs::{libc, process, sockets, ssl, syscalls},
+    programs::{gotls, libc, process, sockets, ssl, syscalls},
 };
 
 use crate::attach_mode::AttachMode;
+use crate::gotls::{self as go, GoTlsProbes};
 use crate::libc_symbols;
 
 /// One hooked libc function: its entry program and, if any, its return program.
@@ -137,6 +138,15 @@ fn plan_hooks(plan: &mut Vec<PlannedProbe>, file: &std::path::Path, offsets: &Ha
     }
 }
 
+/// The Go crypto/tls probes of an executable (`go::plan`).
+fn plan_go_tls(plan: &mut Vec<PlannedProbe>, exe: &std::path::Path, go: &GoTlsProbes) {
+    plan.push((exe.to_path_buf(), go.read_entry, gotls::ENTER_GO_TLS_READ, go::READ));
+    plan.push((exe.to_path_buf(), go.write_entry, gotls::ENTER_GO_TLS_WRITE, go::WRITE));
+    plan.extend(
+        go.returns.iter().map(|&at| (exe.to_path_buf(), at, gotls::RETURN_GO_TLS, "RET of crypto/tls.(*Conn)")),
+    );
+}
+
 /// Whether program `name` is used in `mode` (others are not loaded: the
 /// verifier is most of the start-up time).
 fn needed_in(mode: AttachMode, name: &str) -> bool {
@@ -162,6 +172,16 @@ fn socket_tracepoint_of(program: &str) -> Option<&'static str> {
     SOCKET_PROGRAMS.iter().find(|(name, _, _)| *name == program).map(|(_, tracepoint, _)| *tracepoint)
 }
 
+/// A file's identity: device and inode (the same file under any path or
+/// namespace), or its path when it cannot be read.
+fn file_key(file: &PathBuf) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(file) {
+        Ok(m) => PathBuf::from(format!("{}:{}", m.dev(), m.ino())),
+        Err(_) => file.clone(),
+    }
+}
+
 /// The loaded programs and the links of every traced process.
 pub struct Kernel {
     ebpf: Ebpf,
@@ -172,6 +192,8 @@ pub struct Kernel {
     targets: BpfHashMap<MapData, u32, u32>,
     /// Traced processes whose libssl is hooked.
     libssl_hooked: HashSet<u32>,
+    /// Go crypto/tls probes per executable (device and inode), computed once.
+    go_tls: HashMap<PathBuf, Option<GoTlsProbes>>,
 }
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/metrics-ebpf"));
@@ -235,7 +257,15 @@ impl Kernel {
             jump.set(slot, &fd, 0).with_context(|| format!("installing {program} in {map}"))?;
         }
         let targets = BpfHashMap::try_from(ebpf.take_map(names::TARGETS).ok_or_else(|| anyhow!("no TARGETS map"))?)?;
-        Ok(Self { ebpf, mode, links: HashMap::new(), offsets: HashMap::new(), targets, libssl_hooked: HashSet::new() })
+        Ok(Self {
+            ebpf,
+            mode,
+            links: HashMap::new(),
+            offsets: HashMap::new(),
+            targets,
+            libssl_hooked: HashSet::new(),
+            go_tls: HashMap::new(),
+        })
     }
 
     pub fn take_map(&mut self, name: &str) -> Result<aya::maps::Map> {
@@ -331,6 +361,10 @@ impl Kernel {
                 plan_hooks(&mut plan, &exe, &offsets, CRYPTO_HOOKS);
             }
         }
+        // Go's crypto/tls in a Go executable.
+        if let Some(go) = self.go_tls_of(&exe) {
+            plan_go_tls(&mut plan, &exe, &go);
+        }
         self.targets.insert(pid, 0, 0).context("adding to the TARGETS map")?;
         let mut links = Vec::new();
         let mut done: HashSet<(PathBuf, u64, &str)> = HashSet::new();
@@ -398,6 +432,39 @@ impl Kernel {
         Ok(())
     }
 
+    /// The Go crypto/tls probes of executable `exe`, computed once per file.
+    /// A Go executable they cannot follow gets a one-line warning (its TLS
+    /// stays counted as opaque bytes).
+    fn go_tls_of(&mut self, exe: &PathBuf) -> Option<GoTlsProbes> {
+        let key = file_key(exe);
+        if let Some(known) = self.go_tls.get(&key) {
+            return known.clone();
+        }
+        let shown = std::fs::read_link(exe).unwrap_or_else(|_| exe.clone());
+        let planned = match std::fs::read(exe).map(|elf| go::plan(&elf)) {
+            Ok(Ok(Some(probes))) => {
+                log::info!(
+                    "{}: {} executable, crypto/tls plaintext followed ({} return sites)",
+                    shown.display(),
+                    probes.go_version,
+                    probes.returns.len()
+                );
+                Some(probes)
+            }
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                log::warn!("{}: {e}", shown.display());
+                None
+            }
+            Err(e) => {
+                log::warn!("{}: cannot read it to look for Go's crypto/tls ({e})", shown.display());
+                None
+            }
+        };
+        self.go_tls.insert(key, planned.clone());
+        planned
+    }
+
     /// Symbol offsets in a library or executable, computed once per file
     /// (device and inode: the same file under any path or namespace).
     fn offsets_in<'a>(
@@ -405,11 +472,7 @@ impl Kernel {
         file: &PathBuf,
         symbols: impl Iterator<Item = &'a str>,
     ) -> Result<HashMap<String, u64>> {
-        use std::os::unix::fs::MetadataExt;
-        let key = match std::fs::metadata(file) {
-            Ok(m) => PathBuf::from(format!("{}:{}", m.dev(), m.ino())),
-            Err(_) => file.clone(),
-        };
+        let key = file_key(file);
         if !self.offsets.contains_key(&key) {
             let wanted: Vec<&str> = symbols.collect();
             let found = libc_symbols::symbol_offsets(file, &wanted)?;

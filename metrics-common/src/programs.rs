@@ -49,6 +49,13 @@ pub mod ssl {
     pub const ENTER_BIO_WRITE: &str = "enter_bio_write";
 }
 
+/// Go crypto/tls uprobes (every mode).
+pub mod gotls {
+    pub const ENTER_GO_TLS_READ: &str = "enter_go_tls_read";
+    pub const ENTER_GO_TLS_WRITE: &str = "enter_go_tls_write";
+    pub const RETURN_GO_TLS: &str = "return_go_tls";
+}
+
 /// Syscall tracepoints (`--attach syscalls`; socket mode uses the lifecycle ones).
 pub mod syscalls {
     pub const SYS_ENTER_READ: &str = "sys_enter_read";

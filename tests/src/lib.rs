@@ -10,4 +10,5 @@ pub mod metrics;
 pub mod mock;
 pub mod modes;
 pub mod postgres;
+pub mod records;
 pub mod webdriver;

@@ -1,6 +1,132 @@
-//! Go's crypto/tls (issue 12, item 3; in progress): finding the functions
-//! to hook in a Go executable, stripped or not (`pclntab`). Not attached to
-//! any probe yet.
-#![allow(dead_code, reason = "the uprobes on crypto/tls that use it are the next step")]
+//! Go's crypto/tls (issue 12): where to put the uprobes that see the
+//! plaintext of a Go executable's TLS connections (`metrics-ebpf/src/probes/gotls.rs`):
+//! the entries of `crypto/tls.(*Conn).Read` and `Write`, found through Go's
+//! function table (`pclntab`), and their `RET` instructions (`returns`).
 
 pub mod pclntab;
+pub mod returns;
+
+use pclntab::GoFunction;
+
+pub const READ: &str = "crypto/tls.(*Conn).Read";
+pub const WRITE: &str = "crypto/tls.(*Conn).Write";
+
+/// The oldest Go with the register ABI and the function table `pclntab` reads.
+const OLDEST_MINOR: u32 = 18;
+
+/// Where the probes of one Go executable go, as file offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoTlsProbes {
+    /// `go1.19.8`.
+    pub go_version: String,
+    pub read_entry: u64,
+    pub write_entry: u64,
+    /// Every `RET` of both functions.
+    pub returns: Vec<u64>,
+}
+
+/// Why a Go executable's TLS plaintext cannot be followed.
+#[derive(Debug, thiserror::Error)]
+pub enum GoTlsError {
+    #[error("{version} is older than Go 1.{OLDEST_MINOR} (no register ABI): its TLS stays opaque")]
+    TooOld { version: String },
+    #[error("{what} executable: Go TLS plaintext is followed on x86-64 only, its TLS stays opaque")]
+    Architecture { what: String },
+    #[error("{0}: its TLS stays opaque")]
+    Table(#[from] pclntab::PclntabError),
+    #[error("{function}: {error}: its TLS stays opaque")]
+    Body { function: &'static str, error: returns::ReturnsError },
+}
+
+/// The probes for `elf`: `Ok(None)` when it is not a Go executable or does
+/// not use crypto/tls, an error when it is one the probes cannot follow.
+pub fn plan(elf: &[u8]) -> Result<Option<GoTlsProbes>, GoTlsError> {
+    use object::Object;
+    let Ok(file) = object::File::parse(elf) else { return Ok(None) };
+    if file.section_by_name(".go.buildinfo").is_none() {
+        return Ok(None);
+    }
+    let go_version = pclntab::go_version(elf)?;
+    if minor_version(&go_version).is_some_and(|minor| minor < OLDEST_MINOR) {
+        return Err(GoTlsError::TooOld { version: go_version });
+    }
+    let found = pclntab::find_functions(elf, &[READ, WRITE])?;
+    let (Some(read), Some(write)) = (found[0], found[1]) else { return Ok(None) };
+    if file.architecture() != object::Architecture::X86_64 || !cfg!(target_arch = "x86_64") {
+        return Err(GoTlsError::Architecture { what: format!("{:?}", file.architecture()) });
+    }
+    let mut returns = Vec::new();
+    for (function, f) in [(READ, read), (WRITE, write)] {
+        let body = body_of(elf, &f);
+        let addresses =
+            returns::return_addresses(body, f.address).map_err(|error| GoTlsError::Body { function, error })?;
+        returns.extend(addresses.into_iter().map(|a| a - f.address + f.file_offset));
+    }
+    Ok(Some(GoTlsProbes { go_version, read_entry: read.file_offset, write_entry: write.file_offset, returns }))
+}
+
+/// The bytes of `f` in the file (cut at the file's end).
+fn body_of<'a>(elf: &'a [u8], f: &GoFunction) -> &'a [u8] {
+    let start = (f.file_offset as usize).min(elf.len());
+    let end = start.saturating_add(f.size as usize).min(elf.len());
+    &elf[start..end]
+}
+
+/// `19` of `go1.19.8`; `None` for a development build (`devel ...`).
+fn minor_version(version: &str) -> Option<u32> {
+    let rest = version.strip_prefix("go1.")?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    #[test]
+    fn minor_versions() {
+        assert_eq!(minor_version("go1.19.8"), Some(19));
+        assert_eq!(minor_version("go1.25rc1"), Some(25));
+        assert_eq!(minor_version("devel go1.26-abc"), None);
+    }
+
+    /// `RET` addresses of `function` by `go tool objdump` (the ground truth).
+    fn objdump_returns(binary: &std::path::Path, function: &str) -> Vec<u64> {
+        let pattern =
+            format!("^{}$", function.replace('(', r"\(").replace(')', r"\)").replace('*', r"\*").replace('.', r"\."));
+        let out = Command::new("go").args(["tool", "objdump", "-s", &pattern]).arg(binary).output().unwrap();
+        assert!(out.status.success(), "go tool objdump: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .filter(|l| l.split_whitespace().nth(3) == Some("RET"))
+            .map(|l| u64::from_str_radix(l.split_whitespace().nth(1).unwrap().trim_start_matches("0x"), 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn returns_of_read_and_write_match_go_objdump_in_stripped_and_unstripped_binaries() {
+        let dir = std::env::temp_dir().join(format!("gotls-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plain = pclntab::tests::build(&dir, "plain", "");
+        let stripped = pclntab::tests::build(&dir, "stripped", "-s -w");
+        let mut truth = Vec::new();
+        for function in [READ, WRITE] {
+            let rets = objdump_returns(&dir.join("plain"), function);
+            assert!(!rets.is_empty(), "{function}: objdump shows no RET");
+            let f = pclntab::find_functions(&plain, &[function]).unwrap()[0].unwrap();
+            truth.extend(rets.iter().map(|a| a - f.address + f.file_offset));
+        }
+        for (what, elf) in [("unstripped", &plain), ("stripped", &stripped)] {
+            let probes = plan(elf).unwrap().unwrap_or_else(|| panic!("{what}: no probes"));
+            assert_eq!(probes.returns, truth, "{what}");
+            for at in &probes.returns {
+                assert_eq!(elf[*at as usize], 0xc3, "{what}: a RET at {at:#x}");
+            }
+            assert!(probes.go_version.starts_with("go1."), "{what}: {}", probes.go_version);
+        }
+        // A non-Go executable has none; a Go one without crypto/tls neither.
+        assert!(plan(&std::fs::read("/proc/self/exe").unwrap()).unwrap().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -162,7 +162,7 @@ pub fn go_version(elf: &[u8]) -> Result<String, PclntabError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::{path::Path, process::Command};
 
     use super::*;
@@ -190,7 +190,7 @@ func main() {
     const WANTED: [&str; 3] = ["crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Write", "main.main"];
 
     /// `go build` of `PROGRAM` into `dir`, with `ldflags`.
-    fn build(dir: &Path, name: &str, ldflags: &str) -> Vec<u8> {
+    pub(crate) fn build(dir: &Path, name: &str, ldflags: &str) -> Vec<u8> {
         std::fs::write(dir.join("main.go"), PROGRAM).unwrap();
         let out = dir.join(name);
         let status = Command::new("go")

@@ -3,6 +3,7 @@
 //! implements `ctx::CallArgs`/`CallReturn` for its context type; a new
 //! attach method is one new file here.
 
+pub mod gotls;
 pub mod libc;
 pub mod process;
 pub mod sockets;
@@ -22,6 +23,9 @@ macro_rules! check_program_names {
 }
 
 check_program_names!(
+    gotls::enter_go_tls_read => ENTER_GO_TLS_READ,
+    gotls::enter_go_tls_write => ENTER_GO_TLS_WRITE,
+    gotls::return_go_tls => RETURN_GO_TLS,
     libc::enter_read => ENTER_READ,
     libc::enter_recv => ENTER_RECV,
     libc::enter_write => ENTER_WRITE,
