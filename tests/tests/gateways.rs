@@ -454,8 +454,9 @@ fn tls_connections_decrypted_out_of_order_through_memory_bios_are_each_tied_to_t
         std::io::BufReader::new(client.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let total = CONNECTIONS * ROUNDS;
         assert_eq!(line.trim(), format!("done {total}"));
-        wait_for_records(&agent, 0, total);
-        let mut ids: Vec<String> = records(&agent, "upstream")
+        agent.wait_for_printed_records(0, total, Duration::from_secs(60));
+        let mut ids: Vec<String> = agent
+            .printed_records("upstream")
             .iter()
             .map(|r| {
                 assert_eq!(r["status"], 200, "{r}");
