@@ -7,117 +7,21 @@
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw,
-        generated::bpf_ringbuf_output,
-    },
-    maps::LruHashMap,
+    helpers::{bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw, generated::bpf_ringbuf_output},
 };
 use metrics_common::{
-    capture::{
-        CHUNK_BYTES, CHUNKS_PER_CALL, ChunkHeader, DIR_READ, DIR_WRITE, KIND_CLOSE, KIND_DATA, MAX_SAMPLE_EVERY,
-        control,
-    },
-    conn::{
-        CONN_CAPTURE, CONN_SAMPLE_MASK, CONN_SAMPLE_PENDING, CONN_SAMPLE_SHIFT, ConnState, PROTO_HTTP2,
-        RESP_HAS_LENGTH, SIDE_CLIENT, SIDE_UPSTREAM,
-    },
+    capture::{CHUNK_BYTES, CHUNKS_PER_CALL, ChunkHeader, DIR_READ, DIR_WRITE, KIND_CLOSE, KIND_DATA, control},
+    conn::{CONN_CAPTURE, CONN_SAMPLE_PENDING, CONN_SAMPLE_SHIFT, ConnState, PROTO_HTTP2, RESP_HAS_LENGTH},
     counters as c,
 };
 
 use crate::{
     ctx::CallReturn,
-    framing::{EV_BUDGET, Scratch, framing_outcome},
-    maps::{CAPTURE, CHUNK_BUFFER, CONNS, COUNTERS, PAYLOADS, SCRATCH, add},
+    maps::{CHUNK_BUFFER, CONNS, COUNTERS, PAYLOADS, SCRATCH, add, capture_control},
+    record::{EV_BUDGET, framing_outcome},
+    sampling::decide,
+    scratch::{CaptureJob, ChunkEvent, Scratch},
 };
-
-/// One ring buffer event as assembled in `CHUNK_BUFFER`.
-#[repr(C)]
-pub struct ChunkEvent {
-    pub header: ChunkHeader,
-    pub data: [u8; CHUNK_BYTES],
-}
-
-/// What `capture_payload` copies: stored in the per-CPU scratch.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub struct CaptureJob {
-    pub header: ChunkHeader,
-    /// Buffer, or iovec array.
-    pub ptr: u64,
-    /// iovec count; 0 for a plain buffer.
-    pub iov_count: u64,
-    /// Bytes to copy (the call's length, cut to the message cap).
-    pub left: u64,
-    pub iov_next: u64,
-    pub seg_ptr: u64,
-    pub seg_left: u64,
-    /// Bytes the message cap left out of this call.
-    pub capped: u64,
-    /// Non-zero: the exchange's sampling decision is still to be taken (by
-    /// the capture program, before anything is copied).
-    pub decide: u64,
-}
-
-fn control(slot: u32) -> u32 {
-    CAPTURE.get(slot).copied().unwrap_or(0)
-}
-
-/// The last sampling decision of each proxy thread, taken when it started a
-/// client request: bit 31 set, and the interval N in the low 16 bits when
-/// the exchange is captured (0 when it is not). An upstream request the
-/// same thread starts next follows it, so a sampled client exchange keeps
-/// its upstream exchange. LRU-bounded: a thread not seen for a while loses
-/// its entry and its upstream requests fall back to their own sampling.
-#[aya_ebpf::macros::map]
-static SAMPLE_DECISIONS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16_384, 0);
-const DECIDED: u32 = 1 << 31;
-
-/// At a request start: the exchange's capture decision is due. It is taken
-/// by the capture program (`decide`), tail-called in the same call: taking
-/// it in the data programs multiplies their verifier states past the limit.
-#[inline(always)]
-pub fn sample_request(conn: &mut ConnState) {
-    conn.flags = (conn.flags & !(CONN_CAPTURE | CONN_SAMPLE_MASK)) | CONN_SAMPLE_PENDING;
-    conn.captured_request = 0;
-    conn.captured_response = 0;
-}
-
-/// Decides whether the exchange that just started is captured, one in
-/// `SAMPLE_EVERY`. A client request takes the next number of the sampling
-/// sequence and leaves its decision for its thread; an upstream request
-/// follows its thread's last client decision, or takes a number itself when
-/// the thread has none (a proxy whose upstream calls run on other threads
-/// than its client reads: documented limit).
-#[inline(always)]
-fn decide(conn: &mut ConnState) {
-    conn.flags &= !CONN_SAMPLE_PENDING;
-    if control(control::ENABLED) == 0 {
-        return;
-    }
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let mut sampled_at = 0;
-    // SAFETY: the value is copied out at once.
-    let followed =
-        if conn.side == SIDE_UPSTREAM { unsafe { SAMPLE_DECISIONS.get(&tid) }.copied().unwrap_or(0) } else { 0 };
-    if followed & DECIDED != 0 {
-        sampled_at = followed & MAX_SAMPLE_EVERY;
-    } else {
-        let every = control(control::SAMPLE_EVERY) & MAX_SAMPLE_EVERY;
-        let every = if every == 0 { 1 } else { every };
-        let seq = COUNTERS.get(c::CAPTURE_SEQUENCE).copied().unwrap_or(0);
-        add(&COUNTERS, c::CAPTURE_SEQUENCE, 1);
-        if seq % every as u64 == 0 {
-            sampled_at = every;
-        }
-        if conn.side == SIDE_CLIENT {
-            let _ = SAMPLE_DECISIONS.insert(&tid, &(DECIDED | sampled_at), 0);
-        }
-    }
-    if sampled_at != 0 {
-        conn.flags |= CONN_CAPTURE | (sampled_at << CONN_SAMPLE_SHIFT);
-    }
-}
 
 /// Prepares the capture of a call's `n` bytes when the connection's current
 /// exchange is sampled; returns true when `capture_payload` should run.
@@ -143,10 +47,10 @@ pub fn prepare(
         conn.write_offset += n;
     }
     let decide = conn.flags & CONN_SAMPLE_PENDING != 0;
-    if (!decide && conn.flags & CONN_CAPTURE == 0) || control(control::ENABLED) == 0 {
+    if (!decide && conn.flags & CONN_CAPTURE == 0) || capture_control(control::ENABLED) == 0 {
         return false;
     }
-    let cap = (control(control::MESSAGE_CAP_KIB) as u64) << 10;
+    let cap = (capture_control(control::MESSAGE_CAP_KIB) as u64) << 10;
     let done = if request_direction { conn.captured_request } else { conn.captured_response } as u64;
     // A response without Content-Length (chunked or close-delimited: how
     // streams are sent) is captured whole; the agent parses it as it comes.
@@ -205,7 +109,7 @@ fn wakeup_flags() -> u64 {
 /// A close of a captured connection, so the agent can drop its state.
 #[inline(always)]
 pub fn closed(conn: &ConnState, tgid: u32, fd: u32, now: u64) {
-    if control(control::ENABLED) == 0 || conn.conn_id == 0 {
+    if capture_control(control::ENABLED) == 0 || conn.conn_id == 0 {
         return;
     }
     let header = ChunkHeader {

@@ -13,13 +13,10 @@ use aya_ebpf::helpers::{
 };
 use metrics_common::{
     conn::{
-        CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, ConnState, EV_END, EV_MALFORMED, EV_NONE, METHOD_HEAD,
+        CONN_IN_FLIGHT, CONN_PREEXISTING, CONN_RESPONSE_STARTED, ConnState, EV_MALFORMED, EV_NONE, METHOD_HEAD,
         METHOD_NONE, METHOD_PENDING, PHASE_BODY_LENGTH, PHASE_CHUNK_DATA, PHASE_LOST, PHASE_UNTIL_CLOSE, PROTO_HTTP1,
         PROTO_UNCLASSIFIED, PROTO_UNDETERMINED, ResponseParser, SIDE_CLIENT, SIDE_UNKNOWN, SIDE_UPSTREAM,
-        head::{
-            HEAD_BYTES, HEAD_WORDS, HeadLines, WORD_END, WORD_NEXT, finish_head, head_start, head_words, scan_word,
-            wants_head,
-        },
+        head::{HEAD_BYTES, WORD_END, WORD_NEXT, finish_head, head_start, head_words, scan_word, wants_head},
         is_status_line_start, method_at_start,
     },
     counters as c,
@@ -27,18 +24,15 @@ use metrics_common::{
 };
 
 use crate::{
+    capture::prepare,
     ctx::CallReturn,
-    maps::{
-        CALL_READ_IOV, CALL_READ_NOBUF, CALL_SENDFILE, CALL_WRITE_IOV, CONNS, COUNTERS, Call, SCRATCH, WINDOW, add,
-    },
-    record::{request_finished, request_started, response_started},
+    maps::{CALL_READ_IOV, CALL_READ_NOBUF, CALL_SENDFILE, CALL_WRITE_IOV, CONNS, COUNTERS, Call, SCRATCH, add},
+    record::{EV_BUDGET, framing_outcome, request_finished, request_started, response_started},
+    scratch::{Cursor, Scratch, WINDOW},
 };
 
 /// The response framing DFA, in read-only data.
 static FRAMING_DFA_TABLE: [u8; metrics_common::conn::DFA_SIZE] = metrics_common::conn::FRAMING_DFA;
-
-/// Connection flags cleared when a new request starts.
-pub const CONN_RESPONSE_FLAGS: u32 = CONN_RESPONSE_STARTED;
 
 /// Parse steps per program run: each step scans one window of header bytes
 /// or skips one run of body bytes. Kept small so the verifier accepts the
@@ -46,10 +40,6 @@ pub const CONN_RESPONSE_FLAGS: u32 = CONN_RESPONSE_STARTED;
 const MAX_STEPS: u32 = 4;
 /// Tail calls per intercepted call (the kernel allows 33).
 const MAX_CONTINUATIONS: u32 = 31;
-/// iovecs looked at per call.
-const MAX_IOV: u64 = 64;
-/// Framing outcome when the step budget ran out with bytes left.
-pub const EV_BUDGET: u32 = 100;
 
 /// Calls whose bytes are not in a user buffer (sendfile, splice, io_uring).
 #[inline(always)]
@@ -92,7 +82,7 @@ pub fn http_and_capture<C: CallReturn>(
         http_bytes(scratch, conn, &call, n, is_read, now);
         let iov = call.kind == CALL_READ_IOV || call.kind == CALL_WRITE_IOV;
         let request_direction = (conn.side == SIDE_CLIENT) == is_read;
-        let capture = crate::capture::prepare(
+        let capture = prepare(
             scratch,
             conn,
             tgid,
@@ -297,17 +287,6 @@ fn fast_head_here(scratch: *mut Scratch, conn: &mut ConnState, now: u64) -> bool
     false
 }
 
-/// Acts on what parsing a call's bytes found.
-#[inline(always)]
-pub fn framing_outcome(conn: &mut ConnState, ev: u32, now: u64) {
-    if ev == EV_END {
-        request_finished(conn, now, true);
-    } else if ev == EV_MALFORMED || ev == EV_BUDGET {
-        conn.response.phase = PHASE_LOST;
-        add(&COUNTERS, c::FRAMING_LOST, 1);
-    }
-}
-
 /// The peer closed its end (a read returned 0): a body framed by the
 /// connection's close is complete; anything else in flight was cut short.
 #[inline(always)]
@@ -330,69 +309,6 @@ fn skip_only(conn: &mut ConnState, n: u64) -> u32 {
     }
     let (used, ev) = p.skip(n);
     if ev == EV_NONE && used < n { EV_MALFORMED } else { ev }
-}
-
-/// Where the parser is in the bytes of one call. Kept in per-CPU map memory
-/// between steps (volatile accesses) so the verifier sees unknown values at
-/// each step and prunes, instead of tracking every possible offset.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Cursor {
-    iov: u64,
-    iov_count: u64,
-    iov_next: u64,
-    seg_ptr: u64,
-    seg_len: u64,
-    seg_off: u64,
-    /// Bytes of the call not yet consumed.
-    left: u64,
-}
-
-/// Per-CPU scratch: a window of user bytes, the cursor, and what a
-/// continuation needs to carry on.
-#[repr(C)]
-pub struct Scratch {
-    pub window: [u8; WINDOW],
-    /// The first bytes of a call that starts a response head (`fast_head`).
-    pub head: [u64; HEAD_WORDS],
-    /// What the word scan of `head` found so far.
-    pub lines: HeadLines,
-    /// `head_word`'s verdict: `WORD_END`, or anything else to fall back.
-    pub head_outcome: u32,
-    /// Non-zero once `fast_head` ran for the call being parsed.
-    pub head_tried: u32,
-    pub cursor: Cursor,
-    pub conn_key: u64,
-    pub now: u64,
-    pub continuations: u32,
-    /// Non-zero when the call's response bytes still need parsing.
-    pub parse_pending: u32,
-    pub capture: crate::capture::CaptureJob,
-}
-
-impl Cursor {
-    #[inline(always)]
-    fn next_segment(&mut self) -> bool {
-        if self.iov == 0 || self.iov_next >= self.iov_count || self.iov_next >= MAX_IOV {
-            return false;
-        }
-        let at = self.iov + self.iov_next * 16;
-        self.iov_next += 1;
-        // SAFETY: reading user memory through the helper.
-        let Ok([base, len]) = (unsafe { bpf_probe_read_user(at as *const [u64; 2]) }) else {
-            return false;
-        };
-        self.seg_ptr = base;
-        self.seg_len = if len < self.left { len } else { self.left };
-        self.seg_off = 0;
-        true
-    }
-
-    #[inline(always)]
-    fn consume(&mut self, n: u64) {
-        self.seg_off += n;
-        self.left -= if n < self.left { n } else { self.left };
-    }
 }
 
 /// `step` result: keep going.

@@ -24,9 +24,10 @@ use metrics_common::{
 
 use crate::{
     ctx::CallReturn,
-    framing::Scratch,
     maps::{CALL_READ_IOV, CALL_WRITE_IOV, COUNTERS, Call, PROVIDER_FAILED, PROVIDER_REQUESTS, add},
     record::{provider_slot, status_class},
+    sampling::sample_request,
+    scratch::Scratch,
 };
 
 /// The client preface's first 8 bytes.
@@ -187,7 +188,7 @@ fn starts(conn: &mut ConnState, fd: u32) -> bool {
     }
     conn.proto = PROTO_HTTP2;
     add(&COUNTERS, c::H2_CONNECTIONS, 1);
-    crate::capture::sample_request(conn);
+    sample_request(conn);
     true
 }
 

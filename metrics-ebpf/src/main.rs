@@ -27,6 +27,10 @@ mod maps;
 mod probes;
 #[cfg(target_arch = "bpf")]
 mod record;
+#[cfg(target_arch = "bpf")]
+mod sampling;
+#[cfg(target_arch = "bpf")]
+mod scratch;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

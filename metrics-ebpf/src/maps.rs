@@ -14,6 +14,8 @@ use metrics_common::{
     providers::{MAX_PROVIDERS, ProviderAddr},
 };
 
+use crate::scratch::{ChunkEvent, Scratch};
+
 /// Arguments of an intercepted call, stashed at entry and read at return.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -49,9 +51,6 @@ pub struct SockConn {
     pub conn_id: u64,
 }
 
-/// Bytes copied from user memory at a time for header scanning.
-pub const WINDOW: usize = 64;
-
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
 #[map]
@@ -81,7 +80,7 @@ pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(name
 #[map]
 pub static CALLS: LruHashMap<u64, Call> = LruHashMap::with_max_entries(names::CALLS_MAX_ENTRIES, 0);
 #[map]
-pub static SCRATCH: PerCpuArray<crate::framing::Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// Tail-call targets of the uprobe programs (a program array holds programs
 /// of one type): slot 0 `continue_response` (parsing), slot 1
 /// `capture_payload`.
@@ -100,7 +99,7 @@ pub static PAYLOADS: RingBuf = RingBuf::with_byte_size(metrics_common::capture::
 #[map]
 pub static CAPTURE: Array<u32> = Array::with_max_entries(metrics_common::capture::control::SLOTS, 0);
 #[map]
-pub static CHUNK_BUFFER: PerCpuArray<crate::capture::ChunkEvent> = PerCpuArray::with_max_entries(1, 0);
+pub static CHUNK_BUFFER: PerCpuArray<ChunkEvent> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(names::PROC_EVENTS_BYTES, 0);
 
@@ -170,4 +169,10 @@ pub fn is_target(tgid: u32) -> bool {
 #[inline(always)]
 pub fn config(slot: u32) -> u32 {
     CONFIG.get(slot).copied().unwrap_or(0)
+}
+
+/// A slot of the agent's capture switches (`CAPTURE`, slots in
+/// `metrics_common::capture::control`).
+pub fn capture_control(slot: u32) -> u32 {
+    CAPTURE.get(slot).copied().unwrap_or(0)
 }

@@ -1,25 +1,40 @@
-//! Recording finished requests into the counters and histograms.
+//! Recording requests into the hot-path counters and histograms: their
+//! starts, first response bytes and ends, and what framing a response found
+//! (`framing_outcome`: its end, or framing lost). A request start also
+//! marks its capture decision due (`sampling`).
 
 use metrics_common::{
-    conn::{CONN_IN_FLIGHT, ConnState, PHASE_IDLE, SIDE_CLIENT, SIDE_UPSTREAM},
+    conn::{
+        CONN_IN_FLIGHT, CONN_RESPONSE_STARTED, ConnState, EV_END, EV_MALFORMED, PHASE_IDLE, PHASE_LOST, SIDE_CLIENT,
+        SIDE_UPSTREAM,
+    },
     counters as c,
     histogram::{HIST_BUCKETS, bucket_of},
     providers::MAX_PROVIDERS,
 };
 
-use crate::maps::{
-    COUNTERS, PROVIDER_FAILED, PROVIDER_HISTOGRAM, PROVIDER_LATENCY_SUM_US, PROVIDER_REQUESTS, REQUEST_HISTOGRAM,
-    TTFB_HISTOGRAM, add,
+use crate::{
+    maps::{
+        COUNTERS, PROVIDER_FAILED, PROVIDER_HISTOGRAM, PROVIDER_LATENCY_SUM_US, PROVIDER_REQUESTS, REQUEST_HISTOGRAM,
+        TTFB_HISTOGRAM, add,
+    },
+    sampling::sample_request,
 };
+
+/// Connection flags cleared when a new request starts.
+const CONN_RESPONSE_FLAGS: u32 = CONN_RESPONSE_STARTED;
+
+/// Framing outcome when the step budget ran out with bytes left.
+pub const EV_BUDGET: u32 = 100;
 
 /// A request seen starting on `conn` at `now`.
 #[inline(always)]
 pub fn request_started(conn: &mut ConnState, now: u64, head: bool) {
-    conn.flags = (conn.flags & !(CONN_IN_FLIGHT | crate::framing::CONN_RESPONSE_FLAGS)) | CONN_IN_FLIGHT;
+    conn.flags = (conn.flags & !(CONN_IN_FLIGHT | CONN_RESPONSE_FLAGS)) | CONN_IN_FLIGHT;
     conn.request_ns = now;
     conn.last_response_ns = now;
     conn.response.expect_response(head);
-    crate::capture::sample_request(conn);
+    sample_request(conn);
     if conn.side == SIDE_CLIENT {
         add(&COUNTERS, c::REQUESTS_TOTAL, 1);
     } else if conn.side == SIDE_UPSTREAM {
@@ -65,6 +80,17 @@ pub fn request_finished(conn: &mut ConnState, end_ns: u64, complete: bool) {
         if failed {
             add(&PROVIDER_FAILED, p, 1);
         }
+    }
+}
+
+/// Acts on what parsing a call's bytes found.
+#[inline(always)]
+pub fn framing_outcome(conn: &mut ConnState, ev: u32, now: u64) {
+    if ev == EV_END {
+        request_finished(conn, now, true);
+    } else if ev == EV_MALFORMED || ev == EV_BUDGET {
+        conn.response.phase = PHASE_LOST;
+        add(&COUNTERS, c::FRAMING_LOST, 1);
     }
 }
 
