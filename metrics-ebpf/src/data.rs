@@ -18,11 +18,13 @@ use metrics_common::{
 
 use crate::{
     ctx::{CallArgs, CallReturn},
+    events::emit,
     framing::{http_and_capture, peek, peer_closed},
     maps::{
         CALL_READ_BUF, CALL_READ_IOV, CALL_READ_NOBUF, CALL_READ_UNKNOWN, CALL_WRITE_IOV, CALLS, CONNS, COUNTERS, Call,
         PROBE_HITS, add, is_target,
     },
+    ssl_sockets::{note_ciphertext_write, note_nested_socket_call},
 };
 
 /// recv(2) flag: look at queued bytes without consuming them.
@@ -73,7 +75,7 @@ pub fn traced_call_conn(
     ptr: u64,
     count: u64,
 ) -> Option<(Call, *mut ConnState)> {
-    crate::probes::ssl::note_nested_socket_call(id, tgid, fd);
+    note_nested_socket_call(id, tgid, fd);
     let mut kind = kind;
     let conn = CONNS.get_ptr_mut(&conn_key(tgid, fd)).unwrap_or(core::ptr::null_mut());
     if conn.is_null() {
@@ -184,7 +186,7 @@ pub fn data_done_on<C: CallReturn>(ctx: &C, id: u64, call: Call, ret: i64, conn:
     let tls = conn.proto == PROTO_TLS || conn.flags & CONN_TLS != 0;
     count_bytes(conn, is_read, n, tls);
     if tls && !is_read {
-        crate::probes::ssl::note_ciphertext_write(id, &call, n, conn);
+        note_ciphertext_write(id, &call, n, conn);
     }
     if conn.flags & CONN_TLS != 0 {
         return 0; // ciphertext: the SSL probes see the plaintext
@@ -258,7 +260,7 @@ fn adopt_client_connection(tgid: u32, call: &Call, n: u64) -> bool {
     if CONNS.insert(&key, &conn, 0).is_err() {
         return false;
     }
-    crate::probes::process::emit(CONN_ADOPTED_EVENT, tgid, call.fd);
+    emit(CONN_ADOPTED_EVENT, tgid, call.fd);
     true
 }
 

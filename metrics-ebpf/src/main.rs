@@ -18,6 +18,8 @@ mod ctx;
 #[cfg(target_arch = "bpf")]
 mod data;
 #[cfg(target_arch = "bpf")]
+mod events;
+#[cfg(target_arch = "bpf")]
 mod framing;
 #[cfg(target_arch = "bpf")]
 mod framing_h2;
@@ -31,6 +33,8 @@ mod record;
 mod sampling;
 #[cfg(target_arch = "bpf")]
 mod scratch;
+#[cfg(target_arch = "bpf")]
+mod ssl_sockets;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -9,20 +9,14 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use metrics_common::{
-    counters as c,
-    events::{PROC_EXEC, PROC_EXIT, PROC_FORK, ProcEvent},
+    events::{PROC_EXEC, PROC_EXIT, PROC_FORK},
     maps::{WATCH_COMM_ENTRIES, config},
 };
 
-use crate::maps::{COUNTERS, PROC_EVENTS, TARGETS, WATCH_COMM, add, config, is_target};
-
-/// Sends an event to the agent; counts it when the ring buffer is full.
-pub fn emit(kind: u32, pid: u32, parent: u32) {
-    let event = ProcEvent { kind, pid, parent, _pad: 0 };
-    if PROC_EVENTS.output::<ProcEvent>(&event, 0).is_err() {
-        add(&COUNTERS, c::PROC_EVENTS_DROPPED, 1);
-    }
-}
+use crate::{
+    events::emit,
+    maps::{TARGETS, WATCH_COMM, config, is_target},
+};
 
 /// task:task_newtask, in the context of the parent. New threads
 /// (`CLONE_THREAD`) are skipped here, so a thread-per-connection proxy does
