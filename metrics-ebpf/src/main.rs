@@ -4,6 +4,9 @@
 //! (`framing`), the exact hot-path counters (`record`) and payload capture
 //! (`capture`) — plus OpenSSL uprobes for TLS plaintext and sched
 //! tracepoints that report the target's new and exiting processes.
+//! Hook families import the core, never the reverse, and the core's modules
+//! import each other one way only (layers: docs/architecture.md, *Module
+//! layers*).
 //! Built for the BPF target only (by `metrics-agent/build.rs`); a host build
 //! of the workspace compiles it to a stub.
 #![cfg_attr(target_arch = "bpf", no_std)]
