@@ -299,9 +299,9 @@ mod tests {
         let (url, points) = api_accepting_all_but_the_second().await;
         let settings = DatadogApiSettings {
             series_url: format!("{url}/api/v2/series"),
-            api_key: crate::export::settings::Secret("k".into()),
+            api_key: crate::export::common_settings::Secret("k".into()),
             tags: vec![],
-            delivery: crate::export::settings::Delivery {
+            delivery: crate::export::common_settings::Delivery {
                 interval: std::time::Duration::from_secs(1),
                 timeout: std::time::Duration::from_secs(5),
                 queue_batches: 1,

@@ -316,7 +316,7 @@ mod tests {
     async fn a_partly_sent_snapshot_is_not_sent_again() {
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         rx.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
-        let delivery = crate::export::settings::Delivery {
+        let delivery = crate::export::common_settings::Delivery {
             interval: std::time::Duration::from_secs(1),
             timeout: std::time::Duration::from_secs(1),
             queue_batches: 1,

@@ -2,17 +2,16 @@
 //! `OTEL_METRIC_EXPORT_*` environment overrides (the environment wins, as the
 //! OpenTelemetry specification says), and their resolution: the metrics
 //! exporter here, the trace exporter in `traces/config.rs` (both share the
-//! transport settings, `transport`).
+//! transport settings, `transport`); `backend.rs` resolves both.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::export::{
-    backends::{Backend, Env, Resolved},
+    backends::Env,
     common_settings::{
-        Delivery, REDACTED, Secret, SettingsError, check_url, delivery, first_env, invalid, millis_env, parse_headers,
-        redact_userinfo,
+        Delivery, Secret, SettingsError, check_url, delivery, first_env, invalid, millis_env, parse_headers,
     },
 };
 
@@ -78,32 +77,6 @@ pub struct OtlpSettings {
     pub headers: Vec<(String, Secret)>,
     pub compression: Compression,
     pub delivery: Delivery,
-}
-
-/// The OTLP exporter's place in the exporter list (`settings.rs`).
-pub struct Otlp;
-
-impl Backend for Otlp {
-    type File = OtlpFile;
-
-    fn resolve(file: Option<&OtlpFile>, env: Env) -> Result<Vec<Arc<dyn Resolved>>, SettingsError> {
-        let mut out: Vec<Arc<dyn Resolved>> = Vec::new();
-        if let Some(f) = file.filter(|f| f.enabled != Some(false)) {
-            out.push(Arc::new(settings(f, env)?));
-        }
-        if let Some(t) = super::traces::config::settings(file, env)? {
-            out.push(Arc::new(t));
-        }
-        Ok(out)
-    }
-
-    fn redact(file: &mut OtlpFile) {
-        for v in file.headers.values_mut() {
-            *v = REDACTED.into();
-        }
-        file.endpoint = file.endpoint.as_deref().map(redact_userinfo);
-        file.traces_endpoint = file.traces_endpoint.as_deref().map(redact_userinfo);
-    }
 }
 
 /// What metrics and traces resolve alike, each with its own
@@ -286,15 +259,5 @@ mod tests {
             let e = otlp("[exporters.otlp]\n", &[("OTEL_EXPORTER_OTLP_ENDPOINT", url)]).unwrap_err().to_string();
             assert!(!e.contains("s3cret") && !e.contains("alice"), "{e}");
         }
-    }
-
-    #[test]
-    fn redaction_hides_headers_and_userinfo() {
-        let mut f = parse("[exporters.otlp]\nendpoint = \"https://u:p4ss@otel.example\"\nheaders = { authorization = \"Bearer x\" }\n")
-            .otlp
-            .unwrap();
-        Otlp::redact(&mut f);
-        let text = toml::to_string(&f).unwrap();
-        assert!(!text.contains("Bearer x") && !text.contains("p4ss") && text.contains(REDACTED), "{text}");
     }
 }

@@ -15,12 +15,13 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message;
 
+mod backend;
 pub mod config;
 pub mod grpc;
 mod start;
 pub mod traces;
 
-pub use self::config::Otlp;
+pub use self::backend::Otlp;
 use self::config::{Compression, OtlpSettings};
 use super::{
     ExportError, Exporter,

@@ -7,8 +7,8 @@
 
 use crate::export::{
     backends::Env,
+    common_settings::{SettingsError, check_url, delivery, first_env, invalid, millis_env},
     otlp::config::{OtlpFile, OtlpSettings, Protocol, Transport, has_path, transport, with_default_path},
-    settings::{SettingsError, check_url, delivery, first_env, invalid, millis_env},
 };
 
 /// The trace exporter, resolved.
