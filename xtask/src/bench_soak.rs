@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::bench_rig::{
     ANSWER_TIMEOUT, Killed, free_port, machine_line, metric, proxied_upstream, require_root, spawn_agent_on_pid,
-    thread_cpu, timed_scrape, wait_port,
+    thread_cpu, timed_scrape, wait_ready,
 };
 
 /// Samples taken over the run (at least one every 10 s).
@@ -67,8 +67,9 @@ pub fn run(seconds: u64, connections: u32) -> Result<()> {
     let database = dir.join("metrics.db");
     let mut agent = spawn_agent_on_pid(&dir, rig.proxy.0.id(), up_port, agent_port)?;
     let agent_pid = agent.0.id();
-    wait_port(agent_port)?;
-    std::thread::sleep(Duration::from_secs(2));
+    // Traffic starts once the agent is attached (`/readyz`): exchanges
+    // before that are not seen, and the hot path is compared with wrk's count.
+    wait_ready(agent_port)?;
     let script = dir.join("chat.lua");
     std::fs::write(
         &script,
