@@ -59,6 +59,18 @@ async fn run_async(
         }
         _ => anyhow!("cannot listen on {}: {e}", config.listen),
     })?;
+    // Served now, not once loaded: loading takes seconds, and until then a
+    // scrape would wait unanswered in the listen queue (`http::starting`).
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server_stats = Arc::new(crate::http::server::ServerStats::default());
+    let (starting, full_app) = crate::http::starting::router();
+    let server = tokio::spawn(crate::http::server::serve(
+        listener,
+        starting,
+        config.server_limits,
+        server_stats.clone(),
+        stop_rx.clone(),
+    ));
 
     let (mode, why) = config.attach.resolve()?;
     let mut kernel = Kernel::load(mode, config.capture_ring_kib * 1024)?;
@@ -93,11 +105,9 @@ async fn run_async(
     let mut ring =
         unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow!("watching the process event ring buffer: {e}"))?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let records = crate::records::bus();
     // Consumers of records subscribe here, before the audit task starts.
     let mut routes = axum::Router::new();
-    let server_stats = Arc::new(crate::http::server::ServerStats::default());
     let storage = match &config.storage {
         Some(storage) => {
             let running = crate::store::start(storage, &records).await?;
@@ -182,7 +192,7 @@ async fn run_async(
         app,
         crate::http::guard::HostAllowlist::new(config.listen, &config.api.allowed_hosts),
     );
-    let server = tokio::spawn(crate::http::server::serve(listener, app, config.server_limits, server_stats, stop_rx));
+    let _ = full_app.set(app);
     let _trimmer = AbortOnDrop(tokio::spawn(crate::heap::keep_trimming()));
     let resolver = tokio::spawn(upstream_addresses::keep_resolving(
         config.providers.clone(),

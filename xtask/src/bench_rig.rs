@@ -52,19 +52,47 @@ pub(crate) fn wait_port(port: u16) -> Result<()> {
     bail!("nothing listens on port {port}")
 }
 
+/// How long a benchmark waits for an answer of the agent (Prometheus'
+/// default `scrape_timeout`).
+pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The response to `GET path` on the agent at `port` when it answers 200
+/// in full within `ANSWER_TIMEOUT`, else None.
+fn answer(port: u16, path: &str) -> Option<String> {
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), ANSWER_TIMEOUT).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nhost: 127.0.0.1:{port}\r\n\r\n").ok()?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
+        s.set_read_timeout(Some(left)).ok()?;
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+    let out = String::from_utf8(out).ok()?;
+    (out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200")).then_some(out)
+}
+
 /// The body of `GET path` on the agent at `port` when it answers 200, else empty.
 fn get(port: u16, path: &str) -> String {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nhost: 127.0.0.1:{port}\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    if out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200") { out } else { String::new() }
+    answer(port, path).unwrap_or_default()
 }
 
 /// The agent's `/metrics` (empty when it does not answer).
 pub(crate) fn scrape(port: u16) -> String {
     get(port, "/metrics")
+}
+
+/// The agent's `/metrics` (None when it did not answer 200 within
+/// `ANSWER_TIMEOUT`) and how long the scrape took.
+pub(crate) fn timed_scrape(port: u16) -> (Option<String>, Duration) {
+    let started = Instant::now();
+    let text = answer(port, "/metrics");
+    (text, started.elapsed())
 }
 
 /// Waits up to 60 s for the agent's `/readyz` (its programs attached).

@@ -5,7 +5,9 @@
 //! at full rate. Every interval it reports the agent's RSS, audit
 //! connections and memory against the proxy's real connections, the
 //! sampling interval, records/s, the breaker counters and the database
-//! size; at the end, where the agent's CPU went per exchange, by thread.
+//! size; at the end, where the agent's CPU went per exchange, by thread,
+//! and how fast `/metrics` answered. A scrape without an answer within
+//! 10 s is reported as missing (and counted), never as zeros.
 //! Prints Markdown (and writes target/bench/soak.md).
 
 use std::{
@@ -19,8 +21,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::bench_rig::{
-    Killed, free_port, machine_line, metric, proxied_upstream, require_root, scrape, spawn_agent_on_pid, thread_cpu,
-    wait_port,
+    ANSWER_TIMEOUT, Killed, free_port, machine_line, metric, proxied_upstream, require_root, spawn_agent_on_pid,
+    thread_cpu, timed_scrape, wait_ready,
 };
 
 /// Samples taken over the run (at least one every 10 s).
@@ -33,17 +35,25 @@ struct Sample {
     /// Heap and other private memory (`RssAnon`); the rest of RSS is file
     /// pages (the binary, SQLite's shared-memory index) and shared memory.
     anon_mib: f64,
+    proxy_connections: usize,
+    database_mib: f64,
+    /// CPU seconds per thread name.
+    cpu: BTreeMap<String, f64>,
+    /// How long the scrape of `/metrics` took (`ANSWER_TIMEOUT` or more when missing).
+    scrape_time: Duration,
+    /// What `/metrics` said; None when it did not answer in time.
+    scraped: Option<Scraped>,
+}
+
+/// The agent's own figures, from one scrape of `/metrics`.
+struct Scraped {
     exchanges: f64,
     records: f64,
     audit_connections: f64,
     audit_memory_kib: f64,
-    proxy_connections: usize,
     sample_every: f64,
     drop_raises: f64,
     cpu_raises: f64,
-    database_mib: f64,
-    /// CPU seconds per thread name.
-    cpu: BTreeMap<String, f64>,
 }
 
 pub fn run(seconds: u64, connections: u32) -> Result<()> {
@@ -57,8 +67,9 @@ pub fn run(seconds: u64, connections: u32) -> Result<()> {
     let database = dir.join("metrics.db");
     let mut agent = spawn_agent_on_pid(&dir, rig.proxy.0.id(), up_port, agent_port)?;
     let agent_pid = agent.0.id();
-    wait_port(agent_port)?;
-    std::thread::sleep(Duration::from_secs(2));
+    // Traffic starts once the agent is attached (`/readyz`): exchanges
+    // before that are not seen, and the hot path is compared with wrk's count.
+    wait_ready(agent_port)?;
     let script = dir.join("chat.lua");
     std::fs::write(
         &script,
@@ -98,7 +109,7 @@ pub fn run(seconds: u64, connections: u32) -> Result<()> {
 }
 
 fn sample(pid: u32, agent_port: u16, proxy_port: u16, up_port: u16, database: &Path, at: Duration) -> Sample {
-    let text = scrape(agent_port);
+    let (text, scrape_time) = timed_scrape(agent_port);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = |field: &str| -> f64 {
         status
@@ -117,16 +128,19 @@ fn sample(pid: u32, agent_port: u16, proxy_port: u16, up_port: u16, database: &P
         at,
         rss_mib: rss_kib / 1024.0,
         anon_mib: kib("RssAnon:") / 1024.0,
-        exchanges: metric(&text, "llm_proxy_requests_total "),
-        records: metric(&text, "metrics_agent_audit_records_total "),
-        audit_connections: metric(&text, "metrics_agent_audit_connections "),
-        audit_memory_kib: metric(&text, "metrics_agent_audit_memory_bytes ") / 1024.0,
         proxy_connections: proxy_connections(proxy_port, up_port),
-        sample_every: metric(&text, "metrics_agent_capture_sample_every "),
-        drop_raises: metric(&text, "metrics_agent_capture_breaker_trips_total "),
-        cpu_raises: metric(&text, "metrics_agent_capture_breaker_cpu_trips_total "),
         database_mib: database_bytes as f64 / (1024.0 * 1024.0),
         cpu: thread_cpu(pid),
+        scrape_time,
+        scraped: text.map(|text| Scraped {
+            exchanges: metric(&text, "llm_proxy_requests_total "),
+            records: metric(&text, "metrics_agent_audit_records_total "),
+            audit_connections: metric(&text, "metrics_agent_audit_connections "),
+            audit_memory_kib: metric(&text, "metrics_agent_audit_memory_bytes ") / 1024.0,
+            sample_every: metric(&text, "metrics_agent_capture_sample_every "),
+            drop_raises: metric(&text, "metrics_agent_capture_breaker_trips_total "),
+            cpu_raises: metric(&text, "metrics_agent_capture_breaker_cpu_trips_total "),
+        }),
     }
 }
 
@@ -161,33 +175,63 @@ fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32
         "| t (s) | RSS MiB (anon) | exchanges/s | records/s | sampling N | raises (drops/CPU) | audit conns / proxy conns | audit memory KiB | database MiB |"
     )?;
     writeln!(r, "|---|---|---|---|---|---|---|---|---|")?;
+    // Rates run from the previous sample that has figures: a missing
+    // scrape is a gap in the table, not a drop to zero.
+    let mut prev: Option<(Duration, &Scraped)> = None;
     for (i, s) in samples.iter().enumerate() {
-        let prev = if i == 0 { s } else { &samples[i - 1] };
-        let dt = (s.at.as_secs_f64() - prev.at.as_secs_f64()).max(1e-9);
-        let rate = |now: f64, before: f64| if i == 0 { 0.0 } else { (now - before) / dt };
+        let idle = if i > traffic_end { " (idle)" } else { "" };
+        let Some(m) = &s.scraped else {
+            writeln!(
+                r,
+                "| {:.0}{idle} | {:.1} ({:.1}) | missing | missing | missing | missing | missing / {} | missing | {:.1} |",
+                s.at.as_secs_f64(),
+                s.rss_mib,
+                s.anon_mib,
+                s.proxy_connections,
+                s.database_mib,
+            )?;
+            continue;
+        };
+        let rate = |now: f64, before: fn(&Scraped) -> f64| match prev {
+            Some((at, p)) => (now - before(p)) / (s.at.as_secs_f64() - at.as_secs_f64()).max(1e-9),
+            None => 0.0,
+        };
         writeln!(
             r,
-            "| {:.0}{} | {:.1} ({:.1}) | {:.0} | {:.0} | {:.0} | {:.0}/{:.0} | {:.0} / {} | {:.0} | {:.1} |",
+            "| {:.0}{idle} | {:.1} ({:.1}) | {:.0} | {:.0} | {:.0} | {:.0}/{:.0} | {:.0} / {} | {:.0} | {:.1} |",
             s.at.as_secs_f64(),
-            if i > traffic_end { " (idle)" } else { "" },
             s.rss_mib,
             s.anon_mib,
-            rate(s.exchanges, prev.exchanges),
-            rate(s.records, prev.records),
-            s.sample_every,
-            s.drop_raises,
-            s.cpu_raises,
-            s.audit_connections,
+            rate(m.exchanges, |p| p.exchanges),
+            rate(m.records, |p| p.records),
+            m.sample_every,
+            m.drop_raises,
+            m.cpu_raises,
+            m.audit_connections,
             s.proxy_connections,
-            s.audit_memory_kib,
+            m.audit_memory_kib,
             s.database_mib,
         )?;
+        prev = Some((s.at, m));
     }
-    let (first, last) = (&samples[0], &samples[traffic_end]);
-    let exchanges = last.exchanges - first.exchanges;
-    let records = last.records - first.records;
+    scrape_summary(&mut r, samples)?;
+    // The CPU table spans the first and the last traffic sample that have figures.
+    let answered = |s: &&Sample| s.scraped.is_some();
+    let (Some(first), Some(last)) =
+        (samples[..=traffic_end].iter().find(answered), samples[..=traffic_end].iter().rfind(answered))
+    else {
+        bail!("no scrape of /metrics was answered during the traffic:\n{r}");
+    };
+    let (Some(first_m), Some(last_m)) = (&first.scraped, &last.scraped) else { unreachable!("filtered above") };
+    let exchanges = last_m.exchanges - first_m.exchanges;
+    let records = last_m.records - first_m.records;
     let elapsed = last.at.as_secs_f64() - first.at.as_secs_f64();
-    writeln!(r, "\nAgent CPU over the traffic ({exchanges:.0} exchanges, {records:.0} records in {elapsed:.0} s):\n")?;
+    writeln!(
+        r,
+        "\nAgent CPU over the traffic (t = {:.0} to {:.0} s: {exchanges:.0} exchanges, {records:.0} records in {elapsed:.0} s):\n",
+        first.at.as_secs_f64(),
+        last.at.as_secs_f64()
+    )?;
     writeln!(r, "| thread | CPU s | % of one core | µs per exchange | µs per record |")?;
     writeln!(r, "|---|---|---|---|---|")?;
     let mut total = 0.0;
@@ -222,24 +266,55 @@ fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32
     }
     let warm = samples.iter().position(|s| s.at >= Duration::from_secs(120)).unwrap_or(traffic_end.min(1));
     if warm < traffic_end {
-        let growth = 100.0 * (last.rss_mib / samples[warm].rss_mib - 1.0);
+        let growth = 100.0 * (samples[traffic_end].rss_mib / samples[warm].rss_mib - 1.0);
         writeln!(
             r,
             "RSS from t = {:.0} s to the end of the traffic: {:.1} → {:.1} MiB ({growth:+.1}%).",
             samples[warm].at.as_secs_f64(),
             samples[warm].rss_mib,
-            last.rss_mib
+            samples[traffic_end].rss_mib
         )?;
     }
     // The agent started before wrk and nothing else reaches this proxy: its
     // counter since start is comparable with what wrk completed.
     let completed =
         wrk.lines().find(|l| l.contains("requests in")).and_then(|l| l.split_whitespace().next()).unwrap_or("?");
-    writeln!(
-        r,
-        "Hot path: {:.0} requests counted by the agent since its start, {completed} completed by wrk (plus those in flight when it stopped).",
-        samples.last().map_or(0.0, |s| s.exchanges)
-    )?;
+    match samples.last().and_then(|s| s.scraped.as_ref()) {
+        Some(m) => writeln!(
+            r,
+            "Hot path: {:.0} requests counted by the agent since its start, {completed} completed by wrk (plus those in flight when it stopped).",
+            m.exchanges
+        )?,
+        None => writeln!(
+            r,
+            "Hot path: the last scrape (idle) was missing, so the agent's count is unknown; {completed} completed by wrk."
+        )?,
+    }
     writeln!(r, "\nwrk:\n```\n{}```", wrk.trim_end().to_string() + "\n")?;
     Ok(r)
+}
+
+/// One line on the scrapes of `/metrics`: how many were missing (no answer
+/// within `ANSWER_TIMEOUT`), when, and the latency of the answered ones.
+fn scrape_summary(r: &mut String, samples: &[Sample]) -> Result<()> {
+    let missing: Vec<String> =
+        samples.iter().filter(|s| s.scraped.is_none()).map(|s| format!("{:.0}", s.at.as_secs_f64())).collect();
+    let mut answered: Vec<Duration> = samples.iter().filter(|s| s.scraped.is_some()).map(|s| s.scrape_time).collect();
+    answered.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    write!(
+        r,
+        "\nScrapes of `/metrics`: {} of {} answered within {} s",
+        answered.len(),
+        samples.len(),
+        ANSWER_TIMEOUT.as_secs()
+    )?;
+    if !missing.is_empty() {
+        write!(r, ", **{} missing** (t = {} s)", missing.len(), missing.join(", "))?;
+    }
+    if let (Some(p50), Some(max)) = (answered.get(answered.len() / 2), answered.last()) {
+        write!(r, "; latency of the answered: p50 {:.1} ms, max {:.1} ms", ms(*p50), ms(*max))?;
+    }
+    writeln!(r, ".")?;
+    Ok(())
 }

@@ -1,7 +1,8 @@
 //! The agent's HTTP endpoint, shared by every route: the server loop with
 //! connection limits (`server`, `limits`), bearer-token authentication
 //! (`auth`), the Host/Origin and write guards (`guard`), and the routes of
-//! its own: `/metrics` and `/readyz` (`metrics`). The routes of storage
+//! its own: `/metrics` and `/readyz` (`metrics`), and the answer while the
+//! agent starts (`starting`). The routes of storage
 //! (`store::api`) and of the live stream (`live`) are merged in by `run`.
 
 pub mod auth;
@@ -10,5 +11,6 @@ pub mod limits;
 pub mod metrics;
 pub mod query_string;
 pub mod server;
+pub mod starting;
 
 pub use metrics::{openmetrics_to_prometheus, readiness, router};
