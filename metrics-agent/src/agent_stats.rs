@@ -24,6 +24,10 @@ pub struct AgentStats {
     /// Events on which the audit parsers panicked (a bug; the state was reset).
     pub audit_parser_panics: AtomicU64,
     pub audit_resyncs: AtomicU64,
+    /// Bedrock event-stream messages and preludes whose framing was wrong.
+    pub audit_stream_framing_errors: AtomicU64,
+    /// Stream events over the message cap, skipped.
+    pub audit_oversized_stream_events: AtomicU64,
     pub audit_h2_streams: AtomicU64,
     pub audit_h2_evicted_streams: AtomicU64,
     pub audit_h2_broken_connections: AtomicU64,

@@ -154,20 +154,22 @@ fn price_name(model: &str) -> &str {
 }
 
 impl PriceTable {
-    /// Logs an unpriced model the first time it is seen (bounded).
-    fn log_unpriced(&self, model: &str) {
-        let Ok(mut logged) = self.unpriced_logged.lock() else { return };
+    /// Logs an unpriced model the first time it is seen (bounded); true
+    /// when this call wrote the line naming it.
+    fn log_unpriced(&self, model: &str) -> bool {
+        let Ok(mut logged) = self.unpriced_logged.lock() else { return false };
         if logged.len() > UNPRICED_LOGGED_MAX || logged.contains(model) {
-            return;
+            return false;
         }
         if logged.len() == UNPRICED_LOGGED_MAX {
             log::warn!("more than {UNPRICED_LOGGED_MAX} unpriced models: further ones are not logged");
             logged.insert(String::new());
-            return;
+            return false;
         }
         let shown: String = model.chars().filter(|c| !c.is_control()).take(128).collect();
         log::warn!("model `{shown}` has no price: its exchanges have cost_usd null (add it with --prices FILE)");
         logged.insert(model.to_string());
+        true
     }
 }
 
@@ -360,6 +362,19 @@ mod tests {
         assert_eq!(cost("claude-opus-4-6").as_deref(), Some("30"));
         assert_eq!(cost("claude-opus-4-20250514").as_deref(), Some("90"), "$15 + $75");
         assert_eq!(cost("claude-opus-4-1-20250805").as_deref(), Some("90"));
+    }
+
+    #[test]
+    fn an_unpriced_model_is_logged_once_and_only_when_it_had_usage() {
+        let t = PriceTable::load(None).unwrap();
+        let usage = Usage { input: Some(10), output: Some(2), ..Usage::default() };
+        assert_eq!(t.cost("my-private-model", &usage), None);
+        assert!(!t.log_unpriced("my-private-model"), "cost() logged it already");
+        assert_eq!(t.cost("my-private-model", &usage), None);
+        assert!(!t.clone().log_unpriced("my-private-model"), "clones share what was logged");
+        assert_eq!(t.cost("no-usage-model", &Usage::default()), None);
+        assert!(t.log_unpriced("no-usage-model"), "no usage, no line: not logged before");
+        assert!(t.log_unpriced("another-model"), "each name once");
     }
 
     #[test]

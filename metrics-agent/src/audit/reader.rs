@@ -220,6 +220,8 @@ impl Reader<'_> {
         let (stats, pipeline) = (&self.stats, &self.pipeline);
         stats.audit_records.store(pipeline.stats.records, Ordering::Relaxed);
         stats.audit_resyncs.store(pipeline.stats.resyncs, Ordering::Relaxed);
+        stats.audit_stream_framing_errors.store(pipeline.stats.stream_framing_errors, Ordering::Relaxed);
+        stats.audit_oversized_stream_events.store(pipeline.stats.oversized_stream_events, Ordering::Relaxed);
         stats.audit_h2_streams.store(pipeline.stats.h2.streams, Ordering::Relaxed);
         stats.audit_h2_evicted_streams.store(pipeline.stats.h2.evicted_streams, Ordering::Relaxed);
         stats.audit_h2_broken_connections.store(pipeline.stats.h2.broken_connections, Ordering::Relaxed);

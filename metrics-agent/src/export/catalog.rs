@@ -749,6 +749,24 @@ pub static AUDIT_RESYNCS: Desc = desc(
     NONE,
     "Captured streams that did not continue the previous chunk (drops or unsampled exchanges).",
 );
+pub static AUDIT_STREAM_FRAMING_ERRORS: Desc = desc(
+    "metrics_agent.audit.stream_framing_errors",
+    "metrics_agent_audit_stream_framing_errors",
+    "{message}",
+    None,
+    Counter,
+    NONE,
+    "Bedrock event-stream messages skipped for a wrong CRC or header, and preludes that lost the framing (rest of that body ignored).",
+);
+pub static AUDIT_OVERSIZED_STREAM_EVENTS: Desc = desc(
+    "metrics_agent.audit.oversized_stream_events",
+    "metrics_agent_audit_oversized_stream_events",
+    "{event}",
+    None,
+    Counter,
+    NONE,
+    "Stream events (SSE, NDJSON, event-stream messages) longer than the message cap, skipped.",
+);
 pub static AUDIT_CONNECTIONS: Desc = desc(
     "metrics_agent.audit.connections",
     "metrics_agent_audit_connections",
@@ -1144,6 +1162,8 @@ pub static ALL: &[&Desc] = &[
     &AUDIT_PARSER_PANICS,
     &AUDIT_UNPRICED_RECORDS,
     &AUDIT_RESYNCS,
+    &AUDIT_STREAM_FRAMING_ERRORS,
+    &AUDIT_OVERSIZED_STREAM_EVENTS,
     &AUDIT_CONNECTIONS,
     &AUDIT_MEMORY,
     &AUDIT_EVICTED_CONNECTIONS,
