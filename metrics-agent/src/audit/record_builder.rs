@@ -171,6 +171,12 @@ impl RecordBuilder {
         self
     }
 
+    /// Captured 1 in `every` exchanges (sampling), so counted `every` times.
+    pub fn sample_every(mut self, every: u32) -> Self {
+        self.0.sample_every = every;
+        self
+    }
+
     pub fn build(self) -> RequestRecord {
         self.0
     }
