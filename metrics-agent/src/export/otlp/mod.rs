@@ -19,6 +19,8 @@ mod backend;
 pub mod config;
 pub mod grpc;
 mod start;
+#[cfg(test)]
+mod test_collectors;
 pub mod traces;
 
 pub use self::backend::Otlp;
