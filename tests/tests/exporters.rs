@@ -758,28 +758,31 @@ impl opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server:
 impl GrpcCollector {
     /// Serves on a loopback port from a runtime of its own; returns the port.
     fn start(&self) -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
         let service =
             opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer::new(
                 self.clone(),
             )
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-        thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let incoming =
-                    futures_util::stream::unfold(
-                        listener,
-                        |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) },
-                    );
-                tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await
-            })
-        });
-        port
+        serve_grpc(tonic::transport::Server::builder().add_service(service))
     }
+}
+
+/// Serves `router` (a gRPC server with its service) on a loopback port from
+/// a runtime of its own; returns the port.
+fn serve_grpc(router: tonic::transport::server::Router) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let incoming =
+                futures_util::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
+            router.serve_with_incoming(incoming).await
+        })
+    });
+    port
 }
 
 #[test]
@@ -1021,26 +1024,11 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
 impl GrpcTraceCollector {
     /// Serves on a loopback port from a runtime of its own; returns the port.
     fn start(&self) -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
         let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
             self.clone(),
         )
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-        thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let incoming =
-                    futures_util::stream::unfold(
-                        listener,
-                        |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) },
-                    );
-                tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await
-            })
-        });
-        port
+        serve_grpc(tonic::transport::Server::builder().add_service(service))
     }
 }
 
