@@ -28,7 +28,7 @@ use llm_proxy_e2e::{
 use opentelemetry_proto::tonic::{
     collector::{metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest},
     common::v1::{KeyValue, any_value},
-    metrics::v1::{Metric, metric::Data, number_data_point},
+    metrics::v1::{Gauge, Metric, Sum, metric::Data, number_data_point},
     trace::v1::{Span, span::SpanKind},
 };
 use prost::Message;
@@ -209,18 +209,8 @@ fn otlp_sum(metrics: &[Metric], name: &str, want: &[(&str, &str)]) -> (f64, u64)
     let mut total = (0.0, 0);
     for m in metrics.iter().filter(|m| m.name == name) {
         match &m.data {
-            Some(Data::Sum(s)) => {
-                for p in s.data_points.iter().filter(|p| has(&p.attributes, want)) {
-                    total.0 += match p.value {
-                        Some(number_data_point::Value::AsInt(v)) => v as f64,
-                        Some(number_data_point::Value::AsDouble(v)) => v,
-                        None => 0.0,
-                    };
-                    total.1 += 1;
-                }
-            }
-            Some(Data::Gauge(g)) => {
-                for p in g.data_points.iter().filter(|p| has(&p.attributes, want)) {
+            Some(Data::Sum(Sum { data_points, .. }) | Data::Gauge(Gauge { data_points, .. })) => {
+                for p in data_points.iter().filter(|p| has(&p.attributes, want)) {
                     total.0 += match p.value {
                         Some(number_data_point::Value::AsInt(v)) => v as f64,
                         Some(number_data_point::Value::AsDouble(v)) => v,
