@@ -14,6 +14,7 @@ use llm_proxy_e2e::{
     metrics::Scrape,
     mock::MockProvider,
     modes::{self, AttachMode, for_each_mode},
+    records::{check_mix_of_four, token_total},
 };
 
 /// Requests whose duration is >= 1 s (the streams below take 1.2 s).
@@ -272,14 +273,9 @@ fn go_reverse_proxy_without_libc_is_counted_exactly() {
         let (oa, an) = (openai.usage_sent(), anthropic.usage_sent());
         for side in ["client", "upstream"] {
             let r = agent.printed_records(side);
-            assert_eq!(r.len(), 4, "{side}: {r:?}");
-            let mut statuses: Vec<u64> = r.iter().filter_map(|x| x["status"].as_u64()).collect();
-            statuses.sort();
-            assert_eq!(statuses, [200, 200, 200, 429], "{side}: {r:?}");
-            assert_eq!(r.iter().filter(|x| x["streaming"] == true).count(), 2, "{side}: {r:?}");
-            let tokens = |kind: &str| r.iter().filter_map(|x| x["tokens"][kind].as_u64()).sum::<u64>();
+            check_mix_of_four(&r, side);
             assert_eq!(
-                (tokens("input"), tokens("output")),
+                (token_total(&r, "input"), token_total(&r, "output")),
                 (oa.input + an.input, oa.output + an.output),
                 "{side}: the tokens the providers sent: {r:?}"
             );

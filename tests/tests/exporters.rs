@@ -28,7 +28,7 @@ use llm_proxy_e2e::{
 use opentelemetry_proto::tonic::{
     collector::{metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest},
     common::v1::{KeyValue, any_value},
-    metrics::v1::{Metric, metric::Data, number_data_point},
+    metrics::v1::{Gauge, Metric, Sum, metric::Data, number_data_point},
     trace::v1::{Span, span::SpanKind},
 };
 use prost::Message;
@@ -209,18 +209,8 @@ fn otlp_sum(metrics: &[Metric], name: &str, want: &[(&str, &str)]) -> (f64, u64)
     let mut total = (0.0, 0);
     for m in metrics.iter().filter(|m| m.name == name) {
         match &m.data {
-            Some(Data::Sum(s)) => {
-                for p in s.data_points.iter().filter(|p| has(&p.attributes, want)) {
-                    total.0 += match p.value {
-                        Some(number_data_point::Value::AsInt(v)) => v as f64,
-                        Some(number_data_point::Value::AsDouble(v)) => v,
-                        None => 0.0,
-                    };
-                    total.1 += 1;
-                }
-            }
-            Some(Data::Gauge(g)) => {
-                for p in g.data_points.iter().filter(|p| has(&p.attributes, want)) {
+            Some(Data::Sum(Sum { data_points, .. }) | Data::Gauge(Gauge { data_points, .. })) => {
+                for p in data_points.iter().filter(|p| has(&p.attributes, want)) {
                     total.0 += match p.value {
                         Some(number_data_point::Value::AsInt(v)) => v as f64,
                         Some(number_data_point::Value::AsDouble(v)) => v,
@@ -758,28 +748,31 @@ impl opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server:
 impl GrpcCollector {
     /// Serves on a loopback port from a runtime of its own; returns the port.
     fn start(&self) -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
         let service =
             opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer::new(
                 self.clone(),
             )
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-        thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let incoming =
-                    futures_util::stream::unfold(
-                        listener,
-                        |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) },
-                    );
-                tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await
-            })
-        });
-        port
+        serve_grpc(tonic::transport::Server::builder().add_service(service))
     }
+}
+
+/// Serves `router` (a gRPC server with its service) on a loopback port from
+/// a runtime of its own; returns the port.
+fn serve_grpc(router: tonic::transport::server::Router) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let incoming =
+                futures_util::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
+            router.serve_with_incoming(incoming).await
+        })
+    });
+    port
 }
 
 #[test]
@@ -1021,26 +1014,11 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
 impl GrpcTraceCollector {
     /// Serves on a loopback port from a runtime of its own; returns the port.
     fn start(&self) -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
         let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
             self.clone(),
         )
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-        thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let incoming =
-                    futures_util::stream::unfold(
-                        listener,
-                        |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) },
-                    );
-                tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await
-            })
-        });
-        port
+        serve_grpc(tonic::transport::Server::builder().add_service(service))
     }
 }
 

@@ -56,7 +56,7 @@ pub struct AuditTask {
     /// Where finished records go (storage, exporters, the live stream).
     pub records_out: tokio::sync::broadcast::Sender<Arc<super::pipeline::RequestRecord>>,
     /// The connection ids the kernel tracks now (None when unreadable).
-    pub open_connections: Box<dyn Fn() -> Option<std::collections::HashSet<u64>> + Send>,
+    pub open_connections: OpenConnections,
 }
 
 impl AuditTask {
@@ -82,53 +82,14 @@ impl AuditTask {
     /// lets the correlator time out, sweeps closed connections and lets the
     /// capture controller adapt the sampling.
     async fn run(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let Self {
-            ring,
-            control,
-            counters,
-            stats,
-            print_requests,
-            message_cap_bytes,
-            provider_names,
-            sample_every,
-            max_sample_every,
-            prices,
-            application_id,
-            identity,
-            cpu_budget_percent,
-            memory_budget_bytes,
-            records_out,
-            open_connections,
-        } = self;
-        let new_pipeline = || {
-            Pipeline::new(message_cap_bytes)
-                .with_identity(identity.clone())
-                .with_configured_providers(&provider_names)
-                .with_memory_budget(memory_budget_bytes)
-        };
-        let mut reader = Reader {
-            pipeline: new_pipeline(),
-            new_pipeline: &new_pipeline,
-            correlator: Correlator::new(Duration::from_millis(500), true),
-            enrichment: Enrichment {
-                provider_names: provider_names.clone(),
-                application_id,
-                prices,
-                print_requests,
-                records_out,
-                stats: stats.clone(),
-            },
-            stats: stats.clone(),
-        };
+        let (mut reader, ring, mut capture, open_connections) = self.into_parts();
         // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
         let mut ring =
             unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("watching the payload ring buffer: {e}"))?;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
         let mut drain_timer = tokio::time::interval(DRAIN_EVERY);
         drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut capture =
-            CaptureController::start(control, counters, stats, sample_every, max_sample_every, cpu_budget_percent);
-        let mut sweeps = 0u64;
+        let mut ticks = 0u64;
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
@@ -143,13 +104,9 @@ impl AuditTask {
                     }
                 }
                 _ = tick.tick() => {
-                    reader.enrichment.emit(reader.correlator.tick(std::time::Instant::now()));
-                    sweeps += 1;
-                    if sweeps.is_multiple_of(SWEEP_TICKS)
-                        && let Some(open) = open_connections()
-                    {
-                        reader.release_closed(&open);
-                    }
+                    ticks += 1;
+                    let open = if ticks.is_multiple_of(SWEEP_TICKS) { open_connections() } else { None };
+                    reader.tick(open.as_ref());
                     if capture.tick() {
                         reader.correlator.capture_incomplete();
                     }
@@ -169,19 +126,70 @@ impl AuditTask {
         reader.enrichment.emit(reader.correlator.drain());
         Ok(())
     }
+
+    /// The task's parts: the parsing side (`Reader`, with the enrichment of
+    /// its records), the ring, the capture controller and the source of the
+    /// connections the kernel tracks.
+    fn into_parts(self) -> (Reader, RingBuf<MapData>, CaptureController, OpenConnections) {
+        let Self {
+            ring,
+            control,
+            counters,
+            stats,
+            print_requests,
+            message_cap_bytes,
+            provider_names,
+            sample_every,
+            max_sample_every,
+            prices,
+            application_id,
+            identity,
+            cpu_budget_percent,
+            memory_budget_bytes,
+            records_out,
+            open_connections,
+        } = self;
+        let names = provider_names.clone();
+        let new_pipeline = Box::new(move || {
+            Pipeline::new(message_cap_bytes)
+                .with_identity(identity.clone())
+                .with_configured_providers(&names)
+                .with_memory_budget(memory_budget_bytes)
+        });
+        let reader = Reader {
+            pipeline: new_pipeline(),
+            new_pipeline,
+            correlator: Correlator::new(Duration::from_millis(500), true),
+            enrichment: Enrichment {
+                provider_names,
+                application_id,
+                prices,
+                print_requests,
+                records_out,
+                stats: stats.clone(),
+            },
+            stats: stats.clone(),
+        };
+        let capture =
+            CaptureController::start(control, counters, stats, sample_every, max_sample_every, cpu_budget_percent);
+        (reader, ring, capture, open_connections)
+    }
 }
 
+/// The connection ids the kernel tracks now (None when unreadable).
+type OpenConnections = Box<dyn Fn() -> Option<std::collections::HashSet<u64>> + Send>;
+
 /// The parsing side of the task: pipeline, correlator and enrichment.
-struct Reader<'a> {
+struct Reader {
     pipeline: Pipeline,
     /// A fresh pipeline, after a parser failure.
-    new_pipeline: &'a dyn Fn() -> Pipeline,
+    new_pipeline: Box<dyn Fn() -> Pipeline>,
     correlator: Correlator,
     enrichment: Enrichment,
     stats: Arc<AgentStats>,
 }
 
-impl Reader<'_> {
+impl Reader {
     /// Drains up to DRAIN_BATCH events into the pipeline and emits the
     /// records they finish; true when the batch was full (more may be waiting).
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> bool {
@@ -217,6 +225,23 @@ impl Reader<'_> {
             }
         }
         self.enrichment.emit(ready);
+        self.publish_stats();
+        handled == DRAIN_BATCH
+    }
+
+    /// Once a tick: emits the records the correlator stopped waiting for,
+    /// and, given the connections the kernel tracks now, forgets the others
+    /// (closed without a close event).
+    fn tick(&mut self, open: Option<&std::collections::HashSet<u64>>) {
+        self.enrichment.emit(self.correlator.tick(std::time::Instant::now()));
+        if let Some(open) = open {
+            self.pipeline.release_closed(open);
+            self.publish_memory();
+        }
+    }
+
+    /// The pipeline's counters, into the agent statistics.
+    fn publish_stats(&self) {
         let (stats, pipeline) = (&self.stats, &self.pipeline);
         stats.audit_records.store(pipeline.stats.records, Ordering::Relaxed);
         stats.audit_resyncs.store(pipeline.stats.resyncs, Ordering::Relaxed);
@@ -227,13 +252,6 @@ impl Reader<'_> {
         stats.audit_h2_broken_connections.store(pipeline.stats.h2.broken_connections, Ordering::Relaxed);
         stats.audit_evicted_connections.store(pipeline.stats.evicted_connections, Ordering::Relaxed);
         stats.audit_evicted_for_memory.store(pipeline.stats.evicted_for_memory, Ordering::Relaxed);
-        self.publish_memory();
-        handled == DRAIN_BATCH
-    }
-
-    /// Forgets connections the kernel no longer tracks (closed without a close event).
-    fn release_closed(&mut self, open: &std::collections::HashSet<u64>) {
-        self.pipeline.release_closed(open);
         self.publish_memory();
     }
 

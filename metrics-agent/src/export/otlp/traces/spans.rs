@@ -292,20 +292,27 @@ mod tests {
     }
 
     fn upstream(seq: u64) -> RequestRecord {
-        let mut r = RecordBuilder::new().side("upstream").start_ns(2_000_000).duration_ms(8.0).build();
+        let mut r = RecordBuilder::new()
+            .side("upstream")
+            .start_ns(2_000_000)
+            .duration_ms(8.0)
+            .model("gpt-4o-mini")
+            .server_address("api.openai.com:443")
+            .build();
         r.pairing.seq = seq;
-        r.model_requested = Some("gpt-4o-mini".into());
-        r.server_address = Some("api.openai.com:443".into());
         r
     }
 
     fn client(upstream_seq: Option<u64>, traceparent: Option<&str>) -> RequestRecord {
-        let mut r = RecordBuilder::new().start_ns(1_000_000).duration_ms(10.0).build();
+        let mut r = RecordBuilder::new()
+            .start_ns(1_000_000)
+            .duration_ms(10.0)
+            .trace_context(traceparent.and_then(TraceContext::parse))
+            .model("gpt-4o-mini")
+            .model_returned("gpt-4o-mini-2024-07-18")
+            .usage(Usage { input: Some(12), output: Some(34), cache_read: Some(2), ..Usage::default() })
+            .build();
         r.pairing.upstream_seq = upstream_seq;
-        r.trace_context = traceparent.and_then(TraceContext::parse);
-        r.model_requested = Some("gpt-4o-mini".into());
-        r.model_returned = Some("gpt-4o-mini-2024-07-18".into());
-        r.tokens = Usage { input: Some(12), output: Some(34), cache_read: Some(2), ..Usage::default() };
         r
     }
 
