@@ -31,6 +31,7 @@ impl Default for RecordBuilder {
             model_returned: None,
             status: 200,
             error_type: None,
+            finish_reasons: Vec::new(),
             streaming: false,
             tokens: Usage::default(),
             ttfb_ms: 0.0,
@@ -122,6 +123,11 @@ impl RecordBuilder {
 
     pub fn error_type(mut self, error_type: Option<String>) -> Self {
         self.0.error_type = error_type;
+        self
+    }
+
+    pub fn finish_reasons(mut self, reasons: &[&str]) -> Self {
+        self.0.finish_reasons = reasons.iter().map(|r| r.to_string()).collect();
         self
     }
 
