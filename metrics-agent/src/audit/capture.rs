@@ -2,7 +2,8 @@
 //! its sampling interval once a tick to the kernel's drops and the audit
 //! thread's CPU time (`breaker::Sampler`), writes the interval to the
 //! kernel's control map and the agent statistics, and turns capture off at
-//! the end.
+//! the end. A test hook (`TEST_CYCLE_ENV`) can also switch capture off and on
+//! on a timer, to check that no audit state is stranded across such cycles.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -15,6 +16,22 @@ use tokio::time::Instant;
 
 use super::breaker::{Action, Pressure, Sampler};
 use crate::{agent_stats::AgentStats, collector::CounterMaps, cpu_time::thread_cpu_time};
+
+/// Test hook: a period in milliseconds after which payload capture is
+/// switched off, then on again after another period, and so on. For the
+/// end-to-end test that connections closing while capture is off leave no
+/// state behind; never for production (capture is off half the time).
+/// Read once at start, from the environment only, and logged when set.
+pub const TEST_CYCLE_ENV: &str = "METRICS_AGENT_TEST_CAPTURE_CYCLE_MS";
+
+/// The capture cycle period `TEST_CYCLE_ENV` asks for (None: not set).
+pub fn test_cycle_from_env() -> anyhow::Result<Option<Duration>> {
+    let Ok(value) = std::env::var(TEST_CYCLE_ENV) else { return Ok(None) };
+    match value.trim().parse::<u64>() {
+        Ok(ms) if (10..=600_000).contains(&ms) => Ok(Some(Duration::from_millis(ms))),
+        _ => anyhow::bail!("{TEST_CYCLE_ENV}={value:?}: use a period of 10 to 600000 milliseconds, or unset it"),
+    }
+}
 
 pub struct CaptureController {
     control: Array<MapData, u32>,
@@ -95,6 +112,15 @@ impl CaptureController {
         }
         (self.last_tick, self.last_cpu, self.drops_seen) = (now, cpu, drops);
         new_drops > 0
+    }
+
+    /// Switches the kernel's payload capture off when it is on and on when
+    /// it is off (the `TEST_CYCLE_ENV` hook); returns whether it is on now.
+    pub fn toggle(&mut self) -> bool {
+        let on = self.stats.capture_enabled.load(Ordering::Relaxed) == 0;
+        let _ = self.control.set(control::ENABLED, u32::from(on), 0);
+        self.stats.capture_enabled.store(u64::from(on), Ordering::Relaxed);
+        on
     }
 
     /// Turns the kernel's payload capture off.

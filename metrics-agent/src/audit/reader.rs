@@ -57,6 +57,8 @@ pub struct AuditTask {
     pub records_out: tokio::sync::broadcast::Sender<Arc<super::pipeline::RequestRecord>>,
     /// The connection ids the kernel tracks now (None when unreadable).
     pub open_connections: Box<dyn Fn() -> Option<std::collections::HashSet<u64>> + Send>,
+    /// Test hook (`capture::TEST_CYCLE_ENV`): capture switched off and on every period.
+    pub capture_cycle: Option<Duration>,
 }
 
 impl AuditTask {
@@ -99,6 +101,7 @@ impl AuditTask {
             memory_budget_bytes,
             records_out,
             open_connections,
+            capture_cycle,
         } = self;
         let new_pipeline = || {
             Pipeline::new(message_cap_bytes)
@@ -129,6 +132,14 @@ impl AuditTask {
         let mut capture =
             CaptureController::start(control, counters, stats, sample_every, max_sample_every, cpu_budget_percent);
         let mut sweeps = 0u64;
+        let mut cycle = capture_cycle.map(|period| {
+            log::warn!(
+                "test hook {}: payload capture switches off and on every {} ms",
+                super::capture::TEST_CYCLE_ENV,
+                period.as_millis()
+            );
+            tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+        });
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
@@ -154,6 +165,10 @@ impl AuditTask {
                         reader.correlator.capture_incomplete();
                     }
                 }
+                () = next_cycle(&mut cycle) => {
+                    let on = capture.toggle();
+                    log::debug!("test hook: payload capture {}", if on { "on" } else { "off" });
+                }
                 guard = ring.readable_mut() => {
                     // The kernel woke the reader: the ring is filling up.
                     let mut guard = guard?;
@@ -168,6 +183,16 @@ impl AuditTask {
         capture.stop();
         reader.enrichment.emit(reader.correlator.drain());
         Ok(())
+    }
+}
+
+/// The next capture cycle of the test hook; never, without it.
+async fn next_cycle(cycle: &mut Option<tokio::time::Interval>) {
+    match cycle {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -234,6 +259,7 @@ impl Reader<'_> {
     /// Forgets connections the kernel no longer tracks (closed without a close event).
     fn release_closed(&mut self, open: &std::collections::HashSet<u64>) {
         self.pipeline.release_closed(open);
+        self.stats.audit_released_connections.store(self.pipeline.stats.released_closed, Ordering::Relaxed);
         self.publish_memory();
     }
 
