@@ -26,9 +26,12 @@ pub const TEST_CYCLE_ENV: &str = "METRICS_AGENT_TEST_CAPTURE_CYCLE_MS";
 
 /// The capture cycle period `TEST_CYCLE_ENV` asks for (None: not set).
 pub fn test_cycle_from_env() -> anyhow::Result<Option<Duration>> {
-    let Ok(value) = std::env::var(TEST_CYCLE_ENV) else { return Ok(None) };
+    std::env::var(TEST_CYCLE_ENV).ok().map(|value| parse_test_cycle(&value)).transpose()
+}
+
+fn parse_test_cycle(value: &str) -> anyhow::Result<Duration> {
     match value.trim().parse::<u64>() {
-        Ok(ms) if (10..=600_000).contains(&ms) => Ok(Some(Duration::from_millis(ms))),
+        Ok(ms) if (10..=600_000).contains(&ms) => Ok(Duration::from_millis(ms)),
         _ => anyhow::bail!("{TEST_CYCLE_ENV}={value:?}: use a period of 10 to 600000 milliseconds, or unset it"),
     }
 }
@@ -126,5 +129,19 @@ impl CaptureController {
     /// Turns the kernel's payload capture off.
     pub fn stop(mut self) {
         let _ = self.control.set(control::ENABLED, 0, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_cycle_is_a_period_in_milliseconds_or_a_one_line_error() {
+        assert_eq!(parse_test_cycle(" 800 ").unwrap(), Duration::from_millis(800));
+        for bad in ["0", "9", "600001", "1s", ""] {
+            let e = parse_test_cycle(bad).unwrap_err().to_string();
+            assert!(e.starts_with(TEST_CYCLE_ENV) && e.contains("use a period") && !e.contains('\n'), "{e}");
+        }
     }
 }
