@@ -526,10 +526,21 @@ fn the_size_budget_drops_the_oldest_detail_rows_and_counts_them(database: Databa
     let rows_made = 2 * sent;
     let written = "metrics_agent_storage_rows_written_total{table=\"request_details\"}";
     agent.wait_until(Duration::from_secs(30), "every detail row written", |m| m.get(written) >= rows_made);
-    // Two checks after the last flush: the budget has been enforced on every row.
+    // Two checks after the last flush, the budget has been enforced on every
+    // row; then the database is read until no check deletes rows between
+    // the reads around the scrape (the counter is that of the rows read).
     sleep(Duration::from_millis(2_500));
-    let db = read_database(&s.url);
-    let m = agent.scrape();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (db, m) = loop {
+        let before = read_database(&s.url);
+        let m = agent.scrape();
+        let after = read_database(&s.url);
+        let settled = before.details.len() == after.details.len() && after.budget_size <= BUDGET_BYTES;
+        if settled || std::time::Instant::now() > deadline {
+            break (after, m);
+        }
+        sleep(Duration::from_millis(500));
+    };
     eprintln!(
         "budget {BUDGET_BYTES}: measured {} bytes, {} on disk, {} detail rows, {} metric rows; \
          scrape: size {} dropped {} written {}",
