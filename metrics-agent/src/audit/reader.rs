@@ -57,6 +57,8 @@ pub struct AuditTask {
     pub records_out: tokio::sync::broadcast::Sender<Arc<super::pipeline::RequestRecord>>,
     /// The connection ids the kernel tracks now (None when unreadable).
     pub open_connections: OpenConnections,
+    /// Test hook (`capture::TEST_CYCLE_ENV`): capture switched off and on every period.
+    pub capture_cycle: Option<Duration>,
 }
 
 impl AuditTask {
@@ -82,6 +84,7 @@ impl AuditTask {
     /// lets the correlator time out, sweeps closed connections and lets the
     /// capture controller adapt the sampling.
     async fn run(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let capture_cycle = self.capture_cycle;
         let (mut reader, ring, mut capture, open_connections) = self.into_parts();
         // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
         let mut ring =
@@ -90,6 +93,14 @@ impl AuditTask {
         let mut drain_timer = tokio::time::interval(DRAIN_EVERY);
         drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks = 0u64;
+        let mut cycle = capture_cycle.map(|period| {
+            log::warn!(
+                "test hook {}: payload capture switches off and on every {} ms",
+                super::capture::TEST_CYCLE_ENV,
+                period.as_millis()
+            );
+            tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+        });
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
@@ -110,6 +121,10 @@ impl AuditTask {
                     if capture.tick() {
                         reader.correlator.capture_incomplete();
                     }
+                }
+                () = next_cycle(&mut cycle) => {
+                    let on = capture.toggle();
+                    log::debug!("test hook: payload capture {}", if on { "on" } else { "off" });
                 }
                 guard = ring.readable_mut() => {
                     // The kernel woke the reader: the ring is filling up.
@@ -148,6 +163,7 @@ impl AuditTask {
             memory_budget_bytes,
             records_out,
             open_connections,
+            capture_cycle: _,
         } = self;
         let names = provider_names.clone();
         let new_pipeline = Box::new(move || {
@@ -173,6 +189,16 @@ impl AuditTask {
         let capture =
             CaptureController::start(control, counters, stats, sample_every, max_sample_every, cpu_budget_percent);
         (reader, ring, capture, open_connections)
+    }
+}
+
+/// The next capture cycle of the test hook; never, without it.
+async fn next_cycle(cycle: &mut Option<tokio::time::Interval>) {
+    match cycle {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -236,6 +262,7 @@ impl Reader {
         self.enrichment.emit(self.correlator.tick(std::time::Instant::now()));
         if let Some(open) = open {
             self.pipeline.release_closed(open);
+            self.stats.audit_released_connections.store(self.pipeline.stats.released_closed, Ordering::Relaxed);
             self.publish_memory();
         }
     }

@@ -35,6 +35,7 @@ pub fn append(stats: &AgentStats, agent_cpu_seconds: f64, out: &mut Vec<Series>)
         (&m::AUDIT_MEMORY, &s.audit_memory_bytes),
         (&m::AUDIT_EVICTED_CONNECTIONS, &s.audit_evicted_connections),
         (&m::AUDIT_EVICTED_FOR_MEMORY, &s.audit_evicted_for_memory),
+        (&m::AUDIT_RELEASED_CONNECTIONS, &s.audit_released_connections),
         (&m::SPANS_EXPORTED, &s.spans_exported),
         (&m::SPANS_QUEUED, &s.spans_queued),
         (&m::SPAN_EXPORT_FAILURES, &s.span_export_failures),

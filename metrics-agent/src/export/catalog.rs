@@ -795,6 +795,15 @@ pub static AUDIT_EVICTED_CONNECTIONS: Desc = desc(
     NONE,
     "Connections the audit path stopped following (too many connections, or over the memory budget).",
 );
+pub static AUDIT_RELEASED_CONNECTIONS: Desc = desc(
+    "metrics_agent.audit.released_connections",
+    "metrics_agent_audit_released_connections",
+    "{connection}",
+    None,
+    Counter,
+    NONE,
+    "Connections whose audit state was released because the kernel no longer tracks them: their close event was not captured (capture off, ring full, process gone).",
+);
 pub static AUDIT_EVICTED_FOR_MEMORY: Desc = desc(
     "metrics_agent.audit.evicted_for_memory",
     "metrics_agent_audit_evicted_for_memory",
@@ -1168,6 +1177,7 @@ pub static ALL: &[&Desc] = &[
     &AUDIT_MEMORY,
     &AUDIT_EVICTED_CONNECTIONS,
     &AUDIT_EVICTED_FOR_MEMORY,
+    &AUDIT_RELEASED_CONNECTIONS,
     &SYS_CPU_TIME,
     &SYS_CPU_COUNT,
     &SYS_MEMORY_USAGE,

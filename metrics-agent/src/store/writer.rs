@@ -327,7 +327,7 @@ const MAINTENANCE_RETRY: Duration = Duration::from_secs(60);
 pub struct Upkeep {
     /// Retention and partitions ahead.
     pub retention_every: Duration,
-    /// The size budget (`max_size_mib`).
+    /// The size budget (`max_size_mib`), every `budget_check_seconds`.
     pub budget_every: Duration,
 }
 
@@ -407,7 +407,7 @@ pub async fn keep_within_budget(store: &Store, budget: u64, stats: &StorageStats
                 );
             }
         }
-        Err(e) => log::warn!("storage: checking the size budget failed (retried in a minute): {e}"),
+        Err(e) => log::warn!("storage: checking the size budget failed (retried at the next check): {e}"),
     }
 }
 
