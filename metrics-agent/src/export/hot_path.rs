@@ -105,6 +105,7 @@ pub fn append(k: &HotPathSnapshot, tracked: u64, providers: &[(u32, String)], ou
         (&m::TLS_CONNECTIONS, c::TLS_CONNECTIONS),
         (&m::TLS_PLAINTEXT_CONNECTIONS, c::TLS_PLAINTEXT_CONNECTIONS),
         (&m::TLS_OPAQUE_BYTES, c::TLS_OPAQUE_BYTES),
+        (&m::TLS_UNTIED_BYTES, c::TLS_UNTIED_BYTES),
         (&m::FRAMING_LOST, c::FRAMING_LOST),
         (&m::H2_CONNECTIONS, c::H2_CONNECTIONS),
         (&m::H2_STREAMS_OPENED, c::H2_STREAMS_OPENED),
