@@ -19,7 +19,6 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
-
 use metrics_common::counters as c;
 
 use crate::{
