@@ -448,6 +448,15 @@ pub static TLS_OPAQUE_BYTES: Desc = desc(
     NONE,
     "Ciphertext bytes on TLS connections no plaintext was tied to (yet): another TLS library, or a handshake before the tie.",
 );
+pub static TLS_UNTIED_BYTES: Desc = desc(
+    "metrics_agent.tls.untied_bytes",
+    "metrics_agent_tls_untied_bytes",
+    "By",
+    None,
+    Counter,
+    NONE,
+    "TLS plaintext bytes the OpenSSL probes saw on no traced connection (SSL object never tied to a socket, or socket not traced): counted and parsed nowhere else.",
+);
 pub static FRAMING_LOST: Desc = desc(
     "metrics_agent.framing_lost",
     "metrics_agent_framing_lost",
@@ -1138,6 +1147,7 @@ pub static ALL: &[&Desc] = &[
     &TLS_CONNECTIONS,
     &TLS_PLAINTEXT_CONNECTIONS,
     &TLS_OPAQUE_BYTES,
+    &TLS_UNTIED_BYTES,
     &FRAMING_LOST,
     &H2_CONNECTIONS,
     &H2_STREAMS_OPENED,
