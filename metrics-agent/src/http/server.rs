@@ -170,7 +170,10 @@ async fn serve_connection(
     started: Instant,
     mut stop: watch::Receiver<bool>,
 ) {
-    let last_io = Arc::new(AtomicU64::new(0));
+    // Idle since it was accepted, not since the server started: else a
+    // connection whose request is not read by the watchdog's first tick (at
+    // once) would be closed as idle once the server is `idle_timeout` old.
+    let last_io = Arc::new(AtomicU64::new(started.elapsed().as_millis() as u64));
     let io = Watched { inner: stream, last_io: last_io.clone(), started };
     let busy = admitted.busy.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -293,5 +296,66 @@ mod tests {
         assert!(connections.admit().is_err(), "every connection is busy: the new one is refused");
         drop(a);
         assert_eq!(connections.len(), 1);
+    }
+
+    /// The server on a free loopback port with `idle_timeout`, answering `GET /` with `ok`.
+    async fn server(idle_timeout: Duration) -> (SocketAddr, Arc<ServerStats>, watch::Sender<bool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let limits = ServerLimits { max_connections: 16, header_timeout: Duration::from_secs(10), idle_timeout };
+        let stats = Arc::new(ServerStats::default());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(serve(listener, app, limits, stats.clone(), stop_rx));
+        (addr, stats, stop_tx)
+    }
+
+    /// `GET /` on a new connection whose request is written `pause` after connecting.
+    async fn get_after(addr: SocketAddr, pause: Duration) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(pause).await;
+        let _ = s.write_all(b"GET / HTTP/1.0\r\nhost: 127.0.0.1\r\n\r\n").await;
+        let mut response = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut response)).await;
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
+    /// The soak's missing scrapes: once the server had run for longer than
+    /// `idle_timeout`, a new connection counted as idle since the server's
+    /// start, and the watchdog's first tick (at once) closed it if its
+    /// request had not been read yet — a client a few milliseconds slow
+    /// between connect and send (a loaded machine) got no answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_connection_is_not_idle_before_its_first_request() {
+        let idle_timeout = Duration::from_secs(1);
+        let (addr, stats, _stop) = server(idle_timeout).await;
+        tokio::time::sleep(idle_timeout + Duration::from_millis(200)).await;
+        for pause in [Duration::from_millis(50), Duration::from_millis(300)] {
+            let response = get_after(addr, pause).await;
+            assert!(
+                response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+                "request sent {pause:?} after connecting: {response:?}"
+            );
+            assert!(response.ends_with("ok"), "{response:?}");
+        }
+        assert_eq!(stats.closed.get("idle_timeout"), 0, "no connection closed as idle");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_keep_alive_connection_silent_for_the_idle_timeout_is_closed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let idle_timeout = Duration::from_secs(1);
+        let (addr, stats, _stop) = server(idle_timeout).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+        let silent = Instant::now();
+        let closed = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "still open after {:?}", silent.elapsed());
+        assert!(silent.elapsed() >= idle_timeout / 2, "closed after {:?}", silent.elapsed());
+        assert_eq!(stats.closed.get("idle_timeout"), 1);
     }
 }
