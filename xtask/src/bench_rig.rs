@@ -57,24 +57,37 @@ pub(crate) fn wait_port(port: u16) -> Result<()> {
 pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The response to `GET path` on the agent at `port` when it answers 200
-/// in full within `ANSWER_TIMEOUT`, else None.
-fn answer(port: u16, path: &str) -> Option<String> {
+/// in full within `ANSWER_TIMEOUT`, else why not, in a few words.
+fn answer(port: u16, path: &str) -> Result<String, String> {
     let deadline = Instant::now() + ANSWER_TIMEOUT;
-    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), ANSWER_TIMEOUT).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nhost: 127.0.0.1:{port}\r\n\r\n").ok()?;
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), ANSWER_TIMEOUT)
+        .map_err(|e| format!("no connection ({e})"))?;
+    write!(s, "GET {path} HTTP/1.0\r\nhost: 127.0.0.1:{port}\r\n\r\n").map_err(|e| format!("send failed ({e})"))?;
     let mut out = Vec::new();
     let mut buf = [0u8; 64 * 1024];
     loop {
-        let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
-        s.set_read_timeout(Some(left)).ok()?;
+        let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+            return Err("no answer in time".into());
+        };
+        s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(_) => return None,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err("no answer in time".into());
+            }
+            Err(e) => return Err(format!("read failed after {} bytes ({e})", out.len())),
         }
     }
-    let out = String::from_utf8(out).ok()?;
-    (out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200")).then_some(out)
+    if out.is_empty() {
+        return Err("connection closed without an answer".into());
+    }
+    let out = String::from_utf8(out).map_err(|_| "an answer that is not UTF-8".to_string())?;
+    if out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200") {
+        Ok(out)
+    } else {
+        Err(format!("answered `{}`", out.lines().next().unwrap_or_default()))
+    }
 }
 
 /// The body of `GET path` on the agent at `port` when it answers 200, else empty.
@@ -87,9 +100,9 @@ pub(crate) fn scrape(port: u16) -> String {
     get(port, "/metrics")
 }
 
-/// The agent's `/metrics` (None when it did not answer 200 within
-/// `ANSWER_TIMEOUT`) and how long the scrape took.
-pub(crate) fn timed_scrape(port: u16) -> (Option<String>, Duration) {
+/// The agent's `/metrics` (`Err` says why when it did not answer 200
+/// within `ANSWER_TIMEOUT`) and how long the scrape took.
+pub(crate) fn timed_scrape(port: u16) -> (Result<String, String>, Duration) {
     let started = Instant::now();
     let text = answer(port, "/metrics");
     (text, started.elapsed())

@@ -39,10 +39,12 @@ struct Sample {
     database_mib: f64,
     /// CPU seconds per thread name.
     cpu: BTreeMap<String, f64>,
-    /// How long the scrape of `/metrics` took (`ANSWER_TIMEOUT` or more when missing).
+    /// How long the scrape of `/metrics` took (answered or not).
     scrape_time: Duration,
-    /// What `/metrics` said; None when it did not answer in time.
+    /// What `/metrics` said; None when it did not answer 200 in time.
     scraped: Option<Scraped>,
+    /// Why the scrape got no answer (closed, timed out, another status).
+    missing_why: Option<String>,
 }
 
 /// The agent's own figures, from one scrape of `/metrics`.
@@ -110,6 +112,7 @@ pub fn run(seconds: u64, connections: u32) -> Result<()> {
 
 fn sample(pid: u32, agent_port: u16, proxy_port: u16, up_port: u16, database: &Path, at: Duration) -> Sample {
     let (text, scrape_time) = timed_scrape(agent_port);
+    let missing_why = text.as_ref().err().cloned();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = |field: &str| -> f64 {
         status
@@ -132,7 +135,8 @@ fn sample(pid: u32, agent_port: u16, proxy_port: u16, up_port: u16, database: &P
         database_mib: database_bytes as f64 / (1024.0 * 1024.0),
         cpu: thread_cpu(pid),
         scrape_time,
-        scraped: text.map(|text| Scraped {
+        missing_why,
+        scraped: text.ok().map(|text| Scraped {
             exchanges: metric(&text, "llm_proxy_requests_total "),
             records: metric(&text, "metrics_agent_audit_records_total "),
             audit_connections: metric(&text, "metrics_agent_audit_connections "),
@@ -295,10 +299,16 @@ fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32
 }
 
 /// One line on the scrapes of `/metrics`: how many were missing (no answer
-/// within `ANSWER_TIMEOUT`), when, and the latency of the answered ones.
+/// within `ANSWER_TIMEOUT`), when and why, and the latency of the answered ones.
 fn scrape_summary(r: &mut String, samples: &[Sample]) -> Result<()> {
-    let missing: Vec<String> =
-        samples.iter().filter(|s| s.scraped.is_none()).map(|s| format!("{:.0}", s.at.as_secs_f64())).collect();
+    let missing: Vec<String> = samples
+        .iter()
+        .filter(|s| s.scraped.is_none())
+        .map(|s| {
+            let why = s.missing_why.as_deref().unwrap_or("no answer");
+            format!("{:.0} s: {why} after {:.0} ms", s.at.as_secs_f64(), s.scrape_time.as_secs_f64() * 1e3)
+        })
+        .collect();
     let mut answered: Vec<Duration> = samples.iter().filter(|s| s.scraped.is_some()).map(|s| s.scrape_time).collect();
     answered.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -310,7 +320,7 @@ fn scrape_summary(r: &mut String, samples: &[Sample]) -> Result<()> {
         ANSWER_TIMEOUT.as_secs()
     )?;
     if !missing.is_empty() {
-        write!(r, ", **{} missing** (t = {} s)", missing.len(), missing.join(", "))?;
+        write!(r, ", **{} missing** (t = {})", missing.len(), missing.join("; t = "))?;
     }
     if let (Some(p50), Some(max)) = (answered.get(answered.len() / 2), answered.last()) {
         write!(r, "; latency of the answered: p50 {:.1} ms, max {:.1} ms", ms(*p50), ms(*max))?;
