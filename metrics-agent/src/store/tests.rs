@@ -714,8 +714,13 @@ async fn a_batch_the_database_refuses_is_dropped_and_storage_goes_on(db: TestDb)
     }
     let poisoned = if matches!(db.store, Store::Postgres(_)) { 2 } else { 1 };
     wait_for("the refused batch to be dropped", async || rejected() == poisoned).await;
-    assert_eq!(stats.flushes.get("rejected"), 1);
-    assert_eq!(stats.flushes.get("error"), u64::from(super::writer::REJECTED_ATTEMPTS - 1));
+    // The two refused PostgreSQL records share a batch unless a flush falls
+    // between their sends (a loaded machine): then each batch is refused on
+    // its own. Either way every refused batch was tried REJECTED_ATTEMPTS
+    // times, then dropped once.
+    let refused_batches = stats.flushes.get("rejected");
+    assert!((1..=poisoned).contains(&refused_batches), "{refused_batches} batches refused");
+    assert_eq!(stats.flushes.get("error"), u64::from(super::writer::REJECTED_ATTEMPTS - 1) * refused_batches);
     for i in 0..20 {
         tx.send(Arc::new(record(T0_MS + i, "good", 1.0, 1, 1, "0.001"))).unwrap();
     }
