@@ -41,10 +41,9 @@ struct Sample {
     cpu: BTreeMap<String, f64>,
     /// How long the scrape of `/metrics` took (answered or not).
     scrape_time: Duration,
-    /// What `/metrics` said; None when it did not answer 200 in time.
-    scraped: Option<Scraped>,
-    /// Why the scrape got no answer (closed, timed out, another status).
-    missing_why: Option<String>,
+    /// What `/metrics` said, or why it did not answer 200 in time (closed,
+    /// timed out, another status).
+    scraped: Result<Scraped, String>,
 }
 
 /// The agent's own figures, from one scrape of `/metrics`.
@@ -112,7 +111,6 @@ pub fn run(seconds: u64, connections: u32) -> Result<()> {
 
 fn sample(pid: u32, agent_port: u16, proxy_port: u16, up_port: u16, database: &Path, at: Duration) -> Sample {
     let (text, scrape_time) = timed_scrape(agent_port);
-    let missing_why = text.as_ref().err().cloned();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = |field: &str| -> f64 {
         status
@@ -135,8 +133,7 @@ fn sample(pid: u32, agent_port: u16, proxy_port: u16, up_port: u16, database: &P
         database_mib: database_bytes as f64 / (1024.0 * 1024.0),
         cpu: thread_cpu(pid),
         scrape_time,
-        missing_why,
-        scraped: text.ok().map(|text| Scraped {
+        scraped: text.map(|text| Scraped {
             exchanges: metric(&text, "llm_proxy_requests_total "),
             records: metric(&text, "metrics_agent_audit_records_total "),
             audit_connections: metric(&text, "metrics_agent_audit_connections "),
@@ -184,7 +181,7 @@ fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32
     let mut prev: Option<(Duration, &Scraped)> = None;
     for (i, s) in samples.iter().enumerate() {
         let idle = if i > traffic_end { " (idle)" } else { "" };
-        let Some(m) = &s.scraped else {
+        let Ok(m) = &s.scraped else {
             writeln!(
                 r,
                 "| {:.0}{idle} | {:.1} ({:.1}) | missing | missing | missing | missing | missing / {} | missing | {:.1} |",
@@ -220,13 +217,13 @@ fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32
     }
     scrape_summary(&mut r, samples)?;
     // The CPU table spans the first and the last traffic sample that have figures.
-    let answered = |s: &&Sample| s.scraped.is_some();
+    let answered = |s: &&Sample| s.scraped.is_ok();
     let (Some(first), Some(last)) =
         (samples[..=traffic_end].iter().find(answered), samples[..=traffic_end].iter().rfind(answered))
     else {
         bail!("no scrape of /metrics was answered during the traffic:\n{r}");
     };
-    let (Some(first_m), Some(last_m)) = (&first.scraped, &last.scraped) else { unreachable!("filtered above") };
+    let (Ok(first_m), Ok(last_m)) = (&first.scraped, &last.scraped) else { unreachable!("filtered above") };
     let exchanges = last_m.exchanges - first_m.exchanges;
     let records = last_m.records - first_m.records;
     let elapsed = last.at.as_secs_f64() - first.at.as_secs_f64();
@@ -283,7 +280,7 @@ fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32
     // counter since start is comparable with what wrk completed.
     let completed =
         wrk.lines().find(|l| l.contains("requests in")).and_then(|l| l.split_whitespace().next()).unwrap_or("?");
-    match samples.last().and_then(|s| s.scraped.as_ref()) {
+    match samples.last().and_then(|s| s.scraped.as_ref().ok()) {
         Some(m) => writeln!(
             r,
             "Hot path: {:.0} requests counted by the agent since its start, {completed} completed by wrk (plus those in flight when it stopped).",
@@ -303,13 +300,12 @@ fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32
 fn scrape_summary(r: &mut String, samples: &[Sample]) -> Result<()> {
     let missing: Vec<String> = samples
         .iter()
-        .filter(|s| s.scraped.is_none())
-        .map(|s| {
-            let why = s.missing_why.as_deref().unwrap_or("no answer");
-            format!("{:.0} s: {why} after {:.0} ms", s.at.as_secs_f64(), s.scrape_time.as_secs_f64() * 1e3)
+        .filter_map(|s| {
+            let why = s.scraped.as_ref().err()?;
+            Some(format!("{:.0} s: {why} after {:.0} ms", s.at.as_secs_f64(), s.scrape_time.as_secs_f64() * 1e3))
         })
         .collect();
-    let mut answered: Vec<Duration> = samples.iter().filter(|s| s.scraped.is_some()).map(|s| s.scrape_time).collect();
+    let mut answered: Vec<Duration> = samples.iter().filter(|s| s.scraped.is_ok()).map(|s| s.scrape_time).collect();
     answered.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     write!(

@@ -288,14 +288,18 @@ impl Writer {
         self.update_gauges(state);
     }
 
+    /// Nothing held: no failed batch and no rows waiting for a flush.
+    fn all_flushed(state: &State) -> bool {
+        state.failed.is_none() && state.live.is_empty() && state.details.is_empty()
+    }
+
     async fn shutdown(self, mut state: State) {
         let deadline = Instant::now() + SHUTDOWN_DEADLINE;
         // Said only when there was something to flush: a run that failed at
         // start-up prints its one-line error and nothing else.
-        let mut flushed_at_shutdown = false;
+        let had_rows = state.in_flight.is_some() || !Self::all_flushed(&state);
         loop {
             if let Some(handle) = state.in_flight.take() {
-                flushed_at_shutdown = true;
                 let left = deadline.saturating_duration_since(Instant::now());
                 match tokio::time::timeout(left, handle).await {
                     Ok(Ok(result)) => self.finish_flush(&mut state, result),
@@ -303,8 +307,8 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if state.failed.is_none() && state.live.is_empty() && state.details.is_empty() {
-                if flushed_at_shutdown {
+            if Self::all_flushed(&state) {
+                if had_rows {
                     log::info!("storage: everything flushed");
                 }
                 return;
@@ -317,7 +321,6 @@ impl Writer {
                 tokio::time::sleep(Duration::from_millis(200).min(self.config.flush_interval)).await;
             }
             self.start_flush(&mut state);
-            flushed_at_shutdown = true;
         }
         let lost = state.live.records + state.failed.as_ref().map_or(0, |b| b.records);
         log::warn!(
