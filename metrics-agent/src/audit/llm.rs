@@ -298,8 +298,8 @@ const REQUEST_CONTENT_KEYS: [&str; 10] = [
 ];
 /// Top-level response fields holding content (completions, embeddings):
 /// usage, model and error live beside them.
-const RESPONSE_CONTENT_KEYS: [&str; 8] =
-    ["choices", "output", "content", "data", "candidates", "message", "response", "generations"];
+const RESPONSE_CONTENT_KEYS: [&str; 10] =
+    ["choices", "output", "content", "data", "candidates", "message", "response", "generations", "outputs", "results"];
 
 /// A request body's JSON object without its content fields (`Null` when it
 /// is not a JSON object): what classification and `[identity]` body
@@ -310,7 +310,9 @@ pub fn request_fields(body: &[u8]) -> Value {
 
 /// Content fields read as their choices' summaries (`finish::ChoiceSummaries`):
 /// each choice's index and finish reason, nothing it generated.
-const SUMMARISED_KEYS: [&str; 2] = ["choices", "candidates"];
+/// (`generations`, `outputs`, `results`: Bedrock's Cohere, Mistral and
+/// Titan bodies.)
+const SUMMARISED_KEYS: [&str; 5] = ["choices", "candidates", "generations", "outputs", "results"];
 
 /// The body's top-level object without its `skipped` fields; of those,
 /// `SUMMARISED_KEYS` are kept as their choices' summaries.
@@ -970,6 +972,12 @@ mod tests {
                 r#"{"outputs":[{"text":"Hi","stop_reason":"length"}]}"#,
                 (0, 0),
                 "length",
+            ),
+            (
+                "cohere.command-text-v14",
+                r#"{"id":"c1","generations":[{"id":"g1","text":"Hi","finish_reason":"COMPLETE"}],"prompt":"p"}"#,
+                (0, 0),
+                "COMPLETE",
             ),
             (
                 "amazon.titan-text-express-v1",
