@@ -298,8 +298,21 @@ const REQUEST_CONTENT_KEYS: [&str; 10] = [
 ];
 /// Top-level response fields holding content (completions, embeddings):
 /// usage, model and error live beside them.
-const RESPONSE_CONTENT_KEYS: [&str; 10] =
-    ["choices", "output", "content", "data", "candidates", "message", "response", "generations", "outputs", "results"];
+const RESPONSE_CONTENT_KEYS: [&str; 13] = [
+    "choices",
+    "output",
+    "content",
+    "data",
+    "candidates",
+    "message",
+    "response",
+    "generations",
+    "outputs",
+    "results",
+    "text",
+    "chat_history",
+    "generation",
+];
 
 /// A request body's JSON object without its content fields (`Null` when it
 /// is not a JSON object): what classification and `[identity]` body
