@@ -880,7 +880,9 @@ mod tests {
                 r#""amazon-bedrock-invocationMetrics":{{"inputTokenCount":{i},"outputTokenCount":{o},"invocationLatency":90,"firstByteLatency":20}}"#
             )
         };
-        let families: [(&str, Vec<String>, (u64, u64), &str); 6] = [
+        /// Model id, its chunks' events, (input, output) usage, finish reason.
+        type Family = (&'static str, Vec<String>, (u64, u64), &'static str);
+        let families: [Family; 6] = [
             (
                 "meta.llama3-8b-instruct-v1:0",
                 vec![
