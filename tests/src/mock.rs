@@ -284,10 +284,13 @@ pub enum Api {
     /// Bedrock Converse: input 11 + cache read 3 (normalised 14), output 7;
     /// stream (event stream): input 25, output 9.
     BedrockConverse,
-    /// Bedrock InvokeModel with an Anthropic body: input 12, output 6 (also
-    /// in the `x-amzn-bedrock-*-token-count` headers); the stream's chunks
-    /// say the same; model claude-3-haiku-20240307.
-    BedrockInvoke,
+    /// Bedrock InvokeModel, in the body shape of the model family named by
+    /// the path's model id (`InvokeBody`). Anthropic: input 12, output 6
+    /// (also in the `x-amzn-bedrock-*-token-count` headers); the stream's
+    /// chunks say the same; model claude-3-haiku-20240307. Other families:
+    /// `InvokeBody::usage`, in the headers and the closing chunk's
+    /// `amazon-bedrock-invocationMetrics`.
+    BedrockInvoke(InvokeBody),
     /// Cohere v2 chat: tokens input 70, output 3 (billed 5, 3).
     Cohere,
     /// Ollama `/api/chat`: prompt_eval_count 26, eval_count 298; NDJSON
@@ -303,7 +306,7 @@ impl Api {
         if p.contains("/model/") && (p.ends_with("/converse") || p.ends_with("/converse-stream")) {
             Self::BedrockConverse
         } else if p.contains("/model/") && (p.ends_with("/invoke") || p.ends_with("/invoke-with-response-stream")) {
-            Self::BedrockInvoke
+            Self::BedrockInvoke(InvokeBody::of(p))
         } else if p.ends_with("/v2/chat") {
             Self::Cohere
         } else if p.ends_with("/api/chat") {
@@ -346,9 +349,10 @@ impl Api {
             Self::BedrockConverse => format!(
                 r#"{{"output":{{"message":{{"role":"assistant","content":[{{"text":"{pad}"}}]}}}},"stopReason":"end_turn","usage":{{"inputTokens":11,"outputTokens":7,"totalTokens":21,"cacheReadInputTokens":3}},"metrics":{{"latencyMs":5}}}}"#
             ),
-            Self::BedrockInvoke => format!(
+            Self::BedrockInvoke(InvokeBody::Anthropic) => format!(
                 r#"{{"id":"msg_1","type":"message","role":"assistant","model":"claude-3-haiku-20240307","content":[{{"type":"text","text":"{pad}"}}],"stop_reason":"end_turn","usage":{{"input_tokens":12,"output_tokens":6}}}}"#
             ),
+            Self::BedrockInvoke(family) => family.body(pad),
             Self::Cohere => format!(
                 r#"{{"id":"msg_1","finish_reason":"COMPLETE","message":{{"role":"assistant","content":[{{"type":"text","text":"{pad}"}}]}},"usage":{{"billed_units":{{"input_tokens":5,"output_tokens":3}},"tokens":{{"input_tokens":70,"output_tokens":3}}}}}}"#
             ),
@@ -371,7 +375,7 @@ impl Api {
             Self::Embeddings => (8, 0),
             Self::DeepSeek => (100, 10),
             Self::BedrockConverse => (11 + 3, 7),
-            Self::BedrockInvoke => (12, 6),
+            Self::BedrockInvoke(family) => family.usage(),
             Self::Cohere => (70, 3),
             Self::OllamaChat | Self::OllamaGenerate => (26, 298),
         }
@@ -383,7 +387,8 @@ impl Api {
         match self {
             Self::OpenAiChat | Self::DeepSeek | Self::OllamaChat | Self::OllamaGenerate => Some("stop"),
             Self::OpenAiResponses => Some("completed"),
-            Self::AnthropicMessages | Self::BedrockConverse | Self::BedrockInvoke => Some("end_turn"),
+            Self::AnthropicMessages | Self::BedrockConverse => Some("end_turn"),
+            Self::BedrockInvoke(family) => Some(family.finish_reason()),
             Self::Gemini => Some("STOP"),
             Self::Cohere => Some("COMPLETE"),
             Self::Embeddings => None,
@@ -403,17 +408,20 @@ impl Api {
     }
 
     /// Extra response header lines of a non-streamed 200 answer.
-    fn headers(self) -> &'static str {
+    fn headers(self) -> String {
         match self {
-            Self::BedrockInvoke => "x-amzn-bedrock-input-token-count: 12\r\nx-amzn-bedrock-output-token-count: 6\r\n",
-            _ => "",
+            Self::BedrockInvoke(family) => {
+                let (input, output) = family.usage();
+                format!("x-amzn-bedrock-input-token-count: {input}\r\nx-amzn-bedrock-output-token-count: {output}\r\n")
+            }
+            _ => String::new(),
         }
     }
 
     /// How a stream of this API is framed.
     fn stream_content_type(self) -> &'static str {
         match self {
-            Self::BedrockConverse | Self::BedrockInvoke => "application/vnd.amazon.eventstream",
+            Self::BedrockConverse | Self::BedrockInvoke(_) => "application/vnd.amazon.eventstream",
             Self::OllamaChat | Self::OllamaGenerate => "application/x-ndjson",
             _ => "text/event-stream",
         }
@@ -428,7 +436,7 @@ impl Api {
             Self::AnthropicMessages if last => Some((115, 40)),
             Self::OpenAiResponses | Self::Gemini if last => Some(self.usage()),
             Self::BedrockConverse if last => Some((25, 9)),
-            Self::BedrockInvoke | Self::Cohere if last => Some(self.usage()),
+            Self::BedrockInvoke(_) | Self::Cohere if last => Some(self.usage()),
             Self::OllamaChat | Self::OllamaGenerate if last => Some((10, 20)),
             _ => None,
         }
@@ -476,7 +484,12 @@ impl Api {
                 payload.as_bytes(),
             )
         };
-        if self == Self::BedrockInvoke {
+        if let Self::BedrockInvoke(family) = self
+            && family != InvokeBody::Anthropic
+        {
+            return family.stream_chunks(i, events);
+        }
+        if self == Self::BedrockInvoke(InvokeBody::Anthropic) {
             use base64::Engine as _;
             let anthropic = if i == 0 {
                 r#"{"type":"message_start","message":{"id":"msg_1","model":"claude-3-haiku-20240307","usage":{"input_tokens":12,"output_tokens":1}}}"#.to_string()
@@ -502,6 +515,142 @@ impl Api {
             .concat()
         } else {
             event("contentBlockDelta", &format!(r#"{{"contentBlockIndex":0,"delta":{{"text":"t{i}"}}}}"#))
+        }
+    }
+}
+
+/// The model family of a Bedrock InvokeModel path (its model id), whose own
+/// body shape the answer uses (AWS Bedrock user guide, inference
+/// parameters per family; the agent's `audit::bedrock` names the fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvokeBody {
+    Anthropic,
+    /// `meta.llama*`: `generation`, `prompt_token_count`, `generation_token_count`, `stop_reason`.
+    Llama,
+    /// `mistral.*`: `outputs[].text`, `outputs[].stop_reason`.
+    Mistral,
+    /// `cohere.command-r*`: `text` events, `is_finished`, `finish_reason`.
+    Cohere,
+    /// `amazon.titan-text*`: `outputText`, `inputTextTokenCount`,
+    /// `totalOutputTextTokenCount` / `results[].tokenCount`, `completionReason`.
+    Titan,
+    /// `amazon.nova*`: Converse-shaped events keyed by type; a Converse body.
+    Nova,
+}
+
+impl InvokeBody {
+    fn of(path: &str) -> Self {
+        let model = path.split("/model/").nth(1).unwrap_or("");
+        let family = [
+            ("meta.", Self::Llama),
+            ("mistral.", Self::Mistral),
+            ("cohere.", Self::Cohere),
+            ("amazon.titan", Self::Titan),
+            ("amazon.nova", Self::Nova),
+        ];
+        // Cross-region profiles prefix the id (`us.meta.llama...`).
+        family.into_iter().find(|(prefix, _)| model.contains(prefix)).map_or(Self::Anthropic, |(_, f)| f)
+    }
+
+    /// Normalised (input, output) usage, streamed or not.
+    fn usage(self) -> (u64, u64) {
+        match self {
+            Self::Anthropic => (12, 6),
+            Self::Llama => (17, 9),
+            Self::Mistral => (21, 8),
+            Self::Cohere => (9, 7),
+            Self::Titan => (5, 6),
+            Self::Nova => (6, 5),
+        }
+    }
+
+    fn finish_reason(self) -> &'static str {
+        match self {
+            Self::Anthropic | Self::Nova => "end_turn",
+            Self::Llama | Self::Mistral => "stop",
+            Self::Cohere => "COMPLETE",
+            Self::Titan => "FINISHED",
+        }
+    }
+
+    /// The non-streamed body (Mistral's and Cohere's name no usage: the
+    /// headers carry it).
+    fn body(self, pad: &str) -> String {
+        let ((input, output), reason) = (self.usage(), self.finish_reason());
+        match self {
+            Self::Anthropic => unreachable!("Api::body writes the Anthropic body"),
+            Self::Llama => format!(
+                r#"{{"generation":"{pad}","prompt_token_count":{input},"generation_token_count":{output},"stop_reason":"{reason}"}}"#
+            ),
+            Self::Mistral => format!(r#"{{"outputs":[{{"text":"{pad}","stop_reason":"{reason}"}}]}}"#),
+            Self::Cohere => format!(
+                r#"{{"response_id":"r1","text":"{pad}","generation_id":"g1","chat_history":[],"finish_reason":"{reason}"}}"#
+            ),
+            Self::Titan => format!(
+                r#"{{"inputTextTokenCount":{input},"results":[{{"tokenCount":{output},"outputText":"{pad}","completionReason":"{reason}"}}]}}"#
+            ),
+            Self::Nova => format!(
+                r#"{{"output":{{"message":{{"role":"assistant","content":[{{"text":"{pad}"}}]}}}},"stopReason":"{reason}","usage":{{"inputTokens":{input},"outputTokens":{output},"totalTokens":{}}}}}"#,
+                input + output
+            ),
+        }
+    }
+
+    /// Stream chunk(s) `i` of `events`: 0 opens (no text), 1..events carry
+    /// text `t{i}`, the last closes with the finish reason and Bedrock's
+    /// invocation metrics (Nova closes with three chunks, as ConverseStream).
+    fn stream_chunks(self, i: u64, events: u64) -> Vec<u8> {
+        let ((input, output), reason) = (self.usage(), self.finish_reason());
+        let metrics = format!(
+            r#""amazon-bedrock-invocationMetrics":{{"inputTokenCount":{input},"outputTokenCount":{output},"invocationLatency":100,"firstByteLatency":10}}"#
+        );
+        let chunk = |event: String| metrics_agent::audit::bedrock::encode_chunk(event.as_bytes());
+        let last = i == events;
+        match self {
+            Self::Anthropic => unreachable!("Api::eventstream_event writes Anthropic chunks"),
+            Self::Llama if i == 0 => chunk(format!(
+                r#"{{"generation":"","prompt_token_count":{input},"generation_token_count":1,"stop_reason":null}}"#
+            )),
+            Self::Llama if last => chunk(format!(
+                r#"{{"generation":"","prompt_token_count":null,"generation_token_count":{output},"stop_reason":"{reason}",{metrics}}}"#
+            )),
+            Self::Llama => chunk(format!(
+                r#"{{"generation":"t{i}","prompt_token_count":null,"generation_token_count":{},"stop_reason":null}}"#,
+                i + 1
+            )),
+            Self::Mistral if i == 0 => chunk(r#"{"outputs":[{"text":"","stop_reason":null}]}"#.to_string()),
+            Self::Mistral if last => {
+                chunk(format!(r#"{{"outputs":[{{"text":"","stop_reason":"{reason}"}}],{metrics}}}"#))
+            }
+            Self::Mistral => chunk(format!(r#"{{"outputs":[{{"text":"t{i}","stop_reason":null}}]}}"#)),
+            Self::Cohere if i == 0 => {
+                chunk(r#"{"is_finished":false,"event_type":"stream-start","generation_id":"g1"}"#.to_string())
+            }
+            Self::Cohere if last => chunk(format!(
+                r#"{{"is_finished":true,"event_type":"stream-end","finish_reason":"{reason}","response":{{"text":"all"}},{metrics}}}"#
+            )),
+            Self::Cohere => chunk(format!(r#"{{"is_finished":false,"event_type":"text-generation","text":"t{i}"}}"#)),
+            Self::Titan if i == 0 => chunk(format!(
+                r#"{{"outputText":"","index":0,"totalOutputTextTokenCount":0,"completionReason":null,"inputTextTokenCount":{input}}}"#
+            )),
+            Self::Titan if last => chunk(format!(
+                r#"{{"outputText":"","index":0,"totalOutputTextTokenCount":{output},"completionReason":"{reason}","inputTextTokenCount":null,{metrics}}}"#
+            )),
+            Self::Titan => chunk(format!(
+                r#"{{"outputText":"t{i}","index":0,"totalOutputTextTokenCount":{i},"completionReason":null,"inputTextTokenCount":null}}"#
+            )),
+            Self::Nova if i == 0 => chunk(r#"{"messageStart":{"role":"assistant"}}"#.to_string()),
+            Self::Nova if last => [
+                chunk(r#"{"contentBlockStop":{"contentBlockIndex":0}}"#.to_string()),
+                chunk(format!(r#"{{"messageStop":{{"stopReason":"{reason}"}}}}"#)),
+                chunk(format!(
+                    r#"{{"metadata":{{"usage":{{"inputTokens":{input},"outputTokens":{output}}},"metrics":{{}}}},{metrics}}}"#
+                )),
+            ]
+            .concat(),
+            Self::Nova => {
+                chunk(format!(r#"{{"contentBlockDelta":{{"delta":{{"text":"t{i}"}},"contentBlockIndex":0}}}}"#))
+            }
         }
     }
 }
@@ -565,7 +714,7 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
     if status != 200 {
         stats.errors.fetch_add(1, Ordering::SeqCst);
         let api = Api::of(&path);
-        let bedrock = matches!(api, Api::BedrockConverse | Api::BedrockInvoke);
+        let bedrock = matches!(api, Api::BedrockConverse | Api::BedrockInvoke(_));
         let vertex = path.contains("/publishers/google/");
         let body = match status {
             429 if bedrock => r#"{"message":"Too many requests, please wait before trying again."}"#.to_string(),
@@ -666,7 +815,7 @@ fn stream(
             }
         }
         let openai_usage = api == Api::OpenAiChat && i == events && query(path, "usage") == Some(1);
-        let binary = matches!(api, Api::BedrockConverse | Api::BedrockInvoke);
+        let binary = matches!(api, Api::BedrockConverse | Api::BedrockInvoke(_));
         if binary {
             let message = api.eventstream_event(i, events);
             if chunked {
@@ -756,6 +905,39 @@ mod tests {
         }
         let b = body(Api::DeepSeek);
         assert_eq!((n(&b, "/usage/prompt_tokens"), n(&b, "/usage/completion_tokens")), Api::DeepSeek.usage());
+    }
+
+    /// Every InvokeModel family's stream says, in its closing invocation
+    /// metrics, the usage counted for it, and its body names the finish
+    /// reason counted.
+    #[test]
+    fn bedrock_invoke_families_send_what_is_counted() {
+        use base64::Engine as _;
+        for family in [InvokeBody::Llama, InvokeBody::Mistral, InvokeBody::Cohere, InvokeBody::Titan, InvokeBody::Nova]
+        {
+            let api = Api::BedrockInvoke(family);
+            let mut events = Vec::new();
+            for i in 0..=4 {
+                let mut rest = &api.eventstream_event(i, 4)[..];
+                while !rest.is_empty() {
+                    let total = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                    let headers = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+                    let payload: Value = serde_json::from_slice(&rest[12 + headers..total - 4]).unwrap();
+                    let b64 = payload["bytes"].as_str().unwrap();
+                    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+                    events.push(serde_json::from_slice::<Value>(&bytes).unwrap());
+                    rest = &rest[total..];
+                }
+            }
+            let m = &events.last().unwrap()["amazon-bedrock-invocationMetrics"];
+            let n = |k: &str| m[k].as_u64().unwrap();
+            assert_eq!((n("inputTokenCount"), n("outputTokenCount")), api.usage(), "{family:?}");
+            assert_eq!(api.stream_usage(4, 4), Some(api.usage()), "{family:?}");
+            let reason = api.finish_reason().unwrap();
+            assert!(api.body("pad").contains(&format!("\"{reason}\"")), "{family:?}");
+            assert_eq!(InvokeBody::of(&format!("/model/{family:?}")), InvokeBody::Anthropic, "no false match");
+        }
+        assert_eq!(Api::of("/model/us.meta.llama3-8b-instruct-v1:0/invoke"), Api::BedrockInvoke(InvokeBody::Llama));
     }
 
     /// Event-stream messages carry correct CRCs and lengths.

@@ -168,6 +168,79 @@ fn cases() -> Vec<Case> {
             stream_events: Some(5),
             ..bedrock
         },
+        // InvokeModel with the other model families' own bodies (the
+        // family comes from the model id; `mock::InvokeBody` has their usage).
+        Case {
+            path: "/model/meta.llama3-8b-instruct-v1:0/invoke",
+            model_requested: Some("meta.llama3-8b-instruct-v1:0"),
+            tokens: t(17, 9, None, None),
+            ..bedrock
+        },
+        Case {
+            path: "/model/meta.llama3-8b-instruct-v1:0/invoke-with-response-stream?events=4&interval_ms=30",
+            model_requested: Some("meta.llama3-8b-instruct-v1:0"),
+            streaming: true,
+            tokens: t(17, 9, None, None),
+            stream_events: Some(5),
+            ..bedrock
+        },
+        Case {
+            path: "/model/mistral.mistral-large-2402-v1:0/invoke",
+            model_requested: Some("mistral.mistral-large-2402-v1:0"),
+            tokens: t(21, 8, None, None),
+            ..bedrock
+        },
+        Case {
+            path: "/model/mistral.mistral-large-2402-v1:0/invoke-with-response-stream?events=4&interval_ms=30",
+            model_requested: Some("mistral.mistral-large-2402-v1:0"),
+            streaming: true,
+            tokens: t(21, 8, None, None),
+            stream_events: Some(5),
+            ..bedrock
+        },
+        Case {
+            path: "/model/cohere.command-r-v1:0/invoke",
+            model_requested: Some("cohere.command-r-v1:0"),
+            tokens: t(9, 7, None, None),
+            ..bedrock
+        },
+        Case {
+            path: "/model/cohere.command-r-v1:0/invoke-with-response-stream?events=4&interval_ms=30",
+            model_requested: Some("cohere.command-r-v1:0"),
+            streaming: true,
+            tokens: t(9, 7, None, None),
+            stream_events: Some(5),
+            ..bedrock
+        },
+        Case {
+            path: "/model/amazon.titan-text-express-v1/invoke",
+            model_requested: Some("amazon.titan-text-express-v1"),
+            tokens: t(5, 6, None, None),
+            ..bedrock
+        },
+        Case {
+            path: "/model/amazon.titan-text-express-v1/invoke-with-response-stream?events=4&interval_ms=30",
+            model_requested: Some("amazon.titan-text-express-v1"),
+            streaming: true,
+            tokens: t(5, 6, None, None),
+            stream_events: Some(5),
+            ..bedrock
+        },
+        Case {
+            path: "/model/us.amazon.nova-lite-v1:0/invoke",
+            model_requested: Some("us.amazon.nova-lite-v1:0"),
+            tokens: t(6, 5, None, None),
+            ..bedrock
+        },
+        Case {
+            path: "/model/us.amazon.nova-lite-v1:0/invoke-with-response-stream?events=4&interval_ms=30",
+            model_requested: Some("us.amazon.nova-lite-v1:0"),
+            streaming: true,
+            tokens: t(6, 5, None, None),
+            // messageStart, 3 deltas, contentBlockStop, messageStop, metadata.
+            stream_events: Some(7),
+            ..bedrock
+        },
         Case {
             path: "/model/amazon.nova-lite-v1:0/converse?status=429",
             status: 429,
@@ -311,6 +384,8 @@ fn every_provider_api_is_recorded_exactly_on_both_sides() {
                 assert_eq!(reasons, Vec::from_iter(sent), "{what}");
                 if case.streaming {
                     assert!(r["time_to_first_token_ms"].as_f64().is_some(), "{what}");
+                    // Every mock stream's first event carries no text; the rest but the closing ones do.
+                    assert!(r["content_events"].as_u64().is_some_and(|n| n > 0), "{what}");
                 } else {
                     assert!(r["time_to_first_token_ms"].is_null(), "{what}");
                 }

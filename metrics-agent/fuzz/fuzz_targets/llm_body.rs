@@ -1,12 +1,16 @@
 //! LLM request and response bodies (JSON, SSE, JSON-array and NDJSON
 //! streams) of every provider shape, finish reasons included: arbitrary
-//! bytes never panic.
+//! bytes never panic. For Bedrock's InvokeModelWithResponseStream the bytes
+//! are also sent as the model events of well-framed `chunk` messages (split
+//! at 0xff), so the per-family chunk readers see arbitrary JSON.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use metrics_agent::audit::llm;
+use metrics_agent::audit::{bedrock, llm};
 
-const TARGETS: [&str; 10] = [
+const INVOKE_STREAM: &str = "/model/meta.llama3-8b-instruct-v1:0/invoke-with-response-stream";
+
+const TARGETS: [&str; 11] = [
     "/v1/chat/completions",
     "/v1/responses",
     "/v1/messages",
@@ -16,6 +20,7 @@ const TARGETS: [&str; 10] = [
     "/model/anthropic.claude-3-haiku-20240307-v1:0/invoke",
     "/v2/chat",
     "/api/chat",
+    INVOKE_STREAM,
     "/other",
 ];
 
@@ -28,4 +33,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = llm::parse_response(&request, content_type, body, complete);
         }
     }
+    let invoke = llm::parse_request(INVOKE_STREAM, None, b"{}");
+    let chunks: Vec<u8> = body.split(|&b| b == 0xff).flat_map(bedrock::encode_chunk).collect();
+    let _ = llm::parse_response(&invoke, Some("application/vnd.amazon.eventstream"), &chunks, true);
 });

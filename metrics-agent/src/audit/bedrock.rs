@@ -1,12 +1,29 @@
 //! AWS Bedrock Runtime bodies: Converse usage (`inputTokens` excludes the
 //! cache buckets, as Anthropic's does), ConverseStream events, and
-//! InvokeModelWithResponseStream chunks (base64 model events plus
-//! `amazon-bedrock-invocationMetrics`). The binary framing is `eventstream`.
+//! InvokeModel(WithResponseStream) bodies and chunks (base64 model events
+//! plus `amazon-bedrock-invocationMetrics`) in each model family's own
+//! shape. The binary framing is `eventstream`.
+//!
+//! Native (non-Anthropic) shapes read, from AWS's Bedrock user guide
+//! (inference parameters per model family) and the Nova user guide:
+//! - Meta Llama: `generation`, `prompt_token_count`,
+//!   `generation_token_count`, `stop_reason`;
+//! - Mistral: `outputs[].text`, `outputs[].stop_reason`;
+//! - Cohere Command (R): `text`, `is_finished`, `finish_reason`,
+//!   `generations[].text` / `.finish_reason`;
+//! - Amazon Titan Text: `outputText`, `inputTextTokenCount`,
+//!   `totalOutputTextTokenCount` (stream) or `results[].tokenCount`,
+//!   `completionReason`;
+//! - Amazon Nova: Converse-like objects keyed by event (`contentBlockDelta`,
+//!   `messageStop`, `metadata.usage`), or a Converse body when not streamed.
 
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::usage::{Usage, num, pointer};
+use super::{
+    finish::FinishReasons,
+    usage::{Usage, num, pointer},
+};
 
 /// Converse usage (`usage` of a response, or of a stream's `metadata` event).
 pub fn converse_usage(v: &Value) -> Option<Usage> {
@@ -34,6 +51,67 @@ pub fn converse_delta_has_content(v: &Value) -> bool {
     ["/text", "/reasoningContent/text", "/toolUse/input"]
         .iter()
         .any(|p| pointer(d, p).and_then(Value::as_str).is_some_and(|s| !s.is_empty()))
+}
+
+fn non_empty(v: &Value, path: &str) -> bool {
+    pointer(v, path).and_then(Value::as_str).is_some_and(|s| !s.is_empty())
+}
+
+/// Whether any element of the list at `list` has a non-empty string at `field`.
+fn any_non_empty(v: &Value, list: &str, field: &str) -> bool {
+    pointer(v, list).and_then(Value::as_array).is_some_and(|items| items.iter().any(|i| non_empty(i, field)))
+}
+
+/// Whether a non-Anthropic model event (one chunk of an
+/// InvokeModelWithResponseStream body) carries generated text: Llama's
+/// `generation`, Titan's `outputText`, Cohere's `text` (its closing
+/// `is_finished` event repeats the whole response: not a token), Mistral's
+/// `outputs[].text`, Nova's `contentBlockDelta`.
+pub fn native_chunk_has_content(v: &Value) -> bool {
+    if v.get("is_finished").and_then(Value::as_bool) == Some(true) {
+        return false;
+    }
+    ["/generation", "/outputText", "/text"].iter().any(|p| non_empty(v, p))
+        || any_non_empty(v, "/outputs", "/text")
+        || any_non_empty(v, "/generations", "/text")
+        || v.get("contentBlockDelta").is_some_and(converse_delta_has_content)
+}
+
+/// Usage in a non-Anthropic model's own fields (a whole InvokeModel body
+/// or one stream chunk): Nova's Converse-like `usage` (in a stream, inside
+/// `metadata`), Llama's and Titan's counts. None when it names none.
+pub fn native_usage(v: &Value) -> Option<Usage> {
+    let nova = converse_usage(v.get("metadata").unwrap_or(v));
+    if let Some(u) = nova.filter(|u| u.input.is_some() || u.output.is_some()) {
+        return Some(u);
+    }
+    let input = num(v, "/prompt_token_count").or_else(|| num(v, "/inputTextTokenCount"));
+    let output = num(v, "/generation_token_count")
+        .or_else(|| num(v, "/totalOutputTextTokenCount"))
+        .or_else(|| num(v, "/results/0/tokenCount"));
+    (input.is_some() || output.is_some()).then_some(Usage { input, output, ..Usage::default() })
+}
+
+/// The finish reasons a model's own fields name (a whole InvokeModel body
+/// or one stream chunk; null reasons of unfinished chunks are ignored).
+pub fn native_finish_reasons(v: &Value, out: &mut FinishReasons) {
+    for path in ["/stop_reason", "/completionReason", "/finish_reason", "/stopReason", "/messageStop/stopReason"] {
+        out.set_at(v, path);
+    }
+    out.set_each(v, "/outputs", "stop_reason");
+    out.set_each(v, "/results", "completionReason");
+    out.set_each(v, "/generations", "finish_reason");
+}
+
+/// An InvokeModelWithResponseStream `chunk` message carrying `event` (a
+/// model event's JSON, base64-encoded as Bedrock sends it): for the unit
+/// tests, the fuzz target and the e2e mock provider.
+pub fn encode_chunk(event: &[u8]) -> Vec<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(event);
+    super::eventstream::encode(
+        &[(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")],
+        format!(r#"{{"bytes":"{b64}"}}"#).as_bytes(),
+    )
 }
 
 /// The model event inside an InvokeModelWithResponseStream `chunk` payload

@@ -386,6 +386,32 @@ mod tests {
         assert_eq!(cost("gpt-5").as_deref(), Some("11.25"), "$1.25 + $10, unchanged");
     }
 
+    /// Mistral's `-latest` aliases name newer, cheaper (Large 3, Small 3.2)
+    /// or dearer (Medium 3.5) models than the dated ids still served: each
+    /// id is priced as the model it names (LiteLLM map, 2026-12).
+    #[test]
+    fn mistral_ids_are_priced_as_the_model_they_name() {
+        let t = PriceTable::load(None).unwrap();
+        let usage = Usage { input: Some(1_000_000), output: Some(1_000_000), ..Usage::default() };
+        let cost = |model: &str| t.cost(model, &usage).map(|c| c.normalize().to_string());
+        for (model, expected) in [
+            ("mistral-large-latest", "2"),
+            ("mistral-large-2512", "2"),
+            ("mistral-large-2411", "8"),
+            ("mistral-medium-latest", "9"),
+            ("mistral-medium-3-5", "9"),
+            ("mistral-medium-2508", "2.4"),
+            ("mistral-medium-3-1-2508", "2.4"),
+            ("mistral-small-latest", "0.24"),
+            ("magistral-medium-1-2-2509", "7"),
+            ("devstral-2512", "2.4"),
+            ("ministral-3-8b-2512", "0.3"),
+            ("codestral-2508", "1.2"),
+        ] {
+            assert_eq!(cost(model).as_deref(), Some(expected), "{model}");
+        }
+    }
+
     #[test]
     fn an_unpriced_model_is_logged_once_and_only_when_it_had_usage() {
         let t = PriceTable::load(None).unwrap();

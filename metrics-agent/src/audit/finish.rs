@@ -158,12 +158,14 @@ impl<'de> Visitor<'de> for ChoiceSummary {
         let mut out = serde_json::Map::new();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match key.as_ref() {
-                "index" => {
+                // (Titan's `tokenCount`: the output tokens of its one result.)
+                "index" | "tokenCount" => {
                     if let Some(i) = map.next_value::<Value>()?.as_u64() {
-                        out.insert("index".into(), i.into());
+                        out.insert(key.into_owned(), i.into());
                     }
                 }
-                "finish_reason" | "finishReason" => {
+                // OpenAI, Gemini, Cohere; Bedrock's Mistral and Titan bodies.
+                "finish_reason" | "finishReason" | "stop_reason" | "completionReason" => {
                     // A reason is a short string; anything else is dropped unbuilt.
                     if let Some(reason) = map.next_value::<ShortText>()?.0 {
                         out.insert(key.into_owned(), Value::String(reason));

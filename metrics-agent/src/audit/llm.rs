@@ -153,12 +153,17 @@ impl StreamInterpreter {
         match (self.format, m.event_type.as_deref().unwrap_or("")) {
             (WireFormat::BedrockInvoke, "chunk") => {
                 let Some(inner) = bedrock::chunk_event(&m.payload) else { return };
-                let kind = inner.get("type").and_then(Value::as_str).unwrap_or("").to_string();
-                self.anthropic_event(&kind, &inner);
-                if let Some(u) = bedrock::invocation_metrics_usage(&inner) {
-                    let usage = &mut self.out.usage;
-                    usage.input = usage.input.or(u.input);
-                    usage.output = usage.output.or(u.output);
+                match inner.get("type").and_then(Value::as_str) {
+                    Some(kind) => {
+                        let kind = kind.to_string();
+                        self.anthropic_event(&kind, &inner);
+                        if let Some(u) = bedrock::invocation_metrics_usage(&inner) {
+                            let usage = &mut self.out.usage;
+                            usage.input = usage.input.or(u.input);
+                            usage.output = usage.output.or(u.output);
+                        }
+                    }
+                    None => self.native_invoke_event(&inner),
                 }
             }
             (_, "contentBlockDelta") if bedrock::converse_delta_has_content(&v) => self.content(),
@@ -170,6 +175,26 @@ impl StreamInterpreter {
             }
             _ => {}
         }
+    }
+
+    /// A non-Anthropic model event inside a Bedrock InvokeModelWithResponseStream
+    /// chunk (Llama, Mistral, Cohere, Titan, Nova: `bedrock::native_*`). The
+    /// model's own counts are taken as they come (the latest wins); the
+    /// closing chunk's `amazon-bedrock-invocationMetrics`, Bedrock's count of
+    /// the whole invocation, wins over them.
+    fn native_invoke_event(&mut self, v: &Value) {
+        if bedrock::native_chunk_has_content(v) {
+            self.content();
+        }
+        let out = &mut self.out;
+        bedrock::native_finish_reasons(v, &mut out.finish_reasons);
+        if let Some(u) = bedrock::native_usage(v) {
+            out.usage = Usage { input: u.input.or(out.usage.input), output: u.output.or(out.usage.output), ..u };
+        }
+        if let Some(u) = bedrock::invocation_metrics_usage(v) {
+            out.usage = Usage { input: u.input.or(out.usage.input), output: u.output.or(out.usage.output), ..u };
+        }
+        out.error_type = error_of(v).or(out.error_type.take());
     }
 
     /// Anthropic's stream events (also inside Bedrock's chunks).
@@ -273,8 +298,21 @@ const REQUEST_CONTENT_KEYS: [&str; 10] = [
 ];
 /// Top-level response fields holding content (completions, embeddings):
 /// usage, model and error live beside them.
-const RESPONSE_CONTENT_KEYS: [&str; 8] =
-    ["choices", "output", "content", "data", "candidates", "message", "response", "generations"];
+const RESPONSE_CONTENT_KEYS: [&str; 13] = [
+    "choices",
+    "output",
+    "content",
+    "data",
+    "candidates",
+    "message",
+    "response",
+    "generations",
+    "outputs",
+    "results",
+    "text",
+    "chat_history",
+    "generation",
+];
 
 /// A request body's JSON object without its content fields (`Null` when it
 /// is not a JSON object): what classification and `[identity]` body
@@ -285,7 +323,9 @@ pub fn request_fields(body: &[u8]) -> Value {
 
 /// Content fields read as their choices' summaries (`finish::ChoiceSummaries`):
 /// each choice's index and finish reason, nothing it generated.
-const SUMMARISED_KEYS: [&str; 2] = ["choices", "candidates"];
+/// (`generations`, `outputs`, `results`: Bedrock's Cohere, Mistral and
+/// Titan bodies.)
+const SUMMARISED_KEYS: [&str; 5] = ["choices", "candidates", "generations", "outputs", "results"];
 
 /// The body's top-level object without its `skipped` fields; of those,
 /// `SUMMARISED_KEYS` are kept as their choices' summaries.
@@ -366,7 +406,10 @@ fn anthropic_usage(v: &Value) -> Option<Usage> {
 fn usage_of(format: WireFormat, v: &Value) -> Option<Usage> {
     match format {
         WireFormat::Anthropic => anthropic_usage(v),
-        WireFormat::BedrockInvoke => anthropic_usage(v).or_else(|| bedrock::invocation_metrics_usage(v)),
+        WireFormat::BedrockInvoke => anthropic_usage(v)
+            .filter(|u| *u != Usage::default())
+            .or_else(|| bedrock::invocation_metrics_usage(v))
+            .or_else(|| bedrock::native_usage(v)),
         WireFormat::BedrockConverse => bedrock::converse_usage(v),
         WireFormat::Cohere => cohere::usage(v),
         WireFormat::Ollama => ollama::usage(v),
@@ -424,7 +467,9 @@ fn finish_reasons_in(format: WireFormat, v: &Value, out: &mut FinishReasons) {
     match format {
         WireFormat::OpenAi | WireFormat::Unknown => out.set_each(v, "/choices", "finish_reason"),
         WireFormat::Gemini => out.set_each(v, "/candidates", "finishReason"),
-        WireFormat::Anthropic | WireFormat::BedrockInvoke => out.set_at(v, "/stop_reason"),
+        WireFormat::Anthropic => out.set_at(v, "/stop_reason"),
+        // Anthropic's `stop_reason` is among the native ones (Llama's too).
+        WireFormat::BedrockInvoke => bedrock::native_finish_reasons(v, out),
         WireFormat::BedrockConverse => out.set_at(v, "/stopReason"),
         WireFormat::Cohere => cohere::finish_reason(v, out),
         WireFormat::Ollama => out.set_at(v, "/done_reason"),
@@ -823,6 +868,151 @@ mod tests {
         .concat();
         let resp = parse_response(&s, Some("application/vnd.amazon.eventstream"), &body, true);
         assert_eq!((resp.usage, resp.content_events, resp.events), (usage(12, 6, None, None), 1, 4));
+    }
+
+    /// One InvokeModelWithResponseStream body per model family: each
+    /// content chunk is stamped (1 ms apart), usage and the finish reason
+    /// come from the model's fields or Bedrock's closing invocation metrics.
+    #[test]
+    fn bedrock_invoke_streams_of_other_model_families_are_timed_and_counted() {
+        let metrics = |i: u64, o: u64| {
+            format!(
+                r#""amazon-bedrock-invocationMetrics":{{"inputTokenCount":{i},"outputTokenCount":{o},"invocationLatency":90,"firstByteLatency":20}}"#
+            )
+        };
+        /// Model id, its chunks' events, (input, output) usage, finish reason.
+        type Family = (&'static str, Vec<String>, (u64, u64), &'static str);
+        let families: [Family; 6] = [
+            (
+                "meta.llama3-8b-instruct-v1:0",
+                vec![
+                    r#"{"generation":"","prompt_token_count":17,"generation_token_count":1,"stop_reason":null}"#.into(),
+                    r#"{"generation":"Hel","prompt_token_count":null,"generation_token_count":2,"stop_reason":null}"#.into(),
+                    r#"{"generation":"lo","prompt_token_count":null,"generation_token_count":3,"stop_reason":null}"#.into(),
+                    format!(r#"{{"generation":"","prompt_token_count":null,"generation_token_count":4,"stop_reason":"stop",{}}}"#, metrics(17, 4)),
+                ],
+                (17, 4),
+                "stop",
+            ),
+            (
+                "mistral.mistral-large-2402-v1:0",
+                vec![
+                    r#"{"outputs":[{"text":"Hel","stop_reason":null}]}"#.into(),
+                    r#"{"outputs":[{"text":"lo","stop_reason":null}]}"#.into(),
+                    format!(r#"{{"outputs":[{{"text":"","stop_reason":"length"}}],{}}}"#, metrics(21, 2)),
+                ],
+                (21, 2),
+                "length",
+            ),
+            (
+                "cohere.command-r-v1:0",
+                vec![
+                    r#"{"is_finished":false,"event_type":"stream-start","generation_id":"g1"}"#.into(),
+                    r#"{"is_finished":false,"event_type":"text-generation","text":"Hel"}"#.into(),
+                    r#"{"is_finished":false,"event_type":"text-generation","text":"lo"}"#.into(),
+                    format!(r#"{{"is_finished":true,"event_type":"stream-end","finish_reason":"COMPLETE","text":"Hello",{}}}"#, metrics(9, 2)),
+                ],
+                (9, 2),
+                "COMPLETE",
+            ),
+            (
+                "cohere.command-text-v14",
+                vec![
+                    r#"{"text":"Hel","is_finished":false}"#.into(),
+                    r#"{"text":"lo","is_finished":false}"#.into(),
+                    format!(r#"{{"is_finished":true,"finish_reason":"MAX_TOKENS",{}}}"#, metrics(8, 2)),
+                ],
+                (8, 2),
+                "MAX_TOKENS",
+            ),
+            (
+                "amazon.titan-text-express-v1",
+                vec![
+                    r#"{"outputText":"Hel","index":0,"totalOutputTextTokenCount":1,"completionReason":null,"inputTextTokenCount":5}"#.into(),
+                    format!(r#"{{"outputText":"lo","index":0,"totalOutputTextTokenCount":2,"completionReason":"FINISHED","inputTextTokenCount":null,{}}}"#, metrics(5, 2)),
+                ],
+                (5, 2),
+                "FINISHED",
+            ),
+            (
+                "amazon.nova-lite-v1:0",
+                vec![
+                    r#"{"messageStart":{"role":"assistant"}}"#.into(),
+                    r#"{"contentBlockDelta":{"delta":{"text":"Hel"},"contentBlockIndex":0}}"#.into(),
+                    r#"{"contentBlockDelta":{"delta":{"text":"lo"},"contentBlockIndex":0}}"#.into(),
+                    r#"{"contentBlockStop":{"contentBlockIndex":0}}"#.into(),
+                    r#"{"messageStop":{"stopReason":"end_turn"}}"#.into(),
+                    format!(r#"{{"metadata":{{"usage":{{"inputTokens":6,"outputTokens":2}}}},{}}}"#, metrics(6, 2)),
+                ],
+                (6, 2),
+                "end_turn",
+            ),
+        ];
+        for (model, chunks, (input, output), reason) in families {
+            let r = req(&format!("/model/{model}/invoke-with-response-stream"), "{}");
+            let mut s = StreamInterpreter::new(&r);
+            let mut decoder = eventstream::Decoder::new(4096);
+            let mut stamped = Vec::new();
+            for (i, chunk) in chunks.iter().enumerate() {
+                s.at(1_000_000 * (i as u64 + 1));
+                decoder.feed(&bedrock::encode_chunk(chunk.as_bytes()), |m| s.eventstream_message(&m));
+                if bedrock::native_chunk_has_content(&serde_json::from_str(chunk).unwrap()) {
+                    stamped.push(1_000_000 * (i as u64 + 1));
+                }
+            }
+            let out = s.finish();
+            let what = format!("{model}: {out:?}");
+            assert_eq!(out.usage, usage(input, output, None, None), "{what}");
+            assert_eq!(out.finish_reasons.into_vec(), [reason], "{what}");
+            assert_eq!((out.events, out.content_events), (chunks.len() as u32, 2), "{what}");
+            assert_eq!(stamped.len(), 2, "{what}");
+            assert_eq!(
+                (out.first_content_ns, out.last_content_ns),
+                (stamped.first().copied(), stamped.last().copied())
+            );
+        }
+    }
+
+    #[test]
+    fn bedrock_invoke_bodies_of_other_model_families() {
+        let cases = [
+            (
+                "meta.llama3-8b-instruct-v1:0",
+                r#"{"generation":"Hi","prompt_token_count":17,"generation_token_count":4,"stop_reason":"stop"}"#,
+                (17, 4),
+                "stop",
+            ),
+            (
+                "mistral.mistral-large-2402-v1:0",
+                r#"{"outputs":[{"text":"Hi","stop_reason":"length"}]}"#,
+                (0, 0),
+                "length",
+            ),
+            (
+                "cohere.command-text-v14",
+                r#"{"id":"c1","generations":[{"id":"g1","text":"Hi","finish_reason":"COMPLETE"}],"prompt":"p"}"#,
+                (0, 0),
+                "COMPLETE",
+            ),
+            (
+                "amazon.titan-text-express-v1",
+                r#"{"inputTextTokenCount":5,"results":[{"tokenCount":2,"outputText":"Hi","completionReason":"FINISHED"}]}"#,
+                (5, 2),
+                "FINISHED",
+            ),
+            (
+                "amazon.nova-lite-v1:0",
+                r#"{"output":{"message":{"content":[{"text":"Hi"}]}},"stopReason":"max_tokens","usage":{"inputTokens":6,"outputTokens":2}}"#,
+                (6, 2),
+                "max_tokens",
+            ),
+        ];
+        for (model, body, (input, output), reason) in cases {
+            let r = req(&format!("/model/{model}/invoke"), "{}");
+            let resp = parse_response(&r, Some("application/json"), body.as_bytes(), true);
+            let expected = if input == 0 { Usage::default() } else { usage(input, output, None, None) };
+            assert_eq!((resp.usage, resp.finish_reasons.into_vec()), (expected, vec![reason.to_string()]), "{model}");
+        }
     }
 
     #[test]
