@@ -98,12 +98,20 @@ pub fn prepare(
 }
 
 /// Events are submitted without waking the agent, which drains the ring on
-/// a short timer; once a quarter of the ring is waiting, each event wakes it.
+/// a short timer (and, once woken, until it is empty). Only the event that
+/// fills the ring past a quarter wakes it: once a lagging agent leaves more
+/// than that waiting, waking it again on every event (an `irq_work` and a
+/// wake-up in the proxy's context, each costing more than the copy) brings
+/// nothing, since it is already draining or due on its timer.
 #[inline(always)]
-fn wakeup_flags() -> u64 {
+fn wakeup_flags(event_size: u64) -> u64 {
     let waiting = PAYLOADS.query(BPF_RB_AVAIL_DATA as u64);
-    let size = PAYLOADS.query(BPF_RB_RING_SIZE as u64);
-    if waiting >= size / 4 { BPF_RB_FORCE_WAKEUP as u64 } else { BPF_RB_NO_WAKEUP as u64 }
+    let quarter = PAYLOADS.query(BPF_RB_RING_SIZE as u64) / 4;
+    if waiting < quarter && waiting + event_size >= quarter {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
 }
 
 /// A close of a captured connection, so the agent can drop its state.
@@ -121,7 +129,7 @@ pub fn closed(conn: &ConnState, tgid: u32, fd: u32, now: u64) {
         kind: KIND_CLOSE,
         ..ChunkHeader::default()
     };
-    if PAYLOADS.output::<ChunkHeader>(&header, wakeup_flags()).is_err() {
+    if PAYLOADS.output::<ChunkHeader>(&header, wakeup_flags(core::mem::size_of::<ChunkHeader>() as u64)).is_err() {
         add(&COUNTERS, c::CAPTURE_DROPS, 1);
     }
 }
@@ -232,7 +240,7 @@ fn emit_chunk(scratch: *mut Scratch, event: *mut ChunkEvent) -> bool {
     let size = core::mem::size_of::<ChunkHeader>() as u64 + len;
     // SAFETY: `event` holds a header and CHUNK_BYTES bytes; size is within it.
     let rc = unsafe {
-        bpf_ringbuf_output(core::ptr::addr_of!(PAYLOADS).cast_mut().cast(), event.cast(), size, wakeup_flags())
+        bpf_ringbuf_output(core::ptr::addr_of!(PAYLOADS).cast_mut().cast(), event.cast(), size, wakeup_flags(size))
     };
     if rc == 0 {
         add(&COUNTERS, c::CAPTURE_EVENTS, 1);

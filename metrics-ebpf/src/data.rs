@@ -22,7 +22,7 @@ use crate::{
     framing::{http_and_capture, peek, peer_closed},
     maps::{
         CALL_READ_BUF, CALL_READ_IOV, CALL_READ_NOBUF, CALL_READ_UNKNOWN, CALL_WRITE_IOV, CALLS, CONNS, COUNTERS, Call,
-        PROBE_HITS, add, is_target,
+        PROBE_HITS, TARGET_SSL_SEEN, add, is_target, target_flags,
     },
     ssl_sockets::{note_ciphertext_write, note_nested_socket_call},
 };
@@ -41,15 +41,13 @@ const TLS_MAJOR_VERSION: u8 = 0x03;
 pub fn stash<A: CallArgs>(ctx: &A, kind: u32, hit: u32) {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    if !is_target(tgid) {
-        return;
-    }
+    let Some(target) = target_flags(tgid) else { return };
     add(&PROBE_HITS, hit, 1);
     let fd = ctx.arg_int(0);
     if fd < 0 {
         return;
     }
-    if let Some(call) = traced_call(id, tgid, fd as u32, kind, ctx.arg_u64(1), ctx.arg_u64(2)) {
+    if let Some(call) = traced_call(id, tgid, target, fd as u32, kind, ctx.arg_u64(1), ctx.arg_u64(2)) {
         let _ = CALLS.insert(&id, &call, 0);
     }
 }
@@ -57,10 +55,11 @@ pub fn stash<A: CallArgs>(ctx: &A, kind: u32, hit: u32) {
 /// The call to follow for `fd`, or `None` when the fd is not a traced
 /// connection. Files, pipes and eventfds are skipped here, except plain
 /// reads, which may be the first request on a connection accepted by an
-/// accept() that was already blocking when the agent attached.
+/// accept() that was already blocking when the agent attached. `target` is
+/// the process's `TARGETS` value.
 #[inline(always)]
-pub fn traced_call(id: u64, tgid: u32, fd: u32, kind: u32, ptr: u64, count: u64) -> Option<Call> {
-    traced_call_conn(id, tgid, fd, kind, ptr, count).map(|(call, _)| call)
+pub fn traced_call(id: u64, tgid: u32, target: u32, fd: u32, kind: u32, ptr: u64, count: u64) -> Option<Call> {
+    traced_call_conn(id, tgid, target, fd, kind, ptr, count).map(|(call, _)| call)
 }
 
 /// `traced_call`, with the connection's state (null for a plain read of an
@@ -70,12 +69,15 @@ pub fn traced_call(id: u64, tgid: u32, fd: u32, kind: u32, ptr: u64, count: u64)
 pub fn traced_call_conn(
     id: u64,
     tgid: u32,
+    target: u32,
     fd: u32,
     kind: u32,
     ptr: u64,
     count: u64,
 ) -> Option<(Call, *mut ConnState)> {
-    note_nested_socket_call(id, tgid, fd);
+    if target & TARGET_SSL_SEEN != 0 {
+        note_nested_socket_call(id, tgid, fd);
+    }
     let mut kind = kind;
     let conn = CONNS.get_ptr_mut(&conn_key(tgid, fd)).unwrap_or(core::ptr::null_mut());
     if conn.is_null() {

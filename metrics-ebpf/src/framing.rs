@@ -349,8 +349,10 @@ fn fast_head(scratch: *mut Scratch, parser: *mut ResponseParser) -> u32 {
     }
     unsafe { core::ptr::write_volatile(&mut (*scratch).head_outcome, WORD_NEXT) };
     let words = head_words(len) as u32;
+    // Words 1..words, WORDS_PER_CALLBACK per callback.
+    let callbacks = (words - 1).div_ceil(WORDS_PER_CALLBACK);
     // SAFETY: `head_word` has the callback signature bpf_loop expects.
-    unsafe { bpf_loop(words - 1, head_word as *mut _, core::ptr::null_mut(), 0) };
+    unsafe { bpf_loop(callbacks, head_word as *mut _, core::ptr::null_mut(), 0) };
     if unsafe { core::ptr::read_volatile(&(*scratch).head_outcome) } != WORD_END {
         return STEP_MORE;
     }
@@ -372,18 +374,32 @@ fn fast_head(scratch: *mut Scratch, parser: *mut ResponseParser) -> u32 {
     if ev != EV_NONE || cur.left == 0 { ev } else { STEP_MORE }
 }
 
-/// `bpf_loop` callback of `fast_head`: scans word `index + 1` of this CPU's
-/// head buffer; returns 1 (stop) when the head ended or the scan gave up.
+/// Head words scanned per `bpf_loop` callback: a callback costs more than a
+/// word's scan, and the verifier checks the callback once, whatever it holds.
+const WORDS_PER_CALLBACK: u32 = 4;
+
+/// `bpf_loop` callback of `fast_head`: scans words `index *
+/// WORDS_PER_CALLBACK + 1` on (those within the head buffer's data) of this
+/// CPU's head buffer; returns 1 (stop) when the head ended or the scan gave up.
 #[inline(never)]
 extern "C" fn head_word(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 1 };
+    let first = index as u64 * WORDS_PER_CALLBACK as u64 + 1;
     // SAFETY: this CPU's scratch, filled by `fast_head`.
-    let r = unsafe { scan_word(&(*scratch).head, index as u64 + 1, &mut (*scratch).lines) };
-    if r == WORD_NEXT {
-        return 0;
+    let len = unsafe { core::ptr::read_volatile(&(*scratch).lines.len) };
+    for k in 0..WORDS_PER_CALLBACK as u64 {
+        let w = first + k;
+        if k > 0 && w * 8 >= len {
+            return 0; // the last word was scanned: `fast_head` sees WORD_NEXT
+        }
+        // SAFETY: as above.
+        let r = unsafe { scan_word(&(*scratch).head, w, &mut (*scratch).lines) };
+        if r != WORD_NEXT {
+            unsafe { core::ptr::write_volatile(&mut (*scratch).head_outcome, r) };
+            return 1;
+        }
     }
-    unsafe { core::ptr::write_volatile(&mut (*scratch).head_outcome, r) };
-    1
+    0
 }
 
 /// The body of every continuation program (one per program type).

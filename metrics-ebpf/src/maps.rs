@@ -166,6 +166,38 @@ pub fn is_target(tgid: u32) -> bool {
     unsafe { TARGETS.get(&tgid).is_some() }
 }
 
+/// `TARGETS` value bit: an OpenSSL uprobe (an SSL call, a handshake, a
+/// `BIO_write`) has run in this process, so its threads may be inside SSL
+/// calls. Until then `SSL_CALLS`, `SSL_HANDSHAKES` and `RECORDS_WRITTEN`
+/// hold nothing of it and its socket calls skip the SSL bookkeeping (a
+/// clear-text proxy linked with libssl never pays it). Set only by the
+/// kernel side (the agent inserts targets with 0), never cleared while the
+/// process is a target.
+pub const TARGET_SSL_SEEN: u32 = 1;
+
+/// The `TARGETS` value of a traced process (its `TARGET_*` bits), `None`
+/// when it is not a target: presence and flags in one lookup.
+#[inline(always)]
+pub fn target_flags(tgid: u32) -> Option<u32> {
+    // SAFETY: the value is copied.
+    unsafe { TARGETS.get(&tgid) }.copied()
+}
+
+/// Marks target `tgid` as one whose SSL calls are seen (`TARGET_SSL_SEEN`);
+/// false when it is not a target. The bit is only ever set, so concurrent
+/// writers on other CPUs agree.
+#[inline(always)]
+pub fn note_ssl_target(tgid: u32) -> bool {
+    let Some(flags) = TARGETS.get_ptr_mut(&tgid) else { return false };
+    // SAFETY: a valid map value pointer for the duration of the program.
+    unsafe {
+        if *flags & TARGET_SSL_SEEN == 0 {
+            *flags |= TARGET_SSL_SEEN;
+        }
+    }
+    true
+}
+
 #[inline(always)]
 pub fn config(slot: u32) -> u32 {
     CONFIG.get(slot).copied().unwrap_or(0)

@@ -22,7 +22,7 @@
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::map, maps::LruHashMap};
 use metrics_common::conn::{CONN_TLS, ConnState};
 
-use crate::maps::{CALL_WRITE_BUF, CALL_WRITE_IOV, CONNS, Call};
+use crate::maps::{CALL_WRITE_BUF, CALL_WRITE_IOV, CONNS, Call, TARGET_SSL_SEEN, target_flags};
 
 /// An SSL call in progress on a thread.
 #[repr(C)]
@@ -123,8 +123,12 @@ pub fn record_print(tgid: u32, ptr: u64) -> Option<RecordPrint> {
 /// that connection's first write.
 #[inline(always)]
 pub fn note_ciphertext_write(id: u64, call: &Call, n: u64, conn: &mut ConnState) {
-    if n < PRINTED_LEN || ssl_in_progress(id).is_some() {
-        return; // too short, or nested in an SSL call: tied by `note_nested_socket_call`
+    let tgid = (id >> 32) as u32;
+    if n < PRINTED_LEN || target_flags(tgid).unwrap_or(0) & TARGET_SSL_SEEN == 0 {
+        return; // too short, or no SSL call seen in this process: no record to match
+    }
+    if ssl_in_progress(id).is_some() {
+        return; // nested in an SSL call: tied by `note_nested_socket_call`
     }
     let start = if call.kind == CALL_WRITE_IOV {
         // The first iovec: { base, len }.
@@ -138,7 +142,6 @@ pub fn note_ciphertext_write(id: u64, call: &Call, n: u64, conn: &mut ConnState)
     } else {
         return;
     };
-    let tgid = (id >> 32) as u32;
     let Some(print) = record_print(tgid, start) else { return };
     // SAFETY: the value is copied.
     let Some(ssl) = unsafe { RECORDS_WRITTEN.get(&print) }.copied() else { return };
@@ -147,7 +150,8 @@ pub fn note_ciphertext_write(id: u64, call: &Call, n: u64, conn: &mut ConnState)
     conn.flags |= CONN_TLS;
 }
 
-/// Called at the entry of every socket call of a target: inside an SSL call
+/// Called at the entry of every socket call of a target whose SSL calls
+/// have been seen (`TARGET_SSL_SEEN`): inside an SSL call
 /// or handshake, ties the `SSL*` to `fd` and marks the connection TLS.
 #[inline(always)]
 pub fn note_nested_socket_call(id: u64, tgid: u32, fd: u32) {

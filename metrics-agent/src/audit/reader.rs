@@ -5,9 +5,9 @@
 //!
 //! It runs on its own thread (`audit`) with a single-threaded runtime, so
 //! the CPU it measures for the budget is the capture path's own. The kernel
-//! submits payload events without waking the reader (`BPF_RB_NO_WAKEUP`)
-//! unless the ring is a quarter full: the reader drains it every
-//! `DRAIN_EVERY` and on those wake-ups, not once per event.
+//! submits payload events without waking the reader (`BPF_RB_NO_WAKEUP`),
+//! except the one that fills the ring past a quarter: the reader drains it
+//! every `DRAIN_EVERY` and on those wake-ups, not once per event.
 
 use std::{
     sync::{Arc, atomic::Ordering},

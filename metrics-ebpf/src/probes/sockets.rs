@@ -37,7 +37,7 @@ use crate::{
     framing::continue_parsing,
     maps::{
         CALL_READ_BUF, CALL_READ_IOV, CALL_READ_NOBUF, CALL_SENDFILE, CALL_WRITE_BUF, CALL_WRITE_IOV, CONNS,
-        CONTINUE_SOCKET, Call, PROBE_HITS, SOCK_CONNS, SockConn, add, is_target,
+        CONTINUE_SOCKET, Call, PROBE_HITS, SOCK_CONNS, SockConn, add, target_flags,
     },
 };
 
@@ -134,9 +134,7 @@ fn syscall_regs() -> Option<SyscallRegs> {
 fn socket_call(ctx: &BtfTracePointContext, is_recv: bool) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    if !is_target(tgid) {
-        return 0;
-    }
+    let Some(target) = target_flags(tgid) else { return 0 };
     add(&PROBE_HITS, if is_recv { HIT_SOCKET_RECV } else { HIT_SOCKET_SEND }, 1);
     if is_recv && ctx.arg::<u64>(2) & MSG_PEEK != 0 {
         return 0; // the bytes stay queued: the real read is counted
@@ -160,7 +158,7 @@ fn socket_call(ctx: &BtfTracePointContext, is_recv: bool) -> u32 {
     if fd > i32::MAX as u64 {
         return 0;
     }
-    let Some((call, conn)) = traced_call_conn(id, tgid, fd as u32, kind, ptr, count) else { return 0 };
+    let Some((call, conn)) = traced_call_conn(id, tgid, target, fd as u32, kind, ptr, count) else { return 0 };
     if !conn.is_null() {
         // SAFETY: a valid map value pointer for the duration of the program.
         remember_socket(unsafe { &mut *conn }, tgid, call.fd, sk);

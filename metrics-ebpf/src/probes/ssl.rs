@@ -24,7 +24,7 @@ use metrics_common::counters as c;
 use crate::{
     ctx::{CallArgs, CallReturn},
     data::{plaintext_peer_closed, process_plaintext},
-    maps::{CALL_READ_BUF, CALL_WRITE_BUF, COUNTERS, add, is_target},
+    maps::{CALL_READ_BUF, CALL_WRITE_BUF, COUNTERS, add, note_ssl_target},
     ssl_sockets::{
         PRINTED_LEN, RECORDS_WRITTEN, SSL_CALLS, SSL_FDS, SSL_HANDSHAKES, SslCall, record_print, ssl_in_progress,
         ssl_key,
@@ -44,7 +44,7 @@ const SSL_ERROR_ZERO_RETURN: i32 = 6;
 fn ssl_entered<A: CallArgs>(ctx: &A, kind: u32, ex: bool) {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    if !is_target(tgid) {
+    if !note_ssl_target(tgid) {
         return;
     }
     let ssl = ctx.arg_u64(0);
@@ -145,7 +145,7 @@ pub fn return_ssl_get_error(ctx: RetProbeContext) -> u32 {
 #[uprobe]
 pub fn enter_ssl_handshake(ctx: ProbeContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
-    if is_target((id >> 32) as u32) {
+    if note_ssl_target((id >> 32) as u32) {
         let _ = SSL_HANDSHAKES.insert(&id, &ctx.arg_u64(0), 0);
     }
     0
@@ -165,7 +165,7 @@ pub fn return_ssl_handshake(_ctx: RetProbeContext) -> u32 {
 pub fn enter_bio_write(ctx: ProbeContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
-    if !is_target(tgid) || (ctx.arg_u64(2) as i32 as i64) < PRINTED_LEN as i64 {
+    if (ctx.arg_u64(2) as i32 as i64) < PRINTED_LEN as i64 || !note_ssl_target(tgid) {
         return 0;
     }
     let Some(ssl) = ssl_in_progress(id) else { return 0 };
