@@ -98,16 +98,21 @@ pub fn prepare(
 }
 
 /// Events are submitted without waking the agent, which drains the ring on
-/// a short timer (and, once woken, until it is empty). Only the event that
-/// fills the ring past a quarter wakes it: once a lagging agent leaves more
-/// than that waiting, waking it again on every event (an `irq_work` and a
-/// wake-up in the proxy's context, each costing more than the copy) brings
-/// nothing, since it is already draining or due on its timer.
+/// a short timer (and, once woken, until it is empty). Only an event that
+/// fills the ring past a quarter, a half or three quarters wakes it: once a
+/// lagging agent leaves that much waiting, waking it again on every event (an
+/// `irq_work` and a wake-up in the proxy's context, each costing more than
+/// the copy) brings nothing, since it is already draining or due on its
+/// timer. An event takes its size plus the ring's 8-byte record header,
+/// rounded up to 8 bytes. Two CPUs crossing the same mark together may both
+/// skip the wake-up; the next mark, or the timer, still wakes the agent.
 #[inline(always)]
 fn wakeup_flags(event_size: u64) -> u64 {
     let waiting = PAYLOADS.query(BPF_RB_AVAIL_DATA as u64);
     let quarter = PAYLOADS.query(BPF_RB_RING_SIZE as u64) / 4;
-    if waiting < quarter && waiting + event_size >= quarter {
+    let after = waiting + ((event_size + 8 + 7) & !7);
+    let crosses = |mark: u64| waiting < mark && after >= mark;
+    if crosses(quarter) || crosses(2 * quarter) || crosses(3 * quarter) {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

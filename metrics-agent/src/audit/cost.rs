@@ -398,6 +398,8 @@ mod tests {
             ("mistral-large-latest", "2"),
             ("mistral-large-2512", "2"),
             ("mistral-large-2411", "8"),
+            ("mistral.mistral-large-2402-v1:0", "16"),
+            ("mistral.mistral-small-2402-v1:0", "4"),
             ("mistral-medium-latest", "9"),
             ("mistral-medium-3-5", "9"),
             ("mistral-medium-2508", "2.4"),
@@ -406,6 +408,8 @@ mod tests {
             ("magistral-medium-1-2-2509", "7"),
             ("devstral-2512", "2.4"),
             ("ministral-3-8b-2512", "0.3"),
+            ("ministral-8b-2410", "0.2"),
+            ("open-mistral-nemo-2407", "0.3"),
             ("codestral-2508", "1.2"),
         ] {
             assert_eq!(cost(model).as_deref(), Some(expected), "{model}");
