@@ -17,7 +17,8 @@ pub const REQUEST_HISTOGRAM: &str = "REQUEST_HISTOGRAM";
 pub const TTFB_HISTOGRAM: &str = "TTFB_HISTOGRAM";
 /// Uprobe hits per probe kind (`probes::HIT_*`), per CPU.
 pub const PROBE_HITS: &str = "PROBE_HITS";
-/// Traced processes: key tgid, value unused flags.
+/// Traced processes: key tgid, value flags (`TARGET_SSL_SEEN`, set by the
+/// kernel side once an SSL uprobe ran in the process; the agent inserts 0).
 pub const TARGETS: &str = "TARGETS";
 /// Configuration written by the agent before attaching (`config::*` slots).
 pub const CONFIG: &str = "CONFIG";

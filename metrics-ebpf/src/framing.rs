@@ -315,9 +315,9 @@ fn skip_only(conn: &mut ConnState, n: u64) -> u32 {
 const STEP_MORE: u32 = 200;
 
 /// A whole response head at the cursor, in the current segment: scanned
-/// word at a time (`metrics_common::conn::head`, exact as the DFA), one
-/// `bpf_loop` callback per word (the verifier checks the callback once
-/// instead of every word position), then a body of known length (or up to
+/// word at a time (`metrics_common::conn::head`, exact as the DFA),
+/// `WORDS_PER_CALLBACK` words per `bpf_loop` callback (the verifier checks
+/// the callback once instead of every word position), then a body of known length (or up to
 /// the close) skipped. Returns the framing event, or `STEP_MORE` when the
 /// byte-level steps go on (also when the head is not whole in the segment:
 /// the DFA then takes it from the same position, nothing consumed).
@@ -351,8 +351,8 @@ fn fast_head(scratch: *mut Scratch, parser: *mut ResponseParser) -> u32 {
     let words = head_words(len) as u32;
     // Words 1..words, WORDS_PER_CALLBACK per callback.
     let callbacks = (words - 1).div_ceil(WORDS_PER_CALLBACK);
-    // SAFETY: `head_word` has the callback signature bpf_loop expects.
-    unsafe { bpf_loop(callbacks, head_word as *mut _, core::ptr::null_mut(), 0) };
+    // SAFETY: `scan_head_words` has the callback signature bpf_loop expects.
+    unsafe { bpf_loop(callbacks, scan_head_words as *mut _, core::ptr::null_mut(), 0) };
     if unsafe { core::ptr::read_volatile(&(*scratch).head_outcome) } != WORD_END {
         return STEP_MORE;
     }
@@ -382,7 +382,7 @@ const WORDS_PER_CALLBACK: u32 = 4;
 /// WORDS_PER_CALLBACK + 1` on (those within the head buffer's data) of this
 /// CPU's head buffer; returns 1 (stop) when the head ended or the scan gave up.
 #[inline(never)]
-extern "C" fn head_word(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
+extern "C" fn scan_head_words(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 1 };
     let first = index as u64 * WORDS_PER_CALLBACK as u64 + 1;
     // SAFETY: this CPU's scratch, filled by `fast_head`.

@@ -39,7 +39,7 @@ pub struct Scratch {
     pub head: [u64; HEAD_WORDS],
     /// What the word scan of `head` found so far.
     pub lines: HeadLines,
-    /// `head_word`'s verdict: `WORD_END`, or anything else to fall back.
+    /// `scan_head_words`' verdict: `WORD_END`, or anything else to fall back.
     pub head_outcome: u32,
     /// Non-zero once `fast_head` ran for the call being parsed.
     pub head_tried: u32,

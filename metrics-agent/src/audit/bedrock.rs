@@ -66,7 +66,8 @@ fn any_non_empty(v: &Value, list: &str, field: &str) -> bool {
 /// InvokeModelWithResponseStream body) carries generated text: Llama's
 /// `generation`, Titan's `outputText`, Cohere's `text` (its closing
 /// `is_finished` event repeats the whole response: not a token), Mistral's
-/// `outputs[].text`, Nova's `contentBlockDelta`.
+/// `outputs[].text` (text completion) or `choices[].message.content` (chat
+/// completion, Mistral Large), Nova's `contentBlockDelta`.
 pub fn native_chunk_has_content(v: &Value) -> bool {
     if v.get("is_finished").and_then(Value::as_bool) == Some(true) {
         return false;
@@ -74,6 +75,7 @@ pub fn native_chunk_has_content(v: &Value) -> bool {
     ["/generation", "/outputText", "/text"].iter().any(|p| non_empty(v, p))
         || any_non_empty(v, "/outputs", "/text")
         || any_non_empty(v, "/generations", "/text")
+        || any_non_empty(v, "/choices", "/message/content")
         || v.get("contentBlockDelta").is_some_and(converse_delta_has_content)
 }
 
@@ -99,6 +101,7 @@ pub fn native_finish_reasons(v: &Value, out: &mut FinishReasons) {
         out.set_at(v, path);
     }
     out.set_each(v, "/outputs", "stop_reason");
+    out.set_each(v, "/choices", "stop_reason");
     out.set_each(v, "/results", "completionReason");
     out.set_each(v, "/generations", "finish_reason");
 }
@@ -181,5 +184,25 @@ mod tests {
                 reasoning: None
             })
         );
+    }
+
+    /// Mistral Large on Bedrock answers in the chat-completion shape: its
+    /// text is in `choices[].message.content`, its reason in
+    /// `choices[].stop_reason` (null until the last chunk).
+    #[test]
+    fn mistral_chat_completion_chunks_carry_content_and_finish_reasons() {
+        let chunk = |text: &str, reason: &str| -> Value {
+            serde_json::from_str(&format!(
+                r#"{{"choices":[{{"index":0,"message":{{"role":"assistant","content":{text}}},"stop_reason":{reason}}}]}}"#
+            ))
+            .unwrap()
+        };
+        assert!(native_chunk_has_content(&chunk(r#""Hel""#, "null")));
+        assert!(!native_chunk_has_content(&chunk(r#""""#, "null")));
+        let mut reasons = FinishReasons::default();
+        native_finish_reasons(&chunk(r#""lo""#, "null"), &mut reasons);
+        assert!(reasons.is_empty(), "a null reason of an unfinished chunk is no reason");
+        native_finish_reasons(&chunk(r#""""#, r#""length""#), &mut reasons);
+        assert_eq!(reasons.into_vec(), ["length"]);
     }
 }

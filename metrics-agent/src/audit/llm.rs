@@ -188,11 +188,8 @@ impl StreamInterpreter {
         }
         let out = &mut self.out;
         bedrock::native_finish_reasons(v, &mut out.finish_reasons);
-        if let Some(u) = bedrock::native_usage(v) {
-            out.usage = Usage { input: u.input.or(out.usage.input), output: u.output.or(out.usage.output), ..u };
-        }
-        if let Some(u) = bedrock::invocation_metrics_usage(v) {
-            out.usage = Usage { input: u.input.or(out.usage.input), output: u.output.or(out.usage.output), ..u };
+        for u in [bedrock::native_usage(v), bedrock::invocation_metrics_usage(v)].into_iter().flatten() {
+            out.usage = u.or(&out.usage);
         }
         out.error_type = error_of(v).or(out.error_type.take());
     }
@@ -284,7 +281,7 @@ pub fn parse_request(target: &str, host: Option<&str>, body: &[u8]) -> LlmReques
 
 /// Top-level request fields holding content (prompts, tool schemas): never
 /// read for classification or identity, so skipped without being built.
-const REQUEST_CONTENT_KEYS: [&str; 10] = [
+const REQUEST_CONTENT_KEYS: [&str; 12] = [
     "messages",
     "input",
     "contents",
@@ -295,10 +292,12 @@ const REQUEST_CONTENT_KEYS: [&str; 10] = [
     "functions",
     "documents",
     "inputText",
+    "message",
+    "chat_history",
 ];
 /// Top-level response fields holding content (completions, embeddings):
 /// usage, model and error live beside them.
-const RESPONSE_CONTENT_KEYS: [&str; 13] = [
+const RESPONSE_CONTENT_KEYS: [&str; 19] = [
     "choices",
     "output",
     "content",
@@ -312,6 +311,12 @@ const RESPONSE_CONTENT_KEYS: [&str; 13] = [
     "text",
     "chat_history",
     "generation",
+    "prompt",
+    "documents",
+    "citations",
+    "search_results",
+    "search_queries",
+    "tool_calls",
 ];
 
 /// A request body's JSON object without its content fields (`Null` when it
@@ -880,9 +885,10 @@ mod tests {
                 r#""amazon-bedrock-invocationMetrics":{{"inputTokenCount":{i},"outputTokenCount":{o},"invocationLatency":90,"firstByteLatency":20}}"#
             )
         };
-        /// Model id, its chunks' events, (input, output) usage, finish reason.
-        type Family = (&'static str, Vec<String>, (u64, u64), &'static str);
-        let families: [Family; 6] = [
+        /// Model id, its chunks' events, (input, output) usage, finish
+        /// reason, the first and last chunk that carries text.
+        type Family = (&'static str, Vec<String>, (u64, u64), &'static str, (u64, u64));
+        let families: [Family; 7] = [
             (
                 "meta.llama3-8b-instruct-v1:0",
                 vec![
@@ -893,6 +899,7 @@ mod tests {
                 ],
                 (17, 4),
                 "stop",
+                (1, 2),
             ),
             (
                 "mistral.mistral-large-2402-v1:0",
@@ -903,6 +910,7 @@ mod tests {
                 ],
                 (21, 2),
                 "length",
+                (0, 1),
             ),
             (
                 "cohere.command-r-v1:0",
@@ -914,6 +922,7 @@ mod tests {
                 ],
                 (9, 2),
                 "COMPLETE",
+                (1, 2),
             ),
             (
                 "cohere.command-text-v14",
@@ -924,6 +933,7 @@ mod tests {
                 ],
                 (8, 2),
                 "MAX_TOKENS",
+                (0, 1),
             ),
             (
                 "amazon.titan-text-express-v1",
@@ -933,6 +943,7 @@ mod tests {
                 ],
                 (5, 2),
                 "FINISHED",
+                (0, 1),
             ),
             (
                 "amazon.nova-lite-v1:0",
@@ -946,31 +957,56 @@ mod tests {
                 ],
                 (6, 2),
                 "end_turn",
+                (1, 2),
+            ),
+            (
+                "mistral.mistral-large-2407-v1:0",
+                vec![
+                    r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Hel"},"stop_reason":null}]}"#.into(),
+                    r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"lo"},"stop_reason":null}]}"#.into(),
+                    format!(
+                        r#"{{"choices":[{{"index":0,"message":{{"role":"assistant","content":""}},"stop_reason":"stop"}}],{}}}"#,
+                        metrics(13, 2)
+                    ),
+                ],
+                (13, 2),
+                "stop",
+                (0, 1),
             ),
         ];
-        for (model, chunks, (input, output), reason) in families {
+        for (model, chunks, (input, output), reason, (first, last)) in families {
             let r = req(&format!("/model/{model}/invoke-with-response-stream"), "{}");
             let mut s = StreamInterpreter::new(&r);
             let mut decoder = eventstream::Decoder::new(4096);
-            let mut stamped = Vec::new();
             for (i, chunk) in chunks.iter().enumerate() {
                 s.at(1_000_000 * (i as u64 + 1));
                 decoder.feed(&bedrock::encode_chunk(chunk.as_bytes()), |m| s.eventstream_message(&m));
-                if bedrock::native_chunk_has_content(&serde_json::from_str(chunk).unwrap()) {
-                    stamped.push(1_000_000 * (i as u64 + 1));
-                }
             }
             let out = s.finish();
             let what = format!("{model}: {out:?}");
             assert_eq!(out.usage, usage(input, output, None, None), "{what}");
             assert_eq!(out.finish_reasons.into_vec(), [reason], "{what}");
             assert_eq!((out.events, out.content_events), (chunks.len() as u32, 2), "{what}");
-            assert_eq!(stamped.len(), 2, "{what}");
-            assert_eq!(
-                (out.first_content_ns, out.last_content_ns),
-                (stamped.first().copied(), stamped.last().copied())
-            );
+            let stamp = |chunk: u64| Some(1_000_000 * (chunk + 1));
+            assert_eq!((out.first_content_ns, out.last_content_ns), (stamp(first), stamp(last)), "{what}");
         }
+    }
+
+    /// Bedrock's closing invocation metrics win over Nova's own counts, but
+    /// a cache count they do not name stays as Nova reported it.
+    #[test]
+    fn invocation_metrics_without_cache_counts_keep_the_models_cache_counts() {
+        let r = req("/model/amazon.nova-pro-v1:0/invoke-with-response-stream", "{}");
+        let mut s = StreamInterpreter::new(&r);
+        let mut decoder = eventstream::Decoder::new(4096);
+        for chunk in [
+            r#"{"contentBlockDelta":{"delta":{"text":"Hi"},"contentBlockIndex":0}}"#,
+            r#"{"metadata":{"usage":{"inputTokens":6,"outputTokens":2,"cacheReadInputTokens":30}},"amazon-bedrock-invocationMetrics":{"inputTokenCount":36,"outputTokenCount":2}}"#,
+        ] {
+            decoder.feed(&bedrock::encode_chunk(chunk.as_bytes()), |m| s.eventstream_message(&m));
+        }
+        let out = s.finish();
+        assert_eq!(out.usage, usage(36, 2, Some(30), None), "{out:?}");
     }
 
     #[test]

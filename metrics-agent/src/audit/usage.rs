@@ -16,6 +16,21 @@ pub struct Usage {
     pub reasoning: Option<u64>,
 }
 
+impl Usage {
+    /// These counts, each one this usage lacks taken from `earlier`: a
+    /// later report of a stream wins, but one that names fewer buckets
+    /// (Bedrock's invocation metrics have no cache counts) erases none.
+    pub fn or(self, earlier: &Usage) -> Usage {
+        Usage {
+            input: self.input.or(earlier.input),
+            output: self.output.or(earlier.output),
+            cache_read: self.cache_read.or(earlier.cache_read),
+            cache_creation: self.cache_creation.or(earlier.cache_creation),
+            reasoning: self.reasoning.or(earlier.reasoning),
+        }
+    }
+}
+
 /// Largest token count believed: no request uses 10^12 tokens, and sums of
 /// believable counts cannot overflow. A larger number is unknown, not huge.
 pub const MAX_TOKENS: u64 = 1_000_000_000_000;

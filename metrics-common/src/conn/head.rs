@@ -111,8 +111,8 @@ pub fn scan_head(buf: &[u64; HEAD_WORDS], len: u64, p: &mut ResponseParser) -> O
 
 /// What the line scan of a head found (`scan_word` by `scan_word`), before
 /// the Content-Length value is read (`finish_head`). In the kernel it lives
-/// in per-CPU map memory (volatile accesses), so each word's scan runs as
-/// one `bpf_loop` callback that the verifier checks once.
+/// in per-CPU map memory (volatile accesses), so the words are scanned a few
+/// at a time in a `bpf_loop` callback that the verifier checks once.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeadLines {
