@@ -9,6 +9,7 @@ pub mod http1;
 pub mod metrics;
 pub mod mock;
 pub mod modes;
+pub mod paced;
 pub mod postgres;
 pub mod records;
 pub mod webdriver;

@@ -24,6 +24,7 @@ use llm_proxy_e2e::{
     harness::{self, Agent, Guard, Nginx, TempDir, serial},
     http1::Reader,
     mock::MockProvider,
+    paced,
 };
 use opentelemetry_proto::tonic::{
     collector::{metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest},
@@ -44,6 +45,16 @@ const HOSTILE_MODEL_JSON: &str = r#"evil\"} 1\nllm_cost_usd_total{fake=\"x\"} 1e
 /// control characters (the newlines) from network text, and the exposition
 /// escapes the quotes.
 const HOSTILE_MODEL_ESCAPED: &str = r#"gen_ai_request_model="evil\"} 1llm_cost_usd_total{fake=\"x\"} 1e9# x""#;
+/// The model of the stream paced by `paced::QUERY`: its streaming times are
+/// told apart from the other stream's by this model label.
+const PACED_MODEL: &str = "paced-model";
+/// The streaming-time histograms: time to first token, time per output
+/// chunk (observed once per gap between content events), time per output token.
+const STREAM_TIMES: [&str; 3] = [
+    "gen_ai.client.operation.time_to_first_chunk",
+    "gen_ai.client.operation.time_per_output_chunk",
+    "llm.time_per_output_token",
+];
 
 /// Sends the traffic through nginx (the client checks each status); returns
 /// the requests sent.
@@ -59,12 +70,18 @@ fn traffic(nginx: &Nginx) -> u64 {
 
 /// One chat request with `HOSTILE_MODEL_JSON` as its model; the status.
 fn hostile_request(port: u16) -> u16 {
-    let body = format!(r#"{{"model":"{HOSTILE_MODEL_JSON}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+    chat_request(port, "/openai/v1/chat/completions", HOSTILE_MODEL_JSON)
+}
+
+/// One chat request for `model` (JSON string content) on a connection of
+/// its own, read to the end; the status.
+fn chat_request(port: u16, path: &str, model: &str) -> u16 {
+    let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "POST /openai/v1/chat/completions HTTP/1.1\r\nhost: proxy.test\r\ncontent-type: application/json\r\nauthorization: Bearer {CANARY}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nhost: proxy.test\r\ncontent-type: application/json\r\nauthorization: Bearer {CANARY}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -176,6 +193,22 @@ fn parse_line(line: &str) -> (String, f64, String, Vec<String>) {
     };
     assert!(parts.next().is_none(), "{line:?}");
     (name.to_string(), value, kind, tags)
+}
+
+/// Sum of the points of every `metric` series, carrying every tag in `tags`,
+/// that a Datadog series API receiver got.
+fn dd_api_total(rx: &Receiver, metric: &str, tags: &[&str]) -> f64 {
+    let mut total = 0.0;
+    for r in rx.all() {
+        let v: serde_json::Value = serde_json::from_slice(&r.plain_body()).unwrap();
+        for s in v["series"].as_array().unwrap() {
+            let got: Vec<&str> = s["tags"].as_array().unwrap().iter().filter_map(|t| t.as_str()).collect();
+            if s["metric"] == metric && tags.iter().all(|t| got.contains(t)) {
+                total += s["points"].as_array().unwrap().iter().filter_map(|p| p["value"].as_f64()).sum::<f64>();
+            }
+        }
+    }
+    total
 }
 
 /// Sum of the values of `name` lines of `kind` carrying every tag in `tags`.
@@ -415,13 +448,16 @@ interval_seconds = 1
     let prometheus = PrometheusServer::start(agent.port);
     let sent = traffic(&nginx);
     assert_eq!(hostile_request(nginx.port), 200);
+    // A stream on a known schedule, for the streaming times every exporter reports.
+    let paced_path = format!("/openai/v1/chat/completions?{}", paced::QUERY);
+    assert_eq!(chat_request(nginx.port, &paced_path, PACED_MODEL), 200);
     openai.wait_idle(Duration::from_secs(5));
     let (mock_requests, _, _) = openai.snapshot();
-    assert_eq!(mock_requests, sent + 1, "the mock counted every upstream request");
+    assert_eq!(mock_requests, sent + 2, "the mock counted every upstream request");
     let truth = mock_requests as f64;
-    // The usage the mock put in its answers: plain ones, the stream's usage chunk and the hostile request's.
+    // The usage the mock put in its answers: plain ones, both streams' usage chunks and the hostile request's.
     let usage = openai.usage_sent();
-    assert_eq!(usage.responses, PLAIN_OK + 2, "every 200 reported usage");
+    assert_eq!(usage.responses, PLAIN_OK + 3, "every 200 reported usage");
     let (input_tokens, output_tokens) = (usage.input as f64, usage.output as f64);
     let upstream_input = ["side=\"upstream\"", "gen_ai_token_type=\"input\""];
 
@@ -429,7 +465,12 @@ interval_seconds = 1
     wait_for(
         "the audit records on /metrics",
         Duration::from_secs(20),
-        || prom_sum(&agent.scrape().text, "llm_requests_total", &["side=\"upstream\""]) == truth,
+        || {
+            let text = agent.scrape().text;
+            ["side=\"upstream\"", "side=\"client\""]
+                .iter()
+                .all(|side| prom_sum(&text, "llm_requests_total", &[side]) == truth)
+        },
         || agent.log_text(),
     );
     let text = agent.scrape().text;
@@ -455,6 +496,23 @@ interval_seconds = 1
         prom_sum(&text, "gen_ai_client_operation_duration_seconds_bucket", &["side=\"upstream\"", "le=\"+Inf\""]),
         truth
     );
+    for side in ["client", "upstream"] {
+        let paced = [format!("side=\"{side}\""), format!("gen_ai_request_model=\"{PACED_MODEL}\"")];
+        let paced: Vec<&str> = paced.iter().map(String::as_str).collect();
+        let family = |name: &str, n: u64| {
+            let prom = format!("{}_seconds", name.replace('.', "_"));
+            assert_eq!(prom_sum(&text, &format!("{prom}_count"), &paced), n as f64, "{prom} of the paced stream");
+            prom_sum(&text, &format!("{prom}_sum"), &paced) * 1e3
+        };
+        let gaps = paced::CONTENT_EVENTS - 1;
+        paced::check_times(
+            &format!("/metrics, {side}"),
+            family(STREAM_TIMES[0], 1),
+            Some(family(STREAM_TIMES[1], gaps) / gaps as f64),
+            Some(family(STREAM_TIMES[2], 1)),
+            1.0,
+        );
+    }
     assert!(prom_sum(&text, "system_cpu_time_seconds_total", &["cpu_mode=\"user\""]) > 0.0, "{text}");
     assert!(prom_sum(&text, "process_memory_usage_bytes", &["process=\"proxy\""]) > 1e5, "nginx's resident memory");
     assert_eq!(prom_sum(&text, "metrics_agent_ring_buffer_size_bytes", &["ring=\"payloads\""]), 16.0 * 1024.0 * 1024.0);
@@ -486,7 +544,10 @@ interval_seconds = 1
     wait_for(
         "OTLP metrics with every record",
         Duration::from_secs(20),
-        || otlp_sum(&latest_otlp(&otlp), "llm.requests", &[("side", "upstream")]).0 == truth,
+        || {
+            let m = latest_otlp(&otlp);
+            ["upstream", "client"].iter().all(|side| otlp_sum(&m, "llm.requests", &[("side", side)]).0 == truth)
+        },
         || agent.log_text(),
     );
     let last = otlp.all().into_iter().rev().find(|r| r.path == "/v1/metrics").unwrap();
@@ -507,6 +568,23 @@ interval_seconds = 1
     assert!(duration.0 > 0.08, "the stream alone lasts 4 x 20 ms: {}", duration.0);
     let duration_metric = m.iter().find(|x| x.name == "gen_ai.client.operation.duration").unwrap();
     assert_eq!(duration_metric.unit, "s");
+    for side in ["client", "upstream"] {
+        let paced = [("side", side), ("gen_ai.request.model", PACED_MODEL)];
+        let histogram = |name: &str, n: u64| {
+            let (sum, count) = otlp_sum(&m, name, &paced);
+            assert_eq!(count, n, "{name} of the paced stream, {side}");
+            assert_eq!(otlp_metric_unit(&m, name), Some("s"));
+            sum * 1e3
+        };
+        let gaps = paced::CONTENT_EVENTS - 1;
+        paced::check_times(
+            &format!("OTLP, {side}"),
+            histogram(STREAM_TIMES[0], 1),
+            Some(histogram(STREAM_TIMES[1], gaps) / gaps as f64),
+            Some(histogram(STREAM_TIMES[2], 1)),
+            1.0,
+        );
+    }
     assert_eq!(otlp_sum(&m, "llm_proxy.provider.requests", &[("provider", "openai")]).0, truth, "hot-path counter");
     assert_eq!(otlp_sum(&m, "llm_proxy.requests", &[]).0, truth, "every client request passed the proxy");
     assert!(otlp_sum(&m, "system.memory.usage", &[("system.memory.state", "used")]).0 > 0.0);
@@ -585,6 +663,38 @@ interval_seconds = 1
         statsd_sum(&lines, "gen_ai.client.token.usage", "d", &["side:upstream", "gen_ai.token.type:output"]).0,
         output_tokens
     );
+    // Streaming time: one raw sample of each per record (the mean gap for
+    // time per output chunk), in seconds, for the paced stream on each side.
+    let model_tag = format!("gen_ai.request.model:{PACED_MODEL}");
+    let paced_tags = |side: &str| [format!("side:{side}"), model_tag.clone()];
+    let samples = |lines: &[String], name: &str, side: &str| {
+        let tags = paced_tags(side);
+        statsd_sum(lines, name, "d", &[tags[0].as_str(), tags[1].as_str()])
+    };
+    wait_for(
+        "DogStatsD distributions of the paced stream's times",
+        Duration::from_secs(20),
+        || {
+            let lines = statsd.lock().unwrap();
+            ["client", "upstream"].iter().all(|side| STREAM_TIMES.iter().all(|n| samples(&lines, n, side).1 > 0))
+        },
+        || agent.log_text(),
+    );
+    let lines = statsd.lock().unwrap().clone();
+    for side in ["client", "upstream"] {
+        let sample = |name: &str| {
+            let (value, n) = samples(&lines, name, side);
+            assert_eq!(n, 1, "one {name} sample of the paced stream, {side}: {lines:#?}");
+            value * 1e3
+        };
+        paced::check_times(
+            &format!("DogStatsD, {side}"),
+            sample(STREAM_TIMES[0]),
+            Some(sample(STREAM_TIMES[1])),
+            Some(sample(STREAM_TIMES[2])),
+            1.0,
+        );
+    }
     // Every line parsed above (name:value|type|#tags); the hostile model is one tag.
     let hostile_tag = r#"gen_ai.request.model:evil"} 1llm_cost_usd_total{fake="x"} 1e9_ x"#;
     assert_eq!(statsd_sum(&lines, "llm.requests", "c", &["side:upstream", hostile_tag]).0, 1.0, "{lines:#?}");
@@ -612,6 +722,35 @@ interval_seconds = 1
         },
         || agent.log_text(),
     );
+    // Its histograms are `.count` and `.sum` counts: the paced stream's times, each side.
+    let api_total = |metric: &str, side: &str| {
+        let tags = paced_tags(side);
+        dd_api_total(&dd_api, metric, &[tags[0].as_str(), tags[1].as_str()])
+    };
+    let gaps = paced::CONTENT_EVENTS - 1;
+    wait_for(
+        "Datadog series of the paced stream's times",
+        Duration::from_secs(20),
+        || {
+            ["client", "upstream"].iter().all(|side| {
+                STREAM_TIMES
+                    .iter()
+                    .zip([1, gaps, 1])
+                    .all(|(n, count)| api_total(&format!("{n}.count"), side) == count as f64)
+            })
+        },
+        || agent.log_text(),
+    );
+    for side in ["client", "upstream"] {
+        let sum = |name: &str| api_total(&format!("{name}.sum"), side) * 1e3;
+        paced::check_times(
+            &format!("Datadog series API, {side}"),
+            sum(STREAM_TIMES[0]),
+            Some(sum(STREAM_TIMES[1]) / gaps as f64),
+            Some(sum(STREAM_TIMES[2])),
+            1.0,
+        );
+    }
     for r in dd_api.all() {
         assert_eq!(r.path, "/api/v2/series");
         assert_eq!(r.header("dd-api-key"), Some("e2e-dd-key"));

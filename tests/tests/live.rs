@@ -20,6 +20,7 @@ use llm_proxy_e2e::{
     client::{Client, Truth},
     harness::{self, Agent, Nginx, TempDir, serial},
     mock::MockProvider,
+    paced,
     webdriver::Browser,
 };
 use rust_decimal::Decimal;
@@ -274,6 +275,10 @@ fn stream_counts_match_ground_truth_and_subscriptions_filter() {
         let p99 = metrics["p99_latency_ms"].as_f64().unwrap();
         assert!(p50 < slow && p99 >= slow && p99 < 5000.0, "{m}");
         assert!(metrics["p99_ttfb_ms"].as_f64().unwrap() <= p99 * 1.05, "{m}");
+        // Nothing was streamed yet: no streaming times.
+        for k in STREAM_TIMES {
+            assert!(metrics[k].is_null(), "{k} without streams: {m}");
+        }
 
         // Per provider and model.
         let rows: BTreeMap<(String, String), &Value> = m["models"]
@@ -382,8 +387,45 @@ fn stream_counts_match_ground_truth_and_subscriptions_filter() {
             let cpu = series(&health, "process.cpu.time", &[("process", "proxy"), ("cpu.mode", mode)]);
             assert!(cpu.is_some_and(|v| v >= 0.0), "{health}");
         }
+
+        // One stream on a known schedule: the window's streaming times are
+        // its own, for what clients were served and what the provider sent.
+        let paced_path = format!("/openai/v1/chat/completions?{}", paced::QUERY);
+        let status =
+            tokio::task::spawn_blocking(move || Client::connect(port).unwrap().request(&paced_path, 200, false))
+                .await
+                .unwrap();
+        assert_eq!(status.unwrap(), 200);
+        let upstream_openai =
+            |m: &Value| m["upstream"].as_array().and_then(|u| u.iter().find(|u| u["provider"] == "openai")).cloned();
+        let m = wait_message(&mut all, Duration::from_secs(20), "the paced stream on both sides", |m| {
+            updates(m)
+                && m["totals"]["requests"] == expected.requests + 1
+                && STREAM_TIMES.iter().all(|k| !m["metrics"][k].is_null())
+                && upstream_openai(m).is_some_and(|u| STREAM_TIMES.iter().all(|k| !u[k].is_null()))
+        })
+        .await;
+        for (side, metrics) in [("client", m["metrics"].clone()), ("upstream", upstream_openai(&m).unwrap())] {
+            let ms = |k: &str| metrics[k].as_f64().unwrap_or_else(|| panic!("{side} {k}: {m}"));
+            // One stream in the window: p50 and p99 are its time, reported
+            // as the middle of its log bucket.
+            assert_eq!(ms("p50_ttft_ms"), ms("p99_ttft_ms"), "{m}");
+            paced::check_times(
+                &format!("live stream, {side}"),
+                ms("p50_ttft_ms"),
+                None,
+                Some(ms("p50_tpot_ms")),
+                LIVE_HISTOGRAM_RESOLUTION,
+            );
+        }
     });
 }
+
+/// The streaming times of an update's window metrics.
+const STREAM_TIMES: [&str; 3] = ["p50_ttft_ms", "p99_ttft_ms", "p50_tpot_ms"];
+/// The live window's percentiles are known within a factor of 2^(1/16)
+/// (the middle of a log bucket, 8 buckets per doubling).
+const LIVE_HISTOGRAM_RESOLUTION: f64 = 1.044_273_782_427_413_8;
 
 /// VmRSS of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {

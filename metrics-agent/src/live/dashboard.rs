@@ -13,7 +13,8 @@ use axum::{
     routing::get,
 };
 
-const PAGE: &str = include_str!("dashboard/index.html");
+/// The page as embedded (its script nonce still a placeholder).
+pub(super) const PAGE: &str = include_str!("dashboard/index.html");
 
 pub fn routes() -> Router {
     Router::new().route("/", get(page))

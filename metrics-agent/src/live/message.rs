@@ -277,4 +277,28 @@ mod tests {
         assert_eq!(rfc3339_millis(951_825_600_000), "2000-02-29T12:00:00.000Z");
         assert_eq!(rfc3339_millis(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
     }
+
+    /// The dashboard plots every streaming time (time to first token, per
+    /// output token) of an update, under the name the update gives it.
+    #[test]
+    fn the_dashboard_reads_every_streaming_time_an_update_sends() {
+        let mut s = Summary { window_seconds: 1.0, ..Summary::default() };
+        s.window.ttft.record(200.0);
+        s.window.tpot.record(15.0);
+        let sent = serde_json::to_value(WindowMetrics::of(&s, false)).unwrap();
+        let streaming: Vec<&String> = sent
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.contains("ttft") || k.contains("tpot"))
+            .map(|(k, v)| {
+                assert!(v.as_f64().is_some_and(|v| v > 0.0), "{k}: {v}");
+                k
+            })
+            .collect();
+        assert_eq!(streaming, ["p50_ttft_ms", "p99_ttft_ms", "p50_tpot_ms"], "{sent}");
+        for k in streaming {
+            assert!(super::super::dashboard::PAGE.contains(&format!("m.metrics.{k}")), "the dashboard plots {k}");
+        }
+    }
 }
