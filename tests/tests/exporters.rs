@@ -957,6 +957,128 @@ fn otlp_over_grpc_reaches_a_grpc_collector() {
     assert_eq!(prom_sum(&text, "metrics_agent_exporter_dropped_total", &["exporter=\"otlp\""]), 0.0, "{text}");
 }
 
+/// Runs `openssl` (Debian package openssl, installed by `cargo xtask setup`).
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl").args(args).output().expect("openssl (Debian package openssl) must be installed");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A private certificate authority and a certificate it signed for
+/// `localhost`, made in `dir`: (the authority's PEM file, the certificate
+/// PEM, its key PEM).
+fn private_authority_and_localhost_certificate(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>, Vec<u8>) {
+    let p = |f: &str| dir.join(f).display().to_string();
+    let key = ["-newkey", "rsa:2048", "-nodes", "-days", "2"];
+    openssl(
+        &[&["req", "-x509"][..], &key, &["-subj", "/CN=e2e test CA", "-keyout", &p("ca.key"), "-out", &p("ca.pem")]]
+            .concat(),
+    );
+    openssl(
+        &[&["req"][..], &key[..3], &["-subj", "/CN=localhost", "-keyout", &p("key.pem"), "-out", &p("req.pem")]]
+            .concat(),
+    );
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("req.pem"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p("ext.cnf"),
+        "-out",
+        &p("cert.pem"),
+    ]);
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    (dir.join("ca.pem"), read("cert.pem"), read("key.pem"))
+}
+
+/// `https://` OTLP over gRPC: a collector serving metrics and traces with a
+/// certificate from a private authority is refused (failures counted,
+/// nothing sent) until `OTEL_EXPORTER_OTLP_CERTIFICATE` names the
+/// authority; then metrics and GenAI spans arrive over TLS.
+#[test]
+fn otlp_over_grpc_with_tls_trusts_only_the_configured_authority() {
+    let _serial = serial();
+    let openai = MockProvider::start(0).unwrap();
+    let nginx = Nginx::start(&[("openai", openai.port)]);
+    let dir = TempDir::new("grpc-tls");
+    let (ca, cert, key) = private_authority_and_localhost_certificate(&dir.0);
+    let metrics = GrpcCollector::default();
+    let traces = GrpcTraceCollector::default();
+    use opentelemetry_proto::tonic::collector::{
+        metrics::v1::metrics_service_server::MetricsServiceServer, trace::v1::trace_service_server::TraceServiceServer,
+    };
+    let gzip = tonic::codec::CompressionEncoding::Gzip;
+    let tls = tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key));
+    let port = serve_grpc(
+        tonic::transport::Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(MetricsServiceServer::new(metrics.clone()).accept_compressed(gzip))
+            .add_service(TraceServiceServer::new(traces.clone()).accept_compressed(gzip)),
+    );
+    let config = dir.0.join("agent.toml");
+    std::fs::write(&config, "[exporters.otlp]\ninterval_seconds = 1\ntimeout_seconds = 2\ntraces = true\n").unwrap();
+    let provider = format!("openai=127.0.0.1:{}", openai.port);
+    let args = ["--exe", harness::NGINX, "--provider", &provider, "--config", config.to_str().unwrap()];
+    let endpoint = format!("https://localhost:{port}");
+    let env = [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+    ];
+
+    // The public roots alone do not trust the private authority.
+    let untrusted = Agent::start_with_env(&args, &env);
+    untrusted.wait_for_nginx();
+    traffic(&nginx);
+    untrusted.wait_until(Duration::from_secs(20), "failed OTLP exports", |s| {
+        prom_sum(&s.text, "metrics_agent_exporter_failures_total", &["exporter=\"otlp\""]) >= 2.0
+    });
+    assert!(metrics.got.lock().unwrap().is_empty(), "no metrics to an unverified collector");
+    assert!(traces.got.lock().unwrap().is_empty(), "no spans to an unverified collector");
+    drop(untrusted);
+
+    // Trusted through the standard variable: metrics and spans arrive.
+    let ca = ca.display().to_string();
+    let agent = Agent::start_with_env(&args, &[&env[..], &[("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str())]].concat());
+    agent.wait_for_nginx();
+    openai.wait_idle(Duration::from_secs(5));
+    openai.reset();
+    traffic(&nginx);
+    openai.wait_idle(Duration::from_secs(5));
+    let (upstream, _, _) = openai.snapshot();
+    let usage = openai.usage_sent();
+    let latest = || metrics.got.lock().unwrap().last().cloned();
+    wait_for(
+        "the TLS collector to receive every record",
+        Duration::from_secs(20),
+        || latest().is_some_and(|(m, _, _)| otlp_sum(&m, "llm.requests", &[("side", "upstream")]).0 == upstream as f64),
+        || agent.log_text(),
+    );
+    let (received, _, encoding) = latest().unwrap();
+    assert_eq!(encoding.as_deref(), Some("gzip"));
+    let input = [("side", "upstream"), ("gen_ai.token.type", "input")];
+    assert_eq!(otlp_sum(&received, "llm.tokens", &input).0, usage.input as f64);
+    let spans = || spans_of(traces.got.lock().unwrap().iter().map(|(r, _)| r.clone()));
+    wait_for(
+        "a span per exchange and side over TLS",
+        Duration::from_secs(20),
+        || spans().len() as u64 >= 2 * upstream,
+        || agent.log_text(),
+    );
+    assert_eq!(spans().len() as u64, 2 * upstream, "one client and one upstream span per exchange");
+    let text = agent.scrape().text;
+    assert_eq!(prom_sum(&text, "metrics_agent_exporter_failures_total", &["exporter=\"otlp\""]), 0.0, "{text}");
+}
+
 // GenAI spans (OTLP traces).
 
 /// A request through the proxy with its id and, when `traced`, a W3C
