@@ -1044,6 +1044,9 @@ fn otlp_over_grpc_with_tls_trusts_only_the_configured_authority() {
     });
     assert!(metrics.got.lock().unwrap().is_empty(), "no metrics to an unverified collector");
     assert!(traces.got.lock().unwrap().is_empty(), "no spans to an unverified collector");
+    let log = untrusted.log_text();
+    let said = log.lines().filter(|l| l.contains("certificate") && l.contains("OTEL_EXPORTER_OTLP_CERTIFICATE"));
+    assert!(said.count() >= 1, "the log says how to trust the collector:\n{log}");
     drop(untrusted);
 
     // Trusted through the standard variable: metrics and spans arrive.

@@ -68,9 +68,16 @@ impl GrpcExporter {
 /// Classifies a failed call as the OTLP specification says: `UNAVAILABLE`,
 /// `RESOURCE_EXHAUSTED`, `DEADLINE_EXCEEDED`, `CANCELLED`, `ABORTED`,
 /// `OUT_OF_RANGE` and `DATA_LOSS` are retried; the rest (`UNAUTHENTICATED`,
-/// `PERMISSION_DENIED`, `INVALID_ARGUMENT`, `UNIMPLEMENTED`...) are not.
+/// `PERMISSION_DENIED`, `INVALID_ARGUMENT`, `UNIMPLEMENTED`...) are not. A
+/// TLS handshake that failed on the collector's certificate (a transport
+/// failure, `UNAVAILABLE`) says how to trust the collector's authority.
 pub fn classify(status: &Status) -> ExportError {
-    let what = format!("otlp: the collector answered {:?}: {}", status.code(), status.message());
+    let hint = if status.message().contains("certificate") {
+        " (to trust the collector's certificate authority, name its PEM file in OTEL_EXPORTER_OTLP_CERTIFICATE or [exporters.otlp] certificate)"
+    } else {
+        ""
+    };
+    let what = format!("otlp: the collector answered {:?}: {}{hint}", status.code(), status.message());
     match status.code() {
         Code::Unavailable
         | Code::ResourceExhausted
@@ -264,7 +271,8 @@ mod tests {
                 .serve_with_incoming(incoming(listener)),
         );
         let untrusted = GrpcExporter::new(settings(url.clone(), 5000)).unwrap().export(&source().snapshot(false)).await;
-        assert!(matches!(untrusted, Err(ExportError::Retryable(_))), "{:?}", untrusted.err());
+        let Err(ExportError::Retryable(error)) = untrusted else { panic!("{:?}", untrusted.err()) };
+        assert!(error.contains("certificate") && error.contains("OTEL_EXPORTER_OTLP_CERTIFICATE"), "{error}");
         assert!(c.got.lock().unwrap().is_empty(), "nothing sent to an unverified collector");
         let trusted = OtlpSettings { ca_pem: Some(ca), ..settings(url, 5000) };
         GrpcExporter::new(trusted).unwrap().export(&source().snapshot(false)).await.unwrap();
