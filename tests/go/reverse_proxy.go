@@ -14,6 +14,10 @@
 // self-signed, so they are not verified. Client and
 // upstream connections are kept alive; responses are flushed to the client
 // as each write arrives from the upstream, so streams stay streams.
+//
+// Built together with h2c.go (golang.org/x/net/http2/h2c from Debian's
+// golang-golang-x-net-dev), -h2c serves the client side as HTTP/2 over
+// cleartext too (prior knowledge and HTTP/1.1 upgrade), besides HTTP/1.1.
 package main
 
 import (
@@ -27,11 +31,21 @@ import (
 	"strings"
 )
 
+// serveH2C wraps a handler to serve h2c as well; set by h2c.go, nil when
+// the proxy is built from this file alone (standard library only).
+var serveH2C func(http.Handler) http.Handler
+
 func main() {
 	listen := "127.0.0.1:8080"
+	h2c := false
 	mux := http.NewServeMux()
 	args := os.Args[1:]
 	for i := 0; i < len(args); i += 2 {
+		if args[i] == "-h2c" || args[i] == "--h2c" {
+			h2c = true
+			i--
+			continue
+		}
 		if i+1 >= len(args) {
 			log.Fatalf("%s needs a value", args[i])
 		}
@@ -48,7 +62,14 @@ func main() {
 			log.Fatalf("unknown argument %q: use -listen ADDR and -route /PREFIX/=HOST:PORT", args[i])
 		}
 	}
-	server := &http.Server{Addr: listen, Handler: mux}
+	var handler http.Handler = mux
+	if h2c {
+		if serveH2C == nil {
+			log.Fatalf("-h2c: this proxy was built without h2c.go: build reverse_proxy.go h2c.go")
+		}
+		handler = serveH2C(mux)
+	}
+	server := &http.Server{Addr: listen, Handler: handler}
 	fmt.Fprintf(os.Stderr, "reverse_proxy listening on %s\n", listen)
 	log.Fatal(server.ListenAndServe())
 }
