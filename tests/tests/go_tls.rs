@@ -234,12 +234,23 @@ fn go_h2c_gateway_with_tls_upstreams_is_measured_exactly_on_both_sides() {
     }
 }
 
-/// Ignored: the hot path counts all four h2 requests, and three of the four
-/// upstream records come out exact, but the 429's upstream record was
-/// missing in two of three runs (the audit path's h2 exchange end, not
-/// yet found): `cargo test -p llm-proxy-e2e --test go_tls -- --ignored` to run it.
+/// A Go HTTP/2 upstream client (`ForceAttemptHTTP2`, h2 over Go's
+/// crypto/tls to nginx), built with each Go toolchain: the hot path's
+/// provider requests and failures, and the upstream records, exact.
+///
+/// Ignored: the 429's upstream record went missing in two of three runs on
+/// int5. On the go12 branch this test passed 11 runs of 11 (4 with two
+/// extra busy processes), but the same symptom — an error exchange's
+/// upstream record missing, so its client record is unpaired
+/// (`upstream_provider: null`, `cache_hit: true`) — showed once in each of
+/// the two tests above, in one run of three under load: over HTTP/1.1 too,
+/// so the cause is not in the h2 parser; it is not found yet. A suspect:
+/// Go's `Write` plaintext is submitted at its `RET`, after the socket
+/// write, so a writer goroutine descheduled in between lets the response
+/// (or the connection's close) reach the audit path before the request.
+/// `cargo test -p llm-proxy-e2e --test go_tls -- --ignored` runs it.
 #[test]
-#[ignore = "the 429's upstream h2 record is intermittently missing (see the doc comment)"]
+#[ignore = "an error exchange's upstream record is intermittently missing (see the doc comment)"]
 fn go_http2_upstream_client_over_crypto_tls_is_measured() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
@@ -249,42 +260,46 @@ fn go_http2_upstream_client_over_crypto_tls_is_measured() {
     let h2 = |name: &str| format!("h2://127.0.0.1:{}/{name}", nginx.tls_port);
     let routes = [("openai", h2("openai")), ("anthropic", h2("anthropic")), ("openai-ka", h2("openai"))];
     let dir = TempDir::new("go-h2");
-    let binary = go::build_reverse_proxy_with(&dir, "go-proxy-h2", "-s -w");
-    let (proxy, port) = go::start_reverse_proxy_to(&binary, &routes);
-    for_each_mode(&[AttachMode::Sockets], |mode| {
-        openai.reset();
-        anthropic.reset();
-        let mut args = vec!["--pid".to_string(), proxy.pid().to_string(), "--print-requests".into()];
-        args.extend(mode.args().map(String::from));
-        // One upstream address for both providers: the hot path names it openai.
-        args.extend(["--provider".to_string(), format!("openai=127.0.0.1:{}", nginx.tls_port)]);
-        let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        agent.wait_until(Duration::from_secs(10), "the Go proxy traced", |s| {
-            s.get("metrics_agent_traced_processes") == 1
+    for toolchain in go::toolchains() {
+        let go = &toolchain.version;
+        let binary = toolchain.build("-s -w", false).build(&dir, &format!("go-proxy-h2-{go}"));
+        let (proxy, port) = go::start_reverse_proxy_to(&binary, &routes);
+        for_each_mode(&[AttachMode::Sockets], |mode| {
+            openai.reset();
+            anthropic.reset();
+            let mut args = vec!["--pid".to_string(), proxy.pid().to_string(), "--print-requests".into()];
+            args.extend(mode.args().map(String::from));
+            // One upstream address for both providers: the hot path names it openai.
+            args.extend(["--provider".to_string(), format!("openai=127.0.0.1:{}", nginx.tls_port)]);
+            let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            agent.wait_until(Duration::from_secs(10), "the Go proxy traced", |s| {
+                s.get("metrics_agent_traced_processes") == 1
+            });
+            let mut c = Client::connect(port).unwrap();
+            for (path, status) in EXCHANGES {
+                let answered = c.request(path, 300, false).unwrap_or_else(|e| panic!("{go}: {path}: {e}"));
+                assert_eq!(answered, status, "{go}: {path}");
+            }
+            drop(c);
+            let s = agent.wait_until(Duration::from_secs(10), "the upstream h2 requests (hot path)", |s| {
+                s.get("llm_proxy_provider_requests_total{provider=\"openai\"}") == 4
+            });
+            assert_eq!(s.get("llm_proxy_provider_requests_failed_total{provider=\"openai\"}"), 1, "{go}: the 429");
+            assert!(s.get("metrics_agent_tls_plaintext_connections_total") >= 1, "{go}: the h2 connection's plaintext");
+            wait_for_records(&agent, 4, 4);
+            let (oa, an) = (openai.usage_sent(), anthropic.usage_sent());
+            let up = records(&agent, "upstream");
+            assert_eq!(up.len(), 4, "{go}: {up:?}");
+            let mut statuses: Vec<u64> = up.iter().filter_map(|x| x["status"].as_u64()).collect();
+            statuses.sort();
+            assert_eq!(statuses, [200, 200, 200, 429], "{go}: {up:?}");
+            assert_eq!(up.iter().filter(|x| x["streaming"] == true).count(), 2, "{go}: {up:?}");
+            let tokens = |kind: &str| up.iter().filter_map(|x| x["tokens"][kind].as_u64()).sum::<u64>();
+            assert_eq!(
+                (tokens("input"), tokens("output")),
+                (oa.input + an.input, oa.output + an.output),
+                "{go}: the tokens the providers sent: {up:?}"
+            );
         });
-        let mut c = Client::connect(port).unwrap();
-        for (path, status) in EXCHANGES {
-            let answered = c.request(path, 300, false).unwrap_or_else(|e| panic!("{path}: {e}"));
-            assert_eq!(answered, status, "{path}");
-        }
-        drop(c);
-        let s = agent.wait_until(Duration::from_secs(10), "the upstream h2 requests (hot path)", |s| {
-            s.get("llm_proxy_provider_requests_total{provider=\"openai\"}") == 4
-        });
-        assert!(s.get("metrics_agent_tls_plaintext_connections_total") >= 1, "the h2 connection's plaintext");
-        wait_for_records(&agent, 4, 4);
-        let (oa, an) = (openai.usage_sent(), anthropic.usage_sent());
-        let up = records(&agent, "upstream");
-        assert_eq!(up.len(), 4, "{up:?}");
-        let mut statuses: Vec<u64> = up.iter().filter_map(|x| x["status"].as_u64()).collect();
-        statuses.sort();
-        assert_eq!(statuses, [200, 200, 200, 429], "{up:?}");
-        assert_eq!(up.iter().filter(|x| x["streaming"] == true).count(), 2, "{up:?}");
-        let tokens = |kind: &str| up.iter().filter_map(|x| x["tokens"][kind].as_u64()).sum::<u64>();
-        assert_eq!(
-            (tokens("input"), tokens("output")),
-            (oa.input + an.input, oa.output + an.output),
-            "the tokens the providers sent: {up:?}"
-        );
-    });
+    }
 }
