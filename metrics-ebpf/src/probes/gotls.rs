@@ -77,7 +77,6 @@ mod reg {
     pub const R14: usize = 8;
     pub const RBX: usize = 40;
     pub const RAX: usize = 80;
-    pub const RCX: usize = 88;
 }
 
 /// Layout of the structs followed from `*tls.Conn` to the fd (see the module doc).
@@ -115,32 +114,10 @@ pub fn enter_go_tls_read(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// A `Write`'s plaintext is taken at entry, whole (`b`; crypto/tls writes
-/// all of it or fails), before any of it reaches the socket: taken at the
-/// `RET`, a writer goroutine descheduled after its socket write let the
-/// peer's answer, read on another thread, reach the audit path before the
-/// request it answers, which lost that exchange's record.
 #[uprobe]
 pub fn enter_go_tls_write(ctx: ProbeContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !is_target(tgid) {
-        return 0;
-    }
-    let key = GoroutineKey { tgid, _pad: 0, g: register(&ctx, reg::R14) };
-    let Some(fd) = socket_of(tgid, register(&ctx, reg::RAX)) else { return 0 };
-    let call = GoTlsCall { buf: register(&ctx, reg::RBX), kind: CALL_WRITE_BUF, fd };
-    // SAFETY: the value is copied.
-    let stashed = unsafe { GO_TLS_CALLS.get(&key) }.copied();
-    if stashed.is_some_and(|c| c.kind == call.kind && c.buf == call.buf && c.fd == call.fd) {
-        // The same call entered again after its stack grew: already taken.
-        return 0;
-    }
-    let _ = GO_TLS_CALLS.insert(&key, &call, 0);
-    let len = register(&ctx, reg::RCX);
-    if len == 0 || len > i64::MAX as u64 {
-        return 0;
-    }
-    process_plaintext(&ctx, tgid, fd, CALL_WRITE_BUF, call.buf, len)
+    go_tls_entered(&ctx, CALL_WRITE_BUF);
+    0
 }
 
 #[inline(always)]
@@ -176,7 +153,7 @@ fn socket_of(tgid: u32, conn: u64) -> Option<u32> {
     (state.proto == PROTO_TLS || state.flags & CONN_TLS != 0).then_some(fd)
 }
 
-/// Every `RET` of `Read` and `Write` (a `Write` only ends its call here).
+/// Every `RET` of `Read` and `Write`.
 #[uprobe]
 pub fn return_go_tls(ctx: ProbeContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -184,9 +161,6 @@ pub fn return_go_tls(ctx: ProbeContext) -> u32 {
     // SAFETY: the value is copied out before the entry is removed.
     let Some(call) = (unsafe { GO_TLS_CALLS.get(&key) }).copied() else { return 0 };
     let _ = GO_TLS_CALLS.remove(&key);
-    if call.kind == CALL_WRITE_BUF {
-        return 0; // taken at entry
-    }
     let n = ctx.return_value();
     if n > 0 {
         return process_plaintext(&ctx, tgid, call.fd, call.kind, call.buf, n as u64);
