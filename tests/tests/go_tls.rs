@@ -238,16 +238,16 @@ fn go_h2c_gateway_with_tls_upstreams_is_measured_exactly_on_both_sides() {
 /// crypto/tls to nginx), built with each Go toolchain: the hot path's
 /// provider requests and failures, and the upstream records, exact.
 ///
-/// Ignored: the 429's upstream record went missing in two of three runs on
-/// int5. On the go12 branch this test passed 11 runs of 11 (4 with two
-/// extra busy processes), but the same symptom — an error exchange's
-/// upstream record missing, so its client record is unpaired
-/// (`upstream_provider: null`, `cache_hit: true`) — showed once in each of
-/// the two tests above, in one run of three under load: over HTTP/1.1 too,
-/// so the cause is not in the h2 parser; it is not found yet. A suspect:
-/// Go's `Write` plaintext is submitted at its `RET`, after the socket
-/// write, so a writer goroutine descheduled in between lets the response
-/// (or the connection's close) reach the audit path before the request.
+/// Ignored: the 429's upstream record goes missing intermittently (two
+/// runs of three on int5; on go12, 0 of 11 runs, then 1 of 3). The same
+/// loss — an error exchange's upstream record missing, so its client record
+/// is unpaired (`upstream_provider: null`, `cache_hit: true`) — also shows
+/// in the two tests above, about one run in four under load, over HTTP/1.1
+/// too: the cause is not in the h2 parser, and not found yet. Tried and
+/// ruled out as the whole cause: taking `Write`'s plaintext at entry
+/// instead of at its `RET` (so a descheduled writer goroutine cannot let the
+/// answer reach the audit path first); the loss still showed once in three
+/// runs with it, so it was reverted.
 /// `cargo test -p llm-proxy-e2e --test go_tls -- --ignored` runs it.
 #[test]
 #[ignore = "an error exchange's upstream record is intermittently missing (see the doc comment)"]
