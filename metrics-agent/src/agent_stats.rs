@@ -35,6 +35,8 @@ pub struct AgentStats {
     pub audit_memory_bytes: AtomicU64,
     pub audit_evicted_connections: AtomicU64,
     pub audit_evicted_for_memory: AtomicU64,
+    /// Connections released because the kernel no longer tracks them (close event not captured).
+    pub audit_released_connections: AtomicU64,
     pub adopted_connections: AtomicU64,
     pub adopted_rejected: AtomicU64,
     /// GenAI spans the OTLP trace exporter delivered (`export::otlp::traces`).

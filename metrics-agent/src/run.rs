@@ -38,19 +38,21 @@ const LIBRARY_RESCAN: Duration = Duration::from_secs(2);
 pub fn run(args: RunArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let config = Config::from_args(&args)?;
+    let capture_cycle = crate::audit::capture::test_cycle_from_env()?;
     // Checked before anything is attached: a bad price file is a start-up error.
     let prices = crate::audit::cost::PriceTable::load(config.prices.as_deref())?;
     let target = Target::resolve(&config.target)?;
     preflight::check()?;
     crate::http::limits::raise_open_files_limit(config.open_files_needed());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(run_async(config, target, prices, started))
+    runtime.block_on(run_async(config, target, prices, capture_cycle, started))
 }
 
 async fn run_async(
     config: Config,
     target: Target,
     prices: crate::audit::cost::PriceTable,
+    capture_cycle: Option<Duration>,
     started: std::time::Instant,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| match e.kind() {
@@ -179,6 +181,7 @@ async fn run_async(
                     conns.iter().map(|entry| entry.map(|(_, c)| c.conn_id)).collect::<Result<_, _>>().ok()
                 })
             },
+            capture_cycle,
         };
         Some(task.spawn(stop_rx.clone()).map_err(|e| anyhow::anyhow!("starting the audit thread: {e}"))?)
     } else {

@@ -86,5 +86,11 @@ pub const H2_STATUS_UNDECODED: u32 = 42;
 /// frames in one call than the walk's budget, or a frame header split
 /// across iovecs): the rest of that direction is not counted.
 pub const H2_FRAMING_LOST: u32 = 43;
+/// TLS plaintext bytes the OpenSSL probes saw that reached no traced
+/// connection: the `SSL*` was never tied to a socket (no socket call nested
+/// in an SSL call, no socket write that began with a record it wrote), or
+/// the socket it is tied to is not traced. These bytes are in no other
+/// counter and are parsed nowhere.
+pub const TLS_UNTIED_BYTES: u32 = 44;
 
-pub const COUNT: u32 = 44;
+pub const COUNT: u32 = 45;

@@ -213,7 +213,11 @@ pub fn is_read(kind: u32) -> bool {
 /// logic, capture and parsing as for a clear-text socket.
 #[inline(always)]
 pub fn process_plaintext<C: CallReturn>(ctx: &C, tgid: u32, fd: u32, kind: u32, buf: u64, n: u64) -> u32 {
-    let Some(conn) = CONNS.get_ptr_mut(&conn_key(tgid, fd)) else { return 0 };
+    let Some(conn) = CONNS.get_ptr_mut(&conn_key(tgid, fd)) else {
+        // Tied to a socket the agent does not trace: lost, and counted.
+        add(&COUNTERS, c::TLS_UNTIED_BYTES, n);
+        return 0;
+    };
     // SAFETY: a valid map value pointer for the duration of the program.
     let conn = unsafe { &mut *conn };
     conn.flags |= CONN_TLS;

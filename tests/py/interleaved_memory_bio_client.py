@@ -5,10 +5,13 @@ objects are then driven in the reverse order of their sockets, and a new
 connection's handshake starts between the first connection's socket read and
 its decryption. The agent must still tie each SSL object to its own socket.
 
-Usage: python3 interleaved_memory_bio_client.py HOST PORT CONNECTIONS ROUNDS
+Usage: python3 interleaved_memory_bio_client.py HOST PORT CONNECTIONS ROUNDS [split]
 Waits for a line on stdin, then sends ROUNDS POSTs to /v1/chat/completions on
-each connection (x-request-id m{connection}-{round}) and prints "done N", N
-being the number of 200 answers. The server's certificate is not verified
+each connection (x-request-id m{connection}-{round}) and prints "done N B", N
+being the number of 200 answers and B the plaintext bytes the SSL objects
+wrote and read. With `split`, every ciphertext flight goes out in two socket
+writes, its first byte alone: no socket write begins with a TLS record, so
+no SSL object can be tied to its socket by the records it wrote. The server's certificate is not verified
 (the tests' own, self-signed).
 """
 import select
@@ -20,8 +23,10 @@ BODY = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
 
 
 class Connection:
-    def __init__(self, context, host, port, index):
+    def __init__(self, context, host, port, index, split):
         self.index = index
+        self.split = split
+        self.plaintext_bytes = 0  # written and read through the SSL object
         self.sock = socket.create_connection((host, port))
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
@@ -32,6 +37,9 @@ class Connection:
 
     def send_pending(self):
         data = self.outgoing.read()
+        if data and self.split:
+            self.sock.sendall(data[:1])
+            data = data[1:]
         if data:
             self.sock.sendall(data)
 
@@ -63,6 +71,7 @@ class Connection:
             if not data:
                 break
             self.plaintext += data
+            self.plaintext_bytes += len(data)
         self.send_pending()
 
     def response_complete(self):
@@ -98,11 +107,12 @@ def read_all_readable(connections):
 
 def main():
     host, port, count, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    split = sys.argv[5:] == ["split"]
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     sys.stdin.readline()
-    connections = [Connection(context, host, port, i) for i in range(count)]
+    connections = [Connection(context, host, port, i, split) for i in range(count)]
     # Every handshake but the last starts; the first connection's answer is
     # read from its socket; only then does the last handshake start.
     for c in connections[:-1]:
@@ -123,7 +133,7 @@ def main():
                 f"POST /v1/chat/completions HTTP/1.1\r\nhost: api.openai.com\r\ncontent-type: application/json\r\n"
                 f"x-request-id: m{c.index}-{r}\r\ncontent-length: {len(BODY)}\r\n\r\n"
             )
-            c.tls.write(head.encode() + BODY)
+            c.plaintext_bytes += c.tls.write(head.encode() + BODY)
             c.send_pending()
         waiting = list(connections)
         while waiting:
@@ -135,7 +145,7 @@ def main():
                 if status is not None:
                     ok += b" 200 " in status
                     waiting.remove(c)
-    print(f"done {ok}", flush=True)
+    print(f"done {ok} {sum(c.plaintext_bytes for c in connections)}", flush=True)
     for c in connections:
         c.sock.close()
     return ok == count * rounds

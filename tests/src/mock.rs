@@ -31,6 +31,10 @@
 //!
 //! Non-streamed 200 answers report usage prompt 12, completion 34.
 //!
+//! 200 answers name a finish reason as each provider does
+//! (`Api::finish_reason`; OpenAI chat streams on their last content chunk),
+//! noted per answer in `Answer::finish_reasons`.
+//!
 //! `ProviderStats` also counts the usage tokens the provider put in its
 //! responses (normalised as the `Api` docs say), so tests compare the
 //! agent's totals with what was actually sent, not with constants.
@@ -75,6 +79,8 @@ pub struct Answer {
     pub status: u16,
     /// Normalised (input, output) usage it reported, if any.
     pub usage: Option<(u64, u64)>,
+    /// The finish reasons it sent (`Api::finish_reason`), one per choice.
+    pub finish_reasons: Vec<String>,
 }
 
 /// Usage tokens the provider reported, summed over its responses.
@@ -223,6 +229,8 @@ fn serve(conn: TcpStream, stats: &ProviderStats) -> io::Result<()> {
 struct UsageInResponse {
     input: Option<u64>,
     output: Option<u64>,
+    /// The finish reason sent, if any.
+    finish_reason: Option<&'static str>,
 }
 
 impl UsageInResponse {
@@ -230,7 +238,8 @@ impl UsageInResponse {
     fn answered(&self, stats: &ProviderStats, id: &str) {
         let usage = (self.input.is_some() || self.output.is_some())
             .then(|| (self.input.unwrap_or(0), self.output.unwrap_or(0)));
-        stats.answers.lock().unwrap().push(Answer { id: id.to_string(), status: 200, usage });
+        let finish_reasons = self.finish_reason.iter().map(|r| r.to_string()).collect();
+        stats.answers.lock().unwrap().push(Answer { id: id.to_string(), status: 200, usage, finish_reasons });
     }
 
     fn saw(&mut self, usage: Option<(u64, u64)>) {
@@ -319,26 +328,26 @@ impl Api {
     fn body(self, pad: &str) -> String {
         match self {
             Self::OpenAiChat => format!(
-                r#"{{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{{"index":0,"message":{{"role":"assistant","content":"{pad}"}}}}],"usage":{{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}}}"#
+                r#"{{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{{"index":0,"message":{{"role":"assistant","content":"{pad}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}}}"#
             ),
             Self::OpenAiResponses => format!(
-                r#"{{"id":"resp_1","object":"response","model":"gpt-4.1","output":[{{"type":"message","content":[{{"type":"output_text","text":"{pad}"}}]}}],"usage":{{"input_tokens":30,"input_tokens_details":{{"cached_tokens":10}},"output_tokens":8,"output_tokens_details":{{"reasoning_tokens":2}},"total_tokens":38}}}}"#
+                r#"{{"id":"resp_1","object":"response","status":"completed","model":"gpt-4.1","output":[{{"type":"message","content":[{{"type":"output_text","text":"{pad}"}}]}}],"usage":{{"input_tokens":30,"input_tokens_details":{{"cached_tokens":10}},"output_tokens":8,"output_tokens_details":{{"reasoning_tokens":2}},"total_tokens":38}}}}"#
             ),
             Self::AnthropicMessages => format!(
-                r#"{{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4","content":[{{"type":"text","text":"{pad}"}}],"usage":{{"input_tokens":10,"cache_read_input_tokens":100,"cache_creation_input_tokens":5,"output_tokens":7}}}}"#
+                r#"{{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4","content":[{{"type":"text","text":"{pad}"}}],"stop_reason":"end_turn","usage":{{"input_tokens":10,"cache_read_input_tokens":100,"cache_creation_input_tokens":5,"output_tokens":7}}}}"#
             ),
             Self::Gemini => format!(
-                r#"{{"candidates":[{{"content":{{"parts":[{{"text":"{pad}"}}],"role":"model"}}}}],"usageMetadata":{{"promptTokenCount":9,"candidatesTokenCount":4,"cachedContentTokenCount":2,"totalTokenCount":13}},"modelVersion":"gemini-2.0-flash"}}"#
+                r#"{{"candidates":[{{"content":{{"parts":[{{"text":"{pad}"}}],"role":"model"}},"finishReason":"STOP"}}],"usageMetadata":{{"promptTokenCount":9,"candidatesTokenCount":4,"cachedContentTokenCount":2,"totalTokenCount":13}},"modelVersion":"gemini-2.0-flash"}}"#
             ),
             Self::Embeddings => r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}"#.to_string(),
             Self::DeepSeek => format!(
-                r#"{{"id":"chatcmpl-1","object":"chat.completion","model":"deepseek-chat","choices":[{{"index":0,"message":{{"role":"assistant","content":"{pad}"}}}}],"usage":{{"prompt_tokens":100,"completion_tokens":10,"total_tokens":110,"prompt_cache_hit_tokens":64,"prompt_cache_miss_tokens":36}}}}"#
+                r#"{{"id":"chatcmpl-1","object":"chat.completion","model":"deepseek-chat","choices":[{{"index":0,"message":{{"role":"assistant","content":"{pad}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":100,"completion_tokens":10,"total_tokens":110,"prompt_cache_hit_tokens":64,"prompt_cache_miss_tokens":36}}}}"#
             ),
             Self::BedrockConverse => format!(
                 r#"{{"output":{{"message":{{"role":"assistant","content":[{{"text":"{pad}"}}]}}}},"stopReason":"end_turn","usage":{{"inputTokens":11,"outputTokens":7,"totalTokens":21,"cacheReadInputTokens":3}},"metrics":{{"latencyMs":5}}}}"#
             ),
             Self::BedrockInvoke => format!(
-                r#"{{"id":"msg_1","type":"message","role":"assistant","model":"claude-3-haiku-20240307","content":[{{"type":"text","text":"{pad}"}}],"usage":{{"input_tokens":12,"output_tokens":6}}}}"#
+                r#"{{"id":"msg_1","type":"message","role":"assistant","model":"claude-3-haiku-20240307","content":[{{"type":"text","text":"{pad}"}}],"stop_reason":"end_turn","usage":{{"input_tokens":12,"output_tokens":6}}}}"#
             ),
             Self::Cohere => format!(
                 r#"{{"id":"msg_1","finish_reason":"COMPLETE","message":{{"role":"assistant","content":[{{"type":"text","text":"{pad}"}}]}},"usage":{{"billed_units":{{"input_tokens":5,"output_tokens":3}},"tokens":{{"input_tokens":70,"output_tokens":3}}}}}}"#
@@ -366,6 +375,31 @@ impl Api {
             Self::Cohere => (70, 3),
             Self::OllamaChat | Self::OllamaGenerate => (26, 298),
         }
+    }
+
+    /// The finish reason a 200 answer of this API sends, as the provider
+    /// names it (none for embeddings).
+    pub fn finish_reason(self) -> Option<&'static str> {
+        match self {
+            Self::OpenAiChat | Self::DeepSeek | Self::OllamaChat | Self::OllamaGenerate => Some("stop"),
+            Self::OpenAiResponses => Some("completed"),
+            Self::AnthropicMessages | Self::BedrockConverse | Self::BedrockInvoke => Some("end_turn"),
+            Self::Gemini => Some("STOP"),
+            Self::Cohere => Some("COMPLETE"),
+            Self::Embeddings => None,
+        }
+    }
+
+    /// The finish reason carried by stream event `i` of `events`: OpenAI
+    /// chat's last content chunk, every other API's last event.
+    fn stream_finish_reason(self, i: u64, events: u64) -> Option<&'static str> {
+        let carries = match self {
+            Self::OpenAiChat => i + 1 == events,
+            // Their streams are `[DONE]` only (see `stream_event`).
+            Self::DeepSeek | Self::Embeddings => false,
+            _ => i == events,
+        };
+        carries.then(|| self.finish_reason()).flatten()
     }
 
     /// Extra response header lines of a non-streamed 200 answer.
@@ -405,12 +439,12 @@ impl Api {
         let last = i == events;
         match self {
             Self::AnthropicMessages if i == 0 => "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4\",\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":100,\"cache_creation_input_tokens\":5,\"output_tokens\":1}}}\n\n".to_string(),
-            Self::AnthropicMessages if last => "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":40}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_string(),
+            Self::AnthropicMessages if last => "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":40}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_string(),
             Self::AnthropicMessages => format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"delta\":{{\"text\":\"t{i}\"}}}}\n\n"),
             Self::OpenAiResponses if i == 0 => "event: response.created\ndata: {\"type\":\"response.created\"}\n\n".to_string(),
-            Self::OpenAiResponses if last => "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-4.1\",\"usage\":{\"input_tokens\":30,\"input_tokens_details\":{\"cached_tokens\":10},\"output_tokens\":8,\"output_tokens_details\":{\"reasoning_tokens\":2}}}}\n\n".to_string(),
+            Self::OpenAiResponses if last => "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"status\":\"completed\",\"model\":\"gpt-4.1\",\"usage\":{\"input_tokens\":30,\"input_tokens_details\":{\"cached_tokens\":10},\"output_tokens\":8,\"output_tokens_details\":{\"reasoning_tokens\":2}}}}\n\n".to_string(),
             Self::OpenAiResponses => format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"delta\":\"t{i}\"}}\n\n"),
-            Self::Gemini if last => "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"end\"}]}}],\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":4,\"cachedContentTokenCount\":2},\"modelVersion\":\"gemini-2.0-flash\"}\n\n".to_string(),
+            Self::Gemini if last => "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"end\"}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":4,\"cachedContentTokenCount\":2},\"modelVersion\":\"gemini-2.0-flash\"}\n\n".to_string(),
             Self::Gemini => format!("data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"t{i}\"}}]}}}}]}}\n\n"),
             Self::Cohere if i == 0 => "event: message-start\ndata: {\"id\":\"msg_1\",\"type\":\"message-start\",\"delta\":{\"message\":{\"role\":\"assistant\"}}}\n\n".to_string(),
             Self::Cohere if last => "event: message-end\ndata: {\"type\":\"message-end\",\"delta\":{\"finish_reason\":\"COMPLETE\",\"usage\":{\"billed_units\":{\"input_tokens\":5,\"output_tokens\":3},\"tokens\":{\"input_tokens\":70,\"output_tokens\":3}}}}\n\n".to_string(),
@@ -555,7 +589,7 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
             body.len()
         );
         send(w, stats, resp.as_bytes())?;
-        stats.answers.lock().unwrap().push(Answer { id: rid, status, usage: None });
+        stats.answers.lock().unwrap().push(Answer { id: rid, status, usage: None, finish_reasons: Vec::new() });
         return Ok(true);
     }
     let api = Api::of(&path);
@@ -574,6 +608,7 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
         send(w, stats, &[head.into_bytes(), body].concat())?;
         let mut usage = UsageInResponse::default();
         usage.saw(Some(api.usage()));
+        usage.finish_reason = api.finish_reason();
         usage.answered(stats, &rid);
         usage.count(stats);
         return Ok(true);
@@ -642,6 +677,7 @@ fn stream(
                 out.extend_from_slice(&message);
             }
             usage.saw(api.stream_usage(i, events));
+            usage.finish_reason = api.stream_finish_reason(i, events).or(usage.finish_reason);
             continue;
         }
         let data = if json_array {
@@ -658,14 +694,19 @@ fn stream(
         } else if i == events {
             "data: [DONE]\n\n".to_string()
         } else if i == 0 && query(path, "role_first") == Some(1) {
-            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n".to_string()
+            let finish =
+                api.stream_finish_reason(i, events).map_or(String::new(), |r| format!(",\"finish_reason\":\"{r}\""));
+            format!("data: {{\"choices\":[{{\"delta\":{{\"role\":\"assistant\",\"content\":\"\"}}{finish}}}]}}\n\n")
         } else {
             let pad = "x".repeat(query(path, "pad").unwrap_or(0).min(1 << 20) as usize);
-            format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {i}{pad}\"}}}}]}}\n\n")
+            let finish =
+                api.stream_finish_reason(i, events).map_or(String::new(), |r| format!(",\"finish_reason\":\"{r}\""));
+            format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {i}{pad}\"}}{finish}}}]}}\n\n")
         };
         let bytes = if chunked { format!("{:x}\r\n{data}\r\n", data.len()) } else { data };
         out.extend_from_slice(bytes.as_bytes());
         usage.saw(if openai_usage { Some((21, 55)) } else { api.stream_usage(i, events) });
+        usage.finish_reason = api.stream_finish_reason(i, events).or(usage.finish_reason);
     }
     send(w, stats, &out)?;
     if chunked {

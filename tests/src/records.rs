@@ -1,26 +1,20 @@
-//! The JSON records an agent started with `--print-requests` printed.
+//! Checks on the JSON records an agent started with `--print-requests`
+//! printed (`Agent::printed_records`).
 
-use std::time::{Duration, Instant};
+use serde_json::Value;
 
-use crate::harness::Agent;
-
-/// The records of `side` (`client` or `upstream`) printed so far.
-pub fn records(agent: &Agent, side: &str) -> Vec<serde_json::Value> {
-    agent
-        .log_text()
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|r| r["side"] == side)
-        .collect()
+/// The records of the four-exchange mix the Go and nginx tests send: four
+/// records, three answered (200) and one rate-limited (429), two of them
+/// streamed. `what` starts every failure message.
+pub fn check_mix_of_four(records: &[Value], what: &str) {
+    assert_eq!(records.len(), 4, "{what}: {records:?}");
+    let mut statuses: Vec<u64> = records.iter().filter_map(|x| x["status"].as_u64()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 429], "{what}: {records:?}");
+    assert_eq!(records.iter().filter(|x| x["streaming"] == true).count(), 2, "{what}: {records:?}");
 }
 
-/// Waits (20 s at most) until the agent printed at least this many records
-/// of each side; panics with the agent's log otherwise.
-pub fn wait_for_records(agent: &Agent, client: usize, upstream: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while records(agent, "client").len() < client || records(agent, "upstream").len() < upstream {
-        assert!(Instant::now() < deadline, "records missing:\n{}", agent.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// The sum of the records' `tokens.KIND` (`input`, `output`, ...), records without it left out.
+pub fn token_total(records: &[Value], kind: &str) -> u64 {
+    records.iter().filter_map(|x| x["tokens"][kind].as_u64()).sum()
 }

@@ -28,7 +28,7 @@ use llm_proxy_e2e::{
 use opentelemetry_proto::tonic::{
     collector::{metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest},
     common::v1::{KeyValue, any_value},
-    metrics::v1::{Metric, metric::Data, number_data_point},
+    metrics::v1::{Gauge, Metric, Sum, metric::Data, number_data_point},
     trace::v1::{Span, span::SpanKind},
 };
 use prost::Message;
@@ -209,18 +209,8 @@ fn otlp_sum(metrics: &[Metric], name: &str, want: &[(&str, &str)]) -> (f64, u64)
     let mut total = (0.0, 0);
     for m in metrics.iter().filter(|m| m.name == name) {
         match &m.data {
-            Some(Data::Sum(s)) => {
-                for p in s.data_points.iter().filter(|p| has(&p.attributes, want)) {
-                    total.0 += match p.value {
-                        Some(number_data_point::Value::AsInt(v)) => v as f64,
-                        Some(number_data_point::Value::AsDouble(v)) => v,
-                        None => 0.0,
-                    };
-                    total.1 += 1;
-                }
-            }
-            Some(Data::Gauge(g)) => {
-                for p in g.data_points.iter().filter(|p| has(&p.attributes, want)) {
+            Some(Data::Sum(Sum { data_points, .. }) | Data::Gauge(Gauge { data_points, .. })) => {
+                for p in data_points.iter().filter(|p| has(&p.attributes, want)) {
                     total.0 += match p.value {
                         Some(number_data_point::Value::AsInt(v)) => v as f64,
                         Some(number_data_point::Value::AsDouble(v)) => v,
@@ -758,28 +748,31 @@ impl opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server:
 impl GrpcCollector {
     /// Serves on a loopback port from a runtime of its own; returns the port.
     fn start(&self) -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
         let service =
             opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer::new(
                 self.clone(),
             )
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-        thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let incoming =
-                    futures_util::stream::unfold(
-                        listener,
-                        |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) },
-                    );
-                tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await
-            })
-        });
-        port
+        serve_grpc(tonic::transport::Server::builder().add_service(service))
     }
+}
+
+/// Serves `router` (a gRPC server with its service) on a loopback port from
+/// a runtime of its own; returns the port.
+fn serve_grpc(router: tonic::transport::server::Router) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let incoming =
+                futures_util::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
+            router.serve_with_incoming(incoming).await
+        })
+    });
+    port
 }
 
 #[test]
@@ -829,14 +822,74 @@ fn otlp_over_grpc_reaches_a_grpc_collector() {
 
 /// A request through the proxy with its id and, when `traced`, a W3C
 /// `traceparent`: (path, status the mock answers, traced).
-const TRACED_TRAFFIC: [(&str, u16, bool); 6] = [
+const TRACED_TRAFFIC: [(&str, u16, bool); 10] = [
     ("/openai/v1/chat/completions", 200, true),
     ("/openai/v1/chat/completions", 200, false),
     ("/openai/v1/chat/completions?events=4&interval_ms=20&usage=1", 200, true),
     ("/openai/v1/chat/completions?events=4&interval_ms=20&usage=1", 200, false),
     ("/openai/v1/chat/completions?status=429", 429, true),
     ("/openai/v1/chat/completions?status=429", 429, false),
+    ("/anthropic/v1/messages?events=4&interval_ms=20", 200, true),
+    ("/anthropic/v1/messages", 200, false),
+    ("/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&events=3&interval_ms=20", 200, false),
+    ("/gemini/v1beta/models/gemini-2.0-flash:generateContent", 200, true),
 ];
+
+/// What every span of one mock provider's exchanges says: provider, span
+/// name and requested model.
+#[derive(Debug, Clone, Copy)]
+struct SpanExpectation {
+    provider: &'static str,
+    name: &'static str,
+    model: &'static str,
+}
+
+/// The mock providers behind `TRACED_TRAFFIC`'s routes, and nginx.
+struct TracedProviders {
+    mocks: [(MockProvider, SpanExpectation); 3],
+    nginx: Nginx,
+}
+
+impl TracedProviders {
+    fn start() -> Self {
+        let chat = |provider| SpanExpectation { provider, name: "chat gpt-4o-mini", model: "gpt-4o-mini" };
+        let gemini = SpanExpectation {
+            provider: "gcp.gemini",
+            name: "generate_content gemini-2.0-flash",
+            model: "gemini-2.0-flash",
+        };
+        let mocks = [
+            (MockProvider::start(0).unwrap(), chat("openai")),
+            (MockProvider::start(0).unwrap(), chat("anthropic")),
+            (MockProvider::start(0).unwrap(), gemini),
+        ];
+        let routes = [("openai", mocks[0].0.port), ("anthropic", mocks[1].0.port), ("gemini", mocks[2].0.port)];
+        Self { nginx: Nginx::start(&routes), mocks }
+    }
+
+    /// `--provider` values naming each mock.
+    fn provider_args(&self) -> Vec<String> {
+        ["openai", "anthropic", "gemini"]
+            .iter()
+            .zip(&self.mocks)
+            .flat_map(|(name, (m, _))| ["--provider".to_string(), format!("{name}=127.0.0.1:{}", m.port)])
+            .collect()
+    }
+
+    /// Every mock's answers, with what their spans must say.
+    fn answers(&self) -> Vec<(SpanExpectation, llm_proxy_e2e::mock::Answer)> {
+        self.mocks.iter().flat_map(|(m, e)| m.answers().into_iter().map(|a| (*e, a))).collect()
+    }
+
+    fn wait_idle(&self) {
+        self.mocks.iter().for_each(|(m, _)| m.wait_idle(Duration::from_secs(5)));
+    }
+
+    /// (input, output) usage the mocks sent, summed.
+    fn usage_sent(&self) -> (u64, u64) {
+        self.mocks.iter().map(|(m, _)| m.usage_sent()).fold((0, 0), |(i, o), u| (i + u.input, o + u.output))
+    }
+}
 
 /// Sends `TRACED_TRAFFIC` with ids `{prefix}-{i}`; returns the `traceparent`
 /// sent per id as (trace id, parent span id) in hex.
@@ -872,6 +925,22 @@ fn span_text(s: &Span, key: &str) -> Option<String> {
     }
 }
 
+/// A string-array attribute's values; empty when the attribute is absent.
+fn span_texts(s: &Span, key: &str) -> Vec<String> {
+    match span_attr(s, key) {
+        Some(any_value::Value::ArrayValue(a)) => a
+            .values
+            .iter()
+            .map(|v| match &v.value {
+                Some(any_value::Value::StringValue(t)) => t.clone(),
+                other => panic!("{key}: a string array, not {other:?}"),
+            })
+            .collect(),
+        None => Vec::new(),
+        Some(other) => panic!("{key}: an array, not {other:?}"),
+    }
+}
+
 fn span_int(s: &Span, key: &str) -> Option<u64> {
     match span_attr(s, key) {
         Some(any_value::Value::IntValue(v)) => Some(*v as u64),
@@ -897,15 +966,16 @@ fn http_spans(rx: &Receiver) -> Vec<Span> {
 /// (`SERVER`) and one upstream (`CLIENT`) span per answer, found by the
 /// answer's id; the upstream span a child of the client span; the client
 /// span in the caller's trace when it sent a `traceparent`, in a fresh one
-/// otherwise; status, error type, model and the usage the mock sent.
+/// otherwise; status, error type, provider, model, and the usage and finish
+/// reasons the mock sent.
 fn check_spans(
     spans: &[Span],
-    answers: &[llm_proxy_e2e::mock::Answer],
+    answers: &[(SpanExpectation, llm_proxy_e2e::mock::Answer)],
     traceparents: &BTreeMap<String, (String, String)>,
 ) {
     assert_eq!(spans.len(), 2 * answers.len(), "one span per exchange and side: {spans:#?}");
     let mut fresh_traces = BTreeSet::new();
-    for a in answers {
+    for (expect, a) in answers {
         let of = |kind: SpanKind| {
             let found: Vec<&Span> = spans
                 .iter()
@@ -928,10 +998,17 @@ fn check_spans(
             }
         }
         for s in [client, upstream] {
-            assert_eq!(s.name, "chat gpt-4o-mini");
-            assert_eq!(span_text(s, "gen_ai.operation.name").as_deref(), Some("chat"));
-            assert_eq!(span_text(s, "gen_ai.provider.name").as_deref(), Some("openai"));
-            assert_eq!(span_text(s, "gen_ai.request.model").as_deref(), Some("gpt-4o-mini"));
+            assert_eq!(s.name, expect.name, "{}", a.id);
+            let operation = expect.name.split(' ').next();
+            assert_eq!(span_text(s, "gen_ai.operation.name").as_deref(), operation, "{}", a.id);
+            assert_eq!(span_text(s, "gen_ai.provider.name").as_deref(), Some(expect.provider), "{}", a.id);
+            assert_eq!(span_text(s, "gen_ai.request.model").as_deref(), Some(expect.model), "{}", a.id);
+            assert_eq!(
+                span_texts(s, "gen_ai.response.finish_reasons"),
+                a.finish_reasons,
+                "{}: the finish reasons the mock sent",
+                a.id
+            );
             assert_eq!(span_int(s, "http.response.status_code"), Some(u64::from(a.status)));
             let usage = span_int(s, "gen_ai.usage.input_tokens").zip(span_int(s, "gen_ai.usage.output_tokens"));
             assert_eq!(usage, a.usage, "{}: the usage the mock sent", a.id);
@@ -947,8 +1024,7 @@ fn check_spans(
 #[test]
 fn genai_spans_over_otlp_http_match_the_mock_providers_exchanges() {
     let _serial = serial();
-    let openai = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port)]);
+    let providers = TracedProviders::start();
     let otlp = Receiver::start();
     let dir = TempDir::new("spans-http");
     let config = dir.0.join("agent.toml");
@@ -960,13 +1036,15 @@ fn genai_spans_over_otlp_http_match_the_mock_providers_exchanges() {
         ),
     )
     .unwrap();
-    let provider = format!("openai=127.0.0.1:{}", openai.port);
-    let agent = Agent::start(&["--exe", harness::NGINX, "--provider", &provider, "--config", config.to_str().unwrap()]);
+    let mut args =
+        vec!["--exe".to_string(), harness::NGINX.to_string(), "--config".into(), config.display().to_string()];
+    args.extend(providers.provider_args());
+    let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
-    let traceparents = traced_traffic(nginx.port, "http");
-    openai.wait_idle(Duration::from_secs(5));
-    let answers = openai.answers();
-    assert_eq!(answers.len(), TRACED_TRAFFIC.len(), "the mock answered every request");
+    let traceparents = traced_traffic(providers.nginx.port, "http");
+    providers.wait_idle();
+    let answers = providers.answers();
+    assert_eq!(answers.len(), TRACED_TRAFFIC.len(), "the mocks answered every request");
     wait_for(
         "a span per exchange and side",
         Duration::from_secs(20),
@@ -975,10 +1053,10 @@ fn genai_spans_over_otlp_http_match_the_mock_providers_exchanges() {
     );
     thread::sleep(Duration::from_millis(500)); // nothing more may come
     check_spans(&http_spans(&otlp), &answers, &traceparents);
-    let usage = openai.usage_sent();
     let upstream: Vec<Span> = http_spans(&otlp).into_iter().filter(|s| s.kind == SpanKind::Client as i32).collect();
     let total = |key: &str| upstream.iter().filter_map(|s| span_int(s, key)).sum::<u64>();
-    assert_eq!((total("gen_ai.usage.input_tokens"), total("gen_ai.usage.output_tokens")), (usage.input, usage.output));
+    let usage = (total("gen_ai.usage.input_tokens"), total("gen_ai.usage.output_tokens"));
+    assert_eq!(usage, providers.usage_sent());
     for r in otlp.all().into_iter().filter(|r| r.path == "/v1/traces") {
         assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
         assert_eq!(r.header("content-encoding"), Some("gzip"));
@@ -1021,41 +1099,26 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
 impl GrpcTraceCollector {
     /// Serves on a loopback port from a runtime of its own; returns the port.
     fn start(&self) -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
         let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
             self.clone(),
         )
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-        thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let incoming =
-                    futures_util::stream::unfold(
-                        listener,
-                        |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) },
-                    );
-                tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await
-            })
-        });
-        port
+        serve_grpc(tonic::transport::Server::builder().add_service(service))
     }
 }
 
 #[test]
 fn genai_spans_over_otlp_grpc_from_the_environment_alone() {
     let _serial = serial();
-    let openai = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port)]);
+    let providers = TracedProviders::start();
     let collector = GrpcTraceCollector::default();
     let port = collector.start();
-    let provider = format!("openai=127.0.0.1:{}", openai.port);
+    let mut args = vec!["--exe".to_string(), harness::NGINX.to_string()];
+    args.extend(providers.provider_args());
     let endpoint = format!("http://127.0.0.1:{port}");
     // No [exporters.otlp] section: the traces endpoint variable turns spans on.
     let agent = Agent::start_with_env(
-        &["--exe", harness::NGINX, "--provider", &provider],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
         &[
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint),
             ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
@@ -1064,9 +1127,9 @@ fn genai_spans_over_otlp_grpc_from_the_environment_alone() {
         ],
     );
     agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
-    let traceparents = traced_traffic(nginx.port, "grpc");
-    openai.wait_idle(Duration::from_secs(5));
-    let answers = openai.answers();
+    let traceparents = traced_traffic(providers.nginx.port, "grpc");
+    providers.wait_idle();
+    let answers = providers.answers();
     let spans = || spans_of(collector.got.lock().unwrap().iter().map(|(r, _)| r.clone()));
     wait_for(
         "a span per exchange and side",

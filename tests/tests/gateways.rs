@@ -298,7 +298,8 @@ fn assert_gateway_records(agent: &Agent, mock: &MockProvider, sent: &[(String, u
         }
         assert!(
             seen.values().all(|n| *n == 1) && seen.len() == sent.len(),
-            "{side}: one record per exchange: {seen:?}"
+            "{side}: one record per exchange: {seen:?}\nscrape:\n{}",
+            agent.scrape().text
         );
         let sum = |k: &str| records.iter().filter_map(|r| r["tokens"][k].as_u64()).sum::<u64>();
         let truth = mock.usage_sent();
@@ -367,6 +368,7 @@ fn node_gateway_is_exact(client: &str, sides: &[&str], attach: &[&str]) {
     if sides.contains(&"upstream") {
         let n = sent.exchanges.len() as u64;
         assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), n, "{}", s.text);
+        assert_eq!(s.get("metrics_agent_tls_untied_bytes_total"), 0, "{}", s.text);
     }
 }
 
@@ -426,34 +428,16 @@ fn a_python_gateway_on_uvicorn_and_uvloop_is_exact_on_its_https_upstream_side() 
 /// still has its upstream record, with its own request id.
 #[test]
 fn tls_connections_decrypted_out_of_order_through_memory_bios_are_each_tied_to_their_own_socket() {
-    use std::io::{BufRead, Write};
     let _serial = serial();
     const CONNECTIONS: usize = 3;
     const ROUNDS: usize = 3;
     let mock = MockProvider::start(0).unwrap();
     let tls = harness::TlsProvider::start(mock.port);
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("py/interleaved_memory_bio_client.py");
     for_each_mode(modes::ALL, |mode: AttachMode| {
-        let mut client = Guard::spawn(
-            "interleaved TLS client",
-            Command::new("python3")
-                .arg(&script)
-                .args(["127.0.0.1", &tls.port.to_string(), &CONNECTIONS.to_string(), &ROUNDS.to_string()])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped()),
-        );
-        let (pid, provider) = (client.pid().to_string(), format!("openai=127.0.0.1:{}", tls.port));
-        let [attach, name] = mode.args();
-        let agent = Agent::start(&["--pid", &pid, attach, name, "--provider", &provider, "--print-requests"]);
-        agent
-            .wait_until(Duration::from_secs(10), "the client traced", |s| s.get("metrics_agent_traced_processes") >= 1);
-        let mut stdin = client.child.stdin.take().unwrap();
-        stdin.write_all(b"go\n").unwrap();
-        stdin.flush().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(client.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let run = MemoryBioRun::start(tls.port, mode, CONNECTIONS, ROUNDS, false);
         let total = CONNECTIONS * ROUNDS;
-        assert_eq!(line.trim(), format!("done {total}"));
+        assert_eq!(run.answered, total);
+        let agent = &run.agent;
         agent.wait_for_printed_records(0, total, Duration::from_secs(60));
         let mut ids: Vec<String> = agent
             .printed_records("upstream")
@@ -470,5 +454,74 @@ fn tls_connections_decrypted_out_of_order_through_memory_bios_are_each_tied_to_t
         assert_eq!(ids, sent, "one upstream record per exchange, each with its own request id");
         let s = agent.scrape();
         assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), total as u64, "{}", s.text);
+        assert_eq!(s.get("metrics_agent_tls_untied_bytes_total"), 0, "{}", s.text);
     });
+}
+
+/// The same client sending every ciphertext flight in two socket writes,
+/// its first byte alone (`split`): no socket write begins with a TLS record,
+/// so no `SSL*` is tied to its socket and its plaintext reaches no
+/// connection. That loss is not silent: `metrics_agent_tls_untied_bytes_total`
+/// equals the plaintext bytes the client's SSL objects wrote and read.
+#[test]
+fn tls_plaintext_tied_to_no_socket_is_counted_as_untied_bytes() {
+    let _serial = serial();
+    let mock = MockProvider::start(0).unwrap();
+    let tls = harness::TlsProvider::start(mock.port);
+    for_each_mode(modes::ALL, |mode: AttachMode| {
+        let run = MemoryBioRun::start(tls.port, mode, 2, 2, true);
+        assert_eq!(run.answered, 4);
+        assert!(run.plaintext_bytes > 0);
+        let s = run.agent.wait_until(Duration::from_secs(10), "untied bytes equal to the plaintext", |s| {
+            s.get("metrics_agent_tls_untied_bytes_total") >= run.plaintext_bytes
+        });
+        assert_eq!(s.get("metrics_agent_tls_untied_bytes_total"), run.plaintext_bytes, "{}", s.text);
+        assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), 0, "{}", s.text);
+    });
+}
+
+/// One run of `py/interleaved_memory_bio_client.py` under its own agent.
+struct MemoryBioRun {
+    agent: Agent,
+    /// Exchanges answered 200.
+    answered: usize,
+    /// Plaintext bytes the client's SSL objects wrote and read.
+    plaintext_bytes: u64,
+    _client: Guard,
+}
+
+impl MemoryBioRun {
+    /// Starts the client (`split`: each flight's first byte sent alone),
+    /// an agent tracing it in `mode`, then lets the client run to its end.
+    fn start(tls_port: u16, mode: AttachMode, connections: usize, rounds: usize, split: bool) -> Self {
+        use std::io::{BufRead, Write};
+        let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("py/interleaved_memory_bio_client.py");
+        let mut args = vec!["127.0.0.1".to_string(), tls_port.to_string(), connections.to_string(), rounds.to_string()];
+        if split {
+            args.push("split".into());
+        }
+        let mut client = Guard::spawn(
+            "interleaved TLS client",
+            Command::new("python3").arg(&script).args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()),
+        );
+        let (pid, provider) = (client.pid().to_string(), format!("openai=127.0.0.1:{tls_port}"));
+        let [attach, name] = mode.args();
+        let agent = Agent::start(&["--pid", &pid, attach, name, "--provider", &provider, "--print-requests"]);
+        agent
+            .wait_until(Duration::from_secs(10), "the client traced", |s| s.get("metrics_agent_traced_processes") >= 1);
+        let mut stdin = client.child.stdin.take().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(client.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [done, answered, plaintext_bytes] = fields[..] else { panic!("client printed {line:?}") };
+        assert_eq!(done, "done", "{line}");
+        Self {
+            agent,
+            answered: answered.parse().unwrap(),
+            plaintext_bytes: plaintext_bytes.parse().unwrap(),
+            _client: client,
+        }
+    }
 }

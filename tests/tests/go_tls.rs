@@ -20,7 +20,7 @@ use llm_proxy_e2e::{
     harness::{Agent, NginxH2, TempDir},
     mock::MockProvider,
     modes::{AttachMode, for_each_mode},
-    records::{records, wait_for_records},
+    records::{check_mix_of_four, token_total},
 };
 
 /// One test at a time: each starts its own agent and proxies.
@@ -69,14 +69,10 @@ fn go_reverse_proxy_tls_upstreams_are_measured_from_crypto_tls_plaintext() {
                 assert_eq!(answered, status, "{build}: {path}");
             }
             drop(c);
-            wait_for_records(&agent, 4, 4);
+            agent.wait_for_printed_records(4, 4, Duration::from_secs(20));
             let (oa, an) = (upstreams.openai.usage_sent(), upstreams.anthropic.usage_sent());
-            let up = records(&agent, "upstream");
-            assert_eq!(up.len(), 4, "{build}: {up:?}");
-            let mut statuses: Vec<u64> = up.iter().filter_map(|x| x["status"].as_u64()).collect();
-            statuses.sort();
-            assert_eq!(statuses, [200, 200, 200, 429], "{build}: {up:?}");
-            assert_eq!(up.iter().filter(|x| x["streaming"] == true).count(), 2, "{build}: {up:?}");
+            let up = agent.printed_records("upstream");
+            check_mix_of_four(&up, &build);
             let of = |provider: &str, kind: &str| {
                 up.iter().filter(|x| x["provider"] == provider).filter_map(|x| x["tokens"][kind].as_u64()).sum::<u64>()
             };
@@ -202,10 +198,10 @@ fn go_h2c_gateway_with_tls_upstreams_is_measured_exactly_on_both_sides() {
 
             // Audit path: one client record per h2 stream, one upstream
             // record per TLS exchange, with the tokens the providers sent.
-            wait_for_records(&agent, answers.len(), answers.len());
+            agent.wait_for_printed_records(answers.len(), answers.len(), Duration::from_secs(20));
             let (oa, an) = (upstreams.openai.usage_sent(), upstreams.anthropic.usage_sent());
             for side in ["client", "upstream"] {
-                let got = records(&agent, side);
+                let got = agent.printed_records(side);
                 assert_eq!(got.len(), answers.len(), "{go}: {side}: {got:?}");
                 let mut statuses: Vec<u64> = got.iter().filter_map(|r| r["status"].as_u64()).collect();
                 let mut want: Vec<u64> = answers.iter().map(|a| a.status).collect();
@@ -286,17 +282,12 @@ fn go_http2_upstream_client_over_crypto_tls_is_measured() {
             });
             assert_eq!(s.get("llm_proxy_provider_requests_failed_total{provider=\"openai\"}"), 1, "{go}: the 429");
             assert!(s.get("metrics_agent_tls_plaintext_connections_total") >= 1, "{go}: the h2 connection's plaintext");
-            wait_for_records(&agent, 4, 4);
+            agent.wait_for_printed_records(4, 4, Duration::from_secs(20));
             let (oa, an) = (openai.usage_sent(), anthropic.usage_sent());
-            let up = records(&agent, "upstream");
-            assert_eq!(up.len(), 4, "{go}: {up:?}");
-            let mut statuses: Vec<u64> = up.iter().filter_map(|x| x["status"].as_u64()).collect();
-            statuses.sort();
-            assert_eq!(statuses, [200, 200, 200, 429], "{go}: {up:?}");
-            assert_eq!(up.iter().filter(|x| x["streaming"] == true).count(), 2, "{go}: {up:?}");
-            let tokens = |kind: &str| up.iter().filter_map(|x| x["tokens"][kind].as_u64()).sum::<u64>();
+            let up = agent.printed_records("upstream");
+            check_mix_of_four(&up, &format!("{go}: upstream"));
             assert_eq!(
-                (tokens("input"), tokens("output")),
+                (token_total(&up, "input"), token_total(&up, "output")),
                 (oa.input + an.input, oa.output + an.output),
                 "{go}: the tokens the providers sent: {up:?}"
             );

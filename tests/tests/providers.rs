@@ -12,7 +12,7 @@ use std::time::Duration;
 use llm_proxy_e2e::{
     client::Client,
     harness::{Agent, Nginx, serial},
-    mock::MockProvider,
+    mock::{Api, MockProvider},
     modes::{self, for_each_mode},
 };
 use serde_json::Value;
@@ -304,6 +304,11 @@ fn every_provider_api_is_recorded_exactly_on_both_sides() {
                     ["input", "output", "cache_read", "cache_creation", "reasoning"].map(|k| r["tokens"][k].as_u64());
                 assert_eq!(tokens, case.tokens, "{what}");
                 assert_eq!(r["stream_events"].as_u64(), case.stream_events, "{what}");
+                // The finish reason the mock sends for this API (none with an error).
+                let sent = Api::of(case.path).finish_reason().filter(|_| case.status == 200);
+                let reasons: Vec<&str> =
+                    r["finish_reasons"].as_array().expect(&what).iter().filter_map(Value::as_str).collect();
+                assert_eq!(reasons, Vec::from_iter(sent), "{what}");
                 if case.streaming {
                     assert!(r["time_to_first_token_ms"].as_f64().is_some(), "{what}");
                 } else {

@@ -44,6 +44,11 @@ fn setup(database: Database) -> Setup {
 
 /// `setup` with more `[storage]` settings.
 fn setup_with(database: Database, storage_toml: &str) -> Setup {
+    setup_configured(database, "", storage_toml)
+}
+
+/// `setup` with top-level settings and more `[storage]` settings.
+fn setup_configured(database: Database, top_toml: &str, storage_toml: &str) -> Setup {
     let openai = MockProvider::start(0).unwrap();
     let nginx = Nginx::start(&[("openai", openai.port)]);
     let dir = TempDir::new("storage");
@@ -55,7 +60,7 @@ fn setup_with(database: Database, storage_toml: &str) -> Setup {
         }
     };
     let config = dir.0.join("agent.toml").display().to_string();
-    std::fs::write(&config, format!("[storage]\nflush_interval_ms = {FLUSH_MS}\n{storage_toml}")).unwrap();
+    std::fs::write(&config, format!("{top_toml}[storage]\nflush_interval_ms = {FLUSH_MS}\n{storage_toml}")).unwrap();
     Setup { openai, nginx, _dir: dir, _postgres: postgres, url, config }
 }
 
@@ -412,4 +417,179 @@ fn an_oversized_fscore_query_is_capped_and_paged(database: Database) {
     let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(page["rows"].as_array().unwrap().len(), PAGE);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cursor"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_size_budget_drops_the_oldest_detail_rows_and_counts_them_sqlite() {
+    the_size_budget_drops_the_oldest_detail_rows_and_counts_them(Database::Sqlite);
+}
+
+#[test]
+fn the_size_budget_drops_the_oldest_detail_rows_and_counts_them_postgres() {
+    the_size_budget_drops_the_oldest_detail_rows_and_counts_them(Database::Postgres);
+}
+
+/// The smallest budget the agent takes (`max_size_mib = 1`), in bytes.
+const BUDGET_BYTES: u64 = 1 << 20;
+
+/// Exchanges the budget test sends: two detail rows each (client and
+/// upstream side), about twice the budget (SQLite ≈ 2.1 MiB at ≈ 180 bytes
+/// per detail row, PostgreSQL ≈ 3 MiB at 260).
+const BUDGET_EXCHANGES: usize = 6_000;
+
+/// What the test reads from the database itself, not through the agent.
+#[derive(Debug)]
+struct DatabaseState {
+    /// The size as the budget defines it (docs/storage.md, "Size budget").
+    budget_size: u64,
+    /// Bytes on disk (SQLite: the file and its WAL; PostgreSQL: the tables with their partitions and indexes).
+    disk: u64,
+    /// `(session id, side)` of every detail row.
+    details: Vec<(Option<String>, String)>,
+    /// Rows of the metric tiers.
+    metric_rows: u64,
+}
+
+fn read_database(url: &str) -> DatabaseState {
+    use sqlx::Connection;
+    const DETAILS: &str = "SELECT session_id, side FROM request_details";
+    const METRIC_ROWS: &str = "SELECT (SELECT COUNT(*) FROM metrics_1m) + (SELECT COUNT(*) FROM metrics_1h) + (SELECT COUNT(*) FROM metrics_1d)";
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url).unwrap().read_only(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+            let mut pragma = async |name: &str| -> u64 {
+                sqlx::query_scalar::<_, i64>(&format!("PRAGMA {name}")).fetch_one(&mut conn).await.unwrap() as u64
+            };
+            let in_use = pragma("page_count").await - pragma("freelist_count").await;
+            let budget_size = in_use * pragma("page_size").await;
+            let details = sqlx::query_as(DETAILS).fetch_all(&mut conn).await.unwrap();
+            let metric_rows = sqlx::query_scalar::<_, i64>(METRIC_ROWS).fetch_one(&mut conn).await.unwrap() as u64;
+            let wal = std::fs::metadata(format!("{path}-wal")).map_or(0, |m| m.len());
+            let disk = std::fs::metadata(path).unwrap().len() + wal;
+            DatabaseState { budget_size, disk, details, metric_rows }
+        } else {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            let (mut budget_size, mut disk) = (0, 0);
+            for table in ["request_details", "metrics_1m", "metrics_1h", "metrics_1d", "fscore_results"] {
+                let rows: i64 =
+                    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&mut conn).await.unwrap();
+                budget_size += rows as u64 * metrics_agent::store::budget::postgres_row_bytes(table);
+                let bytes: i64 = sqlx::query_scalar(
+                    "SELECT (pg_total_relation_size(to_regclass($1)) + COALESCE((SELECT SUM(pg_total_relation_size(inhrelid)) \
+                     FROM pg_inherits WHERE inhparent = to_regclass($1)), 0))::BIGINT",
+                )
+                .bind(table)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+                disk += bytes as u64;
+            }
+            let details = sqlx::query_as(DETAILS).fetch_all(&mut conn).await.unwrap();
+            let metric_rows = sqlx::query_scalar::<_, i64>(METRIC_ROWS).fetch_one(&mut conn).await.unwrap() as u64;
+            DatabaseState { budget_size, disk, details, metric_rows }
+        }
+    })
+}
+
+/// `max_size_mib = 1`, checked every second, on a database the test's
+/// sequential client fills with twice that in detail rows through nginx:
+/// the database ends within the budget; the detail rows left are exactly the
+/// newest (every exchange after the oldest one kept has both its rows, none
+/// before it has any); the drop counter on /metrics equals the rows the
+/// client's requests produced minus the rows left; no minute row is dropped
+/// and the aggregates and hot-path counters still count every request.
+fn the_size_budget_drops_the_oldest_detail_rows_and_counts_them(database: Database) {
+    let _serial = serial();
+    // Every exchange is captured (no adaptive sampling) and has its detail row (no per-minute cap).
+    let s = setup_configured(
+        database,
+        "max_sample_every = 1\n",
+        "max_size_mib = 1\nbudget_check_seconds = 1\nmax_detail_rows_per_minute = 0\n",
+    );
+    let agent = s.agent();
+    let started = std::time::Instant::now();
+    let mut truth = llm_proxy_e2e::client::Truth::default();
+    // A new connection every 500 requests: nginx closes one after 1,000 (`keepalive_requests`).
+    for first in (0..BUDGET_EXCHANGES).step_by(500) {
+        let mut client = Client::connect(s.nginx.port).unwrap();
+        for i in first..(first + 500).min(BUDGET_EXCHANGES) {
+            client.extra_headers = format!("x-session-id: budget-{i:05}\r\n");
+            assert_eq!(client.request("/openai/v1/chat/completions", 200, false).unwrap(), 200);
+        }
+        truth.add(&client.truth);
+    }
+    let sent = truth.requests;
+    eprintln!("{sent} exchanges in {:?}", started.elapsed());
+    assert_eq!(s.openai.stats.requests.load(std::sync::atomic::Ordering::Relaxed), sent, "the mock's own count");
+    let rows_made = 2 * sent;
+    let written = "metrics_agent_storage_rows_written_total{table=\"request_details\"}";
+    agent.wait_until(Duration::from_secs(30), "every detail row written", |m| m.get(written) >= rows_made);
+    // Two checks after the last flush, the budget has been enforced on every
+    // row; then the database is read until no check deletes rows between
+    // the reads around the scrape (the counter is that of the rows read).
+    sleep(Duration::from_millis(2_500));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (db, m) = loop {
+        let before = read_database(&s.url);
+        let m = agent.scrape();
+        let after = read_database(&s.url);
+        let settled = before.details.len() == after.details.len() && after.budget_size <= BUDGET_BYTES;
+        if settled || std::time::Instant::now() > deadline {
+            break (after, m);
+        }
+        sleep(Duration::from_millis(500));
+    };
+    eprintln!(
+        "budget {BUDGET_BYTES}: measured {} bytes, {} on disk, {} detail rows, {} metric rows; \
+         scrape: size {} dropped {} written {}",
+        db.budget_size,
+        db.disk,
+        db.details.len(),
+        db.metric_rows,
+        m.get("metrics_agent_storage_database_size_bytes"),
+        m.get("metrics_agent_storage_budget_rows_dropped_total{table=\"request_details\"}"),
+        m.get(written)
+    );
+
+    // Hot path and aggregates: exact, whatever the budget deleted.
+    assert_eq!(m.get("llm_proxy_requests_total"), sent, "client requests nginx served");
+    assert_eq!(m.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), sent, "upstream requests");
+    assert_eq!(m.get(written), rows_made, "one detail row per record, both sides");
+
+    // Within the budget, as the agent defines size, and the gauge says so.
+    assert!(db.budget_size <= BUDGET_BYTES, "{} bytes over a {BUDGET_BYTES}-byte budget", db.budget_size);
+    assert!(m.get("metrics_agent_storage_database_size_bytes") <= BUDGET_BYTES);
+    assert_eq!(m.get("metrics_agent_storage_size_budget_bytes"), BUDGET_BYTES);
+
+    // The rows left are the newest: a suffix of the client's sequence.
+    let mut sides = vec![0u8; BUDGET_EXCHANGES];
+    for (session, side) in &db.details {
+        let seq: usize = session
+            .as_deref()
+            .and_then(|s| s.strip_prefix("budget-"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a detail row of session {session:?} ({side})"));
+        sides[seq] += 1;
+    }
+    let oldest_kept = sides.iter().position(|n| *n > 0).expect("some detail rows are kept");
+    assert!(sides.iter().all(|n| *n <= 2), "no exchange has more than its two rows");
+    let missing_after: Vec<usize> = (oldest_kept + 1..BUDGET_EXCHANGES).filter(|i| sides[*i] != 2).collect();
+    assert!(
+        missing_after.is_empty(),
+        "rows of {} exchanges newer than #{oldest_kept} are missing, the first #{:?}",
+        missing_after.len(),
+        &missing_after[..missing_after.len().min(10)]
+    );
+    let missing = rows_made - db.details.len() as u64;
+    assert!(missing > 0, "the budget dropped detail rows");
+    assert_eq!(missing, 2 * oldest_kept as u64 + 2 - u64::from(sides[oldest_kept]), "only the oldest rows are gone");
+
+    // Every missing row is counted, and nothing else was dropped.
+    assert_eq!(m.get("metrics_agent_storage_budget_rows_dropped_total{table=\"request_details\"}"), missing);
+    assert_eq!(m.sum("metrics_agent_storage_budget_rows_dropped_total"), missing, "no metric row dropped");
+    assert_eq!(m.sum("metrics_agent_storage_detail_rows_dropped_total"), 0, "no detail row dropped before storage");
+    assert!(db.metric_rows > 0);
+    assert_eq!(s.stored_requests(), sent, "the minute rows count every request");
 }

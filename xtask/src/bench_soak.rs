@@ -168,7 +168,7 @@ fn report(samples: &[Sample], traffic_end: usize, seconds: u64, connections: u32
     writeln!(r, "{}", machine_line())?;
     writeln!(
         r,
-        "Soak: wrk -t2 -c{connections} -d{seconds}s POSTing chat completions through nginx (1 worker, keep-alive upstream) to a local upstream answering OpenAI JSON with usage; agent defaults (uprobes, audit on, adaptive sampling, SQLite storage).\n"
+        "Soak: wrk -t2 -c{connections} -d{seconds}s POSTing chat completions through nginx (1 worker, keep-alive upstream) to a local upstream answering OpenAI JSON with usage; agent defaults (sockets, audit on, adaptive sampling, SQLite storage).\n"
     )?;
     writeln!(
         r,

@@ -101,9 +101,15 @@ fn build() -> Result<()> {
     run_cmd(cargo().args(["build", "--workspace", "--bins", "--tests"]))
 }
 
-/// The lints CI enforces: formatting, then clippy with every warning an error.
+/// The lints CI enforces: formatting (the workspace and the fuzz crate, which
+/// is a workspace of its own), then clippy with every warning an error. Clippy
+/// covers the host crates; the kernel programs (`metrics-ebpf`, compiled only
+/// for the BPF target) and the fuzz targets (nightly, libFuzzer) are not linted
+/// by it (docs/architecture.md, *Lints*).
 fn lint() -> Result<()> {
     run_cmd(cargo().args(["fmt", "--all", "--check"])).context("run `cargo fmt --all` to format the tree")?;
+    run_cmd(cargo().args(["fmt", "--all", "--check", "--manifest-path", "metrics-agent/fuzz/Cargo.toml"]))
+        .context("run `cargo fmt --all --manifest-path metrics-agent/fuzz/Cargo.toml` to format the fuzz targets")?;
     run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
         .context("fix the clippy findings above")
 }

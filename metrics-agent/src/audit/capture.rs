@@ -2,7 +2,8 @@
 //! its sampling interval once a tick to the kernel's drops and the audit
 //! thread's CPU time (`breaker::Sampler`), writes the interval to the
 //! kernel's control map and the agent statistics, and turns capture off at
-//! the end.
+//! the end. A test hook (`TEST_CYCLE_ENV`) can also switch capture off and on
+//! on a timer, to check that no audit state is stranded across such cycles.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -15,6 +16,25 @@ use tokio::time::Instant;
 
 use super::breaker::{Action, Pressure, Sampler};
 use crate::{agent_stats::AgentStats, collector::CounterMaps, cpu_time::thread_cpu_time};
+
+/// Test hook: a period in milliseconds after which payload capture is
+/// switched off, then on again after another period, and so on. For the
+/// end-to-end test that connections closing while capture is off leave no
+/// state behind; never for production (capture is off half the time).
+/// Read once at start, from the environment only, and logged when set.
+pub const TEST_CYCLE_ENV: &str = "METRICS_AGENT_TEST_CAPTURE_CYCLE_MS";
+
+/// The capture cycle period `TEST_CYCLE_ENV` asks for (None: not set).
+pub fn test_cycle_from_env() -> anyhow::Result<Option<Duration>> {
+    std::env::var(TEST_CYCLE_ENV).ok().map(|value| parse_test_cycle(&value)).transpose()
+}
+
+fn parse_test_cycle(value: &str) -> anyhow::Result<Duration> {
+    match value.trim().parse::<u64>() {
+        Ok(ms) if (10..=600_000).contains(&ms) => Ok(Duration::from_millis(ms)),
+        _ => anyhow::bail!("{TEST_CYCLE_ENV}={value:?}: use a period of 10 to 600000 milliseconds, or unset it"),
+    }
+}
 
 pub struct CaptureController {
     control: Array<MapData, u32>,
@@ -97,8 +117,31 @@ impl CaptureController {
         new_drops > 0
     }
 
+    /// Switches the kernel's payload capture off when it is on and on when
+    /// it is off (the `TEST_CYCLE_ENV` hook); returns whether it is on now.
+    pub fn toggle(&mut self) -> bool {
+        let on = self.stats.capture_enabled.load(Ordering::Relaxed) == 0;
+        let _ = self.control.set(control::ENABLED, u32::from(on), 0);
+        self.stats.capture_enabled.store(u64::from(on), Ordering::Relaxed);
+        on
+    }
+
     /// Turns the kernel's payload capture off.
     pub fn stop(mut self) {
         let _ = self.control.set(control::ENABLED, 0, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_cycle_is_a_period_in_milliseconds_or_a_one_line_error() {
+        assert_eq!(parse_test_cycle(" 800 ").unwrap(), Duration::from_millis(800));
+        for bad in ["0", "9", "600001", "1s", ""] {
+            let e = parse_test_cycle(bad).unwrap_err().to_string();
+            assert!(e.starts_with(TEST_CYCLE_ENV) && e.contains("use a period") && !e.contains('\n'), "{e}");
+        }
     }
 }

@@ -4,13 +4,23 @@
 
 use serde_json::Value;
 
-use super::usage::{Usage, num, pointer};
+use super::{
+    finish::FinishReasons,
+    usage::{Usage, num, pointer},
+};
 
 /// Usage of a response (`usage`) or of a stream's `message-end` (`delta.usage`).
 pub fn usage(v: &Value) -> Option<Usage> {
     let u = v.get("usage").or_else(|| pointer(v, "/delta/usage")).filter(|u| u.is_object())?;
     let counts = u.get("tokens").filter(|t| t.is_object()).or_else(|| u.get("billed_units"))?;
     Some(Usage { input: num(counts, "/input_tokens"), output: num(counts, "/output_tokens"), ..Usage::default() })
+}
+
+/// The reason of a response (`finish_reason`) or of a stream's
+/// `message-end` (`delta.finish_reason`).
+pub fn finish_reason(v: &Value, out: &mut FinishReasons) {
+    out.set_at(v, "/finish_reason");
+    out.set_at(v, "/delta/finish_reason");
 }
 
 /// Whether a stream event carries generated text or tool input.

@@ -346,6 +346,14 @@ mod tests {
             "amazon.nova-lite-v1:0",
             "grok-4",
             "llama-3.3-70b-versatile",
+            "gpt-5.4-mini",
+            "gpt-5.5-2026-04-23",
+            "gpt-5.2-pro-2025-12-11",
+            "claude-sonnet-4-6",
+            "claude-sonnet-5",
+            "gemini-3.1-pro-preview",
+            "gemini-3-flash-preview",
+            "us.amazon.nova-2-lite-v1:0",
         ] {
             assert!(t.price(model).is_some(), "{model}");
         }
@@ -362,6 +370,20 @@ mod tests {
         assert_eq!(cost("claude-opus-4-6").as_deref(), Some("30"));
         assert_eq!(cost("claude-opus-4-20250514").as_deref(), Some("90"), "$15 + $75");
         assert_eq!(cost("claude-opus-4-1-20250805").as_deref(), Some("90"));
+    }
+
+    /// The late-2026 lineups have prices of their own: a point release
+    /// (`gpt-5.4`) is not `gpt-5`, and Sonnet 5 is not unpriced.
+    #[test]
+    fn late_2026_models_have_their_own_prices() {
+        let t = PriceTable::load(None).unwrap();
+        let usage = Usage { input: Some(1_000_000), output: Some(1_000_000), ..Usage::default() };
+        let cost = |model: &str| t.cost(model, &usage).map(|c| c.normalize().to_string());
+        assert_eq!(cost("gpt-5.4-2026-03-05").as_deref(), Some("17.5"), "$2.50 + $15");
+        assert_eq!(cost("gpt-5.4-nano").as_deref(), Some("1.45"), "$0.20 + $1.25");
+        assert_eq!(cost("claude-sonnet-5").as_deref(), Some("12"), "$2 + $10");
+        assert_eq!(cost("gemini-3.5-flash").as_deref(), Some("10.5"), "$1.50 + $9");
+        assert_eq!(cost("gpt-5").as_deref(), Some("11.25"), "$1.25 + $10, unchanged");
     }
 
     #[test]

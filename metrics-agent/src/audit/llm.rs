@@ -9,9 +9,10 @@
 
 use serde_json::Value;
 
+pub use super::finish::FinishReasons;
 pub use super::provider::{Operation, Provider, WireFormat};
 pub use super::usage::{MAX_TOKENS, Usage, num, pointer};
-use super::{bedrock, cohere, eventstream, ollama, provider, sse};
+use super::{bedrock, cohere, eventstream, finish, ollama, provider, sse};
 
 /// What a request says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,8 @@ pub struct LlmResponse {
     /// `resp_...`, Gemini's `responseId`): a proxy that passes the body
     /// through shows the same id on both sides.
     pub id: Option<String>,
+    /// Why generation stopped, per choice (`gen_ai.response.finish_reasons`).
+    pub finish_reasons: FinishReasons,
 }
 
 /// The id a response object carries (`id`, Gemini's `responseId`).
@@ -159,6 +162,7 @@ impl StreamInterpreter {
                 }
             }
             (_, "contentBlockDelta") if bedrock::converse_delta_has_content(&v) => self.content(),
+            (_, "messageStop") => self.out.finish_reasons.set_at(&v, "/stopReason"),
             (_, "metadata") => {
                 if let Some(u) = bedrock::converse_usage(&v) {
                     self.out.usage = u;
@@ -184,6 +188,7 @@ impl StreamInterpreter {
                 if let Some(o) = num(v, "/usage/output_tokens") {
                     self.out.usage.output = Some(o); // cumulative
                 }
+                self.out.finish_reasons.set_at(v, "/delta/stop_reason");
             }
             "content_block_delta" => {
                 let d = v.get("delta").unwrap_or(&Value::Null);
@@ -205,12 +210,13 @@ impl StreamInterpreter {
             (WireFormat::OpenAi, "response.created" | "response.in_progress") => {
                 self.out.id = self.out.id.take().or_else(|| v.get("response").and_then(id_of));
             }
-            (WireFormat::OpenAi, "response.completed") => {
+            (WireFormat::OpenAi, "response.completed" | "response.incomplete" | "response.failed") => {
                 let r = v.get("response").unwrap_or(&Value::Null);
                 let out = &mut self.out;
                 out.model = model_of(r).or(out.model.take());
                 out.id = out.id.take().or_else(|| id_of(r));
                 out.usage = usage_of(WireFormat::OpenAi, r).unwrap_or(out.usage);
+                responses_finish_reason(r, &mut out.finish_reasons);
             }
             (WireFormat::OpenAi, "response.output_text.delta" | "response.function_call_arguments.delta") => {
                 if non_empty(v, "/delta") {
@@ -227,6 +233,7 @@ impl StreamInterpreter {
                     out.usage = u;
                 }
                 out.error_type = error_in(format, v).or(out.error_type.take());
+                finish_reasons_in(format, v, &mut out.finish_reasons);
                 let has_content = match format {
                     WireFormat::Gemini => gemini_has_content(v),
                     WireFormat::Cohere => cohere::has_content(v),
@@ -276,6 +283,12 @@ pub fn request_fields(body: &[u8]) -> Value {
     object_without(body, &REQUEST_CONTENT_KEYS)
 }
 
+/// Content fields read as their choices' summaries (`finish::ChoiceSummaries`):
+/// each choice's index and finish reason, nothing it generated.
+const SUMMARISED_KEYS: [&str; 2] = ["choices", "candidates"];
+
+/// The body's top-level object without its `skipped` fields; of those,
+/// `SUMMARISED_KEYS` are kept as their choices' summaries.
 fn object_without(body: &[u8], skipped: &'static [&'static str]) -> Value {
     use serde::Deserializer as _;
 
@@ -288,7 +301,10 @@ fn object_without(body: &[u8], skipped: &'static [&'static str]) -> Value {
         fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
             let mut out = serde_json::Map::new();
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if self.0.contains(&key.as_ref()) {
+                if SUMMARISED_KEYS.contains(&key.as_ref()) && self.0.contains(&key.as_ref()) {
+                    let summaries = map.next_value_seed(finish::ChoiceSummaries)?;
+                    out.insert(key.into_owned(), summaries);
+                } else if self.0.contains(&key.as_ref()) {
                     map.next_value::<serde::de::IgnoredAny>()?;
                 } else {
                     let value = map.next_value::<Value>()?;
@@ -402,6 +418,30 @@ fn error_of(v: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The finish reasons one JSON object of the format's shape reports (a
+/// whole body, or one stream event), into `out`.
+fn finish_reasons_in(format: WireFormat, v: &Value, out: &mut FinishReasons) {
+    match format {
+        WireFormat::OpenAi | WireFormat::Unknown => out.set_each(v, "/choices", "finish_reason"),
+        WireFormat::Gemini => out.set_each(v, "/candidates", "finishReason"),
+        WireFormat::Anthropic | WireFormat::BedrockInvoke => out.set_at(v, "/stop_reason"),
+        WireFormat::BedrockConverse => out.set_at(v, "/stopReason"),
+        WireFormat::Cohere => cohere::finish_reason(v, out),
+        WireFormat::Ollama => out.set_at(v, "/done_reason"),
+    }
+}
+
+/// A Responses API response's reason: `incomplete_details.reason`
+/// (`max_output_tokens`, `content_filter`), else its final `status`
+/// (`completed`, `failed`, `cancelled`).
+fn responses_finish_reason(r: &Value, out: &mut FinishReasons) {
+    match (pointer(r, "/incomplete_details/reason"), r.get("status").and_then(Value::as_str)) {
+        (Some(reason), _) if reason.is_string() => out.set(0, reason),
+        (_, Some("in_progress" | "queued")) | (_, None) => {}
+        (_, Some(status)) => out.set(0, &Value::from(status)),
+    }
+}
+
 /// The error a body of this format names.
 fn error_in(format: WireFormat, v: &Value) -> Option<String> {
     match format {
@@ -443,7 +483,13 @@ pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[
         return stream.finish();
     }
     let v = object_without(body, &RESPONSE_CONTENT_KEYS);
+    let mut finish_reasons = FinishReasons::default();
+    finish_reasons_in(request.format, &v, &mut finish_reasons);
+    if request.operation == Operation::Responses {
+        responses_finish_reason(&v, &mut finish_reasons);
+    }
     LlmResponse {
+        finish_reasons,
         model: model_of(&v),
         usage: usage_of(request.format, &v).unwrap_or_default(),
         error_type: error_in(request.format, &v),
@@ -858,6 +904,102 @@ mod tests {
         assert_eq!((resp.usage, resp.content_events, resp.events), (usage(10, 2, None, None), 1, 3));
         let err = parse_response(&r, Some("application/json"), br#"{"error":"model \"x\" not found"}"#, true);
         assert_eq!(err.error_type.as_deref(), Some("error"));
+    }
+
+    /// The finish reasons of a whole body (`content_type` None) or a stream.
+    fn reasons(r: &LlmRequest, content_type: Option<&str>, body: &[u8]) -> Vec<String> {
+        parse_response(r, content_type, body, true).finish_reasons.into_vec()
+    }
+
+    #[test]
+    fn finish_reasons_of_openai_chat_and_responses() {
+        let chat = req("/v1/chat/completions", "{}");
+        let body = br#"{"id":"c","choices":[{"index":1,"message":{"content":"b"},"finish_reason":"length"},{"index":0,"message":{"content":"a"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        let resp = parse_response(&chat, None, body, true);
+        assert_eq!(resp.finish_reasons.into_vec(), ["stop", "length"], "in choice order");
+        assert_eq!(resp.usage.output, Some(2), "the summarised choices leave usage alone");
+        let stream = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
+        assert_eq!(reasons(&chat, Some("text/event-stream"), stream.as_bytes()), ["tool_calls"]);
+        assert!(reasons(&chat, None, br#"{"choices":[{"message":{"content":"x"}}]}"#).is_empty(), "none named");
+
+        let responses = req("/v1/responses", "{}");
+        let done = br#"{"id":"resp_1","object":"response","status":"completed","incomplete_details":null,"output":[]}"#;
+        assert_eq!(reasons(&responses, None, done), ["completed"]);
+        let cut = br#"{"id":"resp_2","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"}}"#;
+        assert_eq!(reasons(&responses, None, cut), ["max_output_tokens"]);
+        let stream = "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"status\":\"in_progress\"}}\n\nevent: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\",\"incomplete_details\":{\"reason\":\"content_filter\"},\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n";
+        let resp = parse_response(&responses, Some("text/event-stream"), stream.as_bytes(), true);
+        assert_eq!((resp.finish_reasons.into_vec(), resp.usage.input), (vec!["content_filter".to_string()], Some(3)));
+    }
+
+    #[test]
+    fn finish_reasons_of_anthropic_and_bedrock() {
+        let a = req("/v1/messages", "{}");
+        let body = br#"{"id":"msg_1","content":[{"type":"text","text":"stop"}],"stop_reason":"max_tokens","stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":2}}"#;
+        assert_eq!(reasons(&a, None, body), ["max_tokens"]);
+        let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_2\",\"stop_reason\":null,\"usage\":{\"input_tokens\":1,\"output_tokens\":1}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"Hi\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":5}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        assert_eq!(reasons(&a, Some("text/event-stream"), stream.as_bytes()), ["end_turn"]);
+
+        let converse = req("/model/amazon.nova-lite-v1:0/converse", "{}");
+        let body = br#"{"output":{"message":{"content":[{"text":"x"}]}},"stopReason":"guardrail_intervened","usage":{"inputTokens":1,"outputTokens":1}}"#;
+        assert_eq!(reasons(&converse, None, body), ["guardrail_intervened"]);
+        let m = |kind: &str, payload: &str| {
+            eventstream::encode(&[(":event-type", kind), (":message-type", "event")], payload.as_bytes())
+        };
+        let stream = [
+            m("contentBlockDelta", r#"{"delta":{"text":"Hi"}}"#),
+            m("messageStop", r#"{"stopReason":"tool_use"}"#),
+            m("metadata", r#"{"usage":{"inputTokens":5,"outputTokens":2}}"#),
+        ]
+        .concat();
+        let s = req("/model/amazon.nova-lite-v1:0/converse-stream", "{}");
+        assert_eq!(reasons(&s, Some("application/vnd.amazon.eventstream"), &stream), ["tool_use"]);
+
+        use base64::Engine as _;
+        let chunk = |event: &str| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(event);
+            m("chunk", &format!(r#"{{"bytes":"{b64}"}}"#))
+        };
+        let stream = [
+            chunk(r#"{"type":"content_block_delta","delta":{"text":"Hi"}}"#),
+            chunk(r#"{"type":"message_delta","delta":{"stop_reason":"stop_sequence"},"usage":{"output_tokens":2}}"#),
+        ]
+        .concat();
+        let invoke = req("/model/anthropic.claude-3-haiku-20240307-v1:0/invoke-with-response-stream", "{}");
+        assert_eq!(reasons(&invoke, Some("application/vnd.amazon.eventstream"), &stream), ["stop_sequence"]);
+    }
+
+    #[test]
+    fn finish_reasons_of_gemini_cohere_and_ollama() {
+        let g = req("/v1beta/models/gemini-2.5-flash:generateContent", "{}");
+        let body = br#"{"candidates":[{"content":{"parts":[{"text":"x"}]},"finishReason":"MAX_TOKENS","index":0}],"usageMetadata":{"promptTokenCount":1}}"#;
+        assert_eq!(reasons(&g, None, body), ["MAX_TOKENS"]);
+        let sg = req("/v1beta/models/gemini-2.5-flash:streamGenerateContent", "{}");
+        let stream = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]}}]}\n\ndata: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"b\"}]},\"finishReason\":\"STOP\"}]}\n\n";
+        assert_eq!(reasons(&sg, Some("text/event-stream"), stream.as_bytes()), ["STOP"]);
+        let array = br#"[{"candidates":[{"content":{"parts":[{"text":"a"}]},"finishReason":"SAFETY"}]}]"#;
+        assert_eq!(reasons(&sg, Some("application/json"), array), ["SAFETY"]);
+
+        let c = req("/v2/chat", "{}");
+        assert_eq!(reasons(&c, None, br#"{"id":"c","finish_reason":"MAX_TOKENS","message":{}}"#), ["MAX_TOKENS"]);
+        let stream =
+            "event: message-end\ndata: {\"type\":\"message-end\",\"delta\":{\"finish_reason\":\"COMPLETE\"}}\n\n";
+        assert_eq!(reasons(&c, Some("text/event-stream"), stream.as_bytes()), ["COMPLETE"]);
+
+        let o = req("/api/chat", "{}");
+        let ndjson = b"{\"message\":{\"content\":\"Hi\"},\"done\":false}\n{\"done\":true,\"done_reason\":\"length\",\"eval_count\":2}\n";
+        assert_eq!(reasons(&o, Some("application/x-ndjson"), ndjson), ["length"]);
+        assert_eq!(reasons(&o, None, br#"{"response":"x","done":true,"done_reason":"stop"}"#), ["stop"]);
+    }
+
+    #[test]
+    fn a_finish_reason_never_carries_text() {
+        let chat = req("/v1/chat/completions", "{}");
+        let body = br#"{"choices":[{"finish_reason":"Sure, here is the secret"},{"finish_reason":{"text":"nested"}},{"finish_reason":"stop"}]}"#;
+        assert_eq!(reasons(&chat, None, body), ["stop"]);
+        let a = req("/v1/messages", "{}");
+        let long = format!(r#"{{"stop_reason":"{}"}}"#, "a".repeat(500));
+        assert_eq!(reasons(&a, None, long.as_bytes()), ["a".repeat(finish::MAX_REASON_CHARS)]);
     }
 
     #[test]

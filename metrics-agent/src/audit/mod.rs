@@ -15,6 +15,7 @@ pub mod cost;
 pub mod decode;
 pub mod enrich;
 pub mod eventstream;
+pub mod finish;
 pub mod h2;
 pub mod identity;
 pub mod llm;

@@ -65,6 +65,10 @@ pub struct RequestRecord {
     pub model_returned: Option<String>,
     pub status: u16,
     pub error_type: Option<String>,
+    /// Why generation stopped, one reason per choice as the provider named
+    /// it (`stop`, `end_turn`, `STOP`, ...; at most 4, each at most 32
+    /// characters); empty when the response named none.
+    pub finish_reasons: Vec<String>,
     pub streaming: bool,
     /// Token counts; `None` (JSON null) when the provider did not say.
     pub tokens: Usage,
@@ -600,6 +604,7 @@ impl Pipeline {
             model_returned: response.model.map(bounded),
             status,
             error_type: response.error_type.map(bounded),
+            finish_reasons: response.finish_reasons.into_vec(),
             streaming: response.streaming,
             tokens: response.usage,
             ttfb_ms: ms(first),

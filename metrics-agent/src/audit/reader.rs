@@ -56,7 +56,9 @@ pub struct AuditTask {
     /// Where finished records go (storage, exporters, the live stream).
     pub records_out: tokio::sync::broadcast::Sender<Arc<super::pipeline::RequestRecord>>,
     /// The connection ids the kernel tracks now (None when unreadable).
-    pub open_connections: Box<dyn Fn() -> Option<std::collections::HashSet<u64>> + Send>,
+    pub open_connections: OpenConnections,
+    /// Test hook (`capture::TEST_CYCLE_ENV`): capture switched off and on every period.
+    pub capture_cycle: Option<Duration>,
 }
 
 impl AuditTask {
@@ -82,6 +84,68 @@ impl AuditTask {
     /// lets the correlator time out, sweeps closed connections and lets the
     /// capture controller adapt the sampling.
     async fn run(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let capture_cycle = self.capture_cycle;
+        let (mut reader, ring, mut capture, open_connections) = self.into_parts();
+        // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
+        let mut ring =
+            unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("watching the payload ring buffer: {e}"))?;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
+        let mut drain_timer = tokio::time::interval(DRAIN_EVERY);
+        drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u64;
+        let mut cycle = capture_cycle.map(|period| {
+            log::warn!(
+                "test hook {}: payload capture switches off and on every {} ms",
+                super::capture::TEST_CYCLE_ENV,
+                period.as_millis()
+            );
+            tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+        });
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = drain_timer.tick() => {
+                    if reader.drain(ring.get_mut()) {
+                        drain_timer.reset_immediately();
+                        // A ring that refills as fast as it is read keeps a
+                        // branch ready: without yielding, this single-task
+                        // runtime never runs its timers, so the once-a-second
+                        // tick (sampling under pressure) would never come.
+                        tokio::task::yield_now().await;
+                    }
+                }
+                _ = tick.tick() => {
+                    ticks += 1;
+                    let open = if ticks.is_multiple_of(SWEEP_TICKS) { open_connections() } else { None };
+                    reader.tick(open.as_ref());
+                    if capture.tick() {
+                        reader.correlator.capture_incomplete();
+                    }
+                }
+                () = next_cycle(&mut cycle) => {
+                    let on = capture.toggle();
+                    log::debug!("test hook: payload capture {}", if on { "on" } else { "off" });
+                }
+                guard = ring.readable_mut() => {
+                    // The kernel woke the reader: the ring is filling up.
+                    let mut guard = guard?;
+                    if reader.drain(guard.get_inner_mut()) {
+                        tokio::task::yield_now().await; // as above: let the tick run
+                    } else {
+                        guard.clear_ready();
+                    }
+                }
+            }
+        }
+        capture.stop();
+        reader.enrichment.emit(reader.correlator.drain());
+        Ok(())
+    }
+
+    /// The task's parts: the parsing side (`Reader`, with the enrichment of
+    /// its records), the ring, the capture controller and the source of the
+    /// connections the kernel tracks.
+    fn into_parts(self) -> (Reader, RingBuf<MapData>, CaptureController, OpenConnections) {
         let Self {
             ring,
             control,
@@ -99,19 +163,21 @@ impl AuditTask {
             memory_budget_bytes,
             records_out,
             open_connections,
+            capture_cycle: _,
         } = self;
-        let new_pipeline = || {
+        let names = provider_names.clone();
+        let new_pipeline = Box::new(move || {
             Pipeline::new(message_cap_bytes)
                 .with_identity(identity.clone())
-                .with_configured_providers(&provider_names)
+                .with_configured_providers(&names)
                 .with_memory_budget(memory_budget_bytes)
-        };
-        let mut reader = Reader {
+        });
+        let reader = Reader {
             pipeline: new_pipeline(),
-            new_pipeline: &new_pipeline,
+            new_pipeline,
             correlator: Correlator::new(Duration::from_millis(500), true),
             enrichment: Enrichment {
-                provider_names: provider_names.clone(),
+                provider_names,
                 application_id,
                 prices,
                 print_requests,
@@ -120,68 +186,36 @@ impl AuditTask {
             },
             stats: stats.clone(),
         };
-        // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
-        let mut ring =
-            unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("watching the payload ring buffer: {e}"))?;
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
-        let mut drain_timer = tokio::time::interval(DRAIN_EVERY);
-        drain_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut capture =
+        let capture =
             CaptureController::start(control, counters, stats, sample_every, max_sample_every, cpu_budget_percent);
-        let mut sweeps = 0u64;
-        loop {
-            tokio::select! {
-                _ = stop.changed() => break,
-                _ = drain_timer.tick() => {
-                    if reader.drain(ring.get_mut()) {
-                        drain_timer.reset_immediately();
-                        // A ring that refills as fast as it is read keeps a
-                        // branch ready: without yielding, this single-task
-                        // runtime never runs its timers, so the once-a-second
-                        // tick (sampling under pressure) would never come.
-                        tokio::task::yield_now().await;
-                    }
-                }
-                _ = tick.tick() => {
-                    reader.enrichment.emit(reader.correlator.tick(std::time::Instant::now()));
-                    sweeps += 1;
-                    if sweeps.is_multiple_of(SWEEP_TICKS)
-                        && let Some(open) = open_connections()
-                    {
-                        reader.release_closed(&open);
-                    }
-                    if capture.tick() {
-                        reader.correlator.capture_incomplete();
-                    }
-                }
-                guard = ring.readable_mut() => {
-                    // The kernel woke the reader: the ring is filling up.
-                    let mut guard = guard?;
-                    if reader.drain(guard.get_inner_mut()) {
-                        tokio::task::yield_now().await; // as above: let the tick run
-                    } else {
-                        guard.clear_ready();
-                    }
-                }
-            }
-        }
-        capture.stop();
-        reader.enrichment.emit(reader.correlator.drain());
-        Ok(())
+        (reader, ring, capture, open_connections)
     }
 }
 
+/// The next capture cycle of the test hook; never, without it.
+async fn next_cycle(cycle: &mut Option<tokio::time::Interval>) {
+    match cycle {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The connection ids the kernel tracks now (None when unreadable).
+type OpenConnections = Box<dyn Fn() -> Option<std::collections::HashSet<u64>> + Send>;
+
 /// The parsing side of the task: pipeline, correlator and enrichment.
-struct Reader<'a> {
+struct Reader {
     pipeline: Pipeline,
     /// A fresh pipeline, after a parser failure.
-    new_pipeline: &'a dyn Fn() -> Pipeline,
+    new_pipeline: Box<dyn Fn() -> Pipeline>,
     correlator: Correlator,
     enrichment: Enrichment,
     stats: Arc<AgentStats>,
 }
 
-impl Reader<'_> {
+impl Reader {
     /// Drains up to DRAIN_BATCH events into the pipeline and emits the
     /// records they finish; true when the batch was full (more may be waiting).
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> bool {
@@ -217,6 +251,24 @@ impl Reader<'_> {
             }
         }
         self.enrichment.emit(ready);
+        self.publish_stats();
+        handled == DRAIN_BATCH
+    }
+
+    /// Once a tick: emits the records the correlator stopped waiting for,
+    /// and, given the connections the kernel tracks now, forgets the others
+    /// (closed without a close event).
+    fn tick(&mut self, open: Option<&std::collections::HashSet<u64>>) {
+        self.enrichment.emit(self.correlator.tick(std::time::Instant::now()));
+        if let Some(open) = open {
+            self.pipeline.release_closed(open);
+            self.stats.audit_released_connections.store(self.pipeline.stats.released_closed, Ordering::Relaxed);
+            self.publish_memory();
+        }
+    }
+
+    /// The pipeline's counters, into the agent statistics.
+    fn publish_stats(&self) {
         let (stats, pipeline) = (&self.stats, &self.pipeline);
         stats.audit_records.store(pipeline.stats.records, Ordering::Relaxed);
         stats.audit_resyncs.store(pipeline.stats.resyncs, Ordering::Relaxed);
@@ -227,13 +279,6 @@ impl Reader<'_> {
         stats.audit_h2_broken_connections.store(pipeline.stats.h2.broken_connections, Ordering::Relaxed);
         stats.audit_evicted_connections.store(pipeline.stats.evicted_connections, Ordering::Relaxed);
         stats.audit_evicted_for_memory.store(pipeline.stats.evicted_for_memory, Ordering::Relaxed);
-        self.publish_memory();
-        handled == DRAIN_BATCH
-    }
-
-    /// Forgets connections the kernel no longer tracks (closed without a close event).
-    fn release_closed(&mut self, open: &std::collections::HashSet<u64>) {
-        self.pipeline.release_closed(open);
         self.publish_memory();
     }
 

@@ -1,7 +1,7 @@
 //! `RecordBuilder`: request records for tests and benchmarks (re-exported
 //! by `crate::records`).
 
-use super::{llm::Usage, pipeline::RequestRecord};
+use super::{llm::Usage, pipeline::RequestRecord, trace_context::TraceContext};
 
 /// Builds a `RequestRecord` for tests and benchmarks. It starts as a plain
 /// answered client `chat` request to OpenAI's chat completions endpoint
@@ -31,6 +31,7 @@ impl Default for RecordBuilder {
             model_returned: None,
             status: 200,
             error_type: None,
+            finish_reasons: Vec::new(),
             streaming: false,
             tokens: Usage::default(),
             ttfb_ms: 0.0,
@@ -97,6 +98,12 @@ impl RecordBuilder {
         self
     }
 
+    /// The request's path (and query, as the proxy received it).
+    pub fn endpoint(mut self, endpoint: &str) -> Self {
+        self.0.endpoint = endpoint.into();
+        self
+    }
+
     /// The model the request asked for.
     pub fn model(mut self, model: &str) -> Self {
         self.0.model_requested = Some(model.into());
@@ -119,6 +126,11 @@ impl RecordBuilder {
         self
     }
 
+    pub fn finish_reasons(mut self, reasons: &[&str]) -> Self {
+        self.0.finish_reasons = reasons.iter().map(|r| r.to_string()).collect();
+        self
+    }
+
     pub fn streaming(mut self, streaming: bool) -> Self {
         self.0.streaming = streaming;
         self
@@ -128,6 +140,12 @@ impl RecordBuilder {
     pub fn tokens(mut self, input: u64, output: u64) -> Self {
         self.0.tokens.input = Some(input);
         self.0.tokens.output = Some(output);
+        self
+    }
+
+    /// Every token count, unknown ones included.
+    pub fn usage(mut self, usage: Usage) -> Self {
+        self.0.tokens = usage;
         self
     }
 
@@ -168,6 +186,23 @@ impl RecordBuilder {
 
     pub fn stream_timing(mut self, timing: crate::audit::pipeline::StreamTiming) -> Self {
         self.0.stream_timing = timing;
+        self
+    }
+
+    /// Captured 1 in `every` exchanges (sampling), so counted `every` times.
+    pub fn sample_every(mut self, every: u32) -> Self {
+        self.0.sample_every = every;
+        self
+    }
+
+    pub fn trace_context(mut self, context: Option<TraceContext>) -> Self {
+        self.0.trace_context = context;
+        self
+    }
+
+    /// The request's `Host` header.
+    pub fn server_address(mut self, host: &str) -> Self {
+        self.0.server_address = Some(host.into());
         self
     }
 

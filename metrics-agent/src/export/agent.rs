@@ -35,12 +35,13 @@ pub fn append(stats: &AgentStats, agent_cpu_seconds: f64, out: &mut Vec<Series>)
         (&m::AUDIT_MEMORY, &s.audit_memory_bytes),
         (&m::AUDIT_EVICTED_CONNECTIONS, &s.audit_evicted_connections),
         (&m::AUDIT_EVICTED_FOR_MEMORY, &s.audit_evicted_for_memory),
+        (&m::AUDIT_RELEASED_CONNECTIONS, &s.audit_released_connections),
         (&m::SPANS_EXPORTED, &s.spans_exported),
         (&m::SPANS_QUEUED, &s.spans_queued),
         (&m::SPAN_EXPORT_FAILURES, &s.span_export_failures),
     ];
     for (desc, v) in metrics {
-        out.push(Series { desc, labels: Vec::new(), value: Value::Int(v.load(Ordering::Relaxed)) });
+        out.push(Series::unlabelled(desc, Value::Int(v.load(Ordering::Relaxed))));
     }
     for (reason, v) in [
         ("queue_full", &s.spans_dropped_queue_full),
@@ -51,8 +52,8 @@ pub fn append(stats: &AgentStats, agent_cpu_seconds: f64, out: &mut Vec<Series>)
         out.push(Series { desc: &m::SPANS_DROPPED, labels, value: Value::Int(v.load(Ordering::Relaxed)) });
     }
     let audit_cpu = s.audit_cpu_ns.load(Ordering::Relaxed) as f64 / 1e9;
-    out.push(Series { desc: &m::AUDIT_CPU, labels: Vec::new(), value: Value::Float(audit_cpu) });
-    out.push(Series { desc: &m::AGENT_CPU, labels: Vec::new(), value: Value::Float(agent_cpu_seconds) });
+    out.push(Series::unlabelled(&m::AUDIT_CPU, Value::Float(audit_cpu)));
+    out.push(Series::unlabelled(&m::AGENT_CPU, Value::Float(agent_cpu_seconds)));
 }
 
 /// The agent's CPU time now (user and system, all threads).

@@ -407,6 +407,11 @@ pub(crate) mod tests {
     use crate::records::RecordBuilder;
 
     pub fn record(side: &'static str, model: &str, status: u16, input: u64, output: u64) -> RequestRecord {
+        builder(side, model, status, input, output).build()
+    }
+
+    /// `record`'s fields, as a builder to set more.
+    pub fn builder(side: &'static str, model: &str, status: u16, input: u64, output: u64) -> RecordBuilder {
         RecordBuilder::new()
             .side(side)
             .model(model)
@@ -419,7 +424,6 @@ pub(crate) mod tests {
             .user_id(Some("user-not-a-label".into()))
             .api_key_hash("0123456789abcdef")
             .cost_usd(Some(Decimal::new(25, 6)))
-            .build()
     }
 
     fn value(series: &[Series], desc: &'static Desc, has: &[(&str, &str)]) -> f64 {
@@ -466,7 +470,7 @@ pub(crate) mod tests {
             stream_events: Some(7),
             content_events: Some(5),
         };
-        a.observe(&RequestRecord { streaming: true, stream_timing: timing, ..record("client", "gpt-4o", 200, 10, 20) });
+        a.observe(&builder("client", "gpt-4o", 200, 10, 20).streaming(true).stream_timing(timing).build());
         let mut s = Vec::new();
         a.series(&mut s);
         let histogram = |desc: &'static Desc| {
@@ -486,7 +490,7 @@ pub(crate) mod tests {
     fn sampled_records_are_scaled_estimates_in_their_own_series() {
         let a = AuditMetrics::new(Limits::default());
         a.observe(&record("client", "gpt-4o", 200, 10, 20));
-        a.observe(&RequestRecord { sample_every: 4, ..record("client", "gpt-4o", 200, 1, 2) });
+        a.observe(&builder("client", "gpt-4o", 200, 1, 2).sample_every(4).build());
         let mut s = Vec::new();
         a.series(&mut s);
         let exact = [("estimate", "false")];

@@ -448,6 +448,15 @@ pub static TLS_OPAQUE_BYTES: Desc = desc(
     NONE,
     "Ciphertext bytes on TLS connections no plaintext was tied to (yet): another TLS library, or a handshake before the tie.",
 );
+pub static TLS_UNTIED_BYTES: Desc = desc(
+    "metrics_agent.tls.untied_bytes",
+    "metrics_agent_tls_untied_bytes",
+    "By",
+    None,
+    Counter,
+    NONE,
+    "TLS plaintext bytes the OpenSSL probes saw on no traced connection (SSL object never tied to a socket, or socket not traced): counted and parsed nowhere else.",
+);
 pub static FRAMING_LOST: Desc = desc(
     "metrics_agent.framing_lost",
     "metrics_agent_framing_lost",
@@ -795,6 +804,15 @@ pub static AUDIT_EVICTED_CONNECTIONS: Desc = desc(
     NONE,
     "Connections the audit path stopped following (too many connections, or over the memory budget).",
 );
+pub static AUDIT_RELEASED_CONNECTIONS: Desc = desc(
+    "metrics_agent.audit.released_connections",
+    "metrics_agent_audit_released_connections",
+    "{connection}",
+    None,
+    Counter,
+    NONE,
+    "Connections whose audit state was released because the kernel no longer tracks them: their close event was not captured (capture off, ring full, process gone).",
+);
 pub static AUDIT_EVICTED_FOR_MEMORY: Desc = desc(
     "metrics_agent.audit.evicted_for_memory",
     "metrics_agent_audit_evicted_for_memory",
@@ -1129,6 +1147,7 @@ pub static ALL: &[&Desc] = &[
     &TLS_CONNECTIONS,
     &TLS_PLAINTEXT_CONNECTIONS,
     &TLS_OPAQUE_BYTES,
+    &TLS_UNTIED_BYTES,
     &FRAMING_LOST,
     &H2_CONNECTIONS,
     &H2_STREAMS_OPENED,
@@ -1168,6 +1187,7 @@ pub static ALL: &[&Desc] = &[
     &AUDIT_MEMORY,
     &AUDIT_EVICTED_CONNECTIONS,
     &AUDIT_EVICTED_FOR_MEMORY,
+    &AUDIT_RELEASED_CONNECTIONS,
     &SYS_CPU_TIME,
     &SYS_CPU_COUNT,
     &SYS_MEMORY_USAGE,

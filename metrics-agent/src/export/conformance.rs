@@ -168,11 +168,17 @@ fn every_source() -> Vec<Series> {
     super::agent::append(&stats, 0.5, &mut out);
 
     let audit = Arc::new(AuditMetrics::new(Limits { max_samples: 10, ..Limits::default() }));
-    let mut r = super::audit_metrics::tests::record("client", "gpt-4o", 429, 5, 7);
-    r.cache_hit = Some(true);
-    r.cost_usd = Some(Decimal::new(1, 3));
-    r.tokens =
-        Usage { input: Some(5), output: Some(7), cache_read: Some(1), cache_creation: Some(1), reasoning: Some(1) };
+    let r = super::audit_metrics::tests::builder("client", "gpt-4o", 429, 5, 7)
+        .cache_hit(Some(true))
+        .cost_usd(Some(Decimal::new(1, 3)))
+        .usage(Usage {
+            input: Some(5),
+            output: Some(7),
+            cache_read: Some(1),
+            cache_creation: Some(1),
+            reasoning: Some(1),
+        })
+        .build();
     audit.observe(&r);
     let sources = Sources {
         stats: Some(stats),

@@ -105,6 +105,7 @@ pub fn append(k: &HotPathSnapshot, tracked: u64, providers: &[(u32, String)], ou
         (&m::TLS_CONNECTIONS, c::TLS_CONNECTIONS),
         (&m::TLS_PLAINTEXT_CONNECTIONS, c::TLS_PLAINTEXT_CONNECTIONS),
         (&m::TLS_OPAQUE_BYTES, c::TLS_OPAQUE_BYTES),
+        (&m::TLS_UNTIED_BYTES, c::TLS_UNTIED_BYTES),
         (&m::FRAMING_LOST, c::FRAMING_LOST),
         (&m::H2_CONNECTIONS, c::H2_CONNECTIONS),
         (&m::H2_STREAMS_OPENED, c::H2_STREAMS_OPENED),
@@ -148,5 +149,15 @@ mod tests {
         assert_eq!(h.bounds.len(), HIST_BUCKETS as usize - 1);
         assert_eq!((h.count, h.sum, h.counts[20], h.counts[31]), (7, 3.0, 6, 1));
         assert_eq!(out.iter().filter(|s| std::ptr::eq(s.desc, &m::HP_PROVIDER_REQUESTS)).count(), 2);
+    }
+
+    #[test]
+    fn untied_tls_plaintext_bytes_are_exported_from_their_kernel_slot() {
+        let mut k = HotPathSnapshot { counters: vec![0; c::COUNT as usize], ..Default::default() };
+        k.counters[c::TLS_UNTIED_BYTES as usize] = 1234;
+        let mut out = Vec::new();
+        append(&k, 0, &[], &mut out);
+        let untied = out.iter().find(|s| std::ptr::eq(s.desc, &m::TLS_UNTIED_BYTES)).unwrap();
+        assert_eq!(untied.value, Value::Int(1234));
     }
 }

@@ -9,6 +9,6 @@ use crate::http::server::ServerStats;
 
 /// Appends the series of `stats`.
 pub fn append(stats: &ServerStats, out: &mut Vec<Series>) {
-    out.push(Series { desc: &m::HTTP_CONNECTIONS, labels: Vec::new(), value: Value::Int(stats.open.get()) });
+    out.push(Series::unlabelled(&m::HTTP_CONNECTIONS, Value::Int(stats.open.get())));
     out.extend(series_by_label(&m::HTTP_CONNECTIONS_CLOSED, &stats.closed.counts()));
 }

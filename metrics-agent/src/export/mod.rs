@@ -26,6 +26,7 @@ pub mod model;
 pub mod otlp;
 pub mod prometheus;
 mod redirects;
+pub mod retry;
 pub mod settings;
 pub mod storage;
 pub mod system;
@@ -51,6 +52,7 @@ use self::{
     backends::Start,
     hot_path::HotPathSource,
     model::{Series, Snapshot, Value},
+    retry::{HealthLog, Retries},
     settings::{Delivery, ExportSettings},
     system::SystemMetrics,
 };
@@ -466,10 +468,6 @@ fn offer(source: &Source, routes: &mut [&mut Route]) {
     }
 }
 
-/// First retry delay; doubled after each failure up to `MAX_BACKOFF`.
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
 /// One exporter's task: sends each queued snapshot, retrying with backoff.
 async fn deliver<E: Exporter>(
     name: &'static str,
@@ -479,47 +477,28 @@ async fn deliver<E: Exporter>(
     delivery: Delivery,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut healthy = true;
+    let mut health = HealthLog::new(name);
     // The queue closes after the router's final snapshot: then the task ends.
     while let Some(snapshot) = queue.recv().await {
         stats.queued.fetch_sub(1, Ordering::Relaxed);
-        let mut backoff = FIRST_BACKOFF;
-        let mut retries = 0;
+        let mut retries = Retries::new(delivery.max_retries);
         loop {
-            let result = match tokio::time::timeout(delivery.timeout, exporter.export(&snapshot)).await {
-                Ok(r) => r,
-                Err(_) => Err(ExportError::Retryable(format!("no answer within {:?}", delivery.timeout))),
-            };
-            match result {
+            match retry::attempt(delivery.timeout, exporter.export(&snapshot)).await {
                 Ok(()) => {
                     stats.batches.fetch_add(1, Ordering::Relaxed);
-                    if !healthy {
-                        log::info!("exporter {name}: delivering again");
-                        healthy = true;
-                    }
+                    health.delivered();
                     break;
                 }
                 Err(e) => {
                     stats.failures.fetch_add(1, Ordering::Relaxed);
-                    if healthy {
-                        // Logged on the change of state, not on every attempt.
-                        log::warn!("exporter {name}: {e} (retrying with backoff; drops are counted)");
-                        healthy = false;
-                    }
-                    let permanent = matches!(e, ExportError::Permanent(_));
-                    if permanent || retries >= delivery.max_retries || *stop.borrow() {
+                    health.failed(&e);
+                    let stopping = *stop.borrow();
+                    if !retries.again(&e, stopping, &mut stop).await {
                         stats.dropped_send_failed.fetch_add(1, Ordering::Relaxed);
                         let lost = exporter.abandon(&snapshot);
                         stats.samples_dropped_send_failed.fetch_add(lost, Ordering::Relaxed);
                         break;
                     }
-                    retries += 1;
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        // No more retries once the agent stops.
-                        _ = stop.wait_for(|s| *s) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }

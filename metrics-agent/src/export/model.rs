@@ -114,6 +114,13 @@ pub struct Series {
     pub value: Value,
 }
 
+impl Series {
+    /// A series of a metric without labels.
+    pub fn unlabelled(desc: &'static Desc, value: Value) -> Self {
+        Self { desc, labels: Vec::new(), value }
+    }
+}
+
 /// One counter series per label value of `counts`, labelled with `desc`'s
 /// one label (its first, should it list more).
 pub fn series_by_label(desc: &'static Desc, counts: &[(&'static str, u64)]) -> Vec<Series> {

@@ -193,8 +193,9 @@ mod tests {
     fn hostile_label_values_cannot_inject_series() {
         let audit = Arc::new(AuditMetrics::default());
         let model = "evil\"} 1\nllm_cost_usd_total{fake=\"x\"} 1e9\n# x";
-        let mut r = crate::export::audit_metrics::tests::record("client", model, 429, 1, 1);
-        r.error_type = Some("back\\slash\"\n# TYPE x counter".into());
+        let r = crate::export::audit_metrics::tests::builder("client", model, 429, 1, 1)
+            .error_type(Some("back\\slash\"\n# TYPE x counter".into()))
+            .build();
         audit.observe(&r);
         let source = Arc::new(Source::of_audit(audit, Vec::new()));
         let mut registry = Registry::default();

@@ -12,7 +12,7 @@ use crate::{
 
 /// Appends the series of `stats`.
 pub fn append(s: &StorageStats, out: &mut Vec<Series>) {
-    out.push(Series { desc: &m::STORAGE_RECORDS, labels: Vec::new(), value: Value::Int(s.records.get()) });
+    out.push(Series::unlabelled(&m::STORAGE_RECORDS, Value::Int(s.records.get())));
     let by_label: &[(&'static Desc, &CounterByLabel)] = &[
         (&m::STORAGE_RECORDS_DROPPED, &s.records_dropped),
         (&m::STORAGE_DETAILS_DROPPED, &s.details_dropped),
@@ -35,8 +35,8 @@ pub fn append(s: &StorageStats, out: &mut Vec<Series>) {
         (&m::STORAGE_DATABASE_UP, &s.database_up),
     ];
     for (desc, g) in gauges {
-        out.push(Series { desc, labels: Vec::new(), value: Value::Int(g.get()) });
+        out.push(Series::unlabelled(desc, Value::Int(g.get())));
     }
     let duration = s.last_flush_duration_seconds.get();
-    out.push(Series { desc: &m::STORAGE_LAST_FLUSH_DURATION, labels: Vec::new(), value: Value::Float(duration) });
+    out.push(Series::unlabelled(&m::STORAGE_LAST_FLUSH_DURATION, Value::Float(duration)));
 }

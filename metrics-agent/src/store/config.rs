@@ -40,6 +40,9 @@ pub struct StorageFile {
     /// Size budget of the database in MiB (default 1024; 0: none): beyond it the
     /// oldest detail rows, then the oldest minute rows are dropped (counted).
     pub max_size_mib: Option<u64>,
+    /// Seconds between two checks of the size budget (default 60; 1 to 3600):
+    /// between checks the database may exceed the budget by that much writing.
+    pub budget_check_seconds: Option<u64>,
     /// Distinct model names stored since the agent started (default 200); beyond: `other`.
     pub max_models: Option<usize>,
     /// Distinct model names stored per minute (default 50); beyond: `other`.
@@ -58,6 +61,11 @@ pub fn default_max_detail_rows_per_minute() -> u32 {
 /// Default of `max_size_mib`.
 pub fn default_max_size_mib() -> u64 {
     1024
+}
+
+/// Default of `budget_check_seconds`.
+pub fn default_budget_check_seconds() -> u64 {
+    60
 }
 
 /// Default of `max_models`.
@@ -100,6 +108,8 @@ pub struct StorageConfig {
     pub max_detail_rows_per_minute: u32,
     /// `max_size_mib` in bytes; 0: no budget.
     pub max_size_bytes: u64,
+    /// Time between two size-budget checks (`budget_check_seconds`).
+    pub budget_check_every: Duration,
     pub names: super::names::NameLimits,
 }
 
@@ -169,6 +179,11 @@ impl StorageFile {
             (low..=high).contains(&beta),
             "[storage] fscore_beta = {beta}: use a number from {low} to {high}"
         );
+        let budget_check = self.budget_check_seconds.unwrap_or_else(default_budget_check_seconds);
+        anyhow::ensure!(
+            (1..=3_600).contains(&budget_check),
+            "[storage] budget_check_seconds = {budget_check}: use 1 to 3600"
+        );
         let host = hostname();
         let suffix = flag_agent_id.or(self.agent_id.as_deref()).filter(|id| !id.is_empty());
         let agent_id = match suffix {
@@ -196,6 +211,7 @@ impl StorageFile {
                 .max_detail_rows_per_minute
                 .unwrap_or_else(default_max_detail_rows_per_minute),
             max_size_bytes: self.max_size_mib.unwrap_or_else(default_max_size_mib).min(1 << 40) << 20,
+            budget_check_every: Duration::from_secs(budget_check),
             names: super::names::NameLimits {
                 max_models: at_least_one(self.max_models.unwrap_or_else(default_max_models), "max_models")?,
                 max_models_per_minute: at_least_one(
@@ -235,6 +251,7 @@ impl StorageConfig {
             fscore_beta: Some(self.fscore_beta),
             max_detail_rows_per_minute: Some(self.max_detail_rows_per_minute),
             max_size_mib: Some(self.max_size_bytes >> 20),
+            budget_check_seconds: Some(self.budget_check_every.as_secs()),
             max_models: Some(self.names.max_models),
             max_models_per_minute: Some(self.names.max_models_per_minute),
             max_applications: Some(self.names.max_applications),
@@ -266,6 +283,14 @@ mod tests {
         let none = StorageFile { max_models: Some(0), ..Default::default() };
         let e = none.resolve(None, None, false).unwrap_err().to_string();
         assert_eq!(e, "[storage] max_models = 0: use 1 to 100000");
+        assert_eq!((defaults.budget_check_every, shown.budget_check_seconds), (Duration::from_secs(60), Some(60)));
+        let quick = StorageFile { budget_check_seconds: Some(1), ..Default::default() };
+        assert_eq!(quick.resolve(None, None, false).unwrap().unwrap().budget_check_every, Duration::from_secs(1));
+        for n in [0, 3_601] {
+            let bad = StorageFile { budget_check_seconds: Some(n), ..Default::default() };
+            let e = bad.resolve(None, None, false).unwrap_err().to_string();
+            assert_eq!(e, format!("[storage] budget_check_seconds = {n}: use 1 to 3600"));
+        }
         let bad = StorageFile { retention_1h_days: Some(0), ..Default::default() };
         assert!(bad.resolve(None, None, false).unwrap_err().to_string().contains("retention_1h_days"));
     }

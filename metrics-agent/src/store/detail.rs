@@ -173,8 +173,9 @@ mod tests {
 
     #[test]
     fn query_strings_are_not_stored() {
-        let mut r = crate::store::rollup::tests::record(0, "m", 1.0, 1, 1, "0");
-        r.endpoint = "/v1/chat/completions?key=secret".into();
+        let r = crate::store::rollup::tests::builder(0, "m", 1.0, 1, 1, "0")
+            .endpoint("/v1/chat/completions?key=secret")
+            .build();
         assert_eq!(DetailRow::of(&r).endpoint, "/v1/chat/completions");
     }
 }

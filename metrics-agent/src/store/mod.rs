@@ -42,8 +42,6 @@ use db::Store;
 
 /// How often retention runs and partitions are created ahead.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(3_600);
-/// How often the size budget is checked.
-const BUDGET_EVERY: Duration = Duration::from_secs(60);
 
 /// Storage as `run` starts it: the writer subscribed to the bus, upkeep, and the API routes.
 pub struct Running {
@@ -96,7 +94,7 @@ pub async fn start(config: &StorageConfig, records: &RecordBus) -> Result<Runnin
             store,
             config.clone(),
             stats.clone(),
-            writer::Upkeep { retention_every: MAINTENANCE_EVERY, budget_every: BUDGET_EVERY },
+            writer::Upkeep { retention_every: MAINTENANCE_EVERY, budget_every: config.budget_check_every },
             migrated,
         )),
         routes,

@@ -285,6 +285,11 @@ pub(crate) mod tests {
 
     /// A client record with the given fields; everything else plain.
     pub fn record(ts_ms: u64, model: &str, duration_ms: f64, input: u64, output: u64, cost: &str) -> RequestRecord {
+        builder(ts_ms, model, duration_ms, input, output, cost).build()
+    }
+
+    /// `record`'s fields, as a builder to set more.
+    pub fn builder(ts_ms: u64, model: &str, duration_ms: f64, input: u64, output: u64, cost: &str) -> RecordBuilder {
         RecordBuilder::new()
             .timestamp_unix_ms(ts_ms)
             .upstream_provider(Some("openai"))
@@ -296,7 +301,6 @@ pub(crate) mod tests {
             .duration_ms(duration_ms)
             .cost_usd(Some(cost.parse().unwrap()))
             .application_id(Some("app".into()))
-            .build()
     }
 
     #[test]

@@ -18,7 +18,10 @@ use super::{
     detail::DetailRow,
     fscore,
     query::{self, Dimension, MetricsQuery},
-    rollup::{Aggregate, MinuteAggregator, ROW_HEAP_BYTES, Room, SeriesKey, Tier, tests::record},
+    rollup::{
+        Aggregate, MinuteAggregator, ROW_HEAP_BYTES, Room, SeriesKey, Tier,
+        tests::{builder, record},
+    },
     sketch::{MAX_BUCKETS, RELATIVE_ACCURACY, Sketch},
     stats::StorageStats,
     testing::TestDb,
@@ -267,14 +270,14 @@ fn scaled(rows: &[query::MetricsRow]) -> Vec<Scaled> {
 /// at N = 1 stay exact. The API shows both columns.
 async fn sampled_records_are_stored_as_scaled_estimates(db: TestDb) {
     let minute = 60_000;
-    let at = |ts: u64, every: u32| RequestRecord { sample_every: every, ..record(ts, "m", 5.0, 100, 7, "0.001") };
+    let at = |ts: u64, every: u32| builder(ts, "m", 5.0, 100, 7, "0.001").sample_every(every);
     let records = [
-        at(T0_MS, 1),
-        at(T0_MS + 1, 1),
-        at(T0_MS + 2, 1),
-        at(T0_MS + minute, 8),
-        at(T0_MS + minute + 1, 8),
-        RequestRecord { status: 500, error_type: Some("server_error".into()), ..at(T0_MS + minute + 2, 4) },
+        at(T0_MS, 1).build(),
+        at(T0_MS + 1, 1).build(),
+        at(T0_MS + 2, 1).build(),
+        at(T0_MS + minute, 8).build(),
+        at(T0_MS + minute + 1, 8).build(),
+        at(T0_MS + minute + 2, 4).status(500).error_type(Some("server_error".into())).build(),
     ];
     // Two records per flush: both minute rows are merged with stored rows.
     ingest(&db.store, &records, 3).await;

@@ -290,8 +290,12 @@ impl Writer {
 
     async fn shutdown(self, mut state: State) {
         let deadline = Instant::now() + SHUTDOWN_DEADLINE;
+        // Said only when there was something to flush: a run that failed at
+        // start-up prints its one-line error and nothing else.
+        let mut flushed_at_shutdown = false;
         loop {
             if let Some(handle) = state.in_flight.take() {
+                flushed_at_shutdown = true;
                 let left = deadline.saturating_duration_since(Instant::now());
                 match tokio::time::timeout(left, handle).await {
                     Ok(Ok(result)) => self.finish_flush(&mut state, result),
@@ -300,7 +304,9 @@ impl Writer {
                 }
             }
             if state.failed.is_none() && state.live.is_empty() && state.details.is_empty() {
-                log::info!("storage: everything flushed");
+                if flushed_at_shutdown {
+                    log::info!("storage: everything flushed");
+                }
                 return;
             }
             if Instant::now() >= deadline {
@@ -311,6 +317,7 @@ impl Writer {
                 tokio::time::sleep(Duration::from_millis(200).min(self.config.flush_interval)).await;
             }
             self.start_flush(&mut state);
+            flushed_at_shutdown = true;
         }
         let lost = state.live.records + state.failed.as_ref().map_or(0, |b| b.records);
         log::warn!(
@@ -327,7 +334,7 @@ const MAINTENANCE_RETRY: Duration = Duration::from_secs(60);
 pub struct Upkeep {
     /// Retention and partitions ahead.
     pub retention_every: Duration,
-    /// The size budget (`max_size_mib`).
+    /// The size budget (`max_size_mib`), every `budget_check_seconds`.
     pub budget_every: Duration,
 }
 
@@ -407,7 +414,7 @@ pub async fn keep_within_budget(store: &Store, budget: u64, stats: &StorageStats
                 );
             }
         }
-        Err(e) => log::warn!("storage: checking the size budget failed (retried in a minute): {e}"),
+        Err(e) => log::warn!("storage: checking the size budget failed (retried at the next check): {e}"),
     }
 }
 

@@ -19,11 +19,12 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
+use metrics_common::counters as c;
 
 use crate::{
     ctx::{CallArgs, CallReturn},
     data::{plaintext_peer_closed, process_plaintext},
-    maps::{CALL_READ_BUF, CALL_WRITE_BUF, is_target},
+    maps::{CALL_READ_BUF, CALL_WRITE_BUF, COUNTERS, add, is_target},
     ssl_sockets::{
         PRINTED_LEN, RECORDS_WRITTEN, SSL_CALLS, SSL_FDS, SSL_HANDSHAKES, SslCall, record_print, ssl_in_progress,
         ssl_key,
@@ -113,7 +114,12 @@ fn ssl_returned<C: CallReturn>(ctx: &C) -> u32 {
         }
         return 0;
     };
-    if call.fd == u32::MAX || n == 0 {
+    if n == 0 {
+        return 0;
+    }
+    if call.fd == u32::MAX {
+        // No socket is known for this `SSL*`: the bytes are lost, and counted.
+        add(&COUNTERS, c::TLS_UNTIED_BYTES, n);
         return 0;
     }
     process_plaintext(ctx, (id >> 32) as u32, call.fd, call.kind, call.buf, n)

@@ -114,7 +114,10 @@ mod tests {
     use crate::export::{
         Planned, Source,
         audit_metrics::{AuditMetrics, tests::record},
-        otlp::config::Protocol,
+        otlp::{
+            config::Protocol,
+            test_collectors::{incoming, stuck_collector},
+        },
         settings::{Delivery, Secret},
     };
 
@@ -150,18 +153,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let service = MetricsServiceServer::new(c.clone()).accept_compressed(CompressionEncoding::Gzip);
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream_listener(listener)),
-        );
+        tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming(listener)));
         (c, url)
-    }
-
-    fn tokio_stream_listener(
-        listener: tokio::net::TcpListener,
-    ) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-        futures_util::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) })
     }
 
     fn settings(endpoint: String, timeout_ms: u64) -> OtlpSettings {
@@ -268,7 +261,7 @@ mod tests {
                 .tls_config(tls)
                 .unwrap()
                 .add_service(MetricsServiceServer::new(c.clone()).accept_compressed(CompressionEncoding::Gzip))
-                .serve_with_incoming(tokio_stream_listener(listener)),
+                .serve_with_incoming(incoming(listener)),
         );
         let untrusted = GrpcExporter::new(settings(url.clone(), 5000)).unwrap().export(&source().snapshot(false)).await;
         assert!(matches!(untrusted, Err(ExportError::Retryable(_))), "{:?}", untrusted.err());
@@ -284,14 +277,8 @@ mod tests {
     /// the queue never holds more than its bound.
     #[tokio::test]
     async fn a_stuck_collector_neither_blocks_nor_grows() {
-        let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", blackhole.local_addr().unwrap());
-        let held = tokio::spawn(async move {
-            let mut conns = Vec::new();
-            while let Ok((c, _)) = blackhole.accept().await {
-                conns.push(c);
-            }
-        });
+        let (address, held) = stuck_collector().await;
+        let url = format!("http://{address}");
         let s = settings(url, 200);
         let planned = vec![Planned::new("otlp", s.delivery, GrpcExporter::new(s).unwrap())];
         let stats = planned[0].stats.clone();

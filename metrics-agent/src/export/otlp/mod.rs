@@ -19,6 +19,8 @@ mod backend;
 pub mod config;
 pub mod grpc;
 mod start;
+#[cfg(test)]
+mod test_collectors;
 pub mod traces;
 
 pub use self::backend::Otlp;
@@ -40,6 +42,21 @@ pub fn kv(key: &str, value: &str) -> KeyValue {
 
 fn attributes(labels: &[Label]) -> Vec<KeyValue> {
     labels.iter().map(|(k, v)| kv(k, v)).collect()
+}
+
+/// The OTLP resource of everything the agent sends: `attributes` from
+/// `resource_attributes`.
+pub fn agent_resource(attributes: &[(String, String)]) -> Resource {
+    Resource { attributes: attributes.iter().map(|(k, v)| kv(k, v)).collect(), ..Default::default() }
+}
+
+/// The instrumentation scope of everything the agent sends: its name and version.
+pub fn agent_scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "metrics-agent".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    }
 }
 
 /// Resource attributes: service name and version, host name, and
@@ -132,19 +149,8 @@ pub fn encode(snapshot: &Snapshot, resource: &[(String, String)]) -> ExportMetri
     }
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: resource.iter().map(|(k, v)| kv(k, v)).collect(),
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                scope: Some(InstrumentationScope {
-                    name: "metrics-agent".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..Default::default()
-                }),
-                metrics,
-                schema_url: String::new(),
-            }],
+            resource: Some(agent_resource(resource)),
+            scope_metrics: vec![ScopeMetrics { scope: Some(agent_scope()), metrics, schema_url: String::new() }],
             schema_url: String::new(),
         }],
     }

@@ -6,7 +6,7 @@
 //!
 //! The parameters of every read (metrics, request details, F-scores) are
 //! parsed and checked here (`params`, with the times and durations of
-//! `store::times`); the CLI (`store::cli`) and the HTTP API (`store::api`) only
+//! `store::times`); the CLI (`crate::store_cli`) and the HTTP API (`store::api`) only
 //! carry them in and the answer out.
 
 pub mod params;

@@ -37,6 +37,7 @@ use crate::{
     export::{
         ExportError,
         backends::{RecordFeed, Resolved, Start},
+        retry::{self, HealthLog, Retries},
     },
 };
 
@@ -46,9 +47,6 @@ const EXPIRE_EVERY: Duration = Duration::from_millis(250);
 const STOP_READING: Duration = Duration::from_secs(6);
 /// The last attempt at shutdown waits at most this long.
 const LAST_ATTEMPT: Duration = Duration::from_secs(3);
-/// First retry delay, doubled after each failure up to `MAX_BACKOFF`.
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Its name in logs.
 pub const NAME: &str = "otlp traces";
@@ -112,11 +110,11 @@ async fn deliver(
     mut sink: Sink,
     mut queue: mpsc::Receiver<Span>,
     stats: Arc<AgentStats>,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let resource = sink::resource();
     let delivery = settings.otlp.delivery;
-    let mut healthy = true;
+    let mut health = HealthLog::new(NAME);
     let mut open = true;
     while open {
         let mut batch = Vec::with_capacity(settings.batch_spans.min(1024));
@@ -138,41 +136,23 @@ async fn deliver(
         let n = batch.len() as u64;
         stats.spans_queued.fetch_sub(n, Ordering::Relaxed);
         let request = sink::request(batch, &resource);
-        let mut backoff = FIRST_BACKOFF;
-        let mut retries = 0;
+        let mut retries = Retries::new(delivery.max_retries);
         loop {
             let stopping = *stop.borrow();
             let timeout = if stopping { delivery.timeout.min(LAST_ATTEMPT) } else { delivery.timeout };
-            let result = match tokio::time::timeout(timeout, sink.send(&request)).await {
-                Ok(r) => r,
-                Err(_) => Err(ExportError::Retryable(format!("no answer within {timeout:?}"))),
-            };
-            match result {
+            match retry::attempt(timeout, sink.send(&request)).await {
                 Ok(()) => {
                     stats.spans_exported.fetch_add(n, Ordering::Relaxed);
-                    if !healthy {
-                        log::info!("exporter {NAME}: delivering again");
-                        healthy = true;
-                    }
+                    health.delivered();
                     break;
                 }
                 Err(e) => {
                     stats.span_export_failures.fetch_add(1, Ordering::Relaxed);
-                    if healthy {
-                        log::warn!("exporter {NAME}: {e} (retrying with backoff; drops are counted)");
-                        healthy = false;
-                    }
-                    if matches!(e, ExportError::Permanent(_)) || retries >= delivery.max_retries || stopping {
+                    health.failed(&e);
+                    if !retries.again(&e, stopping, &mut stop).await {
                         stats.spans_dropped_send_failed.fetch_add(n, Ordering::Relaxed);
                         break;
                     }
-                    retries += 1;
-                    let mut stop = stop.clone();
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.wait_for(|s| *s) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }

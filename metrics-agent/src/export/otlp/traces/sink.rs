@@ -7,8 +7,6 @@ use opentelemetry_proto::tonic::{
     collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse, trace_service_client::TraceServiceClient,
     },
-    common::v1::InstrumentationScope,
-    resource::v1::Resource,
     trace::v1::{ResourceSpans, ScopeSpans, Span},
 };
 use prost::Message;
@@ -17,8 +15,9 @@ use tonic::{codec::CompressionEncoding, metadata::MetadataMap, transport::Channe
 use crate::export::{
     ExportError,
     otlp::{
+        agent_resource, agent_scope,
         config::{Compression, OtlpSettings, Protocol},
-        grpc, http_client, kv, post, resource_attributes,
+        grpc, http_client, post, resource_attributes,
     },
 };
 
@@ -29,19 +28,8 @@ pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.41.0";
 pub fn request(spans: Vec<Span>, resource: &[(String, String)]) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: resource.iter().map(|(k, v)| kv(k, v)).collect(),
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "metrics-agent".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..Default::default()
-                }),
-                spans,
-                schema_url: SCHEMA_URL.into(),
-            }],
+            resource: Some(agent_resource(resource)),
+            scope_spans: vec![ScopeSpans { scope: Some(agent_scope()), spans, schema_url: SCHEMA_URL.into() }],
             schema_url: SCHEMA_URL.into(),
         }],
     }

@@ -27,7 +27,7 @@ use std::{
 };
 
 use opentelemetry_proto::tonic::{
-    common::v1::{AnyValue, KeyValue, any_value::Value},
+    common::v1::{AnyValue, ArrayValue, KeyValue, any_value::Value},
     trace::v1::{Span, Status, span::SpanKind, status::StatusCode},
 };
 
@@ -240,6 +240,13 @@ pub fn span(r: &RequestRecord, place: &Placement, clock_offset_ns: i128) -> Span
     opt("gen_ai.request.model", r.model_requested.as_deref().map(text));
     opt("gen_ai.response.model", r.model_returned.as_deref().map(text));
     opt("gen_ai.response.id", r.pairing.request_id.as_deref().map(text));
+    opt(
+        "gen_ai.response.finish_reasons",
+        (!r.finish_reasons.is_empty()).then(|| {
+            let values = r.finish_reasons.iter().map(|f| AnyValue { value: Some(text(f)) }).collect();
+            Value::ArrayValue(ArrayValue { values })
+        }),
+    );
     opt("gen_ai.usage.input_tokens", r.tokens.input.map(int));
     opt("gen_ai.usage.output_tokens", r.tokens.output.map(int));
     opt("gen_ai.usage.cache_read.input_tokens", r.tokens.cache_read.map(int));
@@ -292,20 +299,27 @@ mod tests {
     }
 
     fn upstream(seq: u64) -> RequestRecord {
-        let mut r = RecordBuilder::new().side("upstream").start_ns(2_000_000).duration_ms(8.0).build();
+        let mut r = RecordBuilder::new()
+            .side("upstream")
+            .start_ns(2_000_000)
+            .duration_ms(8.0)
+            .model("gpt-4o-mini")
+            .server_address("api.openai.com:443")
+            .build();
         r.pairing.seq = seq;
-        r.model_requested = Some("gpt-4o-mini".into());
-        r.server_address = Some("api.openai.com:443".into());
         r
     }
 
     fn client(upstream_seq: Option<u64>, traceparent: Option<&str>) -> RequestRecord {
-        let mut r = RecordBuilder::new().start_ns(1_000_000).duration_ms(10.0).build();
+        let mut r = RecordBuilder::new()
+            .start_ns(1_000_000)
+            .duration_ms(10.0)
+            .trace_context(traceparent.and_then(TraceContext::parse))
+            .model("gpt-4o-mini")
+            .model_returned("gpt-4o-mini-2024-07-18")
+            .usage(Usage { input: Some(12), output: Some(34), cache_read: Some(2), ..Usage::default() })
+            .build();
         r.pairing.upstream_seq = upstream_seq;
-        r.trace_context = traceparent.and_then(TraceContext::parse);
-        r.model_requested = Some("gpt-4o-mini".into());
-        r.model_returned = Some("gpt-4o-mini-2024-07-18".into());
-        r.tokens = Usage { input: Some(12), output: Some(34), cache_read: Some(2), ..Usage::default() };
         r
     }
 
@@ -362,6 +376,19 @@ mod tests {
         assert_eq!(split_host("gw.internal"), ("gw.internal", None));
         assert_eq!(split_host("10.0.0.1:80"), ("10.0.0.1", Some(80)));
         assert_eq!(split_host("::1"), ("::1", None), "a bare IPv6 address has no port");
+    }
+
+    #[test]
+    fn finish_reasons_are_a_string_array_absent_when_unknown() {
+        let place =
+            Placement { trace_id: [1; 16], span_id: [2; 8], parent: None, remote_parent: false, trace_flags: 1 };
+        let r = RecordBuilder::new().finish_reasons(&["stop", "length"]).build();
+        let s = span(&r, &place, 0);
+        let Some(Value::ArrayValue(a)) = attr(&s, "gen_ai.response.finish_reasons") else { panic!("{s:?}") };
+        let values: Vec<_> = a.values.iter().map(|v| v.value.clone()).collect();
+        assert_eq!(values, [Some(Value::StringValue("stop".into())), Some(Value::StringValue("length".into()))]);
+        let none = span(&RecordBuilder::new().build(), &place, 0);
+        assert_eq!(attr(&none, "gen_ai.response.finish_reasons"), None, "no empty array");
     }
 
     #[test]

@@ -19,7 +19,10 @@ use tonic::codec::CompressionEncoding;
 use super::*;
 use crate::{
     export::{
-        otlp::config::{Compression, OtlpSettings, Protocol},
+        otlp::{
+            config::{Compression, OtlpSettings, Protocol},
+            test_collectors::{incoming, stuck_collector},
+        },
         settings::{Delivery, Secret},
     },
     records::{RecordBuilder, RequestRecord},
@@ -178,10 +181,8 @@ async fn spans_reach_a_grpc_collector_and_held_upstreams_are_flushed_at_stop() {
     let c = GrpcCollector::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let incoming =
-        futures_util::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
     let service = TraceServiceServer::new(c.clone()).accept_compressed(CompressionEncoding::Gzip);
-    tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming));
+    tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming(listener)));
     let (bus, stop, stats, task) = start(settings(Protocol::Grpc, url, 5000, 100, 512));
     for seq in 1..=4 {
         for r in exchange(seq, seq) {
@@ -207,14 +208,8 @@ async fn spans_reach_a_grpc_collector_and_held_upstreams_are_flushed_at_stop() {
 /// waits at most for one last attempt.
 #[tokio::test]
 async fn a_stuck_collector_neither_blocks_nor_grows() {
-    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1/traces", blackhole.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let mut conns = Vec::new();
-        while let Ok((c, _)) = blackhole.accept().await {
-            conns.push(c);
-        }
-    });
+    let (address, held) = stuck_collector().await;
+    let url = format!("http://{address}/v1/traces");
     let (bus, stop, stats, task) = start(settings(Protocol::HttpProtobuf, url, 200, 4, 2));
     let mut max_queued = 0;
     for seq in 1..=100 {
