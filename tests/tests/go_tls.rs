@@ -244,9 +244,9 @@ fn go_h2c_gateway_with_tls_upstreams_is_measured_exactly_on_both_sides() {
 /// Here it is another path: in the one loaded run after that fix, go1.19
 /// and go1.22 passed and go1.23's 429 record was missing with
 /// `metrics_agent_audit_early_responses_total 0` and one RST_STREAM
-/// counted (`llm_proxy_h2_rst_streams_total 1`): the stream's reset
-/// closes its virtual connection before its exchange completes; not
-/// fixed yet. `cargo test -p llm-proxy-e2e --test go_tls -- --ignored` runs it.
+/// counted (`llm_proxy_h2_rst_streams_total 1`): probably the stream's
+/// reset closing its virtual connection before its exchange completes;
+/// not found and not fixed yet. `cargo test -p llm-proxy-e2e --test go_tls -- --ignored` runs it.
 #[test]
 #[ignore = "an error exchange's upstream record is intermittently missing (see the doc comment)"]
 fn go_http2_upstream_client_over_crypto_tls_is_measured() {

@@ -135,9 +135,10 @@ impl MessageParser {
         self.buf.len() + self.body.len()
     }
 
-    /// A message has begun and is not complete yet.
+    /// A message has begun and is not complete yet (and can still be:
+    /// not after unparseable bytes).
     pub fn in_message(&self) -> bool {
-        self.head.is_some() || !self.buf.is_empty()
+        !matches!(self.state, State::Broken) && (self.head.is_some() || !self.buf.is_empty())
     }
 
     /// Heap bytes this parser holds (allocated, not just used).

@@ -594,7 +594,10 @@ impl Pipeline {
         let answer = Answer { message: m, first_ns, last_ns: conn.response_last_ns, stream };
         if conn.pending.is_empty() && conn.requests.in_message() {
             stats.early_responses += 1;
-            conn.early = Some(Box::new(answer));
+            if conn.early.replace(Box::new(answer)).is_some() {
+                // Two answers to one request in progress: the first answers nothing.
+                stats.orphan_responses += 1;
+            }
             return None;
         }
         Self::answer(conn, answer, stats)
