@@ -15,6 +15,8 @@
 // upstream connections are kept alive; responses are flushed to the client
 // as each write arrives from the upstream, so streams stay streams.
 //
+// A request body is read to its end once (bodyReadOnce): see there why.
+//
 // Built together with h2c.go (golang.org/x/net/http2/h2c from Debian's
 // golang-golang-x-net-dev), -h2c serves the client side as HTTP/2 over
 // cleartext too (prior knowledge and HTTP/1.1 upgrade), besides HTTP/1.1.
@@ -23,6 +25,7 @@ package main
 import (
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"net/http/httputil"
@@ -103,5 +106,39 @@ func proxyTo(upstream string) http.Handler {
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	proxy.Transport = transport
 	proxy.FlushInterval = -1
-	return proxy
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			r = r.WithContext(r.Context())
+			r.Body = &bodyReadOnce{ReadCloser: r.Body}
+		}
+		proxy.ServeHTTP(w, r)
+	})
+}
+
+// bodyReadOnce answers io.EOF by itself once the request body it wraps has
+// said io.EOF, without reading that body again.
+//
+// Why: after copying a request body of known length upstream, Go's
+// transport reads it once more (checking it is not longer than declared)
+// before closing it. Go's HTTP/1 server consumes and closes an unread
+// request body as soon as the handler's response starts (golang/go#15527),
+// and a read after that close fails ("invalid Read on closed Body"); the
+// transport's writeLoop then closes the upstream connection, cutting the
+// response being streamed from it ("use of closed network connection" in
+// ReverseProxy's log, an unexpected EOF for the client; golang/go#40747).
+// It takes a writeLoop goroutine descheduled for a few milliseconds
+// between its body write and that extra read while the upstream answers:
+// a loaded machine. Same bytes on the wire either way.
+type bodyReadOnce struct {
+	io.ReadCloser
+	sawEOF bool
+}
+
+func (b *bodyReadOnce) Read(p []byte) (int, error) {
+	if b.sawEOF {
+		return 0, io.EOF
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.sawEOF = err == io.EOF
+	return n, err
 }
