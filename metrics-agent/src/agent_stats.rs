@@ -24,6 +24,10 @@ pub struct AgentStats {
     /// Events on which the audit parsers panicked (a bug; the state was reset).
     pub audit_parser_panics: AtomicU64,
     pub audit_resyncs: AtomicU64,
+    /// Responses that completed before their request did, paired when it did.
+    pub audit_early_responses: AtomicU64,
+    /// Responses that completed with no request to answer: no record.
+    pub audit_orphan_responses: AtomicU64,
     /// Bedrock event-stream messages and preludes whose framing was wrong.
     pub audit_stream_framing_errors: AtomicU64,
     /// Stream events over the message cap, skipped.

@@ -389,22 +389,33 @@ fn common(conn: &ConnState, f: Frame, from_client: bool) {
 /// The `:status` of a response HEADERS frame whose payload starts at
 /// `payload` (`avail` bytes readable there), when it is the block's first
 /// field as a static-table index (200, 204, 206, 304, 400, 404, 500) or a
-/// literal with the static name `:status` and a 3-digit raw value; 1 for an
-/// interim (1xx) status, 0 when unreadable.
+/// literal whose name is a static `:status` entry (indexes 8 to 14: Go's
+/// encoder names the last one) and a 3-digit raw value, after an optional
+/// dynamic table size update (`size_update_len`); 1 for an interim (1xx)
+/// status, 0 when unreadable.
 #[inline(always)]
 fn status_of(f: Frame, payload: u64, avail: u64) -> u32 {
     let skip = if f.flags & FLAG_PADDED != 0 { 1 } else { 0 } + if f.flags & FLAG_PRIORITY != 0 { 5 } else { 0 };
     if avail < skip + 1 || (f.len as u64) < skip + 1 {
         return 0;
     }
-    // SAFETY: reading user memory through the helper.
-    let Ok(b) = (unsafe { bpf_probe_read_user((payload + skip) as *const [u8; 6]) }) else { return 0 };
-    // A one-byte dynamic table size update may come first (nginx starts
-    // its first block with one to size 0).
-    let b = if b[0] & 0xe0 == 0x20 && b[0] != 0x3f {
-        [b[1], b[2], b[3], b[4], b[5]]
-    } else {
-        [b[0], b[1], b[2], b[3], b[4]]
+    let at = (payload + skip) as *const u8;
+    // SAFETY: reading user memory through the helper. A block shorter than
+    // 9 bytes at the end of a mapping is read again with 5 bytes.
+    let b = match unsafe { bpf_probe_read_user(at as *const [u8; 9]) } {
+        Ok(b) => b,
+        Err(_) => match unsafe { bpf_probe_read_user(at as *const [u8; 5]) } {
+            Ok(b) => [b[0], b[1], b[2], b[3], b[4], 0, 0, 0, 0],
+            Err(_) => return 0,
+        },
+    };
+    let b = match size_update_len(b[0], b[1], b[2], b[3]) {
+        0 => [b[0], b[1], b[2], b[3], b[4]],
+        1 => [b[1], b[2], b[3], b[4], b[5]],
+        2 => [b[2], b[3], b[4], b[5], b[6]],
+        3 => [b[3], b[4], b[5], b[6], b[7]],
+        4 => [b[4], b[5], b[6], b[7], b[8]],
+        _ => return 0,
     };
     let status = match b[0] {
         0x88 => 200,
@@ -414,8 +425,9 @@ fn status_of(f: Frame, payload: u64, avail: u64) -> u32 {
         0x8c => 400,
         0x8d => 404,
         0x8e => 500,
-        // Literal with incremental indexing / without / never indexed, name index 8.
-        0x48 | 0x08 | 0x18 if b[1] == 3 => {
+        // Literal with incremental indexing / without / never indexed, the
+        // name one of the static `:status` entries (8..=14).
+        0x48..=0x4e | 0x08..=0x0e | 0x18..=0x1e if b[1] == 3 => {
             let digit = |d: u8| if d.is_ascii_digit() { Some((d - b'0') as u32) } else { None };
             match (digit(b[2]), digit(b[3]), digit(b[4])) {
                 (Some(x), Some(y), Some(z)) => x * 100 + y * 10 + z,
@@ -425,6 +437,27 @@ fn status_of(f: Frame, payload: u64, avail: u64) -> u32 {
         _ => 0,
     };
     if (100..200).contains(&status) { 1 } else { status }
+}
+
+/// The length of a dynamic table size update starting a header block
+/// (`001xxxxx`, a 5-bit prefix integer: nginx sends one byte to size 0, Go
+/// three bytes to size 4096 on a connection's first block); 0 when the
+/// block starts with something else, 5 when longer than 4 bytes.
+#[inline(always)]
+fn size_update_len(b0: u8, b1: u8, b2: u8, b3: u8) -> usize {
+    if b0 & 0xe0 != 0x20 {
+        0
+    } else if b0 != 0x3f {
+        1
+    } else if b1 & 0x80 == 0 {
+        2
+    } else if b2 & 0x80 == 0 {
+        3
+    } else if b3 & 0x80 == 0 {
+        4
+    } else {
+        5
+    }
 }
 
 /// A final response status: the status class (client side) and failures.

@@ -14,11 +14,18 @@
 // self-signed, so they are not verified. Client and
 // upstream connections are kept alive; responses are flushed to the client
 // as each write arrives from the upstream, so streams stay streams.
+//
+// A request body is read to its end once (bodyReadOnce): see there why.
+//
+// Built together with h2c.go (golang.org/x/net/http2/h2c from Debian's
+// golang-golang-x-net-dev), -h2c serves the client side as HTTP/2 over
+// cleartext too (prior knowledge and HTTP/1.1 upgrade), besides HTTP/1.1.
 package main
 
 import (
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"net/http/httputil"
@@ -27,11 +34,21 @@ import (
 	"strings"
 )
 
+// serveH2C wraps a handler to serve h2c as well; set by h2c.go, nil when
+// the proxy is built from this file alone (standard library only).
+var serveH2C func(http.Handler) http.Handler
+
 func main() {
 	listen := "127.0.0.1:8080"
+	h2c := false
 	mux := http.NewServeMux()
 	args := os.Args[1:]
 	for i := 0; i < len(args); i += 2 {
+		if args[i] == "-h2c" || args[i] == "--h2c" {
+			h2c = true
+			i--
+			continue
+		}
 		if i+1 >= len(args) {
 			log.Fatalf("%s needs a value", args[i])
 		}
@@ -48,7 +65,14 @@ func main() {
 			log.Fatalf("unknown argument %q: use -listen ADDR and -route /PREFIX/=HOST:PORT", args[i])
 		}
 	}
-	server := &http.Server{Addr: listen, Handler: mux}
+	var handler http.Handler = mux
+	if h2c {
+		if serveH2C == nil {
+			log.Fatalf("-h2c: this proxy was built without h2c.go: build reverse_proxy.go h2c.go")
+		}
+		handler = serveH2C(mux)
+	}
+	server := &http.Server{Addr: listen, Handler: handler}
 	fmt.Fprintf(os.Stderr, "reverse_proxy listening on %s\n", listen)
 	log.Fatal(server.ListenAndServe())
 }
@@ -82,5 +106,39 @@ func proxyTo(upstream string) http.Handler {
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	proxy.Transport = transport
 	proxy.FlushInterval = -1
-	return proxy
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			r = r.WithContext(r.Context())
+			r.Body = &bodyReadOnce{ReadCloser: r.Body}
+		}
+		proxy.ServeHTTP(w, r)
+	})
+}
+
+// bodyReadOnce answers io.EOF by itself once the request body it wraps has
+// said io.EOF, without reading that body again.
+//
+// Why: after copying a request body of known length upstream, Go's
+// transport reads it once more (checking it is not longer than declared)
+// before closing it. Go's HTTP/1 server consumes and closes an unread
+// request body as soon as the handler's response starts (golang/go#15527),
+// and a read after that close fails ("invalid Read on closed Body"); the
+// transport's writeLoop then closes the upstream connection, cutting the
+// response being streamed from it ("use of closed network connection" in
+// ReverseProxy's log, an unexpected EOF for the client; golang/go#40747).
+// It takes a writeLoop goroutine descheduled for a few milliseconds
+// between its body write and that extra read while the upstream answers:
+// a loaded machine. Same bytes on the wire either way.
+type bodyReadOnce struct {
+	io.ReadCloser
+	sawEOF bool
+}
+
+func (b *bodyReadOnce) Read(p []byte) (int, error) {
+	if b.sawEOF {
+		return 0, io.EOF
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.sawEOF = err == io.EOF
+	return n, err
 }

@@ -1,10 +1,11 @@
 //! The Go reverse proxy of the tests (`tests/go/reverse_proxy.go`, Go's
-//! standard library only): built here with Debian's Go toolchain, offline,
-//! as a static binary without libc (stripped or not), and started like the
-//! other proxies, with plain or TLS upstreams (`TlsUpstreams`).
+//! standard library only, plus `h2c.go` for an h2c client side): built here
+//! with each of Debian's Go toolchains (`toolchains`), offline, as a static
+//! binary without libc (stripped or not), and started like the other
+//! proxies, with plain or TLS upstreams (`TlsUpstreams`).
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -14,8 +15,8 @@ use crate::{
     mock::MockProvider,
 };
 
-/// Builds the proxy into `dir` with `CGO_ENABLED=0` (no libc, no cgo
-/// resolver) and returns the binary. The build cache lives next to the
+/// Builds the proxy into `dir` with Debian's default Go and returns the
+/// binary (`GoBuild::build`). The build cache lives next to the
 /// workspace's binaries, so later runs only link.
 pub fn build_reverse_proxy(dir: &TempDir) -> PathBuf {
     build_reverse_proxy_with(dir, "go-reverse-proxy", "")
@@ -24,25 +25,103 @@ pub fn build_reverse_proxy(dir: &TempDir) -> PathBuf {
 /// `build_reverse_proxy` into `dir/name` with linker flags `ldflags`
 /// (`-s -w`: stripped, no symbol table and no DWARF).
 pub fn build_reverse_proxy_with(dir: &TempDir, name: &str, ldflags: &str) -> PathBuf {
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("go/reverse_proxy.go");
-    let binary = dir.0.join(name);
-    let cache = harness::bin_dir().join("go-cache");
-    let out = Command::new("go")
-        .args(["build", "-trimpath", "-ldflags", ldflags, "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .current_dir(&dir.0)
-        .env("CGO_ENABLED", "0")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "")
-        .env("GO111MODULE", "off")
-        .env("GOCACHE", cache.join("build"))
-        .env("GOPATH", cache.join("path"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `go` ({e}): install Debian's golang-go (`cargo xtask setup` does)"));
-    assert!(out.status.success(), "building {}: {}", source.display(), String::from_utf8_lossy(&out.stderr));
-    binary
+    GoBuild { go: Path::new("go"), ldflags, h2c: false }.build(dir, name)
 }
+
+/// Debian's Go toolchains the tests build with: `go` on the `PATH`
+/// (Debian's default, `golang-go`) and the newer ones from
+/// bookworm-backports (`golang-1.22-go`, `golang-1.23-go`, installed by
+/// `cargo xtask setup` under `/usr/lib/go-1.2X`), one per version.
+pub fn toolchains() -> Vec<GoToolchain> {
+    let mut all = vec![GoToolchain::of(PathBuf::from("go"))];
+    for backport in ["/usr/lib/go-1.22/bin/go", "/usr/lib/go-1.23/bin/go"] {
+        let go = PathBuf::from(backport);
+        assert!(go.exists(), "{backport} is missing: run `cargo xtask setup` (bookworm-backports' Go)");
+        let toolchain = GoToolchain::of(go);
+        if all.iter().all(|t| t.version != toolchain.version) {
+            all.push(toolchain);
+        }
+    }
+    all
+}
+
+/// One Go toolchain: its `go` command and the version it reports (`go1.23.5`).
+#[derive(Debug, Clone)]
+pub struct GoToolchain {
+    pub go: PathBuf,
+    pub version: String,
+}
+
+impl GoToolchain {
+    fn of(go: PathBuf) -> Self {
+        let out = Command::new(&go)
+            .arg("version")
+            .env("GOTOOLCHAIN", "local")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {} ({e}): run `cargo xtask setup`", go.display()));
+        // `go version go1.23.5 linux/amd64`
+        let text = String::from_utf8_lossy(&out.stdout);
+        let version = text.split_whitespace().nth(2).unwrap_or_else(|| panic!("`go version` said {text:?}"));
+        Self { version: version.to_string(), go }
+    }
+
+    /// A build of the test proxy with this toolchain.
+    pub fn build<'a>(&'a self, ldflags: &'a str, h2c: bool) -> GoBuild<'a> {
+        GoBuild { go: &self.go, ldflags, h2c }
+    }
+}
+
+/// How to build the test proxy: the `go` command, linker flags (`-s -w`:
+/// stripped) and whether `h2c.go` is built in (`-h2c` serves HTTP/2 over
+/// cleartext to clients, from Debian's golang-golang-x-net-dev).
+pub struct GoBuild<'a> {
+    pub go: &'a Path,
+    pub ldflags: &'a str,
+    pub h2c: bool,
+}
+
+impl GoBuild<'_> {
+    /// Builds the proxy into `dir/name` with `CGO_ENABLED=0` (no libc, no
+    /// cgo resolver), offline in GOPATH mode, and returns the binary.
+    pub fn build(&self, dir: &TempDir, name: &str) -> PathBuf {
+        let sources = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("go");
+        let mut files = vec![sources.join("reverse_proxy.go")];
+        let cache = harness::bin_dir().join("go-cache");
+        // Debian's Go libraries, for h2c.go's golang.org/x/net.
+        let mut gopath = cache.join("path").into_os_string();
+        if self.h2c {
+            let x_net = Path::new(DEBIAN_GOCODE).join("src/golang.org/x/net/http2/h2c");
+            assert!(x_net.exists(), "{} is missing: apt-get install golang-golang-x-net-dev", x_net.display());
+            files.push(sources.join("h2c.go"));
+            gopath.push(":");
+            gopath.push(DEBIAN_GOCODE);
+        }
+        let binary = dir.0.join(name);
+        let out = Command::new(self.go)
+            .args(["build", "-trimpath", "-ldflags", self.ldflags, "-o"])
+            .arg(&binary)
+            .args(&files)
+            .current_dir(&dir.0)
+            .env("CGO_ENABLED", "0")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "")
+            .env("GO111MODULE", "off")
+            .env("GOCACHE", cache.join("build"))
+            .env("GOPATH", gopath)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `go` ({e}): install Debian's golang-go (`cargo xtask setup` does)"));
+        assert!(
+            out.status.success(),
+            "building {files:?} with {}: {}",
+            self.go.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        binary
+    }
+}
+
+/// Where Debian's `golang-*-dev` packages put their Go sources (a GOPATH).
+const DEBIAN_GOCODE: &str = "/usr/share/gocode";
 
 /// Starts the Go proxy with one route per `(name, port)` (`/name/` ->
 /// 127.0.0.1:port); returns it and the port it serves on.
@@ -54,9 +133,14 @@ pub fn start_reverse_proxy(binary: &std::path::Path, routes: &[(&str, u16)]) -> 
 /// Starts the Go proxy with one route per `(name, upstream)` (`/name/` ->
 /// `upstream`, `HOST:PORT` or `https://HOST:PORT`); returns it and its port.
 pub fn start_reverse_proxy_to(binary: &std::path::Path, routes: &[(&str, String)]) -> (Guard, u16) {
+    start_reverse_proxy_with(binary, routes, &[])
+}
+
+/// `start_reverse_proxy_to` with more arguments (`-h2c`).
+pub fn start_reverse_proxy_with(binary: &std::path::Path, routes: &[(&str, String)], extra: &[&str]) -> (Guard, u16) {
     let port = harness::free_port();
     let mut cmd = Command::new(binary);
-    cmd.arg("-listen").arg(format!("127.0.0.1:{port}"));
+    cmd.arg("-listen").arg(format!("127.0.0.1:{port}")).args(extra);
     for (name, up) in routes {
         cmd.arg("-route").arg(format!("/{name}/={up}"));
     }

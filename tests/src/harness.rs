@@ -422,6 +422,14 @@ impl Agent {
         out
     }
 
+    /// The agent's own counters and the hot path's (`metrics_agent_*`,
+    /// `llm_proxy_*` samples of a scrape), for failure messages.
+    pub fn counters_text(&self) -> String {
+        let text = self.try_scrape(false).unwrap_or_else(|| "(scrape failed)".into());
+        let wanted = |l: &&str| !l.starts_with('#') && (l.starts_with("metrics_agent_") || l.starts_with("llm_proxy_"));
+        text.lines().filter(wanted).collect::<Vec<_>>().join("\n")
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -483,8 +491,9 @@ impl Agent {
             }
             assert!(
                 Instant::now() < deadline,
-                "{c} of {client} client and {u} of {upstream} upstream records after {timeout:?}:\n{}",
-                self.log_text()
+                "{c} of {client} client and {u} of {upstream} upstream records after {timeout:?}:\n{}\nthe agent's counters:\n{}",
+                self.log_text(),
+                self.counters_text()
             );
             std::thread::sleep(Duration::from_millis(100));
         }

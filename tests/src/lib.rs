@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod go;
+pub mod h2_client;
 pub mod harness;
 pub mod http1;
 pub mod metrics;

@@ -1,9 +1,12 @@
 //! End-to-end tests (root) of Go's crypto/tls: the Go reverse proxy of the
-//! tests (standard library only), built stripped and not stripped, forwards
-//! to mock providers over TLS done by Go. The upstream records and counters
-//! come from the plaintext the crypto/tls uprobes see, and must match what
-//! the mock providers sent, exactly: over HTTP/1.1, and over HTTP/2 (Go's
-//! `http.Transport` with `ForceAttemptHTTP2`) to nginx's h2 TLS listener.
+//! tests (standard library only), built with each of Debian's Go toolchains
+//! (`go::toolchains`: bookworm's 1.19 and backports' 1.22 and 1.23),
+//! stripped and not stripped, forwards to mock providers over TLS done by
+//! Go. The upstream records and counters come from the plaintext the
+//! crypto/tls uprobes see, and must match what the mock providers sent,
+//! exactly: over HTTP/1.1, and over HTTP/2 (Go's `http.Transport` with
+//! `ForceAttemptHTTP2`) to nginx's h2 TLS listener. A mixed gateway (h2c to
+//! its clients, TLS to its providers) is measured on both sides.
 
 use std::{
     sync::{Mutex, MutexGuard},
@@ -13,6 +16,7 @@ use std::{
 use llm_proxy_e2e::{
     client::Client,
     go::{self, TlsUpstreams},
+    h2_client::{Answer, h2_client},
     harness::{Agent, NginxH2, TempDir},
     mock::MockProvider,
     modes::{AttachMode, for_each_mode},
@@ -40,8 +44,10 @@ fn go_reverse_proxy_tls_upstreams_are_measured_from_crypto_tls_plaintext() {
     let _serial = serial();
     let upstreams = TlsUpstreams::start();
     let dir = TempDir::new("go-tls");
-    for (build, ldflags) in [("unstripped", ""), ("stripped", "-s -w")] {
-        let binary = go::build_reverse_proxy_with(&dir, &format!("go-proxy-{build}"), ldflags);
+    let builds = [("unstripped", ""), ("stripped", "-s -w")];
+    for (toolchain, (strip, ldflags)) in go::toolchains().iter().flat_map(|t| builds.map(|b| (t, b))) {
+        let build = format!("{} {strip}", toolchain.version);
+        let binary = toolchain.build(ldflags, false).build(&dir, &format!("go-proxy-{}-{strip}", toolchain.version));
         let (proxy, port) = go::start_reverse_proxy_to(&binary, &upstreams.routes());
         for_each_mode(&[AttachMode::Sockets], |mode| {
             upstreams.reset();
@@ -66,7 +72,7 @@ fn go_reverse_proxy_tls_upstreams_are_measured_from_crypto_tls_plaintext() {
             agent.wait_for_printed_records(4, 4, Duration::from_secs(20));
             let (oa, an) = (upstreams.openai.usage_sent(), upstreams.anthropic.usage_sent());
             let up = agent.printed_records("upstream");
-            check_mix_of_four(&up, build);
+            check_mix_of_four(&up, &build);
             let of = |provider: &str, kind: &str| {
                 up.iter().filter(|x| x["provider"] == provider).filter_map(|x| x["tokens"][kind].as_u64()).sum::<u64>()
             };
@@ -92,12 +98,157 @@ fn go_reverse_proxy_tls_upstreams_are_measured_from_crypto_tls_plaintext() {
     }
 }
 
-/// Ignored: the hot path counts all four h2 requests, and three of the four
-/// upstream records come out exact, but the 429's upstream record was
-/// missing in two of three runs (the audit path's h2 exchange end, not
-/// yet found): `cargo test -p llm-proxy-e2e --test go_tls -- --ignored` to run it.
+const OPENAI_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+const OPENAI_STREAM_BODY: &str = r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
+const ANTHROPIC_BODY: &str = r#"{"model":"claude-sonnet-4","max_tokens":10,"messages":[]}"#;
+const ANTHROPIC_STREAM_BODY: &str = r#"{"model":"claude-sonnet-4","max_tokens":10,"stream":true,"messages":[]}"#;
+
+/// The mixed gateway's clients: four h2c connections (prior knowledge),
+/// plain exchanges in sequence and streams multiplexed, both providers, a
+/// 429 and a 500.
+fn h2c_traffic(base: &str) -> Vec<Answer> {
+    let mut answers =
+        h2_client(base, false, OPENAI_BODY, &["/openai/v1/chat/completions", "/openai/v1/chat/completions?status=429"]);
+    answers.extend(h2_client(
+        base,
+        false,
+        ANTHROPIC_BODY,
+        &["/anthropic/v1/messages", "/anthropic/v1/messages?status=500"],
+    ));
+    let openai_stream = "/openai/v1/chat/completions?events=6&interval_ms=20&usage=1";
+    answers.extend(h2_client(base, true, OPENAI_STREAM_BODY, &[openai_stream, openai_stream]));
+    let anthropic_stream = "/anthropic/v1/messages?events=4&interval_ms=20";
+    answers.extend(h2_client(base, true, ANTHROPIC_STREAM_BODY, &[anthropic_stream, anthropic_stream]));
+    answers
+}
+
+/// A mixed `--exe`: the Go proxy with `h2c.go` (golang.org/x/net's h2c)
+/// serves its clients HTTP/2 over cleartext and calls the providers over
+/// TLS (Go's crypto/tls, HTTP/1.1). In `sockets` mode, the client side's h2
+/// streams come from the socket bytes and the upstream side from the
+/// crypto/tls plaintext: requests, statuses and tokens exact on both sides,
+/// for each Go toolchain.
 #[test]
-#[ignore = "the 429's upstream h2 record is intermittently missing (see the doc comment)"]
+fn go_h2c_gateway_with_tls_upstreams_is_measured_exactly_on_both_sides() {
+    let _serial = serial();
+    let upstreams = TlsUpstreams::start();
+    let dir = TempDir::new("go-h2c");
+    for toolchain in go::toolchains() {
+        let go = &toolchain.version;
+        let binary = toolchain.build("-s -w", true).build(&dir, &format!("go-h2c-{go}"));
+        let (_proxy, port) = go::start_reverse_proxy_with(&binary, &upstreams.routes(), &["-h2c"]);
+        for_each_mode(&[AttachMode::Sockets], |mode| {
+            upstreams.reset();
+            let mut args = vec!["--exe".to_string(), binary.display().to_string(), "--print-requests".into()];
+            args.extend(mode.args().map(String::from));
+            args.extend(upstreams.provider_args());
+            let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            agent.wait_until(Duration::from_secs(10), "the Go gateway traced", |s| {
+                s.get("metrics_agent_traced_processes") == 1
+            });
+            let answers = h2c_traffic(&format!("http://127.0.0.1:{port}"));
+            let requests = answers.len() as u64;
+            let failed = answers.iter().filter(|a| a.status >= 400).count() as u64;
+            let class = |c: u64| answers.iter().filter(|a| a.status / 100 == c).count() as u64;
+            upstreams.openai.wait_idle(Duration::from_secs(20));
+            upstreams.anthropic.wait_idle(Duration::from_secs(20));
+            let (oa_requests, an_requests) = (upstreams.openai.snapshot().0, upstreams.anthropic.snapshot().0);
+            assert_eq!(oa_requests + an_requests, requests, "{go}: every request reached a provider");
+
+            // Hot path: the client side's streams from the socket bytes, the
+            // provider requests from the TLS plaintext.
+            let s = agent.wait_until(Duration::from_secs(20), "every stream and provider request counted", |s| {
+                s.get("llm_proxy_h2_streams_ended_total") >= requests
+                    && s.get("llm_proxy_provider_requests_total{provider=\"openai\"}") >= oa_requests
+                    && s.get("llm_proxy_provider_requests_total{provider=\"anthropic\"}") >= an_requests
+            });
+            let hot: Vec<&str> = s
+                .text
+                .lines()
+                .filter(|l| {
+                    !l.starts_with('#') && (l.contains("h2") || l.contains("requests") || l.contains("responses"))
+                })
+                .collect();
+            let hot = hot.join("\n");
+            assert_eq!(s.get("llm_proxy_requests_total"), requests, "{go}: requests\n{hot}");
+            assert_eq!(s.get("llm_proxy_requests_failed_total"), failed, "{go}: failed\n{hot}");
+            for (label, c) in [("2xx", 2), ("4xx", 4), ("5xx", 5)] {
+                assert_eq!(
+                    s.get(&format!("llm_proxy_responses_total{{class=\"{label}\"}}")),
+                    class(c),
+                    "{go}: {label}"
+                );
+            }
+            assert_eq!(s.get("llm_proxy_h2_connections_total"), 4, "{go}: one h2c connection per client run");
+            assert_eq!(s.get("llm_proxy_h2_streams_opened_total"), requests, "{go}");
+            assert_eq!(s.get("llm_proxy_h2_streams_ended_total"), requests, "{go}");
+            assert_eq!(s.get("llm_proxy_h2_rst_streams_total"), 0, "{go}");
+            assert_eq!(s.get("metrics_agent_h2_framing_lost_total"), 0, "{go}: frame boundaries kept");
+            assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), oa_requests, "{go}");
+            assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"anthropic\"}"), an_requests, "{go}");
+            let upstream_failed = s.get("llm_proxy_provider_requests_failed_total{provider=\"openai\"}")
+                + s.get("llm_proxy_provider_requests_failed_total{provider=\"anthropic\"}");
+            assert_eq!(upstream_failed, failed, "{go}: the 429 and the 500 upstream");
+            assert_eq!(
+                s.get("metrics_agent_tls_connections_total"),
+                s.get("metrics_agent_tls_plaintext_connections_total"),
+                "{go}: every TLS connection's plaintext was seen"
+            );
+            llm_proxy_e2e::metrics::promtool_check(&s.text, "prometheus text");
+
+            // Audit path: one client record per h2 stream, one upstream
+            // record per TLS exchange, with the tokens the providers sent.
+            agent.wait_for_printed_records(answers.len(), answers.len(), Duration::from_secs(20));
+            let (oa, an) = (upstreams.openai.usage_sent(), upstreams.anthropic.usage_sent());
+            for side in ["client", "upstream"] {
+                let got = agent.printed_records(side);
+                assert_eq!(got.len(), answers.len(), "{go}: {side}: {got:?}");
+                let mut statuses: Vec<u64> = got.iter().filter_map(|r| r["status"].as_u64()).collect();
+                let mut want: Vec<u64> = answers.iter().map(|a| a.status).collect();
+                statuses.sort();
+                want.sort();
+                assert_eq!(statuses, want, "{go}: {side}: {got:?}");
+                assert_eq!(got.iter().filter(|r| r["streaming"] == true).count(), 4, "{go}: {side}: {got:?}");
+                let of = |provider: &str, kind: &str| {
+                    got.iter()
+                        .filter(|r| r["provider"] == provider)
+                        .filter_map(|r| r["tokens"][kind].as_u64())
+                        .sum::<u64>()
+                };
+                assert_eq!(
+                    (
+                        of("openai", "input"),
+                        of("openai", "output"),
+                        of("anthropic", "input"),
+                        of("anthropic", "output")
+                    ),
+                    (oa.input, oa.output, an.input, an.output),
+                    "{go}: {side}: the tokens each provider sent: {got:?}"
+                );
+            }
+        });
+    }
+}
+
+/// A Go HTTP/2 upstream client (`ForceAttemptHTTP2`, h2 over Go's
+/// crypto/tls to nginx), built with each Go toolchain: the hot path's
+/// provider requests and failures, and the upstream records, exact.
+///
+/// Ignored: the 429's upstream record still goes missing intermittently
+/// here. The loss the two tests above showed under load (an error
+/// exchange's upstream record missing) is fixed: Go's transport writes a
+/// request's head and body in two `Write`s, the body's is reported at its
+/// `RET`, and a writer thread descheduled after its socket write let the
+/// answer complete first; such an early response was dropped, and now
+/// waits for its request (`metrics_agent_audit_early_responses_total`).
+/// Here it is another path: in the one loaded run after that fix, go1.19
+/// and go1.22 passed and go1.23's 429 record was missing with
+/// `metrics_agent_audit_early_responses_total 0` and one RST_STREAM
+/// counted (`llm_proxy_h2_rst_streams_total 1`): probably the stream's
+/// reset closing its virtual connection before its exchange completes;
+/// not found and not fixed yet. `cargo test -p llm-proxy-e2e --test go_tls -- --ignored` runs it.
+#[test]
+#[ignore = "an error exchange's upstream record is intermittently missing (see the doc comment)"]
 fn go_http2_upstream_client_over_crypto_tls_is_measured() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
@@ -107,37 +258,41 @@ fn go_http2_upstream_client_over_crypto_tls_is_measured() {
     let h2 = |name: &str| format!("h2://127.0.0.1:{}/{name}", nginx.tls_port);
     let routes = [("openai", h2("openai")), ("anthropic", h2("anthropic")), ("openai-ka", h2("openai"))];
     let dir = TempDir::new("go-h2");
-    let binary = go::build_reverse_proxy_with(&dir, "go-proxy-h2", "-s -w");
-    let (proxy, port) = go::start_reverse_proxy_to(&binary, &routes);
-    for_each_mode(&[AttachMode::Sockets], |mode| {
-        openai.reset();
-        anthropic.reset();
-        let mut args = vec!["--pid".to_string(), proxy.pid().to_string(), "--print-requests".into()];
-        args.extend(mode.args().map(String::from));
-        // One upstream address for both providers: the hot path names it openai.
-        args.extend(["--provider".to_string(), format!("openai=127.0.0.1:{}", nginx.tls_port)]);
-        let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        agent.wait_until(Duration::from_secs(10), "the Go proxy traced", |s| {
-            s.get("metrics_agent_traced_processes") == 1
+    for toolchain in go::toolchains() {
+        let go = &toolchain.version;
+        let binary = toolchain.build("-s -w", false).build(&dir, &format!("go-proxy-h2-{go}"));
+        let (proxy, port) = go::start_reverse_proxy_to(&binary, &routes);
+        for_each_mode(&[AttachMode::Sockets], |mode| {
+            openai.reset();
+            anthropic.reset();
+            let mut args = vec!["--pid".to_string(), proxy.pid().to_string(), "--print-requests".into()];
+            args.extend(mode.args().map(String::from));
+            // One upstream address for both providers: the hot path names it openai.
+            args.extend(["--provider".to_string(), format!("openai=127.0.0.1:{}", nginx.tls_port)]);
+            let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            agent.wait_until(Duration::from_secs(10), "the Go proxy traced", |s| {
+                s.get("metrics_agent_traced_processes") == 1
+            });
+            let mut c = Client::connect(port).unwrap();
+            for (path, status) in EXCHANGES {
+                let answered = c.request(path, 300, false).unwrap_or_else(|e| panic!("{go}: {path}: {e}"));
+                assert_eq!(answered, status, "{go}: {path}");
+            }
+            drop(c);
+            let s = agent.wait_until(Duration::from_secs(10), "the upstream h2 requests (hot path)", |s| {
+                s.get("llm_proxy_provider_requests_total{provider=\"openai\"}") == 4
+            });
+            assert_eq!(s.get("llm_proxy_provider_requests_failed_total{provider=\"openai\"}"), 1, "{go}: the 429");
+            assert!(s.get("metrics_agent_tls_plaintext_connections_total") >= 1, "{go}: the h2 connection's plaintext");
+            agent.wait_for_printed_records(4, 4, Duration::from_secs(20));
+            let (oa, an) = (openai.usage_sent(), anthropic.usage_sent());
+            let up = agent.printed_records("upstream");
+            check_mix_of_four(&up, &format!("{go}: upstream"));
+            assert_eq!(
+                (token_total(&up, "input"), token_total(&up, "output")),
+                (oa.input + an.input, oa.output + an.output),
+                "{go}: the tokens the providers sent: {up:?}"
+            );
         });
-        let mut c = Client::connect(port).unwrap();
-        for (path, status) in EXCHANGES {
-            let answered = c.request(path, 300, false).unwrap_or_else(|e| panic!("{path}: {e}"));
-            assert_eq!(answered, status, "{path}");
-        }
-        drop(c);
-        let s = agent.wait_until(Duration::from_secs(10), "the upstream h2 requests (hot path)", |s| {
-            s.get("llm_proxy_provider_requests_total{provider=\"openai\"}") == 4
-        });
-        assert!(s.get("metrics_agent_tls_plaintext_connections_total") >= 1, "the h2 connection's plaintext");
-        agent.wait_for_printed_records(4, 4, Duration::from_secs(20));
-        let (oa, an) = (openai.usage_sent(), anthropic.usage_sent());
-        let up = agent.printed_records("upstream");
-        check_mix_of_four(&up, "upstream");
-        assert_eq!(
-            (token_total(&up, "input"), token_total(&up, "output")),
-            (oa.input + an.input, oa.output + an.output),
-            "the tokens the providers sent: {up:?}"
-        );
-    });
+    }
 }

@@ -17,7 +17,9 @@ use crate::run_cmd;
 /// headless Chromium and its WebDriver for the dashboard test, PostgreSQL
 /// for the storage tests (they run private clusters of their own), Node.js
 /// for the memory-BIO TLS test (a machine's own Node.js is kept), Go for
-/// the Go reverse proxy test (built offline from the standard library).
+/// the Go reverse proxy test (built offline from the standard library):
+/// Debian's default and the two newer ones of bookworm-backports
+/// (`BACKPORTS_SOURCE`), and golang.org/x/net for its h2c build.
 const DEBIAN_PACKAGES: &[&str] = &[
     "nginx-light",
     "prometheus",
@@ -32,8 +34,18 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "postgresql",
     "nodejs",
     "golang-go",
+    "golang-1.22-go",
+    "golang-1.23-go",
+    "golang-golang-x-net-dev",
     "python3-venv",
 ];
+/// The apt source of bookworm-backports (golang-1.22-go, golang-1.23-go),
+/// added on Debian 12 when no source names that suite yet. Backports are
+/// installed only when asked for by name, so nothing else changes.
+const BACKPORTS_SOURCE: (&str, &str) = (
+    "/etc/apt/sources.list.d/bookworm-backports.sources",
+    "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+);
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
@@ -99,6 +111,7 @@ fn debian_packages() -> Result<()> {
         bail!("missing Debian packages {}: run `sudo apt-get install {}`", missing.join(" "), missing.join(" "));
     }
     eprintln!("xtask: installing {}", missing.join(" "));
+    bookworm_backports()?;
     run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
     run_cmd(
         Command::new("apt-get")
@@ -111,6 +124,31 @@ fn debian_packages() -> Result<()> {
     let _ = Command::new("pkill").args(["-x", "prometheus"]).status();
     let _ = Command::new("service").args(["postgresql", "stop"]).status();
     Ok(())
+}
+
+/// Adds `BACKPORTS_SOURCE` on Debian 12 (bookworm) unless a source already
+/// names bookworm-backports; elsewhere, nothing.
+fn bookworm_backports() -> Result<()> {
+    let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    if !os_release.lines().any(|l| l == "VERSION_CODENAME=bookworm") {
+        return Ok(());
+    }
+    let mut sources = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        let source = |p: &PathBuf| p.extension().is_some_and(|e| e == "list" || e == "sources");
+        sources.extend(dir.filter_map(|e| e.ok()).map(|e| e.path()).filter(source));
+    }
+    let named = sources.iter().any(|p| {
+        std::fs::read_to_string(p).is_ok_and(|text| {
+            text.lines().any(|l| !l.trim_start().starts_with('#') && l.contains("bookworm-backports"))
+        })
+    });
+    if named {
+        return Ok(());
+    }
+    let (path, text) = BACKPORTS_SOURCE;
+    eprintln!("xtask: adding bookworm-backports ({path}) for Debian's newer Go");
+    std::fs::write(path, text).with_context(|| format!("writing {path}"))
 }
 
 /// rustfmt and clippy on the default toolchain, for the lint step of `test`.

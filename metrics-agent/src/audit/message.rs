@@ -55,7 +55,7 @@ impl Head {
     }
 
     /// Heap bytes the head holds.
-    fn memory(&self) -> usize {
+    pub fn memory(&self) -> usize {
         self.text.capacity() + self.ends.capacity() * size_of::<(u32, u32)>()
     }
 }
@@ -133,6 +133,12 @@ impl MessageParser {
     /// Bytes buffered but not yet part of a complete message (bounded).
     pub fn buffered(&self) -> usize {
         self.buf.len() + self.body.len()
+    }
+
+    /// A message has begun and is not complete yet (and can still be:
+    /// not after unparseable bytes).
+    pub fn in_message(&self) -> bool {
+        !matches!(self.state, State::Broken) && (self.head.is_some() || !self.buf.is_empty())
     }
 
     /// Heap bytes this parser holds (allocated, not just used).

@@ -183,6 +183,9 @@ struct ConnAudit {
     missing_since: Option<u64>,
     /// The streamed response in progress, parsed as it arrives.
     stream: Option<StreamBody>,
+    /// A response that completed while its request was still arriving
+    /// (`Pipeline::pair`): paired when that request completes.
+    early: Option<Box<Answer>>,
     /// Heap charged to this connection at its last event.
     memory: usize,
 }
@@ -203,9 +206,19 @@ impl ConnAudit {
             last_seen: 0,
             missing_since: None,
             stream: None,
+            early: None,
             memory: 0,
         }
     }
+}
+
+/// A complete response with the times of its first and last chunks, and
+/// its stream parsed so far.
+struct Answer {
+    message: Message,
+    first_ns: u64,
+    last_ns: u64,
+    stream: Option<StreamBody>,
 }
 
 /// Counters of the pipeline's own health.
@@ -227,6 +240,11 @@ pub struct PipelineStats {
     /// and preludes that lost the framing (the rest of that body ignored).
     pub stream_framing_errors: u64,
     pub records: u64,
+    /// Responses that completed before their request did (`Pipeline::pair`).
+    pub early_responses: u64,
+    /// Responses that completed with no request to answer (their request
+    /// was not captured, or came after them whole): no record.
+    pub orphan_responses: u64,
     /// HTTP/2 connections (`h2`).
     pub h2: H2Stats,
 }
@@ -387,6 +405,7 @@ impl Pipeline {
                 conn.requests = MessageParser::new(Kind::Request, cap);
                 // Requests before the gap can no longer be paired reliably.
                 conn.pending.clear();
+                conn.early = None;
                 conn.request_start_ns = None;
             } else {
                 conn.responses = MessageParser::new(Kind::Response, cap);
@@ -409,7 +428,10 @@ impl Pipeline {
             for m in completed {
                 let start_ns = conn.request_start_ns.take().unwrap_or(header.ts_ns);
                 let StartLine::Request { method, target } = &m.head.start else { continue };
-                conn.responses.expect_response_to(method);
+                if conn.early.is_none() {
+                    // (An early response was parsed already.)
+                    conn.responses.expect_response_to(method);
+                }
                 let json = llm::request_fields(&m.body);
                 let mut request = llm::classify_request(target, m.head.header("host"), &json);
                 if conn.side != SIDE_CLIENT
@@ -431,6 +453,9 @@ impl Pipeline {
                     trace_context: m.head.header("traceparent").and_then(TraceContext::parse),
                     host: m.head.header("host").map(|h| bounded(h.to_string())),
                 });
+                if let Some(answer) = conn.early.take() {
+                    out.extend(Self::answer(conn, *answer, &mut self.stats));
+                }
             }
             if conn.requests.buffered() > 0 && conn.request_start_ns.is_none() {
                 conn.request_start_ns = Some(header.ts_ns);
@@ -511,7 +536,8 @@ impl Pipeline {
             let now = c.requests.memory()
                 + c.responses.memory()
                 + c.pending.len() * PENDING_COST
-                + c.stream.as_ref().map_or(0, StreamBody::memory);
+                + c.stream.as_ref().map_or(0, StreamBody::memory)
+                + c.early.as_ref().map_or(0, |a| PENDING_COST + a.message.body.capacity() + a.message.head.memory());
             self.memory = self.memory - c.memory + now;
             c.memory = now;
         }
@@ -554,11 +580,36 @@ impl Pipeline {
         }
     }
 
+    /// A response completed: the record of the exchange it answers. In
+    /// HTTP/1.1 a response answers the oldest request not yet answered; when
+    /// every complete request is answered but one is still arriving, it
+    /// answers that one, and waits for it to complete. A server may answer
+    /// before it has read the whole request (an early error), and the
+    /// probes may report a request's last write after the answer was read
+    /// (Go's crypto/tls `Write` is taken at its `RET`, on a thread that can
+    /// be descheduled after the socket write).
     fn pair(conn: &mut ConnAudit, m: Message, stats: &mut PipelineStats) -> Option<RequestRecord> {
         let stream = conn.stream.take();
-        let first = conn.response_first_ns.take().unwrap_or(conn.response_last_ns);
-        let last = conn.response_last_ns;
-        let mut pending = conn.pending.pop_front()?;
+        let first_ns = conn.response_first_ns.take().unwrap_or(conn.response_last_ns);
+        let answer = Answer { message: m, first_ns, last_ns: conn.response_last_ns, stream };
+        if conn.pending.is_empty() && conn.requests.in_message() {
+            stats.early_responses += 1;
+            if conn.early.replace(Box::new(answer)).is_some() {
+                // Two answers to one request in progress: the first answers nothing.
+                stats.orphan_responses += 1;
+            }
+            return None;
+        }
+        Self::answer(conn, answer, stats)
+    }
+
+    /// The record of the oldest request awaiting its response and `answer`.
+    fn answer(conn: &mut ConnAudit, answer: Answer, stats: &mut PipelineStats) -> Option<RequestRecord> {
+        let Answer { message: m, first_ns: first, last_ns: last, stream } = answer;
+        let Some(mut pending) = conn.pending.pop_front() else {
+            stats.orphan_responses += 1;
+            return None;
+        };
         let StartLine::Response { status } = m.head.start else { return None };
         if pending.request.provider == Provider::Unknown {
             let p = Provider::from_response_headers(m.head.headers().map(|(k, _)| k));
@@ -769,6 +820,44 @@ mod tests {
         assert_eq!((r.session_id.as_deref(), r.user_id.as_deref()), (Some("s1"), Some("u7")));
         let json = serde_json::to_string(r).unwrap();
         assert!(!json.contains("sk-secret"), "no header value leaks: {json}");
+    }
+
+    /// A response that completes while its request's body is still coming
+    /// (a server answering early, or the request's last write reported
+    /// after the answer was read, as Go's crypto/tls `Write` is at its
+    /// `RET`) is the answer to that request: one record once it completes.
+    #[test]
+    fn a_response_before_the_end_of_its_request_is_paired_with_it() {
+        use metrics_common::conn::SIDE_UPSTREAM;
+        let mut p = Pipeline::new(1 << 20);
+        let body = r#"{"model":"gpt-4o-mini","messages":[]}"#;
+        let head = format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+        let answer = r#"{"error":{"message":"Rate limit reached","type":"rate_limit_exceeded"}}"#;
+        let resp = format!("HTTP/1.1 429 Too Many Requests\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
+        let upstream = |mut h: ChunkHeader| {
+            (h.side, h.provider) = (SIDE_UPSTREAM, 1);
+            h
+        };
+        assert!(p.on_event(&upstream(chunk(1, DIR_WRITE, 0, 1_000_000, head.len())), head.as_bytes()).is_empty());
+        assert!(p.on_event(&upstream(chunk(1, DIR_READ, 0, 3_000_000, resp.len())), resp.as_bytes()).is_empty());
+        let r = p.on_event(&upstream(chunk(1, DIR_WRITE, head.len() as u64, 3_500_000, body.len())), body.as_bytes());
+        assert_eq!(r.len(), 1, "the 429 answers the request in progress");
+        let r = &r[0];
+        assert_eq!((r.side, r.status, r.model_requested.as_deref()), ("upstream", 429, Some("gpt-4o-mini")));
+        assert_eq!(r.error_type.as_deref(), Some("rate_limit_exceeded"));
+        assert_eq!((r.ttfb_ms, r.duration_ms), (2.0, 2.0));
+        // The connection goes on: the next exchange pairs as usual.
+        let next = format!("{head}{body}");
+        let at = (head.len() + body.len()) as u64;
+        assert!(p.on_event(&upstream(chunk(1, DIR_WRITE, at, 4_000_000, next.len())), next.as_bytes()).is_empty());
+        let r = p.on_event(&upstream(chunk(1, DIR_READ, resp.len() as u64, 5_000_000, resp.len())), resp.as_bytes());
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].start_ns, 4_000_000);
+        assert_eq!((p.stats.early_responses, p.stats.orphan_responses), (1, 0));
+        // A response no request awaits makes no record, and is counted.
+        let at = 2 * resp.len() as u64;
+        assert!(p.on_event(&upstream(chunk(1, DIR_READ, at, 6_000_000, resp.len())), resp.as_bytes()).is_empty());
+        assert_eq!((p.stats.early_responses, p.stats.orphan_responses), (1, 1));
     }
 
     fn exchange(

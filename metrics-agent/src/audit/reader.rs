@@ -272,6 +272,8 @@ impl Reader {
         let (stats, pipeline) = (&self.stats, &self.pipeline);
         stats.audit_records.store(pipeline.stats.records, Ordering::Relaxed);
         stats.audit_resyncs.store(pipeline.stats.resyncs, Ordering::Relaxed);
+        stats.audit_early_responses.store(pipeline.stats.early_responses, Ordering::Relaxed);
+        stats.audit_orphan_responses.store(pipeline.stats.orphan_responses, Ordering::Relaxed);
         stats.audit_stream_framing_errors.store(pipeline.stats.stream_framing_errors, Ordering::Relaxed);
         stats.audit_oversized_stream_events.store(pipeline.stats.oversized_stream_events, Ordering::Relaxed);
         stats.audit_h2_streams.store(pipeline.stats.h2.streams, Ordering::Relaxed);

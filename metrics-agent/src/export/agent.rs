@@ -26,6 +26,8 @@ pub fn append(stats: &AgentStats, agent_cpu_seconds: f64, out: &mut Vec<Series>)
         (&m::AUDIT_PARSER_PANICS, &s.audit_parser_panics),
         (&m::AUDIT_UNPRICED_RECORDS, &s.audit_unpriced_records),
         (&m::AUDIT_RESYNCS, &s.audit_resyncs),
+        (&m::AUDIT_EARLY_RESPONSES, &s.audit_early_responses),
+        (&m::AUDIT_ORPHAN_RESPONSES, &s.audit_orphan_responses),
         (&m::AUDIT_STREAM_FRAMING_ERRORS, &s.audit_stream_framing_errors),
         (&m::AUDIT_OVERSIZED_STREAM_EVENTS, &s.audit_oversized_stream_events),
         (&m::AUDIT_H2_STREAMS, &s.audit_h2_streams),

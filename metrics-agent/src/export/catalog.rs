@@ -758,6 +758,24 @@ pub static AUDIT_RESYNCS: Desc = desc(
     NONE,
     "Captured streams that did not continue the previous chunk (drops or unsampled exchanges).",
 );
+pub static AUDIT_EARLY_RESPONSES: Desc = desc(
+    "metrics_agent.audit.early_responses",
+    "metrics_agent_audit_early_responses",
+    "{response}",
+    None,
+    Counter,
+    NONE,
+    "Responses that completed before their request did (an early answer, or the request's last write reported late), paired with it when it completed.",
+);
+pub static AUDIT_ORPHAN_RESPONSES: Desc = desc(
+    "metrics_agent.audit.orphan_responses",
+    "metrics_agent_audit_orphan_responses",
+    "{response}",
+    None,
+    Counter,
+    NONE,
+    "Responses that completed with no request to answer (the request was not captured): no record.",
+);
 pub static AUDIT_STREAM_FRAMING_ERRORS: Desc = desc(
     "metrics_agent.audit.stream_framing_errors",
     "metrics_agent_audit_stream_framing_errors",
@@ -1181,6 +1199,8 @@ pub static ALL: &[&Desc] = &[
     &AUDIT_PARSER_PANICS,
     &AUDIT_UNPRICED_RECORDS,
     &AUDIT_RESYNCS,
+    &AUDIT_EARLY_RESPONSES,
+    &AUDIT_ORPHAN_RESPONSES,
     &AUDIT_STREAM_FRAMING_ERRORS,
     &AUDIT_OVERSIZED_STREAM_EVENTS,
     &AUDIT_CONNECTIONS,
