@@ -1025,7 +1025,7 @@ fn otlp_over_grpc_with_tls_trusts_only_the_configured_authority() {
             .add_service(TraceServiceServer::new(traces.clone()).accept_compressed(gzip)),
     );
     let config = dir.0.join("agent.toml");
-    std::fs::write(&config, "[exporters.otlp]\ninterval_seconds = 1\ntimeout_seconds = 2\ntraces = true\n").unwrap();
+    std::fs::write(&config, "[exporters.otlp]\ninterval_seconds = 1\ntimeout_seconds = 10\ntraces = true\n").unwrap();
     let provider = format!("openai=127.0.0.1:{}", openai.port);
     let args = ["--exe", harness::NGINX, "--provider", &provider, "--config", config.to_str().unwrap()];
     let endpoint = format!("https://localhost:{port}");

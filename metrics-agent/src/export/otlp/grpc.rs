@@ -69,10 +69,13 @@ impl GrpcExporter {
 /// `RESOURCE_EXHAUSTED`, `DEADLINE_EXCEEDED`, `CANCELLED`, `ABORTED`,
 /// `OUT_OF_RANGE` and `DATA_LOSS` are retried; the rest (`UNAUTHENTICATED`,
 /// `PERMISSION_DENIED`, `INVALID_ARGUMENT`, `UNIMPLEMENTED`...) are not. A
-/// TLS handshake that failed on the collector's certificate (a transport
-/// failure, `UNAVAILABLE`) says how to trust the collector's authority.
+/// TLS handshake that refused the collector's certificate because no
+/// trusted authority signed it (rustls' `UnknownIssuer`, a transport
+/// failure, `UNAVAILABLE`) says how to trust the collector's authority; an
+/// expired certificate or a name mismatch is not mended that way.
 pub fn classify(status: &Status) -> ExportError {
-    let hint = if status.message().contains("certificate") {
+    let unknown_authority = status.code() == Code::Unavailable && status.message().contains("UnknownIssuer");
+    let hint = if unknown_authority {
         " (to trust the collector's certificate authority, name its PEM file in OTEL_EXPORTER_OTLP_CERTIFICATE or [exporters.otlp] certificate)"
     } else {
         ""
