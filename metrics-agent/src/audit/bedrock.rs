@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::{
     finish::FinishReasons,
-    usage::{Usage, num, pointer},
+    usage::{Usage, non_empty, num, pointer},
 };
 
 /// Converse usage (`usage` of a response, or of a stream's `metadata` event).
@@ -48,13 +48,7 @@ pub fn invocation_metrics_usage(v: &Value) -> Option<Usage> {
 /// `contentBlockDelta` with text, reasoning text or tool input).
 pub fn converse_delta_has_content(v: &Value) -> bool {
     let Some(d) = v.get("delta") else { return false };
-    ["/text", "/reasoningContent/text", "/toolUse/input"]
-        .iter()
-        .any(|p| pointer(d, p).and_then(Value::as_str).is_some_and(|s| !s.is_empty()))
-}
-
-fn non_empty(v: &Value, path: &str) -> bool {
-    pointer(v, path).and_then(Value::as_str).is_some_and(|s| !s.is_empty())
+    ["/text", "/reasoningContent/text", "/toolUse/input"].iter().any(|p| non_empty(d, p))
 }
 
 /// Whether any element of the list at `list` has a non-empty string at `field`.

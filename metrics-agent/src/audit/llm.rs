@@ -11,6 +11,7 @@ use serde_json::Value;
 
 pub use super::finish::FinishReasons;
 pub use super::provider::{Operation, Provider, WireFormat};
+use super::usage::non_empty;
 pub use super::usage::{MAX_TOKENS, Usage, num, pointer};
 use super::{bedrock, cohere, eventstream, finish, ollama, provider, sse};
 
@@ -65,10 +66,6 @@ fn id_of(v: &Value) -> Option<String> {
 
 fn model_of(v: &Value) -> Option<String> {
     v.get("model").or_else(|| v.get("modelVersion")).and_then(Value::as_str).map(str::to_string)
-}
-
-fn non_empty(v: &Value, path: &str) -> bool {
-    pointer(v, path).and_then(Value::as_str).is_some_and(|s| !s.is_empty())
 }
 
 /// Whether a Gemini response chunk carries generated text or a function call.

@@ -31,6 +31,11 @@ impl Usage {
     }
 }
 
+/// Whether the JSON Pointer `path` in `v` names a non-empty string.
+pub fn non_empty(v: &Value, path: &str) -> bool {
+    pointer(v, path).and_then(Value::as_str).is_some_and(|s| !s.is_empty())
+}
+
 /// Largest token count believed: no request uses 10^12 tokens, and sums of
 /// believable counts cannot overflow. A larger number is unknown, not huge.
 pub const MAX_TOKENS: u64 = 1_000_000_000_000;
