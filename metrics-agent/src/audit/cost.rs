@@ -416,6 +416,30 @@ mod tests {
         }
     }
 
+    /// Meta Llama and Amazon Titan Text served by Bedrock are priced at
+    /// Bedrock's us-east-1 on-demand list prices, under their full ids
+    /// (region and vendor prefixes, `-vN:M`); the e2e tests' Bedrock models
+    /// among them. Perplexity's Sonar is priced by its tokens.
+    #[test]
+    fn bedrock_llama_titan_and_perplexity_sonar_ids_are_priced() {
+        let t = PriceTable::load(None).unwrap();
+        let usage = Usage { input: Some(1_000_000), output: Some(1_000_000), ..Usage::default() };
+        let cost = |model: &str| t.cost(model, &usage).map(|c| c.normalize().to_string());
+        for (model, expected) in [
+            ("meta.llama3-8b-instruct-v1:0", "0.9"),
+            ("meta.llama3-1-70b-instruct-v1:0", "1.44"),
+            ("meta.llama3-3-70b-instruct-v1:0", "1.44"),
+            ("us.meta.llama3-2-3b-instruct-v1:0", "0.3"),
+            ("amazon.titan-text-express-v1", "0.8"),
+            ("amazon.titan-text-lite-v1", "0.35"),
+            ("amazon.titan-text-premier-v1:0", "2"),
+            ("sonar", "2"),
+            ("sonar-pro", "18"),
+        ] {
+            assert_eq!(cost(model).as_deref(), Some(expected), "{model}");
+        }
+    }
+
     #[test]
     fn an_unpriced_model_is_logged_once_and_only_when_it_had_usage() {
         let t = PriceTable::load(None).unwrap();

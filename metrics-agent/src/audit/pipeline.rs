@@ -945,6 +945,59 @@ mod tests {
         assert_eq!((r.tokens.input, r.tokens.output, r.streaming, r.truncated), (Some(21), Some(20_000), true, false));
     }
 
+    /// A streamed chat completion whose events arrive at known times (ms):
+    /// a role-only delta at 4, content at 6, 10 and 14, then `usage` when
+    /// given and `[DONE]` at 15; the request started at 1.
+    fn streamed_exchange(usage: Option<&str>) -> RequestRecord {
+        let mut p = Pipeline::new(1 << 20);
+        let body = r#"{"model":"gpt-4o","stream":true}"#;
+        let req = format!("POST /v1/chat/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        assert!(p.on_event(&chunk(1, DIR_READ, 0, 1_000_000, req.len()), req.as_bytes()).is_empty());
+        let sse = |data: &str| {
+            let event = format!("data: {data}\n\n");
+            format!("{:x}\r\n{event}\r\n", event.len())
+        };
+        let delta = |d: &str| sse(&format!(r#"{{"choices":[{{"index":0,"delta":{d}}}]}}"#));
+        let mut last = delta(r#"{"content":"!"}"#);
+        if let Some(usage) = usage {
+            last.push_str(&sse(&format!(r#"{{"choices":[],"usage":{usage}}}"#)));
+        }
+        let pieces = [
+            (3, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n".to_string()),
+            (4, delta(r#"{"role":"assistant","content":""}"#)),
+            (6, delta(r#"{"content":"Hel"}"#)),
+            (10, delta(r#"{"content":"lo"}"#)),
+            (14, last),
+            (15, format!("{}0\r\n\r\n", sse("[DONE]"))),
+        ];
+        let (mut offset, mut records) = (0, Vec::new());
+        for (ms, piece) in pieces {
+            records.extend(p.on_event(&chunk(1, DIR_WRITE, offset, ms * 1_000_000, piece.len()), piece.as_bytes()));
+            offset += piece.len() as u64;
+        }
+        assert_eq!(records.len(), 1);
+        records.remove(0)
+    }
+
+    /// Time per output token needs the output token count: a stream that
+    /// reports no usage keeps it null (not a guess from the content events),
+    /// while time to first token and per chunk are still measured.
+    #[test]
+    fn time_per_output_token_stays_null_when_usage_is_unknown() {
+        let r = streamed_exchange(None);
+        assert!(r.streaming);
+        assert_eq!(r.tokens.output, None, "no usage was reported");
+        let t = r.stream_timing;
+        assert_eq!(t.time_to_first_token_ms, Some(5.0), "the first content at 6 ms, not the role-only delta");
+        assert_eq!(t.time_per_output_token_ms, None);
+        assert_eq!((t.time_per_output_chunk_ms, t.content_events), (Some(4.0), Some(3)));
+        // The same stream with its usage: (14 - 6) ms over 5 - 1 tokens.
+        let r = streamed_exchange(Some(r#"{"prompt_tokens":7,"completion_tokens":5}"#));
+        assert_eq!(r.tokens.output, Some(5));
+        assert_eq!(r.stream_timing.time_to_first_token_ms, Some(5.0));
+        assert_eq!(r.stream_timing.time_per_output_token_ms, Some(2.0));
+    }
+
     #[test]
     fn connections_closed_without_a_close_event_are_released_after_two_sweeps() {
         let mut p = Pipeline::new(1 << 20);

@@ -1,6 +1,7 @@
 //! The trace exporter against test collectors: an HTTP server and the
-//! official gRPC `TraceService`, both decoding the official protos, and a
-//! collector that accepts connections and never answers.
+//! official gRPC `TraceService`, both decoding the official protos, and
+//! collectors that never answer (a bare TCP listener, a `TraceService` that
+//! holds every call).
 
 use std::{
     sync::{Arc, Mutex, atomic::AtomicU64},
@@ -210,7 +211,49 @@ async fn spans_reach_a_grpc_collector_and_held_upstreams_are_flushed_at_stop() {
 async fn a_stuck_collector_neither_blocks_nor_grows() {
     let (address, held) = stuck_collector().await;
     let url = format!("http://{address}/v1/traces");
-    let (bus, stop, stats, task) = start(settings(Protocol::HttpProtobuf, url, 200, 4, 2));
+    neither_blocks_nor_grows(settings(Protocol::HttpProtobuf, url, 200, 4, 2)).await;
+    held.abort();
+}
+
+/// The official `TraceService` that takes every call and never answers it.
+#[derive(Clone, Default)]
+struct SilentGrpcCollector {
+    calls: Arc<AtomicU64>,
+}
+
+#[tonic::async_trait]
+impl TraceService for SilentGrpcCollector {
+    async fn export(
+        &self,
+        _: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        std::future::pending().await
+    }
+}
+
+/// The same over gRPC, against a collector that completes the HTTP/2
+/// handshake and takes each `Export` call but never answers: each call
+/// times out (`DEADLINE_EXCEEDED` or the attempt's timeout), and the
+/// exporter neither blocks nor grows.
+#[tokio::test]
+async fn a_stuck_grpc_collector_neither_blocks_nor_grows() {
+    let c = SilentGrpcCollector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let service = TraceServiceServer::new(c.clone()).accept_compressed(CompressionEncoding::Gzip);
+    let server =
+        tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming(listener)));
+    neither_blocks_nor_grows(settings(Protocol::Grpc, url, 200, 4, 2)).await;
+    assert!(load(&c.calls) >= 2, "the collector took the calls it never answered: {}", load(&c.calls));
+    server.abort();
+}
+
+/// Sends 100 exchanges (200 spans) at `s`, whose collector never answers,
+/// and checks the bounds and the accounting.
+async fn neither_blocks_nor_grows(s: TraceSettings) {
+    let queue = s.queue_spans as u64;
+    let (bus, stop, stats, task) = start(s);
     let mut max_queued = 0;
     for seq in 1..=100 {
         for r in exchange(seq, seq) {
@@ -219,7 +262,7 @@ async fn a_stuck_collector_neither_blocks_nor_grows() {
         max_queued = max_queued.max(load(&stats.spans_queued));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(max_queued <= 4, "the queue stays within its 4 spans: {max_queued}");
+    assert!(max_queued <= queue, "the queue stays within its {queue} spans: {max_queued}");
     assert!(load(&stats.spans_dropped_queue_full) > 100, "spans beyond the queue are dropped and counted");
     assert!(load(&stats.span_export_failures) >= 2, "each attempt timed out");
     assert_eq!(load(&stats.spans_dropped_lagged), 0, "records were read as fast as they came");
@@ -235,5 +278,4 @@ async fn a_stuck_collector_neither_blocks_nor_grows() {
         200,
         "every span is accounted for as dropped, by reason"
     );
-    held.abort();
 }
