@@ -57,6 +57,10 @@ pub struct LlmResponse {
     pub id: Option<String>,
     /// Why generation stopped, per choice (`gen_ai.response.finish_reasons`).
     pub finish_reasons: FinishReasons,
+    /// `usage` is a Bedrock model family's own counts (Llama's, Titan's,
+    /// Nova's fields), not Bedrock's: Bedrock's token-count headers win
+    /// over it (`apply_headers`).
+    pub usage_is_models_own: bool,
 }
 
 /// The id a response object carries (`id`, Gemini's `responseId`).
@@ -185,8 +189,13 @@ impl StreamInterpreter {
         }
         let out = &mut self.out;
         bedrock::native_finish_reasons(v, &mut out.finish_reasons);
-        for u in [bedrock::native_usage(v), bedrock::invocation_metrics_usage(v)].into_iter().flatten() {
+        if let Some(u) = bedrock::native_usage(v) {
             out.usage = u.or(&out.usage);
+            out.usage_is_models_own = true;
+        }
+        if let Some(u) = bedrock::invocation_metrics_usage(v) {
+            out.usage = u.or(&out.usage);
+            out.usage_is_models_own = false;
         }
         out.error_type = error_of(v).or(out.error_type.take());
     }
@@ -535,10 +544,17 @@ pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[
     if request.operation == Operation::Responses {
         responses_finish_reason(&v, &mut finish_reasons);
     }
+    let usage = usage_of(request.format, &v).unwrap_or_default();
+    // (`usage_of` reads a Bedrock body's native counts last.)
+    let usage_is_models_own = request.format == WireFormat::BedrockInvoke
+        && usage != Usage::default()
+        && anthropic_usage(&v).is_none_or(|u| u == Usage::default())
+        && bedrock::invocation_metrics_usage(&v).is_none();
     LlmResponse {
         finish_reasons,
         model: model_of(&v),
-        usage: usage_of(request.format, &v).unwrap_or_default(),
+        usage,
+        usage_is_models_own,
         error_type: error_in(request.format, &v),
         id: id_of(&v),
         ..LlmResponse::default()
@@ -546,9 +562,11 @@ pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[
 }
 
 /// What a response's headers add: an error type (Bedrock's
-/// `x-amzn-errortype`) when the body named none, token counts (Bedrock's
-/// `x-amzn-bedrock-*-token-count`) when the body had no usage. Header names
-/// come from the provider table.
+/// `x-amzn-errortype`) when the body named none; token counts (Bedrock's
+/// `x-amzn-bedrock-*-token-count`, its own count of the invocation), which
+/// win over a model family's own counts (`usage_is_models_own`) and
+/// otherwise fill only the counts the body did not name (an Anthropic
+/// body's usage wins). Header names come from the provider table.
 pub fn apply_headers<'a>(response: &mut LlmResponse, header: impl Fn(&str) -> Option<&'a str>) {
     for entry in provider::PROVIDERS {
         if response.error_type.is_none()
@@ -558,19 +576,27 @@ pub fn apply_headers<'a>(response: &mut LlmResponse, header: impl Fn(&str) -> Op
             let kind = value.split(':').next().unwrap_or("").trim();
             response.error_type = (!kind.is_empty()).then(|| kind.chars().take(128).collect());
         }
-        if response.usage == Usage::default()
-            && let Some(h) = entry.usage_headers
-        {
+        if let Some(h) = entry.usage_headers {
             let count =
                 |name: &str| header(name).and_then(|v| v.trim().parse::<u64>().ok()).filter(|n| *n <= MAX_TOKENS);
             let (cache_read, cache_creation) = (count(h.cache_read), count(h.cache_write));
-            response.usage = Usage {
+            let in_headers = Usage {
+                // The input count excludes both cache buckets, as Converse's `inputTokens` does.
                 input: count(h.input).map(|i| i + cache_read.unwrap_or(0) + cache_creation.unwrap_or(0)),
                 output: count(h.output),
                 cache_read,
                 cache_creation,
                 reasoning: None,
             };
+            if in_headers == Usage::default() {
+                continue;
+            }
+            response.usage = if response.usage_is_models_own {
+                in_headers.or(&response.usage)
+            } else {
+                response.usage.or(&in_headers)
+            };
+            response.usage_is_models_own = false;
         }
     }
 }
@@ -1048,6 +1074,53 @@ mod tests {
         }
     }
 
+    /// Non-streamed InvokeModel: Bedrock's `x-amzn-bedrock-*-token-count`
+    /// headers win over a model family's own counts (set one apart here, so
+    /// the result tells which was read), their cache counts are kept, and an
+    /// Anthropic body's usage wins over them.
+    #[test]
+    fn bedrock_token_headers_win_over_a_model_familys_own_counts_and_carry_the_cache_counts() {
+        let with_headers = |model: &str, body: &str, headers: &[(&str, &str)]| {
+            let r = req(&format!("/model/{model}/invoke"), "{}");
+            let mut resp = parse_response(&r, Some("application/json"), body.as_bytes(), true);
+            apply_headers(&mut resp, |n| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| *v));
+            resp.usage
+        };
+        let counts = |input: &'static str, output: &'static str| {
+            vec![("x-amzn-bedrock-input-token-count", input), ("x-amzn-bedrock-output-token-count", output)]
+        };
+        let llama = r#"{"generation":"Hi","prompt_token_count":18,"generation_token_count":10,"stop_reason":"stop"}"#;
+        assert_eq!(with_headers("meta.llama3-8b-instruct-v1:0", llama, &counts("17", "9")), usage(17, 9, None, None));
+        assert_eq!(with_headers("meta.llama3-8b-instruct-v1:0", llama, &[]), usage(18, 10, None, None), "no headers");
+        let titan =
+            r#"{"inputTextTokenCount":6,"results":[{"tokenCount":7,"outputText":"Hi","completionReason":"FINISHED"}]}"#;
+        assert_eq!(with_headers("amazon.titan-text-express-v1", titan, &counts("5", "6")), usage(5, 6, None, None));
+        // Only an output count in the headers: the body's input stays.
+        let only_output = [("x-amzn-bedrock-output-token-count", "6")];
+        assert_eq!(with_headers("amazon.titan-text-express-v1", titan, &only_output), usage(6, 6, None, None));
+        let mut cached = counts("2", "5");
+        cached.extend([
+            ("x-amzn-bedrock-cache-read-input-token-count", "3"),
+            ("x-amzn-bedrock-cache-write-input-token-count", "1"),
+        ]);
+        let nova = r#"{"output":{"message":{"content":[{"text":"Hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":7,"outputTokens":6}}"#;
+        assert_eq!(with_headers("us.amazon.nova-lite-v1:0", nova, &cached), usage(6, 5, Some(3), Some(1)));
+        // A body naming no usage (Mistral's): the headers' counts, cache included.
+        let mistral = r#"{"outputs":[{"text":"Hi","stop_reason":"stop"}]}"#;
+        let mut read_only = counts("16", "8");
+        read_only.push(("x-amzn-bedrock-cache-read-input-token-count", "5"));
+        assert_eq!(with_headers("mistral.mistral-large-2402-v1:0", mistral, &read_only), usage(21, 8, Some(5), None));
+        // Unbelievable or unreadable counts are unknown, never 0.
+        let bad = [("x-amzn-bedrock-input-token-count", "-1"), ("x-amzn-bedrock-output-token-count", "1e9")];
+        assert_eq!(with_headers("mistral.mistral-large-2402-v1:0", mistral, &bad), Usage::default());
+        // An Anthropic body's usage (its cache buckets named) wins over the headers.
+        let anthropic = r#"{"id":"msg_1","type":"message","usage":{"input_tokens":12,"cache_read_input_tokens":4,"output_tokens":6}}"#;
+        assert_eq!(
+            with_headers("anthropic.claude-3-haiku-20240307-v1:0", anthropic, &counts("40", "2")),
+            usage(16, 6, Some(4), None)
+        );
+    }
+
     #[test]
     fn vertex_azure_and_openai_compatible_servers() {
         let v = req(
@@ -1093,6 +1166,34 @@ mod tests {
         assert_eq!(m.provider.name(), "mistral_ai");
         let g = parse_request("/openai/v1/chat/completions", Some("api.groq.com"), b"{}");
         assert_eq!((g.provider.name(), g.format), ("groq", WireFormat::OpenAi));
+    }
+
+    /// Mistral streams its usage in the chunk that finishes (no
+    /// `stream_options` needed); DeepSeek's usage chunk (no choices) names its
+    /// cache hits `prompt_cache_hit_tokens`, included in `prompt_tokens`.
+    #[test]
+    fn mistral_and_deepseek_streams_give_their_usage_and_cache_hits() {
+        let m = parse_request("/v1/chat/completions", Some("api.mistral.ai"), br#"{"stream":true}"#);
+        let stream = "data: {\"id\":\"c1\",\"model\":\"mistral-small-latest\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n\
+            data: {\"id\":\"c1\",\"model\":\"mistral-small-latest\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n\
+            data: {\"id\":\"c1\",\"model\":\"mistral-small-latest\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":9,\"total_tokens\":14,\"completion_tokens\":5}}\n\n\
+            data: [DONE]\n\n";
+        let resp = parse_response(&m, Some("text/event-stream"), stream.as_bytes(), true);
+        assert_eq!(
+            (resp.usage, resp.content_events, resp.events, resp.model.as_deref(), resp.finish_reasons.into_vec()),
+            (usage(9, 5, None, None), 1, 3, Some("mistral-small-latest"), vec!["stop".to_string()])
+        );
+        let d = parse_request("/chat/completions", Some("api.deepseek.com"), br#"{"stream":true}"#);
+        let stream = "data: {\"id\":\"d1\",\"model\":\"deepseek-chat\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n\
+            data: {\"id\":\"d1\",\"model\":\"deepseek-chat\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n\
+            data: {\"id\":\"d1\",\"model\":\"deepseek-chat\",\"choices\":[],\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":10,\"total_tokens\":110,\"prompt_tokens_details\":{\"cached_tokens\":64},\"prompt_cache_hit_tokens\":64,\"prompt_cache_miss_tokens\":36}}\n\n\
+            data: [DONE]\n\n";
+        let resp = parse_response(&d, Some("text/event-stream"), stream.as_bytes(), true);
+        assert_eq!((resp.usage, resp.content_events, resp.events), (usage(100, 10, Some(64), None), 1, 3));
+        // Without `prompt_tokens_details`, as DeepSeek's older answers.
+        let stream = stream.replace(r#""prompt_tokens_details":{"cached_tokens":64},"#, "");
+        let resp = parse_response(&d, Some("text/event-stream"), stream.as_bytes(), true);
+        assert_eq!(resp.usage, usage(100, 10, Some(64), None));
     }
 
     #[test]
