@@ -13,7 +13,10 @@
 //! - `encoding=1|2|3|4`: a gzip, deflate, br or zstd JSON body;
 //! - `role_first=1` with `events` (OpenAI chat): event 0 is a role-only delta
 //!   (`{"role":"assistant","content":""}`), as OpenAI sends it;
-//! - `api=deepseek` (chat completions): DeepSeek's usage shape.
+//! - `api=deepseek` (chat completions): DeepSeek's usage shape (its cache
+//!   hits); streamed, a role-only delta first and a usage chunk last;
+//! - `api=mistral` (chat completions): Mistral's shapes; streamed, a
+//!   role-only delta first and usage in the finishing chunk.
 //!
 //! The API is chosen by the path (`Api::of`): OpenAI, Azure OpenAI
 //! (`/openai/deployments/...`: OpenAI's bodies), Anthropic (also Vertex AI's
@@ -37,7 +40,9 @@
 //!
 //! `ProviderStats` also counts the usage tokens the provider put in its
 //! responses (normalised as the `Api` docs say), so tests compare the
-//! agent's totals with what was actually sent, not with constants.
+//! agent's totals with what was actually sent, not with constants; each
+//! `Answer` also notes its cache counts and, streamed, how many of its
+//! events carried generated text (`Api::stream_event_has_content`).
 
 use std::{
     io::{self, Write},
@@ -81,6 +86,11 @@ pub struct Answer {
     pub usage: Option<(u64, u64)>,
     /// The finish reasons it sent (`Api::finish_reason`), one per choice.
     pub finish_reasons: Vec<String>,
+    /// Cache (read, creation) token counts it reported, each if named.
+    pub cache: (Option<u64>, Option<u64>),
+    /// Streamed: the events that carried generated text (lifecycle events,
+    /// role-only and empty deltas and closing summaries excluded).
+    pub content_events: Option<u64>,
 }
 
 /// Usage tokens the provider reported, summed over its responses.
@@ -231,6 +241,10 @@ struct UsageInResponse {
     output: Option<u64>,
     /// The finish reason sent, if any.
     finish_reason: Option<&'static str>,
+    /// Cache (read, creation) counts, each the latest named.
+    cache: (Option<u64>, Option<u64>),
+    /// Streamed: content-bearing events sent.
+    content_events: Option<u64>,
 }
 
 impl UsageInResponse {
@@ -239,13 +253,24 @@ impl UsageInResponse {
         let usage = (self.input.is_some() || self.output.is_some())
             .then(|| (self.input.unwrap_or(0), self.output.unwrap_or(0)));
         let finish_reasons = self.finish_reason.iter().map(|r| r.to_string()).collect();
-        stats.answers.lock().unwrap().push(Answer { id: id.to_string(), status: 200, usage, finish_reasons });
+        stats.answers.lock().unwrap().push(Answer {
+            id: id.to_string(),
+            status: 200,
+            usage,
+            finish_reasons,
+            cache: self.cache,
+            content_events: self.content_events,
+        });
     }
 
     fn saw(&mut self, usage: Option<(u64, u64)>) {
         if let Some((i, o)) = usage {
             (self.input, self.output) = (Some(i), Some(o));
         }
+    }
+
+    fn saw_cache(&mut self, (read, creation): (Option<u64>, Option<u64>)) {
+        self.cache = (read.or(self.cache.0), creation.or(self.cache.1));
     }
 
     fn count(self, stats: &ProviderStats) {
@@ -279,8 +304,12 @@ pub enum Api {
     Gemini,
     /// Usage: prompt 8 (no output); model text-embedding-3-small.
     Embeddings,
-    /// DeepSeek chat: prompt 100 (64 cache hits), completion 10; model deepseek-chat.
+    /// DeepSeek chat: prompt 100 (64 cache hits), completion 10, streamed
+    /// or not (the stream's usage chunk); model deepseek-chat.
     DeepSeek,
+    /// Mistral chat: prompt 15, completion 25, streamed or not (in the
+    /// stream's finishing chunk); model mistral-small-latest.
+    MistralChat,
     /// Bedrock Converse: input 11 + cache read 3 (normalised 14), output 7;
     /// stream (event stream): input 25, output 9.
     BedrockConverse,
@@ -288,8 +317,10 @@ pub enum Api {
     /// the path's model id (`InvokeBody`). Anthropic: input 12, output 6
     /// (also in the `x-amzn-bedrock-*-token-count` headers); the stream's
     /// chunks say the same; model claude-3-haiku-20240307. Other families:
-    /// `InvokeBody::usage`, in the headers and the closing chunk's
-    /// `amazon-bedrock-invocationMetrics`.
+    /// `InvokeBody::usage`, in the closing chunk's
+    /// `amazon-bedrock-invocationMetrics` and, not streamed, in the headers
+    /// with `InvokeBody::header_cache` (the body's own counts, where it has
+    /// some, are one more: Bedrock's headers are what is counted).
     BedrockInvoke(InvokeBody),
     /// Cohere v2 chat: tokens input 70, output 3 (billed 5, 3).
     Cohere,
@@ -315,6 +346,8 @@ impl Api {
             Self::OllamaGenerate
         } else if path.contains("api=deepseek") {
             Self::DeepSeek
+        } else if path.contains("api=mistral") {
+            Self::MistralChat
         } else if p.ends_with("/messages") || p.ends_with(":rawPredict") || p.ends_with(":streamRawPredict") {
             Self::AnthropicMessages
         } else if p.ends_with("/responses") {
@@ -346,6 +379,9 @@ impl Api {
             Self::DeepSeek => format!(
                 r#"{{"id":"chatcmpl-1","object":"chat.completion","model":"deepseek-chat","choices":[{{"index":0,"message":{{"role":"assistant","content":"{pad}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":100,"completion_tokens":10,"total_tokens":110,"prompt_cache_hit_tokens":64,"prompt_cache_miss_tokens":36}}}}"#
             ),
+            Self::MistralChat => format!(
+                r#"{{"id":"chatcmpl-1","object":"chat.completion","model":"mistral-small-latest","choices":[{{"index":0,"message":{{"role":"assistant","content":"{pad}","tool_calls":null}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":15,"total_tokens":40,"completion_tokens":25}}}}"#
+            ),
             Self::BedrockConverse => format!(
                 r#"{{"output":{{"message":{{"role":"assistant","content":[{{"text":"{pad}"}}]}}}},"stopReason":"end_turn","usage":{{"inputTokens":11,"outputTokens":7,"totalTokens":21,"cacheReadInputTokens":3}},"metrics":{{"latencyMs":5}}}}"#
             ),
@@ -374,6 +410,7 @@ impl Api {
             Self::Gemini => (9, 4),
             Self::Embeddings => (8, 0),
             Self::DeepSeek => (100, 10),
+            Self::MistralChat => (15, 25),
             Self::BedrockConverse => (11 + 3, 7),
             Self::BedrockInvoke(family) => family.usage(),
             Self::Cohere => (70, 3),
@@ -385,7 +422,9 @@ impl Api {
     /// names it (none for embeddings).
     pub fn finish_reason(self) -> Option<&'static str> {
         match self {
-            Self::OpenAiChat | Self::DeepSeek | Self::OllamaChat | Self::OllamaGenerate => Some("stop"),
+            Self::OpenAiChat | Self::DeepSeek | Self::MistralChat | Self::OllamaChat | Self::OllamaGenerate => {
+                Some("stop")
+            }
             Self::OpenAiResponses => Some("completed"),
             Self::AnthropicMessages | Self::BedrockConverse => Some("end_turn"),
             Self::BedrockInvoke(family) => Some(family.finish_reason()),
@@ -399,9 +438,10 @@ impl Api {
     /// chat's last content chunk, every other API's last event.
     fn stream_finish_reason(self, i: u64, events: u64) -> Option<&'static str> {
         let carries = match self {
-            Self::OpenAiChat => i + 1 == events,
-            // Their streams are `[DONE]` only (see `stream_event`).
-            Self::DeepSeek | Self::Embeddings => false,
+            // Their last content chunk (DeepSeek's usage chunk has no choices).
+            Self::OpenAiChat | Self::DeepSeek => i + 1 == events,
+            // Its stream is `[DONE]` only (see `stream_event`).
+            Self::Embeddings => false,
             _ => i == events,
         };
         carries.then(|| self.finish_reason()).flatten()
@@ -411,10 +451,61 @@ impl Api {
     fn headers(self) -> String {
         match self {
             Self::BedrockInvoke(family) => {
-                let (input, output) = family.usage();
-                format!("x-amzn-bedrock-input-token-count: {input}\r\nx-amzn-bedrock-output-token-count: {output}\r\n")
+                let ((input, output), (read, write)) = (family.usage(), family.header_cache());
+                // The input count excludes the cache buckets, named apart.
+                let uncached = input - read.unwrap_or(0) - write.unwrap_or(0);
+                let mut h = format!(
+                    "x-amzn-bedrock-input-token-count: {uncached}\r\nx-amzn-bedrock-output-token-count: {output}\r\n"
+                );
+                for (name, count) in [("read", read), ("write", write)] {
+                    if let Some(n) = count {
+                        h.push_str(&format!("x-amzn-bedrock-cache-{name}-input-token-count: {n}\r\n"));
+                    }
+                }
+                h
             }
             _ => String::new(),
+        }
+    }
+
+    /// Cache (read, creation) counts of the non-streamed body (or headers).
+    fn cache(self) -> (Option<u64>, Option<u64>) {
+        match self {
+            Self::OpenAiResponses => (Some(10), None),
+            Self::AnthropicMessages => (Some(100), Some(5)),
+            Self::Gemini => (Some(2), None),
+            Self::DeepSeek => (Some(64), None),
+            Self::BedrockConverse => (Some(3), None),
+            Self::BedrockInvoke(family) => family.header_cache(),
+            _ => (None, None),
+        }
+    }
+
+    /// Cache (read, creation) counts named by stream event `i` of `events`.
+    fn stream_cache(self, i: u64, events: u64) -> (Option<u64>, Option<u64>) {
+        let last = i == events;
+        match self {
+            Self::AnthropicMessages if i == 0 => self.cache(),
+            Self::OpenAiResponses | Self::Gemini | Self::DeepSeek if last => self.cache(),
+            _ => (None, None),
+        }
+    }
+
+    /// Whether stream event `i` of `events` carries generated text (see
+    /// `stream_event`, `eventstream_event`; OpenAI chat's schedule also
+    /// depends on the query: `role_first`, `usage`).
+    pub fn stream_event_has_content(self, path: &str, i: u64, events: u64) -> bool {
+        let (first, last) = (i == 0, i == events);
+        match self {
+            // "token {i}" until `[DONE]` (or the usage chunk), unless event 0 is role-only.
+            Self::OpenAiChat => !last && !(first && query(path, "role_first") == Some(1)),
+            // Every element has a text part, the closing one ("end") too.
+            Self::Gemini => true,
+            // Event 0 has empty text; the closing line has text and usage.
+            Self::OllamaChat | Self::OllamaGenerate => !first,
+            Self::Embeddings => false,
+            // An opening event without text, then text, then closing events.
+            _ => !first && !last,
         }
     }
 
@@ -436,7 +527,7 @@ impl Api {
             Self::AnthropicMessages if last => Some((115, 40)),
             Self::OpenAiResponses | Self::Gemini if last => Some(self.usage()),
             Self::BedrockConverse if last => Some((25, 9)),
-            Self::BedrockInvoke(_) | Self::Cohere if last => Some(self.usage()),
+            Self::BedrockInvoke(_) | Self::Cohere | Self::DeepSeek | Self::MistralChat if last => Some(self.usage()),
             Self::OllamaChat | Self::OllamaGenerate if last => Some((10, 20)),
             _ => None,
         }
@@ -466,6 +557,14 @@ impl Api {
                 };
                 let end = if last { r#","done_reason":"stop","prompt_eval_count":10,"eval_count":20"# } else { "" };
                 format!("{{\"model\":\"llama3.2\",{content},\"done\":{last}{end}}}\n")
+            }
+            Self::DeepSeek if last => "data: {\"id\":\"chatcmpl-1\",\"model\":\"deepseek-chat\",\"choices\":[],\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":10,\"total_tokens\":110,\"prompt_tokens_details\":{\"cached_tokens\":64},\"prompt_cache_hit_tokens\":64,\"prompt_cache_miss_tokens\":36}}\n\ndata: [DONE]\n\n".to_string(),
+            Self::MistralChat if last => "data: {\"id\":\"chatcmpl-1\",\"model\":\"mistral-small-latest\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":15,\"total_tokens\":40,\"completion_tokens\":25}}\n\ndata: [DONE]\n\n".to_string(),
+            Self::DeepSeek | Self::MistralChat => {
+                let model = if self == Self::DeepSeek { "deepseek-chat" } else { "mistral-small-latest" };
+                let delta = if i == 0 { r#"{"role":"assistant","content":""}"#.to_string() } else { format!(r#"{{"content":"t{i}"}}"#) };
+                let finish = self.stream_finish_reason(i, events).map_or("null".to_string(), |r| format!("\"{r}\""));
+                format!("data: {{\"id\":\"chatcmpl-1\",\"model\":\"{model}\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n")
             }
             _ => "data: [DONE]\n\n".to_string(),
         }
@@ -552,7 +651,18 @@ impl InvokeBody {
         family.into_iter().find(|(prefix, _)| model.contains(prefix)).map_or(Self::Anthropic, |(_, f)| f)
     }
 
-    /// Normalised (input, output) usage, streamed or not.
+    /// Cache (read, write) counts in the headers of a non-streamed answer
+    /// (included in `usage`'s input; its stream's metrics name none).
+    fn header_cache(self) -> (Option<u64>, Option<u64>) {
+        match self {
+            Self::Mistral => (Some(5), None),
+            Self::Nova => (Some(3), Some(1)),
+            _ => (None, None),
+        }
+    }
+
+    /// Normalised (input, output) usage, streamed or not (Bedrock's count:
+    /// its headers or invocation metrics).
     fn usage(self) -> (u64, u64) {
         match self {
             Self::Anthropic => (12, 6),
@@ -574,9 +684,11 @@ impl InvokeBody {
     }
 
     /// The non-streamed body (Mistral's and Cohere's name no usage: the
-    /// headers carry it).
+    /// headers carry it). Where it names counts, they are one more than
+    /// Bedrock's, so a test tells which ones were read.
     fn body(self, pad: &str) -> String {
         let ((input, output), reason) = (self.usage(), self.finish_reason());
+        let (input, output) = (input + 1, output + 1);
         match self {
             Self::Anthropic => unreachable!("Api::body writes the Anthropic body"),
             Self::Llama => format!(
@@ -738,7 +850,14 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
             body.len()
         );
         send(w, stats, resp.as_bytes())?;
-        stats.answers.lock().unwrap().push(Answer { id: rid, status, usage: None, finish_reasons: Vec::new() });
+        stats.answers.lock().unwrap().push(Answer {
+            id: rid,
+            status,
+            usage: None,
+            finish_reasons: Vec::new(),
+            cache: (None, None),
+            content_events: None,
+        });
         return Ok(true);
     }
     let api = Api::of(&path);
@@ -757,6 +876,7 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
         send(w, stats, &[head.into_bytes(), body].concat())?;
         let mut usage = UsageInResponse::default();
         usage.saw(Some(api.usage()));
+        usage.saw_cache(api.cache());
         usage.finish_reason = api.finish_reason();
         usage.answered(stats, &rid);
         usage.count(stats);
@@ -806,6 +926,7 @@ fn stream(
 ) -> io::Result<bool> {
     let batch = query(path, "batch").unwrap_or(1).max(1);
     let mut out = Vec::new();
+    usage.content_events = Some(0);
     for i in 0..=events {
         if i > 0 && i % batch == 0 {
             send(w, stats, &std::mem::take(&mut out))?;
@@ -815,6 +936,10 @@ fn stream(
             }
         }
         let openai_usage = api == Api::OpenAiChat && i == events && query(path, "usage") == Some(1);
+        usage.saw_cache(api.stream_cache(i, events));
+        if api.stream_event_has_content(path, i, events) {
+            *usage.content_events.get_or_insert(0) += 1;
+        }
         let binary = matches!(api, Api::BedrockConverse | Api::BedrockInvoke(_));
         if binary {
             let message = api.eventstream_event(i, events);
@@ -903,8 +1028,11 @@ mod tests {
             let b = body(api);
             assert_eq!((n(&b, "/prompt_eval_count"), n(&b, "/eval_count")), api.usage());
         }
-        let b = body(Api::DeepSeek);
-        assert_eq!((n(&b, "/usage/prompt_tokens"), n(&b, "/usage/completion_tokens")), Api::DeepSeek.usage());
+        for api in [Api::DeepSeek, Api::MistralChat] {
+            let b = body(api);
+            assert_eq!((n(&b, "/usage/prompt_tokens"), n(&b, "/usage/completion_tokens")), api.usage(), "{api:?}");
+        }
+        assert_eq!(body(Api::DeepSeek)["usage"]["prompt_cache_hit_tokens"].as_u64(), Api::DeepSeek.cache().0);
     }
 
     /// Every InvokeModel family's stream says, in its closing invocation
@@ -938,6 +1066,112 @@ mod tests {
             assert_eq!(InvokeBody::of(&format!("/model/{family:?}")), InvokeBody::Anthropic, "no false match");
         }
         assert_eq!(Api::of("/model/us.meta.llama3-8b-instruct-v1:0/invoke"), Api::BedrockInvoke(InvokeBody::Llama));
+    }
+
+    /// Non-streamed InvokeModel answers: the headers say the usage and
+    /// cache counts counted (input without the cache buckets, as AWS names
+    /// them); a body's own counts, where it has some, are not those.
+    #[test]
+    fn bedrock_invoke_headers_say_what_is_counted_and_bodies_differ() {
+        let n = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_u64);
+        for family in [InvokeBody::Llama, InvokeBody::Mistral, InvokeBody::Cohere, InvokeBody::Titan, InvokeBody::Nova]
+        {
+            let api = Api::BedrockInvoke(family);
+            let headers = api.headers();
+            let header = |name: &str| {
+                headers
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("x-amzn-bedrock-{name}-token-count: ")))
+                    .map(|v| v.trim().parse::<u64>().unwrap())
+            };
+            let (read, write) = (header("cache-read-input"), header("cache-write-input"));
+            let input = header("input").unwrap() + read.unwrap_or(0) + write.unwrap_or(0);
+            assert_eq!((input, header("output").unwrap()), api.usage(), "{family:?}: {headers}");
+            assert_eq!((read, write), api.cache(), "{family:?}");
+            let b: Value = serde_json::from_str(&api.body("pad")).unwrap();
+            let own_input =
+                n(&b, "/prompt_token_count").or(n(&b, "/inputTextTokenCount")).or(n(&b, "/usage/inputTokens"));
+            let own_output =
+                n(&b, "/generation_token_count").or(n(&b, "/results/0/tokenCount")).or(n(&b, "/usage/outputTokens"));
+            if let (Some(i), Some(o)) = (own_input, own_output) {
+                assert_ne!(i, api.usage().0, "{family:?}");
+                assert_ne!(o, api.usage().1, "{family:?}");
+            }
+        }
+        assert_ne!(InvokeBody::Nova.header_cache(), (None, None), "one family with cache headers");
+    }
+
+    /// The content events counted per stream are the events whose text is
+    /// non-empty, read back from what each event says; Mistral and DeepSeek
+    /// streams say the usage and cache counts counted.
+    #[test]
+    fn counted_content_events_are_the_events_with_text() {
+        let text_in = |v: &Value| -> bool {
+            let strings = [
+                "/choices/0/delta/content",
+                "/delta/text",
+                "/delta",
+                "/candidates/0/content/parts/0/text",
+                "/delta/message/content/text",
+                "/message/content",
+                "/response",
+            ];
+            strings.iter().any(|p| v.pointer(p).and_then(Value::as_str).is_some_and(|s| !s.is_empty()))
+        };
+        let apis = [
+            (Api::OpenAiChat, "/v1/chat/completions?role_first=1"),
+            (Api::OpenAiChat, "/v1/chat/completions"),
+            (Api::OpenAiResponses, "/v1/responses"),
+            (Api::AnthropicMessages, "/v1/messages"),
+            (Api::Gemini, "/m:streamGenerateContent"),
+            (Api::DeepSeek, "/chat/completions?api=deepseek"),
+            (Api::MistralChat, "/v1/chat/completions?api=mistral"),
+            (Api::Cohere, "/v2/chat"),
+            (Api::OllamaChat, "/api/chat"),
+            (Api::OllamaGenerate, "/api/generate"),
+        ];
+        for (api, path) in apis {
+            assert_eq!(Api::of(path), api, "{path}");
+            let events = 4;
+            let mut with_text = 0;
+            let mut usage = UsageInResponse::default();
+            for i in 0..=events {
+                let text = if api == Api::OpenAiChat && i == events {
+                    String::new() // `[DONE]` (or the usage chunk), decided in `respond`
+                } else if api == Api::OpenAiChat && i == 0 && path.contains("role_first") {
+                    r#"data: {"choices":[{"delta":{"role":"assistant","content":""}}]}"#.to_string()
+                } else if api == Api::OpenAiChat {
+                    format!(r#"data: {{"choices":[{{"delta":{{"content":"token {i}"}}}}]}}"#)
+                } else {
+                    api.stream_event(i, events)
+                };
+                let lines = text.lines().filter_map(|l| l.strip_prefix("data: ").or(l.starts_with('{').then_some(l)));
+                let values: Vec<Value> = lines.filter_map(|d| serde_json::from_str(d).ok()).collect();
+                with_text += u64::from(values.iter().any(text_in));
+                assert_eq!(
+                    values.iter().any(text_in),
+                    api.stream_event_has_content(path, i, events),
+                    "{api:?} event {i}: {text}"
+                );
+                usage.saw(api.stream_usage(i, events));
+                usage.saw_cache(api.stream_cache(i, events));
+                for v in &values {
+                    if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                        if api == Api::DeepSeek {
+                            assert_eq!(u["prompt_cache_hit_tokens"].as_u64(), api.cache().0);
+                        }
+                        if let Some(p) = u["prompt_tokens"].as_u64() {
+                            assert_eq!((p, u["completion_tokens"].as_u64().unwrap()), api.usage(), "{api:?}");
+                        }
+                    }
+                }
+            }
+            assert!(with_text > 0 && with_text <= events + 1, "{api:?}");
+            if matches!(api, Api::DeepSeek | Api::MistralChat) {
+                assert_eq!((usage.input, usage.output), (Some(api.usage().0), Some(api.usage().1)), "{api:?}");
+                assert_eq!(usage.cache, api.cache(), "{api:?}");
+            }
+        }
     }
 
     /// Event-stream messages carry correct CRCs and lengths.

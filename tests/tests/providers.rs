@@ -5,14 +5,16 @@
 //! token, time per output token, stream events) against a paced mock.
 //!
 //! Every expected value comes from what the mock provider sends (`mock::Api`
-//! documents each API's usage) and from the configured upstream names.
+//! documents each API's usage; tokens, cache counts and content events are
+//! compared with what each `mock::Answer` notes it sent) and from the
+//! configured upstream names.
 
 use std::time::Duration;
 
 use llm_proxy_e2e::{
     client::Client,
     harness::{Agent, Nginx, serial},
-    mock::{Api, MockProvider},
+    mock::{Answer, Api, MockProvider},
     modes::{self, for_each_mode},
 };
 use serde_json::Value;
@@ -30,6 +32,26 @@ impl Upstreams {
         let routes: Vec<(&str, u16)> = mocks.iter().map(|(n, m)| (*n, m.port)).collect();
         let nginx = Nginx::start_private(&routes);
         Self { mocks, nginx }
+    }
+
+    /// The answer each case got, from its upstream's mock (each mock answers
+    /// its cases in the order they were sent, one at a time).
+    fn answers_in_order_of(&self, cases: &[Case]) -> Vec<Answer> {
+        let mut by_upstream: Vec<(&str, std::vec::IntoIter<Answer>)> =
+            self.mocks.iter().map(|(n, m)| (*n, m.answers().into_iter())).collect();
+        let answers: Vec<Answer> = cases
+            .iter()
+            .map(|case| {
+                let (_, answers) = by_upstream.iter_mut().find(|(n, _)| *n == case.upstream).expect("a mock");
+                let answer = answers.next().unwrap_or_else(|| panic!("no answer for {}", case.path));
+                assert_eq!(answer.status, case.status, "{}: {answer:?}", case.path);
+                answer
+            })
+            .collect();
+        for (name, rest) in by_upstream {
+            assert_eq!(rest.len(), 0, "{name} answered more than its cases");
+        }
+        answers
     }
 
     fn agent(&self, mode: modes::AttachMode) -> Agent {
@@ -64,17 +86,9 @@ struct Case {
     model_returned: Option<&'static str>,
     streaming: bool,
     error_type: Option<&'static str>,
-    /// input, output, cache_read, cache_creation, reasoning.
-    tokens: [Option<u64>; 5],
     deployment: Option<&'static str>,
     stream_events: Option<u64>,
 }
-
-const fn t(input: u64, output: u64, cache_read: Option<u64>, cache_creation: Option<u64>) -> [Option<u64>; 5] {
-    [Some(input), Some(output), cache_read, cache_creation, None]
-}
-
-const NO_TOKENS: [Option<u64>; 5] = [None; 5];
 
 /// The client sends `"model":"gpt-4o-mini"` in every body.
 const BODY_MODEL: Option<&str> = Some("gpt-4o-mini");
@@ -91,7 +105,6 @@ fn cases() -> Vec<Case> {
         model_returned: None,
         streaming: false,
         error_type: None,
-        tokens: NO_TOKENS,
         deployment: None,
         stream_events: None,
     };
@@ -104,23 +117,15 @@ fn cases() -> Vec<Case> {
         operation: "generate_content",
         model_requested: Some("gemini-2.0-flash"),
         model_returned: Some("gemini-2.0-flash"),
-        tokens: [Some(9), Some(4), Some(2), None, None],
         ..base
     };
     let vertex_claude = || Case {
         model_requested: Some("claude-sonnet-4@20250514"),
         model_returned: Some("claude-sonnet-4"),
         operation: "chat",
-        tokens: t(115, 7, Some(100), Some(5)),
         ..vertex()
     };
-    let cohere = || Case {
-        upstream: "cohere",
-        client_provider: "cohere",
-        upstream_provider: "cohere",
-        tokens: t(70, 3, None, None),
-        ..base
-    };
+    let cohere = || Case { upstream: "cohere", client_provider: "cohere", upstream_provider: "cohere", ..base };
     let ollama = || Case {
         upstream: "ollama",
         client_provider: "ollama",
@@ -133,21 +138,18 @@ fn cases() -> Vec<Case> {
         client_provider: "openai",
         upstream_provider: provider,
         model_returned: Some("gpt-4o-mini"),
-        tokens: t(12, 34, None, None),
         ..base
     };
     vec![
         Case {
             path: "/model/anthropic.claude-3-5-haiku-20241022-v1:0/converse",
             model_requested: Some("anthropic.claude-3-5-haiku-20241022-v1:0"),
-            tokens: t(14, 7, Some(3), None),
             ..bedrock
         },
         Case {
             path: "/model/amazon.nova-lite-v1:0/converse-stream?events=5&interval_ms=30",
             model_requested: Some("amazon.nova-lite-v1:0"),
             streaming: true,
-            tokens: t(25, 9, None, None),
             // messageStart, 4 deltas, contentBlockStop, messageStop, metadata.
             stream_events: Some(8),
             ..bedrock
@@ -156,7 +158,6 @@ fn cases() -> Vec<Case> {
             path: "/model/anthropic.claude-3-haiku-20240307-v1:0/invoke",
             model_requested: Some("anthropic.claude-3-haiku-20240307-v1:0"),
             model_returned: Some("claude-3-haiku-20240307"),
-            tokens: t(12, 6, None, None),
             ..bedrock
         },
         Case {
@@ -164,7 +165,6 @@ fn cases() -> Vec<Case> {
             model_requested: Some("anthropic.claude-3-haiku-20240307-v1:0"),
             model_returned: Some("claude-3-haiku-20240307"),
             streaming: true,
-            tokens: t(12, 6, None, None),
             stream_events: Some(5),
             ..bedrock
         },
@@ -173,70 +173,56 @@ fn cases() -> Vec<Case> {
         Case {
             path: "/model/meta.llama3-8b-instruct-v1:0/invoke",
             model_requested: Some("meta.llama3-8b-instruct-v1:0"),
-            tokens: t(17, 9, None, None),
             ..bedrock
         },
         Case {
             path: "/model/meta.llama3-8b-instruct-v1:0/invoke-with-response-stream?events=4&interval_ms=30",
             model_requested: Some("meta.llama3-8b-instruct-v1:0"),
             streaming: true,
-            tokens: t(17, 9, None, None),
             stream_events: Some(5),
             ..bedrock
         },
         Case {
             path: "/model/mistral.mistral-large-2402-v1:0/invoke",
             model_requested: Some("mistral.mistral-large-2402-v1:0"),
-            tokens: t(21, 8, None, None),
             ..bedrock
         },
         Case {
             path: "/model/mistral.mistral-large-2402-v1:0/invoke-with-response-stream?events=4&interval_ms=30",
             model_requested: Some("mistral.mistral-large-2402-v1:0"),
             streaming: true,
-            tokens: t(21, 8, None, None),
             stream_events: Some(5),
             ..bedrock
         },
-        Case {
-            path: "/model/cohere.command-r-v1:0/invoke",
-            model_requested: Some("cohere.command-r-v1:0"),
-            tokens: t(9, 7, None, None),
-            ..bedrock
-        },
+        Case { path: "/model/cohere.command-r-v1:0/invoke", model_requested: Some("cohere.command-r-v1:0"), ..bedrock },
         Case {
             path: "/model/cohere.command-r-v1:0/invoke-with-response-stream?events=4&interval_ms=30",
             model_requested: Some("cohere.command-r-v1:0"),
             streaming: true,
-            tokens: t(9, 7, None, None),
             stream_events: Some(5),
             ..bedrock
         },
         Case {
             path: "/model/amazon.titan-text-express-v1/invoke",
             model_requested: Some("amazon.titan-text-express-v1"),
-            tokens: t(5, 6, None, None),
             ..bedrock
         },
         Case {
             path: "/model/amazon.titan-text-express-v1/invoke-with-response-stream?events=4&interval_ms=30",
             model_requested: Some("amazon.titan-text-express-v1"),
             streaming: true,
-            tokens: t(5, 6, None, None),
             stream_events: Some(5),
             ..bedrock
         },
         Case {
             path: "/model/us.amazon.nova-lite-v1:0/invoke",
             model_requested: Some("us.amazon.nova-lite-v1:0"),
-            tokens: t(6, 5, None, None),
             ..bedrock
         },
         Case {
             path: "/model/us.amazon.nova-lite-v1:0/invoke-with-response-stream?events=4&interval_ms=30",
             model_requested: Some("us.amazon.nova-lite-v1:0"),
             streaming: true,
-            tokens: t(6, 5, None, None),
             // messageStart, 3 deltas, contentBlockStop, messageStop, metadata.
             stream_events: Some(7),
             ..bedrock
@@ -262,7 +248,6 @@ fn cases() -> Vec<Case> {
             path: "/v1/projects/p1/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent?status=429",
             status: 429,
             model_returned: None,
-            tokens: NO_TOKENS,
             error_type: Some("RESOURCE_EXHAUSTED"),
             ..vertex()
         },
@@ -273,7 +258,6 @@ fn cases() -> Vec<Case> {
         Case {
             path: "/v1/projects/p1/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:streamRawPredict?events=5&interval_ms=20",
             streaming: true,
-            tokens: t(115, 40, Some(100), Some(5)),
             stream_events: Some(7),
             ..vertex_claude()
         },
@@ -283,7 +267,6 @@ fn cases() -> Vec<Case> {
             client_provider: "azure.ai.openai",
             upstream_provider: "azure.ai.openai",
             model_returned: Some("gpt-4o-mini"),
-            tokens: t(12, 34, None, None),
             deployment: Some("prod-4o"),
             ..base
         },
@@ -294,35 +277,46 @@ fn cases() -> Vec<Case> {
             upstream_provider: "azure.ai.openai",
             streaming: true,
             // The mock's chunks name no model; usage comes in the last chunk.
-            tokens: t(21, 55, None, None),
             deployment: Some("prod-4o"),
             stream_events: Some(5),
             ..base
         },
         Case { path: "/v2/chat", ..cohere() },
         Case { path: "/v2/chat?events=4&interval_ms=20", streaming: true, stream_events: Some(5), ..cohere() },
-        Case { path: "/api/chat", tokens: t(26, 298, None, None), ..ollama() },
-        Case {
-            path: "/api/chat?events=3&interval_ms=20",
-            streaming: true,
-            tokens: t(10, 20, None, None),
-            stream_events: Some(4),
-            ..ollama()
-        },
-        Case { path: "/api/generate", operation: "text_completion", tokens: t(26, 298, None, None), ..ollama() },
+        Case { path: "/api/chat", ..ollama() },
+        Case { path: "/api/chat?events=3&interval_ms=20", streaming: true, stream_events: Some(4), ..ollama() },
+        Case { path: "/api/generate", operation: "text_completion", ..ollama() },
         Case {
             path: "/api/generate?events=5&interval_ms=20",
             operation: "text_completion",
             streaming: true,
-            tokens: t(10, 20, None, None),
             stream_events: Some(6),
             ..ollama()
         },
-        Case { path: "/v1/chat/completions", ..compatible("mistral", "mistral_ai") },
+        Case {
+            path: "/v1/chat/completions?api=mistral",
+            model_returned: Some("mistral-small-latest"),
+            ..compatible("mistral", "mistral_ai")
+        },
+        Case {
+            // A role-only delta, 3 content chunks, usage in the finishing chunk.
+            path: "/v1/chat/completions?api=mistral&events=4&interval_ms=20",
+            model_returned: Some("mistral-small-latest"),
+            streaming: true,
+            stream_events: Some(5),
+            ..compatible("mistral", "mistral_ai")
+        },
         Case {
             path: "/chat/completions?api=deepseek",
             model_returned: Some("deepseek-chat"),
-            tokens: t(100, 10, Some(64), None),
+            ..compatible("deepseek", "deepseek")
+        },
+        Case {
+            // A role-only delta, 3 content chunks, then the usage chunk (cache hits named).
+            path: "/chat/completions?api=deepseek&events=4&interval_ms=20",
+            model_returned: Some("deepseek-chat"),
+            streaming: true,
+            stream_events: Some(5),
             ..compatible("deepseek", "deepseek")
         },
         Case { path: "/openai/v1/chat/completions", ..compatible("groq", "groq") },
@@ -346,7 +340,8 @@ fn every_provider_api_is_recorded_exactly_on_both_sides() {
         agent.wait_for_printed_records(cases.len(), cases.len(), Duration::from_secs(20));
         let (client, upstream) = (agent.printed_records("client"), agent.printed_records("upstream"));
         assert_eq!((client.len(), upstream.len()), (cases.len(), cases.len()), "{client:?}\n{upstream:?}");
-        for case in &cases {
+        let answers = setup.answers_in_order_of(&cases);
+        for (case, answer) in cases.iter().zip(&answers) {
             let endpoint = case.path.split('?').next().unwrap();
             let route = if case.streaming { format!("{}-ka", case.upstream) } else { case.upstream.to_string() };
             let client_endpoint = format!("/{route}{endpoint}");
@@ -373,22 +368,23 @@ fn every_provider_api_is_recorded_exactly_on_both_sides() {
                 assert_eq!(r["streaming"], case.streaming, "{what}");
                 assert_eq!(r["error_type"].as_str(), case.error_type, "{what}");
                 assert_eq!(r["deployment"].as_str(), case.deployment, "{what}");
+                // Exactly the usage the mock put in this answer (no API
+                // here reports reasoning apart).
                 let tokens =
                     ["input", "output", "cache_read", "cache_creation", "reasoning"].map(|k| r["tokens"][k].as_u64());
-                assert_eq!(tokens, case.tokens, "{what}");
+                let (input, output) = (answer.usage.map(|u| u.0), answer.usage.map(|u| u.1));
+                assert_eq!(tokens, [input, output, answer.cache.0, answer.cache.1, None], "{what}\nsent {answer:?}");
                 assert_eq!(r["stream_events"].as_u64(), case.stream_events, "{what}");
-                // The finish reason the mock sends for this API (none with an error).
-                let sent = Api::of(case.path).finish_reason().filter(|_| case.status == 200);
+                // The finish reason the mock sent (none with an error).
                 let reasons: Vec<&str> =
                     r["finish_reasons"].as_array().expect(&what).iter().filter_map(Value::as_str).collect();
-                assert_eq!(reasons, Vec::from_iter(sent), "{what}");
-                if case.streaming {
-                    assert!(r["time_to_first_token_ms"].as_f64().is_some(), "{what}");
-                    // Every mock stream's first event carries no text; the rest but the closing ones do.
-                    assert!(r["content_events"].as_u64().is_some_and(|n| n > 0), "{what}");
-                } else {
-                    assert!(r["time_to_first_token_ms"].is_null(), "{what}");
-                }
+                assert_eq!(reasons, answer.finish_reasons, "{what}");
+                let documented = Api::of(case.path).finish_reason().filter(|_| case.status == 200);
+                assert_eq!(reasons, Vec::from_iter(documented), "{what}");
+                // The events with generated text the mock sent (null when not streamed).
+                assert_eq!(r["content_events"].as_u64(), answer.content_events, "{what}\nsent {answer:?}");
+                assert_eq!(case.streaming, answer.content_events.is_some(), "{what}");
+                assert_eq!(r["time_to_first_token_ms"].as_f64().is_some(), case.streaming, "{what}");
             }
         }
     });
