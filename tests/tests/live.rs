@@ -633,6 +633,18 @@ fn a_token_guards_every_route_and_slow_clients_are_dropped() {
     assert!(stderr.contains("set an API token"), "{stderr}");
 }
 
+/// A script expression: the pixels of the `chart-ttft` plot area (below
+/// the legend, right of the y labels) in the colours of its lines (TTFT
+/// p50, p99, per token p50: `COLORS[2..=4]` of the dashboard), antialiased
+/// edges included.
+const TTFT_LINE_PIXELS: &str = "(() => { const c = document.getElementById('chart-ttft'); \
+    const dpr = window.devicePixelRatio || 1; const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
+    const colors = [[0x3d, 0xdc, 0x97], [0xb1, 0x8c, 0xff], [0xff, 0xd1, 0x66]]; let n = 0; \
+    for (let y = Math.ceil(18 * dpr); y < c.height - Math.ceil(20 * dpr); y++) \
+      for (let x = Math.ceil(52 * dpr); x < c.width; x++) { const i = (y * c.width + x) * 4; \
+        if (d[i + 3] > 64 && colors.some(([r, g, b]) => Math.abs(d[i] - r) + Math.abs(d[i + 1] - g) + Math.abs(d[i + 2] - b) < 60)) n++; } \
+    return n; })()";
+
 #[test]
 fn the_dashboard_shows_what_the_stream_says_in_headless_chromium() {
     const TOKEN: &str = "dashboard-token-9c2a";
@@ -693,6 +705,31 @@ fn the_dashboard_shows_what_the_stream_says_in_headless_chromium() {
          let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;",
     );
     assert!(painted.as_u64().unwrap() > 1000, "{painted}");
+    // The time-to-first-token chart draws no line before a streamed
+    // exchange (its axes, grid and legend are drawn regardless), then its
+    // lines once streams were timed.
+    assert_eq!(browser.eval(&format!("return {TTFT_LINE_PIXELS};")), 0, "no stream yet, no TTFT line");
+    let mut c = Client::connect(setup.nginx.port).unwrap();
+    for _ in 0..3 {
+        // message_start, then content deltas at 30 ms steps, then the usage.
+        assert_eq!(c.request("/anthropic/v1/messages?events=4&interval_ms=30", 200, false).unwrap(), 200);
+    }
+    drop(c);
+    let line = browser.wait_for(
+        Duration::from_secs(30),
+        "the time-to-first-token lines",
+        &format!("const n = {TTFT_LINE_PIXELS}; return n > 100 ? n : null;"),
+    );
+    let api = rt.block_on(async {
+        let mut ws = connect_async(setup.url(&format!("?token={TOKEN}"))).await.expect("connect").0;
+        wait_message(&mut ws, Duration::from_secs(10), "an update with streaming time", |m| {
+            updates(m) && m["metrics"]["p50_ttft_ms"].as_f64().is_some()
+        })
+        .await
+    });
+    let ttft = api["metrics"]["p50_ttft_ms"].as_f64().unwrap();
+    // The window's quantiles are within 4.5% (`live::histogram`).
+    assert!(ttft >= 30.0 * 0.955, "the first content delta is sent 30 ms after message_start: {api} ({line} pixels)");
     // Neither the page as served nor as rendered holds the client's API key.
     let served = harness::http_get_with(setup.agent.port, "/", "text/html", Some(TOKEN)).expect("the dashboard");
     assert!(served.contains("<html") || served.contains("<!doctype"), "{served}");
