@@ -498,7 +498,10 @@ impl Api {
         let (first, last) = (i == 0, i == events);
         match self {
             // "token {i}" until `[DONE]` (or the usage chunk), unless event 0 is role-only.
-            Self::OpenAiChat => !last && !(first && query(path, "role_first") == Some(1)),
+            Self::OpenAiChat => {
+                let role_only = first && query(path, "role_first") == Some(1);
+                !last && !role_only
+            }
             // Every element has a text part, the closing one ("end") too.
             Self::Gemini => true,
             // Event 0 has empty text; the closing line has text and usage.
