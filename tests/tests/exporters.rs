@@ -20,6 +20,7 @@ use std::{
 };
 
 use llm_proxy_e2e::{
+    certificates,
     client::Client,
     harness::{self, Agent, Guard, Nginx, TempDir, serial},
     http1::Reader,
@@ -958,48 +959,6 @@ fn otlp_over_grpc_reaches_a_grpc_collector() {
     assert_eq!(prom_sum(&text, "metrics_agent_exporter_dropped_total", &["exporter=\"otlp\""]), 0.0, "{text}");
 }
 
-/// Runs `openssl` (Debian package openssl, installed by `cargo xtask setup`).
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl").args(args).output().expect("openssl (Debian package openssl) must be installed");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A private certificate authority and a certificate it signed for
-/// `localhost`, made in `dir`: (the authority's PEM file, the certificate
-/// PEM, its key PEM).
-fn private_authority_and_localhost_certificate(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>, Vec<u8>) {
-    let p = |f: &str| dir.join(f).display().to_string();
-    let key = ["-newkey", "rsa:2048", "-nodes", "-days", "2"];
-    openssl(
-        &[&["req", "-x509"][..], &key, &["-subj", "/CN=e2e test CA", "-keyout", &p("ca.key"), "-out", &p("ca.pem")]]
-            .concat(),
-    );
-    openssl(
-        &[&["req"][..], &key[..3], &["-subj", "/CN=localhost", "-keyout", &p("key.pem"), "-out", &p("req.pem")]]
-            .concat(),
-    );
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("req.pem"),
-        "-CA",
-        &p("ca.pem"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &p("ext.cnf"),
-        "-out",
-        &p("cert.pem"),
-    ]);
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    (dir.join("ca.pem"), read("cert.pem"), read("key.pem"))
-}
-
 /// `https://` OTLP over gRPC: a collector serving metrics and traces with a
 /// certificate from a private authority is refused (failures counted,
 /// nothing sent) until `OTEL_EXPORTER_OTLP_CERTIFICATE` names the
@@ -1010,7 +969,8 @@ fn otlp_over_grpc_with_tls_trusts_only_the_configured_authority() {
     let openai = MockProvider::start(0).unwrap();
     let nginx = Nginx::start(&[("openai", openai.port)]);
     let dir = TempDir::new("grpc-tls");
-    let (ca, cert, key) = private_authority_and_localhost_certificate(&dir.0);
+    let certificates::Certificates { ca_file: ca, cert_pem: cert, key_pem: key, .. } =
+        certificates::private_authority_and_localhost_certificate(&dir.0);
     let metrics = GrpcCollector::default();
     let traces = GrpcTraceCollector::default();
     use opentelemetry_proto::tonic::collector::{
