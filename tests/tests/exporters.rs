@@ -7,6 +7,8 @@
 //! responses it sent. A request with a model name crafted to inject series
 //! must not break the exposition, and no exporter may carry a client's API
 //! key (the client's canary) or the exporters' own credentials in a body.
+//! GenAI spans (OTLP/HTTP and gRPC collectors) match the mock providers'
+//! exchanges and carry no prompt, completion, API key or header value.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
