@@ -2,6 +2,9 @@
 //! a mock LLM provider and a client that both count ground truth, and a
 //! harness that runs real proxies and the agent.
 
+// One copy of the openssl steps for the agent's unit tests and these (see its docs).
+#[path = "../../metrics-agent/src/export/otlp/test_certificates.rs"]
+pub mod certificates;
 pub mod client;
 pub mod go;
 pub mod h2_client;

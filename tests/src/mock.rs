@@ -17,6 +17,10 @@
 //!   hits); streamed, a role-only delta first and a usage chunk last;
 //! - `api=mistral` (chat completions): Mistral's shapes; streamed, a
 //!   role-only delta first and usage in the finishing chunk.
+//! - `private=1`: the answer's text starts with `PRIVATE_COMPLETION`
+//!   (non-streamed bodies of every API; OpenAI chat streams' content chunks);
+//! - `dated_model=1` (OpenAI chat): the answer names `DATED_MODEL`, as
+//!   OpenAI names the snapshot that served an alias (body and stream chunks).
 //!
 //! The API is chosen by the path (`Api::of`): OpenAI, Azure OpenAI
 //! (`/openai/deployments/...`: OpenAI's bodies), Anthropic (also Vertex AI's
@@ -56,6 +60,13 @@ use std::{
 };
 
 use crate::http1::{Head, Reader};
+
+/// The text a `private=1` answer starts with: tests check that it is found
+/// in no export.
+pub const PRIVATE_COMPLETION: &str = "completion-canary-5e1b7d";
+/// The model a `dated_model=1` OpenAI chat answer names (the dated
+/// snapshot of the `gpt-4o-mini` alias the test clients ask for).
+pub const DATED_MODEL: &str = "gpt-4o-mini-2024-07-18";
 
 /// What the provider saw, counted independently of the agent.
 #[derive(Debug, Default)]
@@ -798,6 +809,11 @@ fn encode(body: Vec<u8>, path: &str) -> (Vec<u8>, &'static str) {
     }
 }
 
+/// `PRIVATE_COMPLETION` when the request asks for it (`private=1`), else nothing.
+fn private_text(path: &str) -> &'static str {
+    if query(path, "private") == Some(1) { PRIVATE_COMPLETION } else { "" }
+}
+
 /// True when the peer has closed its end (a peek reads EOF).
 fn peer_closed(s: &TcpStream) -> bool {
     use std::os::fd::AsRawFd;
@@ -865,10 +881,13 @@ fn respond(head: &Head, w: &mut TcpStream, stats: &ProviderStats, keep_alive: bo
     }
     let api = Api::of(&path);
     if events == 0 {
-        let pad = "x".repeat(size.saturating_sub(200));
+        let pad = format!("{}{}", private_text(&path), "x".repeat(size.saturating_sub(200)));
         let mut body = api.body(&pad);
         for fixed in ["\"chatcmpl-1\"", "\"resp_1\"", "\"msg_1\""] {
             body = body.replacen(fixed, &format!("\"{rid}\""), 1);
+        }
+        if api == Api::OpenAiChat && query(&path, "dated_model") == Some(1) {
+            body = body.replacen("\"model\":\"gpt-4o-mini\"", &format!("\"model\":\"{DATED_MODEL}\""), 1);
         }
         let (body, coding) = encode(body.into_bytes(), &path);
         let head = format!(
@@ -978,7 +997,13 @@ fn stream(
             let pad = "x".repeat(query(path, "pad").unwrap_or(0).min(1 << 20) as usize);
             let finish =
                 api.stream_finish_reason(i, events).map_or(String::new(), |r| format!(",\"finish_reason\":\"{r}\""));
-            format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {i}{pad}\"}}{finish}}}]}}\n\n")
+            let private = private_text(path);
+            format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"token {i}{private}{pad}\"}}{finish}}}]}}\n\n")
+        };
+        let data = if api == Api::OpenAiChat && query(path, "dated_model") == Some(1) {
+            data.replace("data: {\"choices\"", &format!("data: {{\"model\":\"{DATED_MODEL}\",\"choices\""))
+        } else {
+            data
         };
         let bytes = if chunked { format!("{:x}\r\n{data}\r\n", data.len()) } else { data };
         out.extend_from_slice(bytes.as_bytes());

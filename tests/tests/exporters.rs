@@ -7,6 +7,8 @@
 //! responses it sent. A request with a model name crafted to inject series
 //! must not break the exposition, and no exporter may carry a client's API
 //! key (the client's canary) or the exporters' own credentials in a body.
+//! GenAI spans (OTLP/HTTP and gRPC collectors) match the mock providers'
+//! exchanges and carry no prompt, completion, API key or header value.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -20,9 +22,11 @@ use std::{
 };
 
 use llm_proxy_e2e::{
+    certificates,
     client::Client,
     harness::{self, Agent, Guard, Nginx, TempDir, serial},
     http1::Reader,
+    mock,
     mock::MockProvider,
     paced,
 };
@@ -957,48 +961,6 @@ fn otlp_over_grpc_reaches_a_grpc_collector() {
     assert_eq!(prom_sum(&text, "metrics_agent_exporter_dropped_total", &["exporter=\"otlp\""]), 0.0, "{text}");
 }
 
-/// Runs `openssl` (Debian package openssl, installed by `cargo xtask setup`).
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl").args(args).output().expect("openssl (Debian package openssl) must be installed");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A private certificate authority and a certificate it signed for
-/// `localhost`, made in `dir`: (the authority's PEM file, the certificate
-/// PEM, its key PEM).
-fn private_authority_and_localhost_certificate(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>, Vec<u8>) {
-    let p = |f: &str| dir.join(f).display().to_string();
-    let key = ["-newkey", "rsa:2048", "-nodes", "-days", "2"];
-    openssl(
-        &[&["req", "-x509"][..], &key, &["-subj", "/CN=e2e test CA", "-keyout", &p("ca.key"), "-out", &p("ca.pem")]]
-            .concat(),
-    );
-    openssl(
-        &[&["req"][..], &key[..3], &["-subj", "/CN=localhost", "-keyout", &p("key.pem"), "-out", &p("req.pem")]]
-            .concat(),
-    );
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("req.pem"),
-        "-CA",
-        &p("ca.pem"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &p("ext.cnf"),
-        "-out",
-        &p("cert.pem"),
-    ]);
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    (dir.join("ca.pem"), read("cert.pem"), read("key.pem"))
-}
-
 /// `https://` OTLP over gRPC: a collector serving metrics and traces with a
 /// certificate from a private authority is refused (failures counted,
 /// nothing sent) until `OTEL_EXPORTER_OTLP_CERTIFICATE` names the
@@ -1009,7 +971,8 @@ fn otlp_over_grpc_with_tls_trusts_only_the_configured_authority() {
     let openai = MockProvider::start(0).unwrap();
     let nginx = Nginx::start(&[("openai", openai.port)]);
     let dir = TempDir::new("grpc-tls");
-    let (ca, cert, key) = private_authority_and_localhost_certificate(&dir.0);
+    let certificates::Certificates { ca_file: ca, cert_pem: cert, key_pem: key, .. } =
+        certificates::private_authority_and_localhost_certificate(&dir.0);
     let metrics = GrpcCollector::default();
     let traces = GrpcTraceCollector::default();
     use opentelemetry_proto::tonic::collector::{
@@ -1070,7 +1033,7 @@ fn otlp_over_grpc_with_tls_trusts_only_the_configured_authority() {
     assert_eq!(encoding.as_deref(), Some("gzip"));
     let input = [("side", "upstream"), ("gen_ai.token.type", "input")];
     assert_eq!(otlp_sum(&received, "llm.tokens", &input).0, usage.input as f64);
-    let spans = || spans_of(traces.got.lock().unwrap().iter().map(|(r, _)| r.clone()));
+    let spans = || spans_of(traces.got.lock().unwrap().iter().map(|(r, ..)| r.clone()));
     wait_for(
         "a span per exchange and side over TLS",
         Duration::from_secs(20),
@@ -1084,20 +1047,58 @@ fn otlp_over_grpc_with_tls_trusts_only_the_configured_authority() {
 
 // GenAI spans (OTLP traces).
 
-/// A request through the proxy with its id and, when `traced`, a W3C
-/// `traceparent`: (path, status the mock answers, traced).
-const TRACED_TRAFFIC: [(&str, u16, bool); 10] = [
-    ("/openai/v1/chat/completions", 200, true),
-    ("/openai/v1/chat/completions", 200, false),
-    ("/openai/v1/chat/completions?events=4&interval_ms=20&usage=1", 200, true),
-    ("/openai/v1/chat/completions?events=4&interval_ms=20&usage=1", 200, false),
-    ("/openai/v1/chat/completions?status=429", 429, true),
-    ("/openai/v1/chat/completions?status=429", 429, false),
-    ("/anthropic/v1/messages?events=4&interval_ms=20", 200, true),
-    ("/anthropic/v1/messages", 200, false),
-    ("/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&events=3&interval_ms=20", 200, false),
-    ("/gemini/v1beta/models/gemini-2.0-flash:generateContent", 200, true),
+/// A request of `TRACED_TRAFFIC`.
+struct Traced {
+    path: &'static str,
+    /// The status the mock answers.
+    status: u16,
+    /// Sent with a W3C `traceparent`.
+    traced: bool,
+    /// The model the mock's answer names (`gen_ai.response.model`): OpenAI
+    /// chat's dated snapshot (`dated_model=1`), Anthropic's and Gemini's
+    /// own (`mock::Api`); none in an error answer.
+    response_model: Option<&'static str>,
+}
+
+const fn traced(path: &'static str, status: u16, traced: bool, response_model: Option<&'static str>) -> Traced {
+    Traced { path, status, traced, response_model }
+}
+
+/// Requests through the proxy, each with its id.
+const TRACED_TRAFFIC: [Traced; 10] = [
+    traced("/openai/v1/chat/completions?dated_model=1", 200, true, Some(mock::DATED_MODEL)),
+    traced("/openai/v1/chat/completions?dated_model=1", 200, false, Some(mock::DATED_MODEL)),
+    traced(
+        "/openai/v1/chat/completions?events=4&interval_ms=20&usage=1&dated_model=1",
+        200,
+        true,
+        Some(mock::DATED_MODEL),
+    ),
+    traced(
+        "/openai/v1/chat/completions?events=4&interval_ms=20&usage=1&dated_model=1",
+        200,
+        false,
+        Some(mock::DATED_MODEL),
+    ),
+    traced("/openai/v1/chat/completions?status=429", 429, true, None),
+    traced("/openai/v1/chat/completions?status=429", 429, false, None),
+    traced("/anthropic/v1/messages?events=4&interval_ms=20", 200, true, Some("claude-sonnet-4")),
+    traced("/anthropic/v1/messages", 200, false, Some("claude-sonnet-4")),
+    traced(
+        "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&events=3&interval_ms=20",
+        200,
+        false,
+        Some("gemini-2.0-flash"),
+    ),
+    traced("/gemini/v1beta/models/gemini-2.0-flash:generateContent", 200, true, Some("gemini-2.0-flash")),
 ];
+
+/// What was sent with one request of `TRACED_TRAFFIC`: its `traceparent`
+/// as (trace id, parent span id) in hex, and the model its answer names.
+struct Sent {
+    traceparent: Option<(String, String)>,
+    response_model: Option<&'static str>,
+}
 
 /// What every span of one mock provider's exchanges says: provider, span
 /// name and requested model.
@@ -1153,23 +1154,28 @@ impl TracedProviders {
     fn usage_sent(&self) -> (u64, u64) {
         self.mocks.iter().map(|(m, _)| m.usage_sent()).fold((0, 0), |(i, o), u| (i + u.input, o + u.output))
     }
+
+    /// Forgets every mock's answers: the next agent's exchanges start afresh.
+    fn reset(&self) {
+        self.mocks.iter().for_each(|(m, _)| m.reset());
+    }
 }
 
-/// Sends `TRACED_TRAFFIC` with ids `{prefix}-{i}`; returns the `traceparent`
-/// sent per id as (trace id, parent span id) in hex.
-fn traced_traffic(port: u16, prefix: &str) -> BTreeMap<String, (String, String)> {
+/// Sends `TRACED_TRAFFIC` with ids `{prefix}-{i}`; returns what was sent, by id.
+fn traced_traffic(port: u16, prefix: &str) -> BTreeMap<String, Sent> {
     let mut c = Client::connect(port).unwrap();
     let mut sent = BTreeMap::new();
-    for (i, (path, status, traced)) in TRACED_TRAFFIC.iter().enumerate() {
+    for (i, t) in TRACED_TRAFFIC.iter().enumerate() {
         let id = format!("{prefix}-{i}");
         c.extra_headers = format!("x-request-id: {id}\r\n");
-        if *traced {
-            let (trace, parent) =
-                (format!("{:032x}", 0x7ace_0000_u64 + i as u64), format!("{:016x}", 0x9a7e_0000_u64 + i as u64));
+        let traceparent = t
+            .traced
+            .then(|| (format!("{:032x}", 0x7ace_0000_u64 + i as u64), format!("{:016x}", 0x9a7e_0000_u64 + i as u64)));
+        if let Some((trace, parent)) = &traceparent {
             c.extra_headers.push_str(&format!("traceparent: 00-{trace}-{parent}-01\r\n"));
-            sent.insert(id, (trace, parent));
         }
-        assert_eq!(c.request(path, 200, false).unwrap(), *status);
+        assert_eq!(c.request(t.path, 200, false).unwrap(), t.status);
+        sent.insert(id, Sent { traceparent, response_model: t.response_model });
     }
     sent
 }
@@ -1231,11 +1237,11 @@ fn http_spans(rx: &Receiver) -> Vec<Span> {
 /// answer's id; the upstream span a child of the client span; the client
 /// span in the caller's trace when it sent a `traceparent`, in a fresh one
 /// otherwise; status, error type, provider, model, and the usage and finish
-/// reasons the mock sent.
+/// reasons the mock sent, and the model its answer named.
 fn check_spans(
     spans: &[Span],
     answers: &[(SpanExpectation, llm_proxy_e2e::mock::Answer)],
-    traceparents: &BTreeMap<String, (String, String)>,
+    sent: &BTreeMap<String, Sent>,
 ) {
     assert_eq!(spans.len(), 2 * answers.len(), "one span per exchange and side: {spans:#?}");
     let mut fresh_traces = BTreeSet::new();
@@ -1251,7 +1257,8 @@ fn check_spans(
         let (client, upstream) = (of(SpanKind::Server), of(SpanKind::Client));
         assert_eq!(upstream.trace_id, client.trace_id, "{}: one trace", a.id);
         assert_eq!(upstream.parent_span_id, client.span_id, "{}: the upstream span under the client span", a.id);
-        match traceparents.get(&a.id) {
+        let sent = sent.get(&a.id).unwrap_or_else(|| panic!("{}: an answer to a request sent", a.id));
+        match &sent.traceparent {
             Some((trace, parent)) => {
                 assert_eq!(hex(&client.trace_id), *trace, "{}: the caller's trace continues", a.id);
                 assert_eq!(hex(&client.parent_span_id), *parent, "{}: under the caller's span", a.id);
@@ -1267,6 +1274,12 @@ fn check_spans(
             assert_eq!(span_text(s, "gen_ai.operation.name").as_deref(), operation, "{}", a.id);
             assert_eq!(span_text(s, "gen_ai.provider.name").as_deref(), Some(expect.provider), "{}", a.id);
             assert_eq!(span_text(s, "gen_ai.request.model").as_deref(), Some(expect.model), "{}", a.id);
+            assert_eq!(
+                span_text(s, "gen_ai.response.model").as_deref(),
+                sent.response_model,
+                "{}: the model the mock's answer named",
+                a.id
+            );
             assert_eq!(
                 span_texts(s, "gen_ai.response.finish_reasons"),
                 a.finish_reasons,
@@ -1305,7 +1318,7 @@ fn genai_spans_over_otlp_http_match_the_mock_providers_exchanges() {
     args.extend(providers.provider_args());
     let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
-    let traceparents = traced_traffic(providers.nginx.port, "http");
+    let sent = traced_traffic(providers.nginx.port, "http");
     providers.wait_idle();
     let answers = providers.answers();
     assert_eq!(answers.len(), TRACED_TRAFFIC.len(), "the mocks answered every request");
@@ -1316,7 +1329,7 @@ fn genai_spans_over_otlp_http_match_the_mock_providers_exchanges() {
         || agent.log_text(),
     );
     thread::sleep(Duration::from_millis(500)); // nothing more may come
-    check_spans(&http_spans(&otlp), &answers, &traceparents);
+    check_spans(&http_spans(&otlp), &answers, &sent);
     let upstream: Vec<Span> = http_spans(&otlp).into_iter().filter(|s| s.kind == SpanKind::Client as i32).collect();
     let total = |key: &str| upstream.iter().filter_map(|s| span_int(s, key)).sum::<u64>();
     let usage = (total("gen_ai.usage.input_tokens"), total("gen_ai.usage.output_tokens"));
@@ -1335,15 +1348,16 @@ fn genai_spans_over_otlp_http_match_the_mock_providers_exchanges() {
     assert_eq!(prom_sum(&text, "metrics_agent_spans_dropped_total", &[]), 0.0, "{text}");
 }
 
-/// A gRPC collector serving the official `TraceService`, recording each
-/// request with its `authorization` metadata.
+/// A gRPC collector serving the official `TraceService` (gzip accepted),
+/// recording each request with its `authorization` and `grpc-encoding`
+/// metadata.
 #[derive(Clone, Default)]
 struct GrpcTraceCollector {
     got: Arc<Mutex<Vec<TraceReceived>>>,
 }
 
-/// A trace request with its `authorization` metadata.
-type TraceReceived = (ExportTraceServiceRequest, Option<String>);
+/// A trace request with its `authorization` and `grpc-encoding` metadata.
+type TraceReceived = (ExportTraceServiceRequest, Option<String>, Option<String>);
 
 #[tonic::async_trait]
 impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for GrpcTraceCollector {
@@ -1354,8 +1368,9 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
         tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
         tonic::Status,
     > {
-        let auth = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(String::from);
-        self.got.lock().unwrap().push((request.into_inner(), auth));
+        let header = |k: &str| request.metadata().get(k).and_then(|v| v.to_str().ok()).map(String::from);
+        let (auth, encoding) = (header("authorization"), header("grpc-encoding"));
+        self.got.lock().unwrap().push((request.into_inner(), auth, encoding));
         Ok(tonic::Response::new(Default::default()))
     }
 }
@@ -1391,10 +1406,10 @@ fn genai_spans_over_otlp_grpc_from_the_environment_alone() {
         ],
     );
     agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
-    let traceparents = traced_traffic(providers.nginx.port, "grpc");
+    let sent = traced_traffic(providers.nginx.port, "grpc");
     providers.wait_idle();
     let answers = providers.answers();
-    let spans = || spans_of(collector.got.lock().unwrap().iter().map(|(r, _)| r.clone()));
+    let spans = || spans_of(collector.got.lock().unwrap().iter().map(|(r, ..)| r.clone()));
     wait_for(
         "a span per exchange and side",
         Duration::from_secs(20),
@@ -1402,10 +1417,217 @@ fn genai_spans_over_otlp_grpc_from_the_environment_alone() {
         || agent.log_text(),
     );
     thread::sleep(Duration::from_millis(500));
-    check_spans(&spans(), &answers, &traceparents);
-    assert!(collector.got.lock().unwrap().iter().all(|(_, auth)| auth.as_deref() == Some("Bearer grpc-span-token")));
+    check_spans(&spans(), &answers, &sent);
+    for (_, auth, encoding) in collector.got.lock().unwrap().iter() {
+        assert_eq!(auth.as_deref(), Some("Bearer grpc-span-token"), "OTEL_EXPORTER_OTLP_HEADERS as gRPC metadata");
+        assert_eq!(encoding.as_deref(), Some("gzip"), "gRPC traces gzip-compressed by default");
+    }
     let text = agent.scrape().text;
     assert_eq!(prom_sum(&text, "metrics_agent_spans_exported_total", &[]), 2.0 * answers.len() as f64, "{text}");
+}
+
+// Privacy of the spans.
+
+/// The prompt every private exchange sends.
+const PRIVATE_PROMPT: &str = "prompt-canary-9c4f2a";
+/// The API key of the private exchanges (`authorization: Bearer ...`).
+const PRIVATE_KEY: &str = "sk-proj-canary-3f8e1d";
+/// Gemini's API key in the URL (`?key=`), as its clients may send it.
+const PRIVATE_QUERY_KEY: &str = "AIza-query-canary-0b9e";
+/// The other headers of the private exchanges: each provider's own key
+/// header, and values an application sends that are nobody else's business.
+const PRIVATE_HEADERS: [(&str, &str); 7] = [
+    ("x-api-key", "sk-ant-canary-b27c90"),
+    ("x-goog-api-key", "AIza-header-canary-61d0e4"),
+    ("api-key", "azure-key-canary-a5c3"),
+    ("openai-organization", "org-canary-7d21f0"),
+    ("cookie", "cookie-canary-e90b3c"),
+    ("user-agent", "agent-canary-4c2a/1.0"),
+    ("x-tenant-secret", "tenant-canary-48aa5d"),
+];
+
+/// Every string no span may carry: the prompt, the completion the mock
+/// answered, the keys and the other header values.
+fn private_strings() -> Vec<&'static str> {
+    let mut all = vec![PRIVATE_PROMPT, mock::PRIVATE_COMPLETION, PRIVATE_KEY, PRIVATE_QUERY_KEY];
+    all.extend(PRIVATE_HEADERS.iter().map(|(_, v)| *v));
+    all
+}
+
+/// (path, body) of the private exchanges, in each provider's own request
+/// shape, the prompt in the user's message and `private=1` asking the mock
+/// for `PRIVATE_COMPLETION` (streamed by the second).
+fn private_exchanges() -> [(String, String); 4] {
+    let chat = |extra: &str| {
+        format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{PRIVATE_PROMPT}"}}]{extra}}}"#)
+    };
+    [
+        ("/openai/v1/chat/completions?private=1".into(), chat("")),
+        (
+            "/openai/v1/chat/completions?private=1&events=3&interval_ms=10&usage=1".into(),
+            chat(r#","stream":true,"stream_options":{"include_usage":true}"#),
+        ),
+        (
+            "/anthropic/v1/messages?private=1".into(),
+            format!(
+                r#"{{"model":"claude-sonnet-4","max_tokens":64,"messages":[{{"role":"user","content":"{PRIVATE_PROMPT}"}}]}}"#
+            ),
+        ),
+        (
+            format!("/gemini/v1beta/models/gemini-2.0-flash:generateContent?private=1&key={PRIVATE_QUERY_KEY}"),
+            format!(r#"{{"contents":[{{"role":"user","parts":[{{"text":"{PRIVATE_PROMPT}"}}]}}]}}"#),
+        ),
+    ]
+}
+
+/// Sends the private exchanges through the proxy with ids `{prefix}-{i}`,
+/// each on a connection of its own with every private header; checks each
+/// answer is a 200 carrying `PRIVATE_COMPLETION` (so the proxy, and the
+/// agent, saw it); returns the ids.
+fn private_traffic(port: u16, prefix: &str) -> Vec<String> {
+    let headers: String = PRIVATE_HEADERS.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let mut ids = Vec::new();
+    for (i, (path, body)) in private_exchanges().iter().enumerate() {
+        let id = format!("{prefix}-{i}");
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nhost: proxy.test\r\ncontent-type: application/json\r\nauthorization: Bearer {PRIVATE_KEY}\r\n{headers}x-request-id: {id}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+        assert!(answer.contains(mock::PRIVATE_COMPLETION), "{path}: the completion came back: {answer}");
+        ids.push(id);
+    }
+    ids
+}
+
+/// The private exchanges' spans, decoded: one client and one upstream span
+/// per exchange, found by the answer's id, with the usage the agent read
+/// from the bodies (it had the text in hand).
+fn check_private_spans(spans: &[Span], ids: &[String]) {
+    assert_eq!(spans.len(), 2 * ids.len(), "one span per exchange and side: {spans:#?}");
+    for id in ids {
+        for kind in [SpanKind::Server, SpanKind::Client] {
+            let found: Vec<&Span> = spans
+                .iter()
+                .filter(|s| s.kind == kind as i32 && span_text(s, "gen_ai.response.id").as_deref() == Some(id))
+                .collect();
+            assert_eq!(found.len(), 1, "one {kind:?} span for {id}: {spans:#?}");
+            assert!(span_int(found[0], "gen_ai.usage.input_tokens").is_some(), "{id}: usage read from the body");
+        }
+    }
+}
+
+/// None of the private strings in `bytes` (an export request's protobuf
+/// bytes, a log) nor in `decoded` (the request's decoded `Debug` text:
+/// every string of every attribute, name, status and resource).
+fn assert_private(what: &str, bytes: &[u8], decoded: &str) {
+    for secret in private_strings() {
+        assert!(!contains(bytes, secret), "{what}: {secret:?} in its bytes");
+        assert!(!decoded.contains(secret), "{what}: {secret:?} in a decoded field: {decoded}");
+    }
+}
+
+/// A span export's protobuf bytes name some exchange's id (its
+/// `gen_ai.response.id`): the search would find a string that is there.
+fn assert_names_an_id(what: &str, protobuf: &[u8], ids: &[String]) {
+    assert!(ids.iter().any(|id| contains(protobuf, id)), "{what}: names an exchange's id");
+}
+
+/// The spans of exchanges carrying a prompt, an API key (in the
+/// `authorization` header, each provider's own key header and Gemini's
+/// `?key=`), other header values and a completion carry none of them,
+/// whether sent over OTLP/HTTP (uncompressed, so the bytes on the wire are
+/// the protobuf) or over gRPC (gzip, checked as the `grpc-encoding` the
+/// collector saw): nothing is stored unless asked for, and header values
+/// never. The agent's log does not name them either.
+#[test]
+fn genai_spans_carry_no_prompt_completion_key_or_header_value() {
+    let _serial = serial();
+    let providers = TracedProviders::start();
+    let mut args = vec!["--exe".to_string(), harness::NGINX.to_string()];
+    args.extend(providers.provider_args());
+
+    // OTLP/HTTP, uncompressed, metrics and traces to one receiver.
+    let otlp = Receiver::start();
+    let dir = TempDir::new("spans-private");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[exporters.otlp]\nendpoint = \"http://127.0.0.1:{}\"\ninterval_seconds = 1\ncompression = \"none\"\ntraces = true\ntraces_interval_seconds = 0.2\n",
+            otlp.port
+        ),
+    )
+    .unwrap();
+    let http_args: Vec<&str> = args.iter().map(String::as_str).chain(["--config", config.to_str().unwrap()]).collect();
+    let agent = Agent::start(&http_args);
+    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let ids = private_traffic(providers.nginx.port, "private-http");
+    providers.wait_idle();
+    wait_for(
+        "a span per private exchange and side over HTTP",
+        Duration::from_secs(20),
+        || http_spans(&otlp).len() >= 2 * ids.len(),
+        || agent.log_text(),
+    );
+    thread::sleep(Duration::from_millis(500)); // nothing more may come
+    check_private_spans(&http_spans(&otlp), &ids);
+    let received = otlp.all();
+    assert!(received.iter().any(|r| r.path == "/v1/metrics"), "the metrics were checked too");
+    for r in &received {
+        assert_eq!(r.header("content-encoding"), None, "compression = none: the body is the protobuf");
+        let what = format!("OTLP/HTTP {}", r.path);
+        let decoded = if r.path == "/v1/traces" {
+            assert_names_an_id(&what, &r.body, &ids);
+            format!("{:?}", ExportTraceServiceRequest::decode(r.body.as_slice()).unwrap())
+        } else {
+            format!("{:?}", ExportMetricsServiceRequest::decode(r.body.as_slice()).unwrap())
+        };
+        assert_private(&what, &r.body, &decoded);
+    }
+    assert_private("the agent's log", agent.log_text().as_bytes(), "");
+    drop(agent);
+    providers.reset();
+
+    // gRPC, gzip asked for by the standard variable.
+    let collector = GrpcTraceCollector::default();
+    let endpoint = format!("http://127.0.0.1:{}", collector.start());
+    let agent = Agent::start_with_env(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    );
+    agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
+    let ids = private_traffic(providers.nginx.port, "private-grpc");
+    providers.wait_idle();
+    let spans = || spans_of(collector.got.lock().unwrap().iter().map(|(r, ..)| r.clone()));
+    wait_for(
+        "a span per private exchange and side over gRPC",
+        Duration::from_secs(20),
+        || spans().len() >= 2 * ids.len(),
+        || agent.log_text(),
+    );
+    thread::sleep(Duration::from_millis(500));
+    check_private_spans(&spans(), &ids);
+    for (request, _, encoding) in collector.got.lock().unwrap().iter() {
+        assert_eq!(encoding.as_deref(), Some("gzip"), "OTEL_EXPORTER_OTLP_COMPRESSION=gzip on gRPC traces");
+        // The message as the collector decoded it, in protobuf bytes again.
+        let protobuf = request.encode_to_vec();
+        assert_names_an_id("gRPC traces", &protobuf, &ids);
+        assert_private("gRPC traces", &protobuf, &format!("{request:?}"));
+    }
+    assert_private("the agent's log", agent.log_text().as_bytes(), "");
 }
 
 #[test]

@@ -126,6 +126,7 @@ mod tests {
         audit_metrics::{AuditMetrics, tests::record},
         otlp::{
             config::Protocol,
+            test_certificates::private_authority_and_localhost_certificate,
             test_collectors::{incoming, stuck_collector},
         },
         settings::{Delivery, Secret},
@@ -211,57 +212,15 @@ mod tests {
         assert!(matches!(e.export(&source().snapshot(false)).await, Err(ExportError::Permanent(_))));
     }
 
-    /// Runs `openssl` (Debian package openssl, installed by `cargo xtask setup`).
-    fn openssl(args: &[&str]) {
-        let out = std::process::Command::new("openssl").args(args).output().expect("openssl must be installed");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    /// A certificate authority and a `localhost` certificate it signed: (CA PEM, certificate PEM, key PEM).
-    fn certificates(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-        let p = |f: &str| dir.join(f).display().to_string();
-        let key = ["-newkey", "rsa:2048", "-nodes", "-days", "2"];
-        openssl(
-            &[&["req", "-x509"][..], &key, &["-subj", "/CN=test CA", "-keyout", &p("ca.key"), "-out", &p("ca.pem")]]
-                .concat(),
-        );
-        openssl(
-            &[
-                &["req"][..],
-                &key[..2],
-                &["-nodes", "-subj", "/CN=localhost", "-keyout", &p("key.pem"), "-out", &p("req.pem")],
-            ]
-            .concat(),
-        );
-        std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &p("req.pem"),
-            "-CA",
-            &p("ca.pem"),
-            "-CAkey",
-            &p("ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &p("ext.cnf"),
-            "-out",
-            &p("cert.pem"),
-        ]);
-        let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-        (read("ca.pem"), read("cert.pem"), read("key.pem"))
-    }
-
     /// `https://` is TLS: trusted with the configured certificate authority,
     /// refused (and retried) without it.
     #[tokio::test]
     async fn tls_collectors_are_verified_against_the_configured_authority() {
         let dir = std::env::temp_dir().join(format!("otlp-grpc-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (ca, cert, key) = certificates(&dir);
+        let certificates = private_authority_and_localhost_certificate(&dir);
+        let ca = std::fs::read(&certificates.ca_file).unwrap();
+        let (cert, key) = (certificates.cert_pem, certificates.key_pem);
         let c = Collector::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://localhost:{}", listener.local_addr().unwrap().port());

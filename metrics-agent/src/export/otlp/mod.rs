@@ -20,6 +20,8 @@ pub mod config;
 pub mod grpc;
 mod start;
 #[cfg(test)]
+mod test_certificates;
+#[cfg(test)]
 mod test_collectors;
 pub mod traces;
 

@@ -29,8 +29,9 @@ use crate::{
     records::{RecordBuilder, RequestRecord},
 };
 
-/// Requests a collector received, with their `authorization` header.
-type Got = Arc<Mutex<Vec<(ExportTraceServiceRequest, Option<String>)>>>;
+/// Requests a collector received, with their `authorization` header and
+/// their compression (`content-encoding`, `grpc-encoding`).
+type Got = Arc<Mutex<Vec<(ExportTraceServiceRequest, Option<String>, Option<String>)>>>;
 
 fn settings(protocol: Protocol, endpoint: String, timeout_ms: u64, queue: usize, batch: usize) -> TraceSettings {
     TraceSettings {
@@ -96,7 +97,7 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 fn spans(got: &Got) -> Vec<Span> {
     let got = got.lock().unwrap();
     got.iter()
-        .flat_map(|(r, _)| r.resource_spans.iter().flat_map(|rs| rs.scope_spans.iter().flat_map(|s| s.spans.clone())))
+        .flat_map(|(r, ..)| r.resource_spans.iter().flat_map(|rs| rs.scope_spans.iter().flat_map(|s| s.spans.clone())))
         .collect()
 }
 
@@ -132,8 +133,9 @@ async fn spans_reach_an_http_collector() {
             assert_eq!(headers.get("content-type").unwrap(), "application/x-protobuf");
             let mut plain = Vec::new();
             std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body.as_ref()), &mut plain).unwrap();
-            let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(String::from);
-            g.lock().unwrap().push((ExportTraceServiceRequest::decode(plain.as_slice()).unwrap(), auth));
+            let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(String::from);
+            let request = ExportTraceServiceRequest::decode(plain.as_slice()).unwrap();
+            g.lock().unwrap().push((request, header("authorization"), header("content-encoding")));
             ExportTraceServiceResponse::default().encode_to_vec()
         }),
     );
@@ -148,7 +150,7 @@ async fn spans_reach_an_http_collector() {
     }
     wait_for("10 spans", || load(&stats.spans_exported) == 10).await;
     check_pairs(&spans(&got), 5);
-    assert!(got.lock().unwrap().iter().all(|(r, auth)| auth.as_deref() == Some("Bearer trace-token")
+    assert!(got.lock().unwrap().iter().all(|(r, auth, _)| auth.as_deref() == Some("Bearer trace-token")
         && r.resource_spans[0].scope_spans[0].spans.len() <= 3));
     let r = got.lock().unwrap()[0].0.resource_spans[0].clone();
     assert_eq!(r.scope_spans[0].schema_url, sink::SCHEMA_URL);
@@ -171,19 +173,27 @@ impl TraceService for GrpcCollector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let auth = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(String::from);
-        self.got.lock().unwrap().push((request.into_inner(), auth));
+        let header = |k: &str| request.metadata().get(k).and_then(|v| v.to_str().ok()).map(String::from);
+        let (auth, encoding) = (header("authorization"), header("grpc-encoding"));
+        self.got.lock().unwrap().push((request.into_inner(), auth, encoding));
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
 
-#[tokio::test]
-async fn spans_reach_a_grpc_collector_and_held_upstreams_are_flushed_at_stop() {
+/// A gRPC collector serving the official `TraceService` (gzip accepted) on
+/// a loopback port: the collector and its URL.
+async fn grpc_collector() -> (GrpcCollector, String) {
     let c = GrpcCollector::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let service = TraceServiceServer::new(c.clone()).accept_compressed(CompressionEncoding::Gzip);
     tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming(listener)));
+    (c, url)
+}
+
+#[tokio::test]
+async fn spans_reach_a_grpc_collector_and_held_upstreams_are_flushed_at_stop() {
+    let (c, url) = grpc_collector().await;
     let (bus, stop, stats, task) = start(settings(Protocol::Grpc, url, 5000, 100, 512));
     for seq in 1..=4 {
         for r in exchange(seq, seq) {
@@ -194,13 +204,36 @@ async fn spans_reach_a_grpc_collector_and_held_upstreams_are_flushed_at_stop() {
     bus.send(Arc::new(exchange(9, 9)[0].clone())).unwrap();
     wait_for("8 spans", || load(&stats.spans_exported) == 8).await;
     check_pairs(&spans(&c.got), 4);
-    assert_eq!(c.got.lock().unwrap()[0].1.as_deref(), Some("Bearer trace-token"));
+    let (_, auth, encoding) = c.got.lock().unwrap()[0].clone();
+    assert_eq!(auth.as_deref(), Some("Bearer trace-token"));
+    assert_eq!(encoding.as_deref(), Some("gzip"), "compression = gzip applies to gRPC traces");
     stop.send(true).unwrap();
     drop(bus);
     task.await.unwrap();
     assert_eq!(load(&stats.spans_exported), 9);
     let alone = spans(&c.got).into_iter().find(|s| s.kind == SpanKind::Client as i32 && s.parent_span_id.is_empty());
     assert!(alone.is_some(), "the unpaired upstream span, a root of its own");
+}
+
+/// `compression = none` sends gRPC trace calls uncompressed (no
+/// `grpc-encoding`), and the collector still gets every span.
+#[tokio::test]
+async fn grpc_spans_go_uncompressed_when_compression_is_none() {
+    let (c, url) = grpc_collector().await;
+    let mut s = settings(Protocol::Grpc, url, 5000, 100, 512);
+    s.otlp.compression = Compression::None;
+    let (bus, stop, stats, task) = start(s);
+    for seq in 1..=2 {
+        for r in exchange(seq, seq) {
+            bus.send(Arc::new(r)).unwrap();
+        }
+    }
+    wait_for("4 spans", || load(&stats.spans_exported) == 4).await;
+    check_pairs(&spans(&c.got), 2);
+    assert!(c.got.lock().unwrap().iter().all(|(_, _, encoding)| encoding.is_none()), "no grpc-encoding");
+    stop.send(true).unwrap();
+    drop(bus);
+    task.await.unwrap();
 }
 
 /// A collector that accepts and never answers: the reading of records goes
