@@ -16,7 +16,7 @@
 //! - `api=deepseek` (chat completions): DeepSeek's usage shape (its cache
 //!   hits); streamed, a role-only delta first and a usage chunk last;
 //! - `api=mistral` (chat completions): Mistral's shapes; streamed, a
-//!   role-only delta first and usage in the finishing chunk.
+//!   role-only delta first and usage in the finishing chunk;
 //! - `private=1`: the answer's text starts with `PRIVATE_COMPLETION`
 //!   (non-streamed bodies of every API; OpenAI chat streams' content chunks);
 //! - `dated_model=1` (OpenAI chat): the answer names `DATED_MODEL`, as
