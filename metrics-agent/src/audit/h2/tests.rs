@@ -206,7 +206,8 @@ fn reset_streams_and_goaway_end_streams_without_records() {
 /// The 429 of the Go HTTP/2 upstream test, as nginx sends it: its body
 /// whole by its `content-length` in one DATA frame, END_STREAM in an empty
 /// DATA frame of its own.
-const RATE_LIMITED: &str = r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#;
+const RATE_LIMITED: &str =
+    r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#;
 
 /// One frame of the Go upstream exchange below.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -284,7 +285,8 @@ fn a_reset_after_a_response_whole_by_its_length_still_gives_its_record() {
                 Reset => (true, frame(RST_STREAM, 0, 1, &[0, 0, 0, 8])),
                 ResponseHeaders => {
                     let length = RATE_LIMITED.len().to_string();
-                    let fields = [(":status", "429"), ("content-type", "application/json"), ("content-length", &length)];
+                    let fields =
+                        [(":status", "429"), ("content-type", "application/json"), ("content-length", &length)];
                     (false, frame(HEADERS, FLAG_END_HEADERS, 1, &w.headers(false, &fields)))
                 }
                 ResponseBody => (false, frame(DATA, 0, 1, RATE_LIMITED.as_bytes())),
