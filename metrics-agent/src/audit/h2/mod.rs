@@ -60,7 +60,7 @@ pub struct H2Stats {
     pub streams: u64,
     /// Streams dropped in flight because `MAX_STREAMS` were open.
     pub evicted_streams: u64,
-    /// Streams the peer reset (RST_STREAM) or a GOAWAY cut off.
+    /// Streams a peer reset (RST_STREAM) or a server's GOAWAY cut off.
     pub reset_streams: u64,
     /// Connections whose parse stopped: malformed frames, an HPACK error,
     /// an oversized header block, or a gap in the captured bytes.
