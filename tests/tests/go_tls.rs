@@ -234,21 +234,16 @@ fn go_h2c_gateway_with_tls_upstreams_is_measured_exactly_on_both_sides() {
 /// crypto/tls to nginx), built with each Go toolchain: the hot path's
 /// provider requests and failures, and the upstream records, exact.
 ///
-/// Ignored: the 429's upstream record still goes missing intermittently
-/// here. The loss the two tests above showed under load (an error
-/// exchange's upstream record missing) is fixed: Go's transport writes a
-/// request's head and body in two `Write`s, the body's is reported at its
-/// `RET`, and a writer thread descheduled after its socket write let the
-/// answer complete first; such an early response was dropped, and now
-/// waits for its request (`metrics_agent_audit_early_responses_total`).
-/// Here it is another path: in the one loaded run after that fix, go1.19
-/// and go1.22 passed and go1.23's 429 record was missing with
-/// `metrics_agent_audit_early_responses_total 0` and one RST_STREAM
-/// counted (`llm_proxy_h2_rst_streams_total 1`): probably the stream's
-/// reset closing its virtual connection before its exchange completes;
-/// not found and not fixed yet. `cargo test -p llm-proxy-e2e --test go_tls -- --ignored` runs it.
+/// The last exchange is a 429 whose body is whole by its length, and the
+/// client closes its connection right after it. nginx sends END_STREAM in
+/// an empty DATA frame of its own; when that comes after the client's
+/// close, Go's transport resets the stream first (RST_STREAM `CANCEL`;
+/// `llm_proxy_h2_rst_streams_total` 1). The audit path used to drop a
+/// stream reset before its response's END_STREAM, and the 429's upstream
+/// record with it (this test was ignored for that); a reset stream whose
+/// response head came now gives its record (`audit::h2`'s unit tests
+/// cover the frame orders).
 #[test]
-#[ignore = "an error exchange's upstream record is intermittently missing (see the doc comment)"]
 fn go_http2_upstream_client_over_crypto_tls_is_measured() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use metrics_common::{
-    capture::{ChunkHeader, DIR_READ, KIND_CLOSE, KIND_DATA},
+    capture::{ChunkHeader, DIR_READ, DIR_WRITE, KIND_CLOSE, KIND_DATA},
     conn::SIDE_CLIENT,
 };
 use serde::Serialize;
@@ -506,7 +506,7 @@ impl Pipeline {
             let conn = self.h2.get_mut(&header.conn_id)?;
             conn.last_seen = self.clock;
             conn.missing_since = None;
-            let outputs = conn.feed(request_dir, header.offset, data, &mut self.stats.h2);
+            let outputs = conn.feed(request_dir, header.offset, header.ts_ns, data, &mut self.stats.h2);
             let before = conn.memory;
             self.memory = self.memory - before + conn.recount();
             outputs
@@ -515,8 +515,11 @@ impl Pipeline {
         for output in outputs {
             let mut h = *header;
             match output {
-                h2::Output::Bytes { stream_conn, offset, bytes, .. } => {
+                h2::Output::Bytes { stream_conn, request, offset, bytes, ts_ns } => {
                     (h.conn_id, h.offset, h.len, h.kind) = (stream_conn, offset, bytes.len() as u32, KIND_DATA);
+                    h.ts_ns = ts_ns;
+                    // A reset stream's bodies end in both directions at once.
+                    h.direction = if request == (header.side == SIDE_CLIENT) { DIR_READ } else { DIR_WRITE };
                     records.extend(self.on_event(&h, &bytes));
                 }
                 h2::Output::Close { stream_conn } => {
@@ -772,7 +775,6 @@ fn monotonic_to_unix_ms(ns: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use metrics_common::capture::DIR_WRITE;
     use proptest::prelude::*;
 
     use super::*;

@@ -60,7 +60,7 @@ pub struct H2Stats {
     pub streams: u64,
     /// Streams dropped in flight because `MAX_STREAMS` were open.
     pub evicted_streams: u64,
-    /// Streams the peer reset (RST_STREAM) or a GOAWAY cut off.
+    /// Streams a peer reset (RST_STREAM) or a server's GOAWAY cut off.
     pub reset_streams: u64,
     /// Connections whose parse stopped: malformed frames, an HPACK error,
     /// an oversized header block, or a gap in the captured bytes.
@@ -71,8 +71,11 @@ pub struct H2Stats {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output {
     /// HTTP/1.1 bytes of one stream's request (`request == true`) or
-    /// response, at `offset` of that direction of the stream's virtual connection.
-    Bytes { stream_conn: u64, request: bool, offset: u64, bytes: Vec<u8> },
+    /// response, at `offset` of that direction of the stream's virtual
+    /// connection, captured at `ts_ns`: the capture time of the frame they
+    /// come from, or, for the end of a body a reset stream never sent, the
+    /// time of that direction's last bytes.
+    Bytes { stream_conn: u64, request: bool, offset: u64, bytes: Vec<u8>, ts_ns: u64 },
     /// The stream is over: its virtual connection closes.
     Close { stream_conn: u64 },
 }
@@ -85,6 +88,8 @@ struct Stream {
     head_sent: [bool; 2],
     /// Each direction's END_STREAM was seen.
     ended: [bool; 2],
+    /// Capture time of each direction's last bytes.
+    last_ns: [u64; 2],
 }
 
 /// A header block being assembled from HEADERS (or PUSH_PROMISE) and
@@ -108,6 +113,8 @@ struct ConnStreams {
     blocks: [Option<Block>; 2],
     streams: BTreeMap<u32, Stream>,
     broken: bool,
+    /// Capture time of the bytes being fed.
+    now_ns: u64,
     out: Vec<Output>,
 }
 
@@ -142,6 +149,7 @@ impl H2Conn {
                 blocks: [None, None],
                 streams: BTreeMap::new(),
                 broken: false,
+                now_ns: 0,
                 out: Vec::new(),
             },
             next_offset: [0, 0],
@@ -152,12 +160,13 @@ impl H2Conn {
     }
 
     /// Feeds captured bytes of the request (`request == true`) or response
-    /// direction, found at `offset` of that direction.
-    pub fn feed(&mut self, request: bool, offset: u64, data: &[u8], stats: &mut H2Stats) -> Vec<Output> {
+    /// direction, found at `offset` of that direction, captured at `ts_ns`.
+    pub fn feed(&mut self, request: bool, offset: u64, ts_ns: u64, data: &[u8], stats: &mut H2Stats) -> Vec<Output> {
         let dir = usize::from(!request);
         if self.state.broken {
             return Vec::new();
         }
+        self.state.now_ns = ts_ns;
         if offset != self.next_offset[dir] {
             // Bytes are missing: frames and HPACK state cannot be recovered.
             self.state.stop(stats);
@@ -172,11 +181,12 @@ impl H2Conn {
         std::mem::take(&mut self.state.out)
     }
 
-    /// The connection closed: every stream's virtual connection closes.
+    /// The connection closed: every stream in flight ends as a reset one
+    /// does (`ConnStreams::reset`), and its virtual connection closes.
     pub fn close(mut self) -> Vec<Output> {
         let ids: Vec<u32> = self.state.streams.keys().copied().collect();
         for id in ids {
-            self.state.close(id);
+            self.state.reset(id);
         }
         self.state.out
     }
@@ -262,15 +272,17 @@ impl ConnStreams {
             }
             RST_STREAM if self.streams.contains_key(&header.stream) => {
                 stats.reset_streams += 1;
-                self.close(header.stream);
+                self.reset(header.stream);
             }
-            GOAWAY if payload.len() >= 4 => {
-                // Streams the sender of GOAWAY never processed are over.
+            // A server's GOAWAY: the client's streams it never processed are
+            // over. (A client's GOAWAY names the last server-pushed stream it
+            // took, and ends none of its own requests.)
+            GOAWAY if dir == 1 && payload.len() >= 4 => {
                 let last = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
                 let cut: Vec<u32> = self.streams.range(last.saturating_add(1)..).map(|(&id, _)| id).collect();
                 stats.reset_streams += cut.len() as u64;
                 for id in cut {
-                    self.close(id);
+                    self.reset(id);
                 }
             }
             SETTINGS if header.flags & FLAG_ACK == 0 => {
@@ -361,12 +373,17 @@ impl ConnStreams {
     /// END_STREAM in `dir`: the chunked body ends; once both directions
     /// have ended, the stream is over.
     fn end_direction(&mut self, id: u32, dir: usize) {
+        self.end_direction_at(id, dir, self.now_ns);
+    }
+
+    /// `end_direction`, the body's end taken as captured at `ts_ns`.
+    fn end_direction_at(&mut self, id: u32, dir: usize, ts_ns: u64) {
         let Some(stream) = self.streams.get(&id) else { return };
         if stream.ended[dir] {
             return;
         }
         if stream.head_sent[dir] {
-            self.emit(id, dir, b"0\r\n\r\n".to_vec());
+            self.emit_at(id, dir, b"0\r\n\r\n".to_vec(), ts_ns);
         }
         let Some(stream) = self.streams.get_mut(&id) else { return };
         stream.ended[dir] = true;
@@ -375,15 +392,45 @@ impl ConnStreams {
         }
     }
 
+    /// A stream ended without an END_STREAM in each direction: reset
+    /// (RST_STREAM, by either peer), cut by a server's GOAWAY, or its
+    /// connection closed. Once its response head arrived, its exchange
+    /// happened: both bodies end where their bytes stopped, so it gives its
+    /// record (the status, and the body as far as it came; with the time of
+    /// the response's last bytes, not of the reset). A response whole by
+    /// its length, whose peer reset the stream before the empty DATA frame
+    /// that would have carried END_STREAM, is common: Go's transport
+    /// cancels (RST_STREAM CANCEL) a stream whose body its caller stopped
+    /// reading at the declared length, when nginx sends END_STREAM in a
+    /// frame of its own. A server that answers before the request's end
+    /// may reset it (NO_ERROR) after a complete response (RFC 9113 §8.1).
+    /// A stream reset before any response head gives no record.
+    fn reset(&mut self, id: u32) {
+        let Some(stream) = self.streams.get(&id) else { return };
+        if stream.head_sent[1] {
+            for dir in [0, 1] {
+                let at = self.streams.get(&id).map_or(self.now_ns, |s| s.last_ns[dir]);
+                self.end_direction_at(id, dir, at);
+            }
+        }
+        self.close(id);
+    }
+
     fn emit(&mut self, id: u32, dir: usize, bytes: Vec<u8>) {
+        self.emit_at(id, dir, bytes, self.now_ns);
+    }
+
+    fn emit_at(&mut self, id: u32, dir: usize, bytes: Vec<u8>, ts_ns: u64) {
         let Some(stream) = self.streams.get_mut(&id) else { return };
         let offset = stream.offsets[dir];
         stream.offsets[dir] += bytes.len() as u64;
+        stream.last_ns[dir] = ts_ns;
         self.out.push(Output::Bytes {
             stream_conn: stream_conn_id(self.conn_id, id),
             request: dir == 0,
             offset,
             bytes,
+            ts_ns,
         });
     }
 

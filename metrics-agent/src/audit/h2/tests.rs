@@ -203,6 +203,199 @@ fn reset_streams_and_goaway_end_streams_without_records() {
     assert_eq!((p.tracked_connections(), p.memory()), (0, 0));
 }
 
+/// The 429 of the Go HTTP/2 upstream test, as nginx sends it: its body
+/// whole by its `content-length` in one DATA frame, END_STREAM in an empty
+/// DATA frame of its own.
+const RATE_LIMITED: &str =
+    r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#;
+
+/// One frame of the Go upstream exchange below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum GoFrame {
+    RequestHeaders,
+    RequestBody,
+    Reset,
+    ResponseHeaders,
+    ResponseBody,
+    ResponseEnd,
+}
+
+/// Every order the capture can report the frames of a Go transport's
+/// exchange in, when Go resets the stream: each direction in its own order
+/// (request: HEADERS, DATA with END_STREAM, RST_STREAM; response: HEADERS,
+/// DATA, empty DATA with END_STREAM), the request's HEADERS first (Go's
+/// `Write` of the body follows it), and the reset after the response body
+/// was read. The request's DATA may come late: a `Write` is reported at its
+/// `RET`, which a descheduled writer thread delays.
+fn go_reset_orders() -> Vec<Vec<GoFrame>> {
+    use GoFrame::*;
+    let mut orders = Vec::new();
+    // Positions (of the 5 after the HEADERS) of the request's DATA and reset.
+    for data in 0..5 {
+        for reset in data + 1..5 {
+            let mut response = [ResponseHeaders, ResponseBody, ResponseEnd].into_iter();
+            let order: Vec<GoFrame> = std::iter::once(RequestHeaders)
+                .chain((0..5).map(|i| match i {
+                    i if i == data => RequestBody,
+                    i if i == reset => Reset,
+                    _ => response.next().unwrap(),
+                }))
+                .collect();
+            let at = |f: GoFrame| order.iter().position(|&g| g == f);
+            if at(Reset) > at(ResponseBody) {
+                orders.push(order);
+            }
+        }
+    }
+    orders
+}
+
+/// Go's transport (the upstream side of a Go gateway, h2 over crypto/tls to
+/// nginx) cancels a stream (RST_STREAM CANCEL) whose caller stopped reading
+/// the body at its declared length and whose own client went away, when
+/// nginx's END_STREAM (an empty DATA frame of its own) had not come yet.
+/// Seen with Go 1.19, 1.22 and 1.23 (`GODEBUG=http2debug=2`: about one 429
+/// in six when the client closes right after it). The answer was whole:
+/// in every order the capture can report the frames in, the exchange gives
+/// one record, with the 429 and its error, timed by the response's bytes
+/// (not by the reset); frames after the reset add nothing.
+#[test]
+fn a_reset_after_a_response_whole_by_its_length_still_gives_its_record() {
+    use GoFrame::*;
+    let orders = go_reset_orders();
+    assert_eq!(orders.len(), 7);
+    for order in orders {
+        let mut p = Pipeline::new(1 << 20).with_configured_providers(&[(1, "openai".into())]);
+        let mut w = Wire::new(19);
+        (w.side, w.provider) = (metrics_common::conn::SIDE_UPSTREAM, 1);
+        w.send(&mut p, true, 0, PREFACE);
+        assert!(w.send(&mut p, false, 0, &frame(SETTINGS, 0, 0, &[])).is_empty());
+        let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"q"}]}"#;
+        let mut records = Vec::new();
+        let mut times = std::collections::HashMap::new();
+        for (i, &f) in order.iter().enumerate() {
+            let ms = 10 * (i as u64 + 1);
+            times.insert(f, ms);
+            let (request, bytes) = match f {
+                RequestHeaders => {
+                    let block = w.headers(true, &request_fields("/v1/chat/completions", "s"));
+                    (true, frame(HEADERS, FLAG_END_HEADERS, 1, &block))
+                }
+                RequestBody => (true, frame(DATA, FLAG_END_STREAM, 1, body)),
+                Reset => (true, frame(RST_STREAM, 0, 1, &[0, 0, 0, 8])),
+                ResponseHeaders => {
+                    let length = RATE_LIMITED.len().to_string();
+                    let fields =
+                        [(":status", "429"), ("content-type", "application/json"), ("content-length", &length)];
+                    (false, frame(HEADERS, FLAG_END_HEADERS, 1, &w.headers(false, &fields)))
+                }
+                ResponseBody => (false, frame(DATA, 0, 1, RATE_LIMITED.as_bytes())),
+                ResponseEnd => (false, frame(DATA, FLAG_END_STREAM, 1, &[])),
+            };
+            records.extend(w.send(&mut p, request, ms, &bytes));
+        }
+        assert_eq!(records.len(), 1, "{order:?}");
+        let r = &records[0];
+        assert_eq!((r.side, r.provider, r.status), ("upstream", "openai", 429), "{order:?}");
+        assert_eq!(r.model_requested.as_deref(), Some("gpt-4o-mini"), "{order:?}");
+        assert_eq!(r.error_type.as_deref(), Some("rate_limit_exceeded"), "{order:?}");
+        // The response ended with its END_STREAM when that came before the
+        // reset, else with its body's bytes.
+        let end = if times[&ResponseEnd] < times[&Reset] { ResponseEnd } else { ResponseBody };
+        let ms = |f: GoFrame| (times[&f] - times[&RequestHeaders]) as f64;
+        assert_eq!((r.ttfb_ms, r.duration_ms), (ms(ResponseHeaders), ms(end)), "{order:?}");
+        assert_eq!((p.stats.h2.streams, p.stats.orphan_responses), (1, 0), "{order:?}");
+        assert_eq!(p.tracked_connections(), 1, "{order:?}: the stream's state is released");
+    }
+}
+
+/// A server that answers before the request's end (here: a complete
+/// response while the client's body has not ended) may then reset the
+/// stream with NO_ERROR (RFC 9113 §8.1); the connection may also just
+/// close. Either way the exchange gives its record, with the request's
+/// body as far as it came.
+#[test]
+fn a_complete_answer_then_a_reset_or_close_before_the_request_ends_gives_its_record() {
+    for close in [false, true] {
+        let mut p = Pipeline::new(1 << 20);
+        let mut w = Wire::new(21);
+        let block = w.headers(true, &request_fields("/v1/chat/completions", "s"));
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend(frame(HEADERS, FLAG_END_HEADERS, 1, &block));
+        bytes.extend(frame(DATA, 0, 1, br#"{"model":"gpt-4o"}"#));
+        assert!(w.send(&mut p, true, 1, &bytes).is_empty());
+        let block = w.headers(false, &[(":status", "200"), ("content-type", "application/json")]);
+        let mut bytes = frame(HEADERS, FLAG_END_HEADERS, 1, &block);
+        bytes.extend(frame(DATA, FLAG_END_STREAM, 1, OPENAI_BODY.as_bytes()));
+        assert!(w.send(&mut p, false, 4, &bytes).is_empty(), "the request has not ended");
+        let r = if close {
+            let close = ChunkHeader { conn_id: 21, kind: KIND_CLOSE, side: SIDE_CLIENT, ..ChunkHeader::default() };
+            p.on_event(&close, &[])
+        } else {
+            w.send(&mut p, false, 9, &frame(RST_STREAM, 0, 1, &[0, 0, 0, 0]))
+        };
+        assert_eq!(r.len(), 1, "close: {close}");
+        let r = &r[0];
+        assert_eq!((r.status, r.model_requested.as_deref()), (200, Some("gpt-4o")), "close: {close}");
+        assert_eq!((r.tokens.input, r.tokens.output, r.duration_ms), (Some(11), Some(22), 3.0), "close: {close}");
+        assert_eq!(p.stats.early_responses, 1);
+    }
+}
+
+/// A client that resets a stream in the middle of a streamed answer (it
+/// went away): the status had come, so the exchange gives its record, with
+/// what the stream carried up to the reset; frames after it add nothing.
+/// A stream reset before its response head gives none.
+#[test]
+fn a_stream_reset_after_its_response_head_gives_a_record_with_its_status() {
+    let mut p = Pipeline::new(1 << 20);
+    let mut w = Wire::new(23);
+    let mut bytes = PREFACE.to_vec();
+    for id in [1, 3] {
+        let block = w.headers(true, &request_fields("/v1/messages", "s"));
+        bytes.extend(frame(HEADERS, FLAG_END_HEADERS, id, &block));
+        bytes.extend(frame(DATA, FLAG_END_STREAM, id, br#"{"model":"claude-sonnet-4-5","stream":true}"#));
+    }
+    w.send(&mut p, true, 1, &bytes);
+    let block = w.headers(false, &[(":status", "200"), ("content-type", "text/event-stream")]);
+    let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\n";
+    let mut bytes = frame(HEADERS, FLAG_END_HEADERS, 1, &block);
+    bytes.extend(frame(DATA, 0, 1, start.as_bytes()));
+    assert!(w.send(&mut p, false, 5, &bytes).is_empty());
+    let r = w.send(&mut p, true, 8, &frame(RST_STREAM, 0, 1, &[0, 0, 0, 8]));
+    assert!(w.send(&mut p, true, 8, &frame(RST_STREAM, 0, 3, &[0, 0, 0, 8])).is_empty(), "no response head yet");
+    assert_eq!(r.len(), 1);
+    let r = &r[0];
+    assert_eq!((r.status, r.streaming, r.provider), (200, true, "anthropic"));
+    assert_eq!((r.tokens.input, r.ttfb_ms, r.duration_ms), (Some(7), 4.0, 4.0));
+    let late = frame(DATA, FLAG_END_STREAM, 1, b"event: message_stop\ndata: {}\n\n");
+    assert!(w.send(&mut p, false, 9, &late).is_empty());
+    assert_eq!((p.stats.h2.reset_streams, p.tracked_connections()), (2, 1));
+}
+
+/// A client's GOAWAY names the last stream the server opened (pushed) that
+/// it took, 0 when none: its own requests go on and are answered.
+#[test]
+fn a_client_goaway_ends_none_of_its_requests() {
+    let mut p = Pipeline::new(1 << 20);
+    let mut w = Wire::new(25);
+    let mut bytes = PREFACE.to_vec();
+    for id in [1, 3] {
+        let block = w.headers(true, &request_fields("/v1/chat/completions", "s"));
+        bytes.extend(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, id, &block));
+    }
+    bytes.extend(frame(GOAWAY, 0, 0, &[0, 0, 0, 0, 0, 0, 0, 0]));
+    w.send(&mut p, true, 1, &bytes);
+    let mut records = 0;
+    for id in [1, 3] {
+        let block = w.headers(false, &[(":status", "200")]);
+        let mut bytes = frame(HEADERS, FLAG_END_HEADERS, id, &block);
+        bytes.extend(frame(DATA, FLAG_END_STREAM, id, OPENAI_BODY.as_bytes()));
+        records += w.send(&mut p, false, 3, &bytes).len();
+    }
+    assert_eq!((records, p.stats.h2.reset_streams), (2, 0));
+}
+
 #[test]
 fn streams_in_flight_are_bounded_and_evictions_counted() {
     let mut p = Pipeline::new(1 << 20);
