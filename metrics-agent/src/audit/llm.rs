@@ -135,8 +135,8 @@ impl StreamInterpreter {
         }
         self.out.events += 1;
         let Ok(v) = serde_json::from_str::<Value>(data) else { return };
-        let kind = event.or_else(|| v.get("type").and_then(Value::as_str)).unwrap_or("").to_string();
-        self.json_event(&kind, &v);
+        let kind = event.or_else(|| v.get("type").and_then(Value::as_str)).unwrap_or("");
+        self.json_event(kind, &v);
     }
 
     /// One message of an AWS event stream (Bedrock).
@@ -502,9 +502,7 @@ pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[
     let content_type = content_type.unwrap_or("");
     let mut stream = StreamInterpreter::new(request);
     if content_type.contains("text/event-stream") {
-        for event in sse::events(body, complete) {
-            stream.sse_event(event.event.as_deref(), &event.data);
-        }
+        sse::for_each_event(body, complete, |event, data| stream.sse_event(event, data));
         return stream.finish();
     }
     if content_type.contains("application/vnd.amazon.eventstream") {
