@@ -12,7 +12,7 @@ use serde_json::Value;
 pub use super::finish::FinishReasons;
 pub use super::provider::{Operation, Provider, WireFormat};
 use super::usage::non_empty;
-pub use super::usage::{MAX_TOKENS, Usage, num, pointer};
+pub use super::usage::{MAX_TOKENS, Usage, field, num, pointer};
 use super::{bedrock, cohere, eventstream, finish, ollama, provider, sse};
 
 /// What a request says.
@@ -61,11 +61,11 @@ pub struct LlmResponse {
 
 /// The id a response object carries (`id`, Gemini's `responseId`).
 fn id_of(v: &Value) -> Option<String> {
-    v.get("id").or_else(|| v.get("responseId")).and_then(Value::as_str).map(|s| s.chars().take(128).collect())
+    field(v, "id").or_else(|| field(v, "responseId")).and_then(Value::as_str).map(|s| s.chars().take(128).collect())
 }
 
 fn model_of(v: &Value) -> Option<String> {
-    v.get("model").or_else(|| v.get("modelVersion")).and_then(Value::as_str).map(str::to_string)
+    field(v, "model").or_else(|| field(v, "modelVersion")).and_then(Value::as_str).map(str::to_string)
 }
 
 /// Whether a Gemini response chunk carries generated text or a function call.
@@ -80,7 +80,7 @@ fn gemini_has_content(v: &Value) -> bool {
 fn openai_chunk_has_content(v: &Value) -> bool {
     let Some(d) = pointer(v, "/choices/0/delta") else { return false };
     ["/content", "/reasoning_content", "/reasoning", "/refusal"].iter().any(|p| non_empty(d, p))
-        || d.get("tool_calls").and_then(Value::as_array).is_some_and(|t| !t.is_empty())
+        || field(d, "tool_calls").and_then(Value::as_array).is_some_and(|t| !t.is_empty())
 }
 
 /// Interprets a streamed response one event at a time (SSE events, the
@@ -135,7 +135,7 @@ impl StreamInterpreter {
         }
         self.out.events += 1;
         let Ok(v) = serde_json::from_str::<Value>(data) else { return };
-        let kind = event.or_else(|| v.get("type").and_then(Value::as_str)).unwrap_or("");
+        let kind = event.or_else(|| field(&v, "type").and_then(Value::as_str)).unwrap_or("");
         self.json_event(kind, &v);
     }
 
@@ -429,8 +429,8 @@ fn usage_of(format: WireFormat, v: &Value) -> Option<Usage> {
             })
         }
         WireFormat::OpenAi | WireFormat::Unknown => {
-            let u = v.get("usage").filter(|u| u.is_object())?;
-            if u.get("prompt_tokens").is_some() {
+            let u = field(v, "usage").filter(|u| u.is_object())?;
+            if field(u, "prompt_tokens").is_some() {
                 // Chat Completions and embeddings; DeepSeek names its cache
                 // hits `prompt_cache_hit_tokens` (prompt_tokens includes them).
                 Some(Usage {
@@ -456,7 +456,7 @@ fn usage_of(format: WireFormat, v: &Value) -> Option<Usage> {
 }
 
 fn error_of(v: &Value) -> Option<String> {
-    let e = v.get("error")?;
+    let e = field(v, "error")?;
     ["/code", "/type", "/status"]
         .iter()
         .find_map(|p| pointer(e, p).and_then(Value::as_str).filter(|s| !s.is_empty()))

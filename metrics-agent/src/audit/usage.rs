@@ -57,11 +57,26 @@ pub fn pointer<'a>(v: &'a Value, pointer: &str) -> Option<&'a Value> {
         let token: std::borrow::Cow<str> =
             if token.contains('~') { token.replace("~1", "/").replace("~0", "~").into() } else { token.into() };
         match target {
-            Value::Object(map) => map.get(token.as_ref()),
+            Value::Object(_) => field(target, &token),
             Value::Array(list) => array_index(&token).and_then(|i| list.get(i)),
             _ => None,
         }
     })
+}
+
+/// Objects up to this many members are searched in order rather than by
+/// hashing the key: cheaper for the small objects of LLM responses.
+const LINEAR_LOOKUP_MAX: usize = 8;
+
+/// `v.get(key)`: member `key` of an object (None for anything else),
+/// found without hashing the key in a small object. Member names are
+/// unique in a parsed object, so the first equal one is the one.
+pub fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(map) if map.len() <= LINEAR_LOOKUP_MAX => map.iter().find(|(k, _)| *k == key).map(|(_, v)| v),
+        Value::Object(map) => map.get(key),
+        _ => None,
+    }
 }
 
 /// An array index token as JSON Pointer reads it: digits, no leading zero or sign.
