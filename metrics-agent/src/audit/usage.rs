@@ -86,3 +86,30 @@ fn array_index(token: &str) -> Option<usize> {
     }
     token.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    proptest! {
+        /// Searched in order (small objects) or by hash (large ones), a
+        /// member is the one `Value::get` finds, duplicates in the text included.
+        #[test]
+        fn field_finds_what_value_get_finds(
+            members in prop::collection::vec(("[a-c]{0,2}", 0u32..5), 0..20),
+            key in "[a-c]{0,2}",
+        ) {
+            let text = format!(
+                "{{{}}}",
+                members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(",")
+            );
+            let v: Value = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(field(&v, &key), v.get(&key));
+            let number = Value::from(3);
+            prop_assert_eq!(field(&number, &key), None);
+        }
+    }
+}
