@@ -42,8 +42,8 @@ impl FinishReasons {
     pub fn set_each(&mut self, v: &Value, list: &str, field: &str) {
         let Some(items) = pointer(v, list).and_then(Value::as_array) else { return };
         for (position, item) in items.iter().enumerate() {
-            if let Some(reason) = item.get(field) {
-                let index = item.get("index").and_then(Value::as_u64).unwrap_or(position as u64);
+            if let Some(reason) = super::usage::field(item, field) {
+                let index = super::usage::field(item, "index").and_then(Value::as_u64).unwrap_or(position as u64);
                 self.set(index, reason);
             }
         }

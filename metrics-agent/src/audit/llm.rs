@@ -12,7 +12,7 @@ use serde_json::Value;
 pub use super::finish::FinishReasons;
 pub use super::provider::{Operation, Provider, WireFormat};
 use super::usage::non_empty;
-pub use super::usage::{MAX_TOKENS, Usage, num, pointer};
+pub use super::usage::{MAX_TOKENS, Usage, field, num, pointer};
 use super::{bedrock, cohere, eventstream, finish, ollama, provider, sse};
 
 /// What a request says.
@@ -65,11 +65,11 @@ pub struct LlmResponse {
 
 /// The id a response object carries (`id`, Gemini's `responseId`).
 fn id_of(v: &Value) -> Option<String> {
-    v.get("id").or_else(|| v.get("responseId")).and_then(Value::as_str).map(|s| s.chars().take(128).collect())
+    field(v, "id").or_else(|| field(v, "responseId")).and_then(Value::as_str).map(|s| s.chars().take(128).collect())
 }
 
 fn model_of(v: &Value) -> Option<String> {
-    v.get("model").or_else(|| v.get("modelVersion")).and_then(Value::as_str).map(str::to_string)
+    field(v, "model").or_else(|| field(v, "modelVersion")).and_then(Value::as_str).map(str::to_string)
 }
 
 /// Whether a Gemini response chunk carries generated text or a function call.
@@ -84,7 +84,7 @@ fn gemini_has_content(v: &Value) -> bool {
 fn openai_chunk_has_content(v: &Value) -> bool {
     let Some(d) = pointer(v, "/choices/0/delta") else { return false };
     ["/content", "/reasoning_content", "/reasoning", "/refusal"].iter().any(|p| non_empty(d, p))
-        || d.get("tool_calls").and_then(Value::as_array).is_some_and(|t| !t.is_empty())
+        || field(d, "tool_calls").and_then(Value::as_array).is_some_and(|t| !t.is_empty())
 }
 
 /// Interprets a streamed response one event at a time (SSE events, the
@@ -139,8 +139,8 @@ impl StreamInterpreter {
         }
         self.out.events += 1;
         let Ok(v) = serde_json::from_str::<Value>(data) else { return };
-        let kind = event.or_else(|| v.get("type").and_then(Value::as_str)).unwrap_or("").to_string();
-        self.json_event(&kind, &v);
+        let kind = event.or_else(|| field(&v, "type").and_then(Value::as_str)).unwrap_or("");
+        self.json_event(kind, &v);
     }
 
     /// One message of an AWS event stream (Bedrock).
@@ -438,8 +438,8 @@ fn usage_of(format: WireFormat, v: &Value) -> Option<Usage> {
             })
         }
         WireFormat::OpenAi | WireFormat::Unknown => {
-            let u = v.get("usage").filter(|u| u.is_object())?;
-            if u.get("prompt_tokens").is_some() {
+            let u = field(v, "usage").filter(|u| u.is_object())?;
+            if field(u, "prompt_tokens").is_some() {
                 // Chat Completions and embeddings; DeepSeek names its cache
                 // hits `prompt_cache_hit_tokens` (prompt_tokens includes them).
                 Some(Usage {
@@ -465,7 +465,7 @@ fn usage_of(format: WireFormat, v: &Value) -> Option<Usage> {
 }
 
 fn error_of(v: &Value) -> Option<String> {
-    let e = v.get("error")?;
+    let e = field(v, "error")?;
     ["/code", "/type", "/status"]
         .iter()
         .find_map(|p| pointer(e, p).and_then(Value::as_str).filter(|s| !s.is_empty()))
@@ -511,9 +511,7 @@ pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[
     let content_type = content_type.unwrap_or("");
     let mut stream = StreamInterpreter::new(request);
     if content_type.contains("text/event-stream") {
-        for event in sse::events(body, complete) {
-            stream.sse_event(event.event.as_deref(), &event.data);
-        }
+        sse::for_each_event(body, complete, |event, data| stream.sse_event(event, data));
         return stream.finish();
     }
     if content_type.contains("application/vnd.amazon.eventstream") {

@@ -2,6 +2,8 @@
 //! HTML living standard's parsing rules (fields `event` and `data`, lines
 //! ending in LF, CR or CRLF, comments starting with `:`).
 
+use std::borrow::Cow;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// The `event:` field, if any.
@@ -13,15 +15,23 @@ pub struct Event {
 /// The complete events in `body` (a trailing event without its blank line
 /// is included only if `at_end`).
 pub fn events(body: &[u8], at_end: bool) -> Vec<Event> {
-    let text = String::from_utf8_lossy(body);
     let mut out = Vec::new();
+    for_each_event(body, at_end, |event, data| {
+        out.push(Event { event: event.map(str::to_string), data: data.to_string() })
+    });
+    out
+}
+
+/// `events`, each handed to `f` as (event field, joined data) without
+/// copying the body: a single `data:` line is passed where it lies.
+pub fn for_each_event(body: &[u8], at_end: bool, mut f: impl FnMut(Option<&str>, &str)) {
+    let text = String::from_utf8_lossy(body);
     let mut event = None;
-    let mut data: Option<String> = None;
-    let normalised = text.replace("\r\n", "\n").replace('\r', "\n");
-    for line in normalised.split('\n') {
+    let mut data: Option<Cow<str>> = None;
+    for line in lines(&text) {
         if line.is_empty() {
             if let Some(d) = data.take() {
-                out.push(Event { event: event.take(), data: d });
+                f(event.take(), &d);
             }
             event = None;
             continue;
@@ -34,21 +44,42 @@ pub fn events(body: &[u8], at_end: bool) -> Vec<Event> {
             None => (line, ""),
         };
         match field {
-            "event" => event = Some(value.to_string()),
+            "event" => event = Some(value),
             "data" => match &mut data {
                 Some(d) => {
+                    let d = d.to_mut();
                     d.push('\n');
                     d.push_str(value);
                 }
-                None => data = Some(value.to_string()),
+                None => data = Some(Cow::Borrowed(value)),
             },
             _ => {}
         }
     }
     if at_end && let Some(d) = data {
-        out.push(Event { event, data: d });
+        f(event, &d);
     }
-    out
+}
+
+/// The lines of `text`, each ended by CRLF, CR or LF, and the text after
+/// the last line end (possibly empty).
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        // A byte search: both line-end bytes are ASCII, never inside a UTF-8 sequence.
+        match r.bytes().position(|b| b == b'\r' || b == b'\n') {
+            Some(i) => {
+                let end = if r[i..].starts_with("\r\n") { i + 2 } else { i + 1 };
+                rest = Some(&r[end..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -69,7 +100,54 @@ mod tests {
         assert_eq!(e[1].event.as_deref(), Some("message_stop"));
     }
 
+    /// The events as the former implementation found them: the body
+    /// normalised to LF line ends, then split.
+    fn events_by_normalising(body: &[u8], at_end: bool) -> Vec<Event> {
+        let text = String::from_utf8_lossy(body).replace("\r\n", "\n").replace('\r', "\n");
+        let (mut out, mut event, mut data) = (Vec::new(), None, None::<String>);
+        for line in text.split('\n') {
+            if line.is_empty() {
+                if let Some(d) = data.take() {
+                    out.push(Event { event: event.take(), data: d });
+                }
+                event = None;
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line, ""),
+            };
+            match field {
+                "event" => event = Some(value.to_string()),
+                "data" => match &mut data {
+                    Some(d) => {
+                        d.push('\n');
+                        d.push_str(value);
+                    }
+                    None => data = Some(value.to_string()),
+                },
+                _ => {}
+            }
+        }
+        if at_end && let Some(d) = data {
+            out.push(Event { event, data: d });
+        }
+        out
+    }
+
     proptest! {
+        #[test]
+        fn splitting_in_place_finds_what_normalising_found(
+            parts in prop::collection::vec(prop::sample::select(vec!["data: a", "data:b", "event: e", ": c", "\r", "\n", "\r\n", "x", "data", "\u{e9}"]), 0..40),
+            at_end in any::<bool>(),
+        ) {
+            let body = parts.concat();
+            prop_assert_eq!(events(body.as_bytes(), at_end), events_by_normalising(body.as_bytes(), at_end));
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..2000), at_end in any::<bool>()) {
             let _ = events(&body, at_end);

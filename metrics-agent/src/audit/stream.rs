@@ -207,26 +207,26 @@ impl StreamBody {
             }
             return;
         }
-        let line = String::from_utf8_lossy(&self.pending).into_owned();
+        if !self.skipping && !self.pending.starts_with(b":") {
+            // Read where it lies: the line is copied only into the field it sets.
+            let line = String::from_utf8_lossy(&self.pending);
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line.as_ref(), ""),
+            };
+            match field {
+                "event" => self.event = Some(value.to_string()),
+                "data" => match &mut self.data {
+                    Some(d) => {
+                        d.push('\n');
+                        d.push_str(value);
+                    }
+                    None => self.data = Some(value.to_string()),
+                },
+                _ => {}
+            }
+        }
         self.pending.clear();
-        if self.skipping || line.starts_with(':') {
-            return;
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (line.as_str(), ""),
-        };
-        match field {
-            "event" => self.event = Some(value.to_string()),
-            "data" => match &mut self.data {
-                Some(d) => {
-                    d.push('\n');
-                    d.push_str(value);
-                }
-                None => self.data = Some(value.to_string()),
-            },
-            _ => {}
-        }
     }
 
     fn dispatch(&mut self) {

@@ -57,11 +57,26 @@ pub fn pointer<'a>(v: &'a Value, pointer: &str) -> Option<&'a Value> {
         let token: std::borrow::Cow<str> =
             if token.contains('~') { token.replace("~1", "/").replace("~0", "~").into() } else { token.into() };
         match target {
-            Value::Object(map) => map.get(token.as_ref()),
+            Value::Object(_) => field(target, &token),
             Value::Array(list) => array_index(&token).and_then(|i| list.get(i)),
             _ => None,
         }
     })
+}
+
+/// Objects up to this many members are searched in order rather than by
+/// hashing the key: cheaper for the small objects of LLM responses.
+const LINEAR_LOOKUP_MAX: usize = 8;
+
+/// `v.get(key)`: member `key` of an object (None for anything else),
+/// found without hashing the key in a small object. Member names are
+/// unique in a parsed object, so the first equal one is the one.
+pub fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(map) if map.len() <= LINEAR_LOOKUP_MAX => map.iter().find(|(k, _)| *k == key).map(|(_, v)| v),
+        Value::Object(map) => map.get(key),
+        _ => None,
+    }
 }
 
 /// An array index token as JSON Pointer reads it: digits, no leading zero or sign.
@@ -70,4 +85,31 @@ fn array_index(token: &str) -> Option<usize> {
         return None;
     }
     token.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    proptest! {
+        /// Searched in order (small objects) or by hash (large ones), a
+        /// member is the one `Value::get` finds, duplicates in the text included.
+        #[test]
+        fn field_finds_what_value_get_finds(
+            members in prop::collection::vec(("[a-c]{0,2}", 0u32..5), 0..20),
+            key in "[a-c]{0,2}",
+        ) {
+            let text = format!(
+                "{{{}}}",
+                members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(",")
+            );
+            let v: Value = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(field(&v, &key), v.get(&key));
+            let number = Value::from(3);
+            prop_assert_eq!(field(&number, &key), None);
+        }
+    }
 }
