@@ -413,14 +413,32 @@ fn anthropic_usage(v: &Value) -> Option<Usage> {
     Some(Usage { input, output: num(u, "/output_tokens"), cache_read, cache_creation, reasoning: None })
 }
 
+/// Who counted a response's usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UsageSource {
+    /// The provider (its API's usage object, Bedrock's invocation metrics).
+    Provider,
+    /// A Bedrock model family's own counts in its native body (Llama,
+    /// Titan, Nova...): Bedrock's token-count headers win over them.
+    ModelFamily,
+}
+
 /// Usage from one JSON object in the format's shape (None if it has none).
 fn usage_of(format: WireFormat, v: &Value) -> Option<Usage> {
-    match format {
-        WireFormat::Anthropic => anthropic_usage(v),
-        WireFormat::BedrockInvoke => anthropic_usage(v)
+    usage_and_source(format, v).map(|(u, _)| u)
+}
+
+/// `usage_of`, with who counted it.
+fn usage_and_source(format: WireFormat, v: &Value) -> Option<(Usage, UsageSource)> {
+    if format == WireFormat::BedrockInvoke {
+        let provider = anthropic_usage(v)
             .filter(|u| *u != Usage::default())
             .or_else(|| bedrock::invocation_metrics_usage(v))
-            .or_else(|| bedrock::native_usage(v)),
+            .map(|u| (u, UsageSource::Provider));
+        return provider.or_else(|| bedrock::native_usage(v).map(|u| (u, UsageSource::ModelFamily)));
+    }
+    let usage = match format {
+        WireFormat::Anthropic | WireFormat::BedrockInvoke => anthropic_usage(v),
         WireFormat::BedrockConverse => bedrock::converse_usage(v),
         WireFormat::Cohere => cohere::usage(v),
         WireFormat::Ollama => ollama::usage(v),
@@ -461,7 +479,8 @@ fn usage_of(format: WireFormat, v: &Value) -> Option<Usage> {
                 })
             }
         }
-    }
+    };
+    usage.map(|u| (u, UsageSource::Provider))
 }
 
 fn error_of(v: &Value) -> Option<String> {
@@ -542,12 +561,8 @@ pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[
     if request.operation == Operation::Responses {
         responses_finish_reason(&v, &mut finish_reasons);
     }
-    let usage = usage_of(request.format, &v).unwrap_or_default();
-    // (`usage_of` reads a Bedrock body's native counts last.)
-    let usage_is_models_own = request.format == WireFormat::BedrockInvoke
-        && usage != Usage::default()
-        && anthropic_usage(&v).is_none_or(|u| u == Usage::default())
-        && bedrock::invocation_metrics_usage(&v).is_none();
+    let (usage, source) = usage_and_source(request.format, &v).unwrap_or((Usage::default(), UsageSource::Provider));
+    let usage_is_models_own = source == UsageSource::ModelFamily && usage != Usage::default();
     LlmResponse {
         finish_reasons,
         model: model_of(&v),
@@ -564,7 +579,8 @@ pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[
 /// `x-amzn-bedrock-*-token-count`, its own count of the invocation), which
 /// win over a model family's own counts (`usage_is_models_own`) and
 /// otherwise fill only the counts the body did not name (an Anthropic
-/// body's usage wins). Header names come from the provider table.
+/// body's usage wins); the input and its cache buckets stay consistent
+/// (`with_cache_consistent`). Header names come from the provider table.
 pub fn apply_headers<'a>(response: &mut LlmResponse, header: impl Fn(&str) -> Option<&'a str>) {
     for entry in provider::PROVIDERS {
         if response.error_type.is_none()
@@ -590,13 +606,32 @@ pub fn apply_headers<'a>(response: &mut LlmResponse, header: impl Fn(&str) -> Op
                 continue;
             }
             response.usage = if response.usage_is_models_own {
-                in_headers.or(&response.usage)
+                with_cache_consistent(in_headers, &response.usage)
             } else {
-                response.usage.or(&in_headers)
+                with_cache_consistent(response.usage, &in_headers)
             };
             response.usage_is_models_own = false;
         }
     }
+}
+
+/// `first`'s counts, those it lacks from `second`, with the input count and
+/// its cache buckets kept together: each source's input is its uncached
+/// count plus the buckets it names, so a bucket only the other source
+/// names is added to the input (else the uncached part, input - read -
+/// write, and the cost come out too low), and a bucket the input's source
+/// names is its own.
+fn with_cache_consistent(first: Usage, second: &Usage) -> Usage {
+    let (own, other) = if first.input.is_some() { (&first, second) } else { (second, &first) };
+    let mut out = first.or(second);
+    out.cache_read = own.cache_read.or(other.cache_read);
+    out.cache_creation = own.cache_creation.or(other.cache_creation);
+    let added = [(own.cache_read, other.cache_read), (own.cache_creation, other.cache_creation)]
+        .into_iter()
+        .filter_map(|(named, filled)| if named.is_none() { filled } else { None })
+        .fold(0u64, u64::saturating_add);
+    out.input = own.input.map(|i| i.saturating_add(added));
+    out
 }
 
 /// The complete elements of a JSON array, even when the array was cut off.
@@ -1117,6 +1152,34 @@ mod tests {
             with_headers("anthropic.claude-3-haiku-20240307-v1:0", anthropic, &counts("40", "2")),
             usage(16, 6, Some(4), None)
         );
+        // The headers' cache-write bucket the body did not name joins its
+        // input (12 uncached + 4 read + 2 written), so uncached stays 12.
+        let mut write = counts("40", "2");
+        write.push(("x-amzn-bedrock-cache-write-input-token-count", "2"));
+        let u = with_headers("anthropic.claude-3-haiku-20240307-v1:0", anthropic, &write);
+        assert_eq!(u, usage(18, 6, Some(4), Some(2)));
+        let prices = crate::audit::cost::PriceTable::load(None).unwrap();
+        let model = "anthropic.claude-3-haiku-20240307-v1:0";
+        let parts = |uncached: u64, read: u64, written: u64| {
+            let one =
+                |u: Usage| prices.cost(model, &u).unwrap() - prices.cost(model, &usage(0, 0, None, None)).unwrap();
+            one(usage(uncached, 0, None, None))
+                + one(usage(read, 0, Some(read), None))
+                + one(usage(written, 0, None, Some(written)))
+                + one(usage(0, 6, None, None))
+        };
+        assert_eq!(prices.cost(model, &u).unwrap(), parts(12, 4, 2), "12 uncached tokens are billed");
+        // A Converse body without cache fields: the headers' read bucket joins its input.
+        let c = req("/model/anthropic.claude-3-haiku-20240307-v1:0/converse", "{}");
+        let mut resp = parse_response(
+            &c,
+            Some("application/json"),
+            br#"{"usage":{"inputTokens":10,"outputTokens":3},"stopReason":"end_turn"}"#,
+            true,
+        );
+        let headers = [("x-amzn-bedrock-cache-read-input-token-count", "5")];
+        apply_headers(&mut resp, |n| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| *v));
+        assert_eq!(resp.usage, usage(15, 3, Some(5), None));
     }
 
     #[test]

@@ -186,6 +186,9 @@ struct ConnAudit {
     /// A response that completed while its request was still arriving
     /// (`Pipeline::pair`): paired when that request completes.
     early: Option<Box<Answer>>,
+    /// An HTTP/2 stream's response was cut off (`h2::Output::Cut`): the
+    /// response completing next is incomplete, with this error type.
+    response_cut: Option<Option<&'static str>>,
     /// Heap charged to this connection at its last event.
     memory: usize,
 }
@@ -207,6 +210,7 @@ impl ConnAudit {
             missing_since: None,
             stream: None,
             early: None,
+            response_cut: None,
             memory: 0,
         }
     }
@@ -219,6 +223,8 @@ struct Answer {
     first_ns: u64,
     last_ns: u64,
     stream: Option<StreamBody>,
+    /// An HTTP/2 reset cut the response off, with this error type.
+    cut: Option<Option<&'static str>>,
 }
 
 /// Counters of the pipeline's own health.
@@ -522,6 +528,11 @@ impl Pipeline {
                     h.direction = if request == (header.side == SIDE_CLIENT) { DIR_READ } else { DIR_WRITE };
                     records.extend(self.on_event(&h, &bytes));
                 }
+                h2::Output::Cut { stream_conn, error } => {
+                    if let Some(c) = self.conns.get_mut(&stream_conn) {
+                        c.response_cut = Some(error);
+                    }
+                }
                 h2::Output::Close { stream_conn } => {
                     (h.conn_id, h.len, h.kind) = (stream_conn, 0, KIND_CLOSE);
                     records.extend(self.on_event(&h, &[]));
@@ -591,10 +602,12 @@ impl Pipeline {
     /// probes may report a request's last write after the answer was read
     /// (Go's crypto/tls `Write` is taken at its `RET`, on a thread that can
     /// be descheduled after the socket write).
-    fn pair(conn: &mut ConnAudit, m: Message, stats: &mut PipelineStats) -> Option<RequestRecord> {
+    fn pair(conn: &mut ConnAudit, mut m: Message, stats: &mut PipelineStats) -> Option<RequestRecord> {
         let stream = conn.stream.take();
         let first_ns = conn.response_first_ns.take().unwrap_or(conn.response_last_ns);
-        let answer = Answer { message: m, first_ns, last_ns: conn.response_last_ns, stream };
+        let cut = conn.response_cut.take();
+        m.truncated |= cut.is_some();
+        let answer = Answer { message: m, first_ns, last_ns: conn.response_last_ns, stream, cut };
         if conn.pending.is_empty() && conn.requests.in_message() {
             stats.early_responses += 1;
             if conn.early.replace(Box::new(answer)).is_some() {
@@ -608,7 +621,7 @@ impl Pipeline {
 
     /// The record of the oldest request awaiting its response and `answer`.
     fn answer(conn: &mut ConnAudit, answer: Answer, stats: &mut PipelineStats) -> Option<RequestRecord> {
-        let Answer { message: m, first_ns: first, last_ns: last, stream } = answer;
+        let Answer { message: m, first_ns: first, last_ns: last, stream, cut } = answer;
         let Some(mut pending) = conn.pending.pop_front() else {
             stats.orphan_responses += 1;
             return None;
@@ -639,6 +652,14 @@ impl Pipeline {
             None => parse_whole(&m.body),
         };
         llm::apply_headers(&mut response, |name| m.head.header(name));
+        if let Some(error) = cut {
+            // A stream cut off: its output count so far is not the
+            // exchange's, so cost and time per output token stay null.
+            response.usage.output = None;
+            if response.error_type.is_none() {
+                response.error_type = error.map(str::to_string);
+            }
+        }
         let ms = |t: u64| t.saturating_sub(pending.start_ns) as f64 / 1e6;
         let stream_timing = StreamTiming::of(&response, pending.start_ns);
         Some(RequestRecord {

@@ -9,6 +9,11 @@
 //! oldest is evicted and counted), the HPACK tables (`MAX_TABLE_SIZE`), a
 //! header block being assembled (`MAX_HEADER_BLOCK`) and one buffered
 //! control frame; DATA is passed on as it arrives, never buffered here.
+//!
+//! A reset stream (RST_STREAM, a server's GOAWAY, the connection's close)
+//! whose response head came ends both bodies where their bytes stopped; a
+//! response neither ended by END_STREAM nor whole by its content-length is
+//! marked cut (`Output::Cut`), so its record says `truncated`.
 
 pub mod frame;
 mod transcode;
@@ -76,8 +81,34 @@ pub enum Output {
     /// come from, or, for the end of a body a reset stream never sent, the
     /// time of that direction's last bytes.
     Bytes { stream_conn: u64, request: bool, offset: u64, bytes: Vec<u8>, ts_ns: u64 },
+    /// The stream's response was cut off (reset before its END_STREAM and
+    /// short of its content-length): the body whose end follows is
+    /// incomplete. `error` names the reset's error code (`h2_internal_error`,
+    /// ...) unless it was NO_ERROR or CANCEL, or the connection just closed.
+    Cut { stream_conn: u64, error: Option<&'static str> },
     /// The stream is over: its virtual connection closes.
     Close { stream_conn: u64 },
+}
+
+/// The `error_type` of a reset's HTTP/2 error code (RFC 9113 §7); `None`
+/// for NO_ERROR and CANCEL, which say nothing went wrong on the server.
+pub fn reset_error_type(code: u32) -> Option<&'static str> {
+    Some(match code {
+        0x0 | 0x8 => return None,
+        0x1 => "h2_protocol_error",
+        0x2 => "h2_internal_error",
+        0x3 => "h2_flow_control_error",
+        0x4 => "h2_settings_timeout",
+        0x5 => "h2_stream_closed",
+        0x6 => "h2_frame_size_error",
+        0x7 => "h2_refused_stream",
+        0x9 => "h2_compression_error",
+        0xa => "h2_connect_error",
+        0xb => "h2_enhance_your_calm",
+        0xc => "h2_inadequate_security",
+        0xd => "h2_http_1_1_required",
+        _ => "h2_error",
+    })
 }
 
 #[derive(Debug, Default)]
@@ -90,6 +121,10 @@ struct Stream {
     ended: [bool; 2],
     /// Capture time of each direction's last bytes.
     last_ns: [u64; 2],
+    /// The response's content-length, when its head declared one.
+    response_length: Option<u64>,
+    /// DATA bytes of the response received so far.
+    response_data: u64,
 }
 
 /// A header block being assembled from HEADERS (or PUSH_PROMISE) and
@@ -186,7 +221,7 @@ impl H2Conn {
     pub fn close(mut self) -> Vec<Output> {
         let ids: Vec<u32> = self.state.streams.keys().copied().collect();
         for id in ids {
-            self.state.reset(id);
+            self.state.reset(id, None);
         }
         self.state.out
     }
@@ -221,7 +256,12 @@ impl ConnStreams {
         }
         match event {
             FrameEvent::Data { stream, bytes } => {
-                if !bytes.is_empty() && self.streams.get(&stream).is_some_and(|s| s.head_sent[dir] && !s.ended[dir]) {
+                if !bytes.is_empty()
+                    && let Some(s) = self.streams.get_mut(&stream).filter(|s| s.head_sent[dir] && !s.ended[dir])
+                {
+                    if dir == 1 {
+                        s.response_data += bytes.len() as u64;
+                    }
                     let mut chunk = format!("{:x}\r\n", bytes.len()).into_bytes();
                     chunk.extend_from_slice(bytes);
                     chunk.extend_from_slice(b"\r\n");
@@ -272,7 +312,7 @@ impl ConnStreams {
             }
             RST_STREAM if self.streams.contains_key(&header.stream) => {
                 stats.reset_streams += 1;
-                self.reset(header.stream);
+                self.reset(header.stream, Some(error_code(payload, 0)));
             }
             // A server's GOAWAY: the client's streams it never processed are
             // over. (A client's GOAWAY names the last server-pushed stream it
@@ -281,8 +321,9 @@ impl ConnStreams {
                 let last = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
                 let cut: Vec<u32> = self.streams.range(last.saturating_add(1)..).map(|(&id, _)| id).collect();
                 stats.reset_streams += cut.len() as u64;
+                let code = error_code(payload, 4);
                 for id in cut {
-                    self.reset(id);
+                    self.reset(id, Some(code));
                 }
             }
             SETTINGS if header.flags & FLAG_ACK == 0 => {
@@ -363,6 +404,8 @@ impl ConnStreams {
         }
         if let Some(s) = self.streams.get_mut(&id) {
             s.head_sent[1] = true;
+            s.response_length =
+                fields.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.trim().parse().ok());
         }
         self.emit(id, 1, head);
         if end_stream {
@@ -404,13 +447,21 @@ impl ConnStreams {
     /// reading at the declared length, when nginx sends END_STREAM in a
     /// frame of its own. A server that answers before the request's end
     /// may reset it (NO_ERROR) after a complete response (RFC 9113 §8.1).
+    /// A response neither ended nor whole by its length was cut off: an
+    /// `Output::Cut` (with the reset's error `code`, `None` for a closed
+    /// connection) comes before its body's end.
     /// A stream reset before any response head gives no record.
-    fn reset(&mut self, id: u32) {
+    fn reset(&mut self, id: u32, code: Option<u32>) {
         let Some(stream) = self.streams.get(&id) else { return };
         if stream.head_sent[1] {
+            let last_ns = stream.last_ns;
+            let whole = stream.ended[1] || stream.response_length == Some(stream.response_data);
+            if !whole {
+                let error = code.and_then(reset_error_type);
+                self.out.push(Output::Cut { stream_conn: stream_conn_id(self.conn_id, id), error });
+            }
             for dir in [0, 1] {
-                let at = self.streams.get(&id).map_or(self.now_ns, |s| s.last_ns[dir]);
-                self.end_direction_at(id, dir, at);
+                self.end_direction_at(id, dir, last_ns[dir]);
             }
         }
         self.close(id);
@@ -450,6 +501,12 @@ impl ConnStreams {
         }
         self.blocks = [None, None];
     }
+}
+
+/// The 32-bit error code at `at` of a RST_STREAM (0) or GOAWAY (4)
+/// payload; INTERNAL_ERROR when the payload is too short to hold one.
+fn error_code(payload: &[u8], at: usize) -> u32 {
+    payload.get(at..at + 4).map_or(2, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// The header block fragment of a HEADERS or PUSH_PROMISE frame, without

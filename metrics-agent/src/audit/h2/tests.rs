@@ -180,7 +180,7 @@ fn a_connection_whose_server_speaks_first_is_recognised() {
 }
 
 #[test]
-fn reset_streams_and_goaway_end_streams_without_records() {
+fn streams_reset_or_cut_by_goaway_before_their_response_head_give_no_records() {
     let mut p = Pipeline::new(1 << 20);
     let mut w = Wire::new(5);
     let mut bytes = PREFACE.to_vec();
@@ -298,6 +298,7 @@ fn a_reset_after_a_response_whole_by_its_length_still_gives_its_record() {
         let r = &records[0];
         assert_eq!((r.side, r.provider, r.status), ("upstream", "openai", 429), "{order:?}");
         assert_eq!(r.model_requested.as_deref(), Some("gpt-4o-mini"), "{order:?}");
+        assert!(!r.truncated, "{order:?}: whole by its length");
         assert_eq!(r.error_type.as_deref(), Some("rate_limit_exceeded"), "{order:?}");
         // The response ended with its END_STREAM when that came before the
         // reset, else with its body's bytes.
@@ -338,14 +339,18 @@ fn a_complete_answer_then_a_reset_or_close_before_the_request_ends_gives_its_rec
         let r = &r[0];
         assert_eq!((r.status, r.model_requested.as_deref()), (200, Some("gpt-4o")), "close: {close}");
         assert_eq!((r.tokens.input, r.tokens.output, r.duration_ms), (Some(11), Some(22), 3.0), "close: {close}");
+        assert!(!r.truncated && r.error_type.is_none(), "close: {close}: the response ended");
         assert_eq!(p.stats.early_responses, 1);
     }
 }
 
 /// A client that resets a stream in the middle of a streamed answer (it
 /// went away): the status had come, so the exchange gives its record, with
-/// what the stream carried up to the reset; frames after it add nothing.
-/// A stream reset before its response head gives none.
+/// what the stream carried up to the reset, marked `truncated`; its output
+/// count so far (message_start's 1) is not the exchange's, so output, cost
+/// and time per output token stay null. CANCEL is no error type. Frames
+/// after the reset add nothing. A stream reset before its response head
+/// gives none.
 #[test]
 fn a_stream_reset_after_its_response_head_gives_a_record_with_its_status() {
     let mut p = Pipeline::new(1 << 20);
@@ -367,10 +372,120 @@ fn a_stream_reset_after_its_response_head_gives_a_record_with_its_status() {
     assert_eq!(r.len(), 1);
     let r = &r[0];
     assert_eq!((r.status, r.streaming, r.provider), (200, true, "anthropic"));
-    assert_eq!((r.tokens.input, r.ttfb_ms, r.duration_ms), (Some(7), 4.0, 4.0));
+    assert_eq!((r.tokens.input, r.tokens.output, r.ttfb_ms, r.duration_ms), (Some(7), None, 4.0, 4.0));
+    assert_eq!((r.truncated, r.error_type.as_deref()), (true, None));
+    assert_eq!(r.stream_timing.time_per_output_token_ms, None);
+    assert_eq!(priced(r), None, "no cost from a partial output count");
+    let partial = RequestRecord { tokens: crate::audit::usage::Usage { output: Some(1), ..r.tokens }, ..r.clone() };
+    assert!(priced(&partial).is_some(), "the model is priced: output=1 would have given a cost");
     let late = frame(DATA, FLAG_END_STREAM, 1, b"event: message_stop\ndata: {}\n\n");
     assert!(w.send(&mut p, false, 9, &late).is_empty());
     assert_eq!((p.stats.h2.reset_streams, p.tracked_connections()), (2, 1));
+}
+
+/// The cost the built-in price table gives a record.
+fn priced(r: &RequestRecord) -> Option<rust_decimal::Decimal> {
+    let prices = crate::audit::cost::PriceTable::load(None).unwrap();
+    let model = r.model_returned.as_deref().or(r.model_requested.as_deref()).unwrap();
+    prices.cost(model, &r.tokens)
+}
+
+/// An Anthropic stream's request on stream `id`, and its response head
+/// with message_start (input 7, output 1 so far): `(request, response)`
+/// bytes.
+fn anthropic_stream_start(w: &mut Wire, id: u32, preface: bool) -> (Vec<u8>, Vec<u8>) {
+    let mut request = if preface { PREFACE.to_vec() } else { Vec::new() };
+    let block = w.headers(true, &request_fields("/v1/messages", "s"));
+    request.extend(frame(HEADERS, FLAG_END_HEADERS, id, &block));
+    request.extend(frame(DATA, FLAG_END_STREAM, id, br#"{"model":"claude-sonnet-4-5","stream":true}"#));
+    let block = w.headers(false, &[(":status", "200"), ("content-type", "text/event-stream")]);
+    let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\n";
+    let mut response = frame(HEADERS, FLAG_END_HEADERS, id, &block);
+    response.extend(frame(DATA, 0, id, start.as_bytes()));
+    (request, response)
+}
+
+/// A server that resets a stream mid-body with an error code: the record
+/// is truncated, its error type names the code, output and cost are null.
+#[test]
+fn a_server_reset_mid_body_with_an_error_code_names_it_in_a_truncated_record() {
+    for (code, error) in [(2u8, Some("h2_internal_error")), (7, Some("h2_refused_stream")), (0, None), (8, None)] {
+        let mut p = Pipeline::new(1 << 20);
+        let mut w = Wire::new(27);
+        let (request, response) = anthropic_stream_start(&mut w, 1, true);
+        w.send(&mut p, true, 1, &request);
+        assert!(w.send(&mut p, false, 5, &response).is_empty());
+        let r = w.send(&mut p, false, 9, &frame(RST_STREAM, 0, 1, &[0, 0, 0, code]));
+        assert_eq!(r.len(), 1, "code {code}");
+        let r = &r[0];
+        assert_eq!((r.status, r.truncated, r.error_type.as_deref()), (200, true, error), "code {code}");
+        assert_eq!((r.tokens.input, r.tokens.output, priced(r)), (Some(7), None, None), "code {code}");
+        assert_eq!(r.duration_ms, 4.0, "timed by the response's last bytes, code {code}");
+    }
+}
+
+/// A response whose body stopped short of its content-length when the
+/// stream was reset is cut too; one whole by its length is not.
+#[test]
+fn a_reset_short_of_the_declared_length_is_truncated() {
+    let mut p = Pipeline::new(1 << 20);
+    let mut w = Wire::new(29);
+    let block = w.headers(true, &request_fields("/v1/chat/completions", "s"));
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, &block));
+    w.send(&mut p, true, 1, &bytes);
+    let length = OPENAI_BODY.len().to_string();
+    let block =
+        w.headers(false, &[(":status", "200"), ("content-type", "application/json"), ("content-length", &length)]);
+    let mut bytes = frame(HEADERS, FLAG_END_HEADERS, 1, &block);
+    bytes.extend(frame(DATA, 0, 1, &OPENAI_BODY.as_bytes()[..10]));
+    assert!(w.send(&mut p, false, 3, &bytes).is_empty());
+    let r = w.send(&mut p, false, 4, &frame(RST_STREAM, 0, 1, &[0, 0, 0, 2]));
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].truncated, r[0].error_type.as_deref()), (true, Some("h2_internal_error")));
+    assert_eq!((r[0].tokens.input, r[0].tokens.output), (None, None));
+}
+
+/// A server's GOAWAY whose last stream id is below a stream that already
+/// has its response head cuts that stream: one record, truncated, with the
+/// GOAWAY's error code; the connection's close then adds none. A reset
+/// stream followed by the close gives one record too.
+#[test]
+fn a_goaway_or_reset_then_close_gives_exactly_one_record() {
+    for goaway in [true, false] {
+        let mut p = Pipeline::new(1 << 20);
+        let mut w = Wire::new(31);
+        let (request, response) = anthropic_stream_start(&mut w, 1, true);
+        w.send(&mut p, true, 1, &request);
+        assert!(w.send(&mut p, false, 5, &response).is_empty());
+        let r = if goaway {
+            w.send(&mut p, false, 7, &frame(GOAWAY, 0, 0, &[0, 0, 0, 0, 0, 0, 0, 2]))
+        } else {
+            w.send(&mut p, true, 7, &frame(RST_STREAM, 0, 1, &[0, 0, 0, 8]))
+        };
+        assert_eq!(r.len(), 1, "goaway: {goaway}");
+        let error = goaway.then_some("h2_internal_error");
+        assert_eq!((r[0].status, r[0].truncated, r[0].error_type.as_deref()), (200, true, error), "goaway: {goaway}");
+        assert_eq!(r[0].tokens.output, None, "goaway: {goaway}");
+        let close = ChunkHeader { conn_id: 31, kind: KIND_CLOSE, side: SIDE_CLIENT, ..ChunkHeader::default() };
+        assert!(p.on_event(&close, &[]).is_empty(), "goaway: {goaway}");
+        assert_eq!((p.tracked_connections(), p.memory()), (0, 0), "goaway: {goaway}");
+    }
+}
+
+/// The connection closing in the middle of a streamed answer: one record,
+/// truncated, with no error type (no code was sent).
+#[test]
+fn a_close_mid_body_gives_a_truncated_record() {
+    let mut p = Pipeline::new(1 << 20);
+    let mut w = Wire::new(33);
+    let (request, response) = anthropic_stream_start(&mut w, 1, true);
+    w.send(&mut p, true, 1, &request);
+    assert!(w.send(&mut p, false, 5, &response).is_empty());
+    let close = ChunkHeader { conn_id: 33, kind: KIND_CLOSE, side: SIDE_CLIENT, ..ChunkHeader::default() };
+    let r = p.on_event(&close, &[]);
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].truncated, r[0].error_type.as_deref(), r[0].tokens.output), (true, None, None));
 }
 
 /// A client's GOAWAY names the last stream the server opened (pushed) that
