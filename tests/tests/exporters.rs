@@ -1577,10 +1577,19 @@ fn genai_spans_carry_no_prompt_completion_key_or_header_value() {
         || http_spans(&otlp).len() >= 2 * ids.len(),
         || agent.log_text(),
     );
+    // The metrics checked too: an export made after every exchange's spans
+    // came, so it holds these exchanges (one every `interval_seconds`).
+    let metrics_exports = || otlp.all().iter().filter(|r| r.path == "/v1/metrics").count();
+    let before = metrics_exports();
+    wait_for(
+        "a metrics export after the private exchanges",
+        Duration::from_secs(10),
+        || metrics_exports() > before,
+        || agent.log_text(),
+    );
     thread::sleep(Duration::from_millis(500)); // nothing more may come
     check_private_spans(&http_spans(&otlp), &ids);
     let received = otlp.all();
-    assert!(received.iter().any(|r| r.path == "/v1/metrics"), "the metrics were checked too");
     for r in &received {
         assert_eq!(r.header("content-encoding"), None, "compression = none: the body is the protobuf");
         let what = format!("OTLP/HTTP {}", r.path);
