@@ -39,10 +39,7 @@ pub fn for_each_event(body: &[u8], at_end: bool, mut f: impl FnMut(Option<&str>,
         if line.starts_with(':') {
             continue;
         }
-        let (field, value) = match line.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (line, ""),
-        };
+        let (field, value) = field_and_value(line);
         match field {
             "event" => event = Some(value),
             "data" => match &mut data {
@@ -58,6 +55,16 @@ pub fn for_each_event(body: &[u8], at_end: bool, mut f: impl FnMut(Option<&str>,
     }
     if at_end && let Some(d) = data {
         f(event, &d);
+    }
+}
+
+/// A non-comment line's field name and value: the value follows the first
+/// colon, less one leading space; a line without a colon is a field with an
+/// empty value.
+fn field_and_value(line: &str) -> (&str, &str) {
+    match line.split_once(':') {
+        Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+        None => (line, ""),
     }
 }
 
@@ -116,10 +123,7 @@ mod tests {
             if line.starts_with(':') {
                 continue;
             }
-            let (field, value) = match line.split_once(':') {
-                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-                None => (line, ""),
-            };
+            let (field, value) = field_and_value(line);
             match field {
                 "event" => event = Some(value.to_string()),
                 "data" => match &mut data {
