@@ -7,6 +7,7 @@
 //! once by name.
 
 use std::{
+    borrow::Cow,
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
 };
@@ -69,18 +70,18 @@ impl PriceTable {
     }
 
     /// The price of a model: exact name, else its provider-neutral name
-    /// (`price_name`), else that without a trailing date or version
-    /// (`gpt-4o-2024-08-06`, `claude-sonnet-4-20250514`).
+    /// (`price_name`, `dashed_claude`), else that without a trailing date
+    /// or version (`gpt-4o-2024-08-06`, `claude-sonnet-4-20250514`).
     pub fn price(&self, model: &str) -> Option<&Price> {
         let model = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
         if let Some(p) = self.models.get(&model) {
             return Some(p);
         }
-        let model = price_name(&model);
-        if let Some(p) = self.models.get(model) {
+        let model = dashed_claude(price_name(&model));
+        if let Some(p) = self.models.get(model.as_ref()) {
             return Some(p);
         }
-        let mut name = model;
+        let mut name = model.as_ref();
         while let Some((head, tail)) = name.rsplit_once('-') {
             if !tail.chars().all(|c| c.is_ascii_digit()) && tail != "latest" {
                 break;
@@ -151,6 +152,24 @@ fn price_name(model: &str) -> &str {
         m = head;
     }
     m
+}
+
+/// A Claude id with its version dotted, as OpenRouter writes them
+/// (`claude-3.5-sonnet`, `claude-sonnet-4.5`), spelled with Anthropic's
+/// dashes (`claude-3-5-sonnet`, `claude-sonnet-4-5`). Only a dot between
+/// two digits changes; other names are returned as they are.
+fn dashed_claude(model: &str) -> Cow<'_, str> {
+    if !model.starts_with("claude-") || !model.contains('.') {
+        return Cow::Borrowed(model);
+    }
+    let chars: Vec<char> = model.chars().collect();
+    let digit = |i: Option<usize>| i.and_then(|i| chars.get(i)).is_some_and(char::is_ascii_digit);
+    let dashed = chars
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| if c == '.' && digit(i.checked_sub(1)) && digit(Some(i + 1)) { '-' } else { c })
+        .collect();
+    Cow::Owned(dashed)
 }
 
 impl PriceTable {
@@ -295,6 +314,7 @@ mod tests {
               "gpt-4o": {"input_cost_per_token": 3e-06, "output_cost_per_token": 1.2e-05,
                          "cache_read_input_token_cost": 1.5e-06, "litellm_provider": "openai", "mode": "chat"},
               "mistral/mistral-large-latest": {"input_cost_per_token": 0.000002, "output_cost_per_token": 0.000006},
+              "openrouter/anthropic/claude-3.5-sonnet": {"input_cost_per_token": 6e-06, "output_cost_per_token": 3e-05},
               "dall-e-3": {"output_cost_per_image": 0.04},
               "claude-x": {"input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05,
                            "cache_read_input_token_cost": 3e-07, "cache_creation_input_token_cost": 3.75e-06}
@@ -310,6 +330,13 @@ mod tests {
         assert_eq!(t.cost("gpt-4o", &u), Some(Decimal::from_str("0.0045").unwrap()));
         assert_eq!(t.price("mistral-large-latest").unwrap().output, Decimal::from(6), "provider prefix dropped");
         assert!(t.price("dall-e-3").is_none(), "entries without token prices are skipped");
+        let dotted = t.price("anthropic/claude-3.5-sonnet").unwrap();
+        assert_eq!(dotted.input, Decimal::from(6), "the map's dotted OpenRouter name is matched as it is");
+        assert_eq!(
+            t.price("claude-3-5-sonnet-20241022").unwrap().input,
+            Decimal::from(3),
+            "the dashed id keeps its own"
+        );
         assert_eq!(t.price("claude-x").unwrap().cache_write, Some(Decimal::from_str("3.75").unwrap()));
         assert!(t.price("gemini-2.0-flash").is_some(), "built-in models not in the map stay");
         std::fs::write(&f, r#"{"m": {"input_cost_per_token": "cheap", "output_cost_per_token": 1}}"#).unwrap();
@@ -438,6 +465,79 @@ mod tests {
         ] {
             assert_eq!(cost(model).as_deref(), Some(expected), "{model}");
         }
+    }
+
+    /// Older OpenAI models still in use, GroqCloud's lineup, Together AI's
+    /// Llama 3.3 Turbo and OpenRouter's dotted Claude ids are priced at
+    /// their own list prices: `gpt-4o-2024-05-13` is not `gpt-4o`, and
+    /// `anthropic/claude-sonnet-4.5` costs what `claude-sonnet-4-5` costs.
+    #[test]
+    fn older_openai_groq_together_and_openrouter_ids_are_priced() {
+        let t = PriceTable::load(None).unwrap();
+        let usage = Usage { input: Some(1_000_000), output: Some(1_000_000), ..Usage::default() };
+        let cost = |model: &str, usage: &Usage| t.cost(model, usage).map(|c| c.normalize().to_string());
+        for (model, expected) in [
+            ("gpt-4o-2024-05-13", "20"),
+            ("gpt-4o-2024-08-06", "12.5"),
+            ("gpt-4-turbo", "40"),
+            ("gpt-4-turbo-2024-04-09", "40"),
+            ("gpt-4-turbo-preview", "40"),
+            ("gpt-4-0125-preview", "40"),
+            ("gpt-4-1106-preview", "40"),
+            ("gpt-4", "90"),
+            ("gpt-4-0613", "90"),
+            ("gpt-4-32k", "180"),
+            ("gpt-4-32k-0613", "180"),
+            ("gpt-3.5-turbo", "2"),
+            ("gpt-3.5-turbo-0125", "2"),
+            ("gpt-3.5-turbo-1106", "3"),
+            ("gpt-3.5-turbo-instruct", "3.5"),
+            ("o1", "75"),
+            ("o1-2024-12-17", "75"),
+            ("o1-preview-2024-09-12", "75"),
+            ("o1-mini-2024-09-12", "5.5"),
+            ("o1-pro-2025-03-19", "750"),
+            ("o3-pro-2025-06-10", "100"),
+            ("llama-3.1-8b-instant", "0.13"),
+            ("llama-3.3-70b-versatile", "1.38"),
+            ("openai/gpt-oss-120b", "0.75"),
+            ("openai/gpt-oss-20b", "0.375"),
+            ("qwen/qwen3-32b", "0.88"),
+            ("meta-llama/llama-4-scout-17b-16e-instruct", "0.45"),
+            ("meta-llama/Llama-3.3-70B-Instruct-Turbo", "1.76"),
+            ("anthropic/claude-3.5-sonnet", "18"),
+            ("anthropic/claude-3.5-haiku", "4.8"),
+            ("anthropic/claude-3.7-sonnet", "18"),
+            ("anthropic/claude-sonnet-4.5", "18"),
+            ("anthropic/claude-haiku-4.5", "6"),
+            ("anthropic/claude-opus-4.1", "90"),
+            ("anthropic/claude-opus-4.5", "30"),
+        ] {
+            assert_eq!(cost(model, &usage).as_deref(), Some(expected), "{model}");
+        }
+        // o1's cached input: 600k uncached × $15 + 400k cached × $7.50 + 100k output × $60.
+        let cached =
+            Usage { input: Some(1_000_000), output: Some(100_000), cache_read: Some(400_000), ..Usage::default() };
+        assert_eq!(cost("o1-2024-12-17", &cached).as_deref(), Some("18"));
+        // A dotted OpenRouter id costs exactly what Anthropic's dashed id costs, cache included.
+        let claude = Usage {
+            input: Some(115),
+            output: Some(7),
+            cache_read: Some(100),
+            cache_creation: Some(5),
+            reasoning: None,
+        };
+        for (dotted, dashed) in [
+            ("anthropic/claude-sonnet-4.5", "claude-sonnet-4-5-20250929"),
+            ("anthropic/claude-3.5-sonnet", "claude-3-5-sonnet-20241022"),
+            ("anthropic/claude-opus-4.1", "claude-opus-4-1-20250805"),
+        ] {
+            assert!(t.cost(dashed, &claude).is_some(), "{dashed}");
+            assert_eq!(t.cost(dotted, &claude), t.cost(dashed, &claude), "{dotted}");
+        }
+        assert_eq!(dashed_claude("claude-3.5-sonnet"), "claude-3-5-sonnet");
+        assert_eq!(dashed_claude("gpt-4.1"), "gpt-4.1", "only Claude ids change");
+        assert_eq!(dashed_claude("claude-x.y"), "claude-x.y", "only a dot between digits");
     }
 
     #[test]
