@@ -456,8 +456,8 @@ fn streaming_time_follows_a_paced_schedule_and_role_only_deltas_are_not_tokens()
         // event after the first (4 for OpenAI, 2 for Bedrock).
         let s = agent.scrape();
         llm_proxy_e2e::metrics::promtool_check(&s.text, "prometheus text with streaming time");
-        assert_eq!(s.sum("gen_ai_client_operation_time_to_first_chunk_seconds_count"), 4, "{}", s.text);
-        assert_eq!(s.sum("gen_ai_client_operation_time_per_output_chunk_seconds_count"), 2 * (4 + 2));
+        assert_eq!(s.sum("gen_ai_client_inference_time_to_first_chunk_seconds_count"), 4, "{}", s.text);
+        assert_eq!(s.sum("gen_ai_client_inference_time_per_output_chunk_seconds_count"), 2 * (4 + 2));
         assert_eq!(s.sum("llm_time_per_output_token_seconds_count"), 4);
     });
 }
