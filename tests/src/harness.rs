@@ -121,7 +121,9 @@ impl Drop for TempDir {
 /// route (`/openai/` -> 127.0.0.1:port/). `/NAME-ka/` locations use
 /// HTTP/1.1 and keep-alive upstream connections; the others nginx's default
 /// HTTP/1.0 (close-delimited) upstream. `/cached/` answers from nginx itself,
-/// like a response cache (usage: prompt 12, completion 34).
+/// like a response cache (usage: prompt 12, completion 34). Upstream
+/// requests carry nginx's default `Host` (`127.0.0.1:PORT`, `NAME_ka`)
+/// unless the route is given one (`start_private_with_hosts`).
 pub struct Nginx {
     pub guard: Guard,
     pub port: u16,
@@ -139,30 +141,47 @@ impl Nginx {
     /// Runs Debian's `/usr/sbin/nginx`.
     pub fn start(routes: &[(&str, u16)]) -> Self {
         assert!(Path::new(NGINX).exists(), "{NGINX} is missing: apt-get install nginx-light");
-        Self::start_exe(TempDir::new("nginx"), PathBuf::from(NGINX), routes)
+        Self::start_exe(TempDir::new("nginx"), PathBuf::from(NGINX), routes, &[])
     }
 
     /// Runs a private copy of Debian's nginx binary (same bytes, its own
     /// inode): an agent given `--exe` of the copy traces this nginx alone,
     /// not the other nginx instances a shared host may run.
     pub fn start_private(routes: &[(&str, u16)]) -> Self {
+        Self::start_private_with_hosts(routes, &[])
+    }
+
+    /// `start_private`, with the upstream `Host` header of some routes set
+    /// (`(route, host)`: `proxy_set_header Host host` on `/route/` and
+    /// `/route-ka/`), as when nginx proxies to a provider's API by its name
+    /// (`api.groq.com`) while the test's mock answers on 127.0.0.1.
+    pub fn start_private_with_hosts(routes: &[(&str, u16)], hosts: &[(&str, &str)]) -> Self {
         assert!(Path::new(NGINX).exists(), "{NGINX} is missing: apt-get install nginx-light");
         let dir = TempDir::new("nginx");
         let exe = dir.0.join("nginx");
         std::fs::copy(NGINX, &exe).expect("copy nginx");
-        Self::start_exe(dir, exe, routes)
+        Self::start_exe(dir, exe, routes, hosts)
     }
 
-    fn start_exe(dir: TempDir, exe: PathBuf, routes: &[(&str, u16)]) -> Self {
+    fn start_exe(dir: TempDir, exe: PathBuf, routes: &[(&str, u16)], hosts: &[(&str, &str)]) -> Self {
         let port = free_port();
         let mut locations = String::new();
         let mut upstreams = String::new();
         for (name, up) in routes.iter().filter(|(name, _)| !name.ends_with("-tls")) {
+            let host = hosts
+                .iter()
+                .find(|(route, _)| route == name)
+                .map(|(_, host)| format!(" proxy_set_header Host {host};"))
+                .unwrap_or_default();
             upstreams.push_str(&format!("  upstream {name}_ka {{ server 127.0.0.1:{up}; keepalive 4; }}\n"));
             locations.push_str(&format!(
-                "    location /{name}/ {{ proxy_pass http://127.0.0.1:{up}/; }}\n    location /{name}-ka/ {{ proxy_pass http://{name}_ka/; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n"
+                "    location /{name}/ {{ proxy_pass http://127.0.0.1:{up}/;{host} }}\n    location /{name}-ka/ {{ proxy_pass http://{name}_ka/; proxy_http_version 1.1; proxy_set_header Connection \"\";{host} }}\n"
             ));
         }
+        assert!(
+            hosts.iter().all(|(route, _)| routes.iter().any(|(name, _)| name == route)),
+            "a host for a route that is not there: {hosts:?}"
+        );
         for (name, up) in routes.iter().filter(|(name, _)| name.ends_with("-tls")) {
             locations.push_str(&format!("    location /{name}/ {{ proxy_pass https://127.0.0.1:{up}/; }}\n"));
         }

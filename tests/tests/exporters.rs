@@ -55,8 +55,8 @@ const PACED_MODEL: &str = "paced-model";
 /// The streaming-time histograms: time to first token, time per output
 /// chunk (observed once per gap between content events), time per output token.
 const STREAM_TIMES: [&str; 3] = [
-    "gen_ai.client.operation.time_to_first_chunk",
-    "gen_ai.client.operation.time_per_output_chunk",
+    "gen_ai.client.inference.time_to_first_chunk",
+    "gen_ai.client.inference.time_per_output_chunk",
     "llm.time_per_output_token",
 ];
 

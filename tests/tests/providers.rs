@@ -6,8 +6,9 @@
 //!
 //! Every expected value comes from what the mock provider sends (`mock::Api`
 //! documents each API's usage; tokens, cache counts and content events are
-//! compared with what each `mock::Answer` notes it sent) and from the
-//! configured upstream names.
+//! compared with what each `mock::Answer` notes it sent), from the
+//! configured upstream names and from the upstream `Host` nginx sends
+//! (`HOSTED`: OpenAI-compatible servers named by their host alone).
 
 use std::time::Duration;
 
@@ -26,11 +27,25 @@ struct Upstreams {
     nginx: Nginx,
 }
 
+/// Upstreams whose configured names name no provider (`compat1`...), each
+/// proxied with the `Host` of an OpenAI-compatible provider's API: only that
+/// host tells the agent who serves them. (route, Host, `gen_ai.provider.name`)
+const HOSTED: [(&str, &str, &str); 3] = [
+    ("compat1", "api.groq.com", "groq"),
+    ("compat2", "api.together.xyz", "together_ai"),
+    ("compat3", "openrouter.ai", "openrouter"),
+];
+
 impl Upstreams {
     fn start(names: &[&'static str]) -> Self {
+        Self::start_with_hosts(names, &[])
+    }
+
+    /// `start`, nginx sending the upstream `Host` given per route (`(route, host)`).
+    fn start_with_hosts(names: &[&'static str], hosts: &[(&str, &str)]) -> Self {
         let mocks: Vec<_> = names.iter().map(|n| (*n, MockProvider::start(0).unwrap())).collect();
         let routes: Vec<(&str, u16)> = mocks.iter().map(|(n, m)| (*n, m.port)).collect();
-        let nginx = Nginx::start_private(&routes);
+        let nginx = Nginx::start_private_with_hosts(&routes, hosts);
         Self { mocks, nginx }
     }
 
@@ -320,13 +335,46 @@ fn cases() -> Vec<Case> {
             ..compatible("deepseek", "deepseek")
         },
         Case { path: "/openai/v1/chat/completions", ..compatible("groq", "groq") },
+        // OpenAI-compatible servers known by the upstream Host alone (`HOSTED`):
+        // OpenAI's paths and bodies, the host's provider on the upstream record.
+        Case { path: "/openai/v1/chat/completions", ..compatible("compat1", "groq") },
+        Case {
+            // 3 content chunks, then the usage chunk (prompt 21, completion 55);
+            // the mock's chunks name no model.
+            path: "/openai/v1/chat/completions?events=4&interval_ms=20&usage=1",
+            model_returned: None,
+            streaming: true,
+            stream_events: Some(5),
+            ..compatible("compat1", "groq")
+        },
+        Case { path: "/v1/chat/completions", ..compatible("compat2", "together_ai") },
+        Case {
+            path: "/v1/chat/completions?events=4&interval_ms=20&usage=1",
+            model_returned: None,
+            streaming: true,
+            stream_events: Some(5),
+            ..compatible("compat2", "together_ai")
+        },
+        Case { path: "/api/v1/chat/completions", ..compatible("compat3", "openrouter") },
     ]
+}
+
+/// The sum of a scrape's `metric` series carrying every one of `labels`
+/// (`name="value"`, as exposed).
+fn sum_with(s: &llm_proxy_e2e::metrics::Scrape, metric: &str, labels: &[String]) -> u64 {
+    s.series
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{metric}{{")) && labels.iter().all(|l| k.contains(l.as_str())))
+        .map(|(_, v)| *v as u64)
+        .sum()
 }
 
 #[test]
 fn every_provider_api_is_recorded_exactly_on_both_sides() {
     let _serial = serial();
-    let setup = Upstreams::start(&["bedrock", "vertex", "azure", "cohere", "ollama", "mistral", "deepseek", "groq"]);
+    let mut names = vec!["bedrock", "vertex", "azure", "cohere", "ollama", "mistral", "deepseek", "groq"];
+    names.extend(HOSTED.map(|(route, _, _)| route));
+    let setup = Upstreams::start_with_hosts(&names, &HOSTED.map(|(route, host, _)| (route, host)));
     let cases = cases();
     for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
         let agent = setup.agent(mode);
@@ -386,6 +434,27 @@ fn every_provider_api_is_recorded_exactly_on_both_sides() {
                 assert_eq!(case.streaming, answer.content_events.is_some(), "{what}");
                 assert_eq!(r["time_to_first_token_ms"].as_f64().is_some(), case.streaming, "{what}");
             }
+        }
+        // The exposition labels the upstream exchanges of each provider
+        // named by the Host (with the configured `groq`'s): each counted
+        // once, with the tokens the mock sent in it.
+        let s = agent.scrape();
+        for (_, _, provider) in HOSTED {
+            let (mut requests, mut input, mut output) = (0, 0, 0);
+            for (case, answer) in cases.iter().zip(&answers).filter(|(c, _)| c.upstream_provider == provider) {
+                let (i, o) = answer.usage.unwrap_or_else(|| panic!("{}: no usage sent", case.path));
+                (requests, input, output) = (requests + 1, input + i, output + o);
+            }
+            assert!(requests > 0, "no case for {provider}");
+            let labels = |more: &[&str]| {
+                let mut l = vec!["side=\"upstream\"".to_string(), format!("gen_ai_provider_name=\"{provider}\"")];
+                l.extend(more.iter().map(|m| m.to_string()));
+                l
+            };
+            let what = format!("{provider} in\n{}", s.text);
+            assert_eq!(sum_with(&s, "llm_requests_total", &labels(&[])), requests, "{what}");
+            assert_eq!(sum_with(&s, "llm_tokens_total", &labels(&["gen_ai_token_type=\"input\""])), input, "{what}");
+            assert_eq!(sum_with(&s, "llm_tokens_total", &labels(&["gen_ai_token_type=\"output\""])), output, "{what}");
         }
     });
 }
@@ -456,8 +525,8 @@ fn streaming_time_follows_a_paced_schedule_and_role_only_deltas_are_not_tokens()
         // event after the first (4 for OpenAI, 2 for Bedrock).
         let s = agent.scrape();
         llm_proxy_e2e::metrics::promtool_check(&s.text, "prometheus text with streaming time");
-        assert_eq!(s.sum("gen_ai_client_operation_time_to_first_chunk_seconds_count"), 4, "{}", s.text);
-        assert_eq!(s.sum("gen_ai_client_operation_time_per_output_chunk_seconds_count"), 2 * (4 + 2));
+        assert_eq!(s.sum("gen_ai_client_inference_time_to_first_chunk_seconds_count"), 4, "{}", s.text);
+        assert_eq!(s.sum("gen_ai_client_inference_time_per_output_chunk_seconds_count"), 2 * (4 + 2));
         assert_eq!(s.sum("llm_time_per_output_token_seconds_count"), 4);
     });
 }

@@ -130,12 +130,14 @@ pub static TTFB: Desc = desc(
     "Time from the first request byte to the first response byte.",
 );
 
-// Streaming time (OpenTelemetry GenAI semantic conventions v1.41.0, status
-// Development): observed for streamed responses whose stream was parsed as
-// it arrived (see docs/metrics.md).
+// Streaming time: observed for streamed responses whose stream was parsed as
+// it arrived (see docs/metrics.md). Names and units from the OpenTelemetry
+// GenAI semantic conventions v0.1.0 (open-telemetry/semantic-conventions-genai,
+// docs/gen-ai/client-inference.md, status Development): histograms in `s`.
+// Until semantic-conventions v1.41.x they were `gen_ai.client.operation.*`.
 pub static TIME_TO_FIRST_CHUNK: Desc = desc(
-    "gen_ai.client.operation.time_to_first_chunk",
-    "gen_ai_client_operation_time_to_first_chunk",
+    "gen_ai.client.inference.time_to_first_chunk",
+    "gen_ai_client_inference_time_to_first_chunk",
     "s",
     SECONDS,
     Histogram,
@@ -143,8 +145,8 @@ pub static TIME_TO_FIRST_CHUNK: Desc = desc(
     "Streamed responses: first request byte to the first content-bearing event (OpenTelemetry GenAI).",
 );
 pub static TIME_PER_OUTPUT_CHUNK: Desc = desc(
-    "gen_ai.client.operation.time_per_output_chunk",
-    "gen_ai_client_operation_time_per_output_chunk",
+    "gen_ai.client.inference.time_per_output_chunk",
+    "gen_ai_client_inference_time_per_output_chunk",
     "s",
     SECONDS,
     Histogram,
@@ -1134,6 +1136,9 @@ pub static ALL: &[&Desc] = &[
     &CACHE_HITS,
     &DURATION,
     &TTFB,
+    &TIME_TO_FIRST_CHUNK,
+    &TIME_PER_OUTPUT_CHUNK,
+    &TIME_PER_OUTPUT_TOKEN,
     &RECORDS_LAGGED,
     &LABEL_OVERFLOW,
     &EXPORTER_BATCHES,
@@ -1253,5 +1258,28 @@ mod tests {
         let prom: HashSet<String> = ALL.iter().map(|d| d.prometheus_name()).collect();
         assert_eq!(otel.len(), ALL.len(), "an OpenTelemetry name is defined twice");
         assert_eq!(prom.len(), ALL.len(), "a Prometheus name is defined twice");
+    }
+
+    /// The streaming-time histograms carry the GenAI semantic-convention
+    /// names (semantic-conventions-genai v0.1.0, client-inference.md): a
+    /// rename here is a breaking change for dashboards, so it is deliberate.
+    #[test]
+    fn streaming_time_follows_the_genai_conventions() {
+        for (d, otel, prom) in [
+            (
+                &TIME_TO_FIRST_CHUNK,
+                "gen_ai.client.inference.time_to_first_chunk",
+                "gen_ai_client_inference_time_to_first_chunk_seconds",
+            ),
+            (
+                &TIME_PER_OUTPUT_CHUNK,
+                "gen_ai.client.inference.time_per_output_chunk",
+                "gen_ai_client_inference_time_per_output_chunk_seconds",
+            ),
+        ] {
+            assert_eq!((d.otel, d.prometheus_name().as_str(), d.unit), (otel, prom, "s"));
+            assert!(matches!(d.kind, Kind::Histogram), "{otel}");
+            assert!(ALL.iter().any(|a| std::ptr::eq(*a, d)), "{otel} is not in ALL");
+        }
     }
 }

@@ -178,6 +178,15 @@ fn every_source() -> Vec<Series> {
             cache_creation: Some(1),
             reasoning: Some(1),
         })
+        // Streamed, so the streaming-time histograms are observed too.
+        .streaming(true)
+        .stream_timing(crate::audit::pipeline::StreamTiming {
+            time_to_first_token_ms: Some(150.0),
+            time_per_output_token_ms: Some(10.0),
+            time_per_output_chunk_ms: Some(40.0),
+            stream_events: Some(4),
+            content_events: Some(3),
+        })
         .build();
     audit.observe(&r);
     let sources = Sources {
