@@ -1,5 +1,6 @@
-//! Reads the kernel's per-CPU counter maps and sums them over CPUs. The
-//! metric source `export::hot_path` turns a `HotPathSnapshot` into series
+//! Reads the kernel's per-CPU counter maps and sums them over CPUs, in an
+//! order that never shows a request finished without its bytes (`snapshot`).
+//! The metric source `export::hot_path` turns a `HotPathSnapshot` into series
 //! of the catalogue (docs/metrics.md).
 
 use aya::maps::{MapData, PerCpuArray};
@@ -51,7 +52,7 @@ impl CounterMaps {
 }
 
 /// The kernel's counters summed over CPUs, read once per snapshot.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HotPathSnapshot {
     pub counters: Vec<u64>,
     pub provider_requests: Vec<u64>,
@@ -71,22 +72,109 @@ impl HotPathSnapshot {
     }
 }
 
+/// Whole reads of the maps a snapshot may take before it settles for the last.
+const MAX_READS: usize = 3;
+
 impl CounterMaps {
+    /// The counters, read so that a request counted as finished always has
+    /// its bytes and its start counted too.
+    ///
+    /// The maps are read one key at a time while the kernel keeps adding to
+    /// them, and the kernel records a request in a fixed order: its start
+    /// (`REQUESTS_TOTAL`, `PROVIDER_REQUESTS`) once its first bytes are
+    /// counted, its first response byte (`TTFB_HISTOGRAM`), then, in the
+    /// call that carries the response's last bytes and after counting them,
+    /// its end (`PROVIDER_FAILED`, `PROVIDER_HISTOGRAM`, `REQUEST_HISTOGRAM`:
+    /// the `_count` of the duration histograms). `read_once` reads those maps
+    /// in the reverse order, ends first: whatever end it sees happened before
+    /// the byte and start counters were read, so they include that request.
+    /// Read the other way round (as before), a scrape during traffic could
+    /// count a response as finished whose last bytes came after the byte
+    /// counters were read (a CI flake: bytes to clients one response short).
+    ///
+    /// A few counters do not fit one order (`COUNTERS` holds the response
+    /// classes, bumped before the histogram, and the duration sum, bumped
+    /// after it), so the maps are read again until two reads agree, which
+    /// shows them as they were at one instant; under steady traffic the
+    /// third read is kept, still ordered as above.
     pub fn snapshot(&self) -> HotPathSnapshot {
+        settled(MAX_READS, || self.read_once())
+    }
+
+    /// One read of every map: ends of requests first, starts and bytes last.
+    fn read_once(&self) -> HotPathSnapshot {
+        let provider_failed = sums(&self.provider_failed);
+        let provider_histogram = sums(&self.provider_histogram);
+        let provider_latency_sum_us = sums(&self.provider_latency_sum);
+        let request_histogram = sums(&self.request_histogram);
+        let ttfb_histogram = sums(&self.ttfb_histogram);
+        let counters = sums(&self.counters);
+        let provider_requests = sums(&self.provider_requests);
         HotPathSnapshot {
-            counters: sums(&self.counters),
-            provider_requests: sums(&self.provider_requests),
-            provider_failed: sums(&self.provider_failed),
-            provider_latency_sum_us: sums(&self.provider_latency_sum),
-            provider_histogram: sums(&self.provider_histogram),
-            request_histogram: sums(&self.request_histogram),
-            ttfb_histogram: sums(&self.ttfb_histogram),
+            counters,
+            provider_requests,
+            provider_failed,
+            provider_latency_sum_us,
+            provider_histogram,
+            request_histogram,
+            ttfb_histogram,
             probe_hits: sums(&self.probe_hits),
         }
     }
 }
 
+/// Calls `read` until two consecutive results are equal, at most
+/// `max_reads` times (at least once), and returns the last result.
+fn settled<T: PartialEq>(max_reads: usize, mut read: impl FnMut() -> T) -> T {
+    let mut last = read();
+    for _ in 1..max_reads {
+        let next = read();
+        if next == last {
+            return next;
+        }
+        last = next;
+    }
+    last
+}
+
 /// Every slot of a per-CPU array, summed over CPUs.
 fn sums(map: &PerCpuArray<MapData, u64>) -> Vec<u64> {
     map.iter().map(|v| v.map(|per_cpu| per_cpu.iter().copied().sum()).unwrap_or(0)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `settled(max_reads)` over a reader returning `values` in turn (the
+    /// last again once they run out): its result and the reads it made.
+    fn settle(max_reads: usize, values: &[u64]) -> (u64, usize) {
+        let mut reads = 0;
+        let value = settled(max_reads, || {
+            reads += 1;
+            values[(reads - 1).min(values.len() - 1)]
+        });
+        (value, reads)
+    }
+
+    #[test]
+    fn two_equal_reads_end_at_once() {
+        assert_eq!(settle(3, &[7, 7, 9]), (7, 2));
+    }
+
+    #[test]
+    fn a_change_between_reads_reads_again() {
+        assert_eq!(settle(3, &[7, 8, 8, 9]), (8, 3));
+    }
+
+    #[test]
+    fn counters_that_keep_moving_give_the_last_of_three_reads() {
+        assert_eq!(settle(3, &[7, 8, 9, 10]), (9, 3));
+    }
+
+    #[test]
+    fn one_read_allowed_is_one_read() {
+        assert_eq!(settle(1, &[7, 8]), (7, 1));
+        assert_eq!(settle(0, &[7, 8]), (7, 1));
+    }
 }
