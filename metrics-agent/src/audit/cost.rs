@@ -504,7 +504,7 @@ mod tests {
             ("openai/gpt-oss-20b", "0.375"),
             ("qwen/qwen3-32b", "0.88"),
             ("meta-llama/llama-4-scout-17b-16e-instruct", "0.45"),
-            ("meta-llama/Llama-3.3-70B-Instruct-Turbo", "1.76"),
+            ("meta-llama/Llama-3.3-70B-Instruct-Turbo", "2.08"),
             ("anthropic/claude-3.5-sonnet", "18"),
             ("anthropic/claude-3.5-haiku", "4.8"),
             ("anthropic/claude-3.7-sonnet", "18"),
@@ -519,6 +519,8 @@ mod tests {
         let cached =
             Usage { input: Some(1_000_000), output: Some(100_000), cache_read: Some(400_000), ..Usage::default() };
         assert_eq!(cost("o1-2024-12-17", &cached).as_deref(), Some("18"));
+        // Groq's GPT-OSS cached input at half the input price: 600k × $0.15 + 400k × $0.075 + 100k × $0.60.
+        assert_eq!(cost("openai/gpt-oss-120b", &cached).as_deref(), Some("0.18"));
         // A dotted OpenRouter id costs exactly what Anthropic's dashed id costs, cache included.
         let claude = Usage {
             input: Some(115),

@@ -107,6 +107,16 @@ mod tests {
         assert_eq!(e[1].event.as_deref(), Some("message_stop"));
     }
 
+    #[test]
+    fn a_field_value_follows_the_first_colon_less_one_space() {
+        assert_eq!(field_and_value("data: x"), ("data", "x"));
+        assert_eq!(field_and_value("data:x"), ("data", "x"));
+        assert_eq!(field_and_value("data:  x"), ("data", " x"));
+        assert_eq!(field_and_value("event: a: b"), ("event", "a: b"));
+        assert_eq!(field_and_value("data"), ("data", ""));
+        assert_eq!(field_and_value("data:"), ("data", ""));
+    }
+
     /// The events as the former implementation found them: the body
     /// normalised to LF line ends, then split.
     fn events_by_normalising(body: &[u8], at_end: bool) -> Vec<Event> {
