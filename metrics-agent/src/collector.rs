@@ -52,7 +52,7 @@ impl CounterMaps {
 }
 
 /// The kernel's counters summed over CPUs, read once per snapshot.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct HotPathSnapshot {
     pub counters: Vec<u64>,
     pub provider_requests: Vec<u64>,
@@ -72,9 +72,6 @@ impl HotPathSnapshot {
     }
 }
 
-/// Whole reads of the maps a snapshot may take before it settles for the last.
-const MAX_READS: usize = 3;
-
 impl CounterMaps {
     /// The counters, read so that a request counted as finished always has
     /// its bytes and its start counted too.
@@ -85,24 +82,24 @@ impl CounterMaps {
     /// counted, its first response byte (`TTFB_HISTOGRAM`), then, in the
     /// call that carries the response's last bytes and after counting them,
     /// its end (`PROVIDER_FAILED`, `PROVIDER_HISTOGRAM`, `REQUEST_HISTOGRAM`:
-    /// the `_count` of the duration histograms). `read_once` reads those maps
-    /// in the reverse order, ends first: whatever end it sees happened before
+    /// the `_count` of the duration histograms). The maps are read in the
+    /// reverse order, ends first: whatever end the read sees happened before
     /// the byte and start counters were read, so they include that request.
-    /// Read the other way round (as before), a scrape during traffic could
-    /// count a response as finished whose last bytes came after the byte
-    /// counters were read (a CI flake: bytes to clients one response short).
+    /// Read the other way round, a scrape during traffic could count a
+    /// response as finished whose last bytes came after the byte counters
+    /// were read (a CI flake: bytes to clients one response short).
     ///
-    /// A few counters do not fit one order (`COUNTERS` holds the response
-    /// classes, bumped before the histogram, and the duration sum, bumped
-    /// after it), so the maps are read again until two reads agree, which
-    /// shows them as they were at one instant; under steady traffic the
-    /// third read is kept, still ordered as above.
+    /// The duration sums do not fit that order (`COUNTERS` holds the
+    /// response classes, bumped before the request histogram, and the
+    /// duration and TTFB sums, bumped after their histograms), so during
+    /// traffic a histogram's `_sum` can miss or include a few requests its
+    /// `_count` does not (those that finish while the maps are read); both
+    /// are exact once traffic pauses. The maps
+    /// are read once: a read during which the kernel added nothing is
+    /// already the maps at one instant, and under steady traffic reading
+    /// again until two reads agree ends on a read no more consistent than
+    /// the first, at up to three times the cost.
     pub fn snapshot(&self) -> HotPathSnapshot {
-        settled(MAX_READS, || self.read_once())
-    }
-
-    /// One read of every map: ends of requests first, starts and bytes last.
-    fn read_once(&self) -> HotPathSnapshot {
         let provider_failed = sums(&self.provider_failed);
         let provider_histogram = sums(&self.provider_histogram);
         let provider_latency_sum_us = sums(&self.provider_latency_sum);
@@ -123,58 +120,7 @@ impl CounterMaps {
     }
 }
 
-/// Calls `read` until two consecutive results are equal, at most
-/// `max_reads` times (at least once), and returns the last result.
-fn settled<T: PartialEq>(max_reads: usize, mut read: impl FnMut() -> T) -> T {
-    let mut last = read();
-    for _ in 1..max_reads {
-        let next = read();
-        if next == last {
-            return next;
-        }
-        last = next;
-    }
-    last
-}
-
 /// Every slot of a per-CPU array, summed over CPUs.
 fn sums(map: &PerCpuArray<MapData, u64>) -> Vec<u64> {
     map.iter().map(|v| v.map(|per_cpu| per_cpu.iter().copied().sum()).unwrap_or(0)).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `settled(max_reads)` over a reader returning `values` in turn (the
-    /// last again once they run out): its result and the reads it made.
-    fn settle(max_reads: usize, values: &[u64]) -> (u64, usize) {
-        let mut reads = 0;
-        let value = settled(max_reads, || {
-            reads += 1;
-            values[(reads - 1).min(values.len() - 1)]
-        });
-        (value, reads)
-    }
-
-    #[test]
-    fn two_equal_reads_end_at_once() {
-        assert_eq!(settle(3, &[7, 7, 9]), (7, 2));
-    }
-
-    #[test]
-    fn a_change_between_reads_reads_again() {
-        assert_eq!(settle(3, &[7, 8, 8, 9]), (8, 3));
-    }
-
-    #[test]
-    fn counters_that_keep_moving_give_the_last_of_three_reads() {
-        assert_eq!(settle(3, &[7, 8, 9, 10]), (9, 3));
-    }
-
-    #[test]
-    fn one_read_allowed_is_one_read() {
-        assert_eq!(settle(1, &[7, 8]), (7, 1));
-        assert_eq!(settle(0, &[7, 8]), (7, 1));
-    }
 }

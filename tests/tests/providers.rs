@@ -155,6 +155,10 @@ fn cases() -> Vec<Case> {
         model_returned: Some("gpt-4o-mini"),
         ..base
     };
+    let mistral = || Case { model_returned: Some("mistral-small-latest"), ..compatible("mistral", "mistral_ai") };
+    let deepseek = || Case { model_returned: Some("deepseek-chat"), ..compatible("deepseek", "deepseek") };
+    // The mock's usage-only streams (`usage=1`) name no model in their chunks.
+    let unnamed = |upstream, provider| Case { model_returned: None, ..compatible(upstream, provider) };
     vec![
         Case {
             path: "/model/anthropic.claude-3-5-haiku-20241022-v1:0/converse",
@@ -308,55 +312,28 @@ fn cases() -> Vec<Case> {
             stream_events: Some(6),
             ..ollama()
         },
-        Case {
-            path: "/v1/chat/completions?api=mistral",
-            model_returned: Some("mistral-small-latest"),
-            ..compatible("mistral", "mistral_ai")
-        },
-        Case {
-            // A role-only delta, 3 content chunks, usage in the finishing chunk.
-            path: "/v1/chat/completions?api=mistral&events=4&interval_ms=20",
-            model_returned: Some("mistral-small-latest"),
-            streaming: true,
-            stream_events: Some(5),
-            ..compatible("mistral", "mistral_ai")
-        },
-        Case {
-            path: "/chat/completions?api=deepseek",
-            model_returned: Some("deepseek-chat"),
-            ..compatible("deepseek", "deepseek")
-        },
-        Case {
-            // A role-only delta, 3 content chunks, then the usage chunk (cache hits named).
-            path: "/chat/completions?api=deepseek&events=4&interval_ms=20",
-            model_returned: Some("deepseek-chat"),
-            streaming: true,
-            stream_events: Some(5),
-            ..compatible("deepseek", "deepseek")
-        },
+        Case { path: "/v1/chat/completions?api=mistral", ..mistral() },
+        // A role-only delta, 3 content chunks, usage in the finishing chunk.
+        streamed("/v1/chat/completions?api=mistral&events=4&interval_ms=20", mistral()),
+        Case { path: "/chat/completions?api=deepseek", ..deepseek() },
+        // A role-only delta, 3 content chunks, then the usage chunk (cache hits named).
+        streamed("/chat/completions?api=deepseek&events=4&interval_ms=20", deepseek()),
         Case { path: "/openai/v1/chat/completions", ..compatible("groq", "groq") },
         // OpenAI-compatible servers known by the upstream Host alone (`HOSTED`):
         // OpenAI's paths and bodies, the host's provider on the upstream record.
         Case { path: "/openai/v1/chat/completions", ..compatible("compat1", "groq") },
-        Case {
-            // 3 content chunks, then the usage chunk (prompt 21, completion 55);
-            // the mock's chunks name no model.
-            path: "/openai/v1/chat/completions?events=4&interval_ms=20&usage=1",
-            model_returned: None,
-            streaming: true,
-            stream_events: Some(5),
-            ..compatible("compat1", "groq")
-        },
+        // 3 content chunks, then the usage chunk (prompt 21, completion 55).
+        streamed("/openai/v1/chat/completions?events=4&interval_ms=20&usage=1", unnamed("compat1", "groq")),
         Case { path: "/v1/chat/completions", ..compatible("compat2", "together_ai") },
-        Case {
-            path: "/v1/chat/completions?events=4&interval_ms=20&usage=1",
-            model_returned: None,
-            streaming: true,
-            stream_events: Some(5),
-            ..compatible("compat2", "together_ai")
-        },
+        streamed("/v1/chat/completions?events=4&interval_ms=20&usage=1", unnamed("compat2", "together_ai")),
         Case { path: "/api/v1/chat/completions", ..compatible("compat3", "openrouter") },
     ]
+}
+
+/// `case` streamed from `path`, an OpenAI-compatible server's `events=4`
+/// stream: 5 SSE events in its record.
+fn streamed(path: &'static str, case: Case) -> Case {
+    Case { path, streaming: true, stream_events: Some(5), ..case }
 }
 
 /// The sum of a scrape's `metric` series carrying every one of `labels`

@@ -162,12 +162,13 @@ fn dashed_claude(model: &str) -> Cow<'_, str> {
     if !model.starts_with("claude-") || !model.contains('.') {
         return Cow::Borrowed(model);
     }
-    let chars: Vec<char> = model.chars().collect();
-    let digit = |i: Option<usize>| i.and_then(|i| chars.get(i)).is_some_and(char::is_ascii_digit);
-    let dashed = chars
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| if c == '.' && digit(i.checked_sub(1)) && digit(Some(i + 1)) { '-' } else { c })
+    // The bytes next to a dot: an ASCII digit byte is a whole character
+    // in UTF-8 (other characters' bytes are all 0x80 and above).
+    let bytes = model.as_bytes();
+    let digit = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_digit);
+    let dashed = model
+        .char_indices()
+        .map(|(i, c)| if c == '.' && i > 0 && digit(i - 1) && digit(i + 1) { '-' } else { c })
         .collect();
     Cow::Owned(dashed)
 }
@@ -540,6 +541,35 @@ mod tests {
         assert_eq!(dashed_claude("claude-3.5-sonnet"), "claude-3-5-sonnet");
         assert_eq!(dashed_claude("gpt-4.1"), "gpt-4.1", "only Claude ids change");
         assert_eq!(dashed_claude("claude-x.y"), "claude-x.y", "only a dot between digits");
+        for (model, dashed) in [
+            ("claude-3.5.1", "claude-3-5-1"),
+            ("claude-.5", "claude-.5"),
+            ("claude-4.", "claude-4."),
+            ("claude-4..5", "claude-4..5"),
+            ("claude-é.5", "claude-é.5"),
+            ("claude-3.é", "claude-3.é"),
+            ("claude-é3.5é", "claude-é3-5é"),
+            ("claude-٣.٥", "claude-٣.٥"),
+        ] {
+            assert_eq!(dashed_claude(model), dashed, "{model}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any text after `claude-` (non-ASCII, dots at either end): no
+        /// panic, and exactly the dots between two ASCII digits become dashes.
+        #[test]
+        fn dashed_claude_turns_only_dots_between_digits(tail in "[0-9.a-zé٣-]{0,16}|\\PC{0,16}") {
+            let model = format!("claude-{tail}");
+            let chars: Vec<char> = model.chars().collect();
+            let digit = |i: usize| chars.get(i).is_some_and(char::is_ascii_digit);
+            let expected: String = chars
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| if c == '.' && i > 0 && digit(i - 1) && digit(i + 1) { '-' } else { c })
+                .collect();
+            proptest::prop_assert_eq!(dashed_claude(&model), expected);
+        }
     }
 
     #[test]
