@@ -339,7 +339,10 @@ fn go_request_in_one_blocked_write_is_reported_before_its_early_answer() {
         // Ground truth: "status S tokens IN OUT early E" per request.
         assert_eq!(answers.len(), REQUESTS, "{go}: {answers:?}");
         let fields: Vec<Vec<&str>> = answers.iter().map(|a| a.split_whitespace().collect()).collect();
-        assert!(fields.iter().all(|f| f[6] == "true"), "{go}: every answer came before its Write returned: {answers:?}");
+        assert!(
+            fields.iter().all(|f| f[6] == "true"),
+            "{go}: every answer came before its Write returned: {answers:?}"
+        );
         let mut want: Vec<u64> = fields.iter().map(|f| f[1].parse().unwrap()).collect();
         let tokens = |i: usize| fields.iter().map(|f| f[i].parse::<u64>().unwrap()).sum::<u64>();
         let (input, output) = (tokens(3), tokens(4));
