@@ -141,9 +141,9 @@ fn plan_hooks(plan: &mut Vec<PlannedProbe>, file: &std::path::Path, offsets: &Ha
 /// The Go crypto/tls probes of an executable (`go::plan`).
 fn plan_go_tls(plan: &mut Vec<PlannedProbe>, exe: &std::path::Path, go: &GoTlsProbes) {
     plan.push((exe.to_path_buf(), go.read_entry, gotls::ENTER_GO_TLS_READ, go::READ));
-    plan.push((exe.to_path_buf(), go.write_entry, gotls::ENTER_GO_TLS_WRITE, go::WRITE));
+    plan.push((exe.to_path_buf(), go.write_checked, gotls::ENTER_GO_TLS_WRITE, go::WRITE));
     plan.extend(
-        go.returns.iter().map(|&at| (exe.to_path_buf(), at, gotls::RETURN_GO_TLS, "RET of crypto/tls.(*Conn)")),
+        go.returns.iter().map(|&at| (exe.to_path_buf(), at, gotls::RETURN_GO_TLS, "RET of crypto/tls.(*Conn).Read")),
     );
 }
 

@@ -84,8 +84,14 @@ impl GoBuild<'_> {
     /// Builds the proxy into `dir/name` with `CGO_ENABLED=0` (no libc, no
     /// cgo resolver), offline in GOPATH mode, and returns the binary.
     pub fn build(&self, dir: &TempDir, name: &str) -> PathBuf {
+        self.build_program("reverse_proxy.go", dir, name)
+    }
+
+    /// `build` of another program of `tests/go` (`one_write.go`), alone
+    /// (plus `h2c.go` when asked).
+    pub fn build_program(&self, source: &str, dir: &TempDir, name: &str) -> PathBuf {
         let sources = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("go");
-        let mut files = vec![sources.join("reverse_proxy.go")];
+        let mut files = vec![sources.join(source)];
         let cache = harness::bin_dir().join("go-cache");
         // Debian's Go libraries, for h2c.go's golang.org/x/net.
         let mut gopath = cache.join("path").into_os_string();

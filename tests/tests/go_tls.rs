@@ -291,3 +291,83 @@ fn go_http2_upstream_client_over_crypto_tls_is_measured() {
         });
     }
 }
+
+/// Each request in ONE crypto/tls `Write` of 8 MiB (head and body), to a
+/// mock (`tests/go/one_write.go -serve`) that answers after the head and
+/// reads the body 300 ms later: the client's reading goroutine has the whole
+/// answer (200 with usage, then 413) while the `Write` is still blocked on
+/// the full socket (the client reports it: `early true`). The request must
+/// still be reported before its answer: hot-path requests and failures,
+/// one upstream record per exchange with its status and tokens, and no
+/// orphan response. It failed while a `Write` was reported at its `RET`
+/// (the answer came first: an orphan, no records).
+#[test]
+fn go_request_in_one_blocked_write_is_reported_before_its_early_answer() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    use llm_proxy_e2e::harness::Guard;
+
+    const REQUESTS: usize = 4;
+    let _serial = serial();
+    let dir = TempDir::new("go-one-write");
+    for toolchain in go::toolchains() {
+        let go = &toolchain.version;
+        let binary = toolchain.build("-s -w", false).build_program("one_write.go", &dir, &format!("one-write-{go}"));
+        let mut server = Guard::spawn("one-write-server", Command::new(&binary).arg("-serve").stdout(Stdio::piped()));
+        let mut line = String::new();
+        BufReader::new(server.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port: u16 = line.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).expect("port N");
+        let mut client = Guard::spawn(
+            "one-write-client",
+            Command::new(&binary)
+                .args(["-connect", &format!("127.0.0.1:{port}"), "-requests", &REQUESTS.to_string()])
+                .args(["-body", &(8 << 20).to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        );
+        let provider = format!("openai=127.0.0.1:{port}");
+        let pid = client.pid().to_string();
+        let agent = Agent::start(&["--pid", &pid, "--print-requests", "--attach", "sockets", "--provider", &provider]);
+        agent.wait_until(Duration::from_secs(10), "the Go client traced", |s| {
+            s.get("metrics_agent_traced_processes") == 1
+        });
+        client.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let answers: Vec<String> =
+            BufReader::new(client.child.stdout.take().unwrap()).lines().map(Result::unwrap).collect();
+        assert!(client.child.wait().unwrap().success(), "{go}: the client failed: {answers:?}");
+        // Ground truth: "status S tokens IN OUT early E" per request.
+        assert_eq!(answers.len(), REQUESTS, "{go}: {answers:?}");
+        let fields: Vec<Vec<&str>> = answers.iter().map(|a| a.split_whitespace().collect()).collect();
+        assert!(
+            fields.iter().all(|f| f[6] == "true"),
+            "{go}: every answer came before its Write returned: {answers:?}"
+        );
+        let mut want: Vec<u64> = fields.iter().map(|f| f[1].parse().unwrap()).collect();
+        let tokens = |i: usize| fields.iter().map(|f| f[i].parse::<u64>().unwrap()).sum::<u64>();
+        let (input, output) = (tokens(3), tokens(4));
+        let failed = want.iter().filter(|s| **s >= 400).count() as u64;
+        assert_eq!(failed, (REQUESTS / 2) as u64, "{go}: {answers:?}");
+
+        let s = agent.wait_until(Duration::from_secs(10), "the provider requests (hot path)", |s| {
+            s.get("llm_proxy_provider_requests_total{provider=\"openai\"}") >= REQUESTS as u64
+        });
+        assert_eq!(s.get("llm_proxy_provider_requests_total{provider=\"openai\"}"), REQUESTS as u64, "{go}");
+        assert_eq!(s.get("llm_proxy_provider_requests_failed_total{provider=\"openai\"}"), failed, "{go}: the 413s");
+        agent.wait_for_printed_records(0, REQUESTS, Duration::from_secs(20));
+        let up = agent.printed_records("upstream");
+        let mut statuses: Vec<u64> = up.iter().filter_map(|r| r["status"].as_u64()).collect();
+        statuses.sort();
+        want.sort();
+        assert_eq!(statuses, want, "{go}: the upstream records: {up:?}");
+        assert_eq!((token_total(&up, "input"), token_total(&up, "output")), (input, output), "{go}: {up:?}");
+        let s = agent.scrape();
+        assert_eq!(s.get("metrics_agent_audit_orphan_responses_total"), 0, "{go}: an answer before its request");
+        assert_eq!(
+            s.get("metrics_agent_tls_connections_total"),
+            s.get("metrics_agent_tls_plaintext_connections_total"),
+            "{go}: the TLS connection's plaintext was seen"
+        );
+        drop(server);
+    }
+}

@@ -202,6 +202,17 @@ impl MessageParser {
         if matches!(self.state, State::UntilClose) { self.finish() } else { None }
     }
 
+    /// The message in progress whose head is whole, cut where its bytes
+    /// stopped (`truncated`): a request whose answer came while the rest of
+    /// it was not captured (or never sent) and its connection closed.
+    pub fn cut(&mut self) -> Option<Message> {
+        if matches!(self.state, State::Head | State::Broken) {
+            return None;
+        }
+        self.truncated = true;
+        self.finish()
+    }
+
     fn step(&mut self, data: &[u8], out: &mut Vec<Message>) -> usize {
         match self.state {
             State::Broken => data.len(),

@@ -186,6 +186,8 @@ struct ConnAudit {
     /// A response that completed while its request was still arriving
     /// (`Pipeline::pair`): paired when that request completes.
     early: Option<Box<Answer>>,
+    /// The sampling of the last request chunk (1 in N).
+    sample_every: u32,
     /// An HTTP/2 stream's response was cut off (`h2::Output::Cut`): the
     /// response completing next is incomplete, with this error type.
     response_cut: Option<Option<&'static str>>,
@@ -210,6 +212,7 @@ impl ConnAudit {
             missing_since: None,
             stream: None,
             early: None,
+            sample_every: 1,
             response_cut: None,
             memory: 0,
         }
@@ -376,6 +379,18 @@ impl Pipeline {
                 if let Some(m) = c.responses.close() {
                     out.extend(Self::pair(&mut c, m, &mut self.stats));
                 }
+                // An answer held for a request still arriving: the rest of
+                // the request was not captured (a body past the capture cap
+                // in the connection's last writes) or never sent; the answer
+                // is that request's, cut.
+                if c.early.is_some()
+                    && let Some(m) = c.requests.cut()
+                {
+                    let start_ns = c.request_start_ns.take().unwrap_or(header.ts_ns);
+                    let (slots, identity) = (&self.slot_providers, &self.identity);
+                    let sample_every = c.sample_every;
+                    out.extend(Self::request_done(&mut c, m, start_ns, sample_every, slots, identity, &mut self.stats));
+                }
             }
             self.stats.records += out.len() as u64;
             return out;
@@ -430,38 +445,13 @@ impl Pipeline {
             if conn.request_start_ns.is_none() {
                 conn.request_start_ns = Some(header.ts_ns);
             }
+            conn.sample_every = header.sample_every.max(1);
             let completed = skipped.into_iter().chain(conn.requests.feed(data));
             for m in completed {
                 let start_ns = conn.request_start_ns.take().unwrap_or(header.ts_ns);
-                let StartLine::Request { method, target } = &m.head.start else { continue };
-                if conn.early.is_none() {
-                    // (An early response was parsed already.)
-                    conn.responses.expect_response_to(method);
-                }
-                let json = llm::request_fields(&m.body);
-                let mut request = llm::classify_request(target, m.head.header("host"), &json);
-                if conn.side != SIDE_CLIENT
-                    && let Some(p) = self.slot_providers.get(&conn.provider)
-                {
-                    request.provider = *p;
-                }
-                let ids = identity::resolve(&self.identity, |name| m.head.header(name), &json);
-                if conn.pending.len() >= MAX_PENDING {
-                    conn.pending.pop_front();
-                }
-                conn.pending.push_back(Pending {
-                    request,
-                    endpoint: bounded(target.split('?').next().unwrap_or("").to_string()),
-                    ids,
-                    start_ns,
-                    digest: body_digest(&m),
-                    sample_every: header.sample_every.max(1),
-                    trace_context: m.head.header("traceparent").and_then(TraceContext::parse),
-                    host: m.head.header("host").map(|h| bounded(h.to_string())),
-                });
-                if let Some(answer) = conn.early.take() {
-                    out.extend(Self::answer(conn, *answer, &mut self.stats));
-                }
+                let (slots, identity) = (&self.slot_providers, &self.identity);
+                let sample_every = conn.sample_every;
+                out.extend(Self::request_done(conn, m, start_ns, sample_every, slots, identity, &mut self.stats));
             }
             if conn.requests.buffered() > 0 && conn.request_start_ns.is_none() {
                 conn.request_start_ns = Some(header.ts_ns);
@@ -594,14 +584,54 @@ impl Pipeline {
         }
     }
 
+    /// A request completed (or was cut at its connection's close): it
+    /// awaits its answer, or takes the one that came first.
+    fn request_done(
+        conn: &mut ConnAudit,
+        m: Message,
+        start_ns: u64,
+        sample_every: u32,
+        slot_providers: &HashMap<u8, Provider>,
+        identity_config: &IdentityConfig,
+        stats: &mut PipelineStats,
+    ) -> Option<RequestRecord> {
+        let StartLine::Request { method, target } = &m.head.start else { return None };
+        if conn.early.is_none() {
+            // (An early response was parsed already.)
+            conn.responses.expect_response_to(method);
+        }
+        let json = llm::request_fields(&m.body);
+        let mut request = llm::classify_request(target, m.head.header("host"), &json);
+        if conn.side != SIDE_CLIENT
+            && let Some(p) = slot_providers.get(&conn.provider)
+        {
+            request.provider = *p;
+        }
+        let ids = identity::resolve(identity_config, |name| m.head.header(name), &json);
+        if conn.pending.len() >= MAX_PENDING {
+            conn.pending.pop_front();
+        }
+        conn.pending.push_back(Pending {
+            request,
+            endpoint: bounded(target.split('?').next().unwrap_or("").to_string()),
+            ids,
+            start_ns,
+            digest: body_digest(&m),
+            sample_every,
+            trace_context: m.head.header("traceparent").and_then(TraceContext::parse),
+            host: m.head.header("host").map(|h| bounded(h.to_string())),
+        });
+        let answer = conn.early.take()?;
+        Self::answer(conn, *answer, stats)
+    }
+
     /// A response completed: the record of the exchange it answers. In
     /// HTTP/1.1 a response answers the oldest request not yet answered; when
     /// every complete request is answered but one is still arriving, it
     /// answers that one, and waits for it to complete. A server may answer
-    /// before it has read the whole request (an early error), and the
-    /// probes may report a request's last write after the answer was read
-    /// (Go's crypto/tls `Write` is taken at its `RET`, on a thread that can
-    /// be descheduled after the socket write).
+    /// before it has read the whole request (an early error); a request
+    /// whose rest is not captured (past the capture cap) is cut at its
+    /// connection's close.
     fn pair(conn: &mut ConnAudit, mut m: Message, stats: &mut PipelineStats) -> Option<RequestRecord> {
         let stream = conn.stream.take();
         let first_ns = conn.response_first_ns.take().unwrap_or(conn.response_last_ns);
@@ -846,9 +876,8 @@ mod tests {
     }
 
     /// A response that completes while its request's body is still coming
-    /// (a server answering early, or the request's last write reported
-    /// after the answer was read, as Go's crypto/tls `Write` is at its
-    /// `RET`) is the answer to that request: one record once it completes.
+    /// (a server answering early) is the answer to that request: one record
+    /// once it completes.
     #[test]
     fn a_response_before_the_end_of_its_request_is_paired_with_it() {
         use metrics_common::conn::SIDE_UPSTREAM;
@@ -881,6 +910,43 @@ mod tests {
         let at = 2 * resp.len() as u64;
         assert!(p.on_event(&upstream(chunk(1, DIR_READ, at, 6_000_000, resp.len())), resp.as_bytes()).is_empty());
         assert_eq!((p.stats.early_responses, p.stats.orphan_responses), (1, 1));
+    }
+
+    /// A request whose body's end is never captured (past the capture cap
+    /// in the connection's last write), answered early: the answer waits for
+    /// it, and the connection's close pairs them, the request cut.
+    #[test]
+    fn an_early_answer_to_a_request_cut_by_the_capture_cap_is_paired_at_close() {
+        use metrics_common::conn::SIDE_UPSTREAM;
+        let mut p = Pipeline::new(1 << 20);
+        let part = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"aaaa"#;
+        let head = format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", 8 << 20);
+        let sent = format!("{head}{part}");
+        let answer = r#"{"error":{"message":"too large","type":"invalid_request_error"}}"#;
+        let resp = format!("HTTP/1.1 413 Payload Too Large\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
+        let upstream = |mut h: ChunkHeader| {
+            (h.side, h.provider) = (SIDE_UPSTREAM, 1);
+            h
+        };
+        assert!(p.on_event(&upstream(chunk(1, DIR_WRITE, 0, 1_000_000, sent.len())), sent.as_bytes()).is_empty());
+        assert!(p.on_event(&upstream(chunk(1, DIR_READ, 0, 3_000_000, resp.len())), resp.as_bytes()).is_empty());
+        assert_eq!((p.stats.early_responses, p.stats.orphan_responses), (1, 0));
+        let close = ChunkHeader { kind: KIND_CLOSE, ..upstream(chunk(1, DIR_WRITE, 0, 9_000_000, 0)) };
+        let r = p.on_event(&close, &[]);
+        assert_eq!(r.len(), 1, "the 413 answers the cut request");
+        let r = &r[0];
+        // (The cut body is not JSON: no requested model.)
+        assert_eq!((r.side, r.status, r.model_requested.as_deref()), ("upstream", 413, None));
+        assert_eq!(
+            (r.endpoint.as_str(), r.error_type.as_deref()),
+            ("/v1/chat/completions", Some("invalid_request_error"))
+        );
+        assert_eq!((r.ttfb_ms, r.duration_ms), (2.0, 2.0));
+        // A close with no answer held makes nothing of a request in progress.
+        assert!(p.on_event(&upstream(chunk(2, DIR_WRITE, 0, 1_000_000, sent.len())), sent.as_bytes()).is_empty());
+        let close = ChunkHeader { kind: KIND_CLOSE, ..upstream(chunk(2, DIR_WRITE, 0, 9_000_000, 0)) };
+        assert!(p.on_event(&close, &[]).is_empty());
+        assert_eq!(p.stats.orphan_responses, 0);
     }
 
     fn exchange(

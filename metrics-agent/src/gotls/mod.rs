@@ -1,7 +1,9 @@
 //! Go's crypto/tls (issue 12): where to put the uprobes that see the
 //! plaintext of a Go executable's TLS connections (`metrics-ebpf/src/probes/gotls.rs`):
-//! the entries of `crypto/tls.(*Conn).Read` and `Write`, found through Go's
-//! function table (`pclntab`), and their `RET` instructions (`returns`).
+//! the entry and the `RET` instructions of `crypto/tls.(*Conn).Read`, and
+//! the first instruction after `Write`'s stack check (its plaintext is taken
+//! there, before it reaches the socket), found through Go's function table
+//! (`pclntab`) and by decoding the bodies (`returns`).
 
 pub mod pclntab;
 pub mod returns;
@@ -20,8 +22,9 @@ pub struct GoTlsProbes {
     /// `go1.19.8`.
     pub go_version: String,
     pub read_entry: u64,
-    pub write_entry: u64,
-    /// Every `RET` of both functions.
+    /// After `Write`'s stack check (`returns::after_stack_check`).
+    pub write_checked: u64,
+    /// Every `RET` of `Read`.
     pub returns: Vec<u64>,
 }
 
@@ -55,14 +58,15 @@ pub fn plan(elf: &[u8]) -> Result<Option<GoTlsProbes>, GoTlsError> {
     if file.architecture() != object::Architecture::X86_64 || !cfg!(target_arch = "x86_64") {
         return Err(GoTlsError::Architecture { what: format!("{:?}", file.architecture()) });
     }
-    let mut returns = Vec::new();
-    for (function, f) in [(READ, read), (WRITE, write)] {
-        let body = body_of(elf, &f);
-        let addresses =
-            returns::return_addresses(body, f.address).map_err(|error| GoTlsError::Body { function, error })?;
-        returns.extend(addresses.into_iter().map(|a| a - f.address + f.file_offset));
-    }
-    Ok(Some(GoTlsProbes { go_version, read_entry: read.file_offset, write_entry: write.file_offset, returns }))
+    let body = |function, error| GoTlsError::Body { function, error };
+    let returns = returns::return_addresses(body_of(elf, &read), read.address)
+        .map_err(|e| body(READ, e))?
+        .into_iter()
+        .map(|a| a - read.address + read.file_offset)
+        .collect();
+    let checked = returns::after_stack_check(body_of(elf, &write), write.address).map_err(|e| body(WRITE, e))?;
+    let write_checked = checked - write.address + write.file_offset;
+    Ok(Some(GoTlsProbes { go_version, read_entry: read.file_offset, write_checked, returns }))
 }
 
 /// The bytes of `f` in the file (cut at the file's end).
@@ -91,35 +95,58 @@ mod tests {
         assert_eq!(minor_version("devel go1.26-abc"), None);
     }
 
-    /// `RET` addresses of `function` by `go tool objdump` (the ground truth).
-    fn objdump_returns(binary: &std::path::Path, function: &str) -> Vec<u64> {
+    /// `function`'s instructions by `go tool objdump` (the ground truth):
+    /// address and the words of its assembly (`JBE 0x584093`).
+    fn objdump(binary: &std::path::Path, function: &str) -> Vec<(u64, Vec<String>)> {
         let pattern =
             format!("^{}$", function.replace('(', r"\(").replace(')', r"\)").replace('*', r"\*").replace('.', r"\."));
         let out = Command::new("go").args(["tool", "objdump", "-s", &pattern]).arg(binary).output().unwrap();
         assert!(out.status.success(), "go tool objdump: {}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8(out.stdout).unwrap();
         text.lines()
-            .filter(|l| l.split_whitespace().nth(3) == Some("RET"))
-            .map(|l| u64::from_str_radix(l.split_whitespace().nth(1).unwrap().trim_start_matches("0x"), 16).unwrap())
+            .filter(|l| !l.starts_with("TEXT"))
+            .map(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                let address = u64::from_str_radix(words[1].trim_start_matches("0x"), 16).unwrap();
+                (address, words[3..].iter().map(|w| w.to_string()).collect())
+            })
             .collect()
     }
 
+    /// `RET` addresses of `function`.
+    fn objdump_returns(binary: &std::path::Path, function: &str) -> Vec<u64> {
+        objdump(binary, function).into_iter().filter(|(_, asm)| asm[0] == "RET").map(|(a, _)| a).collect()
+    }
+
+    /// The address after the stack check of `function`: the instruction
+    /// after the first `JBE`, which goes to the `CALL runtime.morestack...`.
+    fn objdump_after_stack_check(binary: &std::path::Path, function: &str) -> u64 {
+        let code = objdump(binary, function);
+        let jbe = code.iter().position(|(_, asm)| asm[0] == "JBE").expect("a JBE");
+        assert!(jbe <= 2, "{function}: the stack check opens the function: {:?}", &code[..4]);
+        assert!(code[jbe - 1].1.join(" ").contains("0x10(R14)"), "{function}: {:?}", &code[..4]);
+        let target = u64::from_str_radix(code[jbe].1[1].trim_start_matches("0x"), 16).unwrap();
+        let morestack = code.iter().position(|(a, _)| *a == target).expect("the JBE's target");
+        assert!(code[morestack..].iter().take(8).any(|(_, asm)| asm.join(" ").contains("runtime.morestack")));
+        code[jbe + 1].0
+    }
+
     #[test]
-    fn returns_of_read_and_write_match_go_objdump_in_stripped_and_unstripped_binaries() {
+    fn read_returns_and_write_after_its_stack_check_match_go_objdump_in_stripped_and_unstripped_binaries() {
         let dir = std::env::temp_dir().join(format!("gotls-plan-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let plain = pclntab::tests::build(&dir, "plain", "");
         let stripped = pclntab::tests::build(&dir, "stripped", "-s -w");
-        let mut truth = Vec::new();
-        for function in [READ, WRITE] {
-            let rets = objdump_returns(&dir.join("plain"), function);
-            assert!(!rets.is_empty(), "{function}: objdump shows no RET");
-            let f = pclntab::find_functions(&plain, &[function]).unwrap()[0].unwrap();
-            truth.extend(rets.iter().map(|a| a - f.address + f.file_offset));
-        }
+        let rets = objdump_returns(&dir.join("plain"), READ);
+        assert!(!rets.is_empty(), "{READ}: objdump shows no RET");
+        let read = pclntab::find_functions(&plain, &[READ]).unwrap()[0].unwrap();
+        let truth: Vec<u64> = rets.iter().map(|a| a - read.address + read.file_offset).collect();
+        let write = pclntab::find_functions(&plain, &[WRITE]).unwrap()[0].unwrap();
+        let checked = objdump_after_stack_check(&dir.join("plain"), WRITE) - write.address + write.file_offset;
         for (what, elf) in [("unstripped", &plain), ("stripped", &stripped)] {
             let probes = plan(elf).unwrap().unwrap_or_else(|| panic!("{what}: no probes"));
             assert_eq!(probes.returns, truth, "{what}");
+            assert_eq!(probes.write_checked, checked, "{what}");
             for at in &probes.returns {
                 assert_eq!(elf[*at as usize], 0xc3, "{what}: a RET at {at:#x}");
             }

@@ -1,8 +1,8 @@
 //! TLS plaintext from Go's crypto/tls, in every attach mode: uprobes on
 //! `crypto/tls.(*Conn).Read` and `crypto/tls.(*Conn).Write` in a Go
-//! executable (the agent finds them through Go's function table, and their
-//! `RET` instructions by decoding their bodies: `metrics-agent/src/gotls`).
-//! The plaintext goes through the same HTTP/1.1 logic as OpenSSL's
+//! executable (the agent finds them through Go's function table, and the
+//! probe sites by decoding their bodies: `metrics-agent/src/gotls`). The
+//! plaintext goes through the same HTTP/1.1 logic as OpenSSL's
 //! (`data::process_plaintext`).
 //!
 //! Both are `func (c *Conn) M(b []byte) (int, error)`. Go's register ABI
@@ -11,11 +11,29 @@
 //! `int` is in RAX and the error's type word in RBX; R14 always holds the
 //! running goroutine (`g`).
 //!
-//! No uretprobes: they rewrite the return address on the goroutine's stack,
-//! which Go moves when it grows. Uprobes sit on every `RET` instead, and the
-//! entry state is keyed by goroutine, not thread: a `Read` that blocks parks
-//! its goroutine, which may resume on another thread, while that thread
-//! runs other goroutines.
+//! `Read`: its bytes exist only when it returns. No uretprobes: they
+//! rewrite the return address on the goroutine's stack, which Go moves
+//! when it grows. Uprobes sit on every `RET` instead, and the entry state is
+//! keyed by goroutine, not thread: a `Read` that blocks parks its
+//! goroutine, which may resume on another thread, while that thread runs
+//! other goroutines.
+//!
+//! `Write`: its plaintext is taken when it is called, before any of it
+//! reaches the socket, so a request written in one `Write` is seen before
+//! its answer even when the writing goroutine returns late (blocked on a
+//! full socket while the peer already answered, or descheduled): at its
+//! `RET` the answer, read by another goroutine, could come first. Go's
+//! `Write` sends all of `b` or fails for good: it returns early (0 bytes)
+//! only on a closed connection, a failed handshake, an earlier write error
+//! or after `CloseWrite`, and an error of `writeRecordLocked` is stored by
+//! `halfConn.setErrorLocked` and returned by every later `Write` (Go 1.19
+//! to 1.23 alike). So the bytes taken at the call are the bytes the peer
+//! gets, except on a connection that can carry nothing more. The probe sits
+//! on the instruction after the function's stack check, not on its entry:
+//! when the goroutine's stack must grow, the check calls `morestack`, which
+//! jumps back to the entry, so an entry probe would see such a call twice;
+//! the check changes only R12 and the flags, so the arguments are still in
+//! their registers there. `Write` has no `RET` probes.
 //!
 //! Tying `*tls.Conn` to its socket: through the struct, at entry. The
 //! layout has been the same since Go 1.9 and still is in 1.25:
@@ -46,15 +64,14 @@ use crate::{
     maps::{CALL_READ_BUF, CALL_WRITE_BUF, CONNS, CONTINUE, is_target},
 };
 
-/// A `Read` or `Write` in progress on a goroutine.
+/// A `Read` in progress on a goroutine.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct GoTlsCall {
     pub buf: u64,
-    /// `CALL_READ_BUF` or `CALL_WRITE_BUF`.
-    pub kind: u32,
     /// The connection's socket.
     pub fd: u32,
+    pub _pad: u32,
 }
 
 /// A goroutine of one process (`g` addresses repeat across processes).
@@ -66,7 +83,7 @@ pub struct GoroutineKey {
     pub g: u64,
 }
 
-/// Calls in progress, by goroutine. An entry whose goroutine never returns
+/// `Read`s in progress, by goroutine. An entry whose goroutine never returns
 /// (it panicked) is overwritten by the next call of a goroutine reusing
 /// that `g`, or evicted.
 #[map]
@@ -77,6 +94,7 @@ mod reg {
     pub const R14: usize = 8;
     pub const RBX: usize = 40;
     pub const RAX: usize = 80;
+    pub const RCX: usize = 88;
 }
 
 /// Layout of the structs followed from `*tls.Conn` to the fd (see the module doc).
@@ -90,8 +108,12 @@ fn register(ctx: &ProbeContext, offset: usize) -> u64 {
     unsafe { *((ctx.regs as *const u8).add(offset) as *const u64) }
 }
 
-/// At a `RET` of `Read`/`Write`: the `int` result, and the parsing and capture
-/// continuations of the uprobe programs (`CONTINUE`, as OpenSSL's returns).
+/// The parsing and capture continuations of the uprobe programs
+/// (`CONTINUE`, as OpenSSL's returns) and, at a `RET` of `Read`, its `int`
+/// result. In `Write`'s probe RAX is the receiver, not a count: nothing on
+/// the path of `process_plaintext` reads `return_value` (its continuations
+/// take their state from the scratch map), and `return_go_tls`, the one
+/// caller here, runs only at `Read`'s `RET`s.
 impl CallReturn for ProbeContext {
     fn return_value(&self) -> i64 {
         register(self, reg::RAX) as i64
@@ -110,30 +132,34 @@ impl CallReturn for ProbeContext {
 
 #[uprobe]
 pub fn enter_go_tls_read(ctx: ProbeContext) -> u32 {
-    go_tls_entered(&ctx, CALL_READ_BUF);
-    0
-}
-
-#[uprobe]
-pub fn enter_go_tls_write(ctx: ProbeContext) -> u32 {
-    go_tls_entered(&ctx, CALL_WRITE_BUF);
-    0
-}
-
-#[inline(always)]
-fn go_tls_entered(ctx: &ProbeContext, kind: u32) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if !is_target(tgid) {
-        return;
+        return 0;
     }
-    let key = GoroutineKey { tgid, _pad: 0, g: register(ctx, reg::R14) };
-    let Some(fd) = socket_of(tgid, register(ctx, reg::RAX)) else {
+    let key = GoroutineKey { tgid, _pad: 0, g: register(&ctx, reg::R14) };
+    let Some(fd) = socket_of(tgid, register(&ctx, reg::RAX)) else {
         // Not a TLS socket we follow: a re-entry (after the stack grew) of
         // a call already stashed keeps its entry, any other is forgotten.
-        return;
+        return 0;
     };
-    let call = GoTlsCall { buf: register(ctx, reg::RBX), kind, fd };
+    let call = GoTlsCall { buf: register(&ctx, reg::RBX), fd, _pad: 0 };
     let _ = GO_TLS_CALLS.insert(&key, &call, 0);
+    0
+}
+
+/// `Write`, after its stack check (once per call): its whole buffer.
+#[uprobe]
+pub fn enter_go_tls_write(ctx: ProbeContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_target(tgid) {
+        return 0;
+    }
+    let Some(fd) = socket_of(tgid, register(&ctx, reg::RAX)) else { return 0 };
+    let len = register(&ctx, reg::RCX);
+    if len == 0 || len > i64::MAX as u64 {
+        return 0;
+    }
+    process_plaintext(&ctx, tgid, fd, CALL_WRITE_BUF, register(&ctx, reg::RBX), len)
 }
 
 /// The socket of `*tls.Conn` `conn`, when it is a connection of `tgid`
@@ -153,7 +179,7 @@ fn socket_of(tgid: u32, conn: u64) -> Option<u32> {
     (state.proto == PROTO_TLS || state.flags & CONN_TLS != 0).then_some(fd)
 }
 
-/// Every `RET` of `Read` and `Write`.
+/// Every `RET` of `Read`.
 #[uprobe]
 pub fn return_go_tls(ctx: ProbeContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -163,12 +189,12 @@ pub fn return_go_tls(ctx: ProbeContext) -> u32 {
     let _ = GO_TLS_CALLS.remove(&key);
     let n = ctx.return_value();
     if n > 0 {
-        return process_plaintext(&ctx, tgid, call.fd, call.kind, call.buf, n as u64);
+        return process_plaintext(&ctx, tgid, call.fd, CALL_READ_BUF, call.buf, n as u64);
     }
     // Read returned no bytes and an error (io.EOF after the peer's
     // close_notify, or the connection failed): a body framed by the
     // connection's close ends here, as when `SSL_read` returns 0.
-    if call.kind == CALL_READ_BUF && register(&ctx, reg::RBX) != 0 {
+    if register(&ctx, reg::RBX) != 0 {
         plaintext_peer_closed(tgid, call.fd);
     }
     0
