@@ -767,7 +767,7 @@ pub static AUDIT_EARLY_RESPONSES: Desc = desc(
     None,
     Counter,
     NONE,
-    "Responses that completed before their request did (an early answer, or the request's last write reported late), paired with it when it completed.",
+    "Responses that completed before their request did (an early answer, sent before the server had read the whole request), paired with it when it completed.",
 );
 pub static AUDIT_ORPHAN_RESPONSES: Desc = desc(
     "metrics_agent.audit.orphan_responses",

@@ -20,7 +20,7 @@ pub enum ReturnsError {
     Undecodable { address: u64 },
     #[error("no RET instruction in the function at {address:#x}")]
     NoReturn { address: u64 },
-    #[error("no stack check (CMP with [R14+0x10], then Jcc) opens the function at {address:#x}")]
+    #[error("no stack check (CMP with [R14+0x10], then JBE or JB) opens the function at {address:#x}")]
     NoStackCheck { address: u64 },
 }
 

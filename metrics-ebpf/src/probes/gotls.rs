@@ -147,7 +147,11 @@ pub fn enter_go_tls_read(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// `Write`, after its stack check (once per call): its whole buffer.
+/// `Write`, after its stack check (once per call): its whole buffer. It is
+/// taken before `Write` holds the connection's output lock, so two
+/// goroutines writing one `tls.Conn` at the same instant could be seen in
+/// the other order than their bytes go out; Go's HTTP/1 and HTTP/2
+/// transports write a connection from one goroutine at a time.
 #[uprobe]
 pub fn enter_go_tls_write(ctx: ProbeContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;

@@ -225,8 +225,9 @@ enum GoFrame {
 /// (request: HEADERS, DATA with END_STREAM, RST_STREAM; response: HEADERS,
 /// DATA, empty DATA with END_STREAM), the request's HEADERS first (Go's
 /// `Write` of the body follows it), and the reset after the response body
-/// was read. The request's DATA may come late: a `Write` is reported at its
-/// `RET`, which a descheduled writer thread delays.
+/// was read. The request's DATA may still come after the response: Go
+/// writes frames from more than one goroutine, and a reordering the
+/// pipeline must tolerate whatever reports them.
 fn go_reset_orders() -> Vec<Vec<GoFrame>> {
     use GoFrame::*;
     let mut orders = Vec::new();
