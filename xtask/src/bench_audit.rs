@@ -7,8 +7,9 @@
 //! message) and the load generator and upstream run in this process,
 //! untraced, paced at R. The agent runs in its default mode (sockets,
 //! capture with adaptive sampling, SQLite storage) attached by `--pid`.
-//! Reports the achieved rate, records/s, the sampling interval N and the
-//! agent's CPU by thread, per exchange; writes target/bench/audit.md.
+//! Reports the achieved rate, records/s, the sampling interval N, the
+//! agent's CPU by thread, per exchange, and how long the audit thread waited
+//! on the run queue; writes target/bench/audit.md.
 
 use std::{
     io::{Read, Write},
@@ -24,8 +25,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::bench_rig::{
-    Killed, free_port, machine_line, metric, require_root, scrape, spawn_agent_on_pid, thread_cpu, wait_port,
-    wait_ready,
+    Killed, free_port, machine_line, metric, require_root, scrape, spawn_agent_on_pid, thread_cpu,
+    thread_run_queue_wait, wait_port, wait_ready,
 };
 
 const REQUEST_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say something short about audit paths."}],"user":"bench"}"#;
@@ -37,6 +38,8 @@ struct Look {
     exchanges: u64,
     text: String,
     cpu: std::collections::BTreeMap<String, f64>,
+    /// Seconds the audit thread has waited on the run queue so far.
+    audit_waited: f64,
 }
 
 pub fn run(seconds: u64, rate: u64, connections: u32) -> Result<()> {
@@ -74,6 +77,7 @@ pub fn run(seconds: u64, rate: u64, connections: u32) -> Result<()> {
         exchanges: done.load(Ordering::Relaxed),
         text: scrape(agent_port),
         cpu: thread_cpu(agent_pid),
+        audit_waited: thread_run_queue_wait(agent_pid, "audit"),
     };
     let first = look();
     let mut max_n = metric(&first.text, "metrics_agent_capture_sample_every ");
@@ -254,5 +258,10 @@ fn report(first: &Look, last: &Look, max_n: f64, rate: u64, connections: u32) ->
             0.5 / (2.0 * per_record)
         )?;
     }
+    writeln!(
+        r,
+        "\nAudit thread run-queue wait (runnable, not running): {:.0} ms per second.",
+        1e3 * (last.audit_waited - first.audit_waited) / secs
+    )?;
     Ok(r)
 }

@@ -288,6 +288,19 @@ pub(crate) fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
     out
 }
 
+/// Seconds the threads of `pid` named `name` have waited on a run queue,
+/// runnable but not running (`/proc/PID/task/TID/schedstat`, 2nd field, ns).
+pub(crate) fn thread_run_queue_wait(pid: u32, name: &str) -> f64 {
+    let mut waited = 0.0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        if std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim_end() == name) {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            waited += stat.split_whitespace().nth(1).and_then(|ns| ns.parse::<f64>().ok()).unwrap_or(0.0) / 1e9;
+        }
+    }
+    waited
+}
+
 /// The processes whose parent is `pid` (nginx's workers under its master).
 pub(crate) fn children_of(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };

@@ -23,6 +23,7 @@ pub mod message;
 pub mod ollama;
 pub mod pairing;
 pub mod pipeline;
+pub mod priority;
 pub mod provider;
 pub mod reader;
 pub mod record_builder;

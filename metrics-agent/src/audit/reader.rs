@@ -4,7 +4,9 @@
 //! sampling interval once a second.
 //!
 //! It runs on its own thread (`audit`) with a single-threaded runtime, so
-//! the CPU it measures for the budget is the capture path's own. The kernel
+//! the CPU it measures for the budget is the capture path's own; that thread
+//! has a higher scheduling weight than the agent's others (`priority`), so a
+//! busy proxy does not keep it waiting while the ring fills. The kernel
 //! submits payload events without waking the reader (`BPF_RB_NO_WAKEUP`),
 //! except the one that fills the ring past a quarter: the reader drains it
 //! every `DRAIN_EVERY` and on those wake-ups, not once per event.
@@ -66,7 +68,10 @@ impl AuditTask {
     /// when it has finished (its last records emitted).
     pub fn spawn(self, stop: watch::Receiver<bool>) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
         let (done, finished) = tokio::sync::oneshot::channel();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new().name("audit".into()).spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            let _ = tid_tx.send(unsafe { libc::gettid() });
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => return log::error!("audit path not started: its runtime: {e}"),
@@ -76,6 +81,12 @@ impl AuditTask {
             }
             let _ = done.send(());
         })?;
+        // Weighted here, by the spawning thread: it still holds CAP_SYS_NICE.
+        match tid_rx.recv().map(super::priority::raise) {
+            Ok(Ok(nice)) => log::debug!("audit thread at nice {nice}"),
+            Ok(Err(e)) => log::warn!("audit thread at the agent's own scheduling weight: setpriority: {e}"),
+            Err(_) => {}
+        }
         Ok(finished)
     }
 
