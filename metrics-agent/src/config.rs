@@ -42,6 +42,9 @@ pub struct FileConfig {
     /// CPU of the audit thread, in percent of one core, above which the
     /// sampling interval doubles (0: no limit; ring drops still raise it).
     pub capture_cpu_budget_percent: Option<f64>,
+    /// Steps of nice below the agent's own for the audit thread (default 0:
+    /// none; at most 20). More capture on a saturated host, at the proxy's cost.
+    pub audit_thread_nice_boost: Option<u8>,
     /// Heap the audit path's parsers may hold together, in MiB.
     pub audit_memory_mib: Option<u32>,
     /// Bytes captured per message at most, in KiB.
@@ -81,6 +84,7 @@ pub struct Config {
     pub sample_every: u32,
     pub max_sample_every: u32,
     pub capture_cpu_budget_percent: f64,
+    pub audit_thread_nice_boost: u8,
     pub audit_memory_mib: u32,
     pub message_cap_kib: u32,
     pub capture_ring_kib: u32,
@@ -188,6 +192,10 @@ impl Config {
                 p if p.is_finite() && p >= 0.0 => p,
                 p => bail!("capture_cpu_budget_percent = {p}: use a percentage of one core, 0 for no limit"),
             },
+            audit_thread_nice_boost: match file.audit_thread_nice_boost.unwrap_or(0) {
+                n @ 0..=20 => n,
+                n => bail!("audit_thread_nice_boost = {n}: use 0 (off) to 20 steps of nice"),
+            },
             message_cap_kib: args.message_cap_kib.or(file.message_cap_kib).unwrap_or(256).clamp(1, 64 * 1024),
             capture_ring_kib: {
                 let kib = args.capture_ring_kib.or(file.capture_ring_kib).unwrap_or(16 * 1024);
@@ -243,6 +251,7 @@ impl Config {
             sample_every: Some(self.sample_every),
             max_sample_every: Some(self.max_sample_every),
             capture_cpu_budget_percent: Some(self.capture_cpu_budget_percent),
+            audit_thread_nice_boost: Some(self.audit_thread_nice_boost),
             audit_memory_mib: Some(self.audit_memory_mib),
             message_cap_kib: Some(self.message_cap_kib),
             capture_ring_kib: Some(self.capture_ring_kib),
@@ -330,6 +339,22 @@ mod tests {
             let err = Config::from_args(&args(|a| a.config = Some(path.clone()))).unwrap_err().to_string();
             assert!(err.starts_with("max_sample_every = ") && !err.contains('\n'), "{err}");
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_audit_threads_nice_boost_is_off_by_default_and_checked() {
+        let dir = std::env::temp_dir().join(format!("ma-config-nice-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.toml");
+        let load = |extra: &str| {
+            std::fs::write(&path, format!("exe = \"/bin/true\"\n{extra}\n")).unwrap();
+            Config::from_args(&args(|a| a.config = Some(path.clone())))
+        };
+        assert_eq!(load("").unwrap().audit_thread_nice_boost, 0);
+        assert_eq!(load("audit_thread_nice_boost = 10").unwrap().audit_thread_nice_boost, 10);
+        let err = load("audit_thread_nice_boost = 21").unwrap_err().to_string();
+        assert!(err.starts_with("audit_thread_nice_boost = 21: ") && !err.contains('\n'), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

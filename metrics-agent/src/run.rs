@@ -182,6 +182,7 @@ async fn run_async(
                 })
             },
             capture_cycle,
+            nice_boost: config.audit_thread_nice_boost,
         };
         Some(task.spawn(stop_rx.clone()).map_err(|e| anyhow::anyhow!("starting the audit thread: {e}"))?)
     } else {

@@ -1,21 +1,20 @@
 //! The audit thread's scheduling weight. The reader only drains the ring
 //! buffer when the scheduler runs it; among the proxy's many threads it gets
 //! a small fair share (measured: runnable but waiting 0.9 s of every second,
-//! while the ring overflowed), so it is given a higher weight: `NICE_STEPS`
-//! steps of nice below the agent's own, plain `SCHED_OTHER` (never real-time).
-//! That weight only lets it run when it has work: its CPU stays capped by the
-//! adaptive sampler's budget (`capture_cpu_budget_percent`, judged each
-//! second: over it, fewer exchanges are captured), so it cannot take more
-//! than that budget from the proxy.
+//! while the ring overflowed). The operator may give it a higher weight:
+//! `audit_thread_nice_boost` steps of nice below the agent's own, plain
+//! `SCHED_OTHER` (never real-time). Off by default: on a machine whose cores
+//! the proxy saturates, the boosted reader captures about five times more
+//! exchanges but takes that CPU from the proxy (measured in
+//! docs/benchmarks.md), and the agent must not slow the proxy unless asked.
+//! Its CPU stays capped by the adaptive sampler's budget
+//! (`capture_cpu_budget_percent`, judged each second: over it, fewer
+//! exchanges are captured), so it cannot take more than that budget.
 
-/// How much more weight than the agent's other threads: nice 10 steps lower
-/// (about 9 times the weight of a thread at the agent's own nice).
-pub const NICE_STEPS: i32 = 10;
-
-/// Lowers thread `tid`'s nice value by `NICE_STEPS` (not below -20); needs
+/// Lowers thread `tid`'s nice value by `steps` (not below -20); needs
 /// `CAP_SYS_NICE`, so it is called before the agent drops its capabilities.
 /// Returns the nice value now in force.
-pub fn raise(tid: libc::pid_t) -> std::io::Result<i32> {
+pub fn raise(tid: libc::pid_t, steps: i32) -> std::io::Result<i32> {
     let who = tid as libc::id_t;
     // getpriority may return -1 as a value: errno tells an error apart.
     // SAFETY: errno is thread-local; getpriority has no memory preconditions.
@@ -26,7 +25,7 @@ pub fn raise(tid: libc::pid_t) -> std::io::Result<i32> {
     if current == -1 && std::io::Error::last_os_error().raw_os_error() != Some(0) {
         return Err(std::io::Error::last_os_error());
     }
-    let nice = (current - NICE_STEPS).max(-20);
+    let nice = (current - steps).max(-20);
     // SAFETY: no memory preconditions; PRIO_PROCESS with a thread id sets that thread's nice.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, who, nice) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -50,10 +49,10 @@ mod tests {
             unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
         });
         let tid = rx.recv().unwrap();
-        match raise(tid) {
+        match raise(tid, 10) {
             Ok(nice) => {
                 go.send(()).unwrap();
-                assert_eq!(nice, (before - NICE_STEPS).max(-20));
+                assert_eq!(nice, (before - 10).max(-20));
                 assert_eq!(thread.join().unwrap(), nice, "the thread itself sees its new nice value");
             }
             // Without CAP_SYS_NICE (not root): refused, and said so.

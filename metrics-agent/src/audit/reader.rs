@@ -4,9 +4,10 @@
 //! sampling interval once a second.
 //!
 //! It runs on its own thread (`audit`) with a single-threaded runtime, so
-//! the CPU it measures for the budget is the capture path's own; that thread
-//! has a higher scheduling weight than the agent's others (`priority`), so a
-//! busy proxy does not keep it waiting while the ring fills. The kernel
+//! the CPU it measures for the budget is the capture path's own; the
+//! operator may give that thread a higher scheduling weight (`priority`,
+//! `audit_thread_nice_boost`), so a busy proxy does not keep it waiting while
+//! the ring fills. The kernel
 //! submits payload events without waking the reader (`BPF_RB_NO_WAKEUP`),
 //! except the one that fills the ring past a quarter: the reader drains it
 //! every `DRAIN_EVERY` and on those wake-ups, not once per event.
@@ -61,6 +62,8 @@ pub struct AuditTask {
     pub open_connections: OpenConnections,
     /// Test hook (`capture::TEST_CYCLE_ENV`): capture switched off and on every period.
     pub capture_cycle: Option<Duration>,
+    /// Steps of nice below the agent's own for the `audit` thread (0: none).
+    pub nice_boost: u8,
 }
 
 impl AuditTask {
@@ -68,6 +71,7 @@ impl AuditTask {
     /// when it has finished (its last records emitted).
     pub fn spawn(self, stop: watch::Receiver<bool>) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
         let (done, finished) = tokio::sync::oneshot::channel();
+        let nice_boost = self.nice_boost;
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new().name("audit".into()).spawn(move || {
             // SAFETY: gettid has no preconditions.
@@ -82,10 +86,14 @@ impl AuditTask {
             let _ = done.send(());
         })?;
         // Weighted here, by the spawning thread: it still holds CAP_SYS_NICE.
-        match tid_rx.recv().map(super::priority::raise) {
-            Ok(Ok(nice)) => log::debug!("audit thread at nice {nice}"),
-            Ok(Err(e)) => log::warn!("audit thread at the agent's own scheduling weight: setpriority: {e}"),
-            Err(_) => {}
+        if nice_boost > 0 {
+            match tid_rx.recv().map(|tid| super::priority::raise(tid, nice_boost.into())) {
+                Ok(Ok(nice)) => log::info!("audit thread at nice {nice} (audit_thread_nice_boost = {nice_boost})"),
+                Ok(Err(e)) => log::warn!(
+                    "audit_thread_nice_boost = {nice_boost} not applied, the audit thread keeps the agent's weight: setpriority: {e}"
+                ),
+                Err(_) => {}
+            }
         }
         Ok(finished)
     }
@@ -175,6 +183,7 @@ impl AuditTask {
             records_out,
             open_connections,
             capture_cycle: _,
+            nice_boost: _,
         } = self;
         let names = provider_names.clone();
         let new_pipeline = Box::new(move || {
