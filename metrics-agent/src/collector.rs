@@ -94,11 +94,11 @@ impl CounterMaps {
     /// duration and TTFB sums, bumped after their histograms), so during
     /// traffic a histogram's `_sum` can miss or include a few requests its
     /// `_count` does not (those that finish while the maps are read); both
-    /// are exact once traffic pauses. The maps
-    /// are read once: a read during which the kernel added nothing is
-    /// already the maps at one instant, and under steady traffic reading
-    /// again until two reads agree ends on a read no more consistent than
-    /// the first, at up to three times the cost.
+    /// are exact once traffic pauses. The maps are read once: a read during
+    /// which the kernel added nothing is already the maps at one instant,
+    /// and under steady traffic reading again until two reads agree ends on
+    /// a read no more consistent than the first, at up to three times the
+    /// cost.
     pub fn snapshot(&self) -> HotPathSnapshot {
         let provider_failed = sums(&self.provider_failed);
         let provider_histogram = sums(&self.provider_histogram);

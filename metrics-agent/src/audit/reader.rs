@@ -7,10 +7,10 @@
 //! the CPU it measures for the budget is the capture path's own; the
 //! operator may give that thread a higher scheduling weight (`priority`,
 //! `audit_thread_nice_boost`), so a busy proxy does not keep it waiting while
-//! the ring fills. The kernel
-//! submits payload events without waking the reader (`BPF_RB_NO_WAKEUP`),
-//! except the one that fills the ring past a quarter: the reader drains it
-//! every `DRAIN_EVERY` and on those wake-ups, not once per event.
+//! the ring fills. The kernel submits payload events without waking the
+//! reader (`BPF_RB_NO_WAKEUP`), except those that fill the ring past a
+//! quarter, a half or three quarters: the reader drains it every
+//! `DRAIN_EVERY` and on those wake-ups, not once per event.
 
 use std::{
     sync::{Arc, atomic::Ordering},
