@@ -275,15 +275,14 @@ pub(crate) fn cpu_seconds(pid: u32) -> Result<f64> {
 pub(crate) fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
     let ticks = ticks_per_second();
     let mut out = BTreeMap::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+    for (comm, dir) in threads(pid) {
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else { continue };
         // `pid (comm) state ...`: comm may hold spaces, fields follow the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-        let comm = &stat[open + 1..close];
+        let Some(close) = stat.rfind(')') else { continue };
         let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
         let (Some(utime), Some(stime)) = (fields.get(11), fields.get(12)) else { continue };
         let seconds = (utime.parse::<f64>().unwrap_or(0.0) + stime.parse::<f64>().unwrap_or(0.0)) / ticks;
-        *out.entry(comm.to_string()).or_insert(0.0) += seconds;
+        *out.entry(comm).or_insert(0.0) += seconds;
     }
     out
 }
@@ -291,14 +290,21 @@ pub(crate) fn thread_cpu(pid: u32) -> BTreeMap<String, f64> {
 /// Seconds the threads of `pid` named `name` have waited on a run queue,
 /// runnable but not running (`/proc/PID/task/TID/schedstat`, 2nd field, ns).
 pub(crate) fn thread_run_queue_wait(pid: u32, name: &str) -> f64 {
-    let mut waited = 0.0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        if std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim_end() == name) {
-            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-            waited += stat.split_whitespace().nth(1).and_then(|ns| ns.parse::<f64>().ok()).unwrap_or(0.0) / 1e9;
-        }
-    }
-    waited
+    threads(pid)
+        .filter(|(comm, _)| comm == name)
+        .map(|(_, dir)| {
+            let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+            stat.split_whitespace().nth(1).and_then(|ns| ns.parse::<f64>().ok()).unwrap_or(0.0) / 1e9
+        })
+        .sum()
+}
+
+/// The threads of `pid`: each one's name (`comm`) and its `/proc/PID/task/TID` directory.
+fn threads(pid: u32) -> impl Iterator<Item = (String, std::path::PathBuf)> {
+    std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten().filter_map(|task| {
+        let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+        Some((comm.trim_end().to_string(), task.path()))
+    })
 }
 
 /// The processes whose parent is `pid` (nginx's workers under its master).

@@ -388,8 +388,7 @@ impl Pipeline {
                 {
                     let start_ns = c.request_start_ns.take().unwrap_or(header.ts_ns);
                     let (slots, identity) = (&self.slot_providers, &self.identity);
-                    let sample_every = c.sample_every;
-                    out.extend(Self::request_done(&mut c, m, start_ns, sample_every, slots, identity, &mut self.stats));
+                    out.extend(Self::request_done(&mut c, m, start_ns, slots, identity, &mut self.stats));
                 }
             }
             self.stats.records += out.len() as u64;
@@ -450,8 +449,7 @@ impl Pipeline {
             for m in completed {
                 let start_ns = conn.request_start_ns.take().unwrap_or(header.ts_ns);
                 let (slots, identity) = (&self.slot_providers, &self.identity);
-                let sample_every = conn.sample_every;
-                out.extend(Self::request_done(conn, m, start_ns, sample_every, slots, identity, &mut self.stats));
+                out.extend(Self::request_done(conn, m, start_ns, slots, identity, &mut self.stats));
             }
             if conn.requests.buffered() > 0 && conn.request_start_ns.is_none() {
                 conn.request_start_ns = Some(header.ts_ns);
@@ -590,7 +588,6 @@ impl Pipeline {
         conn: &mut ConnAudit,
         m: Message,
         start_ns: u64,
-        sample_every: u32,
         slot_providers: &HashMap<u8, Provider>,
         identity_config: &IdentityConfig,
         stats: &mut PipelineStats,
@@ -617,7 +614,7 @@ impl Pipeline {
             ids,
             start_ns,
             digest: body_digest(&m),
-            sample_every,
+            sample_every: conn.sample_every,
             trace_context: m.head.header("traceparent").and_then(TraceContext::parse),
             host: m.head.header("host").map(|h| bounded(h.to_string())),
         });

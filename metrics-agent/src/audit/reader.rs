@@ -74,8 +74,10 @@ impl AuditTask {
         let nice_boost = self.nice_boost;
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new().name("audit".into()).spawn(move || {
-            // SAFETY: gettid has no preconditions.
-            let _ = tid_tx.send(unsafe { libc::gettid() });
+            if nice_boost > 0 {
+                // SAFETY: gettid has no preconditions.
+                let _ = tid_tx.send(unsafe { libc::gettid() });
+            }
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => return log::error!("audit path not started: its runtime: {e}"),
