@@ -18,6 +18,6 @@ pub mod reader;
 // The pure parsers live in their own crate (no I/O, no runtime); their
 // `crate::audit::...` paths stay as they were.
 pub use metrics_audit_core::{
-    bedrock, cohere, correlate, cost, decode, eventstream, finish, h2, identity, llm, message, ollama, pairing, pipeline,
-    provider, record_builder, sse, stream, trace_context, usage,
+    bedrock, cohere, correlate, cost, decode, eventstream, finish, h2, identity, llm, message, ollama, pairing,
+    pipeline, provider, record_builder, sse, stream, trace_context, usage,
 };
