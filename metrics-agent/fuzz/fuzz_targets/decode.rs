@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use metrics_agent::audit::decode;
+use metrics_audit_core::decode;
 
 const CODINGS: [&str; 6] = ["gzip", "deflate", "br", "zstd", "gzip, br", "identity"];
 

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use metrics_agent::audit::eventstream::{Decoder, encode};
+use metrics_audit_core::eventstream::{Decoder, encode};
 
 const MAX_MESSAGE: usize = 1024;
 

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use metrics_agent::audit::{h2::frame::PREFACE, pipeline::Pipeline};
+use metrics_audit_core::{h2::frame::PREFACE, pipeline::Pipeline};
 use metrics_common::{
     capture::{ChunkHeader, DIR_READ, DIR_WRITE, KIND_CLOSE, KIND_DATA},
     conn::SIDE_CLIENT,

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use metrics_agent::audit::message::{Kind, MAX_HEAD_BYTES, MessageParser};
+use metrics_audit_core::message::{Kind, MAX_HEAD_BYTES, MessageParser};
 
 const BODY_CAP: usize = 8192;
 

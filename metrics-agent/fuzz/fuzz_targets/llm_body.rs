@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use metrics_agent::audit::{bedrock, llm};
+use metrics_audit_core::{bedrock, llm};
 
 const INVOKE_STREAM: &str = "/model/meta.llama3-8b-instruct-v1:0/invoke-with-response-stream";
 

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use metrics_agent::audit::{llm, stream::StreamBody};
+use metrics_audit_core::{llm, stream::StreamBody};
 
 const MAX_EVENT: usize = 512;
 

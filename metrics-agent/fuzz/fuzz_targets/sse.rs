@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use metrics_agent::audit::sse;
+use metrics_audit_core::sse;
 
 fuzz_target!(|data: &[u8]| {
     let complete = sse::events(data, true);

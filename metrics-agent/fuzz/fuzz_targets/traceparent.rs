@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use metrics_agent::audit::trace_context::TraceContext;
+use metrics_audit_core::trace_context::TraceContext;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -1,33 +1,23 @@
-//! The audit path's userspace parsers: HTTP/1.1 messages reassembled from a
-//! connection's byte stream, server-sent events, and the LLM semantics of
-//! requests and responses (provider, operation, model, token usage, errors).
+//! The audit path's runtime in the agent: reading the kernel's payload
+//! capture from its ring buffer (`reader`), sampling it under load
+//! (`capture`, `breaker`), the audit thread's priority (`priority`) and the
+//! finished records' price and destination (`enrich`).
 //!
-//! Fed by the kernel's payload capture (`reader`); the parsers are pure
-//! functions over bytes that never panic on arbitrary input
-//! (property-tested) and keep memory bounded.
+//! The parsers it feeds (HTTP/1.1 and HTTP/2 messages, server-sent events,
+//! the LLM semantics of requests and responses) are the crate
+//! `metrics-audit-core`: pure functions over bytes that never panic on
+//! arbitrary input (property-tested) and keep memory bounded, re-exported
+//! here under their old paths.
 
-pub mod bedrock;
 pub mod breaker;
 pub mod capture;
-pub mod cohere;
-pub mod correlate;
-pub mod cost;
-pub mod decode;
 pub mod enrich;
-pub mod eventstream;
-pub mod finish;
-pub mod h2;
-pub mod identity;
-pub mod llm;
-pub mod message;
-pub mod ollama;
-pub mod pairing;
-pub mod pipeline;
 pub mod priority;
-pub mod provider;
 pub mod reader;
-pub mod record_builder;
-pub mod sse;
-pub mod stream;
-pub mod trace_context;
-pub mod usage;
+
+// The pure parsers live in their own crate (no I/O, no runtime); their
+// `crate::audit::...` paths stay as they were.
+pub use metrics_audit_core::{
+    bedrock, cohere, correlate, cost, decode, eventstream, finish, h2, identity, llm, message, ollama, pairing,
+    pipeline, provider, record_builder, sse, stream, trace_context, usage,
+};

@@ -8,7 +8,7 @@ use metrics_common::{
 use proptest::prelude::*;
 
 use super::{MAX_STREAMS, frame::*};
-use crate::audit::pipeline::{Pipeline, RequestRecord};
+use crate::pipeline::{Pipeline, RequestRecord};
 
 /// An HTTP/2 connection as the proxy sees it (a client-side one unless
 /// `side` says otherwise).
@@ -377,7 +377,7 @@ fn a_stream_reset_after_its_response_head_gives_a_record_with_its_status() {
     assert_eq!((r.truncated, r.error_type.as_deref()), (true, None));
     assert_eq!(r.stream_timing.time_per_output_token_ms, None);
     assert_eq!(priced(r), None, "no cost from a partial output count");
-    let partial = RequestRecord { tokens: crate::audit::usage::Usage { output: Some(1), ..r.tokens }, ..r.clone() };
+    let partial = RequestRecord { tokens: crate::usage::Usage { output: Some(1), ..r.tokens }, ..r.clone() };
     assert!(priced(&partial).is_some(), "the model is priced: output=1 would have given a cost");
     let late = frame(DATA, FLAG_END_STREAM, 1, b"event: message_stop\ndata: {}\n\n");
     assert!(w.send(&mut p, false, 9, &late).is_empty());
@@ -386,7 +386,7 @@ fn a_stream_reset_after_its_response_head_gives_a_record_with_its_status() {
 
 /// The cost the built-in price table gives a record.
 fn priced(r: &RequestRecord) -> Option<rust_decimal::Decimal> {
-    let prices = crate::audit::cost::PriceTable::load(None).unwrap();
+    let prices = crate::cost::PriceTable::load(None).unwrap();
     let model = r.model_returned.as_deref().or(r.model_requested.as_deref()).unwrap();
     prices.cost(model, &r.tokens)
 }

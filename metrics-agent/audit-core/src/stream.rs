@@ -302,7 +302,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::audit::llm::{self, parse_request};
+    use crate::llm::{self, parse_request};
 
     fn chat() -> LlmRequest {
         parse_request("/v1/chat/completions", None, br#"{"model":"gpt-4o","stream":true}"#)
@@ -365,7 +365,7 @@ mod tests {
 
         let bedrock = parse_request("/model/amazon.nova-lite-v1:0/converse-stream", None, b"{}");
         let m = |kind: &str, payload: &str| {
-            crate::audit::eventstream::encode(&[(":event-type", kind), (":message-type", "event")], payload.as_bytes())
+            crate::eventstream::encode(&[(":event-type", kind), (":message-type", "event")], payload.as_bytes())
         };
         let mut corrupt = m("contentBlockDelta", r#"{"delta":{"text":"lost"}}"#);
         let last = corrupt.len() - 1;

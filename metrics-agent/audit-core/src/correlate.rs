@@ -276,7 +276,7 @@ impl Correlator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record_builder::RecordBuilder;
+    use crate::record_builder::RecordBuilder;
 
     fn record(side: &'static str, start_ms: u64, duration_ms: f64, provider: Option<&str>) -> RequestRecord {
         RecordBuilder::new()

@@ -1158,7 +1158,7 @@ mod tests {
         write.push(("x-amzn-bedrock-cache-write-input-token-count", "2"));
         let u = with_headers("anthropic.claude-3-haiku-20240307-v1:0", anthropic, &write);
         assert_eq!(u, usage(18, 6, Some(4), Some(2)));
-        let prices = crate::audit::cost::PriceTable::load(None).unwrap();
+        let prices = crate::cost::PriceTable::load(None).unwrap();
         let model = "anthropic.claude-3-haiku-20240307-v1:0";
         let parts = |uncached: u64, read: u64, written: u64| {
             let one =

@@ -184,7 +184,7 @@ impl RecordBuilder {
         self
     }
 
-    pub fn stream_timing(mut self, timing: crate::audit::pipeline::StreamTiming) -> Self {
+    pub fn stream_timing(mut self, timing: crate::pipeline::StreamTiming) -> Self {
         self.0.stream_timing = timing;
         self
     }
