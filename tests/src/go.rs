@@ -126,6 +126,38 @@ impl GoBuild<'_> {
     }
 }
 
+/// The Go programs the suites build, as `(source, h2c)`: the compile steps
+/// `warm_build_cache` runs ahead of them.
+const PROGRAMS: [(&str, bool); 3] = [("reverse_proxy.go", false), ("reverse_proxy.go", true), ("one_write.go", false)];
+
+/// Compiles every Go program of the suites (`PROGRAMS`) with every
+/// toolchain into the shared build cache, with the flags the tests use, and
+/// throws the binaries away: the tests' own builds then only link. With a
+/// cold cache (a fresh clone) each toolchain first compiles the standard
+/// library it needs (`-trimpath` and `CGO_ENABLED=0` rule out the
+/// toolchain's prebuilt packages), minutes of CPU on a small machine;
+/// `cargo xtask test` runs this (`go-warm-cache`) at the lowest priority
+/// beside the first suites, which spend much of their time waiting. The
+/// cache keys do not depend on `-ldflags` (a link flag), nor on which test
+/// asks. Returns the toolchains' versions.
+pub fn warm_build_cache() -> Vec<String> {
+    let dir = TempDir::new("go-warm");
+    let mut versions = Vec::new();
+    for toolchain in toolchains() {
+        for (source, h2c) in PROGRAMS {
+            let name = format!(
+                "warm-{}-{}{}",
+                toolchain.version,
+                source.trim_end_matches(".go"),
+                if h2c { "-h2c" } else { "" }
+            );
+            toolchain.build("-s -w", h2c).build_program(source, &dir, &name);
+        }
+        versions.push(toolchain.version);
+    }
+    versions
+}
+
 /// Where Debian's `golang-*-dev` packages put their Go sources (a GOPATH).
 const DEBIAN_GOCODE: &str = "/usr/share/gocode";
 

@@ -147,6 +147,7 @@ fn require_root(what: &str) -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     use std::io::{BufRead, BufReader};
     require_root("the test suite")?;
+    let mut warm = warm_go_cache();
     let mut child = cargo()
         .args(["test", "--workspace"])
         .args(args)
@@ -175,11 +176,32 @@ fn test(args: &[String]) -> Result<()> {
         }
     }
     let status = child.wait()?;
+    if let Some(warm) = warm.as_mut() {
+        let _ = warm.wait();
+    }
     println!("summary: {passed} passed, {failed} failed, {ignored} skipped");
     if !status.success() {
         bail!("cargo test failed ({status})");
     }
     Ok(())
+}
+
+/// Starts `go-warm-cache` (tests/src/bin/go-warm-cache.rs) at the lowest
+/// CPU priority: it compiles the suites' Go programs with each Go toolchain
+/// into their build cache while the first suites run (mostly waiting on
+/// agents, streams and polls), so the Go builds of the tests only link. On a
+/// fresh clone that compiling (the standard library, once per toolchain)
+/// otherwise happens inside the tests, in series with them. Nothing waits
+/// for it but the end of the run; its failure is only reported.
+fn warm_go_cache() -> Option<std::process::Child> {
+    let binary = target_dir().join("debug/go-warm-cache");
+    Command::new("nice")
+        .args(["-n", "19"])
+        .arg(&binary)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| eprintln!("xtask: cannot start {} ({e}): the Go builds start cold", binary.display()))
+        .ok()
 }
 
 /// The workspace root (xtask lives one level below it).
