@@ -410,14 +410,25 @@ impl Pipeline {
         conn.last_seen = clock;
         let request_dir = (header.side == SIDE_CLIENT) == (header.direction == DIR_READ);
         let slot = if request_dir { 0 } else { 1 };
-        let data = &data[..(header.len as usize).min(data.len())];
+        let mut data = &data[..(header.len as usize).min(data.len())];
+        // Bytes at offsets already seen come again when the kernel resends
+        // the start of a request line it held across calls (Go's one-byte
+        // background read): the bytes are the same, only the new ones count.
+        let mut offset = header.offset;
+        if let Some(seen) = conn.next_offset[slot].filter(|&n| offset < n) {
+            let repeated = (seen - offset).min(data.len() as u64);
+            (data, offset) = (&data[repeated as usize..], offset + repeated);
+            if data.is_empty() {
+                return Vec::new();
+            }
+        }
         // Bytes that passed uncaptured inside a body (sent with sendfile, or
         // beyond the capture cap) are skipped there; any other gap restarts.
         let mut skipped = Vec::new();
-        let gap = conn.next_offset[slot].filter(|&n| header.offset > n).map(|n| header.offset - n);
+        let gap = conn.next_offset[slot].filter(|&n| offset > n).map(|n| offset - n);
         let parser = if request_dir { &mut conn.requests } else { &mut conn.responses };
         let skipped_in_body = gap.and_then(|n| parser.skip(n)).map(|m| skipped = m).is_some();
-        if conn.next_offset[slot] != Some(header.offset) && !skipped_in_body {
+        if conn.next_offset[slot] != Some(offset) && !skipped_in_body {
             if conn.next_offset[slot].is_some() {
                 self.stats.resyncs += 1;
             }
@@ -439,7 +450,7 @@ impl Pipeline {
                 }
             }
         }
-        conn.next_offset[slot] = Some(header.offset + data.len() as u64);
+        conn.next_offset[slot] = Some(offset + data.len() as u64);
         let mut out = Vec::new();
         if request_dir {
             if conn.request_start_ns.is_none() {
