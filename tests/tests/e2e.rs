@@ -867,10 +867,8 @@ while True:
 "#;
     const REQUESTS: usize = 4;
     let _serial = serial();
-    let mut server = harness::Guard::spawn(
-        "one-byte-server",
-        Command::new("python3").args(["-c", SERVER]).stdout(Stdio::piped()),
-    );
+    let mut server =
+        harness::Guard::spawn("one-byte-server", Command::new("python3").args(["-c", SERVER]).stdout(Stdio::piped()));
     let mut line = String::new();
     BufReader::new(server.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let port: u16 = line.trim().parse().expect("the server's port");
@@ -881,7 +879,8 @@ while True:
     for i in 0..REQUESTS {
         // Bodies past the 256 KiB capture cap, and one under it.
         let pad = if i == 2 { 1000 } else { 300_000 + 1000 * i };
-        let body = format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(pad));
+        let body =
+            format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(pad));
         let request = format!(
             "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -900,7 +899,11 @@ while True:
     agent.wait_for_printed_records(REQUESTS, 0, Duration::from_secs(20));
     let records = agent.printed_records("client");
     assert_eq!(records.len(), REQUESTS, "{records:?}");
-    assert_eq!((token_total(&records, "input"), token_total(&records, "output")), (12 * REQUESTS as u64, 34 * REQUESTS as u64), "{records:?}");
+    assert_eq!(
+        (token_total(&records, "input"), token_total(&records, "output")),
+        (12 * REQUESTS as u64, 34 * REQUESTS as u64),
+        "{records:?}"
+    );
     let s = agent.scrape();
     assert_eq!(s.get("metrics_agent_audit_resyncs_total"), 0, "no parser restart");
     assert_eq!(s.get("llm_proxy_requests_total"), REQUESTS as u64, "the hot path");
