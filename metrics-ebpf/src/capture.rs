@@ -68,6 +68,18 @@ pub fn prepare(
     if take == 0 {
         return false;
     }
+    // A request that started in this call (its sampling decision is due)
+    // whose request line began in earlier calls (held in `ConnState::pending`
+    // until the method was whole, e.g. by Go's one-byte background read):
+    // those bytes were captured, if at all, as the previous exchange's (not
+    // past its cap, or not sampled), so they are sent again ahead of this
+    // call's and the request is whole. The agent skips bytes it has seen.
+    // SAFETY: this CPU's scratch.
+    unsafe {
+        let held = (*scratch).held_len;
+        let starts = request_direction && decide && conn.pending_len == 0 && held <= offset;
+        (*scratch).held_len = if starts { held & 7 } else { 0 };
+    }
     let job = CaptureJob {
         header: ChunkHeader {
             conn_id: conn.conn_id,
@@ -159,6 +171,7 @@ pub fn capture_payload_body<C: CallReturn>(ctx: &C) -> u32 {
     if capped > 0 {
         add(&COUNTERS, c::CAPTURE_CAPPED_BYTES, capped);
     }
+    emit_prefix(scratch, event);
     for _ in 0..CHUNKS_PER_CALL {
         if !emit_chunk(scratch, event) {
             break;
@@ -205,9 +218,43 @@ fn decide_pending(scratch: *mut Scratch) {
     if !captured {
         job.left = 0;
         job.capped = 0;
+        // SAFETY: as above.
+        unsafe { (*scratch).held_len = 0 };
     }
     // SAFETY: as above.
     unsafe { core::ptr::write_volatile(&mut (*scratch).capture, job) };
+}
+
+/// Emits the held start of the request line (`Scratch::held`) as its own
+/// chunk, ending where the call's bytes begin. The agent skips bytes at
+/// offsets it has already seen (captured with the previous exchange).
+#[inline(always)]
+fn emit_prefix(scratch: *mut Scratch, event: *mut ChunkEvent) {
+    // SAFETY: per-CPU map values, valid for the program's run.
+    let (job, held, len) =
+        unsafe { (core::ptr::read_volatile(&(*scratch).capture), (*scratch).held, (*scratch).held_len & 7) };
+    if len == 0 || job.left == 0 || job.header.offset < len {
+        return;
+    }
+    let mut header = job.header;
+    header.offset -= len;
+    header.len = len as u32;
+    // SAFETY: `event` holds a header and CHUNK_BYTES (>= 8) bytes.
+    unsafe {
+        (*event).header = header;
+        core::ptr::write_unaligned((*event).data.as_mut_ptr().cast::<[u8; 8]>(), held.to_le_bytes());
+    }
+    let size = core::mem::size_of::<ChunkHeader>() as u64 + len;
+    // SAFETY: as in `emit_chunk`.
+    let rc = unsafe {
+        bpf_ringbuf_output(core::ptr::addr_of!(PAYLOADS).cast_mut().cast(), event.cast(), size, wakeup_flags(size))
+    };
+    if rc == 0 {
+        add(&COUNTERS, c::CAPTURE_EVENTS, 1);
+        add(&COUNTERS, c::CAPTURE_BYTES, len);
+    } else {
+        add(&COUNTERS, c::CAPTURE_DROPS, 1);
+    }
 }
 
 /// Emits one chunk; false when nothing is left.

@@ -59,8 +59,13 @@ pub fn http_and_capture<C: CallReturn>(
 ) -> u32 {
     let call = *call;
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
+    // The start of a request line held from earlier calls (if this call
+    // completes it, capture sends it again: see `capture::prepare`).
     // SAFETY: this CPU's scratch.
-    unsafe { (*scratch).parse_pending = 0 };
+    unsafe {
+        (*scratch).parse_pending = 0;
+        ((*scratch).held, (*scratch).held_len) = (u64::from_le_bytes(conn.pending), (conn.pending_len & 7) as u64);
+    }
     let now = unsafe { bpf_ktime_get_ns() };
     if no_buffer(call.kind) {
         // Bytes that never were in the proxy's memory: file contents sent

@@ -49,6 +49,12 @@ pub struct Scratch {
     pub continuations: u32,
     /// Non-zero when the call's response bytes still need parsing.
     pub parse_pending: u32,
+    /// The start of a request line held from earlier calls
+    /// (`ConnState::pending`): its bytes, little-endian, and their count.
+    /// Set at each call; `capture::prepare` keeps the count only when the
+    /// call starts a captured request, and capture sends them first.
+    pub held: u64,
+    pub held_len: u64,
     pub capture: CaptureJob,
 }
 

@@ -826,6 +826,89 @@ fn audit_records_through_the_send_recv_proxy() {
     });
 }
 
+/// A server that reads the first byte of each next request on its own, as
+/// Go's net/http does (its background read of one byte while a handler
+/// runs; Caddy, Go's reverse proxy), after request bodies longer than the
+/// capture cap. The kernel holds that byte until the method is whole, and
+/// the capture of the new request starts after it: the bytes between the
+/// capped body and the request line did not match the body's rest, so the
+/// agent restarted the connection's parser and lost the exchange whose
+/// answer waited for the capped body (1-2 of 146 client records behind
+/// Caddy). One record per exchange, with its tokens, and no resync.
+#[test]
+fn a_request_line_whose_first_byte_is_read_alone_after_a_capped_body_keeps_every_record() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+
+    const SERVER: &str = r#"
+import socket, sys
+ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen(1)
+print(ls.getsockname()[1], flush=True)
+c, _ = ls.accept()
+body = b'{"id":"chatcmpl-1","model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":34}}'
+answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+first = b""
+while True:
+    buf = first
+    while b"\r\n\r\n" not in buf:
+        more = c.recv(4096)
+        if not more:
+            sys.exit(0)
+        buf += more
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    n = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0])
+    while len(rest) < n:
+        rest += c.recv(min(65536, n - len(rest)))
+    c.sendall(answer)
+    # The next request's first byte, alone (Go's background read).
+    first = c.recv(1)
+    if not first:
+        sys.exit(0)
+"#;
+    const REQUESTS: usize = 4;
+    let _serial = serial();
+    let mut server =
+        harness::Guard::spawn("one-byte-server", Command::new("python3").args(["-c", SERVER]).stdout(Stdio::piped()));
+    let mut line = String::new();
+    BufReader::new(server.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port: u16 = line.trim().parse().expect("the server's port");
+    let pid = server.pid().to_string();
+    let agent = Agent::start(&["--pid", &pid, "--print-requests", "--attach", "sockets"]);
+    agent.wait_until(Duration::from_secs(10), "the server traced", |s| s.get("metrics_agent_traced_processes") == 1);
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    for i in 0..REQUESTS {
+        // Bodies past the 256 KiB capture cap, and one under it.
+        let pad = if i == 2 { 1000 } else { 300_000 + 1000 * i };
+        let body =
+            format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(pad));
+        let request = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        c.write_all(request.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"}}") {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "the server closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200 OK"), "{}", String::from_utf8_lossy(&got));
+    }
+    drop(c);
+    agent.wait_for_printed_records(REQUESTS, 0, Duration::from_secs(20));
+    let records = agent.printed_records("client");
+    assert_eq!(records.len(), REQUESTS, "{records:?}");
+    assert_eq!(
+        (token_total(&records, "input"), token_total(&records, "output")),
+        (12 * REQUESTS as u64, 34 * REQUESTS as u64),
+        "{records:?}"
+    );
+    let s = agent.scrape();
+    assert_eq!(s.get("metrics_agent_audit_resyncs_total"), 0, "no parser restart");
+    assert_eq!(s.get("llm_proxy_requests_total"), REQUESTS as u64, "the hot path");
+}
+
 #[test]
 fn a_saturated_payload_ring_drops_and_counts_while_hot_path_counts_stay_exact() {
     let _serial = serial();

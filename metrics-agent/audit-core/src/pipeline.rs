@@ -409,14 +409,25 @@ impl Pipeline {
         conn.last_seen = clock;
         let request_dir = (header.side == SIDE_CLIENT) == (header.direction == DIR_READ);
         let slot = if request_dir { 0 } else { 1 };
-        let data = &data[..(header.len as usize).min(data.len())];
+        let mut data = &data[..(header.len as usize).min(data.len())];
+        // Bytes at offsets already seen come again when the kernel resends
+        // the start of a request line it held across calls (Go's one-byte
+        // background read): the bytes are the same, only the new ones count.
+        let mut offset = header.offset;
+        if let Some(seen) = conn.next_offset[slot].filter(|&n| offset < n) {
+            let repeated = (seen - offset).min(data.len() as u64);
+            (data, offset) = (&data[repeated as usize..], offset + repeated);
+            if data.is_empty() {
+                return Vec::new();
+            }
+        }
         // Bytes that passed uncaptured inside a body (sent with sendfile, or
         // beyond the capture cap) are skipped there; any other gap restarts.
         let mut skipped = Vec::new();
-        let gap = conn.next_offset[slot].filter(|&n| header.offset > n).map(|n| header.offset - n);
+        let gap = conn.next_offset[slot].filter(|&n| offset > n).map(|n| offset - n);
         let parser = if request_dir { &mut conn.requests } else { &mut conn.responses };
         let skipped_in_body = gap.and_then(|n| parser.skip(n)).map(|m| skipped = m).is_some();
-        if conn.next_offset[slot] != Some(header.offset) && !skipped_in_body {
+        if conn.next_offset[slot] != Some(offset) && !skipped_in_body {
             if conn.next_offset[slot].is_some() {
                 self.stats.resyncs += 1;
             }
@@ -438,7 +449,7 @@ impl Pipeline {
                 }
             }
         }
-        conn.next_offset[slot] = Some(header.offset + data.len() as u64);
+        conn.next_offset[slot] = Some(offset + data.len() as u64);
         let mut out = Vec::new();
         if request_dir {
             if conn.request_start_ns.is_none() {
@@ -907,6 +918,54 @@ mod tests {
         let at = 2 * resp.len() as u64;
         assert!(p.on_event(&upstream(chunk(1, DIR_READ, at, 6_000_000, resp.len())), resp.as_bytes()).is_empty());
         assert_eq!((p.stats.early_responses, p.stats.orphan_responses), (1, 1));
+    }
+
+    /// Go's net/http reads the next request's first byte alone (a background
+    /// read); the kernel holds it until the method is whole and sends it
+    /// again as a chunk of its own just before the request line's call.
+    /// Client side, as behind Caddy: a body past the capture cap, its answer
+    /// (held while the body is unfinished), the uncaptured rest of the body,
+    /// the held `P` and the rest of the next request; then a body under the
+    /// cap, whose capture took the `P` already, sent again. One record per
+    /// exchange and no resync (the repeated byte is skipped).
+    #[test]
+    fn a_request_line_start_held_across_calls_is_taken_once_after_capped_and_whole_bodies() {
+        let body = r#"{"model":"gpt-4o-mini","messages":[]}"#;
+        let head =
+            |len: usize| format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n");
+        let answer = r#"{"id":"c1","usage":{"prompt_tokens":12,"completion_tokens":34}}"#;
+        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
+        let mut p = Pipeline::new(1 << 10);
+        // 1: 4 KiB of body announced, 1 KiB captured (the cap), answered.
+        let first = format!("{}{body}", head(4096));
+        let mut read = first.len() as u64;
+        assert!(p.on_event(&chunk(1, DIR_READ, 0, 1_000_000, first.len()), first.as_bytes()).is_empty());
+        let mut written = 0;
+        let mut respond = |p: &mut Pipeline, ts: u64| {
+            let r = p.on_event(&chunk(1, DIR_WRITE, written, ts, resp.len()), resp.as_bytes());
+            written += resp.len() as u64;
+            r
+        };
+        assert!(respond(&mut p, 2_000_000).is_empty(), "the answer waits for the rest of its request");
+        read += (4096 - body.len()) as u64; // the body's rest: not captured
+        // 2: `P` resent at its offset, then the call that completed the method.
+        let r = p.on_event(&chunk(1, DIR_READ, read, 3_000_000, 1), b"P");
+        assert_eq!(r.len(), 1, "the first exchange completes at the held byte");
+        let second = format!("{}{body}", head(body.len()));
+        let rest = &second.as_bytes()[1..];
+        assert!(p.on_event(&chunk(1, DIR_READ, read + 1, 3_000_000, rest.len()), rest).is_empty());
+        read += second.len() as u64;
+        assert_eq!(respond(&mut p, 4_000_000).len(), 1);
+        // 3: the `P` captured with the (whole) second exchange, resent.
+        assert!(p.on_event(&chunk(1, DIR_READ, read, 5_000_000, 1), b"P").is_empty());
+        let third = format!("{}{body}", head(body.len()));
+        assert!(p.on_event(&chunk(1, DIR_READ, read, 5_000_000, 1), b"P").is_empty());
+        let rest = &third.as_bytes()[1..];
+        assert!(p.on_event(&chunk(1, DIR_READ, read + 1, 5_000_000, rest.len()), rest).is_empty());
+        let r = respond(&mut p, 6_000_000);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].model_requested.as_deref(), r[0].tokens.output), (Some("gpt-4o-mini"), Some(34)));
+        assert_eq!((p.stats.resyncs, p.stats.orphan_responses), (0, 0));
     }
 
     /// A request whose body's end is never captured (past the capture cap
