@@ -1,6 +1,7 @@
 //! The Go reverse proxy of the tests (`tests/go/reverse_proxy.go`, Go's
 //! standard library only, plus `h2c.go` for an h2c client side): built here
-//! with each of Debian's Go toolchains (`toolchains`), offline, as a static
+//! with each Go toolchain (`toolchains`: Debian 12's and the upstream ones
+//! of `go_upstream.rs`), offline, as a static
 //! binary without libc (stripped or not), and started like the other
 //! proxies, with plain or TLS upstreams (`TlsUpstreams`).
 
@@ -28,15 +29,19 @@ pub fn build_reverse_proxy_with(dir: &TempDir, name: &str, ldflags: &str) -> Pat
     GoBuild { go: Path::new("go"), ldflags, h2c: false }.build(dir, name)
 }
 
-/// Debian's Go toolchains the tests build with: `go` on the `PATH`
-/// (Debian's default, `golang-go`) and the newer ones from
-/// bookworm-backports (`golang-1.22-go`, `golang-1.23-go`, installed by
-/// `cargo xtask setup` under `/usr/lib/go-1.2X`), one per version.
+// `UPSTREAM_GO`, `GO_BIN_DIR`, `upstream_go`: the upstream toolchains.
+include!("go_upstream.rs");
+
+/// The Go toolchains the tests build with: `go` on the `PATH` (Debian's
+/// default, `golang-go`), the newer ones from bookworm-backports
+/// (`golang-1.22-go`, `golang-1.23-go`, under `/usr/lib/go-1.2X`) and the
+/// upstream ones (`UPSTREAM_GO`: 1.24, 1.26, 1.27, under `GO_BIN_DIR`), all
+/// installed by `cargo xtask setup`, one per version.
 pub fn toolchains() -> Vec<GoToolchain> {
     let mut all = vec![GoToolchain::of(PathBuf::from("go"))];
-    for backport in ["/usr/lib/go-1.22/bin/go", "/usr/lib/go-1.23/bin/go"] {
-        let go = PathBuf::from(backport);
-        assert!(go.exists(), "{backport} is missing: run `cargo xtask setup` (bookworm-backports' Go)");
+    let backports = ["/usr/lib/go-1.22/bin/go", "/usr/lib/go-1.23/bin/go"].map(PathBuf::from);
+    for go in backports.into_iter().chain(UPSTREAM_GO.map(upstream_go)) {
+        assert!(go.exists(), "{} is missing: run `cargo xtask setup`", go.display());
         let toolchain = GoToolchain::of(go);
         if all.iter().all(|t| t.version != toolchain.version) {
             all.push(toolchain);

@@ -1,6 +1,7 @@
 //! End-to-end tests (root) of Go's crypto/tls: the Go reverse proxy of the
-//! tests (standard library only), built with each of Debian's Go toolchains
-//! (`go::toolchains`: bookworm's 1.19 and backports' 1.22 and 1.23),
+//! tests (standard library only), built with each Go toolchain
+//! (`go::toolchains`: bookworm's 1.19, backports' 1.22 and 1.23, upstream
+//! 1.24, 1.26 and 1.27),
 //! stripped and not stripped, forwards to mock providers over TLS done by
 //! Go. The upstream records and counters come from the plaintext the
 //! crypto/tls uprobes see, and must match what the mock providers sent,

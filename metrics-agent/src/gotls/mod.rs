@@ -97,10 +97,10 @@ mod tests {
 
     /// `function`'s instructions by `go tool objdump` (the ground truth):
     /// address and the words of its assembly (`JBE 0x584093`).
-    fn objdump(binary: &std::path::Path, function: &str) -> Vec<(u64, Vec<String>)> {
+    fn objdump(go: &std::path::Path, binary: &std::path::Path, function: &str) -> Vec<(u64, Vec<String>)> {
         let pattern =
             format!("^{}$", function.replace('(', r"\(").replace(')', r"\)").replace('*', r"\*").replace('.', r"\."));
-        let out = Command::new("go").args(["tool", "objdump", "-s", &pattern]).arg(binary).output().unwrap();
+        let out = Command::new(go).args(["tool", "objdump", "-s", &pattern]).arg(binary).output().unwrap();
         assert!(out.status.success(), "go tool objdump: {}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8(out.stdout).unwrap();
         text.lines()
@@ -114,14 +114,14 @@ mod tests {
     }
 
     /// `RET` addresses of `function`.
-    fn objdump_returns(binary: &std::path::Path, function: &str) -> Vec<u64> {
-        objdump(binary, function).into_iter().filter(|(_, asm)| asm[0] == "RET").map(|(a, _)| a).collect()
+    fn objdump_returns(go: &std::path::Path, binary: &std::path::Path, function: &str) -> Vec<u64> {
+        objdump(go, binary, function).into_iter().filter(|(_, asm)| asm[0] == "RET").map(|(a, _)| a).collect()
     }
 
     /// The address after the stack check of `function`: the instruction
     /// after the first `JBE`, which goes to the `CALL runtime.morestack...`.
-    fn objdump_after_stack_check(binary: &std::path::Path, function: &str) -> u64 {
-        let code = objdump(binary, function);
+    fn objdump_after_stack_check(go: &std::path::Path, binary: &std::path::Path, function: &str) -> u64 {
+        let code = objdump(go, binary, function);
         let jbe = code.iter().position(|(_, asm)| asm[0] == "JBE").expect("a JBE");
         assert!(jbe <= 2, "{function}: the stack check opens the function: {:?}", &code[..4]);
         assert!(code[jbe - 1].1.join(" ").contains("0x10(R14)"), "{function}: {:?}", &code[..4]);
@@ -135,22 +135,25 @@ mod tests {
     fn read_returns_and_write_after_its_stack_check_match_go_objdump_in_stripped_and_unstripped_binaries() {
         let dir = std::env::temp_dir().join(format!("gotls-plan-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let plain = pclntab::tests::build(&dir, "plain", "");
-        let stripped = pclntab::tests::build(&dir, "stripped", "-s -w");
-        let rets = objdump_returns(&dir.join("plain"), READ);
-        assert!(!rets.is_empty(), "{READ}: objdump shows no RET");
-        let read = pclntab::find_functions(&plain, &[READ]).unwrap()[0].unwrap();
-        let truth: Vec<u64> = rets.iter().map(|a| a - read.address + read.file_offset).collect();
-        let write = pclntab::find_functions(&plain, &[WRITE]).unwrap()[0].unwrap();
-        let checked = objdump_after_stack_check(&dir.join("plain"), WRITE) - write.address + write.file_offset;
-        for (what, elf) in [("unstripped", &plain), ("stripped", &stripped)] {
-            let probes = plan(elf).unwrap().unwrap_or_else(|| panic!("{what}: no probes"));
-            assert_eq!(probes.returns, truth, "{what}");
-            assert_eq!(probes.write_checked, checked, "{what}");
-            for at in &probes.returns {
-                assert_eq!(elf[*at as usize], 0xc3, "{what}: a RET at {at:#x}");
+        for go in pclntab::tests::toolchains() {
+            let plain = pclntab::tests::build(&go, &dir, "plain", "");
+            let stripped = pclntab::tests::build(&go, &dir, "stripped", "-s -w");
+            let rets = objdump_returns(&go, &dir.join("plain"), READ);
+            assert!(!rets.is_empty(), "{READ}: objdump shows no RET");
+            let read = pclntab::find_functions(&plain, &[READ]).unwrap()[0].unwrap();
+            let truth: Vec<u64> = rets.iter().map(|a| a - read.address + read.file_offset).collect();
+            let write = pclntab::find_functions(&plain, &[WRITE]).unwrap()[0].unwrap();
+            let checked = objdump_after_stack_check(&go, &dir.join("plain"), WRITE) - write.address + write.file_offset;
+            for (what, elf) in [("unstripped", &plain), ("stripped", &stripped)] {
+                let probes = plan(elf).unwrap().unwrap_or_else(|| panic!("{}: {what}: no probes", go.display()));
+                let what = format!("{} {what}", probes.go_version);
+                assert_eq!(probes.returns, truth, "{what}");
+                assert_eq!(probes.write_checked, checked, "{what}");
+                for at in &probes.returns {
+                    assert_eq!(elf[*at as usize], 0xc3, "{what}: a RET at {at:#x}");
+                }
+                assert!(probes.go_version.starts_with("go1."), "{what}");
             }
-            assert!(probes.go_version.starts_with("go1."), "{what}: {}", probes.go_version);
         }
         // A non-Go executable has none; a Go one without crypto/tls neither.
         assert!(plan(&std::fs::read("/proc/self/exe").unwrap()).unwrap().is_none());

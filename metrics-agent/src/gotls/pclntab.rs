@@ -11,7 +11,10 @@
 //! compilation-unit, file, pc and function tables. The function table is
 //! `nfunc + 1` pairs of u32 (entry offset from `textStart`, offset of the
 //! function's `_func`); a `_func` starts with its entry offset (u32) and the
-//! offset of its name in the name table (i32).
+//! offset of its name in the name table (i32). Go 1.26 and later leave
+//! `textStart` zero (it needed a relocation): the entries are then relative
+//! to the `runtime.text` symbol when `.symtab` has it, else to the start of
+//! `.text`, as Go's own `cmd/internal/objfile` reads them.
 
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
@@ -50,7 +53,9 @@ pub fn find_functions(elf: &[u8], names: &[&str]) -> Result<Vec<Option<GoFunctio
     let mut found: Vec<Option<(u64, u64)>> = vec![None; names.len()];
     if let Some(section) = file.section_by_name(".gopclntab") {
         let table = section.data().map_err(|_| PclntabError::Malformed { what: "unreadable section" })?;
-        for_each_function(table, |name, address, size| {
+        let runtime_text = file.symbols().find(|s| s.name() == Ok("runtime.text")).map(|s| s.address());
+        let text = runtime_text.or_else(|| file.section_by_name(".text").map(|s| s.address()));
+        for_each_function(table, text, |name, address, size| {
             if let Some(i) = names.iter().position(|n| n.as_bytes() == name) {
                 found[i] = Some((address, size));
             }
@@ -87,8 +92,10 @@ fn file_offset_of(file: &object::File<'_>, address: u64) -> Option<u64> {
     })
 }
 
-/// Calls `f(name, address, size)` for every function in the table.
-fn for_each_function(t: &[u8], mut f: impl FnMut(&[u8], u64, u64)) -> Result<(), PclntabError> {
+/// Calls `f(name, address, size)` for every function in the table;
+/// `text` is where the entries count from when the header's `textStart`
+/// is zero (Go 1.26 and later).
+fn for_each_function(t: &[u8], text: Option<u64>, mut f: impl FnMut(&[u8], u64, u64)) -> Result<(), PclntabError> {
     let malformed = |what| PclntabError::Malformed { what };
     let u32_at =
         |at: usize| -> Option<u32> { Some(u32::from_le_bytes(t.get(at..at.checked_add(4)?)?.try_into().ok()?)) };
@@ -111,6 +118,10 @@ fn for_each_function(t: &[u8], mut f: impl FnMut(&[u8], u64, u64)) -> Result<(),
     };
     let header = |i| word(i).ok_or(malformed("shorter than its header"));
     let (nfunc, text_start, names_at, functab_at) = (header(0)?, header(2)?, header(3)?, header(7)?);
+    let text_start = match text_start {
+        0 => text.ok_or(malformed("no textStart in the header and no .text section"))?,
+        start => start,
+    };
     let to_index = |v: u64| usize::try_from(v).map_err(|_| malformed("offset beyond memory"));
     let (nfunc, names_at, functab_at) = (to_index(nfunc)?, to_index(names_at)?, to_index(functab_at)?);
     if nfunc.checked_mul(8).is_none_or(|n| functab_at.saturating_add(n) > t.len()) {
@@ -163,7 +174,10 @@ pub fn go_version(elf: &[u8]) -> Result<String, PclntabError> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::{path::Path, process::Command};
+    use std::{
+        path::{Path, PathBuf},
+        process::Command,
+    };
 
     use super::*;
 
@@ -189,27 +203,50 @@ func main() {
 
     const WANTED: [&str; 3] = ["crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Write", "main.main"];
 
-    /// `go build` of `PROGRAM` into `dir`, with `ldflags`.
-    pub(crate) fn build(dir: &Path, name: &str, ldflags: &str) -> Vec<u8> {
+    mod upstream {
+        include!("../../../tests/src/go_upstream.rs");
+    }
+
+    /// The Go toolchains the tests check against: Debian 12's (`go` on the
+    /// PATH, backports' 1.22 and 1.23) and the upstream ones
+    /// (`tests/src/go_upstream.rs`), all installed by `cargo xtask setup`.
+    pub(crate) fn toolchains() -> Vec<PathBuf> {
+        let mut all = vec![PathBuf::from("go")];
+        all.extend(["/usr/lib/go-1.22/bin/go", "/usr/lib/go-1.23/bin/go"].map(PathBuf::from));
+        all.extend(upstream::UPSTREAM_GO.map(upstream::upstream_go));
+        for go in &all[1..] {
+            assert!(go.exists(), "{} is missing: run `cargo xtask setup`", go.display());
+        }
+        all
+    }
+
+    /// `go build` of `PROGRAM` with `go` into `dir/name`, with `ldflags`,
+    /// offline; the build cache is the e2e tests' (`target/debug/go-cache`),
+    /// so the standard library is compiled once per toolchain.
+    pub(crate) fn build(go: &Path, dir: &Path, name: &str, ldflags: &str) -> Vec<u8> {
         std::fs::write(dir.join("main.go"), PROGRAM).unwrap();
         let out = dir.join(name);
-        let status = Command::new("go")
+        let exe = std::env::current_exe().unwrap();
+        let cache = exe.parent().and_then(Path::parent).unwrap().join("go-cache/build");
+        let status = Command::new(go)
             .current_dir(dir)
             .env("GO111MODULE", "off")
-            .env("GOCACHE", dir.join("cache"))
+            .env("GOTOOLCHAIN", "local")
+            .env("CGO_ENABLED", "0")
+            .env("GOCACHE", cache)
             .env("GOFLAGS", "")
-            .args(["build", "-ldflags", ldflags, "-o"])
+            .args(["build", "-trimpath", "-ldflags", ldflags, "-o"])
             .arg(&out)
             .arg("main.go")
             .status()
             .expect("go (Debian package golang) must be installed: cargo xtask setup");
-        assert!(status.success(), "go build failed");
+        assert!(status.success(), "go build with {} failed", go.display());
         std::fs::read(out).unwrap()
     }
 
     /// Addresses and sizes by `go tool nm -size` (the ground truth).
-    fn nm(dir: &Path, name: &str) -> Vec<(u64, u64)> {
-        let out = Command::new("go").args(["tool", "nm", "-size"]).arg(dir.join(name)).output().unwrap();
+    fn nm(go: &Path, dir: &Path, name: &str) -> Vec<(u64, u64)> {
+        let out = Command::new(go).args(["tool", "nm", "-size"]).arg(dir.join(name)).output().unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
         WANTED
             .iter()
@@ -225,28 +262,30 @@ func main() {
     fn functions_are_found_in_stripped_and_unstripped_go_binaries() {
         let dir = std::env::temp_dir().join(format!("pclntab-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let plain = build(&dir, "plain", "");
-        let stripped = build(&dir, "stripped", "-s -w");
-        let truth = nm(&dir, "plain");
-        for (what, elf) in [("unstripped", &plain), ("stripped", &stripped)] {
-            let found = find_functions(elf, &WANTED).unwrap();
-            for ((f, (address, size)), name) in found.iter().zip(&truth).zip(WANTED) {
-                let f = f.unwrap_or_else(|| panic!("{what}: {name} not found"));
-                assert_eq!(f.address, *address, "{what}: {name}");
-                // nm's size excludes the padding up to the next function.
-                assert!(f.size >= *size && f.size < size + 64, "{what}: {name} {} vs {size}", f.size);
-                // The file offset holds the function's first bytes.
-                let segment_bytes = &elf[f.file_offset as usize..f.file_offset as usize + 4];
-                let plain_offset = find_functions(&plain, &[name]).unwrap()[0].unwrap().file_offset as usize;
-                assert_eq!(segment_bytes, &plain[plain_offset..plain_offset + 4], "{what}: {name}");
+        for go in toolchains() {
+            let plain = build(&go, &dir, "plain", "");
+            let stripped = build(&go, &dir, "stripped", "-s -w");
+            let truth = nm(&go, &dir, "plain");
+            let out = Command::new(&go).arg("version").env("GOTOOLCHAIN", "local").output().unwrap();
+            let toolchain = String::from_utf8(out.stdout).unwrap().split_whitespace().nth(2).unwrap().to_string();
+            for (what, elf) in [("unstripped", &plain), ("stripped", &stripped)] {
+                let what = format!("{toolchain} {what}");
+                let found = find_functions(elf, &WANTED).unwrap();
+                for ((f, (address, size)), name) in found.iter().zip(&truth).zip(WANTED) {
+                    let f = f.unwrap_or_else(|| panic!("{what}: {name} not found"));
+                    assert_eq!(f.address, *address, "{what}: {name}");
+                    // nm's size excludes the padding up to the next function.
+                    assert!(f.size >= *size && f.size < size + 64, "{what}: {name} {} vs {size}", f.size);
+                    // The file offset holds the function's first bytes.
+                    let segment_bytes = &elf[f.file_offset as usize..f.file_offset as usize + 4];
+                    let plain_offset = find_functions(&plain, &[name]).unwrap()[0].unwrap().file_offset as usize;
+                    assert_eq!(segment_bytes, &plain[plain_offset..plain_offset + 4], "{what}: {name}");
+                }
+                // The build's Go version, as `go version` says it.
+                assert_eq!(go_version(elf).unwrap(), toolchain, "{what}");
             }
+            assert_eq!(find_functions(&stripped, &["no/such.Function"]).unwrap(), vec![None]);
         }
-        assert_eq!(find_functions(&stripped, &["no/such.Function"]).unwrap(), vec![None]);
-        // The build's Go version, as `go version` says it.
-        let out = Command::new("go").arg("version").output().unwrap();
-        let toolchain = String::from_utf8(out.stdout).unwrap().split_whitespace().nth(2).unwrap().to_string();
-        assert_eq!(go_version(&stripped).unwrap(), toolchain);
-        assert_eq!(go_version(&plain).unwrap(), toolchain);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -257,15 +296,18 @@ func main() {
         let mut table = vec![0u8; 64];
         table[..4].copy_from_slice(&0xffff_fffau32.to_le_bytes());
         assert_eq!(
-            for_each_function(&table, |_, _, _| {}),
+            for_each_function(&table, Some(0x1000), |_, _, _| {}),
             Err(PclntabError::UnsupportedVersion { magic: 0xffff_fffa })
         );
         table[..4].copy_from_slice(&MAGIC_GO_1_20.to_le_bytes());
         table[7] = 8;
         table[8] = 200; // nfunc beyond the table
-        assert!(matches!(for_each_function(&table, |_, _, _| {}), Err(PclntabError::Malformed { .. })));
+        assert!(matches!(for_each_function(&table, Some(0x1000), |_, _, _| {}), Err(PclntabError::Malformed { .. })));
+        // No textStart (Go 1.26 and later) and nothing else to count from.
+        table[8] = 0;
+        assert!(matches!(for_each_function(&table, None, |_, _, _| {}), Err(PclntabError::Malformed { .. })));
         for len in 0..64 {
-            let _ = for_each_function(&table[..len], |_, _, _| {});
+            let _ = for_each_function(&table[..len], None, |_, _, _| {});
         }
     }
 }
