@@ -103,6 +103,15 @@ impl PriceTable {
             }
             return None;
         };
+        price.cost(usage)
+    }
+}
+
+impl Price {
+    /// The cost of `usage` at this price, `None` when the provider reported
+    /// no usage (`PriceTable::cost` once the model's price is found).
+    pub fn cost(&self, usage: &Usage) -> Option<Decimal> {
+        let price = self;
         let input = usage.input?;
         // Unknown output is no cost at all, except where output is free (embeddings).
         let output = match usage.output {

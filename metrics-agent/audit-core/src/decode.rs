@@ -7,8 +7,9 @@ use std::io::Read;
 /// Decodes `body` as `content_encoding` says (codings applied in order, so
 /// decoded in reverse). Output beyond `limit` bytes is cut. `None` when a
 /// coding is unknown or the data is corrupt or truncated before any output.
-pub fn decode(content_encoding: Option<&str>, body: &[u8], limit: usize) -> Option<Vec<u8>> {
-    let Some(codings) = content_encoding else { return Some(body.to_vec()) };
+pub fn decode<'a>(content_encoding: Option<&str>, body: &'a [u8], limit: usize) -> Option<std::borrow::Cow<'a, [u8]>> {
+    // A body without a coding is read where it lies.
+    let Some(codings) = content_encoding else { return Some(body.into()) };
     let mut data = body.to_vec();
     for coding in codings.split(',').map(|c| c.trim().to_ascii_lowercase()).rev() {
         data = match coding.as_str() {
@@ -21,7 +22,7 @@ pub fn decode(content_encoding: Option<&str>, body: &[u8], limit: usize) -> Opti
             _ => return None,
         };
     }
-    Some(data)
+    Some(data.into())
 }
 
 /// Reads up to `limit` bytes; keeps what was decoded before an error (a
@@ -52,16 +53,16 @@ mod tests {
         let text = br#"{"usage":{"prompt_tokens":12}}"#;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(text).unwrap();
-        assert_eq!(decode(Some("gzip"), &gz.finish().unwrap(), 1 << 20).unwrap(), text);
+        assert_eq!(decode(Some("gzip"), &gz.finish().unwrap(), 1 << 20).unwrap().as_ref(), text);
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(text).unwrap();
-        assert_eq!(decode(Some("deflate"), &z.finish().unwrap(), 1 << 20).unwrap(), text);
+        assert_eq!(decode(Some("deflate"), &z.finish().unwrap(), 1 << 20).unwrap().as_ref(), text);
         let zeros = vec![0u8; 10 << 20];
         let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         bomb.write_all(&zeros).unwrap();
         assert_eq!(decode(Some("gzip"), &bomb.finish().unwrap(), 4096).unwrap().len(), 4096);
         assert_eq!(decode(Some("compress"), b"x", 10), None);
-        assert_eq!(decode(None, b"plain", 10).unwrap(), b"plain");
+        assert_eq!(decode(None, b"plain", 10).unwrap().as_ref(), b"plain");
     }
 
     proptest! {

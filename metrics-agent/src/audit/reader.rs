@@ -205,6 +205,7 @@ impl AuditTask {
                 print_requests,
                 records_out,
                 stats: stats.clone(),
+                last_price: None,
             },
             stats: stats.clone(),
         };
@@ -243,7 +244,6 @@ impl Reader {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> bool {
         let now = std::time::Instant::now();
         let mut handled = 0;
-        let mut ready = Vec::new();
         while handled < DRAIN_BATCH
             && let Some(item) = ring.next()
         {
@@ -267,12 +267,14 @@ impl Reader {
                         Vec::new()
                     }
                 };
+            // Each record leaves as soon as it is correlated: collecting a
+            // batch's records first grew a buffer of up to a megabyte per
+            // drain, fresh pages each time (measured: 3% of the thread).
             for mut record in records {
                 record.upstream_provider = record.provider_slot.and_then(|slot| self.enrichment.provider_name(slot));
-                ready.extend(self.correlator.push(record, now));
+                self.enrichment.emit(self.correlator.push(record, now));
             }
         }
-        self.enrichment.emit(ready);
         self.publish_stats();
         handled == DRAIN_BATCH
     }
