@@ -59,6 +59,12 @@ pub fn plan(elf: &[u8]) -> Result<Option<GoTlsProbes>, GoTlsError> {
         return Err(GoTlsError::Architecture { what: format!("{:?}", file.architecture()) });
     }
     let body = |function, error| GoTlsError::Body { function, error };
+    // Both functions must open with Go's stack check before any probe is
+    // placed: entries counted from a wrong base (Go 1.26 and later leave
+    // the table's `textStart` zero, and a stripped executable linked with
+    // the system linker has C code ahead of Go's at the start of `.text`)
+    // land elsewhere, and fail here instead of probing mid-instruction.
+    returns::after_stack_check(body_of(elf, &read), read.address).map_err(|e| body(READ, e))?;
     let returns = returns::return_addresses(body_of(elf, &read), read.address)
         .map_err(|e| body(READ, e))?
         .into_iter()

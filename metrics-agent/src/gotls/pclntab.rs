@@ -14,7 +14,7 @@
 //! offset of its name in the name table (i32). Go 1.26 and later leave
 //! `textStart` zero (it needed a relocation): the entries are then relative
 //! to the `runtime.text` symbol when `.symtab` has it, else to the start of
-//! `.text`, as Go's own `cmd/internal/objfile` reads them.
+//! `.text` if Go's linker laid it out (`go_linked_text`).
 
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
@@ -54,7 +54,7 @@ pub fn find_functions(elf: &[u8], names: &[&str]) -> Result<Vec<Option<GoFunctio
     if let Some(section) = file.section_by_name(".gopclntab") {
         let table = section.data().map_err(|_| PclntabError::Malformed { what: "unreadable section" })?;
         let runtime_text = file.symbols().find(|s| s.name() == Ok("runtime.text")).map(|s| s.address());
-        let text = runtime_text.or_else(|| file.section_by_name(".text").map(|s| s.address()));
+        let text = runtime_text.or_else(|| go_linked_text(&file, table));
         for_each_function(table, text, |name, address, size| {
             if let Some(i) = names.iter().position(|n| n.as_bytes() == name) {
                 found[i] = Some((address, size));
@@ -81,6 +81,25 @@ pub fn find_functions(elf: &[u8], names: &[&str]) -> Result<Vec<Option<GoFunctio
             Some(GoFunction { address, file_offset, size })
         })
         .collect())
+}
+
+/// The start of `.text`, for a table without `textStart` (Go 1.26 and
+/// later) in an executable without the `runtime.text` symbol (stripped),
+/// when Go's own linker laid it out: it puts `runtime.text` first in
+/// `.text` and makes `_rt0_amd64_linux` the entry point, so counting from
+/// `.text` must put that function at the ELF entry. Linked by the system
+/// linker (cgo's external linking), C code comes first and the base is
+/// unknown: `None`, and that executable's TLS stays opaque.
+fn go_linked_text(file: &object::File<'_>, table: &[u8]) -> Option<u64> {
+    let text = file.section_by_name(".text")?.address();
+    let mut go_entry = None;
+    for_each_function(table, Some(text), |name, address, _| {
+        if name == b"_rt0_amd64_linux" {
+            go_entry = Some(address);
+        }
+    })
+    .ok()?;
+    (go_entry == Some(file.entry())).then_some(text)
 }
 
 /// The file offset of a virtual address, through the loadable segment that
@@ -119,7 +138,9 @@ fn for_each_function(t: &[u8], text: Option<u64>, mut f: impl FnMut(&[u8], u64, 
     let header = |i| word(i).ok_or(malformed("shorter than its header"));
     let (nfunc, text_start, names_at, functab_at) = (header(0)?, header(2)?, header(3)?, header(7)?);
     let text_start = match text_start {
-        0 => text.ok_or(malformed("no textStart in the header and no .text section"))?,
+        0 => text.ok_or(malformed(
+            "no textStart in the header, no runtime.text symbol, and .text not laid out by Go's linker",
+        ))?,
         start => start,
     };
     let to_index = |v: u64| usize::try_from(v).map_err(|_| malformed("offset beyond memory"));
@@ -232,7 +253,8 @@ func main() {
             .current_dir(dir)
             .env("GO111MODULE", "off")
             .env("GOTOOLCHAIN", "local")
-            .env("CGO_ENABLED", "0")
+            // cgo only where the system linker is asked for (it needs it).
+            .env("CGO_ENABLED", if ldflags.contains("-linkmode=external") { "1" } else { "0" })
             .env("GOCACHE", cache)
             .env("GOFLAGS", "")
             .args(["build", "-trimpath", "-ldflags", ldflags, "-o"])
@@ -251,11 +273,38 @@ func main() {
         WANTED
             .iter()
             .map(|want| {
-                let line = text.lines().find(|l| l.ends_with(&format!(" T {want}"))).expect(want);
+                // ` T ` (global); ` t ` in an executable the system linker made.
+                let global_or_local =
+                    |l: &&str| [" T ", " t "].iter().any(|kind| l.ends_with(&format!("{kind}{want}")));
+                let line = text.lines().find(global_or_local).expect(want);
                 let f: Vec<&str> = line.split_whitespace().collect();
                 (u64::from_str_radix(f[0], 16).unwrap(), f[1].parse().unwrap())
             })
             .collect()
+    }
+
+    /// Linked by the system linker (cgo's external linking), `.text` opens
+    /// with C code. Go 1.26 and later leave `textStart` zero: unstripped,
+    /// `runtime.text` gives the base; stripped, no base is known and the
+    /// table is refused (that executable's TLS stays opaque), never read at
+    /// wrong addresses.
+    #[test]
+    fn externally_linked_go_binaries_are_read_through_runtime_text_or_refused() {
+        let dir = std::env::temp_dir().join(format!("pclntab-external-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let go = upstream::upstream_go(upstream::UPSTREAM_GO[upstream::UPSTREAM_GO.len() - 1]);
+        let plain = build(&go, &dir, "plain", "-linkmode=external");
+        let stripped = build(&go, &dir, "stripped", "-s -w -linkmode=external");
+        let truth = nm(&go, &dir, "plain");
+        let found = find_functions(&plain, &WANTED).unwrap();
+        let addresses: Vec<u64> = found.iter().map(|f| f.unwrap().address).collect();
+        assert_eq!(addresses, truth.iter().map(|(address, _)| *address).collect::<Vec<_>>());
+        assert!(
+            matches!(find_functions(&stripped, &WANTED), Err(PclntabError::Malformed { .. })),
+            "{}: a stripped, externally linked executable must be refused",
+            go.display()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
