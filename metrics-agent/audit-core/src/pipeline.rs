@@ -26,6 +26,9 @@ use super::{
 
 /// Connections tracked at most; the least recently seen is dropped beyond.
 pub const MAX_CONNECTIONS: usize = 10_000;
+/// Bytes of a request line's start the kernel holds across calls, and
+/// sends again with the request they begin (`metrics-ebpf` `capture::prepare`).
+const RESENT_AT_MOST: u64 = 7;
 /// Requests awaiting a response per connection at most.
 const MAX_PENDING: usize = 32;
 /// Default bound on the heap all connections' parsers hold together.
@@ -413,8 +416,11 @@ impl Pipeline {
         // Bytes at offsets already seen come again when the kernel resends
         // the start of a request line it held across calls (Go's one-byte
         // background read): the bytes are the same, only the new ones count.
+        // Only that resend (a request's, at most `RESENT_AT_MOST` bytes back)
+        // is trimmed; any other chunk behind is a resync, as before.
         let mut offset = header.offset;
-        if let Some(seen) = conn.next_offset[slot].filter(|&n| offset < n) {
+        let resent = |n: u64| request_dir && offset < n && n - offset <= RESENT_AT_MOST;
+        if let Some(seen) = conn.next_offset[slot].filter(|&n| resent(n)) {
             let repeated = (seen - offset).min(data.len() as u64);
             (data, offset) = (&data[repeated as usize..], offset + repeated);
             if data.is_empty() {
