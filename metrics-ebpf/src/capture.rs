@@ -244,8 +244,16 @@ fn emit_prefix(scratch: *mut Scratch, event: *mut ChunkEvent) {
         (*event).header = header;
         core::ptr::write_unaligned((*event).data.as_mut_ptr().cast::<[u8; 8]>(), held.to_le_bytes());
     }
+    output(event, len);
+}
+
+/// Sends `event`'s header and its first `len` data bytes to the ring,
+/// counted as an event and its bytes, or as a drop.
+#[inline(always)]
+fn output(event: *mut ChunkEvent, len: u64) {
     let size = core::mem::size_of::<ChunkHeader>() as u64 + len;
-    // SAFETY: as in `emit_chunk`.
+    // SAFETY: `event` holds a header and CHUNK_BYTES bytes; callers keep
+    // `len` within CHUNK_BYTES.
     let rc = unsafe {
         bpf_ringbuf_output(core::ptr::addr_of!(PAYLOADS).cast_mut().cast(), event.cast(), size, wakeup_flags(size))
     };
@@ -289,17 +297,7 @@ fn emit_chunk(scratch: *mut Scratch, event: *mut ChunkEvent) -> bool {
     let mut header = job.header;
     header.len = len as u32;
     unsafe { (*event).header = header };
-    let size = core::mem::size_of::<ChunkHeader>() as u64 + len;
-    // SAFETY: `event` holds a header and CHUNK_BYTES bytes; size is within it.
-    let rc = unsafe {
-        bpf_ringbuf_output(core::ptr::addr_of!(PAYLOADS).cast_mut().cast(), event.cast(), size, wakeup_flags(size))
-    };
-    if rc == 0 {
-        add(&COUNTERS, c::CAPTURE_EVENTS, 1);
-        add(&COUNTERS, c::CAPTURE_BYTES, len);
-    } else {
-        add(&COUNTERS, c::CAPTURE_DROPS, 1);
-    }
+    output(event, len);
     job.header.offset += len;
     job.seg_ptr += len;
     job.seg_left -= len;
