@@ -38,6 +38,10 @@ import (
 	"time"
 )
 
+// socketBuffer is both ends' fixed kernel buffer: far below the request's
+// size, so the request's Write stays blocked until the server reads the body.
+const socketBuffer = 256 << 10
+
 func main() {
 	args := map[string]string{}
 	for i := 1; i < len(os.Args); i++ {
@@ -60,11 +64,20 @@ func main() {
 
 func client(addr string, requests, size int) {
 	bufio.NewReader(os.Stdin).ReadString('\n')
-	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	tcp, err := net.Dial("tcp", addr)
 	if err != nil {
 		log.Fatal(err)
 	}
+	// A fixed, small send buffer (autotuning off) so an 8-MiB Write blocks.
+	if err := tcp.(*net.TCPConn).SetWriteBuffer(socketBuffer); err != nil {
+		log.Fatal(err)
+	}
+	conn := tls.Client(tcp, &tls.Config{InsecureSkipVerify: true})
 	defer conn.Close()
+	// Handshake before the first Write, as Go's HTTP client does.
+	if err := conn.Handshake(); err != nil {
+		log.Fatal(err)
+	}
 	reader := bufio.NewReader(conn)
 	for i := 0; i < requests; i++ {
 		prefix := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"`
@@ -113,17 +126,24 @@ func client(addr string, requests, size int) {
 }
 
 func serve() {
-	listener, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{selfSigned()}})
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
 	}
+	config := &tls.Config{Certificates: []tls.Certificate{selfSigned()}}
 	fmt.Printf("port %d\n", listener.Addr().(*net.TCPAddr).Port)
 	for {
 		conn, err := listener.Accept()
 		if err != nil {
 			log.Fatal(err)
 		}
-		go answer(conn)
+		// A fixed, small receive buffer: with autotuning (tcp_rmem's
+		// maximum is 32 MiB on some hosts) the whole 8-MiB request could
+		// sit in the kernel and the client's Write return before the answer.
+		if err := conn.(*net.TCPConn).SetReadBuffer(socketBuffer); err != nil {
+			log.Fatal(err)
+		}
+		go answer(tls.Server(conn, config))
 	}
 }
 
