@@ -1507,9 +1507,9 @@ mod tests {
             Just("{}".to_string()),
         ];
         let leaf = scalar.clone();
-        let obj = |members: Vec<(&'static str, String)>| {
+        fn obj(members: Vec<(&'static str, String)>) -> String {
             format!("{{{}}}", members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(","))
-        };
+        }
         let delta_keys = prop::sample::select(vec![
             "role",
             "content",
@@ -1519,7 +1519,7 @@ mod tests {
             "tool_calls",
             "text",
         ]);
-        let delta = prop::collection::vec((delta_keys, leaf.clone()), 0..4).prop_map(move |m| obj(m));
+        let delta = prop::collection::vec((delta_keys, leaf.clone()), 0..4).prop_map(obj);
         let delta = prop_oneof![delta.clone(), leaf.clone(), delta.prop_map(|d| format!("[{d}]"))];
         let choice_keys = prop::sample::select(vec!["index", "finish_reason", "logprobs", "text", "delta"]);
         let choice = (prop::collection::vec((choice_keys, leaf.clone()), 0..3), prop::option::of(delta)).prop_map(
@@ -1539,7 +1539,7 @@ mod tests {
             "output_tokens",
             "prompt_cache_hit_tokens",
         ]);
-        let usage = prop::collection::vec((usage_keys, leaf.clone()), 0..4).prop_map(move |m| obj(m));
+        let usage = prop::collection::vec((usage_keys, leaf.clone()), 0..4).prop_map(obj);
         let top_keys = prop::sample::select(vec![
             "id",
             "model",
@@ -1553,11 +1553,8 @@ mod tests {
             "usage",
             "choices",
         ]);
-        let member = prop_oneof![
-            (top_keys, leaf).prop_map(|(k, v)| (k, v)),
-            choices.prop_map(|c| ("choices", c)),
-            usage.prop_map(|u| ("usage", u)),
-        ];
+        let member =
+            prop_oneof![(top_keys, leaf), choices.prop_map(|c| ("choices", c)), usage.prop_map(|u| ("usage", u)),];
         (prop::collection::vec(member, 0..6), any::<bool>()).prop_map(move |(m, as_array)| {
             let o = obj(m);
             if as_array { format!("[{}]", o) } else { o }
