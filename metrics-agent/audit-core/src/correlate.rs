@@ -62,6 +62,10 @@ struct Upstream {
     taken: Option<Confidence>,
     /// The record's `pairing.seq`.
     seq: u64,
+    /// The latest start of this record and of every record pushed to its
+    /// list before it: rising along a list, so the records that cannot
+    /// have started within a client exchange are skipped by a binary search.
+    max_start_ns: u64,
 }
 
 impl Upstream {
@@ -79,6 +83,7 @@ impl Upstream {
             usage: (r.tokens.input, r.tokens.output),
             taken: None,
             seq: r.pairing.seq,
+            max_start_ns: r.start_ns,
         }
     }
 
@@ -140,7 +145,9 @@ impl Correlator {
             if list.len() >= MAX_UPSTREAM_PER_PROCESS {
                 list.pop_front();
             }
-            list.push_back(Upstream::of(&record));
+            let mut upstream = Upstream::of(&record);
+            upstream.max_start_ns = list.back().map_or(0, |u| u.max_start_ns).max(upstream.start_ns);
+            list.push_back(upstream);
             out.push(record);
         } else {
             if self.waiting.len() >= MAX_WAITING
@@ -194,7 +201,9 @@ impl Correlator {
         let Some(list) = self.upstream.get_mut(&client.pid) else {
             return if certain_only { Err(Box::new(client)) } else { Ok(self.without_upstream(client, false)) };
         };
-        let candidates: Vec<usize> = (0..list.len())
+        // Records before `first` all started before the client exchange.
+        let first = list.partition_point(|u| u.max_start_ns < start);
+        let candidates: Vec<usize> = (first..list.len())
             .filter(|&i| {
                 let u = &list[i];
                 u.taken.is_none() && u.start_ns >= start && u.start_ns <= end && u.end_ns <= end + END_SLACK_NS
@@ -313,6 +322,29 @@ mod tests {
         assert_eq!(out[0].cache_hit, Some(true));
         let mut sampled = Correlator::new(Duration::ZERO, false);
         assert_eq!(sampled.push(record("client", 30, 1.0, None), now)[0].cache_hit, None);
+    }
+
+    #[test]
+    fn an_upstream_record_pushed_after_a_later_starting_one_is_still_found() {
+        let mut c = Correlator::new(Duration::ZERO, true);
+        let now = Instant::now();
+        // Upstream records arrive as they end, not as they start: a long
+        // call (50..150 ms) ends after a short one started later (100..110)
+        // and before one that started earlier (20..190).
+        c.push(record("upstream", 100, 10.0, Some("short")), now);
+        c.push(record("upstream", 50, 100.0, Some("long")), now);
+        c.push(record("upstream", 20, 170.0, Some("longest")), now);
+        let out = c.push(record("client", 45, 110.0, None), now);
+        assert_eq!(out[0].upstream_provider.as_deref(), Some("long"));
+        let out = c.push(record("client", 15, 180.0, None), now);
+        assert_eq!(out[0].upstream_provider.as_deref(), Some("longest"));
+        // The list's last record started before the client exchange; an
+        // earlier one within it is still a candidate.
+        let mut c = Correlator::new(Duration::ZERO, true);
+        c.push(record("upstream", 40, 20.0, Some("within")), now);
+        c.push(record("upstream", 10, 60.0, Some("before")), now);
+        let out = c.push(record("client", 30, 50.0, None), now);
+        assert_eq!(out[0].upstream_provider.as_deref(), Some("within"));
     }
 
     #[test]

@@ -28,7 +28,14 @@ impl FinishReasons {
     /// choice replaces an earlier one); a reason of the wrong shape, or a
     /// choice beyond the first `MAX_REASONS`, is ignored.
     pub fn set(&mut self, index: u64, reason: &Value) {
-        let Some(reason) = reason.as_str().and_then(well_formed) else { return };
+        if let Some(reason) = reason.as_str() {
+            self.set_str(index, reason);
+        }
+    }
+
+    /// `set` with a reason already known to be a string.
+    pub fn set_str(&mut self, index: u64, reason: &str) {
+        let Some(reason) = well_formed(reason) else { return };
         if let Some(slot) = self.0.iter_mut().find(|(i, _)| *i == index) {
             slot.1 = reason;
         } else if self.0.len() < MAX_REASONS {

@@ -17,6 +17,7 @@
 //! ("Crates") says why.
 
 pub mod bedrock;
+pub mod chat_chunk;
 pub mod cohere;
 pub mod correlate;
 pub mod cost;

@@ -7,13 +7,15 @@
 //! tokens; cache reads and cache writes are kept apart; usage that is absent
 //! stays `None`, never 0.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 pub use super::finish::FinishReasons;
 pub use super::provider::{Operation, Provider, WireFormat};
 use super::usage::non_empty;
 pub use super::usage::{MAX_TOKENS, Usage, field, num, pointer};
-use super::{bedrock, cohere, eventstream, finish, ollama, provider, sse};
+use super::{bedrock, chat_chunk, cohere, eventstream, finish, ollama, provider, sse};
 
 /// What a request says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,9 +140,43 @@ impl StreamInterpreter {
             return;
         }
         self.out.events += 1;
+        if event.is_none()
+            && matches!(self.format, WireFormat::OpenAi | WireFormat::Unknown)
+            && let Some(chunk) = chat_chunk::parse(data)
+        {
+            self.chat_chunk(chunk);
+            return;
+        }
+        self.sse_event_as_value(event, data);
+    }
+
+    /// `sse_event` read through a `serde_json::Value` (any format, any shape).
+    fn sse_event_as_value(&mut self, event: Option<&str>, data: &str) {
         let Ok(v) = serde_json::from_str::<Value>(data) else { return };
         let kind = event.or_else(|| field(&v, "type").and_then(Value::as_str)).unwrap_or("");
         self.json_event(kind, &v);
+    }
+
+    /// An OpenAI chat chunk read without building a `Value`: what
+    /// `json_event`'s last arm does with the same chunk.
+    fn chat_chunk(&mut self, chunk: chat_chunk::ChatChunk) {
+        let out = &mut self.out;
+        if out.model.is_none() {
+            out.model = chunk.model.map(Cow::into_owned);
+        }
+        out.id = out.id.take().or_else(|| chunk.id.map(|s| s.chars().take(128).collect()));
+        if let Some(u) = chunk.usage.as_ref().and_then(openai_usage) {
+            out.usage = u;
+        }
+        let choices = chunk.choices.unwrap_or_default();
+        for (position, choice) in choices.iter().enumerate() {
+            if let Some(reason) = &choice.0.finish_reason {
+                out.finish_reasons.set_str(choice.0.index.unwrap_or(position as u64), reason);
+            }
+        }
+        if choices.first().and_then(|c| c.0.delta.as_ref()).is_some_and(|d| d.0.has_content()) {
+            self.content();
+        }
     }
 
     /// One message of an AWS event stream (Bedrock).
@@ -484,32 +520,37 @@ fn usage_and_source(format: WireFormat, v: &Value) -> Option<(Usage, UsageSource
                 reasoning,
             })
         }
-        WireFormat::OpenAi | WireFormat::Unknown => {
-            let u = field(v, "usage").filter(|u| u.is_object())?;
-            if field(u, "prompt_tokens").is_some() {
-                // Chat Completions and embeddings; DeepSeek names its cache
-                // hits `prompt_cache_hit_tokens` (prompt_tokens includes them).
-                Some(Usage {
-                    input: num(u, "/prompt_tokens"),
-                    output: num(u, "/completion_tokens"),
-                    cache_read: num(u, "/prompt_tokens_details/cached_tokens")
-                        .or_else(|| num(u, "/prompt_cache_hit_tokens")),
-                    cache_creation: None,
-                    reasoning: num(u, "/completion_tokens_details/reasoning_tokens"),
-                })
-            } else {
-                // Responses API.
-                Some(Usage {
-                    input: num(u, "/input_tokens"),
-                    output: num(u, "/output_tokens"),
-                    cache_read: num(u, "/input_tokens_details/cached_tokens"),
-                    cache_creation: None,
-                    reasoning: num(u, "/output_tokens_details/reasoning_tokens"),
-                })
-            }
-        }
+        WireFormat::OpenAi | WireFormat::Unknown => field(v, "usage").and_then(openai_usage),
     };
     usage.map(|u| (u, UsageSource::Provider))
+}
+
+/// OpenAI's usage object (Chat Completions' or the Responses API's); None
+/// when `u` is not an object.
+fn openai_usage(u: &Value) -> Option<Usage> {
+    if !u.is_object() {
+        return None;
+    }
+    if field(u, "prompt_tokens").is_some() {
+        // Chat Completions and embeddings; DeepSeek names its cache
+        // hits `prompt_cache_hit_tokens` (prompt_tokens includes them).
+        Some(Usage {
+            input: num(u, "/prompt_tokens"),
+            output: num(u, "/completion_tokens"),
+            cache_read: num(u, "/prompt_tokens_details/cached_tokens").or_else(|| num(u, "/prompt_cache_hit_tokens")),
+            cache_creation: None,
+            reasoning: num(u, "/completion_tokens_details/reasoning_tokens"),
+        })
+    } else {
+        // Responses API.
+        Some(Usage {
+            input: num(u, "/input_tokens"),
+            output: num(u, "/output_tokens"),
+            cache_read: num(u, "/input_tokens_details/cached_tokens"),
+            cache_creation: None,
+            reasoning: num(u, "/output_tokens_details/reasoning_tokens"),
+        })
+    }
 }
 
 fn error_of(v: &Value) -> Option<String> {
@@ -1441,6 +1482,116 @@ mod tests {
         fn arbitrary_bodies_never_panic(target in "[ -~]{0,60}", body in prop::collection::vec(any::<u8>(), 0..1500), sse in any::<bool>()) {
             let r = parse_request(&target, None, &body);
             let _ = parse_response(&r, if sse { Some("text/event-stream") } else { None }, &body, sse);
+        }
+    }
+
+    /// A JSON text shaped like a chat chunk, with the shape varied: members
+    /// missing, null, of other types, duplicated, unknown; arrays where
+    /// objects go; escapes, long ids and numbers at the edges.
+    fn chunk_like() -> impl Strategy<Value = String> {
+        let scalar = prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("-1".to_string()),
+            Just("2.0".to_string()),
+            Just("-0".to_string()),
+            Just("1000000000001".to_string()),
+            (0u64..4).prop_map(|n| n.to_string()),
+            "[a-z_\\\\\"é]{0,6}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+            "[a-z]{120,140}".prop_map(|s| format!("\"{s}\"")),
+            Just("\"stop\"".to_string()),
+            Just("\"le\\u006egth\"".to_string()),
+            Just("\"\"".to_string()),
+            Just("[]".to_string()),
+            Just("[{}]".to_string()),
+            Just("{}".to_string()),
+        ];
+        let leaf = scalar.clone();
+        fn obj(members: Vec<(&'static str, String)>) -> String {
+            format!("{{{}}}", members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(","))
+        }
+        let delta_keys = prop::sample::select(vec![
+            "role",
+            "content",
+            "reasoning",
+            "reasoning_content",
+            "refusal",
+            "tool_calls",
+            "text",
+        ]);
+        let delta = prop::collection::vec((delta_keys, leaf.clone()), 0..4).prop_map(obj);
+        let delta = prop_oneof![delta.clone(), leaf.clone(), delta.prop_map(|d| format!("[{d}]"))];
+        let choice_keys = prop::sample::select(vec!["index", "finish_reason", "logprobs", "text", "delta"]);
+        let choice = (prop::collection::vec((choice_keys, leaf.clone()), 0..3), prop::option::of(delta)).prop_map(
+            move |(mut m, d)| {
+                if let Some(d) = d {
+                    m.push(("delta", d));
+                }
+                obj(m)
+            },
+        );
+        let choice = prop_oneof![choice.clone(), leaf.clone(), choice.prop_map(|c| format!("[{c}]"))];
+        let choices = prop::collection::vec(choice, 0..3).prop_map(|c| format!("[{}]", c.join(",")));
+        let usage_keys = prop::sample::select(vec![
+            "prompt_tokens",
+            "completion_tokens",
+            "input_tokens",
+            "output_tokens",
+            "prompt_cache_hit_tokens",
+        ]);
+        let usage = prop::collection::vec((usage_keys, leaf.clone()), 0..4).prop_map(obj);
+        let top_keys = prop::sample::select(vec![
+            "id",
+            "model",
+            "object",
+            "created",
+            "type",
+            "error",
+            "responseId",
+            "modelVersion",
+            "candidates",
+            "usage",
+            "choices",
+        ]);
+        let member =
+            prop_oneof![(top_keys, leaf), choices.prop_map(|c| ("choices", c)), usage.prop_map(|u| ("usage", u)),];
+        (prop::collection::vec(member, 0..6), any::<bool>()).prop_map(move |(m, as_array)| {
+            let o = obj(m);
+            if as_array { format!("[{}]", o) } else { o }
+        })
+    }
+
+    proptest! {
+        /// What the typed chat-chunk read accepts, it reads as the general
+        /// `Value` path does.
+        #[test]
+        fn chat_chunk_reads_as_the_value_path(events in prop::collection::vec(chunk_like(), 1..4)) {
+            for target in ["/v1/chat/completions", "/unknown/path"] {
+                let r = req(target, r#"{"stream":true}"#);
+                let (mut fast, mut general) = (StreamInterpreter::new(&r), StreamInterpreter::new(&r));
+                for (i, data) in events.iter().enumerate() {
+                    fast.at(i as u64 + 1);
+                    general.at(i as u64 + 1);
+                    fast.sse_event(None, data);
+                    general.out.events += 1;
+                    general.sse_event_as_value(None, data);
+                }
+                prop_assert_eq!(fast.finish(), general.finish());
+            }
+        }
+    }
+
+    #[test]
+    fn chat_chunk_accepts_the_common_chunks() {
+        for data in [
+            r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":null,"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"id":"c1","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]},"finish_reason":"tool_calls"}]}"#,
+        ] {
+            assert!(chat_chunk::parse(data).is_some(), "{data}");
+        }
+        for data in [r#"[]"#, r#"{"type":"x"}"#, r#"{"id":"a","id":"b"}"#, r#"{"choices":[[0]]}"#] {
+            assert!(chat_chunk::parse(data).is_none(), "{data}");
         }
     }
 }
