@@ -47,6 +47,10 @@ pub const CONN_TLS: u32 = 64;
 pub const CONN_PLAINTEXT: u32 = 128;
 /// Socket mode: the connection's kernel socket is in `SOCK_CONNS`.
 pub const CONN_SOCK_MAPPED: u32 = 512;
+/// Tied to Go's crypto/tls before it carried any byte (a `Write` that
+/// handshakes lazily): its first socket bytes must be a TLS record, or the
+/// tie was wrong and the connection is tracked afresh (`probes/gotls.rs`).
+pub const CONN_GO_UNSEEN: u32 = 1024;
 /// A request started and its sampling decision is still to be taken (by the
 /// capture step of the same call, outside the parse loops).
 pub const CONN_SAMPLE_PENDING: u32 = 256;

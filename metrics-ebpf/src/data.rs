@@ -8,8 +8,9 @@
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user};
 use metrics_common::{
     conn::{
-        CONN_ADOPTED, CONN_PLAINTEXT, CONN_PREEXISTING, CONN_TLS, ConnState, METHOD_NONE, PROTO_HTTP1, PROTO_TLS,
-        PROTO_UNCLASSIFIED, PROTO_UNDETERMINED, SIDE_CLIENT, SIDE_UPSTREAM, request_method,
+        CONN_ADOPTED, CONN_GO_UNSEEN, CONN_PLAINTEXT, CONN_PREEXISTING, CONN_SOCK_MAPPED, CONN_TLS, ConnState,
+        METHOD_NONE, PROTO_HTTP1, PROTO_TLS, PROTO_UNCLASSIFIED, PROTO_UNDETERMINED, SIDE_CLIENT, SIDE_UPSTREAM,
+        request_method,
     },
     counters as c,
     events::CONN_ADOPTED as CONN_ADOPTED_EVENT,
@@ -174,6 +175,9 @@ pub fn data_done_on<C: CallReturn>(ctx: &C, id: u64, call: Call, ret: i64, conn:
         return 0;
     }
     let n = ret as u64;
+    if conn.flags & CONN_GO_UNSEEN != 0 {
+        confirm_go_tie(conn, &call, n);
+    }
     if conn.proto == PROTO_UNDETERMINED
         && conn.flags & (CONN_PREEXISTING | CONN_PLAINTEXT) == 0
         && call.kind != CALL_READ_NOBUF
@@ -202,6 +206,29 @@ pub fn data_done_on<C: CallReturn>(ctx: &C, id: u64, call: Call, ret: i64, conn:
         return 0;
     }
     http_and_capture(ctx, conn, &call, tgid, n, is_read)
+}
+
+/// The first bytes of a connection a Go `Write` was tied to before it
+/// carried any (`probes/gotls.rs`): a TLS handshake record confirms the tie
+/// (and counts the TLS connection, as the classification below would have);
+/// anything else means the fd read through the `*tls.Conn` was not this
+/// connection's, and it is tracked afresh from these bytes (the one `Write`
+/// counted on it stays counted).
+#[inline(always)]
+fn confirm_go_tie(conn: &mut ConnState, call: &Call, n: u64) {
+    conn.flags &= !CONN_GO_UNSEEN;
+    let (first, len) = peek(call, n);
+    if len >= 2 && first[0] == TLS_HANDSHAKE_RECORD && first[1] == TLS_MAJOR_VERSION {
+        add(&COUNTERS, c::TLS_CONNECTIONS, 1);
+        return;
+    }
+    *conn = ConnState {
+        side: conn.side,
+        provider: conn.provider,
+        flags: conn.flags & CONN_SOCK_MAPPED,
+        conn_id: conn.conn_id,
+        ..ConnState::default()
+    };
 }
 
 /// True for the call kinds that move bytes toward the proxy.

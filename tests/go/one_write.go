@@ -15,6 +15,8 @@
 //	    POST /v1/chat/completions on one connection, each body BYTES long,
 //	    and prints per request: "status S tokens IN OUT early E", E true when
 //	    the answer was read whole before the request's Write returned.
+//	    With -lazy-handshake, the client does not call Handshake: its first
+//	    Write handshakes (the server's first Read always does).
 package main
 
 import (
@@ -44,10 +46,15 @@ const socketBuffer = 256 << 10
 
 func main() {
 	args := map[string]string{}
+	lazy := false
 	for i := 1; i < len(os.Args); i++ {
 		if os.Args[i] == "-serve" {
 			serve()
 			return
+		}
+		if os.Args[i] == "-lazy-handshake" {
+			lazy = true
+			continue
 		}
 		if i+1 < len(os.Args) {
 			args[os.Args[i]] = os.Args[i+1]
@@ -59,10 +66,10 @@ func main() {
 	if args["-connect"] == "" || err1 != nil || err2 != nil {
 		log.Fatal("use -serve, or -connect HOST:PORT -requests N -body BYTES")
 	}
-	client(args["-connect"], requests, size)
+	client(args["-connect"], requests, size, lazy)
 }
 
-func client(addr string, requests, size int) {
+func client(addr string, requests, size int, lazy bool) {
 	bufio.NewReader(os.Stdin).ReadString('\n')
 	tcp, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -74,9 +81,12 @@ func client(addr string, requests, size int) {
 	}
 	conn := tls.Client(tcp, &tls.Config{InsecureSkipVerify: true})
 	defer conn.Close()
-	// Handshake before the first Write, as Go's HTTP client does.
-	if err := conn.Handshake(); err != nil {
-		log.Fatal(err)
+	// Handshake before the first Write, as Go's HTTP client does; lazily,
+	// inside the first Write, as a bare crypto/tls client does.
+	if !lazy {
+		if err := conn.Handshake(); err != nil {
+			log.Fatal(err)
+		}
 	}
 	reader := bufio.NewReader(conn)
 	for i := 0; i < requests; i++ {

@@ -372,3 +372,97 @@ fn go_request_in_one_blocked_write_is_reported_before_its_early_answer() {
         drop(server);
     }
 }
+
+/// Go's `tls.Client` and `tls.Server` handshake lazily, inside the first
+/// `Write` or `Read` when the program does not call `Handshake` (raw
+/// crypto/tls users do not; Go's HTTP client does): at that call's entry the
+/// socket has carried no byte yet. Both ends are traced here (`--exe` of
+/// `tests/go/one_write.go`): the client with `-lazy-handshake` (its first
+/// `Write` handshakes) and its server (built on `tls.Server`: its first
+/// `Read` handshakes). Every request must be counted and recorded on both
+/// sides, statuses and tokens exact against the client's answers. It failed
+/// while a socket that had carried no TLS record was refused at that entry
+/// (issue 12: each side lost its first request).
+#[test]
+fn go_tls_lazy_handshake_in_first_write_and_read_is_followed() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    use llm_proxy_e2e::harness::Guard;
+
+    const REQUESTS: usize = 4;
+    let _serial = serial();
+    let dir = TempDir::new("go-lazy-handshake");
+    for toolchain in go::toolchains() {
+        let go = &toolchain.version;
+        let binary = toolchain.build("-s -w", false).build_program("one_write.go", &dir, &format!("lazy-{go}"));
+        let exe = binary.to_str().unwrap();
+        // The agent first: both processes are traced from their start, so
+        // their connections from their connect and accept.
+        let agent = Agent::start(&["--exe", exe, "--print-requests", "--attach", "sockets"]);
+        let mut server = Guard::spawn("lazy-server", Command::new(&binary).arg("-serve").stdout(Stdio::piped()));
+        let mut line = String::new();
+        BufReader::new(server.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port: u16 = line.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).expect("port N");
+        let mut client = Guard::spawn(
+            "lazy-client",
+            Command::new(&binary)
+                .args(["-connect", &format!("127.0.0.1:{port}"), "-requests", &REQUESTS.to_string()])
+                .args(["-body", "2000", "-lazy-handshake"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        );
+        agent.wait_until(Duration::from_secs(10), "the Go client and server traced", |s| {
+            s.get("metrics_agent_traced_processes") == 2
+        });
+        client.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let answers: Vec<String> =
+            BufReader::new(client.child.stdout.take().unwrap()).lines().map(Result::unwrap).collect();
+        assert!(client.child.wait().unwrap().success(), "{go}: the client failed: {answers:?}");
+        // Ground truth: "status S tokens IN OUT early E" per request.
+        assert_eq!(answers.len(), REQUESTS, "{go}: {answers:?}");
+        let fields: Vec<Vec<&str>> = answers.iter().map(|a| a.split_whitespace().collect()).collect();
+        let mut want: Vec<u64> = fields.iter().map(|f| f[1].parse().unwrap()).collect();
+        want.sort();
+        let tokens = |i: usize| fields.iter().map(|f| f[i].parse::<u64>().unwrap()).sum::<u64>();
+        let (input, output) = (tokens(3), tokens(4));
+        let failed = want.iter().filter(|s| **s >= 400).count() as u64;
+        assert_eq!(failed, (REQUESTS / 2) as u64, "{go}: {answers:?}");
+
+        // Hot path: the server's side counts every request it read, and
+        // (the mock's address is not a configured provider) the client's
+        // upstream side counts them as requests of provider `other`.
+        let s = agent.wait_until(Duration::from_secs(10), "the requests (hot path)", |s| {
+            s.get("llm_proxy_requests_total") >= REQUESTS as u64
+        });
+        assert_eq!(s.get("llm_proxy_requests_total"), REQUESTS as u64, "{go}: the server's requests");
+        agent.wait_for_printed_records(REQUESTS, REQUESTS, Duration::from_secs(20));
+        let s = agent.scrape();
+        assert_eq!(s.get("llm_proxy_requests_total"), REQUESTS as u64, "{go}: the server's requests");
+        assert_eq!(s.get("llm_proxy_requests_failed_total"), failed, "{go}: the server's 413s");
+        let other = "{provider=\"other\"}";
+        assert_eq!(s.get(&format!("llm_proxy_provider_requests_total{other}")), REQUESTS as u64, "{go}: the client's");
+        assert_eq!(
+            s.get(&format!("llm_proxy_provider_requests_failed_total{other}")),
+            failed,
+            "{go}: the client's 413s"
+        );
+        for side in ["client", "upstream"] {
+            let records = agent.printed_records(side);
+            let mut statuses: Vec<u64> = records.iter().filter_map(|r| r["status"].as_u64()).collect();
+            statuses.sort();
+            assert_eq!(statuses, want, "{go}: the {side} records: {records:?}");
+            assert_eq!(
+                (token_total(&records, "input"), token_total(&records, "output")),
+                (input, output),
+                "{go}: {side}: {records:?}"
+            );
+        }
+        assert_eq!(s.get("metrics_agent_audit_orphan_responses_total"), 0, "{go}: an answer before its request");
+        assert_eq!(s.get("metrics_agent_tls_connections_total"), 2, "{go}: one connection, seen from both ends");
+        assert_eq!(s.get("metrics_agent_tls_plaintext_connections_total"), 2, "{go}: its plaintext on both ends");
+        drop(client);
+        drop(server);
+        drop(agent);
+    }
+}

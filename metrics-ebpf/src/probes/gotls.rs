@@ -41,9 +41,28 @@
 //! first field; for a TCP connection the data word points to a
 //! `net.TCPConn`, whose first word is its `*net.netFD`; a `netFD` starts
 //! with a `poll.FD`, whose `Sysfd` follows the 16-byte `fdMutex`. The fd
-//! read that way is used only when it is a connection the socket hooks
-//! already saw carrying TLS records (or tied before), so a `net.Conn` of
-//! another type (a wrapper) reads as no socket, never as a wrong one.
+//! read that way is used when it is a connection the socket hooks already
+//! saw carrying TLS records (or tied before), so a `net.Conn` of another
+//! type (a wrapper) reads as no socket, or as another TLS connection only
+//! if garbage happens to hold that connection's fd number.
+//!
+//! A connection that has carried no byte yet: `tls.Client`/`tls.Server`
+//! handshake lazily, inside the first `Write` or `Read`, so at that call's
+//! entry the socket hooks have seen nothing. Such a connection of the
+//! process (made by a `connect`/`accept` the hooks saw, no byte, no state)
+//! is accepted too, and checked once its bytes pass:
+//! - `Read`: its entry is kept as unconfirmed, and at its `RET` the bytes
+//!   are used only if the connection has carried TLS records by then (the
+//!   handshake ran inside the call): the same guard, applied later.
+//! - `Write`: its plaintext must be taken at the call (see above), before
+//!   the handshake. The connection is marked TLS there (`CONN_GO_UNSEEN`)
+//!   and its first socket bytes must be a TLS handshake record (the
+//!   ClientHello, or a server reading one); if they are not, the tie was
+//!   wrong and `data::confirm_go_tie` tracks the connection afresh from
+//!   those bytes. A wrong tie needs a wrapper whose memory yields, at these
+//!   offsets, the fd of a connection in the window between its
+//!   `connect`/`accept` and its first byte; it costs at most that one
+//!   `Write`'s plaintext counted on that connection.
 //! Register and offset layouts are x86-64's; the agent attaches these
 //! probes only to x86-64 executables.
 
@@ -54,7 +73,10 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use metrics_common::{
-    conn::{CONN_TLS, PROTO_TLS},
+    conn::{
+        CONN_ADOPTED, CONN_GO_UNSEEN, CONN_IN_FLIGHT, CONN_PLAINTEXT, CONN_PREEXISTING, CONN_TLS, ConnState, PROTO_TLS,
+        PROTO_UNDETERMINED, SIDE_UNKNOWN,
+    },
     maps::{SLOT_CAPTURE, SLOT_PARSE, conn_key},
 };
 
@@ -71,7 +93,9 @@ pub struct GoTlsCall {
     pub buf: u64,
     /// The connection's socket.
     pub fd: u32,
-    pub _pad: u32,
+    /// 1 when the socket had carried no byte at the entry (`Tie::Unseen`):
+    /// the bytes count only if it carries TLS at the `RET`.
+    pub unseen: u32,
 }
 
 /// A goroutine of one process (`g` addresses repeat across processes).
@@ -137,12 +161,13 @@ pub fn enter_go_tls_read(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let key = GoroutineKey { tgid, _pad: 0, g: register(&ctx, reg::R14) };
-    let Some(fd) = socket_of(tgid, register(&ctx, reg::RAX)) else {
+    let Some((fd, tie)) = socket_of(tgid, register(&ctx, reg::RAX)) else {
         // Not a TLS socket we follow: a re-entry (after the stack grew) of
         // a call already stashed keeps its entry, any other is forgotten.
         return 0;
     };
-    let call = GoTlsCall { buf: register(&ctx, reg::RBX), fd, _pad: 0 };
+    let unseen = matches!(tie, Tie::Unseen) as u32;
+    let call = GoTlsCall { buf: register(&ctx, reg::RBX), fd, unseen };
     let _ = GO_TLS_CALLS.insert(&key, &call, 0);
     0
 }
@@ -158,18 +183,38 @@ pub fn enter_go_tls_write(ctx: ProbeContext) -> u32 {
     if !is_target(tgid) {
         return 0;
     }
-    let Some(fd) = socket_of(tgid, register(&ctx, reg::RAX)) else { return 0 };
+    let Some((fd, tie)) = socket_of(tgid, register(&ctx, reg::RAX)) else { return 0 };
     let len = register(&ctx, reg::RCX);
     if len == 0 || len > i64::MAX as u64 {
         return 0;
     }
+    if let Tie::Unseen = tie {
+        // The handshake runs inside this call, after its plaintext is taken.
+        let Some(conn) = CONNS.get_ptr_mut(&conn_key(tgid, fd)) else { return 0 };
+        // SAFETY: a valid map value pointer for the duration of the program.
+        let conn = unsafe { &mut *conn };
+        // A TLS connection from here (`process_plaintext` classifies its
+        // plaintext afresh); counted in `TLS_CONNECTIONS` when its first
+        // bytes confirm it (`data::confirm_go_tie`).
+        conn.proto = PROTO_TLS;
+        conn.flags |= CONN_GO_UNSEEN;
+    }
     process_plaintext(&ctx, tgid, fd, CALL_WRITE_BUF, register(&ctx, reg::RBX), len)
 }
 
+/// How `socket_of` found the socket.
+enum Tie {
+    /// A connection that carried TLS records, or was tied before.
+    Tls,
+    /// A connection of the process that has carried no byte yet (see the
+    /// module doc): its first bytes confirm it.
+    Unseen,
+}
+
 /// The socket of `*tls.Conn` `conn`, when it is a connection of `tgid`
-/// that carries TLS.
+/// that carries TLS or has carried nothing yet.
 #[inline(always)]
-fn socket_of(tgid: u32, conn: u64) -> Option<u32> {
+fn socket_of(tgid: u32, conn: u64) -> Option<(u32, Tie)> {
     // SAFETY (all three): reading user memory through the helper.
     let data: u64 = unsafe { bpf_probe_read_user((conn + TLS_CONN_NET_CONN_DATA) as *const u64) }.ok()?;
     let netfd: u64 = unsafe { bpf_probe_read_user(data as *const u64) }.ok()?;
@@ -180,7 +225,31 @@ fn socket_of(tgid: u32, conn: u64) -> Option<u32> {
     let fd = sysfd as u32;
     // SAFETY: the value is copied.
     let state = unsafe { CONNS.get(&conn_key(tgid, fd)) }?;
-    (state.proto == PROTO_TLS || state.flags & CONN_TLS != 0).then_some(fd)
+    if carries_tls(state) {
+        Some((fd, Tie::Tls))
+    } else if unseen(state) {
+        Some((fd, Tie::Unseen))
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+fn carries_tls(state: &ConnState) -> bool {
+    state.proto == PROTO_TLS || state.flags & CONN_TLS != 0
+}
+
+/// A connection whose `connect`/`accept` the hooks saw and that has carried
+/// no byte: nothing classified, nothing pending, no exchange.
+#[inline(always)]
+fn unseen(state: &ConnState) -> bool {
+    const SEEN: u32 = CONN_PREEXISTING | CONN_ADOPTED | CONN_TLS | CONN_PLAINTEXT | CONN_IN_FLIGHT | CONN_GO_UNSEEN;
+    state.proto == PROTO_UNDETERMINED
+        && state.side != SIDE_UNKNOWN
+        && state.flags & SEEN == 0
+        && state.pending_len == 0
+        && state.read_offset == 0
+        && state.write_offset == 0
 }
 
 /// Every `RET` of `Read`.
@@ -191,6 +260,15 @@ pub fn return_go_tls(ctx: ProbeContext) -> u32 {
     // SAFETY: the value is copied out before the entry is removed.
     let Some(call) = (unsafe { GO_TLS_CALLS.get(&key) }).copied() else { return 0 };
     let _ = GO_TLS_CALLS.remove(&key);
+    if call.unseen != 0 {
+        // The socket had carried nothing at the entry: the handshake in
+        // this call must have passed through it as TLS records.
+        // SAFETY: the value is copied.
+        let Some(state) = (unsafe { CONNS.get(&conn_key(tgid, call.fd)) }) else { return 0 };
+        if !carries_tls(state) {
+            return 0;
+        }
+    }
     let n = ctx.return_value();
     if n > 0 {
         return process_plaintext(&ctx, tgid, call.fd, CALL_READ_BUF, call.buf, n as u64);
