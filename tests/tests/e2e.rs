@@ -904,6 +904,9 @@ while True:
         (12 * REQUESTS as u64, 34 * REQUESTS as u64),
         "{records:?}"
     );
+    // A body cut by the cap still names the model it began with, and says it was cut.
+    assert!(records.iter().all(|r| r["model_requested"] == "gpt-4o-mini"), "{records:?}");
+    assert_eq!(records.iter().filter(|r| r["truncated"] == true).count(), REQUESTS - 1, "{records:?}");
     let s = agent.scrape();
     assert_eq!(s.get("metrics_agent_audit_resyncs_total"), 0, "no parser restart");
     assert_eq!(s.get("llm_proxy_requests_total"), REQUESTS as u64, "the hot path");

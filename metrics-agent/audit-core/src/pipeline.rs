@@ -13,7 +13,7 @@ use metrics_common::{
 use serde::Serialize;
 
 use super::{
-    decode,
+    cut_body, decode,
     h2::{self, H2Conn, H2Stats},
     identity::{self, IdentityConfig, Ids},
     llm::{self, LlmRequest, Usage},
@@ -86,7 +86,8 @@ pub struct RequestRecord {
     pub user_id: Option<String>,
     /// Salted hash of the API key, only when `identity.api_key_salt` is set.
     pub api_key_hash: Option<String>,
-    /// A body exceeded the capture cap: usage may be missing.
+    /// The request's or the response's body exceeded the capture cap (or
+    /// was cut off): usage may be missing.
     pub truncated: bool,
     /// Cost in USD as an exact decimal string; null when the model is not
     /// in the price table (unpriced) or usage is unknown.
@@ -165,6 +166,8 @@ struct Pending {
     sample_every: u32,
     trace_context: Option<TraceContext>,
     host: Option<String>,
+    /// The request's body was not captured whole.
+    truncated: bool,
 }
 
 struct ConnAudit {
@@ -614,7 +617,11 @@ impl Pipeline {
             // (An early response was parsed already.)
             conn.responses.expect_response_to(method);
         }
-        let json = llm::request_fields(&m.body);
+        let json = match llm::request_fields(&m.body) {
+            // A body cut by the capture cap: the fields before the cut.
+            serde_json::Value::Null if m.truncated => cut_body::fields_before_cut(&m.body, &llm::REQUEST_CONTENT_KEYS),
+            json => json,
+        };
         let mut request = llm::classify_request(target, m.head.header("host"), &json);
         if conn.side != SIDE_CLIENT
             && let Some(p) = slot_providers.get(&conn.provider)
@@ -634,6 +641,7 @@ impl Pipeline {
             sample_every: conn.sample_every,
             trace_context: m.head.header("traceparent").and_then(TraceContext::parse),
             host: m.head.header("host").map(|h| bounded(h.to_string())),
+            truncated: m.truncated,
         });
         let answer = conn.early.take()?;
         Self::answer(conn, *answer, stats)
@@ -732,7 +740,7 @@ impl Pipeline {
             session_id: pending.ids.session,
             user_id: pending.ids.user,
             api_key_hash: pending.ids.api_key_hash,
-            truncated: m.truncated,
+            truncated: m.truncated || pending.truncated,
             cost_usd: None,
             application_id: pending.ids.application,
             rate_limits: rate_limit_headers(&m.head),
@@ -997,8 +1005,9 @@ mod tests {
         let r = p.on_event(&close, &[]);
         assert_eq!(r.len(), 1, "the 413 answers the cut request");
         let r = &r[0];
-        // (The cut body is not JSON: no requested model.)
-        assert_eq!((r.side, r.status, r.model_requested.as_deref()), ("upstream", 413, None));
+        // The cut body named its model before the cut; the record says it was cut.
+        assert_eq!((r.side, r.status, r.model_requested.as_deref()), ("upstream", 413, Some("gpt-4o-mini")));
+        assert!(r.truncated, "the request was cut");
         assert_eq!(
             (r.endpoint.as_str(), r.error_type.as_deref()),
             ("/v1/chat/completions", Some("invalid_request_error"))
