@@ -790,6 +790,53 @@ fn audit_records_match_what_the_mock_provider_sent() {
     });
 }
 
+/// Bodies past the capture cap on connections that stay open (the client's
+/// and nginx's kept-alive upstream): a request body past the cap, then a
+/// response body past it, the last exchange on both connections. Each
+/// record comes when its exchange ends (not when the next one begins or the
+/// connection closes), keeps the model named before the cut and says it was
+/// cut; the exchange whose response was whole has the usage the mock sent.
+#[test]
+fn bodies_past_the_capture_cap_give_their_records_while_the_connections_stay_open() {
+    let _serial = serial();
+    let setup = NginxWithProviders::start();
+    let NginxWithProviders { openai, anthropic: _anthropic, nginx } = &setup;
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        // nginx keeps a request body under 8 KiB in memory (a longer one
+        // goes to a temporary file and upstream with `sendfile`: not captured).
+        let agent = setup.agent(mode, &["--print-requests", "--message-cap-kib", "4"]);
+        let mut c = Client::connect(nginx.port).unwrap();
+        // A 7 KB request body (past the 4 KiB cap), a small answer.
+        assert_eq!(c.request("/openai-ka/v1/chat/completions", 7_000, false).unwrap(), 200);
+        // A small request, a 100 KB answer (past the cap), the last exchange.
+        assert_eq!(c.request("/openai-ka/v1/chat/completions?bytes=100000", 100, false).unwrap(), 200);
+        // The connections stay open while the records are awaited.
+        agent.wait_for_printed_records(2, 2, Duration::from_secs(10));
+        let answers = openai.answers();
+        assert_eq!(answers.len(), 2, "{answers:?}");
+        for side in ["client", "upstream"] {
+            let r = agent.printed_records(side);
+            assert_eq!(r.len(), 2, "{side}: {r:?}");
+            for x in &r {
+                assert_eq!(
+                    (x["status"].clone(), x["model_requested"].clone()),
+                    (200.into(), "gpt-4o-mini".into()),
+                    "{side}: {x}"
+                );
+                assert_eq!(x["truncated"], true, "{side}: a body was cut: {x}");
+            }
+            let whole = r.iter().find(|x| x["tokens"]["output"].is_u64()).unwrap_or_else(|| panic!("{side}: {r:?}"));
+            let (input, output) = answers[0].usage.expect("the first answer's usage");
+            assert_eq!(
+                (whole["tokens"]["input"].as_u64(), whole["tokens"]["output"].as_u64()),
+                (Some(input), Some(output)),
+                "{side}: {whole}"
+            );
+        }
+        drop(c);
+    });
+}
+
 #[test]
 fn audit_records_through_the_send_recv_proxy() {
     let _serial = serial();

@@ -436,6 +436,11 @@ impl Pipeline {
         let gap = conn.next_offset[slot].filter(|&n| offset > n).map(|n| offset - n);
         let parser = if request_dir { &mut conn.requests } else { &mut conn.responses };
         let skipped_in_body = gap.and_then(|n| parser.skip(n)).map(|m| skipped = m).is_some();
+        if data.is_empty() && !skipped_in_body {
+            // Where uncaptured bytes end, not inside a body: the next
+            // captured bytes restart this direction, as any gap does.
+            return Vec::new();
+        }
         if conn.next_offset[slot] != Some(offset) && !skipped_in_body {
             if conn.next_offset[slot].is_some() {
                 self.stats.resyncs += 1;
@@ -1018,6 +1023,56 @@ mod tests {
         let close = ChunkHeader { kind: KIND_CLOSE, ..upstream(chunk(2, DIR_WRITE, 0, 9_000_000, 0)) };
         assert!(p.on_event(&close, &[]).is_empty());
         assert_eq!(p.stats.orphan_responses, 0);
+    }
+
+    /// Bodies longer than the capture cap, the last exchange on a kept-alive
+    /// connection: the kernel's empty event at the end of the uncaptured
+    /// bytes completes each body when its last byte passes, so the record
+    /// comes with the response's end, not with the next exchange or the
+    /// close. An empty event that is not inside a body changes nothing.
+    #[test]
+    fn the_end_of_bytes_past_the_cap_completes_the_body_at_once() {
+        let cap = 64;
+        let mut p = Pipeline::new(cap);
+        let body =
+            format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(200));
+        let req =
+            format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let head_len = req.len() - body.len();
+        let captured = head_len + cap;
+        assert!(p.on_event(&chunk(1, DIR_READ, 0, 1_000_000, captured), &req.as_bytes()[..captured]).is_empty());
+        let end = chunk(1, DIR_READ, req.len() as u64, 1_500_000, 0);
+        assert!(p.on_event(&end, &[]).is_empty(), "the request is whole, its answer still to come");
+        let answer = format!(
+            r#"{{"id":"c1","model":"gpt-4o-mini","usage":{{"prompt_tokens":12,"completion_tokens":34}},"pad":"{}"}}"#,
+            "y".repeat(300)
+        );
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        let captured = resp.len() - answer.len() + cap;
+        assert!(p.on_event(&chunk(1, DIR_WRITE, 0, 3_000_000, captured), &resp.as_bytes()[..captured]).is_empty());
+        // Part of the rest passed, then the rest: done at its end.
+        let mid = chunk(1, DIR_WRITE, captured as u64 + 10, 4_000_000, 0);
+        assert!(p.on_event(&mid, &[]).is_empty());
+        let r = p.on_event(&chunk(1, DIR_WRITE, resp.len() as u64, 5_000_000, 0), &[]);
+        assert_eq!(r.len(), 1, "the response completes with its last byte");
+        let r = &r[0];
+        assert_eq!((r.status, r.model_requested.as_deref(), r.truncated), (200, Some("gpt-4o-mini"), true));
+        assert_eq!((r.ttfb_ms, r.duration_ms), (2.0, 4.0));
+        // An empty event where no body is in progress: nothing, no resync;
+        // the next exchange follows on.
+        assert!(p.on_event(&chunk(1, DIR_WRITE, resp.len() as u64 + 5, 5_500_000, 0), &[]).is_empty());
+        let small = r#"{"model":"gpt-4o","messages":[]}"#;
+        let next =
+            format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{small}", small.len());
+        assert!(p.on_event(&chunk(1, DIR_READ, req.len() as u64, 6_000_000, next.len()), next.as_bytes()).is_empty());
+        let ok = r#"{"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        let ok = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{ok}", ok.len());
+        let r = p.on_event(&chunk(1, DIR_WRITE, resp.len() as u64, 7_000_000, ok.len()), ok.as_bytes());
+        assert_eq!((r.len(), r[0].truncated, r[0].tokens.output), (1, false, Some(2)));
+        assert_eq!((p.stats.resyncs, p.stats.early_responses, p.stats.orphan_responses), (0, 0, 0));
     }
 
     fn exchange(
