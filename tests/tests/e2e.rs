@@ -837,6 +837,53 @@ fn bodies_past_the_capture_cap_give_their_records_while_the_connections_stay_ope
     });
 }
 
+/// Clients that give up mid-stream (a reset after the first event), through
+/// nginx's kept-alive (chunked) and HTTP/1.0 (close-delimited) upstreams:
+/// nginx closes both connections. Each side gives one record per exchange
+/// the mock answered, cut (output null; `truncated` where the framing says
+/// the body was not whole), and every client
+/// record is paired with its upstream record: none is a cache hit.
+#[test]
+fn streams_a_client_gave_up_on_are_cut_records_and_not_cache_hits() {
+    let _serial = serial();
+    let setup = NginxWithProviders::start();
+    let NginxWithProviders { openai, anthropic, nginx } = &setup;
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        let agent = setup.agent(mode, &["--print-requests"]);
+        for path in [
+            "/openai-ka/v1/chat/completions?events=20&interval_ms=200",
+            "/anthropic/v1/messages?events=20&interval_ms=200",
+        ] {
+            let t = Client::connect(nginx.port).unwrap().request_and_abort(path).unwrap();
+            assert_eq!(t.aborted, 1);
+        }
+        openai.wait_idle(Duration::from_secs(20));
+        anthropic.wait_idle(Duration::from_secs(20));
+        let answered = openai.answers().len() + anthropic.answers().len();
+        assert_eq!(answered, 2);
+        agent.wait_for_printed_records(answered, answered, Duration::from_secs(20));
+        std::thread::sleep(Duration::from_secs(1));
+        for side in ["client", "upstream"] {
+            let r = agent.printed_records(side);
+            assert_eq!(r.len(), answered, "{side}: {r:?}");
+            for x in &r {
+                // (A close-delimited body, the HTTP/1.0 upstream's, ends at
+                // the close: nothing in HTTP says it was cut.)
+                let close_delimited = side == "upstream" && x["provider"] == "anthropic";
+                assert_eq!(x["status"], 200, "{side}: {x}");
+                assert_eq!(x["truncated"], !close_delimited, "{side}: {x}");
+                assert!(x["tokens"]["output"].is_null(), "{side}: a cut stream's output is unknown: {x}");
+                if side == "client" {
+                    assert_eq!(x["cache_hit"], false, "the exchange went upstream: {x}");
+                }
+            }
+        }
+        let s = agent.scrape();
+        let hits: f64 = s.series.iter().filter(|(k, _)| k.starts_with("llm_cache_hits_total")).map(|(_, v)| v).sum();
+        assert_eq!(hits, 0.0, "{}", s.text);
+    });
+}
+
 #[test]
 fn audit_records_through_the_send_recv_proxy() {
     let _serial = serial();

@@ -384,6 +384,16 @@ impl Pipeline {
                 self.memory -= c.memory;
                 if let Some(m) = c.responses.close() {
                     out.extend(Self::pair(&mut c, m, &mut self.stats));
+                } else if !c.pending.is_empty()
+                    && c.responses.current_head().is_some()
+                    && let Some(m) = c.responses.cut()
+                {
+                    // A response cut by the close (its client went away, or
+                    // the proxy gave up on it): the exchange happened, cut,
+                    // as an HTTP/2 stream's reset is; without its record its
+                    // client record would look answered without an upstream.
+                    c.response_cut.get_or_insert(None);
+                    out.extend(Self::pair(&mut c, m, &mut self.stats));
                 }
                 // An answer held for a request still arriving: the rest of
                 // the request was not captured (a body past the capture cap
@@ -1023,6 +1033,36 @@ mod tests {
         let close = ChunkHeader { kind: KIND_CLOSE, ..upstream(chunk(2, DIR_WRITE, 0, 9_000_000, 0)) };
         assert!(p.on_event(&close, &[]).is_empty());
         assert_eq!(p.stats.orphan_responses, 0);
+    }
+
+    /// A chunked stream whose connection closes before its end (a client
+    /// that went away, or a proxy that gave up on its upstream call) is an
+    /// exchange that happened: one record, truncated, its partial output
+    /// count null, rather than none (its client record would then look
+    /// answered without an upstream call).
+    #[test]
+    fn a_chunked_stream_cut_by_the_close_gives_a_truncated_record() {
+        let mut p = Pipeline::new(1 << 20);
+        let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
+        let req =
+            format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        assert!(p.on_event(&chunk(1, DIR_READ, 0, 1_000_000, req.len()), req.as_bytes()).is_empty());
+        let event = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
+            event.len()
+        );
+        assert!(p.on_event(&chunk(1, DIR_WRITE, 0, 3_000_000, resp.len()), resp.as_bytes()).is_empty());
+        let close = ChunkHeader { kind: KIND_CLOSE, ..chunk(1, DIR_WRITE, 0, 9_000_000, 0) };
+        let r = p.on_event(&close, &[]);
+        assert_eq!(r.len(), 1, "the cut stream's record");
+        let r = &r[0];
+        assert_eq!((r.status, r.streaming, r.truncated, r.tokens.output), (200, true, true, None));
+        assert_eq!((r.model_requested.as_deref(), r.duration_ms), (Some("gpt-4o-mini"), 2.0));
+        // A close with no response begun makes no record.
+        assert!(p.on_event(&chunk(2, DIR_READ, 0, 1_000_000, req.len()), req.as_bytes()).is_empty());
+        let close = ChunkHeader { kind: KIND_CLOSE, ..chunk(2, DIR_WRITE, 0, 9_000_000, 0) };
+        assert!(p.on_event(&close, &[]).is_empty());
     }
 
     /// Bodies longer than the capture cap, the last exchange on a kept-alive
