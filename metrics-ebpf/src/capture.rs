@@ -65,7 +65,7 @@ pub fn prepare(
     } else {
         conn.captured_response = total;
     }
-    if take == 0 && n == 0 {
+    if take == 0 {
         return false;
     }
     // A request that started in this call (its sampling decision is due)
@@ -131,38 +131,6 @@ fn wakeup_flags(event_size: u64) -> u64 {
     }
 }
 
-/// Bytes of a captured exchange passed without being copied (past the
-/// message cap, or sent with `sendfile`): an event with no payload at the
-/// direction's new end tells the agent, so a body whose end was not captured
-/// completes when its last byte passes, not when the next message begins.
-/// The offsets are already advanced past the call's bytes.
-#[inline(always)]
-pub fn passed(conn: &ConnState, tgid: u32, fd: u32, is_read: bool, now: u64) {
-    let header = ChunkHeader {
-        conn_id: conn.conn_id,
-        offset: if is_read { conn.read_offset } else { conn.write_offset },
-        ts_ns: now,
-        tgid,
-        fd,
-        direction: if is_read { DIR_READ } else { DIR_WRITE },
-        side: conn.side,
-        kind: KIND_DATA,
-        provider: conn.provider,
-        sample_every: conn.flags >> CONN_SAMPLE_SHIFT,
-        ..ChunkHeader::default()
-    };
-    output_header(&header);
-}
-
-/// Sends a header without payload (a close, or the end of bytes passed);
-/// a full ring drops it, counted.
-#[inline(always)]
-fn output_header(header: &ChunkHeader) {
-    if PAYLOADS.output::<ChunkHeader>(header, wakeup_flags(core::mem::size_of::<ChunkHeader>() as u64)).is_err() {
-        add(&COUNTERS, c::CAPTURE_DROPS, 1);
-    }
-}
-
 /// A close of a captured connection, so the agent can drop its state.
 #[inline(always)]
 pub fn closed(conn: &ConnState, tgid: u32, fd: u32, now: u64) {
@@ -178,7 +146,9 @@ pub fn closed(conn: &ConnState, tgid: u32, fd: u32, now: u64) {
         kind: KIND_CLOSE,
         ..ChunkHeader::default()
     };
-    output_header(&header);
+    if PAYLOADS.output::<ChunkHeader>(&header, wakeup_flags(core::mem::size_of::<ChunkHeader>() as u64)).is_err() {
+        add(&COUNTERS, c::CAPTURE_DROPS, 1);
+    }
 }
 
 /// A connection identity: the creation time mixed with its key.
@@ -209,16 +179,9 @@ pub fn capture_payload_body<C: CallReturn>(ctx: &C) -> u32 {
     }
     // Bytes the per-call limit (or an unreadable buffer) left out.
     // SAFETY: this CPU's scratch.
-    let job = unsafe { core::ptr::read_volatile(&(*scratch).capture) };
-    if job.left > 0 {
-        add(&COUNTERS, c::CAPTURE_CAPPED_BYTES, job.left);
-    }
-    if job.capped > 0 {
-        // The cap cut this call: where its bytes end (`passed`).
-        let mut header = job.header;
-        header.offset += job.left + job.capped;
-        header.len = 0;
-        output_header(&header);
+    let left = unsafe { core::ptr::read_volatile(&(*scratch).capture) }.left;
+    if left > 0 {
+        add(&COUNTERS, c::CAPTURE_CAPPED_BYTES, left);
     }
     // SAFETY: this CPU's scratch.
     let (parse, key, now) = unsafe { ((*scratch).parse_pending, (*scratch).conn_key, (*scratch).now) };
