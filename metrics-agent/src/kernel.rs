@@ -337,6 +337,10 @@ impl Kernel {
         }
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).ok_or_else(|| anyhow!("pid 0"))?);
         let mut plan: Vec<PlannedProbe> = Vec::new();
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        // Go's crypto/tls in a Go executable (looked for first: in uprobes
+        // mode a Go executable gets its warning even when it has no libc).
+        let go_tls = self.go_tls_of(&exe);
         if self.mode == AttachMode::Uprobes {
             // libc socket calls (the other modes see them through tracepoints).
             let libc = libc_symbols::libc_of(pid)?;
@@ -353,7 +357,6 @@ impl Kernel {
         }
         // OpenSSL linked into the executable itself (Node.js, static builds):
         // the kernel follows the /proc link to the file, in any namespace.
-        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
         let symbols = SSL_HOOKS.iter().chain(CRYPTO_HOOKS).map(|h| h.symbol);
         if let Ok(offsets) = self.offsets_in(&exe, symbols) {
             plan_hooks(&mut plan, &exe, &offsets, SSL_HOOKS);
@@ -361,8 +364,7 @@ impl Kernel {
                 plan_hooks(&mut plan, &exe, &offsets, CRYPTO_HOOKS);
             }
         }
-        // Go's crypto/tls in a Go executable.
-        if let Some(go) = self.go_tls_of(&exe) {
+        if let Some(go) = go_tls {
             plan_go_tls(&mut plan, &exe, &go);
         }
         self.targets.insert(pid, 0, 0).context("adding to the TARGETS map")?;
@@ -434,14 +436,19 @@ impl Kernel {
 
     /// The Go crypto/tls probes of executable `exe`, computed once per file.
     /// A Go executable they cannot follow gets a one-line warning (its TLS
-    /// stays counted as opaque bytes).
+    /// stays counted as opaque bytes); in uprobes mode, any Go executable
+    /// gets one saying to use another mode (`go::uprobes_warning`).
     fn go_tls_of(&mut self, exe: &PathBuf) -> Option<GoTlsProbes> {
         let key = file_key(exe);
         if let Some(known) = self.go_tls.get(&key) {
             return known.clone();
         }
         let shown = std::fs::read_link(exe).unwrap_or_else(|_| exe.clone());
-        let planned = match std::fs::read(exe).map(|elf| go::plan(&elf)) {
+        let elf = std::fs::read(exe);
+        if self.mode == AttachMode::Uprobes && elf.as_deref().is_ok_and(go::is_go) {
+            log::warn!("{}", go::uprobes_warning(&shown));
+        }
+        let planned = match elf.map(|elf| go::plan(&elf)) {
             Ok(Ok(Some(probes))) => {
                 log::info!(
                     "{}: {} executable, crypto/tls plaintext followed ({} return sites)",

@@ -790,6 +790,101 @@ fn audit_records_match_what_the_mock_provider_sent() {
     });
 }
 
+/// Bodies past the capture cap on connections that stay open (the client's
+/// and nginx's kept-alive upstream): a request body past the cap, then a
+/// response body past it, the last exchange on both connections. Each
+/// record comes when its exchange ends (not when the next one begins or the
+/// connection closes), keeps the model named before the cut and says it was
+/// cut; the exchange whose response was whole has the usage the mock sent.
+#[test]
+#[ignore = "needs the kernel's event at the end of bytes past the cap (reverted: syscalls mode's sys_exit_data went over the verifier's 512-byte stack)"]
+fn bodies_past_the_capture_cap_give_their_records_while_the_connections_stay_open() {
+    let _serial = serial();
+    let setup = NginxWithProviders::start();
+    let NginxWithProviders { openai, anthropic: _anthropic, nginx } = &setup;
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        // nginx keeps a request body under 8 KiB in memory (a longer one
+        // goes to a temporary file and upstream with `sendfile`: not captured).
+        let agent = setup.agent(mode, &["--print-requests", "--message-cap-kib", "4"]);
+        let mut c = Client::connect(nginx.port).unwrap();
+        // A 7 KB request body (past the 4 KiB cap), a small answer.
+        assert_eq!(c.request("/openai-ka/v1/chat/completions", 7_000, false).unwrap(), 200);
+        // A small request, a 100 KB answer (past the cap), the last exchange.
+        assert_eq!(c.request("/openai-ka/v1/chat/completions?bytes=100000", 100, false).unwrap(), 200);
+        // The connections stay open while the records are awaited.
+        agent.wait_for_printed_records(2, 2, Duration::from_secs(10));
+        let answers = openai.answers();
+        assert_eq!(answers.len(), 2, "{answers:?}");
+        for side in ["client", "upstream"] {
+            let r = agent.printed_records(side);
+            assert_eq!(r.len(), 2, "{side}: {r:?}");
+            for x in &r {
+                assert_eq!(
+                    (x["status"].clone(), x["model_requested"].clone()),
+                    (200.into(), "gpt-4o-mini".into()),
+                    "{side}: {x}"
+                );
+                assert_eq!(x["truncated"], true, "{side}: a body was cut: {x}");
+            }
+            let whole = r.iter().find(|x| x["tokens"]["output"].is_u64()).unwrap_or_else(|| panic!("{side}: {r:?}"));
+            let (input, output) = answers[0].usage.expect("the first answer's usage");
+            assert_eq!(
+                (whole["tokens"]["input"].as_u64(), whole["tokens"]["output"].as_u64()),
+                (Some(input), Some(output)),
+                "{side}: {whole}"
+            );
+        }
+        drop(c);
+    });
+}
+
+/// Clients that give up mid-stream (a reset after the first event), through
+/// nginx's kept-alive (chunked) and HTTP/1.0 (close-delimited) upstreams:
+/// nginx closes both connections. Each side gives one record per exchange
+/// the mock answered, cut (output null; `truncated` where the framing says
+/// the body was not whole), and every client
+/// record is paired with its upstream record: none is a cache hit.
+#[test]
+fn streams_a_client_gave_up_on_are_cut_records_and_not_cache_hits() {
+    let _serial = serial();
+    let setup = NginxWithProviders::start();
+    let NginxWithProviders { openai, anthropic, nginx } = &setup;
+    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+        let agent = setup.agent(mode, &["--print-requests"]);
+        for path in [
+            "/openai-ka/v1/chat/completions?events=20&interval_ms=200",
+            "/anthropic/v1/messages?events=20&interval_ms=200",
+        ] {
+            let t = Client::connect(nginx.port).unwrap().request_and_abort(path).unwrap();
+            assert_eq!(t.aborted, 1);
+        }
+        openai.wait_idle(Duration::from_secs(20));
+        anthropic.wait_idle(Duration::from_secs(20));
+        let answered = openai.answers().len() + anthropic.answers().len();
+        assert_eq!(answered, 2);
+        agent.wait_for_printed_records(answered, answered, Duration::from_secs(20));
+        std::thread::sleep(Duration::from_secs(1));
+        for side in ["client", "upstream"] {
+            let r = agent.printed_records(side);
+            assert_eq!(r.len(), answered, "{side}: {r:?}");
+            for x in &r {
+                // (A close-delimited body, the HTTP/1.0 upstream's, ends at
+                // the close: nothing in HTTP says it was cut.)
+                let close_delimited = side == "upstream" && x["provider"] == "anthropic";
+                assert_eq!(x["status"], 200, "{side}: {x}");
+                assert_eq!(x["truncated"], !close_delimited, "{side}: {x}");
+                assert!(x["tokens"]["output"].is_null(), "{side}: a cut stream's output is unknown: {x}");
+                if side == "client" {
+                    assert_eq!(x["cache_hit"], false, "the exchange went upstream: {x}");
+                }
+            }
+        }
+        let s = agent.scrape();
+        let hits: f64 = s.series.iter().filter(|(k, _)| k.starts_with("llm_cache_hits_total")).map(|(_, v)| v).sum();
+        assert_eq!(hits, 0.0, "{}", s.text);
+    });
+}
+
 #[test]
 fn audit_records_through_the_send_recv_proxy() {
     let _serial = serial();
@@ -904,6 +999,9 @@ while True:
         (12 * REQUESTS as u64, 34 * REQUESTS as u64),
         "{records:?}"
     );
+    // A body cut by the cap still names the model it began with, and says it was cut.
+    assert!(records.iter().all(|r| r["model_requested"] == "gpt-4o-mini"), "{records:?}");
+    assert_eq!(records.iter().filter(|r| r["truncated"] == true).count(), REQUESTS - 1, "{records:?}");
     let s = agent.scrape();
     assert_eq!(s.get("metrics_agent_audit_resyncs_total"), 0, "no parser restart");
     assert_eq!(s.get("llm_proxy_requests_total"), REQUESTS as u64, "the hot path");

@@ -1,12 +1,12 @@
 //! The audit path's pure core: the bytes the kernel captured from a proxy's
 //! connections become request records. HTTP/1.1 messages and HTTP/2 frames
 //! reassembled from a connection's byte stream (`message`, `h2`), body
-//! decoding (`decode`), server-sent events and AWS event streams (`sse`,
-//! `eventstream`), the LLM semantics of requests and responses (`llm`,
-//! `provider`, `usage`, `finish` and the per-provider `bedrock`, `cohere`,
-//! `ollama`), pairing of requests with responses and identities (`pipeline`,
-//! `pairing`, `identity`, `trace_context`, `correlate`, `record_builder`),
-//! and their price (`cost`).
+//! decoding (`decode`; a request body cut by the cap, `cut_body`),
+//! server-sent events and AWS event streams (`sse`, `eventstream`), the LLM
+//! semantics of requests and responses (`llm`, `provider`, `usage`, `finish`
+//! and the per-provider `bedrock`, `cohere`, `ollama`), pairing of requests
+//! with responses and identities (`pipeline`, `pairing`, `identity`,
+//! `trace_context`, `correlate`, `record_builder`), and their price (`cost`).
 //!
 //! Its own crate so that it cannot reach the runtime: no async runtime, no
 //! eBPF loader, no database or network client, only functions over bytes
@@ -21,6 +21,7 @@ pub mod chat_chunk;
 pub mod cohere;
 pub mod correlate;
 pub mod cost;
+pub mod cut_body;
 pub mod decode;
 pub mod eventstream;
 pub mod finish;

@@ -323,7 +323,7 @@ pub fn parse_request(target: &str, host: Option<&str>, body: &[u8]) -> LlmReques
 
 /// Top-level request fields holding content (prompts, tool schemas): never
 /// read for classification or identity, so skipped without being built.
-const REQUEST_CONTENT_KEYS: [&str; 12] = [
+pub(crate) const REQUEST_CONTENT_KEYS: [&str; 12] = [
     "messages",
     "input",
     "contents",

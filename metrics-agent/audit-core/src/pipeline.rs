@@ -13,7 +13,7 @@ use metrics_common::{
 use serde::Serialize;
 
 use super::{
-    decode,
+    cut_body, decode,
     h2::{self, H2Conn, H2Stats},
     identity::{self, IdentityConfig, Ids},
     llm::{self, LlmRequest, Usage},
@@ -86,7 +86,8 @@ pub struct RequestRecord {
     pub user_id: Option<String>,
     /// Salted hash of the API key, only when `identity.api_key_salt` is set.
     pub api_key_hash: Option<String>,
-    /// A body exceeded the capture cap: usage may be missing.
+    /// The request's or the response's body exceeded the capture cap (or
+    /// was cut off): usage may be missing.
     pub truncated: bool,
     /// Cost in USD as an exact decimal string; null when the model is not
     /// in the price table (unpriced) or usage is unknown.
@@ -165,6 +166,8 @@ struct Pending {
     sample_every: u32,
     trace_context: Option<TraceContext>,
     host: Option<String>,
+    /// The request's body was not captured whole.
+    truncated: bool,
 }
 
 struct ConnAudit {
@@ -381,6 +384,16 @@ impl Pipeline {
                 self.memory -= c.memory;
                 if let Some(m) = c.responses.close() {
                     out.extend(Self::pair(&mut c, m, &mut self.stats));
+                } else if !c.pending.is_empty()
+                    && c.responses.current_head().is_some()
+                    && let Some(m) = c.responses.cut()
+                {
+                    // A response cut by the close (its client went away, or
+                    // the proxy gave up on it): the exchange happened, cut,
+                    // as an HTTP/2 stream's reset is; without its record its
+                    // client record would look answered without an upstream.
+                    c.response_cut.get_or_insert(None);
+                    out.extend(Self::pair(&mut c, m, &mut self.stats));
                 }
                 // An answer held for a request still arriving: the rest of
                 // the request was not captured (a body past the capture cap
@@ -433,6 +446,11 @@ impl Pipeline {
         let gap = conn.next_offset[slot].filter(|&n| offset > n).map(|n| offset - n);
         let parser = if request_dir { &mut conn.requests } else { &mut conn.responses };
         let skipped_in_body = gap.and_then(|n| parser.skip(n)).map(|m| skipped = m).is_some();
+        if data.is_empty() && !skipped_in_body {
+            // Where uncaptured bytes end, not inside a body: the next
+            // captured bytes restart this direction, as any gap does.
+            return Vec::new();
+        }
         if conn.next_offset[slot] != Some(offset) && !skipped_in_body {
             if conn.next_offset[slot].is_some() {
                 self.stats.resyncs += 1;
@@ -614,7 +632,11 @@ impl Pipeline {
             // (An early response was parsed already.)
             conn.responses.expect_response_to(method);
         }
-        let json = llm::request_fields(&m.body);
+        let json = match llm::request_fields(&m.body) {
+            // A body cut by the capture cap: the fields before the cut.
+            serde_json::Value::Null if m.truncated => cut_body::fields_before_cut(&m.body, &llm::REQUEST_CONTENT_KEYS),
+            json => json,
+        };
         let mut request = llm::classify_request(target, m.head.header("host"), &json);
         if conn.side != SIDE_CLIENT
             && let Some(p) = slot_providers.get(&conn.provider)
@@ -634,6 +656,7 @@ impl Pipeline {
             sample_every: conn.sample_every,
             trace_context: m.head.header("traceparent").and_then(TraceContext::parse),
             host: m.head.header("host").map(|h| bounded(h.to_string())),
+            truncated: m.truncated,
         });
         let answer = conn.early.take()?;
         Self::answer(conn, *answer, stats)
@@ -732,7 +755,7 @@ impl Pipeline {
             session_id: pending.ids.session,
             user_id: pending.ids.user,
             api_key_hash: pending.ids.api_key_hash,
-            truncated: m.truncated,
+            truncated: m.truncated || pending.truncated,
             cost_usd: None,
             application_id: pending.ids.application,
             rate_limits: rate_limit_headers(&m.head),
@@ -997,8 +1020,9 @@ mod tests {
         let r = p.on_event(&close, &[]);
         assert_eq!(r.len(), 1, "the 413 answers the cut request");
         let r = &r[0];
-        // (The cut body is not JSON: no requested model.)
-        assert_eq!((r.side, r.status, r.model_requested.as_deref()), ("upstream", 413, None));
+        // The cut body named its model before the cut; the record says it was cut.
+        assert_eq!((r.side, r.status, r.model_requested.as_deref()), ("upstream", 413, Some("gpt-4o-mini")));
+        assert!(r.truncated, "the request was cut");
         assert_eq!(
             (r.endpoint.as_str(), r.error_type.as_deref()),
             ("/v1/chat/completions", Some("invalid_request_error"))
@@ -1009,6 +1033,86 @@ mod tests {
         let close = ChunkHeader { kind: KIND_CLOSE, ..upstream(chunk(2, DIR_WRITE, 0, 9_000_000, 0)) };
         assert!(p.on_event(&close, &[]).is_empty());
         assert_eq!(p.stats.orphan_responses, 0);
+    }
+
+    /// A chunked stream whose connection closes before its end (a client
+    /// that went away, or a proxy that gave up on its upstream call) is an
+    /// exchange that happened: one record, truncated, its partial output
+    /// count null, rather than none (its client record would then look
+    /// answered without an upstream call).
+    #[test]
+    fn a_chunked_stream_cut_by_the_close_gives_a_truncated_record() {
+        let mut p = Pipeline::new(1 << 20);
+        let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
+        let req =
+            format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        assert!(p.on_event(&chunk(1, DIR_READ, 0, 1_000_000, req.len()), req.as_bytes()).is_empty());
+        let event = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
+            event.len()
+        );
+        assert!(p.on_event(&chunk(1, DIR_WRITE, 0, 3_000_000, resp.len()), resp.as_bytes()).is_empty());
+        let close = ChunkHeader { kind: KIND_CLOSE, ..chunk(1, DIR_WRITE, 0, 9_000_000, 0) };
+        let r = p.on_event(&close, &[]);
+        assert_eq!(r.len(), 1, "the cut stream's record");
+        let r = &r[0];
+        assert_eq!((r.status, r.streaming, r.truncated, r.tokens.output), (200, true, true, None));
+        assert_eq!((r.model_requested.as_deref(), r.duration_ms), (Some("gpt-4o-mini"), 2.0));
+        // A close with no response begun makes no record.
+        assert!(p.on_event(&chunk(2, DIR_READ, 0, 1_000_000, req.len()), req.as_bytes()).is_empty());
+        let close = ChunkHeader { kind: KIND_CLOSE, ..chunk(2, DIR_WRITE, 0, 9_000_000, 0) };
+        assert!(p.on_event(&close, &[]).is_empty());
+    }
+
+    /// Bodies longer than the capture cap, the last exchange on a kept-alive
+    /// connection: the kernel's empty event at the end of the uncaptured
+    /// bytes completes each body when its last byte passes, so the record
+    /// comes with the response's end, not with the next exchange or the
+    /// close. An empty event that is not inside a body changes nothing.
+    #[test]
+    fn the_end_of_bytes_past_the_cap_completes_the_body_at_once() {
+        let cap = 64;
+        let mut p = Pipeline::new(cap);
+        let body =
+            format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(200));
+        let req =
+            format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let head_len = req.len() - body.len();
+        let captured = head_len + cap;
+        assert!(p.on_event(&chunk(1, DIR_READ, 0, 1_000_000, captured), &req.as_bytes()[..captured]).is_empty());
+        let end = chunk(1, DIR_READ, req.len() as u64, 1_500_000, 0);
+        assert!(p.on_event(&end, &[]).is_empty(), "the request is whole, its answer still to come");
+        let answer = format!(
+            r#"{{"id":"c1","model":"gpt-4o-mini","usage":{{"prompt_tokens":12,"completion_tokens":34}},"pad":"{}"}}"#,
+            "y".repeat(300)
+        );
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        let captured = resp.len() - answer.len() + cap;
+        assert!(p.on_event(&chunk(1, DIR_WRITE, 0, 3_000_000, captured), &resp.as_bytes()[..captured]).is_empty());
+        // Part of the rest passed, then the rest: done at its end.
+        let mid = chunk(1, DIR_WRITE, captured as u64 + 10, 4_000_000, 0);
+        assert!(p.on_event(&mid, &[]).is_empty());
+        let r = p.on_event(&chunk(1, DIR_WRITE, resp.len() as u64, 5_000_000, 0), &[]);
+        assert_eq!(r.len(), 1, "the response completes with its last byte");
+        let r = &r[0];
+        assert_eq!((r.status, r.model_requested.as_deref(), r.truncated), (200, Some("gpt-4o-mini"), true));
+        assert_eq!((r.ttfb_ms, r.duration_ms), (2.0, 4.0));
+        // An empty event where no body is in progress: nothing, no resync;
+        // the next exchange follows on.
+        assert!(p.on_event(&chunk(1, DIR_WRITE, resp.len() as u64 + 5, 5_500_000, 0), &[]).is_empty());
+        let small = r#"{"model":"gpt-4o","messages":[]}"#;
+        let next =
+            format!("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{small}", small.len());
+        assert!(p.on_event(&chunk(1, DIR_READ, req.len() as u64, 6_000_000, next.len()), next.as_bytes()).is_empty());
+        let ok = r#"{"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        let ok = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{ok}", ok.len());
+        let r = p.on_event(&chunk(1, DIR_WRITE, resp.len() as u64, 7_000_000, ok.len()), ok.as_bytes());
+        assert_eq!((r.len(), r[0].truncated, r[0].tokens.output), (1, false, Some(2)));
+        assert_eq!((p.stats.resyncs, p.stats.early_responses, p.stats.orphan_responses), (0, 0, 0));
     }
 
     fn exchange(

@@ -43,6 +43,25 @@ pub enum GoTlsError {
 
 /// The probes for `elf`: `Ok(None)` when it is not a Go executable or does
 /// not use crypto/tls, an error when it is one the probes cannot follow.
+/// Whether `elf` is a Go executable (it has Go's build information).
+pub fn is_go(elf: &[u8]) -> bool {
+    use object::Object;
+    object::File::parse(elf).is_ok_and(|file| file.section_by_name(".go.buildinfo").is_some())
+}
+
+/// Why `--attach uprobes` cannot see a Go executable, and what to use: Go
+/// makes its socket calls itself, not through libc (even when it links
+/// libc, for cgo), so the libc uprobes see none of its connections, and
+/// its crypto/tls probes follow plaintext only on connections the socket
+/// calls made known.
+pub fn uprobes_warning(exe: &std::path::Path) -> String {
+    format!(
+        "{}: a Go executable makes its socket calls without libc, so --attach uprobes sees none of its traffic \
+         (nor, without them, its crypto/tls plaintext): use --attach sockets (or --attach syscalls)",
+        exe.display()
+    )
+}
+
 pub fn plan(elf: &[u8]) -> Result<Option<GoTlsProbes>, GoTlsError> {
     use object::Object;
     let Ok(file) = object::File::parse(elf) else { return Ok(None) };
@@ -95,6 +114,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_go_executables_are_go() {
+        assert!(!is_go(&std::fs::read("/proc/self/exe").unwrap()), "a Rust test binary");
+        assert!(!is_go(b"not an ELF"));
+        let w = uprobes_warning(std::path::Path::new("/usr/bin/caddy"));
+        assert!(w.starts_with("/usr/bin/caddy: a Go executable") && w.contains("--attach sockets"), "{w}");
+    }
+
+    #[test]
     fn minor_versions() {
         assert_eq!(minor_version("go1.19.8"), Some(19));
         assert_eq!(minor_version("go1.25rc1"), Some(25));
@@ -144,6 +171,7 @@ mod tests {
         for go in pclntab::tests::toolchains() {
             let plain = pclntab::tests::build(&go, &dir, "plain", "");
             let stripped = pclntab::tests::build(&go, &dir, "stripped", "-s -w");
+            assert!(is_go(&plain) && is_go(&stripped), "{}", go.display());
             let rets = objdump_returns(&go, &dir.join("plain"), READ);
             assert!(!rets.is_empty(), "{READ}: objdump shows no RET");
             let read = pclntab::find_functions(&plain, &[READ]).unwrap()[0].unwrap();
