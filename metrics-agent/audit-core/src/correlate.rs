@@ -18,7 +18,7 @@
 //! `cache_hit` is true only on evidence: a cache header, or no upstream
 //! exchange while every exchange is captured and every upstream exchange
 //! overlapping this one is paired with certainty elsewhere (and the client
-//! exchange was not cut).
+//! exchange was not cut off).
 //! Otherwise it is false when an upstream was found and null when unknown.
 //! A client record with a certain pair is emitted at once; others are held
 //! for `hold` so upstream records finishing at nearly the same moment can
@@ -276,9 +276,10 @@ impl Correlator {
     /// exchange overlapping this one).
     fn without_upstream(&self, mut client: RequestRecord, uncertain: bool) -> RequestRecord {
         // With sampling (1 in N > 1) a missing upstream exchange is no
-        // evidence; nor for a cut exchange (its upstream exchange may have
-        // been cut before anything of it was captured).
-        if client.cache_hit.is_none() && self.complete && !uncertain && client.sample_every <= 1 && !client.truncated {
+        // evidence; nor for an exchange cut off (its upstream exchange may
+        // have been cut before anything of it was captured). A body only
+        // longer than the capture cap is no reason: it was seen whole.
+        if client.cache_hit.is_none() && self.complete && !uncertain && client.sample_every <= 1 && !client.cut_short {
             client.cache_hit = Some(true);
         }
         client
@@ -327,8 +328,12 @@ mod tests {
         assert_eq!(sampled.push(record("client", 30, 1.0, None), now)[0].cache_hit, None);
         // A cut exchange (a client that went away) without an upstream record: unknown.
         let mut cut = record("client", 40, 1.0, None);
-        cut.truncated = true;
+        cut.cut_short = true;
         assert_eq!(c.push(cut, now)[0].cache_hit, None);
+        // A body past the capture cap, answered whole, is still evidence.
+        let mut capped = record("client", 50, 1.0, None);
+        capped.truncated = true;
+        assert_eq!(c.push(capped, now)[0].cache_hit, Some(true));
     }
 
     #[test]

@@ -89,6 +89,10 @@ pub struct RequestRecord {
     /// The request's or the response's body exceeded the capture cap (or
     /// was cut off): usage may be missing.
     pub truncated: bool,
+    /// The response was cut off (its connection closed, or its HTTP/2
+    /// stream reset, before its end): not a record of the wire.
+    #[serde(skip)]
+    pub cut_short: bool,
     /// Cost in USD as an exact decimal string; null when the model is not
     /// in the price table (unpriced) or usage is unknown.
     pub cost_usd: Option<rust_decimal::Decimal>,
@@ -719,6 +723,7 @@ impl Pipeline {
             None => parse_whole(&m.body),
         };
         llm::apply_headers(&mut response, |name| m.head.header(name));
+        let cut_short = cut.is_some();
         if let Some(error) = cut {
             // A stream cut off: its output count so far is not the
             // exchange's, so cost and time per output token stay null.
@@ -756,6 +761,7 @@ impl Pipeline {
             user_id: pending.ids.user,
             api_key_hash: pending.ids.api_key_hash,
             truncated: m.truncated || pending.truncated,
+            cut_short,
             cost_usd: None,
             application_id: pending.ids.application,
             rate_limits: rate_limit_headers(&m.head),

@@ -40,6 +40,7 @@ impl Default for RecordBuilder {
             user_id: None,
             api_key_hash: None,
             truncated: false,
+            cut_short: false,
             cost_usd: None,
             application_id: None,
             rate_limits: Default::default(),
