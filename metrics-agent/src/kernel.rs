@@ -220,6 +220,7 @@ impl Kernel {
         std::thread::scope(|scope| -> Result<()> {
             let load = || -> Result<()> {
                 while let Some((name, program)) = queue.lock().expect("lock").pop() {
+                    let started = std::time::Instant::now();
                     let loaded = match program {
                         aya::programs::Program::UProbe(p) => p.load(),
                         aya::programs::Program::TracePoint(p) => p.load(),
@@ -231,6 +232,7 @@ impl Kernel {
                         _ => continue,
                     };
                     loaded.with_context(|| format!("the kernel rejected program {name}"))?;
+                    log::debug!("program {name} loaded (verified) in {} ms", started.elapsed().as_millis());
                 }
                 Ok(())
             };
