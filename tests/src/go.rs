@@ -50,6 +50,17 @@ pub fn toolchains() -> Vec<GoToolchain> {
     all
 }
 
+/// Every `of`-th toolchain of `toolchains`, starting with the `part`-th
+/// (`part < of`): the parts of one `of` cover each toolchain exactly once.
+/// The costlier end-to-end tests run on a part each (one agent start and Go
+/// build per toolchain costs ~15 s of CI): together they still run every
+/// toolchain, and `gotls`'s unit tests check the probes of all of them,
+/// stripped and not, against `go tool objdump`.
+pub fn toolchains_part(part: usize, of: usize) -> Vec<GoToolchain> {
+    assert!(part < of, "part {part} of {of}");
+    toolchains().into_iter().skip(part).step_by(of).collect()
+}
+
 /// One Go toolchain: its `go` command and the version it reports (`go1.23.5`).
 #[derive(Debug, Clone)]
 pub struct GoToolchain {
