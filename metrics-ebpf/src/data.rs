@@ -176,7 +176,7 @@ pub fn data_done_on<C: CallReturn>(ctx: &C, id: u64, call: Call, ret: i64, conn:
     }
     let n = ret as u64;
     if conn.flags & CONN_GO_UNSEEN != 0 {
-        confirm_go_tie(conn, conn_key(tgid, call.fd), &call, n);
+        confirm_go_tie(conn, &call, n);
     }
     if conn.proto == PROTO_UNDETERMINED
         && conn.flags & (CONN_PREEXISTING | CONN_PLAINTEXT) == 0
@@ -213,10 +213,9 @@ pub fn data_done_on<C: CallReturn>(ctx: &C, id: u64, call: Call, ret: i64, conn:
 /// (and counts the TLS connection, as the classification below would have);
 /// anything else means the fd read through the `*tls.Conn` was not this
 /// connection's, and it is tracked afresh from these bytes (the one `Write`
-/// counted on it stays counted) under a new identity, so the audit path
-/// does not take these bytes for a repeat of the Write's.
+/// counted on it stays counted).
 #[inline(always)]
-fn confirm_go_tie(conn: &mut ConnState, key: u64, call: &Call, n: u64) {
+fn confirm_go_tie(conn: &mut ConnState, call: &Call, n: u64) {
     conn.flags &= !CONN_GO_UNSEEN;
     let (first, len) = peek(call, n);
     if len >= 2 && first[0] == TLS_HANDSHAKE_RECORD && first[1] == TLS_MAJOR_VERSION {
@@ -227,7 +226,7 @@ fn confirm_go_tie(conn: &mut ConnState, key: u64, call: &Call, n: u64) {
         side: conn.side,
         provider: conn.provider,
         flags: conn.flags & CONN_SOCK_MAPPED,
-        conn_id: crate::capture::new_conn_id(key),
+        conn_id: conn.conn_id,
         ..ConnState::default()
     };
 }
