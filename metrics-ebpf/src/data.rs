@@ -175,18 +175,29 @@ pub fn data_done_on<C: CallReturn>(ctx: &C, id: u64, call: Call, ret: i64, conn:
         return 0;
     }
     let n = ret as u64;
-    if conn.flags & CONN_GO_UNSEEN != 0 {
-        confirm_go_tie(conn, &call, n);
-    }
-    if conn.proto == PROTO_UNDETERMINED
-        && conn.flags & (CONN_PREEXISTING | CONN_PLAINTEXT) == 0
-        && call.kind != CALL_READ_NOBUF
-        && call.kind != crate::maps::CALL_SENDFILE
+    // A Go `Write` tied to this connection before it carried any byte
+    // (`probes/gotls.rs`): these first bytes confirm or undo the tie.
+    let unseen_go = conn.flags & CONN_GO_UNSEEN != 0;
+    if unseen_go
+        || (conn.proto == PROTO_UNDETERMINED
+            && conn.flags & (CONN_PREEXISTING | CONN_PLAINTEXT) == 0
+            && call.kind != CALL_READ_NOBUF
+            && call.kind != crate::maps::CALL_SENDFILE)
     {
+        // One peek for both (the verifier walks each inlined copy).
         let (first, len) = peek(&call, n);
-        if len >= 2 && first[0] == TLS_HANDSHAKE_RECORD && first[1] == TLS_MAJOR_VERSION {
-            conn.proto = PROTO_TLS;
+        let handshake = len >= 2 && first[0] == TLS_HANDSHAKE_RECORD && first[1] == TLS_MAJOR_VERSION;
+        if handshake {
+            if !unseen_go {
+                conn.proto = PROTO_TLS;
+            }
             add(&COUNTERS, c::TLS_CONNECTIONS, 1);
+        }
+        if unseen_go {
+            conn.flags &= !CONN_GO_UNSEEN;
+            if !handshake {
+                untie_go(conn);
+            }
         }
     }
     let tls = conn.proto == PROTO_TLS || conn.flags & CONN_TLS != 0;
@@ -208,20 +219,13 @@ pub fn data_done_on<C: CallReturn>(ctx: &C, id: u64, call: Call, ret: i64, conn:
     http_and_capture(ctx, conn, &call, tgid, n, is_read)
 }
 
-/// The first bytes of a connection a Go `Write` was tied to before it
-/// carried any (`probes/gotls.rs`): a TLS handshake record confirms the tie
-/// (and counts the TLS connection, as the classification below would have);
-/// anything else means the fd read through the `*tls.Conn` was not this
-/// connection's, and it is tracked afresh from these bytes (the one `Write`
-/// counted on it stays counted).
+/// A connection a Go `Write` was tied to before it carried any byte
+/// (`probes/gotls.rs`) whose first bytes are not a TLS handshake record:
+/// the fd read through the `*tls.Conn` was not this connection's, so it is
+/// tracked afresh from these bytes (the one `Write` counted on it stays
+/// counted).
 #[inline(always)]
-fn confirm_go_tie(conn: &mut ConnState, call: &Call, n: u64) {
-    conn.flags &= !CONN_GO_UNSEEN;
-    let (first, len) = peek(call, n);
-    if len >= 2 && first[0] == TLS_HANDSHAKE_RECORD && first[1] == TLS_MAJOR_VERSION {
-        add(&COUNTERS, c::TLS_CONNECTIONS, 1);
-        return;
-    }
+fn untie_go(conn: &mut ConnState) {
     *conn = ConnState {
         side: conn.side,
         provider: conn.provider,
