@@ -231,7 +231,7 @@ impl Kernel {
                         },
                         _ => continue,
                     };
-                    loaded.with_context(|| format!("the kernel rejected program {name}"))?;
+                    loaded.map_err(|e| rejected(name, e))?;
                     log::debug!("program {name} loaded (verified) in {} ms", started.elapsed().as_millis());
                 }
                 Ok(())
@@ -507,5 +507,22 @@ impl Kernel {
         for pid in pids {
             self.detach_process(pid);
         }
+    }
+}
+
+/// A program the kernel refused, as one line: the verifier's last line says
+/// why (its whole log, often thousands of lines, goes to the debug log).
+fn rejected(name: &str, error: aya::programs::ProgramError) -> anyhow::Error {
+    match error {
+        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
+            let log = verifier_log.to_string();
+            log::debug!("verifier log of {name}:\n{log}");
+            let last = log.lines().rev().map(str::trim).find(|line| !line.is_empty()).unwrap_or("no log");
+            anyhow!(
+                "the kernel rejected program {name}: {io_error}; the verifier's last words: {last} \
+                 (its whole log with --log-level debug)"
+            )
+        }
+        other => anyhow::Error::new(other).context(format!("the kernel rejected program {name}")),
     }
 }

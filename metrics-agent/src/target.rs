@@ -60,6 +60,14 @@ impl Target {
                 if *pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
                     bail!("--pid {pid}: no such process");
                 }
+                // A kernel thread (or a process that already exited) has no
+                // executable: nothing of a proxy to trace, and its children
+                // (kworkers) would be followed instead.
+                if fs::read_link(format!("/proc/{pid}/exe")).is_err() {
+                    bail!(
+                        "--pid {pid}: not a user-space process (a kernel thread, or it has exited): pass the proxy's pid"
+                    );
+                }
                 Ok(Self::Pid(*pid))
             }
         }
@@ -170,5 +178,8 @@ mod tests {
         assert!(e.to_string().contains("not an ELF"), "{e}");
         let e = Target::resolve(&TargetSpec::Pid(u32::MAX - 1)).unwrap_err();
         assert!(e.to_string().contains("no such process"));
+        // kthreadd, the parent of every kernel thread.
+        let e = Target::resolve(&TargetSpec::Pid(2)).unwrap_err();
+        assert!(e.to_string().contains("not a user-space process"), "{e}");
     }
 }
