@@ -58,7 +58,7 @@
 //!   the handshake. The connection is marked TLS there (`CONN_GO_UNSEEN`)
 //!   and its first socket bytes must be a TLS handshake record (the
 //!   ClientHello, or a server reading one); if they are not, the tie was
-//!   wrong and `data::confirm_go_tie` tracks the connection afresh from
+//!   wrong and `data::untie_go` tracks the connection afresh from
 //!   those bytes. A wrong tie needs a wrapper whose memory yields, at these
 //!   offsets, the fd of a connection in the window between its
 //!   `connect`/`accept` and its first byte; it costs at most that one
@@ -195,7 +195,7 @@ pub fn enter_go_tls_write(ctx: ProbeContext) -> u32 {
         let conn = unsafe { &mut *conn };
         // A TLS connection from here (`process_plaintext` classifies its
         // plaintext afresh); counted in `TLS_CONNECTIONS` when its first
-        // bytes confirm it (`data::confirm_go_tie`).
+        // bytes confirm it (`data::data_done_on`).
         conn.proto = PROTO_TLS;
         conn.flags |= CONN_GO_UNSEEN;
     }
