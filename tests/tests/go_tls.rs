@@ -323,7 +323,6 @@ fn go_http2_upstream_client_over_crypto_tls_is_measured() {
 /// (the answer came first: an orphan, no records).
 #[test]
 fn go_request_in_one_blocked_write_is_reported_before_its_early_answer() {
-    use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
 
     use llm_proxy_e2e::harness::Guard;
@@ -334,10 +333,7 @@ fn go_request_in_one_blocked_write_is_reported_before_its_early_answer() {
     for toolchain in go::toolchains() {
         let go = &toolchain.version;
         let binary = toolchain.build("-s -w", false).build_program("one_write.go", &dir, &format!("one-write-{go}"));
-        let mut server = Guard::spawn("one-write-server", Command::new(&binary).arg("-serve").stdout(Stdio::piped()));
-        let mut line = String::new();
-        BufReader::new(server.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port: u16 = line.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).expect("port N");
+        let (server, port) = one_write_server(&binary, "one-write-server");
         let mut client = Guard::spawn(
             "one-write-client",
             Command::new(&binary)
@@ -352,12 +348,7 @@ fn go_request_in_one_blocked_write_is_reported_before_its_early_answer() {
         agent.wait_until(Duration::from_secs(10), "the Go client traced", |s| {
             s.get("metrics_agent_traced_processes") == 1
         });
-        client.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-        let answers: Vec<String> =
-            BufReader::new(client.child.stdout.take().unwrap()).lines().map(Result::unwrap).collect();
-        assert!(client.child.wait().unwrap().success(), "{go}: the client failed: {answers:?}");
-        // Ground truth: "status S tokens IN OUT early E" per request.
-        assert_eq!(answers.len(), REQUESTS, "{go}: {answers:?}");
+        let answers = one_write_answers(&mut client, REQUESTS, go);
         let fields: Vec<Vec<&str>> = answers.iter().map(|a| a.split_whitespace().collect()).collect();
         assert!(
             fields.iter().all(|f| f[6] == "true"),
@@ -404,7 +395,6 @@ fn go_request_in_one_blocked_write_is_reported_before_its_early_answer() {
 /// (issue 12: each side lost its first request).
 #[test]
 fn go_tls_lazy_handshake_in_first_write_and_read_is_followed() {
-    use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
 
     use llm_proxy_e2e::harness::Guard;
@@ -419,10 +409,7 @@ fn go_tls_lazy_handshake_in_first_write_and_read_is_followed() {
         // The agent first: both processes are traced from their start, so
         // their connections from their connect and accept.
         let agent = Agent::start(&["--exe", exe, "--print-requests", "--attach", "sockets"]);
-        let mut server = Guard::spawn("lazy-server", Command::new(&binary).arg("-serve").stdout(Stdio::piped()));
-        let mut line = String::new();
-        BufReader::new(server.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port: u16 = line.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).expect("port N");
+        let (server, port) = one_write_server(&binary, "lazy-server");
         let mut client = Guard::spawn(
             "lazy-client",
             Command::new(&binary)
@@ -434,12 +421,7 @@ fn go_tls_lazy_handshake_in_first_write_and_read_is_followed() {
         agent.wait_until(Duration::from_secs(10), "the Go client and server traced", |s| {
             s.get("metrics_agent_traced_processes") == 2
         });
-        client.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-        let answers: Vec<String> =
-            BufReader::new(client.child.stdout.take().unwrap()).lines().map(Result::unwrap).collect();
-        assert!(client.child.wait().unwrap().success(), "{go}: the client failed: {answers:?}");
-        // Ground truth: "status S tokens IN OUT early E" per request.
-        assert_eq!(answers.len(), REQUESTS, "{go}: {answers:?}");
+        let answers = one_write_answers(&mut client, REQUESTS, go);
         let fields: Vec<Vec<&str>> = answers.iter().map(|a| a.split_whitespace().collect()).collect();
         let mut want: Vec<u64> = fields.iter().map(|f| f[1].parse().unwrap()).collect();
         want.sort();
@@ -484,4 +466,30 @@ fn go_tls_lazy_handshake_in_first_write_and_read_is_followed() {
         drop(server);
         drop(agent);
     }
+}
+
+/// `tests/go/one_write.go -serve` started from `binary`, and its port.
+fn one_write_server(binary: &std::path::Path, name: &str) -> (llm_proxy_e2e::harness::Guard, u16) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut server =
+        llm_proxy_e2e::harness::Guard::spawn(name, Command::new(binary).arg("-serve").stdout(Stdio::piped()));
+    let mut line = String::new();
+    BufReader::new(server.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port: u16 = line.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).expect("port N");
+    (server, port)
+}
+
+/// Starts a waiting one_write client (a line on its stdin) and returns its
+/// ground truth: "status S tokens IN OUT early E" per request.
+fn one_write_answers(client: &mut llm_proxy_e2e::harness::Guard, requests: usize, go: &str) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+
+    client.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let answers: Vec<String> =
+        BufReader::new(client.child.stdout.take().unwrap()).lines().map(Result::unwrap).collect();
+    assert!(client.child.wait().unwrap().success(), "{go}: the client failed: {answers:?}");
+    assert_eq!(answers.len(), requests, "{go}: {answers:?}");
+    answers
 }
