@@ -65,7 +65,7 @@ pub fn prepare(
     } else {
         conn.captured_response = total;
     }
-    if take == 0 {
+    if take == 0 && n == 0 {
         return false;
     }
     // A request that started in this call (its sampling decision is due)
@@ -74,38 +74,38 @@ pub fn prepare(
     // those bytes were captured, if at all, as the previous exchange's (not
     // past its cap, or not sampled), so they are sent again ahead of this
     // call's and the request is whole. The agent skips bytes it has seen.
+    // A call wholly past the cap (`take` 0) copies nothing: capture sends
+    // only the event where its bytes end (`capture_payload_body`).
+    // The job is written field by field into the scratch, not built on the
+    // stack first: the data programs' frames are near the verifier's limit.
     // SAFETY: this CPU's scratch.
     unsafe {
         let held = (*scratch).held_len;
         let starts = request_direction && decide && conn.pending_len == 0 && held <= offset;
         (*scratch).held_len = if starts { held & 7 } else { 0 };
+        let job = core::ptr::addr_of_mut!((*scratch).capture);
+        let h = core::ptr::addr_of_mut!((*job).header);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*h).conn_id), conn.conn_id);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*h).offset), offset);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*h).ts_ns), now);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*h).tgid), tgid);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*h).fd), fd);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*h).len), 0);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*h).direction), if is_read { DIR_READ } else { DIR_WRITE });
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*h).side), conn.side);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*h).kind), KIND_DATA);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*h).provider), conn.provider);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*h).sample_every), conn.flags >> CONN_SAMPLE_SHIFT);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*h).reserved), 0);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*job).capped), n - take);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*job).decide), decide as u64);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*job).ptr), ptr);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*job).iov_count), if iov { count } else { 0 });
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*job).left), take);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*job).iov_next), 0);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*job).seg_ptr), ptr);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*job).seg_left), if iov { 0 } else { take });
     }
-    let job = CaptureJob {
-        header: ChunkHeader {
-            conn_id: conn.conn_id,
-            offset,
-            ts_ns: now,
-            tgid,
-            fd,
-            len: 0,
-            direction: if is_read { DIR_READ } else { DIR_WRITE },
-            side: conn.side,
-            kind: KIND_DATA,
-            provider: conn.provider,
-            sample_every: conn.flags >> CONN_SAMPLE_SHIFT,
-            reserved: 0,
-        },
-        capped: n - take,
-        decide: decide as u64,
-        ptr,
-        iov_count: if iov { count } else { 0 },
-        left: take,
-        iov_next: 0,
-        seg_ptr: ptr,
-        seg_left: if iov { 0 } else { take },
-    };
-    // SAFETY: this CPU's scratch.
-    unsafe { core::ptr::write_volatile(&mut (*scratch).capture, job) };
     true
 }
 
@@ -179,9 +179,12 @@ pub fn capture_payload_body<C: CallReturn>(ctx: &C) -> u32 {
     }
     // Bytes the per-call limit (or an unreadable buffer) left out.
     // SAFETY: this CPU's scratch.
-    let left = unsafe { core::ptr::read_volatile(&(*scratch).capture) }.left;
-    if left > 0 {
-        add(&COUNTERS, c::CAPTURE_CAPPED_BYTES, left);
+    let job = unsafe { core::ptr::read_volatile(&(*scratch).capture) };
+    if job.left > 0 {
+        add(&COUNTERS, c::CAPTURE_CAPPED_BYTES, job.left);
+    }
+    if job.capped > 0 {
+        emit_passed(event, &job);
     }
     // SAFETY: this CPU's scratch.
     let (parse, key, now) = unsafe { ((*scratch).parse_pending, (*scratch).conn_key, (*scratch).now) };
@@ -245,6 +248,21 @@ fn emit_prefix(scratch: *mut Scratch, event: *mut ChunkEvent) {
         core::ptr::write_unaligned((*event).data.as_mut_ptr().cast::<[u8; 8]>(), held.to_le_bytes());
     }
     output(event, len);
+}
+
+/// The message cap cut this call: an event without payload where its bytes
+/// end tells the agent that they passed, so a body whose end was not copied
+/// completes with its last byte, not when the next message begins or the
+/// connection closes. Built in the per-CPU chunk buffer, not on the stack.
+#[inline(always)]
+fn emit_passed(event: *mut ChunkEvent, job: &CaptureJob) {
+    // SAFETY: `event` holds a header.
+    unsafe {
+        (*event).header = job.header;
+        (*event).header.offset += job.left + job.capped;
+        (*event).header.len = 0;
+    }
+    output(event, 0);
 }
 
 /// Sends `event`'s header and its first `len` data bytes to the ring,
