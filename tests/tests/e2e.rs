@@ -797,12 +797,11 @@ fn audit_records_match_what_the_mock_provider_sent() {
 /// connection closes), keeps the model named before the cut and says it was
 /// cut; the exchange whose response was whole has the usage the mock sent.
 #[test]
-#[ignore = "needs the kernel's event at the end of bytes past the cap (reverted: syscalls mode's sys_exit_data went over the verifier's 512-byte stack)"]
 fn bodies_past_the_capture_cap_give_their_records_while_the_connections_stay_open() {
     let _serial = serial();
     let setup = NginxWithProviders::start();
     let NginxWithProviders { openai, anthropic: _anthropic, nginx } = &setup;
-    for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
+    for_each_mode(modes::ALL, |mode| {
         // nginx keeps a request body under 8 KiB in memory (a longer one
         // goes to a temporary file and upstream with `sendfile`: not captured).
         let agent = setup.agent(mode, &["--print-requests", "--message-cap-kib", "4"]);
