@@ -10,7 +10,8 @@ pub const CHUNKS_PER_CALL: u32 = 64;
 /// Size of the `PAYLOADS` ring buffer.
 pub const PAYLOADS_BYTES: u32 = 16 << 20;
 
-/// `ChunkHeader::kind`
+/// `ChunkHeader::kind`. With no payload (`len` 0): the direction's bytes
+/// up to `offset` passed uncaptured (past the message cap).
 pub const KIND_DATA: u8 = 1;
 /// The proxy closed the connection (no payload).
 pub const KIND_CLOSE: u8 = 2;
