@@ -1,7 +1,8 @@
-//! The top-level fields of a JSON request body cut short (past the capture
-//! cap): the fields whose values are whole before the cut, so a request
-//! whose body was not captured to its end still names its model when the
-//! model comes first (as clients put it). A value is kept only once the
+//! The top-level fields of a JSON body cut short (past the capture cap):
+//! the fields whose values are whole before the cut, so a request whose
+//! body was not captured to its end still names its model when the model
+//! comes first (as clients put it), and a response its `id` and `model`
+//! (providers put them before the content). A value is kept only once the
 //! separator after it was read: a number at the cut may have more digits.
 
 use serde_json::{Map, Value};
@@ -42,6 +43,16 @@ pub fn fields_before_cut(body: &[u8], skipped: &'static [&'static str]) -> Value
     if began { Value::Object(out) } else { Value::Null }
 }
 
+/// The fields of `body` whole before its cut, as a whole JSON object, for
+/// the parser of whole bodies; `None` when there are none (the body does
+/// not begin as a JSON object, or its first value is cut).
+pub fn object_before_cut(body: &[u8]) -> Option<Vec<u8>> {
+    match fields_before_cut(body, &[]) {
+        Value::Object(fields) if !fields.is_empty() => serde_json::to_vec(&fields).ok(),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +79,15 @@ mod tests {
         assert_eq!(fields_before_cut(b"", SKIPPED), Value::Null);
         // A whole body reads as a whole body.
         assert_eq!(fields_before_cut(br#"{"model":"m","n":1}"#, SKIPPED), serde_json::json!({"model":"m","n":1}));
+    }
+
+    #[test]
+    fn a_response_cut_in_its_content_keeps_its_id_and_model() {
+        let body = br#"{"id":"chatcmpl-7","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"content":"xx"#;
+        let kept = object_before_cut(body).unwrap();
+        assert_eq!(kept, br#"{"id":"chatcmpl-7","object":"chat.completion","model":"gpt-4o-mini"}"#);
+        assert_eq!(object_before_cut(br#"{"id":"chatcmpl-"#), None);
+        assert_eq!(object_before_cut(b"data: {}"), None);
     }
 
     proptest::proptest! {

@@ -710,7 +710,15 @@ impl Pipeline {
             let body =
                 decode::decode(m.head.header("content-encoding"), body, body.len().saturating_mul(4).max(1 << 20))
                     .unwrap_or_default();
-            llm::parse_response(&pending.request, m.head.header("content-type"), &body, true)
+            let content_type = m.head.header("content-type");
+            let response = llm::parse_response(&pending.request, content_type, &body, true);
+            // A JSON body cut by the capture cap (or a reset): the fields
+            // whole before the cut (id, model), as a request's are.
+            let unread = m.truncated && !response.streaming && response.model.is_none() && response.id.is_none();
+            match unread.then(|| cut_body::object_before_cut(&body)).flatten() {
+                Some(kept) => llm::parse_response(&pending.request, content_type, &kept, true),
+                None => response,
+            }
         };
         let mut response = match stream {
             Some(mut stream) => {

@@ -311,6 +311,47 @@ fn a_reset_after_a_response_whole_by_its_length_still_gives_its_record() {
     }
 }
 
+/// A JSON answer longer than the capture cap, over DATA frames (as a
+/// proxy relays a 320 KiB answer, past the default 256 KiB): the record
+/// says truncated and keeps the id and model the body began with (the
+/// correlator pairs by that id), with no usage (it came after the cut);
+/// with a cap it fits in, the same stream gives the whole record.
+#[test]
+fn a_json_answer_past_the_capture_cap_keeps_its_id_and_model() {
+    let answer = format!(
+        r#"{{"id":"chatcmpl-9","object":"chat.completion","model":"gpt-4o-mini","choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":12,"completion_tokens":34}}}}"#,
+        "x".repeat(40_000)
+    );
+    for cap in [16 * 1024, 1 << 20] {
+        let mut p = Pipeline::new(cap);
+        let mut w = Wire::new(35);
+        let block = w.headers(true, &request_fields("/v1/chat/completions", "s"));
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend(frame(HEADERS, FLAG_END_HEADERS, 1, &block));
+        bytes.extend(frame(DATA, FLAG_END_STREAM, 1, br#"{"model":"gpt-4o-mini","messages":[]}"#));
+        assert!(w.send(&mut p, true, 1, &bytes).is_empty());
+        let block = w.headers(false, &[(":status", "200"), ("content-type", "application/json")]);
+        assert!(w.send(&mut p, false, 2, &frame(HEADERS, FLAG_END_HEADERS, 1, &block)).is_empty());
+        // 16 KiB DATA frames, the last one with END_STREAM.
+        let pieces: Vec<&[u8]> = answer.as_bytes().chunks(16 * 1024).collect();
+        let mut records = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            let flags = if i + 1 == pieces.len() { FLAG_END_STREAM } else { 0 };
+            records.extend(w.send(&mut p, false, 3 + i as u64, &frame(DATA, flags, 1, piece)));
+        }
+        assert_eq!(records.len(), 1, "cap {cap}");
+        let r = &records[0];
+        let cut = cap < answer.len();
+        assert_eq!((r.status, r.truncated, r.cut_short), (200, cut, false), "cap {cap}");
+        assert_eq!(r.model_returned.as_deref(), Some("gpt-4o-mini"), "cap {cap}");
+        assert_eq!(r.pairing.request_id.as_deref(), Some("chatcmpl-9"), "cap {cap}");
+        let usage = if cut { (None, None) } else { (Some(12), Some(34)) };
+        assert_eq!((r.tokens.input, r.tokens.output), usage, "cap {cap}");
+        assert_eq!(r.duration_ms, (2 + pieces.len()) as f64 - 1.0, "cap {cap}: ends with END_STREAM");
+        assert_eq!(p.stats.h2.broken_connections, 0);
+    }
+}
+
 /// A server that answers before the request's end (here: a complete
 /// response while the client's body has not ended) may then reset the
 /// stream with NO_ERROR (RFC 9113 §8.1); the connection may also just
