@@ -24,9 +24,13 @@ const ANTHROPIC_BODY: &str = r#"{"model":"claude-sonnet-4","max_tokens":10,"mess
 const ANTHROPIC_STREAM_BODY: &str = r#"{"model":"claude-sonnet-4","max_tokens":10,"stream":true,"messages":[]}"#;
 /// The mock's wait before the first answer byte of the delayed request.
 const DELAY_MS: f64 = 300.0;
+/// A plain answer past the agent's default 256 KiB capture cap (as the
+/// live run's 320 KiB ones), the last exchange of its connections.
+const PAST_THE_CAP: &str = "/openai/v1/chat/completions?bytes=327680";
 
 /// Plain and streamed OpenAI and Anthropic exchanges on four connections
-/// to `base`: two in sequence per connection, two multiplexed.
+/// to `base`: two in sequence per connection, two multiplexed; then a
+/// fifth connection with one answer past the capture cap.
 fn traffic(base: &str) -> Vec<Answer> {
     let mut answers = Vec::new();
     let openai = ["/openai/v1/chat/completions?delay_ms=300", "/openai/v1/chat/completions?status=429"];
@@ -37,6 +41,7 @@ fn traffic(base: &str) -> Vec<Answer> {
     answers.extend(h2_client(base, true, OPENAI_STREAM_BODY, &[openai_stream, openai_stream]));
     let anthropic_stream = "/anthropic/v1/messages?events=6&interval_ms=30";
     answers.extend(h2_client(base, true, ANTHROPIC_STREAM_BODY, &[anthropic_stream, anthropic_stream]));
+    answers.extend(h2_client(base, false, OPENAI_BODY, &[PAST_THE_CAP]));
     answers
 }
 
@@ -78,7 +83,7 @@ fn nginx_http2_clients_are_counted_and_audited_exactly() {
         for (label, c) in [("2xx", 2), ("3xx", 3), ("4xx", 4), ("5xx", 5)] {
             assert_eq!(s.get(&format!("llm_proxy_responses_total{{class=\"{label}\"}}")), class(c), "{label}");
         }
-        assert_eq!(s.get("llm_proxy_h2_connections_total"), 8, "one connection per client run");
+        assert_eq!(s.get("llm_proxy_h2_connections_total"), 10, "one connection per client run");
         assert_eq!(s.get("llm_proxy_h2_streams_opened_total"), requests);
         assert_eq!(s.get("llm_proxy_h2_streams_ended_total"), requests);
         assert_eq!(s.get("llm_proxy_h2_rst_streams_total"), 0);
@@ -98,18 +103,38 @@ fn nginx_http2_clients_are_counted_and_audited_exactly() {
         got.sort();
         want.sort();
         assert_eq!(got, want, "statuses");
+        // The answers past the cap: cut in the record (their usage came
+        // after the cut), with the model and id their body began with, and
+        // paired with their upstream exchange by that id.
+        let capped: Vec<&serde_json::Value> = client.iter().filter(|r| r["truncated"] == true).collect();
+        assert_eq!(capped.len(), 2, "one per transport: {client:?}");
+        let mock_answers = openai.answers();
+        for r in &capped {
+            let id = r["pairing"]["request_id"].as_str().unwrap_or_else(|| panic!("the body's id: {r}"));
+            let answer = mock_answers.iter().find(|a| a.id == id).unwrap_or_else(|| panic!("the mock sent {id}: {r}"));
+            assert_eq!((answer.status, answer.usage), (200, Some((12, 34))), "{r}");
+            assert_eq!((r["model_returned"].as_str(), r["status"].as_u64()), (Some("gpt-4o-mini"), Some(200)), "{r}");
+            assert_eq!(
+                (r["pairing"]["upstream_request_id"].as_str(), r["pairing"]["confidence"].as_str()),
+                (Some(id), Some("certain")),
+                "{r}"
+            );
+            assert!(r["tokens"]["input"].is_null() && r["tokens"]["output"].is_null(), "usage after the cut: {r}");
+        }
+        // Every other record has the usage the providers sent.
         let sum = |field: &str| client.iter().map(|r| r["tokens"][field].as_u64().unwrap_or(0)).sum::<u64>();
         let sent = [openai.usage_sent(), anthropic.usage_sent()];
-        assert_eq!(sum("input"), sent[0].input + sent[1].input, "input tokens");
-        assert_eq!(sum("output"), sent[0].output + sent[1].output, "output tokens");
-        for provider in ["openai", "anthropic"] {
+        let cut = capped.len() as u64;
+        assert_eq!(sum("input"), sent[0].input + sent[1].input - 12 * cut, "input tokens");
+        assert_eq!(sum("output"), sent[0].output + sent[1].output - 34 * cut, "output tokens");
+        for (provider, plain) in [("openai", 4), ("anthropic", 2)] {
             let of = |streaming: bool| {
                 client
                     .iter()
                     .filter(|r| r["provider"] == provider && r["streaming"] == streaming && r["status"] == 200)
                     .count()
             };
-            assert_eq!((of(false), of(true)), (2, 4), "{provider}: one plain 200 and two streams per transport");
+            assert_eq!((of(false), of(true)), (plain, 4), "{provider}: plain 200s and two streams per transport");
         }
         let stream = client.iter().find(|r| r["provider"] == "openai" && r["streaming"] == true).unwrap();
         assert_eq!((stream["tokens"]["input"].as_u64(), stream["tokens"]["output"].as_u64()), (Some(21), Some(55)));
