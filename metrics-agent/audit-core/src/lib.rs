@@ -18,6 +18,7 @@
 
 pub mod bedrock;
 pub mod chat_chunk;
+pub mod chat_completion;
 pub mod cohere;
 pub mod correlate;
 pub mod cost;
