@@ -169,12 +169,10 @@ impl StreamInterpreter {
             out.usage = u;
         }
         let choices = chunk.choices.unwrap_or_default();
-        for (position, choice) in choices.iter().enumerate() {
-            if let Some(reason) = &choice.0.finish_reason {
-                out.finish_reasons.set_str(choice.0.index.unwrap_or(position as u64), reason);
-            }
+        for (index, reason) in &choices.finish_reasons {
+            out.finish_reasons.set_str(*index, reason);
         }
-        if choices.first().and_then(|c| c.0.delta.as_ref()).is_some_and(|d| d.0.has_content()) {
+        if choices.first_has_content {
             self.content();
         }
     }
@@ -1756,8 +1754,15 @@ mod tests {
             r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":null,"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"logprobs":null,"finish_reason":null}]}"#,
             r#"{"id":"c1","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
             r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]},"finish_reason":"tool_calls"}]}"#,
+            r#"{"choices":[{"delta":{}},{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]}"#,
         ] {
             assert!(chat_chunk::parse(data).is_some(), "{data}");
+            let r = req("/v1/chat/completions", r#"{"stream":true}"#);
+            let (mut fast, mut general) = (StreamInterpreter::new(&r), StreamInterpreter::new(&r));
+            fast.sse_event(None, data);
+            general.out.events += 1;
+            general.sse_event_as_value(None, data);
+            assert_eq!(fast.finish(), general.finish(), "{data}");
         }
         for data in [r#"[]"#, r#"{"type":"x"}"#, r#"{"id":"a","id":"b"}"#, r#"{"choices":[[0]]}"#] {
             assert!(chat_chunk::parse(data).is_none(), "{data}");
