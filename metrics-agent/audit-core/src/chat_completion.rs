@@ -105,7 +105,7 @@ impl ChatCompletion<'_> {
     /// The body's usage (None when it has none), or Err when its shape is
     /// one this read does not decide (no `prompt_tokens`: the general path's
     /// Responses-API reading, or a `null` count whose presence counts there).
-    pub fn usage(&self) -> Result<Option<Usage>, ()> {
+    pub(crate) fn usage(&self) -> Result<Option<Usage>, ()> {
         let Some(MapOnly(u)) = &self.usage else { return Ok(None) };
         if u.prompt_tokens.is_none() {
             return Err(());
