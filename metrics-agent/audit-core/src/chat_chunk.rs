@@ -23,7 +23,7 @@ pub struct ChatChunk<'a> {
     #[serde(borrow, default)]
     pub model: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    pub choices: Option<Vec<MapOnly<Choice<'a>>>>,
+    pub choices: Option<Choices<'a>>,
     /// Small and once per stream: read by the general usage code.
     #[serde(default)]
     pub usage: Option<Value>,
@@ -51,6 +51,42 @@ pub struct Choice<'a> {
     pub finish_reason: Option<Cow<'a, str>>,
     #[serde(rename = "logprobs", default)]
     _logprobs: IgnoredAny,
+}
+
+/// What a chunk's choices say, read as they are parsed (no list built):
+/// each finish reason by its choice's index (else its position), and
+/// whether the first choice's delta carries content.
+#[derive(Default)]
+pub struct Choices<'a> {
+    pub finish_reasons: Vec<(u64, Cow<'a, str>)>,
+    pub first_has_content: bool,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Choices<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of choices")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Choices<'a>, A::Error> {
+                let mut out = Choices::default();
+                let mut position = 0u64;
+                while let Some(MapOnly(choice)) = seq.next_element::<MapOnly<Choice<'a>>>()? {
+                    if position == 0 {
+                        out.first_has_content = choice.delta.as_ref().is_some_and(|d| d.0.has_content());
+                    }
+                    if let Some(reason) = choice.finish_reason {
+                        out.finish_reasons.push((choice.index.unwrap_or(position), reason));
+                    }
+                    position += 1;
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V(PhantomData))
+    }
 }
 
 /// What a delta says of content: whether it carries any.

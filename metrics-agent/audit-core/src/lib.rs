@@ -3,8 +3,9 @@
 //! reassembled from a connection's byte stream (`message`, `h2`), body
 //! decoding (`decode`; a request body cut by the cap, `cut_body`),
 //! server-sent events and AWS event streams (`sse`, `eventstream`), the LLM
-//! semantics of requests and responses (`llm`, `provider`, `usage`, `finish`
-//! and the per-provider `bedrock`, `cohere`, `ollama`), pairing of requests
+//! semantics of requests and responses (`llm`, `provider`, `usage`, `finish`,
+//! the typed OpenAI reads `chat_chunk` and `chat_completion`, and the
+//! per-provider `bedrock`, `cohere`, `ollama`), pairing of requests
 //! with responses and identities (`pipeline`, `pairing`, `identity`,
 //! `trace_context`, `correlate`, `record_builder`), and their price (`cost`).
 //!
@@ -18,6 +19,7 @@
 
 pub mod bedrock;
 pub mod chat_chunk;
+pub mod chat_completion;
 pub mod cohere;
 pub mod correlate;
 pub mod cost;

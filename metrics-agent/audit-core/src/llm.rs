@@ -15,7 +15,7 @@ pub use super::finish::FinishReasons;
 pub use super::provider::{Operation, Provider, WireFormat};
 use super::usage::non_empty;
 pub use super::usage::{MAX_TOKENS, Usage, field, num, pointer};
-use super::{bedrock, chat_chunk, cohere, eventstream, finish, ollama, provider, sse};
+use super::{bedrock, chat_chunk, chat_completion, cohere, eventstream, finish, ollama, provider, sse};
 
 /// What a request says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,12 +169,10 @@ impl StreamInterpreter {
             out.usage = u;
         }
         let choices = chunk.choices.unwrap_or_default();
-        for (position, choice) in choices.iter().enumerate() {
-            if let Some(reason) = &choice.0.finish_reason {
-                out.finish_reasons.set_str(choice.0.index.unwrap_or(position as u64), reason);
-            }
+        for (index, reason) in &choices.finish_reasons {
+            out.finish_reasons.set_str(*index, reason);
         }
-        if choices.first().and_then(|c| c.0.delta.as_ref()).is_some_and(|d| d.0.has_content()) {
+        if choices.first_has_content {
             self.content();
         }
     }
@@ -625,6 +623,17 @@ pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[
         }
         return stream.finish();
     }
+    if matches!(request.format, WireFormat::OpenAi | WireFormat::Unknown)
+        && let Some(response) = chat_completion::parse(body).and_then(chat_completion_response)
+    {
+        return response;
+    }
+    whole_response_as_value(request, body)
+}
+
+/// A whole JSON response read through a `serde_json::Value` of its
+/// non-content members (any format, any shape).
+fn whole_response_as_value(request: &LlmRequest, body: &[u8]) -> LlmResponse {
     let v = object_without(body, &RESPONSE_CONTENT_KEYS);
     let mut finish_reasons = FinishReasons::default();
     finish_reasons_in(request.format, &v, &mut finish_reasons);
@@ -642,6 +651,27 @@ pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[
         id: id_of(&v),
         ..LlmResponse::default()
     }
+}
+
+/// An OpenAI chat completion read without building a `Value`: what
+/// `whole_response_as_value` makes of the same body (None when its usage is
+/// of a shape this read leaves to that path).
+fn chat_completion_response(c: chat_completion::ChatCompletion) -> Option<LlmResponse> {
+    let usage = c.usage().ok()?.unwrap_or_default();
+    let mut finish_reasons = FinishReasons::default();
+    // (The general path keeps the first `MAX_REASONS` choices' summaries.)
+    for (position, choice) in c.choices.iter().flatten().take(finish::MAX_REASONS).enumerate() {
+        if let Some(reason) = &choice.0.finish_reason {
+            finish_reasons.set_str(choice.0.index.unwrap_or(position as u64), reason);
+        }
+    }
+    Some(LlmResponse {
+        finish_reasons,
+        model: c.model.map(Cow::into_owned),
+        usage,
+        id: c.id.map(|s| s.chars().take(128).collect()),
+        ..LlmResponse::default()
+    })
 }
 
 /// What a response's headers add: an error type (Bedrock's
@@ -1581,14 +1611,158 @@ mod tests {
         }
     }
 
+    /// A JSON text shaped like a whole chat completion, varied as
+    /// `chunk_like` varies a chunk (more choices than are summarised, usage
+    /// details nested or not).
+    fn completion_like() -> impl Strategy<Value = String> {
+        let scalar = prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("-1".to_string()),
+            Just("2.0".to_string()),
+            Just("-0".to_string()),
+            Just("1000000000001".to_string()),
+            Just("18446744073709551616".to_string()),
+            (0u64..4).prop_map(|n| n.to_string()),
+            "[a-z_\\\\\"é]{0,6}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+            "[a-z]{120,140}".prop_map(|s| format!("\"{s}\"")),
+            Just("\"stop\"".to_string()),
+            Just("\"le\\u006egth\"".to_string()),
+            Just("\"\"".to_string()),
+            Just("[]".to_string()),
+            Just("{}".to_string()),
+            Just(r#"{"content":"x","role":"assistant"}"#.to_string()),
+        ];
+        fn obj(members: Vec<(&'static str, String)>) -> String {
+            format!("{{{}}}", members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(","))
+        }
+        let leaf = scalar.clone();
+        let index = prop_oneof![3 => (0u64..3).prop_map(|n| n.to_string()), 1 => leaf.clone()];
+        let reason =
+            prop_oneof![3 => Just("\"stop\"".to_string()), 1 => Just("\"length\"".to_string()), 1 => leaf.clone()];
+        let choice = (
+            prop::option::of(index),
+            prop::option::of(reason),
+            prop::option::of(leaf.clone()),
+            prop::option::weighted(
+                0.2,
+                (prop::sample::select(vec!["index", "logprobs", "text", "finishReason"]), leaf.clone()),
+            ),
+        )
+            .prop_map(|(index, reason, message, other)| {
+                let mut m: Vec<(&'static str, String)> = Vec::new();
+                m.extend(index.map(|v| ("index", v)));
+                m.extend(reason.map(|v| ("finish_reason", v)));
+                m.extend(message.map(|v| ("message", v)));
+                m.extend(other);
+                obj(m)
+            });
+        let choice = prop_oneof![8 => choice, 1 => leaf.clone()];
+        let choices = prop::collection::vec(choice, 0..9).prop_map(|c| format!("[{}]", c.join(",")));
+        let detail_keys = prop::sample::select(vec!["cached_tokens", "reasoning_tokens", "audio_tokens", "x"]);
+        let details = prop::collection::vec((detail_keys, leaf.clone()), 0..3).prop_map(obj);
+        let details = prop_oneof![3 => details, 1 => leaf.clone()];
+        let usage_keys = prop::sample::select(vec![
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "prompt_cache_hit_tokens",
+            "input_tokens",
+        ]);
+        let detail_names = prop::sample::select(vec!["prompt_tokens_details", "completion_tokens_details"]);
+        let usage_member = prop_oneof![(usage_keys, leaf.clone()), (detail_names, details)];
+        let usage = prop::collection::vec(usage_member, 0..5).prop_map(obj);
+        let usage = prop_oneof![4 => usage, 1 => leaf.clone()];
+        let top_keys = prop::sample::select(vec![
+            "id",
+            "model",
+            "object",
+            "created",
+            "system_fingerprint",
+            "error",
+            "responseId",
+            "modelVersion",
+            "status",
+        ]);
+        // Mostly the known members once each, sometimes others or repeats.
+        let text = prop_oneof![3 => "[a-z-]{1,8}".prop_map(|s| format!("\"{s}\"")), 1 => leaf.clone()];
+        let known = (
+            prop::option::of(text.clone()),
+            prop::option::of(text),
+            prop::option::of(choices),
+            prop::option::of(usage),
+        );
+        let others = prop::collection::vec((top_keys, leaf), 0..3);
+        (known, prop::option::weighted(0.3, others), prop::bool::weighted(0.1)).prop_map(
+            |((id, model, choices, usage), others, as_array)| {
+                let mut m: Vec<(&'static str, String)> = Vec::new();
+                m.extend(id.map(|v| ("id", v)));
+                m.extend(model.map(|v| ("model", v)));
+                m.extend(choices.map(|v| ("choices", v)));
+                m.extend(usage.map(|v| ("usage", v)));
+                m.extend(others.unwrap_or_default());
+                let o = obj(m);
+                if as_array { format!("[{o}]") } else { o }
+            },
+        )
+    }
+
+    proptest! {
+        /// What the typed chat-completion read accepts, it reads as the
+        /// general `Value` path does.
+        #[test]
+        fn chat_completion_reads_as_the_value_path(body in completion_like()) {
+            for target in ["/v1/chat/completions", "/unknown/path", "/v1/responses"] {
+                let r = req(target, "{}");
+                prop_assert_eq!(
+                    parse_response(&r, Some("application/json"), body.as_bytes(), true),
+                    whole_response_as_value(&r, body.as_bytes())
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn chat_completion_accepts_the_common_bodies() {
+        for body in [
+            r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hi","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_1"}"#,
+            r#"{"id":"x","model":"deepseek-chat","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_cache_hit_tokens":3,"prompt_cache_miss_tokens":2}}"#,
+            r#"{"model":"m","choices":[{"message":{"content":"a"}}]}"#,
+            // More choices than the general path summarises: the fifth is not read.
+            r#"{"choices":[{"finish_reason":"stop"},{"finish_reason":"stop"},{"finish_reason":"stop"},{"finish_reason":"stop"},{"index":0,"finish_reason":"length"}]}"#,
+        ] {
+            let fast = chat_completion::parse(body.as_bytes()).and_then(chat_completion_response);
+            assert!(fast.is_some(), "{body}");
+            let r = req("/v1/chat/completions", "{}");
+            assert_eq!(fast, Some(whole_response_as_value(&r, body.as_bytes())), "{body}");
+        }
+        for body in [
+            "[]",
+            r#"{"error":{"type":"x"}}"#,
+            r#"{"id":"a","id":"b"}"#,
+            r#"{"usage":{"input_tokens":1}}"#,
+            r#"{"usage":{"prompt_tokens":null}}"#,
+            r#"{"choices":[{"index":-1}]}"#,
+        ] {
+            assert!(chat_completion::parse(body.as_bytes()).and_then(chat_completion_response).is_none(), "{body}");
+        }
+    }
+
     #[test]
     fn chat_chunk_accepts_the_common_chunks() {
         for data in [
             r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":null,"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"logprobs":null,"finish_reason":null}]}"#,
             r#"{"id":"c1","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
             r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]},"finish_reason":"tool_calls"}]}"#,
+            r#"{"choices":[{"delta":{}},{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]}"#,
         ] {
             assert!(chat_chunk::parse(data).is_some(), "{data}");
+            let r = req("/v1/chat/completions", r#"{"stream":true}"#);
+            let (mut fast, mut general) = (StreamInterpreter::new(&r), StreamInterpreter::new(&r));
+            fast.sse_event(None, data);
+            general.out.events += 1;
+            general.sse_event_as_value(None, data);
+            assert_eq!(fast.finish(), general.finish(), "{data}");
         }
         for data in [r#"[]"#, r#"{"type":"x"}"#, r#"{"id":"a","id":"b"}"#, r#"{"choices":[[0]]}"#] {
             assert!(chat_chunk::parse(data).is_none(), "{data}");

@@ -8,6 +8,16 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Headers kept per message.
 const MAX_HEADERS: usize = 96;
 
+/// `String::from_utf8_lossy(bytes)`, valid UTF-8 checked first with
+/// `str::from_utf8`, whose ASCII fast path std's lossy scan lacks (the
+/// same text either way: borrowed when valid, replaced where not).
+pub fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// A parsed request or response head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
@@ -353,7 +363,7 @@ impl MessageParser {
                 self.buf.extend_from_slice(&data[..=nl]);
                 &self.buf
             };
-            let text = String::from_utf8_lossy(line);
+            let text = lossy(line);
             let text = text.trim_end_matches(['\r', '\n']);
             let size = text.split(';').next().unwrap_or("").trim();
             (line.len(), text.is_empty(), u64::from_str_radix(size, 16))
@@ -434,7 +444,7 @@ fn parse_head(bytes: &[u8], kind: Kind) -> Option<Head> {
         ends: Vec::with_capacity(parsed.len()),
     };
     for h in parsed {
-        head.push(h.name, &String::from_utf8_lossy(h.value));
+        head.push(h.name, &lossy(h.value));
     }
     Some(head)
 }

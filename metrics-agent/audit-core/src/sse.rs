@@ -25,7 +25,7 @@ pub fn events(body: &[u8], at_end: bool) -> Vec<Event> {
 /// `events`, each handed to `f` as (event field, joined data) without
 /// copying the body: a single `data:` line is passed where it lies.
 pub fn for_each_event(body: &[u8], at_end: bool, mut f: impl FnMut(Option<&str>, &str)) {
-    let text = String::from_utf8_lossy(body);
+    let text = super::message::lossy(body);
     let mut event = None;
     let mut data: Option<Cow<str>> = None;
     for line in lines(&text) {

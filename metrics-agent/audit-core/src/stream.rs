@@ -209,7 +209,7 @@ impl StreamBody {
         }
         if !self.skipping && !self.pending.starts_with(b":") {
             // Read where it lies: the line is copied only into the field it sets.
-            let line = String::from_utf8_lossy(&self.pending);
+            let line = super::message::lossy(&self.pending);
             let (field, value) = match line.split_once(':') {
                 Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
                 None => (line.as_ref(), ""),
