@@ -65,7 +65,7 @@ pub fn prepare(
     } else {
         conn.captured_response = total;
     }
-    if take == 0 && n == 0 {
+    if n == 0 {
         return false;
     }
     // A request that started in this call (its sampling decision is due)
@@ -277,7 +277,9 @@ fn output(event: *mut ChunkEvent, len: u64) {
     };
     if rc == 0 {
         add(&COUNTERS, c::CAPTURE_EVENTS, 1);
-        add(&COUNTERS, c::CAPTURE_BYTES, len);
+        if len > 0 {
+            add(&COUNTERS, c::CAPTURE_BYTES, len);
+        }
     } else {
         add(&COUNTERS, c::CAPTURE_DROPS, 1);
     }

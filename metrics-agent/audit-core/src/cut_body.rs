@@ -43,11 +43,13 @@ pub fn fields_before_cut(body: &[u8], skipped: &'static [&'static str]) -> Value
     if began { Value::Object(out) } else { Value::Null }
 }
 
-/// The fields of `body` whole before its cut, as a whole JSON object, for
-/// the parser of whole bodies; `None` when there are none (the body does
-/// not begin as a JSON object, or its first value is cut).
+/// The fields of a response `body` whole before its cut, without its
+/// content (completions, embeddings: skipped unbuilt, as the parser of
+/// whole bodies never reads them), as a whole JSON object for that parser;
+/// `None` when there are none (the body does not begin as a JSON object,
+/// or its first value is cut).
 pub fn object_before_cut(body: &[u8]) -> Option<Vec<u8>> {
-    match fields_before_cut(body, &[]) {
+    match fields_before_cut(body, &crate::llm::RESPONSE_CONTENT_KEYS) {
         Value::Object(fields) if !fields.is_empty() => serde_json::to_vec(&fields).ok(),
         _ => None,
     }
@@ -88,12 +90,18 @@ mod tests {
         assert_eq!(kept, br#"{"id":"chatcmpl-7","object":"chat.completion","model":"gpt-4o-mini"}"#);
         assert_eq!(object_before_cut(br#"{"id":"chatcmpl-"#), None);
         assert_eq!(object_before_cut(b"data: {}"), None);
+        // Content before the cut (an embeddings answer names its model
+        // after its data) is passed over, not kept.
+        let embeddings = br#"{"object":"list","data":[{"embedding":[0.1,0.2]}],"model":"text-embedding-3-small","usage":{"prompt_tok"#;
+        let kept = object_before_cut(embeddings).unwrap();
+        assert_eq!(kept, br#"{"object":"list","model":"text-embedding-3-small"}"#);
     }
 
     proptest::proptest! {
         #[test]
         fn never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
             let _ = fields_before_cut(&body, SKIPPED);
+            let _ = object_before_cut(&body);
         }
     }
 }

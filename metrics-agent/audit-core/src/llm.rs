@@ -337,7 +337,7 @@ pub(crate) const REQUEST_CONTENT_KEYS: [&str; 12] = [
 ];
 /// Top-level response fields holding content (completions, embeddings):
 /// usage, model and error live beside them.
-const RESPONSE_CONTENT_KEYS: [&str; 19] = [
+pub(crate) const RESPONSE_CONTENT_KEYS: [&str; 19] = [
     "choices",
     "output",
     "content",

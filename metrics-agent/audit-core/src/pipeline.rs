@@ -417,6 +417,12 @@ impl Pipeline {
         if header.kind != KIND_DATA {
             return Vec::new();
         }
+        // An event without payload (where bytes past the cap end) only
+        // completes a body the pipeline holds: for a connection it does not
+        // hold (evicted, or its data events dropped) it creates no state.
+        if header.len == 0 && !self.conns.contains_key(&header.conn_id) {
+            return Vec::new();
+        }
         if !self.conns.contains_key(&header.conn_id) && self.conns.len() >= MAX_CONNECTIONS {
             self.evict_oldest();
         }
@@ -1127,6 +1133,11 @@ mod tests {
         let r = p.on_event(&chunk(1, DIR_WRITE, resp.len() as u64, 7_000_000, ok.len()), ok.as_bytes());
         assert_eq!((r.len(), r[0].truncated, r[0].tokens.output), (1, false, Some(2)));
         assert_eq!((p.stats.resyncs, p.stats.early_responses, p.stats.orphan_responses), (0, 0, 0));
+        // One for a connection the pipeline does not hold (evicted, or its
+        // data dropped): no state is made for it.
+        let held = p.tracked_connections();
+        assert!(p.on_event(&chunk(7, DIR_WRITE, 90_000, 8_000_000, 0), &[]).is_empty());
+        assert_eq!(p.tracked_connections(), held);
     }
 
     fn exchange(
