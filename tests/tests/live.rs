@@ -53,13 +53,13 @@ impl Setup {
     fn start(config: &str, env: &[(&str, &str)]) -> Self {
         let openai = MockProvider::start(0).unwrap();
         let anthropic = MockProvider::start(0).unwrap();
-        let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
+        let nginx = Nginx::start_private(&[("openai", openai.port), ("anthropic", anthropic.port)]);
         let dir = TempDir::new("live-config");
         let path = dir.0.join("agent.toml");
         std::fs::write(&path, config).unwrap();
         let args = [
             "--exe".to_string(),
-            harness::NGINX.to_string(),
+            nginx.exe.display().to_string(),
             "--print-requests".to_string(),
             "--application-id".to_string(),
             "chat-app".to_string(),
