@@ -138,7 +138,10 @@ pub const CACHED_BODY: &str =
     r#"{"id":"cached-1","model":"gpt-4o-mini","usage":{"prompt_tokens":12,"completion_tokens":34}}"#;
 
 impl Nginx {
-    /// Runs Debian's `/usr/sbin/nginx`.
+    /// Runs Debian's `/usr/sbin/nginx`. An agent given `--exe /usr/sbin/nginx`
+    /// traces every nginx of the host, those of suites running at the same
+    /// time (`cargo xtask test` runs two at once) among them: tests that trace
+    /// by executable use `start_private`.
     pub fn start(routes: &[(&str, u16)]) -> Self {
         assert!(Path::new(NGINX).exists(), "{NGINX} is missing: apt-get install nginx-light");
         Self::start_exe(TempDir::new("nginx"), PathBuf::from(NGINX), routes, &[])

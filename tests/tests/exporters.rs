@@ -410,7 +410,8 @@ impl PrometheusServer {
 fn every_exporter_reports_what_the_mock_provider_sent() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port)]);
+    let nginx = Nginx::start_private(&[("openai", openai.port)]);
+    let exe = nginx.exe.display().to_string();
     let otlp = Receiver::start();
     let dd_api = Receiver::start();
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -440,7 +441,7 @@ interval_seconds = 1
     let provider = format!("openai=127.0.0.1:{}", openai.port);
     let otlp_endpoint = format!("http://127.0.0.1:{}", otlp.port);
     let agent = Agent::start_with_env(
-        &["--exe", harness::NGINX, "--provider", &provider, "--config", config.to_str().unwrap()],
+        &["--exe", &exe, "--provider", &provider, "--config", config.to_str().unwrap()],
         &[
             // The environment overrides the file's endpoint, as the OpenTelemetry specification says.
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp_endpoint),
@@ -798,7 +799,8 @@ interval_seconds = 1
 fn a_stuck_exporter_neither_delays_the_others_nor_grows() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port)]);
+    let nginx = Nginx::start_private(&[("openai", openai.port)]);
+    let exe = nginx.exe.display().to_string();
     // Accepts connections and never answers.
     let blackhole = TcpListener::bind("127.0.0.1:0").unwrap();
     let blackhole_port = blackhole.local_addr().unwrap().port();
@@ -823,8 +825,7 @@ fn a_stuck_exporter_neither_delays_the_others_nor_grows() {
     )
     .unwrap();
     let provider = format!("openai=127.0.0.1:{}", openai.port);
-    let mut agent =
-        Agent::start(&["--exe", harness::NGINX, "--provider", &provider, "--config", config.to_str().unwrap()]);
+    let mut agent = Agent::start(&["--exe", &exe, "--provider", &provider, "--config", config.to_str().unwrap()]);
     agent.wait_for_nginx();
     let snapshots = |lines: &[String]| statsd_sum(lines, "metrics_agent.traced_processes", "g", &[]).1;
     let start_count = snapshots(&statsd.lock().unwrap());
@@ -922,7 +923,8 @@ fn serve_grpc(router: tonic::transport::server::Router) -> u16 {
 fn otlp_over_grpc_reaches_a_grpc_collector() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port)]);
+    let nginx = Nginx::start_private(&[("openai", openai.port)]);
+    let exe = nginx.exe.display().to_string();
     let collector = GrpcCollector::default();
     let port = collector.start();
     let dir = TempDir::new("grpc");
@@ -931,7 +933,7 @@ fn otlp_over_grpc_reaches_a_grpc_collector() {
     let provider = format!("openai=127.0.0.1:{}", openai.port);
     let endpoint = format!("http://127.0.0.1:{port}");
     let agent = Agent::start_with_env(
-        &["--exe", harness::NGINX, "--provider", &provider, "--config", config.to_str().unwrap()],
+        &["--exe", &exe, "--provider", &provider, "--config", config.to_str().unwrap()],
         &[
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
@@ -969,7 +971,8 @@ fn otlp_over_grpc_reaches_a_grpc_collector() {
 fn otlp_over_grpc_with_tls_trusts_only_the_configured_authority() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port)]);
+    let nginx = Nginx::start_private(&[("openai", openai.port)]);
+    let exe = nginx.exe.display().to_string();
     let dir = TempDir::new("grpc-tls");
     let certificates::Certificates { ca_file: ca, cert_pem: cert, key_pem: key, .. } =
         certificates::private_authority_and_localhost_certificate(&dir.0);
@@ -990,7 +993,7 @@ fn otlp_over_grpc_with_tls_trusts_only_the_configured_authority() {
     let config = dir.0.join("agent.toml");
     std::fs::write(&config, "[exporters.otlp]\ninterval_seconds = 1\ntimeout_seconds = 10\ntraces = true\n").unwrap();
     let provider = format!("openai=127.0.0.1:{}", openai.port);
-    let args = ["--exe", harness::NGINX, "--provider", &provider, "--config", config.to_str().unwrap()];
+    let args = ["--exe", &exe, "--provider", &provider, "--config", config.to_str().unwrap()];
     let endpoint = format!("https://localhost:{port}");
     let env = [
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
@@ -1129,7 +1132,7 @@ impl TracedProviders {
             (MockProvider::start(0).unwrap(), gemini),
         ];
         let routes = [("openai", mocks[0].0.port), ("anthropic", mocks[1].0.port), ("gemini", mocks[2].0.port)];
-        Self { nginx: Nginx::start(&routes), mocks }
+        Self { nginx: Nginx::start_private(&routes), mocks }
     }
 
     /// `--provider` values naming each mock.
@@ -1313,8 +1316,12 @@ fn genai_spans_over_otlp_http_match_the_mock_providers_exchanges() {
         ),
     )
     .unwrap();
-    let mut args =
-        vec!["--exe".to_string(), harness::NGINX.to_string(), "--config".into(), config.display().to_string()];
+    let mut args = vec![
+        "--exe".to_string(),
+        providers.nginx.exe.display().to_string(),
+        "--config".into(),
+        config.display().to_string(),
+    ];
     args.extend(providers.provider_args());
     let agent = Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
@@ -1392,7 +1399,7 @@ fn genai_spans_over_otlp_grpc_from_the_environment_alone() {
     let providers = TracedProviders::start();
     let collector = GrpcTraceCollector::default();
     let port = collector.start();
-    let mut args = vec!["--exe".to_string(), harness::NGINX.to_string()];
+    let mut args = vec!["--exe".to_string(), providers.nginx.exe.display().to_string()];
     args.extend(providers.provider_args());
     let endpoint = format!("http://127.0.0.1:{port}");
     // No [exporters.otlp] section: the traces endpoint variable turns spans on.
@@ -1551,7 +1558,7 @@ fn assert_names_an_id(what: &str, protobuf: &[u8], ids: &[String]) {
 fn genai_spans_carry_no_prompt_completion_key_or_header_value() {
     let _serial = serial();
     let providers = TracedProviders::start();
-    let mut args = vec!["--exe".to_string(), harness::NGINX.to_string()];
+    let mut args = vec!["--exe".to_string(), providers.nginx.exe.display().to_string()];
     args.extend(providers.provider_args());
 
     // OTLP/HTTP, uncompressed, metrics and traces to one receiver.
@@ -1643,7 +1650,8 @@ fn genai_spans_carry_no_prompt_completion_key_or_header_value() {
 fn a_stuck_traces_endpoint_stalls_nothing_and_its_drops_are_counted() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port)]);
+    let nginx = Nginx::start_private(&[("openai", openai.port)]);
+    let exe = nginx.exe.display().to_string();
     let otlp = Receiver::start();
     // Accepts connections and never answers.
     let blackhole = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1666,8 +1674,7 @@ fn a_stuck_traces_endpoint_stalls_nothing_and_its_drops_are_counted() {
     )
     .unwrap();
     let provider = format!("openai=127.0.0.1:{}", openai.port);
-    let mut agent =
-        Agent::start(&["--exe", harness::NGINX, "--provider", &provider, "--config", config.to_str().unwrap()]);
+    let mut agent = Agent::start(&["--exe", &exe, "--provider", &provider, "--config", config.to_str().unwrap()]);
     agent.wait_until(Duration::from_secs(10), "nginx traced", |s| s.get("metrics_agent_traced_processes") >= 3);
     // The proxy keeps serving: every request answers with its status (checked by `traffic`).
     let mut sent = 0;

@@ -53,13 +53,13 @@ impl Setup {
     fn start(config: &str, env: &[(&str, &str)]) -> Self {
         let openai = MockProvider::start(0).unwrap();
         let anthropic = MockProvider::start(0).unwrap();
-        let nginx = Nginx::start(&[("openai", openai.port), ("anthropic", anthropic.port)]);
+        let nginx = Nginx::start_private(&[("openai", openai.port), ("anthropic", anthropic.port)]);
         let dir = TempDir::new("live-config");
         let path = dir.0.join("agent.toml");
         std::fs::write(&path, config).unwrap();
         let args = [
             "--exe".to_string(),
-            harness::NGINX.to_string(),
+            nginx.exe.display().to_string(),
             "--print-requests".to_string(),
             "--application-id".to_string(),
             "chat-app".to_string(),
@@ -220,6 +220,20 @@ async fn wait_message(ws: &mut Ws, timeout: Duration, what: &str, want: impl Fn(
     panic!("no stream message with {what} within {timeout:?}; last: {last}");
 }
 
+/// The reply to a `subscribe` message: the next message that is neither
+/// health nor an update (a tick may push those before the agent reads the
+/// request).
+async fn next_reply(ws: &mut Ws, timeout: Duration) -> Option<Value> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let m = next_json(ws, Duration::from_secs(5)).await?;
+        if m["type"] != "agent.health" && !updates(&m) {
+            return Some(m);
+        }
+    }
+    None
+}
+
 fn updates(m: &Value) -> bool {
     m["type"] == "metrics.update"
 }
@@ -234,13 +248,13 @@ fn stream_counts_match_ground_truth_and_subscriptions_filter() {
         let mut all = connect_async(setup.url("")).await.expect("connect").0;
         let mut by_message = connect_async(setup.url("")).await.expect("connect").0;
         by_message.send(Message::text(r#"{"subscribe":{"provider":"anthropic"}}"#)).await.unwrap();
-        let ack = next_json(&mut by_message, Duration::from_secs(5)).await.expect("ack");
+        let ack = next_reply(&mut by_message, Duration::from_secs(5)).await.expect("ack");
         assert_eq!(ack, json!({"type": "subscribed", "filter": {"application": null, "provider": "anthropic"}}));
         let mut by_query = connect_async(setup.url("?provider=openai&application=chat-app")).await.expect("connect").0;
         let mut other_app = connect_async(setup.url("?application=another-app")).await.expect("connect").0;
         let mut bad = connect_async(setup.url("")).await.expect("connect").0;
         bad.send(Message::text(r#"{"subscribe":{"app":"x"}}"#)).await.unwrap();
-        let err = next_json(&mut bad, Duration::from_secs(5)).await.expect("error reply");
+        let err = next_reply(&mut bad, Duration::from_secs(5)).await.expect("error reply");
         assert_eq!(err["type"], "error", "{err}");
 
         let port = setup.nginx.port;

@@ -14,7 +14,7 @@ use std::{
 
 use llm_proxy_e2e::{
     client::Client,
-    harness::{self, Agent, Nginx, TempDir, agent_binary, http_get, serial},
+    harness::{Agent, Nginx, TempDir, agent_binary, http_get, serial},
     metrics::Scrape,
     mock::MockProvider,
     postgres::PgCluster,
@@ -50,7 +50,7 @@ fn setup_with(database: Database, storage_toml: &str) -> Setup {
 /// `setup` with top-level settings and more `[storage]` settings.
 fn setup_configured(database: Database, top_toml: &str, storage_toml: &str) -> Setup {
     let openai = MockProvider::start(0).unwrap();
-    let nginx = Nginx::start(&[("openai", openai.port)]);
+    let nginx = Nginx::start_private(&[("openai", openai.port)]);
     let dir = TempDir::new("storage");
     let (url, postgres) = match database {
         Database::Sqlite => (format!("sqlite://{}/db/metrics.db", dir.0.display()), None),
@@ -71,10 +71,11 @@ impl Setup {
 
     fn agent_with_env(&self, env: &[(&str, &str)]) -> Agent {
         let provider = format!("openai=127.0.0.1:{}", self.openai.port);
+        let exe = self.nginx.exe.display().to_string();
         let agent = Agent::start_with_env(
             &[
                 "--exe",
-                harness::NGINX,
+                &exe,
                 "--provider",
                 &provider,
                 "--application-id",

@@ -9,6 +9,7 @@ mod bench_soak;
 mod bench_storage;
 mod bench_stream;
 mod fuzz;
+mod lanes;
 mod setup;
 
 use std::process::Command;
@@ -142,44 +143,36 @@ fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs `cargo test --workspace`, echoing its output, and ends with one
-/// summary line over all test binaries.
+/// Runs the tests: every test binary, two at a time (`lanes`), or, with
+/// `args` (e.g. a test name filter), `cargo test --workspace ARGS`. Either
+/// ends with one summary line over all test binaries.
 fn test(args: &[String]) -> Result<()> {
-    use std::io::{BufRead, BufReader};
     require_root("the test suite")?;
     let mut warm = warm_go_cache();
+    let result = if args.is_empty() { lanes::run() } else { cargo_test(args) };
+    if let Some(warm) = warm.as_mut() {
+        let _ = warm.wait();
+    }
+    result
+}
+
+/// `cargo test --workspace ARGS`, echoing its output.
+fn cargo_test(args: &[String]) -> Result<()> {
+    use std::io::{BufRead, BufReader};
     let mut child = cargo()
         .args(["test", "--workspace"])
         .args(args)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("cannot run cargo test")?;
-    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let mut counts = lanes::Counts::default();
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line?;
         println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            let count = |word: &str| -> u64 {
-                rest.split(';')
-                    .find_map(|part| {
-                        part.trim()
-                            .trim_start_matches("ok. ")
-                            .trim_start_matches("FAILED. ")
-                            .strip_suffix(word)
-                            .and_then(|n| n.trim().parse().ok())
-                    })
-                    .unwrap_or(0)
-            };
-            passed += count(" passed");
-            failed += count(" failed");
-            ignored += count(" ignored");
-        }
+        counts.add_line(&line);
     }
     let status = child.wait()?;
-    if let Some(warm) = warm.as_mut() {
-        let _ = warm.wait();
-    }
-    println!("summary: {passed} passed, {failed} failed, {ignored} skipped");
+    println!("{}", counts.summary());
     if !status.success() {
         bail!("cargo test failed ({status})");
     }
