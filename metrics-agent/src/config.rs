@@ -14,6 +14,9 @@ use crate::{
     upstream_addresses::ProviderSpec,
 };
 
+/// The largest per-message capture cap, in KiB (64 MiB).
+const MAX_MESSAGE_CAP_KIB: u32 = 64 * 1024;
+
 /// The configuration file. Every field is optional; flags override it.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -170,10 +173,11 @@ impl Config {
                 }
                 audit
             },
-            sample_every: match args.sample_every.or(file.sample_every).unwrap_or(1).max(1) {
-                n if n > metrics_common::capture::MAX_SAMPLE_EVERY => {
-                    bail!("sample_every = {n}: use at most {}", metrics_common::capture::MAX_SAMPLE_EVERY)
-                }
+            sample_every: match args.sample_every.or(file.sample_every).unwrap_or(1) {
+                n if n == 0 || n > metrics_common::capture::MAX_SAMPLE_EVERY => bail!(
+                    "sample_every = {n}: use 1 (every exchange) to {} (one in N)",
+                    metrics_common::capture::MAX_SAMPLE_EVERY
+                ),
                 n => n,
             },
             max_sample_every: match file.max_sample_every {
@@ -196,7 +200,10 @@ impl Config {
                 n @ 0..=20 => n,
                 n => bail!("audit_thread_nice_boost = {n}: use 0 (off) to 20 steps of nice"),
             },
-            message_cap_kib: args.message_cap_kib.or(file.message_cap_kib).unwrap_or(256).clamp(1, 64 * 1024),
+            message_cap_kib: match args.message_cap_kib.or(file.message_cap_kib).unwrap_or(256) {
+                kib @ 1..=MAX_MESSAGE_CAP_KIB => kib,
+                kib => bail!("message_cap_kib = {kib}: use 1 to {MAX_MESSAGE_CAP_KIB} (KiB captured per message)"),
+            },
             capture_ring_kib: {
                 let kib = args.capture_ring_kib.or(file.capture_ring_kib).unwrap_or(16 * 1024);
                 if !kib.is_power_of_two() || !(4..=1024 * 1024).contains(&kib) {
@@ -340,6 +347,32 @@ mod tests {
             assert!(err.starts_with("max_sample_every = ") && !err.contains('\n'), "{err}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Out-of-range sizes and intervals are refused in one line, not
+    /// silently replaced by the nearest allowed value.
+    #[test]
+    fn the_message_cap_and_the_sampling_interval_are_checked() {
+        for (cap, sample, want) in [
+            (Some(0), None, "message_cap_kib = 0: "),
+            (Some(MAX_MESSAGE_CAP_KIB + 1), None, "message_cap_kib = 65537: "),
+            (None, Some(0), "sample_every = 0: "),
+        ] {
+            let err = Config::from_args(&args(|a| {
+                a.exe = Some("/bin/true".into());
+                a.message_cap_kib = cap;
+                a.sample_every = sample;
+            }))
+            .unwrap_err()
+            .to_string();
+            assert!(err.starts_with(want) && !err.contains('\n'), "{err}");
+        }
+        let ok = Config::from_args(&args(|a| {
+            a.exe = Some("/bin/true".into());
+            a.message_cap_kib = Some(MAX_MESSAGE_CAP_KIB);
+        }))
+        .unwrap();
+        assert_eq!(ok.message_cap_kib, MAX_MESSAGE_CAP_KIB);
     }
 
     #[test]

@@ -40,10 +40,10 @@ pub struct RunArgs {
     /// (tokens, cost, models); only the exact hot-path counters remain.
     #[arg(long, env = "METRICS_AGENT_NO_AUDIT", conflicts_with = "print_requests")]
     pub no_audit: bool,
-    /// Capture one exchange in N at least [default: 1]; raised under load up to `max_sample_every`.
+    /// Capture one exchange in N at least, 1 to 65535 [default: 1]; raised under load up to `max_sample_every`.
     #[arg(long, value_name = "N", env = "METRICS_AGENT_SAMPLE_EVERY")]
     pub sample_every: Option<u32>,
-    /// Bytes captured per request or response at most, in KiB [default: 256].
+    /// Bytes captured per request or response at most, in KiB, 1 to 65536 [default: 256].
     #[arg(long, value_name = "KIB", env = "METRICS_AGENT_MESSAGE_CAP_KIB")]
     pub message_cap_kib: Option<u32>,
     /// Application id put on every record of this agent's target.
