@@ -366,8 +366,23 @@ pub fn build_static_tls_client(dir: &TempDir) -> PathBuf {
 
 /// The send/recv test proxy built from this crate.
 pub fn start_send_recv_proxy(routes: &[(&str, u16)]) -> (Guard, u16) {
+    start_send_recv_proxy_exe(&bin_dir().join("send-recv-proxy"), routes)
+}
+
+/// A copy of the send/recv test proxy in `dir`, for an agent's `--exe`: an
+/// agent that traces the shared `target/debug/send-recv-proxy` would also
+/// trace the proxies of a suite running at the same time in the other lane
+/// (the copy has its own inode, as `Nginx::start_private`'s nginx).
+pub fn private_send_recv_proxy(dir: &TempDir) -> PathBuf {
+    let exe = dir.0.join("send-recv-proxy");
+    std::fs::copy(bin_dir().join("send-recv-proxy"), &exe).expect("copy send-recv-proxy");
+    exe
+}
+
+/// `start_send_recv_proxy`, running `exe` (a `private_send_recv_proxy`).
+pub fn start_send_recv_proxy_exe(exe: &Path, routes: &[(&str, u16)]) -> (Guard, u16) {
     let port = free_port();
-    let mut cmd = Command::new(bin_dir().join("send-recv-proxy"));
+    let mut cmd = Command::new(exe);
     cmd.arg("--listen").arg(format!("127.0.0.1:{port}"));
     for (name, up) in routes {
         cmd.arg("--route").arg(format!("/{name}/=127.0.0.1:{up}"));

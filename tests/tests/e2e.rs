@@ -296,7 +296,8 @@ fn a_target_started_after_the_agent_is_counted() {
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
     let anthropic = MockProvider::start(0).unwrap();
-    let exe = harness::bin_dir().join("send-recv-proxy");
+    let dir = harness::TempDir::new("late-target");
+    let exe = harness::private_send_recv_proxy(&dir);
     for_each_mode(modes::UPROBES_AND_SOCKETS, |mode| {
         openai.reset();
         anthropic.reset();
@@ -305,11 +306,10 @@ fn a_target_started_after_the_agent_is_counted() {
         args.extend(providers_args(&openai, &anthropic));
         let agent = Agent::start(&as_strs(&args));
         assert_eq!(agent.scrape().get("metrics_agent_traced_processes"), 0);
-        let (_proxy, port) = harness::start_send_recv_proxy(&[
-            ("openai", openai.port),
-            ("anthropic", anthropic.port),
-            ("openai-ka", openai.port),
-        ]);
+        let (_proxy, port) = harness::start_send_recv_proxy_exe(
+            &exe,
+            &[("openai", openai.port), ("anthropic", anthropic.port), ("openai-ka", openai.port)],
+        );
         agent.wait_until(Duration::from_secs(10), "the new proxy to be traced", |s| {
             s.get("metrics_agent_traced_processes") == 1
         });

@@ -22,7 +22,7 @@ use llm_proxy_e2e::{
 fn idle_agent(config: &str, dir: &TempDir) -> Agent {
     let path = dir.0.join("agent.toml");
     std::fs::write(&path, config).unwrap();
-    let exe = harness::bin_dir().join("send-recv-proxy");
+    let exe = harness::private_send_recv_proxy(dir);
     Agent::start(&["--exe", &exe.display().to_string(), "--config", &path.display().to_string()])
 }
 
@@ -201,7 +201,8 @@ fn the_agent_runs_with_reduced_privileges_and_still_attaches_a_proxy_started_aft
     const KEPT: &str = "000000c000280004";
     let _serial = serial();
     let openai = MockProvider::start(0).unwrap();
-    let exe = harness::bin_dir().join("send-recv-proxy");
+    let dir = TempDir::new("sec-late-proxy");
+    let exe = harness::private_send_recv_proxy(&dir);
     let agent = Agent::start(&[
         "--exe",
         &exe.display().to_string(),
@@ -233,7 +234,7 @@ fn the_agent_runs_with_reduced_privileges_and_still_attaches_a_proxy_started_aft
 
     // A proxy started now is attached and counted exactly.
     assert_eq!(agent.scrape().get("metrics_agent_traced_processes"), 0);
-    let (_proxy, port) = harness::start_send_recv_proxy(&[("openai", openai.port)]);
+    let (_proxy, port) = harness::start_send_recv_proxy_exe(&exe, &[("openai", openai.port)]);
     agent.wait_until(Duration::from_secs(10), "the new proxy to be traced", |s| {
         s.get("metrics_agent_traced_processes") == 1
     });
@@ -266,7 +267,8 @@ fn a_postgres_password_in_the_url_is_redacted_in_config_and_in_the_log() {
     assert!(!printed.contains(CANARY), "config printed the password:\n{printed}");
     assert!(printed.contains("password=<redacted>"), "{printed}");
 
-    let exe = harness::bin_dir().join("send-recv-proxy");
+    let dir = TempDir::new("sec-pg-redact");
+    let exe = harness::private_send_recv_proxy(&dir);
     let agent = Agent::start(&["--exe", &exe.display().to_string(), "--database-url", &url]);
     agent.wait_until(Duration::from_secs(20), "the database to be used", |_| {
         agent.log_text().contains("storing records")

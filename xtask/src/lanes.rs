@@ -12,14 +12,19 @@
 //! ports (docs/architecture.md, *Test run*).
 //!
 //! A binary's output goes to `target/test-logs/NAME.log` and is printed in
-//! one block when it ends. A failing binary fails the run but stops neither
-//! lane, and the run ends with one summary line over all binaries.
+//! one block when it ends. A binary runs in its own process group: past its
+//! deadline (`deadline`) the whole group (the binary and the agents, nginx
+//! and mocks it started) is killed and the binary counts as failed. A
+//! failing binary (or one that cannot be started) fails the run but stops
+//! neither lane, and the run ends with one summary line over all binaries.
 
 use std::{
     collections::HashMap,
     io::Write,
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::atomic::{AtomicI32, Ordering},
     time::{Duration, Instant},
 };
 
@@ -51,6 +56,19 @@ const DEFAULT_SECONDS: u64 = 5;
 /// How often a lane says which binary it is still waiting for.
 const PROGRESS_EVERY: Duration = Duration::from_secs(300);
 
+/// How many of the log's last lines each "still running" line shows.
+const PROGRESS_TAIL: usize = 20;
+
+/// No binary is killed sooner than this, however short it is expected to be.
+const MIN_DEADLINE: Duration = Duration::from_secs(600);
+
+/// How long a binary may run before its process group is killed: three
+/// times its expected time, at least `MIN_DEADLINE`. A hung test then ends
+/// the run with its log printed, well before CI's own 90-minute limit.
+fn deadline(expected_seconds: u64) -> Duration {
+    Duration::from_secs(expected_seconds.saturating_mul(3)).max(MIN_DEADLINE)
+}
+
 /// Passed, failed and ignored tests, summed over libtest's `test result:` lines.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
@@ -79,15 +97,26 @@ impl Counts {
         self.ignored += count(" ignored");
     }
 
-    fn add(&mut self, other: Counts) {
-        self.passed += other.passed;
-        self.failed += other.failed;
-        self.ignored += other.ignored;
+    /// Adds the counts of one binary (or one `cargo test`) that succeeded
+    /// or not (`ok`). One that failed without reporting a failed test (killed
+    /// by a signal or its deadline, a crash outside a test, no `test result:`
+    /// line) counts as one failure, so the summary never says 0 failed then.
+    pub fn add_binary(&mut self, binary: Counts, ok: bool) {
+        self.passed += binary.passed;
+        self.failed += binary.failed;
+        self.ignored += binary.ignored;
+        if !ok && binary.failed == 0 {
+            self.failed += 1;
+        }
     }
 
-    /// The run's last line.
-    pub fn summary(&self) -> String {
-        format!("summary: {} passed, {} failed, {} skipped", self.passed, self.failed, self.ignored)
+    /// The run's last line, naming the binaries that failed.
+    pub fn summary(&self, failed_binaries: &[&str]) -> String {
+        let mut line = format!("summary: {} passed, {} failed, {} skipped", self.passed, self.failed, self.ignored);
+        if !failed_binaries.is_empty() {
+            line.push_str(&format!(" (failed binaries: {})", failed_binaries.join(", ")));
+        }
+        line
     }
 }
 
@@ -124,18 +153,17 @@ pub fn run() -> Result<()> {
         eprintln!("xtask: lane {}: ~{total} s: {}", i + 1, names.join(", "));
     }
     let started = Instant::now();
-    let results: Vec<Result<Vec<(Outcome, Counts)>>> = std::thread::scope(|scope| {
+    kill_groups_on_signal();
+    let results: Vec<Vec<(Outcome, Counts)>> = std::thread::scope(|scope| {
         let handles: Vec<_> =
             lanes.into_iter().enumerate().map(|(i, lane)| scope.spawn(move || run_lane(i + 1, lane))).collect();
         handles.into_iter().map(|h| h.join().expect("a lane panicked")).collect()
     });
     let mut counts = Counts::default();
     let mut outcomes = Vec::new();
-    for lane in results {
-        for (outcome, c) in lane? {
-            counts.add(c);
-            outcomes.push(outcome);
-        }
+    for (outcome, c) in results.into_iter().flatten() {
+        counts.add_binary(c, outcome.ok);
+        outcomes.push(outcome);
     }
     for lane in 1..=LANES {
         let times: Vec<String> =
@@ -143,8 +171,8 @@ pub fn run() -> Result<()> {
         eprintln!("xtask: lane {lane}: {}", times.join(", "));
     }
     eprintln!("xtask: the test phase took {} s", started.elapsed().as_secs());
-    println!("{}", counts.summary());
     let failed: Vec<&str> = outcomes.iter().filter(|o| !o.ok).map(|o| o.name.as_str()).collect();
+    println!("{}", counts.summary(&failed));
     if !failed.is_empty() {
         bail!("tests failed in {} (their output is above)", failed.join(", "));
     }
@@ -222,45 +250,146 @@ fn split(mut jobs: Vec<Job>) -> Vec<Vec<Job>> {
 }
 
 /// Runs a lane's jobs one after another; a job's output is printed in one
-/// block when it ends.
-fn run_lane(lane: usize, jobs: Vec<Job>) -> Result<Vec<(Outcome, Counts)>> {
+/// block when it ends. A job that cannot be started or watched counts as
+/// failed and the lane carries on.
+fn run_lane(lane: usize, jobs: Vec<Job>) -> Vec<(Outcome, Counts)> {
     let mut done = Vec::new();
     for mut job in jobs {
         eprintln!("xtask: lane {lane} runs {} (log: {})", job.name, job.log.display());
-        let log = std::fs::File::create(&job.log)?;
         let started = Instant::now();
-        let mut child = job
-            .cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot run {}", job.name))?;
-        let mut said = started;
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if said.elapsed() >= PROGRESS_EVERY {
-                said = Instant::now();
-                eprintln!("xtask: lane {lane}: {} still running after {} s", job.name, started.elapsed().as_secs());
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        let limit = deadline(job.expected);
+        let (ok, verdict) = match run_job(lane, &mut job, limit, PROGRESS_EVERY) {
+            Ok(Ended::Exited(status)) => (status.success(), status.to_string()),
+            Ok(Ended::TimedOut) => (false, format!("killed at its deadline of {} s", limit.as_secs())),
+            Err(e) => (false, format!("{e:#}")),
         };
         let seconds = started.elapsed().as_secs();
         let text = std::fs::read_to_string(&job.log).unwrap_or_default();
         let mut counts = Counts::default();
         text.lines().for_each(|line| counts.add_line(line));
-        let ok = status.success();
-        let verdict = if ok { "ok".to_string() } else { format!("FAILED ({status})") };
+        let verdict = if ok { "ok".to_string() } else { format!("FAILED ({verdict})") };
         let mut out = std::io::stdout().lock();
-        writeln!(out, "\n==== {} (lane {lane}, {seconds} s): {verdict}", job.name)?;
-        write!(out, "{text}")?;
-        writeln!(out, "==== end of {}", job.name)?;
+        // Nothing to do if stdout is gone; the summary still counts the job.
+        let _ = writeln!(out, "\n==== {} (lane {lane}, {seconds} s): {verdict}", job.name)
+            .and_then(|()| write!(out, "{text}"))
+            .and_then(|()| writeln!(out, "==== end of {}", job.name));
         drop(out);
         done.push((Outcome { name: job.name, lane, seconds, ok }, counts));
     }
-    Ok(done)
+    done
+}
+
+/// How a started job ended.
+enum Ended {
+    Exited(ExitStatus),
+    /// Its process group was killed at `deadline`.
+    TimedOut,
+}
+
+/// The process group of the job each lane is running (0: none), for
+/// `kill_groups_on_signal`.
+static RUNNING_GROUPS: [AtomicI32; LANES] = [const { AtomicI32::new(0) }; LANES];
+
+/// A running job's process group: killed when dropped before the job was
+/// reaped (xtask panics or gives up on it), so no test's agents outlive it.
+struct Group<'a> {
+    child: &'a mut Child,
+    lane: usize,
+    reaped: bool,
+}
+
+impl<'a> Group<'a> {
+    fn new(child: &'a mut Child, lane: usize) -> Self {
+        RUNNING_GROUPS[lane - 1].store(child.id() as i32, Ordering::SeqCst);
+        Group { child, lane, reaped: false }
+    }
+
+    /// SIGKILL to every process of the group, then reaps the binary.
+    fn kill(&mut self) {
+        // The binary is not reaped yet, so its pid still names its group.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+        self.reaped = true;
+    }
+}
+
+impl Drop for Group<'_> {
+    fn drop(&mut self) {
+        RUNNING_GROUPS[self.lane - 1].store(0, Ordering::SeqCst);
+        if !self.reaped {
+            self.kill();
+        }
+    }
+}
+
+/// Starts a job in its own process group with its output in its log, and
+/// waits for it, at most `limit`; says every `progress_every` that it still
+/// runs, with the end of its log.
+fn run_job(lane: usize, job: &mut Job, limit: Duration, progress_every: Duration) -> Result<Ended> {
+    let log = std::fs::File::create(&job.log).with_context(|| format!("cannot create {}", job.log.display()))?;
+    let mut child = job
+        .cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot run {}", job.name))?;
+    let mut group = Group::new(&mut child, lane);
+    let started = Instant::now();
+    let mut said = started;
+    loop {
+        if let Some(status) = group.child.try_wait()? {
+            group.reaped = true;
+            return Ok(Ended::Exited(status));
+        }
+        if started.elapsed() >= limit {
+            eprintln!("xtask: lane {lane}: {} passed its deadline of {} s: killing it", job.name, limit.as_secs());
+            group.kill();
+            return Ok(Ended::TimedOut);
+        }
+        if said.elapsed() >= progress_every {
+            said = Instant::now();
+            let tail = log_tail(&job.log, PROGRESS_TAIL);
+            eprintln!(
+                "xtask: lane {lane}: {} still running after {} s; its log ends:",
+                job.name,
+                started.elapsed().as_secs()
+            );
+            tail.lines().for_each(|line| eprintln!("    {line}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The last `lines` lines of a log.
+fn log_tail(log: &Path, lines: usize) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// On SIGINT, SIGTERM or SIGHUP (Ctrl-C, a cancelled CI job), kills the
+/// running jobs' process groups before xtask dies: they are in groups of
+/// their own, so the signal to xtask's group no longer reaches them.
+fn kill_groups_on_signal() {
+    extern "C" fn on_signal(signal: libc::c_int) {
+        for group in &RUNNING_GROUPS {
+            let pgid = group.load(Ordering::SeqCst);
+            if pgid > 0 {
+                // kill, signal and raise are async-signal-safe.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
+        }
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+        }
+    }
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        unsafe { libc::signal(signal, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+    }
 }
 
 #[cfg(test)]
@@ -274,7 +403,69 @@ mod tests {
         c.add_line("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 9s");
         c.add_line("test a_test_named_test_result ... ok");
         assert_eq!(c, Counts { passed: 15, failed: 2, ignored: 1 });
-        assert_eq!(c.summary(), "summary: 15 passed, 2 failed, 1 skipped");
+        assert_eq!(c.summary(&[]), "summary: 15 passed, 2 failed, 1 skipped");
+    }
+
+    #[test]
+    fn a_binary_that_failed_without_a_failed_test_counts_one_failure() {
+        let mut total = Counts::default();
+        total.add_binary(Counts { passed: 4, failed: 0, ignored: 1 }, true);
+        // Killed by a signal after 3 passed tests: no `test result:` line.
+        total.add_binary(Counts { passed: 3, failed: 0, ignored: 0 }, false);
+        // Two failed tests are two failures, not three.
+        total.add_binary(Counts { passed: 1, failed: 2, ignored: 0 }, false);
+        // Could not be started at all.
+        total.add_binary(Counts::default(), false);
+        assert_eq!(total, Counts { passed: 8, failed: 4, ignored: 1 });
+        assert_eq!(
+            total.summary(&["tests/tests/e2e.rs", "doc tests"]),
+            "summary: 8 passed, 4 failed, 1 skipped (failed binaries: tests/tests/e2e.rs, doc tests)"
+        );
+    }
+
+    #[test]
+    fn the_deadline_is_three_times_the_expected_time_and_at_least_ten_minutes() {
+        assert_eq!(deadline(756), Duration::from_secs(2268));
+        assert_eq!(deadline(201), Duration::from_secs(603));
+        assert_eq!(deadline(200), Duration::from_secs(600));
+        assert_eq!(deadline(DEFAULT_SECONDS), Duration::from_secs(600));
+        assert_eq!(deadline(u64::MAX), Duration::from_secs(u64::MAX));
+        // The longest suite still ends well before CI's 90-minute limit.
+        let longest = EXPECTED_SECONDS.iter().map(|(_, s)| *s).max().unwrap();
+        assert!(deadline(longest) < Duration::from_secs(60 * 60));
+    }
+
+    /// A job with `script` as its shell command, expected to take `expected` s.
+    fn shell_job(name: &str, script: &str, expected: u64) -> Job {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]);
+        let log = std::env::temp_dir().join(format!("xtask-lanes-{}-{name}.log", std::process::id()));
+        Job { name: name.into(), log, cmd, expected }
+    }
+
+    #[test]
+    fn a_job_that_cannot_start_is_failed_and_the_lane_carries_on() {
+        let mut missing = shell_job("missing", "", 1);
+        missing.cmd = Command::new("/nonexistent/test-binary");
+        let ok = shell_job("ok", "echo 'test result: ok. 2 passed; 0 failed; 0 ignored'", 1);
+        let crash = shell_job("crash", "kill -9 $$", 1);
+        let done = run_lane(1, vec![missing, ok, crash]);
+        let seen: Vec<(&str, bool, Counts)> = done.iter().map(|(o, c)| (o.name.as_str(), o.ok, *c)).collect();
+        assert_eq!(
+            seen,
+            [
+                ("missing", false, Counts::default()),
+                ("ok", true, Counts { passed: 2, failed: 0, ignored: 0 }),
+                ("crash", false, Counts::default()),
+            ]
+        );
+        for (o, _) in &done {
+            let _ = std::fs::remove_file(std::env::temp_dir().join(format!(
+                "xtask-lanes-{}-{}.log",
+                std::process::id(),
+                o.name
+            )));
+        }
     }
 
     #[test]
@@ -285,5 +476,45 @@ mod tests {
         let names = |lane: &Vec<Job>| lane.iter().map(|j| j.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&lanes[0]), ["a", "e"]);
         assert_eq!(names(&lanes[1]), ["b", "c", "d"]);
+    }
+
+    #[test]
+    fn a_job_past_its_deadline_is_killed_with_the_processes_it_started() {
+        // The job starts a child that would outlive it, then hangs.
+        let dir = std::env::temp_dir().join(format!("xtask-lanes-deadline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid_file = dir.join("child.pid");
+        let script = format!("sleep 1000 & echo $! > {}; echo started; sleep 1000", pid_file.display());
+        let mut job = shell_job("hang", &script, 1);
+        let started = Instant::now();
+        let ended = run_job(2, &mut job, Duration::from_secs(2), Duration::from_millis(500)).unwrap();
+        assert!(matches!(ended, Ended::TimedOut));
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        let child: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        // The orphaned sleep was killed too (and reaped by init, or a zombie at most).
+        let gone = (0..50).any(|_| {
+            let state = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let dead = state.is_empty() || state.split(' ').nth(2) == Some("Z");
+            if !dead {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            dead
+        });
+        assert!(gone, "the job's child {child} still runs");
+        assert_eq!(log_tail(&job.log, 20), "started");
+        assert_eq!(RUNNING_GROUPS[1].load(Ordering::SeqCst), 0);
+        let _ = std::fs::remove_file(&job.log);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_log_tail_is_the_last_lines() {
+        let log = std::env::temp_dir().join(format!("xtask-lanes-tail-{}.log", std::process::id()));
+        let text: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&log, text).unwrap();
+        assert_eq!(log_tail(&log, 3), "line 28\nline 29\nline 30");
+        assert_eq!(log_tail(&log, 100).lines().count(), 30);
+        assert_eq!(log_tail(Path::new("/nonexistent/log"), 3), "");
+        let _ = std::fs::remove_file(&log);
     }
 }
