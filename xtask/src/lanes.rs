@@ -156,7 +156,7 @@ pub fn run() -> Result<()> {
     kill_groups_on_signal();
     let results: Vec<Vec<(Outcome, Counts)>> = std::thread::scope(|scope| {
         let handles: Vec<_> =
-            lanes.into_iter().enumerate().map(|(i, lane)| scope.spawn(move || run_lane(i + 1, lane))).collect();
+            lanes.into_iter().enumerate().map(|(i, lane)| scope.spawn(move || run_lane(i + 1, lane, true))).collect();
         handles.into_iter().map(|h| h.join().expect("a lane panicked")).collect()
     });
     let mut counts = Counts::default();
@@ -249,10 +249,11 @@ fn split(mut jobs: Vec<Job>) -> Vec<Vec<Job>> {
     lanes
 }
 
-/// Runs a lane's jobs one after another; a job's output is printed in one
-/// block when it ends. A job that cannot be started or watched counts as
-/// failed and the lane carries on.
-fn run_lane(lane: usize, jobs: Vec<Job>) -> Vec<(Outcome, Counts)> {
+/// Runs a lane's jobs one after another; with `echo`, a job's output is
+/// printed in one block when it ends (not in unit tests: their jobs' result
+/// lines would count in the test binary's own). A job that cannot be
+/// started or watched counts as failed and the lane carries on.
+fn run_lane(lane: usize, jobs: Vec<Job>, echo: bool) -> Vec<(Outcome, Counts)> {
     let mut done = Vec::new();
     for mut job in jobs {
         eprintln!("xtask: lane {lane} runs {} (log: {})", job.name, job.log.display());
@@ -268,12 +269,13 @@ fn run_lane(lane: usize, jobs: Vec<Job>) -> Vec<(Outcome, Counts)> {
         let mut counts = Counts::default();
         text.lines().for_each(|line| counts.add_line(line));
         let verdict = if ok { "ok".to_string() } else { format!("FAILED ({verdict})") };
-        let mut out = std::io::stdout().lock();
-        // Nothing to do if stdout is gone; the summary still counts the job.
-        let _ = writeln!(out, "\n==== {} (lane {lane}, {seconds} s): {verdict}", job.name)
-            .and_then(|()| write!(out, "{text}"))
-            .and_then(|()| writeln!(out, "==== end of {}", job.name));
-        drop(out);
+        if echo {
+            let mut out = std::io::stdout().lock();
+            // Nothing to do if stdout is gone; the summary still counts the job.
+            let _ = writeln!(out, "\n==== {} (lane {lane}, {seconds} s): {verdict}", job.name)
+                .and_then(|()| write!(out, "{text}"))
+                .and_then(|()| writeln!(out, "==== end of {}", job.name));
+        }
         done.push((Outcome { name: job.name, lane, seconds, ok }, counts));
     }
     done
@@ -449,7 +451,7 @@ mod tests {
         missing.cmd = Command::new("/nonexistent/test-binary");
         let ok = shell_job("ok", "echo 'test result: ok. 2 passed; 0 failed; 0 ignored'", 1);
         let crash = shell_job("crash", "kill -9 $$", 1);
-        let done = run_lane(1, vec![missing, ok, crash]);
+        let done = run_lane(1, vec![missing, ok, crash], false);
         let seen: Vec<(&str, bool, Counts)> = done.iter().map(|(o, c)| (o.name.as_str(), o.ok, *c)).collect();
         assert_eq!(
             seen,
