@@ -1515,6 +1515,60 @@ mod tests {
         }
     }
 
+    /// A JSON usage object as Chat Completions sends it, varied: each
+    /// count mostly a small or edge integer (up to `MAX_TOKENS + 1`), else
+    /// `leaf`; `prompt_tokens` mostly there (its absence means the Responses
+    /// API's reading); the cached, DeepSeek cache-hit and reasoning counts
+    /// each there or not; sometimes other members, nested details of
+    /// another shape, or not an object at all.
+    fn usage_like(leaf: impl Strategy<Value = String> + Clone + 'static) -> impl Strategy<Value = String> {
+        fn obj(members: Vec<(&'static str, String)>) -> String {
+            format!("{{{}}}", members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(","))
+        }
+        let count = prop_oneof![
+            6 => (0u64..2000).prop_map(|n| n.to_string()),
+            2 => (0..=MAX_TOKENS + 1).prop_map(|n| n.to_string()),
+            1 => prop::sample::select(vec![MAX_TOKENS, MAX_TOKENS + 1, u64::MAX]).prop_map(|n| n.to_string()),
+            1 => leaf.clone(),
+        ];
+        let counted = |p: f64| prop::option::weighted(p, count.clone());
+        let details = |name: &'static str| {
+            let other = prop::option::weighted(0.2, (prop::sample::select(vec!["audio_tokens", "x"]), count.clone()));
+            (counted(0.7), other).prop_map(move |(n, other)| {
+                let mut m: Vec<(&'static str, String)> = n.map(|n| (name, n)).into_iter().collect();
+                m.extend(other);
+                obj(m)
+            })
+        };
+        let details = |name| prop_oneof![6 => details(name), 1 => leaf.clone()];
+        let others = prop::collection::vec(
+            (
+                prop::sample::select(vec!["total_tokens", "prompt_cache_miss_tokens", "input_tokens", "output_tokens"]),
+                count.clone(),
+            ),
+            0..3,
+        );
+        let usage = (
+            (counted(0.8), counted(0.7), counted(0.3)),
+            (
+                prop::option::weighted(0.4, details("cached_tokens")),
+                prop::option::weighted(0.4, details("reasoning_tokens")),
+            ),
+            prop::option::weighted(0.3, others),
+        )
+            .prop_map(|((prompt, completion, hit), (prompt_details, completion_details), others)| {
+                let mut m: Vec<(&'static str, String)> = Vec::new();
+                m.extend(prompt.map(|v| ("prompt_tokens", v)));
+                m.extend(completion.map(|v| ("completion_tokens", v)));
+                m.extend(hit.map(|v| ("prompt_cache_hit_tokens", v)));
+                m.extend(prompt_details.map(|v| ("prompt_tokens_details", v)));
+                m.extend(completion_details.map(|v| ("completion_tokens_details", v)));
+                m.extend(others.unwrap_or_default());
+                obj(m)
+            });
+        prop_oneof![8 => usage, 1 => leaf]
+    }
+
     /// A JSON text shaped like a chat chunk, with the shape varied: members
     /// missing, null, of other types, duplicated, unknown; arrays where
     /// objects go; escapes, long ids and numbers at the edges.
@@ -1562,14 +1616,6 @@ mod tests {
         );
         let choice = prop_oneof![choice.clone(), leaf.clone(), choice.prop_map(|c| format!("[{c}]"))];
         let choices = prop::collection::vec(choice, 0..3).prop_map(|c| format!("[{}]", c.join(",")));
-        let usage_keys = prop::sample::select(vec![
-            "prompt_tokens",
-            "completion_tokens",
-            "input_tokens",
-            "output_tokens",
-            "prompt_cache_hit_tokens",
-        ]);
-        let usage = prop::collection::vec((usage_keys, leaf.clone()), 0..4).prop_map(obj);
         let top_keys = prop::sample::select(vec![
             "id",
             "model",
@@ -1583,8 +1629,11 @@ mod tests {
             "usage",
             "choices",
         ]);
-        let member =
-            prop_oneof![(top_keys, leaf), choices.prop_map(|c| ("choices", c)), usage.prop_map(|u| ("usage", u)),];
+        let member = prop_oneof![
+            (top_keys, leaf.clone()),
+            choices.prop_map(|c| ("choices", c)),
+            usage_like(leaf).prop_map(|u| ("usage", u)),
+        ];
         (prop::collection::vec(member, 0..6), any::<bool>()).prop_map(move |(m, as_array)| {
             let o = obj(m);
             if as_array { format!("[{}]", o) } else { o }
@@ -1659,20 +1708,7 @@ mod tests {
             });
         let choice = prop_oneof![8 => choice, 1 => leaf.clone()];
         let choices = prop::collection::vec(choice, 0..9).prop_map(|c| format!("[{}]", c.join(",")));
-        let detail_keys = prop::sample::select(vec!["cached_tokens", "reasoning_tokens", "audio_tokens", "x"]);
-        let details = prop::collection::vec((detail_keys, leaf.clone()), 0..3).prop_map(obj);
-        let details = prop_oneof![3 => details, 1 => leaf.clone()];
-        let usage_keys = prop::sample::select(vec![
-            "prompt_tokens",
-            "completion_tokens",
-            "total_tokens",
-            "prompt_cache_hit_tokens",
-            "input_tokens",
-        ]);
-        let detail_names = prop::sample::select(vec!["prompt_tokens_details", "completion_tokens_details"]);
-        let usage_member = prop_oneof![(usage_keys, leaf.clone()), (detail_names, details)];
-        let usage = prop::collection::vec(usage_member, 0..5).prop_map(obj);
-        let usage = prop_oneof![4 => usage, 1 => leaf.clone()];
+        let usage = usage_like(leaf.clone());
         let top_keys = prop::sample::select(vec![
             "id",
             "model",
