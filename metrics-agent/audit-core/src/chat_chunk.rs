@@ -5,13 +5,14 @@
 //!
 //! It accepts only the chunk's known shape: an unknown member, a duplicate
 //! one or a value of another type fails the read, and the caller falls back
-//! to the general `Value` path. So whatever this read accepts, it reads as
+//! to the general `Value` path. What it skips it still checks as that path
+//! checks a `Value` (`Valid`), so whatever this read accepts, it reads as
 //! the general path would (property-tested in `llm`).
 
 use std::{borrow::Cow, marker::PhantomData};
 
 use serde::Deserialize;
-use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, MapAccess, Visitor};
 use serde_json::Value;
 
 /// The members of a chunk that a record needs.
@@ -28,15 +29,15 @@ pub struct ChatChunk<'a> {
     #[serde(default)]
     pub usage: Option<Value>,
     #[serde(rename = "object", default)]
-    _object: IgnoredAny,
+    _object: Valid,
     #[serde(rename = "created", default)]
-    _created: IgnoredAny,
+    _created: Valid,
     #[serde(rename = "system_fingerprint", default)]
-    _system_fingerprint: IgnoredAny,
+    _system_fingerprint: Valid,
     #[serde(rename = "service_tier", default)]
-    _service_tier: IgnoredAny,
+    _service_tier: Valid,
     #[serde(rename = "obfuscation", default)]
-    _obfuscation: IgnoredAny,
+    _obfuscation: Valid,
 }
 
 /// One choice of a chunk.
@@ -50,7 +51,7 @@ pub struct Choice<'a> {
     #[serde(borrow, default)]
     pub finish_reason: Option<Cow<'a, str>>,
     #[serde(rename = "logprobs", default)]
-    _logprobs: IgnoredAny,
+    _logprobs: Valid,
 }
 
 /// What a chunk's choices say, read as they are parsed (no list built):
@@ -94,7 +95,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
 #[serde(deny_unknown_fields)]
 pub struct Delta {
     #[serde(rename = "role", default)]
-    _role: IgnoredAny,
+    _role: Valid,
     #[serde(default)]
     content: Option<Text>,
     #[serde(default)]
@@ -136,7 +137,7 @@ impl<'de> Deserialize<'de> for Text {
     }
 }
 
-/// An array, read as its length (its elements skipped unbuilt).
+/// An array, read as its length (its elements skipped unbuilt, checked).
 pub struct Count(usize);
 
 impl<'de> Deserialize<'de> for Count {
@@ -149,13 +150,60 @@ impl<'de> Deserialize<'de> for Count {
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
                 let mut n = 0;
-                while seq.next_element::<IgnoredAny>()?.is_some() {
+                while seq.next_element::<Valid>()?.is_some() {
                     n += 1;
                 }
                 Ok(Count(n))
             }
         }
         d.deserialize_seq(V)
+    }
+}
+
+/// Any JSON value, skipped unbuilt but checked as parsing it into a
+/// `serde_json::Value` checks it: strings well-formed (UTF-8, no lone
+/// surrogate escape), numbers in range (no `1e400`), nesting within
+/// serde_json's depth limit. `IgnoredAny` checks none of these, so a body
+/// the general path rejects would be read.
+#[derive(Default)]
+pub struct Valid;
+
+impl<'de> Deserialize<'de> for Valid {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Valid)
+    }
+}
+
+impl<'de> Visitor<'de> for Valid {
+    type Value = Valid;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_unit<E>(self) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Valid, A::Error> {
+        while seq.next_element::<Valid>()?.is_some() {}
+        Ok(Valid)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Valid, A::Error> {
+        while map.next_entry::<Valid, Valid>()?.is_some() {}
+        Ok(Valid)
     }
 }
 

@@ -624,9 +624,9 @@ pub fn parse_response(request: &LlmRequest, content_type: Option<&str>, body: &[
         return stream.finish();
     }
     if matches!(request.format, WireFormat::OpenAi | WireFormat::Unknown)
-        && let Some(response) = chat_completion::parse(body).and_then(chat_completion_response)
+        && let Some(completion) = chat_completion::parse(body)
     {
-        return response;
+        return chat_completion_response(completion);
     }
     whole_response_as_value(request, body)
 }
@@ -653,11 +653,10 @@ fn whole_response_as_value(request: &LlmRequest, body: &[u8]) -> LlmResponse {
     }
 }
 
-/// An OpenAI chat completion read without building a `Value`: what
-/// `whole_response_as_value` makes of the same body (None when its usage is
-/// of a shape this read leaves to that path).
-fn chat_completion_response(c: chat_completion::ChatCompletion) -> Option<LlmResponse> {
-    let usage = c.usage().ok()?.unwrap_or_default();
+/// An OpenAI chat completion read without building a `Value` (but its
+/// usage): what `whole_response_as_value` makes of the same body.
+fn chat_completion_response(c: chat_completion::ChatCompletion) -> LlmResponse {
+    let usage = c.usage.as_ref().and_then(openai_usage).unwrap_or_default();
     let mut finish_reasons = FinishReasons::default();
     // (The general path keeps the first `MAX_REASONS` choices' summaries.)
     for (position, choice) in c.choices.iter().flatten().take(finish::MAX_REASONS).enumerate() {
@@ -665,13 +664,13 @@ fn chat_completion_response(c: chat_completion::ChatCompletion) -> Option<LlmRes
             finish_reasons.set_str(choice.0.index.unwrap_or(position as u64), reason);
         }
     }
-    Some(LlmResponse {
+    LlmResponse {
         finish_reasons,
         model: c.model.map(Cow::into_owned),
         usage,
         id: c.id.map(|s| s.chars().take(128).collect()),
         ..LlmResponse::default()
-    })
+    }
 }
 
 /// What a response's headers add: an error type (Bedrock's
@@ -1515,6 +1514,60 @@ mod tests {
         }
     }
 
+    /// A JSON usage object as Chat Completions sends it, varied: each
+    /// count mostly a small or edge integer (up to `MAX_TOKENS + 1`), else
+    /// `leaf`; `prompt_tokens` mostly there (its absence means the Responses
+    /// API's reading); the cached, DeepSeek cache-hit and reasoning counts
+    /// each there or not; sometimes other members, nested details of
+    /// another shape, or not an object at all.
+    fn usage_like(leaf: impl Strategy<Value = String> + Clone + 'static) -> impl Strategy<Value = String> {
+        fn obj(members: Vec<(&'static str, String)>) -> String {
+            format!("{{{}}}", members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(","))
+        }
+        let count = prop_oneof![
+            6 => (0u64..2000).prop_map(|n| n.to_string()),
+            2 => (0..=MAX_TOKENS + 1).prop_map(|n| n.to_string()),
+            1 => prop::sample::select(vec![MAX_TOKENS, MAX_TOKENS + 1, u64::MAX]).prop_map(|n| n.to_string()),
+            1 => leaf.clone(),
+        ];
+        let counted = |p: f64| prop::option::weighted(p, count.clone());
+        let details = |name: &'static str| {
+            let other = prop::option::weighted(0.2, (prop::sample::select(vec!["audio_tokens", "x"]), count.clone()));
+            (counted(0.7), other).prop_map(move |(n, other)| {
+                let mut m: Vec<(&'static str, String)> = n.map(|n| (name, n)).into_iter().collect();
+                m.extend(other);
+                obj(m)
+            })
+        };
+        let details = |name| prop_oneof![6 => details(name), 1 => leaf.clone()];
+        let others = prop::collection::vec(
+            (
+                prop::sample::select(vec!["total_tokens", "prompt_cache_miss_tokens", "input_tokens", "output_tokens"]),
+                count.clone(),
+            ),
+            0..3,
+        );
+        let usage = (
+            (counted(0.8), counted(0.7), counted(0.3)),
+            (
+                prop::option::weighted(0.4, details("cached_tokens")),
+                prop::option::weighted(0.4, details("reasoning_tokens")),
+            ),
+            prop::option::weighted(0.3, others),
+        )
+            .prop_map(|((prompt, completion, hit), (prompt_details, completion_details), others)| {
+                let mut m: Vec<(&'static str, String)> = Vec::new();
+                m.extend(prompt.map(|v| ("prompt_tokens", v)));
+                m.extend(completion.map(|v| ("completion_tokens", v)));
+                m.extend(hit.map(|v| ("prompt_cache_hit_tokens", v)));
+                m.extend(prompt_details.map(|v| ("prompt_tokens_details", v)));
+                m.extend(completion_details.map(|v| ("completion_tokens_details", v)));
+                m.extend(others.unwrap_or_default());
+                obj(m)
+            });
+        prop_oneof![8 => usage, 1 => leaf]
+    }
+
     /// A JSON text shaped like a chat chunk, with the shape varied: members
     /// missing, null, of other types, duplicated, unknown; arrays where
     /// objects go; escapes, long ids and numbers at the edges.
@@ -1535,6 +1588,10 @@ mod tests {
             Just("[]".to_string()),
             Just("[{}]".to_string()),
             Just("{}".to_string()),
+            // Malformed as the general path rejects them (the typed read must too).
+            Just("1e400".to_string()),
+            Just("\"\\ud800\"".to_string()),
+            (126usize..131).prop_map(|n| format!("{}{}", "[".repeat(n), "]".repeat(n))),
         ];
         let leaf = scalar.clone();
         fn obj(members: Vec<(&'static str, String)>) -> String {
@@ -1562,14 +1619,6 @@ mod tests {
         );
         let choice = prop_oneof![choice.clone(), leaf.clone(), choice.prop_map(|c| format!("[{c}]"))];
         let choices = prop::collection::vec(choice, 0..3).prop_map(|c| format!("[{}]", c.join(",")));
-        let usage_keys = prop::sample::select(vec![
-            "prompt_tokens",
-            "completion_tokens",
-            "input_tokens",
-            "output_tokens",
-            "prompt_cache_hit_tokens",
-        ]);
-        let usage = prop::collection::vec((usage_keys, leaf.clone()), 0..4).prop_map(obj);
         let top_keys = prop::sample::select(vec![
             "id",
             "model",
@@ -1583,9 +1632,16 @@ mod tests {
             "usage",
             "choices",
         ]);
-        let member =
-            prop_oneof![(top_keys, leaf), choices.prop_map(|c| ("choices", c)), usage.prop_map(|u| ("usage", u)),];
-        (prop::collection::vec(member, 0..6), any::<bool>()).prop_map(move |(m, as_array)| {
+        // Often a member the typed read skips, with a value of any shape.
+        let skipped =
+            prop::sample::select(vec!["object", "created", "system_fingerprint", "service_tier", "obfuscation"]);
+        let member = prop_oneof![
+            1 => (top_keys, leaf.clone()),
+            3 => (skipped, leaf.clone()),
+            2 => choices.prop_map(|c| ("choices", c)),
+            2 => usage_like(leaf).prop_map(|u| ("usage", u)),
+        ];
+        (prop::collection::vec(member, 0..6), prop::bool::weighted(0.1)).prop_map(move |(m, as_array)| {
             let o = obj(m);
             if as_array { format!("[{}]", o) } else { o }
         })
@@ -1632,6 +1688,11 @@ mod tests {
             Just("[]".to_string()),
             Just("{}".to_string()),
             Just(r#"{"content":"x","role":"assistant"}"#.to_string()),
+            // Malformed as the general path rejects them (the typed read must too).
+            Just("1e400".to_string()),
+            Just("\"\\ud800\"".to_string()),
+            (126usize..131).prop_map(|n| format!("{}{}", "[".repeat(n), "]".repeat(n))),
+            Just(format!("\"{INVALID_UTF8}\"")),
         ];
         fn obj(members: Vec<(&'static str, String)>) -> String {
             format!("{{{}}}", members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(","))
@@ -1659,20 +1720,7 @@ mod tests {
             });
         let choice = prop_oneof![8 => choice, 1 => leaf.clone()];
         let choices = prop::collection::vec(choice, 0..9).prop_map(|c| format!("[{}]", c.join(",")));
-        let detail_keys = prop::sample::select(vec!["cached_tokens", "reasoning_tokens", "audio_tokens", "x"]);
-        let details = prop::collection::vec((detail_keys, leaf.clone()), 0..3).prop_map(obj);
-        let details = prop_oneof![3 => details, 1 => leaf.clone()];
-        let usage_keys = prop::sample::select(vec![
-            "prompt_tokens",
-            "completion_tokens",
-            "total_tokens",
-            "prompt_cache_hit_tokens",
-            "input_tokens",
-        ]);
-        let detail_names = prop::sample::select(vec!["prompt_tokens_details", "completion_tokens_details"]);
-        let usage_member = prop_oneof![(usage_keys, leaf.clone()), (detail_names, details)];
-        let usage = prop::collection::vec(usage_member, 0..5).prop_map(obj);
-        let usage = prop_oneof![4 => usage, 1 => leaf.clone()];
+        let usage = usage_like(leaf.clone());
         let top_keys = prop::sample::select(vec![
             "id",
             "model",
@@ -1692,14 +1740,18 @@ mod tests {
             prop::option::of(choices),
             prop::option::of(usage),
         );
+        // Often members the typed read skips, with values of any shape.
+        let skipped = prop::sample::select(vec!["object", "created", "system_fingerprint", "service_tier"]);
+        let skipped = prop::collection::vec((skipped, leaf.clone()), 0..3);
         let others = prop::collection::vec((top_keys, leaf), 0..3);
-        (known, prop::option::weighted(0.3, others), prop::bool::weighted(0.1)).prop_map(
-            |((id, model, choices, usage), others, as_array)| {
+        (known, skipped, prop::option::weighted(0.3, others), prop::bool::weighted(0.1)).prop_map(
+            |((id, model, choices, usage), skipped, others, as_array)| {
                 let mut m: Vec<(&'static str, String)> = Vec::new();
                 m.extend(id.map(|v| ("id", v)));
                 m.extend(model.map(|v| ("model", v)));
                 m.extend(choices.map(|v| ("choices", v)));
                 m.extend(usage.map(|v| ("usage", v)));
+                m.extend(skipped);
                 m.extend(others.unwrap_or_default());
                 let o = obj(m);
                 if as_array { format!("[{o}]") } else { o }
@@ -1707,16 +1759,21 @@ mod tests {
         )
     }
 
+    /// Stands in `completion_like`'s text for a byte that is not UTF-8.
+    const INVALID_UTF8: &str = "<not-utf8>";
+
     proptest! {
         /// What the typed chat-completion read accepts, it reads as the
         /// general `Value` path does.
         #[test]
         fn chat_completion_reads_as_the_value_path(body in completion_like()) {
+            let body = body.replace(INVALID_UTF8, "\u{1}").into_bytes();
+            let body: Vec<u8> = body.into_iter().map(|b| if b == 1 { 0xff } else { b }).collect();
             for target in ["/v1/chat/completions", "/unknown/path", "/v1/responses"] {
                 let r = req(target, "{}");
                 prop_assert_eq!(
-                    parse_response(&r, Some("application/json"), body.as_bytes(), true),
-                    whole_response_as_value(&r, body.as_bytes())
+                    parse_response(&r, Some("application/json"), &body, true),
+                    whole_response_as_value(&r, &body)
                 );
             }
         }
@@ -1730,22 +1787,27 @@ mod tests {
             r#"{"model":"m","choices":[{"message":{"content":"a"}}]}"#,
             // More choices than the general path summarises: the fifth is not read.
             r#"{"choices":[{"finish_reason":"stop"},{"finish_reason":"stop"},{"finish_reason":"stop"},{"finish_reason":"stop"},{"index":0,"finish_reason":"length"}]}"#,
+            // Usage of any shape is read by the general path's code.
+            r#"{"usage":{"input_tokens":1}}"#,
+            r#"{"usage":{"prompt_tokens":null,"prompt_tokens_details":{"cached_tokens":2}}}"#,
+            // A choice's message is skipped unchecked by both paths.
+            "{\"choices\":[{\"message\":{\"content\":\"\\ud800\",\"n\":1e400}}]}",
         ] {
-            let fast = chat_completion::parse(body.as_bytes()).and_then(chat_completion_response);
+            let fast = chat_completion::parse(body.as_bytes()).map(chat_completion_response);
             assert!(fast.is_some(), "{body}");
             let r = req("/v1/chat/completions", "{}");
             assert_eq!(fast, Some(whole_response_as_value(&r, body.as_bytes())), "{body}");
         }
-        for body in [
-            "[]",
-            r#"{"error":{"type":"x"}}"#,
-            r#"{"id":"a","id":"b"}"#,
-            r#"{"usage":{"input_tokens":1}}"#,
-            r#"{"usage":{"prompt_tokens":null}}"#,
-            r#"{"choices":[{"index":-1}]}"#,
-        ] {
-            assert!(chat_completion::parse(body.as_bytes()).and_then(chat_completion_response).is_none(), "{body}");
+        let deep = format!(r#"{{"object":{}{}}}"#, "[".repeat(128), "]".repeat(128));
+        for body in ["[]", r#"{"error":{"type":"x"}}"#, r#"{"id":"a","id":"b"}"#, r#"{"choices":[{"index":-1}]}"#] {
+            assert!(chat_completion::parse(body.as_bytes()).is_none(), "{body}");
         }
+        // Members no record needs, malformed as the general path rejects them.
+        for body in [r#"{"model":"m","created":1e400}"#, r#"{"model":"m","system_fingerprint":"\ud800"}"#, &deep] {
+            assert!(chat_completion::parse(body.as_bytes()).is_none(), "{body}");
+            assert_eq!(serde_json::from_str::<Value>(body).ok(), None, "{body}");
+        }
+        assert!(chat_completion::parse(b"{\"object\":\"\xff\"}").is_none());
     }
 
     #[test]
@@ -1764,7 +1826,16 @@ mod tests {
             general.sse_event_as_value(None, data);
             assert_eq!(fast.finish(), general.finish(), "{data}");
         }
-        for data in [r#"[]"#, r#"{"type":"x"}"#, r#"{"id":"a","id":"b"}"#, r#"{"choices":[[0]]}"#] {
+        for data in [
+            r#"[]"#,
+            r#"{"type":"x"}"#,
+            r#"{"id":"a","id":"b"}"#,
+            r#"{"choices":[[0]]}"#,
+            // Members no record needs, malformed as the general path rejects them.
+            r#"{"created":1e400}"#,
+            r#"{"choices":[{"logprobs":{"content":"\udc00"}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"arguments":-1e999}]}}]}"#,
+        ] {
             assert!(chat_chunk::parse(data).is_none(), "{data}");
         }
     }
