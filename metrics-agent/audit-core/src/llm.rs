@@ -1514,6 +1514,33 @@ mod tests {
         }
     }
 
+    /// A JSON object text of `members`, in order (duplicates kept).
+    fn obj(members: Vec<(&'static str, String)>) -> String {
+        format!("{{{}}}", members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(","))
+    }
+
+    /// A JSON value at the edges the typed reads must treat as the general
+    /// path does (null, other types, escapes, long strings, numbers at the
+    /// edges, and values the general path rejects: `1e400`, a lone
+    /// surrogate, nesting past serde_json's depth limit), or one of `extra`.
+    fn scalar_like(extra: &[String]) -> impl Strategy<Value = String> + Clone + use<> {
+        let fixed =
+            ["null", "true", "-1", "2.0", "-0", "1000000000001", "\"stop\"", "\"le\\u006egth\"", "\"\"", "[]", "{}"];
+        let malformed = ["1e400", "\"\\ud800\""];
+        let mut options: Vec<BoxedStrategy<String>> = fixed
+            .iter()
+            .chain(&malformed)
+            .map(|s| s.to_string())
+            .chain(extra.iter().cloned())
+            .map(|s| Just(s).boxed())
+            .collect();
+        options.push((0u64..4).prop_map(|n| n.to_string()).boxed());
+        options.push("[a-z_\\\\\"é]{0,6}".prop_map(|s| serde_json::to_string(&s).unwrap()).boxed());
+        options.push("[a-z]{120,140}".prop_map(|s| format!("\"{s}\"")).boxed());
+        options.push((126usize..131).prop_map(|n| format!("{}{}", "[".repeat(n), "]".repeat(n))).boxed());
+        proptest::strategy::Union::new(options)
+    }
+
     /// A JSON usage object as Chat Completions sends it, varied: each
     /// count mostly a small or edge integer (up to `MAX_TOKENS + 1`), else
     /// `leaf`; `prompt_tokens` mostly there (its absence means the Responses
@@ -1521,9 +1548,6 @@ mod tests {
     /// each there or not; sometimes other members, nested details of
     /// another shape, or not an object at all.
     fn usage_like(leaf: impl Strategy<Value = String> + Clone + 'static) -> impl Strategy<Value = String> {
-        fn obj(members: Vec<(&'static str, String)>) -> String {
-            format!("{{{}}}", members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(","))
-        }
         let count = prop_oneof![
             6 => (0u64..2000).prop_map(|n| n.to_string()),
             2 => (0..=MAX_TOKENS + 1).prop_map(|n| n.to_string()),
@@ -1572,31 +1596,8 @@ mod tests {
     /// missing, null, of other types, duplicated, unknown; arrays where
     /// objects go; escapes, long ids and numbers at the edges.
     fn chunk_like() -> impl Strategy<Value = String> {
-        let scalar = prop_oneof![
-            Just("null".to_string()),
-            Just("true".to_string()),
-            Just("-1".to_string()),
-            Just("2.0".to_string()),
-            Just("-0".to_string()),
-            Just("1000000000001".to_string()),
-            (0u64..4).prop_map(|n| n.to_string()),
-            "[a-z_\\\\\"é]{0,6}".prop_map(|s| serde_json::to_string(&s).unwrap()),
-            "[a-z]{120,140}".prop_map(|s| format!("\"{s}\"")),
-            Just("\"stop\"".to_string()),
-            Just("\"le\\u006egth\"".to_string()),
-            Just("\"\"".to_string()),
-            Just("[]".to_string()),
-            Just("[{}]".to_string()),
-            Just("{}".to_string()),
-            // Malformed as the general path rejects them (the typed read must too).
-            Just("1e400".to_string()),
-            Just("\"\\ud800\"".to_string()),
-            (126usize..131).prop_map(|n| format!("{}{}", "[".repeat(n), "]".repeat(n))),
-        ];
+        let scalar = scalar_like(&["[{}]".to_string()]);
         let leaf = scalar.clone();
-        fn obj(members: Vec<(&'static str, String)>) -> String {
-            format!("{{{}}}", members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(","))
-        }
         let delta_keys = prop::sample::select(vec![
             "role",
             "content",
@@ -1671,32 +1672,11 @@ mod tests {
     /// `chunk_like` varies a chunk (more choices than are summarised, usage
     /// details nested or not).
     fn completion_like() -> impl Strategy<Value = String> {
-        let scalar = prop_oneof![
-            Just("null".to_string()),
-            Just("true".to_string()),
-            Just("-1".to_string()),
-            Just("2.0".to_string()),
-            Just("-0".to_string()),
-            Just("1000000000001".to_string()),
-            Just("18446744073709551616".to_string()),
-            (0u64..4).prop_map(|n| n.to_string()),
-            "[a-z_\\\\\"é]{0,6}".prop_map(|s| serde_json::to_string(&s).unwrap()),
-            "[a-z]{120,140}".prop_map(|s| format!("\"{s}\"")),
-            Just("\"stop\"".to_string()),
-            Just("\"le\\u006egth\"".to_string()),
-            Just("\"\"".to_string()),
-            Just("[]".to_string()),
-            Just("{}".to_string()),
-            Just(r#"{"content":"x","role":"assistant"}"#.to_string()),
-            // Malformed as the general path rejects them (the typed read must too).
-            Just("1e400".to_string()),
-            Just("\"\\ud800\"".to_string()),
-            (126usize..131).prop_map(|n| format!("{}{}", "[".repeat(n), "]".repeat(n))),
-            Just(format!("\"{INVALID_UTF8}\"")),
-        ];
-        fn obj(members: Vec<(&'static str, String)>) -> String {
-            format!("{{{}}}", members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(","))
-        }
+        let scalar = scalar_like(&[
+            "18446744073709551616".to_string(),
+            r#"{"content":"x","role":"assistant"}"#.to_string(),
+            format!("\"{INVALID_UTF8}\""),
+        ]);
         let leaf = scalar.clone();
         let index = prop_oneof![3 => (0u64..3).prop_map(|n| n.to_string()), 1 => leaf.clone()];
         let reason =
